@@ -1,0 +1,1 @@
+"""courtlink courtlink package."""

@@ -1,0 +1,1 @@
+"""courtlink media package."""

@@ -1,0 +1,1 @@
+"""courtlink recorder package."""

@@ -1,0 +1,1 @@
+"""The hearing domain: sites, courtrooms, hearings, roles, permissions, schedule, audit, stores."""

@@ -1,0 +1,1 @@
+"""Store backends: the only modules that touch SQLite or Redis."""

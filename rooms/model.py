@@ -1,0 +1,183 @@
+"""The hearing domain's plain data: sites, courtrooms, hearings, participants.
+
+Every type here is a frozen pydantic model or a string enum; behaviour lives in
+the sibling modules (lifecycle, permissions, schedule, audit). No I/O.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("time must carry a UTC offset (RFC 3339)")
+    return value
+
+
+AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+"""A datetime that carries its offset; naive times are refused at the edge."""
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+def new_id(prefix: str) -> str:
+    """A fresh opaque identifier such as ``hrg_3f2a...``."""
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+class Frozen(BaseModel):
+    """Base of every domain and wire type: immutable, unknown fields refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SiteKind(StrEnum):
+    """What kind of place a site is (PROTOCOL.md)."""
+
+    court = "court"
+    tribunal = "tribunal"
+    detention_center = "detention_center"
+    prison = "prison"
+    procuratorate = "procuratorate"
+    remote = "remote"
+
+
+class HearingKind(StrEnum):
+    """What kind of hearing is booked (GLOSSARY.md)."""
+
+    trial = "trial"
+    arraignment = "arraignment"
+    mediation = "mediation"
+    meeting = "meeting"
+    reception = "reception"
+    observation = "observation"
+
+
+class HearingState(StrEnum):
+    """The hearing lifecycle; transitions live in ``rooms.lifecycle``."""
+
+    scheduled = "scheduled"
+    open = "open"
+    in_session = "in_session"
+    recess = "recess"
+    adjourned = "adjourned"
+    cancelled = "cancelled"
+
+
+class Role(StrEnum):
+    """What a participant is in the hearing; ``recorder`` is hidden and internal."""
+
+    judge = "judge"
+    clerk = "clerk"
+    prosecutor = "prosecutor"
+    counsel = "counsel"
+    defendant = "defendant"
+    party = "party"
+    witness = "witness"
+    interpreter = "interpreter"
+    observer = "observer"
+    chair = "chair"
+    attendee = "attendee"
+    recorder = "recorder"
+
+
+BOOKABLE_ROLES: frozenset[Role] = frozenset(Role) - {Role.recorder}
+"""Roles a clerk may put on a booking; the recorder joins on its own."""
+
+
+class Placement(StrEnum):
+    """Where a connected participant currently is."""
+
+    lobby = "lobby"
+    witness_lobby = "witness_lobby"
+    courtroom = "courtroom"
+    consultation = "consultation"
+
+
+class Source(StrEnum):
+    """A kind of media a participant may publish."""
+
+    camera = "camera"
+    microphone = "microphone"
+    evidence = "evidence"
+
+
+class Site(Frozen):
+    """A place that joins hearings: a court, a detention center, a lawyer at home."""
+
+    id: Identifier = Field(description="Stable identifier, chosen by the client or generated.")
+    name: Name = Field(description="Human name, e.g. 'No. 1 Detention Center of X County'.")
+    kind: SiteKind = Field(description="What kind of place this is.")
+    region: str = Field(default="", max_length=100, description="Region used for media-node placement.")
+    terminals: int = Field(default=1, ge=1, le=1000, description="How many hearings the site can join at once.")
+
+
+class Courtroom(Frozen):
+    """A virtual courtroom: what a hearing is booked into; one hearing at a time."""
+
+    id: Identifier = Field(description="Stable identifier.")
+    name: Name = Field(description="Human name, e.g. 'Remote Courtroom 3'.")
+    site_id: Identifier = Field(description="The site that hosts this courtroom.")
+
+
+def identity_of(name: str, site_id: str) -> str:
+    """The default "same person" key: the normalized name at the same site."""
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    return f"{' '.join(folded.split())}@{site_id}"
+
+
+class Participant(Frozen):
+    """A person booked into a hearing, with one personal join link."""
+
+    id: Identifier = Field(description="Participant identifier, unique within the store.")
+    name: Name = Field(description="Display name.")
+    role: Role = Field(description="Role in this hearing.")
+    site_id: Identifier = Field(description="The site the participant joins from.")
+    identity: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Key for 'the same person' across hearings (defaults to name@site).",
+    )
+    token_id: str = Field(default="", description="Id (jti) of the only join token that is valid.")
+
+
+class Hearing(Frozen):
+    """A booked hearing: a case, a courtroom, a window and its participants."""
+
+    id: Identifier = Field(description="Hearing identifier.")
+    case_number: str = Field(min_length=1, max_length=100, description="The court's case number.")
+    title: str = Field(default="", max_length=300, description="Short title shown to participants.")
+    kind: HearingKind = Field(description="Kind of hearing.")
+    courtroom_id: Identifier = Field(description="The virtual courtroom booked.")
+    starts_at: AwareDatetime = Field(description="Start of the booked window.")
+    ends_at: AwareDatetime = Field(description="End of the booked window.")
+    state: HearingState = Field(default=HearingState.scheduled, description="Lifecycle state.")
+    participants: tuple[Participant, ...] = Field(default=(), description="Booked participants.")
+    version: int = Field(default=1, ge=1, description="Incremented on every change.")
+
+    @model_validator(mode="after")
+    def _window(self) -> Hearing:
+        if self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        return self
+
+    @property
+    def blocks_schedule(self) -> bool:
+        """Whether this hearing still occupies its courtroom, sites and people."""
+        return self.state not in (HearingState.cancelled, HearingState.adjourned)
+
+    def participant(self, participant_id: str) -> Participant | None:
+        """The participant with this id, if booked."""
+        return next((p for p in self.participants if p.id == participant_id), None)
+
+    def site_ids(self) -> frozenset[str]:
+        """Every site that joins this hearing (the courtroom's own site excluded)."""
+        return frozenset(p.site_id for p in self.participants)
