@@ -1,0 +1,144 @@
+"""One typed settings tree for every courtlink process.
+
+Sources, later ones winning: defaults, an optional TOML file (``--config`` or
+``COURTLINK_CONFIG``), then environment variables ``COURTLINK_*`` (nested keys
+with ``__``, e.g. ``COURTLINK_MEDIA__LAST_N=4``). Every key is documented in
+``deploy/courtlink.example.toml``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class ApiKeySetting(BaseModel):
+    """A management API key and what it may do."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, description="Who holds the key; appears in the audit log.")
+    key: SecretStr = Field(description="The bearer secret (at least 16 characters).", min_length=16)
+    scope: Literal["clerk", "admin"] = Field(description="clerk: book and manage hearings; admin: everything.")
+
+
+class TokenSettings(BaseModel):
+    """Join tokens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    secret: SecretStr | None = Field(
+        default=None, description="HS256 signing secret; created on first run and kept in the data dir when unset."
+    )
+    margin_before_minutes: int = Field(default=30, ge=0, le=24 * 60, description="Link valid this long before start.")
+    margin_after_minutes: int = Field(default=120, ge=0, le=7 * 24 * 60, description="Link valid this long after end.")
+
+
+class MediaSettings(BaseModel):
+    """The media node embedded in ``courtlink serve``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    node_id: str = Field(default="node-1", description="Stable id of the embedded media node.")
+    region: str = Field(default="", description="Region of the node, for placement.")
+    announce_addresses: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="ICE host addresses the node announces: its reachable (or public) address in production.",
+    )
+    ice_servers: list[str] = Field(
+        default_factory=list, description="STUN/TURN URLs given to clients and the node (none by default)."
+    )
+    last_n: int = Field(default=6, ge=1, le=64, description="Video of the N most recent speakers is forwarded.")
+
+
+class SessionSettings(BaseModel):
+    """The WebSocket session."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    resume_grace_seconds: float = Field(
+        default=30, gt=0, le=600, description="How long a dropped participant keeps their place."
+    )
+    max_message_bytes: int = Field(
+        default=65536, ge=1024, le=1 << 20, description="Largest accepted WebSocket message."
+    )
+    rate_per_second: float = Field(default=20, gt=0, description="Sustained messages per second per connection.")
+    rate_burst: int = Field(default=50, ge=1, description="Burst of messages allowed per connection.")
+
+
+class RecorderSettings(BaseModel):
+    """The recorder embedded in ``courtlink serve``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(default=True, description="Every hearing is recorded; switch off only for tests.")
+    recorder_id: str = Field(default="rec-1", description="Distinguishes independent recorders of the same hearing.")
+    segment_seconds: float = Field(default=10, gt=0.5, le=600, description="Target length of one segment.")
+    queue_frames: int = Field(
+        default=2000, ge=10, description="Bound of the write queue; when full the recording degrades."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything a courtlink process can be told."""
+
+    model_config = SettingsConfigDict(env_prefix="COURTLINK_", env_nested_delimiter="__", extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Port to listen on (0: any free port).")
+    data_dir: Path = Field(
+        default=Path("courtlink-data"), description="Where the embedded store, keys and recordings live."
+    )
+    public_url: str | None = Field(
+        default=None, description="Base URL for join links; derived from the request when unset."
+    )
+    redis_url: str | None = Field(default=None, description="redis://... switches every store to Redis.")
+    admin_key: SecretStr | None = Field(
+        default=None, description="The admin API key; created on first run and kept in the data dir when unset."
+    )
+    api_keys: list[ApiKeySetting] = Field(default_factory=list, description="Further API keys (clerks, case systems).")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log threshold.")
+    log_format: Literal["json", "console"] = Field(default="json", description="Log line format.")
+    tokens: TokenSettings = Field(default_factory=TokenSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
+    session: SessionSettings = Field(default_factory=SessionSettings)
+    recorder: RecorderSettings = Field(default_factory=RecorderSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = settings_cls.model_config.get("toml_file") or os.environ.get("COURTLINK_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(str(config_file))))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
+    """Settings from defaults, the TOML file, the environment, then explicit overrides (CLI flags)."""
+    cls: type[Settings] = Settings
+    if config_file is not None:
+        if not config_file.is_file():
+            raise FileNotFoundError(f"settings file {config_file} does not exist")
+
+        class _FromFile(Settings):
+            model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": config_file})
+
+        cls = _FromFile
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return cls(**clean)  # type: ignore[arg-type]
