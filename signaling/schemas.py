@@ -1,0 +1,226 @@
+"""Request and response bodies of the REST API, validated once at the edge.
+
+Request models refuse unknown fields (``extra="forbid"``); the OpenAPI
+document in :mod:`signaling.openapi` is generated from these same classes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
+
+from rooms.audit import AuditEvent
+from rooms.model import (
+    BOOKABLE_ROLES,
+    AwareDatetime,
+    Courtroom,
+    Hearing,
+    HearingKind,
+    HearingState,
+    Identifier,
+    Name,
+    Participant,
+    Role,
+    Site,
+    SiteKind,
+)
+
+
+def _bookable(role: Role) -> Role:
+    if role not in BOOKABLE_ROLES:
+        raise ValueError(f"role {role.value!r} cannot be booked; use one of: {', '.join(sorted(BOOKABLE_ROLES))}")
+    return role
+
+
+BookableRole = Annotated[
+    Role,
+    AfterValidator(_bookable),
+    WithJsonSchema({"type": "string", "enum": sorted(r.value for r in BOOKABLE_ROLES)}),
+]
+"""A role a clerk may put on a booking (every role but the hidden recorder)."""
+
+
+class RequestBody(BaseModel):
+    """Base of request bodies: unknown fields are refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SiteCreate(RequestBody):
+    """Body of ``POST /sites``."""
+
+    id: Identifier | None = Field(default=None, description="Identifier; generated when omitted.")
+    name: Name = Field(description="Human name.")
+    kind: SiteKind = Field(description="What kind of place this is.")
+    region: str = Field(default="", max_length=100, description="Region used for media-node placement.")
+    terminals: int = Field(default=1, ge=1, le=1000, description="How many hearings the site can join at once.")
+
+
+class CourtroomCreate(RequestBody):
+    """Body of ``POST /courtrooms``."""
+
+    id: Identifier | None = Field(default=None, description="Identifier; generated when omitted.")
+    name: Name = Field(description="Human name.")
+    site_id: Identifier = Field(description="The site that hosts this courtroom.")
+
+
+class ParticipantCreate(RequestBody):
+    """A participant in ``POST /hearings`` or ``POST /hearings/{id}/participants``."""
+
+    name: Name = Field(description="Display name.")
+    role: BookableRole = Field(description="Role in the hearing (any role but recorder).")
+    site_id: Identifier = Field(description="The site the participant joins from.")
+    identity: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Key for 'the same person' across hearings (e.g. a bar number); default: name@site.",
+    )
+
+
+def _window_ok(ends_at: AwareDatetime, info: ValidationInfo) -> AwareDatetime:
+    starts_at = info.data.get("starts_at")
+    if starts_at is not None and ends_at <= starts_at:
+        raise ValueError("ends_at must be after starts_at")
+    return ends_at
+
+
+class HearingCreate(RequestBody):
+    """Body of ``POST /hearings``: a booking."""
+
+    case_number: str = Field(min_length=1, max_length=100, description="The court's case number.")
+    title: str = Field(default="", max_length=300, description="Short title shown to participants.")
+    kind: HearingKind = Field(description="Kind of hearing.")
+    courtroom_id: Identifier = Field(description="The virtual courtroom to book.")
+    starts_at: AwareDatetime = Field(description="Start of the window, RFC 3339 with offset.")
+    ends_at: AwareDatetime = Field(description="End of the window, RFC 3339 with offset; after starts_at.")
+    participants: list[ParticipantCreate] = Field(
+        min_length=1, max_length=200, description="Who takes part; each gets a personal join link."
+    )
+
+    _check_window = field_validator("ends_at")(_window_ok)
+
+
+class HearingPatch(RequestBody):
+    """Body of ``PATCH /hearings/{id}``: reschedule or edit; omitted fields stay as they are."""
+
+    case_number: str | None = Field(default=None, min_length=1, max_length=100, description="New case number.")
+    title: str | None = Field(default=None, max_length=300, description="New title.")
+    kind: HearingKind | None = Field(default=None, description="New kind.")
+    courtroom_id: Identifier | None = Field(default=None, description="Move to another courtroom.")
+    starts_at: AwareDatetime | None = Field(default=None, description="New start.")
+    ends_at: AwareDatetime | None = Field(default=None, description="New end.")
+
+    _check_window = field_validator("ends_at")(_window_ok)
+
+
+class HearingQuery(RequestBody):
+    """Query of ``GET /hearings``: every filter is optional; windows overlap [from, to)."""
+
+    courtroom_id: Identifier | None = Field(default=None, description="Only this courtroom.")
+    site_id: Identifier | None = Field(default=None, description="Only hearings a participant joins from this site.")
+    starts_from: AwareDatetime | None = Field(default=None, alias="from", description="Hearings ending after this.")
+    ends_to: AwareDatetime | None = Field(default=None, alias="to", description="Hearings starting before this.")
+    limit: int = Field(default=500, ge=1, le=500, description="At most this many hearings.")
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=False)
+
+
+class ParticipantView(BaseModel):
+    """A booked participant as the API shows it (never the token)."""
+
+    id: str = Field(description="Participant identifier.")
+    name: str = Field(description="Display name.")
+    role: Role = Field(description="Role in the hearing.")
+    site_id: str = Field(description="The site the participant joins from.")
+    identity: str = Field(description="Key for 'the same person' across hearings.")
+
+    @classmethod
+    def of(cls, p: Participant) -> ParticipantView:
+        """The view of a domain participant."""
+        return cls(id=p.id, name=p.name, role=p.role, site_id=p.site_id, identity=p.identity)
+
+
+class ParticipantLink(ParticipantView):
+    """A participant with a freshly issued personal join link."""
+
+    join_url: str = Field(description="Opens the web client: '{base}/join?t=TOKEN'.")
+    token: str = Field(description="The signed join token inside join_url.")
+
+
+class HearingView(BaseModel):
+    """A hearing as the API shows it."""
+
+    id: str = Field(description="Hearing identifier.")
+    case_number: str = Field(description="The court's case number.")
+    title: str = Field(description="Short title.")
+    kind: HearingKind = Field(description="Kind of hearing.")
+    courtroom_id: str = Field(description="The booked courtroom.")
+    starts_at: AwareDatetime = Field(description="Start of the window.")
+    ends_at: AwareDatetime = Field(description="End of the window.")
+    state: HearingState = Field(description="Lifecycle state.")
+    version: int = Field(description="Incremented on every change.")
+    participants: list[ParticipantView] = Field(description="Booked participants.")
+
+    @classmethod
+    def of(cls, h: Hearing) -> HearingView:
+        """The view of a domain hearing."""
+        return cls(
+            id=h.id,
+            case_number=h.case_number,
+            title=h.title,
+            kind=h.kind,
+            courtroom_id=h.courtroom_id,
+            starts_at=h.starts_at,
+            ends_at=h.ends_at,
+            state=h.state,
+            version=h.version,
+            participants=[ParticipantView.of(p) for p in h.participants],
+        )
+
+
+class BookedHearing(HearingView):
+    """Answer of ``POST /hearings``: the hearing with every participant's join link."""
+
+    participants: list[ParticipantLink] = Field(description="Booked participants, each with a personal join link.")  # type: ignore[assignment]
+
+
+class SiteList(BaseModel):
+    """Answer of ``GET /sites``."""
+
+    items: list[Site] = Field(description="Every site, by id.")
+
+
+class CourtroomList(BaseModel):
+    """Answer of ``GET /courtrooms``."""
+
+    items: list[Courtroom] = Field(description="Every courtroom, by id.")
+
+
+class HearingList(BaseModel):
+    """Answer of ``GET /hearings``."""
+
+    items: list[HearingView] = Field(description="Matching hearings, by start time.")
+
+
+class ChainVerification(BaseModel):
+    """Whether an audit chain verifies, and where it breaks if it does not."""
+
+    ok: bool = Field(description="True when every event verifies.")
+    first_bad_seq: int | None = Field(default=None, description="The first event that does not verify.")
+    reason: str | None = Field(default=None, description="Why it does not verify.")
+
+
+class AuditLog(BaseModel):
+    """Answer of ``GET /hearings/{id}/audit``."""
+
+    stream: str = Field(description="The hearing id.")
+    events: list[AuditEvent] = Field(description="The hash-chained events, in order.")
+    verified: ChainVerification = Field(description="Result of verifying the chain.")
+
+
+class Health(BaseModel):
+    """Answer of ``GET /healthz``."""
+
+    status: str = Field(description="'ok' when the store answers.")
