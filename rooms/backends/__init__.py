@@ -1,1 +1,32 @@
-"""Store backends: the only modules that touch SQLite or Redis."""
+"""Store backends: the only modules that touch SQLite or Redis.
+
+:func:`open_store` is the one factory that picks a backend from a URL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rooms.store import Store
+
+SQLITE_FILE = "courtlink.sqlite3"
+"""File name of the embedded database inside the data directory."""
+
+
+async def open_store(url: str | None, data_dir: Path, *, key_prefix: str = "courtlink:") -> Store:
+    """Open the store named by ``url``.
+
+    None or "" opens the embedded SQLite store at ``data_dir / "courtlink.sqlite3"``;
+    ``redis://`` or ``rediss://`` opens the Redis store (keys under ``key_prefix``).
+    Any other scheme is a ValueError naming the URL's scheme.
+    """
+    if not url:
+        from rooms.backends.sqlite import SqliteStore
+
+        return await SqliteStore.open(data_dir / SQLITE_FILE)
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in ("redis", "rediss"):
+        from rooms.backends.redis import RedisStore
+
+        return await RedisStore.open(url, key_prefix=key_prefix)
+    raise ValueError(f"unsupported store URL scheme {scheme!r}: use redis://, rediss:// or none for SQLite")

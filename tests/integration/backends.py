@@ -1,0 +1,81 @@
+"""Test helpers for the store contract: open either backend, reopen it, tamper with its audit log."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+import pytest
+import redis.asyncio as aioredis
+
+from rooms.backends import SQLITE_FILE, open_store
+from rooms.backends.redis import AUDIT_FIELD, AUDIT_KEY
+from rooms.store import Store
+
+BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+"""The parameter list of every contract fixture: one suite, two backends (``-m "not redis"`` skips Redis)."""
+
+
+@dataclass
+class Backend:
+    """Where one backend's data lives, so a test can reopen the same data or edit it behind the store's back."""
+
+    kind: str
+    data_dir: Path
+    redis_url: str = ""
+    prefix: str = field(default_factory=lambda: f"test:{uuid.uuid4().hex[:12]}:")
+    opened: list[Store] = field(default_factory=list)
+
+    async def open(self) -> Store:
+        """A fresh store on this backend's data (the same data every time)."""
+        url = self.redis_url if self.kind == "redis" else None
+        store = await open_store(url, self.data_dir, key_prefix=self.prefix)
+        self.opened.append(store)
+        return store
+
+    async def tamper(self, stream: str, seq: int, actor: str) -> None:
+        """Rewrite the actor of one stored audit event directly in the database."""
+        if self.kind == "sqlite":
+            conn = sqlite3.connect(self.data_dir / SQLITE_FILE, isolation_level=None)
+            try:
+                conn.execute(
+                    "UPDATE audit SET body = json_set(body, '$.actor', ?) WHERE stream = ? AND seq = ?",
+                    (actor, stream, seq),
+                )
+            finally:
+                conn.close()
+            return
+        client = aioredis.Redis.from_url(self.redis_url)
+        try:
+            key = self.prefix + AUDIT_KEY.format(stream=stream)
+            entries = cast("list[tuple[bytes, dict[bytes, bytes]]]", await client.xrange(key))
+            # Stream entries cannot be edited in place: rebuild the stream with one event changed.
+            await client.delete(key)
+            for entry_id, fields in entries:
+                body = json.loads(fields[AUDIT_FIELD.encode()])
+                if body["seq"] == seq:
+                    body["actor"] = actor
+                await client.xadd(key, {AUDIT_FIELD: json.dumps(body)}, id=entry_id)
+        finally:
+            await client.aclose()
+
+    async def close_all(self) -> None:
+        """Close every store this backend opened."""
+        for store in self.opened:
+            await store.close()
+
+
+async def backend_for(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    """Body of the parametrized ``backend`` fixtures (request.param is 'sqlite' or 'redis')."""
+    kind: str = request.param
+    url = request.getfixturevalue("redis_server") if kind == "redis" else ""
+    backend = Backend(kind, tmp_path / "data", redis_url=url)
+    try:
+        yield backend
+    finally:
+        await backend.close_all()
