@@ -104,6 +104,10 @@ class Store(Protocol):
         """The whole chain of ``stream``, in order."""
         ...
 
+    async def audit_since(self, stream: str, after_seq: int) -> Sequence[AuditEvent]:
+        """The events of ``stream`` after ``after_seq``, in order (for followers such as the recorder)."""
+        ...
+
     async def close(self) -> None:
         """Release connections and files."""
         ...

@@ -398,6 +398,11 @@ class RedisStore:
         entries = _entries(await self._redis.xrange(self._k(AUDIT_KEY, stream=stream)))
         return [AuditEvent.model_validate_json(fields[AUDIT_FIELD]) for fields in entries]
 
+    async def audit_since(self, stream: str, after_seq: int) -> Sequence[AuditEvent]:
+        """The events of ``stream`` after ``after_seq``, in order (entry ids are ``0-<seq>``)."""
+        raw = await self._redis.xrange(self._k(AUDIT_KEY, stream=stream), min=f"0-{after_seq + 1}")
+        return [AuditEvent.model_validate_json(fields[AUDIT_FIELD]) for fields in _entries(raw)]
+
     async def close(self) -> None:
         """Close the connection pool."""
         await self._redis.aclose()

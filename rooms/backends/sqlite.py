@@ -409,6 +409,15 @@ class SqliteStore:
         )
         return [AuditEvent.model_validate_json(r[0]) for r in rows]
 
+    async def audit_since(self, stream: str, after_seq: int) -> Sequence[AuditEvent]:
+        """The events of ``stream`` after ``after_seq``, in order."""
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT body FROM audit WHERE stream = ? AND seq > ? ORDER BY seq", (stream, after_seq)
+            ).fetchall()
+        )
+        return [AuditEvent.model_validate_json(r[0]) for r in rows]
+
     async def close(self) -> None:
         """Close the connection and stop the worker thread."""
         if self._conn is not None:

@@ -277,6 +277,17 @@ async def test_every_change_appends_to_a_verifying_audit_chain(court: Store) -> 
     assert (await court.get_hearing("h1")).version == 3
 
 
+async def test_audit_since_returns_only_later_events(court: Store) -> None:
+    """A follower (the recorder) reads the events after the last one it has, in order, and nothing else."""
+    await court.book(hearing("h1", "cr1", 0, 1), CLERK)
+    for action in ("hearing_opened", "hearing_started", "hearing_recessed"):
+        await court.append_audit("h1", Trace("prt_judge", action))
+    assert [e.seq for e in await court.audit_since("h1", 0)] == [1, 2, 3, 4]
+    assert [e.action for e in await court.audit_since("h1", 2)] == ["hearing_started", "hearing_recessed"]
+    assert list(await court.audit_since("h1", 4)) == []
+    assert list(await court.audit_since("no-such-stream", 0)) == []
+
+
 async def test_altered_audit_event_is_named_by_verify(court: Store, backend: Backend) -> None:
     """Editing one stored audit event behind the store's back makes verify_chain name that event's seq."""
     await court.book(hearing("h1", "cr1", 0, 1), CLERK)
