@@ -1,0 +1,152 @@
+"""The recording manifest: one JSON object per line, each chained to the one before.
+
+A recording session's ``manifest.jsonl`` is append-only. Every line is the
+canonical JSON (sorted keys, no spaces, UTF-8) of an entry that carries
+
+- ``n``: its 1-based line number,
+- ``type``: ``session`` (line 1: hearing, participants with roles and sites,
+  link to the previous session), ``track`` (a track starts), ``segment`` (one
+  file: track, participant, source, codec, wall-clock ``start``/``end``,
+  ``clock`` = ``sender_report`` or ``arrival``, ``bytes``, ``sha256`` computed
+  while writing, ``blocks``), ``gap`` (``reason`` in :data:`GAP_REASONS`,
+  ``track`` or None for all), ``audit`` (a hearing audit event), ``track_stopped``
+  (a participant ended a track: not a gap), ``recovered_segment`` (a crashed
+  session's partial file, accounted for), ``stop`` and ``seal`` (last line:
+  Ed25519 signature over the chain head),
+- ``prev``: the ``hash`` of the line before (the first line of a session that
+  continues a crashed one carries that session's last hash, else 64 zeros),
+- ``hash``: SHA-256 (hex) over the canonical JSON of every other field.
+
+So editing, dropping, inserting or reordering any line breaks the chain at that
+line, and :mod:`recorder.verify` names it. Times are Unix seconds (floats,
+microsecond precision) so that they hash the same on every platform.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rooms.audit import GENESIS, canonical
+
+MANIFEST_NAME = "manifest.jsonl"
+"""File name of a session's manifest inside its directory."""
+
+FORMAT = "courtlink-recording/1"
+"""Value of the session line's ``format`` field."""
+
+GAP_REASONS = frozenset({"recess", "consultation_excluded", "recorder_restart", "track_lost", "disk"})
+"""Why a stretch of a hearing (or of one track) has no segments."""
+
+
+def entry_hash(entry: dict[str, Any]) -> str:
+    """SHA-256 (hex) over the canonical JSON of every field but ``hash``."""
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    return hashlib.sha256(canonical(body)).hexdigest()
+
+
+def wall(t: float) -> float:
+    """A wall-clock time as stored in the manifest (microsecond precision)."""
+    return round(t, 6)
+
+
+class ManifestWriter:
+    """Appends chained lines to a manifest; each line is on disk (fsync) before ``append`` returns.
+
+    When a write fails (a full disk), the line stays queued in memory and is
+    written, in order, with the next ``append``; the chain itself is computed
+    in memory, so it never forks. Not thread-safe: one writer thread owns it.
+    """
+
+    def __init__(self, path: Path, prev: str = GENESIS, next_n: int = 1) -> None:
+        self.path = path
+        self.head = prev
+        """Hash of the last line appended (written or still pending)."""
+        self.count = next_n - 1
+        """Number of lines in the chain so far."""
+        self._pending: list[bytes] = []
+
+    def append(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """Chain ``entry`` (adds ``n``, ``prev``, ``hash``), write it, and return the stored form.
+
+        Raises ``OSError`` when the line could not be written (it is kept and retried).
+        """
+        self.count += 1
+        draft = dict(entry)
+        draft["n"] = self.count
+        draft["prev"] = self.head
+        # Round-trip through canonical JSON so that what is hashed is exactly what is read back.
+        stored: dict[str, Any] = json.loads(canonical(draft))
+        stored["hash"] = entry_hash(stored)
+        self.head = stored["hash"]
+        self._pending.append(canonical(stored) + b"\n")
+        self.flush()
+        return stored
+
+    def flush(self) -> None:
+        """Write every pending line; raises ``OSError`` if the disk refuses them."""
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._pending.clear()
+
+    @property
+    def pending(self) -> int:
+        """Lines chained but not yet on disk."""
+        return len(self._pending)
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestLine:
+    """One line as read back: its 1-based line number, raw bytes and parsed entry (None if unparsable)."""
+
+    lineno: int
+    raw: bytes
+    entry: dict[str, Any] | None
+    error: str = ""
+
+
+def read_lines(path: Path) -> list[ManifestLine]:
+    """Every line of a manifest, parsed; a torn last line (crash mid-write) is reported as unparsable."""
+    lines: list[ManifestLine] = []
+    with path.open("rb") as fh:
+        for i, raw in enumerate(fh, start=1):
+            text = raw.rstrip(b"\n")
+            try:
+                value = json.loads(text)
+            except (ValueError, UnicodeDecodeError) as exc:
+                lines.append(ManifestLine(i, raw, None, f"not JSON: {exc}"))
+                continue
+            if not isinstance(value, dict):
+                lines.append(ManifestLine(i, raw, None, "not a JSON object"))
+                continue
+            lines.append(ManifestLine(i, raw, value))
+    return lines
+
+
+def last_intact(path: Path) -> tuple[int, str, float]:
+    """(line count, last hash, latest time) of a manifest's intact prefix, for continuing a crashed session."""
+    count, head, latest = 0, GENESIS, 0.0
+    for line in read_lines(path):
+        entry = line.entry
+        if entry is None or entry.get("hash") != entry_hash(entry) or entry.get("prev") != head:
+            break
+        count, head = line.lineno, str(entry["hash"])
+        # Media recorded so far ends with the last segment or gap (or the session's start).
+        key = {"segment": "end", "gap": "end", "session": "at"}.get(str(entry.get("type")))
+        value = entry.get(key) if key else None
+        if isinstance(value, int | float):
+            latest = max(latest, float(value))
+    return count, head, latest

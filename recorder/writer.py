@@ -1,0 +1,502 @@
+"""The writer thread's half of a recording session: segments, the manifest chain, the seal.
+
+Everything here runs on the recorder's single writer thread, in queue order:
+the event loop only computes timestamps and queues (see :mod:`recorder.recorder`).
+A failed write (full disk) abandons the segment, logs a ``disk`` gap for the
+time it lost, tells the status callback, and tries again a second later.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import structlog
+
+from recorder.keys import ALGORITHM, SigningKey
+from recorder.manifest import FORMAT, MANIFEST_NAME, ManifestWriter, entry_hash, last_intact, read_lines, wall
+from recorder.segments import (
+    BLOCK_SIZE,
+    Opener,
+    SegmentFile,
+    UnsupportedCodec,
+    container_for,
+    h264_dimensions,
+    vp8_dimensions,
+)
+from rooms.audit import GENESIS, canonical
+from rooms.frames import TrackInfo
+
+log = structlog.get_logger("recorder")
+
+LOCK_NAME = "recording.lock"
+"""Held (flock) by the recorder process while a session is being written; gone when it dies."""
+
+SEGMENTS_DIR = "segments"
+DISK_RETRY_SECONDS = 1.0
+"""After a failed write, media time to wait before opening a new segment."""
+
+Notify = Callable[[str, dict[str, Any]], None]
+"""(status, detail) -> None, called on the writer thread (the recorder hops it to the loop)."""
+
+CUT_SLACK = 0.1
+"""Seconds before the nominal segment length at which a video keyframe may already start the next segment."""
+
+_DEFAULT_DELTA = {"audio": 0.02, "video": 1 / 30}
+
+
+def safe_name(value: str) -> str:
+    """A path component made of ``[A-Za-z0-9_.-]`` only (anything else becomes ``_``)."""
+    cleaned = "".join(c if (c.isalnum() and c.isascii()) or c in "_.-" else "_" for c in value)
+    return cleaned.strip(".") or "_"
+
+
+@dataclass
+class _Track:
+    info: TrackInfo
+    directory: Path
+    seq: int = 0
+    segment: SegmentFile | None = None
+    seg_start: float = 0.0
+    seg_first_rtp: int = 0
+    seg_clock: str = "arrival"
+    last_wall: float = 0.0
+    last_rtp: int = 0
+    last_delta: float = 0.0
+    keyframe_asked: bool = False
+    disk_gap_start: float | None = None
+    retry_after: float = 0.0
+
+
+@dataclass
+class SessionSpec:
+    """What the writer needs to open a session (built on the loop, handed over once)."""
+
+    hearing_id: str
+    session_id: str
+    recorder_id: str
+    directory: Path
+    started_at: float
+    segment_seconds: float
+    hearing: dict[str, Any]
+    participants: list[dict[str, Any]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class SessionWriter:
+    """Writes one recording session's files; owned by the writer thread."""
+
+    def __init__(
+        self,
+        spec: SessionSpec,
+        key: Callable[[], SigningKey],
+        opener: Opener,
+        notify: Notify,
+        keyframe_needed: Callable[[str], None],
+    ) -> None:
+        self.spec = spec
+        self._key = key
+        """Gives the recorder's signing key (loaded on this thread, on first use)."""
+        self._opener = opener
+        self._notify = notify
+        self._keyframe_needed = keyframe_needed
+        self._tracks: dict[str, _Track] = {}
+        self._manifest: ManifestWriter | None = None
+        self._lock_fd: int | None = None
+        self._degraded = False
+        self._log = log.bind(hearing_id=spec.hearing_id, session_id=spec.session_id, recorder_id=spec.recorder_id)
+
+    # --- session -------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the session directory, take its lock, link to the previous session, write line 1."""
+        spec = self.spec
+        spec.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(spec.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(self._lock_fd, f"{os.getpid()}\n".encode())
+        previous = self._previous_session()
+        if previous is not None and session_locked(previous[0]):
+            # Another live recorder writes under this recorder_id: two recorders need two ids.
+            raise RecorderIdInUse(f"session {previous[0].name} is being written by a live recorder with this id")
+        prev_hash = GENESIS
+        link: dict[str, Any] | None = None
+        if previous is not None:
+            prev_dir, count, head, latest, sealed = previous
+            prev_hash = head
+            link = {"session_id": prev_dir.name, "lines": count, "last_hash": head, "sealed": sealed}
+        self._manifest = ManifestWriter(spec.directory / MANIFEST_NAME, prev=prev_hash)
+        self._append(
+            {
+                "type": "session",
+                "format": FORMAT,
+                "at": wall(spec.started_at),
+                "recorder_id": spec.recorder_id,
+                "hearing_id": spec.hearing_id,
+                "session_id": spec.session_id,
+                "segment_seconds": spec.segment_seconds,
+                "block_size": BLOCK_SIZE,
+                "hearing": spec.hearing,
+                "participants": spec.participants,
+                "previous": link,
+                **spec.extra,
+            }
+        )
+        if previous is not None and not previous[4]:
+            prev_dir, _, _, latest, _ = previous
+            self._append(
+                {
+                    "type": "gap",
+                    "reason": "recorder_restart",
+                    "track": None,
+                    "start": wall(latest or spec.started_at),
+                    "end": wall(spec.started_at),
+                    "detail": f"recorder restarted; session {prev_dir.name} ended without a seal",
+                }
+            )
+            self._recover_partials(prev_dir)
+        self._log.info("recording_session_opened", previous=link["session_id"] if link else None)
+        self._notify("recording", {"session_id": spec.session_id})
+
+    def _previous_session(self) -> tuple[Path, int, str, float, bool] | None:
+        parent = self.spec.directory.parent
+        candidates = sorted(
+            p for p in parent.iterdir() if p.is_dir() and p.name < self.spec.session_id and (p / MANIFEST_NAME).exists()
+        )
+        if not candidates:
+            return None
+        prev_dir = candidates[-1]
+        count, head, latest = last_intact(prev_dir / MANIFEST_NAME)
+        sealed = False
+        if count:
+            last = read_lines(prev_dir / MANIFEST_NAME)[count - 1].entry
+            sealed = last is not None and last.get("type") == "seal"
+        return prev_dir, count, head, latest, sealed
+
+    def _recover_partials(self, prev_dir: Path) -> None:
+        """Account, in this manifest, for segment files the crashed session never listed."""
+        listed = {
+            str(line.entry.get("file"))
+            for line in read_lines(prev_dir / MANIFEST_NAME)
+            if line.entry is not None and line.entry.get("type") == "segment"
+        }
+        for path in sorted((prev_dir / SEGMENTS_DIR).glob("*/*")):
+            rel = path.relative_to(prev_dir).as_posix()
+            if rel in listed or not path.is_file():
+                continue
+            size, digest = _hash_file(path)
+            self._append(
+                {
+                    "type": "recovered_segment",
+                    "at": wall(self.spec.started_at),
+                    "session_id": prev_dir.name,
+                    "file": rel,
+                    "bytes": size,
+                    "sha256": digest,
+                    "detail": "partial segment of a crashed session, readable up to the crash",
+                }
+            )
+
+    def line(self, entry: dict[str, Any]) -> None:
+        """Append a manifest line (gap, audit, stop...)."""
+        self._append(entry)
+
+    def _append(self, entry: dict[str, Any]) -> dict[str, Any] | None:
+        if self._manifest is None:
+            return None  # the session never opened (already reported): nothing can be chained
+        try:
+            stored = self._manifest.append(entry)
+        except OSError as exc:
+            self._degrade("manifest_write_failed", error=str(exc))
+            return None
+        if self._degraded:
+            self._recovered()
+        return stored
+
+    def _degrade(self, event: str, **detail: Any) -> None:
+        self._log.warning(event, **detail)
+        if not self._degraded:
+            self._degraded = True
+            self._notify("degraded", {"session_id": self.spec.session_id, "reason": "disk", **detail})
+
+    def _recovered(self) -> None:
+        healthy = not any(t.disk_gap_start is not None for t in self._tracks.values())
+        if self._degraded and healthy and self._manifest is not None and self._manifest.pending == 0:
+            self._degraded = False
+            self._notify("recording", {"session_id": self.spec.session_id})
+
+    # --- tracks and frames -----------------------------------------------------------------------
+
+    def track(self, info: TrackInfo, at: float) -> None:
+        """A track (re)starts: close what it had open and note it in the manifest."""
+        existing = self._tracks.get(info.track_id)
+        try:
+            container_for(info.codec)
+        except UnsupportedCodec as exc:
+            # Archiving it would mean transcoding: say so once in the manifest and ignore its frames.
+            if existing is not None:
+                self._close_segment(existing, None)
+                del self._tracks[info.track_id]
+            self._log.error("track_not_archivable", track_id=info.track_id, codec=info.codec)
+            self._append(
+                {
+                    "type": "track",
+                    "at": wall(at),
+                    "track": info.track_id,
+                    "participant": info.participant_id,
+                    "source": str(info.source),
+                    "kind": info.kind,
+                    "codec": info.codec,
+                    "clock_rate": info.clock_rate,
+                    "archived": False,
+                    "detail": str(exc),
+                }
+            )
+            return
+        if existing is not None:
+            self._close_segment(existing, None)
+            existing.info = info
+        else:
+            directory = self.spec.directory / SEGMENTS_DIR / safe_name(info.track_id)
+            self._tracks[info.track_id] = _Track(info, directory)
+        self._append(
+            {
+                "type": "track",
+                "at": wall(at),
+                "track": info.track_id,
+                "participant": info.participant_id,
+                "source": str(info.source),
+                "kind": info.kind,
+                "codec": info.codec,
+                "clock_rate": info.clock_rate,
+            }
+        )
+
+    def frame(self, track_id: str, payload: bytes, rtp: int, keyframe: bool, at: float, clock: str) -> None:
+        """Write one frame, starting and cutting segments as needed."""
+        track = self._tracks.get(track_id)
+        if track is None or self._manifest is None:
+            return
+        kind = track.info.kind
+        # 0.1 s early is close enough: clock corrections (first sender report) shift keyframes by a few ms.
+        if track.segment is not None:
+            elapsed = at - track.seg_start
+            length = self.spec.segment_seconds
+            if elapsed >= length if kind == "audio" else (keyframe and elapsed >= length - CUT_SLACK):
+                self._close_segment(track, at)
+        if track.segment is None:
+            if kind == "video" and not keyframe:
+                if not track.keyframe_asked:
+                    track.keyframe_asked = True
+                    self._keyframe_needed(track_id)
+                return
+            if track.disk_gap_start is not None and at < track.retry_after:
+                return
+            if not self._open_segment(track, payload, rtp, at, clock):
+                return
+        segment = track.segment
+        assert segment is not None
+        if track.last_wall and at > track.last_wall:
+            track.last_delta = at - track.last_wall
+        try:
+            segment.write(payload, rtp - track.seg_first_rtp, keyframe)
+        except (OSError, av.error.FFmpegError) as exc:
+            self._fail_segment(track, at, exc)
+            return
+        track.last_wall = at
+        track.last_rtp = rtp
+
+    def _open_segment(self, track: _Track, payload: bytes, rtp: int, at: float, clock: str) -> bool:
+        info = track.info
+        codec = info.codec.lower()
+        dims = vp8_dimensions(payload) if codec == "vp8" else h264_dimensions(payload) if codec == "h264" else None
+        suffix = container_for(info.codec)[2]
+        track.seq += 1
+        path = track.directory / f"{track.seq:06d}{suffix}"
+        try:
+            track.directory.mkdir(parents=True, exist_ok=True)
+            track.segment = SegmentFile(path, info.codec, info.kind, info.clock_rate, dims, self._opener)
+        except (OSError, av.error.FFmpegError) as exc:
+            track.seq -= 1
+            self._note_disk_failure(track, at, exc)
+            return False
+        track.seg_start = at
+        track.seg_first_rtp = rtp
+        track.seg_clock = clock
+        track.keyframe_asked = False
+        track.last_wall = 0.0
+        if track.disk_gap_start is not None:
+            self._append(
+                {
+                    "type": "gap",
+                    "reason": "disk",
+                    "track": info.track_id,
+                    "participant": info.participant_id,
+                    "start": wall(track.disk_gap_start),
+                    "end": wall(at),
+                    "detail": "writes failed; recording resumed",
+                }
+            )
+            track.disk_gap_start = None
+            self._recovered()
+        return True
+
+    def _note_disk_failure(self, track: _Track, at: float, exc: BaseException) -> None:
+        if track.disk_gap_start is None:
+            track.disk_gap_start = at
+        track.retry_after = at + DISK_RETRY_SECONDS
+        self._degrade("segment_write_failed", track_id=track.info.track_id, error=str(exc))
+
+    def _fail_segment(self, track: _Track, at: float, exc: BaseException) -> None:
+        segment = track.segment
+        track.segment = None
+        if segment is not None:
+            segment.abandon()
+            track.seq -= 1
+        # The abandoned segment's media is lost, so the gap starts where that segment started.
+        self._note_disk_failure(track, track.seg_start if segment is not None else at, exc)
+        track.retry_after = at + DISK_RETRY_SECONDS
+
+    def _close_segment(self, track: _Track, end: float | None) -> None:
+        segment = track.segment
+        if segment is None:
+            return
+        track.segment = None
+        if end is None:
+            delta = track.last_delta or _DEFAULT_DELTA.get(track.info.kind, 0.02)
+            end = (track.last_wall or track.seg_start) + delta
+        try:
+            size, digest, blocks = segment.close()
+        except (OSError, av.error.FFmpegError) as exc:
+            segment.abandon()
+            track.seq -= 1
+            self._note_disk_failure(track, track.seg_start, exc)
+            return
+        info = track.info
+        self._append(
+            {
+                "type": "segment",
+                "track": info.track_id,
+                "participant": info.participant_id,
+                "source": str(info.source),
+                "kind": info.kind,
+                "codec": info.codec,
+                "seq": track.seq,
+                "file": segment.path.relative_to(self.spec.directory).as_posix(),
+                "start": wall(track.seg_start),
+                "end": wall(end),
+                "clock": track.seg_clock,
+                "first_rtp": track.seg_first_rtp,
+                "frames": segment.frames,
+                "bytes": size,
+                "sha256": digest,
+                "blocks": blocks,
+            }
+        )
+        self._log.debug("segment_sealed", track_id=info.track_id, seq=track.seq, bytes=size)
+
+    def cut(self, track_id: str | None) -> None:
+        """Close the open segment of one track (None: of every track)."""
+        for tid, track in self._tracks.items():
+            if track_id is None or tid == track_id:
+                self._close_segment(track, None)
+
+    # --- the end -----------------------------------------------------------------------------------
+
+    def seal(self, at: float) -> dict[str, Any]:
+        """Close every segment and append the signed seal line over the chain head."""
+        self.cut(None)
+        if self._manifest is None:
+            raise RuntimeError("the recording session never opened; there is nothing to seal")
+        self._manifest.flush()  # the seal must follow every line; raises if the disk still refuses
+        key = self._key()
+        entry: dict[str, Any] = {
+            "type": "seal",
+            "at": wall(at),
+            "recorder_id": self.spec.recorder_id,
+            "session_id": self.spec.session_id,
+            "chain_head": self._manifest.head,
+            "lines": self._manifest.count,
+            "algorithm": ALGORITHM,
+            "key_id": key.key_id,
+            "public_key": key.public_b64,
+        }
+        entry["signature"] = key.sign(seal_message(entry))
+        stored = self._manifest.append(entry)
+        self._log.info("recording_sealed", lines=stored["n"], chain_head=stored["prev"])
+        return stored
+
+    def close(self) -> None:
+        """Close open segments and release the session lock."""
+        self.cut(None)
+        if self._manifest is not None:
+            try:
+                self._manifest.flush()
+            except OSError as exc:
+                self._log.error("manifest_lines_lost", error=str(exc), lines=self._manifest.pending)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+class RecorderIdInUse(RuntimeError):
+    """A live recorder already writes this hearing under the same ``recorder_id``."""
+
+
+def session_locked(directory: Path) -> bool:
+    """Whether a live recorder holds this session directory's lock."""
+    try:
+        fd = os.open(directory / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def seal_message(entry: dict[str, Any]) -> bytes:
+    """The bytes a seal's signature covers: its canonical JSON without ``signature``, ``hash``, ``n``, ``prev``.
+
+    ``chain_head`` inside it names the line before the seal, which fixes the whole chain.
+    """
+    body = {k: v for k, v in entry.items() if k not in ("signature", "hash", "n", "prev")}
+    return canonical(body)
+
+
+def _hash_file(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def now() -> float:
+    """Wall-clock now (one place, so the loop and the writer agree on the clock)."""
+    return time.time()
+
+
+__all__ = [
+    "LOCK_NAME",
+    "SEGMENTS_DIR",
+    "RecorderIdInUse",
+    "SessionSpec",
+    "SessionWriter",
+    "entry_hash",
+    "safe_name",
+    "seal_message",
+    "session_locked",
+]
