@@ -1,0 +1,759 @@
+"""The live hearing room: who is connected, where they are, what they send and receive.
+
+:class:`HearingRoom` is a pure state machine, one per hearing with someone
+connected. Every method takes an input (a join, a moderation request, a lost
+connection, a node report) and returns the :data:`Effect` list it causes:
+messages to send to connections, connections to close, node-control commands,
+audit traces. It does no I/O and never awaits; :mod:`signaling.ws` carries the
+effects out in order, one room at a time. Refusals raise :class:`SessionError`
+(or a :class:`~rooms.errors.DomainError`) before anything changes.
+
+Every decision about media reads the one permission table
+(:mod:`rooms.permissions`): after each change the room recomputes, for every
+participant with a peer, the sources the node forwards from them
+(``SetPublishing``) and the participants they receive (``SetReceiving``), and
+emits only what changed.
+
+Connections are numbered by the caller (``conn``); a participant's current
+connection may change (resume, a second tab), so effects address connections,
+never participants.
+
+Hidden participants (``TABLE[role].hidden``, the recorder) take part like any
+other but are never listed in a roster, cannot be moderated, and are not
+announced.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from rooms.control import (
+    ClosePeer,
+    CloseRoom,
+    CreatePeer,
+    DeclareTrack,
+    NodeCommand,
+    PeerState,
+    SetPublishing,
+    SetReceiving,
+)
+from rooms.errors import DomainError, NotAllowed
+from rooms.lifecycle import SessionAction, apply
+from rooms.model import Hearing, HearingState, Placement, Role, Source, new_id
+from rooms.permissions import (
+    CONSULT_ROLES,
+    TABLE,
+    Action,
+    Seat,
+    initial_placement,
+    may_act,
+    may_publish,
+    may_receive,
+    permissions,
+)
+from rooms.store import Trace
+from signaling.messages import (
+    Admitted,
+    Denied,
+    HearingInfo,
+    IceServer,
+    Joined,
+    Muted,
+    ParticipantInfo,
+    PermissionsInfo,
+    PlacementMsg,
+    Removed,
+    Reply,
+    RequestId,
+    RosterEntry,
+    RosterMsg,
+    StateMsg,
+)
+
+# --- close codes (PROTOCOL.md) -------------------------------------------------------------------
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_BAD_TOKEN = 4001
+CLOSE_NOT_ALLOWED = 4003
+CLOSE_TOO_MANY_MESSAGES = 4008
+CLOSE_JOINED_ELSEWHERE = 4009
+CLOSE_REMOVED = 4010
+
+WAITING: frozenset[Placement] = frozenset({Placement.lobby, Placement.witness_lobby})
+
+PEERLESS_ROLES: frozenset[Role] = frozenset({Role.recorder})
+"""Roles that receive through the node's frame sink (``attach_recorder``), not a peer connection:
+the room sends them ``SetReceiving``/``SetPublishing`` but never ``CreatePeer``/``ClosePeer``."""
+
+
+class SessionError(DomainError):
+    """A request the live session refuses; nothing changed. ``code`` is stable snake_case."""
+
+    def __init__(self, code: str, detail: str, *, close: int | None = None) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.close = close
+        """When set, the connection is closed with this code after the error is sent."""
+
+
+# --- effects ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send ``message`` to connection ``conn``."""
+
+    conn: int
+    message: Reply
+
+
+@dataclass(frozen=True)
+class Close:
+    """Close connection ``conn`` with a WebSocket close code."""
+
+    conn: int
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Command:
+    """Send a node-control command to the media node."""
+
+    command: NodeCommand
+
+
+@dataclass(frozen=True)
+class Audit:
+    """Append one event to the hearing's audit chain."""
+
+    trace: Trace
+
+
+@dataclass(frozen=True)
+class StartGrace:
+    """Arm the grace timer of a participant whose connection dropped; call :meth:`HearingRoom.expire` after it."""
+
+    participant_id: str
+    seconds: float
+    epoch: int
+    """Which drop this timer belongs to; a timer of an earlier drop does nothing."""
+
+
+Effect = Send | Close | Command | Audit | StartGrace
+
+
+# --- members ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Member:
+    """A participant of the live session (connected, or within the grace period after a drop)."""
+
+    info: ParticipantInfo
+    conn: int
+    placement: Placement
+    resume_key: str
+    consultation: str = ""
+    connected: bool = True
+    muted_by: dict[Source, str] = field(default_factory=dict)
+    """Muted sources and who muted each."""
+    publishing: set[Source] = field(default_factory=set)
+    media: PeerState | None = None
+    has_peer: bool = False
+    negotiated: bool = False
+    """The client's first offer was answered; only then does the node get ``SetReceiving`` (and offer)."""
+    drops: int = 0
+    """How often the connection dropped; identifies the current grace timer."""
+
+    @property
+    def id(self) -> str:
+        """The participant id."""
+        return self.info.id
+
+    @property
+    def role(self) -> Role:
+        """The participant's role."""
+        return self.info.role
+
+    @property
+    def hidden(self) -> bool:
+        """Hidden members (the recorder) are not in rosters and cannot be moderated."""
+        return TABLE[self.info.role].hidden
+
+    def seat(self) -> Seat:
+        """The member as the permission table sees them."""
+        return Seat(self.id, self.role, self.placement, self.consultation)
+
+
+@dataclass
+class JoinOutcome:
+    """What a join did: the effects and whether an earlier session was resumed."""
+
+    effects: list[Effect]
+    resumed: bool
+    replaced_conn: int | None
+    """The participant's earlier connection, closed with 4009, if any."""
+
+
+# --- the room ---------------------------------------------------------------------------------
+
+
+class HearingRoom:
+    """The live session of one hearing: placements, mute state, consultations, resume keys, roster."""
+
+    def __init__(
+        self,
+        hearing: Hearing,
+        *,
+        grace_seconds: float = 30.0,
+        ice_servers: Iterable[IceServer] = (),
+    ) -> None:
+        self.hearing = hearing
+        self.grace_seconds = grace_seconds
+        self.ice_servers = tuple(ice_servers)
+        self.members: dict[str, Member] = {}
+        self.removed: set[str] = set()
+        """Participants removed from this session; they cannot rejoin it."""
+        self._sent_publishing: dict[str, tuple[Source, ...]] = {}
+        self._sent_receiving: dict[str, tuple[str, ...]] = {}
+
+    # --- reading -----------------------------------------------------------------------------
+
+    @property
+    def hearing_id(self) -> str:
+        """The hearing's id."""
+        return self.hearing.id
+
+    @property
+    def state(self) -> HearingState:
+        """The hearing's lifecycle state as the session knows it."""
+        return self.hearing.state
+
+    @property
+    def empty(self) -> bool:
+        """No member is left (connected or in grace)."""
+        return not self.members
+
+    def member_of_conn(self, conn: int) -> Member | None:
+        """The member whose current connection is ``conn``."""
+        return next((m for m in self.members.values() if m.conn == conn and m.connected), None)
+
+    def conn_of(self, participant_id: str) -> int | None:
+        """The current connection of a connected participant."""
+        member = self.members.get(participant_id)
+        return member.conn if member is not None and member.connected else None
+
+    def roster(self) -> tuple[RosterEntry, ...]:
+        """Every visible member, in order of joining."""
+        return tuple(
+            RosterEntry(
+                id=m.id,
+                name=m.info.name,
+                role=m.role,
+                site=m.info.site,
+                placement=m.placement,
+                consultation=m.consultation or None,
+                connected=m.connected,
+                media=m.media,
+                muted=tuple(sorted(m.muted_by)),
+                publishing=tuple(sorted(m.publishing)),
+            )
+            for m in self.members.values()
+            if not m.hidden
+        )
+
+    def permissions_of(self, member: Member) -> PermissionsInfo:
+        """What ``member`` may do now, from the permission table."""
+        perms = permissions(member.role, self.state, member.placement)
+        return PermissionsInfo(
+            publish=tuple(sorted(perms.publish)),
+            actions=tuple(sorted(a.value for a in perms.actions)),
+            receives=perms.receives,
+        )
+
+    def hearing_info(self) -> HearingInfo:
+        """The hearing as ``joined`` shows it."""
+        h = self.hearing
+        return HearingInfo(id=h.id, case_number=h.case_number, title=h.title, kind=h.kind, state=h.state)
+
+    # --- joining and leaving -------------------------------------------------------------------
+
+    def join(
+        self, info: ParticipantInfo, conn: int, resume: str | None, *, ref: RequestId | None = None
+    ) -> JoinOutcome:
+        """A verified participant joins on connection ``conn``, resuming with ``resume`` if it matches.
+
+        A second connection of a participant without the right resume key
+        starts a fresh session (initial placement) and closes the earlier
+        connection with 4009; with the key it keeps placement and mute state.
+        """
+        if info.id in self.removed:
+            raise SessionError("removed", "you were removed from this hearing", close=CLOSE_REMOVED)
+        if self.state in (HearingState.adjourned, HearingState.cancelled):
+            raise SessionError(
+                "hearing_closed", f"the hearing is {self.state.value}; it cannot be joined", close=CLOSE_NOT_ALLOWED
+            )
+        effects: list[Effect] = []
+        old = self.members.get(info.id)
+        replaced: int | None = None
+        if old is not None and old.connected:
+            replaced = old.conn
+            effects.append(Close(old.conn, CLOSE_JOINED_ELSEWHERE, "joined elsewhere"))
+        resumed = old is not None and resume is not None and secrets.compare_digest(resume, old.resume_key)
+        if old is not None and resumed:
+            member = old
+            member.conn = conn
+            member.connected = True
+            member.resume_key = _resume_key()
+            member.info = info
+            effects.append(Audit(Trace(info.id, "participant_resumed", {"placement": member.placement.value})))
+            if member.has_peer and info.role not in PEERLESS_ROLES:
+                # The client comes back with a new peer connection: the node forgets the old peer and what it
+                # received (ClosePeer) and gets a fresh one that waits for the client's first offer.
+                self._forget_sent(member.id)
+                member.negotiated = False
+                member.media = None
+                effects.append(Command(ClosePeer(hearing_id=self.hearing_id, participant_id=member.id)))
+                effects.append(
+                    Command(CreatePeer(hearing_id=self.hearing_id, participant_id=member.id, role=info.role))
+                )
+        else:
+            if old is not None:
+                effects += self._drop(old)
+            placement = initial_placement(info.role)
+            member = Member(info=info, conn=conn, placement=placement, resume_key=_resume_key())
+            self.members[info.id] = member
+            effects.append(
+                Audit(Trace(info.id, "participant_joined", {"role": info.role.value, "placement": placement.value}))
+            )
+            if placement is not Placement.lobby:
+                effects += self._create_peer(member)
+        effects.append(
+            Send(
+                conn,
+                Joined(
+                    ref=ref,
+                    participant=info,
+                    hearing=self.hearing_info(),
+                    placement=member.placement,
+                    consultation=member.consultation or None,
+                    permissions=self.permissions_of(member),
+                    roster=self.roster(),
+                    ice_servers=self.ice_servers,
+                    resume=member.resume_key,
+                    resumed=resumed,
+                ),
+            )
+        )
+        effects += self._after_change(roster=not member.hidden)
+        return JoinOutcome(effects, resumed, replaced)
+
+    def disconnect(self, conn: int) -> list[Effect]:
+        """Connection ``conn`` dropped without ``leave``: its member keeps their place for the grace period."""
+        member = self.member_of_conn(conn)
+        if member is None:
+            return []
+        member.connected = False
+        member.drops += 1
+        effects: list[Effect] = [
+            Audit(Trace(member.id, "participant_disconnected", {"grace_seconds": self.grace_seconds})),
+            StartGrace(member.id, self.grace_seconds, member.drops),
+        ]
+        if not member.hidden:
+            effects += self._broadcast(RosterMsg(participants=self.roster()))
+        return effects
+
+    def expire(self, participant_id: str, epoch: int) -> list[Effect]:
+        """The grace period of drop ``epoch`` is over: the participant leaves unless they came back."""
+        member = self.members.get(participant_id)
+        if member is None or member.connected or member.drops != epoch:
+            return []
+        effects: list[Effect] = [Audit(Trace(member.id, "participant_left", {"reason": "connection_lost"}))]
+        effects += self._drop(member)
+        effects += self._after_change(roster=not member.hidden)
+        return effects
+
+    def leave(self, conn: int, *, ref: RequestId | None = None) -> list[Effect]:
+        """The member of ``conn`` leaves for good."""
+        member = self._actor(conn)
+        effects: list[Effect] = [Audit(Trace(member.id, "participant_left", {"reason": "left"}))]
+        effects += self._drop(member)
+        effects.append(Close(conn, CLOSE_NORMAL, "left"))
+        effects += self._after_change(roster=not member.hidden)
+        return effects
+
+    def refresh(self, hearing: Hearing) -> list[Effect]:
+        """The stored hearing changed (e.g. read again on a join): adopt it, announce a new state."""
+        changed = hearing.state != self.hearing.state
+        self.hearing = hearing
+        return self._state_changed() if changed else []
+
+    # --- moderation ----------------------------------------------------------------------------
+
+    def admit(self, conn: int, target_id: str, *, ref: RequestId | None = None) -> list[Effect]:
+        """Admit a participant waiting in the lobby into the courtroom."""
+        actor = self._may(conn, Action.admit)
+        target = self._target(target_id)
+        if target.placement is not Placement.lobby:
+            raise SessionError("invalid_target", f"{target.info.name} is not waiting in the lobby")
+        target.placement = Placement.courtroom
+        effects: list[Effect] = [
+            Audit(Trace(actor.id, "participant_admitted", {"participant_id": target.id})),
+            *self._create_peer(target),
+        ]
+        if target.connected:
+            effects.append(Send(target.conn, Admitted()))
+        effects.append(self._placement_msg(target))
+        effects += self._after_change(roster=True, ref=ref, actor=actor)
+        return effects
+
+    def deny(self, conn: int, target_id: str, reason: str = "", *, ref: RequestId | None = None) -> list[Effect]:
+        """Refuse a participant waiting in the lobby; their connection closes (4003)."""
+        actor = self._may(conn, Action.deny)
+        target = self._target(target_id)
+        if target.placement is not Placement.lobby:
+            raise SessionError("invalid_target", f"{target.info.name} is not waiting in the lobby")
+        effects: list[Effect] = [Audit(Trace(actor.id, "participant_denied", {"participant_id": target.id}))]
+        if target.connected:
+            effects += [Send(target.conn, Denied(reason=reason)), Close(target.conn, CLOSE_NOT_ALLOWED, "denied")]
+        effects += self._drop(target)
+        effects += self._after_change(roster=True, ref=ref, actor=actor)
+        return effects
+
+    def remove(self, conn: int, target_id: str, reason: str = "", *, ref: RequestId | None = None) -> list[Effect]:
+        """Remove a participant from the session (close 4010); they cannot rejoin it."""
+        actor = self._may(conn, Action.remove)
+        target = self._target(target_id)
+        if target.id == actor.id:
+            raise SessionError("invalid_target", "you cannot remove yourself; use leave")
+        effects: list[Effect] = [Audit(Trace(actor.id, "participant_removed", {"participant_id": target.id}))]
+        if target.connected:
+            effects += [Send(target.conn, Removed(reason=reason)), Close(target.conn, CLOSE_REMOVED, "removed")]
+        effects += self._drop(target)
+        self.removed.add(target.id)
+        effects += self._after_change(roster=True, ref=ref, actor=actor)
+        return effects
+
+    def mute(
+        self, conn: int, target_id: str, source: Source, muted: bool = True, *, ref: RequestId | None = None
+    ) -> list[Effect]:
+        """Mute or unmute one source; judge/clerk for anyone, anyone for themselves.
+
+        A source muted by a moderator stays muted until a moderator unmutes it.
+        """
+        actor = self._actor(conn)
+        target = self._target(target_id) if target_id != actor.id else actor
+        moderator = may_act(actor.role, self.state, actor.placement, Action.mute_others)
+        if target is not actor and not moderator:
+            raise NotAllowed("only the judge or the clerk may mute or unmute others")
+        by = target.muted_by.get(source)
+        if not muted and target is actor and by is not None and by != actor.id and not moderator:
+            raise NotAllowed("your source was muted by the court; only the judge or the clerk may unmute it")
+        if muted == (source in target.muted_by):
+            return [Send(conn, Muted(ref=ref, participant_id=target.id, source=source, by=by or actor.id, muted=muted))]
+        if muted:
+            target.muted_by[source] = actor.id
+        else:
+            del target.muted_by[source]
+        action = "participant_muted" if muted else "participant_unmuted"
+        message = Muted(participant_id=target.id, source=source, by=actor.id, muted=muted)
+        effects: list[Effect] = [Audit(Trace(actor.id, action, {"participant_id": target.id, "source": source.value}))]
+        effects += self._broadcast(message, ref=ref, actor=actor)
+        effects += self._after_change(roster=True)
+        return effects
+
+    def check_session(self, conn: int, action: SessionAction) -> HearingState:
+        """The state ``action`` leads to, if the member of ``conn`` may take it now (nothing changes)."""
+        needed = Action.session_open if action is SessionAction.open else Action.session_control
+        self._may(conn, needed)
+        return apply(self.state, action)
+
+    def session_changed(self, hearing: Hearing, actor_conn: int, *, ref: RequestId | None = None) -> list[Effect]:
+        """The store accepted a session action: adopt the stored hearing and tell everyone.
+
+        The audit event was written by the store together with the new state.
+        On adjournment the node's room is closed and every connection ends (1000).
+        """
+        self.hearing = hearing
+        effects = self._state_changed(ref=ref, actor_conn=actor_conn)
+        if hearing.state in (HearingState.adjourned, HearingState.cancelled):
+            effects.append(Command(CloseRoom(hearing_id=self.hearing_id)))
+            for member in list(self.members.values()):
+                if member.connected:
+                    effects.append(Close(member.conn, CLOSE_NORMAL, f"hearing {hearing.state.value}"))
+                self.members.pop(member.id)
+                self._forget_sent(member.id)
+        return effects
+
+    def call_witness(self, conn: int, target_id: str, *, ref: RequestId | None = None) -> list[Effect]:
+        """Bring a witness from the witness lobby into the courtroom."""
+        actor = self._may(conn, Action.call_witness)
+        target = self._target(target_id)
+        if target.placement is not Placement.witness_lobby:
+            raise SessionError("invalid_target", f"{target.info.name} is not waiting in the witness lobby")
+        target.placement = Placement.courtroom
+        effects: list[Effect] = [
+            Audit(Trace(actor.id, "witness_called", {"participant_id": target.id})),
+            *self._create_peer(target),
+            self._placement_msg(target),
+        ]
+        effects += self._after_change(roster=True, ref=ref, actor=actor)
+        return effects
+
+    def release_witness(self, conn: int, target_id: str, *, ref: RequestId | None = None) -> list[Effect]:
+        """Send a witness from the courtroom back to the witness lobby."""
+        actor = self._may(conn, Action.release_witness)
+        target = self._target(target_id)
+        if target.role is not Role.witness or target.placement is not Placement.courtroom:
+            raise SessionError("invalid_target", f"{target.info.name} is not a witness in the courtroom")
+        target.placement = Placement.witness_lobby
+        effects: list[Effect] = [
+            Audit(Trace(actor.id, "witness_released", {"participant_id": target.id})),
+            self._placement_msg(target),
+        ]
+        effects += self._after_change(roster=True, ref=ref, actor=actor)
+        return effects
+
+    def consult(self, conn: int, participant_ids: Iterable[str], *, ref: RequestId | None = None) -> list[Effect]:
+        """Start a private consultation of a defendant with their counsel (judge, clerk, or that counsel)."""
+        actor = self._may(conn, Action.consult)
+        ids = list(dict.fromkeys(participant_ids))
+        group = [self._target(pid) for pid in ids]
+        roles = {m.role for m in group}
+        if not roles <= CONSULT_ROLES or Role.defendant not in roles or Role.counsel not in roles:
+            raise SessionError("invalid_target", "a consultation is a defendant with their counsel, nobody else")
+        if actor.role is Role.counsel and actor.id not in ids:
+            raise NotAllowed("counsel may only consult with their own client")
+        for m in group:
+            if m.placement is not Placement.courtroom:
+                raise SessionError("invalid_target", f"{m.info.name} is not in the courtroom ({m.placement.value})")
+        group_id = new_id("cns")
+        for m in group:
+            m.placement = Placement.consultation
+            m.consultation = group_id
+        effects: list[Effect] = [
+            Audit(Trace(actor.id, "consultation_started", {"consultation": group_id, "participant_ids": ids})),
+            *(self._placement_msg(m) for m in group),
+        ]
+        effects += self._after_change(roster=True, ref=ref, actor=actor)
+        return effects
+
+    def end_consult(self, conn: int, participant_ids: Iterable[str], *, ref: RequestId | None = None) -> list[Effect]:
+        """End the consultation these participants are in (judge, clerk, or counsel in it)."""
+        actor = self._actor(conn)
+        named = [self._target(pid) for pid in dict.fromkeys(participant_ids)]
+        groups = {m.consultation for m in named}
+        if len(groups) != 1 or "" in groups:
+            raise SessionError("invalid_target", "these participants are not together in one consultation")
+        (group_id,) = groups
+        if actor.role is Role.counsel:
+            # Counsel's consult right covers only their own consultation.
+            allowed = actor.consultation == group_id
+        else:
+            allowed = may_act(actor.role, self.state, actor.placement, Action.consult)
+        if not allowed:
+            raise NotAllowed("only the judge, the clerk or counsel in the consultation may end it")
+        effects = self._end_group(group_id, actor.id, "ended")
+        effects += self._after_change(roster=True, ref=ref, actor=actor)
+        return effects
+
+    # --- media ---------------------------------------------------------------------------------
+
+    def media_member(self, conn: int) -> Member:
+        """The member of ``conn`` if they may exchange SDP and ICE (admitted: not in the lobby)."""
+        member = self._actor(conn)
+        if member.placement is Placement.lobby or not member.has_peer:
+            raise SessionError("not_admitted", "media is for admitted participants; wait to be admitted")
+        return member
+
+    def publish(
+        self, conn: int, source: Source, enabled: bool, track_id: str | None, *, ref: RequestId | None = None
+    ) -> list[Effect]:
+        """Declare publishing state of a source, and which track carries it."""
+        member = self.media_member(conn)
+        if enabled and source not in TABLE[member.role].publish:
+            raise SessionError("publish_not_allowed", f"a {member.role.value} may not publish {source.value}")
+        effects: list[Effect] = []
+        if track_id:
+            effects.append(
+                Command(
+                    DeclareTrack(hearing_id=self.hearing_id, participant_id=member.id, track_id=track_id, source=source)
+                )
+            )
+        if enabled != (source in member.publishing):
+            if enabled:
+                member.publishing.add(source)
+            else:
+                member.publishing.discard(source)
+            effects.append(Audit(Trace(member.id, "publishing_changed", {"source": source.value, "enabled": enabled})))
+            effects += self._after_change(roster=not member.hidden)
+        return effects
+
+    def negotiated(self, participant_id: str) -> list[Effect]:
+        """The node answered the participant's offer: from now on the node may offer them what they receive.
+
+        Until the first offer is answered the node is not told whom the
+        participant receives, so its own offers never cross the client's first
+        offer (the client always offers first).
+        """
+        member = self.members.get(participant_id)
+        if member is None or member.negotiated or not member.has_peer:
+            return []
+        member.negotiated = True
+        return self._recompute()
+
+    def peer_state(self, participant_id: str, state: PeerState) -> list[Effect]:
+        """The node reports a participant's peer state; shown in the roster."""
+        member = self.members.get(participant_id)
+        if member is None or member.media == state:
+            return []
+        member.media = state
+        return [] if member.hidden else self._broadcast(RosterMsg(participants=self.roster()))
+
+    def receivers(self) -> list[int]:
+        """Connections of members who receive media now (for ``speaker``)."""
+        return [m.conn for m in self.members.values() if m.connected and m.placement not in WAITING]
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _actor(self, conn: int) -> Member:
+        member = self.member_of_conn(conn)
+        if member is None:
+            raise SessionError("not_joined", "join first")
+        return member
+
+    def _may(self, conn: int, action: Action) -> Member:
+        actor = self._actor(conn)
+        if not may_act(actor.role, self.state, actor.placement, action):
+            raise NotAllowed(
+                f"a {actor.role.value} in the {actor.placement.value} may not {action.value.replace('_', ' ')}"
+                f" while the hearing is {self.state.value}"
+            )
+        return actor
+
+    def _target(self, participant_id: str) -> Member:
+        member = self.members.get(participant_id)
+        if member is None or member.hidden:
+            raise SessionError("unknown_participant", f"participant {participant_id!r} is not in the session")
+        return member
+
+    def _create_peer(self, member: Member) -> list[Effect]:
+        if member.has_peer:
+            return []
+        member.has_peer = True
+        if member.role in PEERLESS_ROLES:
+            member.negotiated = True
+            return []
+        return [Command(CreatePeer(hearing_id=self.hearing_id, participant_id=member.id, role=member.role))]
+
+    def _drop(self, member: Member) -> list[Effect]:
+        """Forget a member: end their consultation and close their peer."""
+        effects: list[Effect] = []
+        if member.consultation:
+            group_id = member.consultation
+            member.consultation = ""
+            member.placement = Placement.courtroom
+            rest = [m for m in self.members.values() if m.consultation == group_id and m is not member]
+            roles = {m.role for m in rest}
+            if Role.defendant not in roles or Role.counsel not in roles:
+                effects += self._end_group(group_id, member.id, "member_left")
+        self.members.pop(member.id, None)
+        if member.has_peer:
+            member.has_peer = False
+            self._forget_sent(member.id)
+            member.negotiated = False
+            if member.role not in PEERLESS_ROLES:
+                effects.append(Command(ClosePeer(hearing_id=self.hearing_id, participant_id=member.id)))
+        return effects
+
+    def _end_group(self, group_id: str, actor_id: str, reason: str) -> list[Effect]:
+        group = [m for m in self.members.values() if m.consultation == group_id]
+        for m in group:
+            m.placement = Placement.courtroom
+            m.consultation = ""
+        effects: list[Effect] = [
+            Audit(
+                Trace(
+                    actor_id,
+                    "consultation_ended",
+                    {"consultation": group_id, "participant_ids": [m.id for m in group], "reason": reason},
+                )
+            )
+        ]
+        effects += [self._placement_msg(m) for m in group if m.connected]
+        return effects
+
+    def _forget_sent(self, participant_id: str) -> None:
+        self._sent_publishing.pop(participant_id, None)
+        self._sent_receiving.pop(participant_id, None)
+
+    def _placement_msg(self, member: Member) -> Send:
+        return Send(
+            member.conn,
+            PlacementMsg(
+                placement=member.placement,
+                consultation=member.consultation or None,
+                permissions=self.permissions_of(member),
+            ),
+        )
+
+    def _broadcast(self, message: Reply, *, ref: RequestId | None = None, actor: Member | None = None) -> list[Effect]:
+        """``message`` to every connected member; the actor's copy carries ``ref``."""
+        out: list[Effect] = []
+        for m in self.members.values():
+            if not m.connected:
+                continue
+            if actor is not None and m is actor and ref is not None:
+                out.append(Send(m.conn, message.model_copy(update={"ref": ref})))
+            else:
+                out.append(Send(m.conn, message))
+        return out
+
+    def _state_changed(self, *, ref: RequestId | None = None, actor_conn: int | None = None) -> list[Effect]:
+        effects: list[Effect] = []
+        for m in self.members.values():
+            if m.connected:
+                mine = ref if m.conn == actor_conn else None
+                effects.append(Send(m.conn, StateMsg(ref=mine, state=self.state, permissions=self.permissions_of(m))))
+        effects += self._recompute()
+        return effects
+
+    def _after_change(self, *, roster: bool, ref: RequestId | None = None, actor: Member | None = None) -> list[Effect]:
+        """Recompute what the node forwards; broadcast the roster (the actor's copy carries ``ref``)."""
+        effects = self._recompute()
+        if roster:
+            effects += self._broadcast(RosterMsg(participants=self.roster()), ref=ref, actor=actor)
+        return effects
+
+    def _recompute(self) -> list[Effect]:
+        """``SetPublishing``/``SetReceiving`` for every member with a peer whose rights changed."""
+        with_peer = [m for m in self.members.values() if m.has_peer]
+        seats = {m.id: m.seat() for m in with_peer}
+        effects: list[Effect] = []
+        for m in with_peer:
+            sources = tuple(
+                sorted(s for s in Source if may_publish(m.role, self.state, m.placement, s) and s not in m.muted_by)
+            )
+            if self._sent_publishing.get(m.id) != sources:
+                self._sent_publishing[m.id] = sources
+                effects.append(Command(SetPublishing(hearing_id=self.hearing_id, participant_id=m.id, sources=sources)))
+            if not m.negotiated:
+                continue
+            publishers = tuple(sorted(p for p, seat in seats.items() if may_receive(seats[m.id], seat, self.state)))
+            if self._sent_receiving.get(m.id) != publishers:
+                self._sent_receiving[m.id] = publishers
+                effects.append(
+                    Command(SetReceiving(hearing_id=self.hearing_id, participant_id=m.id, publishers=publishers))
+                )
+        return effects
+
+
+def _resume_key() -> str:
+    return secrets.token_urlsafe(24)

@@ -1,0 +1,471 @@
+"""The session hub: every live connection and hearing room of one signaling process, bound to one media node.
+
+:class:`SessionHub` is the I/O side of :class:`signaling.session.HearingRoom`:
+it keeps one room per hearing with someone connected, runs each room's inputs
+one at a time under the room's lock, and carries out the effects the room
+returns (messages to outlets, closes, node-control commands, audit events,
+grace timers). It relays node events to the participants concerned. It knows
+nothing of aiohttp: a participant is reached through an :class:`Outlet`
+(:class:`signaling.ws.WsOutlet` for a WebSocket, or an in-process one for the
+recorder).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+from rooms.control import (
+    AddCandidate,
+    ApplyAnswer,
+    ApplyOffer,
+    CloseRoom,
+    NodeCommand,
+    NodeControl,
+    NodeEvent,
+    NodeReply,
+    Offer,
+    PeerStateChanged,
+    PublishRefused,
+    Refused,
+    SdpAnswer,
+    SpeakerChanged,
+    Tracks,
+)
+from rooms.errors import DomainError
+from rooms.lifecycle import SessionAction, apply
+from rooms.model import Hearing
+from rooms.store import Store, Trace
+from signaling.messages import (
+    Admit,
+    CallWitness,
+    ClientAnswer,
+    ClientCandidate,
+    ClientMessage,
+    ClientOffer,
+    Consult,
+    Deny,
+    EndConsult,
+    Error,
+    IceServer,
+    Join,
+    Leave,
+    Mute,
+    ParticipantInfo,
+    Ping,
+    Pong,
+    Publish,
+    ReleaseWitness,
+    Remove,
+    Reply,
+    RequestId,
+    ServerAnswer,
+    ServerOffer,
+    SessionMsg,
+    Speaker,
+    TrackInfo,
+    TracksMsg,
+)
+from signaling.session import (
+    CLOSE_GOING_AWAY,
+    Audit,
+    Close,
+    Command,
+    Effect,
+    HearingRoom,
+    Send,
+    SessionError,
+    StartGrace,
+)
+from signaling.tokens import JoinClaims
+
+_SESSION_FACTS: dict[SessionAction, str] = {
+    SessionAction.open: "hearing_opened",
+    SessionAction.start: "hearing_started",
+    SessionAction.recess: "hearing_recessed",
+    SessionAction.resume: "hearing_resumed",
+    SessionAction.adjourn: "hearing_adjourned",
+}
+"""The audit fact each session action leaves."""
+
+
+class WsSettings(BaseModel):
+    """Limits of the WebSocket session (field names match ``courtlink.settings.SessionSettings``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    resume_grace_seconds: float = Field(
+        default=30, gt=0, le=600, description="How long a dropped participant keeps their place."
+    )
+    max_message_bytes: int = Field(
+        default=65536, ge=1024, le=1 << 20, description="Larger frames close the socket (1009)."
+    )
+    rate_per_second: float = Field(default=20, gt=0, description="Sustained frames per second per connection.")
+    rate_burst: int = Field(default=50, ge=1, description="Frames allowed at once per connection.")
+    join_timeout_seconds: float = Field(default=10, gt=0, le=300, description="Time to send `join` after connecting.")
+    send_queue: int = Field(default=256, ge=8, le=65536, description="Messages queued for a slow client before 1013.")
+    ice_servers: tuple[str, ...] = Field(default=(), description="STUN/TURN URLs handed to clients in `joined`.")
+
+
+class TokenVerifier(Protocol):
+    """What the session needs from the token service."""
+
+    async def verify(self, token: str) -> JoinClaims:
+        """The claims of a token that may join now, or a :class:`TokenError`."""
+        ...
+
+
+class Outlet(Protocol):
+    """Where a participant's messages go: a WebSocket, or an in-process participant such as the recorder."""
+
+    def send(self, message: Reply) -> None:
+        """Queue one message; never blocks."""
+        ...
+
+    def close(self, code: int, reason: str) -> None:
+        """Close after the queued messages; never blocks."""
+        ...
+
+
+@dataclass
+class LiveRoom:
+    """A hearing's room with the lock that serializes its inputs and its grace timers."""
+
+    room: HearingRoom
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+
+
+@dataclass
+class _Conn:
+    """One participant connection as the hub tracks it."""
+
+    id: int
+    outlet: Outlet
+    hearing_id: str = ""
+    participant_id: str = ""
+
+
+class SessionHub:
+    """Every live connection and room of one signaling process, bound to one media node."""
+
+    def __init__(self, store: Store, tokens: TokenVerifier, node: NodeControl, settings: WsSettings) -> None:
+        self.store = store
+        self.tokens = tokens
+        self.node = node
+        self.settings = settings
+        self.rooms: dict[str, LiveRoom] = {}
+        self._conns: dict[int, _Conn] = {}
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ice = tuple(IceServer(urls=(url,)) for url in settings.ice_servers)
+        self.log = structlog.get_logger("signaling.ws")
+        node.subscribe(self.on_node_event)
+
+    # --- connections ---------------------------------------------------------------------------
+
+    def attach(self, outlet: Outlet) -> int:
+        """Register an outlet; its connection id addresses it from now on."""
+        conn = next(self._ids)
+        self._conns[conn] = _Conn(conn, outlet)
+        return conn
+
+    async def detach(self, conn: int) -> None:
+        """The connection ended (without ``leave``): its participant keeps their place for the grace period."""
+        c = self._conns.pop(conn, None)
+        if c is None or not c.hearing_id:
+            return
+        live = self.rooms.get(c.hearing_id)
+        if live is None:
+            return
+        async with live.lock:
+            await self._run(live, live.room.disconnect(conn))
+            self._forget_if_empty(live)
+
+    async def join(
+        self, conn: int, info: ParticipantInfo, hearing: Hearing, resume: str | None, ref: RequestId | None = None
+    ) -> None:
+        """Put participant ``info`` on connection ``conn`` into ``hearing``'s live room (SessionError on refusal)."""
+        live = await self._locked_room(hearing)
+        try:
+            effects = live.room.refresh(hearing) if hearing.version > live.room.hearing.version else []
+            try:
+                outcome = live.room.join(info, conn, resume, ref=ref)
+            except SessionError:
+                await self._run(live, effects)
+                self._forget_if_empty(live)
+                raise
+            c = self._conns.get(conn)
+            if c is not None:
+                c.hearing_id, c.participant_id = hearing.id, info.id
+            await self._run(live, effects + outcome.effects)
+        finally:
+            live.lock.release()
+        self.log.info(
+            "participant_joined",
+            hearing_id=hearing.id,
+            participant_id=info.id,
+            role=info.role.value,
+            resumed=outcome.resumed,
+        )
+
+    async def _locked_room(self, hearing: Hearing) -> LiveRoom:
+        """The hearing's live room (created if needed), with its lock held by the caller from now on."""
+        while True:
+            live = self.rooms.get(hearing.id)
+            if live is None:
+                live = LiveRoom(
+                    HearingRoom(hearing, grace_seconds=self.settings.resume_grace_seconds, ice_servers=self._ice)
+                )
+                self.rooms[hearing.id] = live
+            await live.lock.acquire()
+            if self.rooms.get(hearing.id) is live:
+                return live
+            # The room emptied and was forgotten while we waited for its lock: take the current one.
+            live.lock.release()
+
+    async def join_internal(self, hearing_id: str, info: ParticipantInfo, outlet: Outlet) -> int:
+        """Join an in-process participant (the recorder, role ``recorder``: hidden from rosters).
+
+        Returns the connection id to pass to :meth:`handle` and :meth:`detach`.
+        """
+        conn = self.attach(outlet)
+        hearing = await self.store.get_hearing(hearing_id)
+        await self.join(conn, info, hearing, None)
+        return conn
+
+    # --- messages ------------------------------------------------------------------------------
+
+    async def handle(self, conn: int, msg: ClientMessage) -> None:
+        """Carry out one validated message of a joined connection; refusals become ``error`` messages."""
+        c = self._conns.get(conn)
+        if c is None:
+            return
+        try:
+            await self._dispatch(c, msg)
+        except SessionError as exc:
+            c.outlet.send(Error(ref=msg.id, code=exc.code, message=exc.detail))
+            if exc.close is not None:
+                c.outlet.close(exc.close, exc.code)
+        except DomainError as exc:
+            c.outlet.send(Error(ref=msg.id, code=exc.code, message=exc.detail))
+
+    async def _dispatch(self, c: _Conn, msg: ClientMessage) -> None:
+        if isinstance(msg, Ping):
+            c.outlet.send(Pong(ref=msg.id))
+            return
+        if isinstance(msg, Join):
+            raise SessionError("already_joined", "this connection has joined already")
+        live = self.rooms.get(c.hearing_id)
+        if live is None:
+            raise SessionError("not_joined", "join first")
+        room = live.room
+        if isinstance(msg, ClientOffer | ClientAnswer | ClientCandidate):
+            await self._media(live, c, msg)
+            return
+        async with live.lock:
+            effects: list[Effect]
+            if isinstance(msg, Publish):
+                effects = room.publish(c.id, msg.source, msg.enabled, msg.track_id, ref=msg.id)
+            elif isinstance(msg, Admit):
+                effects = room.admit(c.id, msg.participant_id, ref=msg.id)
+            elif isinstance(msg, Deny):
+                effects = room.deny(c.id, msg.participant_id, msg.reason, ref=msg.id)
+            elif isinstance(msg, Remove):
+                effects = room.remove(c.id, msg.participant_id, msg.reason, ref=msg.id)
+            elif isinstance(msg, Mute):
+                effects = room.mute(c.id, msg.participant_id, msg.source, msg.muted, ref=msg.id)
+            elif isinstance(msg, CallWitness):
+                effects = room.call_witness(c.id, msg.participant_id, ref=msg.id)
+            elif isinstance(msg, ReleaseWitness):
+                effects = room.release_witness(c.id, msg.participant_id, ref=msg.id)
+            elif isinstance(msg, Consult):
+                effects = room.consult(c.id, msg.participant_ids, ref=msg.id)
+            elif isinstance(msg, EndConsult):
+                effects = room.end_consult(c.id, msg.participant_ids, ref=msg.id)
+            elif isinstance(msg, Leave):
+                effects = room.leave(c.id, ref=msg.id)
+            elif isinstance(msg, SessionMsg):
+                effects = await self._session(room, c, msg)
+            else:  # pragma: no cover - the union is exhausted above
+                raise SessionError("invalid_message", f"unexpected message {msg.type}")
+            await self._run(live, effects)
+            self._forget_if_empty(live)
+
+    async def _session(self, room: HearingRoom, c: _Conn, msg: SessionMsg) -> list[Effect]:
+        room.check_session(c.id, msg.action)
+        action = msg.action
+
+        def mutation(hearing: Hearing) -> tuple[Hearing, Trace]:
+            # Re-applied to the stored hearing inside the store's atomic section.
+            new_state = apply(hearing.state, action)
+            data = {"action": action.value, "from": hearing.state.value, "to": new_state.value}
+            return hearing.model_copy(update={"state": new_state}), Trace(
+                c.participant_id, _SESSION_FACTS[action], data
+            )
+
+        hearing = await self.store.mutate_hearing(room.hearing_id, mutation)
+        self.log.info("hearing_state_changed", hearing_id=hearing.id, state=hearing.state.value, by=c.participant_id)
+        return room.session_changed(hearing, c.id, ref=msg.id)
+
+    async def _media(self, live: LiveRoom, c: _Conn, msg: ClientOffer | ClientAnswer | ClientCandidate) -> None:
+        # SDP and ICE go to the node outside the room lock: negotiation can take a while.
+        member = live.room.media_member(c.id)
+        hid, pid = live.room.hearing_id, member.id
+        command: NodeCommand
+        if isinstance(msg, ClientOffer | ClientAnswer):
+            if not msg.sdp.lstrip().startswith("v=0"):
+                raise SessionError("invalid_sdp", "an SDP must begin with 'v=0'")
+            if isinstance(msg, ClientOffer):
+                command = ApplyOffer(hearing_id=hid, participant_id=pid, sdp=msg.sdp)
+            else:
+                command = ApplyAnswer(hearing_id=hid, participant_id=pid, sdp=msg.sdp)
+        else:
+            command = AddCandidate(
+                hearing_id=hid,
+                participant_id=pid,
+                candidate=msg.candidate,
+                sdp_mid=msg.sdpMid,
+                sdp_mline_index=msg.sdpMLineIndex,
+            )
+        reply = await self.node.call(command)
+        if isinstance(reply, Refused):
+            raise SessionError(reply.code, reply.message)
+        if isinstance(reply, SdpAnswer):
+            c.outlet.send(ServerAnswer(ref=msg.id, sdp=reply.sdp))
+            if not member.negotiated:
+                async with live.lock:
+                    await self._run(live, live.room.negotiated(pid))
+
+    # --- node events ---------------------------------------------------------------------------
+
+    async def on_node_event(self, event: NodeEvent) -> None:
+        """Relay a node event to the participants concerned; never blocks and never takes a room lock.
+
+        The node may report while a room's command is in flight (under that
+        room's lock), so this handler only reads the room and queues messages.
+        """
+        live = self.rooms.get(event.hearing_id)
+        if live is None:
+            return
+        room = live.room
+        if isinstance(event, SpeakerChanged):
+            for receiver in room.receivers():
+                self._send(receiver, Speaker(participant_id=event.participant_id))
+            return
+        if isinstance(event, PeerStateChanged):
+            self._run_sends(room.peer_state(event.participant_id, event.state))
+            return
+        conn = room.conn_of(event.participant_id)
+        if conn is None:
+            return
+        member = room.members[event.participant_id]
+        if isinstance(event, Offer | Tracks) and not member.negotiated:
+            # The current peer has not had the client's first offer yet, so this comes from a replaced peer
+            # (events are delivered after the fact): relaying it would make the new client answer a dead peer.
+            self.log.info("stale_node_event_dropped", hearing_id=event.hearing_id, participant_id=member.id)
+            return
+        if isinstance(event, Offer):
+            self._send(conn, ServerOffer(sdp=event.sdp))
+        elif isinstance(event, Tracks):
+            tracks = tuple(
+                TrackInfo(mid=t.mid, track_id=t.track_id, participant_id=t.participant_id, source=t.source, kind=t.kind)
+                for t in event.tracks
+            )
+            self._send(conn, TracksMsg(tracks=tracks))
+        elif isinstance(event, PublishRefused):
+            self._send(
+                conn,
+                Error(
+                    code="publish_not_allowed",
+                    message=f"you may not publish {event.source.value} ({event.kind}) now; it is not forwarded",
+                ),
+            )
+
+    # --- effects -------------------------------------------------------------------------------
+
+    def _send(self, conn: int, message: Reply) -> None:
+        c = self._conns.get(conn)
+        if c is not None:
+            c.outlet.send(message)
+
+    def _run_sends(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Send):
+                self._send(effect.conn, effect.message)
+
+    async def _run(self, live: LiveRoom, effects: list[Effect]) -> None:
+        """Carry out a room's effects in order (called under the room's lock)."""
+        hearing_id = live.room.hearing_id
+        for effect in effects:
+            if isinstance(effect, Send):
+                self._send(effect.conn, effect.message)
+            elif isinstance(effect, Close):
+                c = self._conns.get(effect.conn)
+                if c is not None:
+                    c.outlet.close(effect.code, effect.reason)
+            elif isinstance(effect, Command):
+                reply = await self._call(effect.command)
+                if isinstance(reply, Refused):
+                    self.log.warning(
+                        "node_command_refused",
+                        hearing_id=hearing_id,
+                        command=effect.command.type,
+                        code=reply.code,
+                        detail=reply.message,
+                    )
+            elif isinstance(effect, Audit):
+                await self.store.append_audit(hearing_id, effect.trace)
+            elif isinstance(effect, StartGrace):
+                self._arm_grace(live, effect)
+
+    async def _call(self, command: NodeCommand) -> NodeReply:
+        return await self.node.call(command)
+
+    def _arm_grace(self, live: LiveRoom, grace: StartGrace) -> None:
+        old = live.timers.pop(grace.participant_id, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        live.timers[grace.participant_id] = loop.call_later(
+            grace.seconds, self._spawn_expire, live, grace.participant_id, grace.epoch
+        )
+
+    async def _expire(self, live: LiveRoom, participant_id: str, epoch: int) -> None:
+        async with live.lock:
+            live.timers.pop(participant_id, None)
+            effects = live.room.expire(participant_id, epoch)
+            if effects:
+                self.log.info("participant_left", hearing_id=live.room.hearing_id, participant_id=participant_id)
+            await self._run(live, effects)
+            self._forget_if_empty(live)
+
+    def _spawn_expire(self, live: LiveRoom, participant_id: str, epoch: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._expire(live, participant_id, epoch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _forget_if_empty(self, live: LiveRoom) -> None:
+        if live.room.empty and self.rooms.get(live.room.hearing_id) is live:
+            for timer in live.timers.values():
+                timer.cancel()
+            del self.rooms[live.room.hearing_id]
+
+    async def shutdown(self) -> None:
+        """Close every connection with 1001 and every room on the node."""
+        for c in list(self._conns.values()):
+            c.outlet.close(CLOSE_GOING_AWAY, "server going away")
+        for live in list(self.rooms.values()):
+            for timer in live.timers.values():
+                timer.cancel()
+            with contextlib.suppress(Exception):
+                await self.node.call(CloseRoom(hearing_id=live.room.hearing_id))
+        self.rooms.clear()
+        for task in list(self._tasks):
+            task.cancel()

@@ -1,0 +1,330 @@
+"""The WebSocket session, ``/api/v1/ws``: one connection per participant, one live room per hearing.
+
+:func:`setup_ws` plugs the session into the signaling application and binds it
+to one media node, reached only through :class:`rooms.control.NodeControl`.
+This module is the aiohttp side: it validates every frame with the pydantic
+models of :mod:`signaling.messages`, enforces the per-connection limits, and
+hands each message to the :class:`~signaling.session_hub.SessionHub`, which
+runs the live rooms (:class:`signaling.session.HearingRoom`).
+
+Limits and close codes (PROTOCOL.md; choices documented here):
+
+- The first message must be ``join`` (within ``join_timeout_seconds``);
+  anything else gets an ``error`` and close 4003.
+- Token refused (bad, expired, not yet valid, revoked: a newer link, a removed
+  participant, a cancelled hearing): ``error`` {code: the token error's code}
+  and close 4001. An adjourned hearing: ``error`` hearing_closed, close 4003.
+- A forbidden action gets ``error`` {code: "not_allowed"} and the socket stays.
+  Other refusals keep the socket too (``invalid_message``, ``invalid_target``,
+  ``unknown_participant``, ``invalid_transition``, ``not_admitted``,
+  ``publish_not_allowed``, ``invalid_sdp`` and the node's other codes).
+- ``remove``: ``removed`` then close 4010; that participant's joins to this
+  live session are refused with 4010. ``deny``: ``denied`` then close 4003.
+  A second connection of a participant closes the first with 4009.
+  Adjournment: ``state`` then close 1000 for everyone.
+- A frame larger than ``max_message_bytes`` (64 KiB): close 1009 (message too
+  big). The frame cannot be skipped safely, so no ``error`` is sent first.
+- More frames than the token bucket allows (``rate_per_second`` sustained,
+  ``rate_burst`` at once): ``error`` too_many_messages and close 4008.
+- A client that does not read its messages (send queue full): close 1013.
+- Server shutdown: close 1001.
+
+Media: only admitted participants (not in the lobby) exchange SDP and ICE
+(``not_admitted`` otherwise). The client makes the first offer of every peer;
+until the node has answered it, the node is not told whom the participant
+receives, so the node's own offers (renegotiation) never cross that first
+offer. A resumed session gets a fresh peer and offers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+
+import structlog
+from aiohttp import WSMsgType, web
+from pydantic import ValidationError
+
+from rooms.control import NodeControl
+from rooms.errors import NotFound
+from rooms.model import Hearing
+from signaling.keys import STORE_KEY, TOKENS_KEY
+from signaling.messages import (
+    Error,
+    Join,
+    ParticipantInfo,
+    Reply,
+    RequestId,
+    dump_server_message,
+    parse_client_message,
+    ws_json_schema,
+)
+from signaling.routing import ROUTES_KEY, RouteSpec
+from signaling.session import (
+    CLOSE_BAD_TOKEN,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NOT_ALLOWED,
+    CLOSE_TOO_MANY_MESSAGES,
+    CLOSE_TRY_AGAIN_LATER,
+    SessionError,
+)
+from signaling.session_hub import Outlet, SessionHub, WsSettings
+from signaling.tokens import TokenError
+
+__all__ = [
+    "HUB_KEY",
+    "SCHEMA_PATH",
+    "WS_PATH",
+    "Outlet",
+    "SessionHub",
+    "TokenBucket",
+    "WsOutlet",
+    "WsSettings",
+    "setup_ws",
+    "ws_handler",
+    "ws_registrar",
+]
+
+WS_PATH = "/api/v1/ws"
+SCHEMA_PATH = "/api/v1/schema/ws.json"
+
+
+class TokenBucket:
+    """Per-connection rate limit: ``burst`` frames at once, refilled at ``rate`` per second."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self._clock = clock
+        self._last = clock()
+
+    def take(self) -> bool:
+        """Spend one token; False when the bucket is empty."""
+        now = self._clock()
+        self.tokens = min(self.burst, self.tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class WsOutlet:
+    """A WebSocket's outgoing side: a bounded queue drained in order by one writer task."""
+
+    def __init__(self, ws: web.WebSocketResponse, limit: int) -> None:
+        self.ws = ws
+        self._queue: asyncio.Queue[str | tuple[int, str]] = asyncio.Queue(maxsize=limit)
+        self._closing = False
+        self._task = asyncio.get_running_loop().create_task(self._write())
+
+    def send(self, message: Reply) -> None:
+        """Queue one message; a client that does not keep up is closed with 1013."""
+        if self._closing:
+            return
+        try:
+            self._queue.put_nowait(dump_server_message(message))
+        except asyncio.QueueFull:
+            self._closing = True
+            # The queue is full: make room for the close itself.
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self._queue.get_nowait()
+            self._queue.put_nowait((CLOSE_TRY_AGAIN_LATER, "not reading its messages"))
+
+    def close(self, code: int, reason: str) -> None:
+        """Close with ``code`` after every message queued so far."""
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            self._queue.put_nowait((code, reason))
+        except asyncio.QueueFull:
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self._queue.get_nowait()
+            self._queue.put_nowait((code, reason))
+
+    @property
+    def closing(self) -> bool:
+        """A close has been queued."""
+        return self._closing
+
+    async def _write(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                if isinstance(item, str):
+                    await self.ws.send_str(item)
+                else:
+                    code, reason = item
+                    await self.ws.close(code=code, message=reason.encode()[:120])
+                    return
+            except (ConnectionError, RuntimeError):
+                # The peer is gone; the reader notices and cleans up.
+                return
+
+    async def finish(self, grace: float = 0.0) -> None:
+        """Stop the writer (after the socket ended), letting it deliver a queued close for up to ``grace`` s."""
+        if self._closing and not self._task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=grace)
+        if not self._task.done():
+            self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+# --- the aiohttp side ---------------------------------------------------------------------------
+
+HUB_KEY = web.AppKey("signaling_ws_hub", SessionHub)
+"""The WebSocket session hub of the application."""
+
+
+def _validation_summary(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:3]:
+        loc = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{loc}: {err['msg']}" if loc else str(err["msg"]))
+    return "; ".join(parts) or "invalid message"
+
+
+def _ref_of(raw: str) -> RequestId | None:
+    """The ``id`` of a frame that failed validation, when it is a usable one."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    ref = data.get("id") if isinstance(data, dict) else None
+    if isinstance(ref, bool):
+        return None
+    if isinstance(ref, int) or (isinstance(ref, str) and len(ref) <= 64):
+        return ref
+    return None
+
+
+async def _authorize(hub: SessionHub, join: Join) -> tuple[ParticipantInfo, Hearing]:
+    """Who joins, in which stored hearing (SessionError with close 4001 for any token problem)."""
+    try:
+        claims = await hub.tokens.verify(join.token)
+        hearing = await hub.store.get_hearing(claims.hearing_id)
+    except TokenError as exc:
+        raise SessionError(exc.code, exc.detail, close=CLOSE_BAD_TOKEN) from None
+    except NotFound:
+        raise SessionError("revoked", "the hearing of this link no longer exists", close=CLOSE_BAD_TOKEN) from None
+    booked = hearing.participant(claims.participant_id)
+    if booked is None:
+        raise SessionError("revoked", "the participant of this link is not booked", close=CLOSE_BAD_TOKEN)
+    return ParticipantInfo(id=booked.id, name=booked.name, role=booked.role, site=booked.site_id), hearing
+
+
+async def ws_handler(request: web.Request) -> web.StreamResponse:
+    """``GET /api/v1/ws``: one participant's session (see PROTOCOL.md and the module docstring)."""
+    hub = request.app[HUB_KEY]
+    settings = hub.settings
+    ws = web.WebSocketResponse(max_msg_size=settings.max_message_bytes, heartbeat=20.0)
+    await ws.prepare(request)
+    outlet = WsOutlet(ws, settings.send_queue)
+    conn = hub.attach(outlet)
+    bucket = TokenBucket(settings.rate_per_second, settings.rate_burst)
+    log = hub.log.bind(conn=conn, peer=request.remote)
+    joined = False
+    try:
+        while not outlet.closing:
+            timeout = None if joined else settings.join_timeout_seconds
+            try:
+                frame = await ws.receive(timeout=timeout)
+            except TimeoutError:
+                outlet.send(Error(code="join_expected", message="send join first"))
+                outlet.close(CLOSE_NOT_ALLOWED, "join expected")
+                break
+            if frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                if frame.type is WSMsgType.ERROR:
+                    log.info("ws_frame_refused", error=str(frame.data), code=ws.close_code)
+                break
+            if not bucket.take():
+                log.warning("ws_rate_limited")
+                outlet.send(Error(code="too_many_messages", message="message rate limit exceeded"))
+                outlet.close(CLOSE_TOO_MANY_MESSAGES, "too many messages")
+                break
+            if frame.type is not WSMsgType.TEXT:
+                outlet.send(Error(code="invalid_message", message="messages are JSON text frames"))
+                if not joined:
+                    outlet.close(CLOSE_NOT_ALLOWED, "join expected")
+                continue
+            raw: str = frame.data
+            try:
+                msg = parse_client_message(raw)
+            except ValidationError as exc:
+                outlet.send(Error(ref=_ref_of(raw), code="invalid_message", message=_validation_summary(exc)))
+                if not joined:
+                    outlet.close(CLOSE_NOT_ALLOWED, "join expected")
+                continue
+            if joined:
+                await hub.handle(conn, msg)
+                continue
+            if not isinstance(msg, Join):
+                outlet.send(Error(ref=msg.id, code="join_expected", message="the first message must be join"))
+                outlet.close(CLOSE_NOT_ALLOWED, "join expected")
+                break
+            try:
+                info, hearing = await _authorize(hub, msg)
+                await hub.join(conn, info, hearing, msg.resume, msg.id)
+            except SessionError as exc:
+                log.info("join_refused", code=exc.code)
+                outlet.send(Error(ref=msg.id, code=exc.code, message=exc.detail))
+                outlet.close(exc.close or CLOSE_NOT_ALLOWED, exc.code)
+                break
+            joined = True
+            # This request's task handles only this participant: every log line of it names them.
+            structlog.contextvars.bind_contextvars(hearing_id=hearing.id, participant_id=info.id)
+    except Exception:
+        log.exception("ws_session_failed")
+        outlet.close(CLOSE_INTERNAL_ERROR, "internal error")
+    finally:
+        await hub.detach(conn)
+        # Let the writer deliver a queued close, then stop it.
+        await outlet.finish(grace=5.0)
+        log.info("ws_closed", code=ws.close_code)
+    return ws
+
+
+def setup_ws(app: web.Application, node: NodeControl, settings: WsSettings | None = None) -> SessionHub:
+    """Add the WebSocket session and its schema to ``app``, driving ``node``.
+
+    Needs the store and token service under ``STORE_KEY``/``TOKENS_KEY``
+    (:func:`signaling.app.create_app` puts them there). Connections are
+    closed with 1001 on shutdown.
+    """
+    hub = SessionHub(app[STORE_KEY], app[TOKENS_KEY], node, settings or WsSettings())
+    app[HUB_KEY] = hub
+    app.router.add_get(WS_PATH, ws_handler)
+    schema = json.dumps(ws_json_schema())
+
+    async def ws_schema(request: web.Request) -> web.StreamResponse:
+        """The JSON Schema of every WebSocket message, both directions."""
+        return web.Response(text=schema, content_type="application/json")
+
+    routes = app[ROUTES_KEY]
+    routes.add(
+        app.router,
+        RouteSpec("GET", SCHEMA_PATH, "JSON Schema of every WebSocket message", "ws_schema", "session"),
+        ws_schema,
+    )
+
+    async def _shutdown(_: web.Application) -> None:
+        await hub.shutdown()
+
+    app.on_shutdown.append(_shutdown)
+    return hub
+
+
+def ws_registrar(node: NodeControl, settings: WsSettings | None = None) -> Callable[[web.Application], None]:
+    """A registrar for :func:`signaling.app.create_app` (``registrars=[ws_registrar(node, settings)]``)."""
+
+    def register(app: web.Application) -> None:
+        setup_ws(app, node, settings)
+
+    return register

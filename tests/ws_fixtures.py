@@ -1,0 +1,413 @@
+"""Fixtures for WebSocket session tests: the real signaling app with the WebSocket session and a real media node.
+
+``court`` runs ``create_app`` + ``setup_ws`` on 127.0.0.1 (free port), on a
+real SQLite store, driving a real :class:`media.node.InProcessNode` (loopback
+only). :class:`WsClient` is a participant's WebSocket; :class:`Participant`
+adds a real aiortc peer (``tests.media_clients.MediaClient``) that answers the
+server's offers and keeps the ``tracks`` map.
+
+Test modules load the fixtures with ``pytest_plugins = ["tests.ws_fixtures"]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from media.node import InProcessNode
+from media.settings import NodeSettings
+from rooms.backends import open_store
+from rooms.control import TrackRef
+from rooms.model import Source
+from rooms.store import Store
+from signaling.app import TOKENS_KEY, create_app
+from signaling.config import ApiKey, KeyScope, SignalingConfig
+from signaling.tokens import TokenService
+from signaling.ws import HUB_KEY, SessionHub, WsSettings, ws_registrar
+from tests.media_clients import MediaClient
+
+ADMIN_KEY = "ws-admin-key-0123456789abcdef"
+TOKEN_SECRET = "ws-test-secret-0123456789abcdef0123456789"
+WAIT = 15.0
+"""Upper bound for any single wait in these tests (never asserted as a duration)."""
+
+VIDEO_SIZE = (192, 144)
+"""Size of the painted test video (6x4 code blocks of 32x36 pixels)."""
+
+ROLES = ("judge", "clerk", "prosecutor", "counsel", "defendant", "witness", "observer")
+
+
+def ws_config() -> SignalingConfig:
+    """Signaling configuration of the WebSocket tests."""
+    return SignalingConfig(
+        api_keys=(ApiKey(name="ops", key=ADMIN_KEY, scope=KeyScope.admin),),
+        token_secret=TOKEN_SECRET,
+    )
+
+
+class WsClient:
+    """One participant's WebSocket to the server; collects every message, answers nothing by itself."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.messages: list[dict[str, Any]] = []
+        self._unread: list[dict[str, Any]] = []
+        self._arrived = asyncio.Event()
+        self.hooks: list[Callable[[dict[str, Any]], None]] = []
+        self.closed: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self.ws:
+                if frame.type is aiohttp.WSMsgType.TEXT:
+                    message = json.loads(frame.data)
+                    self.messages.append(message)
+                    self._unread.append(message)
+                    for hook in self.hooks:
+                        hook(message)
+                    self._arrived.set()
+        finally:
+            if not self.closed.done():
+                self.closed.set_result(self.ws.close_code)
+            self._arrived.set()
+
+    def skip_unread(self) -> None:
+        """Forget every message received so far (later ``expect`` calls see only newer ones)."""
+        self._unread.clear()
+
+    async def send(self, type: str, **fields: Any) -> None:
+        """Send one message."""
+        await self.ws.send_str(json.dumps({"type": type, **fields}))
+
+    async def send_raw(self, text: str) -> None:
+        """Send one text frame as is."""
+        await self.ws.send_str(text)
+
+    async def expect(
+        self, type: str, where: Callable[[dict[str, Any]], bool] = lambda m: True, within: float = WAIT
+    ) -> dict[str, Any]:
+        """The next unread message of ``type`` matching ``where`` (earlier unread ones of other kinds stay unread)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            for i, message in enumerate(self._unread):
+                if message.get("type") == type and where(message):
+                    del self._unread[i]
+                    return message
+            if self.closed.done():
+                raise AssertionError(f"closed ({self.closed.result()}) before a {type!r}; got {self.messages[-5:]}")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"no {type!r} message; last ones: {self.messages[-5:]}")
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+
+    async def request(self, type: str, reply: str, **fields: Any) -> dict[str, Any]:
+        """Send a request with an id and wait for the ``reply`` type (or an ``error``) that echoes it."""
+        ref = f"r{len(self.messages)}-{type}-{id(fields)}"
+        await self.send(type, id=ref, **fields)
+        return await self.expect_ref(ref, reply)
+
+    async def expect_ref(self, ref: str, reply: str) -> dict[str, Any]:
+        """The ``reply`` or ``error`` that carries ``ref``."""
+        message = await self.expect_any(lambda m: m.get("ref") == ref and m.get("type") in (reply, "error"))
+        return message
+
+    async def expect_any(self, where: Callable[[dict[str, Any]], bool], within: float = WAIT) -> dict[str, Any]:
+        """The next unread message matching ``where``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            for i, message in enumerate(self._unread):
+                if where(message):
+                    del self._unread[i]
+                    return message
+            if self.closed.done():
+                raise AssertionError(f"closed ({self.closed.result()}); last ones: {self.messages[-5:]}")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"no matching message; last ones: {self.messages[-5:]}")
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+
+    async def close_code(self, within: float = WAIT) -> int | None:
+        """Wait until the server closes the socket; its close code."""
+        return await asyncio.wait_for(asyncio.shield(self.closed), within)
+
+    async def ping(self) -> dict[str, Any]:
+        """A ping answered by a pong."""
+        return await self.request("ping", "pong")
+
+    async def close(self) -> None:
+        """Close from the client side and stop reading."""
+        await self.ws.close()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(self._reader, 5)
+
+
+@dataclass
+class Booking:
+    """A booked hearing: its id and every participant's id and token, by role name."""
+
+    hearing_id: str
+    ids: dict[str, str]
+    tokens: dict[str, str]
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Court:
+    """The running server, its store, node and session hub, and an HTTP client."""
+
+    base_url: str
+    http: aiohttp.ClientSession
+    store: Store
+    node: InProcessNode
+    app: web.Application
+    clients: list[WsClient] = field(default_factory=list)
+    participants: list[Participant] = field(default_factory=list)
+    _seq: int = 0
+
+    @property
+    def ws_url(self) -> str:
+        """The WebSocket endpoint."""
+        return self.base_url.replace("http://", "ws://") + "/api/v1/ws"
+
+    @property
+    def hub(self) -> SessionHub:
+        """The WebSocket session hub."""
+        return self.app[HUB_KEY]
+
+    @property
+    def tokens(self) -> TokenService:
+        """The join-token service."""
+        return self.app[TOKENS_KEY]
+
+    async def rest(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """One REST call with the admin key."""
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        async with self.http.request(method, self.base_url + path, json=body, headers=headers) as resp:
+            text = await resp.text()
+            return resp.status, (json.loads(text) if text else None)
+
+    async def book(
+        self,
+        roles: tuple[str, ...] = ROLES,
+        *,
+        starts: datetime | None = None,
+        hours: float = 2.0,
+    ) -> Booking:
+        """Book a trial (via REST) around now with one participant per role name (``counsel2`` is a counsel)."""
+        self._seq += 1
+        n = self._seq
+        site, room = f"site-{n}", f"room-{n}"
+        status, body = await self.rest(
+            "POST", "/api/v1/sites", {"id": site, "name": site, "kind": "court", "terminals": 5}
+        )
+        assert status == 201, body
+        status, body = await self.rest("POST", "/api/v1/courtrooms", {"id": room, "name": room, "site_id": site})
+        assert status == 201, body
+        start = starts or datetime.now(UTC) - timedelta(minutes=5)
+        participants = [
+            {"name": f"{name.title()} {n}", "role": name.rstrip("0123456789"), "site_id": site} for name in roles
+        ]
+        status, body = await self.rest(
+            "POST",
+            "/api/v1/hearings",
+            {
+                "case_number": f"(2026) WS {n}",
+                "kind": "trial",
+                "courtroom_id": room,
+                "starts_at": start.isoformat(),
+                "ends_at": (start + timedelta(hours=hours)).isoformat(),
+                "participants": participants,
+            },
+        )
+        assert status == 201, body
+        ids = {name: p["id"] for name, p in zip(roles, body["participants"], strict=True)}
+        tokens = {name: p["token"] for name, p in zip(roles, body["participants"], strict=True)}
+        return Booking(body["id"], ids, tokens, body)
+
+    async def connect(self, **kwargs: Any) -> WsClient:
+        """Open a WebSocket (nothing sent yet)."""
+        ws = await self.http.ws_connect(self.ws_url, autoping=True, **kwargs)
+        client = WsClient(ws)
+        self.clients.append(client)
+        return client
+
+    async def join(self, token: str, resume: str | None = None) -> tuple[WsClient, dict[str, Any]]:
+        """Connect and join; the client and its ``joined`` message."""
+        client = await self.connect()
+        fields: dict[str, Any] = {"token": token}
+        if resume is not None:
+            fields["resume"] = resume
+        await client.send("join", id="join", **fields)
+        joined = await client.expect_any(lambda m: m.get("ref") == "join")
+        assert joined["type"] == "joined", joined
+        return client, joined
+
+    async def participant(
+        self, name: str, token: str, *, tag: int = 0, video: bool = True, audio: bool = True
+    ) -> Participant:
+        """A participant with a WebSocket and a real aiortc peer (media starts with :meth:`Participant.start_media`)."""
+        client, joined = await self.join(token)
+        p = Participant(name, client, joined, small(MediaClient(name, tag=tag, video=video, audio=audio)))
+        p.attach()
+        self.participants.append(p)
+        return p
+
+
+def small(media: MediaClient) -> MediaClient:
+    """Paint small frames: two shared cores run the server, the node and every client's decoder in one process."""
+    if media.video is not None:
+        media.video.width, media.video.height = VIDEO_SIZE
+    return media
+
+
+class Participant:
+    """A WebSocket participant with a real aiortc peer: answers server offers, tracks the ``tracks`` map."""
+
+    def __init__(self, name: str, client: WsClient, joined: dict[str, Any], media: MediaClient) -> None:
+        self.name = name
+        self.client = client
+        self.joined = joined
+        self.id: str = joined["participant"]["id"]
+        self.media = media
+        self.failures: list[str] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._negotiation = asyncio.Lock()
+
+    def attach(self) -> None:
+        """Start reacting to server offers and tracks on the current WebSocket."""
+        self.client.hooks.append(self._on_message)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "offer":
+            self._tasks.append(asyncio.ensure_future(self._answer(message["sdp"])))
+        elif message.get("type") == "tracks":
+            self.media.tracks = tuple(TrackRef.model_validate(t) for t in message["tracks"])
+
+    async def _answer(self, sdp: str) -> None:
+        async with self._negotiation:
+            try:
+                answer = await self.media.answer(sdp)
+                await self.client.send("answer", sdp=answer)
+            except Exception as exc:
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+
+    async def start_media(self, publish: bool = True) -> None:
+        """Offer our tracks, apply the node's answer, and declare what we publish."""
+        async with self._negotiation:
+            sdp = await self.media.offer()
+            reply = await self.client.request("offer", "answer", sdp=sdp)
+            assert reply["type"] == "answer", reply
+            await self.media.accept_answer(reply["sdp"])
+        if publish:
+            if self.media.video is not None:
+                await self.client.send("publish", source="camera", enabled=True, track_id=self.media.video.id)
+            if self.media.audio is not None:
+                await self.client.send("publish", source="microphone", enabled=True, track_id=self.media.audio.id)
+
+    def packets_from(self, participant_id: str, kind: str | None = None) -> int:
+        """RTP packets received so far on the media ids currently carrying ``participant_id``."""
+        mids = set(self.media.mids_of(participant_id, kind))
+        return sum(r.rtp_packets for mid, r in self.media.received.items() if mid in mids)
+
+    def codes_from(self, tag: int) -> list[tuple[int, int]]:
+        """Codes read back from decoded video painted with ``tag``."""
+        return self.media.codes(tag)
+
+    async def drop_and_resume(self, court: Court, token: str) -> dict[str, Any]:
+        """Lose the WebSocket and the peer, then join again with the resume key and a fresh peer; the new ``joined``."""
+        key = self.joined["resume"]
+        for task in self._tasks:
+            task.cancel()
+        await self.client.close()
+        await self.media.close()
+        old = self.media
+        client, joined = await court.join(token, resume=key)
+        self.client, self.joined = client, joined
+        self.media = small(
+            MediaClient(
+                self.name,
+                tag=old.video.tag if old.video is not None else 0,
+                video=old.video is not None,
+                audio=old.audio is not None,
+            )
+        )
+        self._tasks = []
+        self.attach()
+        return joined
+
+    async def close(self) -> None:
+        """Close the peer and the WebSocket."""
+        for task in self._tasks:
+            task.cancel()
+        await self.media.close()
+        await self.client.close()
+
+
+async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def ws_settings() -> WsSettings:
+    """WebSocket limits of the test server (override in a module to change them)."""
+    return WsSettings(resume_grace_seconds=30)
+
+
+@pytest.fixture
+async def court(tmp_path: Path, ws_settings: WsSettings) -> AsyncIterator[Court]:
+    """The real server with the WebSocket session and a real in-process media node, on loopback."""
+    store = await open_store(None, tmp_path / "data")
+    node = InProcessNode(NodeSettings(announce_addresses=("127.0.0.1",)))
+    app = create_app(ws_config(), store, registrars=[ws_registrar(node, ws_settings)])
+    runner, base = await _serve(app)
+    http = aiohttp.ClientSession()
+    court = Court(base, http, store, node, app)
+    try:
+        yield court
+    finally:
+        for p in court.participants:
+            with contextlib.suppress(Exception):
+                await p.close()
+        for c in court.clients:
+            with contextlib.suppress(Exception):
+                await c.close()
+        await http.close()
+        await runner.cleanup()
+        await node.close()
+        await store.close()
+
+
+async def eventually(check: Callable[[], bool], within: float = WAIT, step: float = 0.05) -> bool:
+    """Poll ``check`` until it holds or ``timeout`` passes (a bound, never asserted as a duration)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(step)
+    return check()
+
+
+__all__ = ["ROLES", "WAIT", "Booking", "Court", "Participant", "Source", "WsClient", "eventually"]
