@@ -1,0 +1,350 @@
+"""Fan-out of one publisher track to its subscribers and recorders, with keyframe gating and bounded queues.
+
+A :class:`PublishedTrack` receives reassembled frames from a tapped receiver
+(:mod:`media.passthrough`) and hands each to its consumers:
+
+- :class:`ForwardedTrack` — the track behind one subscriber's sender. Its
+  ``recv()`` yields ``av.Packet`` items, so aiortc's sender only repacketizes
+  (``Encoder.pack``), never encodes. It is a slot: it lives as long as the
+  subscriber's transceiver and is re-pointed at other publishers (last-N),
+  keeping its timestamps continuous.
+- :class:`RecorderFeed` — hands frames and sender reports to a ``FrameSink``.
+
+Keyframes: a consumer that starts (or drops) video waits for a keyframe and
+asks the publisher for one at once; other requests (subscriber PLI/FIR,
+gated deltas) are throttled to one per ``keyframe_interval`` per track.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import av
+import structlog
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtp import RtpPacket
+
+from media.passthrough import ReportTimes, TappedFrame, is_keyframe
+from rooms.control import MediaKind
+from rooms.frames import EncodedFrame, FrameSink, SenderReport, TrackInfo
+from rooms.model import Source
+
+log = structlog.get_logger(__name__)
+
+_URGENT_COALESCE = 0.25
+"""Seconds during which a pending urgent keyframe request also serves the next new consumer."""
+
+
+class Consumer(Protocol):
+    """Something a published track hands its frames to."""
+
+    def push(self, frame: TappedFrame, keyframe: bool) -> None:
+        """One frame (pts in ``frame.timestamp``, unwrapped); must return at once."""
+        ...
+
+    def sender_report(self, report: ReportTimes) -> None:
+        """An RTCP sender report of the publisher."""
+        ...
+
+
+class PublishedTrack:
+    """One track a participant publishes into the node."""
+
+    def __init__(
+        self,
+        *,
+        hearing_id: str,
+        participant_id: str,
+        track_id: str,
+        kind: MediaKind,
+        source: Source,
+        receiver: RTCRtpReceiver,
+        keyframe_interval: float,
+        on_refused: Callable[[PublishedTrack], None],
+        on_audio_level: Callable[[PublishedTrack, int], None],
+    ) -> None:
+        self.hearing_id = hearing_id
+        self.participant_id = participant_id
+        self.track_id = track_id
+        self.kind: MediaKind = kind
+        self.source = source
+        self.codec_name = ""
+        self.clock_rate = 90_000 if kind == "video" else 48_000
+        self.allowed = False
+        self.ended = False
+        self.ended_reported = False
+        self.consumers: set[Consumer] = set()
+        self.last_report: ReportTimes | None = None
+        self.frames_in = 0
+        self.keyframes_in = 0
+        self.keyframe_requests = 0
+        self._receiver = receiver
+        self._interval = keyframe_interval
+        self._on_refused = on_refused
+        self._on_audio_level = on_audio_level
+        self._refusal_reported = False
+        self._ssrc: int | None = None
+        self._need_keyframe = False
+        self._last_request = -1e9
+        self._urgent_pending_since: float | None = None
+        self._urgent_waiting = False
+        self._last_ts: int | None = None
+        self._ts_high = 0
+        self._requests: set[asyncio.Future[None]] = set()
+
+    def set_allowed(self, allowed: bool) -> None:
+        """Whether the participant may publish this track's source now."""
+        if allowed and not self.allowed:
+            self._refusal_reported = False
+            self._need_keyframe = self.kind == "video"
+        self.allowed = allowed
+
+    def on_packet(self, packet: RtpPacket) -> None:
+        """Every received RTP packet (after RTX unwrap): note the SSRC and feed speaker detection."""
+        first = self._ssrc is None
+        self._ssrc = packet.ssrc  # follows an SSRC change, so keyframe requests reach the current stream
+        if first and self._urgent_waiting:
+            self._urgent_waiting = False
+            self.request_keyframe(urgent=True)
+        if not self.allowed:
+            if not self._refusal_reported:
+                self._refusal_reported = True
+                self._on_refused(self)
+            return
+        level = packet.extensions.audio_level
+        if level is not None and self.kind == "audio":
+            self._on_audio_level(self, int(level[1]))
+
+    def on_frame(self, frame: TappedFrame) -> None:
+        """A reassembled frame from the receiver: drop it if not allowed, else hand it to every consumer."""
+        frame.timestamp = self._unwrap(frame.rtp_timestamp)
+        if not self.allowed:
+            return
+        self.frames_in += 1
+        keyframe = is_keyframe(self.codec_name, frame.data)
+        if keyframe:
+            self.keyframes_in += 1
+            self._need_keyframe = False
+            self._urgent_pending_since = None
+        elif frame.resync or self._need_keyframe:
+            # After a gap the reference chain is broken: forward nothing until a keyframe.
+            self._need_keyframe = True
+            self.request_keyframe(urgent=False)
+            return
+        for consumer in list(self.consumers):
+            consumer.push(frame, keyframe)
+
+    def on_sender_report(self, report: ReportTimes) -> None:
+        """An RTCP sender report of this track's publisher."""
+        self.last_report = report
+        if self.allowed:
+            for consumer in list(self.consumers):
+                consumer.sender_report(report)
+
+    def request_keyframe(self, *, urgent: bool) -> None:
+        """Ask the publisher for a keyframe: urgent (a consumer starts) or throttled (PLI, loss)."""
+        if self.kind != "video" or self.ended:
+            return
+        now = time.monotonic()
+        if urgent:
+            if self._urgent_pending_since is not None and now - self._urgent_pending_since < _URGENT_COALESCE:
+                return
+        elif now - self._last_request < self._interval:
+            return
+        if self._ssrc is None:
+            # Nothing received yet: ask as soon as the first packet tells the SSRC.
+            self._urgent_waiting = self._urgent_waiting or urgent
+            return
+        self._last_request = now
+        if urgent:
+            self._urgent_pending_since = now
+        self.keyframe_requests += 1
+        task = asyncio.ensure_future(self._receiver._send_rtcp_pli(self._ssrc))
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
+
+    def _unwrap(self, rtp_timestamp: int) -> int:
+        if self._last_ts is not None and rtp_timestamp < self._last_ts and self._last_ts - rtp_timestamp > 1 << 31:
+            self._ts_high += 1 << 32
+        elif self._last_ts is not None and rtp_timestamp > self._last_ts and rtp_timestamp - self._last_ts > 1 << 31:
+            return self._ts_high - (1 << 32) + rtp_timestamp  # a late frame from before a wrap
+        self._last_ts = rtp_timestamp
+        return self._ts_high + rtp_timestamp
+
+
+class ForwardedTrack(MediaStreamTrack):
+    """The track behind one subscriber sender: a bounded queue of encoded frames from one publisher at a time."""
+
+    def __init__(self, kind: MediaKind, bound: int, max_age: float = 0.5) -> None:
+        super().__init__()
+        self.kind = kind
+        self.bound = bound
+        self.max_age = max_age
+        """Seconds a frame may wait for the sender (e.g. before the subscriber connects) before it is stale."""
+        self.publisher: PublishedTrack | None = None
+        self.dropped = 0
+        self.forwarded = 0
+        self.hold_times: deque[float] = deque(maxlen=1024)
+        """Seconds the last frames waited in the node, from reassembly to their sender taking them."""
+        self._queue: deque[tuple[bytes, int, fractions.Fraction, float]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._gated = kind == "video"
+        self._offset: int | None = None
+        self._last_out: int | None = None
+        self._last_out_time = 0.0
+        self._clock_rate = 90_000
+        self._time_base = fractions.Fraction(1, self._clock_rate)
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting for the sender."""
+        return len(self._queue)
+
+    def assign(self, publisher: PublishedTrack | None) -> None:
+        """Forward ``publisher`` from now on (``None``: nothing); video waits for a keyframe."""
+        if publisher is self.publisher:
+            return
+        if self.publisher is not None:
+            self.publisher.consumers.discard(self)
+        self.publisher = publisher
+        self._queue.clear()
+        self._offset = None
+        if publisher is not None:
+            self._clock_rate = publisher.clock_rate
+            self._time_base = fractions.Fraction(1, self._clock_rate)
+            publisher.consumers.add(self)
+            if self.kind == "video":
+                self._gated = True
+                publisher.request_keyframe(urgent=True)
+
+    def push(self, frame: TappedFrame, keyframe: bool) -> None:
+        """A frame of the assigned publisher; gated video waits for a keyframe, a full queue drops."""
+        if self.readyState != "live":
+            return
+        if self.kind == "video":
+            if self._gated and not keyframe:
+                self.dropped += 1
+                if self.publisher is not None:
+                    self.publisher.request_keyframe(urgent=False)
+                return
+            if len(self._queue) >= self.bound or (self._queue and frame.arrival - self._queue[0][3] > self.max_age):
+                # The sender fell behind: a partial run of deltas is useless, skip to the next keyframe.
+                self._queue.clear()
+                self.dropped += 1
+                if not keyframe:
+                    self._gated = True
+                    if self.publisher is not None:
+                        self.publisher.request_keyframe(urgent=False)
+                    return
+            self._gated = False
+        else:
+            while self._queue and (len(self._queue) >= self.bound or frame.arrival - self._queue[0][3] > self.max_age):
+                self._queue.popleft()
+                self.dropped += 1
+        self._queue.append((frame.data, self._pts(frame.timestamp), self._time_base, frame.arrival))
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def sender_report(self, report: ReportTimes) -> None:
+        """Subscribers get the node's own sender reports (aiortc's sender makes them)."""
+
+    def _pts(self, source_pts: int) -> int:
+        # Keep the outgoing timeline continuous across publisher switches: continue where the
+        # previous publisher left off, advanced by the wall-clock time that passed.
+        now = time.monotonic()
+        if self._offset is None:
+            if self._last_out is None:
+                target = 0
+            else:
+                elapsed = int((now - self._last_out_time) * self._clock_rate)
+                target = self._last_out + max(elapsed, 1)
+            self._offset = target - source_pts
+        pts = source_pts + self._offset
+        self._last_out = pts
+        self._last_out_time = now
+        return pts
+
+    async def recv(self) -> Any:
+        """The next encoded frame as an ``av.Packet`` (the sender packs it without encoding)."""
+        while not self._queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        data, pts, time_base, arrival = self._queue.popleft()
+        self.hold_times.append(time.time() - arrival)
+        packet = av.Packet(data)
+        packet.pts = pts
+        packet.time_base = time_base
+        self.forwarded += 1
+        return packet
+
+    def stop(self) -> None:
+        """End the track: the sender's loop stops."""
+        self.assign(None)
+        super().stop()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+class RecorderFeed:
+    """One published track as a recorder's :class:`FrameSink` sees it."""
+
+    def __init__(self, sink: FrameSink, publisher: PublishedTrack) -> None:
+        self.sink = sink
+        self.publisher = publisher
+        self._gated = publisher.kind == "video"
+        self.delivered = 0
+
+    def start(self) -> None:
+        """Announce the track to the sink and start taking frames (video from the next keyframe)."""
+        p = self.publisher
+        self.sink.track_started(
+            TrackInfo(
+                hearing_id=p.hearing_id,
+                track_id=p.track_id,
+                participant_id=p.participant_id,
+                source=p.source,
+                kind=p.kind,
+                codec=p.codec_name,
+                clock_rate=p.clock_rate,
+            )
+        )
+        p.consumers.add(self)
+        if p.last_report is not None:
+            self.sender_report(p.last_report)
+        if p.kind == "video":
+            p.request_keyframe(urgent=True)
+
+    def stop(self, reason: str) -> None:
+        """Stop taking frames and tell the sink why."""
+        self.publisher.consumers.discard(self)
+        self.sink.track_stopped(self.publisher.track_id, reason)
+
+    def push(self, frame: TappedFrame, keyframe: bool) -> None:
+        """Hand one frame to the sink (video from the first keyframe on)."""
+        if self._gated and not keyframe:
+            return
+        self._gated = False
+        self.delivered += 1
+        self.sink.frame(
+            EncodedFrame(
+                track_id=self.publisher.track_id,
+                payload=frame.data,
+                rtp_timestamp=frame.rtp_timestamp,
+                keyframe=keyframe,
+                arrival=frame.arrival,
+            )
+        )
+
+    def sender_report(self, report: ReportTimes) -> None:
+        """Hand the publisher's sender report to the sink."""
+        self.sink.sender_report(
+            SenderReport(track_id=self.publisher.track_id, ntp_time=report.ntp_time, rtp_timestamp=report.rtp_timestamp)
+        )

@@ -1,0 +1,476 @@
+"""The in-process media node: an aiortc SFU with encoded passthrough, driven through ``rooms.control``.
+
+Signaling decides who may publish and receive (``SetPublishing``,
+``SetReceiving``); the node decides what flows within that: every permitted
+publisher's audio, camera video of the last-N most recent speakers, evidence
+video always, and for a recorder everything permitted. Whenever that changes
+the node re-points its forwarding slots at once and negotiates new or
+silenced slots with a node ``Offer``; each subscriber then gets a ``Tracks``
+event mapping media ids to tracks.
+
+A recorder is a participant without a peer connection:
+:meth:`InProcessNode.attach_recorder` gives it a ``FrameSink``, and the same
+``SetReceiving`` command as for people decides what it gets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import structlog
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+from aiortc.sdp import candidate_from_sdp
+
+from media.forwarding import PublishedTrack, RecorderFeed
+from media.passthrough import ReceiverTap, tap_receiver
+from media.peer import DEFAULT_SOURCE, NegotiationError, Peer, first_codec
+from media.settings import NodeSettings
+from media.speaker import SpeakerDetector
+from rooms.control import (
+    Ack,
+    AddCandidate,
+    ApplyAnswer,
+    ApplyOffer,
+    ClosePeer,
+    CloseRoom,
+    CreatePeer,
+    DeclareTrack,
+    EventHandler,
+    MediaKind,
+    NodeCommand,
+    NodeEvent,
+    NodeReply,
+    Offer,
+    PeerState,
+    PeerStateChanged,
+    PublishRefused,
+    Refused,
+    SdpAnswer,
+    SetPublishing,
+    SetReceiving,
+    SpeakerChanged,
+    TrackEnded,
+    TrackPublished,
+    Tracks,
+)
+from rooms.frames import FrameSink
+from rooms.model import Role, Source
+
+log = structlog.get_logger(__name__)
+
+_EVENT_QUEUE_BOUND = 10_000
+"""Events waiting for the handlers; beyond it events are dropped (and logged): a stuck handler must not eat memory."""
+
+_PEER_STATES = {s.value: s for s in PeerState}
+
+
+@dataclass(eq=False)
+class _Recorder:
+    participant_id: str
+    sink: FrameSink
+    feeds: dict[int, RecorderFeed] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _Room:
+    hearing_id: str
+    speakers: SpeakerDetector
+    peers: dict[str, Peer] = field(default_factory=dict)
+    recorders: dict[str, _Recorder] = field(default_factory=dict)
+    receiving: dict[str, frozenset[str]] = field(default_factory=dict)
+    publishing: dict[str, frozenset[Source]] = field(default_factory=dict)
+    declared: dict[str, dict[str, Source]] = field(default_factory=dict)
+
+
+class InProcessNode:
+    """A media node in this process, implementing ``rooms.control.NodeControl``."""
+
+    def __init__(self, settings: NodeSettings) -> None:
+        self.settings = settings
+        self._rooms: dict[str, _Room] = {}
+        self._handlers: list[EventHandler] = []
+        self._events: asyncio.Queue[NodeEvent] | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    @property
+    def node_id(self) -> str:
+        """Stable id of the node."""
+        return self.settings.node_id
+
+    # --- NodeControl ----------------------------------------------------------------------------
+
+    def subscribe(self, handler: EventHandler) -> None:
+        """Receive every event of this node, in the order they happened."""
+        self._handlers.append(handler)
+
+    async def call(self, command: NodeCommand) -> NodeReply:
+        """Carry out one command; bad input is answered with ``Refused``, never raised."""
+        try:
+            return await self._carry_out(command)
+        except NegotiationError as exc:
+            log.info("node_command_refused", command=command.type, code=exc.code, reason=exc.message)
+            return Refused(code=exc.code, message=exc.message)
+        except Exception as exc:
+            log.exception("node_command_failed", command=command.type)
+            return Refused(code="internal_error", message=f"{type(exc).__name__}")
+
+    async def _carry_out(self, command: NodeCommand) -> NodeReply:
+        if isinstance(command, CloseRoom):
+            await self._close_room(command.hearing_id, "room_closed")
+            return Ack()
+        if isinstance(command, CreatePeer):
+            await self._create_peer(command.hearing_id, command.participant_id, command.role)
+            return Ack()
+        pid = command.participant_id
+        permissions = isinstance(command, SetReceiving | SetPublishing)
+        # Permissions may arrive before the peer (or the recorder's sink) does: keep them for then.
+        room = self._room(command.hearing_id) if permissions else self._rooms.get(command.hearing_id)
+        is_recorder = room is not None and pid in room.recorders
+        peer = room.peers.get(pid) if room is not None else None
+        if room is None or (peer is None and not is_recorder and not permissions):
+            raise NegotiationError("no_such_peer", f"no peer {pid!r} in hearing {command.hearing_id!r}")
+        if isinstance(command, SetReceiving):
+            room.receiving[pid] = frozenset(command.publishers)
+            self._replan(room)
+            return Ack()
+        if isinstance(command, SetPublishing):
+            room.publishing[pid] = frozenset(command.sources)
+            if peer is not None:
+                for published in peer.published.values():
+                    published.set_allowed(published.source in room.publishing[pid])
+            self._replan(room)
+            return Ack()
+        if peer is None:
+            if isinstance(command, ClosePeer):
+                self.detach_recorder(room.hearing_id, pid, reason="closed")
+                room.receiving.pop(pid, None)
+                return Ack()
+            raise NegotiationError("no_such_peer", f"{pid!r} is a recorder without a peer connection")
+        if isinstance(command, ClosePeer):
+            await self._close_peer(room, peer)
+            room.receiving.pop(pid, None)
+            room.publishing.pop(pid, None)
+            room.declared.pop(pid, None)
+            self._replan(room)
+            return Ack()
+        if isinstance(command, ApplyOffer):
+            answer = await peer.apply_offer(command.sdp)
+            self._check_ended(room, peer)
+            self._replan(room)
+            return SdpAnswer(sdp=answer)
+        if isinstance(command, ApplyAnswer):
+            await peer.apply_answer(command.sdp)
+            return Ack()
+        if isinstance(command, AddCandidate):
+            await self._add_candidate(peer, command)
+            return Ack()
+        if isinstance(command, DeclareTrack):
+            room.declared.setdefault(pid, {})[command.track_id] = command.source
+            for published in peer.published.values():
+                if published.track_id == command.track_id and published.source != command.source:
+                    published.source = command.source
+                    published.set_allowed(command.source in room.publishing.get(pid, frozenset()))
+                    self._emit(self._published_event(published))
+            self._replan(room)
+            return Ack()
+        raise NegotiationError("unknown_command", f"unknown command {command.type!r}")
+
+    # --- recorders ------------------------------------------------------------------------------
+
+    def attach_recorder(self, hearing_id: str, participant_id: str, sink: FrameSink) -> None:
+        """Make ``participant_id`` a recorder of the hearing; ``SetReceiving`` for it decides what it gets."""
+        room = self._room(hearing_id)
+        self.detach_recorder(hearing_id, participant_id)
+        room.recorders[participant_id] = _Recorder(participant_id=participant_id, sink=sink)
+        self._replan(room)
+
+    def detach_recorder(self, hearing_id: str, participant_id: str, reason: str = "detached") -> None:
+        """Stop feeding a recorder (each of its tracks gets ``track_stopped``)."""
+        room = self._rooms.get(hearing_id)
+        recorder = room.recorders.pop(participant_id, None) if room is not None else None
+        if recorder is not None:
+            for feed in recorder.feeds.values():
+                feed.stop(reason)
+
+    def request_keyframe(self, hearing_id: str, track_id: str) -> None:
+        """Ask the publisher of a track for a keyframe (throttled), e.g. when a recorder starts a segment."""
+        room = self._rooms.get(hearing_id)
+        for peer in room.peers.values() if room is not None else ():
+            for published in peer.published.values():
+                if published.track_id == track_id:
+                    published.request_keyframe(urgent=False)
+
+    # --- introspection (tests, metrics) ---------------------------------------------------------
+
+    def peer(self, hearing_id: str, participant_id: str) -> Peer | None:
+        """The peer of a participant, if any."""
+        room = self._rooms.get(hearing_id)
+        return room.peers.get(participant_id) if room is not None else None
+
+    def active_speaker(self, hearing_id: str) -> str | None:
+        """The hearing's active speaker, if any spoke yet."""
+        room = self._rooms.get(hearing_id)
+        return room.speakers.active if room is not None else None
+
+    def stats(self) -> tuple[int, int]:
+        """(rooms, peer connections) on this node, for ``GET /nodes`` and metrics."""
+        return len(self._rooms), sum(len(room.peers) for room in self._rooms.values())
+
+    async def close(self) -> None:
+        """Close every room and stop delivering events."""
+        for hearing_id in list(self._rooms):
+            await self._close_room(hearing_id, "node_closed")
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+            self._dispatcher = None
+
+    # --- peers ----------------------------------------------------------------------------------
+
+    def _room(self, hearing_id: str) -> _Room:
+        room = self._rooms.get(hearing_id)
+        if room is None:
+            s = self.settings
+            room = _Room(
+                hearing_id=hearing_id,
+                speakers=SpeakerDetector(
+                    window=s.speaker_window, hold=s.speaker_hold, silence_dbov=s.speaker_silence_dbov
+                ),
+            )
+            self._rooms[hearing_id] = room
+        return room
+
+    async def _create_peer(self, hearing_id: str, participant_id: str, role: Role) -> None:
+        room = self._room(hearing_id)
+        old = room.peers.get(participant_id)
+        if old is not None:
+            await self._close_peer(room, old)
+        peer = Peer(
+            hearing_id=hearing_id,
+            participant_id=participant_id,
+            role=role,
+            settings=self.settings,
+            on_track=lambda p, t: self._published(room, p, t),
+            on_offer=lambda p, sdp: self._emit(
+                Offer(hearing_id=p.hearing_id, participant_id=p.participant_id, sdp=sdp)
+            ),
+            on_state=self._peer_state,
+            on_slots_changed=self._slots_changed,
+        )
+        room.peers[participant_id] = peer
+        room.speakers.join(participant_id)
+        log.info("peer_created", hearing_id=hearing_id, participant_id=participant_id, role=role, node_id=self.node_id)
+        self._replan(room)
+
+    async def _close_peer(self, room: _Room, peer: Peer) -> None:
+        if room.peers.get(peer.participant_id) is peer:
+            del room.peers[peer.participant_id]
+        room.speakers.leave(peer.participant_id)
+        for published in peer.published.values():
+            if not published.ended:
+                published.ended = True
+            self._report_ended(published)
+        await peer.close()
+        log.info("peer_closed", hearing_id=room.hearing_id, participant_id=peer.participant_id, node_id=self.node_id)
+
+    async def _close_room(self, hearing_id: str, reason: str) -> None:
+        room = self._rooms.pop(hearing_id, None)
+        if room is None:
+            return
+        for recorder in room.recorders.values():
+            for feed in recorder.feeds.values():
+                feed.stop(reason)
+        room.recorders.clear()
+        for peer in list(room.peers.values()):
+            await self._close_peer(room, peer)
+
+    async def _add_candidate(self, peer: Peer, command: AddCandidate) -> None:
+        text = command.candidate.strip()
+        if not text:
+            return  # end of candidates: aiortc needs nothing
+        try:
+            candidate = candidate_from_sdp(text.removeprefix("candidate:"))
+        except Exception as exc:
+            raise NegotiationError("invalid_candidate", f"candidate not understood: {exc}") from exc
+        candidate.sdpMid = command.sdp_mid
+        candidate.sdpMLineIndex = command.sdp_mline_index
+        try:
+            await peer.pc.addIceCandidate(candidate)
+        except Exception as exc:
+            raise NegotiationError("invalid_candidate", f"candidate not applied: {exc}") from exc
+
+    def _peer_state(self, peer: Peer, state: str) -> None:
+        mapped = _PEER_STATES.get(state)
+        if mapped is not None and not (peer.closed and mapped is not PeerState.closed):
+            self._emit(PeerStateChanged(hearing_id=peer.hearing_id, participant_id=peer.participant_id, state=mapped))
+
+    # --- published tracks -----------------------------------------------------------------------
+
+    def _published(self, room: _Room, peer: Peer, transceiver: RTCRtpTransceiver) -> PublishedTrack:
+        kind: MediaKind = "audio" if transceiver.kind == "audio" else "video"
+        track_id = str(transceiver.receiver.track.id)
+        source = room.declared.get(peer.participant_id, {}).get(track_id, DEFAULT_SOURCE[kind])
+        published = PublishedTrack(
+            hearing_id=room.hearing_id,
+            participant_id=peer.participant_id,
+            track_id=track_id,
+            kind=kind,
+            source=source,
+            receiver=transceiver.receiver,
+            keyframe_interval=self.settings.keyframe_interval,
+            on_refused=self._refused,
+            on_audio_level=lambda p, level: self._audio_level(room, p, level),
+        )
+        published.codec_name, published.clock_rate = first_codec(transceiver)
+        published.set_allowed(source in room.publishing.get(peer.participant_id, frozenset()))
+
+        def bye() -> None:
+            published.ended = True
+            self._report_ended(published)
+            self._replan(room)
+
+        tap_receiver(
+            transceiver.receiver,
+            kind,
+            ReceiverTap(
+                on_frame=published.on_frame,
+                on_packet=published.on_packet,
+                on_sender_report=published.on_sender_report,
+                on_bye=bye,
+            ),
+        )
+        self._emit(self._published_event(published))
+        log.info(
+            "track_published",
+            hearing_id=room.hearing_id,
+            participant_id=peer.participant_id,
+            track_id=track_id,
+            kind=kind,
+            source=source,
+            codec=published.codec_name,
+        )
+        return published
+
+    @staticmethod
+    def _published_event(p: PublishedTrack) -> TrackPublished:
+        return TrackPublished(
+            hearing_id=p.hearing_id, participant_id=p.participant_id, track_id=p.track_id, kind=p.kind, source=p.source
+        )
+
+    def _check_ended(self, room: _Room, peer: Peer) -> None:
+        for published in peer.published.values():
+            if published.ended:
+                self._report_ended(published)
+
+    def _report_ended(self, published: PublishedTrack) -> None:
+        if published.ended_reported:
+            return
+        published.ended_reported = True
+        self._emit(
+            TrackEnded(
+                hearing_id=published.hearing_id, participant_id=published.participant_id, track_id=published.track_id
+            )
+        )
+
+    def _refused(self, published: PublishedTrack) -> None:
+        log.info(
+            "publish_refused",
+            hearing_id=published.hearing_id,
+            participant_id=published.participant_id,
+            source=published.source,
+        )
+        self._emit(
+            PublishRefused(
+                hearing_id=published.hearing_id,
+                participant_id=published.participant_id,
+                kind=published.kind,
+                source=published.source,
+            )
+        )
+
+    def _audio_level(self, room: _Room, published: PublishedTrack, level: int) -> None:
+        if published.source is not Source.microphone:
+            return
+        speaker = room.speakers.observe(published.participant_id, level, time.monotonic())
+        if speaker is not None and self._rooms.get(room.hearing_id) is room:
+            log.info("speaker_changed", hearing_id=room.hearing_id, participant_id=speaker)
+            self._emit(SpeakerChanged(hearing_id=room.hearing_id, participant_id=speaker))
+            self._replan(room)
+
+    # --- what flows where -----------------------------------------------------------------------
+
+    def _replan(self, room: _Room) -> None:
+        """Apply the room's permissions and speaker order to every subscriber and recorder, now."""
+        for pid, peer in list(room.peers.items()):
+            if not peer.closed:
+                peer.place(self._wanted(room, pid, last_n=self.settings.last_n))
+        for pid, recorder in room.recorders.items():
+            self._place_recorder(room, recorder, self._wanted(room, pid, last_n=None))
+
+    def _wanted(self, room: _Room, subscriber: str, last_n: int | None) -> list[PublishedTrack]:
+        permitted = room.receiving.get(subscriber, frozenset()) - {subscriber}
+        order = {pid: i for i, pid in enumerate(room.speakers.order)}
+        tracks: list[PublishedTrack] = []
+        cameras: dict[str, list[PublishedTrack]] = {}
+        for pid in sorted(permitted, key=lambda p: (order.get(p, len(order)), p)):
+            publisher = room.peers.get(pid)
+            if publisher is None:
+                continue
+            for t in sorted(publisher.published.values(), key=lambda t: (t.kind, t.track_id)):
+                if not t.allowed or t.ended or not t.codec_name:
+                    continue
+                if t.kind == "video" and t.source is Source.camera:
+                    cameras.setdefault(pid, []).append(t)
+                else:
+                    tracks.append(t)
+        # ``cameras`` keeps the speaker order: the first N publishers are the N most recent speakers.
+        for i, pid_tracks in enumerate(cameras.values()):
+            if last_n is None or i < last_n:
+                tracks.extend(pid_tracks)
+        return tracks
+
+    def _place_recorder(self, room: _Room, recorder: _Recorder, wanted: Iterable[PublishedTrack]) -> None:
+        wanted_by_id = {id(t): t for t in wanted}
+        for key, feed in list(recorder.feeds.items()):
+            if key not in wanted_by_id:
+                p = feed.publisher
+                reason = "ended" if p.ended else "muted" if not p.allowed else "not_permitted"
+                feed.stop(reason)
+                del recorder.feeds[key]
+        for key, track in wanted_by_id.items():
+            if key not in recorder.feeds:
+                feed = RecorderFeed(recorder.sink, track)
+                recorder.feeds[key] = feed
+                feed.start()
+
+    def _slots_changed(self, peer: Peer) -> None:
+        refs = peer.tracks()
+        if refs != peer.last_tracks:
+            peer.last_tracks = refs
+            self._emit(Tracks(hearing_id=peer.hearing_id, participant_id=peer.participant_id, tracks=refs))
+
+    # --- events ---------------------------------------------------------------------------------
+
+    def _emit(self, event: NodeEvent) -> None:
+        if self._events is None:
+            self._events = asyncio.Queue(maxsize=_EVENT_QUEUE_BOUND)
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.ensure_future(self._dispatch(self._events))
+        try:
+            self._events.put_nowait(event)
+        except asyncio.QueueFull:
+            log.warning("node_event_dropped", event=event.type, node_id=self.node_id)
+
+    async def _dispatch(self, events: asyncio.Queue[NodeEvent]) -> None:
+        while True:
+            event = await events.get()
+            for handler in list(self._handlers):
+                try:
+                    await handler(event)
+                except Exception:
+                    log.exception("node_event_handler_failed", event=event.type)

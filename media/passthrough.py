@@ -1,0 +1,288 @@
+"""Encoded passthrough on one aiortc receiver: reassembled frames go to the SFU, never to a decoder.
+
+aiortc's ``RTCRtpReceiver`` reassembles frames in its jitter buffer and hands
+them to a decoder thread. :func:`tap_receiver` replaces, on one receiver
+instance and before its ``receive()`` starts, the jitter buffer with
+:class:`ReleaseOnMarker`: it releases video on the RTP marker bit and audio
+per packet (the stock buffer holds video one frame and audio four packets)
+and delivers every frame straight to the SFU on the event loop, returning
+none to aiortc. The decoder thread still starts (aiortc starts it
+unconditionally) but idles until end of stream; no decoder is ever created.
+
+Nothing module-wide is patched: every other receiver in the process, the test
+clients' included, still decodes. Everything else of the receiver stays
+aiortc's own: SRTP, statistics, receiver reports, NACK, RTX, REMB. The names
+used (``_RTCRtpReceiver__jitter_buffer``, ``__codecs``,
+``_handle_rtcp_packet``, ``_send_rtcp_pli``) are private to aiortc 1.16, which
+pyproject pins.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtp import RtcpByePacket, RtcpSrPacket, RtpPacket
+
+NTP_UNIX_OFFSET = 2_208_988_800
+"""Seconds from the NTP epoch (1900) to the Unix epoch (1970)."""
+
+_MAX_PENDING = 512
+"""Video packets held while a frame is incomplete (NACK may still fill the gap) before giving up on it."""
+
+_MAX_HOLD_TICKS = 90_000 // 5
+"""An incomplete video frame is given up once a frame 200 ms (90 kHz ticks) newer arrives."""
+
+_TAPPED = "_courtlink_tapped"
+
+
+def _seq_gt(a: int, b: int) -> bool:
+    """RTP sequence ``a`` is after ``b`` (16-bit wrap-around)."""
+    return a != b and ((a - b) & 0xFFFF) < 0x8000
+
+
+def _ts_diff(a: int, b: int) -> int:
+    """``a - b`` for 32-bit RTP timestamps, signed."""
+    d = (a - b) & 0xFFFFFFFF
+    return d - (1 << 32) if d >= 1 << 31 else d
+
+
+def starts_frame(codec_name: str, payload: bytes) -> bool:
+    """Whether an RTP payload is the first packet of an encoded video frame (when the codec tells)."""
+    if not payload:
+        return False
+    if codec_name == "VP8":
+        # VP8 payload descriptor: S bit set on the first packet of partition 0.
+        return bool(payload[0] & 0x10) and (payload[0] & 0x07) == 0
+    if codec_name == "H264":
+        nal_type = payload[0] & 0x1F
+        if nal_type == 24 and len(payload) > 3:  # STAP-A: look at its first NAL unit
+            nal_type = payload[3] & 0x1F
+        # Access unit delimiter or sequence parameter set: how keyframes and many frames start.
+        return nal_type in (7, 9)
+    return False
+
+
+def is_keyframe(codec_name: str, data: bytes) -> bool:
+    """Whether a reassembled encoded frame can be decoded on its own."""
+    if codec_name == "VP8":
+        # VP8 frame tag: the lowest bit of the first byte is 0 on a key frame (RFC 6386 9.1).
+        return bool(data) and not data[0] & 0x01
+    if codec_name == "H264":
+        start = data.find(b"\x00\x00\x01")
+        while start != -1 and start + 3 < len(data):
+            if data[start + 3] & 0x1F in (5, 7):  # IDR slice or sequence parameter set
+                return True
+            start = data.find(b"\x00\x00\x01", start + 3)
+        return False
+    return True
+
+
+class TappedFrame(JitterFrame):
+    """A reassembled frame that also keeps its RTP timestamp (aiortc rewrites ``timestamp`` to start at 0)."""
+
+    def __init__(self, data: bytes, timestamp: int, keyframe_hint: bool = False) -> None:
+        super().__init__(data=data, timestamp=timestamp)
+        self.rtp_timestamp = timestamp
+        self.arrival = time.time()
+        self.resync = keyframe_hint
+
+
+class ReleaseOnMarker:
+    """Drop-in for aiortc's ``JitterBuffer``: releases a video frame as soon as its marker packet completes it.
+
+    Frames leave strictly in order. A frame missing a packet waits for NACK
+    retransmission until a frame 200 ms newer arrives or too many packets pile
+    up; then the buffer skips to the next frame start and reports picture loss
+    (``pli_flag``), and the frame after the gap carries ``resync`` so the SFU
+    holds delta frames until a keyframe. Audio is released packet by packet,
+    old or duplicate packets dropped.
+    """
+
+    def __init__(self, kind: str, codec_name: Callable[[int], str], deliver: Callable[[TappedFrame], None]) -> None:
+        self._video = kind == "video"
+        self._deliver = deliver
+        self._codec_name = codec_name
+        self._packets: dict[int, RtpPacket] = {}
+        self._next: int | None = None  # first sequence number of the next frame to release
+        self._resync = False
+        self._max_seq: int | None = None
+        self._last_audio: int | None = None
+        self.on_packet: Callable[[RtpPacket], None] | None = None
+
+    @property
+    def capacity(self) -> int:
+        """Packets held at most (aiortc reads it for statistics only)."""
+        return _MAX_PENDING
+
+    @property
+    def pending(self) -> int:
+        """Packets held now."""
+        return len(self._packets)
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        """Take one depayloaded packet and deliver what it completes; return (picture lost, None).
+
+        Completed frames go straight to ``deliver`` (in order, several at once
+        after a retransmission fills a gap), so aiortc never queues them for
+        its decoder thread.
+        """
+        if self.on_packet is not None:
+            self.on_packet(packet)
+        if not self._video:
+            if self._last_audio is None or _seq_gt(packet.sequence_number, self._last_audio):
+                self._last_audio = packet.sequence_number
+                self._deliver(TappedFrame(packet._data, packet.timestamp))  # type: ignore[attr-defined]
+            return False, None
+        return self._add_video(packet), None
+
+    def _add_video(self, packet: RtpPacket) -> bool:
+        seq = packet.sequence_number
+        if self._next is None:
+            if starts_frame(self._codec_name(packet.payload_type), packet.payload):
+                self._next = seq
+            else:
+                if packet.marker:
+                    # Joined mid-frame: start with the frame after this one.
+                    self._next = (seq + 1) & 0xFFFF
+                    self._resync = True
+                return False
+        if not _seq_gt(seq, self._next) and seq != self._next:
+            return False  # already released or skipped
+        self._packets[seq] = packet
+        newest = self._max_seq is None or _seq_gt(seq, self._max_seq)
+        if newest:
+            self._max_seq = seq
+        # A frame can only complete with its marker packet or with a packet that fills a gap.
+        if (packet.marker or not newest) and self._release():
+            return False
+        if self._gave_up(packet):
+            self._release()
+            return True
+        return False
+
+    def _release(self) -> bool:
+        released = False
+        while self._next is not None and (frame := self._take_frame()) is not None:
+            self._deliver(frame)
+            released = True
+        return released
+
+    def _take_frame(self) -> TappedFrame | None:
+        """Release the next frame if all its packets, up to the marker, are here."""
+        assert self._next is not None
+        seq = self._next
+        first = self._packets.get(seq)
+        if first is None:
+            return None
+        parts: list[bytes] = []
+        while True:
+            packet = self._packets.get(seq)
+            if packet is None or packet.timestamp != first.timestamp:
+                return None
+            parts.append(packet._data)  # type: ignore[attr-defined]
+            if packet.marker:
+                break
+            seq = (seq + 1) & 0xFFFF
+        for s in range(len(parts)):
+            self._packets.pop((self._next + s) & 0xFFFF, None)
+        self._next = (seq + 1) & 0xFFFF
+        frame = TappedFrame(b"".join(parts), first.timestamp, keyframe_hint=self._resync)
+        self._resync = False
+        return frame
+
+    def _gave_up(self, newest: RtpPacket) -> bool:
+        """Skip an incomplete frame that waited too long; True if something was skipped."""
+        assert self._next is not None
+        oldest = min(self._packets.values(), key=lambda p: (p.sequence_number - self._next) & 0xFFFF)  # type: ignore[operator]
+        if len(self._packets) < _MAX_PENDING and _ts_diff(newest.timestamp, oldest.timestamp) < _MAX_HOLD_TICKS:
+            return False
+        # Resume at the first held packet that starts a frame after the gap: right after a marker packet.
+        ordered = sorted(self._packets, key=lambda s: (s - self._next) & 0xFFFF)  # type: ignore[operator]
+        restart: int | None = None
+        for s in ordered:
+            before = self._packets.get((s - 1) & 0xFFFF)
+            packet = self._packets[s]
+            begins = (before is not None and before.marker) or starts_frame(
+                self._codec_name(packet.payload_type), packet.payload
+            )
+            if begins and packet.timestamp != oldest.timestamp:
+                restart = s
+                break
+        if restart is None:
+            self._packets.clear()
+            self._next = None
+            self._max_seq = None
+        else:
+            for s in ordered:
+                if s == restart:
+                    break
+                del self._packets[s]
+            self._next = restart
+        self._resync = True
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class ReportTimes:
+    """The NTP and RTP times of one received RTCP sender report."""
+
+    ssrc: int
+    ntp_time: float
+    rtp_timestamp: int
+
+
+@dataclass
+class ReceiverTap:
+    """What a tapped receiver calls, on the event loop; every callback must return at once."""
+
+    on_frame: Callable[[TappedFrame], None]
+    on_packet: Callable[[RtpPacket], None]
+    on_sender_report: Callable[[ReportTimes], None]
+    on_bye: Callable[[], None]
+
+
+def tap_receiver(receiver: RTCRtpReceiver, kind: str, tap: ReceiverTap) -> ReleaseOnMarker:
+    """Turn one not yet started receiver into an encoded-frame source (idempotent); return its buffer."""
+    existing: ReleaseOnMarker | None = getattr(receiver, _TAPPED, None)
+    if existing is not None:
+        return existing
+
+    def codec_name(payload_type: int) -> str:
+        codec = receiver._RTCRtpReceiver__codecs.get(payload_type)  # type: ignore[attr-defined]
+        return str(codec.name) if codec is not None else ""
+
+    buffer = ReleaseOnMarker(kind, codec_name, tap.on_frame)
+    buffer.on_packet = tap.on_packet
+    receiver._RTCRtpReceiver__jitter_buffer = buffer  # type: ignore[attr-defined]
+    original_rtcp = receiver._handle_rtcp_packet
+
+    async def handle_rtcp(packet: Any) -> None:
+        # aiortc keeps sender reports to itself; the recorder needs their NTP <-> RTP mapping.
+        if isinstance(packet, RtcpSrPacket):
+            info = packet.sender_info
+            tap.on_sender_report(
+                ReportTimes(
+                    ssrc=packet.ssrc,
+                    ntp_time=(info.ntp_timestamp >> 32)
+                    + (info.ntp_timestamp & 0xFFFFFFFF) / (1 << 32)
+                    - NTP_UNIX_OFFSET,
+                    rtp_timestamp=info.rtp_timestamp,
+                )
+            )
+        elif isinstance(packet, RtcpByePacket):
+            tap.on_bye()
+        await original_rtcp(packet)
+
+    receiver._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]
+    setattr(receiver, _TAPPED, buffer)
+    return buffer
+
+
+def is_tapped(receiver: RTCRtpReceiver) -> bool:
+    """Whether :func:`tap_receiver` was applied to this receiver."""
+    return getattr(receiver, _TAPPED, None) is not None

@@ -1,0 +1,321 @@
+"""One participant's peer connection on the node: what it publishes, what it receives, and its SDP exchanges.
+
+The client offers first (its published tracks); the node answers. Whatever the
+participant receives travels on node-added ``sendonly`` transceivers — slots —
+and every change of slots is negotiated by a node offer (an ``Offer`` event)
+that the client answers. Only one offer is in flight per peer: changes made
+meanwhile are folded into the next one. A client offer that crosses a node
+offer is refused (``renegotiation_pending``): aiortc cannot roll back, so the
+node is the impolite side and the client retries after answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.codecs import CODECS
+from aiortc.rtcpeerconnection import find_common_codecs
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+from aiortc.sdp import SessionDescription
+
+from media.forwarding import ForwardedTrack, PublishedTrack
+from media.ice import restrict_host_candidates, rtc_configuration
+from media.settings import NodeSettings
+from rooms.control import MediaKind, TrackRef
+from rooms.model import Role, Source
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_SOURCE: dict[str, Source] = {"audio": Source.microphone, "video": Source.camera}
+
+
+class NegotiationError(Exception):
+    """An SDP exchange could not be carried out; ``code`` is the ``Refused`` code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(eq=False)
+class Slot:
+    """A node-added sendonly transceiver and the forwarded track behind its sender."""
+
+    transceiver: RTCRtpTransceiver
+    track: ForwardedTrack
+    kind: MediaKind
+    codec: str
+    negotiated_active: bool = False
+    """Whether the last completed negotiation left it ``sendonly`` (False: ``inactive`` or not yet answered)."""
+
+    @property
+    def mid(self) -> str | None:
+        """The slot's media id once offered."""
+        mid = self.transceiver.mid
+        return None if mid is None else str(mid)
+
+
+class Peer:
+    """A participant's peer connection and forwarding state."""
+
+    def __init__(
+        self,
+        *,
+        hearing_id: str,
+        participant_id: str,
+        role: Role,
+        settings: NodeSettings,
+        on_track: Callable[[Peer, RTCRtpTransceiver], PublishedTrack],
+        on_offer: Callable[[Peer, str], None],
+        on_state: Callable[[Peer, str], None],
+        on_slots_changed: Callable[[Peer], None],
+    ) -> None:
+        self.hearing_id = hearing_id
+        self.participant_id = participant_id
+        self.role = role
+        self.settings = settings
+        self.pc = RTCPeerConnection(configuration=rtc_configuration(settings.ice_servers))
+        self.published: dict[str, PublishedTrack] = {}
+        """Published tracks by the media id of their transceiver."""
+        self.slots: list[Slot] = []
+        self.wanted: list[PublishedTrack] = []
+        """What this participant should receive now; slots follow at the next negotiation."""
+        self.closed = False
+        self.last_tracks: tuple[TrackRef, ...] | None = None
+        self._on_track = on_track
+        self._on_offer = on_offer
+        self._on_slots_changed = on_slots_changed
+        self._lock = asyncio.Lock()
+        self._renegotiation_queued = False
+        self._renegotiation_task: asyncio.Task[None] | None = None
+
+        @self.pc.on("connectionstatechange")
+        def _state_changed() -> None:
+            on_state(self, str(self.pc.connectionState))
+
+    # --- client-initiated exchange ------------------------------------------------------------
+
+    async def apply_offer(self, sdp: str) -> str:
+        """Apply the client's offer and return the node's answer."""
+        async with self._lock:
+            if self.closed:
+                raise NegotiationError("no_such_peer", "the peer is closed")
+            if self.pc.signalingState != "stable":
+                raise NegotiationError("renegotiation_pending", "answer the node's offer first, then offer again")
+            check_sdp(sdp)
+            try:
+                await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            except Exception as exc:  # aiortc raises ValueError, OperationError, InvalidStateError...
+                raise NegotiationError("invalid_sdp", f"offer not applied: {exc}") from exc
+            self._adopt_published()
+            restrict_host_candidates(self.pc, self.settings.announce_addresses)
+            answer = await self.pc.createAnswer()
+            await self.pc.setLocalDescription(answer)
+            self._mark_negotiated()
+            return str(self.pc.localDescription.sdp)
+
+    def _adopt_published(self) -> None:
+        """Tap every new receiving transceiver and mark tracks the client stopped sending."""
+        slot_transceivers = {id(s.transceiver) for s in self.slots}
+        for transceiver in self.pc.getTransceivers():
+            if id(transceiver) in slot_transceivers or transceiver.mid is None:
+                continue
+            mid = str(transceiver.mid)
+            sending = getattr(transceiver, "_offerDirection", None) in ("recvonly", "sendrecv")
+            known = self.published.get(mid)
+            if known is None and sending and transceiver.receiver.track is not None:
+                self.published[mid] = self._on_track(self, transceiver)
+            elif known is not None and not sending:
+                known.ended = True
+
+    # --- node-initiated exchange --------------------------------------------------------------
+
+    def request_renegotiation(self) -> None:
+        """Negotiate the wanted slots soon (one exchange in flight; later changes fold into the next)."""
+        if self.closed:
+            return
+        self._renegotiation_queued = True
+        if self._renegotiation_task is None or self._renegotiation_task.done():
+            self._renegotiation_task = asyncio.ensure_future(self._renegotiate())
+
+    async def _renegotiate(self) -> None:
+        # Yield once so the reply that triggered this (e.g. an SdpAnswer) reaches the client first.
+        await asyncio.sleep(0)
+        async with self._lock:
+            if self.closed or not self._renegotiation_queued or self.pc.signalingState != "stable":
+                return
+            self._renegotiation_queued = False
+            changed = self._fit_slots()
+            if not changed:
+                self._on_slots_changed(self)
+                return
+            restrict_host_candidates(self.pc, self.settings.announce_addresses)
+            try:
+                offer = await self.pc.createOffer()
+                await self.pc.setLocalDescription(offer)
+            except Exception:
+                log.exception("renegotiation_failed", hearing_id=self.hearing_id, participant_id=self.participant_id)
+                return
+            self._on_offer(self, str(self.pc.localDescription.sdp))
+            self._on_slots_changed(self)
+
+    async def apply_answer(self, sdp: str) -> None:
+        """Apply the client's answer to the node's offer; a queued change starts the next offer."""
+        async with self._lock:
+            if self.closed:
+                raise NegotiationError("no_such_peer", "the peer is closed")
+            if self.pc.signalingState != "have-local-offer":
+                raise NegotiationError("no_offer_pending", "the node has no offer waiting for an answer")
+            check_sdp(sdp)
+            try:
+                await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+            except Exception as exc:
+                raise NegotiationError("invalid_sdp", f"answer not applied: {exc}") from exc
+            self._mark_negotiated()
+        if self._renegotiation_queued:
+            self.request_renegotiation()
+
+    def _mark_negotiated(self) -> None:
+        for slot in self.slots:
+            slot.negotiated_active = slot.transceiver.currentDirection in ("sendonly", "sendrecv")
+
+    # --- slots ----------------------------------------------------------------------------------
+
+    def place(self, wanted: Sequence[PublishedTrack]) -> None:
+        """Forward exactly ``wanted`` from now on: re-point existing slots now, negotiate the rest."""
+        self.wanted = list(wanted)
+        wanted_ids = {id(t) for t in wanted}
+        for slot in self.slots:
+            if slot.track.publisher is not None and id(slot.track.publisher) not in wanted_ids:
+                slot.track.assign(None)
+        placed = {id(s.track.publisher) for s in self.slots if s.track.publisher is not None}
+        needs_offer = False
+        for track in wanted:
+            if id(track) in placed:
+                continue
+            free = self._free_slot(track, negotiated_only=True)
+            if free is None:
+                needs_offer = True  # a new transceiver, or an inactive one to turn on
+                continue
+            free.track.assign(track)
+            placed.add(id(track))
+        if needs_offer or any(s.negotiated_active != (s.track.publisher is not None) for s in self.slots):
+            self.request_renegotiation()
+        else:
+            self._on_slots_changed(self)
+
+    def _free_slot(self, track: PublishedTrack, *, negotiated_only: bool) -> Slot | None:
+        for slot in self.slots:
+            if (
+                slot.track.publisher is None
+                and slot.kind == track.kind
+                and slot.codec == track.codec_name
+                and (slot.negotiated_active or not negotiated_only)
+            ):
+                return slot
+        return None
+
+    def _fit_slots(self) -> bool:
+        """Make slots match ``wanted`` (adding transceivers), set directions; True if an offer is needed."""
+        placed = {id(s.track.publisher) for s in self.slots if s.track.publisher is not None}
+        for track in self.wanted:
+            if id(track) in placed or track.ended:
+                continue
+            slot = self._free_slot(track, negotiated_only=False) or self._add_slot(track)
+            slot.track.assign(track)
+            placed.add(id(track))
+        changed = False
+        for slot in self.slots:
+            direction = "sendonly" if slot.track.publisher is not None else "inactive"
+            if slot.transceiver.direction != direction:
+                slot.transceiver.direction = direction
+            if slot.negotiated_active != (direction == "sendonly") or slot.mid is None:
+                changed = True
+        return changed
+
+    def _add_slot(self, track: PublishedTrack) -> Slot:
+        forwarded = ForwardedTrack(
+            track.kind,
+            self.settings.video_queue_frames if track.kind == "video" else self.settings.audio_queue_packets,
+            self.settings.queue_max_age,
+        )
+        transceiver = self.pc.addTransceiver(forwarded, direction="sendonly")
+        # Passthrough: the subscriber must receive the publisher's codec, so offer only that one.
+        capabilities = RTCRtpSender.getCapabilities(track.kind).codecs
+        wanted = [c for c in capabilities if c.mimeType.lower() == f"{track.kind}/{track.codec_name}".lower()]
+        rtx = [c for c in capabilities if c.mimeType.lower() == "video/rtx"]
+        transceiver.setCodecPreferences(wanted + rtx)
+        slot = Slot(transceiver=transceiver, track=forwarded, kind=track.kind, codec=track.codec_name)
+
+        def keyframe_requested() -> None:
+            # aiortc's pack mode only sets an encoder flag here; carry the request to the publisher.
+            if slot.track.publisher is not None:
+                slot.track.publisher.request_keyframe(urgent=False)
+
+        transceiver.sender._send_keyframe = keyframe_requested  # type: ignore[method-assign]
+        self.slots.append(slot)
+        return slot
+
+    def tracks(self) -> tuple[TrackRef, ...]:
+        """What the participant receives now, by media id."""
+        refs = []
+        for slot in self.slots:
+            p = slot.track.publisher
+            if p is not None and slot.mid is not None:
+                refs.append(
+                    TrackRef(
+                        mid=slot.mid, track_id=p.track_id, participant_id=p.participant_id, source=p.source, kind=p.kind
+                    )
+                )
+        return tuple(refs)
+
+    # --- end ------------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop forwarding and close the connection."""
+        self.closed = True
+        for slot in self.slots:
+            slot.track.stop()
+        for published in self.published.values():
+            published.ended = True
+            published.consumers.clear()
+        if self._renegotiation_task is not None:
+            self._renegotiation_task.cancel()
+        await self.pc.close()
+
+
+def check_sdp(sdp: str) -> None:
+    """Refuse SDP that aiortc would take although it means nothing: no session lines, no ICE or DTLS parameters.
+
+    An offer without media sections is valid: a participant who only receives gets its media by node offers.
+    """
+    lines = [line.strip() for line in sdp.strip().splitlines()]
+    if not lines or lines[0] != "v=0" or not {"o", "s", "t"} <= {line[:1] for line in lines if line[1:2] == "="}:
+        raise NegotiationError("invalid_sdp", "not a session description (v=, o=, s=, t= lines)")
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception as exc:
+        raise NegotiationError("invalid_sdp", f"SDP not understood: {exc}") from exc
+    for m in (m for m in parsed.media if m.port != 0):
+        if m.kind not in ("audio", "video", "application"):
+            raise NegotiationError("invalid_sdp", f"unsupported media kind {m.kind!r}")
+        if m.ice is None or not m.ice.usernameFragment or not m.ice.password or m.dtls is None:
+            raise NegotiationError("invalid_sdp", "a media section lacks ICE credentials or a DTLS fingerprint")
+        # aiortc would create the transceiver before failing on codecs: refuse first, so nothing changes.
+        if m.kind in CODECS and not find_common_codecs(CODECS[m.kind], m.rtp.codecs):
+            raise NegotiationError("unsupported_codec", f"no {m.kind} codec in common (VP8, H264, opus...)")
+
+
+def first_codec(transceiver: RTCRtpTransceiver) -> tuple[str, int]:
+    """The negotiated codec name and clock rate a publisher sends with (its first non-RTX codec)."""
+    codecs: list[Any] = list(getattr(transceiver, "_codecs", []))
+    for codec in codecs:
+        if codec.name.lower() != "rtx":
+            return str(codec.name), int(codec.clockRate)
+    return "", 90_000 if transceiver.kind == "video" else 48_000

@@ -1,0 +1,53 @@
+"""Settings of one media node (the SFU): what it announces, how much it forwards, how it bounds queues."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class IceServer(BaseModel):
+    """A STUN or TURN server handed to the node's peer connections."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    urls: tuple[str, ...] = Field(min_length=1, description="stun:/turn: URLs of one server.")
+    username: str | None = Field(default=None, description="TURN user name.")
+    credential: str | None = Field(default=None, description="TURN password.")
+
+
+class NodeSettings(BaseModel):
+    """How a media node behaves; the defaults are the test and single-machine set-up (loopback only)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    node_id: str = Field(default="node-1", min_length=1, description="Stable id of the node.")
+    ice_servers: tuple[IceServer, ...] = Field(
+        default=(), description="STUN/TURN servers of the node's peer connections (none: host candidates only)."
+    )
+    announce_addresses: tuple[str, ...] = Field(
+        default=("127.0.0.1",),
+        min_length=1,
+        description="Local IP addresses the node binds and announces as ICE host candidates, nothing else.",
+    )
+    last_n: int = Field(default=6, ge=1, le=64, description="Camera video of the N most recent speakers is forwarded.")
+    video_queue_frames: int = Field(
+        default=30, ge=2, le=1000, description="Frames queued per forwarded video track before dropping to a keyframe."
+    )
+    audio_queue_packets: int = Field(
+        default=25, ge=2, le=1000, description="Packets queued per forwarded audio track before dropping the oldest."
+    )
+    queue_max_age: float = Field(
+        default=0.5, gt=0, le=10, description="Seconds a forwarded frame may wait for its sender before it is dropped."
+    )
+    keyframe_interval: float = Field(
+        default=1.0, gt=0, le=60, description="At most one keyframe request per publisher track in this many seconds."
+    )
+    speaker_window: float = Field(
+        default=1.0, gt=0, le=10, description="Seconds of audio level the speaker score uses."
+    )
+    speaker_hold: float = Field(
+        default=0.5, ge=0, le=10, description="A louder participant must lead this long to become the active speaker."
+    )
+    speaker_silence_dbov: int = Field(
+        default=60, ge=1, le=127, description="Audio quieter than -N dBov counts as silence for speaker detection."
+    )

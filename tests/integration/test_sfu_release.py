@@ -1,0 +1,86 @@
+"""The node's receive-side pieces without a network: marker-bit release of frames and speaker detection."""
+
+from __future__ import annotations
+
+from aiortc.rtp import RtpPacket
+
+from media.passthrough import ReleaseOnMarker, TappedFrame, is_keyframe
+from media.speaker import SpeakerDetector
+
+
+def _vp8(seq: int, ts: int, *, start: bool, marker: bool, body: bytes) -> RtpPacket:
+    packet = RtpPacket(payload_type=96, sequence_number=seq & 0xFFFF, timestamp=ts, marker=int(marker))
+    packet.payload = bytes([0x10 if start else 0x00]) + body
+    packet._data = body  # type: ignore[attr-defined]  # what aiortc's depayload leaves on the packet
+    return packet
+
+
+def _buffer(kind: str = "video") -> tuple[ReleaseOnMarker, list[TappedFrame]]:
+    out: list[TappedFrame] = []
+    return ReleaseOnMarker(kind, lambda pt: "VP8", out.append), out
+
+
+def test_video_frame_is_released_by_its_marker_packet() -> None:
+    """A frame leaves as soon as its marker packet arrives, without waiting for the next frame."""
+    buffer, out = _buffer()
+    buffer.add(_vp8(10, 3000, start=True, marker=False, body=b"\x00ab"))
+    assert out == []
+    buffer.add(_vp8(11, 3000, start=False, marker=True, body=b"cd"))
+    assert [f.data for f in out] == [b"\x00abcd"]
+    assert out[0].rtp_timestamp == 3000
+    assert is_keyframe("VP8", out[0].data)
+
+
+def test_reordered_packets_complete_frames_in_order() -> None:
+    """A late packet completes its frame, and a later frame that was already complete follows it."""
+    buffer, out = _buffer()
+    buffer.add(_vp8(65535, 0, start=True, marker=False, body=b"\x00a"))
+    buffer.add(_vp8(1, 3000, start=True, marker=True, body=b"\x01c"))
+    assert out == []
+    buffer.add(_vp8(0, 0, start=False, marker=True, body=b"b"))
+    assert [f.data for f in out] == [b"\x00ab", b"\x01c"]
+
+
+def test_a_lost_packet_is_skipped_with_picture_loss() -> None:
+    """When a missing packet never comes, the buffer skips ahead, reports picture loss and marks the resync."""
+    buffer, out = _buffer()
+    buffer.add(_vp8(0, 0, start=True, marker=True, body=b"\x00k"))
+    buffer.add(_vp8(1, 3000, start=True, marker=False, body=b"\x01x"))
+    # seq 2 (end of the frame at 3000) is lost; frames keep coming
+    lost = False
+    for i in range(3, 12):
+        pli, _ = buffer.add(_vp8(i, 3000 * i, start=True, marker=True, body=b"\x01d"))
+        lost = lost or pli
+    assert lost
+    assert out[0].data == b"\x00k"
+    assert any(f.resync for f in out[1:])
+    assert all(f.rtp_timestamp != 3000 for f in out)
+    assert buffer.pending <= 1
+
+
+def test_audio_is_released_per_packet_and_late_packets_dropped() -> None:
+    """Audio leaves packet by packet (no prefetch); a packet older than the last released is dropped."""
+    buffer, out = _buffer("audio")
+    for seq in (5, 6, 4, 7):
+        packet = RtpPacket(payload_type=111, sequence_number=seq, timestamp=seq * 960)
+        packet._data = bytes([seq])  # type: ignore[attr-defined]
+        buffer.add(packet)
+    assert [f.data for f in out] == [b"\x05", b"\x06", b"\x07"]
+
+
+def test_speaker_needs_to_lead_for_the_hold_time() -> None:
+    """A participant becomes the active speaker only after leading for the hold time, and moves to the front."""
+    detector = SpeakerDetector(window=1.0, hold=0.5, silence_dbov=60)
+    for pid in ("a", "b"):
+        detector.join(pid)
+    changes = []
+    t = 0.0
+    while t < 2.0:
+        changes.append(detector.observe("b", 10, t))
+        detector.observe("a", 127, t)
+        t += 0.02
+    assert [c for c in changes if c] == ["b"]
+    assert detector.active == "b"
+    assert detector.order == ["b", "a"]
+    first = next(i for i, c in enumerate(changes) if c) * 0.02
+    assert first >= 0.5

@@ -1,0 +1,325 @@
+"""Real aiortc client peers for media tests: publish readable synthetic media, count and decode what arrives.
+
+- :class:`CodeVideoTrack` paints a code (an 8-bit publisher tag and a 16-bit
+  frame counter) as 24 black/white blocks into every frame;
+  :func:`read_code` reads it back from a decoded frame.
+- :class:`ToneAudioTrack` sends a loud tone or silence, so aiortc's sender
+  sets a matching ``ssrc-audio-level`` header extension.
+- :class:`MediaClient` is one participant: it publishes those tracks, counts
+  received RTP packets per media id at the RTP level, decodes received video
+  and reads the codes, and counts keyframe requests reaching its senders.
+- :class:`DirectSignaling` plays signaling against a node's ``NodeControl``
+  (create peer, offer/answer, relay node offers), for tests without the
+  WebSocket layer.
+
+Everything stays on 127.0.0.1 with no ICE servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
+from av import AudioFrame, VideoFrame
+
+from media.ice import restrict_host_candidates, rtc_configuration
+from rooms.control import (
+    ApplyAnswer,
+    ApplyOffer,
+    CreatePeer,
+    NodeControl,
+    NodeEvent,
+    Offer,
+    Refused,
+    SdpAnswer,
+    TrackRef,
+    Tracks,
+)
+from rooms.model import Role
+
+LOOPBACK = ("127.0.0.1",)
+_COLS, _ROWS = 6, 4
+_BITS = _COLS * _ROWS
+
+
+def paint_code(width: int, height: int, tag: int, counter: int) -> np.ndarray:
+    """A yuv420p frame buffer with ``tag`` (8 bits) and ``counter`` (16 bits) as black/white blocks."""
+    buf = np.full((height * 3 // 2, width), 128, dtype=np.uint8)
+    value = ((tag & 0xFF) << 16) | (counter & 0xFFFF)
+    bw, bh = width // _COLS, height // _ROWS
+    for bit in range(_BITS):
+        row, col = divmod(bit, _COLS)
+        luma = 235 if value >> (_BITS - 1 - bit) & 1 else 16
+        buf[row * bh : (row + 1) * bh, col * bw : (col + 1) * bw] = luma
+    return buf
+
+
+def read_code(frame: VideoFrame) -> tuple[int, int]:
+    """Read (tag, counter) back from a decoded frame painted by :func:`paint_code`."""
+    luma = frame.to_ndarray(format="gray")
+    height, width = luma.shape
+    bw, bh = width // _COLS, height // _ROWS
+    value = 0
+    for bit in range(_BITS):
+        row, col = divmod(bit, _COLS)
+        block = luma[row * bh + bh // 4 : (row + 1) * bh - bh // 4, col * bw + bw // 4 : (col + 1) * bw - bw // 4]
+        value = (value << 1) | int(block.mean() > 128)
+    return value >> 16, value & 0xFFFF
+
+
+class CodeVideoTrack(VideoStreamTrack):
+    """Synthetic video whose every frame carries its publisher tag and frame number."""
+
+    def __init__(self, tag: int, width: int = 320, height: int = 240) -> None:
+        super().__init__()
+        self.tag = tag
+        self.width = width
+        self.height = height
+        self.counter = 0
+
+    async def recv(self) -> VideoFrame:
+        """The next painted frame, paced at 30 fps by aiortc's clock."""
+        pts, time_base = await self.next_timestamp()
+        frame = VideoFrame.from_ndarray(paint_code(self.width, self.height, self.tag, self.counter), format="yuv420p")
+        frame.pts = pts
+        frame.time_base = time_base
+        self.counter += 1
+        return frame
+
+
+class ToneAudioTrack(AudioStreamTrack):
+    """A 440 Hz tone (loud) or silence, 20 ms mono frames at 48 kHz."""
+
+    def __init__(self, loud: bool = True) -> None:
+        super().__init__()
+        self.loud = loud
+        self._sample = 0
+
+    async def recv(self) -> AudioFrame:
+        """The next 20 ms frame, paced by aiortc's clock."""
+        frame = await super().recv()
+        assert isinstance(frame, AudioFrame)
+        if self.loud:
+            n = frame.samples
+            t = (np.arange(n) + self._sample) / frame.sample_rate
+            samples = (np.sin(2 * math.pi * 440 * t) * 16000).astype(np.int16)
+            frame.planes[0].update(samples.tobytes())
+            self._sample += n
+        return frame
+
+
+@dataclass
+class Received:
+    """What one client got on one media id."""
+
+    kind: str
+    rtp_packets: int = 0
+    frames: int = 0
+    codes: list[tuple[int, int]] = field(default_factory=list)
+
+
+class MediaClient:
+    """One participant as a real aiortc peer on loopback."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        tag: int = 0,
+        video: bool = True,
+        audio: bool = True,
+        loud: bool = True,
+        video_codec: str | None = None,
+        decode_video: bool = True,
+    ) -> None:
+        self.name = name
+        self.pc = RTCPeerConnection(configuration=rtc_configuration(()))
+        self.video = CodeVideoTrack(tag) if video else None
+        self.audio = ToneAudioTrack(loud) if audio else None
+        self.received: dict[str, Received] = {}
+        self.tracks: tuple[TrackRef, ...] = ()
+        self.keyframe_requests = 0
+        self.decode_video = decode_video
+        self._tasks: list[asyncio.Task[None]] = []
+        self._counted: set[int] = set()
+        for track in (self.audio, self.video):
+            if track is None:
+                continue
+            transceiver = self.pc.addTransceiver(track, direction="sendonly")
+            if track.kind == "video" and video_codec is not None:
+                caps = RTCRtpSender.getCapabilities("video").codecs
+                prefs = [c for c in caps if c.mimeType.lower() in (f"video/{video_codec}".lower(), "video/rtx")]
+                transceiver.setCodecPreferences(prefs)
+            self._count_keyframe_requests(transceiver.sender)
+
+        @self.pc.on("track")
+        def _on_track(track: MediaStreamTrack) -> None:
+            self._tasks.append(asyncio.ensure_future(self._consume(track)))
+
+    def _count_keyframe_requests(self, sender: RTCRtpSender) -> None:
+        original: Callable[[], None] = sender._send_keyframe
+
+        def counted() -> None:
+            self.keyframe_requests += 1
+            original()
+
+        sender._send_keyframe = counted  # type: ignore[method-assign]
+
+    def _count_rtp(self) -> None:
+        """Count RTP packets of every receiving transceiver at the RTP level (before any jitter buffer)."""
+        for transceiver in self.pc.getTransceivers():
+            receiver = transceiver.receiver
+            if id(receiver) in self._counted or transceiver.mid is None:
+                continue
+            self._counted.add(id(receiver))
+            entry = self.received.setdefault(str(transceiver.mid), Received(kind=transceiver.kind))
+            original = receiver._handle_rtp_packet
+
+            async def counting(packet: Any, arrival_time_ms: int, _orig: Any = original, _e: Received = entry) -> None:
+                _e.rtp_packets += 1
+                await _orig(packet, arrival_time_ms)
+
+            receiver._handle_rtp_packet = counting  # type: ignore[method-assign]
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        # Drain every remote track (aiortc's track queue is unbounded) and read the codes of video.
+        mid = next((str(t.mid) for t in self.pc.getTransceivers() if t.receiver.track is track), "?")
+        entry = self.received.setdefault(mid, Received(kind=track.kind))
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                entry.frames += 1
+                if isinstance(frame, VideoFrame) and self.decode_video:
+                    entry.codes.append(read_code(frame))
+
+    # --- signaling ----------------------------------------------------------------------------
+
+    async def offer(self) -> str:
+        """Create and apply the client's offer (publishing its tracks)."""
+        restrict_host_candidates(self.pc, LOOPBACK)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return str(self.pc.localDescription.sdp)
+
+    async def accept_answer(self, sdp: str) -> None:
+        """Apply the node's answer to our offer."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        self._count_rtp()
+
+    async def answer(self, sdp: str) -> str:
+        """Apply a node offer and return our answer."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        self._count_rtp()
+        restrict_host_candidates(self.pc, LOOPBACK)
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return str(self.pc.localDescription.sdp)
+
+    # --- what arrived -------------------------------------------------------------------------
+
+    def mids_of(self, participant_id: str, kind: str | None = None) -> list[str]:
+        """Media ids that currently carry ``participant_id``'s tracks (from the last Tracks event)."""
+        return [
+            str(t.mid) for t in self.tracks if t.participant_id == participant_id and (kind is None or t.kind == kind)
+        ]
+
+    def rtp_packets(self, kind: str | None = None) -> int:
+        """RTP packets received so far on all media ids (of one kind)."""
+        return sum(r.rtp_packets for r in self.received.values() if kind is None or r.kind == kind)
+
+    def codes(self, tag: int | None = None) -> list[tuple[int, int]]:
+        """Every code read from decoded video (of one publisher tag)."""
+        return [c for r in self.received.values() for c in r.codes if tag is None or c[0] == tag]
+
+    def frames(self, kind: str) -> int:
+        """Frames decoded so far of one kind."""
+        return sum(r.frames for r in self.received.values() if r.kind == kind)
+
+    async def close(self) -> None:
+        """Close the connection and stop consuming."""
+        await self.pc.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, MediaStreamError):
+                await task
+
+
+class DirectSignaling:
+    """Plays signaling between :class:`MediaClient` objects and a node: SDP both ways, Tracks events."""
+
+    def __init__(self, node: NodeControl, hearing_id: str) -> None:
+        self.node = node
+        self.hearing_id = hearing_id
+        self.clients: dict[str, MediaClient] = {}
+        self.events: list[NodeEvent] = []
+        self._queue: asyncio.Queue[NodeEvent] = asyncio.Queue()
+        self._worker = asyncio.ensure_future(self._relay())
+        self.failures: list[str] = []
+        node.subscribe(self._on_event)
+
+    async def _on_event(self, event: NodeEvent) -> None:
+        # Never block the node's dispatcher: answer offers from our own task.
+        self.events.append(event)
+        self._queue.put_nowait(event)
+
+    async def _relay(self) -> None:
+        while True:
+            event = await self._queue.get()
+            client = self.clients.get(getattr(event, "participant_id", ""))
+            if client is None or getattr(event, "hearing_id", None) != self.hearing_id:
+                continue
+            if isinstance(event, Offer):
+                answer = await client.answer(event.sdp)
+                reply = await self.node.call(
+                    ApplyAnswer(hearing_id=self.hearing_id, participant_id=client.name, sdp=answer)
+                )
+                if isinstance(reply, Refused):
+                    self.failures.append(f"{client.name}: {reply.code} {reply.message}")
+            elif isinstance(event, Tracks):
+                client.tracks = event.tracks
+
+    async def join(self, client: MediaClient, role: Role = Role.party) -> None:
+        """Create the client's peer on the node and complete its first offer/answer."""
+        self.clients[client.name] = client
+        await self.node.call(CreatePeer(hearing_id=self.hearing_id, participant_id=client.name, role=role))
+        reply = await self.node.call(
+            ApplyOffer(hearing_id=self.hearing_id, participant_id=client.name, sdp=await client.offer())
+        )
+        assert isinstance(reply, SdpAnswer), reply
+        await client.accept_answer(reply.sdp)
+
+    async def close(self) -> None:
+        """Stop relaying and close every client."""
+        self._worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._worker
+        for client in self.clients.values():
+            await client.close()
+
+
+async def eventually(check: Callable[[], bool], within: float = 10.0, step: float = 0.05) -> bool:
+    """Poll ``check`` until it holds or ``within`` seconds pass (a bound, never asserted as a duration)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(step)
+    return check()
+
+
+@contextlib.asynccontextmanager
+async def hearing(node: Any, hearing_id: str = "hrg_test") -> AsyncIterator[DirectSignaling]:
+    """A :class:`DirectSignaling` for one hearing on ``node``; closes clients and the node afterwards."""
+    sig = DirectSignaling(node, hearing_id)
+    try:
+        yield sig
+    finally:
+        await sig.close()
+        await node.close()
