@@ -73,6 +73,8 @@ class SessionSettings(BaseModel):
     )
     rate_per_second: float = Field(default=20, gt=0, description="Sustained messages per second per connection.")
     rate_burst: int = Field(default=50, ge=1, description="Burst of messages allowed per connection.")
+    join_timeout_seconds: float = Field(default=10, gt=0, le=300, description="Time to send `join` after connecting.")
+    send_queue: int = Field(default=256, ge=8, le=65536, description="Messages queued for a slow client before 1013.")
 
 
 class RecorderSettings(BaseModel):

@@ -10,19 +10,30 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from aiohttp import web
 
 from courtlink.bootstrap import admin_key, ensure_data_dir, token_secret
 from courtlink.logs import configure_logging
+from courtlink.nodes import LocalNodes
+from courtlink.recording import RecordingService
 from courtlink.settings import Settings
+from media.node import InProcessNode
+from media.settings import IceServer, NodeSettings
+from recorder.directory import ArchiveDirectory
+from recorder.recorder import Recorder
 from rooms.backends import open_store
 from rooms.store import Store
 from signaling.app import create_app
 from signaling.config import ApiKey, SignalingConfig
+from signaling.rest_directory import directory_routes
+from signaling.webclient import setup_web
+from signaling.ws import HUB_KEY, WsSettings, ws_registrar
 
 log = structlog.get_logger("courtlink")
 
@@ -40,12 +51,69 @@ def signaling_config(settings: Settings, admin: str, secret: str) -> SignalingCo
     )
 
 
+def node_settings(settings: Settings) -> NodeSettings:
+    """The embedded media node's settings."""
+    media = settings.media
+    return NodeSettings(
+        node_id=media.node_id,
+        announce_addresses=tuple(media.announce_addresses),
+        ice_servers=tuple(IceServer(urls=(url,)) for url in media.ice_servers),
+        last_n=media.last_n,
+    )
+
+
 async def build_app(settings: Settings, store: Store, stack: AsyncExitStack) -> web.Application:
-    """The all-in-one application on an open store; resources it opens are closed by ``stack``."""
+    """The all-in-one application on an open store; resources it opens are closed by ``stack``.
+
+    One media node and (unless switched off) one recorder run in this process;
+    signaling reaches them only through the node-control and directory interfaces.
+    """
     data_dir = ensure_data_dir(settings.data_dir)
     admin = settings.admin_key.get_secret_value() if settings.admin_key else admin_key(data_dir).value
     secret = settings.tokens.secret.get_secret_value() if settings.tokens.secret else token_secret(data_dir).value
-    return create_app(signaling_config(settings, admin, secret), store)
+
+    node = InProcessNode(node_settings(settings))
+    stack.push_async_callback(node.close)
+    ws = WsSettings(**settings.session.model_dump(), ice_servers=tuple(settings.media.ice_servers))
+    archive = ArchiveDirectory(data_dir)
+    registrars = [
+        ws_registrar(node, ws),
+        directory_routes(archive, LocalNodes(node, settings.media.region)),
+        setup_web,
+    ]
+    app = create_app(signaling_config(settings, admin, secret), store, registrars=registrars)
+    if settings.recorder.enabled:
+        app.cleanup_ctx.append(_recording(settings, node, store))
+    return app
+
+
+def _recording(
+    settings: Settings, node: InProcessNode, store: Store
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Start the recorder with the application and stop it (sessions left unsealed) on shutdown."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        hub = app[HUB_KEY]
+        service: RecordingService | None = None
+
+        def status(hearing_id: str, status: str, detail: dict[str, Any]) -> None:
+            if service is not None:
+                service.status(hearing_id, status, detail)
+
+        recorder = Recorder(
+            ensure_data_dir(settings.data_dir),
+            settings.recorder.recorder_id,
+            segment_seconds=settings.recorder.segment_seconds,
+            max_queued_frames=settings.recorder.queue_frames,
+            on_status=status,
+            on_keyframe_needed=node.request_keyframe,
+        )
+        service = RecordingService(hub, node, recorder, store)
+        await service.start()
+        yield
+        await service.close()
+
+    return context
 
 
 async def serve(settings: Settings) -> None:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
@@ -61,6 +62,7 @@ from signaling.messages import (
     Ping,
     Pong,
     Publish,
+    Recording,
     ReleaseWitness,
     Remove,
     Reply,
@@ -166,6 +168,9 @@ class SessionHub:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ice = tuple(IceServer(urls=(url,)) for url in settings.ice_servers)
         self.log = structlog.get_logger("signaling.ws")
+        self.room_listeners: list[Callable[[str], Coroutine[Any, Any, None]]] = []
+        """Called (as tasks) with the hearing id whenever a live room is created (the recorder joins then)."""
+        self._recording: dict[str, Recording] = {}
         node.subscribe(self.on_node_event)
 
     # --- connections ---------------------------------------------------------------------------
@@ -205,6 +210,9 @@ class SessionHub:
             if c is not None:
                 c.hearing_id, c.participant_id = hearing.id, info.id
             await self._run(live, effects + outcome.effects)
+            status = self._recording.get(hearing.id)
+            if status is not None and c is not None:
+                c.outlet.send(status)
         finally:
             live.lock.release()
         self.log.info(
@@ -224,6 +232,8 @@ class SessionHub:
                     HearingRoom(hearing, grace_seconds=self.settings.resume_grace_seconds, ice_servers=self._ice)
                 )
                 self.rooms[hearing.id] = live
+                for listener in self.room_listeners:
+                    self._spawn(listener(hearing.id))
             await live.lock.acquire()
             if self.rooms.get(hearing.id) is live:
                 return live
@@ -390,6 +400,18 @@ class SessionHub:
 
     # --- effects -------------------------------------------------------------------------------
 
+    def recording_status(self, hearing_id: str, message: Recording) -> None:
+        """Tell everyone in the hearing how its recording is (and every later joiner too)."""
+        self._recording[hearing_id] = message
+        for c in list(self._conns.values()):
+            if c.hearing_id == hearing_id:
+                c.outlet.send(message)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _send(self, conn: int, message: Reply) -> None:
         c = self._conns.get(conn)
         if c is not None:
@@ -447,9 +469,7 @@ class SessionHub:
             self._forget_if_empty(live)
 
     def _spawn_expire(self, live: LiveRoom, participant_id: str, epoch: int) -> None:
-        task = asyncio.get_running_loop().create_task(self._expire(live, participant_id, epoch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._expire(live, participant_id, epoch))
 
     def _forget_if_empty(self, live: LiveRoom) -> None:
         if live.room.empty and self.rooms.get(live.room.hearing_id) is live:

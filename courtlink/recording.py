@@ -1,0 +1,217 @@
+"""Every hearing is recorded: the recorder joins each live room as a hidden participant.
+
+The recorder is a participant with role ``recorder`` (hidden from rosters).
+What it receives is decided like everyone else's, by the permission table in
+signaling (only in session, never a consultation, nobody in a lobby), and the
+media node hands it the permitted frames through ``attach_recorder``. The
+session messages it receives as a participant (``joined``, ``state``,
+``roster``) drive the archive: start with the session, pause at recess, a gap
+for each consultation, stop and seal at adjourn. The hearing's audit events
+are pulled from the store as they appear and interleaved into the manifest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from media.node import InProcessNode
+from recorder.recorder import Recorder, RecordingSession
+from rooms.errors import DomainError
+from rooms.model import HearingState, Placement, Role
+from rooms.store import HearingFilter, Store
+from signaling.messages import Joined, ParticipantInfo, Recording, Reply, RosterMsg, StateMsg
+from signaling.session_hub import SessionHub
+
+log = structlog.get_logger("courtlink.recording")
+
+LIVE = (HearingState.open, HearingState.in_session, HearingState.recess)
+AUDIT_POLL_SECONDS = 2.0
+
+
+@dataclass
+class _Follow:
+    """One hearing the recorder has joined."""
+
+    hearing_id: str
+    conn: int = 0
+    state: HearingState | None = None
+    excluded: set[str] = field(default_factory=set)
+    audit_seq: int = 0
+    poller: asyncio.Task[None] | None = None
+    sealing: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Serializes state changes and audit pulls of this hearing."""
+
+
+class _Outlet:
+    """What the session sends the hidden recorder participant; handled at once, no I/O."""
+
+    def __init__(self, service: RecordingService, hearing_id: str) -> None:
+        self._service = service
+        self._hearing_id = hearing_id
+
+    def send(self, message: Reply) -> None:
+        self._service.on_message(self._hearing_id, message)
+
+    def close(self, code: int, reason: str) -> None:
+        self._service.on_closed(self._hearing_id, code, reason)
+
+
+class RecordingService:
+    """Joins the recorder to every live hearing of this process and drives its archive."""
+
+    def __init__(self, hub: SessionHub, node: InProcessNode, recorder: Recorder, store: Store) -> None:
+        self._hub = hub
+        self._node = node
+        self._recorder = recorder
+        self._store = store
+        self._follows: dict[str, _Follow] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.participant_id = f"recorder-{recorder.recorder_id}"
+
+    async def start(self) -> None:
+        """Follow rooms as they open, and hearings still live from before a restart."""
+        self._recorder.start()
+        self._hub.room_listeners.append(self.follow)
+        now = datetime.now(UTC)
+        window = HearingFilter(starts_from=now - timedelta(days=2), ends_to=now + timedelta(days=2), limit=10_000)
+        for hearing in await self._store.list_hearings(window):
+            if hearing.state in (HearingState.in_session, HearingState.recess):
+                log.info("recording_resumed_after_restart", hearing_id=hearing.id)
+                await self.follow(hearing.id)
+
+    async def close(self) -> None:
+        """Stop following; open sessions stay unsealed and a restart continues their chain."""
+        for follow in list(self._follows.values()):
+            if follow.poller is not None:
+                follow.poller.cancel()
+            self._node.detach_recorder(follow.hearing_id, self.participant_id, "closed")
+        for task in list(self._tasks):
+            task.cancel()
+        self._follows.clear()
+        await self._recorder.aclose()
+
+    def status(self, hearing_id: str, status: str, detail: dict[str, Any]) -> None:
+        """Recorder status callback: everyone in the hearing sees recording health."""
+        text = ", ".join(f"{k}={v}" for k, v in sorted(detail.items()) if k != "session_id")
+        self._hub.recording_status(hearing_id, Recording(status=status, detail=text))
+
+    async def follow(self, hearing_id: str) -> None:
+        """Join ``hearing_id``'s live room as the hidden recorder (once)."""
+        if hearing_id in self._follows:
+            return
+        follow = self._follows[hearing_id] = _Follow(hearing_id)
+        self._node.attach_recorder(hearing_id, self.participant_id, self._recorder)
+        info = ParticipantInfo(id=self.participant_id, name="Recorder", role=Role.recorder, site="internal")
+        try:
+            follow.conn = await self._hub.join_internal(hearing_id, info, _Outlet(self, hearing_id))
+        except (DomainError, Exception) as exc:  # the room refused (adjourned, cancelled): nothing to record
+            log.warning("recorder_join_refused", hearing_id=hearing_id, error=str(exc))
+            self._node.detach_recorder(hearing_id, self.participant_id, "refused")
+            self._follows.pop(hearing_id, None)
+            return
+        follow.poller = asyncio.get_running_loop().create_task(self._poll_audit(follow))
+
+    # --- what the session tells the recorder ------------------------------------------------------
+
+    def on_message(self, hearing_id: str, message: Reply) -> None:
+        """Drive the archive from the session messages the hidden participant receives."""
+        follow = self._follows.get(hearing_id)
+        if follow is None:
+            return
+        if isinstance(message, Joined):
+            self._spawn(self._state(follow, message.hearing.state))
+        elif isinstance(message, StateMsg):
+            self._spawn(self._state(follow, message.state))
+        elif isinstance(message, RosterMsg):
+            self._consultations(follow, message)
+
+    def on_closed(self, hearing_id: str, code: int, reason: str) -> None:
+        """The session closed the recorder's connection (adjourn or shutdown)."""
+        log.info("recorder_connection_closed", hearing_id=hearing_id, code=code, reason=reason)
+
+    def _consultations(self, follow: _Follow, roster: RosterMsg) -> None:
+        session = self._recorder.session(follow.hearing_id)
+        consulting = {p.id for p in roster.participants if p.placement is Placement.consultation}
+        if session is not None:
+            for pid in sorted(consulting - follow.excluded):
+                session.exclude(pid, "consultation_excluded")
+            for pid in sorted(follow.excluded - consulting):
+                session.include(pid)
+        follow.excluded = consulting
+
+    async def _state(self, follow: _Follow, state: HearingState) -> None:
+        async with follow.lock:
+            await self._change(follow, state)
+
+    async def _change(self, follow: _Follow, state: HearingState) -> None:
+        if state == follow.state:
+            return
+        follow.state = state
+        session = self._recorder.session(follow.hearing_id)
+        if state is HearingState.in_session:
+            if session is None:
+                session = await self._start_session(follow)
+            elif session.paused:
+                session.resume()
+        elif state is HearingState.recess and session is not None:
+            session.pause("recess")
+        elif state in (HearingState.adjourned, HearingState.cancelled):
+            await self._finish(follow, session)
+
+    async def _start_session(self, follow: _Follow) -> RecordingSession:
+        hearing = await self._store.get_hearing(follow.hearing_id)
+        sites = {s.id: s for s in await self._store.list_sites()}
+        session = self._recorder.start_session(hearing, sites)
+        for pid in sorted(follow.excluded):
+            session.exclude(pid, "consultation_excluded")
+        await self._pull_audit(follow, session)
+        return session
+
+    async def _finish(self, follow: _Follow, session: RecordingSession | None) -> None:
+        if follow.sealing:
+            return
+        follow.sealing = True
+        if follow.poller is not None:
+            follow.poller.cancel()
+        self._node.detach_recorder(follow.hearing_id, self.participant_id, "ended")
+        if session is not None:
+            await self._pull_audit(follow, session)
+            session.stop()
+            try:
+                seal = await asyncio.wrap_future(session.seal())
+                log.info("recording_sealed", hearing_id=follow.hearing_id, head=seal.get("head"))
+            except Exception as exc:
+                log.error("recording_seal_failed", hearing_id=follow.hearing_id, error=str(exc))
+        with contextlib.suppress(Exception):
+            await self._hub.detach(follow.conn)
+        self._follows.pop(follow.hearing_id, None)
+
+    # --- audit interleaving ------------------------------------------------------------------------
+
+    async def _poll_audit(self, follow: _Follow) -> None:
+        while True:
+            await asyncio.sleep(AUDIT_POLL_SECONDS)
+            session = self._recorder.session(follow.hearing_id)
+            if session is not None:
+                try:
+                    async with follow.lock:
+                        await self._pull_audit(follow, session)
+                except Exception as exc:  # a store hiccup must not end recording; the next poll catches up
+                    log.warning("audit_pull_failed", hearing_id=follow.hearing_id, error=str(exc))
+
+    async def _pull_audit(self, follow: _Follow, session: RecordingSession) -> None:
+        for event in await self._store.audit_since(follow.hearing_id, follow.audit_seq):
+            session.record_audit(event.model_dump(mode="json"))
+            follow.audit_seq = event.seq
+
+    def _spawn(self, work: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,70 @@
+"""Read-only views that signaling serves but other services own: recordings and media nodes.
+
+Signaling never imports the recorder or the media node; the composition root
+hands it implementations of these protocols (in-process today, over Redis
+when nodes and recorders run elsewhere).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+from pydantic import Field
+
+from rooms.model import Frozen
+
+
+class RecordingInfo(Frozen):
+    """One recording session of a hearing (``GET /hearings/{id}/recordings``)."""
+
+    session_id: str
+    recorder_id: str = Field(description="Which recorder made it (several may record one hearing).")
+    state: Literal["recording", "sealed", "failed"]
+    started_at: float | None = Field(default=None, description="Unix time of the first line.")
+    ended_at: float | None = Field(default=None, description="Unix time of the last entry; None while recording.")
+    segments: int = Field(default=0, ge=0)
+    bytes: int = Field(default=0, ge=0)
+    previous_session_id: str | None = Field(default=None, description="The session this one continues.")
+    gaps: dict[str, int] = Field(default_factory=dict, description="Gap counts by reason.")
+    verification: dict[str, Any] | None = Field(default=None, description="Result of verifying the archive.")
+
+
+class RecorderKey(Frozen):
+    """A recorder's public signing key (``GET /recorder/keys``)."""
+
+    key_id: str
+    algorithm: str = "Ed25519"
+    public_key: str = Field(description="Raw public key, base64.")
+    recorder_id: str = ""
+
+
+class NodeInfo(Frozen):
+    """A media node as operators see it (``GET /nodes``)."""
+
+    id: str
+    region: str = ""
+    state: Literal["up", "draining", "down"] = "up"
+    load: float = Field(default=0.0, ge=0, description="Share of the node's capacity in use, 0..1+.")
+    rooms: int = Field(default=0, ge=0, description="Hearings with peers on the node.")
+    peers: int = Field(default=0, ge=0, description="Peer connections on the node.")
+
+
+class RecordingDirectory(Protocol):
+    """Where signaling reads recordings and recorder keys."""
+
+    async def recordings(self, hearing_id: str) -> Sequence[RecordingInfo]:
+        """The hearing's recording sessions, with verification results."""
+        ...
+
+    async def public_keys(self) -> Sequence[RecorderKey]:
+        """Every recorder public key that signs archives here."""
+        ...
+
+
+class NodeDirectory(Protocol):
+    """Where signaling reads the media nodes."""
+
+    async def nodes(self) -> Sequence[NodeInfo]:
+        """Every known media node."""
+        ...
