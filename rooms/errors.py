@@ -49,6 +49,12 @@ class InvalidTransition(DomainError):
     code = "invalid_transition"
 
 
+class StoreBusy(DomainError):
+    """The store could not complete a change under contention; nothing changed, try again."""
+
+    code = "store_busy"
+
+
 class NotAllowed(DomainError):
     """The actor's role or placement does not permit the action."""
 

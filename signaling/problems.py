@@ -23,6 +23,7 @@ from rooms.errors import (
     NotAllowed,
     NotFound,
     ScheduleConflict,
+    StoreBusy,
 )
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -156,6 +157,8 @@ def domain_problem(exc: DomainError) -> Problem:
         return Problem(409, exc.code, "Already exists", exc.detail)
     if isinstance(exc, NotAllowed):
         return Problem(403, exc.code, "Not allowed", exc.detail)
+    if isinstance(exc, StoreBusy):
+        return Problem(503, exc.code, "Busy", exc.detail, headers={"Retry-After": "1"})
     return Problem(422, exc.code, "Refused", exc.detail)
 
 

@@ -35,7 +35,7 @@ from rooms.backends._common import (
     sorted_sites,
     window_matches,
 )
-from rooms.errors import AlreadyExists, InvalidReference, NotFound
+from rooms.errors import AlreadyExists, InvalidReference, NotFound, StoreBusy
 from rooms.model import Courtroom, Hearing, Site
 from rooms.schedule import check
 from rooms.store import HearingFilter, Mutation, Trace
@@ -104,10 +104,6 @@ end
 return {taken, courtroom, last_event, sites, bodies}
 """
 """Read-only script: everything a booking's checks need, in one round trip (writes stay in MULTI/EXEC)."""
-
-
-class StoreBusy(RuntimeError):
-    """A mutation lost the optimistic race :data:`MAX_ATTEMPTS` times in a row."""
 
 
 class RedisStore:

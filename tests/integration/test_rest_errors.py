@@ -371,3 +371,12 @@ async def test_unexpected_failure_is_a_bare_500(sqlite_store: Store) -> None:
         assert "Traceback" not in text
     finally:
         await runner.cleanup()
+
+
+def test_store_busy_is_a_named_retryable_refusal() -> None:
+    """Contention the store gives up on is a named 503 with Retry-After, never a bare 500."""
+    from rooms.errors import StoreBusy
+    from signaling.problems import domain_problem
+
+    problem = domain_problem(StoreBusy("gave up after 500 concurrent-update retries"))
+    assert (problem.status, problem.code, problem.headers.get("Retry-After")) == (503, "store_busy", "1")
