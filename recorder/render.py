@@ -13,7 +13,9 @@ Runs synchronously (CPU-bound); call it from a worker thread or the CLI.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -85,7 +87,25 @@ class RenderResult:
     cards: list[str] = field(default_factory=list)
 
 
+CJK_FONTS = (
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
+)
+"""Fonts with Chinese glyphs, tried in order (Debian: fonts-wqy-microhei); names are often Chinese."""
+
+
+@functools.lru_cache(maxsize=64)
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    # COURTLINK_RENDER_FONT names a font file explicitly; else the first CJK font found; else Pillow's own.
+    candidates = [os.environ.get("COURTLINK_RENDER_FONT", ""), *CJK_FONTS]
+    for candidate in candidates:
+        if candidate and os.path.isfile(candidate):
+            try:
+                return ImageFont.truetype(candidate, size=size)
+            except OSError:
+                continue
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, OSError):  # Pillow without FreeType: fixed-size bitmap font
