@@ -1,0 +1,734 @@
+// courtlink web client: pre-join device check, waiting rooms, the hearing view and the judge's console.
+// Plain JavaScript modules, no build step; everything is served by signaling itself.
+
+import { $, fillIcons, h, icon } from "./dom.js";
+import { Devices } from "./devices.js";
+import { I18n, pickLanguage } from "./i18n.js";
+import { MediaSession } from "./media.js";
+import { renderConsole } from "./console.js";
+import { Signal } from "./signal.js";
+
+const IN_ROOM = new Set(["courtroom", "consultation"]);
+const WAITING = new Set(["lobby", "witness_lobby"]);
+
+/** The payload of the join token, decoded for display only (the server verifies it). */
+function decodeToken(token) {
+  try {
+    const part = token.split(".")[1];
+    const base64 = part.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(part.length / 4) * 4, "=");
+    const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return null;
+  }
+}
+
+class App {
+  constructor() {
+    this.i18n = new I18n();
+    this.devices = new Devices();
+    this.token = new URLSearchParams(location.search).get("t") || "";
+    this.claims = this.token ? decodeToken(this.token) : null;
+    this.signal = new Signal(this.token);
+    this.media = new MediaSession(this.signal);
+    this.view = "loading";
+    this.me = null;
+    this.hearing = null;
+    this.placement = null;
+    this.consultation = null;
+    this.permissions = { publish: [], actions: [], receives: false };
+    this.iceServers = [];
+    this.roster = [];
+    this.recording = null;
+    this.speaker = null;
+    this.selfMuted = { microphone: false, camera: false };
+    this.sharing = null;
+    this.everConnected = false;
+    this.qualityTimer = null;
+    this.meterTimer = null;
+    this.ended = null;
+    this.tiles = new Map();
+    this.audios = new Map();
+  }
+
+  t(key, params) {
+    return this.i18n.t(key, params);
+  }
+
+  async start() {
+    fillIcons();
+    await this.i18n.use(pickLanguage());
+    this.i18n.addEventListener("change", () => this.render());
+    $("lang-toggle").addEventListener("click", () =>
+      this.i18n.use(this.i18n.lang === "en" ? "zh-CN" : "en", { remember: true }),
+    );
+    this.bindSignal();
+    this.bindMedia();
+    this.bindControls();
+    if (!this.token || !this.claims) {
+      this.end("bad_link");
+      return;
+    }
+    this.show("prejoin");
+    this.render();
+    await this.startDevices();
+  }
+
+  // --- views -------------------------------------------------------------------------------
+
+  show(view) {
+    this.view = view;
+    document.body.dataset.view = view;
+    for (const name of ["loading", "prejoin", "lobby", "hearing", "ended"]) $(`view-${name}`).hidden = name !== view;
+    if (view !== "prejoin") clearInterval(this.meterTimer);
+    this.render();
+  }
+
+  announce(text) {
+    const live = $("live");
+    live.textContent = "";
+    // A fresh text node makes screen readers read the message even when it repeats.
+    setTimeout(() => {
+      live.textContent = text;
+    }, 50);
+  }
+
+  toast(text, kind = "info") {
+    const el = h("div", { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status" }, text);
+    $("toasts").append(el);
+    setTimeout(() => el.remove(), 6000);
+  }
+
+  end(reason, detail = "") {
+    this.ended = { reason, detail };
+    clearInterval(this.qualityTimer);
+    this.signal.stop();
+    this.media.close();
+    this.devices.stop();
+    if (this.sharing) this.sharing.stop();
+    for (const audio of this.audios.values()) audio.remove();
+    this.audios.clear();
+    this.show("ended");
+  }
+
+  // --- pre-join ----------------------------------------------------------------------------
+
+  async startDevices() {
+    const stream = await this.devices.start();
+    this.attachPreviews();
+    await this.fillDeviceSelects();
+    if (!stream) {
+      const error = $("pj-device-error");
+      error.hidden = false;
+      error.dataset.key = "prejoin.device_error";
+      error.textContent = this.t("prejoin.device_error");
+    }
+    clearInterval(this.meterTimer);
+    this.meterTimer = setInterval(() => {
+      const level = Math.round(this.devices.level() * 100);
+      const meter = $("pj-meter");
+      meter.setAttribute("aria-valuenow", String(level));
+      meter.firstElementChild.style.width = `${level}%`;
+    }, 100);
+  }
+
+  attachPreviews() {
+    const camera = this.devices.camera;
+    const stream = camera ? new MediaStream([camera]) : null;
+    for (const id of ["pj-preview", "lobby-preview"]) {
+      const video = $(id);
+      if (video.srcObject !== stream) video.srcObject = stream;
+    }
+    $("pj-nocam").hidden = !!camera;
+  }
+
+  async fillDeviceSelects() {
+    const lists = await this.devices.list();
+    const fill = (id, devices, current, kind) => {
+      const select = $(id);
+      select.replaceChildren(
+        ...devices.map((d, i) =>
+          h("option", { value: d.deviceId, selected: d.deviceId === current }, d.label || this.t(`prejoin.${kind}_n`, { n: i + 1 })),
+        ),
+      );
+      select.disabled = devices.length === 0;
+    };
+    fill("pj-camera", lists.videoinput, this.devices.cameraId, "camera");
+    fill("pj-mic", lists.audioinput, this.devices.microphoneId, "microphone");
+    fill("pj-speaker", lists.audiooutput, this.devices.speakerId, "speaker");
+  }
+
+  async chooseDevice(kind, deviceId) {
+    try {
+      await this.devices.choose(kind, deviceId);
+    } catch {
+      this.toast(this.t("prejoin.device_error"), "error");
+      return;
+    }
+    this.attachPreviews();
+    if (kind === "audiooutput") {
+      for (const audio of this.audios.values()) if (audio.setSinkId) audio.setSinkId(deviceId).catch(() => {});
+      return;
+    }
+    this.syncMedia();
+  }
+
+  async testNetwork() {
+    const out = $("pj-network-result");
+    out.textContent = this.t("prejoin.network_testing");
+    const result = await this.devices.probeServer();
+    out.textContent = result.ok
+      ? this.t("prejoin.network_ok", { rtt: Math.round(result.rtt) })
+      : this.t("prejoin.network_failed");
+  }
+
+  join() {
+    $("pj-join").disabled = true;
+    this.devices.context();
+    this.signal.start();
+  }
+
+  // --- signaling ---------------------------------------------------------------------------
+
+  bindSignal() {
+    this.signal.addEventListener("status", (e) => this.onStatus(e.detail));
+    this.signal.addEventListener("message", (e) => this.onMessage(e.detail));
+    this.signal.addEventListener("final", (e) => {
+      const reasons = { 4001: "bad_link", 4003: "not_allowed", 4009: "elsewhere", 4010: "removed" };
+      if (this.view !== "ended") this.end(reasons[e.detail.code] || "closed", e.detail.reason || "");
+    });
+  }
+
+  onStatus(status) {
+    document.body.dataset.conn = status;
+    const banner = $("banner");
+    if (status === "reconnecting" || status === "offline") {
+      banner.hidden = false;
+      banner.textContent = this.t(status === "offline" ? "conn.offline_banner" : "conn.reconnecting_banner");
+    } else {
+      banner.hidden = true;
+    }
+    if (status === "connected" && this.everConnected) this.announce(this.t("conn.reconnected"));
+    if (status === "connected") this.everConnected = true;
+    this.renderHeader();
+  }
+
+  onMessage(m) {
+    switch (m.type) {
+      case "joined":
+        return this.onJoined(m);
+      case "admitted":
+        this.announce(this.t("lobby.admitted"));
+        return this.setPlacement("courtroom", null, null);
+      case "placement":
+        return this.setPlacement(m.placement, m.consultation ?? null, m.permissions);
+      case "denied":
+        return this.end("denied", m.reason || "");
+      case "removed":
+        return this.end("removed", m.reason || "");
+      case "roster":
+        this.roster = m.participants || [];
+        return this.render();
+      case "state":
+        return this.onState(m);
+      case "offer":
+        return this.media.onOffer(m);
+      case "answer":
+        return this.media.onAnswer(m);
+      case "candidate":
+        return this.media.onCandidate(m);
+      case "tracks":
+        return this.media.onTracks(m);
+      case "speaker":
+        this.speaker = m.participant_id;
+        return this.renderMedia();
+      case "muted":
+        return this.onMuted(m);
+      case "recording":
+        this.recording = { status: m.status, detail: m.detail || "" };
+        this.announce(this.t(`rec.${m.status}`));
+        return this.render();
+      case "error":
+        return this.onError(m);
+      default:
+        return undefined;
+    }
+  }
+
+  onJoined(m) {
+    const resumed = this.me !== null;
+    this.me = m.participant;
+    this.hearing = m.hearing;
+    this.permissions = m.permissions || this.permissions;
+    this.iceServers = m.ice_servers || [];
+    this.roster = m.roster || [];
+    this.placement = m.placement;
+    this.consultation = m.consultation ?? null;
+    const mine = this.roster.find((p) => p.id === this.me.id);
+    if (mine) this.applyOwnMutes(mine.muted || []);
+    if (resumed) this.toast(this.t("conn.reconnected"));
+    this.enterPlacement();
+    // A new WebSocket session gets a fresh peer: the server expects a new offer after (re)joining.
+    this.media.close();
+    this.syncMedia();
+    this.startQuality();
+  }
+
+  setPlacement(placement, consultation, permissions) {
+    const before = this.placement;
+    this.placement = placement;
+    this.consultation = consultation;
+    if (permissions) this.permissions = permissions;
+    if (before !== placement) this.enterPlacement();
+    this.syncMedia();
+    this.render();
+  }
+
+  enterPlacement() {
+    if (WAITING.has(this.placement)) this.show("lobby");
+    else if (IN_ROOM.has(this.placement)) this.show("hearing");
+    this.announce(this.t(`placement.${this.placement}`));
+  }
+
+  onState(m) {
+    if (this.hearing) this.hearing = { ...this.hearing, state: m.state };
+    if (m.permissions) this.permissions = m.permissions;
+    this.announce(this.t("state.changed", { state: this.t(`state.${m.state}`) }));
+    if (m.state === "adjourned" || m.state === "cancelled") {
+      this.end(m.state);
+      return;
+    }
+    this.syncMedia();
+    this.render();
+  }
+
+  onMuted(m) {
+    const entry = this.roster.find((p) => p.id === m.participant_id);
+    const muted = m.muted !== false;
+    if (entry) {
+      const set = new Set(entry.muted || []);
+      if (muted) set.add(m.source);
+      else set.delete(m.source);
+      entry.muted = [...set];
+    }
+    if (this.me && m.participant_id === this.me.id) {
+      this.setOwnMute(m.source, muted);
+      if (m.by && m.by !== this.me.id) {
+        const by = this.nameOf(m.by);
+        const text = this.t(muted ? `mute.you_muted_${m.source}` : `mute.you_unmuted_${m.source}`, { by });
+        this.toast(text);
+        this.announce(text);
+      }
+    }
+    this.render();
+  }
+
+  onError(m) {
+    if (m.ref && m.ref === this.media.pendingOfferId) {
+      this.media.onOfferRefused();
+      // Crossing offers are part of normal renegotiation and retried; nothing for the participant to do.
+      if (m.code === "renegotiation_pending") return;
+    }
+    const key = `error.${m.code}`;
+    const text = this.i18n.has(key) ? this.t(key) : this.t("error.generic", { message: m.message || m.code });
+    this.toast(text, "error");
+  }
+
+  // --- media -------------------------------------------------------------------------------
+
+  bindMedia() {
+    this.media.addEventListener("remote", () => this.renderMedia());
+    this.media.addEventListener("state", (e) => {
+      document.body.dataset.media = e.detail;
+      if (e.detail === "failed" && this.signal.connected) {
+        // ICE failed (e.g. the network changed): start a fresh peer; the server replaces the old one.
+        this.media.close();
+        this.syncMedia();
+      }
+      this.renderHeader();
+    });
+    this.devices.addEventListener("change", () => this.attachPreviews());
+  }
+
+  syncMedia() {
+    const active = IN_ROOM.has(this.placement) && this.signal.connected;
+    const publish = active ? this.permissions.publish || [] : [];
+    this.media.setLocalTrack("microphone", this.devices.microphone);
+    this.media.setLocalTrack("camera", this.devices.camera);
+    this.media.setLocalTrack("evidence", this.sharing);
+    this.media.setEnabled("microphone", !this.selfMuted.microphone);
+    this.media.setEnabled("camera", !this.selfMuted.camera);
+    this.media.sync({ active: active && (this.permissions.receives || publish.length > 0), publish, iceServers: this.iceServers });
+    this.renderMedia();
+  }
+
+  applyOwnMutes(sources) {
+    for (const source of ["microphone", "camera"]) this.setOwnMute(source, sources.includes(source));
+  }
+
+  setOwnMute(source, muted) {
+    if (!(source in this.selfMuted)) return;
+    this.selfMuted[source] = muted;
+    this.media.setEnabled(source, !muted);
+    this.renderControls();
+  }
+
+  toggleOwn(source) {
+    if (!this.me) {
+      this.setOwnMute(source, !this.selfMuted[source]);
+      return;
+    }
+    const muted = !this.selfMuted[source];
+    this.setOwnMute(source, muted);
+    this.signal.send({ type: "mute", participant_id: this.me.id, source, muted });
+  }
+
+  async toggleShare() {
+    if (this.sharing) {
+      this.sharing.stop();
+      this.sharing = null;
+      this.syncMedia();
+      this.renderControls();
+      return;
+    }
+    try {
+      const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+      const track = stream.getVideoTracks()[0];
+      track.addEventListener("ended", () => {
+        if (this.sharing === track) {
+          this.sharing = null;
+          this.syncMedia();
+          this.renderControls();
+        }
+      });
+      this.sharing = track;
+      this.syncMedia();
+      this.renderControls();
+    } catch {
+      this.toast(this.t("controls.share_failed"), "error");
+    }
+  }
+
+  startQuality() {
+    clearInterval(this.qualityTimer);
+    this.qualityTimer = setInterval(async () => {
+      const q = await this.media.quality();
+      const el = $("quality");
+      if (!q) {
+        el.textContent = "";
+        return;
+      }
+      const mbit = (bps) => (bps == null ? "–" : (bps / 1e6).toFixed(2));
+      el.textContent = this.t("quality.line", {
+        rtt: q.rtt == null ? "–" : Math.round(q.rtt * 1000),
+        up: mbit(q.up),
+        down: mbit(q.down),
+      });
+    }, 2000);
+  }
+
+  leave() {
+    this.signal.send({ type: "leave" });
+    this.end("left");
+  }
+
+  // --- controls ----------------------------------------------------------------------------
+
+  bindControls() {
+    $("pj-join").addEventListener("click", () => this.join());
+    $("pj-tone").addEventListener("click", async () => {
+      $("pj-tone-result").textContent = this.t("prejoin.tone_playing");
+      await this.devices.playTone();
+      $("pj-tone-result").textContent = this.t("prejoin.tone_done");
+    });
+    $("pj-network").addEventListener("click", () => this.testNetwork());
+    $("pj-camera").addEventListener("change", (e) => this.chooseDevice("videoinput", e.target.value));
+    $("pj-mic").addEventListener("change", (e) => this.chooseDevice("audioinput", e.target.value));
+    $("pj-speaker").addEventListener("change", (e) => this.chooseDevice("audiooutput", e.target.value));
+    $("ctl-mic").addEventListener("click", () => this.toggleOwn("microphone"));
+    $("ctl-cam").addEventListener("click", () => this.toggleOwn("camera"));
+    $("ctl-share").addEventListener("click", () => this.toggleShare());
+    $("ctl-leave").addEventListener("click", () => this.leave());
+    $("lobby-leave").addEventListener("click", () => this.leave());
+    $("ended-rejoin").addEventListener("click", () => location.reload());
+    document.addEventListener("click", () => this.devices.audioContext?.resume().catch(() => {}), { capture: true });
+  }
+
+  /** Send a moderation or session request from the console. */
+  act(message) {
+    if (!this.signal.send(message)) this.toast(this.t("conn.not_connected"), "error");
+  }
+
+  nameOf(id) {
+    if (this.me && id === this.me.id) return this.me.name;
+    const entry = this.roster.find((p) => p.id === id);
+    return entry ? entry.name : this.t("hearing.someone");
+  }
+
+  // --- rendering ---------------------------------------------------------------------------
+
+  render() {
+    this.renderHeader();
+    if (this.view === "prejoin") this.renderPrejoin();
+    if (this.view === "lobby") this.renderLobby();
+    if (this.view === "hearing") {
+      this.renderControls();
+      this.renderMedia();
+      renderConsole(this);
+    }
+    if (this.view === "ended") this.renderEnded();
+  }
+
+  renderHeader() {
+    const hearing = this.hearing;
+    $("hearing-title").textContent = hearing
+      ? [hearing.case_number, hearing.title, this.t(`kind.${hearing.kind}`)].filter(Boolean).join(" · ")
+      : "";
+    const state = $("hearing-state");
+    state.hidden = !hearing;
+    if (hearing) {
+      state.textContent = this.t(`state.${hearing.state}`);
+      state.dataset.state = hearing.state;
+    }
+    const rec = $("rec-indicator");
+    const recStatus = this.recording ? this.recording.status : hearing && hearing.state === "in_session" ? "pending" : "none";
+    rec.hidden = !hearing || this.view === "ended";
+    rec.dataset.status = recStatus;
+    $("rec-text").textContent = this.t(`rec.${recStatus}`);
+    rec.title = this.recording && this.recording.detail ? this.recording.detail : "";
+    const conn = this.view === "prejoin" && this.signal.status === "idle" ? "" : this.t(`conn.${this.signal.status}`);
+    $("conn-state").textContent = conn;
+    $("conn-state").dataset.status = this.signal.status;
+  }
+
+  renderPrejoin() {
+    const claims = this.claims || {};
+    $("pj-name").textContent = this.me ? this.me.name : this.t("prejoin.name_after_join");
+    $("pj-role").textContent = claims.role ? this.t(`role.${claims.role}`) : "–";
+    $("pj-hearing").textContent = this.hearing ? this.hearing.case_number : claims.hearing || "–";
+    const error = $("pj-device-error");
+    if (!error.hidden && error.dataset.key) error.textContent = this.t(error.dataset.key);
+  }
+
+  renderLobby() {
+    const witness = this.placement === "witness_lobby";
+    $("lobby-heading").textContent = this.t(witness ? "lobby.witness_heading" : "lobby.heading");
+    $("lobby-text").textContent = this.t(witness ? "lobby.witness_text" : "lobby.text", {
+      name: this.me ? this.me.name : "",
+      role: this.me ? this.t(`role.${this.me.role}`) : "",
+    });
+    $("lobby-state").textContent = this.hearing
+      ? this.t("lobby.hearing_state", { case: this.hearing.case_number, state: this.t(`state.${this.hearing.state}`) })
+      : "";
+  }
+
+  renderEnded() {
+    const reason = this.ended ? this.ended.reason : "closed";
+    $("ended-heading").textContent = this.t(`ended.${reason}_heading`);
+    const detail = this.ended && this.ended.detail ? ` ${this.t("ended.reason", { reason: this.ended.detail })}` : "";
+    $("ended-text").textContent = this.t(`ended.${reason}_text`) + detail;
+    $("ended-rejoin").hidden = !["left", "elsewhere"].includes(reason);
+  }
+
+  renderControls() {
+    const mic = $("ctl-mic");
+    const micOff = this.selfMuted.microphone;
+    mic.replaceChildren(icon(micOff ? "micOff" : "mic"), h("span", {}, this.t(micOff ? "controls.unmute" : "controls.mute")));
+    mic.setAttribute("aria-pressed", String(micOff));
+    mic.setAttribute("aria-label", this.t(micOff ? "controls.unmute_label" : "controls.mute_label"));
+    mic.disabled = !this.devices.microphone;
+    const cam = $("ctl-cam");
+    const camOff = this.selfMuted.camera;
+    cam.replaceChildren(icon(camOff ? "cameraOff" : "camera"), h("span", {}, this.t(camOff ? "controls.camera_on" : "controls.camera_off")));
+    cam.setAttribute("aria-pressed", String(camOff));
+    cam.setAttribute("aria-label", this.t(camOff ? "controls.camera_on_label" : "controls.camera_off_label"));
+    cam.disabled = !this.devices.camera;
+    const share = $("ctl-share");
+    const mayShare = (this.permissions.publish || []).includes("evidence") && !!navigator.mediaDevices?.getDisplayMedia;
+    share.hidden = !mayShare && !this.sharing;
+    share.replaceChildren(icon("screen"), h("span", {}, this.t(this.sharing ? "controls.stop_share" : "controls.share")));
+    share.setAttribute("aria-pressed", String(!!this.sharing));
+  }
+
+  /** Which participants are shown: everyone in the courtroom (or one's own consultation) plus oneself. */
+  visiblePeople() {
+    const people = this.roster.filter((p) => {
+      if (!IN_ROOM.has(p.placement)) return false;
+      if (this.placement === "consultation") return p.placement === "consultation" && p.consultation === this.consultation;
+      return true;
+    });
+    if (this.me && !people.some((p) => p.id === this.me.id)) {
+      people.unshift({ ...this.me, placement: this.placement, connected: true, muted: [], publishing: [] });
+    }
+    return people;
+  }
+
+  renderMedia() {
+    if (this.view !== "hearing") return;
+    const remote = this.media.remoteTracks();
+    const byPerson = new Map();
+    for (const r of remote) {
+      if (!byPerson.has(r.participant_id)) byPerson.set(r.participant_id, {});
+      byPerson.get(r.participant_id)[r.source] = r.track;
+    }
+    this.renderAudio(byPerson);
+    const people = this.visiblePeople();
+    const tiles = $("tiles");
+    const seen = new Set();
+    for (const person of people) {
+      seen.add(person.id);
+      const own = this.me && person.id === this.me.id;
+      const camera = own ? (this.selfMuted.camera ? null : this.devices.camera) : byPerson.get(person.id)?.camera;
+      let tile = this.tiles.get(person.id);
+      if (!tile) {
+        tile = this.makeTile(person.id);
+        this.tiles.set(person.id, tile);
+      }
+      if (tile.parentNode !== tiles) tiles.append(tile);
+      this.fillTile(tile, person, camera || null, own);
+    }
+    for (const [id, tile] of this.tiles) {
+      if (!seen.has(id)) {
+        tile.remove();
+        this.tiles.delete(id);
+      }
+    }
+    this.renderStage(byPerson);
+  }
+
+  renderAudio(byPerson) {
+    const container = $("remote-audio");
+    const wanted = new Map();
+    for (const [pid, sources] of byPerson) if (sources.microphone) wanted.set(sources.microphone.id, { pid, track: sources.microphone });
+    for (const [id, el] of this.audios) {
+      if (!wanted.has(id)) {
+        el.srcObject = null;
+        el.remove();
+        this.audios.delete(id);
+      }
+    }
+    for (const [id, { pid, track }] of wanted) {
+      if (this.audios.has(id)) continue;
+      const el = h("audio", { autoplay: true, dataset: { participant: pid } });
+      el.srcObject = new MediaStream([track]);
+      if (this.devices.speakerId && el.setSinkId) el.setSinkId(this.devices.speakerId).catch(() => {});
+      container.append(el);
+      el.play().catch(() => {});
+      this.audios.set(id, el);
+    }
+  }
+
+  makeTile(pid) {
+    const video = h("video", { autoplay: true, playsinline: true, muted: true });
+    video.muted = true;
+    return h(
+      "figure",
+      { class: "tile", dataset: { participant: pid } },
+      video,
+      h("div", { class: "tile-avatar", "aria-hidden": "true" }),
+      h("figcaption", { class: "tile-label" }),
+    );
+  }
+
+  fillTile(tile, person, cameraTrack, own) {
+    const video = tile.querySelector("video");
+    if (cameraTrack) {
+      if (!video.srcObject || video.srcObject.getVideoTracks()[0] !== cameraTrack) {
+        video.srcObject = new MediaStream([cameraTrack]);
+        video.play().catch(() => {});
+      }
+    } else if (video.srcObject) {
+      video.srcObject = null;
+    }
+    video.hidden = !cameraTrack;
+    video.classList.toggle("mirror", own);
+    tile.querySelector(".tile-avatar").textContent = (person.name || "?").trim().slice(0, 1).toUpperCase();
+    tile.classList.toggle("speaking", this.speaker === person.id);
+    tile.classList.toggle("disconnected", person.connected === false);
+    tile.classList.toggle("consulting", person.placement === "consultation");
+    const muted = own
+      ? ["microphone", "camera"].filter((s) => this.selfMuted[s] || (person.muted || []).includes(s))
+      : person.muted || [];
+    const label = tile.querySelector(".tile-label");
+    const parts = [
+      h("span", { class: "role" }, this.t(`role.${person.role}`)),
+      h("span", { class: "name" }, own ? this.t("hearing.you", { name: person.name }) : person.name),
+      h("span", { class: "site" }, person.site || ""),
+    ];
+    for (const source of ["microphone", "camera"]) {
+      if (muted.includes(source)) {
+        parts.push(
+          h("span", { class: `muted-flag muted-${source}`, role: "img", "aria-label": this.t(`hearing.muted_${source}`) },
+            icon(source === "microphone" ? "micOff" : "cameraOff")),
+        );
+      }
+    }
+    if (person.connected === false) parts.push(h("span", { class: "flag" }, this.t("hearing.connection_lost")));
+    if (person.placement === "consultation") parts.push(h("span", { class: "flag" }, this.t("placement.consultation")));
+    label.replaceChildren(...parts);
+    tile.setAttribute(
+      "aria-label",
+      this.t("hearing.tile_label", { role: this.t(`role.${person.role}`), name: person.name, site: person.site || "" }),
+    );
+    tile.dataset.muted = muted.join(" ");
+  }
+
+  renderStage(byPerson) {
+    const video = $("stage-video");
+    let chosen = null;
+    for (const [pid, sources] of byPerson) {
+      if (sources.evidence) chosen = { pid, track: sources.evidence, evidence: true };
+    }
+    if (!chosen && this.sharing && this.me) chosen = { pid: this.me.id, track: this.sharing, evidence: true };
+    if (!chosen && this.speaker && byPerson.get(this.speaker)?.camera) {
+      chosen = { pid: this.speaker, track: byPerson.get(this.speaker).camera };
+    }
+    if (!chosen) {
+      for (const [pid, sources] of byPerson) {
+        if (sources.camera) {
+          chosen = { pid, track: sources.camera };
+          break;
+        }
+      }
+    }
+    const stage = $("stage");
+    stage.classList.toggle("evidence", !!chosen?.evidence);
+    if (chosen) {
+      if (!video.srcObject || video.srcObject.getVideoTracks()[0] !== chosen.track) {
+        video.srcObject = new MediaStream([chosen.track]);
+        video.play().catch(() => {});
+      }
+      const person = this.roster.find((p) => p.id === chosen.pid) || (this.me && this.me.id === chosen.pid ? this.me : null);
+      $("stage-label").textContent = person
+        ? chosen.evidence
+          ? this.t("hearing.evidence_of", { name: person.name })
+          : `${this.t(`role.${person.role}`)} · ${person.name}${person.site ? ` · ${person.site}` : ""}`
+        : "";
+    } else {
+      video.srcObject = null;
+      $("stage-label").textContent = "";
+    }
+    video.hidden = !chosen;
+    $("stage-empty").hidden = !!chosen;
+  }
+}
+
+const app = new App();
+// A small read-only handle for operators' diagnostics and the browser tests (stats of the real connection).
+window.courtlink = Object.freeze({
+  inbound: () => app.media.inbound(),
+  outbound: () => app.media.outbound(),
+  quality: () => app.media.quality(),
+  state: () => ({
+    view: app.view,
+    connection: app.signal.status,
+    media: app.media.connectionState,
+    placement: app.placement,
+    hearing_state: app.hearing ? app.hearing.state : null,
+    participant_id: app.me ? app.me.id : null,
+    language: app.i18n.lang,
+  }),
+});
+app.start().catch((error) => {
+  console.error(error);
+});
