@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 
 from rooms.store import Store
-from signaling import rest_catalog, rest_hearings, rest_system
+from signaling import rest_catalog, rest_hearings, rest_join, rest_system
 from signaling.config import SignalingConfig
 from signaling.keys import CONFIG_KEY, METRICS_KEY, PRINCIPAL_KEY, REQUEST_ID_KEY, STORE_KEY, TOKENS_KEY, Principal
 from signaling.metrics import ApiMetrics
@@ -75,6 +75,7 @@ def create_app(
     rest_system.register(app)
     rest_catalog.register(app)
     rest_hearings.register(app)
+    rest_join.register(app)
     for register in registrars:
         register(app)
     return app

@@ -33,6 +33,7 @@ class App {
     this.media = new MediaSession(this.signal);
     this.view = "loading";
     this.me = null;
+    this.info = null;
     this.hearing = null;
     this.placement = null;
     this.consultation = null;
@@ -71,7 +72,30 @@ class App {
     }
     this.show("prejoin");
     this.render();
-    await this.startDevices();
+    await Promise.all([this.loadJoinInfo(), this.startDevices()]);
+  }
+
+  /** Who and what this link is for (name, site, case number), shown before joining. */
+  async loadJoinInfo() {
+    try {
+      const response = await fetch("/api/v1/join/info", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ token: this.token }),
+        cache: "no-store",
+      });
+      const body = await response.json();
+      if (response.status === 401) {
+        this.end("bad_link", body.detail || "");
+        return;
+      }
+      if (response.ok) {
+        this.info = body;
+        this.render();
+      }
+    } catch {
+      // Offline or the server is down: the page still works; the names come with `joined`.
+    }
   }
 
   // --- views -------------------------------------------------------------------------------
@@ -503,9 +527,15 @@ class App {
 
   renderPrejoin() {
     const claims = this.claims || {};
-    $("pj-name").textContent = this.me ? this.me.name : this.t("prejoin.name_after_join");
+    const info = this.info || null;
+    const who = this.me || (info && info.participant);
+    $("pj-name").textContent = who ? who.name : this.t("prejoin.name_after_join");
     $("pj-role").textContent = claims.role ? this.t(`role.${claims.role}`) : "–";
-    $("pj-hearing").textContent = this.hearing ? this.hearing.case_number : claims.hearing || "–";
+    $("pj-site").textContent = info ? info.participant.site_name : "–";
+    const hearing = this.hearing || (info && info.hearing);
+    $("pj-hearing").textContent = hearing
+      ? [hearing.case_number, hearing.title].filter(Boolean).join(" · ")
+      : claims.hearing || "–";
     const error = $("pj-device-error");
     if (!error.hidden && error.dataset.key) error.textContent = this.t(error.dataset.key);
   }
