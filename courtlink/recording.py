@@ -6,14 +6,20 @@ signaling (only in session, never a consultation, nobody in a lobby), and the
 media node hands it the permitted frames through ``attach_recorder``. The
 session messages it receives as a participant (``joined``, ``state``,
 ``roster``) drive the archive: start with the session, pause at recess, a gap
-for each consultation, stop and seal at adjourn. The hearing's audit events
-are pulled from the store as they appear and interleaved into the manifest.
+for each consultation. They are acted on at once (no await): the session sends
+them before the node commands that go with them, so the archive is ready
+before the node feeds it. At adjournment the session waits for the recorder
+(``SessionHub.closing_listeners``) to stop and seal before it tells everyone
+and closes their connections, so every participant sees ``recording: sealed``.
+The hearing's audit events are pulled from the store as they appear and
+interleaved into the manifest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +29,7 @@ import structlog
 from media.node import InProcessNode
 from recorder.recorder import Recorder, RecordingSession
 from rooms.errors import DomainError
-from rooms.model import HearingState, Placement, Role
+from rooms.model import Hearing, HearingState, Placement, Role, Site
 from rooms.store import HearingFilter, Store
 from signaling.messages import Joined, ParticipantInfo, Recording, Reply, RosterMsg, StateMsg
 from signaling.session_hub import SessionHub
@@ -44,9 +50,12 @@ class _Follow:
     excluded: set[str] = field(default_factory=set)
     audit_seq: int = 0
     poller: asyncio.Task[None] | None = None
+    hearing: Hearing | None = None
+    """The booked hearing as last read (the session line is made from it)."""
+    sites: dict[str, Site] = field(default_factory=dict)
     sealing: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    """Serializes state changes and audit pulls of this hearing."""
+    """Serializes this hearing's store reads (audit pulls, hearing refreshes) and its seal."""
 
 
 class _Outlet:
@@ -79,6 +88,7 @@ class RecordingService:
         """Follow rooms as they open, and hearings still live from before a restart."""
         self._recorder.start()
         self._hub.room_listeners.append(self.follow)
+        self._hub.closing_listeners.append(self.seal_before_close)
         now = datetime.now(UTC)
         window = HearingFilter(starts_from=now - timedelta(days=2), ends_to=now + timedelta(days=2), limit=10_000)
         for hearing in await self._store.list_hearings(window):
@@ -107,9 +117,11 @@ class RecordingService:
         if hearing_id in self._follows:
             return
         follow = self._follows[hearing_id] = _Follow(hearing_id)
-        self._node.attach_recorder(hearing_id, self.participant_id, self._recorder)
         info = ParticipantInfo(id=self.participant_id, name="Recorder", role=Role.recorder, site="internal")
         try:
+            # What the session line needs is read now: the session starts the moment the state says so.
+            await self._refresh(follow)
+            self._node.attach_recorder(hearing_id, self.participant_id, self._recorder)
             follow.conn = await self._hub.join_internal(hearing_id, info, _Outlet(self, hearing_id))
         except (DomainError, Exception) as exc:  # the room refused (adjourned, cancelled): nothing to record
             log.warning("recorder_join_refused", hearing_id=hearing_id, error=str(exc))
@@ -126,9 +138,9 @@ class RecordingService:
         if follow is None:
             return
         if isinstance(message, Joined):
-            self._spawn(self._state(follow, message.hearing.state))
+            self._change(follow, message.hearing.state)
         elif isinstance(message, StateMsg):
-            self._spawn(self._state(follow, message.state))
+            self._change(follow, message.state)
         elif isinstance(message, RosterMsg):
             self._consultations(follow, message)
 
@@ -146,49 +158,84 @@ class RecordingService:
                 session.include(pid)
         follow.excluded = consulting
 
-    async def _state(self, follow: _Follow, state: HearingState) -> None:
-        async with follow.lock:
-            await self._change(follow, state)
+    def _change(self, follow: _Follow, state: HearingState) -> None:
+        """Act on a state change at once, with no await.
 
-    async def _change(self, follow: _Follow, state: HearingState) -> None:
+        The session sends the state message before the node commands that go
+        with it, so the recording session exists (or is paused) before the
+        node feeds (or stops feeding) it: the keyframe the node asks for when
+        a feed starts is not lost to a session still being set up.
+        """
         if state == follow.state:
             return
         follow.state = state
+        if state in (HearingState.adjourned, HearingState.cancelled):
+            self._spawn(self._locked(follow, self._finish))
+            return
+        if follow.sealing:
+            return
         session = self._recorder.session(follow.hearing_id)
         if state is HearingState.in_session:
-            if session is None:
-                session = await self._start_session(follow)
-            elif session.paused:
+            if session is None and follow.hearing is not None:
+                session = self._recorder.start_session(follow.hearing, follow.sites)
+                for pid in sorted(follow.excluded):
+                    session.exclude(pid, "consultation_excluded")
+                self._spawn(self._locked(follow, self._pull_now))
+            elif session is not None and session.paused:
                 session.resume()
         elif state is HearingState.recess and session is not None:
             session.pause("recess")
-        elif state in (HearingState.adjourned, HearingState.cancelled):
-            await self._finish(follow, session)
+        elif state is HearingState.open:
+            # Booked participants may have changed since the recorder joined: the session line lists them.
+            self._spawn(self._locked(follow, self._refresh))
 
-    async def _start_session(self, follow: _Follow) -> RecordingSession:
-        hearing = await self._store.get_hearing(follow.hearing_id)
-        sites = {s.id: s for s in await self._store.list_sites()}
-        session = self._recorder.start_session(hearing, sites)
-        for pid in sorted(follow.excluded):
-            session.exclude(pid, "consultation_excluded")
-        await self._pull_audit(follow, session)
-        return session
+    async def _refresh(self, follow: _Follow) -> None:
+        follow.hearing = await self._store.get_hearing(follow.hearing_id)
+        follow.sites = {s.id: s for s in await self._store.list_sites()}
 
-    async def _finish(self, follow: _Follow, session: RecordingSession | None) -> None:
+    async def _pull_now(self, follow: _Follow) -> None:
+        session = self._recorder.session(follow.hearing_id)
+        if session is not None:
+            await self._pull_audit(follow, session)
+
+    async def _locked(self, follow: _Follow, work: Callable[[_Follow], Awaitable[None]]) -> None:
+        async with follow.lock:
+            await work(follow)
+
+    async def seal_before_close(self, hearing_id: str) -> None:
+        """The hearing adjourns: stop and seal now, while its participants are still connected to hear it.
+
+        The session awaits this (bounded) before it tells everyone and closes
+        their connections; the adjournment's own audit event is in the store
+        already and goes into the archive before the seal.
+        """
+        follow = self._follows.get(hearing_id)
+        if follow is None:
+            return
+        async with follow.lock:
+            await self._seal(follow)
+
+    async def _seal(self, follow: _Follow) -> None:
         if follow.sealing:
             return
         follow.sealing = True
         if follow.poller is not None:
             follow.poller.cancel()
         self._node.detach_recorder(follow.hearing_id, self.participant_id, "ended")
-        if session is not None:
-            await self._pull_audit(follow, session)
-            session.stop()
-            try:
-                seal = await asyncio.wrap_future(session.seal())
-                log.info("recording_sealed", hearing_id=follow.hearing_id, head=seal.get("head"))
-            except Exception as exc:
-                log.error("recording_seal_failed", hearing_id=follow.hearing_id, error=str(exc))
+        session = self._recorder.session(follow.hearing_id)
+        if session is None:
+            return
+        await self._pull_audit(follow, session)
+        session.stop()
+        try:
+            # Shielded: if the session stops waiting (its bound), the writer still writes the seal.
+            seal = await asyncio.shield(asyncio.wrap_future(session.seal()))
+            log.info("recording_sealed", hearing_id=follow.hearing_id, head=seal.get("chain_head"))
+        except Exception as exc:
+            log.error("recording_seal_failed", hearing_id=follow.hearing_id, error=str(exc))
+
+    async def _finish(self, follow: _Follow) -> None:
+        await self._seal(follow)
         with contextlib.suppress(Exception):
             await self._hub.detach(follow.conn)
         self._follows.pop(follow.hearing_id, None)

@@ -46,6 +46,9 @@ StatusCallback = Callable[[str, str, dict[str, Any]], None]
 
 _TRACK_GAP_REASONS = {"consultation": "consultation_excluded", "recess": "recess"}
 """Media-node stop reasons that leave a gap; any reason not known here is a ``track_lost`` gap."""
+_LATE_WINDOW = 1.0
+"""Seconds after a resume (or a consultation's end) in which audio timed before it is dropped: a sender later than
+that is broken, and a sender clock mapped wrongly must not cost more than this of speech."""
 _NORMAL_ENDS = frozenset({"ended", "muted", "unpublished", "left", "not_permitted", "detached", "closed"})
 """Stops that are the participant's own doing: noted in the manifest, not a gap in the recording."""
 
@@ -98,6 +101,8 @@ class RecordingSession:
         self._sealed: concurrent.futures.Future[dict[str, Any]] | None = None
         self.excluded: dict[str, tuple[str, float]] = {}
         """Participants recorded in nothing for now (consultation): reason and since when."""
+        self.included_at: dict[str, float] = {}
+        """When each participant's last exclusion ended: their late audio timed before it is not recorded."""
 
     @property
     def paused(self) -> bool:
@@ -156,6 +161,7 @@ class RecordingSession:
             return
         reason, start = excluded
         end = time.time() if at is None else at
+        self.included_at[participant_id] = end
         self._line(
             {"type": "gap", "reason": reason, "track": None, "participant": participant_id, "start": start, "end": end}
         )
@@ -202,14 +208,15 @@ class RecordingSession:
         recorder = self._recorder
 
         def work() -> None:
+            # Status first, then the future: whoever awaits the seal finds the status already delivered.
             try:
                 stored = self._writer.seal(at)
             except Exception as exc:
-                future.set_exception(exc)
                 recorder._notify_threadsafe(self.hearing_id, "degraded", {"session_id": self.session_id})
+                future.set_exception(exc)
             else:
-                future.set_result(stored)
                 recorder._notify_threadsafe(self.hearing_id, "sealed", {"session_id": self.session_id})
+                future.set_result(stored)
             finally:
                 self._writer.close()
 
@@ -433,6 +440,13 @@ class Recorder:
         at = clock.wall(frame.rtp_timestamp, frame.arrival)
         if clock.source == "sender_report":
             at += track.sender.observe(at, frame.arrival)
+        if track.info.kind == "audio":
+            since = max(session.not_before, session.included_at.get(track.info.participant_id, 0.0))
+            if at < since and frame.arrival < since + _LATE_WINDOW:
+                # Arrived just after the resume (or the consultation's end) but, on the hearing's timeline, sent
+                # before it: a late sender's recess or consultation speech stays out. (Not video: it restarts at a
+                # keyframe, and dropping that one would cost a keyframe interval for a few ms of precision.)
+                return
         track.last_at = at
         if track.open_gap is not None:
             self._end_track_gap(track, at)

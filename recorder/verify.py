@@ -106,7 +106,7 @@ class VerifyResult:
         if self.status == "valid":
             trust = {True: "trusted key", False: "UNTRUSTED key", None: "key recorded in the seal"}[self.key_trusted]
             return (
-                f"valid: {self.lines} lines, {self.segments} segments ({self.bytes} bytes), "
+                f"OK valid: {self.lines} lines, {self.segments} segments ({self.bytes} bytes), "
                 f"sealed and signed by {self.key_id} ({trust})"
             )
         if self.status == "unsealed":

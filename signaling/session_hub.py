@@ -41,7 +41,7 @@ from rooms.control import (
 )
 from rooms.errors import DomainError
 from rooms.lifecycle import SessionAction, apply
-from rooms.model import Hearing
+from rooms.model import Hearing, HearingState
 from rooms.store import Store, Trace
 from signaling.messages import (
     Admit,
@@ -95,6 +95,9 @@ _SESSION_FACTS: dict[SessionAction, str] = {
     SessionAction.adjourn: "hearing_adjourned",
 }
 """The audit fact each session action leaves."""
+
+CLOSING_WAIT_SECONDS = 15.0
+"""How long an adjournment waits for the closing listeners (the recorder's seal) before telling everyone."""
 
 
 class WsSettings(BaseModel):
@@ -170,6 +173,9 @@ class SessionHub:
         self.log = structlog.get_logger("signaling.ws")
         self.room_listeners: list[Callable[[str], Coroutine[Any, Any, None]]] = []
         """Called (as tasks) with the hearing id whenever a live room is created (the recorder joins then)."""
+        self.closing_listeners: list[Callable[[str], Coroutine[Any, Any, None]]] = []
+        """Awaited with the hearing id when it adjourns, before anyone is told or disconnected (the recorder
+        seals then, so every participant still hears ``recording: sealed``); bounded by ``CLOSING_WAIT_SECONDS``."""
         self._recording: dict[str, Recording] = {}
         node.subscribe(self.on_node_event)
 
@@ -322,7 +328,16 @@ class SessionHub:
 
         hearing = await self.store.mutate_hearing(room.hearing_id, mutation)
         self.log.info("hearing_state_changed", hearing_id=hearing.id, state=hearing.state.value, by=c.participant_id)
+        if hearing.state in (HearingState.adjourned, HearingState.cancelled):
+            await self._closing(hearing.id)
         return room.session_changed(hearing, c.id, ref=msg.id)
+
+    async def _closing(self, hearing_id: str) -> None:
+        for listener in list(self.closing_listeners):
+            try:
+                await asyncio.wait_for(listener(hearing_id), CLOSING_WAIT_SECONDS)
+            except Exception as exc:  # a slow or failing listener must not keep the hearing from adjourning
+                self.log.warning("closing_listener_failed", hearing_id=hearing_id, error=str(exc) or type(exc).__name__)
 
     async def _media(self, live: LiveRoom, c: _Conn, msg: ClientOffer | ClientAnswer | ClientCandidate) -> None:
         # SDP and ICE go to the node outside the room lock: negotiation can take a while.

@@ -86,7 +86,7 @@ def test_untouched_archive_verifies(archive: Path) -> None:
     """A sealed archive as recorded verifies: exit 0, every segment counted."""
     code, out = cli(str(archive))
     assert code == 0, out
-    assert "valid:" in out
+    assert "OK valid:" in out
 
 
 def test_flipped_byte_names_the_segment_and_byte_range(archive: Path) -> None:
