@@ -13,16 +13,24 @@ passes bytes through untouched), so a subscriber reads the index from the
 frame's marker packet and compares its arrival with the time the publisher
 handed that frame to its sender: publisher -> SFU -> subscriber, one hop.
 MediaRelay re-encodes, so the index is gone there: its latency is not measured
-(AIORTC-FACTS.md: 75-93 ms end to end).
+(AIORTC-FACTS.md: 75-93 ms end to end). "latency" is taken when the
+subscriber's aiortc has decrypted and parsed the marker packet; "at socket
+read" when its ICE connection read that datagram, i.e. without the time it
+waited behind the other subscribers' packets in this one harness process.
 
-    .venv/bin/python bench/forwarding.py                 # N = 1, 4, 16, 32 passthrough; 1, 4, 16 relay
+``--stock-counts`` runs the same node with ``NodeSettings.direct_send=False``
+(aiortc's own per-sender RTP loop), alternating with the default at each N.
+
+    .venv/bin/python bench/forwarding.py                 # N = 1, 4, 16, 32 passthrough; 1, 4 relay
     .venv/bin/python bench/forwarding.py --seconds 3 --counts 1 4
+    .venv/bin/python bench/forwarding.py --counts 4 16 32 --stock-counts 4 16 32   # direct send vs aiortc's loop
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import fractions
 import json
@@ -80,6 +88,7 @@ class SfuServer:
         self.relay_pcs: dict[str, RTCPeerConnection] = {}
         self.relay_tracks: list[MediaStreamTrack] = []
         self.writer: asyncio.StreamWriter | None = None
+        self.direct_send = True
 
     async def send(self, message: dict[str, Any]) -> None:
         assert self.writer is not None
@@ -101,6 +110,9 @@ class SfuServer:
             else:
                 self.profiler.disable()
                 pstats.Stats(self.profiler, stream=sys.stderr).sort_stats("tottime").print_stats(25)
+            return {}
+        if op == "configure":
+            self.direct_send = bool(request["direct_send"])
             return {}
         if op == "cpu":
             return {"cpu": time.process_time(), "wall": time.monotonic()}
@@ -125,7 +137,8 @@ class SfuServer:
             }
         if op == "node":
             if self.node is None:
-                self.node = InProcessNode(NodeSettings(node_id="bench", last_n=64))
+                settings = NodeSettings(node_id="bench", last_n=64, direct_send=self.direct_send)
+                self.node = InProcessNode(settings)
                 self.node.subscribe(self.on_event)
             reply = await self.node.call(NODE_COMMAND.validate_python(request["command"]))
             return {"reply": json.loads(reply.model_dump_json())}
@@ -274,6 +287,9 @@ class Subscriber:
     pc: RTCPeerConnection
     packets: int = 0
     latencies: list[float] = field(default_factory=list)
+    wire_latencies: list[float] = field(default_factory=list)
+    """Up to the moment the subscriber's ICE connection read the datagram (before its own SRTP and parsing)."""
+    read_at: float = 0.0
 
 
 class Harness:
@@ -294,6 +310,7 @@ class Harness:
         self.profile = False
         self.tasks: set[asyncio.Future[None]] = set()
         self.counted: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.stamped: weakref.WeakSet[Any] = weakref.WeakSet()
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
@@ -345,9 +362,37 @@ class Harness:
             answer = await self.answer(sub, event.sdp)
             await self.node(ApplyAnswer(hearing_id=HEARING, participant_id=sub.name, sdp=answer))
 
+    def stamp_reads(self, sub: Subscriber, connection: Any) -> None:
+        """Note when each datagram left the socket, so latency can also be taken before the harness's own work.
+
+        All N subscribers share this process: by the time one of them has decrypted and parsed a packet,
+        it also waited for the others' packets of the same burst. aioice queues datagrams in order and
+        the DTLS transport takes them in that order, so the read times pair up with what ``recvfrom`` returns.
+        """
+        if connection in self.stamped:
+            return
+        self.stamped.add(connection)
+        reads: collections.deque[float] = collections.deque()
+        received = connection.data_received
+        recvfrom = connection.recvfrom
+
+        def data_received(data: bytes, component: int) -> None:
+            reads.append(time.perf_counter())
+            received(data, component)
+
+        async def stamped_recvfrom() -> Any:
+            result = await recvfrom()
+            sub.read_at = reads.popleft() if reads else time.perf_counter()
+            return result
+
+        connection.data_received = data_received
+        connection.recvfrom = stamped_recvfrom
+
     def count(self, sub: Subscriber) -> None:
         # Count at the RTP level and stop there: subscribers never decode.
         for transceiver in sub.pc.getTransceivers():
+            with contextlib.suppress(AttributeError):
+                self.stamp_reads(sub, transceiver.receiver.transport.transport._connection)
             receiver = transceiver.receiver
             if receiver in self.counted:  # by object: ids of closed peers' receivers get reused
                 continue
@@ -362,6 +407,7 @@ class Harness:
                     sent = self.video_track.sent_at.get(index) if magic == MAGIC else None
                     if sent is not None:
                         sub.latencies.append(time.perf_counter() - sent)
+                        sub.wire_latencies.append(sub.read_at - sent)
 
             receiver._handle_rtp_packet = arrived  # type: ignore[method-assign]
 
@@ -435,6 +481,8 @@ class Row:
     p99_ms: float | None
     dropped: int
     hold_ms: tuple[float | None, float | None]
+    wire_p50_ms: float | None = None
+    harness_cpu: float = 0.0
 
     @property
     def per_packet_us(self) -> float:
@@ -444,6 +492,8 @@ class Row:
 
 async def measure(harness: Harness, mode: str, n: int, seconds: float, warmup: float) -> tuple[float, Row]:
     relay = mode == "relay"
+    if not relay:
+        await harness.request("configure", direct_send=mode == "passthrough")
     await harness.publish(relay)
     for i in range(n):
         await harness.subscribe(f"s{i}", relay)
@@ -451,10 +501,13 @@ async def measure(harness: Harness, mode: str, n: int, seconds: float, warmup: f
     for sub in harness.subscribers.values():
         sub.packets = 0
         sub.latencies.clear()
+        sub.wire_latencies.clear()
     before = await harness.request("stats", n=n) if not relay else {}
     if harness.profile:
         await harness.request("profile", on=True)
+    harness_before = (time.process_time(), time.monotonic())
     rate = await harness.cpu_rate(seconds)
+    harness_cpu = (time.process_time() - harness_before[0]) / (time.monotonic() - harness_before[1])
     if harness.profile:
         await harness.request("profile", on=False)
     after = await harness.request("stats", n=n) if not relay else {}
@@ -463,12 +516,16 @@ async def measure(harness: Harness, mode: str, n: int, seconds: float, warmup: f
     lat = sorted(x for s in harness.subscribers.values() for x in s.latencies)
     p50 = lat[len(lat) // 2] * 1000 if lat else None
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else None
+    wire = sorted(x for s in harness.subscribers.values() for x in s.wire_latencies)
+    wire_p50 = wire[len(wire) // 2] * 1000 if wire else None
     await harness.reset()
     hold = (after.get("hold_p50"), after.get("hold_p99"))
-    return rate, Row(mode, n, rate, 0.0, packets, p50, p99, dropped, hold)
+    return rate, Row(mode, n, rate, 0.0, packets, p50, p99, dropped, hold, wire_p50, harness_cpu)
 
 
-async def run_bench(counts: list[int], relay_counts: list[int], seconds: float, warmup: float, profile: bool) -> None:
+async def run_bench(
+    counts: list[int], stock_counts: list[int], relay_counts: list[int], seconds: float, warmup: float, profile: bool
+) -> None:
     t0 = time.monotonic()
     video, audio = await asyncio.to_thread(encode_clip)
     kbps = sum(len(v) for v, _ in video) * 8 / (len(video) / FPS) / 1000
@@ -477,18 +534,21 @@ async def run_bench(counts: list[int], relay_counts: list[int], seconds: float, 
     harness.profile = profile
     await harness.start()
     rows: list[Row] = []
+    modes = [("passthrough", counts), ("passthrough-stock", stock_counts), ("relay", relay_counts)]
     try:
-        for mode, ns in (("passthrough", counts), ("relay", relay_counts)):
-            if not ns:
-                continue
-            base, _ = await measure(harness, mode, 0, seconds, warmup)
-            for n in ns:
+        # Modes alternate at each N, so a change in the machine's other load hits them alike.
+        bases = {mode: (await measure(harness, mode, 0, seconds, warmup))[0] for mode, ns in modes if ns}
+        for n in sorted({n for _, ns in modes for n in ns}):
+            for mode, ns in modes:
+                if n not in ns:
+                    continue
                 rate, row = await measure(harness, mode, n, seconds, warmup)
-                row.per_sub = (rate - base) / n
+                row.per_sub = (rate - bases[mode]) / n
                 rows.append(row)
                 print(f"  {mode} N={n}: {rate:.3f} CPU-s/s", flush=True)
     finally:
         await harness.stop()
+    rows.sort(key=lambda r: ([m for m, _ in modes].index(r.mode), r.subscribers))
 
     def ms(value: float | None) -> str:
         return f"{value:.2f}" if value is not None else "n/a"
@@ -496,35 +556,43 @@ async def run_bench(counts: list[int], relay_counts: list[int], seconds: float, 
     print()
     print(
         "| mode | N | SFU CPU-s/s | CPU-s/s per subscriber | packets/s per subscriber | CPU µs per sent packet "
-        "| SFU drops | latency p50 ms | p99 ms | node hold p50 ms | p99 ms |"
+        "| SFU drops | latency p50 ms | p99 ms | at socket read p50 ms | node hold p50 ms | p99 ms "
+        "| harness CPU-s/s |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         p50 = f"{r.p50_ms:.2f}" if r.p50_ms is not None else "n/a"
         p99 = f"{r.p99_ms:.2f}" if r.p99_ms is not None else "n/a"
         print(
             f"| {r.mode} | {r.subscribers} | {r.cpu:.3f} | {r.per_sub:.4f} | {r.packets_per_sub:.0f} "
-            f"| {r.per_packet_us:.0f} | {r.dropped} | {p50} | {p99} | {ms(r.hold_ms[0])} | {ms(r.hold_ms[1])} |"
+            f"| {r.per_packet_us:.0f} | {r.dropped} | {p50} | {p99} | {ms(r.wire_p50_ms)} "
+            f"| {ms(r.hold_ms[0])} | {ms(r.hold_ms[1])} | {r.harness_cpu:.2f} |"
         )
-    pt = {r.subscribers: r for r in rows if r.mode == "passthrough"}
     rl = {r.subscribers: r for r in rows if r.mode == "relay"}
-    for n in sorted(set(pt) & set(rl)):
-        per_sub = rl[n].per_sub / pt[n].per_sub if pt[n].per_sub > 0 else math.inf
-        per_packet = rl[n].per_packet_us / pt[n].per_packet_us if pt[n].per_packet_us > 0 else math.inf
-        print(
-            f"N={n}: MediaRelay / passthrough CPU per subscriber {per_sub:.0f}x, per delivered packet {per_packet:.0f}x"
-        )
-    # Marginal cost of one more subscriber: passthrough's fixed per-wakeup costs amortize with N, so
-    # take its slope between the two largest N; MediaRelay saturates 2 cores within a few
-    # subscribers, so take its first subscriber (above the publisher-only baseline).
-    if len(pt) >= 2 and rl:
-        hi, lo = sorted(pt)[-1], sorted(pt)[-2]
-        slope = (pt[hi].cpu - pt[lo].cpu) / (hi - lo)
-        first = rl[min(rl)]
-        print(
-            f"marginal CPU per extra subscriber: passthrough {slope:.4f} CPU-s/s (N={lo}->{hi}), "
-            f"MediaRelay {first.per_sub:.4f} (N=0->{first.subscribers}): {first.per_sub / slope:.0f}x"
-        )
+    st = {r.subscribers: r for r in rows if r.mode == "passthrough-stock"}
+    for mode in ("passthrough", "passthrough-stock"):
+        pt = {r.subscribers: r for r in rows if r.mode == mode}
+        for n in sorted(set(pt) & set(rl)):
+            per_sub = rl[n].per_sub / pt[n].per_sub if pt[n].per_sub > 0 else math.inf
+            per_packet = rl[n].per_packet_us / pt[n].per_packet_us if pt[n].per_packet_us > 0 else math.inf
+            print(
+                f"N={n}: MediaRelay / {mode} CPU per subscriber {per_sub:.0f}x, per delivered packet {per_packet:.0f}x"
+            )
+        # Marginal cost of one more subscriber: passthrough's fixed per-wakeup costs amortize with N, so
+        # take its slope between the two largest N; MediaRelay saturates 2 cores within a few
+        # subscribers, so take its first subscriber (above the publisher-only baseline).
+        if len(pt) >= 2 and rl:
+            hi, lo = sorted(pt)[-1], sorted(pt)[-2]
+            slope = (pt[hi].cpu - pt[lo].cpu) / (hi - lo)
+            first = rl[min(rl)]
+            print(
+                f"marginal CPU per extra subscriber: {mode} {slope:.4f} CPU-s/s (N={lo}->{hi}), "
+                f"MediaRelay {first.per_sub:.4f} (N=0->{first.subscribers}): {first.per_sub / slope:.0f}x"
+            )
+        if mode == "passthrough":
+            for n in sorted(set(pt) & set(st)):
+                ratio = st[n].per_sub / pt[n].per_sub if pt[n].per_sub > 0 else math.inf
+                print(f"N={n}: stock sender loop / direct send CPU per subscriber {ratio:.1f}x")
     print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     print(f"total bench time {time.monotonic() - t0:.0f} s")
 
@@ -533,6 +601,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sfu", action="store_true", help="run as the SFU child process")
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 4, 16, 32], help="passthrough subscriber counts")
+    parser.add_argument(
+        "--stock-counts",
+        type=int,
+        nargs="*",
+        default=[],
+        help="passthrough through aiortc's stock sender loop (NodeSettings.direct_send=False), for comparison",
+    )
     parser.add_argument(
         "--relay-counts",
         type=int,
@@ -548,7 +623,7 @@ def main() -> None:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(run_sfu())
         return
-    asyncio.run(run_bench(args.counts, args.relay_counts, args.seconds, args.warmup, args.profile))
+    asyncio.run(run_bench(args.counts, args.stock_counts, args.relay_counts, args.seconds, args.warmup, args.profile))
 
 
 if __name__ == "__main__":

@@ -3,11 +3,13 @@
 A :class:`PublishedTrack` receives reassembled frames from a tapped receiver
 (:mod:`media.passthrough`) and hands each to its consumers:
 
-- :class:`ForwardedTrack` — the track behind one subscriber's sender. Its
-  ``recv()`` yields ``av.Packet`` items, so aiortc's sender only repacketizes
-  (``Encoder.pack``), never encodes. It is a slot: it lives as long as the
-  subscriber's transceiver and is re-pointed at other publishers (last-N),
-  keeping its timestamps continuous.
+- :class:`ForwardedTrack` — the track behind one subscriber's sender. Once
+  the sender runs, frames go straight to its :class:`~media.sending.FrameSender`
+  (packetized, encrypted and sent before ``push`` returns); before that they
+  wait in a bounded queue. Its ``recv()`` still yields ``av.Packet`` items for
+  a stock aiortc sender, which then only repacketizes, never encodes. It is a
+  slot: it lives as long as the subscriber's transceiver and is re-pointed at
+  other publishers (last-N), keeping its timestamps continuous.
 - :class:`RecorderFeed` — hands frames and sender reports to a ``FrameSink``.
 
 Keyframes: a consumer that starts (or drops) video waits for a keyframe and
@@ -31,6 +33,7 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 
 from media.passthrough import ReportTimes, TappedFrame, is_keyframe
+from media.sending import FrameSender
 from rooms.control import MediaKind
 from rooms.frames import EncodedFrame, FrameSink, SenderReport, TrackInfo
 from rooms.model import Source
@@ -200,6 +203,7 @@ class ForwardedTrack(MediaStreamTrack):
         self._last_out_time = 0.0
         self._clock_rate = 90_000
         self._time_base = fractions.Fraction(1, self._clock_rate)
+        self._sender: FrameSender | None = None
 
     @property
     def queued(self) -> int:
@@ -223,17 +227,40 @@ class ForwardedTrack(MediaStreamTrack):
                 self._gated = True
                 publisher.request_keyframe(urgent=True)
 
+    def attach(self, sender: FrameSender | None) -> None:
+        """Send frames through ``sender`` as they come (``None``: queue them); what is queued goes out now."""
+        self._sender = sender
+        if sender is not None and sender.enabled:
+            self._flush(sender)
+
+    def _flush(self, sender: FrameSender) -> None:
+        while self._queue and self._sender is sender:
+            data, pts, _, arrival = self._queue.popleft()
+            self._send(sender, data, pts, arrival, None)
+
+    def _send(self, sender: FrameSender, data: bytes, pts: int, arrival: float, frame: TappedFrame | None) -> None:
+        if sender.send(data, pts, self._clock_rate, frame):
+            self.forwarded += 1
+            self.hold_times.append(time.time() - arrival)
+
     def push(self, frame: TappedFrame, keyframe: bool) -> None:
-        """A frame of the assigned publisher; gated video waits for a keyframe, a full queue drops."""
+        """A frame of the assigned publisher; gated video waits for a keyframe; sent now, or queued (bounded)."""
         if self.readyState != "live":
             return
+        sender = self._sender
+        if sender is not None and not sender.enabled:
+            # The direction forbids sending for now (an offer is pending): hold frames in the bounded queue,
+            # so the keyframe asked for this subscriber is still there when it may send.
+            sender = None
         if self.kind == "video":
             if self._gated and not keyframe:
                 self.dropped += 1
                 if self.publisher is not None:
                     self.publisher.request_keyframe(urgent=False)
                 return
-            if len(self._queue) >= self.bound or (self._queue and frame.arrival - self._queue[0][3] > self.max_age):
+            if sender is None and (
+                len(self._queue) >= self.bound or (self._queue and frame.arrival - self._queue[0][3] > self.max_age)
+            ):
                 # The sender fell behind: a partial run of deltas is useless, skip to the next keyframe.
                 self._queue.clear()
                 self.dropped += 1
@@ -247,6 +274,11 @@ class ForwardedTrack(MediaStreamTrack):
             while self._queue and (len(self._queue) >= self.bound or frame.arrival - self._queue[0][3] > self.max_age):
                 self._queue.popleft()
                 self.dropped += 1
+        if sender is not None:
+            if self._queue:
+                self._flush(sender)
+            self._send(sender, frame.data, self._pts(frame.timestamp), frame.arrival, frame)
+            return
         self._queue.append((frame.data, self._pts(frame.timestamp), self._time_base, frame.arrival))
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
@@ -289,6 +321,8 @@ class ForwardedTrack(MediaStreamTrack):
         """End the track: the sender's loop stops."""
         self.assign(None)
         super().stop()
+        if self._sender is not None:
+            self._sender.close("track_ended")
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
@@ -330,6 +364,8 @@ class RecorderFeed:
     def push(self, frame: TappedFrame, keyframe: bool) -> None:
         """Hand one frame to the sink (video from the first keyframe on)."""
         if self._gated and not keyframe:
+            # The request made at start may be lost (RTCP on a busy link): ask again, throttled, until one comes.
+            self.publisher.request_keyframe(urgent=False)
             return
         self._gated = False
         self.delivered += 1

@@ -90,6 +90,8 @@ class TappedFrame(JitterFrame):
         self.rtp_timestamp = timestamp
         self.arrival = time.time()
         self.resync = keyframe_hint
+        self.payloads: dict[str, list[bytes]] = {}
+        """RTP payloads made from ``data`` by codec, made once and shared by every subscriber's sender."""
 
 
 class ReleaseOnMarker:

@@ -25,6 +25,7 @@ from aiortc.sdp import SessionDescription
 
 from media.forwarding import ForwardedTrack, PublishedTrack
 from media.ice import restrict_host_candidates, rtc_configuration
+from media.sending import install
 from media.settings import NodeSettings
 from rooms.control import MediaKind, TrackRef
 from rooms.model import Role, Source
@@ -259,6 +260,9 @@ class Peer:
                 slot.track.publisher.request_keyframe(urgent=False)
 
         transceiver.sender._send_keyframe = keyframe_requested  # type: ignore[method-assign]
+        if self.settings.direct_send:
+            # This sender only forwards: frames go out as they arrive, packetized once per publisher frame.
+            install(transceiver.sender, forwarded)
         self.slots.append(slot)
         return slot
 

@@ -39,6 +39,11 @@ class NodeSettings(BaseModel):
     queue_max_age: float = Field(
         default=0.5, gt=0, le=10, description="Seconds a forwarded frame may wait for its sender before it is dropped."
     )
+    direct_send: bool = Field(
+        default=True,
+        description="Send forwarded frames from the receive path, packetized once per publisher frame "
+        "(media.sending); False: aiortc's stock per-sender loop (for comparison).",
+    )
     keyframe_interval: float = Field(
         default=1.0, gt=0, le=60, description="At most one keyframe request per publisher track in this many seconds."
     )
