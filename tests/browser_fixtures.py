@@ -405,9 +405,13 @@ def court_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     shutil.copyfile(server.log_path, ARTIFACTS / "server.log")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
-    """Debian's Chromium, headless, with fake devices and loopback-only networking."""
+    """Debian's Chromium, headless, with fake devices and loopback-only networking.
+
+    Module-scoped: Playwright's sync API runs an event loop in this thread while
+    it is open, which would break every asyncio test that runs after it.
+    """
     require_chromium()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_args())
