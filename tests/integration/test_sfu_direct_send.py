@@ -1,0 +1,234 @@
+"""The node's direct send path (media.sending.FrameSender): NACK -> RTX, sender reports, aiortc-identical packets."""
+
+from __future__ import annotations
+
+import os
+import time
+import types
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiortc import rtp
+from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.rtcdtlstransport import State
+from aiortc.rtcrtpparameters import (
+    RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpSendParameters,
+)
+from aiortc.rtp import RtcpSrPacket, RtpPacket
+
+from media.node import InProcessNode
+from media.passthrough import NTP_UNIX_OFFSET, TappedFrame
+from media.sending import FrameSender
+from media.settings import NodeSettings
+from rooms.control import SetPublishing, SetReceiving
+from rooms.model import Role, Source
+from tests.media_clients import DirectSignaling, MediaClient, eventually, hearing
+
+HEARING = "hrg_direct"
+TAG = 5
+SSRC = 0xDEADBEEF
+MID = "3"
+
+
+@pytest.fixture
+async def node() -> InProcessNode:
+    return InProcessNode(NodeSettings(node_id="node-direct", direct_send=True))
+
+
+@pytest.fixture
+async def signaling(node: InProcessNode) -> AsyncIterator[DirectSignaling]:
+    async with hearing(node, HEARING) as sig:
+        yield sig
+
+
+class _Tap:
+    """Records, at the RTP/RTCP level, what one receiving transceiver of a subscriber gets."""
+
+    def __init__(self, receiver: Any) -> None:
+        self.rtp: list[RtpPacket] = []
+        self.reports: list[tuple[float, RtcpSrPacket]] = []
+        original_rtp = receiver._handle_rtp_packet
+        original_rtcp = receiver._handle_rtcp_packet
+
+        async def on_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
+            self.rtp.append(packet)
+            await original_rtp(packet, arrival_time_ms)
+
+        async def on_rtcp(packet: Any) -> None:
+            if isinstance(packet, RtcpSrPacket):
+                self.reports.append((time.time(), packet))
+            await original_rtcp(packet)
+
+        receiver._handle_rtp_packet = on_rtp
+        receiver._handle_rtcp_packet = on_rtcp
+
+
+async def _forwarding(node: InProcessNode, signaling: DirectSignaling) -> tuple[MediaClient, Any, _Tap]:
+    """A publisher forwarded to a receive-only subscriber; the subscriber's video receiver and its tap."""
+    pub = MediaClient("judge", tag=TAG)
+    sub = MediaClient("clerk", video=False, audio=False)
+    await signaling.join(pub, Role.judge)
+    await signaling.join(sub, Role.clerk)
+    await node.call(SetPublishing(hearing_id=HEARING, participant_id="judge", sources=(Source.camera,)))
+    await node.call(SetReceiving(hearing_id=HEARING, participant_id="clerk", publishers=("judge",)))
+    assert await eventually(lambda: len(sub.codes(TAG)) >= 10, within=15)
+    receiver = next(t for t in sub.pc.getTransceivers() if t.kind == "video").receiver
+    return sub, receiver, _Tap(receiver)
+
+
+async def test_nack_is_answered_with_rtx_of_the_nacked_packet(node: InProcessNode, signaling: DirectSignaling) -> None:
+    """A subscriber's NACK makes the direct path resend the packet as RTX carrying the original sequence number."""
+    _, receiver, tap = await _forwarding(node, signaling)
+    assert await eventually(lambda: len(tap.rtp) > 20)
+    media = tap.rtp[-5]
+    before = len(tap.rtp)
+    await receiver._send_rtcp_nack(media.ssrc, [media.sequence_number])
+
+    def rtx_of_nacked() -> list[RtpPacket]:
+        return [
+            p
+            for p in tap.rtp[before:]
+            if p.ssrc != media.ssrc and int.from_bytes(p.payload[:2], "big") == media.sequence_number
+        ]
+
+    assert await eventually(lambda: bool(rtx_of_nacked()), within=5)
+    rtx = rtx_of_nacked()[0]
+    assert rtx.payload_type != media.payload_type  # the negotiated RTX payload type, not the media one
+    assert rtx.payload[2:] == media.payload
+    assert rtx.timestamp == media.timestamp
+
+
+async def test_sender_report_matches_the_forwarded_stream(node: InProcessNode, signaling: DirectSignaling) -> None:
+    """Sender reports name the forwarded SSRC, carry a fresh NTP time and an RTP timestamp of the media sent."""
+    _, _, tap = await _forwarding(node, signaling)
+    assert await eventually(lambda: len(tap.reports) >= 2 and len(tap.rtp) > 0, within=15)
+    arrived, report = tap.reports[-1]
+    media_ssrc = tap.rtp[0].ssrc
+    assert report.ssrc == media_ssrc
+    info = report.sender_info
+    assert info.packet_count > 0
+    assert info.octet_count > 0
+    ntp_unix = (info.ntp_timestamp >> 32) + (info.ntp_timestamp & 0xFFFFFFFF) / 2**32 - NTP_UNIX_OFFSET
+    assert 0 <= arrived - ntp_unix < 2  # the last frame sent before the report, not a stale clock
+    # The report's RTP timestamp is one the stream carried: that of a packet received up to the report.
+    stamps = {p.timestamp for p in tap.rtp if p.ssrc == media_ssrc}
+    assert info.rtp_timestamp in stamps
+
+
+# --- byte identity with aiortc's serialization (no network: the sender's transport is a stand-in) ----------------
+
+
+def _frame_sender(mime: str, clock_rate: int, payload_type: int, sent: list[bytes]) -> tuple[FrameSender, Any]:
+    """A FrameSender over a stand-in sender whose SRTP is the identity and whose socket appends to ``sent``."""
+    pair = types.SimpleNamespace(
+        protocol=types.SimpleNamespace(transport=types.SimpleNamespace(sendto=lambda data, addr: sent.append(data))),
+        remote_addr=("127.0.0.1", 9),
+    )
+    dtls = types.SimpleNamespace(
+        _state=State.CONNECTED,
+        _tx_srtp=types.SimpleNamespace(protect=lambda data: data),
+        transport=types.SimpleNamespace(_connection=types.SimpleNamespace(_nominated={1: pair})),
+    )
+    ext_map = rtp.HeaderExtensionsMap()
+    ext_map.configure(
+        RTCRtpSendParameters(
+            codecs=[],
+            headerExtensions=[
+                RTCRtpHeaderExtensionParameters(id=4, uri="urn:ietf:params:rtp-hdrext:sdes:mid"),
+                RTCRtpHeaderExtensionParameters(id=2, uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"),
+            ],
+        )
+    )
+    p = "_RTCRtpSender__"
+    attrs: dict[str, Any] = {
+        "transport": dtls,
+        "_ssrc": SSRC,
+        "_rtx_ssrc": 5,
+        "kind": mime.split("/")[0],
+        "_enabled": True,
+        "_run_rtp": None,
+        p + "rtp_header_extensions_map": ext_map,
+        p + "mid": MID,
+        p + "rtp_started": None,
+        p + "rtp_exited": None,
+        p + "ntp_timestamp": 0,
+        p + "rtp_timestamp": 0,
+        p + "packet_count": 0,
+        p + "octet_count": 0,
+        p + "rtx_payload_type": None,
+        p + "rtx_sequence_number": 0,
+    }
+    fake = types.SimpleNamespace(**attrs)
+    fs = FrameSender(fake, None)  # type: ignore[arg-type]
+    fs._sendto = lambda protocol: protocol.transport.sendto  # type: ignore[method-assign]
+    assert fs._prepare(RTCRtpCodecParameters(mimeType=mime, clockRate=clock_rate, payloadType=payload_type))
+    return fs, ext_map
+
+
+def _reference(
+    payload_type: int, sequence: int, timestamp: int, payload: bytes, marker: bool, ours: RtpPacket, ext_map: Any
+) -> bytes:
+    """What aiortc's own RtpPacket.serialize makes of the same packet (abs-send-time copied from ours)."""
+    ref = RtpPacket(payload_type=payload_type, sequence_number=sequence & 0xFFFF, timestamp=timestamp & 0xFFFFFFFF)
+    ref.ssrc = SSRC
+    ref.payload = payload
+    ref.marker = 1 if marker else 0
+    ref.extensions.abs_send_time = ours.extensions.abs_send_time
+    ref.extensions.mid = MID
+    return bytes(ref.serialize(ext_map))
+
+
+@pytest.mark.parametrize("size", [1, 100, 1295, 1296, 1297, 2592, 4200, 12000, 65000])
+@pytest.mark.parametrize("wrap", [False, True])
+def test_vp8_packets_are_byte_identical_to_aiortc(size: int, wrap: bool) -> None:
+    """VP8 frames of many sizes (and across sequence/timestamp/picture-id wrap) packetize exactly as aiortc does."""
+    sent: list[bytes] = []
+    fs, ext_map = _frame_sender("video/VP8", 90000, 96, sent)
+    seq0, ts0, pid0 = (65534, 0xFFFFFF00, 32766) if wrap else (1000, 5000, 10)
+    fs._sequence, fs._timestamp_origin, fs._picture_id = seq0, ts0, pid0
+    pids = []
+    for n in range(3):  # consecutive frames: the picture id advances (and wraps) as aiortc's does
+        data = os.urandom(size)
+        sent.clear()
+        pts = 3000 * (n + 1)
+        fs._send(data, pts, 90000, TappedFrame(data, 1))
+        payloads = Vp8Encoder._packetize(data, (pid0 + n) & 0x7FFF)
+        assert len(sent) == len(payloads)
+        for i, (payload, raw) in enumerate(zip(payloads, sent, strict=True)):
+            ours = RtpPacket.parse(raw, ext_map)
+            ref = _reference(96, seq0 + i, ts0 + pts, payload, i == len(payloads) - 1, ours, ext_map)
+            assert raw == ref, (size, n, i)
+        seq0 += len(payloads)
+        pids.append(fs._picture_id)
+    assert pids == [(pid0 + n + 1) & 0x7FFF for n in range(3)]
+
+
+@pytest.mark.parametrize("size", [1, 80, 400, 1275])
+def test_opus_packets_are_byte_identical_to_aiortc(size: int) -> None:
+    """Opus frames go out as one packet each, exactly as aiortc serializes them, timestamps wrapping."""
+    sent: list[bytes] = []
+    fs, ext_map = _frame_sender("audio/opus", 48000, 111, sent)
+    fs._sequence, fs._timestamp_origin = 65535, 0xFFFFFE00
+    for n in range(3):
+        data = os.urandom(size)
+        sent.clear()
+        fs._send(data, 960 * n, 48000, TappedFrame(data, 1))
+        assert len(sent) == 1
+        ours = RtpPacket.parse(sent[0], ext_map)
+        assert sent[0] == _reference(111, 65535 + n, 0xFFFFFE00 + 960 * n, data, True, ours, ext_map)
+
+
+def test_abs_send_time_is_current() -> None:
+    """The one field allowed to differ, abs-send-time, is the send time in 6.18 fixed point."""
+    sent: list[bytes] = []
+    fs, ext_map = _frame_sender("video/VP8", 90000, 96, sent)
+    data = os.urandom(50)
+    now = time.time() + NTP_UNIX_OFFSET
+    fs._send(data, 0, 90000, TappedFrame(data, 1))
+    ast = RtpPacket.parse(sent[0], ext_map).extensions.abs_send_time
+    expected = int(now * (1 << 18)) & 0xFFFFFF
+    assert ast is not None
+    assert (ast - expected) & 0xFFFFFF < (1 << 18)  # within a second, modulo the 64 s wrap
