@@ -12,6 +12,7 @@ node is the impolite side and the client retries after answering.
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.codecs import CODECS
 from aiortc.rtcpeerconnection import find_common_codecs
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+from aiortc.rtp import DYNAMIC_PAYLOAD_TYPES
 from aiortc.sdp import SessionDescription
 
 from media.forwarding import ForwardedTrack, PublishedTrack
@@ -121,6 +123,28 @@ class Peer:
             self._mark_negotiated()
             return str(self.pc.localDescription.sdp)
 
+    def remote_track_id(self, transceiver: RTCRtpTransceiver) -> str:
+        """The id the client gave a track it publishes: the track id of its m-line's ``a=msid`` (the browser's
+        ``MediaStreamTrack.id``).
+
+        aiortc names the remote track after the msid only when the session also lists the stream under
+        ``a=msid-semantic: WMS`` (browsers no longer do), else it makes up a random id that no ``DeclareTrack``
+        can name. The SSRC-level ``msid`` is the fallback; aiortc's id the last resort.
+        """
+        description = self.pc.remoteDescription
+        if description is not None and transceiver.mid is not None:
+            try:
+                parsed = SessionDescription.parse(description.sdp)
+            except Exception:
+                parsed = None
+            media = next((m for m in parsed.media if m.rtp.muxId == transceiver.mid), None) if parsed else None
+            if media is not None:
+                for msid in [media.msid, *(s.msid for s in media.ssrc)]:
+                    bits = str(msid or "").split()
+                    if len(bits) >= 2 and bits[1] not in ("-", ""):
+                        return bits[1]
+        return str(transceiver.receiver.track.id)
+
     def _adopt_published(self) -> None:
         """Tap every new receiving transceiver and mark tracks the client stopped sending."""
         slot_transceivers = {id(s.transceiver) for s in self.slots}
@@ -158,8 +182,10 @@ class Peer:
                 return
             restrict_host_candidates(self.pc, self.settings.announce_addresses)
             try:
+                negotiated = negotiated_rtp(self.pc.getTransceivers())
                 offer = await self.pc.createOffer()
-                await self.pc.setLocalDescription(offer)
+                sdp = keep_negotiated_numbers(offer.sdp, negotiated, self.pc.getTransceivers())
+                await self.pc.setLocalDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             except Exception:
                 log.exception("renegotiation_failed", hearing_id=self.hearing_id, participant_id=self.participant_id)
                 return
@@ -323,3 +349,113 @@ def first_codec(transceiver: RTCRtpTransceiver) -> tuple[str, int]:
         if codec.name.lower() != "rtx":
             return str(codec.name), int(codec.clockRate)
     return "", 90_000 if transceiver.kind == "video" else 48_000
+
+
+# --- payload types and header extension ids across re-offers ---------------------------------------------
+
+NegotiatedRtp = dict[str, tuple[list[Any], list[Any]]]
+"""By media id: the codecs and header extensions an m-line was last negotiated with (their numbers included)."""
+
+_EXTENSION_IDS = range(1, 15)
+"""One-byte header extension ids (RFC 8285)."""
+
+
+def negotiated_rtp(transceivers: Sequence[RTCRtpTransceiver]) -> NegotiatedRtp:
+    """Snapshot what every negotiated m-line uses now: aiortc's ``createOffer`` overwrites it with its defaults."""
+    return {
+        str(t.mid): (copy.deepcopy(list(t._codecs)), copy.deepcopy(list(t._headerExtensions)))
+        for t in transceivers
+        if t.mid is not None and t._codecs and not t.stopped
+    }
+
+
+def _codec_key(codec: Any) -> tuple[str, int, int | None, tuple[tuple[str, str], ...]]:
+    params = tuple(sorted((str(k), str(v)) for k, v in codec.parameters.items() if k != "apt"))
+    return (str(codec.mimeType).lower(), int(codec.clockRate), codec.channels, params)
+
+
+def _is_rtx(codec: Any) -> bool:
+    return str(codec.mimeType).lower().endswith("/rtx")
+
+
+def keep_negotiated_numbers(sdp: str, negotiated: NegotiatedRtp, transceivers: Sequence[RTCRtpTransceiver]) -> str:
+    """Rewrite a node offer so it keeps the connection's payload types and header extension ids.
+
+    aiortc numbers codecs and extensions the same fixed way in every offer, also for m-lines negotiated
+    earlier with the client's numbers (Chromium: VP8 96 or 100, Opus 111). A browser then switches numbers
+    mid-call and the node, whose receivers keep the first numbers, drops the media; or it refuses the offer
+    (extension id reassignment, a bundle "codec collision"). So: m-lines already negotiated are offered
+    exactly as negotiated, and new m-lines reuse the numbers the connection already gives the same codec or
+    extension, taking unused numbers for anything new. Only this connection's offer changes.
+    """
+    if not negotiated:
+        return sdp
+    description = SessionDescription.parse(sdp)
+    by_mid = {str(t.mid): t for t in transceivers if t.mid is not None}
+    pt_of: dict[tuple[str, int, int | None, tuple[tuple[str, str], ...]], int] = {}
+    rtx_of: dict[int, int] = {}
+    ext_id_of: dict[str, int] = {}
+    taken_pts: set[int] = set()
+    taken_ids: set[int] = set()
+    for codecs, extensions in negotiated.values():
+        for codec in codecs:
+            taken_pts.add(int(codec.payloadType))
+            if _is_rtx(codec):
+                apt = codec.parameters.get("apt")
+                if isinstance(apt, int):
+                    rtx_of.setdefault(apt, int(codec.payloadType))
+            else:
+                pt_of.setdefault(_codec_key(codec), int(codec.payloadType))
+        for extension in extensions:
+            taken_ids.add(int(extension.id))
+            ext_id_of.setdefault(str(extension.uri), int(extension.id))
+
+    def free(number: int, taken: set[int], pool: range) -> int:
+        if number not in taken:
+            return number
+        return next(n for n in pool if n not in taken)
+
+    for media in description.media:
+        if media.kind not in ("audio", "video"):
+            continue
+        mid = str(media.rtp.muxId)
+        known = negotiated.get(mid)
+        if known is not None:
+            codecs, extensions = copy.deepcopy(known[0]), copy.deepcopy(known[1])
+        else:
+            codecs = copy.deepcopy(list(media.rtp.codecs))
+            renumbered: dict[int, int] = {}
+            for codec in (c for c in codecs if not _is_rtx(c)):
+                key = _codec_key(codec)
+                number = pt_of.get(key)
+                if number is None:
+                    number = free(int(codec.payloadType), taken_pts, DYNAMIC_PAYLOAD_TYPES)
+                    pt_of[key] = number
+                    taken_pts.add(number)
+                renumbered[int(codec.payloadType)] = number
+                codec.payloadType = number
+            for codec in (c for c in codecs if _is_rtx(c)):
+                base = renumbered.get(int(codec.parameters.get("apt", -1)), -1)
+                number = rtx_of.get(base)
+                if number is None:
+                    number = free(int(codec.payloadType), taken_pts, DYNAMIC_PAYLOAD_TYPES)
+                    rtx_of[base] = number
+                    taken_pts.add(number)
+                codec.payloadType = number
+                codec.parameters["apt"] = base
+            extensions = copy.deepcopy(list(media.rtp.headerExtensions))
+            for extension in extensions:
+                number = ext_id_of.get(str(extension.uri))
+                if number is None:
+                    number = free(int(extension.id), taken_ids, _EXTENSION_IDS)
+                    ext_id_of[str(extension.uri)] = number
+                    taken_ids.add(number)
+                extension.id = number
+        media.rtp.codecs = codecs
+        media.rtp.headerExtensions = extensions
+        media.fmt = [c.payloadType for c in codecs]
+        transceiver = by_mid.get(mid)
+        if transceiver is not None:
+            transceiver._codecs = copy.deepcopy(codecs)
+            transceiver._headerExtensions = copy.deepcopy(extensions)
+    return str(description)

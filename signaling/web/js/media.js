@@ -4,81 +4,14 @@
 
 const ICE_GATHER_LIMIT_MS = 3000;
 
-// The RTP header extensions the media node (aiortc) understands. Offering more on our own m-lines can make
-// Chromium give an id the node's earlier offer already used for another extension (transport-cc and
-// abs-send-time both on id 3), and Chromium then refuses its own offer ("BUNDLE group contains a codec
-// collision for header extension"). Negotiating only these keeps the ids consistent across the bundle.
+// The RTP header extensions the media node (aiortc) understands; the others would only cost header bytes.
+// (The node keeps our payload types and extension ids when it re-offers, and numbers its own m-lines the
+// same way, so our offers need no renumbering.)
 const NODE_HEADER_EXTENSIONS = new Set([
   "urn:ietf:params:rtp-hdrext:sdes:mid",
   "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
   "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
 ]);
-
-// The ids the node uses for those extensions in every offer it makes (aiortc numbers them the same way each
-// time, also for m-lines already negotiated): our own offers must use the same ids, or Chromium refuses the
-// node's next offer ("RTP extension ID reassignment not supported").
-const NODE_EXTENSION_IDS = {
-  "urn:ietf:params:rtp-hdrext:sdes:mid": 1,
-  "urn:ietf:params:rtp-hdrext:ssrc-audio-level": 2,
-  "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time": 3,
-};
-
-/** Renumber the extmap lines of our offer to the node's ids (only when it offers nothing but those three). */
-export function alignExtensionIds(sdp) {
-  const lines = sdp.split("\r\n");
-  const extmap = /^a=extmap:(\d+)(\/\w+)? (\S+)(.*)$/;
-  const all = lines.map((line) => extmap.exec(line)).filter(Boolean);
-  if (!all.every((m) => m[3] in NODE_EXTENSION_IDS)) return sdp;
-  return lines
-    .map((line) => {
-      const m = extmap.exec(line);
-      return m ? `a=extmap:${NODE_EXTENSION_IDS[m[3]]}${m[2] || ""} ${m[3]}${m[4]}` : line;
-    })
-    .join("\r\n");
-}
-
-// The payload types the node (aiortc) gives these codecs in every offer it makes, also when it re-offers
-// m-lines that were negotiated with other numbers. Chromium would then switch to the node's numbers mid-call
-// and the node, still expecting ours, drops the packets. So our offers use the node's numbers from the start.
-const NODE_PAYLOAD_TYPES = { audio: { "opus/48000": 96, "g722/8000": 9, "pcmu/8000": 0, "pcma/8000": 8 }, video: { "vp8/90000": 97 } };
-const NODE_RTX_OF = { 97: 98 };
-
-/** Renumber the payload types of each m-section to the node's numbering (sections it cannot map stay as they are). */
-export function alignPayloadTypes(sdp) {
-  const [head, ...sections] = sdp.split("\r\nm=");
-  const out = sections.map((body) => {
-    const lines = `m=${body}`.split("\r\n");
-    const kind = lines[0].slice(2).split(" ")[0];
-    const table = NODE_PAYLOAD_TYPES[kind];
-    if (!table) return body;
-    const names = {};
-    const apt = {};
-    for (const line of lines) {
-      let m = /^a=rtpmap:(\d+) ([^/]+\/\d+)/.exec(line);
-      if (m) names[m[1]] = m[2].toLowerCase();
-      m = /^a=fmtp:(\d+) .*apt=(\d+)/.exec(line);
-      if (m) apt[m[1]] = m[2];
-    }
-    const map = {};
-    for (const [pt, name] of Object.entries(names)) {
-      if (name in table) map[pt] = table[name];
-    }
-    for (const [pt, name] of Object.entries(names)) {
-      if (name.startsWith("rtx/") && apt[pt] in map && map[apt[pt]] in NODE_RTX_OF) map[pt] = NODE_RTX_OF[map[apt[pt]]];
-    }
-    const fmts = lines[0].split(" ").slice(3);
-    if (!fmts.every((pt) => pt in map)) return body;
-    const swap = (pt) => String(map[pt] ?? pt);
-    const fixed = lines.map((line, i) => {
-      if (i === 0) return [...line.split(" ").slice(0, 3), ...fmts.map(swap)].join(" ");
-      return line
-        .replace(/^(a=(?:rtpmap|fmtp|rtcp-fb):)(\d+)/, (_, a, pt) => a + swap(pt))
-        .replace(/apt=(\d+)/, (_, pt) => `apt=${swap(pt)}`);
-    });
-    return fixed.join("\r\n").slice(2);
-  });
-  return [head, ...out].join("\r\nm=");
-}
 
 /** Offer only what the node forwards: Opus for audio, VP8 (with RTX) for video. */
 function limitCodecs(transceiver, kind) {
@@ -258,7 +191,7 @@ export class MediaSession extends EventTarget {
       }
       this.offered = true;
       const offer = await pc.createOffer();
-      await pc.setLocalDescription({ type: "offer", sdp: alignPayloadTypes(alignExtensionIds(offer.sdp)) });
+      await pc.setLocalDescription(offer);
       await waitForIceGathering(pc);
       if (pc !== this.pc) return;
       this.pendingOfferId = this.signal.send({ type: "offer", sdp: pc.localDescription.sdp });
