@@ -28,6 +28,7 @@ from aiortc.sdp import candidate_from_sdp
 from media.forwarding import PublishedTrack, RecorderFeed
 from media.passthrough import ReceiverTap, tap_receiver
 from media.peer import DEFAULT_SOURCE, NegotiationError, Peer, first_codec
+from media.probe import Probe
 from media.settings import NodeSettings
 from media.speaker import SpeakerDetector
 from rooms.control import (
@@ -38,6 +39,7 @@ from rooms.control import (
     ClosePeer,
     CloseRoom,
     CreatePeer,
+    CreateProbe,
     DeclareTrack,
     EventHandler,
     MediaKind,
@@ -95,6 +97,7 @@ class InProcessNode:
         self._handlers: list[EventHandler] = []
         self._events: asyncio.Queue[NodeEvent] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
+        self._probes: dict[tuple[str, str], Probe] = {}
 
     @property
     def node_id(self) -> str:
@@ -125,6 +128,8 @@ class InProcessNode:
         if isinstance(command, CreatePeer):
             await self._create_peer(command.hearing_id, command.participant_id, command.role)
             return Ack()
+        if isinstance(command, CreateProbe):
+            return SdpAnswer(sdp=await self._create_probe(command))
         pid = command.participant_id
         permissions = isinstance(command, SetReceiving | SetPublishing)
         # Permissions may arrive before the peer (or the recorder's sink) does: keep them for then.
@@ -220,15 +225,49 @@ class InProcessNode:
         """(rooms, peer connections) on this node, for ``GET /nodes`` and metrics."""
         return len(self._rooms), sum(len(room.peers) for room in self._rooms.values())
 
+    def probes(self) -> int:
+        """Network-check probes live now."""
+        return len(self._probes)
+
     async def close(self) -> None:
-        """Close every room and stop delivering events."""
+        """Close every room and probe and stop delivering events."""
         for hearing_id in list(self._rooms):
             await self._close_room(hearing_id, "node_closed")
+        for probe in list(self._probes.values()):
+            await probe.close("node_closed")
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
             self._dispatcher = None
+
+    # --- network-check probes -------------------------------------------------------------------
+
+    async def _create_probe(self, command: CreateProbe) -> str:
+        key = (command.hearing_id, command.participant_id)
+        if key in self._probes:
+            raise NegotiationError("probe_busy", "a network check of this participant is running")
+        if len(self._probes) >= self.settings.max_probes:
+            raise NegotiationError("too_many_probes", "the media node runs as many network checks as it may")
+
+        def closed(probe: Probe) -> None:
+            if self._probes.get(key) is probe:
+                del self._probes[key]
+
+        probe = Probe(
+            hearing_id=command.hearing_id,
+            participant_id=command.participant_id,
+            settings=self.settings,
+            on_closed=closed,
+        )
+        self._probes[key] = probe
+        try:
+            answer = await probe.answer(command.sdp)
+        except BaseException:
+            await probe.close("refused")
+            raise
+        log.info("probe_created", hearing_id=command.hearing_id, participant_id=command.participant_id)
+        return answer
 
     # --- peers ----------------------------------------------------------------------------------
 
@@ -313,7 +352,7 @@ class InProcessNode:
 
     def _published(self, room: _Room, peer: Peer, transceiver: RTCRtpTransceiver) -> PublishedTrack:
         kind: MediaKind = "audio" if transceiver.kind == "audio" else "video"
-        track_id = str(transceiver.receiver.track.id)
+        track_id = peer.remote_track_id(transceiver)
         source = room.declared.get(peer.participant_id, {}).get(track_id, DEFAULT_SOURCE[kind])
         published = PublishedTrack(
             hearing_id=room.hearing_id,
