@@ -56,3 +56,7 @@ class NodeSettings(BaseModel):
     speaker_silence_dbov: int = Field(
         default=60, ge=1, le=127, description="Audio quieter than -N dBov counts as silence for speaker detection."
     )
+    probe_lifetime: float = Field(
+        default=20.0, gt=0, le=20, description="Seconds a network-check probe peer lives at most (it echoes media)."
+    )
+    max_probes: int = Field(default=8, ge=1, le=256, description="Network-check probes the node runs at once.")

@@ -108,6 +108,19 @@ class SetReceiving(_Addressed):
     publishers: tuple[str, ...] = ()
 
 
+class CreateProbe(_Addressed):
+    """A network check before joining: a short-lived peer that echoes the client's media back to it.
+
+    The reply is an ``SdpAnswer``. The node closes the probe when the client does, or after its lifetime
+    (at most 20 s); it refuses ``probe_busy`` while the participant has a live probe and
+    ``too_many_probes`` at its limit of concurrent probes. A probe joins no room: nothing is forwarded to
+    or from other participants.
+    """
+
+    type: Literal["create_probe"] = "create_probe"
+    sdp: str = Field(max_length=200_000)
+
+
 class CloseRoom(Frozen):
     """Close every peer of a hearing (adjourn, cancel, shutdown)."""
 
@@ -124,6 +137,7 @@ NodeCommand = Annotated[
     | DeclareTrack
     | SetPublishing
     | SetReceiving
+    | CreateProbe
     | CloseRoom,
     Field(discriminator="type"),
 ]

@@ -51,6 +51,7 @@ from pydantic import ValidationError
 from rooms.control import NodeControl
 from rooms.errors import NotFound
 from rooms.model import Hearing
+from signaling import rest_probe
 from signaling.keys import STORE_KEY, TOKENS_KEY
 from signaling.messages import (
     Error,
@@ -318,6 +319,8 @@ def setup_ws(app: web.Application, node: NodeControl, settings: WsSettings | Non
         await hub.shutdown()
 
     app.on_shutdown.append(_shutdown)
+    # The device-check page's network check runs on the same node as the sessions.
+    rest_probe.register(app, node)
     return hub
 
 

@@ -144,7 +144,64 @@ export class Devices extends EventTarget {
   }
 
   /** Round-trip time to the server (HTTP, before joining); media quality is measured on the real connection. */
-  async probeServer(samples = 3) {
+  /**
+   * The network check: a few seconds of WebRTC with the court's media node, which echoes the preview back
+   * (POST /api/v1/join/probe). Round-trip time and sending/receiving bitrate come from getStats. Without
+   * WebRTC (no preview, the check refused or not connecting) it falls back to timing /healthz.
+   */
+  async probeServer(token, seconds = 4) {
+    if (token && window.RTCPeerConnection && this.stream && this.stream.getTracks().length) {
+      try {
+        const result = await this.probeMedia(token, seconds);
+        if (result) {
+          if (result.rtt === null) result.rtt = (await this.probeHttp()).rtt;
+          return result;
+        }
+      } catch (error) {
+        console.warn("media network check failed", error);
+      }
+    }
+    return this.probeHttp();
+  }
+
+  async probeMedia(token, seconds) {
+    const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: "max-bundle", rtcpMuxPolicy: "require" });
+    try {
+      for (const track of this.stream.getTracks()) {
+        const transceiver = pc.addTransceiver(track, { direction: "sendrecv", streams: [this.stream] });
+        preferForwardedCodec(transceiver, track.kind);
+      }
+      await pc.setLocalDescription(await pc.createOffer());
+      await gathered(pc, 3000);
+      const response = await fetch("/api/v1/join/probe", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ token, sdp: pc.localDescription.sdp }),
+      });
+      if (!response.ok) return null;
+      const { sdp } = await response.json();
+      await pc.setRemoteDescription({ type: "answer", sdp });
+      if (!(await connected(pc, 5000))) return null;
+      const before = byteCounts(await pc.getStats());
+      await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+      const stats = await pc.getStats();
+      const after = byteCounts(stats);
+      const elapsed = (after.at - before.at) / 1000;
+      if (elapsed <= 0) return null;
+      return {
+        ok: true,
+        media: true,
+        rtt: roundTrip(stats),
+        up: ((after.sent - before.sent) * 8) / elapsed / 1e6,
+        down: ((after.received - before.received) * 8) / elapsed / 1e6,
+      };
+    } finally {
+      pc.close();
+    }
+  }
+
+  /** Median time of a few /healthz requests (the fallback network check). */
+  async probeHttp(samples = 3) {
     const times = [];
     for (let i = 0; i < samples; i++) {
       const t0 = performance.now();
@@ -158,7 +215,7 @@ export class Devices extends EventTarget {
       times.push(performance.now() - t0);
     }
     times.sort((a, b) => a - b);
-    return { ok: true, rtt: times[Math.floor(times.length / 2)] };
+    return { ok: true, media: false, rtt: times[Math.floor(times.length / 2)] };
   }
 
   stop() {
@@ -169,4 +226,79 @@ export class Devices extends EventTarget {
     this.audioContext = null;
     this.analyser = null;
   }
+}
+
+/** Offer the codec the media node forwards first (Opus, VP8 with RTX), so the echo needs no transcoding. */
+function preferForwardedCodec(transceiver, kind) {
+  if (typeof transceiver.setCodecPreferences !== "function" || !window.RTCRtpSender?.getCapabilities) return;
+  const wanted = kind === "audio" ? ["audio/opus"] : ["video/vp8", "video/rtx"];
+  const codecs = RTCRtpSender.getCapabilities(kind).codecs.filter((c) => wanted.includes(c.mimeType.toLowerCase()));
+  if (!codecs.some((c) => c.mimeType.toLowerCase() !== "video/rtx")) return;
+  try {
+    transceiver.setCodecPreferences(codecs);
+  } catch (error) {
+    console.warn("codec preferences not set", error);
+  }
+}
+
+function gathered(pc, limitMs) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      pc.removeEventListener("icegatheringstatechange", check);
+      clearTimeout(timer);
+      resolve();
+    };
+    const check = () => pc.iceGatheringState === "complete" && done();
+    const timer = setTimeout(done, limitMs);
+    pc.addEventListener("icegatheringstatechange", check);
+  });
+}
+
+function connected(pc, limitMs) {
+  if (pc.connectionState === "connected") return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const finish = (value) => {
+      pc.removeEventListener("connectionstatechange", check);
+      clearTimeout(timer);
+      resolve(value);
+    };
+    const check = () => {
+      if (pc.connectionState === "connected") finish(true);
+      else if (pc.connectionState === "failed" || pc.connectionState === "closed") finish(false);
+    };
+    const timer = setTimeout(() => finish(false), limitMs);
+    pc.addEventListener("connectionstatechange", check);
+  });
+}
+
+/** Bytes sent and received on RTP so far (payload and headers), and when. */
+function byteCounts(stats) {
+  let sent = 0;
+  let received = 0;
+  let at = performance.now();
+  stats.forEach((s) => {
+    if (s.type === "outbound-rtp") sent += (s.bytesSent || 0) + (s.headerBytesSent || 0);
+    if (s.type === "inbound-rtp") received += (s.bytesReceived || 0) + (s.headerBytesReceived || 0);
+  });
+  return { sent, received, at };
+}
+
+/** Round-trip time in ms: the selected ICE pair's, else RTCP's (remote-inbound-rtp); null if neither is known. */
+function roundTrip(stats) {
+  let pairRtt = null;
+  const rtcp = [];
+  stats.forEach((s) => {
+    if (s.type === "transport" && s.selectedCandidatePairId) {
+      const pair = stats.get(s.selectedCandidatePairId);
+      if (pair && typeof pair.currentRoundTripTime === "number") pairRtt = pair.currentRoundTripTime;
+    }
+    if (pairRtt === null && s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
+      if (typeof s.currentRoundTripTime === "number") pairRtt = s.currentRoundTripTime;
+    }
+    if (s.type === "remote-inbound-rtp" && typeof s.roundTripTime === "number") rtcp.push(s.roundTripTime);
+  });
+  if (pairRtt !== null) return pairRtt * 1000;
+  if (rtcp.length) return (rtcp.reduce((a, b) => a + b, 0) / rtcp.length) * 1000;
+  return null;
 }

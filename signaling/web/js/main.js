@@ -199,11 +199,24 @@ class App {
 
   async testNetwork() {
     const out = $("pj-network-result");
+    const button = $("pj-network");
+    button.disabled = true;
     out.textContent = this.t("prejoin.network_testing");
-    const result = await this.devices.probeServer();
-    out.textContent = result.ok
-      ? this.t("prejoin.network_ok", { rtt: Math.round(result.rtt) })
-      : this.t("prejoin.network_failed");
+    try {
+      const result = await this.devices.probeServer(this.token);
+      out.dataset.rtt = result.rtt === null || result.rtt === undefined ? "" : String(Math.round(result.rtt));
+      if (!result.ok) out.textContent = this.t("prejoin.network_failed");
+      else if (result.media)
+        out.textContent = this.t("prejoin.network_media", {
+          rtt: result.rtt === null ? "?" : Math.round(result.rtt),
+          up: result.up.toFixed(1),
+          down: result.down.toFixed(1),
+        });
+      else out.textContent = this.t("prejoin.network_ok", { rtt: Math.round(result.rtt) });
+      out.dataset.kind = result.ok ? (result.media ? "media" : "http") : "failed";
+    } finally {
+      button.disabled = false;
+    }
   }
 
   join() {
