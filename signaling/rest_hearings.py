@@ -4,6 +4,9 @@ Every change goes through the store's atomic ``book`` or ``mutate_hearing``,
 so conflicts are checked and the audit event (actor ``key:<name>``, in the
 hearing's own stream) is written in the same step as the change, or neither is.
 Mutations given to the store are pure: fresh ids are drawn before the call.
+After a change the hearing's live room (if this process has one) follows it
+at once: removed participants and reissued links are disconnected, a
+cancelled hearing ends its session (:meth:`SessionHub.hearing_changed`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from signaling.schemas import (
     ParticipantLink,
     ParticipantView,
 )
+from signaling.ws import HUB_KEY
 
 API = "/api/v1"
 log = structlog.get_logger("signaling.rest")
@@ -81,6 +85,18 @@ def _editable(hearing: Hearing, what: str) -> None:
 
 def _hearing_id(request: web.Request) -> str:
     return request.match_info["hearing_id"]
+
+
+async def _live_room_follows(request: web.Request, stored: Hearing) -> None:
+    """Tell the WebSocket hub (when the app has one) that ``stored`` changed; the change is stored either way."""
+    hub = request.app.get(HUB_KEY)
+    if hub is None:
+        return
+    try:
+        await hub.hearing_changed(stored, actor=request[PRINCIPAL_KEY].actor)
+    except Exception:
+        # The booking change is stored and audited; a failure of the live room must not turn it into a 500.
+        log.exception("live_room_refresh_failed", hearing_id=stored.id)
 
 
 async def book_hearing(request: web.Request) -> web.StreamResponse:
@@ -204,6 +220,7 @@ async def patch_hearing(request: web.Request) -> web.StreamResponse:
     stored = await request.app[STORE_KEY].mutate_hearing(_hearing_id(request), mutation)
     request.app[METRICS_KEY].hearing_changes.labels("edit").inc()
     log.info("hearing_changed", hearing_id=stored.id, fields=sorted(changes), actor=actor)
+    await _live_room_follows(request, stored)
     return respond(HearingView.of(stored))
 
 
@@ -220,6 +237,7 @@ async def cancel_hearing(request: web.Request) -> web.StreamResponse:
     stored = await request.app[STORE_KEY].mutate_hearing(_hearing_id(request), mutation)
     request.app[METRICS_KEY].hearing_changes.labels("cancel").inc()
     log.info("hearing_cancelled", hearing_id=stored.id, actor=actor)
+    await _live_room_follows(request, stored)
     return respond(HearingView.of(stored))
 
 
@@ -249,6 +267,7 @@ async def add_participant(request: web.Request) -> web.StreamResponse:
     stored = await request.app[STORE_KEY].mutate_hearing(_hearing_id(request), mutation)
     request.app[METRICS_KEY].hearing_changes.labels("add_participant").inc()
     log.info("participant_added", hearing_id=stored.id, participant_id=newcomer.id, actor=actor)
+    await _live_room_follows(request, stored)
     stored_newcomer = stored.participant(newcomer.id) or newcomer
     link = _link(request, stored, stored_newcomer)
     return respond(link, 201, {"Location": f"{API}/hearings/{stored.id}/participants/{newcomer.id}"})
@@ -272,6 +291,7 @@ async def remove_participant(request: web.Request) -> web.StreamResponse:
     stored = await request.app[STORE_KEY].mutate_hearing(_hearing_id(request), mutation)
     request.app[METRICS_KEY].hearing_changes.labels("remove_participant").inc()
     log.info("participant_removed", hearing_id=stored.id, participant_id=pid, actor=actor)
+    await _live_room_follows(request, stored)
     return respond(HearingView.of(stored))
 
 
@@ -296,6 +316,7 @@ async def reissue_link(request: web.Request) -> web.StreamResponse:
     stored = await request.app[STORE_KEY].mutate_hearing(_hearing_id(request), mutation)
     request.app[METRICS_KEY].hearing_changes.labels("reissue_link").inc()
     log.info("participant_link_reissued", hearing_id=stored.id, participant_id=pid, actor=actor)
+    await _live_room_follows(request, stored)
     participant = stored.participant(pid)
     if participant is None:  # the mutation above guarantees it; keep mypy and the reader honest
         raise NotFound("participant", pid)

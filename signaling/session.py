@@ -21,6 +21,28 @@ never participants.
 Hidden participants (``TABLE[role].hidden``, the recorder) take part like any
 other but are never listed in a roster, cannot be moderated, and are not
 announced.
+
+Changes made to the stored hearing outside the live session (the REST API)
+reach the room through :meth:`HearingRoom.refresh`, which adopts the newer
+hearing and returns what follows from it:
+
+- a participant no longer booked (``DELETE .../participants/{pid}``) gets
+  ``removed`` and close 4010, leaves the roster, loses their peer, and cannot
+  rejoin this session;
+- a connection that joined with a link that is no longer the participant's
+  current one (``POST .../link`` reissued it) gets ``error`` {code: revoked}
+  and close 4001, and the participant leaves the session (their new link
+  joins afresh);
+- a hearing that became cancelled (``DELETE /hearings/{id}``) or adjourned
+  tells everyone ``state`` and closes every connection with 1000, exactly as
+  an adjournment does: the session ended normally, the ``state`` message says
+  why, and neither 4001 (the client's link is not at fault; it would invite a
+  retry with a new link) nor 4010 (nobody was singled out) fits; the node's
+  room is closed.
+
+Each ejection leaves a ``participant_ejected`` audit event (actor: who
+changed the booking; data: participant and reason); the booking change itself
+was audited by the store with the change.
 """
 
 from __future__ import annotations
@@ -57,6 +79,7 @@ from rooms.store import Trace
 from signaling.messages import (
     Admitted,
     Denied,
+    Error,
     HearingInfo,
     IceServer,
     Joined,
@@ -85,7 +108,13 @@ CLOSE_TOO_MANY_MESSAGES = 4008
 CLOSE_JOINED_ELSEWHERE = 4009
 CLOSE_REMOVED = 4010
 
+CLOSE_HEARING_ENDED = CLOSE_NORMAL
+"""Adjourned or cancelled: ``state`` first, then this close for every connection (see the module docstring)."""
+
 WAITING: frozenset[Placement] = frozenset({Placement.lobby, Placement.witness_lobby})
+
+ENDED: frozenset[HearingState] = frozenset({HearingState.adjourned, HearingState.cancelled})
+"""States in which the live session is over: nobody may join and everyone is disconnected."""
 
 PEERLESS_ROLES: frozenset[Role] = frozenset({Role.recorder})
 """Roles that receive through the node's frame sink (``attach_recorder``), not a peer connection:
@@ -171,6 +200,8 @@ class Member:
     """The client's first offer was answered; only then does the node get ``SetReceiving`` (and offer)."""
     drops: int = 0
     """How often the connection dropped; identifies the current grace timer."""
+    token_id: str = ""
+    """The ``jti`` of the join link the current connection joined with ("" when unknown: not checked)."""
 
     @property
     def id(self) -> str:
@@ -286,20 +317,44 @@ class HearingRoom:
     # --- joining and leaving -------------------------------------------------------------------
 
     def join(
-        self, info: ParticipantInfo, conn: int, resume: str | None, *, ref: RequestId | None = None
+        self,
+        info: ParticipantInfo,
+        conn: int,
+        resume: str | None,
+        *,
+        ref: RequestId | None = None,
+        token_id: str | None = None,
     ) -> JoinOutcome:
         """A verified participant joins on connection ``conn``, resuming with ``resume`` if it matches.
 
         A second connection of a participant without the right resume key
         starts a fresh session (initial placement) and closes the earlier
         connection with 4009; with the key it keeps placement and mute state.
+
+        ``token_id`` is the ``jti`` of the link the participant joined with;
+        when given it must still be the participant's current one in the
+        hearing the room knows (which may be newer than the one the link was
+        checked against), or the join is refused as ``revoked`` (4001). The
+        room keeps it to close this connection if the link is reissued later.
         """
         if info.id in self.removed:
             raise SessionError("removed", "you were removed from this hearing", close=CLOSE_REMOVED)
-        if self.state in (HearingState.adjourned, HearingState.cancelled):
+        if self.state in ENDED:
             raise SessionError(
                 "hearing_closed", f"the hearing is {self.state.value}; it cannot be joined", close=CLOSE_NOT_ALLOWED
             )
+        if token_id is not None:
+            booked = self.hearing.participant(info.id)
+            if booked is None:
+                raise SessionError(
+                    "revoked", "the participant of this link was removed from the hearing", close=CLOSE_BAD_TOKEN
+                )
+            if booked.token_id != token_id:
+                raise SessionError(
+                    "revoked",
+                    "a newer join link was issued for this participant; this one no longer works",
+                    close=CLOSE_BAD_TOKEN,
+                )
         effects: list[Effect] = []
         old = self.members.get(info.id)
         replaced: int | None = None
@@ -313,6 +368,7 @@ class HearingRoom:
             member.connected = True
             member.resume_key = _resume_key()
             member.info = info
+            member.token_id = token_id or ""
             effects.append(Audit(Trace(info.id, "participant_resumed", {"placement": member.placement.value})))
             if member.has_peer and info.role not in PEERLESS_ROLES:
                 # The client comes back with a new peer connection: the node forgets the old peer and what it
@@ -328,7 +384,9 @@ class HearingRoom:
             if old is not None:
                 effects += self._drop(old)
             placement = initial_placement(info.role)
-            member = Member(info=info, conn=conn, placement=placement, resume_key=_resume_key())
+            member = Member(
+                info=info, conn=conn, placement=placement, resume_key=_resume_key(), token_id=token_id or ""
+            )
             self.members[info.id] = member
             effects.append(
                 Audit(Trace(info.id, "participant_joined", {"role": info.role.value, "placement": placement.value}))
@@ -389,11 +447,55 @@ class HearingRoom:
         effects += self._after_change(roster=not member.hidden)
         return effects
 
-    def refresh(self, hearing: Hearing) -> list[Effect]:
-        """The stored hearing changed (e.g. read again on a join): adopt it, announce a new state."""
+    def refresh(self, hearing: Hearing, *, actor: str = "system") -> list[Effect]:
+        """The stored hearing changed outside the session (REST, or read again on a join): adopt it and follow.
+
+        ``actor`` is who changed it (the audit actor of the ejections). An
+        older version than the one the room has is ignored. In order:
+
+        1. every visible member no longer booked is removed (``removed``,
+           close 4010, barred from rejoining this session);
+        2. every visible member whose connection joined with a link other than
+           the participant's current one is ejected (``error`` revoked, close
+           4001); they may join again with the new link;
+        3. an adjourned or cancelled hearing ends the session for everyone
+           (``state``, close 1000, node room closed); any other new state is
+           announced (``state`` with permissions);
+        4. what the node forwards is recomputed and the roster re-sent.
+
+        A change of title or window only updates the hearing (no message).
+        """
+        if hearing.id != self.hearing_id or hearing.version < self.hearing.version:
+            return []
         changed = hearing.state != self.hearing.state
+        # Adopted first: the placement messages of an ejection (an ended consultation) carry current permissions.
         self.hearing = hearing
-        return self._state_changed() if changed else []
+        effects: list[Effect] = []
+        ejected = False
+        for member in list(self.members.values()):
+            if member.hidden:
+                # The recorder is not a booked participant and joins without a link.
+                continue
+            booked = hearing.participant(member.id)
+            if booked is None:
+                effects += self._eject(
+                    member, actor, "unbooked", Removed(reason="removed from the hearing"), CLOSE_REMOVED, "removed"
+                )
+                self.removed.add(member.id)
+                ejected = True
+            elif member.token_id and booked.token_id != member.token_id:
+                message = Error(
+                    code="revoked", message="a newer join link was issued for you; this one no longer works"
+                )
+                effects += self._eject(member, actor, "link_revoked", message, CLOSE_BAD_TOKEN, "revoked")
+                ejected = True
+        if changed and hearing.state in ENDED:
+            return effects + self._state_changed() + self._end_session()
+        if changed:
+            effects += self._state_changed()
+        if ejected:
+            effects += self._after_change(roster=True)
+        return effects
 
     # --- moderation ----------------------------------------------------------------------------
 
@@ -483,13 +585,8 @@ class HearingRoom:
         """
         self.hearing = hearing
         effects = self._state_changed(ref=ref, actor_conn=actor_conn)
-        if hearing.state in (HearingState.adjourned, HearingState.cancelled):
-            effects.append(Command(CloseRoom(hearing_id=self.hearing_id)))
-            for member in list(self.members.values()):
-                if member.connected:
-                    effects.append(Close(member.conn, CLOSE_NORMAL, f"hearing {hearing.state.value}"))
-                self.members.pop(member.id)
-                self._forget_sent(member.id)
+        if hearing.state in ENDED:
+            effects += self._end_session()
         return effects
 
     def call_witness(self, conn: int, target_id: str, *, ref: RequestId | None = None) -> list[Effect]:
@@ -652,6 +749,28 @@ class HearingRoom:
             member.negotiated = True
             return []
         return [Command(CreatePeer(hearing_id=self.hearing_id, participant_id=member.id, role=member.role))]
+
+    def _end_session(self) -> list[Effect]:
+        """The hearing ended (adjourned, cancelled): close the node's room and every connection; forget everyone."""
+        effects: list[Effect] = [Command(CloseRoom(hearing_id=self.hearing_id))]
+        for member in list(self.members.values()):
+            if member.connected:
+                effects.append(Close(member.conn, CLOSE_HEARING_ENDED, f"hearing {self.state.value}"))
+            self.members.pop(member.id)
+            self._forget_sent(member.id)
+        return effects
+
+    def _eject(
+        self, member: Member, actor: str, reason: str, message: Reply, code: int, close_reason: str
+    ) -> list[Effect]:
+        """Take ``member`` out of the session because the booking changed: tell them, close, drop their peer."""
+        effects: list[Effect] = [
+            Audit(Trace(actor, "participant_ejected", {"participant_id": member.id, "reason": reason}))
+        ]
+        if member.connected:
+            effects += [Send(member.conn, message), Close(member.conn, code, close_reason)]
+        effects += self._drop(member)
+        return effects
 
     def _drop(self, member: Member) -> list[Effect]:
         """Forget a member: end their consultation and close their peer."""

@@ -76,6 +76,7 @@ from signaling.messages import (
 )
 from signaling.session import (
     CLOSE_GOING_AWAY,
+    ENDED,
     Audit,
     Close,
     Command,
@@ -200,14 +201,30 @@ class SessionHub:
             self._forget_if_empty(live)
 
     async def join(
-        self, conn: int, info: ParticipantInfo, hearing: Hearing, resume: str | None, ref: RequestId | None = None
+        self,
+        conn: int,
+        info: ParticipantInfo,
+        hearing: Hearing,
+        resume: str | None,
+        ref: RequestId | None = None,
+        *,
+        token_id: str | None = None,
     ) -> None:
-        """Put participant ``info`` on connection ``conn`` into ``hearing``'s live room (SessionError on refusal)."""
+        """Put participant ``info`` on connection ``conn`` into ``hearing``'s live room (SessionError on refusal).
+
+        ``token_id`` is the ``jti`` of the join link (``JoinClaims.token_id``): the room closes this
+        connection (4001) when the link is reissued. Without it, the participant's ``token_id`` in
+        ``hearing`` is taken: that hearing was read after the link verified against the store, so it is
+        the same id unless the link was reissued in between (pass the claim's id to close that gap).
+        """
+        if token_id is None:
+            booked = hearing.participant(info.id)
+            token_id = booked.token_id if booked is not None else None
         live = await self._locked_room(hearing)
         try:
             effects = live.room.refresh(hearing) if hearing.version > live.room.hearing.version else []
             try:
-                outcome = live.room.join(info, conn, resume, ref=ref)
+                outcome = live.room.join(info, conn, resume, ref=ref, token_id=token_id)
             except SessionError:
                 await self._run(live, effects)
                 self._forget_if_empty(live)
@@ -255,6 +272,42 @@ class SessionHub:
         hearing = await self.store.get_hearing(hearing_id)
         await self.join(conn, info, hearing, None)
         return conn
+
+    async def hearing_changed(self, hearing: Hearing, *, actor: str = "system") -> None:
+        """The stored hearing changed outside the live session (a REST call): the live room follows at once.
+
+        Called with the stored hearing after a successful mutation. A process
+        without a live room for it, or whose room knows this version already,
+        does nothing. Participants no longer booked are removed (4010),
+        connections of reissued links are closed (4001), a cancelled hearing
+        ends the session for everyone (``state``, then 1000) after the closing
+        listeners ran, as on adjournment (:meth:`HearingRoom.refresh`).
+
+        Only this process's rooms are reached. With several signaling
+        processes this becomes a notification on Redis pub/sub (hearing id and
+        version, published by the process that made the change) that every
+        process's hub answers by reading the stored hearing and calling this.
+        """
+        live = self.rooms.get(hearing.id)
+        if live is None:
+            return
+        async with live.lock:
+            if self.rooms.get(hearing.id) is not live or hearing.version <= live.room.hearing.version:
+                return
+            ending = hearing.state in ENDED and hearing.state != live.room.state
+            if ending:
+                await self._closing(hearing.id)
+            effects = live.room.refresh(hearing, actor=actor)
+            await self._run(live, effects)
+            self._forget_if_empty(live)
+        self.log.info(
+            "live_room_refreshed",
+            hearing_id=hearing.id,
+            version=hearing.version,
+            state=hearing.state.value,
+            closed=sum(1 for e in effects if isinstance(e, Close)),
+            actor=actor,
+        )
 
     # --- messages ------------------------------------------------------------------------------
 

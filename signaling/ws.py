@@ -22,6 +22,10 @@ Limits and close codes (PROTOCOL.md; choices documented here):
   live session are refused with 4010. ``deny``: ``denied`` then close 4003.
   A second connection of a participant closes the first with 4009.
   Adjournment: ``state`` then close 1000 for everyone.
+- Changes made over REST while people are connected: a participant removed
+  from the booking gets ``removed`` then close 4010; the connection of a link
+  that was reissued gets ``error`` revoked then close 4001; a cancelled
+  hearing sends ``state`` cancelled then close 1000 to everyone.
 - A frame larger than ``max_message_bytes`` (64 KiB): close 1009 (message too
   big). The frame cannot be skipped safely, so no ``error`` is sent first.
 - More frames than the token bucket allows (``rate_per_second`` sustained,
@@ -206,8 +210,8 @@ def _ref_of(raw: str) -> RequestId | None:
     return None
 
 
-async def _authorize(hub: SessionHub, join: Join) -> tuple[ParticipantInfo, Hearing]:
-    """Who joins, in which stored hearing (SessionError with close 4001 for any token problem)."""
+async def _authorize(hub: SessionHub, join: Join) -> tuple[ParticipantInfo, Hearing, str]:
+    """Who joins, in which stored hearing, with which link id (SessionError with close 4001 for any token problem)."""
     try:
         claims = await hub.tokens.verify(join.token)
         hearing = await hub.store.get_hearing(claims.hearing_id)
@@ -218,7 +222,8 @@ async def _authorize(hub: SessionHub, join: Join) -> tuple[ParticipantInfo, Hear
     booked = hearing.participant(claims.participant_id)
     if booked is None:
         raise SessionError("revoked", "the participant of this link is not booked", close=CLOSE_BAD_TOKEN)
-    return ParticipantInfo(id=booked.id, name=booked.name, role=booked.role, site=booked.site_id), hearing
+    info = ParticipantInfo(id=booked.id, name=booked.name, role=booked.role, site=booked.site_id)
+    return info, hearing, claims.token_id
 
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
@@ -271,8 +276,8 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
                 outlet.close(CLOSE_NOT_ALLOWED, "join expected")
                 break
             try:
-                info, hearing = await _authorize(hub, msg)
-                await hub.join(conn, info, hearing, msg.resume, msg.id)
+                info, hearing, token_id = await _authorize(hub, msg)
+                await hub.join(conn, info, hearing, msg.resume, msg.id, token_id=token_id)
             except SessionError as exc:
                 log.info("join_refused", code=exc.code)
                 outlet.send(Error(ref=msg.id, code=exc.code, message=exc.detail))
