@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import shutil
 import socket
 import statistics
@@ -26,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import redis
+import structlog
 
 from rooms.backends.redis import RedisStore
 from rooms.backends.sqlite import SqliteStore
@@ -238,4 +240,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    # Figures only: the recorder's and stores' per-event logs would drown them.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     asyncio.run(main())

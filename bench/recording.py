@@ -18,6 +18,7 @@ Figures are printed; nothing is asserted (benchmarks are not tests).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import tempfile
 import time
@@ -25,6 +26,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import structlog
 
 from recorder.recorder import Recorder
 from recorder.render import render_archive
@@ -128,4 +130,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # Figures only: the recorder's and stores' per-event logs would drown them.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     main()
