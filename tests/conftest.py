@@ -16,6 +16,10 @@ from pathlib import Path
 import pytest
 import redis
 
+# Registered here, before any test module is imported, so pytest rewrites their assertions
+# even when a test module also imports one of them directly.
+pytest_plugins = ["tests.api_fixtures", "tests.ws_fixtures", "tests.browser_fixtures"]
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
