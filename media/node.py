@@ -27,7 +27,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from media.forwarding import PublishedTrack, RecorderFeed
 from media.passthrough import ReceiverTap, tap_receiver
-from media.peer import DEFAULT_SOURCE, NegotiationError, Peer, first_codec
+from media.peer import DEFAULT_SOURCE, SOURCE_KIND, NegotiationError, Peer, first_codec
 from media.probe import Probe
 from media.settings import NodeSettings
 from media.speaker import SpeakerDetector
@@ -174,6 +174,11 @@ class InProcessNode:
             await self._add_candidate(peer, command)
             return Ack()
         if isinstance(command, DeclareTrack):
+            for published in peer.published.values():
+                if published.track_id == command.track_id and SOURCE_KIND[command.source] != published.kind:
+                    raise NegotiationError(
+                        "invalid_source", f"{command.source} is not a source of {published.kind} tracks"
+                    )
             room.declared.setdefault(pid, {})[command.track_id] = command.source
             for published in peer.published.values():
                 if published.track_id == command.track_id and published.source != command.source:
@@ -354,6 +359,16 @@ class InProcessNode:
         kind: MediaKind = "audio" if transceiver.kind == "audio" else "video"
         track_id = peer.remote_track_id(transceiver)
         source = room.declared.get(peer.participant_id, {}).get(track_id, DEFAULT_SOURCE[kind])
+        if SOURCE_KIND[source] != kind:
+            # Declared before the track arrived, for the other kind: a video "microphone" would dodge the
+            # last-N and camera rules, so the declaration is ignored.
+            log.warning(
+                "declared_source_ignored",
+                hearing_id=room.hearing_id,
+                participant_id=peer.participant_id,
+                track_id=track_id,
+            )
+            source = DEFAULT_SOURCE[kind]
         published = PublishedTrack(
             hearing_id=room.hearing_id,
             participant_id=peer.participant_id,

@@ -36,6 +36,22 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_SOURCE: dict[str, Source] = {"audio": Source.microphone, "video": Source.camera}
 
+SOURCE_KIND: dict[Source, str] = {Source.microphone: "audio", Source.camera: "video", Source.evidence: "video"}
+"""The only media kind each source may carry."""
+
+MAX_SENDING_MLINES = 3
+"""Sending media sections one SDP may carry: a microphone, a camera and an evidence source."""
+
+MAX_MLINES = 256
+"""Media sections one SDP may carry in all (sending, receiving and rejected).
+
+A participant's re-offer lists every receive slot the node added (audio of
+everyone permitted plus last-N video), so a large meeting needs room here; the
+sending limit above is what stops one client from loading the node.
+"""
+
+_SENDING_DIRECTIONS = frozenset({"sendrecv", "sendonly"})
+
 
 class NegotiationError(Exception):
     """An SDP exchange could not be carried out; ``code`` is the ``Refused`` code."""
@@ -199,7 +215,7 @@ class Peer:
                 raise NegotiationError("no_such_peer", "the peer is closed")
             if self.pc.signalingState != "have-local-offer":
                 raise NegotiationError("no_offer_pending", "the node has no offer waiting for an answer")
-            check_sdp(sdp)
+            check_sdp(sdp, offer=False)
             try:
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
             except Exception as exc:
@@ -320,10 +336,12 @@ class Peer:
         await self.pc.close()
 
 
-def check_sdp(sdp: str) -> None:
+def check_sdp(sdp: str, *, offer: bool = True) -> None:
     """Refuse SDP that aiortc would take although it means nothing: no session lines, no ICE or DTLS parameters.
 
     An offer without media sections is valid: a participant who only receives gets its media by node offers.
+    An offer may carry at most ``MAX_SENDING_MLINES`` sending and ``MAX_MLINES`` media sections in all; answers
+    (``offer=False``) mirror the node's own offer, whose size the node decides.
     """
     lines = [line.strip() for line in sdp.strip().splitlines()]
     if not lines or lines[0] != "v=0" or not {"o", "s", "t"} <= {line[:1] for line in lines if line[1:2] == "="}:
@@ -332,6 +350,8 @@ def check_sdp(sdp: str) -> None:
         parsed = SessionDescription.parse(sdp)
     except Exception as exc:
         raise NegotiationError("invalid_sdp", f"SDP not understood: {exc}") from exc
+    if offer:
+        _check_media_count(parsed)
     for m in (m for m in parsed.media if m.port != 0):
         if m.kind not in ("audio", "video", "application"):
             raise NegotiationError("invalid_sdp", f"unsupported media kind {m.kind!r}")
@@ -340,6 +360,19 @@ def check_sdp(sdp: str) -> None:
         # aiortc would create the transceiver before failing on codecs: refuse first, so nothing changes.
         if m.kind in CODECS and not find_common_codecs(CODECS[m.kind], m.rtp.codecs):
             raise NegotiationError("unsupported_codec", f"no {m.kind} codec in common (VP8, H264, opus...)")
+
+
+def _check_media_count(parsed: SessionDescription) -> None:
+    """Refuse an offer with more media sections than a participant can use (each costs slots on every peer)."""
+    if len(parsed.media) > MAX_MLINES:
+        raise NegotiationError("invalid_sdp", f"too many media sections: {len(parsed.media)} > {MAX_MLINES}")
+    sending = [
+        m
+        for m in parsed.media
+        if m.port != 0 and m.kind in CODECS and (m.direction or "sendrecv") in _SENDING_DIRECTIONS
+    ]
+    if len(sending) > MAX_SENDING_MLINES:
+        raise NegotiationError("invalid_sdp", f"too many sending media sections: {len(sending)} > {MAX_SENDING_MLINES}")
 
 
 def first_codec(transceiver: RTCRtpTransceiver) -> tuple[str, int]:
