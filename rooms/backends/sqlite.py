@@ -39,7 +39,7 @@ from rooms.backends._common import (
     next_event,
     sorted_sites,
 )
-from rooms.errors import AlreadyExists, InvalidReference, NotFound
+from rooms.errors import AlreadyExists, InvalidReference, NotFound, StoreBusy
 from rooms.model import Courtroom, Hearing, Site
 from rooms.schedule import check
 from rooms.store import HearingFilter, Mutation, Trace
@@ -49,6 +49,11 @@ T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 SCHEMA_VERSION = 1
+
+BUSY_TIMEOUT = 5.0
+"""Seconds a call waits for another connection's write lock before the store answers ``StoreBusy``."""
+
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sites (
@@ -103,17 +108,18 @@ _BLOCKING = f"state NOT IN ({', '.join(repr(s) for s in NON_BLOCKING_STATES)})"
 class SqliteStore:
     """:class:`rooms.store.Store` on one SQLite file; use :meth:`open`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout: float = BUSY_TIMEOUT) -> None:
         self.path = path
+        self.busy_timeout = busy_timeout
         # One thread owns the connection: sqlite3 objects stay on the thread that made them.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="courtlink-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteStore:
-        """Open (creating if needed) the database file at ``path``."""
-        store = cls(path)
+    async def open(cls, path: Path, *, busy_timeout: float = BUSY_TIMEOUT) -> SqliteStore:
+        """Open (creating if needed) the database file at ``path``; wait ``busy_timeout`` s for a locked file."""
+        store = cls(path, busy_timeout=busy_timeout)
         await store._call(store._connect)
         log.info("store_opened", backend="sqlite", path=str(path))
         return store
@@ -122,11 +128,19 @@ class SqliteStore:
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.OperationalError as exc:
+            # Another connection held the write lock past the busy timeout: nothing changed, the caller may retry
+            # (the REST layer answers 503 store_busy with Retry-After instead of a 500).
+            if not _is_busy(exc):
+                raise
+            log.warning("store_busy", backend="sqlite", error=str(exc))
+            raise StoreBusy(f"database busy: {exc}") from exc
 
     def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -153,10 +167,12 @@ class SqliteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = fn(conn)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # A failed COMMIT (busy) leaves the transaction open: roll it back too, so nothing changes.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
         return result
 
     async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -433,6 +449,15 @@ class SqliteStore:
             self._checkpointer = None
         # The worker is idle now (our last call returned): no need to block the loop joining it.
         self._executor.shutdown(wait=False)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """True for "database is locked" / "busy" errors (extended codes included)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return (code & 0xFF) in _BUSY_CODES
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 class _Checkpointer:
