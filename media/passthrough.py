@@ -111,6 +111,9 @@ class ReleaseOnMarker:
         self._codec_name = codec_name
         self._packets: dict[int, RtpPacket] = {}
         self._next: int | None = None  # first sequence number of the next frame to release
+        # Sequence number of the held packet nearest ``_next``, kept up to date as packets arrive; None when
+        # ``_next`` moved (and so packets left): recomputed once then, not per packet.
+        self._oldest: int | None = None
         self._resync = False
         self._max_seq: int | None = None
         self._last_audio: int | None = None
@@ -147,15 +150,19 @@ class ReleaseOnMarker:
         if self._next is None:
             if starts_frame(self._codec_name(packet.payload_type), packet.payload):
                 self._next = seq
+                self._oldest = None
             else:
                 if packet.marker:
                     # Joined mid-frame: start with the frame after this one.
                     self._next = (seq + 1) & 0xFFFF
+                    self._oldest = None
                     self._resync = True
                 return False
         if not _seq_gt(seq, self._next) and seq != self._next:
             return False  # already released or skipped
         self._packets[seq] = packet
+        if self._oldest is not None and self._distance(seq) < self._distance(self._oldest):
+            self._oldest = seq
         newest = self._max_seq is None or _seq_gt(seq, self._max_seq)
         if newest:
             self._max_seq = seq
@@ -193,14 +200,30 @@ class ReleaseOnMarker:
         for s in range(len(parts)):
             self._packets.pop((self._next + s) & 0xFFFF, None)
         self._next = (seq + 1) & 0xFFFF
+        self._oldest = None
         frame = TappedFrame(b"".join(parts), first.timestamp, keyframe_hint=self._resync)
         self._resync = False
         return frame
 
+    def _distance(self, seq: int) -> int:
+        """How far a sequence number lies after ``_next`` (modulo 2**16)."""
+        assert self._next is not None
+        return (seq - self._next) & 0xFFFF
+
+    def _oldest_held(self) -> RtpPacket:
+        """The held packet nearest ``_next``: O(1) unless ``_next`` itself is missing right after a release."""
+        assert self._next is not None
+        first = self._packets.get(self._next)
+        if first is not None:
+            return first
+        if self._oldest is None:
+            self._oldest = min(self._packets, key=self._distance)
+        return self._packets[self._oldest]
+
     def _gave_up(self, newest: RtpPacket) -> bool:
         """Skip an incomplete frame that waited too long; True if something was skipped."""
         assert self._next is not None
-        oldest = min(self._packets.values(), key=lambda p: (p.sequence_number - self._next) & 0xFFFF)  # type: ignore[operator]
+        oldest = self._oldest_held()
         if len(self._packets) < _MAX_PENDING and _ts_diff(newest.timestamp, oldest.timestamp) < _MAX_HOLD_TICKS:
             return False
         # Resume at the first held packet that starts a frame after the gap: right after a marker packet.
@@ -218,6 +241,7 @@ class ReleaseOnMarker:
         if restart is None:
             self._packets.clear()
             self._next = None
+            self._oldest = None
             self._max_seq = None
         else:
             for s in ordered:
@@ -225,6 +249,7 @@ class ReleaseOnMarker:
                     break
                 del self._packets[s]
             self._next = restart
+            self._oldest = None
         self._resync = True
         return True
 

@@ -50,9 +50,13 @@ class SpeakerDetector:
     def observe(self, participant_id: str, level_dbov: int, now: float) -> str | None:
         """One packet's level; returns the new active speaker when it changes, else None."""
         loudness = self._silence - level_dbov
-        samples = self._levels.setdefault(participant_id, deque())
         if loudness > 0:
-            samples.append((now, loudness))
+            samples = self._levels.get(participant_id)
+            if samples is None and participant_id in self.order:
+                # Created once per joined participant: a packet from someone who left must not re-add them.
+                samples = self._levels[participant_id] = deque()
+            if samples is not None:
+                samples.append((now, loudness))
         if now - self._last_evaluation < _EVALUATE_EVERY:
             return None
         self._last_evaluation = now
