@@ -11,6 +11,7 @@ cancelled hearing ends its session (:meth:`SessionHub.hearing_changed`).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -41,6 +42,7 @@ from signaling.schemas import (
     ParticipantCreate,
     ParticipantLink,
     ParticipantView,
+    window_problem,
 )
 from signaling.ws import HUB_KEY
 
@@ -209,6 +211,9 @@ async def patch_hearing(request: web.Request) -> web.StreamResponse:
         if ends <= starts:
             field = "ends_at" if "ends_at" in changes else "starts_at"
             raise invalid_field([field], f"ends_at ({ends.isoformat()}) must be after starts_at ({starts.isoformat()})")
+        too_long = window_problem(starts, ends)
+        if too_long is not None:
+            raise invalid_field(["ends_at" if "ends_at" in changes else "starts_at"], too_long)
         updated = Hearing.model_validate({**current.model_dump(), **changes})
         before = {k: _json_value(getattr(current, k)) for k in changes}
         after = {k: _json_value(v) for k, v in changes.items()}
@@ -328,7 +333,8 @@ async def hearing_audit(request: web.Request) -> web.StreamResponse:
     store = request.app[STORE_KEY]
     hearing = await store.get_hearing(_hearing_id(request))
     events = list(await store.audit_log(hearing.id))
-    broken = verify_chain(events)
+    # Hashing the whole log is CPU work: off the event loop so other requests keep being served.
+    broken = await asyncio.to_thread(verify_chain, events)
     verified = (
         ChainVerification(ok=True)
         if broken is None

@@ -6,6 +6,7 @@ document in :mod:`signaling.openapi` is generated from these same classes.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
@@ -79,10 +80,40 @@ class ParticipantCreate(RequestBody):
     )
 
 
-def _window_ok(ends_at: AwareDatetime, info: ValidationInfo) -> AwareDatetime:
+MIN_BOOKING_YEAR = 2000
+MAX_BOOKING_YEAR = 2100
+"""Bookings fall in these years (UTC): anything else is a typo, and far dates overflow token expiry arithmetic."""
+
+MAX_BOOKING_LENGTH = timedelta(hours=24)
+"""The longest booking window: one sitting day. A multi-day trial is booked as one hearing per day."""
+
+
+def _plausible_time(value: datetime) -> datetime:
+    year = value.astimezone(UTC).year if value.utcoffset() is not None else value.year
+    if not MIN_BOOKING_YEAR <= year <= MAX_BOOKING_YEAR:
+        raise ValueError(f"must fall in the years {MIN_BOOKING_YEAR}-{MAX_BOOKING_YEAR}")
+    return value
+
+
+BookingTime = Annotated[AwareDatetime, AfterValidator(_plausible_time)]
+"""A start or end of a booking window: timezone-aware, in the years 2000-2100."""
+
+
+def window_problem(starts_at: datetime, ends_at: datetime) -> str | None:
+    """Why ``[starts_at, ends_at)`` is not a bookable window, or None when it is."""
+    if ends_at <= starts_at:
+        return "ends_at must be after starts_at"
+    if ends_at - starts_at > MAX_BOOKING_LENGTH:
+        return f"the window may last at most {MAX_BOOKING_LENGTH.total_seconds() / 3600:g} hours"
+    return None
+
+
+def _window_ok(ends_at: datetime, info: ValidationInfo) -> datetime:
     starts_at = info.data.get("starts_at")
-    if starts_at is not None and ends_at <= starts_at:
-        raise ValueError("ends_at must be after starts_at")
+    if starts_at is not None:
+        problem = window_problem(starts_at, ends_at)
+        if problem is not None:
+            raise ValueError(problem)
     return ends_at
 
 
@@ -93,8 +124,10 @@ class HearingCreate(RequestBody):
     title: str = Field(default="", max_length=300, description="Short title shown to participants.")
     kind: HearingKind = Field(description="Kind of hearing.")
     courtroom_id: Identifier = Field(description="The virtual courtroom to book.")
-    starts_at: AwareDatetime = Field(description="Start of the window, RFC 3339 with offset.")
-    ends_at: AwareDatetime = Field(description="End of the window, RFC 3339 with offset; after starts_at.")
+    starts_at: BookingTime = Field(description="Start of the window, RFC 3339 with offset; years 2000-2100.")
+    ends_at: BookingTime = Field(
+        description="End of the window, RFC 3339 with offset; after starts_at, at most 24 hours later."
+    )
     participants: list[ParticipantCreate] = Field(
         min_length=1, max_length=200, description="Who takes part; each gets a personal join link."
     )
@@ -109,8 +142,8 @@ class HearingPatch(RequestBody):
     title: str | None = Field(default=None, max_length=300, description="New title.")
     kind: HearingKind | None = Field(default=None, description="New kind.")
     courtroom_id: Identifier | None = Field(default=None, description="Move to another courtroom.")
-    starts_at: AwareDatetime | None = Field(default=None, description="New start.")
-    ends_at: AwareDatetime | None = Field(default=None, description="New end.")
+    starts_at: BookingTime | None = Field(default=None, description="New start (years 2000-2100).")
+    ends_at: BookingTime | None = Field(default=None, description="New end (at most 24 hours after the start).")
 
     _check_window = field_validator("ends_at")(_window_ok)
 

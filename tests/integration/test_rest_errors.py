@@ -110,6 +110,51 @@ async def test_ends_before_it_starts(booked: tuple[Api, str, Any]) -> None:
     await _unchanged(booked)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("ends_at", "9999-12-31T23:00:00+00:00"),
+        ("starts_at", "0001-01-01T00:00:00+00:00"),
+        ("ends_at", "2101-01-01T00:00:00+00:00"),
+    ],
+)
+async def test_absurd_year_is_refused(booked: tuple[Api, str, Any], field: str, value: str) -> None:
+    """A window time outside the years 2000-2100 is a 422 naming the field, and nothing is stored."""
+    api = booked[0]
+    answer = await api.call("POST", "/api/v1/hearings", json_body=_booking(api, **{field: value}), key=api.clerk_key)
+    body = _problem(answer, 422, "validation_error")
+    assert body["errors"][0]["loc"] == [field]
+    assert "2000-2100" in body["detail"]
+    await _unchanged(booked)
+
+
+async def test_window_too_long_is_refused(booked: tuple[Api, str, Any]) -> None:
+    """A window longer than 24 hours is a 422 on ends_at, and nothing is stored."""
+    api = booked[0]
+    answer = await api.call(
+        "POST", "/api/v1/hearings", json_body=_booking(api, ends_at=api.at(9 + 25)), key=api.clerk_key
+    )
+    body = _problem(answer, 422, "validation_error")
+    assert body["errors"][0]["loc"] == ["ends_at"]
+    assert "at most 24 hours" in body["detail"]
+    await _unchanged(booked)
+
+
+async def test_patch_absurd_or_too_long_window_is_refused(booked: tuple[Api, str, Any]) -> None:
+    """PATCH to year 9999, or stretching the stored window past 24 hours, is a 422 naming the field; nothing changes."""
+    api, hearing_id, _ = booked
+    path = f"/api/v1/hearings/{hearing_id}"
+    far = await api.call("PATCH", path, json_body={"ends_at": "9999-12-31T23:00:00+00:00"}, key=api.clerk_key)
+    assert _problem(far, 422, "validation_error")["errors"][0]["loc"] == ["ends_at"]
+    long = await api.call("PATCH", path, json_body={"ends_at": api.at(9 + 30)}, key=api.clerk_key)
+    body = _problem(long, 422, "validation_error")
+    assert body["errors"][0]["loc"] == ["ends_at"]
+    assert "at most 24 hours" in body["detail"]
+    early = await api.call("PATCH", path, json_body={"starts_at": api.at(-20)}, key=api.clerk_key)
+    assert _problem(early, 422, "validation_error")["errors"][0]["loc"] == ["starts_at"]
+    await _unchanged(booked)
+
+
 async def test_unknown_role(booked: tuple[Api, str, Any]) -> None:
     """A role the court does not know is a 422 on that participant's role."""
     api = booked[0]
