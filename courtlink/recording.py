@@ -32,6 +32,7 @@ from rooms.errors import DomainError
 from rooms.model import Hearing, HearingState, Placement, Role, Site
 from rooms.store import HearingFilter, Store
 from signaling.messages import Joined, ParticipantInfo, Recording, Reply, RosterMsg, StateMsg
+from signaling.session import SessionError
 from signaling.session_hub import SessionHub
 
 log = structlog.get_logger("courtlink.recording")
@@ -123,12 +124,24 @@ class RecordingService:
             await self._refresh(follow)
             self._node.attach_recorder(hearing_id, self.participant_id, self._recorder)
             follow.conn = await self._hub.join_internal(hearing_id, info, _Outlet(self, hearing_id))
-        except (DomainError, Exception) as exc:  # the room refused (adjourned, cancelled): nothing to record
+        except (SessionError, DomainError) as exc:  # the room refused (adjourned, cancelled, gone): a named refusal
             log.warning("recorder_join_refused", hearing_id=hearing_id, error=str(exc))
-            self._node.detach_recorder(hearing_id, self.participant_id, "refused")
-            self._follows.pop(hearing_id, None)
+            self._join_failed(follow)
+            return
+        except Exception:  # anything else is a bug or an outage: logged with its traceback, the hearing carries on
+            log.exception("recorder_join_failed", hearing_id=hearing_id)
+            self._join_failed(follow)
             return
         follow.poller = asyncio.get_running_loop().create_task(self._poll_audit(follow))
+
+    def _join_failed(self, follow: _Follow) -> None:
+        """The recorder could not join: undo the attach and, if the hearing is live, tell its participants."""
+        hearing_id = follow.hearing_id
+        self._node.detach_recorder(hearing_id, self.participant_id, "refused")
+        self._follows.pop(hearing_id, None)
+        if follow.hearing is not None and follow.hearing.state in LIVE:
+            # People are in a hearing that is not being recorded: they must know.
+            self.status(hearing_id, "degraded", {"reason": "recorder_join_failed"})
 
     # --- what the session tells the recorder ------------------------------------------------------
 

@@ -60,7 +60,11 @@ class Join(Request):
     type: Literal["join"] = "join"
     token: str = Field(min_length=1, max_length=4096, description="The join token from the participant's link.")
     resume: str | None = Field(
-        default=None, max_length=200, description="The resume key of an earlier `joined`, to keep one's place."
+        default=None,
+        max_length=64,
+        # The server issues secrets.token_urlsafe keys: anything else is invalid_message, never a compare error.
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="The resume key of an earlier `joined`, to keep one's place.",
     )
 
 

@@ -42,6 +42,7 @@ from rooms.control import (
 from rooms.errors import DomainError
 from rooms.lifecycle import SessionAction, apply
 from rooms.model import Hearing, HearingState
+from rooms.permissions import TABLE
 from rooms.store import Store, Trace
 from signaling.messages import (
     Admit,
@@ -146,6 +147,8 @@ class LiveRoom:
     room: HearingRoom
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    listened: bool = False
+    """Whether the room listeners were started (after the first successful join of a visible participant)."""
 
 
 @dataclass
@@ -173,7 +176,8 @@ class SessionHub:
         self._ice = tuple(IceServer(urls=(url,)) for url in settings.ice_servers)
         self.log = structlog.get_logger("signaling.ws")
         self.room_listeners: list[Callable[[str], Coroutine[Any, Any, None]]] = []
-        """Called (as tasks) with the hearing id whenever a live room is created (the recorder joins then)."""
+        """Called (as tasks) with the hearing id after the first successful join of a visible participant into a
+        live room (the recorder joins then); a refused join starts nothing."""
         self.closing_listeners: list[Callable[[str], Coroutine[Any, Any, None]]] = []
         """Awaited with the hearing id when it adjourns, before anyone is told or disconnected (the recorder
         seals then, so every participant still hears ``recording: sealed``); bounded by ``CLOSING_WAIT_SECONDS``."""
@@ -233,6 +237,12 @@ class SessionHub:
             if c is not None:
                 c.hearing_id, c.participant_id = hearing.id, info.id
             await self._run(live, effects + outcome.effects)
+            if not live.listened and not TABLE[info.role].hidden:
+                # Only once someone was really let in: a refused join (adjourned hearing, revoked link)
+                # must not start the recorder on a dead hearing; the recorder's own join does not count.
+                live.listened = True
+                for listener in self.room_listeners:
+                    self._spawn(listener(hearing.id))
             status = self._recording.get(hearing.id)
             if status is not None and c is not None:
                 c.outlet.send(status)
@@ -255,8 +265,6 @@ class SessionHub:
                     HearingRoom(hearing, grace_seconds=self.settings.resume_grace_seconds, ice_servers=self._ice)
                 )
                 self.rooms[hearing.id] = live
-                for listener in self.room_listeners:
-                    self._spawn(listener(hearing.id))
             await live.lock.acquire()
             if self.rooms.get(hearing.id) is live:
                 return live
@@ -269,8 +277,13 @@ class SessionHub:
         Returns the connection id to pass to :meth:`handle` and :meth:`detach`.
         """
         conn = self.attach(outlet)
-        hearing = await self.store.get_hearing(hearing_id)
-        await self.join(conn, info, hearing, None)
+        try:
+            hearing = await self.store.get_hearing(hearing_id)
+            await self.join(conn, info, hearing, None)
+        except BaseException:
+            # A refused or failed join must not leave a connection behind (nor a member, if it got that far).
+            await self.detach(conn)
+            raise
         return conn
 
     async def hearing_changed(self, hearing: Hearing, *, actor: str = "system") -> None:

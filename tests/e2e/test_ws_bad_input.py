@@ -62,6 +62,19 @@ async def test_reissued_link_and_cancelled_hearing_close_4001(court: Court) -> N
     assert await client.close_code() == 4001
 
 
+async def test_non_ascii_resume_key_is_invalid_message(court: Court) -> None:
+    """A join whose resume key is not of the issued alphabet gets invalid_message and close 4003, never 1011."""
+    b = await court.book(("judge", "defendant"))
+    judge, _ = await court.join(b.tokens["judge"])
+    await court.join(b.tokens["defendant"])
+    client = await court.connect()
+    await client.send("join", id="j", token=b.tokens["defendant"], resume="\u00e9")
+    error = await client.expect("error")
+    assert (error["code"], error["ref"]) == ("invalid_message", "j")
+    assert await client.close_code() == 4003
+    assert (await judge.ping())["type"] == "pong"
+
+
 async def test_first_message_must_be_join(court: Court) -> None:
     """Anything but join as the first message gets an error and close 4003."""
     client = await court.connect()
@@ -95,7 +108,10 @@ async def test_defendant_may_not_moderate(court: Court) -> None:
     b = await court.book(("judge", "defendant", "observer"))
     judge, _ = await court.join(b.tokens["judge"])
     defendant, _ = await court.join(b.tokens["defendant"])
-    await judge.request("admit", "roster", participant_id=b.ids["defendant"])
+    admitted = await judge.request("admit", "roster", participant_id=b.ids["defendant"])
+    assert admitted["type"] == "roster", admitted
+    placements = {p["id"]: p["placement"] for p in admitted["participants"]}
+    assert placements[b.ids["defendant"]] == "courtroom", admitted
     await court.join(b.tokens["observer"])
     for type_, fields in (
         ("admit", {"participant_id": b.ids["observer"]}),

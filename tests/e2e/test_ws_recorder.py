@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -67,14 +68,21 @@ async def test_hidden_recorder_receives_only_in_session(court: Court) -> None:
     court.node.attach_recorder(b.hearing_id, "rec-1", sink)
     info = ParticipantInfo(id="rec-1", name="Recorder", role=Role.recorder, site="internal")
     conn = await court.hub.join_internal(b.hearing_id, info, inbox)
-    assert await judge.client.request("session", "state", action="open")
+    opened = await judge.client.request("session", "state", action="open")
+    assert opened["type"] == "state", opened
     assert await eventually(lambda: judge.media.frames("video") > 10)
     assert sum(sink.frames.values()) == 0
-    await judge.client.request("session", "state", action="start")
+    started = await judge.client.request("session", "state", action="start")
+    assert started["type"] == "state", started
     assert await eventually(lambda: sink.frames[judge.id] > 10 and sink.frames[defendant.id] > 10)
     rosters = [m for m in judge.client.messages if m["type"] == "roster"]
     assert rosters
     assert all("rec-1" not in {p["id"] for p in m["participants"]} for m in rosters)
-    await judge.client.request("session", "state", action="recess")
+    recessed = await judge.client.request("session", "state", action="recess")
+    assert recessed["type"] == "state", recessed
     assert await eventually(lambda: len(sink.stopped) >= 4)
+    # In recess the recorder gets nothing: the counts stay flat while the participants keep publishing.
+    at_recess = dict(sink.frames)
+    await asyncio.sleep(1.0)
+    assert dict(sink.frames) == at_recess
     await court.hub.detach(conn)

@@ -191,3 +191,42 @@ async def test_consult_with_wrong_roles_is_refused(court: Court) -> None:
         await judge.request("admit", "roster", participant_id=b.ids[name])
     reply = await judge.request("consult", "roster", participant_ids=[b.ids["defendant"], b.ids["prosecutor"]])
     assert (reply["type"], reply["code"]) == ("error", "invalid_target")
+
+
+class _Inbox:
+    """An in-process outlet that keeps nothing (the joins under test are refused or not looked at)."""
+
+    def send(self, message: object) -> None:
+        pass
+
+    def close(self, code: int, reason: str) -> None:
+        pass
+
+
+async def test_refused_join_starts_no_listener_and_leaves_no_connection(court: Court) -> None:
+    """A refused join (cancelled hearing) runs no room listener and leaves no connection; a real join runs them once."""
+    from rooms.model import Role
+    from signaling.messages import ParticipantInfo
+    from signaling.session import SessionError
+    from tests.ws_fixtures import eventually
+
+    started: list[str] = []
+
+    async def listener(hearing_id: str) -> None:
+        started.append(hearing_id)
+
+    court.hub.room_listeners.append(listener)
+    dead = await court.book(("judge",))
+    status, _ = await court.rest("DELETE", f"/api/v1/hearings/{dead.hearing_id}")
+    assert status in (200, 204)
+    conns_before = len(court.hub._conns)
+    info = ParticipantInfo(id="rec-x", name="Recorder", role=Role.recorder, site="internal")
+    with pytest.raises(SessionError):
+        await court.hub.join_internal(dead.hearing_id, info, _Inbox())
+    assert len(court.hub._conns) == conns_before
+    assert dead.hearing_id not in court.hub.rooms
+    live = await court.book(("judge",))
+    judge, _ = await court.join(live.tokens["judge"])
+    assert await eventually(lambda: started == [live.hearing_id])
+    assert (await judge.ping())["type"] == "pong"
+    assert dead.hearing_id not in started
