@@ -75,6 +75,9 @@ class PublishedTrack:
         self.hearing_id = hearing_id
         self.participant_id = participant_id
         self.track_id = track_id
+        # Track ids come from the client's SDP and two participants may send the same one; the archive
+        # must never merge two people's media, so the recorder knows each track by participant and id.
+        self.recording_id = f"{participant_id}:{track_id}"
         self.kind: MediaKind = kind
         self.source = source
         self.codec_name = ""
@@ -342,7 +345,7 @@ class RecorderFeed:
         self.sink.track_started(
             TrackInfo(
                 hearing_id=p.hearing_id,
-                track_id=p.track_id,
+                track_id=p.recording_id,
                 participant_id=p.participant_id,
                 source=p.source,
                 kind=p.kind,
@@ -359,7 +362,7 @@ class RecorderFeed:
     def stop(self, reason: str) -> None:
         """Stop taking frames and tell the sink why."""
         self.publisher.consumers.discard(self)
-        self.sink.track_stopped(self.publisher.track_id, reason)
+        self.sink.track_stopped(self.publisher.recording_id, reason)
 
     def push(self, frame: TappedFrame, keyframe: bool) -> None:
         """Hand one frame to the sink (video from the first keyframe on)."""
@@ -371,7 +374,7 @@ class RecorderFeed:
         self.delivered += 1
         self.sink.frame(
             EncodedFrame(
-                track_id=self.publisher.track_id,
+                track_id=self.publisher.recording_id,
                 payload=frame.data,
                 rtp_timestamp=frame.rtp_timestamp,
                 keyframe=keyframe,
@@ -382,5 +385,7 @@ class RecorderFeed:
     def sender_report(self, report: ReportTimes) -> None:
         """Hand the publisher's sender report to the sink."""
         self.sink.sender_report(
-            SenderReport(track_id=self.publisher.track_id, ntp_time=report.ntp_time, rtp_timestamp=report.rtp_timestamp)
+            SenderReport(
+                track_id=self.publisher.recording_id, ntp_time=report.ntp_time, rtp_timestamp=report.rtp_timestamp
+            )
         )

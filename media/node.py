@@ -207,11 +207,14 @@ class InProcessNode:
                 feed.stop(reason)
 
     def request_keyframe(self, hearing_id: str, track_id: str) -> None:
-        """Ask the publisher of a track for a keyframe (throttled), e.g. when a recorder starts a segment."""
+        """Ask the publisher of a track for a keyframe (throttled), e.g. when a recorder starts a segment.
+
+        ``track_id`` is the id the recorder knows the track by (``participant:track``, see RecorderFeed).
+        """
         room = self._rooms.get(hearing_id)
         for peer in room.peers.values() if room is not None else ():
             for published in peer.published.values():
-                if published.track_id == track_id:
+                if published.recording_id == track_id:
                     published.request_keyframe(urgent=False)
 
     # --- introspection (tests, metrics) ---------------------------------------------------------

@@ -104,3 +104,53 @@ async def test_recorder_gets_decodable_frames_and_sender_reports() -> None:
         received = len(sink.frames)
         await signaling.join(MediaClient("clerk", video=False, audio=False), Role.clerk)
         assert len(sink.frames) == received
+
+
+def _msid_tracks(sdp: str) -> dict[str, str]:
+    """kind -> the track id of that kind's m-line msid."""
+    found: dict[str, str] = {}
+    kind = ""
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            kind = line[2:].split(" ", 1)[0]
+        elif line.startswith("a=msid:") and kind not in found:
+            found[kind] = line.split(" ")[-1]
+    return found
+
+
+async def test_recorder_keeps_two_participants_apart_when_they_send_the_same_track_id() -> None:
+    """A client reusing another's track id never merges their media in the archive: distinct recorder tracks."""
+    from rooms.control import ApplyOffer, CreatePeer, SdpAnswer
+
+    node = InProcessNode(NodeSettings(node_id="node-test"))
+    async with hearing(node, HEARING) as signaling:
+        judge = MediaClient("judge", tag=41)
+        await signaling.join(judge, Role.judge)
+        copycat = MediaClient("party", tag=42)
+        signaling.clients["party"] = copycat
+        await node.call(CreatePeer(hearing_id=HEARING, participant_id="party", role=Role.party))
+        sdp = await copycat.offer()
+        judge_ids = _msid_tracks(str(judge.pc.localDescription.sdp))
+        for kind, own in _msid_tracks(sdp).items():
+            sdp = sdp.replace(own, judge_ids[kind])
+        reply = await node.call(ApplyOffer(hearing_id=HEARING, participant_id="party", sdp=sdp))
+        assert isinstance(reply, SdpAnswer), reply
+        await copycat.accept_answer(reply.sdp)
+        for pid in ("judge", "party"):
+            await node.call(SetPublishing(hearing_id=HEARING, participant_id=pid, sources=BOTH))
+        sink = CollectingSink()
+        await node.call(SetReceiving(hearing_id=HEARING, participant_id="recorder", publishers=("judge", "party")))
+        node.attach_recorder(HEARING, "recorder", sink)
+        assert await eventually(lambda: len(sink.started) == 4, within=15)
+        assert len({i.track_id for i in sink.started}) == 4
+        videos = {i.participant_id: i.track_id for i in sink.started if i.kind == "video"}
+        assert set(videos) == {"judge", "party"}
+        assert await eventually(
+            lambda: all(sum(f.track_id == t for f in sink.frames) >= 10 for t in videos.values()), within=15
+        )
+        decoder = {pid: av.CodecContext.create("vp8", "r") for pid in videos}
+        for pid, track in videos.items():
+            frames = [f for f in sink.frames if f.track_id == track]
+            tags = {read_code(fr)[0] for f in frames for fr in decoder[pid].decode(av.Packet(f.payload))}
+            assert tags == {41 if pid == "judge" else 42}
+    await node.close()
