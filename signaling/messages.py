@@ -15,6 +15,7 @@ and permissions changed).
 
 from __future__ import annotations
 
+import weakref
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -444,6 +445,24 @@ SERVER_MESSAGE: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)
 def dump_server_message(message: Reply) -> str:
     """The JSON text frame of one server message."""
     return message.model_dump_json(exclude_none=False)
+
+
+class FrameCache:
+    """Serializes each server message once, however many connections it is broadcast to.
+
+    Broadcasts hand the same message object to every recipient; entries live
+    only as long as the message does (weak keys), so the cache never grows.
+    """
+
+    def __init__(self) -> None:
+        self._texts: weakref.WeakKeyDictionary[Reply, str] = weakref.WeakKeyDictionary()
+
+    def text(self, message: Reply) -> str:
+        """The JSON text frame of ``message`` (computed on its first send)."""
+        text = self._texts.get(message)
+        if text is None:
+            text = self._texts[message] = dump_server_message(message)
+        return text
 
 
 def parse_server_message(raw: str | bytes) -> ServerMessage:

@@ -55,6 +55,7 @@ from signaling.messages import (
     Deny,
     EndConsult,
     Error,
+    FrameCache,
     IceServer,
     Join,
     Leave,
@@ -182,6 +183,8 @@ class SessionHub:
         """Awaited with the hearing id when it adjourns, before anyone is told or disconnected (the recorder
         seals then, so every participant still hears ``recording: sealed``); bounded by ``CLOSING_WAIT_SECONDS``."""
         self._recording: dict[str, Recording] = {}
+        self.frames = FrameCache()
+        """One JSON serialization per outgoing message, shared by the WebSocket outlets."""
         node.subscribe(self.on_node_event)
 
     # --- connections ---------------------------------------------------------------------------
@@ -447,8 +450,9 @@ class SessionHub:
             return
         room = live.room
         if isinstance(event, SpeakerChanged):
+            speaker = Speaker(participant_id=event.participant_id)
             for receiver in room.receivers():
-                self._send(receiver, Speaker(participant_id=event.participant_id))
+                self._send(receiver, speaker)
             return
         if isinstance(event, PeerStateChanged):
             self._run_sends(room.peer_state(event.participant_id, event.state))

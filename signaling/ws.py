@@ -59,11 +59,11 @@ from signaling import rest_probe
 from signaling.keys import STORE_KEY, TOKENS_KEY
 from signaling.messages import (
     Error,
+    FrameCache,
     Join,
     ParticipantInfo,
     Reply,
     RequestId,
-    dump_server_message,
     parse_client_message,
     ws_json_schema,
 )
@@ -121,8 +121,9 @@ class TokenBucket:
 class WsOutlet:
     """A WebSocket's outgoing side: a bounded queue drained in order by one writer task."""
 
-    def __init__(self, ws: web.WebSocketResponse, limit: int) -> None:
+    def __init__(self, ws: web.WebSocketResponse, limit: int, frames: FrameCache) -> None:
         self.ws = ws
+        self._frames = frames
         self._queue: asyncio.Queue[str | tuple[int, str]] = asyncio.Queue(maxsize=limit)
         self._closing = False
         self._task = asyncio.get_running_loop().create_task(self._write())
@@ -132,7 +133,7 @@ class WsOutlet:
         if self._closing:
             return
         try:
-            self._queue.put_nowait(dump_server_message(message))
+            self._queue.put_nowait(self._frames.text(message))
         except asyncio.QueueFull:
             self._closing = True
             # The queue is full: make room for the close itself.
@@ -232,7 +233,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     settings = hub.settings
     ws = web.WebSocketResponse(max_msg_size=settings.max_message_bytes, heartbeat=20.0)
     await ws.prepare(request)
-    outlet = WsOutlet(ws, settings.send_queue)
+    outlet = WsOutlet(ws, settings.send_queue, hub.frames)
     conn = hub.attach(outlet)
     bucket = TokenBucket(settings.rate_per_second, settings.rate_burst)
     log = hub.log.bind(conn=conn, peer=request.remote)
