@@ -245,20 +245,7 @@ class SessionWriter:
                 self._close_segment(existing, None)
                 del self._tracks[info.track_id]
             self._log.error("track_not_archivable", track_id=info.track_id, codec=info.codec)
-            self._append(
-                {
-                    "type": "track",
-                    "at": wall(at),
-                    "track": info.track_id,
-                    "participant": info.participant_id,
-                    "source": str(info.source),
-                    "kind": info.kind,
-                    "codec": info.codec,
-                    "clock_rate": info.clock_rate,
-                    "archived": False,
-                    "detail": str(exc),
-                }
-            )
+            self._append(_track_line(info, at, archived=False, detail=str(exc)))
             return
         if existing is not None:
             self._close_segment(existing, None)
@@ -266,18 +253,7 @@ class SessionWriter:
         else:
             directory = self.spec.directory / SEGMENTS_DIR / safe_name(info.track_id)
             self._tracks[info.track_id] = _Track(info, directory)
-        self._append(
-            {
-                "type": "track",
-                "at": wall(at),
-                "track": info.track_id,
-                "participant": info.participant_id,
-                "source": str(info.source),
-                "kind": info.kind,
-                "codec": info.codec,
-                "clock_rate": info.clock_rate,
-            }
-        )
+        self._append(_track_line(info, at))
 
     def frame(self, track_id: str, payload: bytes, rtp: int, keyframe: bool, at: float, clock: str) -> None:
         """Write one frame, starting and cutting segments as needed."""
@@ -500,3 +476,18 @@ __all__ = [
     "seal_message",
     "session_locked",
 ]
+
+
+def _track_line(info: TrackInfo, at: float, **extra: Any) -> dict[str, Any]:
+    """The manifest line announcing a track (``extra``: why it is not archived, when it is not)."""
+    return {
+        "type": "track",
+        "at": wall(at),
+        "track": info.track_id,
+        "participant": info.participant_id,
+        "source": str(info.source),
+        "kind": info.kind,
+        "codec": info.codec,
+        "clock_rate": info.clock_rate,
+        **extra,
+    }
