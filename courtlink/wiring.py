@@ -32,6 +32,7 @@ from rooms.store import Store
 from signaling.app import create_app
 from signaling.config import ApiKey, SignalingConfig
 from signaling.rest_directory import directory_routes
+from signaling.serving import app_runner
 from signaling.webclient import setup_web
 from signaling.ws import HUB_KEY, WsSettings, ws_registrar
 
@@ -125,7 +126,7 @@ async def serve(settings: Settings) -> None:
         store = await open_store(settings.redis_url, data_dir)
         stack.push_async_callback(store.close)
         app = await build_app(settings, store, stack)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
+        runner = app_runner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, settings.host, settings.port)

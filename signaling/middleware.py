@@ -92,8 +92,12 @@ async def _answer(
             408, "request_timeout", "Request timeout", f"the request body did not arrive within {timeout:g} s"
         )
         response = problem.response(instance=request.path, request_id=request_id)
-        # The rest of the body may never come: do not wait for it before closing.
+        response.headers["X-Request-Id"] = request_id
         response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        # The rest of the body may never come: close now rather than linger reading it (aiohttp lingers 10 s).
+        request.protocol.force_close()
         return response
     except web.RequestPayloadError as exc:
         log.warning("request_body_malformed", method=request.method, path=request.path, error=str(exc))

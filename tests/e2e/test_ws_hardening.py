@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.ws_fixtures"]
 
+Events = list[MutableMapping[str, Any]]
+"""structlog events captured during a test."""
+
 DEEP = 1000
 """Nesting depth of the deep documents (the finding: about 1,000 levels closed the socket with 1011)."""
 
@@ -36,18 +39,18 @@ def _deep(levels: int) -> str:
 
 
 @pytest.fixture
-def events() -> Iterator[list[dict[str, Any]]]:
+def events() -> Iterator[Events]:
     """Every structlog event logged during the test."""
     with structlog.testing.capture_logs() as captured:
         yield captured
 
 
-def _no_failure(events: list[dict[str, Any]]) -> None:
+def _no_failure(events: Events) -> None:
     failed = [e for e in events if e.get("event") == "ws_session_failed" or e.get("exc_info")]
     assert not failed, failed
 
 
-async def test_deep_json_before_join_is_a_named_error(court: Court, events: list[dict[str, Any]]) -> None:
+async def test_deep_json_before_join_is_a_named_error(court: Court, events: Events) -> None:
     """A first frame nested 1,000 deep (no token) gets error json_too_deep and close 4003, never 1011."""
     b = await court.book(("judge",))
     judge, _ = await court.join(b.tokens["judge"])
@@ -66,7 +69,7 @@ async def test_deep_json_before_join_is_a_named_error(court: Court, events: list
     _no_failure(events)
 
 
-async def test_lone_surrogate_id_before_join_is_invalid_message(court: Court, events: list[dict[str, Any]]) -> None:
+async def test_lone_surrogate_id_before_join_is_invalid_message(court: Court, events: Events) -> None:
     """An id (or token) holding a lone surrogate gets error invalid_message and close 4003, never 1011."""
     b = await court.book(("judge",))
     judge, _ = await court.join(b.tokens["judge"])
@@ -85,7 +88,7 @@ async def test_lone_surrogate_id_before_join_is_invalid_message(court: Court, ev
     _no_failure(events)
 
 
-async def test_deep_json_and_surrogates_after_join_keep_the_socket(court: Court, events: list[dict[str, Any]]) -> None:
+async def test_deep_json_and_surrogates_after_join_keep_the_socket(court: Court, events: Events) -> None:
     """After join, deep JSON and lone surrogates get named errors; the socket stays and nothing changes."""
     b = await court.book(("judge", "defendant"))
     judge, _ = await court.join(b.tokens["judge"])
@@ -127,7 +130,7 @@ async def test_types_are_strict(court: Court) -> None:
     assert not [p for r in rosters for p in r["participants"] if p.get("publishing") or p.get("muted")], rosters
 
 
-async def test_unmasked_frame_closes_1002(court: Court, events: list[dict[str, Any]]) -> None:
+async def test_unmasked_frame_closes_1002(court: Court, events: Events) -> None:
     """A client frame without a mask is a protocol error: close 1002, before or after join; others carry on."""
     b = await court.book(("judge", "prosecutor"))
     judge, _ = await court.join(b.tokens["judge"])
@@ -172,7 +175,7 @@ async def test_masked_frames_split_anywhere_still_work(court: Court) -> None:
     assert await _eof(raw)
 
 
-async def test_oversize_frame_closes_1009_without_reset(court: Court, events: list[dict[str, Any]]) -> None:
+async def test_oversize_frame_closes_1009_without_reset(court: Court, events: Events) -> None:
     """A frame declared larger than the limit gets close 1009; the client may finish sending and sees no reset."""
     b = await court.book(("judge",))
     judge, _ = await court.join(b.tokens["judge"])
@@ -240,3 +243,13 @@ async def _eof(raw: RawWebSocket) -> bool:
             pass
     await raw.close()
     return True
+
+
+async def test_deep_probe_body_is_400(court: Court) -> None:
+    """POST /join/probe (served with the WebSocket session) answers a 1,000-deep body with 400 json_too_deep."""
+    body = '{"sdp": ' + _deep(DEEP) + "}"
+    headers = {"Content-Type": "application/json"}
+    async with court.http.post(court.base_url + "/api/v1/join/probe", data=body, headers=headers) as resp:
+        assert resp.status == 400
+        problem = json.loads(await resp.text())
+    assert problem["type"] == "urn:courtlink:problem:json_too_deep"
