@@ -49,6 +49,9 @@ def signaling_config(settings: Settings, admin: str, secret: str) -> SignalingCo
         token_margin_before=timedelta(minutes=settings.tokens.margin_before_minutes),
         token_margin_after=timedelta(minutes=settings.tokens.margin_after_minutes),
         public_base_url=settings.public_url,
+        max_body_bytes=settings.http.max_body_bytes,
+        header_timeout_seconds=settings.http.header_timeout_seconds,
+        body_timeout_seconds=settings.http.body_timeout_seconds,
     )
 
 

@@ -26,8 +26,19 @@ Limits and close codes (PROTOCOL.md; choices documented here):
   from the booking gets ``removed`` then close 4010; the connection of a link
   that was reissued gets ``error`` revoked then close 4001; a cancelled
   hearing sends ``state`` cancelled then close 1000 to everyone.
-- A frame larger than ``max_message_bytes`` (64 KiB): close 1009 (message too
-  big). The frame cannot be skipped safely, so no ``error`` is sent first.
+- A message larger than ``max_message_bytes`` (64 KiB; one frame or its
+  fragments together): close 1009 (message too big). A client frame without a
+  mask: close 1002 (protocol error). No ``error`` is sent first (the frame
+  cannot be skipped safely); the server reads on until the client's close
+  frame, so the client sees the code rather than a TCP reset
+  (:mod:`signaling.ws_guard`).
+- A handshake with a ``Sec-WebSocket-Version`` other than 13: 426 problem
+  ``unsupported_websocket_version`` with ``Sec-WebSocket-Version: 13``.
+- Text nested deeper than 32 arrays/objects: ``error`` json_too_deep (checked
+  before parsing, :mod:`signaling.json_input`); text that is not JSON or holds
+  a lone surrogate, or a value of the wrong JSON type (client messages are
+  strict: ``true`` is no id, ``"yes"`` no boolean): ``error`` invalid_message.
+  After ``join`` the socket stays; before it, close 4003.
 - More frames than the token bucket allows (``rate_per_second`` sustained,
   ``rate_burst`` at once): ``error`` too_many_messages and close 4008.
 - A client that does not read its messages (send queue full): close 1013.
