@@ -51,7 +51,7 @@ class ProtocolLog(logging.LoggerAdapter[logging.Logger]):
             self._events.warning(
                 "http_request_malformed",
                 status=error.code,
-                error=(error.message if isinstance(error.message, str) else str(error)).strip().splitlines()[0],
+                error=" ".join(str(error.message).split())[:300],
                 remote=str(remote) if remote is not None else None,
             )
             return
