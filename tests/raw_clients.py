@@ -120,11 +120,11 @@ class RawWebSocket:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, ws_url: str) -> RawWebSocket:
-        """Handshake with version 13; fails unless the server answers 101."""
+    async def connect(cls, ws_url: str, *, early: bytes = b"") -> RawWebSocket:
+        """Handshake with version 13 (``early``: frames sent in the same write, before the 101); asserts the 101."""
         parts = urlsplit(ws_url)
         reader, writer = await open_raw(ws_url.replace("ws://", "http://"))
-        writer.write(upgrade_request(parts.path, parts.netloc))
+        writer.write(upgrade_request(parts.path, parts.netloc) + early)
         await writer.drain()
         status, _ = await read_head(reader)
         assert status == 101, status

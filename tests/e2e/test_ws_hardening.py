@@ -151,13 +151,22 @@ async def test_unmasked_frame_closes_1002(court: Court, events: Events) -> None:
     assert close.close_code == 1002
     assert not [f for f in frames if b'"pong"' in f.payload]
     await raw.close()
+    # An unmasked frame sent right behind the upgrade request, before the 101, is caught too.
+    raw = await RawWebSocket.connect(court.ws_url, early=frame(0x1, b'{"type": "ping"}', mask=False))
+    frames, close = await raw.read_until_close()
+    assert close.close_code == 1002, (frames, close)
+    await raw.close()
     assert (await judge.ping())["type"] == "pong"
     _no_failure(events)
 
 
 async def test_masked_frames_split_anywhere_still_work(court: Court) -> None:
-    """Masked frames fed one byte at a time (and two in one write) are read normally."""
-    b = await court.book(("judge",))
+    """Masked frames fed one byte at a time, two in one write, or right behind the upgrade are read normally."""
+    b = await court.book(("judge", "clerk"))
+    early = frame(0x1, json.dumps({"type": "join", "id": "j", "token": b.tokens["clerk"]}).encode())
+    clerk = await RawWebSocket.connect(court.ws_url, early=early)
+    assert json.loads((await clerk.read_frame()).payload)["type"] == "joined"
+    await clerk.close()
     raw = await RawWebSocket.connect(court.ws_url)
     data = frame(0x1, json.dumps({"type": "join", "id": "j", "token": b.tokens["judge"]}).encode())
     for i in range(len(data)):

@@ -249,3 +249,41 @@ async def test_loose_types_are_refused(api: Api) -> None:
     assert (
         await api.call("POST", "/api/v1/sites", json_body={"id": "s5", "name": "S", "kind": "court", "terminals": 5})
     ).status == 201
+
+
+HOSTILE_TEXT = [
+    "%ED%A0%80",  # a UTF-8-encoded surrogate
+    "%FF%FE",
+    "%00",
+    "1e999",
+    "99999999999999999999999",
+    "-1",
+    "true",
+    "9999-12-31T23:59:59%2B00:00",
+    "0001-01-01T00:00:00-23:59",
+    "2031-01-01T00:00:00%2B99:00",
+    "[[[[[[[[",
+    "a" * 5000,
+]
+
+
+async def test_hostile_queries_and_paths_never_fail_the_server(api: Api) -> None:
+    """Hostile query values on every documented query parameter, and hostile path segments: never 5xx."""
+    values = await _world(api)
+    doc = (await api.call("GET", "/api/v1/openapi.json", key=None)).body
+    rng = random.Random(SEED)
+    for template, item in doc["paths"].items():
+        for method, operation in item.items():
+            if method.upper() not in ("GET", "DELETE"):
+                continue
+            names = [p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"]
+            for _ in range(10):
+                segment = rng.choice(HOSTILE_TEXT)
+                path = template.format(**{k: segment for k in ("hearing_id", "participant_id", "id")})
+                query = "&".join(f"{name}={rng.choice(HOSTILE_TEXT)}" for name in names if rng.random() < 0.7)
+                url = path + ("?" + query if query else "")
+                if method.upper() == "DELETE":
+                    url = path
+                _no_failure(await api.call(method.upper(), url), f"{method} {url[:120]}")
+            path = template.format(**{k: values.get(k, "nope") for k in ("hearing_id", "participant_id", "id")})
+            _no_failure(await api.call(method.upper(), path), f"{method} {path}")
