@@ -72,16 +72,18 @@ class FrameGuard:
         if self._refused is not None:
             self._discard(data)
             return False, b""
-        end, error = self._scan(data)
-        if error is None:
+        refusal = self._scan(data)
+        if refusal is None:
             return self._reader.feed_data(data)
+        start, after, length, error = refusal
         eof, tail = (False, b"")
-        if end:
+        if start > 0:
             # Frames before the refused one are delivered as usual.
-            eof, tail = self._reader.feed_data(data[:end])
+            eof, tail = self._reader.feed_data(data[:start])
         if not eof:
             self._refuse(error)
-            self._discard(data[end:])
+            self._payload_left = length
+            self._discard(data[after:])
         return eof, tail
 
     def feed_eof(self) -> None:
@@ -91,11 +93,15 @@ class FrameGuard:
     def _refuse(self, error: WebSocketError) -> None:
         self._refused = error
         self._header = b""
-        self._payload_left = 0
         self._queue.feed_data(WSMessage(WSMsgType.ERROR, error, None), 0)
 
-    def _scan(self, data: bytes) -> tuple[int, WebSocketError | None]:
-        """Walk the frame headers in ``data``; the offset of the first refused frame and why, or (0, None)."""
+    def _scan(self, data: bytes) -> tuple[int, int, int, WebSocketError] | None:
+        """Walk the frame headers in ``data``; None when all are allowed.
+
+        Else, for the first refused frame: where its header starts in ``data``
+        (0 when it began in an earlier chunk), where its payload starts, its
+        payload length, and the error to close with.
+        """
         pos = 0
         size = len(data)
         while pos < size:
@@ -108,21 +114,23 @@ class FrameGuard:
             header, complete = self._take_header(data, pos)
             if not complete:
                 self._header = header
-                return 0, None
+                return None
             pos += len(header) - len(self._header)
             self._header = b""
             opcode, fin, masked, length = _parse(header)
             if not masked:
-                return max(start, 0), WebSocketError(WSCloseCode.PROTOCOL_ERROR, "client frames must be masked")
+                error = WebSocketError(WSCloseCode.PROTOCOL_ERROR, "client frames must be masked")
+                return max(start, 0), pos, length, error
             if opcode in (_TEXT, _BINARY, _CONTINUATION):
                 if self._max and length + self._message_bytes >= self._max:
-                    return max(start, 0), WebSocketError(
+                    error = WebSocketError(
                         WSCloseCode.MESSAGE_TOO_BIG,
                         f"message of {length + self._message_bytes} bytes exceeds the limit of {self._max}",
                     )
+                    return max(start, 0), pos, length, error
                 self._message_bytes = 0 if fin else self._message_bytes + length
             self._payload_left = length
-        return 0, None
+        return None
 
     def _take_header(self, data: bytes, pos: int) -> tuple[bytes, bool]:
         """The current frame header (continuing a partial one) and whether it is complete."""
