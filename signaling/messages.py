@@ -47,7 +47,15 @@ class Message(BaseModel):
 
 
 class Request(Message):
-    """A client message; ``id`` is optional and echoed as ``ref``."""
+    """A client message; ``id`` is optional and echoed as ``ref``.
+
+    Strict: a JSON value must already have the field's type (``true`` is not the
+    id 1, ``"yes"`` is not a boolean, ``1`` is not a string); enum values and
+    literals are given as their JSON strings, arrays stand for tuples. Every
+    client message inherits this, so new ones are strict too.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, json_schema_extra=_type_required)
 
     id: RequestId | None = Field(default=None, description="Request id, echoed as `ref` by the answer or error.")
 

@@ -43,9 +43,13 @@ BookableRole = Annotated[
 
 
 class RequestBody(BaseModel):
-    """Base of request bodies: unknown fields are refused."""
+    """Base of request bodies: unknown fields are refused, and values are not coerced.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Strict: ``"5"`` or ``true`` is not the number 5 or 1, ``1`` is not a string;
+    enum values and RFC 3339 times are given as JSON strings.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class SiteCreate(RequestBody):
@@ -157,7 +161,8 @@ class HearingQuery(RequestBody):
     ends_to: AwareDatetime | None = Field(default=None, alias="to", description="Hearings starting before this.")
     limit: int = Field(default=500, ge=1, le=500, description="At most this many hearings.")
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=False)
+    # Query values are all strings on the wire: "limit=5" must become 5, so the query stays lax.
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=False, strict=False)
 
 
 class ParticipantView(BaseModel):
