@@ -92,7 +92,7 @@ async def test_resume_keeps_placement(court: Court) -> None:
 
 
 async def test_remove_closes_4010_and_rejoin_refused(court: Court) -> None:
-    """A removed participant is told, closed with 4010, and a new join is refused with 4010."""
+    """A removed participant is told, closed with 4010, and their link no longer joins (reissued: revoked, 4001)."""
     b = await court.book(("judge", "observer"))
     judge, _ = await court.join(b.tokens["judge"])
     observer, _ = await court.join(b.tokens["observer"])
@@ -101,8 +101,8 @@ async def test_remove_closes_4010_and_rejoin_refused(court: Court) -> None:
     assert await observer.close_code() == 4010
     client = await court.connect()
     await client.send("join", token=b.tokens["observer"])
-    assert (await client.expect("error"))["code"] == "removed"
-    assert await client.close_code() == 4010
+    assert (await client.expect("error"))["code"] == "revoked"
+    assert await client.close_code() == 4001
     actions = [e.action for e in await court.store.audit_log(b.hearing_id)]
     assert "participant_removed" in actions
 
