@@ -496,8 +496,10 @@ class SessionHub:
     # --- effects -------------------------------------------------------------------------------
 
     def recording_status(self, hearing_id: str, message: Recording) -> None:
-        """Tell everyone in the hearing how its recording is (and every later joiner too)."""
-        self._recording[hearing_id] = message
+        """Tell everyone in the hearing how its recording is (and every later joiner of its live room too)."""
+        if hearing_id in self.rooms:
+            # Kept only while the room lives: a forgotten room drops it (no per-hearing state outlives the room).
+            self._recording[hearing_id] = message
         for c in list(self._conns.values()):
             if c.hearing_id == hearing_id:
                 c.outlet.send(message)
