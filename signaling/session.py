@@ -12,7 +12,9 @@ Every decision about media reads the one permission table
 (:mod:`rooms.permissions`): after each change the room recomputes, for every
 participant with a peer, the sources the node forwards from them
 (``SetPublishing``) and the participants they receive (``SetReceiving``), and
-emits only what changed.
+emits only what changed. Moderation reads it too: whether the actor may take
+an action at all, and whether they may take it on this target (nobody but the
+presiding judge acts on a judge; counsel consults only with their own clients).
 
 Connections are numbered by the caller (``conn``); a participant's current
 connection may change (resume, a second tab), so effects address connections,
