@@ -57,6 +57,9 @@ class _Follow:
     sealing: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Serializes this hearing's store reads (audit pulls, hearing refreshes) and its seal."""
+    detached: bool = False
+    """The hub gave up the room (everyone left) while a recording session is open: the next room is joined again,
+    carrying on from ``audit_seq``."""
 
 
 class _Outlet:
@@ -90,6 +93,7 @@ class RecordingService:
         self._recorder.start()
         self._hub.room_listeners.append(self.follow)
         self._hub.closing_listeners.append(self.seal_before_close)
+        self._hub.forgotten_listeners.append(self.forget)
         now = datetime.now(UTC)
         window = HearingFilter(starts_from=now - timedelta(days=2), ends_to=now + timedelta(days=2), limit=10_000)
         for hearing in await self._store.list_hearings(window):
@@ -115,9 +119,12 @@ class RecordingService:
 
     async def follow(self, hearing_id: str) -> None:
         """Join ``hearing_id``'s live room as the hidden recorder (once)."""
-        if hearing_id in self._follows:
+        follow = self._follows.get(hearing_id)
+        if follow is not None and not follow.detached:
             return
-        follow = self._follows[hearing_id] = _Follow(hearing_id)
+        if follow is None:
+            follow = self._follows[hearing_id] = _Follow(hearing_id)
+        follow.detached, follow.state = False, None
         info = ParticipantInfo(id=self.participant_id, name="Recorder", role=Role.recorder, site="internal")
         try:
             # What the session line needs is read now: the session starts the moment the state says so.
@@ -132,7 +139,27 @@ class RecordingService:
             log.exception("recorder_join_failed", hearing_id=hearing_id)
             self._join_failed(follow)
             return
+        if follow.detached or self._follows.get(hearing_id) is not follow:
+            return  # everyone left while the recorder was joining: the room was given up at once
         follow.poller = asyncio.get_running_loop().create_task(self._poll_audit(follow))
+
+    def forget(self, hearing_id: str) -> None:
+        """The hub gave up the hearing's room (nobody left in it): stop polling and feeding until someone is back.
+
+        With no recording session open nothing is kept; with one, the follow stays (detached) so the next
+        room's join carries on the same session and audit sequence.
+        """
+        follow = self._follows.get(hearing_id)
+        if follow is None or follow.sealing:
+            return
+        if follow.poller is not None:
+            follow.poller.cancel()
+            follow.poller = None
+        self._node.detach_recorder(hearing_id, self.participant_id, "room_closed")
+        if self._recorder.session(hearing_id) is None:
+            self._follows.pop(hearing_id, None)
+        else:
+            follow.detached = True
 
     def _join_failed(self, follow: _Follow) -> None:
         """The recorder could not join: undo the attach and, if the hearing is live, tell its participants."""

@@ -149,7 +149,7 @@ async def seat(court: Court, booking: Booking, names: tuple[str, ...]) -> dict[s
     judge = people["judge"]
     for name in names[1:]:
         if people[name].joined["placement"] == "lobby":
-            reply = await judge.client.request("admit", "roster", participant_id=booking.ids[name])
+            reply = await judge.client.request_ok("admit", "roster", participant_id=booking.ids[name])
             assert reply["type"] == "roster", reply
             await people[name].client.expect("admitted")
     for p in people.values():
@@ -159,7 +159,7 @@ async def seat(court: Court, booking: Booking, names: tuple[str, ...]) -> dict[s
 
 async def session(p: Participant, action: str) -> None:
     """One session action by ``p`` (the judge), answered by a ``state`` message."""
-    reply = await p.client.request("session", "state", action=action)
+    reply = await p.client.request_ok("session", "state", action=action)
     assert reply["type"] == "state", reply
 
 
@@ -331,7 +331,7 @@ async def _hearing(url: str, data_dir: Path) -> Run:
             await judge.client.expect("recording", lambda m: m["status"] == "recording")
             await asyncio.sleep(CONSULT_AFTER)
             pair = [booking.ids["defendant"], booking.ids["counsel"]]
-            reply = await judge.client.request("consult", "roster", participant_ids=pair)
+            reply = await judge.client.request_ok("consult", "roster", participant_ids=pair)
             assert reply["type"] == "roster", reply
             snapshot("consult_start")
             await asyncio.sleep(CONSULT_FOR)
