@@ -45,13 +45,15 @@ class ArchiveDirectory:
         return out
 
     def _verification(self, session_dir: Path) -> dict[str, Any] | None:
+        from recorder.trust import data_dir_keys
         from recorder.verify import verify_archive
 
-        stamp = _stamp(session_dir)
+        keys = data_dir_keys(self._data_dir)
+        stamp = hash((_stamp(session_dir), tuple(k.public_key for k in keys)))
         cached = self._verified.get(str(session_dir))
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        result = verify_archive(session_dir).as_dict()
+        result = verify_archive(session_dir, trusted_keys=keys).as_dict()
         self._verified[str(session_dir)] = (stamp, result)
         return result
 
