@@ -4,8 +4,9 @@ A recorder killed mid-hearing leaves its session without a seal: the manifest
 is intact up to its last line (each line is fsynced; at most the last one is
 torn), every listed segment is complete, and each track's segment being
 written at the crash is a readable Matroska prefix nobody listed. When the
-recorder starts the hearing's next session, :func:`seal_interrupted` (on the
-writer thread, never on the event loop):
+recorder starts (for every hearing: :func:`crashed_sessions`), or at the
+latest when it starts the hearing's next session, :func:`seal_interrupted`
+(on the writer thread, never on the event loop):
 
 1. takes the crashed session's lock (so no live recorder still writes it);
 2. checks the intact prefix: listed segment files must still have the sizes
@@ -15,8 +16,9 @@ writer thread, never on the event loop):
    it with PyAV to find where its media ends (last packet time plus duration);
 4. appends one ``recovered_segment`` line per partial, then a seal with
    ``state: "interrupted"``, ``media_end`` (where the recovered media ends:
-   the restart gap of the next session starts there), ``recovered_by`` and
-   ``torn_bytes``, signed with the recorder's current key;
+   the restart gap of the next session starts there), ``recovered_by`` (the
+   session that continues it, or null when the recorder sealed it as it
+   started) and ``torn_bytes``, signed with the recorder's current key;
 5. removes the stale lock file.
 
 The partial's wall-clock ``start`` is not written anywhere before the crash:
@@ -89,7 +91,25 @@ def media_span(path: Path) -> tuple[int, float]:
     return packets, end
 
 
-def seal_interrupted(directory: Path, key: SigningKey, by_session: str, at: float | None = None) -> dict[str, Any]:
+def crashed_sessions(recordings: Path, recorder_id: str) -> list[Path]:
+    """Each hearing's latest session of ``recorder_id`` under ``recordings`` that ended without a seal (cheap)."""
+    found: list[Path] = []
+    if not recordings.is_dir():
+        return found
+    for recorder_dir in sorted(recordings.glob(f"*/{safe_name(recorder_id)}")):
+        sessions = sorted(p.parent for p in recorder_dir.glob(f"*/{MANIFEST_NAME}"))
+        if not sessions:
+            continue
+        lines = read_lines(sessions[-1] / MANIFEST_NAME)
+        intact = [line.entry for line in lines if line.entry is not None]
+        if not intact or intact[-1].get("type") != "seal":
+            found.append(sessions[-1])
+    return found
+
+
+def seal_interrupted(
+    directory: Path, key: SigningKey, by_session: str | None = None, at: float | None = None
+) -> dict[str, Any]:
     """Recover and seal the crashed session in ``directory`` (see the module docstring); returns the seal line."""
     at = time.time() if at is None else at
     lock_path = directory / LOCK_NAME
@@ -106,7 +126,7 @@ def seal_interrupted(directory: Path, key: SigningKey, by_session: str, at: floa
     return seal
 
 
-def _recover(directory: Path, key: SigningKey, by_session: str, at: float) -> dict[str, Any]:
+def _recover(directory: Path, key: SigningKey, by_session: str | None, at: float) -> dict[str, Any]:
     manifest = directory / MANIFEST_NAME
     lines = read_lines(manifest)
     if not lines or lines[0].entry is None or lines[0].entry.get("type") != "session":

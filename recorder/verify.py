@@ -398,7 +398,9 @@ def _verify(
     try:
         fd = _open_regular(root / MANIFEST_NAME)
     except FileNotFoundError:
-        raise _Fail(Problem(f"no {MANIFEST_NAME} in {root}"), "unusable") from None
+        raise _Fail(
+            Problem(f"no {MANIFEST_NAME} in {root} (give a session directory or a hearing directory)"), "unusable"
+        ) from None
     except OSError as exc:
         if os.path.islink(root / MANIFEST_NAME):
             raise _Fail(Problem("the manifest is a symlink: refused", MANIFEST_NAME)) from None
@@ -577,7 +579,10 @@ def _verify(
 
     if progress is not None:
         progress(0, total)
-    files, folders, others = _walk(root)
+    try:
+        files, folders, others = _walk(root)
+    except OSError as exc:
+        raise fail(f"cannot list the session's files ({exc.strerror or exc})", file=".") from None
     for rel, what in others:
         raise fail(f"{what} refused: an archive holds only plain files and folders", file=rel)
     present = set(files)
@@ -776,7 +781,11 @@ def verify_hearing(
     if os.path.islink(root) or not root.is_dir():
         result.problem = Problem(f"{root} is not a hearing directory")
         return result
-    sessions, problem = session_dirs_of(root)
+    try:
+        sessions, problem = session_dirs_of(root)
+    except OSError as exc:
+        result.problem = Problem(f"cannot list {root} ({exc.strerror or exc})")
+        return result
     if problem is not None:
         result.status, result.problem = "invalid", problem
         return result
