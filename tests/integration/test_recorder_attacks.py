@@ -20,7 +20,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from courtlink.cli import main as courtlink_main
 from recorder.chain import LOCK_NAME, MANIFEST_NAME
 from recorder.cli import keys_main
 from recorder.directory import ArchiveDirectory
@@ -492,3 +494,28 @@ class running:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._runner.cleanup()
+
+
+def test_public_key_files_and_folders_are_trusted_keys(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--trusted-keys takes a PEM public key file, or a folder of public-key files, as a court keeps them."""
+    (session,) = sessions_of(data)
+    key = load_or_create(key_dir_of(data), "rec-a")
+    pem = key.private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    (tmp_path / "rec-a.pem").write_bytes(pem)
+    folder = tmp_path / "court-keys"
+    folder.mkdir()
+    for record in key_dir_of(data).glob("*.public.json"):
+        shutil.copy(record, folder / record.name)
+    (folder / "README.txt").write_text("public keys of the recording server, exported 2027-01-15\n")
+    for trusted in (tmp_path / "rec-a.pem", folder):
+        code, out = af.cli(str(session), "--trusted-keys", str(trusted))
+        assert code == 0, out
+    # The same, through the courtlink command: export, then verify elsewhere with only the export.
+    exported_file = tmp_path / "export.json"
+    assert courtlink_main(["recorder", "keys", "export", "--data-dir", str(data), "-o", str(exported_file)]) == 0
+    assert json.loads(exported_file.read_text()) == export_keys(key_dir_of(data))
+    capsys.readouterr()
+    assert courtlink_main(["verify", str(session), "--trusted-keys", str(exported_file), "--no-progress"]) == 0
+    assert "(trusted key)" in capsys.readouterr().out
