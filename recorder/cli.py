@@ -172,8 +172,9 @@ def verify_main(
     if args.json:
         out.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
         return result.exit_code
-    for line in result.identity():
-        out.write(line + "\n")
+    if result.status != "unusable":
+        for line in result.identity():
+            out.write(line + "\n")
     _print_gaps(out, [g for g in result.gaps if g.get("track") is None and g.get("participant") is None])
     _print_trust(out, sources, args.any_key)
     for note in result.notes:

@@ -654,7 +654,7 @@ def _check_trust(
 ) -> None:
     if not trusted:
         raise fail(
-            f"sealed by an untrusted key {key_id}: no trusted keys were given (--trusted-keys FILE|DIR, "
+            f"sealed by an untrusted key {key_id}: no trusted keys (give --trusted-keys FILE|DIR or "
             "--data-dir DIR, or --any-key for an integrity-only check)",
             seal_line,
         )
