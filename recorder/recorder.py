@@ -33,7 +33,7 @@ import structlog
 from recorder.keys import SigningKey, load_or_create, public_keys
 from recorder.manifest import GAP_REASONS
 from recorder.queue import WorkQueue
-from recorder.recovery import RecoveryRefused, crashed_sessions, seal_interrupted
+from recorder.recovery import RecoveryRefused, crashed_sessions, discard_if_empty, seal_interrupted
 from recorder.segments import Opener, default_opener
 from recorder.timeline import SenderClock, TrackClock
 from recorder.writer import SessionSpec, SessionWriter, safe_name, session_locked
@@ -299,6 +299,9 @@ class Recorder:
         for directory in crashed_sessions(recordings_root(self.data_dir), self.recorder_id):
             if session_locked(directory):
                 continue  # a live recorder with this id writes it (a misconfiguration the session open reports)
+            if discard_if_empty(directory):
+                log.warning("empty_session_removed", session=directory.name)
+                continue
             try:
                 seal = seal_interrupted(directory, self._signing_key())
             except (RecoveryRefused, OSError) as exc:

@@ -92,19 +92,38 @@ def media_span(path: Path) -> tuple[int, float]:
 
 
 def crashed_sessions(recordings: Path, recorder_id: str) -> list[Path]:
-    """Each hearing's latest session of ``recorder_id`` under ``recordings`` that ended without a seal (cheap)."""
+    """Each hearing's latest session directory of ``recorder_id`` under ``recordings`` that has no seal (cheap)."""
     found: list[Path] = []
     if not recordings.is_dir():
         return found
     for recorder_dir in sorted(recordings.glob(f"*/{safe_name(recorder_id)}")):
-        sessions = sorted(p.parent for p in recorder_dir.glob(f"*/{MANIFEST_NAME}"))
+        sessions = sorted(p for p in recorder_dir.iterdir() if p.is_dir() and not p.is_symlink())
         if not sessions:
             continue
-        lines = read_lines(sessions[-1] / MANIFEST_NAME)
-        intact = [line.entry for line in lines if line.entry is not None]
+        manifest = sessions[-1] / MANIFEST_NAME
+        intact = [line.entry for line in read_lines(manifest) if line.entry is not None] if manifest.is_file() else []
         if not intact or intact[-1].get("type") != "seal":
             found.append(sessions[-1])
     return found
+
+
+def discard_if_empty(directory: Path) -> bool:
+    """Remove a session a crash left before its first line was on disk (nothing recorded, nothing chained).
+
+    Such a directory holds only the lock and, at most, a manifest without one
+    whole line; it would otherwise sit in the hearing as a folder no manifest
+    accounts for. Returns whether it was removed.
+    """
+    names = {p.name for p in directory.iterdir()}
+    if not names <= {LOCK_NAME, MANIFEST_NAME}:
+        return False
+    manifest = directory / MANIFEST_NAME
+    if manifest.is_file() and b"\n" in manifest.read_bytes():
+        return False
+    for name in names:
+        (directory / name).unlink()
+    directory.rmdir()
+    return True
 
 
 def seal_interrupted(

@@ -814,7 +814,8 @@ def verify_hearing(
                 )
                 return result
     worst = max(result.sessions, key=lambda s: _RANK[s.status])
-    result.status = worst.status
+    # Inside a hearing, a session that is not even an archive is damage to the hearing, not unusable input.
+    result.status = "invalid" if worst.status == "unusable" else worst.status
     if worst.problem is not None:
         rel = Path(worst.path).relative_to(root).as_posix()
         p = worst.problem

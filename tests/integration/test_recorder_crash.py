@@ -196,3 +196,20 @@ def test_torn_last_line_is_dropped_and_the_session_sealed_as_interrupted(tmp_pat
     assert (seal["state"], seal["torn_bytes"]) == ("interrupted", 40)
     code, out = af.cli(str(sealed.parents[1]), data_dir=tmp_path)
     assert code == 0, out
+
+
+def test_crash_before_the_first_line_leaves_no_stray_folder(tmp_path: Path) -> None:
+    """A crash between creating a session and its first line: the restarted recorder removes the empty folder."""
+    sealed = af.record_sealed(tmp_path)
+    empty = sealed.parent / "rs_20270115T090000000000Z_deadbeef"
+    empty.mkdir()
+    (empty / LOCK_NAME).write_text("4242\n")
+    (empty / MANIFEST_NAME).write_bytes(b'{"at":1800003600.0,"block_si')
+    assert af.cli(str(sealed.parents[1]), data_dir=tmp_path)[0] == 1  # a folder no manifest accounts for
+    recorder = Recorder(tmp_path, "rec-a")
+    recorder.start()
+    recorder.flush().result(60)
+    recorder.close()
+    assert not empty.exists()
+    code, out = af.cli(str(sealed.parents[1]), data_dir=tmp_path)
+    assert code == 0, out
