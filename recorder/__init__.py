@@ -10,7 +10,8 @@
 - :mod:`recorder.manifest`: the JSON Lines manifest and its chain.
 - :mod:`recorder.segments`: PyAV remux into WebM/Matroska, hashed as written.
 - :mod:`recorder.keys`: Ed25519 signing keys (``public_keys`` for ``/api/v1/recorder/keys``).
-- :mod:`recorder.verify`: ``verify_archive`` and ``verify_hearing`` (valid / unsealed / invalid / unusable),
+- :mod:`recorder.verify`: ``verify_archive`` (valid / unsealed / invalid / unusable), with
+  :mod:`recorder.hearing_chain` (``verify_hearing``) and :mod:`recorder.verdict` (the results):
   standalone (standard library and ``cryptography`` only; see ``docs/archive.md``).
 - :mod:`recorder.archive`: ``list_recordings`` for ``GET /api/v1/hearings/{id}/recordings``.
 - :mod:`recorder.render`: ``render_archive``, composite H.264/AAC playback (the only decoder).

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from recorder.chain import MANIFEST_NAME
+from recorder.hearing_chain import verify_hearing
 from recorder.trust import TrustedKey, TrustError, data_dir_keys, format_time, key_dir_of, load_trusted
-from recorder.verify import Progress, verify_archive, verify_hearing
+from recorder.verify import Progress, verify_archive
 
 PROGRESS_MIN_BYTES = 64 * 1024 * 1024
 """Archives smaller than this verify without a progress bar."""

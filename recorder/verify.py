@@ -1,7 +1,7 @@
 """Verify a recording: every byte, every line, every file, the chain, the seal, the key and whose hearing it is.
 
 Standalone: this module imports only the standard library, ``cryptography``
-and :mod:`recorder.chain` / :mod:`recorder.trust` (which import nothing else),
+and :mod:`recorder.chain`, :mod:`recorder.trust`, :mod:`recorder.verdict` (which import nothing else),
 so a third party can read and run it alone (``python -m recorder.verify``).
 The format and the trust model are in ``docs/archive.md``.
 
@@ -17,8 +17,9 @@ The format and the trust model are in ``docs/archive.md``.
   damaged byte range named); any file or folder the manifest does not list,
   and any symlink, makes the session invalid.
 
-``verify_hearing(hearing_dir)`` checks every recorder's sessions of a hearing,
-each recorder's sessions as one chain in order (each continuing the one before).
+:func:`recorder.hearing_chain.verify_hearing` checks every recorder's sessions
+of a hearing, each recorder's sessions as one chain in order (each continuing
+the one before). The verdict types are in :mod:`recorder.verdict`.
 
 Outcomes (``status``): ``valid`` (sealed, complete or ``interrupted``, and
 everything checks), ``unsealed`` (everything present checks, no seal yet),
@@ -34,9 +35,8 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from recorder.chain import (
     BLOCK_SIZE,
@@ -55,205 +55,15 @@ from recorder.chain import (
     verify_signature,
 )
 from recorder.trust import TrustedKey, data_dir_keys, format_time, key_from_record
+from recorder.verdict import HearingResult, Problem, Status, VerifyResult
 
 Progress = Callable[[int, int], None]
 """(bytes hashed so far, total bytes to hash)."""
 
-Status = Literal["valid", "unsealed", "invalid", "unusable"]
 TrustInput = Iterable[str | TrustedKey | dict[str, Any]] | None
 
-_RANK: dict[str, int] = {"valid": 0, "unsealed": 1, "invalid": 2, "unusable": 3}
 _LOCK_MAX = 32
 """A lock file left by a crash between seal and its removal holds a process id, nothing more."""
-
-
-@dataclass(frozen=True)
-class Problem:
-    """The first thing that does not verify, and where."""
-
-    reason: str
-    file: str = ""
-    """Path relative to the session directory (``manifest.jsonl`` or a segment file)."""
-    line: int | None = None
-    """Manifest line number (1-based), when a line is concerned."""
-    segment: str | None = None
-    """Segment file named by the line, when a segment is concerned."""
-    byte_range: tuple[int, int] | None = None
-    """First damaged byte range [start, end) of a segment, always inside the file, when it can be located."""
-
-    def describe(self) -> str:
-        """One human line: where, then why."""
-        where = []
-        if self.file:
-            where.append(self.file)
-        if self.line is not None:
-            where.append(f"line {self.line}")
-        if self.segment and self.segment != self.file:
-            where.append(f"segment {self.segment}")
-        if self.byte_range is not None:
-            where.append(f"bytes {self.byte_range[0]}-{self.byte_range[1] - 1}")
-        return f"{', '.join(where)}: {self.reason}" if where else self.reason
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        out: dict[str, Any] = {"reason": self.reason, "file": self.file, "line": self.line, "segment": self.segment}
-        if self.byte_range is not None:
-            out["byte_range"] = list(self.byte_range)
-        return out
-
-
-@dataclass
-class VerifyResult:
-    """What ``verify_archive`` found about one session."""
-
-    status: Status
-    path: str
-    hearing_id: str | None = None
-    case_number: str | None = None
-    session_id: str | None = None
-    recorder_id: str | None = None
-    first_at: float | None = None
-    """Wall clock (Unix seconds) of the session's start."""
-    last_at: float | None = None
-    """Wall clock of the last media, gap or event the manifest records."""
-    lines: int = 0
-    """Manifest lines that verified."""
-    segments: int = 0
-    """Segment files that verified (recovered partials included)."""
-    recovered: int = 0
-    """Of which recovered partials of a crash."""
-    bytes: int = 0
-    """Segment bytes hashed."""
-    sealed: bool = False
-    seal_state: str | None = None
-    """``complete`` or ``interrupted`` once sealed."""
-    key_id: str | None = None
-    """Key that signed the seal."""
-    key_trusted: bool | None = None
-    """True: a trusted key signed; None: not checked (``any_key``, integrity only); False: untrusted."""
-    previous_session_id: str | None = None
-    problem: Problem | None = None
-    partial_files: list[str] = field(default_factory=list)
-    gaps: list[dict[str, Any]] = field(default_factory=list)
-    """The manifest's gap lines (reason, start, end, track, participant), in order."""
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True only for a sealed, untampered session (signed by a trusted key unless the check was waived)."""
-        return self.status == "valid"
-
-    @property
-    def exit_code(self) -> int:
-        """``courtlink verify``'s exit status: 0 valid, 1 invalid or unsealed, 2 unusable input."""
-        return {"valid": 0, "unsealed": 1, "invalid": 1, "unusable": 2}[self.status]
-
-    def identity(self) -> list[str]:
-        """The lines that open the text report: whose hearing, which session, when."""
-        return [
-            f"hearing {self.hearing_id or '?'}  case {self.case_number or '?'}",
-            f"session {self.session_id or '?'}  recorder {self.recorder_id or '?'}",
-            f"from {format_time(self.first_at) or '?'}  to {format_time(self.last_at) or '?'}",
-        ]
-
-    def summary(self) -> str:
-        """One human line."""
-        if self.status == "valid":
-            trust = {True: "trusted key", None: "INTEGRITY ONLY: key not checked against trusted keys"}.get(
-                self.key_trusted, "UNTRUSTED key"
-            )
-            state = "sealed as INTERRUPTED (the recorder crashed)" if self.seal_state == "interrupted" else "sealed"
-            recovered = f", {self.recovered} recovered after a crash" if self.recovered else ""
-            return (
-                f"OK valid: {self.lines} lines, {self.segments} segments{recovered} ({self.bytes} bytes), "
-                f"{state} and signed by {self.key_id} ({trust})"
-            )
-        if self.status == "unsealed":
-            partial = f"; partial segment(s): {', '.join(self.partial_files)}" if self.partial_files else ""
-            return f"unsealed: complete up to line {self.lines}, not sealed{partial}"
-        assert self.problem is not None
-        return f"{self.status}: {self.problem.describe()}"
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form: identity first, then the verdict."""
-        return {
-            "hearing_id": self.hearing_id,
-            "case_number": self.case_number,
-            "session_id": self.session_id,
-            "recorder_id": self.recorder_id,
-            "first_at": format_time(self.first_at) or None,
-            "last_at": format_time(self.last_at) or None,
-            "status": self.status,
-            "ok": self.ok,
-            "lines": self.lines,
-            "segments": self.segments,
-            "recovered": self.recovered,
-            "bytes": self.bytes,
-            "sealed": self.sealed,
-            "seal_state": self.seal_state,
-            "key_id": self.key_id,
-            "key_trusted": self.key_trusted,
-            "previous_session_id": self.previous_session_id,
-            "problem": self.problem.as_dict() if self.problem is not None else None,
-            "partial_files": self.partial_files,
-            "gaps": self.gaps,
-            "notes": self.notes,
-            "summary": self.summary(),
-            "path": self.path,
-        }
-
-
-@dataclass
-class HearingResult:
-    """What ``verify_hearing`` found: every session, and the first problem across them."""
-
-    status: Status
-    path: str
-    hearing_id: str | None = None
-    case_number: str | None = None
-    sessions: list[VerifyResult] = field(default_factory=list)
-    problem: Problem | None = None
-    """A problem of the hearing as a whole (stray files, a broken order); else the worst session's."""
-
-    @property
-    def ok(self) -> bool:
-        """True when every session is valid and they chain in order."""
-        return self.status == "valid"
-
-    @property
-    def exit_code(self) -> int:
-        """0 valid, 1 invalid or unsealed, 2 unusable."""
-        return {"valid": 0, "unsealed": 1, "invalid": 1, "unusable": 2}[self.status]
-
-    @property
-    def first_at(self) -> float | None:
-        """The earliest session start."""
-        times = [s.first_at for s in self.sessions if s.first_at is not None]
-        return min(times) if times else None
-
-    @property
-    def last_at(self) -> float | None:
-        """The latest time any session records."""
-        times = [s.last_at for s in self.sessions if s.last_at is not None]
-        return max(times) if times else None
-
-    def hearing_gaps(self) -> list[dict[str, Any]]:
-        """Gaps of the whole recording (no track named): recess, restart after a crash..."""
-        return [g for s in self.sessions for g in s.gaps if g.get("track") is None and g.get("participant") is None]
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form: identity first, then the verdict, then each session."""
-        return {
-            "hearing_id": self.hearing_id,
-            "case_number": self.case_number,
-            "first_at": format_time(self.first_at) or None,
-            "last_at": format_time(self.last_at) or None,
-            "status": self.status,
-            "ok": self.ok,
-            "problem": self.problem.as_dict() if self.problem is not None else None,
-            "sessions": [s.as_dict() for s in self.sessions],
-            "path": self.path,
-        }
 
 
 class _Fail(Exception):
@@ -263,7 +73,7 @@ class _Fail(Exception):
         self.status = status
 
 
-def _trusted(trusted_keys: TrustInput, root: Path) -> list[TrustedKey] | None:
+def trusted_set(trusted_keys: TrustInput, root: Path) -> list[TrustedKey] | None:
     """The trust set: as given, or (None) the keys of the data directory the archive lies in, if it does."""
     if trusted_keys is None:
         # recordings/<hearing>/<recorder>/<session>: the data dir is three levels above "recordings"'s children.
@@ -366,7 +176,7 @@ def verify_archive(
     the archive lies in (``<data_dir>/recordings/...``), if any; the command line never relies on that.
     With no trusted key at all, a seal is "by an untrusted key" unless ``any_key`` waives the check
     (integrity only). ``hearing_id``: the hearing the session must belong to. ``link_required``: the
-    session it continues must lie alongside (set by :func:`verify_hearing`).
+    session it continues must lie alongside (set when verifying a hearing).
     """
     root = Path(path)
     result = VerifyResult(status="unusable", path=str(root))
@@ -537,7 +347,7 @@ def _verify(
         if not verify_signature(public, str(seal.get("signature", "")), seal_message(seal)):
             raise fail("the seal's signature does not verify (seal forged or re-signed)", seal_line)
         if not any_key:
-            trusted = _trusted(trusted_keys, root)
+            trusted = trusted_set(trusted_keys, root)
             _check_trust(public, key_id, seal, result.recorder_id, trusted or [], root, fail, seal_line)
             result.key_trusted = True
         else:
@@ -552,6 +362,26 @@ def _verify(
         raise fail("the session line's previous link is malformed", session_line)
 
     # --- pass 2: the files. Everything listed is re-hashed; nothing unlisted may exist.
+    _check_files(root, result, segment_lines, track_dirs, block, progress, fail)
+
+    if not result.sealed:
+        result.status = "unsealed"
+        if torn_tail:
+            result.notes.append(f"line {len(lines)} is torn (the recorder stopped while writing it)")
+        return
+    result.status = "valid"
+
+
+def _check_files(
+    root: Path,
+    result: VerifyResult,
+    segment_lines: list[tuple[ManifestLine, dict[str, Any]]],
+    track_dirs: set[str],
+    block: int,
+    progress: Progress | None,
+    fail: Callable[..., _Fail],
+) -> None:
+    """Re-hash every listed file (segments, recovered partials); refuse anything unlisted, and any symlink."""
     listed: dict[str, tuple[ManifestLine, dict[str, Any]]] = {}
     foreign: list[tuple[Path, str, ManifestLine, dict[str, Any]]] = []
     for line, entry in segment_lines:
@@ -633,13 +463,6 @@ def _verify(
     for rel in folders:
         if rel not in needed_dirs:
             raise fail("folder is not listed in the manifest (added after the fact)", file=rel + "/")
-
-    if not result.sealed:
-        result.status = "unsealed"
-        if torn_tail:
-            result.notes.append(f"line {len(lines)} is torn (the recorder stopped while writing it)")
-        return
-    result.status = "valid"
 
 
 def _check_trust(
@@ -744,83 +567,7 @@ def _check_file(
     raise fail(reason, line, file=rel, segment=rel, byte_range=bad)
 
 
-def session_dirs_of(hearing_dir: Path) -> tuple[list[Path], Problem | None]:
-    """The session directories of a hearing directory, by recorder then time; or what does not belong there."""
-    sessions: list[Path] = []
-    for recorder in sorted(hearing_dir.iterdir()):
-        mode = os.lstat(recorder).st_mode
-        if not stat.S_ISDIR(mode):
-            what = "symlink" if stat.S_ISLNK(mode) else "file"
-            return [], Problem(f"{what} in the hearing folder where only recorder folders belong", recorder.name)
-        for session in sorted(recorder.iterdir()):
-            rel = f"{recorder.name}/{session.name}"
-            mode = os.lstat(session).st_mode
-            if not stat.S_ISDIR(mode) or not os.path.lexists(session / MANIFEST_NAME):
-                what = "symlink" if stat.S_ISLNK(mode) else "file" if not stat.S_ISDIR(mode) else "folder"
-                return [], Problem(f"{what} in a recorder folder where only recording sessions belong", rel)
-            sessions.append(session)
-    return sessions, None
-
-
-def verify_hearing(
-    path: Path | str,
-    progress: Progress | None = None,
-    trusted_keys: TrustInput = None,
-    *,
-    any_key: bool = False,
-    hearing_id: str | None = None,
-) -> HearingResult:
-    """Verify every session of a hearing directory (``recordings/<hearing_id>``), each recorder's as one chain.
-
-    Every session must verify; within a recorder, the first continues nothing
-    and each later one continues the one before it (its ``previous`` link),
-    so a removed, added or reordered session is named.
-    """
-    root = Path(path)
-    result = HearingResult(status="unusable", path=str(root))
-    if os.path.islink(root) or not root.is_dir():
-        result.problem = Problem(f"{root} is not a hearing directory")
-        return result
-    try:
-        sessions, problem = session_dirs_of(root)
-    except OSError as exc:
-        result.problem = Problem(f"cannot list {root} ({exc.strerror or exc})")
-        return result
-    if problem is not None:
-        result.status, result.problem = "invalid", problem
-        return result
-    if not sessions:
-        result.problem = Problem(f"{root} holds no recording session")
-        return result
-    keys = _trusted(trusted_keys, sessions[0]) if not any_key else None
-    by_recorder: dict[str, list[VerifyResult]] = {}
-    for session in sessions:
-        verified = verify_archive(session, progress, keys, any_key=any_key, hearing_id=hearing_id, link_required=True)
-        result.sessions.append(verified)
-        by_recorder.setdefault(session.parent.name, []).append(verified)
-    first = result.sessions[0]
-    result.hearing_id, result.case_number = first.hearing_id, first.case_number
-    for recorder, chain in by_recorder.items():
-        for i, session_result in enumerate(chain):
-            want = Path(chain[i - 1].path).name if i else None
-            if session_result.status != "unusable" and session_result.previous_session_id != want:
-                result.status = "invalid"
-                name = Path(session_result.path).name
-                result.problem = Problem(
-                    f"continues {session_result.previous_session_id or 'nothing'}, but the session before it "
-                    f"is {want or 'none'} (a session removed, added or reordered)",
-                    f"{recorder}/{name}/{MANIFEST_NAME}",
-                    1,
-                )
-                return result
-    worst = max(result.sessions, key=lambda s: _RANK[s.status])
-    # Inside a hearing, a session that is not even an archive is damage to the hearing, not unusable input.
-    result.status = "invalid" if worst.status == "unusable" else worst.status
-    if worst.problem is not None:
-        rel = Path(worst.path).relative_to(root).as_posix()
-        p = worst.problem
-        result.problem = Problem(p.reason, f"{rel}/{p.file}" if p.file else rel, p.line, p.segment, p.byte_range)
-    return result
+__all__ = ["HearingResult", "Problem", "Progress", "Status", "VerifyResult", "trusted_set", "verify_archive"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
