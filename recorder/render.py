@@ -31,6 +31,7 @@ from av.video.reformatter import VideoReformatter
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
+from recorder.chain import safe_name
 from recorder.manifest import MANIFEST_NAME, read_lines
 
 T = TypeVar("T")
@@ -353,8 +354,11 @@ def _load(path: Path, recorder: str | None = None) -> tuple[dict[str, Any], list
             ):
                 continue  # an older archive's recovered line, without times: cannot be placed
             if kind in ("segment", "recovered_segment"):
-                owner = directory.parent / str(e.get("session_id", directory.name))
-                base = owner if kind == "recovered_segment" else directory
+                owner = str(e.get("session_id", directory.name)) if kind == "recovered_segment" else directory.name
+                rel = str(e.get("file", ""))
+                if safe_name(owner) != owner or ".." in rel.split("/") or rel.startswith("/"):
+                    continue  # never read outside the hearing's folders, whatever a manifest says
+                base = directory.parent / owner
                 segments.append(
                     _Segment(
                         str(e["track"]),
@@ -363,7 +367,7 @@ def _load(path: Path, recorder: str | None = None) -> tuple[dict[str, Any], list
                         str(e.get("kind", "")),
                         float(e["start"]),
                         float(e["end"]),
-                        base / str(e["file"]),
+                        base / rel,
                     )
                 )
             elif kind == "gap":
