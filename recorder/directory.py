@@ -65,18 +65,20 @@ class ArchiveDirectory:
         return out
 
     def _verification(self, session_dir: Path) -> dict[str, Any] | None:
+        from recorder.trust import data_dir_keys
         from recorder.verify import verify_archive
 
         key = str(session_dir)
         with self._flights[hash(key) % _STRIPES]:
             # Whoever waited here while another thread hashed this session finds its result now.
-            stamp = _stamp(session_dir)
+            keys = data_dir_keys(self._data_dir)
+            stamp = hash((_stamp(session_dir), tuple(k.public_key for k in keys)))
             with self._cache_lock:
                 cached = self._verified.get(key)
                 if cached is not None and cached[0] == stamp:
                     self._verified.move_to_end(key)
                     return cached[1]
-            result = verify_archive(session_dir).as_dict()
+            result = verify_archive(session_dir, trusted_keys=keys).as_dict()
             with self._cache_lock:
                 self._verified[key] = (stamp, result)
                 self._verified.move_to_end(key)

@@ -33,9 +33,10 @@ import structlog
 from recorder.keys import SigningKey, load_or_create, public_keys
 from recorder.manifest import GAP_REASONS
 from recorder.queue import WorkQueue
+from recorder.recovery import RecoveryRefused, crashed_sessions, discard_if_empty, seal_interrupted
 from recorder.segments import Opener, default_opener
 from recorder.timeline import SenderClock, TrackClock
-from recorder.writer import SessionSpec, SessionWriter, safe_name
+from recorder.writer import SessionSpec, SessionWriter, safe_name, session_locked
 from rooms.frames import EncodedFrame, SenderReport, TrackInfo
 from rooms.model import Hearing, Role, Site
 
@@ -291,6 +292,22 @@ class Recorder:
         self._thread.start()
         # Key files are I/O: load (or create) the key on the writer thread, first thing.
         self._control(self._load_key)
+        self._control(self._seal_crashed)
+
+    def _seal_crashed(self) -> None:
+        """Seal as ``interrupted`` what a crash of this recorder left unsealed (writer thread; see recovery.py)."""
+        for directory in crashed_sessions(recordings_root(self.data_dir), self.recorder_id):
+            if session_locked(directory):
+                continue  # a live recorder with this id writes it (a misconfiguration the session open reports)
+            if discard_if_empty(directory):
+                log.warning("empty_session_removed", session=directory.name)
+                continue
+            try:
+                seal = seal_interrupted(directory, self._signing_key())
+            except (RecoveryRefused, OSError) as exc:
+                log.error("interrupted_seal_refused", session=directory.name, error=str(exc))
+            else:
+                log.info("recording_sealed_interrupted", session=directory.name, media_end=seal.get("media_end"))
 
     def _load_key(self) -> None:
         self._signing_key()

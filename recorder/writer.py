@@ -8,8 +8,8 @@ time it lost, tells the status callback, and tries again a second later.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
-import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -20,10 +20,11 @@ from typing import Any
 import av
 import structlog
 
-from recorder.keys import ALGORITHM, SigningKey
+from recorder.chain import ALGORITHM, BLOCK_SIZE, LOCK_NAME, SEGMENTS_DIR, safe_name, seal_message
+from recorder.keys import SigningKey
 from recorder.manifest import FORMAT, MANIFEST_NAME, ManifestWriter, entry_hash, last_intact, read_lines, wall
+from recorder.recovery import RecoveryRefused, seal_interrupted
 from recorder.segments import (
-    BLOCK_SIZE,
     Opener,
     SegmentFile,
     UnsupportedCodec,
@@ -31,15 +32,11 @@ from recorder.segments import (
     h264_dimensions,
     vp8_dimensions,
 )
-from rooms.audit import GENESIS, canonical
+from rooms.audit import GENESIS
 from rooms.frames import TrackInfo
 
 log = structlog.get_logger("recorder")
 
-LOCK_NAME = "recording.lock"
-"""Held (flock) by the recorder process while a session is being written; gone when it dies."""
-
-SEGMENTS_DIR = "segments"
 DISK_RETRY_SECONDS = 1.0
 """After a failed write, media time to wait before opening a new segment."""
 
@@ -50,12 +47,6 @@ CUT_SLACK = 0.1
 """Seconds before the nominal segment length at which a video keyframe may already start the next segment."""
 
 _DEFAULT_DELTA = {"audio": 0.02, "video": 1 / 30}
-
-
-def safe_name(value: str) -> str:
-    """A path component made of ``[A-Za-z0-9_.-]`` only (anything else becomes ``_``)."""
-    cleaned = "".join(c if (c.isalnum() and c.isascii()) or c in "_.-" else "_" for c in value)
-    return cleaned.strip(".") or "_"
 
 
 @dataclass
@@ -126,12 +117,27 @@ class SessionWriter:
         if previous is not None and session_locked(previous[0]):
             # Another live recorder writes under this recorder_id: two recorders need two ids.
             raise RecorderIdInUse(f"session {previous[0].name} is being written by a live recorder with this id")
+        interrupted: dict[str, Any] | None = None
+        if previous is not None and not previous[4]:
+            # The session before ended without a seal (a crash): account for what it left and seal it as such.
+            try:
+                interrupted = seal_interrupted(previous[0], self._key(), spec.session_id)
+            except RecoveryRefused as exc:
+                self._log.error("interrupted_seal_refused", session=previous[0].name, error=str(exc))
+            except OSError as exc:
+                self._log.error("interrupted_seal_failed", session=previous[0].name, error=str(exc))
+            else:
+                previous = self._previous_session()
+        elif previous is not None:
+            interrupted = _interrupted_seal(previous[0], previous[1])
         prev_hash = GENESIS
         link: dict[str, Any] | None = None
         if previous is not None:
             prev_dir, count, head, latest, sealed = previous
             prev_hash = head
             link = {"session_id": prev_dir.name, "lines": count, "last_hash": head, "sealed": sealed}
+            if interrupted is not None:
+                link["state"] = "interrupted"
         self._manifest = ManifestWriter(spec.directory / MANIFEST_NAME, prev=prev_hash)
         self._append(
             {
@@ -149,19 +155,24 @@ class SessionWriter:
                 **spec.extra,
             }
         )
-        if previous is not None and not previous[4]:
+        if previous is not None and (interrupted is not None or not previous[4]):
             prev_dir, _, _, latest, _ = previous
+            if interrupted is not None and isinstance(interrupted.get("media_end"), int | float):
+                # Where the crashed recorder's media really ends: its recovered partials included.
+                latest = float(interrupted["media_end"])
+                detail = f"recorder restarted; session {prev_dir.name} was interrupted and is sealed as such"
+            else:
+                detail = f"recorder restarted; session {prev_dir.name} ended without a seal"
             self._append(
                 {
                     "type": "gap",
                     "reason": "recorder_restart",
                     "track": None,
-                    "start": wall(latest or spec.started_at),
+                    "start": wall(min(latest or spec.started_at, spec.started_at)),
                     "end": wall(spec.started_at),
-                    "detail": f"recorder restarted; session {prev_dir.name} ended without a seal",
+                    "detail": detail,
                 }
             )
-            self._recover_partials(prev_dir)
         self._log.info("recording_session_opened", previous=link["session_id"] if link else None)
         self._notify("recording", {"session_id": spec.session_id})
 
@@ -179,30 +190,6 @@ class SessionWriter:
             last = read_lines(prev_dir / MANIFEST_NAME)[count - 1].entry
             sealed = last is not None and last.get("type") == "seal"
         return prev_dir, count, head, latest, sealed
-
-    def _recover_partials(self, prev_dir: Path) -> None:
-        """Account, in this manifest, for segment files the crashed session never listed."""
-        listed = {
-            str(line.entry.get("file"))
-            for line in read_lines(prev_dir / MANIFEST_NAME)
-            if line.entry is not None and line.entry.get("type") == "segment"
-        }
-        for path in sorted((prev_dir / SEGMENTS_DIR).glob("*/*")):
-            rel = path.relative_to(prev_dir).as_posix()
-            if rel in listed or not path.is_file():
-                continue
-            size, digest = _hash_file(path)
-            self._append(
-                {
-                    "type": "recovered_segment",
-                    "at": wall(self.spec.started_at),
-                    "session_id": prev_dir.name,
-                    "file": rel,
-                    "bytes": size,
-                    "sha256": digest,
-                    "detail": "partial segment of a crashed session, readable up to the crash",
-                }
-            )
 
     def line(self, entry: dict[str, Any]) -> None:
         """Append a manifest line (gap, audit, stop...)."""
@@ -403,9 +390,13 @@ class SessionWriter:
             "algorithm": ALGORITHM,
             "key_id": key.key_id,
             "public_key": key.public_b64,
+            "state": "complete",
         }
         entry["signature"] = key.sign(seal_message(entry))
         stored = self._manifest.append(entry)
+        # A sealed session holds only what its manifest lists: the lock goes (we keep its descriptor until close).
+        with contextlib.suppress(OSError):
+            (self.spec.directory / LOCK_NAME).unlink()
         self._log.info("recording_sealed", lines=stored["n"], chain_head=stored["prev"])
         return stored
 
@@ -441,23 +432,14 @@ def session_locked(directory: Path) -> bool:
     return False
 
 
-def seal_message(entry: dict[str, Any]) -> bytes:
-    """The bytes a seal's signature covers: its canonical JSON without ``signature``, ``hash``, ``n``, ``prev``.
-
-    ``chain_head`` inside it names the line before the seal, which fixes the whole chain.
-    """
-    body = {k: v for k, v in entry.items() if k not in ("signature", "hash", "n", "prev")}
-    return canonical(body)
-
-
-def _hash_file(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
+def _interrupted_seal(directory: Path, count: int) -> dict[str, Any] | None:
+    """The seal line of a session sealed as interrupted (by a restart before this one), else None."""
+    if count <= 0:
+        return None
+    last = read_lines(directory / MANIFEST_NAME)[count - 1].entry
+    if last is not None and last.get("type") == "seal" and last.get("state") == "interrupted":
+        return last
+    return None
 
 
 def now() -> float:
