@@ -418,8 +418,9 @@ class Recorder:
             # The gap since it stopped ends with its first frame (media time, not this call's time).
             track.stopped = False
             track.info = info
-            if track.clock.clock_rate != info.clock_rate:
-                track.clock = TrackClock(info.clock_rate)
+            # A restarted track may come from a new peer with a new random RTP base: the old sender-report mapping
+            # would place its frames anywhere (and teach the sender clock a wrong offset) until the next report.
+            track.clock = TrackClock(info.clock_rate)
         else:
             sender = self._senders.setdefault((info.hearing_id, info.participant_id), SenderClock())
             self._tracks[info.track_id] = _LoopTrack(info, session, TrackClock(info.clock_rate), sender)

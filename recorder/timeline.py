@@ -18,6 +18,13 @@ ClockSource = Literal["sender_report", "arrival"]
 
 _WRAP = 1 << 32
 
+CLOCK_JUMP = 1.0
+"""A sender report that places the track more than this much later than the current mapping is a new clock (the
+sender restarted its RTP clock or stepped its wall clock): taken at once."""
+CLOCK_SLEW = 0.002
+"""Seconds a later sender report may move the mapping, per report: enough to follow a drifting clock (2000 ppm at
+one report a second), too little for one late report to move a track on the timeline."""
+
 
 def rtp_delta(rtp: int, ref: int) -> int:
     """``rtp - ref`` in RTP ticks, correct whether or not the caller unwrapped across 2**32."""
@@ -37,8 +44,29 @@ class TrackClock:
         self._arrival_ref: tuple[float, int] | None = None
 
     def sender_report(self, ntp_time: float, rtp_timestamp: int) -> None:
-        """Take a sender report as the new reference."""
-        self._sr_ntp = ntp_time
+        """Take a sender report into the mapping.
+
+        A sender stamps a report with the time it sends it and the RTP
+        timestamp of the last media it sent (aiortc), or of the media it
+        captures at that moment (browsers): a report can be late by the
+        sender's queueing, never early. So the earliest mapping seen is the
+        truest: an earlier report is taken at once, a later one only moves the
+        mapping by :data:`CLOCK_SLEW` (a drifting clock is followed, a report
+        stamped late by a loaded sender is not), unless it is later by more
+        than :data:`CLOCK_JUMP` (a new clock). Without this, each report moved
+        every segment opened after it by that report's own lateness: tiles
+        drifted apart by tenths of a second.
+        """
+        if self._sr_ntp is None:
+            self._sr_ntp, self._sr_rtp = ntp_time, rtp_timestamp
+            return
+        mine = self._sr_ntp + rtp_delta(rtp_timestamp, self._sr_rtp) / self.clock_rate
+        later = ntp_time - mine
+        if later <= 0 or later > CLOCK_JUMP:
+            self._sr_ntp = ntp_time
+        else:
+            self._sr_ntp = mine + min(later, CLOCK_SLEW)
+        # Re-anchored on the newest report's timestamp: RTP deltas stay small, far from the 2**32 wrap.
         self._sr_rtp = rtp_timestamp
 
     @property

@@ -31,6 +31,7 @@ from recorder.segments import (
     h264_dimensions,
     vp8_dimensions,
 )
+from recorder.timeline import rtp_delta
 from rooms.audit import GENESIS, canonical
 from rooms.frames import TrackInfo
 
@@ -51,6 +52,10 @@ CUT_SLACK = 0.1
 
 _DEFAULT_DELTA = {"audio": 0.02, "video": 1 / 30}
 
+STALL_SECONDS = 1.0
+"""A track whose next frame comes this much (media time) after the last one has stalled: the segment ends at its
+last frame and a new one starts, so a segment never claims seconds that hold no media."""
+
 
 def safe_name(value: str) -> str:
     """A path component made of ``[A-Za-z0-9_.-]`` only (anything else becomes ``_``)."""
@@ -69,6 +74,7 @@ class _Track:
     seg_clock: str = "arrival"
     last_wall: float = 0.0
     last_rtp: int = 0
+    last_clock: str = "arrival"
     last_delta: float = 0.0
     keyframe_asked: bool = False
     disk_gap_start: float | None = None
@@ -211,6 +217,11 @@ class SessionWriter:
     def _append(self, entry: dict[str, Any]) -> dict[str, Any] | None:
         if self._manifest is None:
             return None  # the session never opened (already reported): nothing can be chained
+        problem = span_problem(entry)
+        if problem is not None:
+            # A bug upstream; the line still goes in (its file must be listed), held to the invariant.
+            self._log.error("manifest_invariant_broken", problem=problem, entry_type=entry.get("type"))
+            entry = {**entry, "end": entry["start"]}
         try:
             stored = self._manifest.append(entry)
         except OSError as exc:
@@ -261,6 +272,8 @@ class SessionWriter:
         if track is None or self._manifest is None:
             return
         kind = track.info.kind
+        if track.segment is not None and track.last_wall and at - track.last_wall > STALL_SECONDS:
+            self._close_segment(track, None)
         # 0.1 s early is close enough: clock corrections (first sender report) shift keyframes by a few ms.
         if track.segment is not None:
             elapsed = at - track.seg_start
@@ -288,6 +301,7 @@ class SessionWriter:
             return
         track.last_wall = at
         track.last_rtp = rtp
+        track.last_clock = clock
 
     def _open_segment(self, track: _Track, payload: bytes, rtp: int, at: float, clock: str) -> bool:
         info = track.info
@@ -308,6 +322,7 @@ class SessionWriter:
         track.seg_clock = clock
         track.keyframe_asked = False
         track.last_wall = 0.0
+        track.last_delta = 0.0
         if track.disk_gap_start is not None:
             self._append(
                 {
@@ -345,9 +360,16 @@ class SessionWriter:
         if segment is None:
             return
         track.segment = None
+        start = track.seg_start
+        if track.last_wall:
+            # Placed by its last frame, on the newest mapping of RTP to wall time: the frames inside the file are
+            # timed by RTP from the first, so the first frame's time is the last one's less their RTP distance.
+            # Placing by the first frame's own time instead put the start on whatever mapping held then (an
+            # arrival time under load, a late sender report), up to seconds off the segment's end.
+            start = track.last_wall - rtp_delta(track.last_rtp, track.seg_first_rtp) / track.info.clock_rate
         if end is None:
             delta = track.last_delta or _DEFAULT_DELTA.get(track.info.kind, 0.02)
-            end = (track.last_wall or track.seg_start) + delta
+            end = (track.last_wall or start) + delta
         try:
             size, digest, blocks = segment.close()
         except (OSError, av.error.FFmpegError) as exc:
@@ -366,9 +388,9 @@ class SessionWriter:
                 "codec": info.codec,
                 "seq": track.seq,
                 "file": segment.path.relative_to(self.spec.directory).as_posix(),
-                "start": wall(track.seg_start),
+                "start": wall(start),
                 "end": wall(end),
-                "clock": track.seg_clock,
+                "clock": track.last_clock if track.last_wall else track.seg_clock,
                 "first_rtp": track.seg_first_rtp,
                 "frames": segment.frames,
                 "bytes": size,
@@ -420,6 +442,14 @@ class SessionWriter:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def span_problem(entry: dict[str, Any]) -> str | None:
+    """What is wrong with a line's time span (a ``segment`` or ``gap`` ending before it starts), or None."""
+    start, end = entry.get("start"), entry.get("end")
+    if isinstance(start, int | float) and isinstance(end, int | float) and end < start:
+        return f"{entry.get('type')} line ends {start - end:.3f} s before it starts"
+    return None
 
 
 class RecorderIdInUse(RuntimeError):
