@@ -28,6 +28,7 @@ import structlog
 
 from media.node import InProcessNode
 from recorder.recorder import Recorder, RecordingSession
+from rooms.audit import AuditEvent
 from rooms.errors import DomainError
 from rooms.model import Hearing, HearingState, Placement, Role, Site
 from rooms.store import HearingFilter, Store
@@ -90,6 +91,7 @@ class RecordingService:
         self._recorder.start()
         self._hub.room_listeners.append(self.follow)
         self._hub.closing_listeners.append(self.seal_before_close)
+        self._hub.audit_listeners.append(self.on_audit)
         now = datetime.now(UTC)
         window = HearingFilter(starts_from=now - timedelta(days=2), ends_to=now + timedelta(days=2), limit=10_000)
         for hearing in await self._store.list_hearings(window):
@@ -157,11 +159,38 @@ class RecordingService:
         elif isinstance(message, RosterMsg):
             self._consultations(follow, message)
 
+    def on_audit(self, hearing_id: str, event: AuditEvent) -> None:
+        """A consultation begins or ends: exclude its members from that moment on the audit trail's clock.
+
+        The audit event is stored before the node is told to change who
+        receives whom, and its time is the consultation's authoritative time;
+        the recorder then withholds every frame *captured* inside the
+        consultation, whenever it arrives (the roster comes later and a loaded
+        node may still deliver frames from before the end long after it).
+        """
+        follow = self._follows.get(hearing_id)
+        if follow is None or event.action not in ("consultation_started", "consultation_ended"):
+            return
+        ids = [str(pid) for pid in event.data.get("participant_ids", ())]
+        at = event.at.timestamp()
+        session = self._recorder.session(hearing_id)
+        if event.action == "consultation_started":
+            follow.excluded.update(ids)
+            if session is not None:
+                for pid in ids:
+                    session.exclude(pid, "consultation_excluded", at=at)
+        else:
+            follow.excluded.difference_update(ids)
+            if session is not None:
+                for pid in ids:
+                    session.include(pid, at=at)
+
     def on_closed(self, hearing_id: str, code: int, reason: str) -> None:
         """The session closed the recorder's connection (adjourn or shutdown)."""
         log.info("recorder_connection_closed", hearing_id=hearing_id, code=code, reason=reason)
 
     def _consultations(self, follow: _Follow, roster: RosterMsg) -> None:
+        # The audit events (on_audit) set the times; this catches what they cannot name (a member who left).
         session = self._recorder.session(follow.hearing_id)
         consulting = {p.id for p in roster.participants if p.placement is Placement.consultation}
         if session is not None:

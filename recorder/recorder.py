@@ -47,8 +47,12 @@ StatusCallback = Callable[[str, str, dict[str, Any]], None]
 _TRACK_GAP_REASONS = {"consultation": "consultation_excluded", "recess": "recess"}
 """Media-node stop reasons that leave a gap; any reason not known here is a ``track_lost`` gap."""
 _LATE_WINDOW = 1.0
-"""Seconds after a resume (or a consultation's end) in which audio timed before it is dropped: a sender later than
-that is broken, and a sender clock mapped wrongly must not cost more than this of speech."""
+"""Seconds after a resume in which audio timed before it is dropped: a sender later than that is broken, and a sender
+clock mapped wrongly must not cost more than this of speech."""
+WITHHELD_GUARD = 0.1
+"""Seconds after a consultation's end in which its members' media is still withheld. A frame's time on the hearing's
+timeline is its capture plus the least delay the sender has shown (encoding, network), never less: a frame captured
+just before the end may be timed a few ms after it."""
 _NORMAL_ENDS = frozenset({"ended", "muted", "unpublished", "left", "not_permitted", "detached", "closed"})
 """Stops that are the participant's own doing: noted in the manifest, not a gap in the recording."""
 
@@ -80,6 +84,8 @@ class _LoopTrack:
     open_gap: tuple[str, float, str] | None = None
     """(gap reason, start, what the media node said): closed by the next frame, or at stop."""
     dropping_since: float | None = None
+    withheld: int = 0
+    """Frames captured inside one of the participant's consultations that reached the recorder (all dropped)."""
 
 
 class RecordingSession:
@@ -101,8 +107,10 @@ class RecordingSession:
         self._sealed: concurrent.futures.Future[dict[str, Any]] | None = None
         self.excluded: dict[str, tuple[str, float]] = {}
         """Participants recorded in nothing for now (consultation): reason and since when."""
-        self.included_at: dict[str, float] = {}
-        """When each participant's last exclusion ended: their late audio timed before it is not recorded."""
+        self.windows: dict[str, tuple[tuple[float, float], ...]] = {}
+        """Each participant's ended exclusions (start, end) on the hearing's timeline: a frame captured inside one is
+        never recorded, however late it arrives. Replaced whole (never mutated): the writer thread reads it too."""
+        writer.withheld = self.withheld
 
     @property
     def paused(self) -> bool:
@@ -145,6 +153,7 @@ class RecordingSession:
         if participant_id in self.excluded or self.state in ("stopped", "sealed"):
             return
         self.excluded[participant_id] = (reason, time.time() if at is None else at)
+        self._recorder._exclusion_changed(self, participant_id)
         writer = self._writer
         tids = [t.info.track_id for t in self._recorder._tracks_of(self) if t.info.participant_id == participant_id]
 
@@ -160,11 +169,23 @@ class RecordingSession:
         if excluded is None:
             return
         reason, start = excluded
-        end = time.time() if at is None else at
-        self.included_at[participant_id] = end
+        end = max(start, time.time() if at is None else at)
+        self.windows = {**self.windows, participant_id: (*self.windows.get(participant_id, ()), (start, end))}
+        self._recorder._exclusion_changed(self, participant_id)
         self._line(
             {"type": "gap", "reason": reason, "track": None, "participant": participant_id, "start": start, "end": end}
         )
+
+    def withheld(self, participant_id: str, at: float) -> bool:
+        """Whether media of ``participant_id`` captured at ``at`` falls in one of their exclusions (never recorded).
+
+        Called on the loop for every frame and again on the writer thread for
+        frames queued before an exclusion was known; reads only.
+        """
+        excluded = self.excluded.get(participant_id)
+        if excluded is not None and at >= excluded[1]:
+            return True
+        return any(start <= at < end + WITHHELD_GUARD for start, end in self.windows.get(participant_id, ()))
 
     def record_audit(self, event: Mapping[str, Any] | Any, at: float | None = None) -> None:
         """Interleave one of the hearing's audit events (a dict or a ``rooms.audit.AuditEvent``) into the chain."""
@@ -433,7 +454,7 @@ class Recorder:
         if track is None or track.stopped:
             return
         session = track.session
-        if session._pause is not None or (session.excluded and track.info.participant_id in session.excluded):
+        if session._pause is not None:
             return
         if frame.arrival < session.not_before:
             return  # sent before the resume (judged by arrival: the sender's clock may be off)
@@ -441,12 +462,19 @@ class Recorder:
         at = clock.wall(frame.rtp_timestamp, frame.arrival)
         if clock.source == "sender_report":
             at += track.sender.observe(at, frame.arrival)
+        pid = track.info.participant_id
+        if (session.excluded or session.windows) and session.withheld(pid, at):
+            # Captured in a consultation (judged by capture time, whatever the queueing delay since): never recorded.
+            track.withheld += 1
+            return
+        if pid in session.excluded:
+            return  # captured before the consultation, arriving after it began: its segment is closed already
         if track.info.kind == "audio":
-            since = max(session.not_before, session.included_at.get(track.info.participant_id, 0.0))
+            since = session.not_before
             if at < since and frame.arrival < since + _LATE_WINDOW:
-                # Arrived just after the resume (or the consultation's end) but, on the hearing's timeline, sent
-                # before it: a late sender's recess or consultation speech stays out. (Not video: it restarts at a
-                # keyframe, and dropping that one would cost a keyframe interval for a few ms of precision.)
+                # Arrived just after the resume but, on the hearing's timeline, sent before it: a late sender's
+                # recess speech stays out. (Not video: it restarts at a keyframe, and dropping that one would cost a
+                # keyframe interval for a few ms of precision.)
                 return
         track.last_at = at
         if track.open_gap is not None:
@@ -535,6 +563,9 @@ class Recorder:
             entry["detail"] = said
         writer = track.session._writer
         self._control(lambda: writer.line(entry))
+
+    def _exclusion_changed(self, session: RecordingSession, participant_id: str) -> None:
+        """Hook for the coverage of a participant's tracks (an exclusion began or ended)."""
 
     def _tracks_of(self, session: RecordingSession) -> list[_LoopTrack]:
         return [t for t in self._tracks.values() if t.session is session]

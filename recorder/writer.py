@@ -117,6 +117,9 @@ class SessionWriter:
         self._manifest: ManifestWriter | None = None
         self._lock_fd: int | None = None
         self._degraded = False
+        self.withheld: Callable[[str, float], bool] | None = None
+        """Whether a participant's media captured at a time must not be recorded (a consultation); set by the
+        session, read here again for frames queued before the exclusion was known on the loop."""
         self._log = log.bind(hearing_id=spec.hearing_id, session_id=spec.session_id, recorder_id=spec.recorder_id)
 
     # --- session -------------------------------------------------------------------------------
@@ -272,6 +275,9 @@ class SessionWriter:
         if track is None or self._manifest is None:
             return
         kind = track.info.kind
+        withheld = self.withheld
+        if withheld is not None and withheld(track.info.participant_id, at):
+            return
         if track.segment is not None and track.last_wall and at - track.last_wall > STALL_SECONDS:
             self._close_segment(track, None)
         # 0.1 s early is close enough: clock corrections (first sender report) shift keyframes by a few ms.

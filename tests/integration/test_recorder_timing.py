@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ def entries(session_dir: Path) -> list[dict[str, Any]]:
 
 async def test_restarted_track_with_a_new_rtp_base_is_placed_where_it_was_captured(tmp_path: Path) -> None:
     """A camera that comes back on a new peer (new RTP base) gets segments at its capture time, never end < start."""
-    video = fx.encode_video(4.0, gop=15)
+    video = fx.encode_video(4.0, gop=15, width=160, height=120)
     recorder = Recorder(tmp_path, "rec-a", segment_seconds=2.0)
     hearing = fx.hearing()
     session = recorder.start_session(hearing, fx.SITES, at=T0)
@@ -89,3 +90,45 @@ def test_manifest_span_invariant() -> None:
     assert span_problem({"type": "segment", "start": 10.0, "end": 8.9}) is not None
     assert span_problem({"type": "gap", "start": 10.0, "end": 10.0}) is None
     assert span_problem({"type": "audit", "at": 1.0}) is None
+
+
+async def test_consultation_media_arriving_late_is_never_recorded(tmp_path: Path) -> None:
+    """Frames captured in a consultation but delivered seconds after it ended (a loaded node) are not recorded."""
+    video, audio = fx.encode_video(4.0, gop=15, width=160, height=120), fx.encode_audio(4.0)
+    recorder = Recorder(tmp_path, "rec-a", segment_seconds=2.0)
+    hearing = fx.hearing()
+    session = recorder.start_session(hearing, fx.SITES, at=T0)
+    cam = fx.track(hearing.id, "def_cam", "p_def", Source.camera, "video")
+    mic = fx.track(hearing.id, "def_mic", "p_def", Source.microphone, "audio")
+    events: list[tuple[float, Any]] = []
+    for info, clip in ((cam, video), (mic, audio)):
+        for f in fx.frames_of(clip, info.track_id, media_start=T0, seconds=14.0):
+            captured = f.arrival - 0.04 - T0
+            if 6.5 <= captured < 8.0:
+                # Held in a busy node's queue: delivered 1.5 s after the consultation ended.
+                f = replace(f, arrival=T0 + 9.5 + captured / 1000)
+            events.append((f.arrival, f))
+        events += fx.sender_reports(info.track_id, info.clock_rate, media_start=T0, seconds=14.0)
+    events.sort(key=lambda e: e[0])
+    for info in (cam, mic):
+        recorder.track_started(info)
+    actions = [
+        (T0 + 4.0, lambda: session.exclude("p_def", at=T0 + 4.0)),
+        (T0 + 8.0, lambda: session.include("p_def", at=T0 + 8.0)),
+    ]
+    for arrival, item in events:
+        while actions and arrival >= actions[0][0]:
+            actions.pop(0)[1]()
+        if isinstance(item, SenderReport):
+            recorder.sender_report(item)
+        else:
+            recorder.frame(item)
+    await asyncio.wrap_future(session.seal(at=T0 + 14))
+    await recorder.aclose()
+
+    lines = entries(session.path)
+    for seg in (e for e in lines if e["type"] == "segment"):
+        # Nothing captured inside [4, 8) is in the archive (a segment ends at its last frame plus one frame).
+        assert seg["end"] <= T0 + 4.0 + 0.07 or seg["start"] >= T0 + 8.0, seg
+    gaps = [(g["reason"], g["participant"], g["start"], g["end"]) for g in lines if g["type"] == "gap"]
+    assert ("consultation_excluded", "p_def", T0 + 4.0, T0 + 8.0) in gaps
