@@ -31,7 +31,7 @@ from typing import Any
 import structlog
 
 from recorder.keys import SigningKey, load_or_create, public_keys
-from recorder.manifest import GAP_REASONS
+from recorder.manifest import GAP_REASONS, PERSON_GAP_REASONS
 from recorder.queue import WorkQueue
 from recorder.segments import Opener, default_opener
 from recorder.timeline import SenderClock, TrackClock
@@ -55,6 +55,22 @@ timeline is its capture plus the least delay the sender has shown (encoding, net
 just before the end may be timed a few ms after it."""
 _NORMAL_ENDS = frozenset({"ended", "muted", "unpublished", "left", "not_permitted", "detached", "closed"})
 """Stops that are the participant's own doing: noted in the manifest, not a gap in the recording."""
+
+
+MISSING_AFTER = 1.0
+"""Seconds without media after which an expected track counts as missing (``Recording.missing``)."""
+MISSING_REASONS = frozenset({"no_media", "left", "removed", "network", "node_lost", "consultation"})
+"""Lane states that make a person missing from the record (``waiting``, ``muted``, ``not_publishing`` do not)."""
+
+
+@dataclass
+class Missing:
+    """A person's source that should be recorded and is not (plain data for the status message)."""
+
+    participant_id: str
+    source: str
+    reason: str
+    since: float
 
 
 def recordings_root(data_dir: Path) -> Path:
@@ -111,6 +127,10 @@ class RecordingSession:
         """Each participant's ended exclusions (start, end) on the hearing's timeline: a frame captured inside one is
         never recorded, however late it arrives. Replaced whole (never mutated): the writer thread reads it too."""
         writer.withheld = self.withheld
+        self.lanes: dict[tuple[str, str], tuple[str, float]] = {}
+        """(participant, source) -> (state, since) of every source that has been expected in this session."""
+        self.seen: dict[tuple[str, str], float] = {}
+        """(participant, source) -> arrival time of its last frame taken for recording."""
 
     @property
     def paused(self) -> bool:
@@ -127,6 +147,7 @@ class RecordingSession:
         self._pause = (reason, at)
         self.state = "paused"
         self._recorder._control(lambda: self._writer.cut(None))
+        self._recorder._control(lambda: self._writer.lanes_paused(True, at))
         self._recorder._notify(self.hearing_id, "stopped", {"session_id": self.session_id, "reason": reason})
 
     def resume(self, at: float | None = None) -> None:
@@ -138,6 +159,8 @@ class RecordingSession:
         self._pause = None
         self.not_before = at
         self.state = "recording"
+        resumed = at
+        self._recorder._control(lambda: self._writer.lanes_paused(False, resumed))
         self._line({"type": "gap", "reason": reason, "track": None, "start": start, "end": at})
         self._recorder._notify(self.hearing_id, "recording", {"session_id": self.session_id})
 
@@ -152,8 +175,9 @@ class RecordingSession:
             raise ValueError(f"exclusion reason must be one of {sorted(GAP_REASONS)}, not {reason!r}")
         if participant_id in self.excluded or self.state in ("stopped", "sealed"):
             return
-        self.excluded[participant_id] = (reason, time.time() if at is None else at)
-        self._recorder._exclusion_changed(self, participant_id)
+        since = time.time() if at is None else at
+        self.excluded[participant_id] = (reason, since)
+        self._recorder._control(lambda: self._writer.lanes_excluded(participant_id, True, since))
         writer = self._writer
         tids = [t.info.track_id for t in self._recorder._tracks_of(self) if t.info.participant_id == participant_id]
 
@@ -171,7 +195,7 @@ class RecordingSession:
         reason, start = excluded
         end = max(start, time.time() if at is None else at)
         self.windows = {**self.windows, participant_id: (*self.windows.get(participant_id, ()), (start, end))}
-        self._recorder._exclusion_changed(self, participant_id)
+        self._recorder._control(lambda: self._writer.lanes_excluded(participant_id, False, end))
         self._line(
             {"type": "gap", "reason": reason, "track": None, "participant": participant_id, "start": start, "end": end}
         )
@@ -186,6 +210,46 @@ class RecordingSession:
         if excluded is not None and at >= excluded[1]:
             return True
         return any(start <= at < end + WITHHELD_GUARD for start, end in self.windows.get(participant_id, ()))
+
+    def lane(self, participant_id: str, source: str, state: str, at: float | None = None) -> None:
+        """Say whether a person's source should be recorded now: ``expected``, or why not.
+
+        ``network``, ``left``, ``removed``, ``node_lost`` (missing from the
+        record), ``waiting`` (in a lobby), ``muted`` (by the court),
+        ``not_publishing`` (the person turned it off). A source is accounted
+        for from the first time it is expected to the end of the session:
+        every stretch without media becomes a gap line naming the person, the
+        source and the state at the time.
+        """
+        if state != "expected" and state not in PERSON_GAP_REASONS:
+            raise ValueError(f"lane state must be expected or one of {sorted(PERSON_GAP_REASONS)}, not {state!r}")
+        if self.state in ("stopped", "sealed"):
+            return
+        key = (participant_id, source)
+        current = self.lanes.get(key)
+        if (current is None and state != "expected") or (current is not None and current[0] == state):
+            return
+        since = time.time() if at is None else at
+        self.lanes[key] = (state, since)
+        self._recorder._control(lambda: self._writer.lane(participant_id, source, state, since))
+
+    def missing(self, now: float | None = None) -> list[Missing]:
+        """The expected sources not being recorded now (no media for > 1 s, or the person is away), in order."""
+        if self.state != "recording":
+            return []
+        now = time.time() if now is None else now
+        out: list[Missing] = []
+        for (pid, source), (state, since) in sorted(self.lanes.items()):
+            excluded = self.excluded.get(pid)
+            if excluded is not None:
+                out.append(Missing(pid, source, "consultation", excluded[1]))
+            elif state == "expected":
+                last = self.seen.get((pid, source))
+                if last is None or now - last > MISSING_AFTER:
+                    out.append(Missing(pid, source, "no_media", max(since, last or since)))
+            elif state in MISSING_REASONS:
+                out.append(Missing(pid, source, state, since))
+        return out
 
     def record_audit(self, event: Mapping[str, Any] | Any, at: float | None = None) -> None:
         """Interleave one of the hearing's audit events (a dict or a ``rooms.audit.AuditEvent``) into the chain."""
@@ -211,6 +275,8 @@ class RecordingSession:
         self.state = "stopped"
         self._recorder._forget_tracks(self)
         self._recorder._control(lambda: self._writer.cut(None))
+        stopped = at
+        self._recorder._control(lambda: self._writer.lanes_end(stopped))
         self._line({"type": "stop", "at": at})
         self._recorder._notify(self.hearing_id, "stopped", {"session_id": self.session_id, "reason": "adjourned"})
 
@@ -477,6 +543,7 @@ class Recorder:
                 # keyframe interval for a few ms of precision.)
                 return
         track.last_at = at
+        session.seen[(pid, str(track.info.source))] = frame.arrival
         if track.open_gap is not None:
             self._end_track_gap(track, at)
         if track.dropping_since is not None and self._queue.has_room():
@@ -519,7 +586,8 @@ class Recorder:
         if reason in _NORMAL_ENDS:
             entry = {"type": "track_stopped", "track": track_id, "reason": reason, "at": round(start, 6)}
             self._control(lambda: writer.line(entry))
-        elif track.open_gap is None:
+        elif track.open_gap is None and (track.info.participant_id, str(track.info.source)) not in track.session.lanes:
+            # (A source the session accounts for as a lane gets its gap lines from the lane, with the person's state.)
             track.open_gap = (_TRACK_GAP_REASONS.get(reason, "track_lost"), start, reason)
 
     # --- internals ---------------------------------------------------------------------------------
@@ -563,9 +631,6 @@ class Recorder:
             entry["detail"] = said
         writer = track.session._writer
         self._control(lambda: writer.line(entry))
-
-    def _exclusion_changed(self, session: RecordingSession, participant_id: str) -> None:
-        """Hook for the coverage of a participant's tracks (an exclusion began or ended)."""
 
     def _tracks_of(self, session: RecordingSession) -> list[_LoopTrack]:
         return [t for t in self._tracks.values() if t.session is session]

@@ -81,6 +81,41 @@ class _Track:
     retry_after: float = 0.0
 
 
+LANE_GAP_MIN = 0.1
+"""Shorter stretches of a person's track without media are not written as gap lines (segment edges, clock jitter)."""
+COVERED_ELSEWHERE = frozenset({"recess", "consultation"})
+"""Lane states whose time the manifest accounts for with another gap line (the recess's, the consultation's)."""
+LANE_REASONS = {
+    "expected": "no_media",
+    "network": "network",
+    "left": "left",
+    "removed": "removed",
+    "node_lost": "node_lost",
+    "waiting": "waiting",
+    "muted": "muted",
+    "not_publishing": "not_publishing",
+}
+"""Lane state -> the reason its gap lines give (``expected``: it should have media and has none)."""
+
+
+@dataclass
+class _Lane:
+    """One person's source (camera, microphone, evidence) that should be recorded: its coverage, for gap lines."""
+
+    participant: str
+    source: str
+    stated: str
+    """What the session last said about it: ``expected`` or why it is not (``network``, ``left``...)."""
+    changes: list[tuple[float, str]]
+    """(since, effective state), in time order; pruned up to ``covered_to``."""
+    covered_to: float
+    """Everything before this is recorded or written as a gap."""
+    live: int = 0
+    """Tracks of this lane with an open segment."""
+    pending: bool = False
+    """Media came back: the gap up to it is written when its segment closes (which fixes where it starts)."""
+
+
 @dataclass
 class SessionSpec:
     """What the writer needs to open a session (built on the loop, handed over once)."""
@@ -117,6 +152,9 @@ class SessionWriter:
         self._manifest: ManifestWriter | None = None
         self._lock_fd: int | None = None
         self._degraded = False
+        self._lanes: dict[tuple[str, str], _Lane] = {}
+        self._paused = False
+        self._excluded: set[str] = set()
         self.withheld: Callable[[str, float], bool] | None = None
         """Whether a participant's media captured at a time must not be recorded (a consultation); set by the
         session, read here again for frames queued before the exclusion was known on the loop."""
@@ -326,6 +364,7 @@ class SessionWriter:
         track.seg_start = at
         track.seg_first_rtp = rtp
         track.seg_clock = clock
+        self._lane_opened(info)
         track.keyframe_asked = False
         track.last_wall = 0.0
         track.last_delta = 0.0
@@ -357,6 +396,7 @@ class SessionWriter:
         if segment is not None:
             segment.abandon()
             track.seq -= 1
+            self._lane_closed(track.info, track.seg_start, track.seg_start)
         # The abandoned segment's media is lost, so the gap starts where that segment started.
         self._note_disk_failure(track, track.seg_start if segment is not None else at, exc)
         track.retry_after = at + DISK_RETRY_SECONDS
@@ -381,9 +421,11 @@ class SessionWriter:
         except (OSError, av.error.FFmpegError) as exc:
             segment.abandon()
             track.seq -= 1
+            self._lane_closed(track.info, track.seg_start, track.seg_start)
             self._note_disk_failure(track, track.seg_start, exc)
             return
         info = track.info
+        self._lane_closed(info, start, end)
         self._append(
             {
                 "type": "segment",
@@ -405,6 +447,109 @@ class SessionWriter:
             }
         )
         self._log.debug("segment_sealed", track_id=info.track_id, seq=track.seq, bytes=size)
+
+    # --- coverage: one lane per person and source that should be recorded -----------------------------
+
+    def lane(self, participant: str, source: str, stated: str, at: float) -> None:
+        """The session says whether a person's source should be recorded now (``expected``) or why not.
+
+        A lane begins the first time it is expected; from then until the end of
+        the session every stretch without a segment is written as a gap line
+        naming the person, the source and the reason (the state at the time).
+        """
+        key = (participant, source)
+        lane = self._lanes.get(key)
+        if lane is None:
+            if stated != "expected":
+                return
+            lane = self._lanes[key] = _Lane(participant, source, stated, [], at)
+            lane.live = sum(
+                1
+                for t in self._tracks.values()
+                if t.segment is not None and (t.info.participant_id, str(t.info.source)) == key
+            )
+        lane.stated = stated
+        self._lane_state(lane, at)
+
+    def lanes_paused(self, paused: bool, at: float) -> None:
+        """Recess begins or ends (its own gap line covers every lane meanwhile)."""
+        self._paused = paused
+        for lane in self._lanes.values():
+            self._lane_state(lane, at)
+
+    def lanes_excluded(self, participant: str, excluded: bool, at: float) -> None:
+        """A consultation of ``participant`` begins or ends (its own gap line covers their lanes meanwhile)."""
+        if excluded:
+            self._excluded.add(participant)
+        else:
+            self._excluded.discard(participant)
+        for lane in self._lanes.values():
+            if lane.participant == participant:
+                self._lane_state(lane, at)
+
+    def lanes_end(self, at: float) -> None:
+        """The session stops: every lane without media has a gap to ``at``."""
+        for lane in self._lanes.values():
+            if lane.live == 0:
+                self._lane_gap(lane, at)
+
+    def _lane_state(self, lane: _Lane, at: float) -> None:
+        if self._paused:
+            state = "recess"
+        elif lane.participant in self._excluded:
+            state = "consultation"
+        else:
+            state = lane.stated
+        if lane.changes and lane.changes[-1][1] == state:
+            return
+        at = max(at, lane.changes[-1][0]) if lane.changes else at
+        lane.changes.append((at, state))
+
+    def _lane_opened(self, info: TrackInfo) -> None:
+        lane = self._lanes.get((info.participant_id, str(info.source)))
+        if lane is not None:
+            lane.pending = lane.pending or lane.live == 0
+            lane.live += 1
+
+    def _lane_closed(self, info: TrackInfo, start: float, end: float) -> None:
+        lane = self._lanes.get((info.participant_id, str(info.source)))
+        if lane is None:
+            return
+        if lane.pending:
+            lane.pending = False
+            self._lane_gap(lane, start)
+        lane.live = max(0, lane.live - 1)
+        if lane.live == 0:
+            lane.covered_to = max(lane.covered_to, end)
+
+    def _lane_gap(self, lane: _Lane, end: float) -> None:
+        """Write the stretch [covered_to, end) of a lane as gap lines, one per state it was in."""
+        start = lane.covered_to
+        if end <= start:
+            return
+        state_at_start = next((s for t, s in reversed(lane.changes) if t <= start), lane.changes[0][1])
+        pieces: list[tuple[float, str]] = [(start, state_at_start)]
+        pieces += [(t, s) for t, s in lane.changes if start < t < end]
+        for i, (t0, state) in enumerate(pieces):
+            t1 = pieces[i + 1][0] if i + 1 < len(pieces) else end
+            if state in COVERED_ELSEWHERE or t1 - t0 < LANE_GAP_MIN:
+                continue
+            self._append(
+                {
+                    "type": "gap",
+                    "reason": LANE_REASONS.get(state, "no_media"),
+                    "participant": lane.participant,
+                    "source": lane.source,
+                    "track": None,
+                    "start": wall(t0),
+                    "end": wall(t1),
+                }
+            )
+        lane.covered_to = end
+        # Only the state in force at ``end`` matters from now on.
+        keep = [c for c in lane.changes if c[0] > end]
+        last = next((c for c in reversed(lane.changes) if c[0] <= end), None)
+        lane.changes = ([last] if last is not None else []) + keep
 
     def cut(self, track_id: str | None) -> None:
         """Close the open segment of one track (None: of every track)."""
