@@ -49,7 +49,7 @@ _TRACK_GAP_REASONS = {"consultation": "consultation_excluded", "recess": "recess
 _LATE_WINDOW = 1.0
 """Seconds after a resume in which audio timed before it is dropped: a sender later than that is broken, and a sender
 clock mapped wrongly must not cost more than this of speech."""
-WITHHELD_GUARD = 0.1
+WITHHELD_GUARD = 0.03
 """Seconds after a consultation's end in which its members' media is still withheld. A frame's time on the hearing's
 timeline is its capture plus the least delay the sender has shown (encoding, network), never less: a frame captured
 just before the end may be timed a few ms after it."""
@@ -57,6 +57,9 @@ _NORMAL_ENDS = frozenset({"ended", "muted", "unpublished", "left", "not_permitte
 """Stops that are the participant's own doing: noted in the manifest, not a gap in the recording."""
 
 
+RESTART_TOLERANCE = 10.0
+"""Seconds a restarted track's first frame may lie off its arrival on the old mapping before the mapping is dropped
+(a new RTP base is off by hours; a loaded node delays frames by seconds)."""
 MISSING_AFTER = 1.0
 """Seconds without media after which an expected track counts as missing (``Recording.missing``)."""
 MISSING_REASONS = frozenset({"no_media", "left", "removed", "network", "node_lost", "consultation"})
@@ -100,6 +103,8 @@ class _LoopTrack:
     open_gap: tuple[str, float, str] | None = None
     """(gap reason, start, what the media node said): closed by the next frame, or at stop."""
     dropping_since: float | None = None
+    restarted: bool = False
+    """Started again (after a consultation, a recess, a new peer): its first frame checks the clock mapping."""
     withheld: int = 0
     """Frames captured inside one of the participant's consultations that reached the recorder (all dropped)."""
 
@@ -505,9 +510,9 @@ class Recorder:
             # The gap since it stopped ends with its first frame (media time, not this call's time).
             track.stopped = False
             track.info = info
-            # A restarted track may come from a new peer with a new random RTP base: the old sender-report mapping
-            # would place its frames anywhere (and teach the sender clock a wrong offset) until the next report.
-            track.clock = TrackClock(info.clock_rate)
+            track.restarted = True
+            if track.clock.clock_rate != info.clock_rate:
+                track.clock = TrackClock(info.clock_rate)
         else:
             sender = self._senders.setdefault((info.hearing_id, info.participant_id), SenderClock())
             self._tracks[info.track_id] = _LoopTrack(info, session, TrackClock(info.clock_rate), sender)
@@ -526,6 +531,14 @@ class Recorder:
             return  # sent before the resume (judged by arrival: the sender's clock may be off)
         clock = track.clock
         at = clock.wall(frame.rtp_timestamp, frame.arrival)
+        if track.restarted:
+            track.restarted = False
+            if clock.source == "sender_report" and abs(at + track.sender.offset - frame.arrival) > RESTART_TOLERANCE:
+                # A new peer with a new random RTP base: the old mapping places it hours off. Start afresh (and keep
+                # this frame out of the sender clock). The same peer going on (after a consultation) keeps its
+                # mapping, so frames it captured before an exclusion ended are still judged by capture time.
+                clock = track.clock = TrackClock(track.info.clock_rate)
+                at = clock.wall(frame.rtp_timestamp, frame.arrival)
         if clock.source == "sender_report":
             at += track.sender.observe(at, frame.arrival)
         pid = track.info.participant_id

