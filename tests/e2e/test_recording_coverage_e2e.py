@@ -232,19 +232,24 @@ async def _hearing(url: str, data_dir: Path) -> Run:
                 task.cancel()
             await defendant.client.close()
             await defendant.media.close()
-            degraded = await judge.client.expect(
-                "recording",
-                lambda m: any(
-                    x["participant_id"] == ids["defendant"] and x["reason"] != "consultation"
-                    for x in m.get("missing", ())
-                ),
-            )
+            degraded: dict[str, Any] | None = None
+            with contextlib.suppress(AssertionError):  # (asserted in the coverage test, not here)
+                degraded = await judge.client.expect(
+                    "recording",
+                    lambda m: any(
+                        x["participant_id"] == ids["defendant"] and x["reason"] != "consultation"
+                        for x in m.get("missing", ())
+                    ),
+                    within=DROPPED_FOR,
+                )
             await asyncio.sleep(max(0.0, DROPPED_FOR - (time.time() - dropped)))
             back = await join(court, "defendant", tokens["defendant"], resume=key)
             await back.start_media()
-            recovered = await judge.client.expect(
-                "recording", lambda m: m["status"] == "recording" and not m.get("missing")
-            )
+            recovered: dict[str, Any] | None = None
+            if degraded is not None:
+                recovered = await judge.client.expect(
+                    "recording", lambda m: m["status"] == "recording" and not m.get("missing")
+                )
             await asyncio.sleep(AFTER_REJOIN)
             await session(judge, "adjourn")
             await judge.client.close_code()
@@ -351,11 +356,12 @@ def test_every_second_of_every_person_is_recorded_or_a_named_gap(run: Run) -> No
     assert "network" in reasons, report["defendant/camera"]
     # The judge was told who was not being recorded, then that everyone was again.
     degraded = run.notes["degraded"]
+    assert degraded is not None, "the judge heard no recording message naming the defendant"
     assert degraded["status"] == "degraded", degraded
     names = {m["name"] for m in degraded["missing"]}
     assert any("Defendant" in n for n in names), degraded
     assert "Defendant" in degraded["detail"], degraded
-    assert run.notes["recovered"]["status"] == "recording"
+    assert run.notes["recovered"] is not None
 
 
 # --- consultation ----------------------------------------------------------------------------------------------------
