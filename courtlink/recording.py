@@ -58,8 +58,7 @@ def _lane_state(entry: RosterEntry, source: Source) -> str:
     """Whether a person in the roster should be sending ``source`` to the record now, or why not."""
     if entry.placement in (Placement.lobby, Placement.witness_lobby):
         return "waiting"
-    if entry.placement is Placement.consultation:
-        return "expected"  # the consultation's own exclusion accounts for it (see on_audit)
+    # (In a consultation the person's exclusion accounts for their sources: see on_audit.)
     if not entry.connected:
         return "network"
     if source in entry.muted:

@@ -35,7 +35,7 @@ from recorder.manifest import GAP_REASONS, PERSON_GAP_REASONS
 from recorder.queue import WorkQueue
 from recorder.segments import Opener, default_opener
 from recorder.timeline import SenderClock, TrackClock
-from recorder.writer import SessionSpec, SessionWriter, safe_name
+from recorder.writer import WITHHELD_GUARD, SessionSpec, SessionWriter, safe_name
 from rooms.frames import EncodedFrame, SenderReport, TrackInfo
 from rooms.model import Hearing, Role, Site
 
@@ -49,10 +49,6 @@ _TRACK_GAP_REASONS = {"consultation": "consultation_excluded", "recess": "recess
 _LATE_WINDOW = 1.0
 """Seconds after a resume in which audio timed before it is dropped: a sender later than that is broken, and a sender
 clock mapped wrongly must not cost more than this of speech."""
-WITHHELD_GUARD = 0.03
-"""Seconds after a consultation's end in which its members' media is still withheld. A frame's time on the hearing's
-timeline is its capture plus the least delay the sender has shown (encoding, network), never less: a frame captured
-just before the end may be timed a few ms after it."""
 _NORMAL_ENDS = frozenset({"ended", "muted", "unpublished", "left", "not_permitted", "detached", "closed"})
 """Stops that are the participant's own doing: noted in the manifest, not a gap in the recording."""
 
@@ -205,7 +201,7 @@ class RecordingSession:
             {"type": "gap", "reason": reason, "track": None, "participant": participant_id, "start": start, "end": end}
         )
 
-    def withheld(self, participant_id: str, at: float) -> bool:
+    def withheld(self, participant_id: str, at: float, guard: float = WITHHELD_GUARD) -> bool:
         """Whether media of ``participant_id`` captured at ``at`` falls in one of their exclusions (never recorded).
 
         Called on the loop for every frame and again on the writer thread for
@@ -214,7 +210,7 @@ class RecordingSession:
         excluded = self.excluded.get(participant_id)
         if excluded is not None and at >= excluded[1]:
             return True
-        return any(start <= at < end + WITHHELD_GUARD for start, end in self.windows.get(participant_id, ()))
+        return any(start <= at < end + guard for start, end in self.windows.get(participant_id, ()))
 
     def lane(self, participant_id: str, source: str, state: str, at: float | None = None) -> None:
         """Say whether a person's source should be recorded now: ``expected``, or why not.
@@ -542,7 +538,8 @@ class Recorder:
         if clock.source == "sender_report":
             at += track.sender.observe(at, frame.arrival)
         pid = track.info.participant_id
-        if (session.excluded or session.windows) and session.withheld(pid, at):
+        guard = WITHHELD_GUARD if track.info.kind == "audio" else 0.0
+        if (session.excluded or session.windows) and session.withheld(pid, at, guard):
             # Captured in a consultation (judged by capture time, whatever the queueing delay since): never recorded.
             track.withheld += 1
             return

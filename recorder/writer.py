@@ -52,6 +52,11 @@ CUT_SLACK = 0.1
 
 _DEFAULT_DELTA = {"audio": 0.02, "video": 1 / 30}
 
+WITHHELD_GUARD = 0.03
+"""Seconds after a consultation's end in which its members' audio is still withheld. A frame's time on the hearing's
+timeline is its capture plus the least delay the sender has shown (encoding, network), never less: a packet captured
+just before the end may be timed a few ms after it. (Not video: after a consultation it is recorded from a keyframe,
+which the node asks for once the consultation has ended; holding that one back costs a keyframe interval.)"""
 STALL_SECONDS = 1.0
 """A track whose next frame comes this much (media time) after the last one has stalled: the segment ends at its
 last frame and a new one starts, so a segment never claims seconds that hold no media."""
@@ -155,7 +160,7 @@ class SessionWriter:
         self._lanes: dict[tuple[str, str], _Lane] = {}
         self._paused = False
         self._excluded: set[str] = set()
-        self.withheld: Callable[[str, float], bool] | None = None
+        self.withheld: Callable[[str, float, float], bool] | None = None
         """Whether a participant's media captured at a time must not be recorded (a consultation); set by the
         session, read here again for frames queued before the exclusion was known on the loop."""
         self._log = log.bind(hearing_id=spec.hearing_id, session_id=spec.session_id, recorder_id=spec.recorder_id)
@@ -314,7 +319,7 @@ class SessionWriter:
             return
         kind = track.info.kind
         withheld = self.withheld
-        if withheld is not None and withheld(track.info.participant_id, at):
+        if withheld is not None and withheld(track.info.participant_id, at, WITHHELD_GUARD if kind == "audio" else 0.0):
             return
         if track.segment is not None and track.last_wall and at - track.last_wall > STALL_SECONDS:
             self._close_segment(track, None)
