@@ -34,6 +34,12 @@ from recorder.chain import FORMAT, GENESIS, MANIFEST_NAME, ManifestLine, canonic
 
 GAP_REASONS = frozenset({"recess", "consultation_excluded", "recorder_restart", "track_lost", "disk"})
 """Why a stretch of a hearing (or of one track) has no segments."""
+PERSON_GAP_REASONS = frozenset(
+    {"no_media", "left", "removed", "network", "node_lost", "waiting", "muted", "not_publishing"}
+)
+"""Why one person's source (a gap line with ``participant`` and ``source``) has no segments: ``no_media`` (they are in
+the courtroom and should send it, nothing arrives), ``left``, ``removed``, ``network`` (connection lost, within the
+grace period), ``node_lost``, ``waiting`` (in a lobby), ``muted`` (by the court), ``not_publishing`` (turned off)."""
 
 
 def wall(t: float) -> float:

@@ -288,6 +288,18 @@ class TrackInfo(Message):
     kind: MediaKind = Field(description="audio or video.")
 
 
+class MissingTrack(Message):
+    """A track the record should hold now and does not (see ``Recording.missing``)."""
+
+    participant_id: str = Field(description="Whose track.")
+    name: str = Field(description="Their display name.")
+    source: Source = Field(description="camera, microphone or evidence.")
+    reason: Literal["no_media", "left", "removed", "network", "node_lost", "consultation", "recorder_restart"] = Field(
+        description="Why it is not recorded; consultation is expected (private) and not a degradation."
+    )
+    since: float = Field(description="Unix seconds since when it is missing.")
+
+
 # --- server -> client: messages ----------------------------------------------------------------
 
 
@@ -410,6 +422,11 @@ class Recording(Reply):
     type: Literal["recording"] = "recording"
     status: Literal["recording", "degraded", "stopped", "sealed"]
     detail: str = ""
+    missing: tuple[MissingTrack, ...] = Field(
+        default=(),
+        description="Permitted people whose tracks are not being recorded now (> 1 s); status is degraded when any"
+        " is missing for another reason than consultation.",
+    )
 
 
 class Error(Reply):

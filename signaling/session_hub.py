@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from rooms.audit import AuditEvent
 from rooms.control import (
     AddCandidate,
     ApplyAnswer,
@@ -189,6 +190,9 @@ class SessionHub:
         self.forgotten_listeners: list[Callable[[str], None]] = []
         """Called with the hearing id when its room is given up (no visible member left): the hidden members'
         connections are closed and the node's room too, so the recorder wiring lets go of the hearing."""
+        self.audit_listeners: list[Callable[[str, AuditEvent], None]] = []
+        """Called (hearing id, event) the moment a live session's audit event is stored, before the effects that
+        follow it (node commands, roster): the recorder takes consultation times from here, not from the roster."""
         self._recording: dict[str, Recording] = {}
         self.frames = FrameCache()
         """One JSON serialization per outgoing message, shared by the WebSocket outlets."""
@@ -561,7 +565,12 @@ class SessionHub:
                     detail=reply.message,
                 )
         elif isinstance(effect, Audit):
-            await self.store.append_audit(hearing_id, effect.trace)
+            event = await self.store.append_audit(hearing_id, effect.trace)
+            for listener in list(self.audit_listeners):
+                try:
+                    listener(hearing_id, event)
+                except Exception:  # a listener's bug must not skip the effects after it
+                    self.log.exception("audit_listener_failed", hearing_id=hearing_id, action=event.action)
         elif isinstance(effect, StartGrace):
             self._arm_grace(live, effect)
         elif isinstance(effect, AuditLater):
