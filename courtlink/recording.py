@@ -257,9 +257,10 @@ class RecordingService:
         follow = self._follows.get(hearing_id)
         if follow is None or follow.sealing:
             return
-        if follow.poller is not None:
-            follow.poller.cancel()
-            follow.poller = None
+        for task in (follow.poller, follow.watcher):
+            if task is not None:
+                task.cancel()
+        follow.poller = follow.watcher = None
         self._node.detach_recorder(hearing_id, self.participant_id, "room_closed")
         if self._recorder.session(hearing_id) is None:
             self._follows.pop(hearing_id, None)
