@@ -33,7 +33,7 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 
 from media.passthrough import ReportTimes, TappedFrame, is_keyframe
-from media.sending import FrameSender
+from media.sending import SEQUENCE_JUMP, FrameSender
 from rooms.control import MediaKind
 from rooms.frames import EncodedFrame, FrameSink, SenderReport, TrackInfo
 from rooms.model import Source
@@ -219,6 +219,8 @@ class ForwardedTrack(MediaStreamTrack):
         self._sender: FrameSender | None = None
         self._sendable = False
         """Whether the last frame found a sender that may send (attached, and its direction allows it)."""
+        self._restart_sequence = False
+        """Video resumes after a pause: jump the sequence number first (``media.sending.SEQUENCE_JUMP``)."""
 
     @property
     def queued(self) -> int:
@@ -236,6 +238,7 @@ class ForwardedTrack(MediaStreamTrack):
         self._offset = None
         self._sendable = False
         if publisher is not None:
+            self._restart_sequence = self.kind == "video" and self.forwarded > 0
             self._clock_rate = publisher.clock_rate
             self._time_base = fractions.Fraction(1, self._clock_rate)
             publisher.consumers.add(self)
@@ -256,6 +259,9 @@ class ForwardedTrack(MediaStreamTrack):
             self._send(sender, data, pts, arrival, None)
 
     def _send(self, sender: FrameSender, data: bytes, pts: int, arrival: float, frame: TappedFrame | None) -> None:
+        if self._restart_sequence:
+            self._restart_sequence = False
+            sender.skip(SEQUENCE_JUMP)
         if sender.send(data, pts, self._clock_rate, frame):
             self.forwarded += 1
             self.hold_times.append(time.time() - arrival)
