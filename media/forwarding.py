@@ -291,8 +291,8 @@ class ForwardedTrack(MediaStreamTrack):
         if self.kind == "video":
             if self._gated and not keyframe:
                 self.dropped += 1
-                if self.publisher is not None and sender is not None:
-                    # While it cannot send, asking is wasted: it asks (urgently) when it can.
+                if self.publisher is not None:
+                    # Throttled; when it becomes able to send it asks again, urgently (_became_sendable).
                     self.publisher.request_keyframe(urgent=False)
                 return
             if sender is None and (
@@ -303,6 +303,8 @@ class ForwardedTrack(MediaStreamTrack):
                 self.dropped += 1
                 if not keyframe:
                     self._gated = True
+                    if self.publisher is not None:
+                        self.publisher.request_keyframe(urgent=False)
                     return
             self._gated = False
         else:
