@@ -33,7 +33,7 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 
 from media.passthrough import ReportTimes, TappedFrame, is_keyframe
-from media.sending import FrameSender
+from media.sending import SEQUENCE_JUMP, FrameSender
 from rooms.control import MediaKind
 from rooms.frames import EncodedFrame, FrameSink, SenderReport, TrackInfo
 from rooms.model import Source
@@ -83,6 +83,11 @@ class PublishedTrack:
         self.codec_name = ""
         self.clock_rate = 90_000 if kind == "video" else 48_000
         self.allowed = False
+        self.held = True
+        """An undeclared extra track (its kind's default source is taken by another track): never forwarded
+        nor recorded, and not reported as refused, until a declaration gives it a source of its own."""
+        self.announced = False
+        """Whether ``TrackPublished`` went out for it (only once it has a source, i.e. is not held)."""
         self.ended = False
         self.ended_reported = False
         self.consumers: set[Consumer] = set()
@@ -109,6 +114,11 @@ class PublishedTrack:
         if allowed and not self.allowed:
             self._refusal_reported = False
             self._need_keyframe = self.kind == "video"
+            self.allowed = allowed
+            if self.consumers:
+                # Consumers were waiting (e.g. an unmute): they get a picture now, not after the throttle.
+                self.request_keyframe(urgent=True)
+            return
         self.allowed = allowed
 
     def on_packet(self, packet: RtpPacket) -> None:
@@ -119,7 +129,7 @@ class PublishedTrack:
             self._urgent_waiting = False
             self.request_keyframe(urgent=True)
         if not self.allowed:
-            if not self._refusal_reported:
+            if not self._refusal_reported and not self.held:
                 self._refusal_reported = True
                 self._on_refused(self)
             return
@@ -207,6 +217,10 @@ class ForwardedTrack(MediaStreamTrack):
         self._clock_rate = 90_000
         self._time_base = fractions.Fraction(1, self._clock_rate)
         self._sender: FrameSender | None = None
+        self._sendable = False
+        """Whether the last frame found a sender that may send (attached, and its direction allows it)."""
+        self._restart_sequence = False
+        """Video resumes after a pause: jump the sequence number first (``media.sending.SEQUENCE_JUMP``)."""
 
     @property
     def queued(self) -> int:
@@ -222,7 +236,9 @@ class ForwardedTrack(MediaStreamTrack):
         self.publisher = publisher
         self._queue.clear()
         self._offset = None
+        self._sendable = False
         if publisher is not None:
+            self._restart_sequence = self.kind == "video" and self.forwarded > 0
             self._clock_rate = publisher.clock_rate
             self._time_base = fractions.Fraction(1, self._clock_rate)
             publisher.consumers.add(self)
@@ -234,6 +250,7 @@ class ForwardedTrack(MediaStreamTrack):
         """Send frames through ``sender`` as they come (``None``: queue them); what is queued goes out now."""
         self._sender = sender
         if sender is not None and sender.enabled:
+            self._became_sendable()
             self._flush(sender)
 
     def _flush(self, sender: FrameSender) -> None:
@@ -242,9 +259,21 @@ class ForwardedTrack(MediaStreamTrack):
             self._send(sender, data, pts, arrival, None)
 
     def _send(self, sender: FrameSender, data: bytes, pts: int, arrival: float, frame: TappedFrame | None) -> None:
+        if self._restart_sequence:
+            self._restart_sequence = False
+            sender.skip(SEQUENCE_JUMP)
         if sender.send(data, pts, self._clock_rate, frame):
             self.forwarded += 1
             self.hold_times.append(time.time() - arrival)
+
+    def _became_sendable(self) -> None:
+        """The subscriber may receive from now on (its answer arrived, or its sender started)."""
+        if not self._sendable:
+            self._sendable = True
+            if self.kind == "video" and self._gated and self.publisher is not None:
+                # Whatever keyframe came while it could not send is gone: a new receiver gets one now,
+                # not after the 1/s throttle.
+                self.publisher.request_keyframe(urgent=True)
 
     def push(self, frame: TappedFrame, keyframe: bool) -> None:
         """A frame of the assigned publisher; gated video waits for a keyframe; sent now, or queued (bounded)."""
@@ -255,10 +284,15 @@ class ForwardedTrack(MediaStreamTrack):
             # The direction forbids sending for now (an offer is pending): hold frames in the bounded queue,
             # so the keyframe asked for this subscriber is still there when it may send.
             sender = None
+        if sender is None:
+            self._sendable = False
+        else:
+            self._became_sendable()
         if self.kind == "video":
             if self._gated and not keyframe:
                 self.dropped += 1
                 if self.publisher is not None:
+                    # Throttled; when it becomes able to send it asks again, urgently (_became_sendable).
                     self.publisher.request_keyframe(urgent=False)
                 return
             if sender is None and (

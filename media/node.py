@@ -27,7 +27,15 @@ from aiortc.sdp import candidate_from_sdp
 
 from media.forwarding import PublishedTrack, RecorderFeed
 from media.passthrough import ReceiverTap, tap_receiver
-from media.peer import DEFAULT_SOURCE, SOURCE_KIND, NegotiationError, Peer, first_codec
+from media.peer import (
+    DEFAULT_SOURCE,
+    SOURCE_KIND,
+    NegotiationError,
+    Peer,
+    check_offer_size,
+    first_codec,
+    offer_mline_limit,
+)
 from media.probe import Probe
 from media.settings import NodeSettings
 from media.speaker import SpeakerDetector
@@ -145,8 +153,7 @@ class InProcessNode:
         if isinstance(command, SetPublishing):
             room.publishing[pid] = frozenset(command.sources)
             if peer is not None:
-                for published in peer.published.values():
-                    published.set_allowed(published.source in room.publishing[pid])
+                self._resolve_sources(room, peer)
             self._replan(room)
             return Ack()
         if peer is None:
@@ -163,8 +170,10 @@ class InProcessNode:
             self._replan(room)
             return Ack()
         if isinstance(command, ApplyOffer):
+            check_offer_size(command.sdp, offer_mline_limit(len(room.peers), len(peer.pc.getTransceivers())))
             answer = await peer.apply_offer(command.sdp)
             self._check_ended(room, peer)
+            self._resolve_sources(room, peer)
             self._replan(room)
             return SdpAnswer(sdp=answer)
         if isinstance(command, ApplyAnswer):
@@ -179,12 +188,12 @@ class InProcessNode:
                     raise NegotiationError(
                         "invalid_source", f"{command.source} is not a source of {published.kind} tracks"
                     )
-            room.declared.setdefault(pid, {})[command.track_id] = command.source
-            for published in peer.published.values():
-                if published.track_id == command.track_id and published.source != command.source:
-                    published.source = command.source
-                    published.set_allowed(command.source in room.publishing.get(pid, frozenset()))
-                    self._emit(self._published_event(published))
+            # One track per source: a later declaration of a source moves it to the newly named track.
+            declared = room.declared.setdefault(pid, {})
+            for track_id in [t for t, source in declared.items() if source is command.source or t == command.track_id]:
+                del declared[track_id]
+            declared[command.track_id] = command.source
+            self._resolve_sources(room, peer)
             self._replan(room)
             return Ack()
         raise NegotiationError("unknown_command", f"unknown command {command.type!r}")
@@ -224,10 +233,12 @@ class InProcessNode:
         room = self._rooms.get(hearing_id)
         return room.peers.get(participant_id) if room is not None else None
 
-    def active_speaker(self, hearing_id: str) -> str | None:
-        """The hearing's active speaker, if any spoke yet."""
+    def active_speaker(self, hearing_id: str, receiver: str | None = None) -> str | None:
+        """The active speaker as ``receiver`` hears it; without one, the last speaker anyone was told of."""
         room = self._rooms.get(hearing_id)
-        return room.speakers.active if room is not None else None
+        if room is None:
+            return None
+        return room.speakers.active if receiver is None else room.speakers.active_for(receiver)
 
     def stats(self) -> tuple[int, int]:
         """(rooms, peer connections) on this node, for ``GET /nodes`` and metrics."""
@@ -344,6 +355,10 @@ class InProcessNode:
             candidate = candidate_from_sdp(text.removeprefix("candidate:"))
         except Exception as exc:
             raise NegotiationError("invalid_candidate", f"candidate not understood: {exc}") from exc
+        if not 1 <= candidate.port <= 65535 or candidate.component not in (1, 2):
+            raise NegotiationError(
+                "invalid_candidate", f"candidate port {candidate.port} or component {candidate.component} out of range"
+            )
         candidate.sdpMid = command.sdp_mid
         candidate.sdpMLineIndex = command.sdp_mline_index
         try:
@@ -361,34 +376,25 @@ class InProcessNode:
     def _published(self, room: _Room, peer: Peer, transceiver: RTCRtpTransceiver) -> PublishedTrack:
         kind: MediaKind = "audio" if transceiver.kind == "audio" else "video"
         track_id = peer.remote_track_id(transceiver)
-        source = room.declared.get(peer.participant_id, {}).get(track_id, DEFAULT_SOURCE[kind])
-        if SOURCE_KIND[source] != kind:
-            # Declared before the track arrived, for the other kind: a video "microphone" would dodge the
-            # last-N and camera rules, so the declaration is ignored.
-            log.warning(
-                "declared_source_ignored",
-                hearing_id=room.hearing_id,
-                participant_id=peer.participant_id,
-                track_id=track_id,
-            )
-            source = DEFAULT_SOURCE[kind]
         published = PublishedTrack(
             hearing_id=room.hearing_id,
             participant_id=peer.participant_id,
             track_id=track_id,
             kind=kind,
-            source=source,
+            source=DEFAULT_SOURCE[kind],
             receiver=transceiver.receiver,
             keyframe_interval=self.settings.keyframe_interval,
             on_refused=self._refused,
             on_audio_level=lambda p, level: self._audio_level(room, p, level),
         )
         published.codec_name, published.clock_rate = first_codec(transceiver)
-        published.set_allowed(source in room.publishing.get(peer.participant_id, frozenset()))
+        # Held (not forwarded) until _resolve_sources gives it a source, once the offer is applied.
 
         def bye() -> None:
             published.ended = True
             self._report_ended(published)
+            if room.peers.get(peer.participant_id) is peer:
+                self._resolve_sources(room, peer)
             self._replan(room)
 
         tap_receiver(
@@ -401,17 +407,62 @@ class InProcessNode:
                 on_bye=bye,
             ),
         )
-        self._emit(self._published_event(published))
         log.info(
             "track_published",
             hearing_id=room.hearing_id,
             participant_id=peer.participant_id,
             track_id=track_id,
             kind=kind,
-            source=source,
             codec=published.codec_name,
         )
         return published
+
+    def _resolve_sources(self, room: _Room, peer: Peer) -> None:
+        """Give each live track of a participant its source, and forward only what the participant may publish.
+
+        A source is carried by one track at most. A declared track takes its declared source (a declaration of
+        the wrong kind is ignored: a video "microphone" would dodge the last-N and camera rules); an undeclared
+        one takes its kind's default (camera, microphone) if no other track has it; any other track is held:
+        never forwarded, never recorded. So a client cannot slip an extra video in as a second camera, e.g.
+        after its ``publish evidence`` was refused.
+        """
+        pid = peer.participant_id
+        declared = room.declared.get(pid, {})
+        publishing = room.publishing.get(pid, frozenset())
+        tracks = [t for t in peer.published.values() if not t.ended]
+        taken: set[Source] = set()
+        plan: dict[int, Source | None] = {}
+        for t in tracks:
+            wanted = declared.get(t.track_id)
+            if wanted is not None and SOURCE_KIND[wanted] != t.kind:
+                log.warning(
+                    "declared_source_ignored", hearing_id=room.hearing_id, participant_id=pid, track_id=t.track_id
+                )
+            elif wanted is not None and wanted not in taken:
+                plan[id(t)] = wanted
+                taken.add(wanted)
+        for t in tracks:
+            if id(t) not in plan:
+                default = DEFAULT_SOURCE[t.kind]
+                plan[id(t)] = None if default in taken else default
+                taken.add(default)
+        for t in tracks:
+            source = plan[id(t)]
+            if source is None:
+                if not t.held:
+                    log.warning(
+                        "undeclared_track_held", hearing_id=room.hearing_id, participant_id=pid, track_id=t.track_id
+                    )
+                t.held = True
+                t.set_allowed(False)
+                continue
+            changed = t.held or t.source is not source or not t.announced
+            t.held = False
+            t.source = source
+            t.set_allowed(source in publishing)
+            if changed:
+                t.announced = True
+                self._emit(self._published_event(t))
 
     @staticmethod
     def _published_event(p: PublishedTrack) -> TrackPublished:
@@ -453,16 +504,21 @@ class InProcessNode:
     def _audio_level(self, room: _Room, published: PublishedTrack, level: int) -> None:
         if published.source is not Source.microphone:
             return
-        speaker = room.speakers.observe(published.participant_id, level, time.monotonic())
-        if speaker is not None and self._rooms.get(room.hearing_id) is room:
-            log.info("speaker_changed", hearing_id=room.hearing_id, participant_id=speaker)
-            self._emit(SpeakerChanged(hearing_id=room.hearing_id, participant_id=speaker))
+        changes = room.speakers.observe(published.participant_id, level, time.monotonic())
+        if changes and self._rooms.get(room.hearing_id) is room:
+            for speaker in sorted({speaker for _, speaker in changes}):
+                receivers = sum(1 for _, s in changes if s == speaker)
+                log.info("speaker_changed", hearing_id=room.hearing_id, participant_id=speaker, receivers=receivers)
+            for receiver, speaker in changes:
+                self._emit(SpeakerChanged(hearing_id=room.hearing_id, participant_id=speaker, receiver=receiver))
             self._replan(room)
 
     # --- what flows where -----------------------------------------------------------------------
 
     def _replan(self, room: _Room) -> None:
         """Apply the room's permissions and speaker order to every subscriber and recorder, now."""
+        # Each person's speaker is chosen among what they may receive (and themselves).
+        room.speakers.set_audiences({pid: room.receiving.get(pid, frozenset()) | {pid} for pid in room.peers})
         for pid, peer in list(room.peers.items()):
             if not peer.closed:
                 peer.place(self._wanted(room, pid, last_n=self.settings.last_n))
@@ -471,7 +527,7 @@ class InProcessNode:
 
     def _wanted(self, room: _Room, subscriber: str, last_n: int | None) -> list[PublishedTrack]:
         permitted = room.receiving.get(subscriber, frozenset()) - {subscriber}
-        order = {pid: i for i, pid in enumerate(room.speakers.order)}
+        order = {pid: i for i, pid in enumerate(room.speakers.order_for(subscriber))}
         tracks: list[PublishedTrack] = []
         cameras: dict[str, list[PublishedTrack]] = {}
         for pid in sorted(permitted, key=lambda p: (order.get(p, len(order)), p)):
@@ -479,7 +535,7 @@ class InProcessNode:
             if publisher is None:
                 continue
             for t in sorted(publisher.published.values(), key=lambda t: (t.kind, t.track_id)):
-                if not t.allowed or t.ended or not t.codec_name:
+                if not t.allowed or t.held or t.ended or not t.codec_name:
                     continue
                 if t.kind == "video" and t.source is Source.camera:
                     cameras.setdefault(pid, []).append(t)

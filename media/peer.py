@@ -43,12 +43,21 @@ MAX_SENDING_MLINES = 3
 """Sending media sections one SDP may carry: a microphone, a camera and an evidence source."""
 
 MAX_MLINES = 256
-"""Media sections one SDP may carry in all (sending, receiving and rejected).
+"""Media sections one SDP may carry in all (sending, receiving and rejected), whatever the hearing's size.
 
 A participant's re-offer lists every receive slot the node added (audio of
-everyone permitted plus last-N video), so a large meeting needs room here; the
-sending limit above is what stops one client from loading the node.
+everyone permitted plus last-N video); :func:`offer_mline_limit` is the limit
+that applies, from the hearing's size.
 """
+
+SLOTS_PER_PUBLISHER = 3
+"""Receive slots one other participant can fill at most: their microphone, camera and evidence."""
+
+MLINE_MARGIN = 4
+"""Spare media sections in an offer (a slot left over after a codec change, a data channel)."""
+
+MAX_SDP_BYTES = 256 * 1024
+"""An SDP larger than this is refused before it is parsed (a full hearing's offer is a few tens of KiB)."""
 
 _SENDING_DIRECTIONS = frozenset({"sendrecv", "sendonly"})
 
@@ -259,7 +268,9 @@ class Peer:
                 slot.track.publisher is None
                 and slot.kind == track.kind
                 and slot.codec == track.codec_name
-                and (slot.negotiated_active or not negotiated_only)
+                # A negotiated slot counts only while the next offer keeps it sendonly: one that an unanswered
+                # offer turns inactive would stop sending when that answer lands, with nobody left to re-offer.
+                and (not negotiated_only or (slot.negotiated_active and slot.transceiver.direction == "sendonly"))
             ):
                 return slot
         return None
@@ -352,14 +363,52 @@ def check_sdp(sdp: str, *, offer: bool = True) -> None:
         raise NegotiationError("invalid_sdp", f"SDP not understood: {exc}") from exc
     if offer:
         _check_media_count(parsed)
+    mids = {str(m.rtp.muxId) for m in parsed.media}
+    for group in parsed.group:
+        missing = [str(mid) for mid in group.items if str(mid) not in mids]
+        if missing:
+            # What a description cut short looks like: its session part names sections that never came.
+            raise NegotiationError("invalid_sdp", f"the SDP is truncated: no media section for mid {missing[0]!r}")
     for m in (m for m in parsed.media if m.port != 0):
         if m.kind not in ("audio", "video", "application"):
             raise NegotiationError("invalid_sdp", f"unsupported media kind {m.kind!r}")
         if m.ice is None or not m.ice.usernameFragment or not m.ice.password or m.dtls is None:
             raise NegotiationError("invalid_sdp", "a media section lacks ICE credentials or a DTLS fingerprint")
+        if not m.dtls.fingerprints:
+            # aiortc would answer, then fail the DTLS handshake: the connection would never carry media.
+            raise NegotiationError("invalid_sdp", "a media section lacks a DTLS fingerprint")
         # aiortc would create the transceiver before failing on codecs: refuse first, so nothing changes.
         if m.kind in CODECS and not find_common_codecs(CODECS[m.kind], m.rtp.codecs):
             raise NegotiationError("unsupported_codec", f"no {m.kind} codec in common (VP8, H264, opus...)")
+
+
+def offer_mline_limit(peers: int, current: int = 0) -> int:
+    """Media sections a participant's offer may carry in a hearing of ``peers`` peer connections (theirs included),
+    when their connection has ``current`` now.
+
+    Each section costs aiortc a transceiver, transports and answer work on the event loop (about 5 ms each on
+    this machine), so an offer may add only what a client can need: its sending sections plus a small margin
+    (receive slots are the node's to add, by its own offers). In all, a connection stays within its own sending
+    sections plus one slot per source of everyone else plus the margin (about 25 for 7 people instead of 256);
+    a re-offer listing every section the connection has, plus new sending ones, is always allowed.
+    """
+    hearing = MAX_SENDING_MLINES + SLOTS_PER_PUBLISHER * max(peers - 1, 0) + MLINE_MARGIN
+    per_offer = current + MAX_SENDING_MLINES + MLINE_MARGIN
+    return min(MAX_MLINES, max(current + MAX_SENDING_MLINES, min(hearing, per_offer)))
+
+
+def check_offer_size(sdp: str, limit: int) -> None:
+    """Refuse an oversized offer before any parsing: more than ``MAX_SDP_BYTES``, or more than ``limit`` m-lines.
+
+    Counts ``m=`` lines only (linear, no allocation per line), so refusing a hostile offer costs microseconds.
+    """
+    if len(sdp) > MAX_SDP_BYTES:
+        raise NegotiationError("sdp_too_large", f"SDP of {len(sdp)} characters > {MAX_SDP_BYTES}")
+    sections = sdp.count("\nm=") + sdp.startswith("m=")
+    if sections > limit:
+        raise NegotiationError(
+            "too_many_media_sections", f"too many media sections for this hearing: {sections} > {limit}"
+        )
 
 
 def _check_media_count(parsed: SessionDescription) -> None:

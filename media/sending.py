@@ -70,6 +70,16 @@ _VP8_CHUNK = VP8_PACKET_MAX - _VP8_DESCRIPTOR.size
 
 _RTP_HEADER = struct.Struct("!BBHLL")
 
+SEQUENCE_JUMP = 600
+"""How far a slot's RTP sequence number jumps when it resumes video after a pause (see :meth:`FrameSender.skip`).
+
+aiortc's video jitter buffer holds 512 packets and releases frames strictly in sequence order: a packet the
+subscriber dropped right after a pause (its receiver not yet enabled) leaves a hole that stalls it until 512
+newer packets have come, about 17 s at 30 fps, and NACK cannot fill a hole it never saw open. A jump of more
+than 512 makes it restart at the first packet that arrives. Other receivers see a burst of loss, which they
+answer at most with a keyframe request (the node sends a keyframe first anyway).
+"""
+
 _NTP_SCALE = float(1 << 32)
 
 _P = "_RTCRtpSender__"
@@ -206,6 +216,10 @@ class FrameSender:
         diff = [i for i, (a, b) in enumerate(zip(low, high, strict=True)) if a != b] if len(low) == len(high) else []
         self._ext_abs_offset = diff[0] if len(diff) == 3 and diff[2] - diff[0] == 2 else -1
         return True
+
+    def skip(self, count: int) -> None:
+        """Leave ``count`` sequence numbers unused before the next packet (a new start for the subscriber)."""
+        self._sequence = (self._sequence + count) & 0xFFFF
 
     def close(self, reason: str) -> None:
         """End the send path (the sender's RTP task then exits as the stock one would)."""

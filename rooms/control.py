@@ -224,11 +224,16 @@ class Tracks(_Addressed):
 
 
 class SpeakerChanged(Frozen):
-    """The active speaker of a hearing changed."""
+    """The active speaker of a hearing changed, as one receiver hears it."""
 
     type: Literal["speaker_changed"] = "speaker_changed"
     hearing_id: str
     participant_id: str
+    receiver: str | None = Field(
+        default=None,
+        description="The participant whose speaker this is (chosen among what they may receive); "
+        "None: a hearing-wide speaker, told only to those who may receive the speaker.",
+    )
 
 
 class PeerStateChanged(_Addressed):

@@ -132,6 +132,12 @@ the audit chain (20 toggles a second would be 72,000 events an hour)."""
 MAX_DECLARED_TRACKS = 8
 """Distinct track ids a participant may declare (``publish`` with ``track_id``) on one peer connection."""
 
+OFFER_BURST = 8
+"""Client offers a participant may send at once (a first offer, a few refused collisions, a publish change)."""
+
+OFFER_RATE = 0.5
+"""Client offers per second a participant may send on average, beyond the burst (``too_many_offers``)."""
+
 PEERLESS_ROLES: frozenset[Role] = frozenset({Role.recorder})
 """Roles that receive through the node's frame sink (``attach_recorder``), not a peer connection:
 the room sends them ``SetReceiving``/``SetPublishing`` but never ``CreatePeer``/``ClosePeer``."""
@@ -303,6 +309,8 @@ class HearingRoom:
         """CloseRoom was sent (the session ended): the node has no room for this hearing any more."""
         self._sent_publishing: dict[str, tuple[Source, ...]] = {}
         self._sent_receiving: dict[str, tuple[str, ...]] = {}
+        self._offer_budget: dict[str, tuple[float, float]] = {}
+        """Per participant (kept across resumes): offers left in the bucket, and when it was last refilled."""
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -472,7 +480,7 @@ class HearingRoom:
             effects.append(
                 Audit(Trace(info.id, "participant_joined", {"role": info.role.value, "placement": placement.value}))
             )
-            if placement is not Placement.lobby:
+            if placement not in WAITING:
                 effects += self._create_peer(member)
         effects.append(
             Send(
@@ -688,6 +696,7 @@ class HearingRoom:
         target.placement = Placement.witness_lobby
         effects: list[Effect] = [
             Audit(Trace(actor.id, "witness_released", {"participant_id": target.id})),
+            *self._close_peer(target),
             self._placement_msg(target),
         ]
         effects += self._after_change(roster=True, ref=ref, actor=actor)
@@ -740,9 +749,22 @@ class HearingRoom:
     def media_member(self, conn: int) -> Member:
         """The member of ``conn`` if they may exchange SDP and ICE (admitted: not in the lobby)."""
         member = self._actor(conn)
-        if member.placement is Placement.lobby or not member.has_peer:
+        if member.placement in WAITING or not member.has_peer:
             raise SessionError("not_admitted", "media is for admitted participants; wait to be admitted")
         return member
+
+    def check_offer_rate(self, participant_id: str, now: float) -> None:
+        """Take one offer from the participant's budget (``OFFER_BURST``, refilled at ``OFFER_RATE``), or refuse.
+
+        Each offer costs the node SDP work on its event loop; the budget survives a resume, so dropping and
+        resuming does not refill it.
+        """
+        tokens, last = self._offer_budget.get(participant_id, (float(OFFER_BURST), now))
+        tokens = min(float(OFFER_BURST), tokens + max(now - last, 0.0) * OFFER_RATE)
+        if tokens < 1.0:
+            self._offer_budget[participant_id] = (tokens, now)
+            raise SessionError("too_many_offers", "too many offers; wait a few seconds before offering again")
+        self._offer_budget[participant_id] = (tokens - 1.0, now)
 
     def publish(
         self, conn: int, source: Source, enabled: bool, track_id: str | None, *, ref: RequestId | None = None
@@ -806,8 +828,24 @@ class HearingRoom:
         return effects
 
     def receivers(self) -> list[int]:
-        """Connections of members who receive media now (for ``speaker``)."""
+        """Connections of members who receive media now."""
         return [m.conn for m in self.members.values() if m.connected and m.placement not in WAITING]
+
+    def speaker_receivers(self, speaker_id: str, receiver_id: str | None = None) -> list[int]:
+        """Connections to tell that ``speaker_id`` speaks: ``receiver_id``'s (or every receiver's), and only of
+        members who may receive the speaker or are the speaker (a consultation is never named to the courtroom).
+        """
+        speaker = self.members.get(speaker_id)
+        if speaker is None:
+            return []
+        return [
+            m.conn
+            for m in self.members.values()
+            if m.connected
+            and m.placement not in WAITING
+            and (receiver_id is None or m.id == receiver_id)
+            and (m is speaker or may_receive(m.seat(), speaker.seat(), self.state))
+        ]
 
     # --- internals ------------------------------------------------------------------------------
 
@@ -883,6 +921,17 @@ class HearingRoom:
         if changes is not None:
             data["changes"] = changes
         return Audit(Trace(member.id, action, data))
+
+    def _close_peer(self, member: Member) -> list[Effect]:
+        """A member who goes back to a waiting placement loses their peer (a waiting room has no media)."""
+        if not member.has_peer or member.role in PEERLESS_ROLES:
+            return []
+        member.has_peer = False
+        member.negotiated = False
+        member.media = None
+        member.declared.clear()
+        self._forget_sent(member.id)
+        return [Command(ClosePeer(hearing_id=self.hearing_id, participant_id=member.id))]
 
     def _create_peer(self, member: Member) -> list[Effect]:
         if member.has_peer:

@@ -431,6 +431,7 @@ class SessionHub:
             if not msg.sdp.lstrip().startswith("v=0"):
                 raise SessionError("invalid_sdp", "an SDP must begin with 'v=0'")
             if isinstance(msg, ClientOffer):
+                live.room.check_offer_rate(pid, asyncio.get_running_loop().time())
                 command = ApplyOffer(hearing_id=hid, participant_id=pid, sdp=msg.sdp)
             else:
                 command = ApplyAnswer(hearing_id=hid, participant_id=pid, sdp=msg.sdp)
@@ -465,7 +466,7 @@ class SessionHub:
         room = live.room
         if isinstance(event, SpeakerChanged):
             speaker = Speaker(participant_id=event.participant_id)
-            for receiver in room.receivers():
+            for receiver in room.speaker_receivers(event.participant_id, event.receiver):
                 self._send(receiver, speaker)
             return
         if isinstance(event, PeerStateChanged):

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from media.node import InProcessNode
-from media.peer import MAX_MLINES
+from media.peer import MAX_MLINES, offer_mline_limit
 from media.settings import NodeSettings
 from rooms.control import (
     ApplyOffer,
@@ -85,16 +85,19 @@ async def test_too_many_sending_sections_refused_and_node_keeps_working(
 
 
 async def test_too_many_sections_in_all_refused(node: InProcessNode, signaling: DirectSignaling) -> None:
-    """An offer munged to carry more than MAX_MLINES m-lines (most receive-only) is refused invalid_sdp."""
+    """An offer munged to carry more m-lines than the hearing's size allows (most receive-only) is refused."""
     client = MediaClient("party", tag=64)
     try:
         await node.call(CreatePeer(hearing_id=HEARING, participant_id=client.name, role=Role.party))
-        sdp = with_extra_sections(await client.offer(), MAX_MLINES)
+        limit = offer_mline_limit(1)
+        sdp = with_extra_sections(await client.offer(), limit)
         reply = await refused_offer(node, client, sdp)
+        assert reply.code == "too_many_media_sections"
+        assert f"> {limit}" in reply.message
+        reply = await refused_offer(node, client, with_extra_sections(await client.offer(), MAX_MLINES))
+        assert reply.code == "too_many_media_sections"
     finally:
         await client.close()
-    assert reply.code == "invalid_sdp"
-    assert str(MAX_MLINES) in reply.message
 
 
 async def test_source_of_the_wrong_kind_is_refused(node: InProcessNode, signaling: DirectSignaling) -> None:

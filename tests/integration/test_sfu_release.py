@@ -73,14 +73,15 @@ def test_speaker_needs_to_lead_for_the_hold_time() -> None:
     detector = SpeakerDetector(window=1.0, hold=0.5, silence_dbov=60)
     for pid in ("a", "b"):
         detector.join(pid)
+    detector.set_audiences({"a": {"a", "b"}})
     changes = []
     t = 0.0
     while t < 2.0:
         changes.append(detector.observe("b", 10, t))
         detector.observe("a", 127, t)
         t += 0.02
-    assert [c for c in changes if c] == ["b"]
-    assert detector.active == "b"
-    assert detector.order == ["b", "a"]
+    assert [c for c in changes if c] == [[("a", "b")]]
+    assert detector.active_for("a") == "b"
+    assert detector.order_for("a") == ["b", "a"]
     first = next(i for i, c in enumerate(changes) if c) * 0.02
     assert first >= 0.5

@@ -29,6 +29,10 @@ async def test_rest_removal_disconnects_participant_with_4010(court: Court) -> N
     judge, _ = await court.join(b.tokens["judge"])
     witness, _ = await court.join(b.tokens["witness"])
     await judge.expect("roster", lambda m: b.ids["witness"] in {p["id"] for p in m["participants"]})
+    # A witness has a peer only once called into the courtroom (the witness lobby has no media).
+    assert court.node.peer(b.hearing_id, b.ids["witness"]) is None
+    await judge.request("call_witness", "roster", participant_id=b.ids["witness"])
+    assert (await witness.expect("placement"))["placement"] == "courtroom"
     assert court.node.peer(b.hearing_id, b.ids["witness"]) is not None
     status, body = await court.rest("DELETE", f"{HEARINGS}/{b.hearing_id}/participants/{b.ids['witness']}")
     assert status == 200, body

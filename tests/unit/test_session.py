@@ -283,22 +283,29 @@ def test_publish_declares_track_and_shows_in_roster(live: Harness) -> None:
 
 
 def test_witness_lobby_isolated_until_called() -> None:
-    """A witness in the witness lobby receives nothing and nobody receives them, until called."""
+    """A witness in the witness lobby has no peer and may not offer; called, they get one; released, it closes."""
     h = Harness(HearingState.open)
     h.join("judge")
     h.join("witness")
     assert h.room.members["witness"].placement is Placement.witness_lobby
-    assert "witness" in h.node.peers
-    assert h.node.recv("witness") == set()
+    assert "witness" not in h.node.peers
+    with pytest.raises(SessionError) as refused:
+        h.room.media_member(h.c("witness"))
+    assert refused.value.code == "not_admitted"
     assert h.node.recv("judge") == set()
-    assert h.node.pub("witness") == ()
     effects = h.do(h.room.call_witness(h.c("judge"), "witness"))
     assert audits(effects) == ["witness_called"]
+    assert "witness" in h.node.peers
+    h.do(h.room.negotiated("witness"))
     assert h.node.recv("witness") == {"judge"}
     assert h.node.recv("judge") == {"witness"}
     h.do(h.room.release_witness(h.c("judge"), "witness"))
-    assert h.node.recv("witness") == set()
+    assert "witness" not in h.node.peers
     assert h.node.recv("judge") == set()
+    with pytest.raises(SessionError):
+        h.room.media_member(h.c("witness"))
+    h.do(h.room.call_witness(h.c("judge"), "witness"))
+    assert "witness" in h.node.peers
     with pytest.raises(SessionError):
         h.room.admit(h.c("judge"), "witness")
 
