@@ -33,7 +33,7 @@ from rooms.audit import AuditEvent
 from rooms.errors import DomainError
 from rooms.model import Hearing, HearingState, Placement, Role, Site, Source
 from rooms.permissions import TABLE
-from rooms.store import HearingFilter, Store
+from rooms.store import HearingFilter, Store, Trace
 from signaling.messages import (
     Joined,
     MissingTrack,
@@ -131,6 +131,7 @@ class RecordingService:
         self._hub.closing_listeners.append(self.seal_before_close)
         self._hub.forgotten_listeners.append(self.forget)
         self._hub.audit_listeners.append(self.on_audit)
+        self._hub.audit_intents.append(self.on_audit_intent)
         now = datetime.now(UTC)
         window = HearingFilter(starts_from=now - timedelta(days=2), ends_to=now + timedelta(days=2), limit=10_000)
         for hearing in await self._store.list_hearings(window):
@@ -292,6 +293,28 @@ class RecordingService:
             follow.roster = message
             self._consultations(follow, message)
             self._lanes(follow)
+
+    def on_audit_intent(self, hearing_id: str, trace: Trace) -> None:
+        """A consultation is about to begin: withhold its members from this moment, before the store has answered.
+
+        The audit event's own time comes from the store, a few milliseconds (on
+        a loaded machine, tens) after the decision; a frame captured in between
+        would otherwise be written before :meth:`on_audit` excludes it. The
+        end of a consultation is not taken early: its members are recorded
+        again only from the stored time of ``consultation_ended``.
+        """
+        if trace.action != "consultation_started":
+            return
+        follow = self._follows.get(hearing_id)
+        if follow is None:
+            return
+        ids = [str(pid) for pid in trace.data.get("participant_ids", ())]
+        follow.excluded.update(ids)
+        session = self._recorder.session(hearing_id)
+        if session is not None:
+            at = time.time()
+            for pid in ids:
+                session.exclude(pid, "consultation_excluded", at=at)
 
     def on_audit(self, hearing_id: str, event: AuditEvent) -> None:
         """A consultation begins or ends: exclude its members from that moment on the audit trail's clock.

@@ -193,6 +193,9 @@ class SessionHub:
         self.audit_listeners: list[Callable[[str, AuditEvent], None]] = []
         """Called (hearing id, event) the moment a live session's audit event is stored, before the effects that
         follow it (node commands, roster): the recorder takes consultation times from here, not from the roster."""
+        self.audit_intents: list[Callable[[str, Trace], None]] = []
+        """Called (hearing id, trace) just before a live session's audit event is stored: a listener that must act
+        from the very moment of a decision (the recorder withholding a consultation) does not wait for the store."""
         self._recording: dict[str, Recording] = {}
         self.frames = FrameCache()
         """One JSON serialization per outgoing message, shared by the WebSocket outlets."""
@@ -566,6 +569,11 @@ class SessionHub:
                     detail=reply.message,
                 )
         elif isinstance(effect, Audit):
+            for intent in list(self.audit_intents):
+                try:
+                    intent(hearing_id, effect.trace)
+                except Exception:  # a listener's bug must not skip the audit or the effects after it
+                    self.log.exception("audit_intent_failed", hearing_id=hearing_id, action=effect.trace.action)
             event = await self.store.append_audit(hearing_id, effect.trace)
             for listener in list(self.audit_listeners):
                 try:
