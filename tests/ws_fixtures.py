@@ -121,6 +121,13 @@ class WsClient:
         await self.send(type, id=ref, **fields)
         return await self.expect_ref(ref, reply)
 
+    async def request_ok(self, type: str, reply: str, **fields: Any) -> dict[str, Any]:
+        """:meth:`request` for a setup step: an ``error`` reply fails the test at once, naming the refusal."""
+        message = await self.request(type, reply, **fields)
+        if message.get("type") == "error":
+            pytest.fail(f"{type} was refused: {message.get('code')}: {message.get('message')}")
+        return message
+
     async def expect_ref(self, ref: str, reply: str) -> dict[str, Any]:
         """The ``reply`` or ``error`` that carries ``ref``."""
         message = await self.expect_any(lambda m: m.get("ref") == ref and m.get("type") in (reply, "error"))
@@ -210,8 +217,13 @@ class Court:
         *,
         starts: datetime | None = None,
         hours: float = 2.0,
+        represents: dict[str, tuple[str, ...]] | None = None,
     ) -> Booking:
-        """Book a trial (via REST) around now with one participant per role name (``counsel2`` is a counsel)."""
+        """Book a trial (via REST) around now with one participant per role name (``counsel2`` is a counsel).
+
+        ``represents`` links counsel (by role name) to their clients; by default ``counsel`` represents
+        ``defendant`` (when both are booked), so the two may consult.
+        """
         self._seq += 1
         n = self._seq
         site, room = f"site-{n}", f"room-{n}"
@@ -222,9 +234,14 @@ class Court:
         status, body = await self.rest("POST", "/api/v1/courtrooms", {"id": room, "name": room, "site_id": site})
         assert status == 201, body
         start = starts or datetime.now(UTC) - timedelta(minutes=5)
-        participants = [
+        links = {"counsel": ("defendant",)} if represents is None else represents
+        participants: list[dict[str, Any]] = [
             {"name": f"{name.title()} {n}", "role": name.rstrip("0123456789"), "site_id": site} for name in roles
         ]
+        for name, clients in links.items():
+            if name in roles:
+                indexes = [roles.index(c) for c in clients if c in roles]
+                participants[roles.index(name)]["represents"] = indexes
         status, body = await self.rest(
             "POST",
             "/api/v1/hearings",
