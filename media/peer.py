@@ -82,6 +82,8 @@ class Slot:
     codec: str
     negotiated_active: bool = False
     """Whether the last completed negotiation left it ``sendonly`` (False: ``inactive`` or not yet answered)."""
+    intended: bool | None = None
+    """Whether the node's last SDP (offer or answer) asked to send on it; None before any."""
 
     @property
     def mid(self) -> str | None:
@@ -166,6 +168,7 @@ class Peer:
                 raise NegotiationError("invalid_sdp", f"offer not applied: {exc}") from exc
             self._adopt_published()
             restrict_host_candidates(self.pc, self.settings.announce_addresses)
+            self._note_intended()
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
             self._mark_negotiated()
@@ -235,6 +238,7 @@ class Peer:
                 self._on_slots_changed(self)
                 return
             restrict_host_candidates(self.pc, self.settings.announce_addresses)
+            self._note_intended()
             try:
                 negotiated = negotiated_rtp(self.pc.getTransceivers())
                 offer = await self.pc.createOffer()
@@ -297,8 +301,13 @@ class Peer:
             self._on_lost(self, "offer_timeout")
 
     def _slots_differ(self) -> bool:
-        """Some slot's negotiated direction does not match whether it forwards anything now."""
-        return any(s.negotiated_active != (s.track.publisher is not None) for s in self.slots)
+        """Some slot was re-pointed on or off while the last exchange said otherwise (a client that declines a
+        slot, answering ``inactive`` to ``sendonly``, is not asked again)."""
+        return any(s.intended is not None and s.intended != (s.track.publisher is not None) for s in self.slots)
+
+    def _note_intended(self) -> None:
+        for slot in self.slots:
+            slot.intended = slot.transceiver.direction == "sendonly"
 
     def _mark_negotiated(self) -> None:
         for slot in self.slots:

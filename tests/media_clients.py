@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import math
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 from av import AudioFrame, VideoFrame
+from pyee.asyncio import AsyncIOEventEmitter
 
 from media.ice import restrict_host_candidates, rtc_configuration
 from media.passthrough import ReceiverTap, tap_receiver
@@ -132,9 +135,18 @@ class ToneAudioTrack(AudioStreamTrack):
         return frame
 
 
-def _same(track: CodeVideoTrack | None) -> CodeVideoTrack | None:
-    """A new painted track like ``track`` (tag, size)."""
-    return None if track is None else CodeVideoTrack(track.tag, track.width, track.height)
+T = TypeVar("T", bound=MediaStreamTrack | None)
+
+
+def _renewed(track: T) -> T:
+    """A live copy of a track aiortc stopped (same source and settings, a new id and no listeners)."""
+    if track is None:
+        return track
+    fresh = copy.copy(track)
+    AsyncIOEventEmitter.__init__(fresh)
+    fresh._MediaStreamTrack__ended = False  # type: ignore[attr-defined]
+    fresh._id = str(uuid.uuid4())
+    return fresh
 
 
 @dataclass
@@ -220,9 +232,9 @@ class MediaClient:
         """Media restart: close the connection and make a new one with the same tracks (the next offer is a first)."""
         await self._close_pc()
         # aiortc's senders stop their tracks on close: the new connection sends new tracks of the same kind.
-        self.video = _same(self.video)
-        self.audio = ToneAudioTrack(self.audio.loud) if self.audio is not None else None
-        self.extra = [_same(t) or t if isinstance(t, CodeVideoTrack) else t for t in self.extra]
+        self.video = _renewed(self.video)
+        self.audio = _renewed(self.audio)
+        self.extra = [_renewed(t) for t in self.extra]
         self.pc = RTCPeerConnection(configuration=rtc_configuration(()))
         self.received = {}
         self.tracks = ()
