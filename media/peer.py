@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -137,6 +138,7 @@ class Peer:
         """Client offers refused with ``renegotiation_pending`` over the peer's life (metrics, tests)."""
         self._offer_timer: asyncio.TimerHandle | None = None
         self.lost_reported = False
+        self._sdp_version = 0
         """``PeerLost`` was emitted for this peer (once per peer)."""
         self.inbound: list[tuple[PublishedTrack, PacketCounter]] = []
         """Counters of every track received from the participant (read by the health tick)."""
@@ -243,6 +245,7 @@ class Peer:
                 negotiated = negotiated_rtp(self.pc.getTransceivers())
                 offer = await self.pc.createOffer()
                 sdp = keep_negotiated_numbers(offer.sdp, negotiated, self.pc.getTransceivers())
+                sdp = self._next_version(sdp)
                 await self.pc.setLocalDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             except Exception:
                 log.exception("renegotiation_failed", hearing_id=self.hearing_id, participant_id=self.participant_id)
@@ -270,6 +273,21 @@ class Peer:
         if self._renegotiation_queued or self._slots_differ():
             # A slot re-pointed while this exchange turned it off (or on) needs one more.
             self.request_renegotiation()
+
+    def _next_version(self, sdp: str) -> str:
+        """Give every new node offer a higher ``o=`` session version (RFC 3264 8): aiortc uses the clock's second,
+        so two offers in one second could be byte-identical and a client could not tell a new offer from a re-sent
+        one (a re-send is byte-identical on purpose)."""
+        self._sdp_version = max(self._sdp_version + 1, int(time.time()))
+        lines = sdp.split("\r\n")
+        for i, line in enumerate(lines):
+            if line.startswith("o="):
+                parts = line.split(" ")
+                if len(parts) >= 3:
+                    parts[2] = str(self._sdp_version)
+                    lines[i] = " ".join(parts)
+                break
+        return "\r\n".join(lines)
 
     def _arm_offer_timer(self) -> None:
         if self._offer_timer is not None:
