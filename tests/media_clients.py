@@ -12,6 +12,12 @@
   (create peer, offer/answer, relay node offers), for tests without the
   WebSocket layer.
 
+Negotiation follows docs/protocol.md: the client is the polite side. aiortc
+has no rollback, so a client's re-offer (after the first) is only *created*
+when sent and applied locally once the node answers it; a node offer that
+arrives meanwhile simply replaces it (that is the rollback), and the client
+offers again afterwards only if it still has something to negotiate.
+
 Everything stays on 127.0.0.1 with no ICE servers.
 """
 
@@ -19,17 +25,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import math
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 from av import AudioFrame, VideoFrame
+from pyee.asyncio import AsyncIOEventEmitter
 
 from media.ice import restrict_host_candidates, rtc_configuration
+from media.passthrough import ReceiverTap, tap_receiver
 from rooms.control import (
     ApplyAnswer,
     ApplyOffer,
@@ -45,6 +55,16 @@ from rooms.control import (
 from rooms.model import Role
 
 LOOPBACK = ("127.0.0.1",)
+
+
+def _ignore(_: Any) -> None:
+    pass
+
+
+def _nothing() -> None:
+    pass
+
+
 _COLS, _ROWS = 6, 4
 _BITS = _COLS * _ROWS
 
@@ -115,6 +135,20 @@ class ToneAudioTrack(AudioStreamTrack):
         return frame
 
 
+T = TypeVar("T", bound=MediaStreamTrack | None)
+
+
+def _renewed(track: T) -> T:
+    """A live copy of a track aiortc stopped (same source and settings, a new id and no listeners)."""
+    if track is None:
+        return track
+    fresh = copy.copy(track)
+    AsyncIOEventEmitter.__init__(fresh)
+    fresh._MediaStreamTrack__ended = False  # type: ignore[attr-defined]
+    fresh._id = str(uuid.uuid4())
+    return fresh
+
+
 @dataclass
 class Received:
     """What one client got on one media id."""
@@ -138,6 +172,7 @@ class MediaClient:
         loud: bool = True,
         video_codec: str | None = None,
         decode_video: bool = True,
+        count_only: bool = False,
     ) -> None:
         self.name = name
         self.pc = RTCPeerConnection(configuration=rtc_configuration(()))
@@ -147,21 +182,66 @@ class MediaClient:
         self.tracks: tuple[TrackRef, ...] = ()
         self.keyframe_requests = 0
         self.decode_video = decode_video
+        self.count_only = count_only
+        """Received media is only counted (RTP level), never decoded: for many clients in one process."""
+        self.on_failed: Callable[[], None] | None = None
+        """Called when the connection's state becomes ``failed`` (the client then asks for a media restart)."""
+        self.video_codec = video_codec
+        self.extra: list[MediaStreamTrack] = []
+        """Tracks added after the start (e.g. evidence), re-added on a media restart."""
+        self.resets = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._counted: set[int] = set()
-        for track in (self.audio, self.video):
-            if track is None:
-                continue
-            transceiver = self.pc.addTransceiver(track, direction="sendonly")
-            if track.kind == "video" and video_codec is not None:
-                caps = RTCRtpSender.getCapabilities("video").codecs
-                prefs = [c for c in caps if c.mimeType.lower() in (f"video/{video_codec}".lower(), "video/rtx")]
-                transceiver.setCodecPreferences(prefs)
-            self._count_keyframe_requests(transceiver.sender)
+        self._deferred: RTCSessionDescription | None = None
+        self._setup()
 
-        @self.pc.on("track")
+    def _setup(self) -> None:
+        for track in (self.audio, self.video, *self.extra):
+            if track is not None:
+                self._add(track)
+
+        pc = self.pc
+
+        @pc.on("track")
         def _on_track(track: MediaStreamTrack) -> None:
             self._tasks.append(asyncio.ensure_future(self._consume(track)))
+
+        @pc.on("connectionstatechange")
+        def _on_state() -> None:
+            if pc is self.pc and pc.connectionState == "failed" and self.on_failed is not None:
+                self.on_failed()
+
+    def _add(self, track: MediaStreamTrack) -> None:
+        transceiver = self.pc.addTransceiver(track, direction="sendonly")
+        if track.kind == "video" and self.video_codec is not None:
+            caps = RTCRtpSender.getCapabilities("video").codecs
+            prefs = [c for c in caps if c.mimeType.lower() in (f"video/{self.video_codec}".lower(), "video/rtx")]
+            transceiver.setCodecPreferences(prefs)
+        self._count_keyframe_requests(transceiver.sender)
+
+    def add_track(self, track: MediaStreamTrack) -> None:
+        """Publish one more track (negotiated by the next offer)."""
+        self.extra.append(track)
+        self._add(track)
+
+    def needs_negotiation(self) -> bool:
+        """A track was added since the last completed exchange (the ``negotiationneeded`` of aiortc clients)."""
+        return any(t.mid is None and not t.stopped for t in self.pc.getTransceivers())
+
+    async def reset(self) -> None:
+        """Media restart: close the connection and make a new one with the same tracks (the next offer is a first)."""
+        await self._close_pc()
+        # aiortc's senders stop their tracks on close: the new connection sends new tracks of the same kind.
+        self.video = _renewed(self.video)
+        self.audio = _renewed(self.audio)
+        self.extra = [_renewed(t) for t in self.extra]
+        self.pc = RTCPeerConnection(configuration=rtc_configuration(()))
+        self.received = {}
+        self.tracks = ()
+        self._counted = set()
+        self._deferred = None
+        self.resets += 1
+        self._setup()
 
     def _count_keyframe_requests(self, sender: RTCRtpSender) -> None:
         original: Callable[[], None] = sender._send_keyframe
@@ -180,6 +260,13 @@ class MediaClient:
                 continue
             self._counted.add(id(receiver))
             entry = self.received.setdefault(str(transceiver.mid), Received(kind=transceiver.kind))
+            if self.count_only:
+                # Hand received frames to nobody instead of a decoder (called before the receiver starts).
+                tap_receiver(
+                    receiver,
+                    transceiver.kind,
+                    ReceiverTap(on_frame=_ignore, on_packet=_ignore, on_sender_report=_ignore, on_bye=_nothing),
+                )
             original = receiver._handle_rtp_packet
 
             async def counting(packet: Any, arrival_time_ms: int, _orig: Any = original, _e: Received = entry) -> None:
@@ -202,22 +289,52 @@ class MediaClient:
     # --- signaling ----------------------------------------------------------------------------
 
     async def offer(self) -> str:
-        """Create and apply the client's offer (publishing its tracks)."""
+        """The client's offer (publishing its tracks).
+
+        The first offer of a connection is applied at once (it carries the ICE candidates, and the node never
+        offers before answering it). A later one is applied only with the node's answer (:meth:`accept_answer`),
+        so a crossing node offer can still be applied: aiortc cannot roll back.
+        """
         restrict_host_candidates(self.pc, LOOPBACK)
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        return str(self.pc.localDescription.sdp)
+        if self.pc.remoteDescription is None:
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+            return str(self.pc.localDescription.sdp)
+        self._deferred = await self.pc.createOffer()
+        return str(self._deferred.sdp)
+
+    def rollback(self) -> None:
+        """Forget a re-offer the node refused or that a node offer crossed (nothing was applied locally)."""
+        self._deferred = None
+
+    @property
+    def offering(self) -> bool:
+        """A re-offer awaits the node's answer."""
+        return self._deferred is not None
 
     async def accept_answer(self, sdp: str) -> None:
         """Apply the node's answer to our offer."""
+        if self._deferred is not None:
+            deferred, self._deferred = self._deferred, None
+            await self.pc.setLocalDescription(deferred)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         self._count_rtp()
 
     async def answer(self, sdp: str) -> str:
-        """Apply a node offer and return our answer."""
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        self._count_rtp()
-        restrict_host_candidates(self.pc, LOOPBACK)
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        """Apply a node offer and return our answer (a pending re-offer of ours is dropped: polite side)."""
+        self._deferred = None
+        # aiortc pairs a remote m-line with any transceiver of its kind that has no mid yet, also one we added
+        # for a track not negotiated yet (JSEP never pairs an addTransceiver() one): keep those out of it.
+        transceivers: list[Any] = self.pc._RTCPeerConnection__transceivers  # type: ignore[attr-defined]
+        unnegotiated = [t for t in transceivers if t.mid is None]
+        for t in unnegotiated:
+            transceivers.remove(t)
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            self._count_rtp()
+            restrict_host_candidates(self.pc, LOOPBACK)
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        finally:
+            transceivers.extend(unnegotiated)
         return str(self.pc.localDescription.sdp)
 
     # --- what arrived -------------------------------------------------------------------------
@@ -242,10 +359,14 @@ class MediaClient:
 
     async def close(self) -> None:
         """Close the connection and stop consuming."""
+        await self._close_pc()
+
+    async def _close_pc(self) -> None:
         await self.pc.close()
-        for task in self._tasks:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, MediaStreamError):
                 await task
 
@@ -261,6 +382,7 @@ class DirectSignaling:
         self._queue: asyncio.Queue[NodeEvent] = asyncio.Queue()
         self._worker = asyncio.ensure_future(self._relay())
         self.failures: list[str] = []
+        self._answered: dict[str, str] = {}
         node.subscribe(self._on_event)
 
     async def _on_event(self, event: NodeEvent) -> None:
@@ -275,6 +397,9 @@ class DirectSignaling:
             if client is None or getattr(event, "hearing_id", None) != self.hearing_id:
                 continue
             if isinstance(event, Offer):
+                if event.sdp == self._answered.get(client.name):
+                    continue  # the node re-sent an offer we answered already (its answer is on the way)
+                self._answered[client.name] = event.sdp
                 answer = await client.answer(event.sdp)
                 reply = await self.node.call(
                     ApplyAnswer(hearing_id=self.hearing_id, participant_id=client.name, sdp=answer)
