@@ -21,6 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -110,6 +111,25 @@ def chromium_args() -> list[str]:
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         args.append("--no-sandbox")
     return args
+
+
+def fake_video_clip(path: Path, *, width: int = 160, height: int = 120, fps: int = 10) -> Path:
+    """A small moving test picture as Y4M, for ``--use-file-for-fake-video-capture`` (Chromium loops it)."""
+    if not path.is_file():
+        ffmpeg = shutil.which("ffmpeg")
+        if ffmpeg is None:
+            pytest.skip("ffmpeg not found (apt-get install ffmpeg)")
+        subprocess.run(
+            [
+                ffmpeg,
+                *("-hide_banner", "-loglevel", "error", "-f", "lavfi"),
+                *("-i", f"testsrc=size={width}x{height}:rate={fps}", "-t", "4", "-pix_fmt", "yuv420p", "-y"),
+                str(path),
+            ],
+            check=True,
+            timeout=60,
+        )
+    return path
 
 
 def require_chromium() -> None:
@@ -430,6 +450,8 @@ class Participants:
     contexts: list[BrowserContext] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
     csp_violations: list[str] = field(default_factory=list)
+    signals: dict[int, Counter[str]] = field(default_factory=dict)
+    """Per page (by ``id``): WebSocket messages seen, e.g. ``sent:offer``, ``recv:error:renegotiation_pending``."""
 
     def open(self, url: str, *, locale: str = "en-US") -> Page:
         """A new context (own profile, own devices) with ``url`` loaded."""
@@ -441,8 +463,32 @@ class Participants:
         # Printed at teardown; pytest shows it only when the test fails.
         tag = f"page{len(self.contexts)}"
         page.on("console", lambda message: self._console(tag, message))
+        counts: Counter[str] = Counter()
+        self.signals[id(page)] = counts
+        page.on("websocket", lambda ws: self._count_signals(ws, counts))
         page.goto(url)
         return page
+
+    @staticmethod
+    def _count_signals(ws: WebSocket, counts: Counter[str]) -> None:
+        def count(direction: str, payload: str | bytes) -> None:
+            try:
+                message = json.loads(payload)
+            except (ValueError, TypeError):
+                return
+            if not isinstance(message, dict):
+                return
+            kind = str(message.get("type"))
+            counts[f"{direction}:{kind}"] += 1
+            if kind == "error":
+                counts[f"{direction}:error:{message.get('code')}"] += 1
+
+        ws.on("framesent", lambda payload: count("sent", payload))
+        ws.on("framereceived", lambda payload: count("recv", payload))
+
+    def signal_counts(self, page: Page) -> Counter[str]:
+        """The WebSocket messages ``page`` sent and received so far, by type (and error code)."""
+        return self.signals.get(id(page), Counter())
 
     def _console(self, tag: str, message: ConsoleMessage) -> None:
         print(f"[{tag} console.{message.type}] {message.text}")
@@ -528,10 +574,10 @@ class Participants:
         self.contexts.clear()
 
 
-@pytest.fixture
-def participants(chromium: Browser) -> Iterator[Participants]:
-    """Participant pages of one test; fails the test on any request beyond loopback or any uncaught page error."""
-    group = Participants(chromium)
+@contextmanager
+def participant_group(browser: Browser) -> Iterator[Participants]:
+    """Participant pages in ``browser``; fails on any request beyond loopback or any uncaught page error."""
+    group = Participants(browser)
     try:
         yield group
     finally:
@@ -539,3 +585,10 @@ def participants(chromium: Browser) -> Iterator[Participants]:
     group.guard.assert_clean()
     assert not group.page_errors, f"uncaught errors in the page: {group.page_errors}"
     assert not group.csp_violations, f"the page broke its own Content-Security-Policy: {group.csp_violations}"
+
+
+@pytest.fixture
+def participants(chromium: Browser) -> Iterator[Participants]:
+    """Participant pages of one test; fails the test on any request beyond loopback or any uncaught page error."""
+    with participant_group(chromium) as group:
+        yield group

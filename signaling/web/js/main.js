@@ -805,6 +805,7 @@ window.courtlink = Object.freeze({
   inbound: () => app.media.inbound(),
   outbound: () => app.media.outbound(),
   quality: () => app.media.quality(),
+  mediaLog: () => app.media.history.slice(),
   state: () => ({
     view: app.view,
     connection: app.signal.status,

@@ -99,6 +99,12 @@ export class MediaSession extends EventTarget {
     this.restartAttempts = 0;
     this.restarts = 0; // peers made anew in this session (diagnostics)
     this.lastHealth = "none";
+    this.history = []; // the last media events, for diagnostics (window.courtlink.mediaLog())
+  }
+
+  note(event) {
+    this.history.push({ at: Date.now(), event, connection: this.pc ? this.pc.connectionState : "closed" });
+    if (this.history.length > 60) this.history.shift();
   }
 
   setLocalTrack(source, track) {
@@ -243,6 +249,7 @@ export class MediaSession extends EventTarget {
   }
 
   onConnectionState(state) {
+    this.note(`connection ${state}`);
     if (state === "connected") {
       this.everConnected = true;
       this.clearTimer("disconnected");
@@ -383,6 +390,7 @@ export class MediaSession extends EventTarget {
    * refusals in a row without an answer in between: ask for a media restart instead.
    */
   onOfferRefused(code) {
+    this.note(`offer refused: ${code}`);
     this.refusals += 1;
     const refusals = this.refusals;
     this.enqueue(async () => {
@@ -399,6 +407,7 @@ export class MediaSession extends EventTarget {
   /** Ask the server for a new peer (after a backoff: 0, 1, 2, 4, then 8 s); one request in flight at most. */
   requestRestart(reason) {
     if (!this.active || this.restarting) return;
+    this.note(`restart requested: ${reason}`);
     const delay = RESTART_BACKOFF_MS[Math.min(this.restartAttempts, RESTART_BACKOFF_MS.length - 1)];
     this.restartAttempts += 1;
     this.dispatchEvent(new CustomEvent("restart", { detail: { reason } }));
@@ -426,6 +435,7 @@ export class MediaSession extends EventTarget {
 
   /** The server refused our `restart_media`. */
   onRestartRefused(code) {
+    this.note(`restart refused: ${code}`);
     if (code === "restart_pending") return; // one is under way on the server: its `media_restart` follows
     this.restartId = null;
     this.clearTimer("reply");
@@ -439,6 +449,7 @@ export class MediaSession extends EventTarget {
     this.clearTimer("reply");
     this.clearTimer("restart");
     if (!this.active || !this.lastSync) return;
+    this.note("media_restart");
     this.restarts += 1;
     this.dispatchEvent(new CustomEvent("restart", { detail: { reason: "server" } }));
     this.close();
