@@ -26,6 +26,7 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.sdp import candidate_from_sdp
 
 from media.forwarding import PublishedTrack, RecorderFeed
+from media.health import PacketCounter, peer_health
 from media.passthrough import ReceiverTap, tap_receiver
 from media.peer import DEFAULT_SOURCE, SOURCE_KIND, NegotiationError, Peer, first_codec
 from media.probe import Probe
@@ -47,6 +48,7 @@ from rooms.control import (
     NodeEvent,
     NodeReply,
     Offer,
+    PeerLost,
     PeerState,
     PeerStateChanged,
     PublishRefused,
@@ -98,6 +100,7 @@ class InProcessNode:
         self._events: asyncio.Queue[NodeEvent] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._probes: dict[tuple[str, str], Probe] = {}
+        self._health: asyncio.Task[None] | None = None
 
     @property
     def node_id(self) -> str:
@@ -243,6 +246,11 @@ class InProcessNode:
             await self._close_room(hearing_id, "node_closed")
         for probe in list(self._probes.values()):
             await probe.close("node_closed")
+        if self._health is not None:
+            self._health.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health
+            self._health = None
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -308,8 +316,11 @@ class InProcessNode:
             ),
             on_state=self._peer_state,
             on_slots_changed=self._slots_changed,
+            on_lost=self._peer_lost,
         )
         room.peers[participant_id] = peer
+        if self._health is None or self._health.done():
+            self._health = asyncio.ensure_future(self._health_loop())
         room.speakers.join(participant_id)
         log.info("peer_created", hearing_id=hearing_id, participant_id=participant_id, role=role, node_id=self.node_id)
         self._replan(room)
@@ -351,10 +362,47 @@ class InProcessNode:
         except Exception as exc:
             raise NegotiationError("invalid_candidate", f"candidate not applied: {exc}") from exc
 
+    def _is_current(self, peer: Peer) -> bool:
+        room = self._rooms.get(peer.hearing_id)
+        return room is not None and room.peers.get(peer.participant_id) is peer
+
     def _peer_state(self, peer: Peer, state: str) -> None:
         mapped = _PEER_STATES.get(state)
-        if mapped is not None and not (peer.closed and mapped is not PeerState.closed):
-            self._emit(PeerStateChanged(hearing_id=peer.hearing_id, participant_id=peer.participant_id, state=mapped))
+        # A closed or replaced peer reports nothing: signaling closed it and knows (a late "closed" of the old
+        # peer must not look like the new one dying).
+        if mapped is None or peer.closed or not self._is_current(peer):
+            return
+        self._emit(PeerStateChanged(hearing_id=peer.hearing_id, participant_id=peer.participant_id, state=mapped))
+        if mapped in (PeerState.failed, PeerState.closed):
+            self._peer_lost(peer, mapped.value)
+
+    def _peer_lost(self, peer: Peer, reason: str) -> None:
+        """The current peer died by itself (failed, closed by the client, offer timeout): signaling replaces it."""
+        if peer.closed or not self._is_current(peer) or peer.lost_reported:
+            return
+        peer.lost_reported = True
+        log.info(
+            "peer_lost",
+            hearing_id=peer.hearing_id,
+            participant_id=peer.participant_id,
+            reason=reason,
+            node_id=self.node_id,
+        )
+        self._emit(PeerLost(hearing_id=peer.hearing_id, participant_id=peer.participant_id, reason=reason))
+
+    async def _health_loop(self) -> None:
+        """Every ``health_interval``: one ``PeerHealth`` per peer; ends when the node has no peer left."""
+        while True:
+            await asyncio.sleep(self.settings.health_interval)
+            peers = [peer for room in self._rooms.values() for peer in room.peers.values() if not peer.closed]
+            if not peers:
+                self._health = None
+                return
+            for peer in peers:
+                try:
+                    self._emit(peer_health(peer))
+                except Exception:  # one odd peer must not stop everyone's reports
+                    log.exception("peer_health_failed", hearing_id=peer.hearing_id, participant_id=peer.participant_id)
 
     # --- published tracks -----------------------------------------------------------------------
 
@@ -391,12 +439,14 @@ class InProcessNode:
             self._report_ended(published)
             self._replan(room)
 
+        counter = PacketCounter()
+        peer.inbound.append((published, counter))
         tap_receiver(
             transceiver.receiver,
             kind,
             ReceiverTap(
                 on_frame=published.on_frame,
-                on_packet=published.on_packet,
+                on_packet=counter.wrap(published.on_packet),
                 on_sender_report=published.on_sender_report,
                 on_bye=bye,
             ),

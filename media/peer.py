@@ -6,7 +6,16 @@ and every change of slots is negotiated by a node offer (an ``Offer`` event)
 that the client answers. Only one offer is in flight per peer: changes made
 meanwhile are folded into the next one. A client offer that crosses a node
 offer is refused (``renegotiation_pending``): aiortc cannot roll back, so the
-node is the impolite side and the client retries after answering.
+node is the impolite side (docs/protocol.md, "Negotiation"):
+
+- the refusal re-sends the node's pending offer, so the refused client always
+  has an offer to answer and never needs to retry on a timer;
+- a node offer unanswered for ``offer_timeout`` seconds is sent once more;
+  unanswered again it is dropped and the peer reported lost (``PeerLost``
+  ``offer_timeout``): aiortc cannot roll an offer back, so signaling replaces
+  the peer and the client makes a new one (media restart);
+- the node never offers before the client's first offer was answered (a
+  new or replaced peer waits for the client).
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from aiortc.rtp import DYNAMIC_PAYLOAD_TYPES
 from aiortc.sdp import SessionDescription
 
 from media.forwarding import ForwardedTrack, PublishedTrack
+from media.health import PacketCounter, SentWatch
 from media.ice import restrict_host_candidates, rtc_configuration
 from media.sending import install
 from media.settings import NodeSettings
@@ -94,6 +104,7 @@ class Peer:
         on_offer: Callable[[Peer, str], None],
         on_state: Callable[[Peer, str], None],
         on_slots_changed: Callable[[Peer], None],
+        on_lost: Callable[[Peer, str], None] | None = None,
     ) -> None:
         self.hearing_id = hearing_id
         self.participant_id = participant_id
@@ -110,9 +121,25 @@ class Peer:
         self._on_track = on_track
         self._on_offer = on_offer
         self._on_slots_changed = on_slots_changed
+        self._on_lost = on_lost
         self._lock = asyncio.Lock()
         self._renegotiation_queued = False
         self._renegotiation_task: asyncio.Task[None] | None = None
+        self.client_offered = False
+        """The client's first offer was applied; the node offers only after that."""
+        self.pending_offer: str | None = None
+        """The node's offer the client has not answered yet."""
+        self.offer_resends = 0
+        """How often the pending offer was re-sent after a timeout (once, then it is dropped)."""
+        self.refusals = 0
+        """Client offers refused with ``renegotiation_pending`` over the peer's life (metrics, tests)."""
+        self._offer_timer: asyncio.TimerHandle | None = None
+        self.lost_reported = False
+        """``PeerLost`` was emitted for this peer (once per peer)."""
+        self.inbound: list[tuple[PublishedTrack, PacketCounter]] = []
+        """Counters of every track received from the participant (read by the health tick)."""
+        self.sent_watch: dict[int, SentWatch] = {}
+        """Per slot (by ``id``): the sender's packet count at the last health tick."""
 
         @self.pc.on("connectionstatechange")
         def _state_changed() -> None:
@@ -126,6 +153,11 @@ class Peer:
             if self.closed:
                 raise NegotiationError("no_such_peer", "the peer is closed")
             if self.pc.signalingState != "stable":
+                self.refusals += 1
+                if self.pending_offer is not None:
+                    # The refused client gets the node's offer (again) to answer: a lost or crossed offer never
+                    # leaves both sides waiting for each other.
+                    self._on_offer(self, self.pending_offer)
                 raise NegotiationError("renegotiation_pending", "answer the node's offer first, then offer again")
             check_sdp(sdp)
             try:
@@ -137,7 +169,11 @@ class Peer:
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
             self._mark_negotiated()
-            return str(self.pc.localDescription.sdp)
+            self.client_offered = True
+            sdp_answer = str(self.pc.localDescription.sdp)
+        if self._renegotiation_queued:
+            self.request_renegotiation()  # e.g. slots wanted before the client's first offer
+        return sdp_answer
 
     def remote_track_id(self, transceiver: RTCRtpTransceiver) -> str:
         """The id the client gave a track it publishes: the track id of its m-line's ``a=msid`` (the browser's
@@ -191,6 +227,8 @@ class Peer:
         async with self._lock:
             if self.closed or not self._renegotiation_queued or self.pc.signalingState != "stable":
                 return
+            if not self.client_offered:
+                return  # stays queued: the client offers first, the answer to it replans
             self._renegotiation_queued = False
             changed = self._fit_slots()
             if not changed:
@@ -205,7 +243,10 @@ class Peer:
             except Exception:
                 log.exception("renegotiation_failed", hearing_id=self.hearing_id, participant_id=self.participant_id)
                 return
-            self._on_offer(self, str(self.pc.localDescription.sdp))
+            self.pending_offer = str(self.pc.localDescription.sdp)
+            self.offer_resends = 0
+            self._arm_offer_timer()
+            self._on_offer(self, self.pending_offer)
             self._on_slots_changed(self)
 
     async def apply_answer(self, sdp: str) -> None:
@@ -220,9 +261,39 @@ class Peer:
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
             except Exception as exc:
                 raise NegotiationError("invalid_sdp", f"answer not applied: {exc}") from exc
+            self._drop_pending_offer()
             self._mark_negotiated()
         if self._renegotiation_queued:
             self.request_renegotiation()
+
+    def _arm_offer_timer(self) -> None:
+        if self._offer_timer is not None:
+            self._offer_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._offer_timer = loop.call_later(self.settings.offer_timeout, self._offer_timed_out, self.pending_offer)
+
+    def _drop_pending_offer(self) -> None:
+        self.pending_offer = None
+        if self._offer_timer is not None:
+            self._offer_timer.cancel()
+            self._offer_timer = None
+
+    def _offer_timed_out(self, sdp: str | None) -> None:
+        """The pending offer went unanswered for ``offer_timeout``: send it once more, then give the peer up."""
+        self._offer_timer = None
+        if self.closed or sdp is None or self.pending_offer != sdp or self.pc.signalingState != "have-local-offer":
+            return
+        if self.offer_resends == 0:
+            self.offer_resends = 1
+            log.info("node_offer_resent", hearing_id=self.hearing_id, participant_id=self.participant_id)
+            self._arm_offer_timer()
+            self._on_offer(self, sdp)
+            return
+        # aiortc cannot roll the offer back: this connection can never negotiate again. Signaling replaces it.
+        self._drop_pending_offer()
+        log.warning("node_offer_expired", hearing_id=self.hearing_id, participant_id=self.participant_id)
+        if self._on_lost is not None:
+            self._on_lost(self, "offer_timeout")
 
     def _mark_negotiated(self) -> None:
         for slot in self.slots:
@@ -326,6 +397,7 @@ class Peer:
     async def close(self) -> None:
         """Stop forwarding and close the connection."""
         self.closed = True
+        self._drop_pending_offer()
         for slot in self.slots:
             slot.track.stop()
         for published in self.published.values():

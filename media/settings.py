@@ -60,3 +60,13 @@ class NodeSettings(BaseModel):
         default=20.0, gt=0, le=20, description="Seconds a network-check probe peer lives at most (it echoes media)."
     )
     max_probes: int = Field(default=8, ge=1, le=256, description="Network-check probes the node runs at once.")
+    offer_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Seconds a node offer waits for its answer before it is sent once more; as long again, and the "
+        "peer is given up (the client restarts its media).",
+    )
+    health_interval: float = Field(
+        default=1.0, gt=0, le=60, description="Seconds between two health reports (peer_health) of every peer."
+    )

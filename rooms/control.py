@@ -238,8 +238,49 @@ class PeerStateChanged(_Addressed):
     state: PeerState
 
 
+class TrackHealth(Frozen):
+    """Packet counters of one track of a peer, as the node saw them at the last health tick."""
+
+    track_id: str = Field(description="The publisher's track id (for ``out``: the track the slot carries now).")
+    source: Source
+    kind: MediaKind
+    direction: Literal["in", "out"] = Field(description="in: received from this participant; out: sent to them.")
+    packets: int = Field(description="RTP packets so far (``out``: on this slot, whoever it carried).")
+    bytes: int = Field(description="RTP payload bytes so far (``out``: RTP bytes).")
+    idle_ms: int | None = Field(description="Milliseconds since the last packet; None before the first.")
+
+
+class PeerHealth(_Addressed):
+    """How a participant's peer is doing: emitted for every peer about once per second (one event per peer)."""
+
+    type: Literal["peer_health"] = "peer_health"
+    connection: PeerState
+    ice: str = Field(description="ICE connection state (aiortc: new, checking, completed, failed, closed).")
+    dtls: str = Field(description="DTLS transport state (new, connecting, connected, closed, failed).")
+    tracks: tuple[TrackHealth, ...] = ()
+
+
+class PeerLost(_Addressed):
+    """The node gave up on a participant's current peer: signaling replaces it and tells the client to restart.
+
+    Reasons: ``failed`` or ``closed`` (the connection died without a ``close_peer``), ``offer_timeout`` (the
+    node's offer went unanswered for 10 s: sent, re-sent after 5 s, dropped after 5 s more).
+    """
+
+    type: Literal["peer_lost"] = "peer_lost"
+    reason: str
+
+
 NodeEvent = Annotated[
-    Offer | TrackPublished | TrackEnded | PublishRefused | Tracks | SpeakerChanged | PeerStateChanged,
+    Offer
+    | TrackPublished
+    | TrackEnded
+    | PublishRefused
+    | Tracks
+    | SpeakerChanged
+    | PeerStateChanged
+    | PeerHealth
+    | PeerLost,
     Field(discriminator="type"),
 ]
 NODE_EVENT: TypeAdapter[NodeEvent] = TypeAdapter(NodeEvent)

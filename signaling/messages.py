@@ -24,6 +24,9 @@ from rooms.control import MediaKind, PeerState
 from rooms.lifecycle import SessionAction
 from rooms.model import HearingKind, HearingState, Placement, Role, Source
 
+MediaHealth = Literal["none", "connecting", "ok", "stalled", "lost"]
+"""A participant's media health in the roster (docs/protocol.md, "Media health")."""
+
 RequestId = Annotated[str, Field(max_length=64)] | int
 """A client's request id, echoed as ``ref`` in the answer or error."""
 
@@ -188,6 +191,13 @@ class Ping(Request):
     type: Literal["ping"] = "ping"
 
 
+class RestartMedia(Request):
+    """Ask for a fresh media peer (the client's connection failed): answered with `media_restart`."""
+
+    type: Literal["restart_media"] = "restart_media"
+    reason: str | None = Field(default=None, max_length=64, description="Why, for the logs (e.g. ice_failed).")
+
+
 ClientMessage = Annotated[
     Join
     | ClientOffer
@@ -204,7 +214,8 @@ ClientMessage = Annotated[
     | Consult
     | EndConsult
     | Leave
-    | Ping,
+    | Ping
+    | RestartMedia,
     Field(discriminator="type"),
 ]
 """Any message a client may send."""
@@ -257,9 +268,15 @@ class RosterEntry(Message):
     placement: Placement = Field(description="lobby, witness_lobby, courtroom or consultation.")
     consultation: str | None = Field(default=None, description="Consultation group id when in consultation.")
     connected: bool = Field(description="False while the participant's connection is lost (grace period).")
-    media: PeerState | None = Field(default=None, description="The media peer's state, once there is one.")
+    media: MediaHealth = Field(
+        default="none",
+        description="Media health: none (no peer expected), connecting, ok, stalled (a track it should send is "
+        "idle > 2 s, or ICE disconnected), lost (peer failed/closed, no health report > 5 s, or connection lost).",
+    )
     muted: tuple[Source, ...] = Field(default=(), description="Sources muted.")
     publishing: tuple[Source, ...] = Field(default=(), description="Sources the participant declares it sends.")
+    media_since: float | None = Field(default=None, description="Unix seconds when the current `media` value began.")
+    peer: PeerState | None = Field(default=None, description="The raw state of the media peer, once there is one.")
 
 
 class IceServer(Message):
@@ -418,6 +435,17 @@ class Pong(Reply):
     type: Literal["pong"] = "pong"
 
 
+class MediaRestart(Reply):
+    """Close your RTCPeerConnection, make a new one, add your tracks and send a fresh `offer`.
+
+    The answer to `restart_media` (with `ref`), or unprompted when the server replaced your peer (it failed or
+    closed, the server's offer went unanswered, the media node was lost).
+    """
+
+    type: Literal["media_restart"] = "media_restart"
+    reason: str = Field(description="Why: requested, failed, closed, offer_timeout, node_lost...")
+
+
 ServerMessage = Annotated[
     Joined
     | Admitted
@@ -434,7 +462,8 @@ ServerMessage = Annotated[
     | Muted
     | Recording
     | Error
-    | Pong,
+    | Pong
+    | MediaRestart,
     Field(discriminator="type"),
 ]
 """Any message the server sends."""

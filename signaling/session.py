@@ -48,7 +48,8 @@ was audited by the store with the change.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from rooms.control import (
@@ -57,6 +58,7 @@ from rooms.control import (
     CreatePeer,
     DeclareTrack,
     NodeCommand,
+    PeerHealth,
     PeerState,
     SetPublishing,
     SetReceiving,
@@ -83,6 +85,8 @@ from signaling.messages import (
     HearingInfo,
     IceServer,
     Joined,
+    MediaHealth,
+    MediaRestart,
     Muted,
     ParticipantInfo,
     PermissionsInfo,
@@ -115,6 +119,18 @@ WAITING: frozenset[Placement] = frozenset({Placement.lobby, Placement.witness_lo
 
 ENDED: frozenset[HearingState] = frozenset({HearingState.adjourned, HearingState.cancelled})
 """States in which the live session is over: nobody may join and everyone is disconnected."""
+
+STALLED_AFTER_MS = 2000
+"""A track the participant should be sending that is idle this long makes their media ``stalled``."""
+
+REPORT_LOST_AFTER = 5.0
+"""Seconds without a health report from the node after which a participant's media is ``lost``."""
+
+RESTART_MIN_INTERVAL = 1.0
+"""Seconds between two ``restart_media`` requests of one participant (``too_many_restarts`` otherwise)."""
+
+RESTART_PENDING_FOR = 10.0
+"""Seconds a restart counts as in flight (``restart_pending``) unless the client's new offer was answered first."""
 
 PEERLESS_ROLES: frozenset[Role] = frozenset({Role.recorder})
 """Roles that receive through the node's frame sink (``attach_recorder``), not a peer connection:
@@ -195,6 +211,7 @@ class Member:
     """Muted sources and who muted each."""
     publishing: set[Source] = field(default_factory=set)
     media: PeerState | None = None
+    """The raw state of the participant's peer on the node (roster ``peer``)."""
     has_peer: bool = False
     negotiated: bool = False
     """The client's first offer was answered; only then does the node get ``SetReceiving`` (and offer)."""
@@ -202,6 +219,21 @@ class Member:
     """How often the connection dropped; identifies the current grace timer."""
     token_id: str = ""
     """The ``jti`` of the join link the current connection joined with ("" when unknown: not checked)."""
+    health: MediaHealth = "none"
+    """Media health as the roster shows it (``media``)."""
+    health_since: float | None = None
+    """Unix seconds when ``health`` took its value."""
+    report: PeerHealth | None = None
+    """The node's last health report of the current peer."""
+    report_at: float | None = None
+    """When that report arrived (the room's clock)."""
+    connected_at: float | None = None
+    """When the current peer last became connected."""
+    peer_epoch: int = 0
+    """Counts the peers made for this member; an answer of an earlier peer is stale."""
+    restart_at: float | None = None
+    """When the last media restart began; in flight until the new peer's first offer is answered."""
+    restarting: bool = False
 
     @property
     def id(self) -> str:
@@ -245,8 +277,11 @@ class HearingRoom:
         *,
         grace_seconds: float = 30.0,
         ice_servers: Iterable[IceServer] = (),
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.hearing = hearing
+        self.clock = clock
+        """Unix seconds now (media health timing); tests pass their own."""
         self.grace_seconds = grace_seconds
         self.ice_servers = tuple(ice_servers)
         self.members: dict[str, Member] = {}
@@ -283,6 +318,7 @@ class HearingRoom:
 
     def roster(self) -> tuple[RosterEntry, ...]:
         """Every visible member, in order of joining."""
+        self._update_health()
         return tuple(
             RosterEntry(
                 id=m.id,
@@ -292,9 +328,11 @@ class HearingRoom:
                 placement=m.placement,
                 consultation=m.consultation or None,
                 connected=m.connected,
-                media=m.media,
+                media=m.health,
                 muted=tuple(sorted(m.muted_by)),
                 publishing=tuple(sorted(m.publishing)),
+                media_since=m.health_since,
+                peer=m.media,
             )
             for m in self.members.values()
             if not m.hidden
@@ -375,7 +413,7 @@ class HearingRoom:
                 # received (ClosePeer) and gets a fresh one that waits for the client's first offer.
                 self._forget_sent(member.id)
                 member.negotiated = False
-                member.media = None
+                self._new_peer_state(member)
                 effects.append(Command(ClosePeer(hearing_id=self.hearing_id, participant_id=member.id)))
                 effects.append(
                     Command(CreatePeer(hearing_id=self.hearing_id, participant_id=member.id, role=info.role))
@@ -704,15 +742,71 @@ class HearingRoom:
         if member is None or member.negotiated or not member.has_peer:
             return []
         member.negotiated = True
+        member.restarting = False
         return self._recompute()
 
     def peer_state(self, participant_id: str, state: PeerState) -> list[Effect]:
-        """The node reports a participant's peer state; shown in the roster."""
+        """The node reports a participant's peer state (roster ``peer``); the roster goes out if ``media`` changed."""
         member = self.members.get(participant_id)
         if member is None or member.media == state:
             return []
         member.media = state
-        return [] if member.hidden else self._broadcast(RosterMsg(participants=self.roster()))
+        if state is PeerState.connected:
+            member.connected_at = self.clock()
+        return self._health_changed()
+
+    def peer_health(self, report: PeerHealth) -> list[Effect]:
+        """The node's periodic health report of a participant's peer; the roster goes out if ``media`` changed."""
+        member = self.members.get(report.participant_id)
+        if member is None or not member.has_peer or member.restarting:
+            return []  # a report of a peer being replaced says nothing about the next one
+        member.report = report
+        member.report_at = self.clock()
+        if member.media != report.connection:
+            member.media = report.connection
+            if report.connection is PeerState.connected:
+                member.connected_at = member.report_at
+        return self._health_changed()
+
+    def media_tick(self) -> list[Effect]:
+        """Called about once a second: health that changes with time alone (silence, missing reports)."""
+        return self._health_changed()
+
+    def restart_media(self, conn: int, reason: str | None = None, *, ref: RequestId | None = None) -> list[Effect]:
+        """The client asks for a fresh peer: replace it on the node (same plan) and answer ``media_restart``."""
+        member = self.media_member(conn)
+        if member.role in PEERLESS_ROLES:
+            raise SessionError("not_admitted", "this participant has no media peer")
+        now = self.clock()
+        if member.restarting and member.restart_at is not None and now - member.restart_at < RESTART_PENDING_FOR:
+            raise SessionError("restart_pending", "a media restart is in flight: offer on your new connection")
+        if member.restart_at is not None and now - member.restart_at < RESTART_MIN_INTERVAL:
+            raise SessionError("too_many_restarts", f"at most one media restart per {RESTART_MIN_INTERVAL:g} s")
+        return self._restart(member, "requested", ref=ref)
+
+    def peer_lost(self, participant_id: str, reason: str) -> list[Effect]:
+        """The node gave up the participant's peer (failed, closed, offer timeout): replace it, tell the client."""
+        member = self.members.get(participant_id)
+        if member is None or not member.has_peer or member.role in PEERLESS_ROLES:
+            return []
+        if not member.connected:
+            # Nobody to tell; a resume makes a fresh peer anyway. The roster shows the connection lost.
+            member.media = PeerState.failed if reason == "failed" else PeerState.closed
+            return self._health_changed()
+        return self._restart(member, reason)
+
+    def _restart(self, member: Member, reason: str, *, ref: RequestId | None = None) -> list[Effect]:
+        """A new peer for the same participant: the node keeps their publish/receive plan and declared tracks."""
+        member.negotiated = False  # the node waits for the client's new first offer
+        self._new_peer_state(member)
+        member.restarting = True
+        member.restart_at = self.clock()
+        effects: list[Effect] = [
+            Command(CreatePeer(hearing_id=self.hearing_id, participant_id=member.id, role=member.role)),
+            Audit(Trace(member.id, "media_restarted", {"reason": reason})),
+            Send(member.conn, MediaRestart(ref=ref, reason=reason)),
+        ]
+        return effects + self._health_changed()
 
     def receivers(self) -> list[int]:
         """Connections of members who receive media now (for ``speaker``)."""
@@ -748,6 +842,7 @@ class HearingRoom:
         if member.role in PEERLESS_ROLES:
             member.negotiated = True
             return []
+        self._new_peer_state(member)
         return [Command(CreatePeer(hearing_id=self.hearing_id, participant_id=member.id, role=member.role))]
 
     def _end_session(self) -> list[Effect]:
@@ -808,6 +903,63 @@ class HearingRoom:
         ]
         effects += [self._placement_msg(m) for m in group if m.connected]
         return effects
+
+    def _new_peer_state(self, member: Member) -> None:
+        member.peer_epoch += 1
+        member.media = None
+        member.report = None
+        member.report_at = None
+        member.connected_at = None
+
+    def _health_of(self, m: Member, now: float) -> MediaHealth:
+        """The member's media health now, from the node's reports (docs/protocol.md, "Media health")."""
+        if not m.has_peer or m.hidden or m.role in PEERLESS_ROLES or m.placement in WAITING:
+            return "none"
+        if not m.connected:
+            return "lost"
+        if m.restarting:
+            return "connecting"
+        if m.media in (PeerState.failed, PeerState.closed):
+            return "lost"
+        if m.report_at is not None and now - m.report_at > REPORT_LOST_AFTER:
+            return "lost"
+        if m.media is not PeerState.connected:
+            return "connecting"
+        report = m.report
+        if report is not None and report.ice == "disconnected":
+            return "stalled"
+        settled = m.connected_at is not None and (now - m.connected_at) * 1000 > STALLED_AFTER_MS
+        for source in m.publishing:
+            if source in m.muted_by or not may_publish(m.role, self.state, m.placement, source):
+                continue
+            tracks = [t for t in (report.tracks if report else ()) if t.direction == "in" and t.source is source]
+            if not tracks:
+                if settled and report is not None:
+                    return "stalled"  # declared and permitted, yet nothing of it arrives
+                continue
+            if all(t.idle_ms is None or t.idle_ms > STALLED_AFTER_MS for t in tracks) and (
+                settled or any(t.idle_ms is not None for t in tracks)
+            ):
+                return "stalled"
+        return "ok"
+
+    def _update_health(self) -> bool:
+        """Recompute every member's health; True if a visible member's ``media`` changed."""
+        now = self.clock()
+        changed = False
+        for m in self.members.values():
+            health = self._health_of(m, now)
+            if health != m.health or m.health_since is None:
+                m.health = health
+                m.health_since = now
+                changed = changed or not m.hidden
+        return changed
+
+    def _health_changed(self) -> list[Effect]:
+        """The roster to everyone if some visible member's ``media`` changed, else nothing."""
+        if not self._update_health():
+            return []
+        return self._broadcast(RosterMsg(participants=self.roster()))
 
     def _forget_sent(self, participant_id: str) -> None:
         self._sent_publishing.pop(participant_id, None)

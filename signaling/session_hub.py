@@ -32,6 +32,8 @@ from rooms.control import (
     NodeEvent,
     NodeReply,
     Offer,
+    PeerHealth,
+    PeerLost,
     PeerStateChanged,
     PublishRefused,
     Refused,
@@ -69,6 +71,7 @@ from signaling.messages import (
     Remove,
     Reply,
     RequestId,
+    RestartMedia,
     ServerAnswer,
     ServerOffer,
     SessionMsg,
@@ -98,6 +101,9 @@ _SESSION_FACTS: dict[SessionAction, str] = {
     SessionAction.adjourn: "hearing_adjourned",
 }
 """The audit fact each session action leaves."""
+
+HEALTH_TICK_SECONDS = 1.0
+"""How often the live rooms re-derive media health that changes with time alone (silence, missing reports)."""
 
 CLOSING_WAIT_SECONDS = 15.0
 """How long an adjournment waits for the closing listeners (the recorder's seal) before telling everyone."""
@@ -183,6 +189,7 @@ class SessionHub:
         """Awaited with the hearing id when it adjourns, before anyone is told or disconnected (the recorder
         seals then, so every participant still hears ``recording: sealed``); bounded by ``CLOSING_WAIT_SECONDS``."""
         self._recording: dict[str, Recording] = {}
+        self._health_watch: asyncio.Task[None] | None = None
         self.frames = FrameCache()
         """One JSON serialization per outgoing message, shared by the WebSocket outlets."""
         node.subscribe(self.on_node_event)
@@ -240,6 +247,7 @@ class SessionHub:
             if c is not None:
                 c.hearing_id, c.participant_id = hearing.id, info.id
             await self._run(live, effects + outcome.effects)
+            self._watch_health()
             if not live.listened and not TABLE[info.role].hidden:
                 # Only once someone was really let in: a refused join (adjourned hearing, revoked link)
                 # must not start the recorder on a dead hearing; the recorder's own join does not count.
@@ -376,6 +384,9 @@ class SessionHub:
                 effects = room.end_consult(c.id, msg.participant_ids, ref=msg.id)
             elif isinstance(msg, Leave):
                 effects = room.leave(c.id, ref=msg.id)
+            elif isinstance(msg, RestartMedia):
+                effects = room.restart_media(c.id, msg.reason, ref=msg.id)
+                self.log.info("media_restart_requested", hearing_id=room.hearing_id, participant_id=c.participant_id)
             elif isinstance(msg, SessionMsg):
                 effects = await self._session(room, c, msg)
             else:  # pragma: no cover - the union is exhausted above
@@ -411,7 +422,7 @@ class SessionHub:
     async def _media(self, live: LiveRoom, c: _Conn, msg: ClientOffer | ClientAnswer | ClientCandidate) -> None:
         # SDP and ICE go to the node outside the room lock: negotiation can take a while.
         member = live.room.media_member(c.id)
-        hid, pid = live.room.hearing_id, member.id
+        hid, pid, epoch = live.room.hearing_id, member.id, member.peer_epoch
         command: NodeCommand
         if isinstance(msg, ClientOffer | ClientAnswer):
             if not msg.sdp.lstrip().startswith("v=0"):
@@ -432,9 +443,22 @@ class SessionHub:
         if isinstance(reply, Refused):
             raise SessionError(reply.code, reply.message)
         if isinstance(reply, SdpAnswer):
-            c.outlet.send(ServerAnswer(ref=msg.id, sdp=reply.sdp))
-            if not member.negotiated:
-                async with live.lock:
+            async with live.lock:
+                # Read the member again: while the node worked, the participant may have left, rejoined,
+                # resumed or restarted their media; an answer of a peer that is gone must not mark the
+                # current one negotiated (its node would offer before the client's first offer).
+                current = live.room.members.get(pid)
+                if (
+                    self.rooms.get(hid) is not live
+                    or current is None
+                    or current.conn != c.id
+                    or not current.connected
+                    or current.peer_epoch != epoch
+                ):
+                    self.log.info("stale_answer_dropped", hearing_id=hid, participant_id=pid)
+                    raise SessionError("peer_replaced", "your media peer was replaced meanwhile; offer again")
+                c.outlet.send(ServerAnswer(ref=msg.id, sdp=reply.sdp))
+                if not current.negotiated:
                     await self._run(live, live.room.negotiated(pid))
 
     # --- node events ---------------------------------------------------------------------------
@@ -456,6 +480,13 @@ class SessionHub:
             return
         if isinstance(event, PeerStateChanged):
             self._run_sends(room.peer_state(event.participant_id, event.state))
+            return
+        if isinstance(event, PeerHealth):
+            self._run_sends(room.peer_health(event))
+            return
+        if isinstance(event, PeerLost):
+            # Replacing the peer is a node command: it runs under the room's lock, so not in this handler.
+            self._spawn(self._peer_lost(live, event))
             return
         conn = room.conn_of(event.participant_id)
         if conn is None:
@@ -482,6 +513,33 @@ class SessionHub:
                     message=f"you may not publish {event.source.value} ({event.kind}) now; it is not forwarded",
                 ),
             )
+
+    async def _peer_lost(self, live: LiveRoom, event: PeerLost) -> None:
+        async with live.lock:
+            if self.rooms.get(live.room.hearing_id) is not live:
+                return
+            effects = live.room.peer_lost(event.participant_id, event.reason)
+            if any(isinstance(e, Command) for e in effects):
+                self.log.info(
+                    "media_restarted",
+                    hearing_id=event.hearing_id,
+                    participant_id=event.participant_id,
+                    reason=event.reason,
+                )
+            await self._run(live, effects)
+
+    def _watch_health(self) -> None:
+        """Run the health tick while there are live rooms (it ends by itself when the last room goes)."""
+        if self._health_watch is None or self._health_watch.done():
+            self._health_watch = asyncio.get_running_loop().create_task(self._health_loop())
+            self._tasks.add(self._health_watch)
+            self._health_watch.add_done_callback(self._tasks.discard)
+
+    async def _health_loop(self) -> None:
+        while self.rooms:
+            await asyncio.sleep(HEALTH_TICK_SECONDS)
+            for live in list(self.rooms.values()):
+                self._run_sends(live.room.media_tick())
 
     # --- effects -------------------------------------------------------------------------------
 

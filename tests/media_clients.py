@@ -12,6 +12,12 @@
   (create peer, offer/answer, relay node offers), for tests without the
   WebSocket layer.
 
+Negotiation follows docs/protocol.md: the client is the polite side. aiortc
+has no rollback, so a client's re-offer (after the first) is only *created*
+when sent and applied locally once the node answers it; a node offer that
+arrives meanwhile simply replaces it (that is the rollback), and the client
+offers again afterwards only if it still has something to negotiate.
+
 Everything stays on 127.0.0.1 with no ICE servers.
 """
 
@@ -147,21 +153,51 @@ class MediaClient:
         self.tracks: tuple[TrackRef, ...] = ()
         self.keyframe_requests = 0
         self.decode_video = decode_video
+        self.video_codec = video_codec
+        self.extra: list[MediaStreamTrack] = []
+        """Tracks added after the start (e.g. evidence), re-added on a media restart."""
+        self.resets = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._counted: set[int] = set()
-        for track in (self.audio, self.video):
-            if track is None:
-                continue
-            transceiver = self.pc.addTransceiver(track, direction="sendonly")
-            if track.kind == "video" and video_codec is not None:
-                caps = RTCRtpSender.getCapabilities("video").codecs
-                prefs = [c for c in caps if c.mimeType.lower() in (f"video/{video_codec}".lower(), "video/rtx")]
-                transceiver.setCodecPreferences(prefs)
-            self._count_keyframe_requests(transceiver.sender)
+        self._deferred: RTCSessionDescription | None = None
+        self._setup()
+
+    def _setup(self) -> None:
+        for track in (self.audio, self.video, *self.extra):
+            if track is not None:
+                self._add(track)
 
         @self.pc.on("track")
         def _on_track(track: MediaStreamTrack) -> None:
             self._tasks.append(asyncio.ensure_future(self._consume(track)))
+
+    def _add(self, track: MediaStreamTrack) -> None:
+        transceiver = self.pc.addTransceiver(track, direction="sendonly")
+        if track.kind == "video" and self.video_codec is not None:
+            caps = RTCRtpSender.getCapabilities("video").codecs
+            prefs = [c for c in caps if c.mimeType.lower() in (f"video/{self.video_codec}".lower(), "video/rtx")]
+            transceiver.setCodecPreferences(prefs)
+        self._count_keyframe_requests(transceiver.sender)
+
+    def add_track(self, track: MediaStreamTrack) -> None:
+        """Publish one more track (negotiated by the next offer)."""
+        self.extra.append(track)
+        self._add(track)
+
+    def needs_negotiation(self) -> bool:
+        """A track was added since the last completed exchange (the ``negotiationneeded`` of aiortc clients)."""
+        return any(t.mid is None and not t.stopped for t in self.pc.getTransceivers())
+
+    async def reset(self) -> None:
+        """Media restart: close the connection and make a new one with the same tracks (the next offer is a first)."""
+        await self._close_pc()
+        self.pc = RTCPeerConnection(configuration=rtc_configuration(()))
+        self.received = {}
+        self.tracks = ()
+        self._counted = set()
+        self._deferred = None
+        self.resets += 1
+        self._setup()
 
     def _count_keyframe_requests(self, sender: RTCRtpSender) -> None:
         original: Callable[[], None] = sender._send_keyframe
@@ -202,18 +238,39 @@ class MediaClient:
     # --- signaling ----------------------------------------------------------------------------
 
     async def offer(self) -> str:
-        """Create and apply the client's offer (publishing its tracks)."""
+        """The client's offer (publishing its tracks).
+
+        The first offer of a connection is applied at once (it carries the ICE candidates, and the node never
+        offers before answering it). A later one is applied only with the node's answer (:meth:`accept_answer`),
+        so a crossing node offer can still be applied: aiortc cannot roll back.
+        """
         restrict_host_candidates(self.pc, LOOPBACK)
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        return str(self.pc.localDescription.sdp)
+        if self.pc.remoteDescription is None:
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+            return str(self.pc.localDescription.sdp)
+        self._deferred = await self.pc.createOffer()
+        return str(self._deferred.sdp)
+
+    def rollback(self) -> None:
+        """Forget a re-offer the node refused or that a node offer crossed (nothing was applied locally)."""
+        self._deferred = None
+
+    @property
+    def offering(self) -> bool:
+        """A re-offer awaits the node's answer."""
+        return self._deferred is not None
 
     async def accept_answer(self, sdp: str) -> None:
         """Apply the node's answer to our offer."""
+        if self._deferred is not None:
+            deferred, self._deferred = self._deferred, None
+            await self.pc.setLocalDescription(deferred)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         self._count_rtp()
 
     async def answer(self, sdp: str) -> str:
-        """Apply a node offer and return our answer."""
+        """Apply a node offer and return our answer (a pending re-offer of ours is dropped: polite side)."""
+        self._deferred = None
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         self._count_rtp()
         restrict_host_candidates(self.pc, LOOPBACK)
@@ -242,10 +299,14 @@ class MediaClient:
 
     async def close(self) -> None:
         """Close the connection and stop consuming."""
+        await self._close_pc()
+
+    async def _close_pc(self) -> None:
         await self.pc.close()
-        for task in self._tasks:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, MediaStreamError):
                 await task
 
@@ -261,6 +322,7 @@ class DirectSignaling:
         self._queue: asyncio.Queue[NodeEvent] = asyncio.Queue()
         self._worker = asyncio.ensure_future(self._relay())
         self.failures: list[str] = []
+        self._answered: dict[str, str] = {}
         node.subscribe(self._on_event)
 
     async def _on_event(self, event: NodeEvent) -> None:
@@ -275,6 +337,9 @@ class DirectSignaling:
             if client is None or getattr(event, "hearing_id", None) != self.hearing_id:
                 continue
             if isinstance(event, Offer):
+                if event.sdp == self._answered.get(client.name):
+                    continue  # the node re-sent an offer we answered already (its answer is on the way)
+                self._answered[client.name] = event.sdp
                 answer = await client.answer(event.sdp)
                 reply = await self.node.call(
                     ApplyAnswer(hearing_id=self.hearing_id, participant_id=client.name, sdp=answer)

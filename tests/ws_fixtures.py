@@ -277,8 +277,20 @@ def small(media: MediaClient) -> MediaClient:
     return media
 
 
+REFUSALS_BEFORE_RESTART = 3
+"""A client refused this many times in a row (no answer between) asks for a media restart (docs/protocol.md)."""
+
+
 class Participant:
-    """A WebSocket participant with a real aiortc peer: answers server offers, tracks the ``tracks`` map."""
+    """A WebSocket participant with a real aiortc peer, negotiating as the polite side (docs/protocol.md).
+
+    - Server offers are answered in order; a re-sent offer already answered is ignored; a re-offer of ours
+      still waiting for its answer is dropped for it (aiortc's stand-in for rollback, see MediaClient.offer).
+    - A refused offer (``renegotiation_pending``) is never retried on a timer: the server's pending offer
+      follows the refusal; after answering it we offer again only if something is still to negotiate.
+      Three refusals in a row ask for ``restart_media``.
+    - ``media_restart``: a new peer connection with the same tracks and a fresh first offer.
+    """
 
     def __init__(self, name: str, client: WsClient, joined: dict[str, Any], media: MediaClient) -> None:
         self.name = name
@@ -289,24 +301,129 @@ class Participant:
         self.failures: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._negotiation = asyncio.Lock()
+        self.offer_ref: str | None = None
+        """The ``id`` of our offer waiting for its answer."""
+        self.refusals = 0
+        """``renegotiation_pending`` refusals of our offers, in all."""
+        self.refused_in_row = 0
+        self.offers_sent = 0
+        self.offers_answered = 0
+        """Server offers we answered."""
+        self.drop_offers = 0
+        """Test hook: this many coming server offers are lost (ignored, as if never delivered)."""
+        self.dropped_offers = 0
+        self.restarts: list[tuple[float, str]] = []
+        """(loop time, reason) of every ``media_restart`` carried out."""
+        self.publishing = False
+        self._answered_sdp: str | None = None
+        self._seq = 0
 
     def attach(self) -> None:
         """Start reacting to server offers and tracks on the current WebSocket."""
         self.client.hooks.append(self._on_message)
 
     def _on_message(self, message: dict[str, Any]) -> None:
-        if message.get("type") == "offer":
-            self._tasks.append(asyncio.ensure_future(self._answer(message["sdp"])))
-        elif message.get("type") == "tracks":
+        kind = message.get("type")
+        if kind == "offer":
+            if self.drop_offers > 0:
+                self.drop_offers -= 1
+                self.dropped_offers += 1
+                return
+            self._spawn(self._answer(message["sdp"]))
+        elif kind == "tracks":
             self.media.tracks = tuple(TrackRef.model_validate(t) for t in message["tracks"])
+        elif kind == "answer" and message.get("ref") is not None and message.get("ref") == self.offer_ref:
+            self._spawn(self._accept(message["ref"], message["sdp"]))
+        elif kind == "error" and str(message.get("ref", "")).startswith(f"{self.name}-offer-"):
+            self._spawn(self._refused(message["ref"], message.get("code", "")))
+        elif kind == "media_restart":
+            self._spawn(self._restart(message.get("reason", "")))
+
+    def _spawn(self, work: Any) -> None:
+        self._tasks = [t for t in self._tasks if not t.done()]
+        self._tasks.append(asyncio.ensure_future(work))
 
     async def _answer(self, sdp: str) -> None:
         async with self._negotiation:
+            if sdp == self._answered_sdp:
+                return  # re-sent after our answer left: the server has it by now
             try:
+                if self.offer_ref is not None:
+                    self.offer_ref = None  # polite: drop our re-offer for theirs (the server refuses it)
                 answer = await self.media.answer(sdp)
                 await self.client.send("answer", sdp=answer)
+                self._answered_sdp = sdp
+                self.offers_answered += 1
             except Exception as exc:
                 self.failures.append(f"{type(exc).__name__}: {exc}")
+                return
+        await self.renegotiate_if_needed()
+
+    async def _accept(self, ref: str, sdp: str) -> None:
+        async with self._negotiation:
+            if ref != self.offer_ref:
+                return
+            self.offer_ref = None
+            self.refused_in_row = 0
+            try:
+                await self.media.accept_answer(sdp)
+            except Exception as exc:
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+                return
+        await self.renegotiate_if_needed()
+
+    async def _refused(self, ref: str, code: str) -> None:
+        async with self._negotiation:
+            if ref == self.offer_ref:
+                self.offer_ref = None
+                self.media.rollback()
+            if code != "renegotiation_pending":
+                if code not in ("peer_replaced", "no_such_peer"):  # both come with a media_restart
+                    self.failures.append(f"offer refused: {code}")
+                return
+            self.refusals += 1
+            self.refused_in_row += 1
+            if self.refused_in_row < REFUSALS_BEFORE_RESTART:
+                return  # the server's pending offer is on its way: answer it, then offer again
+            self.refused_in_row = 0
+        await self.client.send("restart_media", id=f"{self.name}-restart-{self._next()}", reason="refused")
+
+    def _next(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    async def renegotiate_if_needed(self) -> None:
+        """Offer what is still to negotiate (a new track), unless an exchange of ours is under way."""
+        async with self._negotiation:
+            if self.offer_ref is not None or not self.media.needs_negotiation():
+                return
+            await self._send_offer()
+
+    async def _send_offer(self) -> None:
+        sdp = await self.media.offer()
+        self.offer_ref = f"{self.name}-offer-{self._next()}"
+        self.offers_sent += 1
+        await self.client.send("offer", id=self.offer_ref, sdp=sdp)
+
+    async def add_track(self, track: Any, source: str) -> None:
+        """Publish one more track: declare it and negotiate it (politely)."""
+        self.media.add_track(track)
+        await self.client.send("publish", source=source, enabled=True, track_id=track.id)
+        await self.renegotiate_if_needed()
+
+    async def _restart(self, reason: str) -> None:
+        loop = asyncio.get_running_loop()
+        async with self._negotiation:
+            self.offer_ref = None
+            self._answered_sdp = None
+            self.refused_in_row = 0
+            await self.media.reset()
+            self.restarts.append((loop.time(), reason))
+            await self._send_offer()
+
+    async def request_restart(self, reason: str = "test") -> dict[str, Any]:
+        """Ask for a media restart; the server's reply (``media_restart`` or ``error``)."""
+        return await self.client.request("restart_media", "media_restart", reason=reason)
 
     async def start_media(self, publish: bool = True) -> None:
         """Offer our tracks, apply the node's answer, and declare what we publish."""
@@ -316,6 +433,7 @@ class Participant:
             assert reply["type"] == "answer", reply
             await self.media.accept_answer(reply["sdp"])
         if publish:
+            self.publishing = True
             if self.media.video is not None:
                 await self.client.send("publish", source="camera", enabled=True, track_id=self.media.video.id)
             if self.media.audio is not None:
@@ -349,6 +467,8 @@ class Participant:
             )
         )
         self._tasks = []
+        self.offer_ref = None
+        self._answered_sdp = None
         self.attach()
         return joined
 

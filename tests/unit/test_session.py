@@ -501,7 +501,9 @@ def test_peer_state_shown_in_roster(live: Harness) -> None:
     h = live
     effects = h.room.peer_state("defendant", PeerState.connected)
     roster = next(m for m in sent_to(effects, h.c("judge")) if isinstance(m, RosterMsg))
-    assert next(e for e in roster.participants if e.id == "defendant").media is PeerState.connected
+    entry = next(e for e in roster.participants if e.id == "defendant")
+    assert entry.peer is PeerState.connected
+    assert entry.media == "ok"
     assert h.room.peer_state("defendant", PeerState.connected) == []
 
 
