@@ -155,9 +155,17 @@ class Server:
     data_dir: Path
     log_path: Path
     process: subprocess.Popen[bytes]
+    via: Callable[[Callable[[], Any]], Any] | None = None
+    """Runs the test's own HTTP calls (e.g. in a thread inside the server's network namespace)."""
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """One REST call with the admin key; returns (status, decoded JSON body)."""
+        if self.via is not None:
+            result: tuple[int, Any] = self.via(lambda: self._request(method, path, body))
+            return result
+        return self._request(method, path, body)
+
+    def _request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(
             self.base_url + path,
@@ -198,8 +206,19 @@ def _courtlink_binary() -> list[str]:
 
 
 @contextmanager
-def run_server(workdir: Path) -> Iterator[Server]:
-    """Start ``courtlink serve`` on a free loopback port with a fresh data dir; stop it afterwards."""
+def run_server(
+    workdir: Path,
+    *,
+    host: str = "127.0.0.1",
+    wrap: tuple[str, ...] = (),
+    env_extra: dict[str, str] | None = None,
+    via: Callable[[Callable[[], Any]], Any] | None = None,
+) -> Iterator[Server]:
+    """Start ``courtlink serve`` on a free loopback port with a fresh data dir; stop it afterwards.
+
+    ``wrap`` prefixes the command (e.g. ``nsenter --net=...`` to run it in a network namespace the test
+    made, listening on ``host`` there); ``via`` then runs the test's HTTP calls where they reach it.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     data_dir = workdir / "data"
     admin_key = secrets.token_urlsafe(24)
@@ -208,6 +227,7 @@ def run_server(workdir: Path) -> Iterator[Server]:
         "COURTLINK_ADMIN_KEY": admin_key,
         "COURTLINK_LOG_FORMAT": "console",
         "PYTHONUNBUFFERED": "1",
+        **(env_extra or {}),
     }
     env.pop("COURTLINK_REDIS_URL", None)
     log_path = workdir / "server.log"
@@ -217,10 +237,11 @@ def run_server(workdir: Path) -> Iterator[Server]:
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [
+                    *wrap,
                     *_courtlink_binary(),
                     "serve",
                     "--host",
-                    "127.0.0.1",
+                    host,
                     "--port",
                     str(port),
                     "--data-dir",
@@ -231,7 +252,7 @@ def run_server(workdir: Path) -> Iterator[Server]:
                 env=env,
                 cwd=workdir,
             )
-        server = Server(f"http://127.0.0.1:{port}", admin_key, data_dir, log_path, process)
+        server = Server(f"http://{host}:{port}", admin_key, data_dir, log_path, process, via)
         if _wait_healthy(server):
             try:
                 yield server
@@ -244,16 +265,19 @@ def run_server(workdir: Path) -> Iterator[Server]:
 
 
 def _wait_healthy(server: Server, timeout: float = 30.0) -> bool:
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(server.base_url + "/healthz", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             return False
-        try:
-            with urllib.request.urlopen(server.base_url + "/healthz", timeout=2) as resp:
-                if resp.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
+        if server.via(healthy) if server.via is not None else healthy():
+            return True
         time.sleep(0.2)
     return False
 
@@ -329,6 +353,8 @@ class NetworkGuard:
     """Aborts and records every request of a browser context to a host that is not loopback."""
 
     foreign: list[str] = field(default_factory=list)
+    allowed: frozenset[str] = LOOPBACK_HOSTS
+    """Hosts the pages may reach (a test's own network namespace adds its addresses)."""
 
     def attach(self, context: BrowserContext) -> None:
         """Watch ``context``: HTTP(S) through a route, WebSockets through each page's event."""
@@ -345,7 +371,7 @@ class NetworkGuard:
         parts = urlsplit(url)
         if parts.scheme in ("data", "blob", "about", "chrome", "devtools"):
             return True
-        return (parts.hostname or "") in LOOPBACK_HOSTS
+        return (parts.hostname or "") in self.allowed
 
     def _route(self, route: Route) -> None:
         url = route.request.url
@@ -482,6 +508,8 @@ class Participants:
             counts[f"{direction}:{kind}"] += 1
             if kind == "error":
                 counts[f"{direction}:error:{message.get('code')}"] += 1
+            if kind == "media_restart":
+                counts[f"{direction}:media_restart:{message.get('reason')}"] += 1
 
         ws.on("framesent", lambda payload: count("sent", payload))
         ws.on("framereceived", lambda payload: count("recv", payload))
@@ -575,9 +603,10 @@ class Participants:
 
 
 @contextmanager
-def participant_group(browser: Browser) -> Iterator[Participants]:
-    """Participant pages in ``browser``; fails on any request beyond loopback or any uncaught page error."""
-    group = Participants(browser)
+def participant_group(browser: Browser, *, also_allowed: frozenset[str] = frozenset()) -> Iterator[Participants]:
+    """Participant pages in ``browser``; fails on any request beyond loopback (and ``also_allowed`` hosts, the
+    addresses of a network namespace the test made) or any uncaught page error."""
+    group = Participants(browser, guard=NetworkGuard(allowed=LOOPBACK_HOSTS | also_allowed))
     try:
         yield group
     finally:

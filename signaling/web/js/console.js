@@ -44,7 +44,7 @@ export function mediaHealth(entry) {
 export class MediaAlerts {
   constructor(app) {
     this.app = app;
-    this.seen = new Map(); // participant id -> {health, since (ms, local clock), name, role, connected}
+    this.seen = new Map(); // participant id -> {health, badSince (ms, local clock), wasOk, name, role}
     this.active = new Map(); // participant id -> {kind, name, role, since}
     this.expected = new Set(); // participants whose departure the console caused (removed, released)
     this.timer = null;
@@ -94,13 +94,17 @@ export class MediaAlerts {
       this.expected.delete(p.id);
       const health = mediaHealth(p);
       const before = this.seen.get(p.id);
-      const since = before && before.health === health ? before.since : now;
-      this.seen.set(p.id, { health, since, name: p.name, role: p.role });
+      // `badSince`: when the party's media stopped being `ok` (a restart's `connecting` after `ok` counts
+      // as still interrupted); `wasOk`: it has been `ok` at least once.
+      const wasOk = (before && before.wasOk) || health === "ok";
+      const badSince = health === "ok" || health === "none" ? null : before && before.badSince ? before.badSince : now;
+      this.seen.set(p.id, { health, badSince, wasOk, name: p.name, role: p.role });
       let kind = null;
       if (p.connected === false) kind = "dropped";
       else if (health === "lost") kind = "lost";
-      else if (health === "stalled" && now - since > STALLED_ALERT_MS) kind = "stalled";
-      else if (health === "connecting" && now - since > CONNECTING_ALERT_MS) kind = "connecting";
+      else if (badSince !== null && (health === "stalled" || wasOk) && now - badSince > STALLED_ALERT_MS) kind = "stalled";
+      else if (badSince !== null && health === "connecting" && now - badSince > CONNECTING_ALERT_MS) kind = "connecting";
+      const since = badSince ?? now;
       const current = this.active.get(p.id);
       if (kind) {
         this.active.set(p.id, { kind, name: p.name, role: p.role, since });

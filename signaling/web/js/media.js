@@ -333,6 +333,7 @@ export class MediaSession extends EventTarget {
       return;
     }
     this.pendingOfferId = id;
+    this.note("offer sent");
   }
 
   onAnswer(message) {
@@ -340,6 +341,7 @@ export class MediaSession extends EventTarget {
       const pc = this.pc;
       if (!pc || pc.signalingState !== "have-local-offer" || (message.ref && message.ref !== this.pendingOfferId)) return;
       await pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
+      this.note("answer applied");
       this.pendingOfferId = null;
       this.refusals = 0;
       this.dispatchEvent(new Event("remote"));
@@ -356,10 +358,14 @@ export class MediaSession extends EventTarget {
       if (!pc) return;
       // The server re-sends its pending offer when it refuses ours; an offer we already answered is not
       // answered twice (a second answer could land on the node's next offer).
-      if (message.sdp === this.lastAnsweredOffer && pc.signalingState === "stable") return;
+      if (message.sdp === this.lastAnsweredOffer && pc.signalingState === "stable") {
+        this.note("node offer already answered");
+        return;
+      }
       if (pc.signalingState === "have-local-offer") {
         // Glare: the node's offer wins (we are the polite side); ours is offered again after we answer.
         await pc.setLocalDescription({ type: "rollback" });
+        this.note("own offer rolled back");
         this.pendingOfferId = null;
         this.needOffer = true;
       }
@@ -369,6 +375,7 @@ export class MediaSession extends EventTarget {
       if (pc !== this.pc) return;
       this.lastAnsweredOffer = message.sdp;
       this.signal.send({ type: "answer", sdp: pc.localDescription.sdp });
+      this.note("node offer answered");
       this.dispatchEvent(new Event("remote"));
       if (this.needOffer) this.negotiate();
       else this.negotiationDone();
