@@ -16,6 +16,8 @@ const RESTART_REPLY_LIMIT_MS = 10000;
 const RESTART_BACKOFF_MS = [0, 1000, 2000, 4000, 8000];
 const STABLE_AFTER_MS = 10000;
 const MAX_REFUSALS = 3;
+const SILENCE_CHECK_MS = 1000;
+const SILENCE_LIMIT_MS = 3000;
 
 // The RTP header extensions the media node (aiortc) understands; the others would only cost header bytes.
 // (The node keeps our payload types and extension ids when it re-offers, and numbers its own m-lines the
@@ -100,6 +102,8 @@ export class MediaSession extends EventTarget {
     this.restarts = 0; // peers made anew in this session (diagnostics)
     this.lastHealth = "none";
     this.history = []; // the last media events, for diagnostics (window.courtlink.mediaLog())
+    this.silent = false; // connected, but nothing at all received for SILENCE_LIMIT_MS
+    this.silence = { timer: null, bytes: -1, changedAt: 0 };
   }
 
   note(event) {
@@ -130,7 +134,7 @@ export class MediaSession extends EventTarget {
   get health() {
     if (!this.active) return "none";
     if (this.restarting) return "reconnecting";
-    if (this.pc && this.pc.connectionState === "connected") return "connected";
+    if (this.pc && this.pc.connectionState === "connected") return this.silent ? "reconnecting" : "connected";
     return this.everConnected ? "reconnecting" : "connecting";
   }
 
@@ -233,6 +237,7 @@ export class MediaSession extends EventTarget {
   /** Close the peer connection (its tracks stay ours: a restart re-adds them to the next one). */
   close() {
     for (const name of ["negotiation", "disconnected", "stable"]) this.clearTimer(name);
+    this.stopSilenceWatch();
     if (!this.pc) {
       this.emitHealth();
       return;
@@ -250,6 +255,8 @@ export class MediaSession extends EventTarget {
 
   onConnectionState(state) {
     this.note(`connection ${state}`);
+    if (state === "connected") this.watchSilence();
+    else this.stopSilenceWatch();
     if (state === "connected") {
       this.everConnected = true;
       this.clearTimer("disconnected");
@@ -272,6 +279,49 @@ export class MediaSession extends EventTarget {
     }
     if (state === "failed") this.requestRestart("failed");
     this.emitHealth();
+  }
+
+  /**
+   * The browser notices a dead network only after several seconds of failed consent checks; meanwhile the
+   * page would say "Connected" with nothing arriving. Once a second, read how many bytes the transport
+   * received (media, RTCP and STUN alike): none for 3 s counts as dead media until bytes arrive again.
+   */
+  watchSilence() {
+    if (this.silence.timer) return;
+    const pc = this.pc;
+    this.silence.bytes = -1;
+    this.silence.changedAt = Date.now();
+    this.silence.timer = setInterval(async () => {
+      if (pc !== this.pc || pc.connectionState !== "connected") return;
+      let bytes = 0;
+      try {
+        (await pc.getStats()).forEach((s) => {
+          if (s.type === "transport") bytes += s.bytesReceived || 0;
+        });
+      } catch {
+        return;
+      }
+      const now = Date.now();
+      if (bytes !== this.silence.bytes) {
+        this.silence.bytes = bytes;
+        this.silence.changedAt = now;
+      }
+      const silent = now - this.silence.changedAt > SILENCE_LIMIT_MS;
+      if (silent !== this.silent) {
+        this.silent = silent;
+        this.note(silent ? "nothing received" : "receiving again");
+        this.emitHealth();
+      }
+    }, SILENCE_CHECK_MS);
+  }
+
+  stopSilenceWatch() {
+    clearInterval(this.silence.timer);
+    this.silence.timer = null;
+    if (this.silent) {
+      this.silent = false;
+      this.emitHealth();
+    }
   }
 
   // Every SDP step runs in one chain so an incoming server offer never interleaves with our own offer.
