@@ -5,7 +5,7 @@ import { $, fillIcons, h, icon } from "./dom.js";
 import { Devices } from "./devices.js";
 import { I18n, pickLanguage } from "./i18n.js";
 import { MediaSession } from "./media.js";
-import { MediaAlerts, renderConsole } from "./console.js";
+import { MediaAlerts, mediaHealth, renderConsole } from "./console.js";
 import { Signal } from "./signal.js";
 
 const IN_ROOM = new Set(["courtroom", "consultation"]);
@@ -576,7 +576,8 @@ class App {
     const mediaBanner = $("media-banner");
     const showMedia = status === "media_reconnecting" && this.view === "hearing";
     mediaBanner.hidden = !showMedia;
-    if (showMedia) mediaBanner.textContent = this.t("media.reconnecting_banner");
+    const bannerText = this.t("media.reconnecting_banner");
+    if (showMedia && mediaBanner.textContent !== bannerText) mediaBanner.textContent = bannerText;
     const names = this.missingNames();
     if (names) $("rec-text").textContent = this.t("rec.degraded_names", { names });
   }
@@ -750,6 +751,10 @@ class App {
       }
     }
     if (person.connected === false) parts.push(h("span", { class: "flag" }, this.t("hearing.connection_lost")));
+    else if (!own && ["stalled", "lost"].includes(mediaHealth(person))) {
+      // Everyone sees why a picture froze: that person's media is interrupted (and being restored).
+      parts.push(h("span", { class: "flag media-flag" }, this.t(`health.${mediaHealth(person)}`)));
+    }
     if (person.placement === "consultation") parts.push(h("span", { class: "flag" }, this.t("placement.consultation")));
     label.replaceChildren(...parts);
     tile.setAttribute(
