@@ -325,10 +325,15 @@ export class MediaSession extends EventTarget {
   }
 
   // Every SDP step runs in one chain so an incoming server offer never interleaves with our own offer.
+  // A step belongs to the peer connection of its time: after a restart it does nothing (an offer of the
+  // replaced peer must never be applied to the new one).
   enqueue(step) {
-    this.chain = this.chain.then(step).catch((error) => {
-      console.warn("negotiation step failed", error);
-    });
+    const pc = this.pc;
+    this.chain = this.chain
+      .then(() => (pc && pc === this.pc ? step(pc) : undefined))
+      .catch((error) => {
+        console.warn("negotiation step failed", error);
+      });
     return this.chain;
   }
 
@@ -352,11 +357,10 @@ export class MediaSession extends EventTarget {
   negotiate() {
     this.needOffer = true;
     this.watchNegotiation();
-    this.enqueue(() => this.offerStep());
+    this.enqueue((pc) => this.offerStep(pc));
   }
 
-  async offerStep() {
-    const pc = this.pc;
+  async offerStep(pc) {
     // One offer of ours in flight at most; a refused or rolled-back one is offered again only after the
     // node's offer has been answered (see onOffer).
     if (!pc || !this.needOffer || this.pendingOfferId || pc.signalingState !== "stable") return;
@@ -387,9 +391,8 @@ export class MediaSession extends EventTarget {
   }
 
   onAnswer(message) {
-    this.enqueue(async () => {
-      const pc = this.pc;
-      if (!pc || pc.signalingState !== "have-local-offer" || (message.ref && message.ref !== this.pendingOfferId)) return;
+    this.enqueue(async (pc) => {
+      if (pc.signalingState !== "have-local-offer" || (message.ref && message.ref !== this.pendingOfferId)) return;
       await pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
       this.note("answer applied");
       this.pendingOfferId = null;
@@ -403,9 +406,7 @@ export class MediaSession extends EventTarget {
   onOffer(message) {
     // The node only offers on a peer we already offered on; without a peer there is nothing to answer.
     if (!this.pc) return;
-    this.enqueue(async () => {
-      const pc = this.pc;
-      if (!pc) return;
+    this.enqueue(async (pc) => {
       // The server re-sends its pending offer when it refuses ours; an offer we already answered is not
       // answered twice (a second answer could land on the node's next offer).
       if (message.sdp === this.lastAnsweredOffer && pc.signalingState === "stable") {
@@ -450,9 +451,8 @@ export class MediaSession extends EventTarget {
     this.note(`offer refused: ${code}`);
     this.refusals += 1;
     const refusals = this.refusals;
-    this.enqueue(async () => {
-      const pc = this.pc;
-      if (pc && pc.signalingState === "have-local-offer") await pc.setLocalDescription({ type: "rollback" });
+    this.enqueue(async (pc) => {
+      if (pc.signalingState === "have-local-offer") await pc.setLocalDescription({ type: "rollback" });
       this.pendingOfferId = null;
       if (code === "renegotiation_pending") this.needOffer = true;
       if (refusals >= MAX_REFUSALS || code === "no_such_peer") this.requestRestart(code);
