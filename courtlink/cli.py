@@ -3,7 +3,9 @@
 - ``courtlink serve``: the all-in-one server (signaling, one media node, a recorder) on the embedded store.
 - ``courtlink hearings book --file hearing.toml`` and ``courtlink hearings list``: a clerk's tools,
   talking to a running server over its REST API (so every booking is checked and audited the same way).
-- ``courtlink verify ARCHIVE`` and ``courtlink render ARCHIVE -o hearing.mp4``: the recorder's offline tools.
+- ``courtlink verify ARCHIVE`` and ``courtlink render ARCHIVE -o hearing.mp4``: the recorder's offline tools
+  (verify trusts the keys of the settings' data dir unless told otherwise; see docs/archive.md).
+- ``courtlink recorder keys export [-o FILE]``: the recorders' public keys, to keep with the recordings.
 """
 
 from __future__ import annotations
@@ -54,9 +56,11 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("--from", dest="from_", help="window start (RFC 3339)")
             cmd.add_argument("--to", help="window end (RFC 3339)")
 
-    verify = sub.add_parser("verify", help="verify a sealed recording archive")
-    verify.add_argument("archive", help="archive directory")
+    verify = sub.add_parser("verify", help="verify a recording (a session or a hearing directory)", add_help=False)
     verify.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    recorder = sub.add_parser("recorder", help="the recorder's keys: export the public keys, rotate a key")
+    recorder.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     render = sub.add_parser("render", help="render an archive to a composite MP4")
     render.add_argument("archive", help="archive directory")
@@ -66,6 +70,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``courtlink`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["verify"], ["recorder"]):
+        # Their own parsers (recorder.cli) take every option, --help included.
+        from recorder import cli as recorder_cli
+
+        if argv[0] == "verify":
+            return recorder_cli.verify_main(argv[1:], default_data_dir=_settings_data_dir())
+        if argv[1:2] != ["keys"]:
+            print("usage: courtlink recorder keys {export,rotate} [--data-dir DIR] ...", file=sys.stderr)
+            return 2
+        return recorder_cli.keys_main(argv[2:], default_data_dir=_settings_data_dir())
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
@@ -73,10 +88,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_hearings(args))
     from recorder import cli as recorder_cli
 
-    rest = [args.archive, *args.rest]
-    if args.command == "verify":
-        return recorder_cli.verify_main(rest)
-    return recorder_cli.render_main(rest)
+    return recorder_cli.render_main([args.archive, *args.rest])
+
+
+def _settings_data_dir() -> Path | None:
+    """The data dir the server's settings name (environment, $COURTLINK_CONFIG): whose keys verify trusts."""
+    try:
+        return load_settings().data_dir
+    except (ValidationError, FileNotFoundError, tomllib.TOMLDecodeError):
+        return None
 
 
 def _serve(args: argparse.Namespace) -> int:

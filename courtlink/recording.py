@@ -19,19 +19,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
 from media.node import InProcessNode
 from recorder.recorder import Recorder, RecordingSession
+from rooms.audit import AuditEvent
 from rooms.errors import DomainError
-from rooms.model import Hearing, HearingState, Placement, Role, Site
+from rooms.model import Hearing, HearingState, Placement, Role, Site, Source
+from rooms.permissions import TABLE
 from rooms.store import HearingFilter, Store
-from signaling.messages import Joined, ParticipantInfo, Recording, Reply, RosterMsg, StateMsg
+from signaling.messages import (
+    Joined,
+    MissingTrack,
+    ParticipantInfo,
+    Recording,
+    Reply,
+    RosterEntry,
+    RosterMsg,
+    StateMsg,
+)
 from signaling.session import SessionError
 from signaling.session_hub import SessionHub
 
@@ -39,6 +51,21 @@ log = structlog.get_logger("courtlink.recording")
 
 LIVE = (HearingState.open, HearingState.in_session, HearingState.recess)
 AUDIT_POLL_SECONDS = 2.0
+MISSING_POLL_SECONDS = 0.5
+
+
+def _lane_state(entry: RosterEntry, source: Source) -> str:
+    """Whether a person in the roster should be sending ``source`` to the record now, or why not."""
+    if entry.placement in (Placement.lobby, Placement.witness_lobby):
+        return "waiting"
+    # (In a consultation the person's exclusion accounts for their sources: see on_audit.)
+    if not entry.connected:
+        return "network"
+    if source in entry.muted:
+        return "muted"
+    if source not in entry.publishing:
+        return "not_publishing"
+    return "expected"
 
 
 @dataclass
@@ -57,6 +84,18 @@ class _Follow:
     sealing: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Serializes this hearing's store reads (audit pulls, hearing refreshes) and its seal."""
+    detached: bool = False
+    """The hub gave up the room (everyone left) while a recording session is open: the next room is joined again,
+    carrying on from ``audit_seq``."""
+    roster: RosterMsg | None = None
+    """The last roster: who is where, connected, publishing what (what the record should hold)."""
+    removed: set[str] = field(default_factory=set)
+    """Participants removed by the court (their gap says ``removed``, not ``left``)."""
+    names: dict[str, str] = field(default_factory=dict)
+    base: tuple[str, str] = ("recording", "")
+    """The recorder's own last status and detail (disk, sealing...), before missing people are added."""
+    missing: tuple[MissingTrack, ...] = ()
+    watcher: asyncio.Task[None] | None = None
 
 
 class _Outlet:
@@ -90,6 +129,8 @@ class RecordingService:
         self._recorder.start()
         self._hub.room_listeners.append(self.follow)
         self._hub.closing_listeners.append(self.seal_before_close)
+        self._hub.forgotten_listeners.append(self.forget)
+        self._hub.audit_listeners.append(self.on_audit)
         now = datetime.now(UTC)
         window = HearingFilter(starts_from=now - timedelta(days=2), ends_to=now + timedelta(days=2), limit=10_000)
         for hearing in await self._store.list_hearings(window):
@@ -102,6 +143,8 @@ class RecordingService:
         for follow in list(self._follows.values()):
             if follow.poller is not None:
                 follow.poller.cancel()
+            if follow.watcher is not None:
+                follow.watcher.cancel()
             self._node.detach_recorder(follow.hearing_id, self.participant_id, "closed")
         for task in list(self._tasks):
             task.cancel()
@@ -111,13 +154,81 @@ class RecordingService:
     def status(self, hearing_id: str, status: str, detail: dict[str, Any]) -> None:
         """Recorder status callback: everyone in the hearing sees recording health."""
         text = ", ".join(f"{k}={v}" for k, v in sorted(detail.items()) if k != "session_id")
-        self._hub.recording_status(hearing_id, Recording(status=status, detail=text))
+        follow = self._follows.get(hearing_id)
+        if follow is None:
+            self._hub.recording_status(hearing_id, Recording(status=cast(Any, status), detail=text))
+            return
+        follow.base = (status, text)
+        self._publish(follow)
+
+    def _publish(self, follow: _Follow) -> None:
+        """Send the recording status: the recorder's own, ``degraded`` while anyone expected is not recorded."""
+        status, text = follow.base
+        missing = follow.missing if status in ("recording", "degraded") else ()
+        absent = [m for m in missing if m.reason != "consultation"]
+        if absent and status == "recording":
+            status = "degraded"
+            people: dict[str, list[str]] = {}
+            for m in absent:
+                people.setdefault(m.name, []).append(str(m.source))
+            text = "not recorded: " + "; ".join(f"{name} ({', '.join(srcs)})" for name, srcs in people.items())
+        self._hub.recording_status(follow.hearing_id, Recording(status=cast(Any, status), detail=text, missing=missing))
+
+    async def _watch(self, follow: _Follow) -> None:
+        """Every half second: who should be recorded and is not; tell everyone when that changes."""
+        while True:
+            await asyncio.sleep(MISSING_POLL_SECONDS)
+            session = self._recorder.session(follow.hearing_id)
+            found = session.missing() if session is not None else []
+            missing = tuple(
+                MissingTrack(
+                    participant_id=m.participant_id,
+                    name=follow.names.get(m.participant_id, m.participant_id),
+                    source=Source(m.source),
+                    reason=cast(Any, m.reason),
+                    since=round(m.since, 3),
+                )
+                for m in found
+            )
+            key = [(m.participant_id, m.source, m.reason) for m in missing]
+            if key != [(m.participant_id, m.source, m.reason) for m in follow.missing]:
+                follow.missing = missing
+                for m in missing:
+                    log.info(
+                        "recording_missing",
+                        hearing_id=follow.hearing_id,
+                        participant_id=m.participant_id,
+                        source=str(m.source),
+                        reason=m.reason,
+                    )
+                self._publish(follow)
+
+    def _lanes(self, follow: _Follow) -> None:
+        """Tell the recording session, from the roster, whose sources should be recorded now (or why not)."""
+        session = self._recorder.session(follow.hearing_id)
+        roster = follow.roster
+        if session is None or roster is None or follow.state is not HearingState.in_session:
+            return
+        states: dict[tuple[str, str], str] = {}
+        for entry in roster.participants:
+            follow.names[entry.id] = entry.name
+            for source in TABLE[entry.role].publish:
+                states[(entry.id, source.value)] = _lane_state(entry, source)
+        for key in list(session.lanes):
+            if key not in states:
+                states[key] = "removed" if key[0] in follow.removed else "left"
+        now = time.time()
+        for (pid, src), state in sorted(states.items()):
+            session.lane(pid, src, state, at=now)
 
     async def follow(self, hearing_id: str) -> None:
         """Join ``hearing_id``'s live room as the hidden recorder (once)."""
-        if hearing_id in self._follows:
+        follow = self._follows.get(hearing_id)
+        if follow is not None and not follow.detached:
             return
-        follow = self._follows[hearing_id] = _Follow(hearing_id)
+        if follow is None:
+            follow = self._follows[hearing_id] = _Follow(hearing_id)
+        follow.detached, follow.state = False, None
         info = ParticipantInfo(id=self.participant_id, name="Recorder", role=Role.recorder, site="internal")
         try:
             # What the session line needs is read now: the session starts the moment the state says so.
@@ -132,7 +243,29 @@ class RecordingService:
             log.exception("recorder_join_failed", hearing_id=hearing_id)
             self._join_failed(follow)
             return
+        if follow.detached or self._follows.get(hearing_id) is not follow:
+            return  # everyone left while the recorder was joining: the room was given up at once
         follow.poller = asyncio.get_running_loop().create_task(self._poll_audit(follow))
+        follow.watcher = asyncio.get_running_loop().create_task(self._watch(follow))
+
+    def forget(self, hearing_id: str) -> None:
+        """The hub gave up the hearing's room (nobody left in it): stop polling and feeding until someone is back.
+
+        With no recording session open nothing is kept; with one, the follow stays (detached) so the next
+        room's join carries on the same session and audit sequence.
+        """
+        follow = self._follows.get(hearing_id)
+        if follow is None or follow.sealing:
+            return
+        for task in (follow.poller, follow.watcher):
+            if task is not None:
+                task.cancel()
+        follow.poller = follow.watcher = None
+        self._node.detach_recorder(hearing_id, self.participant_id, "room_closed")
+        if self._recorder.session(hearing_id) is None:
+            self._follows.pop(hearing_id, None)
+        else:
+            follow.detached = True
 
     def _join_failed(self, follow: _Follow) -> None:
         """The recorder could not join: undo the attach and, if the hearing is live, tell its participants."""
@@ -151,17 +284,53 @@ class RecordingService:
         if follow is None:
             return
         if isinstance(message, Joined):
+            follow.roster = RosterMsg(participants=message.roster)
             self._change(follow, message.hearing.state)
         elif isinstance(message, StateMsg):
             self._change(follow, message.state)
         elif isinstance(message, RosterMsg):
+            follow.roster = message
             self._consultations(follow, message)
+            self._lanes(follow)
+
+    def on_audit(self, hearing_id: str, event: AuditEvent) -> None:
+        """A consultation begins or ends: exclude its members from that moment on the audit trail's clock.
+
+        The audit event is stored before the node is told to change who
+        receives whom, and its time is the consultation's authoritative time;
+        the recorder then withholds every frame *captured* inside the
+        consultation, whenever it arrives (the roster comes later and a loaded
+        node may still deliver frames from before the end long after it).
+        """
+        follow = self._follows.get(hearing_id)
+        if follow is None:
+            return
+        if event.action in ("participant_removed", "participant_ejected"):
+            follow.removed.add(str(event.data.get("participant_id", "")))
+        elif event.action == "participant_joined":
+            follow.removed.discard(event.actor)
+        if event.action not in ("consultation_started", "consultation_ended"):
+            return
+        ids = [str(pid) for pid in event.data.get("participant_ids", ())]
+        at = event.at.timestamp()
+        session = self._recorder.session(hearing_id)
+        if event.action == "consultation_started":
+            follow.excluded.update(ids)
+            if session is not None:
+                for pid in ids:
+                    session.exclude(pid, "consultation_excluded", at=at)
+        else:
+            follow.excluded.difference_update(ids)
+            if session is not None:
+                for pid in ids:
+                    session.include(pid, at=at)
 
     def on_closed(self, hearing_id: str, code: int, reason: str) -> None:
         """The session closed the recorder's connection (adjourn or shutdown)."""
         log.info("recorder_connection_closed", hearing_id=hearing_id, code=code, reason=reason)
 
     def _consultations(self, follow: _Follow, roster: RosterMsg) -> None:
+        # The audit events (on_audit) set the times; this catches what they cannot name (a member who left).
         session = self._recorder.session(follow.hearing_id)
         consulting = {p.id for p in roster.participants if p.placement is Placement.consultation}
         if session is not None:
@@ -196,6 +365,7 @@ class RecordingService:
                 self._spawn(self._locked(follow, self._pull_now))
             elif session is not None and session.paused:
                 session.resume()
+            self._lanes(follow)
         elif state is HearingState.recess and session is not None:
             session.pause("recess")
         elif state is HearingState.open:
@@ -234,6 +404,9 @@ class RecordingService:
         follow.sealing = True
         if follow.poller is not None:
             follow.poller.cancel()
+        if follow.watcher is not None:
+            follow.watcher.cancel()
+        follow.missing = ()
         self._node.detach_recorder(follow.hearing_id, self.participant_id, "ended")
         session = self._recorder.session(follow.hearing_id)
         if session is None:

@@ -77,6 +77,26 @@ class SessionSettings(BaseModel):
     send_queue: int = Field(default=256, ge=8, le=65536, description="Messages queued for a slow client before 1013.")
 
 
+class HttpSettings(BaseModel):
+    """The HTTP front door's connection limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_body_bytes: int = Field(
+        default=256 * 1024, ge=1024, le=64 * 1024 * 1024, description="Larger request bodies get 413."
+    )
+    header_timeout_seconds: float = Field(
+        default=15,
+        gt=0,
+        le=3600,
+        description="A connection without a complete request head this long after opening or its last answer "
+        "is closed (half-sent requests, idle keep-alive).",
+    )
+    body_timeout_seconds: float = Field(
+        default=30, gt=0, le=3600, description="A request body not received in full this long gets 408."
+    )
+
+
 class RecorderSettings(BaseModel):
     """The recorder embedded in ``courtlink serve``."""
 
@@ -113,6 +133,7 @@ class Settings(BaseSettings):
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     media: MediaSettings = Field(default_factory=MediaSettings)
     session: SessionSettings = Field(default_factory=SessionSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     recorder: RecorderSettings = Field(default_factory=RecorderSettings)
 
     @classmethod

@@ -32,6 +32,7 @@ from rooms.store import Store
 from signaling.app import create_app
 from signaling.config import ApiKey, SignalingConfig
 from signaling.rest_directory import directory_routes
+from signaling.serving import app_runner
 from signaling.webclient import setup_web
 from signaling.ws import HUB_KEY, WsSettings, ws_registrar
 
@@ -48,6 +49,9 @@ def signaling_config(settings: Settings, admin: str, secret: str) -> SignalingCo
         token_margin_before=timedelta(minutes=settings.tokens.margin_before_minutes),
         token_margin_after=timedelta(minutes=settings.tokens.margin_after_minutes),
         public_base_url=settings.public_url,
+        max_body_bytes=settings.http.max_body_bytes,
+        header_timeout_seconds=settings.http.header_timeout_seconds,
+        body_timeout_seconds=settings.http.body_timeout_seconds,
     )
 
 
@@ -125,7 +129,7 @@ async def serve(settings: Settings) -> None:
         store = await open_store(settings.redis_url, data_dir)
         stack.push_async_callback(store.close)
         app = await build_app(settings, store, stack)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
+        runner = app_runner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, settings.host, settings.port)

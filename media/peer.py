@@ -171,7 +171,7 @@ class Peer:
             self._mark_negotiated()
             self.client_offered = True
             sdp_answer = str(self.pc.localDescription.sdp)
-        if self._renegotiation_queued:
+        if self._renegotiation_queued or self._slots_differ():
             self.request_renegotiation()  # e.g. slots wanted before the client's first offer
         return sdp_answer
 
@@ -263,7 +263,8 @@ class Peer:
                 raise NegotiationError("invalid_sdp", f"answer not applied: {exc}") from exc
             self._drop_pending_offer()
             self._mark_negotiated()
-        if self._renegotiation_queued:
+        if self._renegotiation_queued or self._slots_differ():
+            # A slot re-pointed while this exchange turned it off (or on) needs one more.
             self.request_renegotiation()
 
     def _arm_offer_timer(self) -> None:
@@ -294,6 +295,10 @@ class Peer:
         log.warning("node_offer_expired", hearing_id=self.hearing_id, participant_id=self.participant_id)
         if self._on_lost is not None:
             self._on_lost(self, "offer_timeout")
+
+    def _slots_differ(self) -> bool:
+        """Some slot's negotiated direction does not match whether it forwards anything now."""
+        return any(s.negotiated_active != (s.track.publisher is not None) for s in self.slots)
 
     def _mark_negotiated(self) -> None:
         for slot in self.slots:

@@ -2,9 +2,9 @@
 
 A session is ``recording`` while its recorder holds the session's lock file
 (an ``flock`` the kernel drops when the process dies), ``sealed`` once its
-manifest ends with a seal, and ``failed`` when neither holds (the recorder
-stopped or crashed before sealing; a later session of the same recorder then
-continues its chain).
+manifest ends with a seal, ``interrupted`` once a restarted recorder has sealed
+what a crash left of it (a seal with ``state: interrupted``), and ``failed``
+when none holds (the recorder stopped or crashed and has not been restarted).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from recorder.manifest import MANIFEST_NAME, read_lines
 from recorder.recorder import recordings_root
+from recorder.trust import data_dir_keys
 from recorder.verify import verify_archive
 from recorder.writer import safe_name, session_locked
 
@@ -31,7 +32,7 @@ def list_recordings(data_dir: Path, hearing_id: str, verify: bool = True) -> lis
 
     Each: ``session_id``, ``recorder_id``, ``state`` (recording, sealed, failed),
     ``started_at``, ``ended_at``, ``segments``, ``bytes``, ``previous_session_id``,
-    ``gaps`` (reason counts), ``path``, and ``verification`` (the
+    ``gaps`` (reason counts), ``path``, and ``verification`` (against the data dir's keys; the
     :class:`~recorder.verify.VerifyResult` as a dict; None while recording or
     when ``verify`` is False). Verification re-hashes every file: blocking,
     call it in a worker thread.
@@ -42,6 +43,8 @@ def list_recordings(data_dir: Path, hearing_id: str, verify: bool = True) -> lis
         first = lines[0] if lines else {}
         sealed = bool(lines) and lines[-1].get("type") == "seal"
         state = "sealed" if sealed else "recording" if session_locked(directory) else "failed"
+        if sealed and lines[-1].get("state") == "interrupted":
+            state = "interrupted"
         segments = [e for e in lines if e.get("type") == "segment"]
         gaps: dict[str, int] = {}
         for e in lines:
@@ -61,7 +64,9 @@ def list_recordings(data_dir: Path, hearing_id: str, verify: bool = True) -> lis
                 "previous_session_id": previous.get("session_id") if isinstance(previous, dict) else None,
                 "gaps": gaps,
                 "path": str(directory),
-                "verification": verify_archive(directory).as_dict() if verify and state != "recording" else None,
+                "verification": verify_archive(directory, trusted_keys=data_dir_keys(Path(data_dir))).as_dict()
+                if verify and state != "recording"
+                else None,
             }
         )
     return out

@@ -1,25 +1,30 @@
-"""Command-line entry points for ``courtlink verify`` and ``courtlink render`` (the lead wires them).
+"""Command-line entry points for ``courtlink verify``, ``courtlink render`` and ``courtlink recorder keys``.
 
-``verify_main`` exit status: 0 the archive is valid (complete, sealed, untampered);
-1 it is not: tampered, incomplete, or not sealed (the last is reported as
-"unsealed: complete up to line N, not sealed"); 2 the input is not an archive
-(not a directory, no manifest, unreadable first line) or the arguments are wrong.
-Given a hearing's directory (several sessions), every session is verified and
-the worst status wins.
+``verify_main`` exit status: 0 the archive is valid (sealed, untampered, signed
+by a trusted key valid at the seal's time, or ``--any-key``); 1 it is not:
+tampered, incomplete, not sealed, of another hearing, or sealed by an untrusted
+key; 2 the input is not an archive or the arguments (or trusted keys) are
+unusable. Given a hearing's directory, every session is verified, each
+recorder's sessions as one chain in order, and the worst status wins.
+Standalone like :mod:`recorder.verify` (render and the key tools are imported
+only when used). See ``docs/archive.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from recorder.manifest import MANIFEST_NAME
-from recorder.verify import Progress, VerifyResult, verify_archive
+from recorder.chain import MANIFEST_NAME
+from recorder.hearing_chain import verify_hearing
+from recorder.trust import TrustedKey, TrustError, data_dir_keys, format_time, key_dir_of, load_trusted
+from recorder.verify import Progress, verify_archive
 
 PROGRESS_MIN_BYTES = 64 * 1024 * 1024
 """Archives smaller than this verify without a progress bar."""
@@ -58,39 +63,75 @@ class ProgressBar:
             self._stream.flush()
 
 
-def _trusted(path: Path | None) -> list[str] | None:
-    """Trusted public keys from a JSON file (the keys API's answer) or a key directory."""
-    if path is None:
-        return None
-    if path.is_dir():
-        from recorder.keys import public_keys
-
-        return [k["public_key"] for k in public_keys(path)]
-    data = json.loads(path.read_text())
-    if isinstance(data, dict):
-        data = data.get("keys", [])
-    return [str(k["public_key"]) if isinstance(k, dict) else str(k) for k in data]
+def _hearing_like(path: Path) -> bool:
+    """Whether ``path`` looks like a hearing directory: recorder folders holding session folders."""
+    try:
+        return path.is_dir() and any(path.glob(f"*/*/{MANIFEST_NAME}"))
+    except OSError:
+        return False
 
 
-def _sessions(path: Path) -> list[Path]:
-    if (path / MANIFEST_NAME).is_file() or not path.is_dir():
-        return [path]
-    found = sorted({p.parent for p in path.rglob(MANIFEST_NAME)})
-    return found or [path]
+def _trust(args: argparse.Namespace, default_data_dir: Path | None) -> tuple[list[TrustedKey], list[str]]:
+    """The trusted keys the arguments name, and where they came from (for the report)."""
+    keys: list[TrustedKey] = []
+    sources: list[str] = []
+    for path in args.trusted_keys or []:
+        keys.extend(load_trusted(path))
+        sources.append(str(path))
+    data_dirs = list(args.data_dir or [])
+    if not keys and not data_dirs and not args.any_key and default_data_dir is not None:
+        data_dirs.append(default_data_dir)
+    for data_dir in data_dirs:
+        found = data_dir_keys(data_dir)
+        keys.extend(found)
+        sources.append(f"{data_dir} ({len(found)} key{'s' if len(found) != 1 else ''})")
+    return keys, sources
 
 
-def verify_main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
-    """``courtlink verify ARCHIVE``: check a recording; exit 0 valid, 1 invalid or unsealed, 2 unusable."""
+def _print_gaps(out: TextIO, gaps: list[dict[str, Any]]) -> None:
+    for gap in gaps:
+        start, end = gap.get("start"), gap.get("end")
+        span = ""
+        if isinstance(start, int | float) and isinstance(end, int | float):
+            span = f" {format_time(float(start))} to {format_time(float(end))} ({float(end) - float(start):.1f} s)"
+        detail = f": {gap['detail']}" if gap.get("detail") else ""
+        out.write(f"  gap {gap.get('reason')}{span}{detail}\n")
+
+
+def verify_main(
+    argv: Sequence[str] | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    *,
+    default_data_dir: Path | None = None,
+) -> int:
+    """``courtlink verify ARCHIVE``: check a session or a hearing; exit 0 valid, 1 invalid or unsealed, 2 unusable.
+
+    Trusted keys: ``--trusted-keys`` (repeatable) and ``--data-dir`` (repeatable); with neither, the keys of
+    ``default_data_dir`` (the server's data dir, when run on the server). ``--any-key`` checks integrity only.
+    """
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     parser = argparse.ArgumentParser(prog="courtlink verify", description="Verify a sealed hearing recording.")
-    parser.add_argument("archive", type=Path, help="a recording session directory (or a hearing's directory)")
+    parser.add_argument(
+        "archive", type=Path, help="a recording session directory, or a hearing's directory (recordings/<hearing_id>)"
+    )
     parser.add_argument(
         "--trusted-keys",
         type=Path,
-        default=None,
-        help="JSON from /api/v1/recorder/keys, or a recorder key directory: the seal must be signed by one of them",
+        action="append",
+        help="public keys the seal must be signed by: the JSON of /api/v1/recorder/keys (or of "
+        "`courtlink recorder keys export`), a PEM file of public keys, or a folder of such files",
     )
+    parser.add_argument(
+        "--data-dir", type=Path, action="append", help="trust the recorder keys of this server data directory"
+    )
+    parser.add_argument(
+        "--any-key",
+        action="store_true",
+        help="integrity only: accept a seal by any key (it proves nothing about who sealed)",
+    )
+    parser.add_argument("--hearing", help="the hearing id the archive must belong to")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     try:
@@ -98,31 +139,115 @@ def verify_main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,
     except SystemExit as exc:
         return 2 if exc.code else 0
     try:
-        trusted = _trusted(args.trusted_keys)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        err.write(f"courtlink verify: cannot read trusted keys: {exc}\n")
+        keys, sources = _trust(args, default_data_dir)
+    except (OSError, TrustError) as exc:
+        err.write(f"courtlink verify: cannot use the trusted keys: {exc}\n")
         return 2
-    results: list[VerifyResult] = []
-    for session in _sessions(args.archive):
-        bar = ProgressBar(err, f"verifying {session.name}")
-        progress: Progress | None = None if args.no_progress else bar
-        result = verify_archive(session, progress=progress, trusted_keys=trusted)
+    path: Path = args.archive
+    bar = ProgressBar(err, f"verifying {path.name}")
+    progress: Progress | None = None if args.no_progress else bar
+    common: dict[str, Any] = {"any_key": args.any_key, "hearing_id": args.hearing}
+    trusted = None if args.any_key else keys
+    if not os.path.lexists(path / MANIFEST_NAME) and _hearing_like(path):
+        hearing = verify_hearing(path, progress, trusted, **common)
         bar.finish()
-        results.append(result)
-        if not args.json:
-            out.write(f"{session}: {result.summary()}\n")
+        if args.json:
+            out.write(json.dumps(hearing.as_dict(), indent=2, ensure_ascii=False) + "\n")
+            return hearing.exit_code
+        out.write(f"hearing {hearing.hearing_id or '?'}  case {hearing.case_number or '?'}\n")
+        out.write(f"from {format_time(hearing.first_at) or '?'}  to {format_time(hearing.last_at) or '?'}\n")
+        for session in hearing.sessions:
+            when = f"{format_time(session.first_at) or '?'} to {format_time(session.last_at) or '?'}"
+            out.write(f"session {session.session_id or Path(session.path).name}  recorder {session.recorder_id}  ")
+            out.write(f"{when}: {session.summary()}\n")
+            _print_gaps(out, [g for g in session.gaps if g.get("track") is None and g.get("participant") is None])
+        _print_trust(out, sources, args.any_key)
+        if hearing.ok:
+            out.write(f"OK valid: hearing {hearing.hearing_id}, {len(hearing.sessions)} session(s) in order\n")
+        else:
+            assert hearing.problem is not None
+            out.write(f"{hearing.status}: {hearing.problem.describe()}\n")
+        return hearing.exit_code
+    result = verify_archive(path, progress, trusted, **common)
+    bar.finish()
     if args.json:
-        payload = [r.as_dict() | {"path": r.path} for r in results]
-        out.write(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2) + "\n")
-    return max(r.exit_code for r in results)
+        out.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
+        return result.exit_code
+    if result.status != "unusable":
+        for line in result.identity():
+            out.write(line + "\n")
+    _print_gaps(out, [g for g in result.gaps if g.get("track") is None and g.get("participant") is None])
+    _print_trust(out, sources, args.any_key)
+    for note in result.notes:
+        out.write(f"note: {note}\n")
+    out.write(f"{path}: {result.summary()}\n")
+    return result.exit_code
+
+
+def _print_trust(out: TextIO, sources: list[str], any_key: bool) -> None:
+    if any_key:
+        out.write("trusted keys: none checked (--any-key: integrity only, not who sealed)\n")
+    else:
+        out.write(f"trusted keys: {', '.join(sources) if sources else 'none given'}\n")
+
+
+def keys_main(
+    argv: Sequence[str] | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    *,
+    default_data_dir: Path | None = None,
+) -> int:
+    """``courtlink recorder keys export|rotate``: write out the public keys; rotate a recorder's key."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    parser = argparse.ArgumentParser(prog="courtlink recorder keys", description="Recorder signing keys.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    export = sub.add_parser("export", help="write the public keys (the JSON of /api/v1/recorder/keys)")
+    export.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    rotate = sub.add_parser("rotate", help="retire a recorder's key and make a new one (the old public key is kept)")
+    rotate.add_argument("--recorder-id", default="recorder-1", help="the recorder whose key to rotate")
+    for cmd in (export, rotate):
+        cmd.add_argument(
+            "--data-dir",
+            type=Path,
+            default=default_data_dir,
+            required=default_data_dir is None,
+            help="the server data directory (default: the settings' data_dir)",
+        )
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return 2 if exc.code else 0
+    from recorder.keys import export_keys, rotate_key
+
+    key_dir = key_dir_of(args.data_dir)
+    try:
+        if args.action == "rotate":
+            new = rotate_key(key_dir, args.recorder_id)
+            out.write(f"recorder {args.recorder_id}: new key {new.key_id}; the old public key is kept\n")
+            return 0
+        text = json.dumps(export_keys(key_dir), indent=2) + "\n"
+        if args.output is None:
+            out.write(text)
+        else:
+            args.output.write_text(text, encoding="utf-8")
+            err.write(f"wrote the public keys to {args.output}\n")
+    except (OSError, ValueError) as exc:
+        err.write(f"courtlink recorder keys: {exc}\n")
+        return 1
+    return 0
 
 
 def render_main(argv: Sequence[str] | None = None, stderr: TextIO | None = None) -> int:
     """``courtlink render ARCHIVE -o OUT.mp4``: composite playback (H.264/AAC); exit 0 done, 2 unusable input."""
     err = stderr or sys.stderr
     parser = argparse.ArgumentParser(prog="courtlink render", description="Render a recording to one MP4.")
-    parser.add_argument("archive", type=Path, help="a recording session directory")
+    parser.add_argument(
+        "archive", type=Path, help="a recording session directory, or a hearing's directory (all its sessions)"
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="the MP4 file to write")
+    parser.add_argument("--recorder", help="in a hearing directory, the recorder whose sessions to render")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--fps", type=int, default=15)
@@ -142,6 +267,7 @@ def render_main(argv: Sequence[str] | None = None, stderr: TextIO | None = None)
             width=args.width,
             height=args.height,
             fps=args.fps,
+            recorder=args.recorder,
         )
     except RenderError as exc:
         bar.finish()

@@ -24,29 +24,22 @@ microsecond precision) so that they hash the same on every platform.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rooms.audit import GENESIS, canonical
-
-MANIFEST_NAME = "manifest.jsonl"
-"""File name of a session's manifest inside its directory."""
-
-FORMAT = "courtlink-recording/1"
-"""Value of the session line's ``format`` field."""
+# The format's primitives live in the standalone module the verifier uses; re-exported here for the writer.
+from recorder.chain import FORMAT, GENESIS, MANIFEST_NAME, ManifestLine, canonical, entry_hash, read_lines
 
 GAP_REASONS = frozenset({"recess", "consultation_excluded", "recorder_restart", "track_lost", "disk"})
 """Why a stretch of a hearing (or of one track) has no segments."""
-
-
-def entry_hash(entry: dict[str, Any]) -> str:
-    """SHA-256 (hex) over the canonical JSON of every field but ``hash``."""
-    body = {k: v for k, v in entry.items() if k != "hash"}
-    return hashlib.sha256(canonical(body)).hexdigest()
+PERSON_GAP_REASONS = frozenset(
+    {"no_media", "left", "removed", "network", "node_lost", "waiting", "muted", "not_publishing"}
+)
+"""Why one person's source (a gap line with ``participant`` and ``source``) has no segments: ``no_media`` (they are in
+the courtroom and should send it, nothing arrives), ``left``, ``removed``, ``network`` (connection lost, within the
+grace period), ``node_lost``, ``waiting`` (in a lobby), ``muted`` (by the court), ``not_publishing`` (turned off)."""
 
 
 def wall(t: float) -> float:
@@ -108,39 +101,13 @@ class ManifestWriter:
         return len(self._pending)
 
 
-@dataclass(frozen=True, slots=True)
-class ManifestLine:
-    """One line as read back: its 1-based line number, raw bytes and parsed entry (None if unparsable)."""
-
-    lineno: int
-    raw: bytes
-    entry: dict[str, Any] | None
-    error: str = ""
-
-
-def read_lines(path: Path) -> list[ManifestLine]:
-    """Every line of a manifest, parsed; a torn last line (crash mid-write) is reported as unparsable."""
-    lines: list[ManifestLine] = []
-    with path.open("rb") as fh:
-        for i, raw in enumerate(fh, start=1):
-            text = raw.rstrip(b"\n")
-            try:
-                value = json.loads(text)
-            except (ValueError, UnicodeDecodeError) as exc:
-                lines.append(ManifestLine(i, raw, None, f"not JSON: {exc}"))
-                continue
-            if not isinstance(value, dict):
-                lines.append(ManifestLine(i, raw, None, "not a JSON object"))
-                continue
-            lines.append(ManifestLine(i, raw, value))
-    return lines
-
-
 def last_intact(path: Path) -> tuple[int, str, float]:
     """(line count, last hash, latest time) of a manifest's intact prefix, for continuing a crashed session."""
     count, head, latest = 0, GENESIS, 0.0
     for line in read_lines(path):
         entry = line.entry
+        if line.lineno == 1 and entry is not None and isinstance(entry.get("prev"), str):
+            head = entry["prev"]  # a session continuing another starts from that one's last hash
         if entry is None or entry.get("hash") != entry_hash(entry) or entry.get("prev") != head:
             break
         count, head = line.lineno, str(entry["hash"])
@@ -150,3 +117,16 @@ def last_intact(path: Path) -> tuple[int, str, float]:
         if isinstance(value, int | float):
             latest = max(latest, float(value))
     return count, head, latest
+
+
+__all__ = [
+    "FORMAT",
+    "GAP_REASONS",
+    "MANIFEST_NAME",
+    "ManifestLine",
+    "ManifestWriter",
+    "entry_hash",
+    "last_intact",
+    "read_lines",
+    "wall",
+]

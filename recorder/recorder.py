@@ -31,11 +31,12 @@ from typing import Any
 import structlog
 
 from recorder.keys import SigningKey, load_or_create, public_keys
-from recorder.manifest import GAP_REASONS
+from recorder.manifest import GAP_REASONS, PERSON_GAP_REASONS
 from recorder.queue import WorkQueue
+from recorder.recovery import RecoveryRefused, crashed_sessions, discard_if_empty, seal_interrupted
 from recorder.segments import Opener, default_opener
 from recorder.timeline import SenderClock, TrackClock
-from recorder.writer import SessionSpec, SessionWriter, safe_name
+from recorder.writer import WITHHELD_GUARD, SessionSpec, SessionWriter, safe_name, session_locked
 from rooms.frames import EncodedFrame, SenderReport, TrackInfo
 from rooms.model import Hearing, Role, Site
 
@@ -47,10 +48,29 @@ StatusCallback = Callable[[str, str, dict[str, Any]], None]
 _TRACK_GAP_REASONS = {"consultation": "consultation_excluded", "recess": "recess"}
 """Media-node stop reasons that leave a gap; any reason not known here is a ``track_lost`` gap."""
 _LATE_WINDOW = 1.0
-"""Seconds after a resume (or a consultation's end) in which audio timed before it is dropped: a sender later than
-that is broken, and a sender clock mapped wrongly must not cost more than this of speech."""
+"""Seconds after a resume in which audio timed before it is dropped: a sender later than that is broken, and a sender
+clock mapped wrongly must not cost more than this of speech."""
 _NORMAL_ENDS = frozenset({"ended", "muted", "unpublished", "left", "not_permitted", "detached", "closed"})
 """Stops that are the participant's own doing: noted in the manifest, not a gap in the recording."""
+
+
+RESTART_TOLERANCE = 10.0
+"""Seconds a restarted track's first frame may lie off its arrival on the old mapping before the mapping is dropped
+(a new RTP base is off by hours; a loaded node delays frames by seconds)."""
+MISSING_AFTER = 1.0
+"""Seconds without media after which an expected track counts as missing (``Recording.missing``)."""
+MISSING_REASONS = frozenset({"no_media", "left", "removed", "network", "node_lost", "consultation"})
+"""Lane states that make a person missing from the record (``waiting``, ``muted``, ``not_publishing`` do not)."""
+
+
+@dataclass
+class Missing:
+    """A person's source that should be recorded and is not (plain data for the status message)."""
+
+    participant_id: str
+    source: str
+    reason: str
+    since: float
 
 
 def recordings_root(data_dir: Path) -> Path:
@@ -80,6 +100,10 @@ class _LoopTrack:
     open_gap: tuple[str, float, str] | None = None
     """(gap reason, start, what the media node said): closed by the next frame, or at stop."""
     dropping_since: float | None = None
+    restarted: bool = False
+    """Started again (after a consultation, a recess, a new peer): its first frame checks the clock mapping."""
+    withheld: int = 0
+    """Frames captured inside one of the participant's consultations that reached the recorder (all dropped)."""
 
 
 class RecordingSession:
@@ -101,8 +125,14 @@ class RecordingSession:
         self._sealed: concurrent.futures.Future[dict[str, Any]] | None = None
         self.excluded: dict[str, tuple[str, float]] = {}
         """Participants recorded in nothing for now (consultation): reason and since when."""
-        self.included_at: dict[str, float] = {}
-        """When each participant's last exclusion ended: their late audio timed before it is not recorded."""
+        self.windows: dict[str, tuple[tuple[float, float], ...]] = {}
+        """Each participant's ended exclusions (start, end) on the hearing's timeline: a frame captured inside one is
+        never recorded, however late it arrives. Replaced whole (never mutated): the writer thread reads it too."""
+        writer.withheld = self.withheld
+        self.lanes: dict[tuple[str, str], tuple[str, float]] = {}
+        """(participant, source) -> (state, since) of every source that has been expected in this session."""
+        self.seen: dict[tuple[str, str], float] = {}
+        """(participant, source) -> arrival time of its last frame taken for recording."""
 
     @property
     def paused(self) -> bool:
@@ -119,6 +149,7 @@ class RecordingSession:
         self._pause = (reason, at)
         self.state = "paused"
         self._recorder._control(lambda: self._writer.cut(None))
+        self._recorder._control(lambda: self._writer.lanes_paused(True, at))
         self._recorder._notify(self.hearing_id, "stopped", {"session_id": self.session_id, "reason": reason})
 
     def resume(self, at: float | None = None) -> None:
@@ -130,6 +161,8 @@ class RecordingSession:
         self._pause = None
         self.not_before = at
         self.state = "recording"
+        resumed = at
+        self._recorder._control(lambda: self._writer.lanes_paused(False, resumed))
         self._line({"type": "gap", "reason": reason, "track": None, "start": start, "end": at})
         self._recorder._notify(self.hearing_id, "recording", {"session_id": self.session_id})
 
@@ -144,7 +177,9 @@ class RecordingSession:
             raise ValueError(f"exclusion reason must be one of {sorted(GAP_REASONS)}, not {reason!r}")
         if participant_id in self.excluded or self.state in ("stopped", "sealed"):
             return
-        self.excluded[participant_id] = (reason, time.time() if at is None else at)
+        since = time.time() if at is None else at
+        self.excluded[participant_id] = (reason, since)
+        self._recorder._control(lambda: self._writer.lanes_excluded(participant_id, True, since))
         writer = self._writer
         tids = [t.info.track_id for t in self._recorder._tracks_of(self) if t.info.participant_id == participant_id]
 
@@ -160,11 +195,63 @@ class RecordingSession:
         if excluded is None:
             return
         reason, start = excluded
-        end = time.time() if at is None else at
-        self.included_at[participant_id] = end
+        end = max(start, time.time() if at is None else at)
+        self.windows = {**self.windows, participant_id: (*self.windows.get(participant_id, ()), (start, end))}
+        self._recorder._control(lambda: self._writer.lanes_excluded(participant_id, False, end))
         self._line(
             {"type": "gap", "reason": reason, "track": None, "participant": participant_id, "start": start, "end": end}
         )
+
+    def withheld(self, participant_id: str, at: float, guard: float = WITHHELD_GUARD) -> bool:
+        """Whether media of ``participant_id`` captured at ``at`` falls in one of their exclusions (never recorded).
+
+        Called on the loop for every frame and again on the writer thread for
+        frames queued before an exclusion was known; reads only.
+        """
+        excluded = self.excluded.get(participant_id)
+        if excluded is not None and at >= excluded[1]:
+            return True
+        return any(start <= at < end + guard for start, end in self.windows.get(participant_id, ()))
+
+    def lane(self, participant_id: str, source: str, state: str, at: float | None = None) -> None:
+        """Say whether a person's source should be recorded now: ``expected``, or why not.
+
+        ``network``, ``left``, ``removed``, ``node_lost`` (missing from the
+        record), ``waiting`` (in a lobby), ``muted`` (by the court),
+        ``not_publishing`` (the person turned it off). A source is accounted
+        for from the first time it is expected to the end of the session:
+        every stretch without media becomes a gap line naming the person, the
+        source and the state at the time.
+        """
+        if state != "expected" and state not in PERSON_GAP_REASONS:
+            raise ValueError(f"lane state must be expected or one of {sorted(PERSON_GAP_REASONS)}, not {state!r}")
+        if self.state in ("stopped", "sealed"):
+            return
+        key = (participant_id, source)
+        current = self.lanes.get(key)
+        if (current is None and state != "expected") or (current is not None and current[0] == state):
+            return
+        since = time.time() if at is None else at
+        self.lanes[key] = (state, since)
+        self._recorder._control(lambda: self._writer.lane(participant_id, source, state, since))
+
+    def missing(self, now: float | None = None) -> list[Missing]:
+        """The expected sources not being recorded now (no media for > 1 s, or the person is away), in order."""
+        if self.state != "recording":
+            return []
+        now = time.time() if now is None else now
+        out: list[Missing] = []
+        for (pid, source), (state, since) in sorted(self.lanes.items()):
+            excluded = self.excluded.get(pid)
+            if excluded is not None:
+                out.append(Missing(pid, source, "consultation", excluded[1]))
+            elif state == "expected":
+                last = self.seen.get((pid, source))
+                if last is None or now - last > MISSING_AFTER:
+                    out.append(Missing(pid, source, "no_media", max(since, last or since)))
+            elif state in MISSING_REASONS:
+                out.append(Missing(pid, source, state, since))
+        return out
 
     def record_audit(self, event: Mapping[str, Any] | Any, at: float | None = None) -> None:
         """Interleave one of the hearing's audit events (a dict or a ``rooms.audit.AuditEvent``) into the chain."""
@@ -190,6 +277,8 @@ class RecordingSession:
         self.state = "stopped"
         self._recorder._forget_tracks(self)
         self._recorder._control(lambda: self._writer.cut(None))
+        stopped = at
+        self._recorder._control(lambda: self._writer.lanes_end(stopped))
         self._line({"type": "stop", "at": at})
         self._recorder._notify(self.hearing_id, "stopped", {"session_id": self.session_id, "reason": "adjourned"})
 
@@ -291,6 +380,22 @@ class Recorder:
         self._thread.start()
         # Key files are I/O: load (or create) the key on the writer thread, first thing.
         self._control(self._load_key)
+        self._control(self._seal_crashed)
+
+    def _seal_crashed(self) -> None:
+        """Seal as ``interrupted`` what a crash of this recorder left unsealed (writer thread; see recovery.py)."""
+        for directory in crashed_sessions(recordings_root(self.data_dir), self.recorder_id):
+            if session_locked(directory):
+                continue  # a live recorder with this id writes it (a misconfiguration the session open reports)
+            if discard_if_empty(directory):
+                log.warning("empty_session_removed", session=directory.name)
+                continue
+            try:
+                seal = seal_interrupted(directory, self._signing_key())
+            except (RecoveryRefused, OSError) as exc:
+                log.error("interrupted_seal_refused", session=directory.name, error=str(exc))
+            else:
+                log.info("recording_sealed_interrupted", session=directory.name, media_end=seal.get("media_end"))
 
     def _load_key(self) -> None:
         self._signing_key()
@@ -418,6 +523,7 @@ class Recorder:
             # The gap since it stopped ends with its first frame (media time, not this call's time).
             track.stopped = False
             track.info = info
+            track.restarted = True
             if track.clock.clock_rate != info.clock_rate:
                 track.clock = TrackClock(info.clock_rate)
         else:
@@ -432,22 +538,39 @@ class Recorder:
         if track is None or track.stopped:
             return
         session = track.session
-        if session._pause is not None or (session.excluded and track.info.participant_id in session.excluded):
+        if session._pause is not None:
             return
         if frame.arrival < session.not_before:
             return  # sent before the resume (judged by arrival: the sender's clock may be off)
         clock = track.clock
         at = clock.wall(frame.rtp_timestamp, frame.arrival)
+        if track.restarted:
+            track.restarted = False
+            if clock.source == "sender_report" and abs(at + track.sender.offset - frame.arrival) > RESTART_TOLERANCE:
+                # A new peer with a new random RTP base: the old mapping places it hours off. Start afresh (and keep
+                # this frame out of the sender clock). The same peer going on (after a consultation) keeps its
+                # mapping, so frames it captured before an exclusion ended are still judged by capture time.
+                clock = track.clock = TrackClock(track.info.clock_rate)
+                at = clock.wall(frame.rtp_timestamp, frame.arrival)
         if clock.source == "sender_report":
             at += track.sender.observe(at, frame.arrival)
+        pid = track.info.participant_id
+        guard = WITHHELD_GUARD if track.info.kind == "audio" else 0.0
+        if (session.excluded or session.windows) and session.withheld(pid, at, guard):
+            # Captured in a consultation (judged by capture time, whatever the queueing delay since): never recorded.
+            track.withheld += 1
+            return
+        if pid in session.excluded:
+            return  # captured before the consultation, arriving after it began: its segment is closed already
         if track.info.kind == "audio":
-            since = max(session.not_before, session.included_at.get(track.info.participant_id, 0.0))
+            since = session.not_before
             if at < since and frame.arrival < since + _LATE_WINDOW:
-                # Arrived just after the resume (or the consultation's end) but, on the hearing's timeline, sent
-                # before it: a late sender's recess or consultation speech stays out. (Not video: it restarts at a
-                # keyframe, and dropping that one would cost a keyframe interval for a few ms of precision.)
+                # Arrived just after the resume but, on the hearing's timeline, sent before it: a late sender's
+                # recess speech stays out. (Not video: it restarts at a keyframe, and dropping that one would cost a
+                # keyframe interval for a few ms of precision.)
                 return
         track.last_at = at
+        session.seen[(pid, str(track.info.source))] = frame.arrival
         if track.open_gap is not None:
             self._end_track_gap(track, at)
         if track.dropping_since is not None and self._queue.has_room():
@@ -490,7 +613,8 @@ class Recorder:
         if reason in _NORMAL_ENDS:
             entry = {"type": "track_stopped", "track": track_id, "reason": reason, "at": round(start, 6)}
             self._control(lambda: writer.line(entry))
-        elif track.open_gap is None:
+        elif track.open_gap is None and (track.info.participant_id, str(track.info.source)) not in track.session.lanes:
+            # (A source the session accounts for as a lane gets its gap lines from the lane, with the person's state.)
             track.open_gap = (_TRACK_GAP_REASONS.get(reason, "track_lost"), start, reason)
 
     # --- internals ---------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from av.video.reformatter import VideoReformatter
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
+from recorder.chain import safe_name
 from recorder.manifest import MANIFEST_NAME, read_lines
 
 T = TypeVar("T")
@@ -317,29 +318,65 @@ class _Mixer:
         return np.clip(out, -1.0, 1.0)
 
 
-def _load(path: Path) -> tuple[dict[str, Any], list[_Segment], list[dict[str, Any]]]:
-    if not path.is_dir() or not (path / MANIFEST_NAME).is_file():
-        raise RenderError(f"{path} is not a recording session (no {MANIFEST_NAME})")
-    entries = [line.entry for line in read_lines(path / MANIFEST_NAME) if line.entry is not None]
-    if not entries or entries[0].get("type") != "session":
-        raise RenderError(f"{path / MANIFEST_NAME} does not start with a session line")
-    segments = [
-        _Segment(
-            str(e["track"]),
-            str(e.get("participant", "")),
-            str(e.get("source", "")),
-            str(e.get("kind", "")),
-            float(e["start"]),
-            float(e["end"]),
-            path / str(e["file"]),
-        )
-        for e in entries
-        if e.get("type") == "segment"
-    ]
+def _session_dirs(path: Path, recorder: str | None = None) -> list[Path]:
+    """The sessions to render: ``path`` itself, or one recorder's sessions of a hearing directory, in order."""
+    if (path / MANIFEST_NAME).is_file():
+        return [path]
+    if not path.is_dir():
+        raise RenderError(f"{path} is not a recording session or a hearing directory")
+    recorders = sorted(p for p in path.iterdir() if p.is_dir() and any(p.glob(f"*/{MANIFEST_NAME}")))
+    if recorder is not None:
+        recorders = [p for p in recorders if p.name == recorder]
+    if not recorders:
+        raise RenderError(f"{path} is not a recording session (no {MANIFEST_NAME}) or a hearing directory")
+    # Several recorders of one hearing record the same thing: render the first one's chain of sessions.
+    return sorted(p.parent for p in recorders[0].glob(f"*/{MANIFEST_NAME}"))
+
+
+def _load(path: Path, recorder: str | None = None) -> tuple[dict[str, Any], list[_Segment], list[dict[str, Any]]]:
+    session: dict[str, Any] | None = None
+    people: dict[str, Any] = {}
+    segments: list[_Segment] = []
+    gaps: list[dict[str, Any]] = []
+    for directory in _session_dirs(path, recorder):
+        entries = [line.entry for line in read_lines(directory / MANIFEST_NAME) if line.entry is not None]
+        if not entries or entries[0].get("type") != "session":
+            raise RenderError(f"{directory / MANIFEST_NAME} does not start with a session line")
+        session = session or entries[0]
+        for p in entries[0].get("participants", []):
+            if isinstance(p, dict):
+                people.setdefault(str(p.get("id")), p)
+        for e in entries:
+            kind = e.get("type")
+            # A crash's recovered partials play too: they hold the seconds up to the crash.
+            if kind == "recovered_segment" and not (
+                isinstance(e.get("start"), int | float) and isinstance(e.get("end"), int | float)
+            ):
+                continue  # an older archive's recovered line, without times: cannot be placed
+            if kind in ("segment", "recovered_segment"):
+                owner = str(e.get("session_id", directory.name)) if kind == "recovered_segment" else directory.name
+                rel = str(e.get("file", ""))
+                if safe_name(owner) != owner or ".." in rel.split("/") or rel.startswith("/"):
+                    continue  # never read outside the hearing's folders, whatever a manifest says
+                base = directory.parent / owner
+                segments.append(
+                    _Segment(
+                        str(e["track"]),
+                        str(e.get("participant", "")),
+                        str(e.get("source", "")),
+                        str(e.get("kind", "")),
+                        float(e["start"]),
+                        float(e["end"]),
+                        base / rel,
+                    )
+                )
+            elif kind == "gap":
+                gaps.append(e)
+    assert session is not None
     if not segments:
         raise RenderError("nothing was recorded in this session")
-    gaps = [e for e in entries if e.get("type") == "gap"]
-    return entries[0], sorted(segments, key=lambda s: s.start), gaps
+    merged = dict(session, participants=list(people.values()))
+    return merged, sorted(segments, key=lambda s: s.start), gaps
 
 
 def _pieces(segments: list[_Segment], gaps: list[dict[str, Any]]) -> list[_Piece]:
@@ -403,11 +440,12 @@ def render_archive(
     width: int = 1280,
     height: int = 720,
     fps: int = 15,
+    recorder: str | None = None,
 ) -> RenderResult:
-    """Render a recording session to an H.264/AAC MP4 (see the module docstring)."""
+    """Render a recording session, or a hearing directory (one recorder's sessions, crash partials included)."""
     root = Path(path)
     out_path = Path(out_mp4)
-    session, segments, gaps = _load(root)
+    session, segments, gaps = _load(root, recorder)
     people = {str(p.get("id")): p for p in session.get("participants", []) if isinstance(p, dict)}
     pieces = _pieces(segments, gaps)
     total = pieces[-1].out_start + pieces[-1].length

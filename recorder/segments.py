@@ -25,6 +25,7 @@ from typing import Protocol
 
 import av
 
+from recorder.chain import BLOCK_SIZE  # one definition, shared with the verifier
 from rooms.control import MediaKind
 
 
@@ -89,10 +90,6 @@ def vp8_dimensions(payload: bytes) -> tuple[int, int] | None:
     width = int.from_bytes(payload[6:8], "little") & 0x3FFF
     height = int.from_bytes(payload[8:10], "little") & 0x3FFF
     return width, height
-
-
-BLOCK_SIZE = 256 * 1024
-"""Bytes per block hash: lets ``verify`` name the first damaged byte range of a segment."""
 
 
 class _Bits:

@@ -18,6 +18,12 @@ ClockSource = Literal["sender_report", "arrival"]
 
 _WRAP = 1 << 32
 
+CLOCK_JUMP = 1.0
+"""A sender report that disagrees with the recent ones by more than this is a new clock (the sender restarted its
+RTP clock, stepped its wall clock, or fell far behind): the older reports are dropped."""
+REPORT_WINDOW = 4.0
+"""Seconds of recent sender reports the mapping is chosen from (the earliest-placing one wins)."""
+
 
 def rtp_delta(rtp: int, ref: int) -> int:
     """``rtp - ref`` in RTP ticks, correct whether or not the caller unwrapped across 2**32."""
@@ -28,17 +34,38 @@ def rtp_delta(rtp: int, ref: int) -> int:
 class TrackClock:
     """Maps one track's RTP timestamps to Unix seconds."""
 
-    __slots__ = ("_arrival_ref", "_sr_ntp", "_sr_rtp", "clock_rate")
+    __slots__ = ("_arrival_ref", "_reports", "_sr_ntp", "_sr_rtp", "clock_rate")
 
     def __init__(self, clock_rate: int) -> None:
         self.clock_rate = clock_rate
         self._sr_ntp: float | None = None
         self._sr_rtp = 0
         self._arrival_ref: tuple[float, int] | None = None
+        self._reports: list[tuple[float, int]] = []
 
     def sender_report(self, ntp_time: float, rtp_timestamp: int) -> None:
-        """Take a sender report as the new reference."""
-        self._sr_ntp = ntp_time
+        """Take a sender report into the mapping.
+
+        A sender stamps a report with the time it sends it and the RTP
+        timestamp of the last media it sent (aiortc), or of the media it
+        captures at that moment (browsers): a report can be late by the
+        sender's queueing, never early. So of the reports of the last
+        :data:`REPORT_WINDOW` seconds the one that places the track earliest
+        is the truest: one report stamped late by a loaded sender no longer
+        moves every segment opened after it (tiles drifted apart by tenths of
+        a second), while a sender whose media clock really falls behind (a
+        starved sender) is followed within the window.
+        """
+        reports = [
+            (ntp, rtp)
+            for ntp, rtp in self._reports
+            if ntp_time - ntp <= REPORT_WINDOW
+            and abs(ntp + rtp_delta(rtp_timestamp, rtp) / self.clock_rate - ntp_time) <= CLOCK_JUMP
+        ]
+        reports.append((ntp_time, rtp_timestamp))
+        self._reports = reports
+        # Each report's time for the newest report's RTP timestamp; re-anchored there, far from the 2**32 wrap.
+        self._sr_ntp = min(ntp + rtp_delta(rtp_timestamp, rtp) / self.clock_rate for ntp, rtp in reports)
         self._sr_rtp = rtp_timestamp
 
     @property
@@ -76,6 +103,12 @@ class SenderClock:
         self._bucket_start = 0.0
         self._current = float("inf")
         self._previous = float("inf")
+
+    @property
+    def offset(self) -> float:
+        """The offset now (0 before the first observation)."""
+        best = min(self._previous, self._current)
+        return 0.0 if best == float("inf") else best
 
     def observe(self, sender_time: float, arrival: float) -> float:
         """Note one frame's sender time and arrival; returns the offset to add to sender times."""

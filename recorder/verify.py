@@ -1,148 +1,105 @@
-"""Verify a recording session's archive: every byte, every line, the chain, the seal.
+"""Verify a recording: every byte, every line, every file, the chain, the seal, the key and whose hearing it is.
 
-``verify_archive(session_dir)`` re-hashes every segment file against the
-SHA-256 recorded at capture, checks each manifest line's number, ``prev``
-link and ``hash``, the seal's Ed25519 signature over the chain head (with the
-key recorded in the seal, and, if given, against a set of trusted keys), and
-looks for missing and extra segment files. It stops at the first problem and
-names it: file, line, segment and, for damaged bytes, the first bad byte range.
+Standalone: this module imports only the standard library, ``cryptography``
+and :mod:`recorder.chain`, :mod:`recorder.trust`, :mod:`recorder.verdict` (which import nothing else),
+so a third party can read and run it alone (``python -m recorder.verify``).
+The format and the trust model are in ``docs/archive.md``.
 
-Outcomes (``VerifyResult.status``):
+``verify_archive(session_dir)`` checks one recording session:
 
-- ``valid``: everything checks and the session is sealed;
-- ``unsealed``: everything present checks, but there is no seal yet (a session
-  being recorded, or one whose recorder crashed): "complete up to line N, not
-  sealed". A trailing partial segment per track (the one being written at the
-  crash) is listed in ``partial_files``, not counted as a problem;
-- ``invalid``: something does not check; ``problem`` says what and where;
-- ``unusable``: the input is not an archive (no directory, no manifest, the
-  first line unreadable).
+- identity: the session line names the hearing, recorder and session of the
+  directory it lies in (``recordings/<hearing_id>/<recorder_id>/<session_id>``)
+  and, if given, the expected hearing;
+- the chain: each manifest line's number, ``prev`` link and ``hash``;
+- the seal: its Ed25519 signature over the chain head, by a *trusted* key valid
+  at the seal's time and belonging to the session's recorder;
+- every file: each listed segment and recovered partial re-hashed (first
+  damaged byte range named); any file or folder the manifest does not list,
+  and any symlink, makes the session invalid.
+
+:func:`recorder.hearing_chain.verify_hearing` checks every recorder's sessions
+of a hearing, each recorder's sessions as one chain in order (each continuing
+the one before). The verdict types are in :mod:`recorder.verdict`.
+
+Outcomes (``status``): ``valid`` (sealed, complete or ``interrupted``, and
+everything checks), ``unsealed`` (everything present checks, no seal yet),
+``invalid`` (``problem`` says what and where), ``unusable`` (not an archive).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+import os
+import stat
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from recorder.keys import key_id_of, verify_signature
-from recorder.manifest import MANIFEST_NAME, ManifestLine, entry_hash, read_lines
-from recorder.segments import BLOCK_SIZE
-from recorder.writer import SEGMENTS_DIR, seal_message
-from rooms.audit import GENESIS
+from recorder.chain import (
+    BLOCK_SIZE,
+    FORMAT,
+    GENESIS,
+    LOCK_NAME,
+    MANIFEST_NAME,
+    SEAL_STATES,
+    SEGMENTS_DIR,
+    ManifestLine,
+    entry_hash,
+    key_id_of,
+    parse_lines,
+    safe_name,
+    seal_message,
+    verify_signature,
+)
+from recorder.trust import TrustedKey, data_dir_keys, format_time, key_from_record
+from recorder.verdict import HearingResult, Problem, Status, VerifyResult
 
 Progress = Callable[[int, int], None]
 """(bytes hashed so far, total bytes to hash)."""
 
-Status = Literal["valid", "unsealed", "invalid", "unusable"]
+TrustInput = Iterable[str | TrustedKey | dict[str, Any]] | None
+
+_LOCK_MAX = 32
+"""A lock file left by a crash between seal and its removal holds a process id, nothing more."""
 
 
-@dataclass(frozen=True)
-class Problem:
-    """The first thing that does not verify, and where."""
-
-    reason: str
-    file: str = ""
-    """Path relative to the session directory (``manifest.jsonl`` or a segment file)."""
-    line: int | None = None
-    """Manifest line number (1-based), when a line is concerned."""
-    segment: str | None = None
-    """Segment file named by the line, when a segment is concerned."""
-    byte_range: tuple[int, int] | None = None
-    """First damaged byte range [start, end) of a segment, when it can be located."""
-
-    def describe(self) -> str:
-        """One human line: where, then why."""
-        where = []
-        if self.file:
-            where.append(self.file)
-        if self.line is not None:
-            where.append(f"line {self.line}")
-        if self.segment and self.segment != self.file:
-            where.append(f"segment {self.segment}")
-        if self.byte_range is not None:
-            where.append(f"bytes {self.byte_range[0]}-{self.byte_range[1] - 1}")
-        return f"{', '.join(where)}: {self.reason}" if where else self.reason
+class _Fail(Exception):
+    def __init__(self, problem: Problem, status: Status = "invalid") -> None:
+        super().__init__(problem.reason)
+        self.problem = problem
+        self.status = status
 
 
-@dataclass
-class VerifyResult:
-    """What ``verify_archive`` found."""
-
-    status: Status
-    path: str
-    lines: int = 0
-    """Manifest lines that verified."""
-    segments: int = 0
-    """Segment files that verified."""
-    bytes: int = 0
-    """Segment bytes hashed."""
-    sealed: bool = False
-    key_id: str | None = None
-    """Key that signed the seal."""
-    key_trusted: bool | None = None
-    """True/False when a trusted key set was given, None when not checked."""
-    session_id: str | None = None
-    hearing_id: str | None = None
-    problem: Problem | None = None
-    partial_files: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True only for a complete, sealed, untampered archive."""
-        return self.status == "valid"
-
-    @property
-    def exit_code(self) -> int:
-        """``courtlink verify``'s exit status: 0 valid, 1 invalid or unsealed, 2 unusable input."""
-        return {"valid": 0, "unsealed": 1, "invalid": 1, "unusable": 2}[self.status]
-
-    def summary(self) -> str:
-        """One human line."""
-        if self.status == "valid":
-            trust = {True: "trusted key", False: "UNTRUSTED key", None: "key recorded in the seal"}[self.key_trusted]
-            return (
-                f"OK valid: {self.lines} lines, {self.segments} segments ({self.bytes} bytes), "
-                f"sealed and signed by {self.key_id} ({trust})"
-            )
-        if self.status == "unsealed":
-            partial = f"; partial segment(s): {', '.join(self.partial_files)}" if self.partial_files else ""
-            return f"unsealed: complete up to line {self.lines}, not sealed{partial}"
-        assert self.problem is not None
-        return f"{self.status}: {self.problem.describe()}"
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form (for the recordings API)."""
-        problem: dict[str, Any] | None = None
-        if self.problem is not None:
-            p = self.problem
-            problem = {"reason": p.reason, "file": p.file, "line": p.line, "segment": p.segment}
-            if p.byte_range is not None:
-                problem["byte_range"] = list(p.byte_range)
-        return {
-            "status": self.status,
-            "ok": self.ok,
-            "lines": self.lines,
-            "segments": self.segments,
-            "sealed": self.sealed,
-            "key_id": self.key_id,
-            "key_trusted": self.key_trusted,
-            "problem": problem,
-            "partial_files": self.partial_files,
-            "summary": self.summary(),
-        }
+def trusted_set(trusted_keys: TrustInput, root: Path) -> list[TrustedKey] | None:
+    """The trust set: as given, or (None) the keys of the data directory the archive lies in, if it does."""
+    if trusted_keys is None:
+        # recordings/<hearing>/<recorder>/<session>: the data dir is three levels above "recordings"'s children.
+        parents = root.absolute().parents
+        if len(parents) >= 4 and parents[2].name == "recordings":
+            keys = data_dir_keys(parents[3])
+            return keys or []
+        return []
+    out: list[TrustedKey] = []
+    for key in trusted_keys:
+        out.append(key if isinstance(key, TrustedKey) else key_from_record(key, "trusted keys"))
+    return out
 
 
-def _hash_segment(path: Path, progress: Callable[[int], None]) -> tuple[int, str, list[str]]:
+def _open_regular(path: Path) -> int:
+    """Open a file for reading without following a symlink (refused by the kernel: ELOOP)."""
+    return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+
+
+def _hash_file(path: Path, block: int, progress: Callable[[int], None]) -> tuple[int, str, list[str]]:
     digest = hashlib.sha256()
     blocks: list[str] = []
     size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(BLOCK_SIZE):
+    fd = _open_regular(path)
+    with os.fdopen(fd, "rb") as fh:
+        while chunk := fh.read(block):
             digest.update(chunk)
             blocks.append(hashlib.sha256(chunk).hexdigest()[:16])
             size += len(chunk)
@@ -151,144 +108,297 @@ def _hash_segment(path: Path, progress: Callable[[int], None]) -> tuple[int, str
 
 
 def _first_bad_block(recorded: Any, actual: list[str], size: int, block: int) -> tuple[int, int] | None:
+    """The first block whose hash differs, clipped to the file; None when the damage lies past its end."""
     if not isinstance(recorded, list):
         return None
     for i in range(max(len(recorded), len(actual))):
         want = recorded[i] if i < len(recorded) else None
         have = actual[i] if i < len(actual) else None
         if want != have:
-            return i * block, min((i + 1) * block, max(size, (i + 1) * block if want is not None else size))
+            start, end = i * block, min((i + 1) * block, size)
+            return (start, end) if start < end else None
     return None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _valid_rel(rel: Any) -> bool:
+    """``segments/<track>/<file>``: three plain components."""
+    if not isinstance(rel, str):
+        return False
+    parts = rel.split("/")
+    return (
+        len(parts) == 3
+        and parts[0] == SEGMENTS_DIR
+        and all(p and p not in (".", "..") and safe_name(p) == p for p in parts[1:])
+    )
+
+
+def _walk(root: Path) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """(files, folders, others) under ``root`` (relative POSIX paths), never following a symlink."""
+    files: list[str] = []
+    folders: list[str] = []
+    others: list[tuple[str, str]] = []
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        with os.scandir(root / rel_dir if rel_dir else root) as it:
+            for entry in it:
+                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                mode = entry.stat(follow_symlinks=False).st_mode
+                if stat.S_ISLNK(mode):
+                    others.append((rel, "symlink"))
+                elif stat.S_ISDIR(mode):
+                    folders.append(rel)
+                    stack.append(rel)
+                elif stat.S_ISREG(mode):
+                    files.append(rel)
+                else:
+                    others.append((rel, "special file"))
+    return sorted(files), sorted(folders), sorted(others)
 
 
 def verify_archive(
     path: Path | str,
     progress: Progress | None = None,
-    trusted_keys: Iterable[str] | None = None,
+    trusted_keys: TrustInput = None,
+    *,
+    any_key: bool = False,
+    hearing_id: str | None = None,
+    link_required: bool = False,
 ) -> VerifyResult:
-    """Verify one recording session directory; see the module docstring for the outcomes.
+    """Verify one recording session directory; see the module docstring for the checks and outcomes.
 
-    ``trusted_keys``: base64 raw Ed25519 public keys (as ``/api/v1/recorder/keys``
-    lists them); when given, a seal signed by any other key is a problem.
+    ``trusted_keys``: the keys a seal may be signed by (:class:`~recorder.trust.TrustedKey`, key records as
+    ``/api/v1/recorder/keys`` lists them, or base64 public keys). None: the public keys of the data directory
+    the archive lies in (``<data_dir>/recordings/...``), if any; the command line never relies on that.
+    With no trusted key at all, a seal is "by an untrusted key" unless ``any_key`` waives the check
+    (integrity only). ``hearing_id``: the hearing the session must belong to. ``link_required``: the
+    session it continues must lie alongside (set when verifying a hearing).
     """
     root = Path(path)
     result = VerifyResult(status="unusable", path=str(root))
-    if not root.is_dir():
-        result.problem = Problem(f"{root} is not a directory")
-        return result
-    manifest = root / MANIFEST_NAME
-    if not manifest.is_file():
-        result.problem = Problem(f"no {MANIFEST_NAME} in {root}")
-        return result
     try:
-        lines = read_lines(manifest)
+        _verify(root, result, progress, trusted_keys, any_key, hearing_id, link_required)
+    except _Fail as fail:
+        result.status = fail.status
+        result.problem = fail.problem
+    return result
+
+
+def _verify(
+    root: Path,
+    result: VerifyResult,
+    progress: Progress | None,
+    trusted_keys: TrustInput,
+    any_key: bool,
+    hearing_id: str | None,
+    link_required: bool,
+) -> None:
+    try:
+        root_mode = os.lstat(root).st_mode
+    except OSError:
+        raise _Fail(Problem(f"{root} does not exist"), "unusable") from None
+    if stat.S_ISLNK(root_mode):
+        raise _Fail(Problem(f"{root} is a symlink: refused (an archive is verified where it lies)"))
+    if not stat.S_ISDIR(root_mode):
+        raise _Fail(Problem(f"{root} is not a directory"), "unusable")
+    try:
+        fd = _open_regular(root / MANIFEST_NAME)
+    except FileNotFoundError:
+        raise _Fail(
+            Problem(f"no {MANIFEST_NAME} in {root} (give a session directory or a hearing directory)"), "unusable"
+        ) from None
     except OSError as exc:
-        result.problem = Problem(f"cannot read the manifest: {exc}", MANIFEST_NAME)
-        return result
+        if os.path.islink(root / MANIFEST_NAME):
+            raise _Fail(Problem("the manifest is a symlink: refused", MANIFEST_NAME)) from None
+        raise _Fail(Problem(f"cannot read the manifest: {exc.strerror}", MANIFEST_NAME), "unusable") from None
+    with os.fdopen(fd, "rb") as fh:
+        lines = parse_lines(fh.read())
     if not lines or lines[0].entry is None or lines[0].entry.get("type") != "session":
         reason = "empty manifest" if not lines else "the first line is not a session line"
-        result.problem = Problem(reason, MANIFEST_NAME, 1 if lines else None)
-        return result
+        raise _Fail(Problem(reason, MANIFEST_NAME, 1 if lines else None), "unusable")
     first = lines[0].entry
+    if first.get("format") != FORMAT:
+        raise _Fail(Problem(f"format {first.get('format')!r} is not {FORMAT}", MANIFEST_NAME, 1), "unusable")
     result.session_id = str(first.get("session_id", ""))
     result.hearing_id = str(first.get("hearing_id", ""))
+    result.recorder_id = str(first.get("recorder_id", ""))
+    hearing_info = first.get("hearing")
+    if isinstance(hearing_info, dict) and hearing_info.get("case_number") is not None:
+        result.case_number = str(hearing_info["case_number"])
+    if _number(first.get("at")):
+        result.first_at = float(first["at"])
     block = first.get("block_size", BLOCK_SIZE)
-    block = block if isinstance(block, int) and block > 0 else BLOCK_SIZE
-    trusted = set(trusted_keys) if trusted_keys is not None else None
+    block = block if isinstance(block, int) and not isinstance(block, bool) and block > 0 else BLOCK_SIZE
 
-    def fail(reason: str, line: ManifestLine | None = None, **where: Any) -> VerifyResult:
-        result.status = "invalid"
-        result.problem = Problem(reason, where.pop("file", MANIFEST_NAME), line.lineno if line else None, **where)
-        return result
+    def fail(reason: str, line: ManifestLine | None = None, **where: Any) -> _Fail:
+        return _Fail(Problem(reason, where.pop("file", MANIFEST_NAME), line.lineno if line else None, **where))
 
     # --- pass 1: the chain (cheap), so a reordered or edited manifest is named before any hashing.
     previous = first.get("previous")
     head = GENESIS
-    if isinstance(previous, dict) and isinstance(previous.get("last_hash"), str):
-        head = previous["last_hash"]
+    if isinstance(previous, dict):
+        result.previous_session_id = str(previous.get("session_id", ""))
+        if isinstance(previous.get("last_hash"), str):
+            head = previous["last_hash"]
     seal_line: ManifestLine | None = None
     segment_lines: list[tuple[ManifestLine, dict[str, Any]]] = []
     torn_tail = False
+    last = result.first_at
+    track_dirs: set[str] = set()
     for line in lines:
         entry = line.entry
         if entry is None:
             if line.lineno == len(lines) and not line.raw.endswith(b"\n"):
                 torn_tail = True  # the recorder died while writing this line
                 break
-            return fail(f"line is not valid JSON ({line.error})", line)
+            raise fail(f"line is not valid JSON ({line.error})", line)
         if seal_line is not None:
-            return fail("line after the seal (the sealed archive was extended)", line)
+            raise fail("line after the seal (the sealed archive was extended)", line)
         if entry.get("n") != line.lineno:
-            return fail(
+            raise fail(
                 f"line number field says {entry.get('n')!r} (lines removed, inserted or reordered before this)", line
             )
         if entry.get("prev") != head:
-            return fail("prev does not match the hash of the line before (lines removed, inserted or reordered)", line)
+            raise fail("prev does not match the hash of the line before (lines removed, inserted or reordered)", line)
         if entry.get("hash") != entry_hash(entry):
-            return fail(f"content of this {entry.get('type', '?')} line does not match its hash (line altered)", line)
+            raise fail(f"content of this {entry.get('type', '?')} line does not match its hash (line altered)", line)
         head = str(entry["hash"])
         result.lines = line.lineno
         kind = entry.get("type")
-        if kind == "segment":
+        if line.lineno > 1 and kind == "session":
+            raise fail("a second session line", line)
+        if kind in ("segment", "recovered_segment"):
             segment_lines.append((line, entry))
+        elif kind == "track" and isinstance(entry.get("track"), str):
+            track_dirs.add(safe_name(entry["track"]))
+        elif kind == "gap":
+            if not (
+                isinstance(entry.get("reason"), str)
+                and entry["reason"]
+                and _number(entry.get("start"))
+                and _number(entry.get("end"))
+                and (entry.get("track") is None or isinstance(entry.get("track"), str))
+                and (entry.get("participant") is None or isinstance(entry.get("participant"), str))
+            ):
+                raise fail("gap line is malformed (reason, start, end, track, participant)", line)
+            result.gaps.append(
+                {k: entry.get(k) for k in ("reason", "start", "end", "track", "participant", "detail") if k in entry}
+            )
         elif kind == "seal":
             seal_line = line
+        if kind != "seal" or entry.get("state", "complete") == "complete":
+            for key in ("at", "end"):
+                value = entry.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    last = float(value) if last is None else max(last, float(value))
+    result.last_at = last
+
+    # --- identity: whose hearing, which recorder, which session, against the directory and the caller.
+    session_line = lines[0]
+    if result.session_id != root.name:
+        raise fail(
+            f"the manifest names session {result.session_id!r}, but lies in directory {root.name!r} "
+            "(a session swapped in from elsewhere)",
+            session_line,
+        )
+    recorder_dir, hearing_dir = root.absolute().parent, root.absolute().parent.parent
+    if safe_name(result.recorder_id) != recorder_dir.name:
+        raise fail(
+            f"the manifest names recorder {result.recorder_id!r}, but lies in the folder of recorder "
+            f"{recorder_dir.name!r}",
+            session_line,
+        )
+    if safe_name(result.hearing_id) != hearing_dir.name:
+        raise fail(
+            f"the manifest names hearing {result.hearing_id!r}, but lies in the folder of hearing "
+            f"{hearing_dir.name!r} (a session of another hearing)",
+            session_line,
+        )
+    if isinstance(hearing_info, dict) and hearing_info.get("id") not in (None, result.hearing_id):
+        raise fail(
+            f"the session line names two hearings: {result.hearing_id!r} and {hearing_info.get('id')!r}", session_line
+        )
+    if hearing_id is not None and result.hearing_id != hearing_id:
+        raise fail(f"this is a session of hearing {result.hearing_id!r}, not of hearing {hearing_id!r}", session_line)
+
+    # --- the seal: signature, state, and whose key.
     if seal_line is not None:
         assert seal_line.entry is not None
         seal = seal_line.entry
         if seal.get("chain_head") != seal.get("prev") or seal.get("lines") != seal_line.lineno - 1:
-            return fail("the seal does not cover the chain before it", seal_line)
+            raise fail("the seal does not cover the chain before it", seal_line)
+        if (seal.get("session_id"), seal.get("recorder_id")) != (result.session_id, result.recorder_id):
+            raise fail("the seal names another session or recorder than the session line", seal_line)
+        state = seal.get("state", "complete")
+        if state not in SEAL_STATES:
+            raise fail(f"the seal's state {state!r} is not one of {sorted(SEAL_STATES)}", seal_line)
         public = str(seal.get("public_key", ""))
         try:
             key_id = key_id_of(base64.b64decode(public, validate=True))
-        except ValueError:
-            return fail("the seal's public key is not valid base64", seal_line)
+        except (binascii.Error, ValueError):
+            raise fail("the seal's public key is not valid base64", seal_line) from None
         result.key_id = key_id
         if seal.get("key_id") != key_id:
-            return fail("the seal's key_id does not match its public key", seal_line)
+            raise fail("the seal's key_id does not match its public key", seal_line)
         if not verify_signature(public, str(seal.get("signature", "")), seal_message(seal)):
-            return fail("the seal's signature does not verify (seal forged or re-signed)", seal_line)
-        if trusted is not None:
-            result.key_trusted = public in trusted
-            if not result.key_trusted:
-                return fail(f"the seal is signed by key {key_id}, which is not a trusted recorder key", seal_line)
-        result.sealed = True
-
-    # The link to the session this one continues (after a recorder restart), when it lies alongside.
-    if isinstance(previous, dict):
-        sibling = root.parent / str(previous.get("session_id", ""))
-        if (sibling / MANIFEST_NAME).is_file():
-            count = previous.get("lines")
-            earlier = read_lines(sibling / MANIFEST_NAME)
-            if not isinstance(count, int) or not 0 < count <= len(earlier):
-                return fail(f"the previous session {sibling.name} is shorter than this one's link says", lines[0])
-            # Re-walk the earlier chain up to the link: its files are that session's own business.
-            first_earlier = earlier[0].entry or {}
-            earlier_previous = first_earlier.get("previous")
-            link_head = GENESIS
-            if isinstance(earlier_previous, dict) and isinstance(earlier_previous.get("last_hash"), str):
-                link_head = earlier_previous["last_hash"]
-            for earlier_line in earlier[:count]:
-                e = earlier_line.entry
-                if e is None or e.get("prev") != link_head or e.get("hash") != entry_hash(e):
-                    link_head = ""
-                    break
-                link_head = str(e["hash"])
-            if link_head != previous.get("last_hash"):
-                return fail(f"the previous session {sibling.name} does not end where this one links to it", lines[0])
+            raise fail("the seal's signature does not verify (seal forged or re-signed)", seal_line)
+        if not any_key:
+            trusted = trusted_set(trusted_keys, root)
+            _check_trust(public, key_id, seal, result.recorder_id, trusted or [], root, fail, seal_line)
+            result.key_trusted = True
         else:
-            result.notes.append(f"previous session {previous.get('session_id')} not found alongside; link not checked")
+            result.notes.append("integrity only: the seal's key was not checked against trusted keys")
+        result.sealed = True
+        result.seal_state = str(state)
 
-    # --- pass 2: the files.
+    # --- the link to the session this one continues (after a recorder restart), when it lies alongside.
+    if isinstance(previous, dict):
+        _check_link(root, previous, session_line, link_required, result, fail)
+    elif previous is not None:
+        raise fail("the session line's previous link is malformed", session_line)
+
+    # --- pass 2: the files. Everything listed is re-hashed; nothing unlisted may exist.
+    _check_files(root, result, segment_lines, track_dirs, block, progress, fail)
+
+    if not result.sealed:
+        result.status = "unsealed"
+        if torn_tail:
+            result.notes.append(f"line {len(lines)} is torn (the recorder stopped while writing it)")
+        return
+    result.status = "valid"
+
+
+def _check_files(
+    root: Path,
+    result: VerifyResult,
+    segment_lines: list[tuple[ManifestLine, dict[str, Any]]],
+    track_dirs: set[str],
+    block: int,
+    progress: Progress | None,
+    fail: Callable[..., _Fail],
+) -> None:
+    """Re-hash every listed file (segments, recovered partials); refuse anything unlisted, and any symlink."""
     listed: dict[str, tuple[ManifestLine, dict[str, Any]]] = {}
+    foreign: list[tuple[Path, str, ManifestLine, dict[str, Any]]] = []
     for line, entry in segment_lines:
         rel = entry.get("file")
-        if not isinstance(rel, str) or not rel.startswith(f"{SEGMENTS_DIR}/") or ".." in rel.split("/"):
-            return fail("segment line names no valid file", line)
+        if not _valid_rel(rel):
+            raise fail(f"{entry.get('type')} line names no valid file", line)
+        owner = entry.get("session_id", result.session_id) if entry.get("type") == "recovered_segment" else None
+        if owner not in (None, result.session_id):
+            # Older archives listed a crashed session's partials in the next session.
+            if not isinstance(owner, str) or safe_name(owner) != owner or owner != result.previous_session_id:
+                raise fail("recovered_segment line names a session this one does not continue", line)
+            foreign.append((root.parent / owner, str(rel), line, entry))
+            continue
         if rel in listed:
-            return fail(f"segment file {rel} is listed twice", line, segment=rel)
-        listed[rel] = (line, entry)
-    total = sum(int(e.get("bytes", 0)) for _, e in listed.values() if isinstance(e.get("bytes"), int))
+            raise fail(f"segment file {rel} is listed twice", line, segment=rel)
+        listed[str(rel)] = (line, entry)
+    total = sum(int(e["bytes"]) for _, e in listed.values() if isinstance(e.get("bytes"), int))
     done = 0
 
     def advance(n: int) -> None:
@@ -299,50 +409,173 @@ def verify_archive(
 
     if progress is not None:
         progress(0, total)
+    try:
+        files, folders, others = _walk(root)
+    except OSError as exc:
+        raise fail(f"cannot list the session's files ({exc.strerror or exc})", file=".") from None
+    for rel, what in others:
+        raise fail(f"{what} refused: an archive holds only plain files and folders", file=rel)
+    present = set(files)
     for rel, (line, entry) in listed.items():
-        file = root / rel
-        if not file.is_file():
-            return fail("segment file is missing", line, file=rel, segment=rel)
-        try:
-            size, digest, blocks = _hash_segment(file, advance)
-        except OSError as exc:
-            return fail(f"segment file cannot be read ({exc.strerror or exc})", line, file=rel, segment=rel)
-        if digest != entry.get("sha256") or size != entry.get("bytes"):
-            bad = _first_bad_block(entry.get("blocks"), blocks, size, block)
-            if size != entry.get("bytes"):
-                reason = f"segment is {size} bytes, {entry.get('bytes')} were recorded at capture"
-            else:
-                reason = "segment bytes do not match the SHA-256 recorded at capture"
-            return fail(reason, line, file=rel, segment=rel, byte_range=bad)
+        if rel not in present:
+            raise fail(f"{entry.get('type', 'segment')} file is missing", line, file=rel, segment=rel)
+        _check_file(root, rel, line, entry, block, advance, fail)
         result.segments += 1
-        result.bytes += size
+        result.recovered += entry.get("type") == "recovered_segment"
+        result.bytes += int(entry["bytes"])
+    for base, rel, line, entry in foreign:
+        if (base / MANIFEST_NAME).is_file():
+            if not (base / rel).is_file() or (base / rel).is_symlink():
+                raise fail("recovered partial of the previous session is missing", line, file=rel, segment=rel)
+            _check_file(base, rel, line, entry, block, advance, fail)
+            result.recovered += 1
 
-    # Extra files: anything under segments/ that no line lists.
+    # Anything not listed: files (the lock excepted, see below), then folders that hold nothing listed.
     last_seq: dict[str, int] = {}
     for rel, (_, entry) in listed.items():
-        track_dir = rel.split("/")[1]
         seq = entry.get("seq")
         if isinstance(seq, int):
-            last_seq[track_dir] = max(last_seq.get(track_dir, 0), seq)
-    segments_root = root / SEGMENTS_DIR
-    extra: list[str] = []
-    if segments_root.is_dir():
-        for file in sorted(p for p in segments_root.rglob("*") if p.is_file()):
-            rel = file.relative_to(root).as_posix()
-            if rel not in listed:
-                extra.append(rel)
-    for rel in extra:
+            last_seq[rel.split("/")[1]] = max(last_seq.get(rel.split("/")[1], 0), seq)
+    needed_dirs = {SEGMENTS_DIR} if listed else set()
+    needed_dirs |= {"/".join(rel.split("/")[:2]) for rel in listed}
+    for rel in files:
+        if rel in listed or rel == MANIFEST_NAME:
+            continue
+        if rel == LOCK_NAME:
+            if result.sealed and (root / rel).stat().st_size > _LOCK_MAX:
+                raise fail("the lock file of a sealed session holds more than a process id", file=rel)
+            if result.sealed:
+                result.notes.append(f"{LOCK_NAME} left by a recorder stopped between seal and cleanup (ignored)")
+            continue
         parts = rel.split("/")
         stem = parts[-1].split(".")[0]
-        is_next = len(parts) == 3 and stem.isdigit() and int(stem) == last_seq.get(parts[1], 0) + 1
+        is_next = (
+            len(parts) == 3
+            and parts[0] == SEGMENTS_DIR
+            and parts[1] in track_dirs
+            and stem.isdigit()
+            and int(stem) == last_seq.get(parts[1], 0) + 1
+        )
         if result.sealed or not is_next:
-            return fail("file is not listed in the manifest (added after the fact)", None, file=rel, segment=rel)
+            raise fail("file is not listed in the manifest (added after the fact)", file=rel, segment=rel)
         result.partial_files.append(rel)
+        needed_dirs |= {SEGMENTS_DIR, "/".join(parts[:2])}
+    for rel in folders:
+        if rel not in needed_dirs:
+            raise fail("folder is not listed in the manifest (added after the fact)", file=rel + "/")
 
-    if not result.sealed:
-        result.status = "unsealed"
-        if torn_tail:
-            result.notes.append(f"line {len(lines)} is torn (the recorder stopped while writing it)")
-        return result
-    result.status = "valid"
-    return result
+
+def _check_trust(
+    public: str,
+    key_id: str,
+    seal: dict[str, Any],
+    recorder_id: str,
+    trusted: Sequence[TrustedKey],
+    root: Path,
+    fail: Callable[..., _Fail],
+    seal_line: ManifestLine,
+) -> None:
+    if not trusted:
+        raise fail(
+            f"sealed by an untrusted key {key_id}: no trusted keys (give --trusted-keys FILE|DIR or "
+            "--data-dir DIR, or --any-key for an integrity-only check)",
+            seal_line,
+        )
+    matches = [k for k in trusted if k.public_key == public]
+    if not matches:
+        raise fail(f"sealed by an untrusted key {key_id}", seal_line)
+    if not _number(seal.get("at")):
+        raise fail("the seal has no time: cannot check its key's validity", seal_line)
+    at = float(seal["at"])
+    owned = [k for k in matches if not k.recorder_id or safe_name(k.recorder_id) == safe_name(recorder_id)]
+    if not owned:
+        raise fail(
+            f"sealed by key {key_id} of recorder {matches[0].recorder_id!r}, but the session is of recorder "
+            f"{recorder_id!r}",
+            seal_line,
+        )
+    if not any(k.valid_at(at) for k in owned):
+        raise fail(
+            f"sealed by key {key_id} at {format_time(at)}, outside its validity ({owned[0].period()})",
+            seal_line,
+        )
+
+
+def _check_link(
+    root: Path,
+    previous: dict[str, Any],
+    session_line: ManifestLine,
+    required: bool,
+    result: VerifyResult,
+    fail: Callable[..., _Fail],
+) -> None:
+    name = previous.get("session_id")
+    if not isinstance(name, str) or safe_name(name) != name or name >= root.name:
+        raise fail("the previous link names no earlier session of this recorder", session_line)
+    sibling = root.parent / name
+    manifest = sibling / MANIFEST_NAME
+    if not manifest.is_file() or manifest.is_symlink():
+        if required:
+            raise fail(f"the session it continues, {name}, is missing from the hearing", session_line)
+        result.notes.append(f"previous session {name} not found alongside; link not checked")
+        return
+    count = previous.get("lines")
+    earlier = parse_lines(manifest.read_bytes())
+    if not isinstance(count, int) or not 0 < count <= len(earlier):
+        raise fail(f"the previous session {name} is shorter than this one's link says", session_line)
+    first_earlier = earlier[0].entry or {}
+    earlier_previous = first_earlier.get("previous")
+    link_head = GENESIS
+    if isinstance(earlier_previous, dict) and isinstance(earlier_previous.get("last_hash"), str):
+        link_head = earlier_previous["last_hash"]
+    for earlier_line in earlier[:count]:
+        e = earlier_line.entry
+        if e is None or e.get("prev") != link_head or e.get("hash") != entry_hash(e):
+            link_head = ""
+            break
+        link_head = str(e["hash"])
+    if link_head != previous.get("last_hash"):
+        raise fail(f"the previous session {name} does not end where this one links to it", session_line)
+    if previous.get("sealed") and count != len(earlier):
+        raise fail(f"the previous session {name} goes on after the seal this one links to", session_line)
+
+
+def _check_file(
+    base: Path,
+    rel: str,
+    line: ManifestLine,
+    entry: dict[str, Any],
+    block: int,
+    advance: Callable[[int], None],
+    fail: Callable[..., _Fail],
+) -> None:
+    if not isinstance(entry.get("bytes"), int) or not isinstance(entry.get("sha256"), str):
+        raise fail(f"{entry.get('type')} line has no size or SHA-256", line, file=rel, segment=rel)
+    try:
+        size, digest, blocks = _hash_file(base / rel, block, advance)
+    except OSError as exc:
+        what = "a symlink: refused" if os.path.islink(base / rel) else f"unreadable ({exc.strerror or exc})"
+        raise fail(f"segment file is {what}", line, file=rel, segment=rel) from None
+    if digest == entry["sha256"] and size == entry["bytes"]:
+        return
+    bad = _first_bad_block(entry.get("blocks"), blocks, size, block)
+    recovered = " (a recovered partial of a crash)" if entry.get("type") == "recovered_segment" else ""
+    if size != entry["bytes"]:
+        reason = f"segment{recovered} is {size} bytes, {entry['bytes']} were recorded"
+    else:
+        reason = f"segment{recovered} bytes do not match the SHA-256 recorded"
+    raise fail(reason, line, file=rel, segment=rel, byte_range=bad)
+
+
+__all__ = ["HearingResult", "Problem", "Progress", "Status", "VerifyResult", "trusted_set", "verify_archive"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m recorder.verify ARCHIVE ...``: the same as ``courtlink verify`` (see :mod:`recorder.cli`)."""
+    from recorder.cli import verify_main
+
+    return verify_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

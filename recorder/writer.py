@@ -8,8 +8,8 @@ time it lost, tells the status callback, and tries again a second later.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
-import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -20,10 +20,11 @@ from typing import Any
 import av
 import structlog
 
-from recorder.keys import ALGORITHM, SigningKey
+from recorder.chain import ALGORITHM, BLOCK_SIZE, LOCK_NAME, SEGMENTS_DIR, safe_name, seal_message
+from recorder.keys import SigningKey
 from recorder.manifest import FORMAT, MANIFEST_NAME, ManifestWriter, entry_hash, last_intact, read_lines, wall
+from recorder.recovery import RecoveryRefused, seal_interrupted
 from recorder.segments import (
-    BLOCK_SIZE,
     Opener,
     SegmentFile,
     UnsupportedCodec,
@@ -31,15 +32,12 @@ from recorder.segments import (
     h264_dimensions,
     vp8_dimensions,
 )
-from rooms.audit import GENESIS, canonical
+from recorder.timeline import rtp_delta
+from rooms.audit import GENESIS
 from rooms.frames import TrackInfo
 
 log = structlog.get_logger("recorder")
 
-LOCK_NAME = "recording.lock"
-"""Held (flock) by the recorder process while a session is being written; gone when it dies."""
-
-SEGMENTS_DIR = "segments"
 DISK_RETRY_SECONDS = 1.0
 """After a failed write, media time to wait before opening a new segment."""
 
@@ -51,11 +49,14 @@ CUT_SLACK = 0.1
 
 _DEFAULT_DELTA = {"audio": 0.02, "video": 1 / 30}
 
-
-def safe_name(value: str) -> str:
-    """A path component made of ``[A-Za-z0-9_.-]`` only (anything else becomes ``_``)."""
-    cleaned = "".join(c if (c.isalnum() and c.isascii()) or c in "_.-" else "_" for c in value)
-    return cleaned.strip(".") or "_"
+WITHHELD_GUARD = 0.03
+"""Seconds after a consultation's end in which its members' audio is still withheld. A frame's time on the hearing's
+timeline is its capture plus the least delay the sender has shown (encoding, network), never less: a packet captured
+just before the end may be timed a few ms after it. (Not video: after a consultation it is recorded from a keyframe,
+which the node asks for once the consultation has ended; holding that one back costs a keyframe interval.)"""
+STALL_SECONDS = 1.0
+"""A track whose next frame comes this much (media time) after the last one has stalled: the segment ends at its
+last frame and a new one starts, so a segment never claims seconds that hold no media."""
 
 
 @dataclass
@@ -69,10 +70,46 @@ class _Track:
     seg_clock: str = "arrival"
     last_wall: float = 0.0
     last_rtp: int = 0
+    last_clock: str = "arrival"
     last_delta: float = 0.0
     keyframe_asked: bool = False
     disk_gap_start: float | None = None
     retry_after: float = 0.0
+
+
+LANE_GAP_MIN = 0.1
+"""Shorter stretches of a person's track without media are not written as gap lines (segment edges, clock jitter)."""
+COVERED_ELSEWHERE = frozenset({"recess", "consultation"})
+"""Lane states whose time the manifest accounts for with another gap line (the recess's, the consultation's)."""
+LANE_REASONS = {
+    "expected": "no_media",
+    "network": "network",
+    "left": "left",
+    "removed": "removed",
+    "node_lost": "node_lost",
+    "waiting": "waiting",
+    "muted": "muted",
+    "not_publishing": "not_publishing",
+}
+"""Lane state -> the reason its gap lines give (``expected``: it should have media and has none)."""
+
+
+@dataclass
+class _Lane:
+    """One person's source (camera, microphone, evidence) that should be recorded: its coverage, for gap lines."""
+
+    participant: str
+    source: str
+    stated: str
+    """What the session last said about it: ``expected`` or why it is not (``network``, ``left``...)."""
+    changes: list[tuple[float, str]]
+    """(since, effective state), in time order; pruned up to ``covered_to``."""
+    covered_to: float
+    """Everything before this is recorded or written as a gap."""
+    live: int = 0
+    """Tracks of this lane with an open segment."""
+    pending: bool = False
+    """Media came back: the gap up to it is written when its segment closes (which fixes where it starts)."""
 
 
 @dataclass
@@ -111,6 +148,12 @@ class SessionWriter:
         self._manifest: ManifestWriter | None = None
         self._lock_fd: int | None = None
         self._degraded = False
+        self._lanes: dict[tuple[str, str], _Lane] = {}
+        self._paused = False
+        self._excluded: set[str] = set()
+        self.withheld: Callable[[str, float, float], bool] | None = None
+        """Whether a participant's media captured at a time must not be recorded (a consultation); set by the
+        session, read here again for frames queued before the exclusion was known on the loop."""
         self._log = log.bind(hearing_id=spec.hearing_id, session_id=spec.session_id, recorder_id=spec.recorder_id)
 
     # --- session -------------------------------------------------------------------------------
@@ -126,12 +169,27 @@ class SessionWriter:
         if previous is not None and session_locked(previous[0]):
             # Another live recorder writes under this recorder_id: two recorders need two ids.
             raise RecorderIdInUse(f"session {previous[0].name} is being written by a live recorder with this id")
+        interrupted: dict[str, Any] | None = None
+        if previous is not None and not previous[4]:
+            # The session before ended without a seal (a crash): account for what it left and seal it as such.
+            try:
+                interrupted = seal_interrupted(previous[0], self._key(), spec.session_id)
+            except RecoveryRefused as exc:
+                self._log.error("interrupted_seal_refused", session=previous[0].name, error=str(exc))
+            except OSError as exc:
+                self._log.error("interrupted_seal_failed", session=previous[0].name, error=str(exc))
+            else:
+                previous = self._previous_session()
+        elif previous is not None:
+            interrupted = _interrupted_seal(previous[0], previous[1])
         prev_hash = GENESIS
         link: dict[str, Any] | None = None
         if previous is not None:
             prev_dir, count, head, latest, sealed = previous
             prev_hash = head
             link = {"session_id": prev_dir.name, "lines": count, "last_hash": head, "sealed": sealed}
+            if interrupted is not None:
+                link["state"] = "interrupted"
         self._manifest = ManifestWriter(spec.directory / MANIFEST_NAME, prev=prev_hash)
         self._append(
             {
@@ -149,19 +207,24 @@ class SessionWriter:
                 **spec.extra,
             }
         )
-        if previous is not None and not previous[4]:
+        if previous is not None and (interrupted is not None or not previous[4]):
             prev_dir, _, _, latest, _ = previous
+            if interrupted is not None and isinstance(interrupted.get("media_end"), int | float):
+                # Where the crashed recorder's media really ends: its recovered partials included.
+                latest = float(interrupted["media_end"])
+                detail = f"recorder restarted; session {prev_dir.name} was interrupted and is sealed as such"
+            else:
+                detail = f"recorder restarted; session {prev_dir.name} ended without a seal"
             self._append(
                 {
                     "type": "gap",
                     "reason": "recorder_restart",
                     "track": None,
-                    "start": wall(latest or spec.started_at),
+                    "start": wall(min(latest or spec.started_at, spec.started_at)),
                     "end": wall(spec.started_at),
-                    "detail": f"recorder restarted; session {prev_dir.name} ended without a seal",
+                    "detail": detail,
                 }
             )
-            self._recover_partials(prev_dir)
         self._log.info("recording_session_opened", previous=link["session_id"] if link else None)
         self._notify("recording", {"session_id": spec.session_id})
 
@@ -180,30 +243,6 @@ class SessionWriter:
             sealed = last is not None and last.get("type") == "seal"
         return prev_dir, count, head, latest, sealed
 
-    def _recover_partials(self, prev_dir: Path) -> None:
-        """Account, in this manifest, for segment files the crashed session never listed."""
-        listed = {
-            str(line.entry.get("file"))
-            for line in read_lines(prev_dir / MANIFEST_NAME)
-            if line.entry is not None and line.entry.get("type") == "segment"
-        }
-        for path in sorted((prev_dir / SEGMENTS_DIR).glob("*/*")):
-            rel = path.relative_to(prev_dir).as_posix()
-            if rel in listed or not path.is_file():
-                continue
-            size, digest = _hash_file(path)
-            self._append(
-                {
-                    "type": "recovered_segment",
-                    "at": wall(self.spec.started_at),
-                    "session_id": prev_dir.name,
-                    "file": rel,
-                    "bytes": size,
-                    "sha256": digest,
-                    "detail": "partial segment of a crashed session, readable up to the crash",
-                }
-            )
-
     def line(self, entry: dict[str, Any]) -> None:
         """Append a manifest line (gap, audit, stop...)."""
         self._append(entry)
@@ -211,6 +250,11 @@ class SessionWriter:
     def _append(self, entry: dict[str, Any]) -> dict[str, Any] | None:
         if self._manifest is None:
             return None  # the session never opened (already reported): nothing can be chained
+        problem = span_problem(entry)
+        if problem is not None:
+            # A bug upstream; the line still goes in (its file must be listed), held to the invariant.
+            self._log.error("manifest_invariant_broken", problem=problem, entry_type=entry.get("type"))
+            entry = {**entry, "end": entry["start"]}
         try:
             stored = self._manifest.append(entry)
         except OSError as exc:
@@ -261,6 +305,11 @@ class SessionWriter:
         if track is None or self._manifest is None:
             return
         kind = track.info.kind
+        withheld = self.withheld
+        if withheld is not None and withheld(track.info.participant_id, at, WITHHELD_GUARD if kind == "audio" else 0.0):
+            return
+        if track.segment is not None and track.last_wall and at - track.last_wall > STALL_SECONDS:
+            self._close_segment(track, None)
         # 0.1 s early is close enough: clock corrections (first sender report) shift keyframes by a few ms.
         if track.segment is not None:
             elapsed = at - track.seg_start
@@ -288,6 +337,7 @@ class SessionWriter:
             return
         track.last_wall = at
         track.last_rtp = rtp
+        track.last_clock = clock
 
     def _open_segment(self, track: _Track, payload: bytes, rtp: int, at: float, clock: str) -> bool:
         info = track.info
@@ -306,8 +356,10 @@ class SessionWriter:
         track.seg_start = at
         track.seg_first_rtp = rtp
         track.seg_clock = clock
+        self._lane_opened(info)
         track.keyframe_asked = False
         track.last_wall = 0.0
+        track.last_delta = 0.0
         if track.disk_gap_start is not None:
             self._append(
                 {
@@ -336,6 +388,7 @@ class SessionWriter:
         if segment is not None:
             segment.abandon()
             track.seq -= 1
+            self._lane_closed(track.info, track.seg_start, track.seg_start)
         # The abandoned segment's media is lost, so the gap starts where that segment started.
         self._note_disk_failure(track, track.seg_start if segment is not None else at, exc)
         track.retry_after = at + DISK_RETRY_SECONDS
@@ -345,17 +398,26 @@ class SessionWriter:
         if segment is None:
             return
         track.segment = None
+        start = track.seg_start
+        if track.last_wall:
+            # Placed by its last frame, on the newest mapping of RTP to wall time: the frames inside the file are
+            # timed by RTP from the first, so the first frame's time is the last one's less their RTP distance.
+            # Placing by the first frame's own time instead put the start on whatever mapping held then (an
+            # arrival time under load, a late sender report), up to seconds off the segment's end.
+            start = track.last_wall - rtp_delta(track.last_rtp, track.seg_first_rtp) / track.info.clock_rate
         if end is None:
             delta = track.last_delta or _DEFAULT_DELTA.get(track.info.kind, 0.02)
-            end = (track.last_wall or track.seg_start) + delta
+            end = (track.last_wall or start) + delta
         try:
             size, digest, blocks = segment.close()
         except (OSError, av.error.FFmpegError) as exc:
             segment.abandon()
             track.seq -= 1
+            self._lane_closed(track.info, track.seg_start, track.seg_start)
             self._note_disk_failure(track, track.seg_start, exc)
             return
         info = track.info
+        self._lane_closed(info, start, end)
         self._append(
             {
                 "type": "segment",
@@ -366,9 +428,9 @@ class SessionWriter:
                 "codec": info.codec,
                 "seq": track.seq,
                 "file": segment.path.relative_to(self.spec.directory).as_posix(),
-                "start": wall(track.seg_start),
+                "start": wall(start),
                 "end": wall(end),
-                "clock": track.seg_clock,
+                "clock": track.last_clock if track.last_wall else track.seg_clock,
                 "first_rtp": track.seg_first_rtp,
                 "frames": segment.frames,
                 "bytes": size,
@@ -377,6 +439,109 @@ class SessionWriter:
             }
         )
         self._log.debug("segment_sealed", track_id=info.track_id, seq=track.seq, bytes=size)
+
+    # --- coverage: one lane per person and source that should be recorded -----------------------------
+
+    def lane(self, participant: str, source: str, stated: str, at: float) -> None:
+        """The session says whether a person's source should be recorded now (``expected``) or why not.
+
+        A lane begins the first time it is expected; from then until the end of
+        the session every stretch without a segment is written as a gap line
+        naming the person, the source and the reason (the state at the time).
+        """
+        key = (participant, source)
+        lane = self._lanes.get(key)
+        if lane is None:
+            if stated != "expected":
+                return
+            lane = self._lanes[key] = _Lane(participant, source, stated, [], at)
+            lane.live = sum(
+                1
+                for t in self._tracks.values()
+                if t.segment is not None and (t.info.participant_id, str(t.info.source)) == key
+            )
+        lane.stated = stated
+        self._lane_state(lane, at)
+
+    def lanes_paused(self, paused: bool, at: float) -> None:
+        """Recess begins or ends (its own gap line covers every lane meanwhile)."""
+        self._paused = paused
+        for lane in self._lanes.values():
+            self._lane_state(lane, at)
+
+    def lanes_excluded(self, participant: str, excluded: bool, at: float) -> None:
+        """A consultation of ``participant`` begins or ends (its own gap line covers their lanes meanwhile)."""
+        if excluded:
+            self._excluded.add(participant)
+        else:
+            self._excluded.discard(participant)
+        for lane in self._lanes.values():
+            if lane.participant == participant:
+                self._lane_state(lane, at)
+
+    def lanes_end(self, at: float) -> None:
+        """The session stops: every lane without media has a gap to ``at``."""
+        for lane in self._lanes.values():
+            if lane.live == 0:
+                self._lane_gap(lane, at)
+
+    def _lane_state(self, lane: _Lane, at: float) -> None:
+        if self._paused:
+            state = "recess"
+        elif lane.participant in self._excluded:
+            state = "consultation"
+        else:
+            state = lane.stated
+        if lane.changes and lane.changes[-1][1] == state:
+            return
+        at = max(at, lane.changes[-1][0]) if lane.changes else at
+        lane.changes.append((at, state))
+
+    def _lane_opened(self, info: TrackInfo) -> None:
+        lane = self._lanes.get((info.participant_id, str(info.source)))
+        if lane is not None:
+            lane.pending = lane.pending or lane.live == 0
+            lane.live += 1
+
+    def _lane_closed(self, info: TrackInfo, start: float, end: float) -> None:
+        lane = self._lanes.get((info.participant_id, str(info.source)))
+        if lane is None:
+            return
+        if lane.pending:
+            lane.pending = False
+            self._lane_gap(lane, start)
+        lane.live = max(0, lane.live - 1)
+        if lane.live == 0:
+            lane.covered_to = max(lane.covered_to, end)
+
+    def _lane_gap(self, lane: _Lane, end: float) -> None:
+        """Write the stretch [covered_to, end) of a lane as gap lines, one per state it was in."""
+        start = lane.covered_to
+        if end <= start:
+            return
+        state_at_start = next((s for t, s in reversed(lane.changes) if t <= start), lane.changes[0][1])
+        pieces: list[tuple[float, str]] = [(start, state_at_start)]
+        pieces += [(t, s) for t, s in lane.changes if start < t < end]
+        for i, (t0, state) in enumerate(pieces):
+            t1 = pieces[i + 1][0] if i + 1 < len(pieces) else end
+            if state in COVERED_ELSEWHERE or t1 - t0 < LANE_GAP_MIN:
+                continue
+            self._append(
+                {
+                    "type": "gap",
+                    "reason": LANE_REASONS.get(state, "no_media"),
+                    "participant": lane.participant,
+                    "source": lane.source,
+                    "track": None,
+                    "start": wall(t0),
+                    "end": wall(t1),
+                }
+            )
+        lane.covered_to = end
+        # Only the state in force at ``end`` matters from now on.
+        keep = [c for c in lane.changes if c[0] > end]
+        last = next((c for c in reversed(lane.changes) if c[0] <= end), None)
+        lane.changes = ([last] if last is not None else []) + keep
 
     def cut(self, track_id: str | None) -> None:
         """Close the open segment of one track (None: of every track)."""
@@ -403,9 +568,13 @@ class SessionWriter:
             "algorithm": ALGORITHM,
             "key_id": key.key_id,
             "public_key": key.public_b64,
+            "state": "complete",
         }
         entry["signature"] = key.sign(seal_message(entry))
         stored = self._manifest.append(entry)
+        # A sealed session holds only what its manifest lists: the lock goes (we keep its descriptor until close).
+        with contextlib.suppress(OSError):
+            (self.spec.directory / LOCK_NAME).unlink()
         self._log.info("recording_sealed", lines=stored["n"], chain_head=stored["prev"])
         return stored
 
@@ -420,6 +589,14 @@ class SessionWriter:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def span_problem(entry: dict[str, Any]) -> str | None:
+    """What is wrong with a line's time span (a ``segment`` or ``gap`` ending before it starts), or None."""
+    start, end = entry.get("start"), entry.get("end")
+    if isinstance(start, int | float) and isinstance(end, int | float) and end < start:
+        return f"{entry.get('type')} line ends {start - end:.3f} s before it starts"
+    return None
 
 
 class RecorderIdInUse(RuntimeError):
@@ -441,23 +618,14 @@ def session_locked(directory: Path) -> bool:
     return False
 
 
-def seal_message(entry: dict[str, Any]) -> bytes:
-    """The bytes a seal's signature covers: its canonical JSON without ``signature``, ``hash``, ``n``, ``prev``.
-
-    ``chain_head`` inside it names the line before the seal, which fixes the whole chain.
-    """
-    body = {k: v for k, v in entry.items() if k not in ("signature", "hash", "n", "prev")}
-    return canonical(body)
-
-
-def _hash_file(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
+def _interrupted_seal(directory: Path, count: int) -> dict[str, Any] | None:
+    """The seal line of a session sealed as interrupted (by a restart before this one), else None."""
+    if count <= 0:
+        return None
+    last = read_lines(directory / MANIFEST_NAME)[count - 1].entry
+    if last is not None and last.get("type") == "seal" and last.get("state") == "interrupted":
+        return last
+    return None
 
 
 def now() -> float:

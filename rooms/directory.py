@@ -20,7 +20,10 @@ class RecordingInfo(Frozen):
 
     session_id: str
     recorder_id: str = Field(description="Which recorder made it (several may record one hearing).")
-    state: Literal["recording", "sealed", "failed"]
+    state: Literal["recording", "sealed", "interrupted", "failed"] = Field(
+        description="recording; sealed; interrupted (a crash ended it, a restarted recorder sealed what it left); "
+        "failed (ended without a seal)."
+    )
     started_at: float | None = Field(default=None, description="Unix time of the first line.")
     ended_at: float | None = Field(default=None, description="Unix time of the last entry; None while recording.")
     segments: int = Field(default=0, ge=0)
@@ -37,6 +40,12 @@ class RecorderKey(Frozen):
     algorithm: str = "Ed25519"
     public_key: str = Field(description="Raw public key, base64.")
     recorder_id: str = ""
+    not_before: str | None = Field(
+        default=None, description="RFC 3339 UTC time from which the key may seal; null: open."
+    )
+    not_after: str | None = Field(
+        default=None, description="RFC 3339 UTC time after which it may no longer seal (rotated out); null: current."
+    )
 
 
 class NodeInfo(Frozen):

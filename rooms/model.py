@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -92,6 +93,12 @@ class Role(StrEnum):
 BOOKABLE_ROLES: frozenset[Role] = frozenset(Role) - {Role.recorder}
 """Roles a clerk may put on a booking; the recorder joins on its own."""
 
+PRESIDING_ROLES: frozenset[Role] = frozenset({Role.judge, Role.chair})
+"""Roles of which one participant presides: the presiding judge of a panel, the chair of a meeting."""
+
+CLIENT_ROLES: frozenset[Role] = frozenset({Role.defendant, Role.party})
+"""Roles that counsel represents (``Participant.represents``)."""
+
 
 class Placement(StrEnum):
     """Where a connected participant currently is."""
@@ -147,6 +154,23 @@ class Participant(Frozen):
         description="Key for 'the same person' across hearings (defaults to name@site).",
     )
     token_id: str = Field(default="", description="Id (jti) of the only join token that is valid.")
+    represents: tuple[Identifier, ...] = Field(
+        default=(),
+        max_length=50,
+        description="Counsel only: ids of the defendants or parties in this hearing whom this counsel represents.",
+    )
+    presiding: bool = Field(
+        default=False,
+        description="Judge or chair only: presides over the hearing (default: the first judge or chair booked).",
+    )
+
+    @model_validator(mode="after")
+    def _links(self) -> Participant:
+        if self.represents and self.role is not Role.counsel:
+            raise ValueError("only counsel may represent other participants")
+        if self.presiding and self.role not in PRESIDING_ROLES:
+            raise ValueError("only a judge or a chair may preside")
+        return self
 
 
 class Hearing(Frozen):
@@ -167,7 +191,18 @@ class Hearing(Frozen):
     def _window(self) -> Hearing:
         if self.ends_at <= self.starts_at:
             raise ValueError("ends_at must be after starts_at")
+        problem = link_problem(self.participants)
+        if problem is not None:
+            raise ValueError(problem)
         return self
+
+    @property
+    def presiding_id(self) -> str | None:
+        """The participant who presides: the one marked ``presiding``, else the first judge or chair booked."""
+        candidates = [p for p in self.participants if p.role in PRESIDING_ROLES]
+        marked = next((p for p in candidates if p.presiding), None)
+        chosen = marked or (candidates[0] if candidates else None)
+        return chosen.id if chosen is not None else None
 
     @property
     def blocks_schedule(self) -> bool:
@@ -181,3 +216,22 @@ class Hearing(Frozen):
     def site_ids(self) -> frozenset[str]:
         """Every site that joins this hearing (the courtroom's own site excluded)."""
         return frozenset(p.site_id for p in self.participants)
+
+
+def link_problem(participants: Sequence[Participant]) -> str | None:
+    """Why the counsel links and presiding marks of ``participants`` are inconsistent, or None when they are fine.
+
+    Each id in a counsel's ``represents`` names a booked defendant or party;
+    at most one participant is marked ``presiding``.
+    """
+    by_id = {p.id: p for p in participants}
+    for p in participants:
+        for client_id in p.represents:
+            client = by_id.get(client_id)
+            if client is None:
+                return f"{p.name} represents {client_id!r}, who is not booked in this hearing"
+            if client.role not in CLIENT_ROLES:
+                return f"{p.name} may represent only a defendant or a party, not {client.name} ({client.role.value})"
+    if sum(p.presiding for p in participants) > 1:
+        return "only one participant may preside"
+    return None

@@ -9,6 +9,8 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
@@ -21,8 +23,13 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+# Upgrading pip is best effort (an old pip still installs the project); the project install is not.
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || echo "pip upgrade failed; going on with the venv's pip"
+if ! .venv/bin/python -m pip install -q -e ".[test]" >.venv/pip-install.log 2>&1; then
+  cat .venv/pip-install.log >&2
+  echo "pip install of the project and its test extras failed" >&2
+  exit 1
+fi
 .venv/bin/python -c "import courtlink, rooms, signaling, media, recorder"
 
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .

@@ -58,6 +58,16 @@ class SignalingConfig(BaseModel):
     max_body_bytes: int = Field(
         default=256 * 1024, ge=1024, le=64 * 1024 * 1024, description="Larger request bodies get 413."
     )
+    header_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="A connection without a complete request head this long after it opened or after its last "
+        "answer is closed (half-sent requests, idle keep-alive connections).",
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="A request body not received in full within this time gets 408."
+    )
 
     @field_validator("token_secret")
     @classmethod

@@ -50,7 +50,15 @@ class Message(BaseModel):
 
 
 class Request(Message):
-    """A client message; ``id`` is optional and echoed as ``ref``."""
+    """A client message; ``id`` is optional and echoed as ``ref``.
+
+    Strict: a JSON value must already have the field's type (``true`` is not the
+    id 1, ``"yes"`` is not a boolean, ``1`` is not a string); enum values and
+    literals are given as their JSON strings, arrays stand for tuples. Every
+    client message inherits this, so new ones are strict too.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, json_schema_extra=_type_required)
 
     id: RequestId | None = Field(default=None, description="Request id, echoed as `ref` by the answer or error.")
 
@@ -297,6 +305,18 @@ class TrackInfo(Message):
     kind: MediaKind = Field(description="audio or video.")
 
 
+class MissingTrack(Message):
+    """A track the record should hold now and does not (see ``Recording.missing``)."""
+
+    participant_id: str = Field(description="Whose track.")
+    name: str = Field(description="Their display name.")
+    source: Source = Field(description="camera, microphone or evidence.")
+    reason: Literal["no_media", "left", "removed", "network", "node_lost", "consultation", "recorder_restart"] = Field(
+        description="Why it is not recorded; consultation is expected (private) and not a degradation."
+    )
+    since: float = Field(description="Unix seconds since when it is missing.")
+
+
 # --- server -> client: messages ----------------------------------------------------------------
 
 
@@ -419,6 +439,11 @@ class Recording(Reply):
     type: Literal["recording"] = "recording"
     status: Literal["recording", "degraded", "stopped", "sealed"]
     detail: str = ""
+    missing: tuple[MissingTrack, ...] = Field(
+        default=(),
+        description="Permitted people whose tracks are not being recorded now (> 1 s); status is degraded when any"
+        " is missing for another reason than consultation.",
+    )
 
 
 class Error(Reply):

@@ -1,8 +1,11 @@
-"""The one middleware every request passes: request id, logs, metrics, and problem answers.
+"""The one middleware every request passes: request id, body deadline, logs, metrics, and problem answers.
 
 Every refusal leaves as ``application/problem+json``; an unexpected exception
 is logged with its traceback and answered with a bare 500 problem that shows
-the client nothing but the request id.
+the client nothing but the request id. A request body is read in full before
+the handler runs, within ``body_timeout_seconds`` (408 and the connection
+closed otherwise); a body that breaks off or is badly framed is a 400
+``malformed_body``, logged as one warning line.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
 from rooms.errors import DomainError
-from signaling.keys import METRICS_KEY, REQUEST_ID_KEY
+from signaling.keys import CONFIG_KEY, METRICS_KEY, REQUEST_ID_KEY
 from signaling.problems import Problem, domain_problem, http_problem, validation_problem
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -61,12 +64,44 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
         return response
 
 
+class BodyTimeout(Exception):
+    """The request body did not arrive within the configured time."""
+
+
+async def _read_body(request: web.Request) -> None:
+    """Read (and keep) the whole body within ``body_timeout_seconds``; aiohttp refuses it past ``client_max_size``."""
+    try:
+        async with asyncio.timeout(request.app[CONFIG_KEY].body_timeout_seconds):
+            await request.read()
+    except TimeoutError:
+        raise BodyTimeout from None
+
+
 async def _answer(
     request: web.Request, handler: Handler, request_id: str, log: structlog.typing.FilteringBoundLogger
 ) -> web.StreamResponse:
     problem: Problem
     try:
+        if request.body_exists:
+            await _read_body(request)
         return await handler(request)
+    except BodyTimeout:
+        log.warning("request_body_timeout", method=request.method, path=request.path)
+        timeout = request.app[CONFIG_KEY].body_timeout_seconds
+        problem = Problem(
+            408, "request_timeout", "Request timeout", f"the request body did not arrive within {timeout:g} s"
+        )
+        response = problem.response(instance=request.path, request_id=request_id)
+        response.headers["X-Request-Id"] = request_id
+        response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        # The rest of the body may never come: close now rather than linger reading it (aiohttp lingers 10 s).
+        request.protocol.force_close()
+        return response
+    except web.RequestPayloadError as exc:
+        log.warning("request_body_malformed", method=request.method, path=request.path, error=str(exc))
+        problem = Problem(400, "malformed_body", "Malformed request body", f"the request body is broken: {exc}")
     except Problem as exc:
         problem = exc
     except DomainError as exc:

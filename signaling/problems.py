@@ -25,6 +25,7 @@ from rooms.errors import (
     ScheduleConflict,
     StoreBusy,
 )
+from signaling.json_input import JsonRefused
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:courtlink:problem:"
@@ -126,6 +127,13 @@ def _clean_msg(msg: str) -> str:
         if msg.startswith(prefix):
             return msg[len(prefix) :]
     return msg
+
+
+def json_problem(exc: JsonRefused) -> Problem:
+    """400 for a body that is not JSON a client may send (malformed, too deeply nested)."""
+    if exc.code == "json_too_deep":
+        return Problem(400, exc.code, "JSON nested too deeply", f"the request body is refused: {exc.detail}")
+    return Problem(400, exc.code, "Malformed JSON", f"the request body is {exc.detail}")
 
 
 def invalid_field(loc: list[str | int], msg: str) -> Problem:

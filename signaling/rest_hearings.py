@@ -22,7 +22,17 @@ from aiohttp import web
 from rooms import lifecycle
 from rooms.audit import verify_chain
 from rooms.errors import Collision, DomainError, InvalidTransition, NotFound, ScheduleConflict
-from rooms.model import Courtroom, Hearing, HearingState, Participant, identity_of, new_id
+from rooms.model import (
+    CLIENT_ROLES,
+    PRESIDING_ROLES,
+    Courtroom,
+    Hearing,
+    HearingState,
+    Participant,
+    Role,
+    identity_of,
+    new_id,
+)
 from rooms.store import HearingFilter, Trace
 from signaling.config import KeyScope
 from signaling.ics import CONTENT_TYPE as ICS_CONTENT_TYPE
@@ -39,7 +49,8 @@ from signaling.schemas import (
     HearingPatch,
     HearingQuery,
     HearingView,
-    ParticipantCreate,
+    ParticipantAdd,
+    ParticipantFields,
     ParticipantLink,
     ParticipantView,
     window_problem,
@@ -50,7 +61,7 @@ API = "/api/v1"
 log = structlog.get_logger("signaling.rest")
 
 
-def _participant(body: ParticipantCreate) -> Participant:
+def _participant(body: ParticipantFields, represents: tuple[str, ...] = ()) -> Participant:
     return Participant(
         id=new_id("prt"),
         name=body.name,
@@ -58,12 +69,57 @@ def _participant(body: ParticipantCreate) -> Participant:
         site_id=body.site_id,
         identity=body.identity or identity_of(body.name, body.site_id),
         token_id=new_id("tok"),
+        represents=represents,
+        presiding=body.presiding,
     )
 
 
 def _participant_data(p: Participant) -> dict[str, Any]:
     # Audit data names who was booked; the token id stays out of the log.
-    return {"id": p.id, "name": p.name, "role": p.role.value, "site_id": p.site_id, "identity": p.identity}
+    data: dict[str, Any] = {"id": p.id, "name": p.name, "role": p.role.value, "site_id": p.site_id}
+    data["identity"] = p.identity
+    if p.represents:
+        data["represents"] = list(p.represents)
+    if p.presiding:
+        data["presiding"] = True
+    return data
+
+
+def _check_roles(loc: list[str | int], body: ParticipantFields, represents: int) -> None:
+    """Only counsel represents; only a judge or a chair presides (422 naming the field otherwise)."""
+    if represents and body.role is not Role.counsel:
+        raise invalid_field([*loc, "represents"], f"only counsel may represent other participants, not a {body.role}")
+    if body.presiding and body.role not in PRESIDING_ROLES:
+        raise invalid_field([*loc, "presiding"], f"only a judge or a chair may preside, not a {body.role}")
+
+
+def _client_problem(role: Role | None, ref: str) -> str | None:
+    """Why the participant ``ref`` (of ``role``, None when there is none) cannot be represented by counsel."""
+    if role is None:
+        return f"{ref} is not a participant of this hearing"
+    if role not in CLIENT_ROLES:
+        return f"{ref} is a {role.value}; counsel represents only a defendant or a party"
+    return None
+
+
+def _booked_participants(body: HearingCreate) -> list[Participant]:
+    """The participants of a booking request, with ``represents`` indexes turned into participant ids."""
+    ids = [new_id("prt") for _ in body.participants]
+    out: list[Participant] = []
+    for index, p in enumerate(body.participants):
+        loc: list[str | int] = ["participants", index]
+        _check_roles(loc, p, len(p.represents))
+        for k, j in enumerate(p.represents):
+            role = body.participants[j].role if j < len(body.participants) else None
+            problem = _client_problem(role, f"participant {j}")
+            if problem is not None:
+                raise invalid_field([*loc, "represents", k], problem)
+        represents = tuple(dict.fromkeys(ids[j] for j in p.represents))
+        out.append(_participant(p, represents).model_copy(update={"id": ids[index]}))
+    presiding = [i for i, p in enumerate(body.participants) if p.presiding]
+    if len(presiding) > 1:
+        raise invalid_field(["participants", presiding[1], "presiding"], "only one participant may preside")
+    return out
 
 
 def _base_url(request: web.Request) -> str:
@@ -74,7 +130,7 @@ def _base_url(request: web.Request) -> str:
 def _link(request: web.Request, hearing: Hearing, participant: Participant) -> ParticipantLink:
     token = request.app[TOKENS_KEY].issue(hearing, participant)
     return ParticipantLink(
-        **ParticipantView.of(participant).model_dump(),
+        **ParticipantView.of(participant, presiding=participant.id == hearing.presiding_id).model_dump(),
         join_url=f"{_base_url(request)}/join?t={token}",
         token=token,
     )
@@ -110,7 +166,11 @@ async def book_hearing(request: web.Request) -> web.StreamResponse:
         metrics.bookings.labels("invalid").inc()
         raise
     identities: dict[str, int] = {}
-    participants = [_participant(p) for p in body.participants]
+    try:
+        participants = _booked_participants(body)
+    except Problem:
+        metrics.bookings.labels("invalid").inc()
+        raise
     for index, p in enumerate(participants):
         if p.identity in identities:
             metrics.bookings.labels("invalid").inc()
@@ -248,12 +308,20 @@ async def cancel_hearing(request: web.Request) -> web.StreamResponse:
 
 async def add_participant(request: web.Request) -> web.StreamResponse:
     """Add a participant (conflicts re-checked); 201 with their join link."""
-    body = await read_body(request, ParticipantCreate)
-    newcomer = _participant(body)
+    body = await read_body(request, ParticipantAdd)
+    _check_roles([], body, len(body.represents))
+    newcomer = _participant(body, tuple(dict.fromkeys(body.represents)))
     actor = request[PRINCIPAL_KEY].actor
 
     def mutation(current: Hearing) -> tuple[Hearing, Trace]:
         _editable(current, "add participants to")
+        for k, client_id in enumerate(body.represents):
+            client = current.participant(client_id)
+            problem = _client_problem(client.role if client is not None else None, repr(client_id))
+            if problem is not None:
+                raise invalid_field(["represents", k], problem)
+        if newcomer.presiding and any(p.presiding for p in current.participants):
+            raise invalid_field(["presiding"], "another participant presides over this hearing already")
         twin = next((p for p in current.participants if p.identity == newcomer.identity), None)
         if twin is not None:
             raise ScheduleConflict(
@@ -288,7 +356,14 @@ async def remove_participant(request: web.Request) -> web.StreamResponse:
         if gone is None:
             raise NotFound("participant", pid)
         _editable(current, "remove participants from")
-        rest = tuple(p for p in current.participants if p.id != pid)
+        # Counsel no longer represent someone who is not in the hearing.
+        rest = tuple(
+            p.model_copy(update={"represents": tuple(c for c in p.represents if c != pid)})
+            if pid in p.represents
+            else p
+            for p in current.participants
+            if p.id != pid
+        )
         return current.model_copy(update={"participants": rest}), Trace(
             actor, "participant_removed", _participant_data(gone)
         )
@@ -379,7 +454,7 @@ def register(app: web.Application) -> None:
         (RouteSpec("DELETE", one, "Cancel a hearing", "cancelHearing", "hearings", clerk, response=HearingView,
                    errors=(401, 404, 409)), cancel_hearing),
         (RouteSpec("POST", f"{one}/participants", "Add a participant", "addParticipant", "participants", clerk,
-                   ParticipantCreate, None, ParticipantLink, 201, errors=body_errors), add_participant),
+                   ParticipantAdd, None, ParticipantLink, 201, errors=body_errors), add_participant),
         (RouteSpec("DELETE", who, "Remove a participant", "removeParticipant", "participants", clerk,
                    response=HearingView, errors=(401, 404, 409)),
          remove_participant),

@@ -24,7 +24,7 @@ from signaling.tokens import TokenError
 class JoinInfoRequest(BaseModel):
     """Body of ``POST /join/info``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     token: str = Field(min_length=1, max_length=4096, description="The join token from the link (?t=...).")
 

@@ -28,7 +28,7 @@ _BUSY = {"probe_busy", "too_many_probes"}
 class ProbeRequest(BaseModel):
     """Body of ``POST /join/probe``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     token: str = Field(min_length=1, max_length=4096, description="The join token from the link (?t=...).")
     sdp: str = Field(min_length=1, max_length=200_000, description="The page's SDP offer (sendrecv audio/video).")

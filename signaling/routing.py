@@ -10,7 +10,6 @@ way.
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -18,9 +17,10 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from signaling import json_input
 from signaling.config import KeyScope
 from signaling.keys import CONFIG_KEY, PRINCIPAL_KEY, Principal
-from signaling.problems import Problem, validation_problem
+from signaling.problems import Problem, json_problem, validation_problem
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)
@@ -109,7 +109,7 @@ def authenticate(request: web.Request, scope: KeyScope) -> Principal:
 
 
 async def read_body(request: web.Request, model: type[M]) -> M:
-    """The request body validated as ``model``: 415 if not JSON, 400 if malformed, 422 if invalid."""
+    """The request body validated as ``model``: 415 if not JSON, 400 if malformed or too deep, 422 if invalid."""
     ctype = request.content_type
     if (
         request.body_exists
@@ -121,9 +121,9 @@ async def read_body(request: web.Request, model: type[M]) -> M:
     if not raw.strip():
         raise Problem(400, "malformed_json", "Malformed JSON", "the request body is empty; a JSON object is expected")
     try:
-        parsed = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Problem(400, "malformed_json", "Malformed JSON", f"the request body is not valid JSON: {exc}") from None
+        parsed = json_input.loads(raw)
+    except json_input.JsonRefused as exc:
+        raise json_problem(exc) from None
     if not isinstance(parsed, dict):
         raise Problem(
             422,

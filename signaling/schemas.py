@@ -43,9 +43,13 @@ BookableRole = Annotated[
 
 
 class RequestBody(BaseModel):
-    """Base of request bodies: unknown fields are refused."""
+    """Base of request bodies: unknown fields are refused, and values are not coerced.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Strict: ``"5"`` or ``true`` is not the number 5 or 1, ``1`` is not a string;
+    enum values and RFC 3339 times are given as JSON strings.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class SiteCreate(RequestBody):
@@ -66,8 +70,12 @@ class CourtroomCreate(RequestBody):
     site_id: Identifier = Field(description="The site that hosts this courtroom.")
 
 
-class ParticipantCreate(RequestBody):
-    """A participant in ``POST /hearings`` or ``POST /hearings/{id}/participants``."""
+MAX_REPRESENTED = 50
+"""The most clients one counsel may be linked to in one hearing."""
+
+
+class ParticipantFields(RequestBody):
+    """What every booked participant input carries."""
 
     name: Name = Field(description="Display name.")
     role: BookableRole = Field(description="Role in the hearing (any role but recorder).")
@@ -77,6 +85,32 @@ class ParticipantCreate(RequestBody):
         min_length=1,
         max_length=200,
         description="Key for 'the same person' across hearings (e.g. a bar number); default: name@site.",
+    )
+    presiding: bool = Field(
+        default=False,
+        description="Judge or chair only: this one presides (at most one per hearing; default: the first judge or "
+        "chair booked). Only the presiding judge starts, recesses, resumes and adjourns, and acts on other judges.",
+    )
+
+
+class ParticipantCreate(ParticipantFields):
+    """A participant in ``POST /hearings``."""
+
+    represents: list[Annotated[int, Field(ge=0, le=199)]] = Field(
+        default=[],
+        max_length=MAX_REPRESENTED,
+        description="Counsel only: the 0-based indexes, in this request's participants, of the defendants or parties "
+        "this counsel represents (only they consult with this counsel in private).",
+    )
+
+
+class ParticipantAdd(ParticipantFields):
+    """Body of ``POST /hearings/{id}/participants``."""
+
+    represents: list[Identifier] = Field(
+        default=[],
+        max_length=MAX_REPRESENTED,
+        description="Counsel only: ids of the booked defendants or parties this counsel represents.",
     )
 
 
@@ -157,7 +191,8 @@ class HearingQuery(RequestBody):
     ends_to: AwareDatetime | None = Field(default=None, alias="to", description="Hearings starting before this.")
     limit: int = Field(default=500, ge=1, le=500, description="At most this many hearings.")
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=False)
+    # Query values are all strings on the wire: "limit=5" must become 5, so the query stays lax.
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=False, strict=False)
 
 
 class ParticipantView(BaseModel):
@@ -168,11 +203,23 @@ class ParticipantView(BaseModel):
     role: Role = Field(description="Role in the hearing.")
     site_id: str = Field(description="The site the participant joins from.")
     identity: str = Field(description="Key for 'the same person' across hearings.")
+    represents: list[str] = Field(default=[], description="Counsel: ids of the participants they represent.")
+    presiding: bool = Field(
+        default=False, description="Presides over the hearing (marked so, or else the first judge or chair booked)."
+    )
 
     @classmethod
-    def of(cls, p: Participant) -> ParticipantView:
-        """The view of a domain participant."""
-        return cls(id=p.id, name=p.name, role=p.role, site_id=p.site_id, identity=p.identity)
+    def of(cls, p: Participant, *, presiding: bool | None = None) -> ParticipantView:
+        """The view of a domain participant; ``presiding`` as the hearing decides (default: as marked)."""
+        return cls(
+            id=p.id,
+            name=p.name,
+            role=p.role,
+            site_id=p.site_id,
+            identity=p.identity,
+            represents=list(p.represents),
+            presiding=p.presiding if presiding is None else presiding,
+        )
 
 
 class ParticipantLink(ParticipantView):
@@ -209,7 +256,7 @@ class HearingView(BaseModel):
             ends_at=h.ends_at,
             state=h.state,
             version=h.version,
-            participants=[ParticipantView.of(p) for p in h.participants],
+            participants=[ParticipantView.of(p, presiding=p.id == h.presiding_id) for p in h.participants],
         )
 
 

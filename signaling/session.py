@@ -12,7 +12,9 @@ Every decision about media reads the one permission table
 (:mod:`rooms.permissions`): after each change the room recomputes, for every
 participant with a peer, the sources the node forwards from them
 (``SetPublishing``) and the participants they receive (``SetReceiving``), and
-emits only what changed.
+emits only what changed. Moderation reads it too: whether the actor may take
+an action at all, and whether they may take it on this target (nobody but the
+presiding judge acts on a judge; counsel consults only with their own clients).
 
 Connections are numbered by the caller (``conn``); a participant's current
 connection may change (resume, a second tab), so effects address connections,
@@ -65,14 +67,20 @@ from rooms.control import (
 )
 from rooms.errors import DomainError, NotAllowed
 from rooms.lifecycle import SessionAction, apply
-from rooms.model import Hearing, HearingState, Placement, Role, Source, new_id
+from rooms.model import CLIENT_ROLES, Hearing, HearingState, Placement, Role, Source, new_id
 from rooms.permissions import (
     CONSULT_ROLES,
     TABLE,
+    TARGET_PLACEMENTS,
+    TARGETS,
     Action,
     Seat,
     initial_placement,
     may_act,
+    may_act_on,
+    may_consult,
+    may_end_consult,
+    may_lift_mute,
     may_publish,
     may_receive,
     permissions,
@@ -131,6 +139,14 @@ RESTART_MIN_INTERVAL = 1.0
 
 RESTART_PENDING_FOR = 10.0
 """Seconds a restart counts as in flight (``restart_pending``) unless the client's new offer was answered first."""
+
+AUDIT_COALESCE_SECONDS = 5.0
+"""A participant's own publish and self-mute toggles of one source are audited at once, then at most once per this
+many seconds (the state at the end of the window and how many changes it folds), so a toggling client cannot flood
+the audit chain (20 toggles a second would be 72,000 events an hour)."""
+
+MAX_DECLARED_TRACKS = 8
+"""Distinct track ids a participant may declare (``publish`` with ``track_id``) on one peer connection."""
 
 PEERLESS_ROLES: frozenset[Role] = frozenset({Role.recorder})
 """Roles that receive through the node's frame sink (``attach_recorder``), not a peer connection:
@@ -191,10 +207,34 @@ class StartGrace:
     """Which drop this timer belongs to; a timer of an earlier drop does nothing."""
 
 
-Effect = Send | Close | Command | Audit | StartGrace
+@dataclass(frozen=True)
+class RevokeLink:
+    """Reissue ``participant_id``'s join link in the store (a removal outlives the process); audited as ``actor``."""
+
+    participant_id: str
+    actor: str
+
+
+@dataclass(frozen=True)
+class AuditLater:
+    """Call :meth:`HearingRoom.flush_audit` for ``participant_id`` after ``seconds`` (coalesced toggles)."""
+
+    participant_id: str
+    seconds: float
+
+
+Effect = Send | Close | Command | Audit | StartGrace | RevokeLink | AuditLater
 
 
 # --- members ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Hold:
+    """A toggle in its coalescing window: the latest value and the changes not yet audited."""
+
+    value: bool
+    changes: int = 0
 
 
 @dataclass
@@ -234,6 +274,12 @@ class Member:
     restart_at: float | None = None
     """When the last media restart began; in flight until the new peer's first offer is answered."""
     restarting: bool = False
+    declared: dict[str, Source] = field(default_factory=dict)
+    """Track ids declared to the node on the current peer, and the source each carries."""
+    holds: dict[tuple[str, Source], _Hold] = field(default_factory=dict)
+    """Own toggles ("publishing"/"muted", source) in an audit coalescing window."""
+    audit_armed: bool = False
+    """An :class:`AuditLater` for this member is pending."""
 
     @property
     def id(self) -> str:
@@ -285,8 +331,11 @@ class HearingRoom:
         self.grace_seconds = grace_seconds
         self.ice_servers = tuple(ice_servers)
         self.members: dict[str, Member] = {}
-        self.removed: set[str] = set()
-        """Participants removed from this session; they cannot rejoin it."""
+        self.removed: dict[str, str] = {}
+        """Participants removed from this session, with the link (``token_id``) they held: that link (or a join
+        without one) cannot rejoin this session; a link issued after the removal can."""
+        self._node_closed = False
+        """CloseRoom was sent (the session ended): the node has no room for this hearing any more."""
         self._sent_publishing: dict[str, tuple[Source, ...]] = {}
         self._sent_receiving: dict[str, tuple[str, ...]] = {}
 
@@ -304,8 +353,23 @@ class HearingRoom:
 
     @property
     def empty(self) -> bool:
-        """No member is left (connected or in grace)."""
-        return not self.members
+        """No visible member is left (connected or in grace); hidden ones (the recorder) do not keep a room alive."""
+        return all(m.hidden for m in self.members.values())
+
+    def forget(self) -> list[Effect]:
+        """The room is given up (it is :attr:`empty`): audit pending toggles, close the hidden members' connections
+        and the node's room (unless the session's end closed it already); forget everyone."""
+        effects: list[Effect] = []
+        for member in list(self.members.values()):
+            effects += self._flush_holds(member)
+            if member.connected:
+                effects.append(Close(member.conn, CLOSE_NORMAL, "room closed"))
+            self.members.pop(member.id)
+            self._forget_sent(member.id)
+        if not self._node_closed:
+            self._node_closed = True
+            effects.append(Command(CloseRoom(hearing_id=self.hearing_id)))
+        return effects
 
     def member_of_conn(self, conn: int) -> Member | None:
         """The member whose current connection is ``conn``."""
@@ -338,9 +402,21 @@ class HearingRoom:
             if not m.hidden
         )
 
+    def seat_of(self, member: Member) -> Seat:
+        """``member`` as the permission table's target rules see them: presiding, and whom they represent."""
+        booked = self.hearing.participant(member.id)
+        return Seat(
+            member.id,
+            member.role,
+            member.placement,
+            member.consultation,
+            presiding=member.id == self.hearing.presiding_id,
+            represents=frozenset(booked.represents) if booked is not None else frozenset(),
+        )
+
     def permissions_of(self, member: Member) -> PermissionsInfo:
         """What ``member`` may do now, from the permission table."""
-        perms = permissions(member.role, self.state, member.placement)
+        perms = permissions(member.role, self.state, member.placement, presiding=member.id == self.hearing.presiding_id)
         return PermissionsInfo(
             publish=tuple(sorted(perms.publish)),
             actions=tuple(sorted(a.value for a in perms.actions)),
@@ -375,7 +451,8 @@ class HearingRoom:
         checked against), or the join is refused as ``revoked`` (4001). The
         room keeps it to close this connection if the link is reissued later.
         """
-        if info.id in self.removed:
+        barred = self.removed.get(info.id)
+        if barred is not None and (token_id is None or not barred or token_id == barred):
             raise SessionError("removed", "you were removed from this hearing", close=CLOSE_REMOVED)
         if self.state in ENDED:
             raise SessionError(
@@ -393,6 +470,9 @@ class HearingRoom:
                     "a newer join link was issued for this participant; this one no longer works",
                     close=CLOSE_BAD_TOKEN,
                 )
+        if barred is not None:
+            # A link issued after the removal: the court let this participant back.
+            del self.removed[info.id]
         effects: list[Effect] = []
         old = self.members.get(info.id)
         replaced: int | None = None
@@ -414,6 +494,7 @@ class HearingRoom:
                 self._forget_sent(member.id)
                 member.negotiated = False
                 self._new_peer_state(member)
+                member.declared.clear()
                 effects.append(Command(ClosePeer(hearing_id=self.hearing_id, participant_id=member.id)))
                 effects.append(
                     Command(CreatePeer(hearing_id=self.hearing_id, participant_id=member.id, role=info.role))
@@ -519,7 +600,7 @@ class HearingRoom:
                 effects += self._eject(
                     member, actor, "unbooked", Removed(reason="removed from the hearing"), CLOSE_REMOVED, "removed"
                 )
-                self.removed.add(member.id)
+                self.removed[member.id] = member.token_id
                 ejected = True
             elif member.token_id and booked.token_id != member.token_id:
                 message = Error(
@@ -539,10 +620,7 @@ class HearingRoom:
 
     def admit(self, conn: int, target_id: str, *, ref: RequestId | None = None) -> list[Effect]:
         """Admit a participant waiting in the lobby into the courtroom."""
-        actor = self._may(conn, Action.admit)
-        target = self._target(target_id)
-        if target.placement is not Placement.lobby:
-            raise SessionError("invalid_target", f"{target.info.name} is not waiting in the lobby")
+        actor, target = self._may_on(conn, Action.admit, target_id)
         target.placement = Placement.courtroom
         effects: list[Effect] = [
             Audit(Trace(actor.id, "participant_admitted", {"participant_id": target.id})),
@@ -556,10 +634,7 @@ class HearingRoom:
 
     def deny(self, conn: int, target_id: str, reason: str = "", *, ref: RequestId | None = None) -> list[Effect]:
         """Refuse a participant waiting in the lobby; their connection closes (4003)."""
-        actor = self._may(conn, Action.deny)
-        target = self._target(target_id)
-        if target.placement is not Placement.lobby:
-            raise SessionError("invalid_target", f"{target.info.name} is not waiting in the lobby")
+        actor, target = self._may_on(conn, Action.deny, target_id)
         effects: list[Effect] = [Audit(Trace(actor.id, "participant_denied", {"participant_id": target.id}))]
         if target.connected:
             effects += [Send(target.conn, Denied(reason=reason)), Close(target.conn, CLOSE_NOT_ALLOWED, "denied")]
@@ -569,42 +644,48 @@ class HearingRoom:
 
     def remove(self, conn: int, target_id: str, reason: str = "", *, ref: RequestId | None = None) -> list[Effect]:
         """Remove a participant from the session (close 4010); they cannot rejoin it."""
-        actor = self._may(conn, Action.remove)
-        target = self._target(target_id)
-        if target.id == actor.id:
-            raise SessionError("invalid_target", "you cannot remove yourself; use leave")
+        actor, target = self._may_on(conn, Action.remove, target_id)
         effects: list[Effect] = [Audit(Trace(actor.id, "participant_removed", {"participant_id": target.id}))]
         if target.connected:
             effects += [Send(target.conn, Removed(reason=reason)), Close(target.conn, CLOSE_REMOVED, "removed")]
         effects += self._drop(target)
-        self.removed.add(target.id)
+        self.removed[target.id] = target.token_id
+        # The removal outlives this process: the link the participant holds is reissued in the store.
+        effects.append(RevokeLink(target.id, actor.id))
         effects += self._after_change(roster=True, ref=ref, actor=actor)
         return effects
 
     def mute(
         self, conn: int, target_id: str, source: Source, muted: bool = True, *, ref: RequestId | None = None
     ) -> list[Effect]:
-        """Mute or unmute one source; judge/clerk for anyone, anyone for themselves.
+        """Mute or unmute one source; anyone for themselves, others as the permission table's target rules say.
 
-        A source muted by a moderator stays muted until a moderator unmutes it.
+        A source muted by a moderator stays muted until a moderator unmutes it
+        (a clerk or the presiding judge may lift such a mute of their own, see
+        :func:`rooms.permissions.may_lift_mute`).
         """
         actor = self._actor(conn)
-        target = self._target(target_id) if target_id != actor.id else actor
-        moderator = may_act(actor.role, self.state, actor.placement, Action.mute_others)
-        if target is not actor and not moderator:
-            raise NotAllowed("only the judge or the clerk may mute or unmute others")
+        if target_id != actor.id:
+            actor, target = self._may_on(conn, Action.mute_others, target_id)
+        else:
+            target = actor
         by = target.muted_by.get(source)
-        if not muted and target is actor and by is not None and by != actor.id and not moderator:
-            raise NotAllowed("your source was muted by the court; only the judge or the clerk may unmute it")
+        lifting = not muted and target is actor and by is not None and by != actor.id
+        if lifting and not may_lift_mute(self.seat_of(actor), self.state):
+            raise NotAllowed("your source was muted by the court; only the court may unmute it")
         if muted == (source in target.muted_by):
             return [Send(conn, Muted(ref=ref, participant_id=target.id, source=source, by=by or actor.id, muted=muted))]
         if muted:
             target.muted_by[source] = actor.id
         else:
             del target.muted_by[source]
-        action = "participant_muted" if muted else "participant_unmuted"
         message = Muted(participant_id=target.id, source=source, by=actor.id, muted=muted)
-        effects: list[Effect] = [Audit(Trace(actor.id, action, {"participant_id": target.id, "source": source.value}))]
+        effects: list[Effect]
+        if target is actor:
+            effects = self._toggled(actor, "muted", source, muted)
+        else:
+            action = "participant_muted" if muted else "participant_unmuted"
+            effects = [Audit(Trace(actor.id, action, {"participant_id": target.id, "source": source.value}))]
         effects += self._broadcast(message, ref=ref, actor=actor)
         effects += self._after_change(roster=True)
         return effects
@@ -629,10 +710,7 @@ class HearingRoom:
 
     def call_witness(self, conn: int, target_id: str, *, ref: RequestId | None = None) -> list[Effect]:
         """Bring a witness from the witness lobby into the courtroom."""
-        actor = self._may(conn, Action.call_witness)
-        target = self._target(target_id)
-        if target.placement is not Placement.witness_lobby:
-            raise SessionError("invalid_target", f"{target.info.name} is not waiting in the witness lobby")
+        actor, target = self._may_on(conn, Action.call_witness, target_id)
         target.placement = Placement.courtroom
         effects: list[Effect] = [
             Audit(Trace(actor.id, "witness_called", {"participant_id": target.id})),
@@ -644,10 +722,7 @@ class HearingRoom:
 
     def release_witness(self, conn: int, target_id: str, *, ref: RequestId | None = None) -> list[Effect]:
         """Send a witness from the courtroom back to the witness lobby."""
-        actor = self._may(conn, Action.release_witness)
-        target = self._target(target_id)
-        if target.role is not Role.witness or target.placement is not Placement.courtroom:
-            raise SessionError("invalid_target", f"{target.info.name} is not a witness in the courtroom")
+        actor, target = self._may_on(conn, Action.release_witness, target_id)
         target.placement = Placement.witness_lobby
         effects: list[Effect] = [
             Audit(Trace(actor.id, "witness_released", {"participant_id": target.id})),
@@ -657,18 +732,22 @@ class HearingRoom:
         return effects
 
     def consult(self, conn: int, participant_ids: Iterable[str], *, ref: RequestId | None = None) -> list[Effect]:
-        """Start a private consultation of a defendant with their counsel (judge, clerk, or that counsel)."""
+        """Start a private consultation of counsel with the client(s) they represent (moderator, or that counsel)."""
         actor = self._may(conn, Action.consult)
         ids = list(dict.fromkeys(participant_ids))
         group = [self._target(pid) for pid in ids]
         roles = {m.role for m in group}
-        if not roles <= CONSULT_ROLES or Role.defendant not in roles or Role.counsel not in roles:
-            raise SessionError("invalid_target", "a consultation is a defendant with their counsel, nobody else")
+        if not roles <= CONSULT_ROLES or Role.counsel not in roles or not roles & CLIENT_ROLES:
+            raise SessionError(
+                "invalid_target", "a consultation is counsel with a defendant or party they represent, nobody else"
+            )
         if actor.role is Role.counsel and actor.id not in ids:
             raise NotAllowed("counsel may only consult with their own client")
         for m in group:
             if m.placement is not Placement.courtroom:
                 raise SessionError("invalid_target", f"{m.info.name} is not in the courtroom ({m.placement.value})")
+        if not may_consult(self.seat_of(actor), [self.seat_of(m) for m in group], self.state):
+            raise NotAllowed("counsel consults only with the clients they represent (as booked)")
         group_id = new_id("cns")
         for m in group:
             m.placement = Placement.consultation
@@ -688,12 +767,7 @@ class HearingRoom:
         if len(groups) != 1 or "" in groups:
             raise SessionError("invalid_target", "these participants are not together in one consultation")
         (group_id,) = groups
-        if actor.role is Role.counsel:
-            # Counsel's consult right covers only their own consultation.
-            allowed = actor.consultation == group_id
-        else:
-            allowed = may_act(actor.role, self.state, actor.placement, Action.consult)
-        if not allowed:
+        if not may_end_consult(self.seat_of(actor), group_id, self.state):
             raise NotAllowed("only the judge, the clerk or counsel in the consultation may end it")
         effects = self._end_group(group_id, actor.id, "ended")
         effects += self._after_change(roster=True, ref=ref, actor=actor)
@@ -716,7 +790,12 @@ class HearingRoom:
         if enabled and source not in TABLE[member.role].publish:
             raise SessionError("publish_not_allowed", f"a {member.role.value} may not publish {source.value}")
         effects: list[Effect] = []
-        if track_id:
+        if track_id and member.declared.get(track_id) != source:
+            if track_id not in member.declared and len(member.declared) >= MAX_DECLARED_TRACKS:
+                raise SessionError(
+                    "too_many_tracks", f"at most {MAX_DECLARED_TRACKS} tracks may be declared on one media connection"
+                )
+            member.declared[track_id] = source
             effects.append(
                 Command(
                     DeclareTrack(hearing_id=self.hearing_id, participant_id=member.id, track_id=track_id, source=source)
@@ -727,7 +806,7 @@ class HearingRoom:
                 member.publishing.add(source)
             else:
                 member.publishing.discard(source)
-            effects.append(Audit(Trace(member.id, "publishing_changed", {"source": source.value, "enabled": enabled})))
+            effects += self._toggled(member, "publishing", source, enabled)
             effects += self._after_change(roster=not member.hidden)
         return effects
 
@@ -799,6 +878,7 @@ class HearingRoom:
         """A new peer for the same participant: the node keeps their publish/receive plan and declared tracks."""
         member.negotiated = False  # the node waits for the client's new first offer
         self._new_peer_state(member)
+        member.declared.clear()  # counted per peer connection; the node keeps the sources of known track ids
         member.restarting = True
         member.restart_at = self.clock()
         effects: list[Effect] = [
@@ -807,6 +887,18 @@ class HearingRoom:
             Send(member.conn, MediaRestart(ref=ref, reason=reason)),
         ]
         return effects + self._health_changed()
+
+    def flush_audit(self, participant_id: str) -> list[Effect]:
+        """The coalescing window of a member's toggles ended: audit what changed in it (and open the next window)."""
+        member = self.members.get(participant_id)
+        if member is None:
+            return []
+        member.audit_armed = False
+        effects = self._flush_holds(member)
+        if member.holds:
+            member.audit_armed = True
+            effects.append(AuditLater(member.id, AUDIT_COALESCE_SECONDS))
+        return effects
 
     def receivers(self) -> list[int]:
         """Connections of members who receive media now (for ``speaker``)."""
@@ -822,18 +914,70 @@ class HearingRoom:
 
     def _may(self, conn: int, action: Action) -> Member:
         actor = self._actor(conn)
-        if not may_act(actor.role, self.state, actor.placement, action):
+        presiding = actor.id == self.hearing.presiding_id
+        if not may_act(actor.role, self.state, actor.placement, action, presiding=presiding):
             raise NotAllowed(
                 f"a {actor.role.value} in the {actor.placement.value} may not {action.value.replace('_', ' ')}"
                 f" while the hearing is {self.state.value}"
             )
         return actor
 
+    def _may_on(self, conn: int, action: Action, target_id: str) -> tuple[Member, Member]:
+        """The actor of ``conn`` and the member ``target_id``, if the table lets one take ``action`` on the other."""
+        actor = self._may(conn, action)
+        target = self._target(target_id)
+        if target is actor:
+            raise SessionError("invalid_target", f"you cannot {_VERBS[action]} yourself")
+        if target.placement not in TARGET_PLACEMENTS[action] or target.role not in TARGETS[action]:
+            raise SessionError(
+                "invalid_target",
+                f"{target.info.name} ({target.role.value}, {target.placement.value}) cannot be {_DONE[action]}",
+            )
+        if not may_act_on(self.seat_of(actor), action, self.seat_of(target), self.state):
+            raise NotAllowed(f"only the presiding judge may {_VERBS[action]} {target.info.name}")
+        return actor, target
+
     def _target(self, participant_id: str) -> Member:
         member = self.members.get(participant_id)
         if member is None or member.hidden:
             raise SessionError("unknown_participant", f"participant {participant_id!r} is not in the session")
         return member
+
+    def _toggled(self, member: Member, kind: str, source: Source, value: bool) -> list[Effect]:
+        """Audit a member's own toggle (``kind`` "publishing" or "muted") now, or fold it into its open window."""
+        hold = member.holds.get((kind, source))
+        if hold is not None:
+            hold.value = value
+            hold.changes += 1
+            return []
+        member.holds[(kind, source)] = _Hold(value)
+        effects: list[Effect] = [self._toggle_audit(member, kind, source, value, None)]
+        if not member.audit_armed:
+            member.audit_armed = True
+            effects.append(AuditLater(member.id, AUDIT_COALESCE_SECONDS))
+        return effects
+
+    def _flush_holds(self, member: Member) -> list[Effect]:
+        effects: list[Effect] = []
+        for (kind, source), hold in list(member.holds.items()):
+            if hold.changes:
+                effects.append(self._toggle_audit(member, kind, source, hold.value, hold.changes))
+                hold.changes = 0
+            else:
+                del member.holds[(kind, source)]
+        return effects
+
+    @staticmethod
+    def _toggle_audit(member: Member, kind: str, source: Source, value: bool, changes: int | None) -> Audit:
+        data: dict[str, object]
+        if kind == "publishing":
+            action, data = "publishing_changed", {"source": source.value, "enabled": value}
+        else:
+            action = "participant_muted" if value else "participant_unmuted"
+            data = {"participant_id": member.id, "source": source.value}
+        if changes is not None:
+            data["changes"] = changes
+        return Audit(Trace(member.id, action, data))
 
     def _create_peer(self, member: Member) -> list[Effect]:
         if member.has_peer:
@@ -847,8 +991,10 @@ class HearingRoom:
 
     def _end_session(self) -> list[Effect]:
         """The hearing ended (adjourned, cancelled): close the node's room and every connection; forget everyone."""
+        self._node_closed = True
         effects: list[Effect] = [Command(CloseRoom(hearing_id=self.hearing_id))]
         for member in list(self.members.values()):
+            effects += self._flush_holds(member)
             if member.connected:
                 effects.append(Close(member.conn, CLOSE_HEARING_ENDED, f"hearing {self.state.value}"))
             self.members.pop(member.id)
@@ -868,21 +1014,23 @@ class HearingRoom:
         return effects
 
     def _drop(self, member: Member) -> list[Effect]:
-        """Forget a member: end their consultation and close their peer."""
-        effects: list[Effect] = []
+        """Forget a member: audit their pending toggles, end their consultation and close their peer."""
+        effects = self._flush_holds(member)
+        member.holds.clear()
         if member.consultation:
             group_id = member.consultation
             member.consultation = ""
             member.placement = Placement.courtroom
             rest = [m for m in self.members.values() if m.consultation == group_id and m is not member]
             roles = {m.role for m in rest}
-            if Role.defendant not in roles or Role.counsel not in roles:
+            if Role.counsel not in roles or not roles & CLIENT_ROLES:
                 effects += self._end_group(group_id, member.id, "member_left")
         self.members.pop(member.id, None)
         if member.has_peer:
             member.has_peer = False
             self._forget_sent(member.id)
             member.negotiated = False
+            member.declared.clear()
             if member.role not in PEERLESS_ROLES:
                 effects.append(Command(ClosePeer(hearing_id=self.hearing_id, participant_id=member.id)))
         return effects
@@ -1024,6 +1172,26 @@ class HearingRoom:
                     Command(SetReceiving(hearing_id=self.hearing_id, participant_id=m.id, publishers=publishers))
                 )
         return effects
+
+
+_VERBS: dict[Action, str] = {
+    Action.admit: "admit",
+    Action.deny: "deny",
+    Action.remove: "remove",
+    Action.mute_others: "mute or unmute",
+    Action.call_witness: "call",
+    Action.release_witness: "release",
+    Action.consult: "consult with",
+}
+_DONE: dict[Action, str] = {
+    Action.admit: "admitted: only someone waiting in the lobby is",
+    Action.deny: "denied: only someone waiting in the lobby is",
+    Action.remove: "removed",
+    Action.mute_others: "muted",
+    Action.call_witness: "called: only a witness waiting in the witness lobby is",
+    Action.release_witness: "released: only a witness in the courtroom is",
+    Action.consult: "put in a consultation",
+}
 
 
 def _resume_key() -> str:

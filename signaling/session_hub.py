@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from rooms.audit import AuditEvent
 from rooms.control import (
     AddCandidate,
     ApplyAnswer,
@@ -43,7 +44,7 @@ from rooms.control import (
 )
 from rooms.errors import DomainError
 from rooms.lifecycle import SessionAction, apply
-from rooms.model import Hearing, HearingState
+from rooms.model import Hearing, HearingState, new_id
 from rooms.permissions import TABLE
 from rooms.store import Store, Trace
 from signaling.messages import (
@@ -83,10 +84,12 @@ from signaling.session import (
     CLOSE_GOING_AWAY,
     ENDED,
     Audit,
+    AuditLater,
     Close,
     Command,
     Effect,
     HearingRoom,
+    RevokeLink,
     Send,
     SessionError,
     StartGrace,
@@ -154,6 +157,8 @@ class LiveRoom:
     room: HearingRoom
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    audit_timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    """Pending :class:`AuditLater` flushes, by participant."""
     listened: bool = False
     """Whether the room listeners were started (after the first successful join of a visible participant)."""
 
@@ -188,6 +193,12 @@ class SessionHub:
         self.closing_listeners: list[Callable[[str], Coroutine[Any, Any, None]]] = []
         """Awaited with the hearing id when it adjourns, before anyone is told or disconnected (the recorder
         seals then, so every participant still hears ``recording: sealed``); bounded by ``CLOSING_WAIT_SECONDS``."""
+        self.forgotten_listeners: list[Callable[[str], None]] = []
+        """Called with the hearing id when its room is given up (no visible member left): the hidden members'
+        connections are closed and the node's room too, so the recorder wiring lets go of the hearing."""
+        self.audit_listeners: list[Callable[[str, AuditEvent], None]] = []
+        """Called (hearing id, event) the moment a live session's audit event is stored, before the effects that
+        follow it (node commands, roster): the recorder takes consultation times from here, not from the roster."""
         self._recording: dict[str, Recording] = {}
         self._health_watch: asyncio.Task[None] | None = None
         self.frames = FrameCache()
@@ -212,7 +223,7 @@ class SessionHub:
             return
         async with live.lock:
             await self._run(live, live.room.disconnect(conn))
-            self._forget_if_empty(live)
+            await self._forget_if_empty(live)
 
     async def join(
         self,
@@ -241,7 +252,7 @@ class SessionHub:
                 outcome = live.room.join(info, conn, resume, ref=ref, token_id=token_id)
             except SessionError:
                 await self._run(live, effects)
-                self._forget_if_empty(live)
+                await self._forget_if_empty(live)
                 raise
             c = self._conns.get(conn)
             if c is not None:
@@ -257,6 +268,9 @@ class SessionHub:
             status = self._recording.get(hearing.id)
             if status is not None and c is not None:
                 c.outlet.send(status)
+            if TABLE[info.role].hidden:
+                # The recorder arriving after everyone left: nobody keeps the room, so it is given up at once.
+                await self._forget_if_empty(live)
         finally:
             live.lock.release()
         self.log.info(
@@ -323,7 +337,7 @@ class SessionHub:
                 await self._closing(hearing.id)
             effects = live.room.refresh(hearing, actor=actor)
             await self._run(live, effects)
-            self._forget_if_empty(live)
+            await self._forget_if_empty(live)
         self.log.info(
             "live_room_refreshed",
             hearing_id=hearing.id,
@@ -392,7 +406,7 @@ class SessionHub:
             else:  # pragma: no cover - the union is exhausted above
                 raise SessionError("invalid_message", f"unexpected message {msg.type}")
             await self._run(live, effects)
-            self._forget_if_empty(live)
+            await self._forget_if_empty(live)
 
     async def _session(self, room: HearingRoom, c: _Conn, msg: SessionMsg) -> list[Effect]:
         room.check_session(c.id, msg.action)
@@ -533,7 +547,7 @@ class SessionHub:
         if self._health_watch is None or self._health_watch.done():
             self._health_watch = asyncio.get_running_loop().create_task(self._health_loop())
             self._tasks.add(self._health_watch)
-            self._health_watch.add_done_callback(self._tasks.discard)
+            self._health_watch.add_done_callback(self._task_done)
 
     async def _health_loop(self) -> None:
         while self.rooms:
@@ -544,8 +558,10 @@ class SessionHub:
     # --- effects -------------------------------------------------------------------------------
 
     def recording_status(self, hearing_id: str, message: Recording) -> None:
-        """Tell everyone in the hearing how its recording is (and every later joiner too)."""
-        self._recording[hearing_id] = message
+        """Tell everyone in the hearing how its recording is (and every later joiner of its live room too)."""
+        if hearing_id in self.rooms:
+            # Kept only while the room lives: a forgotten room drops it (no per-hearing state outlives the room).
+            self._recording[hearing_id] = message
         for c in list(self._conns.values()):
             if c.hearing_id == hearing_id:
                 c.outlet.send(message)
@@ -553,7 +569,15 @@ class SessionHub:
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.log.error("session_task_failed", task=task.get_coro().__qualname__, exc_info=exc)  # type: ignore[union-attr]
 
     def _send(self, conn: int, message: Reply) -> None:
         c = self._conns.get(conn)
@@ -566,29 +590,93 @@ class SessionHub:
                 self._send(effect.conn, effect.message)
 
     async def _run(self, live: LiveRoom, effects: list[Effect]) -> None:
-        """Carry out a room's effects in order (called under the room's lock)."""
-        hearing_id = live.room.hearing_id
+        """Carry out a room's effects in order (called under the room's lock).
+
+        Each effect is carried out even when one before it failed: a node
+        command that raises, or an audit append that fails, is logged and the
+        rest (the closes, the other node commands) still happen.
+        """
         for effect in effects:
-            if isinstance(effect, Send):
-                self._send(effect.conn, effect.message)
-            elif isinstance(effect, Close):
-                c = self._conns.get(effect.conn)
-                if c is not None:
-                    c.outlet.close(effect.code, effect.reason)
-            elif isinstance(effect, Command):
-                reply = await self._call(effect.command)
-                if isinstance(reply, Refused):
-                    self.log.warning(
-                        "node_command_refused",
-                        hearing_id=hearing_id,
-                        command=effect.command.type,
-                        code=reply.code,
-                        detail=reply.message,
-                    )
-            elif isinstance(effect, Audit):
-                await self.store.append_audit(hearing_id, effect.trace)
-            elif isinstance(effect, StartGrace):
-                self._arm_grace(live, effect)
+            try:
+                await self._run_one(live, effect)
+            except Exception:
+                self.log.exception(
+                    "session_effect_failed", hearing_id=live.room.hearing_id, effect=type(effect).__name__
+                )
+
+    async def _run_one(self, live: LiveRoom, effect: Effect) -> None:
+        hearing_id = live.room.hearing_id
+        if isinstance(effect, Send):
+            self._send(effect.conn, effect.message)
+        elif isinstance(effect, Close):
+            c = self._conns.get(effect.conn)
+            if c is not None:
+                c.outlet.close(effect.code, effect.reason)
+        elif isinstance(effect, Command):
+            reply = await self._call(effect.command)
+            if isinstance(reply, Refused):
+                self.log.warning(
+                    "node_command_refused",
+                    hearing_id=hearing_id,
+                    command=effect.command.type,
+                    code=reply.code,
+                    detail=reply.message,
+                )
+        elif isinstance(effect, Audit):
+            event = await self.store.append_audit(hearing_id, effect.trace)
+            for listener in list(self.audit_listeners):
+                try:
+                    listener(hearing_id, event)
+                except Exception:  # a listener's bug must not skip the effects after it
+                    self.log.exception("audit_listener_failed", hearing_id=hearing_id, action=event.action)
+        elif isinstance(effect, StartGrace):
+            self._arm_grace(live, effect)
+        elif isinstance(effect, AuditLater):
+            self._arm_audit(live, effect)
+        elif isinstance(effect, RevokeLink):
+            await self._revoke_link(live, effect)
+
+    async def _revoke_link(self, live: LiveRoom, revoke: RevokeLink) -> None:
+        """Reissue a removed participant's join link in the store, so the removal outlives this process."""
+        token_id = new_id("tok")
+
+        def mutation(current: Hearing) -> tuple[Hearing, Trace]:
+            target = current.participant(revoke.participant_id)
+            if target is None or current.state in ENDED:
+                raise SessionError("unknown_participant", "not booked any more")
+            fresh = target.model_copy(update={"token_id": token_id})
+            participants = tuple(fresh if p.id == target.id else p for p in current.participants)
+            data = {"participant_id": target.id, "reason": "removed"}
+            return current.model_copy(update={"participants": participants}), Trace(
+                revoke.actor, "participant_link_reissued", data
+            )
+
+        try:
+            hearing = await self.store.mutate_hearing(live.room.hearing_id, mutation)
+        except SessionError:
+            return  # unbooked or ended meanwhile: the old link is dead anyway
+        self.log.info(
+            "participant_link_reissued", hearing_id=hearing.id, participant_id=revoke.participant_id, reason="removed"
+        )
+        await self._run(live, live.room.refresh(hearing, actor=revoke.actor))
+
+    def _arm_audit(self, live: LiveRoom, later: AuditLater) -> None:
+        old = live.audit_timers.pop(later.participant_id, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        live.audit_timers[later.participant_id] = loop.call_later(
+            later.seconds, self._spawn_flush, live, later.participant_id
+        )
+
+    def _spawn_flush(self, live: LiveRoom, participant_id: str) -> None:
+        self._spawn(self._flush_audit(live, participant_id))
+
+    async def _flush_audit(self, live: LiveRoom, participant_id: str) -> None:
+        async with live.lock:
+            live.audit_timers.pop(participant_id, None)
+            if self.rooms.get(live.room.hearing_id) is live:
+                await self._run(live, live.room.flush_audit(participant_id))
 
     async def _call(self, command: NodeCommand) -> NodeReply:
         return await self.node.call(command)
@@ -609,26 +697,45 @@ class SessionHub:
             if effects:
                 self.log.info("participant_left", hearing_id=live.room.hearing_id, participant_id=participant_id)
             await self._run(live, effects)
-            self._forget_if_empty(live)
+            await self._forget_if_empty(live)
 
     def _spawn_expire(self, live: LiveRoom, participant_id: str, epoch: int) -> None:
         self._spawn(self._expire(live, participant_id, epoch))
 
-    def _forget_if_empty(self, live: LiveRoom) -> None:
-        if live.room.empty and self.rooms.get(live.room.hearing_id) is live:
-            for timer in live.timers.values():
-                timer.cancel()
-            del self.rooms[live.room.hearing_id]
+    async def _forget_if_empty(self, live: LiveRoom) -> None:
+        """Give up a room no visible participant is in (called under its lock): close the hidden members'
+        connections and the node's room, drop its caches, then tell :attr:`forgotten_listeners`."""
+        hearing_id = live.room.hearing_id
+        if not live.room.empty or self.rooms.get(hearing_id) is not live:
+            return
+        for timer in (*live.timers.values(), *live.audit_timers.values()):
+            timer.cancel()
+        hidden = {m.conn for m in live.room.members.values()}
+        # Still listed while the node's room closes: a join meanwhile waits for this lock, then takes a new room.
+        await self._run(live, live.room.forget())
+        del self.rooms[hearing_id]
+        self._recording.pop(hearing_id, None)
+        for conn in hidden:
+            self._conns.pop(conn, None)
+        self.log.info("live_room_forgotten", hearing_id=hearing_id)
+        for listener in list(self.forgotten_listeners):
+            try:
+                listener(hearing_id)
+            except Exception:
+                self.log.exception("forgotten_listener_failed", hearing_id=hearing_id)
 
     async def shutdown(self) -> None:
         """Close every connection with 1001 and every room on the node."""
         for c in list(self._conns.values()):
             c.outlet.close(CLOSE_GOING_AWAY, "server going away")
         for live in list(self.rooms.values()):
-            for timer in live.timers.values():
+            for timer in (*live.timers.values(), *live.audit_timers.values()):
                 timer.cancel()
             with contextlib.suppress(Exception):
                 await self.node.call(CloseRoom(hearing_id=live.room.hearing_id))
         self.rooms.clear()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        # Cancelled tasks still run their cleanup (releasing room locks, finishing an await): wait for it.
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -26,8 +26,19 @@ Limits and close codes (PROTOCOL.md; choices documented here):
   from the booking gets ``removed`` then close 4010; the connection of a link
   that was reissued gets ``error`` revoked then close 4001; a cancelled
   hearing sends ``state`` cancelled then close 1000 to everyone.
-- A frame larger than ``max_message_bytes`` (64 KiB): close 1009 (message too
-  big). The frame cannot be skipped safely, so no ``error`` is sent first.
+- A message larger than ``max_message_bytes`` (64 KiB; one frame or its
+  fragments together): close 1009 (message too big). A client frame without a
+  mask: close 1002 (protocol error). No ``error`` is sent first (the frame
+  cannot be skipped safely); the server reads on until the client's close
+  frame, so the client sees the code rather than a TCP reset
+  (:mod:`signaling.ws_guard`).
+- A handshake with a ``Sec-WebSocket-Version`` other than 13: 426 problem
+  ``unsupported_websocket_version`` with ``Sec-WebSocket-Version: 13``.
+- Text nested deeper than 32 arrays/objects: ``error`` json_too_deep (checked
+  before parsing, :mod:`signaling.json_input`); text that is not JSON or holds
+  a lone surrogate, or a value of the wrong JSON type (client messages are
+  strict: ``true`` is no id, ``"yes"`` no boolean): ``error`` invalid_message.
+  After ``join`` the socket stays; before it, close 4003.
 - More frames than the token bucket allows (``rate_per_second`` sustained,
   ``rate_burst`` at once): ``error`` too_many_messages and close 4008.
 - A client that does not read its messages (send queue full): close 1013.
@@ -49,13 +60,13 @@ import time
 from collections.abc import Callable
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSMsgType, hdrs, web
 from pydantic import ValidationError
 
 from rooms.control import NodeControl
 from rooms.errors import NotFound
 from rooms.model import Hearing
-from signaling import rest_probe
+from signaling import json_input, rest_probe
 from signaling.keys import STORE_KEY, TOKENS_KEY
 from signaling.messages import (
     Error,
@@ -67,6 +78,7 @@ from signaling.messages import (
     parse_client_message,
     ws_json_schema,
 )
+from signaling.problems import Problem
 from signaling.routing import ROUTES_KEY, RouteSpec
 from signaling.session import (
     CLOSE_BAD_TOKEN,
@@ -78,6 +90,7 @@ from signaling.session import (
 )
 from signaling.session_hub import Outlet, SessionHub, WsSettings
 from signaling.tokens import TokenError
+from signaling.ws_guard import GuardedWebSocketResponse
 
 __all__ = [
     "HUB_KEY",
@@ -197,11 +210,21 @@ def _validation_summary(exc: ValidationError) -> str:
     return "; ".join(parts) or "invalid message"
 
 
+def _invalid_summary(raw: str, exc: ValidationError) -> str:
+    """Why a frame is invalid; for text that is not JSON, the shared decoder's words (e.g. a lone surrogate)."""
+    if exc.error_count() == 1 and exc.errors(include_url=False)[0]["type"] == "json_invalid":
+        try:
+            json_input.loads(raw)
+        except json_input.JsonRefused as refused:
+            return refused.detail
+    return _validation_summary(exc)
+
+
 def _ref_of(raw: str) -> RequestId | None:
     """The ``id`` of a frame that failed validation, when it is a usable one."""
     try:
-        data = json.loads(raw)
-    except ValueError:
+        data = json_input.loads(raw)
+    except json_input.JsonRefused:
         return None
     ref = data.get("id") if isinstance(data, dict) else None
     if isinstance(ref, bool):
@@ -231,7 +254,17 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     """``GET /api/v1/ws``: one participant's session (see PROTOCOL.md and the module docstring)."""
     hub = request.app[HUB_KEY]
     settings = hub.settings
-    ws = web.WebSocketResponse(max_msg_size=settings.max_message_bytes, heartbeat=20.0)
+    version = request.headers.get(hdrs.SEC_WEBSOCKET_VERSION)
+    if version is not None and version.strip() != "13":
+        # RFC 6455 4.4: refuse other versions with 426 naming the one we speak (aiohttp would accept 7 and 8).
+        raise Problem(
+            426,
+            "unsupported_websocket_version",
+            "Unsupported WebSocket version",
+            f"WebSocket version {version[:16]!r} is not supported; use version 13 (RFC 6455)",
+            headers={hdrs.SEC_WEBSOCKET_VERSION: "13"},
+        )
+    ws = GuardedWebSocketResponse(max_msg_size=settings.max_message_bytes, heartbeat=20.0)
     await ws.prepare(request)
     outlet = WsOutlet(ws, settings.send_queue, hub.frames)
     conn = hub.attach(outlet)
@@ -249,7 +282,13 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
                 break
             if frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                 if frame.type is WSMsgType.ERROR:
-                    log.info("ws_frame_refused", error=str(frame.data), code=ws.close_code)
+                    refused = frame.data if isinstance(frame.data, WebSocketError) else None
+                    code = refused.code if refused is not None else ws.close_code
+                    log.info("ws_frame_refused", error=str(frame.data), code=code)
+                    if refused is not None and not ws.closed:
+                        # The frame guard refused a frame (1002 unmasked, 1009 too big): close with its code;
+                        # the guard keeps reading until the client's close, so the client sees the code, not a reset.
+                        outlet.close(refused.code, str(refused)[:100])
                 break
             if not bucket.take():
                 log.warning("ws_rate_limited")
@@ -263,9 +302,16 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
                 continue
             raw: str = frame.data
             try:
+                json_input.check_depth(raw)
+            except json_input.JsonRefused as exc:
+                outlet.send(Error(code=exc.code, message=exc.detail))
+                if not joined:
+                    outlet.close(CLOSE_NOT_ALLOWED, "join expected")
+                continue
+            try:
                 msg = parse_client_message(raw)
             except ValidationError as exc:
-                outlet.send(Error(ref=_ref_of(raw), code="invalid_message", message=_validation_summary(exc)))
+                outlet.send(Error(ref=_ref_of(raw), code="invalid_message", message=_invalid_summary(raw, exc)))
                 if not joined:
                     outlet.close(CLOSE_NOT_ALLOWED, "join expected")
                 continue

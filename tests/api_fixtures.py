@@ -25,6 +25,7 @@ from rooms.backends import open_store
 from rooms.store import Store
 from signaling.app import TOKENS_KEY, create_app
 from signaling.config import ApiKey, KeyScope, SignalingConfig
+from signaling.serving import app_runner
 from signaling.tokens import TokenService
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
@@ -159,7 +160,7 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
 async def serve(store: Store, config: SignalingConfig | None = None) -> AsyncIterator[Api]:
     """Run the signaling app on ``store`` on 127.0.0.1 (free port) with a client session, then stop both."""
     app = create_app(config or api_config(), store)
-    runner = web.AppRunner(app, access_log=None)
+    runner = app_runner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -307,7 +307,10 @@ class Booking:
 
 
 def book_hearing(server: Server, participants: list[tuple[str, str, str]], *, kind: str = "trial") -> Booking:
-    """Create two sites and a courtroom, then book a hearing starting now; ``participants`` are (name, role, site)."""
+    """Create two sites and a courtroom, then book a hearing starting now; ``participants`` are (name, role, site).
+
+    Every counsel is booked as representing every defendant and party (``represents``), so they may consult.
+    """
     suffix = secrets.token_hex(3)
     court, remote = f"court-{suffix}", f"detention-{suffix}"
     for site, site_kind in ((court, "court"), (remote, "detention_center")):
@@ -320,6 +323,7 @@ def book_hearing(server: Server, participants: list[tuple[str, str, str]], *, ki
     )
     assert status == 201, (status, body)
     now = datetime.now(UTC).replace(microsecond=0)
+    clients = [i for i, (_, role, _) in enumerate(participants) if role in ("defendant", "party")]
     status, body = server.request(
         "POST",
         "/api/v1/hearings",
@@ -332,6 +336,7 @@ def book_hearing(server: Server, participants: list[tuple[str, str, str]], *, ki
             "ends_at": (now + timedelta(hours=1)).isoformat(),
             "participants": [
                 {"name": name, "role": role, "site_id": court if site == "court" else remote}
+                | ({"represents": clients} if role == "counsel" else {})
                 for name, role, site in participants
             ],
         },

@@ -36,6 +36,7 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamT
 from av import AudioFrame, VideoFrame
 
 from media.ice import restrict_host_candidates, rtc_configuration
+from media.passthrough import ReceiverTap, tap_receiver
 from rooms.control import (
     ApplyAnswer,
     ApplyOffer,
@@ -51,6 +52,16 @@ from rooms.control import (
 from rooms.model import Role
 
 LOOPBACK = ("127.0.0.1",)
+
+
+def _ignore(_: Any) -> None:
+    pass
+
+
+def _nothing() -> None:
+    pass
+
+
 _COLS, _ROWS = 6, 4
 _BITS = _COLS * _ROWS
 
@@ -121,6 +132,11 @@ class ToneAudioTrack(AudioStreamTrack):
         return frame
 
 
+def _same(track: CodeVideoTrack | None) -> CodeVideoTrack | None:
+    """A new painted track like ``track`` (tag, size)."""
+    return None if track is None else CodeVideoTrack(track.tag, track.width, track.height)
+
+
 @dataclass
 class Received:
     """What one client got on one media id."""
@@ -144,6 +160,7 @@ class MediaClient:
         loud: bool = True,
         video_codec: str | None = None,
         decode_video: bool = True,
+        count_only: bool = False,
     ) -> None:
         self.name = name
         self.pc = RTCPeerConnection(configuration=rtc_configuration(()))
@@ -153,6 +170,10 @@ class MediaClient:
         self.tracks: tuple[TrackRef, ...] = ()
         self.keyframe_requests = 0
         self.decode_video = decode_video
+        self.count_only = count_only
+        """Received media is only counted (RTP level), never decoded: for many clients in one process."""
+        self.on_failed: Callable[[], None] | None = None
+        """Called when the connection's state becomes ``failed`` (the client then asks for a media restart)."""
         self.video_codec = video_codec
         self.extra: list[MediaStreamTrack] = []
         """Tracks added after the start (e.g. evidence), re-added on a media restart."""
@@ -167,9 +188,16 @@ class MediaClient:
             if track is not None:
                 self._add(track)
 
-        @self.pc.on("track")
+        pc = self.pc
+
+        @pc.on("track")
         def _on_track(track: MediaStreamTrack) -> None:
             self._tasks.append(asyncio.ensure_future(self._consume(track)))
+
+        @pc.on("connectionstatechange")
+        def _on_state() -> None:
+            if pc is self.pc and pc.connectionState == "failed" and self.on_failed is not None:
+                self.on_failed()
 
     def _add(self, track: MediaStreamTrack) -> None:
         transceiver = self.pc.addTransceiver(track, direction="sendonly")
@@ -191,6 +219,10 @@ class MediaClient:
     async def reset(self) -> None:
         """Media restart: close the connection and make a new one with the same tracks (the next offer is a first)."""
         await self._close_pc()
+        # aiortc's senders stop their tracks on close: the new connection sends new tracks of the same kind.
+        self.video = _same(self.video)
+        self.audio = ToneAudioTrack(self.audio.loud) if self.audio is not None else None
+        self.extra = [_same(t) or t if isinstance(t, CodeVideoTrack) else t for t in self.extra]
         self.pc = RTCPeerConnection(configuration=rtc_configuration(()))
         self.received = {}
         self.tracks = ()
@@ -216,6 +248,13 @@ class MediaClient:
                 continue
             self._counted.add(id(receiver))
             entry = self.received.setdefault(str(transceiver.mid), Received(kind=transceiver.kind))
+            if self.count_only:
+                # Hand received frames to nobody instead of a decoder (called before the receiver starts).
+                tap_receiver(
+                    receiver,
+                    transceiver.kind,
+                    ReceiverTap(on_frame=_ignore, on_packet=_ignore, on_sender_report=_ignore, on_bye=_nothing),
+                )
             original = receiver._handle_rtp_packet
 
             async def counting(packet: Any, arrival_time_ms: int, _orig: Any = original, _e: Received = entry) -> None:
@@ -271,10 +310,19 @@ class MediaClient:
     async def answer(self, sdp: str) -> str:
         """Apply a node offer and return our answer (a pending re-offer of ours is dropped: polite side)."""
         self._deferred = None
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        self._count_rtp()
-        restrict_host_candidates(self.pc, LOOPBACK)
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        # aiortc pairs a remote m-line with any transceiver of its kind that has no mid yet, also one we added
+        # for a track not negotiated yet (JSEP never pairs an addTransceiver() one): keep those out of it.
+        transceivers: list[Any] = self.pc._RTCPeerConnection__transceivers  # type: ignore[attr-defined]
+        unnegotiated = [t for t in transceivers if t.mid is None]
+        for t in unnegotiated:
+            transceivers.remove(t)
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            self._count_rtp()
+            restrict_host_candidates(self.pc, LOOPBACK)
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        finally:
+            transceivers.extend(unnegotiated)
         return str(self.pc.localDescription.sdp)
 
     # --- what arrived -------------------------------------------------------------------------

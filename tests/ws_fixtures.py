@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import traceback
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -120,6 +121,13 @@ class WsClient:
         await self.send(type, id=ref, **fields)
         return await self.expect_ref(ref, reply)
 
+    async def request_ok(self, type: str, reply: str, **fields: Any) -> dict[str, Any]:
+        """:meth:`request` for a setup step: an ``error`` reply fails the test at once, naming the refusal."""
+        message = await self.request(type, reply, **fields)
+        if message.get("type") == "error":
+            pytest.fail(f"{type} was refused: {message.get('code')}: {message.get('message')}")
+        return message
+
     async def expect_ref(self, ref: str, reply: str) -> dict[str, Any]:
         """The ``reply`` or ``error`` that carries ``ref``."""
         message = await self.expect_any(lambda m: m.get("ref") == ref and m.get("type") in (reply, "error"))
@@ -209,8 +217,13 @@ class Court:
         *,
         starts: datetime | None = None,
         hours: float = 2.0,
+        represents: dict[str, tuple[str, ...]] | None = None,
     ) -> Booking:
-        """Book a trial (via REST) around now with one participant per role name (``counsel2`` is a counsel)."""
+        """Book a trial (via REST) around now with one participant per role name (``counsel2`` is a counsel).
+
+        ``represents`` links counsel (by role name) to their clients; by default ``counsel`` represents
+        ``defendant`` (when both are booked), so the two may consult.
+        """
         self._seq += 1
         n = self._seq
         site, room = f"site-{n}", f"room-{n}"
@@ -221,9 +234,14 @@ class Court:
         status, body = await self.rest("POST", "/api/v1/courtrooms", {"id": room, "name": room, "site_id": site})
         assert status == 201, body
         start = starts or datetime.now(UTC) - timedelta(minutes=5)
-        participants = [
+        links = {"counsel": ("defendant",)} if represents is None else represents
+        participants: list[dict[str, Any]] = [
             {"name": f"{name.title()} {n}", "role": name.rstrip("0123456789"), "site_id": site} for name in roles
         ]
+        for name, clients in links.items():
+            if name in roles:
+                indexes = [roles.index(c) for c in clients if c in roles]
+                participants[roles.index(name)]["represents"] = indexes
         status, body = await self.rest(
             "POST",
             "/api/v1/hearings",
@@ -260,11 +278,20 @@ class Court:
         return client, joined
 
     async def participant(
-        self, name: str, token: str, *, tag: int = 0, video: bool = True, audio: bool = True
+        self,
+        name: str,
+        token: str,
+        *,
+        tag: int = 0,
+        video: bool = True,
+        audio: bool = True,
+        count_only: bool = False,
+        loud: bool = True,
     ) -> Participant:
         """A participant with a WebSocket and a real aiortc peer (media starts with :meth:`Participant.start_media`)."""
         client, joined = await self.join(token)
-        p = Participant(name, client, joined, small(MediaClient(name, tag=tag, video=video, audio=audio)))
+        media = MediaClient(name, tag=tag, video=video, audio=audio, count_only=count_only, loud=loud)
+        p = Participant(name, client, joined, small(media))
         p.attach()
         self.participants.append(p)
         return p
@@ -315,12 +342,22 @@ class Participant:
         self.restarts: list[tuple[float, str]] = []
         """(loop time, reason) of every ``media_restart`` carried out."""
         self.publishing = False
+        self.extra_sources: list[str] = []
+        """The source of each of ``media.extra``."""
         self._answered_sdp: str | None = None
         self._seq = 0
 
     def attach(self) -> None:
         """Start reacting to server offers and tracks on the current WebSocket."""
         self.client.hooks.append(self._on_message)
+        self.media.on_failed = self._connection_failed
+
+    def _connection_failed(self) -> None:
+        # The client's rule: a failed connection asks for a media restart (at most one in flight: the
+        # server answers restart_pending to a second one).
+        self._spawn(
+            self.client.send("restart_media", id=f"{self.name}-restart-{self._next()}", reason="connection_failed")
+        )
 
     def _on_message(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -355,6 +392,7 @@ class Participant:
                 self._answered_sdp = sdp
                 self.offers_answered += 1
             except Exception as exc:
+                traceback.print_exc()  # shown with the failing test's output
                 self.failures.append(f"{type(exc).__name__}: {exc}")
                 return
         await self.renegotiate_if_needed()
@@ -368,6 +406,7 @@ class Participant:
             try:
                 await self.media.accept_answer(sdp)
             except Exception as exc:
+                traceback.print_exc()  # shown with the failing test's output
                 self.failures.append(f"{type(exc).__name__}: {exc}")
                 return
         await self.renegotiate_if_needed()
@@ -407,7 +446,9 @@ class Participant:
 
     async def add_track(self, track: Any, source: str) -> None:
         """Publish one more track: declare it and negotiate it (politely)."""
-        self.media.add_track(track)
+        async with self._negotiation:  # never while an exchange is being applied
+            self.media.add_track(track)
+            self.extra_sources.append(source)
         await self.client.send("publish", source=source, enabled=True, track_id=track.id)
         await self.renegotiate_if_needed()
 
@@ -419,7 +460,16 @@ class Participant:
             self.refused_in_row = 0
             await self.media.reset()
             self.restarts.append((loop.time(), reason))
+            await self._declare()  # the new tracks have new ids: say which source each is before they arrive
             await self._send_offer()
+
+    async def _declare(self) -> None:
+        tracks: list[tuple[str, Any]] = list(zip(self.extra_sources, self.media.extra, strict=True))
+        if self.publishing:
+            tracks += [("camera", self.media.video), ("microphone", self.media.audio)]
+        for source, track in tracks:
+            if track is not None:
+                await self.client.send("publish", source=source, enabled=True, track_id=track.id)
 
     async def request_restart(self, reason: str = "test") -> dict[str, Any]:
         """Ask for a media restart; the server's reply (``media_restart`` or ``error``)."""
@@ -464,6 +514,7 @@ class Participant:
                 tag=old.video.tag if old.video is not None else 0,
                 video=old.video is not None,
                 audio=old.audio is not None,
+                count_only=old.count_only,
             )
         )
         self._tasks = []
@@ -496,10 +547,16 @@ def ws_settings() -> WsSettings:
 
 
 @pytest.fixture
-async def court(tmp_path: Path, ws_settings: WsSettings) -> AsyncIterator[Court]:
+def node_settings() -> NodeSettings:
+    """Settings of the test server's media node (override in a module to change them)."""
+    return NodeSettings(announce_addresses=("127.0.0.1",))
+
+
+@pytest.fixture
+async def court(tmp_path: Path, ws_settings: WsSettings, node_settings: NodeSettings) -> AsyncIterator[Court]:
     """The real server with the WebSocket session and a real in-process media node, on loopback."""
     store = await open_store(None, tmp_path / "data")
-    node = InProcessNode(NodeSettings(announce_addresses=("127.0.0.1",)))
+    node = InProcessNode(node_settings)
     app = create_app(ws_config(), store, registrars=[ws_registrar(node, ws_settings)])
     runner, base = await _serve(app)
     http = aiohttp.ClientSession()

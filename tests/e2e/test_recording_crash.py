@@ -1,12 +1,14 @@
-"""A recording survives `kill -9` of the whole server: the crashed session stays verifiable, a restart continues it.
+"""A recording survives `kill -9` of the whole server: a restart seals what the crash left, and the hearing verifies.
 
 A real ``courtlink serve`` child (2 s segments) records a hearing in session
 with two real aiortc publishers; it is killed with SIGKILL mid-segment and
 started again on the same data directory. The hearing is still in session in
-the store, so the restarted recorder follows it at once into a new recording
-session linked to the crashed one, with a ``recorder_restart`` gap for the
-outage. The participants come back, the judge adjourns, and the new session
-is sealed and verifies.
+the store, so the restarted recorder follows it at once: it seals the crashed
+session as ``interrupted`` (its partial segments hashed and listed) and opens a
+new recording session linked to that seal, with a ``recorder_restart`` gap from
+where the partials end. The participants come back, the judge adjourns, and
+``courtlink verify <hearing dir>`` exits 0, naming the interrupted session and
+the gap.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ SEGMENTS_BEFORE_CRASH = 2
 """Completed segments per track before the kill (plus the one being written when it dies)."""
 SECONDS_AFTER_RESTART = 4.0
 CLUSTER_SECONDS = 1.0
-"""A segment reaches the disk a cluster at a time, at least every second (recorder/FORMAT.md)."""
+"""A segment reaches the disk a cluster at a time, at least every second (docs/archive.md)."""
 CLUSTER_ID = bytes.fromhex("1f43b675")
 """The Matroska Cluster element id: a partial file with one holds frames."""
 
@@ -119,7 +121,7 @@ async def _come_back_and_adjourn(server: ServeProcess, booking: Booking) -> tupl
 
 
 def test_kill_9_leaves_a_verifiable_prefix_and_a_restart_continues_the_chain(tmp_path: Path) -> None:
-    """After kill -9 the crashed session verifies up to its last line; the restart links a new session and seals it."""
+    """After kill -9 the crashed session verifies up to its last line; a restart seals it interrupted; all verifies."""
     data_dir = tmp_path / "data"
     first = ServeProcess(data_dir, env=serve_env())
     start_server(first)
@@ -170,19 +172,31 @@ def test_kill_9_leaves_a_verifiable_prefix_and_a_restart_continues_the_chain(tmp
 
     old, new = session_dirs(data_dir, booking.hearing_id)
     assert old == crashed
+    # The restarted recorder sealed the crashed session as interrupted, its partials hashed and listed.
+    sealed_crash = manifest(crashed)
+    assert sealed_crash[: result["lines"]] == lines[: result["lines"]]
+    seal = sealed_crash[-1]
+    assert (seal["type"], seal["state"]) == ("seal", "interrupted")
+    recovered = [line for line in sealed_crash if line["type"] == "recovered_segment"]
+    assert {line["file"] for line in recovered} == set(partials), (recovered, partials)
+    assert seal["media_end"] >= max(line["end"] for line in listed)
+    assert not (crashed / "recording.lock").exists()
     lines = manifest(new)
     head = lines[0]
-    # Linked to the crashed session: its name, how many lines verified, its last hash, and not sealed.
-    assert head["previous"]["session_id"] == crashed.name, head["previous"]
-    assert head["previous"]["sealed"] is False
-    assert head["previous"]["lines"] == result["lines"]
-    assert head["previous"]["last_hash"] == head["prev"] == manifest(crashed)[result["lines"] - 1]["hash"]
+    # Linked to the interrupted seal: its name, every line, its hash.
+    assert head["previous"] == {
+        "session_id": crashed.name,
+        "lines": len(sealed_crash),
+        "last_hash": seal["hash"],
+        "sealed": True,
+        "state": "interrupted",
+    }, head["previous"]
+    assert head["prev"] == seal["hash"]
     (outage,) = [line for line in lines if line["type"] == "gap" and line["reason"] == "recorder_restart"]
     assert outage["track"] is None, outage
+    # The outage starts where the recovered partials end, not at the last listed segment.
+    assert outage["start"] == seal["media_end"], (outage, seal)
     assert outage["start"] <= outage["end"] == head["at"], outage
-    assert outage["start"] >= manifest(crashed)[0]["at"]
-    recovered = {line["file"] for line in lines if line["type"] == "recovered_segment"}
-    assert recovered == set(partials), (recovered, partials)
     assert [line["type"] for line in lines][-1] == "seal"
     new_segments = [line for line in lines if line["type"] == "segment"]
     assert {s["participant"] for s in new_segments} == {booking.ids[n] for n in NAMES}, new_segments
@@ -193,6 +207,13 @@ def test_kill_9_leaves_a_verifiable_prefix_and_a_restart_continues_the_chain(tmp
     assert code == 0, out
     assert sealed["status"] == "valid", sealed
     assert sealed["sealed"] is True, sealed
+    # The whole hearing verifies: both sessions, in order; the interrupted one and the gap are named.
+    code, out, hearing = verify(crashed.parents[1])
+    assert code == 0, out
+    assert hearing["hearing_id"] == booking.hearing_id, hearing
+    assert [s["seal_state"] for s in hearing["sessions"]] == ["interrupted", "complete"], hearing
+    assert "sealed as INTERRUPTED" in out, out
+    assert "gap recorder_restart" in out, out
     statuses = [m["status"] for m in judge_messages if m["type"] == "recording"]
     assert statuses[-1] == "sealed", statuses
 
@@ -201,5 +222,5 @@ def test_kill_9_leaves_a_verifiable_prefix_and_a_restart_continues_the_chain(tmp
     assert by_id[new.name]["verification"]["ok"] is True, by_id
     assert by_id[new.name]["previous_session_id"] == crashed.name
     assert by_id[new.name]["gaps"].get("recorder_restart") == 1, by_id[new.name]
-    assert by_id[crashed.name]["state"] != "sealed", by_id[crashed.name]
-    assert by_id[crashed.name]["verification"]["status"] == "unsealed", by_id[crashed.name]
+    assert by_id[crashed.name]["state"] == "interrupted", by_id[crashed.name]
+    assert by_id[crashed.name]["verification"]["ok"] is True, by_id[crashed.name]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -149,7 +150,7 @@ async def seat(court: Court, booking: Booking, names: tuple[str, ...]) -> dict[s
     judge = people["judge"]
     for name in names[1:]:
         if people[name].joined["placement"] == "lobby":
-            reply = await judge.client.request("admit", "roster", participant_id=booking.ids[name])
+            reply = await judge.client.request_ok("admit", "roster", participant_id=booking.ids[name])
             assert reply["type"] == "roster", reply
             await people[name].client.expect("admitted")
     for p in people.values():
@@ -159,7 +160,7 @@ async def seat(court: Court, booking: Booking, names: tuple[str, ...]) -> dict[s
 
 async def session(p: Participant, action: str) -> None:
     """One session action by ``p`` (the judge), answered by a ``state`` message."""
-    reply = await p.client.request("session", "state", action=action)
+    reply = await p.client.request_ok("session", "state", action=action)
     assert reply["type"] == "state", reply
 
 
@@ -210,11 +211,17 @@ def session_dirs(data_dir: Path, hearing_id: str) -> list[Path]:
     return sorted((p.parent for p in root.glob("*/*/manifest.jsonl")), key=lambda p: p.name)
 
 
-def verify(session_dir: Path) -> tuple[int, str, dict[str, Any]]:
-    """``courtlink verify DIR`` as a user runs it (exit code, text), and its ``--json`` result."""
-    cmd = [sys.executable, "-m", "courtlink.cli", "verify", str(session_dir), "--no-progress"]
-    text = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-    as_json = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=120, check=False)
+def verify(path: Path) -> tuple[int, str, dict[str, Any]]:
+    """``courtlink verify DIR`` as the operator runs it on the server (exit code, text), and its ``--json`` result.
+
+    ``DIR`` is a session or a hearing directory; the server's settings (``COURTLINK_DATA_DIR``) name the data
+    dir whose recorder keys verify trusts.
+    """
+    data_dir = path.parents[3] if (path / "manifest.jsonl").exists() else path.parents[1]
+    env = {**os.environ, "COURTLINK_DATA_DIR": str(data_dir)}
+    cmd = [sys.executable, "-m", "courtlink.cli", "verify", str(path), "--no-progress"]
+    text = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False, env=env)
+    as_json = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=120, check=False, env=env)
     assert as_json.returncode == text.returncode, (text.stdout, as_json.stdout)
     return text.returncode, text.stdout + text.stderr, json.loads(as_json.stdout)
 
@@ -331,7 +338,7 @@ async def _hearing(url: str, data_dir: Path) -> Run:
             await judge.client.expect("recording", lambda m: m["status"] == "recording")
             await asyncio.sleep(CONSULT_AFTER)
             pair = [booking.ids["defendant"], booking.ids["counsel"]]
-            reply = await judge.client.request("consult", "roster", participant_ids=pair)
+            reply = await judge.client.request_ok("consult", "roster", participant_ids=pair)
             assert reply["type"] == "roster", reply
             snapshot("consult_start")
             await asyncio.sleep(CONSULT_FOR)

@@ -108,7 +108,7 @@ async def test_defendant_may_not_moderate(court: Court) -> None:
     b = await court.book(("judge", "defendant", "observer"))
     judge, _ = await court.join(b.tokens["judge"])
     defendant, _ = await court.join(b.tokens["defendant"])
-    admitted = await judge.request("admit", "roster", participant_id=b.ids["defendant"])
+    admitted = await judge.request_ok("admit", "roster", participant_id=b.ids["defendant"])
     assert admitted["type"] == "roster", admitted
     placements = {p["id"]: p["placement"] for p in admitted["participants"]}
     assert placements[b.ids["defendant"]] == "courtroom", admitted

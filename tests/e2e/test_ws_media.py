@@ -34,14 +34,14 @@ async def _seat(court: Court, b: Booking, names: tuple[str, ...], *, start: bool
     judge = people["judge"]
     for name in names[1:]:
         if people[name].joined["placement"] == "lobby":
-            reply = await judge.client.request("admit", "roster", participant_id=b.ids[name])
+            reply = await judge.client.request_ok("admit", "roster", participant_id=b.ids[name])
             assert reply["type"] == "roster", reply
             await people[name].client.expect("admitted")
     for p in people.values():
         await p.start_media(publish=p.name != "observer")
     if start:
         for action in ("open", "start"):
-            reply = await judge.client.request("session", "state", action=action)
+            reply = await judge.client.request_ok("session", "state", action=action)
             assert reply["type"] == "state", reply
     return people
 
@@ -124,7 +124,7 @@ async def test_hearing_media_flows_by_the_permission_table(court: Court) -> None
     observer = await court.participant("observer", b.tokens["observer"], tag=TAGS["observer"])
     people = {"judge": judge, "prosecutor": prosecutor, "defendant": defendant, "observer": observer}
     for name in ("prosecutor", "defendant", "observer"):
-        await judge.client.request("admit", "roster", participant_id=b.ids[name])
+        await judge.client.request_ok("admit", "roster", participant_id=b.ids[name])
         await people[name].client.expect("admitted")
     for p in people.values():
         await p.start_media(publish=p is not observer)
@@ -132,7 +132,7 @@ async def test_hearing_media_flows_by_the_permission_table(court: Court) -> None
     refused = await observer.client.request("publish", "roster", source="camera", enabled=True, track_id="cam")
     assert refused["code"] == "publish_not_allowed"
     for action in ("open", "start"):
-        assert (await judge.client.request("session", "state", action=action))["type"] == "state"
+        assert (await judge.client.request_ok("session", "state", action=action))["type"] == "state"
 
     speakers = ("judge", "prosecutor", "defendant")
     for name, p in people.items():
@@ -152,7 +152,7 @@ async def test_hearing_media_flows_by_the_permission_table(court: Court) -> None
 
     # A late joiner decodes its first video frame although the publishers never send keyframes on their own.
     counsel = await court.participant("counsel", b.tokens["counsel"], tag=TAGS["counsel"])
-    await judge.client.request("admit", "roster", participant_id=b.ids["counsel"])
+    await judge.client.request_ok("admit", "roster", participant_id=b.ids["counsel"])
     await counsel.client.expect("admitted")
     await counsel.start_media()
     assert await _eventually(lambda: _codes(counsel, "judge") >= 1), counsel.failures
@@ -168,7 +168,7 @@ async def test_consultation_is_unheard_and_media_resumes(court: Court) -> None:
         assert await _eventually(partial(_has_codes, p, "defendant", 3))
         assert await _eventually(partial(_has_codes, p, "counsel", 3))
 
-    reply = await judge.client.request("consult", "roster", participant_ids=[b.ids["defendant"], b.ids["counsel"]])
+    reply = await judge.client.request_ok("consult", "roster", participant_ids=[b.ids["defendant"], b.ids["counsel"]])
     assert reply["type"] == "roster", reply
     for p in (judge, observer):
         assert await _eventually(partial(_receives_none_of, p, (defendant.id, counsel.id)))
@@ -195,7 +195,7 @@ async def test_consultation_is_unheard_and_media_resumes(court: Court) -> None:
     assert _codes(defendant, "judge") - in_consult[2] <= 2
 
     snapshots = {p.name: {mid: r.rtp_packets for mid, r in p.media.received.items()} for p in (judge, observer)}
-    reply = await counsel.client.request("end_consult", "roster", participant_ids=[b.ids["defendant"]])
+    reply = await counsel.client.request_ok("end_consult", "roster", participant_ids=[b.ids["defendant"]])
     assert reply["type"] == "roster", reply
     # Media of both flows to judge and observer again: RTP on the media ids the node maps to them, and audio
     # decodes. (Decoded video after a slot is re-activated is flaky under load on this machine: see the report.)

@@ -60,7 +60,7 @@ async def test_hidden_recorder_receives_only_in_session(court: Court) -> None:
     b = await court.book(("judge", "defendant"))
     judge = await court.participant("judge", b.tokens["judge"], tag=1)
     defendant = await court.participant("defendant", b.tokens["defendant"], tag=3)
-    await judge.client.request("admit", "roster", participant_id=b.ids["defendant"])
+    await judge.client.request_ok("admit", "roster", participant_id=b.ids["defendant"])
     await defendant.client.expect("admitted")
     for p in (judge, defendant):
         await p.start_media()
@@ -68,17 +68,17 @@ async def test_hidden_recorder_receives_only_in_session(court: Court) -> None:
     court.node.attach_recorder(b.hearing_id, "rec-1", sink)
     info = ParticipantInfo(id="rec-1", name="Recorder", role=Role.recorder, site="internal")
     conn = await court.hub.join_internal(b.hearing_id, info, inbox)
-    opened = await judge.client.request("session", "state", action="open")
+    opened = await judge.client.request_ok("session", "state", action="open")
     assert opened["type"] == "state", opened
     assert await eventually(lambda: judge.media.frames("video") > 10)
     assert sum(sink.frames.values()) == 0
-    started = await judge.client.request("session", "state", action="start")
+    started = await judge.client.request_ok("session", "state", action="start")
     assert started["type"] == "state", started
     assert await eventually(lambda: sink.frames[judge.id] > 10 and sink.frames[defendant.id] > 10)
     rosters = [m for m in judge.client.messages if m["type"] == "roster"]
     assert rosters
     assert all("rec-1" not in {p["id"] for p in m["participants"]} for m in rosters)
-    recessed = await judge.client.request("session", "state", action="recess")
+    recessed = await judge.client.request_ok("session", "state", action="recess")
     assert recessed["type"] == "state", recessed
     assert await eventually(lambda: len(sink.stopped) >= 4)
     # In recess the recorder gets nothing: the counts stay flat while the participants keep publishing.

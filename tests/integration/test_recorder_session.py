@@ -300,8 +300,8 @@ async def test_two_recorders_record_the_same_hearing_independently(tmp_path: Pat
     ]
     keys = recorders[0].public_keys()
     assert {k["key_id"] for k in keys} == {s["key_id"] for s in seals}
-    for path in (tmp_path / "recorder" / "keys").iterdir():
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for path in (tmp_path / "recorder" / "keys").glob("*.ed25519.pem"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600  # private keys; the public records are 0644
     trusted = [k["public_key"] for k in keys]
     assert all(verify_archive(s.path, trusted_keys=trusted).key_trusted for s in sessions)
 

@@ -4,82 +4,45 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from recorder.cli import ProgressBar, verify_main
+from recorder.cli import ProgressBar
 from recorder.keys import key_id_of, public_keys
 from recorder.manifest import MANIFEST_NAME, entry_hash
-from recorder.recorder import Recorder, key_dir_of
+from recorder.recorder import key_dir_of
 from recorder.verify import verify_archive
 from recorder.writer import seal_message
-from rooms.audit import canonical, chain_next
-from rooms.model import Source
-from tests import recorder_fixtures as fx
+from tests import archive_fixtures as af
 
-T0 = 1_800_000_000.0
+T0 = af.T0
 
 
 @pytest.fixture(scope="module")
 def sealed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One sealed 12 s session (two tracks, audit events, a recess), recorded once for the module."""
-    data = tmp_path_factory.mktemp("sealed")
-    video, audio = fx.encode_video(4.0), fx.encode_audio(4.0)
-    recorder = Recorder(data, "rec-a", segment_seconds=4.0)
-    hearing = fx.hearing()
-    session = recorder.start_session(hearing, fx.SITES, at=T0)
-    first = chain_next(None, stream=hearing.id, at=hearing.starts_at, actor="p_judge", action="hearing_started")
-    second = chain_next(first, stream=hearing.id, at=hearing.starts_at, actor="p_judge", action="recess_called")
-    fx.feed_hearing(
-        recorder,
-        [
-            fx.Feed(fx.track(hearing.id, "judge_cam", "p_judge", Source.camera, "video"), video),
-            fx.Feed(fx.track(hearing.id, "judge_mic", "p_judge", Source.microphone, "audio"), audio),
-        ],
-        media_start=T0,
-        seconds=12.0,
-        at={
-            0.5: lambda: session.record_audit(first, at=T0 + 0.5),
-            5.9: lambda: session.record_audit(second, at=T0 + 5.9),
-            6.0: lambda: session.pause("recess", at=T0 + 6),
-            8.0: lambda: session.resume(at=T0 + 8),
-        },
-    )
-    session.seal(at=T0 + 12).result(60)
-    recorder.close()
-    assert verify_archive(session.path).ok
-    return session.path
+    path = af.record_sealed(tmp_path_factory.mktemp("sealed"))
+    assert verify_archive(path).ok
+    return path
 
 
 @pytest.fixture
 def archive(sealed: Path, tmp_path: Path) -> Path:
-    """A private copy of the sealed session to tamper with."""
-    copy = tmp_path / sealed.name
-    shutil.copytree(sealed, copy)
-    return copy
+    """A private copy of the sealed session (in a copy of its data directory) to tamper with."""
+    return af.copy_data_dir(sealed, tmp_path)
 
 
-def read(archive: Path) -> list[dict[str, Any]]:
-    """The manifest's entries."""
-    return [json.loads(line) for line in (archive / MANIFEST_NAME).read_text().splitlines()]
-
-
-def write(archive: Path, entries: list[dict[str, Any]]) -> None:
-    """Rewrite the manifest with these entries, one canonical line each."""
-    (archive / MANIFEST_NAME).write_bytes(b"".join(canonical(e) + b"\n" for e in entries))
+read = af.read
+write = af.write
 
 
 def cli(*args: str) -> tuple[int, str]:
-    """Run `courtlink verify` in-process; (exit code, stdout)."""
-    out, err = io.StringIO(), io.StringIO()
-    code = verify_main(list(args), stdout=out, stderr=err)
-    return code, out.getvalue() + err.getvalue()
+    """Run `courtlink verify` in-process, on the server of the first argument's data dir; (exit code, output)."""
+    data_dir = Path(args[0]).parents[3] if args and len(Path(args[0]).parents) > 3 else None
+    return af.cli(*args, data_dir=data_dir)
 
 
 def test_untouched_archive_verifies(archive: Path) -> None:
@@ -192,11 +155,14 @@ def test_seal_resigned_with_a_foreign_key_is_untrusted(archive: Path, sealed: Pa
     result = verify_archive(archive, trusted_keys=trusted)
     assert result.status == "invalid"
     assert result.problem is not None
-    assert "not a trusted recorder key" in result.problem.reason
-    code, out = cli(str(archive), "--trusted-keys", str(key_dir_of(data_dir)))
+    assert "sealed by an untrusted key" in result.problem.reason
+    code, out = cli(str(archive), "--data-dir", str(data_dir))
     assert code == 1
-    assert "trusted" in out
-    assert cli(str(sealed), "--trusted-keys", str(key_dir_of(data_dir)))[0] == 0
+    assert "untrusted key" in out
+    code, out = cli(str(sealed), "--trusted-keys", str(key_dir_of(data_dir)))
+    assert code == 2, out  # a key directory holds private keys: refused as trusted keys
+    assert "private key" in out
+    assert cli(str(sealed), "--data-dir", str(data_dir))[0] == 0
 
 
 def test_added_file_is_named(archive: Path) -> None:

@@ -53,7 +53,7 @@ async def test_rest_relink_closes_old_connection_with_4001(court: Court) -> None
     b = await court.book(("judge", "prosecutor"))
     judge, _ = await court.join(b.tokens["judge"])
     prosecutor, _ = await court.join(b.tokens["prosecutor"])
-    await judge.request("admit", "roster", participant_id=b.ids["prosecutor"])
+    await judge.request_ok("admit", "roster", participant_id=b.ids["prosecutor"])
     status, link = await court.rest("POST", f"{HEARINGS}/{b.hearing_id}/participants/{b.ids['prosecutor']}/link")
     assert status == 200, link
     assert (await prosecutor.expect("error"))["code"] == "revoked"
@@ -79,7 +79,7 @@ async def test_rest_cancel_ends_the_live_session(court: Court) -> None:
     judge, _ = await court.join(b.tokens["judge"])
     clerk, _ = await court.join(b.tokens["clerk"])
     observer, _ = await court.join(b.tokens["observer"])
-    assert (await clerk.request("session", "state", action="open"))["state"] == "open"
+    assert (await clerk.request_ok("session", "state", action="open"))["state"] == "open"
     rooms_before, _ = court.node.stats()
     assert rooms_before == 1
     status, body = await court.rest("DELETE", f"{HEARINGS}/{b.hearing_id}")

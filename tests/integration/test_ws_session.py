@@ -45,14 +45,14 @@ async def test_lobby_admit_and_session_persisted(court: Court) -> None:
     assert djoined["permissions"]["receives"] is False
     roster = await judge.expect("roster", lambda m: any(p["placement"] == "lobby" for p in m["participants"]))
     assert {p["id"] for p in roster["participants"]} == {b.ids["judge"], b.ids["defendant"]}
-    answer = await judge.request("admit", "roster", participant_id=b.ids["defendant"])
+    answer = await judge.request_ok("admit", "roster", participant_id=b.ids["defendant"])
     assert answer["type"] == "roster"
     await defendant.expect("admitted")
     placement = await defendant.expect("placement")
     assert placement["placement"] == "courtroom"
-    state = await judge.request("session", "state", action="open")
+    state = await judge.request_ok("session", "state", action="open")
     assert state["state"] == "open"
-    state = await judge.request("session", "state", action="start")
+    state = await judge.request_ok("session", "state", action="start")
     assert state["state"] == "in_session"
     seen = await defendant.expect("state", lambda m: m["state"] == "in_session")
     assert "camera" in seen["permissions"]["publish"]
@@ -78,7 +78,7 @@ async def test_resume_keeps_placement(court: Court) -> None:
     b = await court.book(("judge", "defendant"))
     judge, _ = await court.join(b.tokens["judge"])
     defendant, joined = await court.join(b.tokens["defendant"])
-    await judge.request("admit", "roster", participant_id=b.ids["defendant"])
+    await judge.request_ok("admit", "roster", participant_id=b.ids["defendant"])
     await defendant.expect("admitted")
     await defendant.close()
     await judge.expect("roster", lambda m: any(not p["connected"] for p in m["participants"]))
@@ -92,17 +92,17 @@ async def test_resume_keeps_placement(court: Court) -> None:
 
 
 async def test_remove_closes_4010_and_rejoin_refused(court: Court) -> None:
-    """A removed participant is told, closed with 4010, and a new join is refused with 4010."""
+    """A removed participant is told, closed with 4010, and their link no longer joins (reissued: revoked, 4001)."""
     b = await court.book(("judge", "observer"))
     judge, _ = await court.join(b.tokens["judge"])
     observer, _ = await court.join(b.tokens["observer"])
-    await judge.request("remove", "roster", participant_id=b.ids["observer"], reason="disturbance")
+    await judge.request_ok("remove", "roster", participant_id=b.ids["observer"], reason="disturbance")
     assert (await observer.expect("removed"))["reason"] == "disturbance"
     assert await observer.close_code() == 4010
     client = await court.connect()
     await client.send("join", token=b.tokens["observer"])
-    assert (await client.expect("error"))["code"] == "removed"
-    assert await client.close_code() == 4010
+    assert (await client.expect("error"))["code"] == "revoked"
+    assert await client.close_code() == 4001
     actions = [e.action for e in await court.store.audit_log(b.hearing_id)]
     assert "participant_removed" in actions
 
@@ -112,7 +112,7 @@ async def test_deny_closes_4003(court: Court) -> None:
     b = await court.book(("judge", "observer"))
     judge, _ = await court.join(b.tokens["judge"])
     observer, _ = await court.join(b.tokens["observer"])
-    await judge.request("deny", "roster", participant_id=b.ids["observer"], reason="no seats")
+    await judge.request_ok("deny", "roster", participant_id=b.ids["observer"], reason="no seats")
     assert (await observer.expect("denied"))["reason"] == "no seats"
     assert await observer.close_code() == 4003
 
@@ -123,9 +123,9 @@ async def test_witness_called_and_released(court: Court) -> None:
     judge, _ = await court.join(b.tokens["judge"])
     witness, joined = await court.join(b.tokens["witness"])
     assert joined["placement"] == "witness_lobby"
-    await judge.request("call_witness", "roster", participant_id=b.ids["witness"])
+    await judge.request_ok("call_witness", "roster", participant_id=b.ids["witness"])
     assert (await witness.expect("placement"))["placement"] == "courtroom"
-    await judge.request("release_witness", "roster", participant_id=b.ids["witness"])
+    await judge.request_ok("release_witness", "roster", participant_id=b.ids["witness"])
     assert (await witness.expect("placement"))["placement"] == "witness_lobby"
 
 
@@ -134,8 +134,8 @@ async def test_mute_broadcast_and_self_unmute_refused(court: Court) -> None:
     b = await court.book(("judge", "prosecutor"))
     judge, _ = await court.join(b.tokens["judge"])
     prosecutor, _ = await court.join(b.tokens["prosecutor"])
-    await judge.request("admit", "roster", participant_id=b.ids["prosecutor"])
-    muted = await judge.request("mute", "muted", participant_id=b.ids["prosecutor"], source="microphone")
+    await judge.request_ok("admit", "roster", participant_id=b.ids["prosecutor"])
+    muted = await judge.request_ok("mute", "muted", participant_id=b.ids["prosecutor"], source="microphone")
     assert muted["by"] == b.ids["judge"]
     seen = await prosecutor.expect("muted")
     assert seen["participant_id"] == b.ids["prosecutor"]
@@ -166,9 +166,9 @@ async def test_adjourn_closes_every_connection(court: Court) -> None:
     b = await court.book(("judge", "prosecutor"))
     judge, _ = await court.join(b.tokens["judge"])
     prosecutor, _ = await court.join(b.tokens["prosecutor"])
-    await judge.request("admit", "roster", participant_id=b.ids["prosecutor"])
+    await judge.request_ok("admit", "roster", participant_id=b.ids["prosecutor"])
     for action in ("open", "start", "recess", "resume", "adjourn"):
-        reply = await judge.request("session", "state", action=action)
+        reply = await judge.request_ok("session", "state", action=action)
         assert reply["type"] == "state", reply
     assert (await prosecutor.expect("state", lambda m: m["state"] == "adjourned"))["permissions"]["publish"] == []
     assert await prosecutor.close_code() == 1000
@@ -188,7 +188,7 @@ async def test_consult_with_wrong_roles_is_refused(court: Court) -> None:
     judge, _ = await court.join(b.tokens["judge"])
     for name in ("defendant", "prosecutor"):
         await court.join(b.tokens[name])
-        await judge.request("admit", "roster", participant_id=b.ids[name])
+        await judge.request_ok("admit", "roster", participant_id=b.ids[name])
     reply = await judge.request("consult", "roster", participant_ids=[b.ids["defendant"], b.ids["prosecutor"]])
     assert (reply["type"], reply["code"]) == ("error", "invalid_target")
 

@@ -57,16 +57,23 @@ def test_failed_write_is_retried_in_order(tmp_path: Path) -> None:
 
 
 def test_key_created_once_private_and_listed(tmp_path: Path) -> None:
-    """The first run creates a 0600 Ed25519 key; the next run loads the same one; public_keys lists it."""
+    """The first run creates a 0600 Ed25519 key and its public record; the next run loads the same one; listed."""
     key = load_or_create(tmp_path / "keys", "rec-a")
     again = load_or_create(tmp_path / "keys", "rec-a")
     assert key.key_id == again.key_id
-    files = list((tmp_path / "keys").iterdir())
-    assert len(files) == 1
-    assert stat.S_IMODE(os.stat(files[0]).st_mode) == 0o600
-    assert public_keys(tmp_path / "keys") == [
-        {"key_id": key.key_id, "algorithm": "ed25519", "public_key": key.public_b64, "recorder_id": "rec-a"}
-    ]
+    files = {f.name: f for f in (tmp_path / "keys").iterdir()}
+    assert set(files) == {f"rec-a.{key.key_id}.public.json", "rec-a.ed25519.pem"}
+    assert stat.S_IMODE(os.stat(files["rec-a.ed25519.pem"]).st_mode) == 0o600
+    assert b"PRIVATE" not in files[f"rec-a.{key.key_id}.public.json"].read_bytes()
+    (listed,) = public_keys(tmp_path / "keys")
+    assert listed.pop("not_before")
+    assert listed == {
+        "key_id": key.key_id,
+        "algorithm": "ed25519",
+        "public_key": key.public_b64,
+        "recorder_id": "rec-a",
+        "not_after": None,
+    }
     entry = {"type": "seal", "chain_head": "ab" * 32, "n": 9, "prev": "ab" * 32}
     signature = key.sign(seal_message(entry))
     assert verify_signature(key.public_b64, signature, seal_message(entry))

@@ -132,8 +132,10 @@ def test_courtroom_media_flows_only_in_live_states() -> None:
 
 
 def test_only_moderators_act_and_only_from_the_courtroom() -> None:
-    """Judges and chairs moderate and control the session; clerks moderate but do not control; others only consult."""
-    assert may_act(Role.judge, S.in_session, P.courtroom, Action.session_control)
+    """Presiding judges and chairs control the session; clerks and associate judges moderate but do not control;
+    others only consult."""
+    assert may_act(Role.judge, S.in_session, P.courtroom, Action.session_control, presiding=True)
+    assert not may_act(Role.judge, S.in_session, P.courtroom, Action.session_control)
     assert may_act(Role.chair, S.open, P.courtroom, Action.admit)
     assert may_act(Role.clerk, S.open, P.courtroom, Action.admit)
     assert not may_act(Role.clerk, S.in_session, P.courtroom, Action.session_control)

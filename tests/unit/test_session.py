@@ -47,6 +47,9 @@ ROLES = {
     "observer": Role.observer,
 }
 
+REPRESENTS = {"counsel": ("defendant",)}
+"""The booked counsel-client links: ``counsel`` represents ``defendant``; ``counsel2`` represents nobody."""
+
 
 def make_hearing(state: HearingState = HearingState.scheduled) -> Hearing:
     """A booked trial with one participant per role above (ids equal the keys)."""
@@ -60,7 +63,14 @@ def make_hearing(state: HearingState = HearingState.scheduled) -> Hearing:
         ends_at=start + timedelta(hours=2),
         state=state,
         participants=tuple(
-            Participant(id=pid, name=pid.title(), role=role, site_id="site_1", identity=f"{pid}@site_1")
+            Participant(
+                id=pid,
+                name=pid.title(),
+                role=role,
+                site_id="site_1",
+                identity=f"{pid}@site_1",
+                represents=REPRESENTS.get(pid, ()),
+            )
             for pid, role in ROLES.items()
         ),
     )
@@ -312,7 +322,8 @@ def test_consultation_is_sealed_both_ways(live: Harness) -> None:
 
 
 def test_consult_only_defendant_with_counsel(live: Harness) -> None:
-    """A consultation is defendant plus counsel; counsel consults only in person; a defendant cannot start one."""
+    """A consultation is a defendant with their own (booked) counsel; counsel consults only in person; a defendant
+    cannot start one."""
     h = live
     with pytest.raises(SessionError) as err:
         h.room.consult(h.c("judge"), ["defendant", "prosecutor"])
@@ -323,6 +334,11 @@ def test_consult_only_defendant_with_counsel(live: Harness) -> None:
         h.room.consult(h.c("counsel2"), ["defendant", "counsel"])
     with pytest.raises(NotAllowed):
         h.room.consult(h.c("defendant"), ["defendant", "counsel"])
+    # counsel2 is not booked as the defendant's counsel: neither they nor the judge may pair them.
+    with pytest.raises(NotAllowed):
+        h.room.consult(h.c("counsel2"), ["defendant", "counsel2"])
+    with pytest.raises(NotAllowed):
+        h.room.consult(h.c("judge"), ["defendant", "counsel2"])
     h.do(h.room.consult(h.c("counsel"), ["defendant", "counsel"]))
     with pytest.raises(NotAllowed):
         h.room.end_consult(h.c("counsel2"), ["defendant"])
