@@ -208,7 +208,9 @@ function missingList(app, rec) {
         app.t("rec.missing_line", {
           name: p.name,
           sources: p.sources.map((s) => app.t(`source.${s}`)).join(app.t("list.separator")),
-          reason: p.reasons.map((r) => app.t(`rec.reason_${r}`)).join(app.t("list.separator")),
+          reason: p.reasons
+            .map((r) => (app.i18n.has(`rec.reason_${r}`) ? app.t(`rec.reason_${r}`) : r))
+            .join(app.t("list.separator")),
         }),
       ),
     ),
