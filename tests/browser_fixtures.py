@@ -21,6 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -112,6 +113,25 @@ def chromium_args() -> list[str]:
     return args
 
 
+def fake_video_clip(path: Path, *, width: int = 160, height: int = 120, fps: int = 10) -> Path:
+    """A small moving test picture as Y4M, for ``--use-file-for-fake-video-capture`` (Chromium loops it)."""
+    if not path.is_file():
+        ffmpeg = shutil.which("ffmpeg")
+        if ffmpeg is None:
+            pytest.skip("ffmpeg not found (apt-get install ffmpeg)")
+        subprocess.run(
+            [
+                ffmpeg,
+                *("-hide_banner", "-loglevel", "error", "-f", "lavfi"),
+                *("-i", f"testsrc=size={width}x{height}:rate={fps}", "-t", "4", "-pix_fmt", "yuv420p", "-y"),
+                str(path),
+            ],
+            check=True,
+            timeout=60,
+        )
+    return path
+
+
 def require_chromium() -> None:
     """Skip when Debian's chromium is not installed (never ``playwright install``)."""
     if not Path(CHROMIUM).is_file():
@@ -135,9 +155,17 @@ class Server:
     data_dir: Path
     log_path: Path
     process: subprocess.Popen[bytes]
+    via: Callable[[Callable[[], Any]], Any] | None = None
+    """Runs the test's own HTTP calls (e.g. in a thread inside the server's network namespace)."""
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """One REST call with the admin key; returns (status, decoded JSON body)."""
+        if self.via is not None:
+            result: tuple[int, Any] = self.via(lambda: self._request(method, path, body))
+            return result
+        return self._request(method, path, body)
+
+    def _request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(
             self.base_url + path,
@@ -178,8 +206,19 @@ def _courtlink_binary() -> list[str]:
 
 
 @contextmanager
-def run_server(workdir: Path) -> Iterator[Server]:
-    """Start ``courtlink serve`` on a free loopback port with a fresh data dir; stop it afterwards."""
+def run_server(
+    workdir: Path,
+    *,
+    host: str = "127.0.0.1",
+    wrap: tuple[str, ...] = (),
+    env_extra: dict[str, str] | None = None,
+    via: Callable[[Callable[[], Any]], Any] | None = None,
+) -> Iterator[Server]:
+    """Start ``courtlink serve`` on a free loopback port with a fresh data dir; stop it afterwards.
+
+    ``wrap`` prefixes the command (e.g. ``nsenter --net=...`` to run it in a network namespace the test
+    made, listening on ``host`` there); ``via`` then runs the test's HTTP calls where they reach it.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     data_dir = workdir / "data"
     admin_key = secrets.token_urlsafe(24)
@@ -188,6 +227,7 @@ def run_server(workdir: Path) -> Iterator[Server]:
         "COURTLINK_ADMIN_KEY": admin_key,
         "COURTLINK_LOG_FORMAT": "console",
         "PYTHONUNBUFFERED": "1",
+        **(env_extra or {}),
     }
     env.pop("COURTLINK_REDIS_URL", None)
     log_path = workdir / "server.log"
@@ -197,10 +237,11 @@ def run_server(workdir: Path) -> Iterator[Server]:
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [
+                    *wrap,
                     *_courtlink_binary(),
                     "serve",
                     "--host",
-                    "127.0.0.1",
+                    host,
                     "--port",
                     str(port),
                     "--data-dir",
@@ -211,7 +252,7 @@ def run_server(workdir: Path) -> Iterator[Server]:
                 env=env,
                 cwd=workdir,
             )
-        server = Server(f"http://127.0.0.1:{port}", admin_key, data_dir, log_path, process)
+        server = Server(f"http://{host}:{port}", admin_key, data_dir, log_path, process, via)
         if _wait_healthy(server):
             try:
                 yield server
@@ -224,16 +265,19 @@ def run_server(workdir: Path) -> Iterator[Server]:
 
 
 def _wait_healthy(server: Server, timeout: float = 30.0) -> bool:
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(server.base_url + "/healthz", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             return False
-        try:
-            with urllib.request.urlopen(server.base_url + "/healthz", timeout=2) as resp:
-                if resp.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
+        if server.via(healthy) if server.via is not None else healthy():
+            return True
         time.sleep(0.2)
     return False
 
@@ -314,6 +358,8 @@ class NetworkGuard:
     """Aborts and records every request of a browser context to a host that is not loopback."""
 
     foreign: list[str] = field(default_factory=list)
+    allowed: frozenset[str] = LOOPBACK_HOSTS
+    """Hosts the pages may reach (a test's own network namespace adds its addresses)."""
 
     def attach(self, context: BrowserContext) -> None:
         """Watch ``context``: HTTP(S) through a route, WebSockets through each page's event."""
@@ -330,7 +376,7 @@ class NetworkGuard:
         parts = urlsplit(url)
         if parts.scheme in ("data", "blob", "about", "chrome", "devtools"):
             return True
-        return (parts.hostname or "") in LOOPBACK_HOSTS
+        return (parts.hostname or "") in self.allowed
 
     def _route(self, route: Route) -> None:
         url = route.request.url
@@ -435,6 +481,8 @@ class Participants:
     contexts: list[BrowserContext] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
     csp_violations: list[str] = field(default_factory=list)
+    signals: dict[int, Counter[str]] = field(default_factory=dict)
+    """Per page (by ``id``): WebSocket messages seen, e.g. ``sent:offer``, ``recv:error:renegotiation_pending``."""
 
     def open(self, url: str, *, locale: str = "en-US") -> Page:
         """A new context (own profile, own devices) with ``url`` loaded."""
@@ -446,8 +494,34 @@ class Participants:
         # Printed at teardown; pytest shows it only when the test fails.
         tag = f"page{len(self.contexts)}"
         page.on("console", lambda message: self._console(tag, message))
+        counts: Counter[str] = Counter()
+        self.signals[id(page)] = counts
+        page.on("websocket", lambda ws: self._count_signals(ws, counts))
         page.goto(url)
         return page
+
+    @staticmethod
+    def _count_signals(ws: WebSocket, counts: Counter[str]) -> None:
+        def count(direction: str, payload: str | bytes) -> None:
+            try:
+                message = json.loads(payload)
+            except (ValueError, TypeError):
+                return
+            if not isinstance(message, dict):
+                return
+            kind = str(message.get("type"))
+            counts[f"{direction}:{kind}"] += 1
+            if kind == "error":
+                counts[f"{direction}:error:{message.get('code')}"] += 1
+            if kind == "media_restart":
+                counts[f"{direction}:media_restart:{message.get('reason')}"] += 1
+
+        ws.on("framesent", lambda payload: count("sent", payload))
+        ws.on("framereceived", lambda payload: count("recv", payload))
+
+    def signal_counts(self, page: Page) -> Counter[str]:
+        """The WebSocket messages ``page`` sent and received so far, by type (and error code)."""
+        return self.signals.get(id(page), Counter())
 
     def _console(self, tag: str, message: ConsoleMessage) -> None:
         print(f"[{tag} console.{message.type}] {message.text}")
@@ -533,10 +607,11 @@ class Participants:
         self.contexts.clear()
 
 
-@pytest.fixture
-def participants(chromium: Browser) -> Iterator[Participants]:
-    """Participant pages of one test; fails the test on any request beyond loopback or any uncaught page error."""
-    group = Participants(chromium)
+@contextmanager
+def participant_group(browser: Browser, *, also_allowed: frozenset[str] = frozenset()) -> Iterator[Participants]:
+    """Participant pages in ``browser``; fails on any request beyond loopback (and ``also_allowed`` hosts, the
+    addresses of a network namespace the test made) or any uncaught page error."""
+    group = Participants(browser, guard=NetworkGuard(allowed=LOOPBACK_HOSTS | also_allowed))
     try:
         yield group
     finally:
@@ -544,3 +619,10 @@ def participants(chromium: Browser) -> Iterator[Participants]:
     group.guard.assert_clean()
     assert not group.page_errors, f"uncaught errors in the page: {group.page_errors}"
     assert not group.csp_violations, f"the page broke its own Content-Security-Policy: {group.csp_violations}"
+
+
+@pytest.fixture
+def participants(chromium: Browser) -> Iterator[Participants]:
+    """Participant pages of one test; fails the test on any request beyond loopback or any uncaught page error."""
+    with participant_group(chromium) as group:
+        yield group

@@ -5,7 +5,7 @@ import { $, fillIcons, h, icon } from "./dom.js";
 import { Devices } from "./devices.js";
 import { I18n, pickLanguage } from "./i18n.js";
 import { MediaSession } from "./media.js";
-import { renderConsole } from "./console.js";
+import { MediaAlerts, mediaHealth, renderConsole } from "./console.js";
 import { Signal } from "./signal.js";
 
 const IN_ROOM = new Set(["courtroom", "consultation"]);
@@ -50,6 +50,8 @@ class App {
     this.ended = null;
     this.tiles = new Map();
     this.audios = new Map();
+    this.alerts = new MediaAlerts(this);
+    this.mediaHealth = "none";
   }
 
   t(key, params) {
@@ -126,6 +128,7 @@ class App {
   end(reason, detail = "") {
     this.ended = { reason, detail };
     clearInterval(this.qualityTimer);
+    this.alerts.stop();
     this.signal.stop();
     this.media.close();
     this.devices.stop();
@@ -265,6 +268,7 @@ class App {
         return this.end("removed", m.reason || "");
       case "roster":
         this.roster = m.participants || [];
+        this.alerts.update();
         return this.render();
       case "state":
         return this.onState(m);
@@ -274,6 +278,8 @@ class App {
         return this.media.onAnswer(m);
       case "candidate":
         return this.media.onCandidate(m);
+      case "media_restart":
+        return this.media.onMediaRestart(m);
       case "tracks":
         return this.media.onTracks(m);
       case "speaker":
@@ -282,9 +288,7 @@ class App {
       case "muted":
         return this.onMuted(m);
       case "recording":
-        this.recording = { status: m.status, detail: m.detail || "" };
-        this.announce(this.t(`rec.${m.status}`));
-        return this.render();
+        return this.onRecording(m);
       case "error":
         return this.onError(m);
       default:
@@ -306,8 +310,9 @@ class App {
     if (resumed) this.toast(this.t("conn.reconnected"));
     this.enterPlacement();
     // A new WebSocket session gets a fresh peer: the server expects a new offer after (re)joining.
-    this.media.close();
+    this.media.reset();
     this.syncMedia();
+    this.alerts.update();
     this.startQuality();
   }
 
@@ -360,12 +365,35 @@ class App {
     this.render();
   }
 
-  onError(m) {
-    if (m.ref && m.ref === this.media.pendingOfferId) {
-      this.media.onOfferRefused();
-      // Crossing offers are part of normal renegotiation and retried; nothing for the participant to do.
-      if (m.code === "renegotiation_pending") return;
+  /** Recording health; `missing` names who is not being recorded (the REC indicator shows them). */
+  onRecording(m) {
+    const missing = Array.isArray(m.missing) ? m.missing : [];
+    const before = this.recording;
+    this.recording = { status: m.status, detail: m.detail || "", missing };
+    const names = this.missingNames();
+    const text = names ? this.t("rec.degraded_names", { names }) : this.t(`rec.${m.status}`);
+    const beforeText = before ? `${before.status}|${before.missing.map((x) => x.participant_id + x.source).join()}` : "";
+    if (beforeText !== `${m.status}|${missing.map((x) => x.participant_id + x.source).join()}`) this.announce(text);
+    this.render();
+  }
+
+  /** The people the recording misses (consultation is expected, not a degradation), as one line. */
+  missingNames() {
+    if (!this.recording || this.recording.status !== "degraded") return "";
+    const names = [];
+    for (const item of this.recording.missing) {
+      if (item.reason === "consultation") continue;
+      const name = item.name || this.nameOf(item.participant_id);
+      if (!names.includes(name)) names.push(name);
     }
+    return names.join(this.t("list.separator"));
+  }
+
+  onError(m) {
+    // Replies to our offers and restart requests are part of negotiation (docs/protocol.md): the media
+    // session handles them and the page shows its media state; nothing for the participant to do.
+    if (this.media.onError(m)) return;
+    if (["renegotiation_pending", "no_offer_pending", "restart_pending", "too_many_restarts"].includes(m.code)) return;
     const key = `error.${m.code}`;
     const text = this.i18n.has(key) ? this.t(key) : this.t("error.generic", { message: m.message || m.code });
     this.toast(text, "error");
@@ -375,16 +403,19 @@ class App {
 
   bindMedia() {
     this.media.addEventListener("remote", () => this.renderMedia());
-    this.media.addEventListener("state", (e) => {
-      document.body.dataset.media = e.detail;
-      if (e.detail === "failed" && this.signal.connected) {
-        // ICE failed (e.g. the network changed): start a fresh peer; the server replaces the old one.
-        this.media.close();
-        this.syncMedia();
-      }
-      this.renderHeader();
-    });
+    this.media.addEventListener("state", (e) => this.onMediaHealth(e.detail));
     this.devices.addEventListener("change", () => this.attachPreviews());
+  }
+
+  /** Our own media's health changed: say so in the header and, while it is down, in a banner. */
+  onMediaHealth(health) {
+    const before = this.mediaHealth;
+    if (health === before) return;
+    this.mediaHealth = health;
+    document.body.dataset.media = health;
+    if (health === "reconnecting") this.announce(this.t("media.reconnecting"));
+    if (health === "connected" && before === "reconnecting") this.announce(this.t("media.restored"));
+    this.renderHeader();
   }
 
   syncMedia() {
@@ -509,6 +540,7 @@ class App {
     if (this.view === "prejoin") this.renderPrejoin();
     if (this.view === "lobby") this.renderLobby();
     if (this.view === "hearing") {
+      this.alerts.update();
       this.renderControls();
       this.renderMedia();
       renderConsole(this);
@@ -533,9 +565,21 @@ class App {
     rec.dataset.status = recStatus;
     $("rec-text").textContent = this.t(`rec.${recStatus}`);
     rec.title = this.recording && this.recording.detail ? this.recording.detail : "";
-    const conn = this.view === "prejoin" && this.signal.status === "idle" ? "" : this.t(`conn.${this.signal.status}`);
-    $("conn-state").textContent = conn;
-    $("conn-state").dataset.status = this.signal.status;
+    // "Connected" only while our media is too: a page whose peer connection is down says so.
+    let status = this.signal.status;
+    if (status === "connected" && this.mediaHealth === "connecting") status = "media_connecting";
+    if (status === "connected" && this.mediaHealth === "reconnecting") status = "media_reconnecting";
+    const conn = this.view === "prejoin" && this.signal.status === "idle" ? "" : this.t(`conn.${status}`);
+    const connEl = $("conn-state");
+    if (connEl.textContent !== conn) connEl.textContent = conn;
+    connEl.dataset.status = status;
+    const mediaBanner = $("media-banner");
+    const showMedia = status === "media_reconnecting" && this.view === "hearing";
+    mediaBanner.hidden = !showMedia;
+    const bannerText = this.t("media.reconnecting_banner");
+    if (showMedia && mediaBanner.textContent !== bannerText) mediaBanner.textContent = bannerText;
+    const names = this.missingNames();
+    if (names) $("rec-text").textContent = this.t("rec.degraded_names", { names });
   }
 
   renderPrejoin() {
@@ -707,6 +751,10 @@ class App {
       }
     }
     if (person.connected === false) parts.push(h("span", { class: "flag" }, this.t("hearing.connection_lost")));
+    else if (!own && ["stalled", "lost"].includes(mediaHealth(person))) {
+      // Everyone sees why a picture froze: that person's media is interrupted (and being restored).
+      parts.push(h("span", { class: "flag media-flag" }, this.t(`health.${mediaHealth(person)}`)));
+    }
     if (person.placement === "consultation") parts.push(h("span", { class: "flag" }, this.t("placement.consultation")));
     label.replaceChildren(...parts);
     tile.setAttribute(
@@ -762,10 +810,13 @@ window.courtlink = Object.freeze({
   inbound: () => app.media.inbound(),
   outbound: () => app.media.outbound(),
   quality: () => app.media.quality(),
+  mediaLog: () => app.media.history.slice(),
   state: () => ({
     view: app.view,
     connection: app.signal.status,
     media: app.media.connectionState,
+    media_health: app.media.health,
+    media_restarts: app.media.restarts,
     placement: app.placement,
     hearing_state: app.hearing ? app.hearing.state : null,
     participant_id: app.me ? app.me.id : null,

@@ -1,8 +1,23 @@
 // The participant's one peer connection to the media node.
 // The client offers its published tracks once admitted; the server offers whenever what the
 // participant receives changes (the client answers). `tracks` says which mid carries whose source.
+//
+// Negotiation rules (docs/protocol.md, "Negotiation"): the node is the impolite peer, this client the
+// polite one. A node offer that crosses our own rolls ours back; a refused offer (`renegotiation_pending`)
+// is never retried on a timer — the server re-sends its pending offer, we answer it and only then offer
+// again. Media restart: when the connection has been `disconnected` > 2 s, has `failed`, or an exchange
+// has not completed in 10 s, we ask the server (`restart_media`); on `media_restart` (asked for or not)
+// the peer connection is made anew with the same local tracks.
 
 const ICE_GATHER_LIMIT_MS = 3000;
+const DISCONNECTED_LIMIT_MS = 2000;
+const NEGOTIATION_LIMIT_MS = 10000;
+const RESTART_REPLY_LIMIT_MS = 10000;
+const RESTART_BACKOFF_MS = [0, 1000, 2000, 4000, 8000];
+const STABLE_AFTER_MS = 10000;
+const MAX_REFUSALS = 3;
+const SILENCE_CHECK_MS = 1000;
+const SILENCE_LIMIT_MS = 3000;
 
 // The RTP header extensions the media node (aiortc) understands; the others would only cost header bytes.
 // (The node keeps our payload types and extension ids when it re-offers, and numbers its own m-lines the
@@ -58,7 +73,8 @@ function waitForIceGathering(pc) {
 }
 
 /**
- * Events: "remote" (the set of received tracks changed), "state" (detail: connection state).
+ * Events: "remote" (the set of received tracks changed), "state" (detail: the media health,
+ * see `health`), "restart" (detail: {reason}) when a media restart is asked for or begins.
  */
 export class MediaSession extends EventTarget {
   constructor(signal) {
@@ -75,6 +91,24 @@ export class MediaSession extends EventTarget {
     this.needOffer = false;
     this.offered = false;
     this.lastStats = null;
+    this.active = false;
+    this.lastSync = null;
+    this.lastAnsweredOffer = null;
+    this.refusals = 0;
+    this.everConnected = false;
+    this.timers = { negotiation: null, disconnected: null, stable: null, restart: null, reply: null };
+    this.restartId = null; // id of our `restart_media` while the server has not replied
+    this.restartAttempts = 0;
+    this.restarts = 0; // peers made anew in this session (diagnostics)
+    this.lastHealth = "none";
+    this.history = []; // the last media events, for diagnostics (window.courtlink.mediaLog())
+    this.silent = false; // connected, but nothing at all received for SILENCE_LIMIT_MS
+    this.silence = { timer: null, bytes: -1, changedAt: 0 };
+  }
+
+  note(event) {
+    this.history.push({ at: Date.now(), event, connection: this.pc ? this.pc.connectionState : "closed" });
+    if (this.history.length > 60) this.history.shift();
   }
 
   setLocalTrack(source, track) {
@@ -88,13 +122,48 @@ export class MediaSession extends EventTarget {
     return this.pc ? this.pc.connectionState : "closed";
   }
 
+  /** Whether a restart is asked for, waiting for its backoff, or not yet answered by the server. */
+  get restarting() {
+    return this.timers.restart !== null || this.restartId !== null;
+  }
+
+  /**
+   * The health of our own media as the page shows it: `none` (no media expected), `connecting` (never
+   * connected yet), `connected`, or `reconnecting` (was connected, or a restart is under way).
+   */
+  get health() {
+    if (!this.active) return "none";
+    if (this.restarting) return "reconnecting";
+    if (this.pc && this.pc.connectionState === "connected") return this.silent ? "reconnecting" : "connected";
+    return this.everConnected ? "reconnecting" : "connecting";
+  }
+
+  emitHealth() {
+    const health = this.health;
+    this.lastHealth = health;
+    this.dispatchEvent(new CustomEvent("state", { detail: health }));
+  }
+
+  clearTimer(name) {
+    clearTimeout(this.timers[name]);
+    this.timers[name] = null;
+  }
+
   /** Make sure a peer exists and sends exactly the allowed sources; renegotiate when that changed. */
   sync({ active, publish, iceServers }) {
     this.iceServers = iceServers || this.iceServers;
+    this.lastSync = { active, publish, iceServers: this.iceServers };
     if (!active) {
+      this.active = false;
+      this.everConnected = false;
+      this.restartAttempts = 0;
+      this.clearTimer("restart");
+      this.clearTimer("reply");
+      this.restartId = null;
       this.close();
       return;
     }
+    this.active = true;
     if (!this.pc) this.open();
     let changed = false;
     for (const source of ["microphone", "camera", "evidence"]) {
@@ -146,78 +215,208 @@ export class MediaSession extends EventTarget {
     this.senders = {};
     this.chain = Promise.resolve();
     this.pendingOfferId = null;
+    this.needOffer = false;
     this.offered = false;
+    this.lastAnsweredOffer = null;
+    this.refusals = 0;
     pc.addEventListener("track", () => this.dispatchEvent(new Event("remote")));
     pc.addEventListener("connectionstatechange", () => {
-      this.dispatchEvent(new CustomEvent("state", { detail: pc.connectionState }));
+      if (pc === this.pc) this.onConnectionState(pc.connectionState);
     });
-    this.dispatchEvent(new CustomEvent("state", { detail: pc.connectionState }));
+    this.emitHealth();
   }
 
+  /** A new signaling session (rejoin): the server made a fresh peer, so forget restarts in flight too. */
+  reset() {
+    this.restartId = null;
+    this.clearTimer("reply");
+    this.clearTimer("restart");
+    this.close();
+  }
+
+  /** Close the peer connection (its tracks stay ours: a restart re-adds them to the next one). */
   close() {
-    if (!this.pc) return;
+    for (const name of ["negotiation", "disconnected", "stable"]) this.clearTimer(name);
+    this.stopSilenceWatch();
+    if (!this.pc) {
+      this.emitHealth();
+      return;
+    }
     this.pc.close();
     this.pc = null;
     this.senders = {};
     this.trackInfo = [];
     this.pendingOfferId = null;
+    this.needOffer = false;
     this.lastStats = null;
     this.dispatchEvent(new Event("remote"));
-    this.dispatchEvent(new CustomEvent("state", { detail: "closed" }));
+    this.emitHealth();
+  }
+
+  onConnectionState(state) {
+    this.note(`connection ${state}`);
+    if (state === "connected") this.watchSilence();
+    else this.stopSilenceWatch();
+    if (state === "connected") {
+      this.everConnected = true;
+      this.clearTimer("disconnected");
+      if (!this.needOffer && !this.pendingOfferId) this.clearTimer("negotiation");
+      // Ten calm seconds connected reset the restart backoff.
+      if (!this.timers.stable) {
+        this.timers.stable = setTimeout(() => {
+          this.timers.stable = null;
+          this.restartAttempts = 0;
+        }, STABLE_AFTER_MS);
+      }
+    } else {
+      this.clearTimer("stable");
+    }
+    if (state === "disconnected" && !this.timers.disconnected) {
+      this.timers.disconnected = setTimeout(() => {
+        this.timers.disconnected = null;
+        if (this.pc && this.pc.connectionState === "disconnected") this.requestRestart("disconnected");
+      }, DISCONNECTED_LIMIT_MS);
+    }
+    if (state === "failed") this.requestRestart("failed");
+    this.emitHealth();
+  }
+
+  /**
+   * The browser notices a dead network only after several seconds of failed consent checks; meanwhile the
+   * page would say "Connected" with nothing arriving. Once a second, read how many bytes the transport
+   * received (media, RTCP and STUN alike): none for 3 s counts as dead media until bytes arrive again.
+   */
+  watchSilence() {
+    if (this.silence.timer) return;
+    const pc = this.pc;
+    this.silence.bytes = -1;
+    this.silence.changedAt = Date.now();
+    this.silence.timer = setInterval(async () => {
+      if (pc !== this.pc || pc.connectionState !== "connected") return;
+      let bytes = 0;
+      try {
+        (await pc.getStats()).forEach((s) => {
+          if (s.type === "transport") bytes += s.bytesReceived || 0;
+        });
+      } catch {
+        return;
+      }
+      const now = Date.now();
+      if (bytes !== this.silence.bytes) {
+        this.silence.bytes = bytes;
+        this.silence.changedAt = now;
+      }
+      const silent = now - this.silence.changedAt > SILENCE_LIMIT_MS;
+      if (silent !== this.silent) {
+        this.silent = silent;
+        this.note(silent ? "nothing received" : "receiving again");
+        this.emitHealth();
+      }
+    }, SILENCE_CHECK_MS);
+  }
+
+  stopSilenceWatch() {
+    clearInterval(this.silence.timer);
+    this.silence.timer = null;
+    if (this.silent) {
+      this.silent = false;
+      this.emitHealth();
+    }
   }
 
   // Every SDP step runs in one chain so an incoming server offer never interleaves with our own offer.
+  // A step belongs to the peer connection of its time: after a restart it does nothing (an offer of the
+  // replaced peer must never be applied to the new one).
   enqueue(step) {
-    this.chain = this.chain.then(step).catch((error) => {
-      console.warn("negotiation step failed", error);
-    });
+    const pc = this.pc;
+    this.chain = this.chain
+      .then(() => (pc && pc === this.pc ? step(pc) : undefined))
+      .catch((error) => {
+        console.warn("negotiation step failed", error);
+      });
     return this.chain;
+  }
+
+  /** Watch one exchange: unless it completes (and the connection comes up) in 10 s, restart media. */
+  watchNegotiation() {
+    if (this.timers.negotiation) return;
+    const pc = this.pc;
+    this.timers.negotiation = setTimeout(() => {
+      this.timers.negotiation = null;
+      if (pc === this.pc && this.active) this.requestRestart("negotiation_timeout");
+    }, NEGOTIATION_LIMIT_MS);
+  }
+
+  /** The exchange we were waiting for is complete; unless connected, give the connection 10 s to come up. */
+  negotiationDone() {
+    if (this.needOffer || this.pendingOfferId) return;
+    this.clearTimer("negotiation");
+    if (this.pc && this.pc.connectionState !== "connected") this.watchNegotiation();
   }
 
   negotiate() {
     this.needOffer = true;
-    this.enqueue(async () => {
-      const pc = this.pc;
-      if (!pc || !this.needOffer || pc.signalingState !== "stable") return;
-      this.needOffer = false;
-      if (!pc.getTransceivers().length) {
-        // Nothing to send (an observer): the client still offers first, so offer to receive; the node then
-        // offers what we receive on m-lines of its own.
-        for (const kind of ["audio", "video"]) {
-          const transceiver = pc.addTransceiver(kind, { direction: "recvonly" });
-          limitHeaderExtensions(transceiver);
-          limitCodecs(transceiver, kind);
-        }
+    this.watchNegotiation();
+    this.enqueue((pc) => this.offerStep(pc));
+  }
+
+  async offerStep(pc) {
+    // One offer of ours in flight at most; a refused or rolled-back one is offered again only after the
+    // node's offer has been answered (see onOffer).
+    if (!pc || !this.needOffer || this.pendingOfferId || pc.signalingState !== "stable") return;
+    this.needOffer = false;
+    if (!pc.getTransceivers().length) {
+      // Nothing to send (an observer): the client still offers first, so offer to receive; the node then
+      // offers what we receive on m-lines of its own.
+      for (const kind of ["audio", "video"]) {
+        const transceiver = pc.addTransceiver(kind, { direction: "recvonly" });
+        limitHeaderExtensions(transceiver);
+        limitCodecs(transceiver, kind);
       }
-      this.offered = true;
-      const offer = await pc.createOffer();
-      await pc.setLocalDescription(offer);
-      await waitForIceGathering(pc);
-      if (pc !== this.pc) return;
-      this.pendingOfferId = this.signal.send({ type: "offer", sdp: pc.localDescription.sdp });
-    });
+    }
+    this.offered = true;
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    await waitForIceGathering(pc);
+    if (pc !== this.pc || pc.signalingState !== "have-local-offer") return;
+    const id = this.signal.send({ type: "offer", sdp: pc.localDescription.sdp });
+    if (id === null) {
+      // Not connected: a rejoin makes a fresh peer and offers anew.
+      await pc.setLocalDescription({ type: "rollback" });
+      this.needOffer = true;
+      return;
+    }
+    this.pendingOfferId = id;
+    this.note("offer sent");
   }
 
   onAnswer(message) {
-    this.enqueue(async () => {
-      const pc = this.pc;
-      if (!pc || pc.signalingState !== "have-local-offer") return;
+    this.enqueue(async (pc) => {
+      if (pc.signalingState !== "have-local-offer" || (message.ref && message.ref !== this.pendingOfferId)) return;
       await pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
+      this.note("answer applied");
       this.pendingOfferId = null;
+      this.refusals = 0;
       this.dispatchEvent(new Event("remote"));
       if (this.needOffer) this.negotiate();
+      else this.negotiationDone();
     });
   }
 
   onOffer(message) {
-    // An offer before our own peer exists (the node may offer as soon as we are admitted): open one to answer it.
-    if (!this.pc) this.open();
-    this.enqueue(async () => {
-      const pc = this.pc;
-      if (!pc) return;
+    // The node only offers on a peer we already offered on; without a peer there is nothing to answer.
+    if (!this.pc) return;
+    this.enqueue(async (pc) => {
+      // The server re-sends its pending offer when it refuses ours; an offer we already answered is not
+      // answered twice (a second answer could land on the node's next offer).
+      if (message.sdp === this.lastAnsweredOffer && pc.signalingState === "stable") {
+        this.note("node offer already answered");
+        return;
+      }
       if (pc.signalingState === "have-local-offer") {
-        // Glare: the server's offer wins (we are the polite side); our own offer is sent again afterwards.
+        // Glare: the node's offer wins (we are the polite side); ours is offered again after we answer.
         await pc.setLocalDescription({ type: "rollback" });
+        this.note("own offer rolled back");
         this.pendingOfferId = null;
         this.needOffer = true;
       }
@@ -225,9 +424,12 @@ export class MediaSession extends EventTarget {
       await pc.setLocalDescription(await pc.createAnswer());
       await waitForIceGathering(pc);
       if (pc !== this.pc) return;
+      this.lastAnsweredOffer = message.sdp;
       this.signal.send({ type: "answer", sdp: pc.localDescription.sdp });
+      this.note("node offer answered");
       this.dispatchEvent(new Event("remote"));
       if (this.needOffer) this.negotiate();
+      else this.negotiationDone();
     });
   }
 
@@ -240,14 +442,89 @@ export class MediaSession extends EventTarget {
     this.pc.addIceCandidate(init).catch(() => {});
   }
 
-  /** A refused offer (e.g. the server was renegotiating itself): offer again shortly. */
-  onOfferRefused() {
-    this.enqueue(async () => {
-      const pc = this.pc;
-      if (pc && pc.signalingState === "have-local-offer") await pc.setLocalDescription({ type: "rollback" });
+  /**
+   * The server refused our offer. `renegotiation_pending`: the node's own offer crossed ours and the server
+   * re-sends it; we roll back and wait for it (no timer), and offer again after answering it. Three
+   * refusals in a row without an answer in between: ask for a media restart instead.
+   */
+  onOfferRefused(code) {
+    this.note(`offer refused: ${code}`);
+    this.refusals += 1;
+    const refusals = this.refusals;
+    this.enqueue(async (pc) => {
+      if (pc.signalingState === "have-local-offer") await pc.setLocalDescription({ type: "rollback" });
       this.pendingOfferId = null;
+      if (code === "renegotiation_pending") this.needOffer = true;
+      if (refusals >= MAX_REFUSALS || code === "no_such_peer") this.requestRestart(code);
     });
-    setTimeout(() => this.negotiate(), 500);
+  }
+
+  // --- media restart ---------------------------------------------------------------------------
+
+  /** Ask the server for a new peer (after a backoff: 0, 1, 2, 4, then 8 s); one request in flight at most. */
+  requestRestart(reason) {
+    if (!this.active || this.restarting) return;
+    this.note(`restart requested: ${reason}`);
+    const delay = RESTART_BACKOFF_MS[Math.min(this.restartAttempts, RESTART_BACKOFF_MS.length - 1)];
+    this.restartAttempts += 1;
+    this.dispatchEvent(new CustomEvent("restart", { detail: { reason } }));
+    this.timers.restart = setTimeout(() => {
+      this.timers.restart = null;
+      if (!this.active) return;
+      const id = this.signal.send({ type: "restart_media", reason: String(reason).slice(0, 64) });
+      if (id === null) {
+        // No signaling now; the rejoin makes a fresh peer anyway.
+        this.emitHealth();
+        return;
+      }
+      this.restartId = id;
+      // The server replies with `media_restart` (or an error); if neither comes, ask again.
+      this.timers.reply = setTimeout(() => {
+        this.timers.reply = null;
+        if (this.restartId !== id) return;
+        this.restartId = null;
+        this.requestRestart("restart_unanswered");
+      }, RESTART_REPLY_LIMIT_MS);
+      this.emitHealth();
+    }, delay);
+    this.emitHealth();
+  }
+
+  /** The server refused our `restart_media`. */
+  onRestartRefused(code) {
+    this.note(`restart refused: ${code}`);
+    if (code === "restart_pending") return; // one is under way on the server: its `media_restart` follows
+    this.restartId = null;
+    this.clearTimer("reply");
+    if (code === "too_many_restarts") this.requestRestart(code);
+    else this.emitHealth();
+  }
+
+  /** `media_restart`: close the peer connection, make a new one with the same tracks, offer afresh. */
+  onMediaRestart() {
+    this.restartId = null;
+    this.clearTimer("reply");
+    this.clearTimer("restart");
+    if (!this.active || !this.lastSync) return;
+    this.note("media_restart");
+    this.restarts += 1;
+    this.dispatchEvent(new CustomEvent("restart", { detail: { reason: "server" } }));
+    this.close();
+    this.sync(this.lastSync);
+  }
+
+  /** Whether an error reply refers to our offer or our restart request (and handle it). */
+  onError(message) {
+    if (!message.ref) return false;
+    if (message.ref === this.pendingOfferId) {
+      this.onOfferRefused(message.code);
+      return true;
+    }
+    if (message.ref === this.restartId) {
+      this.onRestartRefused(message.code);
+      return true;
+    }
+    return false;
   }
 
   onTracks(message) {

@@ -1,0 +1,303 @@
+"""A forced network failure: the defendant's UDP is cut for 10 s, then restored; media comes back by itself.
+
+The test makes two network namespaces of its own: ``court`` (the server, its
+media node and the judge's Chromium) and ``home`` (the defendant's Chromium),
+joined by a veth pair (10.77.0.1 <-> 10.77.0.2). Nothing of it touches the
+machine's own network. nftables in ``home`` drops every UDP packet for 10 s
+while the WebSocket (TCP) stays up, so only media dies. The defendant's page
+must say it is reconnecting media (never "Connected"), the judge's console must
+show the defendant's media ``stalled`` and alert, and after the network returns
+media must flow both ways again without a reload, and the judge sees ``ok``.
+The time from the restore to decoded frames both ways is printed (the issue
+asks for 3 s; the assertion is a loose 3x, the machine is shared).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from tests.browser_fixtures import (
+    CHROMIUM,
+    MEDIA_WAIT,
+    artifact_dir,
+    book_hearing,
+    chromium_args,
+    fake_video_clip,
+    participant_group,
+    require_chromium,
+    run_server,
+)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+    from tests.browser_fixtures import Participants
+
+pytest_plugins = ["tests.browser_fixtures"]
+pytestmark = pytest.mark.browser
+
+T = TypeVar("T")
+
+CLONE_NEWNET = 0x40000000
+COURT_ADDRESS = "10.77.0.1"
+HOME_ADDRESS = "10.77.0.2"
+CUT_SECONDS = 10.0
+BACK_WITHIN = 3.0
+"""The issue's bound for media to return after the network does; asserted loosely (x3), measured and printed."""
+
+CUT_RULES = """
+table inet courtlink_cut {
+  chain input { type filter hook input priority 0; policy accept; meta l4proto udp drop; }
+  chain output { type filter hook output priority 0; policy accept; meta l4proto udp drop; }
+}
+"""
+
+
+def _run(*args: str) -> None:
+    subprocess.run(list(args), check=True, capture_output=True, timeout=20)
+
+
+@contextmanager
+def namespaces() -> Iterator[tuple[str, str]]:
+    """Two fresh network namespaces joined by a veth pair; removed afterwards (skip if the host cannot)."""
+    missing = [tool for tool in ("ip", "nft", "nsenter") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"network namespaces need {', '.join(missing)}")
+    if os.geteuid() != 0:
+        pytest.skip("creating network namespaces needs root (CI and the dev machine run tests as root)")
+    suffix = secrets.token_hex(3)
+    court, home = f"cl-court-{suffix}", f"cl-home-{suffix}"
+    made: list[str] = []
+    try:
+        for name in (court, home):
+            try:
+                _run("ip", "netns", "add", name)
+            except subprocess.CalledProcessError as exc:
+                pytest.skip(f"cannot create a network namespace here: {exc.stderr.decode(errors='replace').strip()}")
+            made.append(name)
+            _run("ip", "-n", name, "link", "set", "lo", "up")
+        _run("ip", "-n", court, "link", "add", "vcourt", "type", "veth", "peer", "name", "vhome", "netns", home)
+        _run("ip", "-n", court, "addr", "add", f"{COURT_ADDRESS}/24", "dev", "vcourt")
+        _run("ip", "-n", home, "addr", "add", f"{HOME_ADDRESS}/24", "dev", "vhome")
+        _run("ip", "-n", court, "link", "set", "vcourt", "up")
+        _run("ip", "-n", home, "link", "set", "vhome", "up")
+        yield court, home
+    finally:
+        for name in made:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=20, check=False)
+
+
+def _enter_netns(name: str) -> None:
+    """Move the calling thread into network namespace ``name`` (its sockets are made there from now on)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"setns into {name}: {os.strerror(errno)}")
+    finally:
+        os.close(fd)
+
+
+def chromium_in(netns: str, folder: Path) -> str:
+    """A launcher that starts Debian's Chromium inside ``netns`` (Playwright talks to it over a pipe)."""
+    script = folder / f"chromium-{netns}"
+    script.write_text(f'#!/bin/sh\nexec nsenter --net=/run/netns/{netns} {CHROMIUM} "$@"\n', encoding="utf-8")
+    script.chmod(0o755)
+    return str(script)
+
+
+def namespace_args(clip: Path, origin: str) -> list[str]:
+    """The usual flags, but with host candidates (the namespaces themselves keep every packet in), and the
+    server's origin treated as secure (a camera is only offered to secure origins; this one is not loopback)."""
+    args = [a for a in chromium_args() if not a.startswith(("--webrtc-ip-handling-policy", "--host-resolver-rules"))]
+    rules = f"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE {COURT_ADDRESS}"
+    return [
+        *args,
+        rules,
+        f"--unsafely-treat-insecure-origin-as-secure={origin}",
+        f"--use-file-for-fake-video-capture={clip}",
+    ]
+
+
+def frames_from(group: Participants, page: Page, participant_id: str) -> tuple[int, int]:
+    """(media restarts of ``page``, video frames it decoded from ``participant_id`` on its current connection)."""
+    restarts = int(group.state(page)["media_restarts"])
+    return restarts, group.totals(page, participant_id)["video_frames"]
+
+
+WATCH_JS = """(pid) => {
+  window.__cut = { seen: [], alerts: [] };
+  const push = (list, value) => { if (list.length === 0 || list[list.length - 1].value !== value)
+    list.push({ at: Date.now(), value }); };
+  setInterval(() => {
+    const li = document.querySelector(`#roster li[data-participant='${pid}']`);
+    push(window.__cut.seen, li ? li.dataset.media : 'absent');
+    const alert = document.querySelector(`#media-alert:not([hidden]) li[data-participant='${pid}']`);
+    push(window.__cut.alerts, alert ? alert.dataset.kind : 'none');
+  }, 100);
+}"""
+
+
+def test_udp_cut_for_ten_seconds_media_returns_without_reload(tmp_path: Path) -> None:
+    """With the defendant's UDP cut for 10 s, pages say so, the judge is alerted, and media returns by itself."""
+    require_chromium()
+    shots = artifact_dir("netcut")
+    clip = fake_video_clip(tmp_path / "small.y4m")
+    with namespaces() as (court, home), ThreadPoolExecutor(1, initializer=_enter_netns, initargs=(court,)) as pool:
+
+        def in_court(call: Callable[[], T]) -> T:
+            return pool.submit(call).result()
+
+        with run_server(
+            tmp_path / "serve",
+            host=COURT_ADDRESS,
+            wrap=("nsenter", f"--net=/run/netns/{court}"),
+            env_extra={"COURTLINK_MEDIA__ANNOUNCE_ADDRESSES": f'["{COURT_ADDRESS}"]'},
+            via=in_court,
+        ) as server:
+            try:
+                _scenario(server, court, home, clip, tmp_path, shots)
+            finally:
+                shutil.copyfile(server.log_path, shots / "server.log")
+
+
+def _scenario(server: Any, court: str, home: str, clip: Path, tmp_path: Path, shots: Path) -> None:
+    booking = book_hearing(server, [("Zhang Wei", "judge", "court"), ("Ma Jun", "defendant", "remote")])
+    judge_id, defendant_id = booking.ids["judge"], booking.ids["defendant"]
+    allowed = frozenset({COURT_ADDRESS})
+    with sync_playwright() as playwright:
+        court_browser: Browser = playwright.chromium.launch(
+            executable_path=chromium_in(court, tmp_path), headless=True, args=namespace_args(clip, server.base_url)
+        )
+        home_browser: Browser = playwright.chromium.launch(
+            executable_path=chromium_in(home, tmp_path), headless=True, args=namespace_args(clip, server.base_url)
+        )
+        try:
+            with (
+                participant_group(court_browser, also_allowed=allowed) as at_court,
+                participant_group(home_browser, also_allowed=allowed) as at_home,
+            ):
+                judge = at_court.open(booking.links["judge"])
+                at_court.join(judge)
+                judge.wait_for_selector("body[data-view=hearing]")
+                judge.get_by_role("button", name="Open the courtroom").click()
+                judge.wait_for_selector("#hearing-state[data-state=open]")
+                defendant = at_home.open(booking.links["defendant"])
+                at_home.join(defendant)
+                judge.get_by_role("button", name=f"Admit {booking.names['defendant']}").click()
+                defendant.wait_for_selector("body[data-view=hearing]")
+                at_court.wait_receiving(judge, defendant_id, "judge <- defendant before the cut")
+                at_home.wait_receiving(defendant, judge_id, "defendant <- judge before the cut")
+                judge.wait_for_selector(f"#roster li[data-participant='{defendant_id}'][data-media=ok]", timeout=30_000)
+                assert defendant.locator("#conn-state").inner_text().strip() == "Connected"
+                judge.evaluate(WATCH_JS, defendant_id)
+                defendant.evaluate("() => { window.__noReload = true; }")
+                _cut_and_restore(at_court, at_home, judge, defendant, judge_id, defendant_id, home, shots)
+        finally:
+            home_browser.close()
+            court_browser.close()
+
+
+def _cut_and_restore(
+    at_court: Participants,
+    at_home: Participants,
+    judge: Page,
+    defendant: Page,
+    judge_id: str,
+    defendant_id: str,
+    home: str,
+    shots: Path,
+) -> None:
+    subprocess.run(["ip", "netns", "exec", home, "nft", "-f", "-"], input=CUT_RULES.encode(), check=True, timeout=20)
+    cut_at = time.monotonic()
+    restored = False
+    try:
+        # While the network is gone the defendant's own page says media is reconnecting, never "Connected".
+        defendant.wait_for_selector("#conn-state[data-status=media_reconnecting]", timeout=CUT_SECONDS * 1000)
+        seen_reconnecting_after = time.monotonic() - cut_at
+        assert defendant.locator("#media-banner").is_visible()
+        assert "Reconnecting media" in defendant.locator("#conn-state").inner_text()
+        defendant.screenshot(path=str(shots / "defendant-reconnecting.png"))
+        remaining = CUT_SECONDS - (time.monotonic() - cut_at)
+        if remaining > 1.5:
+            # The judge's alert (stalled > 3 s, or lost), while the cut lasts.
+            # (Asserted after the restore from the page's own record; here only the screenshot waits for it.)
+            alert = judge.locator(f"#media-alert li[data-participant='{defendant_id}']")
+            deadline = cut_at + CUT_SECONDS - 1.0
+            while time.monotonic() < deadline and alert.count() == 0:
+                time.sleep(0.2)
+            if alert.count():
+                judge.screenshot(path=str(shots / "judge-alert.png"))
+        time.sleep(max(0.0, CUT_SECONDS - (time.monotonic() - cut_at)))
+    finally:
+        subprocess.run(["ip", "netns", "exec", home, "nft", "delete", "table", "inet", "courtlink_cut"], check=False)
+        restored = True
+    restored_at = time.monotonic()
+    assert restored
+
+    # Media back: both directions decode new frames again (counters restart with a new peer connection).
+    base_judge = frames_from(at_court, judge, defendant_id)
+    base_defendant = frames_from(at_home, defendant, judge_id)
+
+    def rising(group: Participants, page: Page, pid: str, base: tuple[int, int]) -> bool:
+        now = frames_from(group, page, pid)
+        return now[1] > (base[1] if now[0] == base[0] else 0)
+
+    back: dict[str, float] = {}
+    deadline = restored_at + MEDIA_WAIT
+    while len(back) < 2 and time.monotonic() < deadline:
+        if "judge" not in back and rising(at_court, judge, defendant_id, base_judge):
+            back["judge"] = time.monotonic() - restored_at
+        if "defendant" not in back and rising(at_home, defendant, judge_id, base_defendant):
+            back["defendant"] = time.monotonic() - restored_at
+        time.sleep(0.1)
+    media_back = max(back.values()) if len(back) == 2 else None
+    print(
+        f"UDP cut {CUT_SECONDS:.0f} s; page said reconnecting after {seen_reconnecting_after:.1f} s; "
+        f"media back after restore: judge <- defendant {back.get('judge')}, defendant <- judge {back.get('defendant')}"
+    )
+    assert media_back is not None, f"media did not come back within {MEDIA_WAIT} s: {back}"
+
+    # And it keeps flowing, on the same page (no reload), with the page saying so again.
+    at_court.wait_receiving(judge, defendant_id, "judge <- defendant after the cut")
+    at_home.wait_receiving(defendant, judge_id, "defendant <- judge after the cut")
+    assert defendant.evaluate("() => window.__noReload === true"), "the defendant's page was reloaded"
+    defendant.wait_for_selector("#conn-state[data-status=connected]", timeout=30_000)
+    assert defendant.locator("#media-banner").is_hidden()
+
+    # The judge saw the defendant's media stalled, then ok; the alert came and went.
+    judge.wait_for_selector(f"#roster li[data-participant='{defendant_id}'][data-media=ok]", timeout=30_000)
+    judge.wait_for_selector("#media-alert", state="hidden", timeout=10_000)
+    record: dict[str, list[dict[str, Any]]] = judge.evaluate("() => window.__cut")
+    seen = [s["value"] for s in record["seen"]]
+    alerts = [a["value"] for a in record["alerts"]]
+    restarts = at_home.state(defendant)["media_restarts"]
+    counts = at_home.signal_counts(defendant)
+    print(
+        f"judge saw the defendant's media: {' -> '.join(seen)}; alerts: {' -> '.join(alerts)}; "
+        f"defendant media restarts {restarts}, restart requests {counts['sent:restart_media']}, "
+        f"refused offers {counts['recv:error:renegotiation_pending']}; "
+        f"log {defendant.evaluate('() => window.courtlink.mediaLog()')}"
+    )
+    judge.screenshot(path=str(shots / "judge-after.png"))
+    assert "stalled" in seen, f"the judge never saw the defendant's media stalled: {seen}"
+    assert seen.index("stalled") < len(seen) - 1, seen
+    assert seen[-1] == "ok", seen
+    assert any(a != "none" for a in alerts), f"the judge was never alerted: {alerts}"
+    assert alerts[-1] == "none", alerts
+    assert counts["recv:error:renegotiation_pending"] <= 3, dict(counts)
+    assert media_back < BACK_WITHIN * 3, f"media came back {media_back:.1f} s after the network"
