@@ -346,6 +346,8 @@ class Participant:
         """The source of each of ``media.extra``."""
         self._answered_sdp: str | None = None
         self._seq = 0
+        self._closing = False
+        """Set by :meth:`close`: nothing the server says any more starts new work (no restart after teardown)."""
 
     def attach(self) -> None:
         """Start reacting to server offers and tracks on the current WebSocket."""
@@ -360,6 +362,8 @@ class Participant:
         )
 
     def _on_message(self, message: dict[str, Any]) -> None:
+        if self._closing:
+            return
         kind = message.get("type")
         if kind == "offer":
             if self.drop_offers > 0:
@@ -377,6 +381,9 @@ class Participant:
             self._spawn(self._restart(message.get("reason", "")))
 
     def _spawn(self, work: Any) -> None:
+        if self._closing:
+            work.close()  # a coroutine never awaited: close it so it does not warn
+            return
         self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(asyncio.ensure_future(work))
 
@@ -524,11 +531,12 @@ class Participant:
         return joined
 
     async def close(self) -> None:
-        """Close the peer and the WebSocket."""
+        """Close the WebSocket, then the peer: the server sees a participant leave, never a dying peer to restart."""
+        self._closing = True
         for task in self._tasks:
             task.cancel()
-        await self.media.close()
         await self.client.close()
+        await self.media.close()
 
 
 async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
