@@ -890,6 +890,10 @@ class HearingRoom:
         member = self.members.get(participant_id)
         if member is None or not member.has_peer or member.role in PEERLESS_ROLES:
             return []
+        if member.connected and not member.negotiated:
+            # The current peer has not had the client's first offer yet, so it cannot have failed or timed out:
+            # this is the late report of a peer already replaced (a resume or a restart raced the node's event).
+            return []
         if not member.connected:
             # Nobody to tell; a resume makes a fresh peer anyway. The roster shows the connection lost.
             member.media = PeerState.failed if reason == "failed" else PeerState.closed

@@ -115,9 +115,24 @@ def test_a_lost_peer_restarts_unprompted_only_for_a_connected_participant() -> N
     period shows lost and restarts nothing."""
     clock = Clock()
     h = _harness(clock)
+    h.room.negotiated("defendant")
     effects = h.room.peer_lost("defendant", "offer_timeout")
     assert [m.reason for m in sent_to(effects, h.c("defendant")) if isinstance(m, MediaRestart)] == ["offer_timeout"]
     h.do(h.room.disconnect(h.c("defendant")))
     effects = h.room.peer_lost("defendant", "failed")
     assert not any(isinstance(e, Command) for e in effects)
     assert next(e for e in h.room.roster() if e.id == "defendant").media == "lost"
+
+
+def test_a_late_loss_report_of_a_replaced_peer_restarts_nothing() -> None:
+    """After a resume or a restart, the node's late report that the old peer closed does not replace the new peer
+    (which waits for the client's first offer), so the resumed client is not sent into a second restart."""
+    clock = Clock()
+    h = _harness(clock)
+    h.room.negotiated("defendant")
+    h.room.restart_media(h.c("defendant"), "ice_failed", ref="r1")
+    effects = h.room.peer_lost("defendant", "closed")
+    assert effects == []
+    h.room.negotiated("defendant")  # the new peer's first offer was answered: now a loss is real
+    effects = h.room.peer_lost("defendant", "closed")
+    assert any(isinstance(e, Command) and isinstance(e.command, CreatePeer) for e in effects)
