@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import traceback
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -295,6 +295,26 @@ class Court:
         p.attach()
         self.participants.append(p)
         return p
+
+    async def seat(
+        self, b: Booking, names: tuple[str, ...], tags: Mapping[str, int], *, start: bool = True
+    ) -> dict[str, Participant]:
+        """Join ``names`` (judge first) with media tagged ``tags[name]``, admit the others from the lobby, start
+        everyone's media (the observer only receives), and open + start the hearing unless ``start`` is False."""
+        people = {name: await self.participant(name, b.tokens[name], tag=tags[name]) for name in names}
+        judge = people["judge"]
+        for name in names[1:]:
+            if people[name].joined["placement"] == "lobby":
+                reply = await judge.client.request_ok("admit", "roster", participant_id=b.ids[name])
+                assert reply["type"] == "roster", reply
+                await people[name].client.expect("admitted")
+        for p in people.values():
+            await p.start_media(publish=p.name != "observer")
+        if start:
+            for action in ("open", "start"):
+                reply = await judge.client.request_ok("session", "state", action=action)
+                assert reply["type"] == "state", reply
+        return people
 
 
 def small(media: MediaClient) -> MediaClient:

@@ -26,26 +26,6 @@ async def _eventually(check: Callable[[], bool], within: float = 30.0) -> bool:
     return await eventually(check, within)
 
 
-async def _seat(court: Court, b: Booking, names: tuple[str, ...], *, start: bool = True) -> dict[str, Participant]:
-    """Join ``names`` (judge first), admit the others, start media, and open + start the hearing."""
-    people: dict[str, Participant] = {}
-    for name in names:
-        people[name] = await court.participant(name, b.tokens[name], tag=TAGS[name])
-    judge = people["judge"]
-    for name in names[1:]:
-        if people[name].joined["placement"] == "lobby":
-            reply = await judge.client.request_ok("admit", "roster", participant_id=b.ids[name])
-            assert reply["type"] == "roster", reply
-            await people[name].client.expect("admitted")
-    for p in people.values():
-        await p.start_media(publish=p.name != "observer")
-    if start:
-        for action in ("open", "start"):
-            reply = await judge.client.request_ok("session", "state", action=action)
-            assert reply["type"] == "state", reply
-    return people
-
-
 async def _quiet(p: Participant, window: float = 1.0, within: float = 30.0) -> list[dict[str, int]]:
     """Wait until ``p`` receives no packet on unmapped media ids for ``window`` s; [] once quiet, else the history."""
     loop = asyncio.get_running_loop()
@@ -162,7 +142,7 @@ async def test_hearing_media_flows_by_the_permission_table(court: Court) -> None
 async def test_consultation_is_unheard_and_media_resumes(court: Court) -> None:
     """While defendant and counsel consult, judge and observer get none of their packets; media resumes after."""
     b = await court.book(("judge", "defendant", "counsel", "observer"))
-    people = await _seat(court, b, ("judge", "defendant", "counsel", "observer"))
+    people = await court.seat(b, ("judge", "defendant", "counsel", "observer"), TAGS)
     judge, defendant, counsel, observer = (people[n] for n in ("judge", "defendant", "counsel", "observer"))
     for p in (judge, observer):
         assert await _eventually(partial(_has_codes, p, "defendant", 3))
@@ -213,7 +193,7 @@ async def test_consultation_is_unheard_and_media_resumes(court: Court) -> None:
 async def test_resume_after_dropped_connection(court: Court) -> None:
     """A dropped client resumes with its key: same participant id and placement, and media flows again."""
     b = await court.book(("judge", "defendant"))
-    people = await _seat(court, b, ("judge", "defendant"))
+    people = await court.seat(b, ("judge", "defendant"), TAGS)
     judge, defendant = people["judge"], people["defendant"]
     assert await _eventually(lambda: _codes(judge, "defendant") >= 3)
     old_id = defendant.id
@@ -231,7 +211,7 @@ async def test_resume_after_dropped_connection(court: Court) -> None:
 async def test_flooding_client_does_not_disturb_the_hearing(court: Court) -> None:
     """A client flooding 1,000 messages is closed with 4008 while the others keep their media and pongs."""
     b = await court.book(("judge", "prosecutor", "observer"))
-    people = await _seat(court, b, ("judge", "prosecutor"))
+    people = await court.seat(b, ("judge", "prosecutor"), TAGS)
     judge, prosecutor = people["judge"], people["prosecutor"]
     assert await _eventually(lambda: _codes(prosecutor, "judge") >= 3)
     attacker, _ = await court.join(b.tokens["observer"])

@@ -17,7 +17,7 @@ import structlog
 from tests.media_clients import MediaClient
 
 if TYPE_CHECKING:
-    from tests.ws_fixtures import Booking, Court, Participant
+    from tests.ws_fixtures import Court, Participant
 
 pytest_plugins = ["tests.ws_fixtures"]
 
@@ -42,30 +42,11 @@ async def _eventually(check: Any, within: float = 30.0) -> bool:
     return bool(await eventually(check, within))
 
 
-async def _seat(court: Court, b: Booking, names: tuple[str, ...]) -> dict[str, Participant]:
-    """Join ``names`` (judge first), admit the others, start media, and open + start the hearing."""
-    people: dict[str, Participant] = {}
-    for name in names:
-        people[name] = await court.participant(name, b.tokens[name], tag=TAGS[name])
-    judge = people["judge"]
-    for name in names[1:]:
-        if people[name].joined["placement"] == "lobby":
-            reply = await judge.client.request("admit", "roster", participant_id=b.ids[name])
-            assert reply["type"] == "roster", reply
-            await people[name].client.expect("admitted")
-    for p in people.values():
-        await p.start_media(publish=p.name != "observer")
-    for action in ("open", "start"):
-        reply = await judge.client.request("session", "state", action=action)
-        assert reply["type"] == "state", reply
-    return people
-
-
 async def test_video_returns_at_once_after_each_consultation_and_speakers_never_leak(court: Court) -> None:
     """Over 4 consult/end_consult cycles the courtroom is never told a member speaks, and decodes both members'
     video again soon after each end (time to first frame logged); after counsel resumes, the judge sees them."""
     b = await court.book(("judge", "defendant", "counsel", "observer"))
-    people = await _seat(court, b, ("judge", "defendant", "counsel", "observer"))
+    people = await court.seat(b, ("judge", "defendant", "counsel", "observer"), TAGS)
     judge, defendant, counsel, observer = (people[n] for n in ("judge", "defendant", "counsel", "observer"))
     # Only the consultation members talk: a hearing-wide speaker would be one of them.
     assert judge.media.audio is not None

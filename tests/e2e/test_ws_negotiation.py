@@ -25,21 +25,8 @@ WITHIN = 40.0
 
 
 async def _seat(court: Court, b: Booking, names: tuple[str, ...]) -> dict[str, Participant]:
-    """Join ``names`` (judge first), admit the others, start media, open and start the hearing."""
-    people: dict[str, Participant] = {}
-    for i, name in enumerate(names):
-        people[name] = await court.participant(name, b.tokens[name], tag=i + 1)
-    judge = people["judge"]
-    for name in names[1:]:
-        if people[name].joined["placement"] == "lobby":
-            reply = await judge.client.request("admit", "roster", participant_id=b.ids[name])
-            assert reply["type"] == "roster", reply
-            await people[name].client.expect("admitted")
-    for p in people.values():
-        await p.start_media(publish=p.name != "observer")
-    for action in ("open", "start"):
-        reply = await judge.client.request("session", "state", action=action)
-        assert reply["type"] == "state", reply
+    """Seat ``names`` (tagged 1, 2, ... in order) in a started hearing, then wait until everyone hears everyone."""
+    people = await court.seat(b, names, {name: i + 1 for i, name in enumerate(names)})
     for r in people.values():
         for p in people.values():
             if p is not r and p.name != "observer":
