@@ -86,14 +86,16 @@ class PublishedTrack:
         self.held = True
         """An undeclared extra track (its kind's default source is taken by another track): never forwarded
         nor recorded, and not reported as refused, until a declaration gives it a source of its own."""
-        self.announced = False
-        """Whether ``TrackPublished`` went out for it (only once it has a source, i.e. is not held)."""
         self.ended = False
         self.ended_reported = False
         self.consumers: set[Consumer] = set()
         self.last_report: ReportTimes | None = None
         self.frames_in = 0
         self.keyframes_in = 0
+        self.packets_in = 0
+        self.bytes_in = 0
+        self.last_packet_at: float | None = None
+        """``time.monotonic()`` of the last received packet (read by the node's health tick)."""
         self.keyframe_requests = 0
         self._receiver = receiver
         self._interval = keyframe_interval
@@ -111,18 +113,20 @@ class PublishedTrack:
 
     def set_allowed(self, allowed: bool) -> None:
         """Whether the participant may publish this track's source now."""
-        if allowed and not self.allowed:
+        became = allowed and not self.allowed
+        self.allowed = allowed
+        if became:
             self._refusal_reported = False
             self._need_keyframe = self.kind == "video"
-            self.allowed = allowed
             if self.consumers:
                 # Consumers were waiting (e.g. an unmute): they get a picture now, not after the throttle.
                 self.request_keyframe(urgent=True)
-            return
-        self.allowed = allowed
 
     def on_packet(self, packet: RtpPacket) -> None:
-        """Every received RTP packet (after RTX unwrap): note the SSRC and feed speaker detection."""
+        """Every received RTP packet (after RTX unwrap): count it, note the SSRC and feed speaker detection."""
+        self.packets_in += 1
+        self.bytes_in += len(packet.payload)
+        self.last_packet_at = time.monotonic()
         first = self._ssrc is None
         self._ssrc = packet.ssrc  # follows an SSRC change, so keyframe requests reach the current stream
         if first and self._urgent_waiting:
@@ -286,7 +290,7 @@ class ForwardedTrack(MediaStreamTrack):
             sender = None
         if sender is None:
             self._sendable = False
-        else:
+        elif not self._sendable:
             self._became_sendable()
         if self.kind == "video":
             if self._gated and not keyframe:

@@ -1,7 +1,7 @@
 """Media health of one peer: packet counters on the packet path, a ``PeerHealth`` report built once a second.
 
-The packet path does only what :class:`PacketCounter` does (two additions and
-a clock read per received packet); sent packets are read from the counters
+The packet path only counts, in :meth:`media.forwarding.PublishedTrack.on_packet`
+(two additions and a clock read per received packet); sent packets are read from the counters
 aiortc's senders keep anyway (``media.sending`` keeps them up to date too).
 Everything else — idle times, states, the report — is computed by the node's
 health tick (:meth:`media.node.InProcessNode._health_loop`), about once per
@@ -11,54 +11,17 @@ second per peer.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from aiortc.rtp import RtpPacket
-
+from media.sending import OCTET_COUNT, PACKET_COUNT
 from rooms.control import PeerHealth, PeerState, TrackHealth
 
 if TYPE_CHECKING:
     from media.forwarding import PublishedTrack
     from media.peer import Peer
 
-_SENT_PACKETS = "_RTCRtpSender__packet_count"
-_SENT_OCTETS = "_RTCRtpSender__octet_count"
 
 _PEER_STATES = {s.value: s for s in PeerState}
-
-
-class PacketCounter:
-    """Packets and payload bytes of one received track, and when the last one arrived."""
-
-    __slots__ = ("bytes", "last", "packets")
-
-    def __init__(self) -> None:
-        self.packets = 0
-        self.bytes = 0
-        self.last: float | None = None
-        """``time.monotonic()`` of the last packet."""
-
-    def wrap(self, on_packet: Callable[[RtpPacket], None]) -> Callable[[RtpPacket], None]:
-        """``on_packet`` that counts first."""
-
-        def counted(packet: RtpPacket) -> None:
-            self.packets += 1
-            self.bytes += len(packet.payload)
-            self.last = time.monotonic()
-            on_packet(packet)
-
-        return counted
-
-
-class SentWatch:
-    """A sender's packet count as seen at the previous ticks: when it last grew."""
-
-    __slots__ = ("last", "packets")
-
-    def __init__(self) -> None:
-        self.packets = 0
-        self.last: float | None = None
 
 
 def _idle_ms(last: float | None, now: float) -> int | None:
@@ -70,20 +33,18 @@ def peer_health(peer: Peer, now: float | None = None) -> PeerHealth:
     now = time.monotonic() if now is None else now
     pc = peer.pc
     tracks: list[TrackHealth] = []
-    for published, counter in peer.inbound:
-        if published.ended:
-            continue
-        tracks.append(_in_health(published, counter, now))
+    for published in peer.published.values():
+        if not published.ended:
+            tracks.append(_in_health(published, now))
     for slot in peer.slots:
         publisher = slot.track.publisher
         if publisher is None:
             continue
         sender = slot.transceiver.sender
-        packets = int(getattr(sender, _SENT_PACKETS, 0))
-        watch = peer.sent_watch.setdefault(id(slot), SentWatch())
-        if packets != watch.packets:
-            watch.packets = packets
-            watch.last = now
+        packets = int(getattr(sender, PACKET_COUNT, 0))
+        if packets != slot.sent_packets:
+            slot.sent_packets = packets
+            slot.sent_at = now
         tracks.append(
             TrackHealth(
                 track_id=publisher.track_id,
@@ -91,8 +52,8 @@ def peer_health(peer: Peer, now: float | None = None) -> PeerHealth:
                 kind=slot.kind,
                 direction="out",
                 packets=packets,
-                bytes=int(getattr(sender, _SENT_OCTETS, 0)),
-                idle_ms=_idle_ms(watch.last, now),
+                bytes=int(getattr(sender, OCTET_COUNT, 0)),
+                idle_ms=_idle_ms(slot.sent_at, now),
             )
         )
     dtls = "new"
@@ -111,13 +72,13 @@ def peer_health(peer: Peer, now: float | None = None) -> PeerHealth:
     )
 
 
-def _in_health(published: PublishedTrack, counter: PacketCounter, now: float) -> TrackHealth:
+def _in_health(published: PublishedTrack, now: float) -> TrackHealth:
     return TrackHealth(
         track_id=published.track_id,
         source=published.source,
         kind=published.kind,
         direction="in",
-        packets=counter.packets,
-        bytes=counter.bytes,
-        idle_ms=_idle_ms(counter.last, now),
+        packets=published.packets_in,
+        bytes=published.bytes_in,
+        idle_ms=_idle_ms(published.last_packet_at, now),
     )

@@ -26,7 +26,7 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.sdp import candidate_from_sdp
 
 from media.forwarding import PublishedTrack, RecorderFeed
-from media.health import PacketCounter, peer_health
+from media.health import peer_health
 from media.passthrough import ReceiverTap, tap_receiver
 from media.peer import (
     DEFAULT_SOURCE,
@@ -445,14 +445,12 @@ class InProcessNode:
                 self._resolve_sources(room, peer)
             self._replan(room)
 
-        counter = PacketCounter()
-        peer.inbound.append((published, counter))
         tap_receiver(
             transceiver.receiver,
             kind,
             ReceiverTap(
                 on_frame=published.on_frame,
-                on_packet=counter.wrap(published.on_packet),
+                on_packet=published.on_packet,
                 on_sender_report=published.on_sender_report,
                 on_bye=bye,
             ),
@@ -506,12 +504,11 @@ class InProcessNode:
                 t.held = True
                 t.set_allowed(False)
                 continue
-            changed = t.held or t.source is not source or not t.announced
+            changed = t.held or t.source is not source
             t.held = False
             t.source = source
             t.set_allowed(source in publishing)
             if changed:
-                t.announced = True
                 self._emit(self._published_event(t))
 
     @staticmethod

@@ -36,7 +36,6 @@ from aiortc.rtp import DYNAMIC_PAYLOAD_TYPES
 from aiortc.sdp import SessionDescription
 
 from media.forwarding import ForwardedTrack, PublishedTrack
-from media.health import PacketCounter, SentWatch
 from media.ice import restrict_host_candidates, rtc_configuration
 from media.sending import install
 from media.settings import NodeSettings
@@ -94,6 +93,10 @@ class Slot:
     """Whether the last completed negotiation left it ``sendonly`` (False: ``inactive`` or not yet answered)."""
     intended: bool | None = None
     """Whether the node's last SDP (offer or answer) asked to send on it; None before any."""
+    sent_packets: int = 0
+    """The sender's packet count at the last health tick."""
+    sent_at: float | None = None
+    """``time.monotonic()`` of the health tick that last saw that count grow."""
 
     @property
     def mid(self) -> str | None:
@@ -146,13 +149,9 @@ class Peer:
         self.refusals = 0
         """Client offers refused with ``renegotiation_pending`` over the peer's life (metrics, tests)."""
         self._offer_timer: asyncio.TimerHandle | None = None
-        self.lost_reported = False
         self._sdp_version = 0
+        self.lost_reported = False
         """``PeerLost`` was emitted for this peer (once per peer)."""
-        self.inbound: list[tuple[PublishedTrack, PacketCounter]] = []
-        """Counters of every track received from the participant (read by the health tick)."""
-        self.sent_watch: dict[int, SentWatch] = {}
-        """Per slot (by ``id``): the sender's packet count at the last health tick."""
 
         @self.pc.on("connectionstatechange")
         def _state_changed() -> None:

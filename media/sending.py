@@ -87,8 +87,8 @@ _P = "_RTCRtpSender__"
 
 _NTP_TIMESTAMP = _P + "ntp_timestamp"
 _RTP_TIMESTAMP = _P + "rtp_timestamp"
-_OCTET_COUNT = _P + "octet_count"
-_PACKET_COUNT = _P + "packet_count"
+OCTET_COUNT = _P + "octet_count"
+PACKET_COUNT = _P + "packet_count"
 
 
 class FrameSource(Protocol):
@@ -192,7 +192,7 @@ class FrameSender:
             mid = getattr(sender, _P + "mid")
             for name in ("rtp_started", "rtp_exited", "rtx_payload_type", "rtx_sequence_number"):
                 getattr(sender, _P + name)
-            for name in (_NTP_TIMESTAMP, _RTP_TIMESTAMP, _OCTET_COUNT, _PACKET_COUNT):
+            for name in (_NTP_TIMESTAMP, _RTP_TIMESTAMP, OCTET_COUNT, PACKET_COUNT):
                 getattr(sender, name)
         except AttributeError:
             return False
@@ -311,8 +311,8 @@ class FrameSender:
         sender = self._sender
         setattr(sender, _NTP_TIMESTAMP, ntp)
         setattr(sender, _RTP_TIMESTAMP, timestamp)
-        setattr(sender, _OCTET_COUNT, getattr(sender, _OCTET_COUNT) + octets)
-        setattr(sender, _PACKET_COUNT, getattr(sender, _PACKET_COUNT) + len(chunks))
+        setattr(sender, OCTET_COUNT, getattr(sender, OCTET_COUNT) + octets)
+        setattr(sender, PACKET_COUNT, getattr(sender, PACKET_COUNT) + len(chunks))
 
     def _sendto(self, protocol: Any) -> Callable[[bytes, Any], None]:
         """What ``Connection.send`` ends in for this ICE pair, without its three coroutine layers."""

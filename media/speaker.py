@@ -15,12 +15,16 @@ happens on packet arrival, at most every ``_EVALUATE_EVERY`` seconds.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 _EVALUATE_EVERY = 0.1
 _MIN_SCORE_PER_SECOND = 100.0
 """A score below this (per second of window) is silence: e.g. 10 dB above the threshold half the time."""
+
+
+_NO_CHANGES: tuple[tuple[str, str], ...] = ()
+"""What :meth:`SpeakerDetector.observe` returns between evaluations."""
 
 
 @dataclass
@@ -95,7 +99,7 @@ class SpeakerDetector:
         recent = [pid for pid in audience.recent if pid in self.joined] if audience is not None else []
         return recent + [pid for pid in self.joined if pid not in recent]
 
-    def observe(self, participant_id: str, level_dbov: int, now: float) -> list[tuple[str, str]]:
+    def observe(self, participant_id: str, level_dbov: int, now: float) -> Sequence[tuple[str, str]]:
         """One packet's level; returns (receiver, new active speaker) for every receiver whose speaker changed."""
         loudness = self._silence - level_dbov
         if loudness > 0:
@@ -106,7 +110,7 @@ class SpeakerDetector:
             if samples is not None:
                 samples.append((now, loudness))
         if now - self._last_evaluation < _EVALUATE_EVERY:
-            return []
+            return _NO_CHANGES  # the common case, once per audio packet: no list to allocate
         self._last_evaluation = now
         return self._evaluate(now)
 
