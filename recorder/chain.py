@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,3 +121,23 @@ def parse_lines(data: bytes) -> list[ManifestLine]:
 def read_lines(path: Path) -> list[ManifestLine]:
     """Every line of a manifest file, parsed (see :func:`parse_lines`)."""
     return parse_lines(path.read_bytes())
+
+
+def open_regular(path: Path) -> int:
+    """Open a file for reading without following a symlink (refused by the kernel: ELOOP)."""
+    return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+
+
+def hash_blocks(path: Path, block: int, progress: Callable[[int], None] | None = None) -> tuple[int, str, list[str]]:
+    """Size, SHA-256 (hex) and the first 16 hex digits of each ``block``-byte block's SHA-256, read once."""
+    digest = hashlib.sha256()
+    blocks: list[str] = []
+    size = 0
+    with os.fdopen(open_regular(path), "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+            blocks.append(hashlib.sha256(chunk).hexdigest()[:16])
+            size += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
+    return size, digest.hexdigest(), blocks

@@ -160,7 +160,7 @@ def verify_main(
             when = f"{format_time(session.first_at) or '?'} to {format_time(session.last_at) or '?'}"
             out.write(f"session {session.session_id or Path(session.path).name}  recorder {session.recorder_id}  ")
             out.write(f"{when}: {session.summary()}\n")
-            _print_gaps(out, [g for g in session.gaps if g.get("track") is None and g.get("participant") is None])
+            _print_gaps(out, session.hearing_gaps())
         _print_trust(out, sources, args.any_key)
         if hearing.ok:
             out.write(f"OK valid: hearing {hearing.hearing_id}, {len(hearing.sessions)} session(s) in order\n")
@@ -176,7 +176,7 @@ def verify_main(
     if result.status != "unusable":
         for line in result.identity():
             out.write(line + "\n")
-    _print_gaps(out, [g for g in result.gaps if g.get("track") is None and g.get("participant") is None])
+    _print_gaps(out, result.hearing_gaps())
     _print_trust(out, sources, args.any_key)
     for note in result.notes:
         out.write(f"note: {note}\n")

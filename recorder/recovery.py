@@ -31,7 +31,6 @@ without a break (the usual case: segments are cut back to back).
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -39,25 +38,22 @@ from typing import Any
 
 import av
 
-from recorder.chain import ALGORITHM, BLOCK_SIZE, LOCK_NAME, MANIFEST_NAME, SEGMENTS_DIR, safe_name, seal_message
+from recorder.chain import (
+    ALGORITHM,
+    BLOCK_SIZE,
+    LOCK_NAME,
+    MANIFEST_NAME,
+    SEGMENTS_DIR,
+    hash_blocks,
+    safe_name,
+    seal_message,
+)
 from recorder.keys import SigningKey
 from recorder.manifest import ManifestWriter, entry_hash, read_lines, wall
 
 
 class RecoveryRefused(RuntimeError):
     """The crashed session does not look like a crash left it (damaged, or still being written)."""
-
-
-def _hash_blocks(path: Path) -> tuple[int, str, list[str]]:
-    digest = hashlib.sha256()
-    blocks: list[str] = []
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(BLOCK_SIZE):
-            digest.update(chunk)
-            blocks.append(hashlib.sha256(chunk).hexdigest()[:16])
-            size += len(chunk)
-    return size, digest.hexdigest(), blocks
 
 
 def media_span(path: Path) -> tuple[int, float]:
@@ -211,7 +207,7 @@ def _recover(directory: Path, key: SigningKey, by_session: str | None, at: float
         if known is None or not stem.isdigit() or int(stem) != known["seq"] + 1:
             raise RecoveryRefused(f"{rel} is not the segment its track was writing at the crash")
         info = known
-        size, digest, blocks = _hash_blocks(path)
+        size, digest, blocks = hash_blocks(path, BLOCK_SIZE)
         packets, seconds = media_span(path)
         start = float(info["since"] or session.get("at") or at)
         end = start + seconds

@@ -17,6 +17,9 @@ Status = Literal["valid", "unsealed", "invalid", "unusable"]
 RANK: dict[str, int] = {"valid": 0, "unsealed": 1, "invalid": 2, "unusable": 3}
 """Statuses from best to worst."""
 
+EXIT_CODE: dict[str, int] = {"valid": 0, "unsealed": 1, "invalid": 1, "unusable": 2}
+"""``courtlink verify``'s exit status for each status."""
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -97,7 +100,11 @@ class VerifyResult:
     @property
     def exit_code(self) -> int:
         """``courtlink verify``'s exit status: 0 valid, 1 invalid or unsealed, 2 unusable input."""
-        return {"valid": 0, "unsealed": 1, "invalid": 1, "unusable": 2}[self.status]
+        return EXIT_CODE[self.status]
+
+    def hearing_gaps(self) -> list[dict[str, Any]]:
+        """Gaps of the whole recording (no track or person named): recess, restart after a crash..."""
+        return [g for g in self.gaps if g.get("track") is None and g.get("participant") is None]
 
     def identity(self) -> list[str]:
         """The lines that open the text report: whose hearing, which session, when."""
@@ -174,7 +181,7 @@ class HearingResult:
     @property
     def exit_code(self) -> int:
         """0 valid, 1 invalid or unsealed, 2 unusable."""
-        return {"valid": 0, "unsealed": 1, "invalid": 1, "unusable": 2}[self.status]
+        return EXIT_CODE[self.status]
 
     @property
     def first_at(self) -> float | None:
@@ -190,7 +197,7 @@ class HearingResult:
 
     def hearing_gaps(self) -> list[dict[str, Any]]:
         """Gaps of the whole recording (no track named): recess, restart after a crash..."""
-        return [g for s in self.sessions for g in s.gaps if g.get("track") is None and g.get("participant") is None]
+        return [g for s in self.sessions for g in s.hearing_gaps()]
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form: identity first, then the verdict, then each session."""

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
 import stat
 import sys
@@ -48,7 +47,9 @@ from recorder.chain import (
     SEGMENTS_DIR,
     ManifestLine,
     entry_hash,
+    hash_blocks,
     key_id_of,
+    open_regular,
     parse_lines,
     safe_name,
     seal_message,
@@ -86,25 +87,6 @@ def trusted_set(trusted_keys: TrustInput, root: Path) -> list[TrustedKey] | None
     for key in trusted_keys:
         out.append(key if isinstance(key, TrustedKey) else key_from_record(key, "trusted keys"))
     return out
-
-
-def _open_regular(path: Path) -> int:
-    """Open a file for reading without following a symlink (refused by the kernel: ELOOP)."""
-    return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-
-
-def _hash_file(path: Path, block: int, progress: Callable[[int], None]) -> tuple[int, str, list[str]]:
-    digest = hashlib.sha256()
-    blocks: list[str] = []
-    size = 0
-    fd = _open_regular(path)
-    with os.fdopen(fd, "rb") as fh:
-        while chunk := fh.read(block):
-            digest.update(chunk)
-            blocks.append(hashlib.sha256(chunk).hexdigest()[:16])
-            size += len(chunk)
-            progress(len(chunk))
-    return size, digest.hexdigest(), blocks
 
 
 def _first_bad_block(recorded: Any, actual: list[str], size: int, block: int) -> tuple[int, int] | None:
@@ -206,7 +188,7 @@ def _verify(
     if not stat.S_ISDIR(root_mode):
         raise _Fail(Problem(f"{root} is not a directory"), "unusable")
     try:
-        fd = _open_regular(root / MANIFEST_NAME)
+        fd = open_regular(root / MANIFEST_NAME)
     except FileNotFoundError:
         raise _Fail(
             Problem(f"no {MANIFEST_NAME} in {root} (give a session directory or a hearing directory)"), "unusable"
@@ -552,7 +534,7 @@ def _check_file(
     if not isinstance(entry.get("bytes"), int) or not isinstance(entry.get("sha256"), str):
         raise fail(f"{entry.get('type')} line has no size or SHA-256", line, file=rel, segment=rel)
     try:
-        size, digest, blocks = _hash_file(base / rel, block, advance)
+        size, digest, blocks = hash_blocks(base / rel, block, advance)
     except OSError as exc:
         what = "a symlink: refused" if os.path.islink(base / rel) else f"unreadable ({exc.strerror or exc})"
         raise fail(f"segment file is {what}", line, file=rel, segment=rel) from None
