@@ -38,6 +38,7 @@ def list_recordings(data_dir: Path, hearing_id: str, verify: bool = True) -> lis
     call it in a worker thread.
     """
     out: list[dict[str, Any]] = []
+    keys = data_dir_keys(Path(data_dir)) if verify else []
     for directory in session_dirs(data_dir, hearing_id):
         lines = [line.entry for line in read_lines(directory / MANIFEST_NAME) if line.entry is not None]
         first = lines[0] if lines else {}
@@ -64,7 +65,7 @@ def list_recordings(data_dir: Path, hearing_id: str, verify: bool = True) -> lis
                 "previous_session_id": previous.get("session_id") if isinstance(previous, dict) else None,
                 "gaps": gaps,
                 "path": str(directory),
-                "verification": verify_archive(directory, trusted_keys=data_dir_keys(Path(data_dir))).as_dict()
+                "verification": verify_archive(directory, trusted_keys=keys).as_dict()
                 if verify and state != "recording"
                 else None,
             }

@@ -102,8 +102,6 @@ class _LoopTrack:
     dropping_since: float | None = None
     restarted: bool = False
     """Started again (after a consultation, a recess, a new peer): its first frame checks the clock mapping."""
-    withheld: int = 0
-    """Frames captured inside one of the participant's consultations that reached the recorder (all dropped)."""
 
 
 class RecordingSession:
@@ -556,12 +554,10 @@ class Recorder:
             at += track.sender.observe(at, frame.arrival)
         pid = track.info.participant_id
         guard = WITHHELD_GUARD if track.info.kind == "audio" else 0.0
-        if (session.excluded or session.windows) and session.withheld(pid, at, guard):
-            # Captured in a consultation (judged by capture time, whatever the queueing delay since): never recorded.
-            track.withheld += 1
+        if pid in session.excluded or (session.windows and session.withheld(pid, at, guard)):
+            # Captured in a consultation (judged by capture time, whatever the queueing delay since), or before it
+            # but arriving after it began (its segment is closed already): never recorded.
             return
-        if pid in session.excluded:
-            return  # captured before the consultation, arriving after it began: its segment is closed already
         if track.info.kind == "audio":
             since = session.not_before
             if at < since and frame.arrival < since + _LATE_WINDOW:
