@@ -58,7 +58,7 @@ class Request(Message):
     client message inherits this, so new ones are strict too.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, json_schema_extra=_type_required)
+    model_config = ConfigDict(strict=True)  # merged into Message's config
 
     id: RequestId | None = Field(default=None, description="Request id, echoed as `ref` by the answer or error.")
 

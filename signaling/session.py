@@ -284,8 +284,6 @@ class Member:
     """Track ids declared to the node on the current peer, and the source each carries."""
     holds: dict[tuple[str, Source], _Hold] = field(default_factory=dict)
     """Own toggles ("publishing"/"muted", source) in an audit coalescing window."""
-    audit_armed: bool = False
-    """An :class:`AuditLater` for this member is pending."""
 
     @property
     def id(self) -> str:
@@ -391,6 +389,9 @@ class HearingRoom:
     def roster(self) -> tuple[RosterEntry, ...]:
         """Every visible member, in order of joining."""
         self._update_health()
+        return self._roster_entries()
+
+    def _roster_entries(self) -> tuple[RosterEntry, ...]:
         return tuple(
             RosterEntry(
                 id=m.id,
@@ -499,14 +500,8 @@ class HearingRoom:
             if member.has_peer and info.role not in PEERLESS_ROLES:
                 # The client comes back with a new peer connection: the node forgets the old peer and what it
                 # received (ClosePeer) and gets a fresh one that waits for the client's first offer.
-                self._forget_sent(member.id)
-                member.negotiated = False
-                self._new_peer_state(member)
-                member.declared.clear()
-                effects.append(Command(ClosePeer(hearing_id=self.hearing_id, participant_id=member.id)))
-                effects.append(
-                    Command(CreatePeer(hearing_id=self.hearing_id, participant_id=member.id, role=info.role))
-                )
+                effects += self._close_peer(member)
+                effects += self._create_peer(member)
         else:
             if old is not None:
                 effects += self._drop(old)
@@ -919,16 +914,10 @@ class HearingRoom:
         member = self.members.get(participant_id)
         if member is None:
             return []
-        member.audit_armed = False
         effects = self._flush_holds(member)
         if member.holds:
-            member.audit_armed = True
             effects.append(AuditLater(member.id, AUDIT_COALESCE_SECONDS))
         return effects
-
-    def receivers(self) -> list[int]:
-        """Connections of members who receive media now."""
-        return [m.conn for m in self.members.values() if m.connected and m.placement not in WAITING]
 
     def speaker_receivers(self, speaker_id: str, receiver_id: str | None = None) -> list[int]:
         """Connections to tell that ``speaker_id`` speaks: ``receiver_id``'s (or every receiver's), and only of
@@ -992,10 +981,10 @@ class HearingRoom:
             hold.value = value
             hold.changes += 1
             return []
+        idle = not member.holds  # a window is open exactly while some toggle is held
         member.holds[(kind, source)] = _Hold(value)
         effects: list[Effect] = [self._toggle_audit(member, kind, source, value, None)]
-        if not member.audit_armed:
-            member.audit_armed = True
+        if idle:
             effects.append(AuditLater(member.id, AUDIT_COALESCE_SECONDS))
         return effects
 
@@ -1160,7 +1149,7 @@ class HearingRoom:
         """The roster to everyone if some visible member's ``media`` changed, else nothing."""
         if not self._update_health():
             return []
-        return self._broadcast(RosterMsg(participants=self.roster()))
+        return self._broadcast(RosterMsg(participants=self._roster_entries()))
 
     def _forget_sent(self, participant_id: str) -> None:
         self._sent_publishing.pop(participant_id, None)
