@@ -224,7 +224,6 @@ def _cut_and_restore(
 ) -> None:
     subprocess.run(["ip", "netns", "exec", home, "nft", "-f", "-"], input=CUT_RULES.encode(), check=True, timeout=20)
     cut_at = time.monotonic()
-    restored = False
     try:
         # While the network is gone the defendant's own page says media is reconnecting, never "Connected".
         defendant.wait_for_selector("#conn-state[data-status=media_reconnecting]", timeout=CUT_SECONDS * 1000)
@@ -244,10 +243,11 @@ def _cut_and_restore(
                 judge.screenshot(path=str(shots / "judge-alert.png"))
         time.sleep(max(0.0, CUT_SECONDS - (time.monotonic() - cut_at)))
     finally:
-        subprocess.run(["ip", "netns", "exec", home, "nft", "delete", "table", "inet", "courtlink_cut"], check=False)
-        restored = True
+        lifted = subprocess.run(
+            ["ip", "netns", "exec", home, "nft", "delete", "table", "inet", "courtlink_cut"], check=False
+        )
     restored_at = time.monotonic()
-    assert restored
+    assert lifted.returncode == 0, "the cut could not be lifted"
 
     # Media back: both directions decode new frames again (counters restart with a new peer connection).
     base_judge = frames_from(at_court, judge, defendant_id)

@@ -368,13 +368,14 @@ def test_no_recorded_frame_was_captured_in_the_consultation(run: Run) -> None:
     start = audit_at(run.audit, "consultation_started")[0]
     end = audit_at(run.audit, "consultation_ended")[0]
     pair = {run.ids["defendant"], run.ids["counsel"]}
-    leaked_video, leaked_audio, video_frames, audio_frames = [], [], 0, 0
+    leaked_video, leaked_audio, video_frames, audio_frames, readable = [], [], 0, 0, 0
     for seg in (s for s in lines if s["type"] == "segment" and s["participant"] in pair):
         with av.open(str(session_dir / seg["file"])) as container:
             if seg["kind"] == "video":
                 for frame in container.decode(video=0):
                     captured = read_time(frame.to_ndarray(format="gray"), float(seg["start"]))
                     video_frames += 1
+                    readable += captured is not None
                     if captured is not None and start <= captured < end:
                         leaked_video.append(round(captured - end, 3))
             else:
@@ -386,8 +387,11 @@ def test_no_recorded_frame_was_captured_in_the_consultation(run: Run) -> None:
                     if start <= at < end:
                         leaked_audio.append(round(at - end, 3))
     print(f"consultation {end - start:.2f} s: leaked video frames {len(leaked_video)} of {video_frames}"
-          f" {leaked_video[:10]}, audio packets {len(leaked_audio)} of {audio_frames} {leaked_audio[:10]}")  # fmt: skip
+          f" ({readable} readable) {leaked_video[:10]},"
+          f" audio packets {len(leaked_audio)} of {audio_frames} {leaked_audio[:10]}")  # fmt: skip
     assert video_frames
+    # A frame whose painted time cannot be read is never counted as leaked: most of them must be readable.
+    assert readable >= 0.9 * video_frames, (readable, video_frames)
     assert audio_frames
     assert leaked_video == [], leaked_video
     assert leaked_audio == [], leaked_audio
@@ -411,7 +415,8 @@ def tile_pictures(width: int, height: int, count: int, size: tuple[int, int]) ->
 
 
 def test_rendered_tiles_stay_within_one_frame_of_each_other(run: Run, tmp_path: Path) -> None:
-    """In the render, the capture times shown by the tiles of one output frame differ by at most 70 ms."""
+    """In the render, the capture times shown by the tiles of one output frame differ by at most 70 ms in 95% of
+    output frames, and by at most 1 s in any (a starved test client sends late; see LOOSE_DRIFT_LIMIT)."""
     session_dir, lines = the_session(run)
     out = tmp_path / "render.mp4"
     render_archive(session_dir, out, width=640, height=480, fps=15)
