@@ -95,6 +95,7 @@ class LoopLag:
         return f"loop_lag p50={p50 * 1000:.0f}ms p99={p99 * 1000:.0f}ms max={top * 1000:.0f}ms"
 
 
+@pytest.mark.timeout(900)  # two minutes in session after up to 90 s to converge, on a machine CI may share
 async def test_twelve_clients_keep_every_permitted_flow_for_two_minutes(
     court: Court, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -200,6 +201,7 @@ def _baseline_reached(court: Court, tasks: int, peers: int) -> bool:
     return len(asyncio.all_tasks()) <= tasks and court.node.stats()[1] <= peers
 
 
+@pytest.mark.timeout(600)  # about a minute alone; several on a shared machine
 async def test_a_thousand_join_leave_cycles_leave_nothing_behind(court: Court, monkeypatch: pytest.MonkeyPatch) -> None:
     """1,000 joins and leaves (each making and closing a peer on the node, every tenth negotiated with a real aiortc
     client) grow the process's memory by less than 5%, and asyncio tasks and node peers return to their baseline."""
