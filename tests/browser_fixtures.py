@@ -484,9 +484,10 @@ class Participants:
     signals: dict[int, Counter[str]] = field(default_factory=dict)
     """Per page (by ``id``): WebSocket messages seen, e.g. ``sent:offer``, ``recv:error:renegotiation_pending``."""
 
-    def open(self, url: str, *, locale: str = "en-US") -> Page:
-        """A new context (own profile, own devices) with ``url`` loaded."""
-        context = self.browser.new_context(locale=locale, viewport={"width": 1280, "height": 800})
+    def open(self, url: str, *, locale: str = "en-US", viewport: tuple[int, int] = (1280, 800)) -> Page:
+        """A new context (own profile, own devices) with ``url`` loaded, at ``viewport`` (width, height) pixels."""
+        width, height = viewport
+        context = self.browser.new_context(locale=locale, viewport={"width": width, "height": height})
         self.guard.attach(context)
         self.contexts.append(context)
         page = context.new_page()
