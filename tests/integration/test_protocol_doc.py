@@ -25,6 +25,7 @@ from rooms.backends import open_store
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL = ROOT / "docs" / "protocol.md"
 SIGNALING = ROOT / "signaling"
+MEDIA = ROOT / "media"
 
 Served = tuple[dict[str, Any], dict[str, Any]]
 
@@ -107,6 +108,28 @@ def close_codes_used() -> set[int]:
         codes.update(int(c) for c in re.findall(r"^CLOSE_[A-Z_]+ = (\d{4})$", text, flags=re.M))
         codes.update(WSCloseCode[name].value for name in re.findall(r"WSCloseCode\.([A-Z_]+)", text))
     return codes
+
+
+def error_codes_used(package: Path, pattern: str) -> set[str]:
+    """The literal error codes ``pattern`` (one group) finds in the package's modules."""
+    codes: set[str] = set()
+    for source in package.glob("*.py"):
+        codes.update(re.findall(pattern, source.read_text(encoding="utf-8")))
+    return codes
+
+
+def test_protocol_doc_names_every_error_code() -> None:
+    """Every WebSocket error code signaling sends, and every refusal code of the media node, is in docs/protocol.md."""
+    doc = PROTOCOL.read_text(encoding="utf-8")
+    sent = error_codes_used(SIGNALING, r'SessionError\(\s*"([a-z_]+)"') | error_codes_used(
+        SIGNALING, r'Error\(\s*(?:ref=[^,]+,\s*)?code="([a-z_]+)"'
+    )
+    assert {"not_admitted", "join_expected", "too_many_messages", "peer_replaced"} <= sent
+    table = first_cells(section(doc, "## Error codes"))
+    assert sorted(sent - table) == []
+    refused = error_codes_used(MEDIA, r'NegotiationError\(\s*"([a-z_]+)"')
+    assert {"invalid_sdp", "too_many_media_sections", "renegotiation_pending"} <= refused
+    assert sorted(c for c in refused if f"`{c}`" not in doc) == []
 
 
 def test_protocol_doc_names_every_websocket_message_type(served: Served) -> None:
