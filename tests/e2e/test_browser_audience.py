@@ -159,6 +159,8 @@ def test_audience_consultation_evidence_and_court_mute(court_server: Server, par
     assert mic.get_attribute("aria-pressed") == "true"
     assert "只有法庭可以取消静音" in (mic.get_attribute("aria-label") or "")
     assert "法庭已将您的麦克风静音" in defendant.locator("#courtmute-note").inner_text()
+    # The muted track's packets are dropped at the node as they should be: no error contradicts the mute.
+    assert p.signal_counts(defendant)["recv:error:publish_not_allowed"] == 0
     defendant.screenshot(path=str(shots / "defendant-muted-by-court-zh.png"))
     judge.get_by_role("button", name=f"Unmute the microphone of {names['defendant']}").click()
     defendant.wait_for_selector("#ctl-mic[data-court-muted=false]")
