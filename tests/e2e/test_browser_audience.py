@@ -149,6 +149,11 @@ def test_audience_consultation_evidence_and_court_mute(court_server: Server, par
         assert "示证" not in page.locator("#stage-label").inner_text()
     print(f"\nEVIDENCE_GONE ms from stop to off the stage, per viewer: {gone_ms}")
     assert max(gone_ms.values()) <= EVIDENCE_GONE_BOUND_MS, gone_ms
+    # Shown again, it comes back (the same declared track, enabled again).
+    counsel.click("#ctl-share")
+    observer.wait_for_selector("#stage.evidence", timeout=45_000)
+    counsel.click("#ctl-share")
+    observer.wait_for_selector("#stage:not(.evidence)")
 
     # The mute state tells the truth: muted by the court, unmute disabled with the reason, until the court unmutes.
     judge.get_by_role("button", name=f"Mute the microphone of {names['defendant']}").click()
