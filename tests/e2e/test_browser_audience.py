@@ -162,7 +162,8 @@ def test_audience_consultation_evidence_and_court_mute(court_server: Server, par
     assert mic.is_disabled()
     assert "法庭已将您静音" in mic.inner_text()
     assert mic.get_attribute("aria-pressed") == "true"
-    assert "只有法庭可以取消静音" in (mic.get_attribute("aria-label") or "")
+    assert mic.get_attribute("aria-describedby") == "courtmute-note"
+    assert "只有法庭可以取消静音" in (mic.get_attribute("title") or "")
     assert "法庭已将您的麦克风静音" in defendant.locator("#courtmute-note").inner_text()
     # The muted track's packets are dropped at the node as they should be: no error contradicts the mute.
     assert p.signal_counts(defendant)["recv:error:publish_not_allowed"] == 0
@@ -207,7 +208,7 @@ def test_audience_consultation_evidence_and_court_mute(court_server: Server, par
     for role, page in (("judge", judge), ("defendant-zh", defendant), ("counsel", counsel), ("observer-zh", observer)):
         page.screenshot(path=str(shots / f"{role}-consultation.png"))
 
-    defendant.get_by_role("button", name="结束私下会见，返回虚拟法庭").click()
+    defendant.get_by_role("button", name="结束会见，返回虚拟法庭").click()
     for page in (defendant, counsel):
         page.wait_for_selector("#consult-bar[hidden]", state="attached")
     p.wait_until(lambda: p.state(counsel)["placement"] == "courtroom", what="counsel back in the courtroom")

@@ -397,7 +397,6 @@ function renderGallery(app) {
   const open = app.galleryOpen;
   toggle.setAttribute("aria-expanded", String(open));
   toggle.textContent = app.t(open ? "audience.gallery_hide" : "audience.gallery_show");
-  toggle.setAttribute("aria-label", app.t(open ? "audience.gallery_hide_label" : "audience.gallery_show_label"));
   const list = $("gallery-list");
   list.hidden = !open;
   if (!open) return;

@@ -715,7 +715,8 @@ class App {
       if (court) {
         button.replaceChildren(icon(source === "microphone" ? "micOff" : "cameraOff"), h("span", {}, this.t(`courtmute.${source}`)));
         button.setAttribute("aria-pressed", "true");
-        button.setAttribute("aria-label", this.t(`courtmute.${source}_label`));
+        // Its name is what it shows; the reason is its description (the note under the controls).
+        button.removeAttribute("aria-label");
         button.setAttribute("aria-describedby", "courtmute-note");
         button.title = this.t(`courtmute.${source}_label`);
         button.disabled = true;
