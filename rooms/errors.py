@@ -61,6 +61,12 @@ class NotAllowed(DomainError):
     code = "not_allowed"
 
 
+class MutedByCourt(NotAllowed):
+    """A participant tried to unmute a source of their own that the court muted; only the court may lift it."""
+
+    code = "muted_by_court"
+
+
 @dataclass(frozen=True)
 class Collision:
     """One reason a booking cannot be made: what collides with which hearing."""

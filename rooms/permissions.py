@@ -15,7 +15,8 @@ Target rules (who may act on whom):
   (or chair's) alone (:data:`PRESIDING_ACTIONS`); the clerk and associate
   judges may only open the hearing;
 - a consultation is counsel with clients they represent (``represents`` on
-  the booking), started by that counsel or by a moderator (:func:`may_consult`).
+  the booking), started by that counsel or by a moderator (:func:`may_consult`), and ended by any of its
+  members (counsel or client) or a moderator (:func:`may_end_consult`).
 """
 
 from __future__ import annotations
@@ -246,10 +247,14 @@ def may_consult(actor: Seat, group: Sequence[Seat], state: HearingState) -> bool
 
 
 def may_end_consult(actor: Seat, consultation: str, state: HearingState) -> bool:
-    """Whether ``actor`` may end consultation ``consultation``: a moderator, or counsel who is in it."""
+    """Whether ``actor`` may end consultation ``consultation``: a moderator, or any member of it.
+
+    The defendant (or party) may end it as well as their counsel: a private consultation is theirs, and
+    either of them must be able to go back to the courtroom without waiting for the other.
+    """
     if state in (HearingState.adjourned, HearingState.cancelled) or not consultation:
         return False
-    if actor.consultation == consultation and Action.consult in TABLE[actor.role].actions:
+    if actor.consultation == consultation and actor.role in CONSULT_ROLES:
         return True
     return actor.role is not Role.counsel and may_act(
         actor.role, state, actor.placement, Action.consult, presiding=actor.presiding

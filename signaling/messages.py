@@ -285,6 +285,14 @@ class RosterEntry(Message):
     publishing: tuple[Source, ...] = Field(default=(), description="Sources the participant declares it sends.")
     media_since: float | None = Field(default=None, description="Unix seconds when the current `media` value began.")
     peer: PeerState | None = Field(default=None, description="The raw state of the media peer, once there is one.")
+    consultation_since: float | None = Field(
+        default=None, description="Unix seconds when the participant's current private consultation began."
+    )
+    muted_by_court: tuple[Source, ...] = Field(
+        default=(),
+        description="Sources muted by someone other than the participant (the court); the participant cannot unmute"
+        " them (`muted_by_court`).",
+    )
 
 
 class IceServer(Message):

@@ -65,7 +65,7 @@ from rooms.control import (
     SetPublishing,
     SetReceiving,
 )
-from rooms.errors import DomainError, NotAllowed
+from rooms.errors import DomainError, MutedByCourt, NotAllowed
 from rooms.lifecycle import SessionAction, apply
 from rooms.model import CLIENT_ROLES, Hearing, HearingState, Placement, Role, Source, new_id
 from rooms.permissions import (
@@ -252,6 +252,8 @@ class Member:
     placement: Placement
     resume_key: str
     consultation: str = ""
+    consultation_since: float | None = None
+    """Unix seconds (the room's clock) when the current consultation began (roster ``consultation_since``)."""
     connected: bool = True
     muted_by: dict[Source, str] = field(default_factory=dict)
     """Muted sources and who muted each."""
@@ -406,6 +408,8 @@ class HearingRoom:
                 publishing=tuple(sorted(m.publishing)),
                 media_since=m.health_since,
                 peer=m.media,
+                consultation_since=m.consultation_since if m.consultation else None,
+                muted_by_court=tuple(sorted(s for s, by in m.muted_by.items() if by != m.id)),
             )
             for m in self.members.values()
             if not m.hidden
@@ -665,7 +669,9 @@ class HearingRoom:
 
         A source muted by a moderator stays muted until a moderator unmutes it
         (a clerk or the presiding judge may lift such a mute of their own, see
-        :func:`rooms.permissions.may_lift_mute`).
+        :func:`rooms.permissions.may_lift_mute`); anyone else's own unmute is
+        refused with ``muted_by_court``. A moderator muting a source its owner
+        had muted themselves makes it a court mute (``by`` the moderator).
         """
         actor = self._actor(conn)
         if target_id != actor.id:
@@ -675,7 +681,13 @@ class HearingRoom:
         by = target.muted_by.get(source)
         lifting = not muted and target is actor and by is not None and by != actor.id
         if lifting and not may_lift_mute(self.seat_of(actor), self.state):
-            raise NotAllowed("your source was muted by the court; only the court may unmute it")
+            raise MutedByCourt(f"your {source.value} was muted by the court; only the court may unmute it")
+        if muted and target is not actor and by == target.id:
+            # Self-muted, now muted by the court: the owner may no longer lift it (nothing changes on the node).
+            target.muted_by[source] = actor.id
+            audit = Audit(Trace(actor.id, "participant_muted", {"participant_id": target.id, "source": source.value}))
+            message = Muted(participant_id=target.id, source=source, by=actor.id, muted=True)
+            return [audit, *self._broadcast(message, ref=ref, actor=actor), *self._after_change(roster=True)]
         if muted == (source in target.muted_by):
             return [Send(conn, Muted(ref=ref, participant_id=target.id, source=source, by=by or actor.id, muted=muted))]
         if muted:
@@ -753,9 +765,11 @@ class HearingRoom:
         if not may_consult(self.seat_of(actor), [self.seat_of(m) for m in group], self.state):
             raise NotAllowed("counsel consults only with the clients they represent (as booked)")
         group_id = new_id("cns")
+        since = self.clock()
         for m in group:
             m.placement = Placement.consultation
             m.consultation = group_id
+            m.consultation_since = since
         effects: list[Effect] = [
             Audit(Trace(actor.id, "consultation_started", {"consultation": group_id, "participant_ids": ids})),
             *(self._placement_msg(m) for m in group),
@@ -1062,6 +1076,7 @@ class HearingRoom:
         if member.consultation:
             group_id = member.consultation
             member.consultation = ""
+            member.consultation_since = None
             member.placement = Placement.courtroom
             rest = [m for m in self.members.values() if m.consultation == group_id and m is not member]
             roles = {m.role for m in rest}
@@ -1082,6 +1097,7 @@ class HearingRoom:
         for m in group:
             m.placement = Placement.courtroom
             m.consultation = ""
+            m.consultation_since = None
         effects: list[Effect] = [
             Audit(
                 Trace(
@@ -1200,7 +1216,15 @@ class HearingRoom:
         effects: list[Effect] = []
         for m in with_peer:
             sources = tuple(
-                sorted(s for s in Source if may_publish(m.role, self.state, m.placement, s) and s not in m.muted_by)
+                sorted(
+                    s
+                    for s in Source
+                    if may_publish(m.role, self.state, m.placement, s)
+                    and s not in m.muted_by
+                    # An evidence display is forwarded only while it is shown: once its presenter stops it
+                    # (publish enabled=false), the node takes it off every viewer's screen at once.
+                    and (s is not Source.evidence or s in m.publishing)
+                )
             )
             if self._sent_publishing.get(m.id) != sources:
                 self._sent_publishing[m.id] = sources

@@ -524,6 +524,10 @@ class SessionHub:
             )
             self._send(conn, TracksMsg(tracks=tracks))
         elif isinstance(event, PublishRefused):
+            if event.source in member.muted_by:
+                # A muted track still sends (silence, black frames): its packets are dropped as they should be,
+                # and the participant already sees the mute; an error would only contradict it.
+                return
             self._send(
                 conn,
                 Error(

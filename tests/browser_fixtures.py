@@ -553,9 +553,12 @@ class Participants:
 
     @staticmethod
     def join(page: Page, *, keyboard: bool = False) -> None:
-        """Wait for the device check to show the camera, then press the join button (or focus it and press Enter)."""
+        """Wait for the device check to show the camera (an observer's page has none), then press the join button (or
+        focus it and press Enter)."""
         page.wait_for_selector("body[data-view=prejoin]")
-        page.wait_for_function("() => document.getElementById('pj-preview').videoWidth > 0")
+        page.wait_for_function(
+            "() => document.body.dataset.audience === '1' || document.getElementById('pj-preview').videoWidth > 0"
+        )
         if keyboard:
             page.locator("#pj-join").focus()
             page.keyboard.press("Enter")

@@ -2,8 +2,10 @@
 // What is offered mirrors `permissions.actions` from the server; the server decides every request.
 
 import { $, h, icon } from "./dom.js";
+import { formatElapsed } from "./elapsed.js";
 
 const RECEIVE_ONLY = new Set(["observer", "recorder"]);
+const AUDIENCE = new Set(["observer"]);
 const IN_ROOM = new Set(["courtroom", "consultation"]);
 const STALLED_ALERT_MS = 3000;
 const CONNECTING_ALERT_MS = 15000;
@@ -309,16 +311,19 @@ export function renderConsole(app) {
   );
 
   // Roster of the courtroom (and of consultations).
-  const present = app.roster.filter((p) => p.placement === "courtroom" || p.placement === "consultation");
+  // The public gallery is counted apart (below), not listed among the parties.
+  const present = app.roster.filter((p) => IN_ROOM.has(p.placement) && !AUDIENCE.has(p.role));
   const counsel = present.filter((p) => p.role === "counsel" && p.placement === "courtroom");
   $("roster").replaceChildren(
     ...present.map((p) => {
       const muted = new Set(p.muted || []);
+      const byCourt = new Set(p.muted_by_court || []);
       const controls = [];
       // Observers publish nothing, so there is nothing of theirs to mute.
       if (p.id !== me && actions.has("mute_others") && !RECEIVE_ONLY.has(p.role)) {
         for (const source of ["microphone", "camera"]) {
-          const isMuted = muted.has(source);
+          // Only the court's own mute is lifted here; a party's self-mute is theirs (the court may still mute it).
+          const isMuted = byCourt.has(source);
           const b = button(
             h("span", {}, icon(source === "microphone" ? (isMuted ? "micOff" : "mic") : isMuted ? "cameraOff" : "camera"),
               t(isMuted ? `console.unmute_${source}` : `console.mute_${source}`)),
@@ -359,10 +364,45 @@ export function renderConsole(app) {
         { dataset: { participant: p.id, muted: [...muted].join(" "), media: mediaHealth(p) } },
         person(app, p),
         mediaBadge(app, p),
-        muted.size ? h("span", { class: "meta" }, [...muted].map((s) => t(`hearing.muted_${s}`)).join(", ")) : null,
-        p.placement === "consultation" ? h("span", { class: "flag" }, t("placement.consultation")) : null,
+        muted.size
+          ? h("span", { class: "meta" }, [...muted].map((s) => t(byCourt.has(s) && s !== "evidence" ? `courtmute.meta_${s}` : `hearing.muted_${s}`)).join(", "))
+          : null,
+        p.placement === "consultation" ? consultFlag(app, p) : null,
         h("span", { class: "button-row" }, controls),
       );
     }),
+  );
+
+  // The public gallery: a count, and the list on demand (a disclosure button), for those who run the hearing.
+  $("panel-gallery").hidden = !actions.has("admit");
+  if (actions.has("admit")) renderGallery(app);
+}
+
+/** A party's consultation flag with its elapsed time (ticked in place by the app, see tickElapsed). */
+function consultFlag(app, p) {
+  if (p.consultation_since == null) return h("span", { class: "flag" }, app.t("placement.consultation"));
+  return h(
+    "span",
+    { class: "flag consult-flag", dataset: { consultSince: String(p.consultation_since), consultKey: "consult.flag" } },
+    app.t("consult.flag", { elapsed: formatElapsed(p.consultation_since) }),
+  );
+}
+
+function renderGallery(app) {
+  const gallery = app.roster.filter((p) => AUDIENCE.has(p.role) && IN_ROOM.has(p.placement));
+  const heading = app.t("audience.gallery_count", { count: gallery.length });
+  if ($("gallery-heading").textContent !== heading) $("gallery-heading").textContent = heading;
+  $("panel-gallery").dataset.count = String(gallery.length);
+  const toggle = $("gallery-toggle");
+  const open = app.galleryOpen;
+  toggle.setAttribute("aria-expanded", String(open));
+  toggle.textContent = app.t(open ? "audience.gallery_hide" : "audience.gallery_show");
+  const list = $("gallery-list");
+  list.hidden = !open;
+  if (!open) return;
+  list.replaceChildren(
+    ...(gallery.length
+      ? gallery.map((p) => h("li", { dataset: { participant: p.id } }, person(app, p)))
+      : [h("li", { class: "empty" }, app.t("audience.gallery_empty"))]),
   );
 }

@@ -13,6 +13,7 @@ export class Devices extends EventTarget {
     this.microphoneId = "";
     this.speakerId = "";
     this.error = null;
+    this.requests = 0; // getUserMedia calls made (diagnostics: an observer's page makes none)
   }
 
   get camera() {
@@ -30,6 +31,7 @@ export class Devices extends EventTarget {
     const audio = this.microphoneId ? { deviceId: { exact: this.microphoneId } } : true;
     const tries = [{ video, audio }, { audio }, { video }];
     for (const constraints of tries) {
+      this.requests += 1;
       try {
         const stream = await navigator.mediaDevices.getUserMedia(constraints);
         this.replaceStream(stream);

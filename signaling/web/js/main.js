@@ -3,6 +3,7 @@
 
 import { $, fillIcons, h, icon } from "./dom.js";
 import { Devices } from "./devices.js";
+import { formatElapsed } from "./elapsed.js";
 import { I18n, pickLanguage } from "./i18n.js";
 import { MediaSession } from "./media.js";
 import { MediaAlerts, mediaHealth, renderConsole } from "./console.js";
@@ -10,6 +11,8 @@ import { Signal } from "./signal.js";
 
 const IN_ROOM = new Set(["courtroom", "consultation"]);
 const WAITING = new Set(["lobby", "witness_lobby"]);
+// The public gallery: people of these roles only watch and listen (never asked for devices, never a tile).
+const AUDIENCE_ROLES = new Set(["observer"]);
 
 /** The payload of the join token, decoded for display only (the server verifies it). */
 function decodeToken(token) {
@@ -52,6 +55,29 @@ class App {
     this.audios = new Map();
     this.alerts = new MediaAlerts(this);
     this.mediaHealth = "none";
+    this.galleryOpen = false;
+    this.consultTimer = null;
+  }
+
+  /** An observer: watches and listens only (role from the link before joining, from `joined` after). */
+  get audience() {
+    const role = this.me ? this.me.role : this.claims ? this.claims.role : null;
+    return AUDIENCE_ROLES.has(role);
+  }
+
+  /** My own roster entry, if the roster lists me. */
+  ownEntry() {
+    return this.me ? this.roster.find((p) => p.id === this.me.id) || null : null;
+  }
+
+  /** Whether the court muted this source of mine (and I may not lift it myself). */
+  courtMuted(source) {
+    const mine = this.ownEntry();
+    if (!mine || !(mine.muted_by_court || []).includes(source)) return false;
+    // A clerk or the presiding judge (session_control) may lift a mute of their own (rooms.permissions).
+    const actions = this.permissions.actions || [];
+    const mayLift = actions.includes("mute_others") && (this.me.role === "clerk" || actions.includes("session_control"));
+    return !mayLift;
   }
 
   t(key, params) {
@@ -72,9 +98,13 @@ class App {
       this.end("bad_link");
       return;
     }
+    document.body.dataset.audience = this.audience ? "1" : "0";
     this.show("prejoin");
     this.render();
-    await Promise.all([this.loadJoinInfo(), this.startDevices()]);
+    // The elapsed times of consultations tick once a second, in place (nothing is re-rendered).
+    this.consultTimer = setInterval(() => this.tickElapsed(), 1000);
+    // An observer is never asked for a camera or microphone: no getUserMedia at all.
+    await Promise.all([this.loadJoinInfo(), this.audience ? null : this.startDevices()]);
   }
 
   /** Who and what this link is for (name, site, case number), shown before joining. */
@@ -128,6 +158,7 @@ class App {
   end(reason, detail = "") {
     this.ended = { reason, detail };
     clearInterval(this.qualityTimer);
+    clearInterval(this.consultTimer);
     this.alerts.stop();
     this.signal.stop();
     this.media.close();
@@ -268,6 +299,7 @@ class App {
         return this.end("removed", m.reason || "");
       case "roster":
         this.roster = m.participants || [];
+        this.applyCourtMutes();
         this.alerts.update();
         return this.render();
       case "state":
@@ -305,6 +337,7 @@ class App {
     this.roster = m.roster || [];
     this.placement = m.placement;
     this.consultation = m.consultation ?? null;
+    document.body.dataset.audience = this.audience ? "1" : "0";
     const mine = this.roster.find((p) => p.id === this.me.id);
     if (mine) this.applyOwnMutes(mine.muted || []);
     if (resumed) this.toast(this.t("conn.reconnected"));
@@ -322,6 +355,8 @@ class App {
     this.consultation = consultation;
     if (permissions) this.permissions = permissions;
     if (before !== placement) this.enterPlacement();
+    if (before !== placement && placement === "consultation") this.announce(this.t("consult.entered"));
+    if (before === "consultation" && placement === "courtroom") this.announce(this.t("consult.ended"));
     this.syncMedia();
     this.render();
   }
@@ -352,6 +387,11 @@ class App {
       if (muted) set.add(m.source);
       else set.delete(m.source);
       entry.muted = [...set];
+      // The roster follows; meanwhile a mute by someone else is the court's (RosterEntry.muted_by_court).
+      const court = new Set(entry.muted_by_court || []);
+      if (muted && m.by && m.by !== m.participant_id) court.add(m.source);
+      else if (!muted) court.delete(m.source);
+      entry.muted_by_court = [...court];
     }
     if (this.me && m.participant_id === this.me.id) {
       this.setOwnMute(m.source, muted);
@@ -393,6 +433,15 @@ class App {
     // Replies to our offers and restart requests are part of negotiation (docs/protocol.md): the media
     // session handles them and the page shows its media state; nothing for the participant to do.
     if (this.media.onError(m)) return;
+    if (m.code === "muted_by_court") {
+      // Our own unmute was refused: show the truth again (muted), with the reason.
+      const mine = this.ownEntry();
+      if (mine) this.applyOwnMutes(mine.muted || []);
+      const text = this.t("courtmute.refused");
+      this.toast(text, "error");
+      this.announce(text);
+      return;
+    }
     if (["renegotiation_pending", "no_offer_pending", "restart_pending", "too_many_restarts"].includes(m.code)) return;
     const key = `error.${m.code}`;
     const text = this.i18n.has(key) ? this.t(key) : this.t("error.generic", { message: m.message || m.code });
@@ -434,6 +483,13 @@ class App {
     for (const source of ["microphone", "camera"]) this.setOwnMute(source, sources.includes(source));
   }
 
+  /** A source the court muted is muted here too, whatever the page thought (the roster is the truth). */
+  applyCourtMutes() {
+    const mine = this.ownEntry();
+    if (!mine) return;
+    for (const source of mine.muted_by_court || []) if (source in this.selfMuted) this.setOwnMute(source, true);
+  }
+
   setOwnMute(source, muted) {
     if (!(source in this.selfMuted)) return;
     this.selfMuted[source] = muted;
@@ -442,6 +498,7 @@ class App {
   }
 
   toggleOwn(source) {
+    if (this.courtMuted(source) && this.selfMuted[source]) return; // only the court lifts it (button disabled)
     if (!this.me) {
       this.setOwnMute(source, !this.selfMuted[source]);
       return;
@@ -517,6 +574,13 @@ class App {
     $("ctl-cam").addEventListener("click", () => this.toggleOwn("camera"));
     $("ctl-share").addEventListener("click", () => this.toggleShare());
     $("ctl-leave").addEventListener("click", () => this.leave());
+    $("consult-end").addEventListener("click", () => {
+      if (this.me) this.act({ type: "end_consult", participant_ids: [this.me.id] });
+    });
+    $("gallery-toggle").addEventListener("click", () => {
+      this.galleryOpen = !this.galleryOpen;
+      renderConsole(this);
+    });
     $("lobby-leave").addEventListener("click", () => this.leave());
     $("ended-rejoin").addEventListener("click", () => location.reload());
     document.addEventListener("click", () => this.devices.audioContext?.resume().catch(() => {}), { capture: true });
@@ -543,6 +607,7 @@ class App {
       this.alerts.update();
       this.renderControls();
       this.renderMedia();
+      this.renderConsultation();
       renderConsole(this);
     }
     if (this.view === "ended") this.renderEnded();
@@ -560,10 +625,13 @@ class App {
       state.dataset.state = hearing.state;
     }
     const rec = $("rec-indicator");
-    const recStatus = this.recording ? this.recording.status : hearing && hearing.state === "in_session" ? "pending" : "none";
+    let recStatus = this.recording ? this.recording.status : hearing && hearing.state === "in_session" ? "pending" : "none";
+    // Inside a private consultation nothing of ours is recorded: say so, without a blinking REC.
+    const consulting = this.placement === "consultation" && this.view === "hearing";
+    if (consulting) recStatus = "consultation";
     rec.hidden = !hearing || this.view === "ended";
     rec.dataset.status = recStatus;
-    $("rec-text").textContent = this.t(`rec.${recStatus}`);
+    $("rec-text").textContent = consulting ? this.t("consult.private_not_recorded") : this.t(`rec.${recStatus}`);
     rec.title = this.recording && this.recording.detail ? this.recording.detail : "";
     // "Connected" only while our media is too: a page whose peer connection is down says so.
     let status = this.signal.status;
@@ -579,7 +647,7 @@ class App {
     const bannerText = this.t("media.reconnecting_banner");
     if (showMedia && mediaBanner.textContent !== bannerText) mediaBanner.textContent = bannerText;
     const names = this.missingNames();
-    if (names) $("rec-text").textContent = this.t("rec.degraded_names", { names });
+    if (names && !consulting) $("rec-text").textContent = this.t("rec.degraded_names", { names });
   }
 
   renderPrejoin() {
@@ -595,9 +663,13 @@ class App {
       : claims.hearing || "–";
     const error = $("pj-device-error");
     if (!error.hidden && error.dataset.key) error.textContent = this.t(error.dataset.key);
+    // An observer sees who they are and the Join button: no device check, nothing asked of the browser.
+    $("pj-devices").hidden = this.audience;
+    $("pj-audience").hidden = !this.audience;
   }
 
   renderLobby() {
+    $("lobby-preview-box").hidden = this.audience;
     const witness = this.placement === "witness_lobby";
     $("lobby-heading").textContent = this.t(witness ? "lobby.witness_heading" : "lobby.heading");
     $("lobby-text").textContent = this.t(witness ? "lobby.witness_text" : "lobby.text", {
@@ -618,20 +690,48 @@ class App {
   }
 
   renderControls() {
+    const audience = this.audience;
+    $("audience-badge").hidden = !audience;
     const mic = $("ctl-mic");
     const micOff = this.selfMuted.microphone;
     mic.replaceChildren(icon(micOff ? "micOff" : "mic"), h("span", {}, this.t(micOff ? "controls.unmute" : "controls.mute")));
     mic.setAttribute("aria-pressed", String(micOff));
     mic.setAttribute("aria-label", this.t(micOff ? "controls.unmute_label" : "controls.mute_label"));
     mic.disabled = !this.devices.microphone;
+    mic.hidden = audience;
     const cam = $("ctl-cam");
     const camOff = this.selfMuted.camera;
     cam.replaceChildren(icon(camOff ? "cameraOff" : "camera"), h("span", {}, this.t(camOff ? "controls.camera_on" : "controls.camera_off")));
     cam.setAttribute("aria-pressed", String(camOff));
     cam.setAttribute("aria-label", this.t(camOff ? "controls.camera_on_label" : "controls.camera_off_label"));
     cam.disabled = !this.devices.camera;
+    cam.hidden = audience;
+    // Muted by the court: the button says so and is disabled with that reason until the court unmutes.
+    const notes = [];
+    for (const [source, button] of [["microphone", mic], ["camera", cam]]) {
+      const court = !audience && this.courtMuted(source);
+      button.classList.toggle("court-muted", court);
+      button.dataset.courtMuted = String(court);
+      if (court) {
+        button.replaceChildren(icon(source === "microphone" ? "micOff" : "cameraOff"), h("span", {}, this.t(`courtmute.${source}`)));
+        button.setAttribute("aria-pressed", "true");
+        // Its name is what it shows; the reason is its description (the note under the controls).
+        button.removeAttribute("aria-label");
+        button.setAttribute("aria-describedby", "courtmute-note");
+        button.title = this.t(`courtmute.${source}_label`);
+        button.disabled = true;
+        notes.push(this.t(`courtmute.${source}_label`));
+      } else {
+        button.removeAttribute("aria-describedby");
+        button.removeAttribute("title");
+      }
+    }
+    const note = $("courtmute-note");
+    const noteText = notes.join(" ");
+    note.hidden = !noteText;
+    if (note.textContent !== noteText) note.textContent = noteText;
     const share = $("ctl-share");
-    const mayShare = (this.permissions.publish || []).includes("evidence") && !!navigator.mediaDevices?.getDisplayMedia;
+    const mayShare = !audience && (this.permissions.publish || []).includes("evidence") && !!navigator.mediaDevices?.getDisplayMedia;
     share.hidden = !mayShare && !this.sharing;
     share.replaceChildren(icon("screen"), h("span", {}, this.t(this.sharing ? "controls.stop_share" : "controls.share")));
     share.setAttribute("aria-pressed", String(!!this.sharing));
@@ -641,10 +741,13 @@ class App {
   visiblePeople() {
     const people = this.roster.filter((p) => {
       if (!IN_ROOM.has(p.placement)) return false;
+      // The public gallery makes no tile: its people are an audience, not participants.
+      if (AUDIENCE_ROLES.has(p.role)) return false;
       if (this.placement === "consultation") return p.placement === "consultation" && p.consultation === this.consultation;
       return true;
     });
-    if (this.me && !people.some((p) => p.id === this.me.id)) {
+    // No self-view for an observer (nothing of theirs is sent).
+    if (this.me && !this.audience && !people.some((p) => p.id === this.me.id)) {
       people.unshift({ ...this.me, placement: this.placement, connected: true, muted: [], publishing: [] });
     }
     return people;
@@ -755,7 +858,15 @@ class App {
       // Everyone sees why a picture froze: that person's media is interrupted (and being restored).
       parts.push(h("span", { class: "flag media-flag" }, this.t(`health.${mediaHealth(person)}`)));
     }
-    if (person.placement === "consultation") parts.push(h("span", { class: "flag" }, this.t("placement.consultation")));
+    if (person.placement === "consultation") {
+      const since = person.consultation_since;
+      parts.push(
+        since == null
+          ? h("span", { class: "flag" }, this.t("placement.consultation"))
+          : h("span", { class: "flag consult-flag", dataset: { consultSince: String(since), consultKey: "consult.flag" } },
+              this.t("consult.flag", { elapsed: formatElapsed(since) })),
+      );
+    }
     label.replaceChildren(...parts);
     tile.setAttribute(
       "aria-label",
@@ -764,11 +875,76 @@ class App {
     tile.dataset.muted = muted.join(" ");
   }
 
+  /**
+   * The consultation bar: inside, "Private consultation — not recorded", the elapsed time and End; outside,
+   * who is in consultation and for how long (roster `consultation_since`).
+   */
+  renderConsultation() {
+    const bar = $("consult-bar");
+    const end = $("consult-end");
+    const member = this.placement === "consultation";
+    bar.dataset.member = String(member);
+    if (member) {
+      const mine = this.ownEntry();
+      const since = mine ? mine.consultation_since : null;
+      $("consult-text").textContent = this.t("consult.private_not_recorded");
+      const elapsed = $("consult-elapsed");
+      if (since == null) {
+        delete elapsed.dataset.consultSince;
+        elapsed.textContent = "";
+      } else {
+        elapsed.dataset.consultSince = String(since);
+        elapsed.dataset.consultKey = "";
+        elapsed.textContent = formatElapsed(since);
+      }
+      end.hidden = false;
+      end.textContent = this.t("consult.end");
+      end.setAttribute("aria-label", this.t("consult.end_label"));
+      bar.hidden = false;
+      return;
+    }
+    end.hidden = true;
+    const groups = new Map();
+    for (const p of this.roster) {
+      if (p.placement !== "consultation" || !p.consultation) continue;
+      if (!groups.has(p.consultation)) groups.set(p.consultation, { names: [], since: p.consultation_since });
+      groups.get(p.consultation).names.push(p.name);
+    }
+    bar.hidden = groups.size === 0 || this.view !== "hearing";
+    const elapsed = $("consult-elapsed");
+    delete elapsed.dataset.consultSince;
+    elapsed.textContent = "";
+    const text = $("consult-text");
+    text.replaceChildren(
+      ...[...groups.values()].map((g) => {
+        const names = g.names.join(this.t("list.separator"));
+        const attrs = g.since == null ? {} : { dataset: { consultSince: String(g.since), consultKey: "consult.others", names } };
+        const elapsed = g.since == null ? "–" : formatElapsed(g.since);
+        return h("span", { class: "consult-group", ...attrs }, this.t("consult.others", { names, elapsed }));
+      }),
+    );
+  }
+
+  /** Once a second: every elapsed consultation time on the page, updated in place. */
+  tickElapsed() {
+    if (this.view !== "hearing") return;
+    for (const el of document.querySelectorAll("[data-consult-since]")) {
+      const elapsed = formatElapsed(Number(el.dataset.consultSince));
+      const key = el.dataset.consultKey;
+      const text = key ? this.t(key, { elapsed, names: el.dataset.names || "" }) : elapsed;
+      if (el.textContent.trim() !== text) el.textContent = text;
+    }
+  }
+
   renderStage(byPerson) {
     const video = $("stage-video");
     let chosen = null;
     for (const [pid, sources] of byPerson) {
-      if (sources.evidence) chosen = { pid, track: sources.evidence, evidence: true };
+      // Evidence is shown only while its presenter says it is shown: a stopped display leaves the stage at
+      // once (the roster comes first), never lingering as a frozen frame labelled as evidence.
+      const presenter = this.roster.find((p) => p.id === pid);
+      if (presenter && !(presenter.publishing || []).includes("evidence")) continue;
+      if (sources.evidence && sources.evidence.readyState !== "ended") chosen = { pid, track: sources.evidence, evidence: true };
     }
     if (!chosen && this.sharing && this.me) chosen = { pid: this.me.id, track: this.sharing, evidence: true };
     if (!chosen && this.speaker && byPerson.get(this.speaker)?.camera) {
@@ -821,6 +997,8 @@ window.courtlink = Object.freeze({
     hearing_state: app.hearing ? app.hearing.state : null,
     participant_id: app.me ? app.me.id : null,
     language: app.i18n.lang,
+    audience: app.audience,
+    devices_requested: app.devices.requests,
   }),
 });
 app.start().catch((error) => {

@@ -175,13 +175,16 @@ export class MediaSession extends EventTarget {
         const transceiver = this.pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
         limitHeaderExtensions(transceiver);
         limitCodecs(transceiver, track.kind);
-        this.senders[source] = { sender: transceiver.sender, transceiver, trackId: track.id };
+        // `track`: what we last gave the sender (sender.track follows replaceTrack only asynchronously).
+        this.senders[source] = { sender: transceiver.sender, transceiver, trackId: track.id, track };
         changed = true;
         this.declare(source);
-      } else if (allowed && entry && entry.sender.track !== this.local[source]) {
+      } else if (allowed && entry && entry.track !== this.local[source]) {
+        entry.track = this.local[source];
         entry.sender.replaceTrack(this.local[source]).catch(() => {});
         this.declare(source);
-      } else if (!allowed && entry && entry.sender.track) {
+      } else if (!allowed && entry && entry.track) {
+        entry.track = null;
         entry.sender.replaceTrack(null).catch(() => {});
         this.signal.send({ type: "publish", source, enabled: false, track_id: entry.trackId });
       }
@@ -194,7 +197,9 @@ export class MediaSession extends EventTarget {
   declare(source) {
     const entry = this.senders[source];
     if (!entry) return;
-    const enabled = !!entry.sender.track && this.enabled[source];
+    // Not sender.track: right after replaceTrack it still names the previous track (or null), and an evidence
+    // display shown again would be declared stopped, so the node would never forward it again.
+    const enabled = !!entry.track && this.enabled[source];
     this.signal.send({ type: "publish", source, enabled, track_id: entry.trackId });
   }
 
