@@ -2,6 +2,7 @@
 // What is offered mirrors `permissions.actions` from the server; the server decides every request.
 
 import { $, h, icon } from "./dom.js";
+import { reasonText } from "./reasons.js";
 
 const RECEIVE_ONLY = new Set(["observer", "recorder"]);
 const IN_ROOM = new Set(["courtroom", "consultation"]);
@@ -175,7 +176,7 @@ function person(app, p) {
     "span",
     { class: "who" },
     h("span", { class: "name" }, p.name),
-    h("span", { class: "meta" }, `${app.t(`role.${p.role}`)} · ${p.site || ""}`),
+    h("span", { class: "meta" }, `${app.t(`role.${p.role}`)} · ${p.site_name || p.site || ""}`),
     p.connected === false ? h("span", { class: "flag" }, app.t("hearing.connection_lost")) : null,
   );
 }
@@ -209,7 +210,7 @@ function missingList(app, rec) {
           name: p.name,
           sources: p.sources.map((s) => app.t(`source.${s}`)).join(app.t("list.separator")),
           reason: p.reasons
-            .map((r) => (app.i18n.has(`rec.reason_${r}`) ? app.t(`rec.reason_${r}`) : r))
+            .map((r) => (app.i18n.has(`rec.reason_${r}`) ? app.t(`rec.reason_${r}`) : reasonText(app.i18n, r)))
             .join(app.t("list.separator")),
         }),
       ),
@@ -258,9 +259,10 @@ export function renderConsole(app) {
   const rec = app.recording;
   $("panel-recording").hidden = !actions.has("session_control") && !actions.has("session_open");
   $("console-recording").textContent = rec
-    ? `${t(`rec.${rec.status}`)}${rec.detail ? ` — ${rec.detail}` : ""}`
+    ? `${t(`rec.${rec.status}`)}${rec.reason ? ` — ${reasonText(app.i18n, rec.reason)}` : ""}`
     : t(state === "in_session" ? "rec.pending" : "rec.none");
   $("console-recording").dataset.status = rec ? rec.status : "none";
+  $("console-recording").dataset.reason = rec ? rec.reason || "" : "";
   const missing = rec ? missingList(app, rec) : null;
   const oldMissing = $("console-recording-missing");
   if (oldMissing) oldMissing.remove();
