@@ -98,7 +98,9 @@ class App {
       });
       const body = await response.json();
       if (response.status === 401) {
-        this.end("bad_link", body.detail || "");
+        // The problem's code (urn:courtlink:problem:<code>) is translated; its English detail is not shown.
+        const code = String(body.type || "").replace(/^urn:courtlink:problem:/, "");
+        this.end("bad_link", code || body.detail || "");
         return;
       }
       if (response.ok) {
