@@ -29,6 +29,7 @@ CATALOGS = Path(__file__).resolve().parents[2] / "signaling" / "web" / "i18n"
 SMALL = (1024, 600)
 COURT_NAME = "Haidian District People's Court"
 DC_NAME = "北京市第一看守所 No. 1 Detention Center"
+HAS_TEXT = "([selector, text]) => document.querySelector(selector)?.textContent === text"
 
 
 def catalog(lang: str) -> dict[str, str]:
@@ -147,7 +148,7 @@ def test_polish_points_in_one_hearing(court_server: Server, participants: Partic
     for page in (defendant, counsel):
         page.wait_for_selector("body[data-view=prejoin]")
         page.wait_for_function("() => document.getElementById('pj-preview')?.srcObject?.getTracks().length > 0")
-        page.wait_for_function("(name) => document.getElementById('pj-site').textContent === name", arg=DC_NAME)
+        page.wait_for_function(HAS_TEXT, arg=["#pj-site", DC_NAME])
         page.click("#pj-network")
     for page, strings, lang in ((defendant, ZH, "zh-CN"), (counsel, EN, "en")):
         page.wait_for_selector("#pj-network-verdict[data-verdict]", timeout=40_000)
@@ -195,7 +196,7 @@ def test_polish_points_in_one_hearing(court_server: Server, participants: Partic
     # Site names, not ids: tiles, the stage and the console, on the zh-CN and the English page.
     for page in (judge, clerk):
         tile = f"#tiles figure[data-participant='{ids['defendant']}'] .site"
-        page.wait_for_function("([sel, name]) => document.querySelector(sel)?.textContent === name", arg=[tile, DC_NAME])
+        page.wait_for_function(HAS_TEXT, arg=[tile, DC_NAME])
         meta = page.locator(f"#roster li[data-participant='{ids['defendant']}'] .meta").first.inner_text()
         assert DC_NAME in meta, meta
         text = page.locator("body").inner_text()
