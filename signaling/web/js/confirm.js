@@ -36,7 +36,7 @@ export function confirmDialog({ question, detail = "", confirmLabel, cancelLabel
       ok.onclick = null;
       cancel.onclick = null;
       if (dialog.open) dialog.close();
-      if (opener && opener.isConnected && typeof opener.focus === "function" && opener !== document.body) {
+      if (opener && opener.isConnected && opener.offsetParent !== null && typeof opener.focus === "function") {
         opener.focus();
       }
       resolve(value);

@@ -118,9 +118,13 @@ class App {
     this.view = view;
     document.body.dataset.view = view;
     const active = document.activeElement;
-    const lost = !!active && active !== document.body && !!active.closest(`.view:not(#view-${view})`);
+    const dialog = $("confirm-dialog");
+    const lost =
+      !!active &&
+      active !== document.body &&
+      (!!active.closest(`.view:not(#view-${view})`) || (!!active.closest("#confirm-dialog") && !dialog.open));
     for (const name of ["loading", "prejoin", "lobby", "hearing", "ended"]) $(`view-${name}`).hidden = name !== view;
-    if (lost && !$("confirm-dialog")?.open) {
+    if (lost && !dialog.open) {
       // Focus never falls to the page body: it goes to the heading of the view that is shown now.
       const heading = $(`view-${view}`).querySelector("h1");
       if (heading) {
@@ -149,6 +153,8 @@ class App {
 
   end(reason, detail = "", { by = null, closed = false } = {}) {
     this.ended = { reason, detail, by, closed };
+    // A question asked before the end (Leave?) has no answer any more.
+    if ($("confirm-dialog").open) $("confirm-dialog").close();
     clearInterval(this.qualityTimer);
     this.alerts.stop();
     this.signal.stop();
