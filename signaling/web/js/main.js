@@ -17,7 +17,7 @@ const REPEATED_CLOSE_REASONS = new Set(["removed", "denied", "joined_elsewhere",
 const WAITING = new Set(["lobby", "witness_lobby"]);
 
 /** A participant's or roster entry's site as people name it: `site_name`, else the id (an older server). */
-export function siteName(p) {
+function siteName(p) {
   return (p && (p.site_name || p.site)) || "";
 }
 
@@ -448,12 +448,9 @@ class App {
     if (this.media.onError(m)) return;
     if (["renegotiation_pending", "no_offer_pending", "restart_pending", "too_many_restarts"].includes(m.code)) return;
     const key = `error.${m.code}`;
-    const known = this.i18n.has(key) || !this.i18n.has(`reason.${m.code}`);
-    const text = known
-      ? this.i18n.has(key)
-        ? this.t(key)
-        : this.t("error.generic", { message: m.message || m.code })
-      : this.t("error.generic", { message: reasonText(this.i18n, m.code) });
+    // A code with words (error.<code>, else reason.<code>); the server's English message only as a last resort.
+    const words = this.i18n.has(`reason.${m.code}`) ? reasonText(this.i18n, m.code) : m.message || m.code;
+    const text = this.i18n.has(key) ? this.t(key) : this.t("error.generic", { message: words });
     this.toast(text, "error");
   }
 
@@ -694,7 +691,8 @@ class App {
     const repeats = this.ended && this.ended.closed && REPEATED_CLOSE_REASONS.has(reasonCode(raw));
     const detail = raw && !repeats ? ` ${this.t("ended.reason", { reason: reasonText(this.i18n, raw) })}` : "";
     const byKind = { removed: "removed", denied: "denied" }[reason];
-    const text = byKind && this.ended.by ? byWhom(this.i18n, this.ended.by, byKind) : this.t(`ended.${reason}_text`);
+    // Removed or refused: by whom (the court, when the server does not say).
+    const text = byKind ? byWhom(this.i18n, this.ended.by, byKind) : this.t(`ended.${reason}_text`);
     $("ended-text").textContent = text + detail;
     $("ended-rejoin").hidden = !["left", "elsewhere"].includes(reason);
   }
