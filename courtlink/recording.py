@@ -94,6 +94,8 @@ class _Follow:
     names: dict[str, str] = field(default_factory=dict)
     base: tuple[str, str] = ("recording", "")
     """The recorder's own last status and detail (disk, sealing...), before missing people are added."""
+    reason: str = ""
+    """The reason code of the recorder's own status (``detail["reason"]``), e.g. recess."""
     missing: tuple[MissingTrack, ...] = ()
     watcher: asyncio.Task[None] | None = None
 
@@ -155,11 +157,13 @@ class RecordingService:
     def status(self, hearing_id: str, status: str, detail: dict[str, Any]) -> None:
         """Recorder status callback: everyone in the hearing sees recording health."""
         text = ", ".join(f"{k}={v}" for k, v in sorted(detail.items()) if k != "session_id")
+        reason = str(detail.get("reason", ""))
         follow = self._follows.get(hearing_id)
         if follow is None:
-            self._hub.recording_status(hearing_id, Recording(status=cast(Any, status), detail=text))
+            self._hub.recording_status(hearing_id, Recording(status=cast(Any, status), detail=text, reason=reason))
             return
         follow.base = (status, text)
+        follow.reason = reason
         self._publish(follow)
 
     def _publish(self, follow: _Follow) -> None:
@@ -173,7 +177,10 @@ class RecordingService:
             for m in absent:
                 people.setdefault(m.name, []).append(str(m.source))
             text = "not recorded: " + "; ".join(f"{name} ({', '.join(srcs)})" for name, srcs in people.items())
-        self._hub.recording_status(follow.hearing_id, Recording(status=cast(Any, status), detail=text, missing=missing))
+        reason = follow.reason if status == follow.base[0] else ""
+        self._hub.recording_status(
+            follow.hearing_id, Recording(status=cast(Any, status), detail=text, reason=reason, missing=missing)
+        )
 
     async def _watch(self, follow: _Follow) -> None:
         """Every half second: who should be recorded and is not; tell everyone when that changes."""

@@ -246,6 +246,7 @@ class ParticipantInfo(Message):
     name: str = Field(description="Display name.")
     role: Role = Field(description="Role in the hearing.")
     site: str = Field(description="Site id the participant joins from.")
+    site_name: str = Field(default="", description='The site\'s name from the store ("" when unknown: show the id).')
 
 
 class HearingInfo(Message):
@@ -273,6 +274,7 @@ class RosterEntry(Message):
     name: str = Field(description="Display name.")
     role: Role = Field(description="Role.")
     site: str = Field(description="Site id.")
+    site_name: str = Field(default="", description='The site\'s name from the store ("" when unknown: show the id).')
     placement: Placement = Field(description="lobby, witness_lobby, courtroom or consultation.")
     consultation: str | None = Field(default=None, description="Consultation group id when in consultation.")
     connected: bool = Field(description="False while the participant's connection is lost (grace period).")
@@ -360,14 +362,22 @@ class Denied(Reply):
     """You were refused entry; the connection closes."""
 
     type: Literal["denied"] = "denied"
-    reason: str = ""
+    reason: str = Field(default="", description='A reason code (docs/protocol.md, "Reason codes") or free text.')
+    by: str | None = Field(default=None, description="Participant id of who refused you (null: the court).")
+    by_name: str = Field(default="", description='Their display name ("" when not a participant).')
+    by_role: Role | None = Field(default=None, description="Their role (null when not a participant).")
 
 
 class Removed(Reply):
     """You were removed from the hearing; the connection closes with 4010."""
 
     type: Literal["removed"] = "removed"
-    reason: str = ""
+    reason: str = Field(
+        default="", description='A reason code (docs/protocol.md, "Reason codes"; `unbooked`) or free text.'
+    )
+    by: str | None = Field(default=None, description="Participant id of who removed you (null: the court's booking).")
+    by_name: str = Field(default="", description='Their display name ("" when not a participant).')
+    by_role: Role | None = Field(default=None, description="Their role (null when not a participant).")
 
 
 class RosterMsg(Reply):
@@ -447,6 +457,9 @@ class Recording(Reply):
     type: Literal["recording"] = "recording"
     status: Literal["recording", "degraded", "stopped", "sealed"]
     detail: str = ""
+    reason: str = Field(
+        default="", description='Why the recording stopped or degraded, as a code (recess, adjourned, disk) or "".'
+    )
     missing: tuple[MissingTrack, ...] = Field(
         default=(),
         description="Permitted people whose tracks are not being recorded now (> 1 s); status is degraded when any"

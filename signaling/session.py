@@ -400,6 +400,7 @@ class HearingRoom:
                 name=m.info.name,
                 role=m.role,
                 site=m.info.site,
+                site_name=m.info.site_name,
                 placement=m.placement,
                 consultation=m.consultation or None,
                 connected=m.connected,
@@ -604,9 +605,7 @@ class HearingRoom:
                 continue
             booked = hearing.participant(member.id)
             if booked is None:
-                effects += self._eject(
-                    member, actor, "unbooked", Removed(reason="removed from the hearing"), CLOSE_REMOVED, "removed"
-                )
+                effects += self._eject(member, actor, "unbooked", Removed(reason="unbooked"), CLOSE_REMOVED, "removed")
                 self.removed[member.id] = member.token_id
                 ejected = True
             elif member.token_id and booked.token_id != member.token_id:
@@ -644,7 +643,8 @@ class HearingRoom:
         actor, target = self._may_on(conn, Action.deny, target_id)
         effects: list[Effect] = [Audit(Trace(actor.id, "participant_denied", {"participant_id": target.id}))]
         if target.connected:
-            effects += [Send(target.conn, Denied(reason=reason)), Close(target.conn, CLOSE_NOT_ALLOWED, "denied")]
+            denied = Denied(reason=reason, by=actor.id, by_name=actor.info.name, by_role=actor.role)
+            effects += [Send(target.conn, denied), Close(target.conn, CLOSE_NOT_ALLOWED, "denied")]
         effects += self._drop(target)
         effects += self._after_change(roster=True, ref=ref, actor=actor)
         return effects
@@ -654,7 +654,8 @@ class HearingRoom:
         actor, target = self._may_on(conn, Action.remove, target_id)
         effects: list[Effect] = [Audit(Trace(actor.id, "participant_removed", {"participant_id": target.id}))]
         if target.connected:
-            effects += [Send(target.conn, Removed(reason=reason)), Close(target.conn, CLOSE_REMOVED, "removed")]
+            removed = Removed(reason=reason, by=actor.id, by_name=actor.info.name, by_role=actor.role)
+            effects += [Send(target.conn, removed), Close(target.conn, CLOSE_REMOVED, "removed")]
         effects += self._drop(target)
         self.removed[target.id] = target.token_id
         # The removal outlives this process: the link the participant holds is reissued in the store.

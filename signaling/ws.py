@@ -246,7 +246,11 @@ async def _authorize(hub: SessionHub, join: Join) -> tuple[ParticipantInfo, Hear
     booked = hearing.participant(claims.participant_id)
     if booked is None:
         raise SessionError("revoked", "the participant of this link is not booked", close=CLOSE_BAD_TOKEN)
-    info = ParticipantInfo(id=booked.id, name=booked.name, role=booked.role, site=booked.site_id)
+    try:
+        site_name = (await hub.store.get_site(booked.site_id)).name
+    except NotFound:
+        site_name = ""  # the client shows the id
+    info = ParticipantInfo(id=booked.id, name=booked.name, role=booked.role, site=booked.site_id, site_name=site_name)
     return info, hearing, claims.token_id
 
 

@@ -451,10 +451,11 @@ def test_wrong_resume_key_is_a_fresh_join(live: Harness) -> None:
 
 
 def test_remove_closes_4010_and_bars_rejoin(live: Harness) -> None:
-    """A removed participant's connection closes with 4010 and they cannot rejoin the session."""
+    """A removed participant's connection closes with 4010, they cannot rejoin, and `removed` says by whom."""
     h = live
     effects = h.do(h.room.remove(h.c("judge"), "observer", "disturbing"))
-    assert Removed(reason="disturbing") in sent_to(effects, h.c("observer"))
+    by_judge = Removed(reason="disturbing", by="judge", by_name="Judge", by_role=Role.judge)
+    assert by_judge in sent_to(effects, h.c("observer"))
     assert Close(h.c("observer"), CLOSE_REMOVED, "removed") in effects
     assert audits(effects) == ["participant_removed"]
     assert "observer" not in h.node.peers
@@ -464,12 +465,13 @@ def test_remove_closes_4010_and_bars_rejoin(live: Harness) -> None:
 
 
 def test_deny_closes_4003() -> None:
-    """Denying a participant in the lobby tells them and closes their connection with 4003."""
+    """Denying a participant in the lobby tells them (and by whom) and closes their connection with 4003."""
     h = Harness()
     h.join("judge")
     h.join("observer")
     effects = h.do(h.room.deny(h.c("judge"), "observer", "no seats"))
-    assert sent_to(effects, h.c("observer"))[0] == Denied(reason="no seats")
+    by_judge = Denied(reason="no seats", by="judge", by_name="Judge", by_role=Role.judge)
+    assert sent_to(effects, h.c("observer"))[0] == by_judge
     assert Close(h.c("observer"), CLOSE_NOT_ALLOWED, "denied") in effects
     assert "observer" not in h.room.members
 

@@ -78,7 +78,7 @@ def test_unbooked_member_is_removed_with_4010(live: Harness) -> None:
     h = live
     observer = h.c("observer")
     effects = h.do(h.room.refresh(without(h.room.hearing, "observer"), actor=ACTOR))
-    assert sent_to(effects, observer)[0] == Removed(reason="removed from the hearing")
+    assert sent_to(effects, observer)[0] == Removed(reason="unbooked")
     assert closes(effects) == [Close(observer, CLOSE_REMOVED, "removed")]
     assert ClosePeer(hearing_id="hrg_1", participant_id="observer") in commands(effects)
     assert "observer" not in h.node.peers

@@ -3,6 +3,7 @@
 
 import { $, h, icon } from "./dom.js";
 import { formatElapsed } from "./elapsed.js";
+import { reasonText } from "./reasons.js";
 
 const RECEIVE_ONLY = new Set(["observer", "recorder"]);
 const AUDIENCE = new Set(["observer"]);
@@ -177,7 +178,7 @@ function person(app, p) {
     "span",
     { class: "who" },
     h("span", { class: "name" }, p.name),
-    h("span", { class: "meta" }, `${app.t(`role.${p.role}`)} · ${p.site || ""}`),
+    h("span", { class: "meta" }, `${app.t(`role.${p.role}`)} · ${p.site_name || p.site || ""}`),
     p.connected === false ? h("span", { class: "flag" }, app.t("hearing.connection_lost")) : null,
   );
 }
@@ -211,7 +212,7 @@ function missingList(app, rec) {
           name: p.name,
           sources: p.sources.map((s) => app.t(`source.${s}`)).join(app.t("list.separator")),
           reason: p.reasons
-            .map((r) => (app.i18n.has(`rec.reason_${r}`) ? app.t(`rec.reason_${r}`) : r))
+            .map((r) => (app.i18n.has(`rec.reason_${r}`) ? app.t(`rec.reason_${r}`) : reasonText(app.i18n, r)))
             .join(app.t("list.separator")),
         }),
       ),
@@ -260,9 +261,10 @@ export function renderConsole(app) {
   const rec = app.recording;
   $("panel-recording").hidden = !actions.has("session_control") && !actions.has("session_open");
   $("console-recording").textContent = rec
-    ? `${t(`rec.${rec.status}`)}${rec.detail ? ` — ${rec.detail}` : ""}`
+    ? `${t(`rec.${rec.status}`)}${rec.reason ? ` — ${reasonText(app.i18n, rec.reason)}` : ""}`
     : t(state === "in_session" ? "rec.pending" : "rec.none");
   $("console-recording").dataset.status = rec ? rec.status : "none";
+  $("console-recording").dataset.reason = rec ? rec.reason || "" : "";
   const missing = rec ? missingList(app, rec) : null;
   const oldMissing = $("console-recording-missing");
   if (oldMissing) oldMissing.remove();

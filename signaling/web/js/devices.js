@@ -190,12 +190,16 @@ export class Devices extends EventTarget {
       const after = byteCounts(stats);
       const elapsed = (after.at - before.at) / 1000;
       if (elapsed <= 0) return null;
+      const packets = after.got - before.got + (after.lost - before.lost);
       return {
         ok: true,
         media: true,
         rtt: roundTrip(stats),
         up: ((after.sent - before.sent) * 8) / elapsed / 1e6,
         down: ((after.received - before.received) * 8) / elapsed / 1e6,
+        // Lost on the way out or back (the echo's inbound packets); null when nothing arrived to count.
+        loss: packets > 0 ? (after.lost - before.lost) / packets : null,
+        limited: after.limited,
       };
     } finally {
       pc.close();
@@ -279,11 +283,19 @@ function byteCounts(stats) {
   let sent = 0;
   let received = 0;
   let at = performance.now();
+  let got = 0;
+  let lost = 0;
+  let limited = false;
   stats.forEach((s) => {
     if (s.type === "outbound-rtp") sent += (s.bytesSent || 0) + (s.headerBytesSent || 0);
+    if (s.type === "outbound-rtp" && s.qualityLimitationReason === "bandwidth") limited = true;
     if (s.type === "inbound-rtp") received += (s.bytesReceived || 0) + (s.headerBytesReceived || 0);
+    if (s.type === "inbound-rtp") {
+      got += s.packetsReceived || 0;
+      lost += Math.max(0, s.packetsLost || 0);
+    }
   });
-  return { sent, received, at };
+  return { sent, received, at, got, lost, limited };
 }
 
 /** Round-trip time in ms: the selected ICE pair's, else RTCP's (remote-inbound-rtp); null if neither is known. */

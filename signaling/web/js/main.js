@@ -8,11 +8,21 @@ import { I18n, pickLanguage } from "./i18n.js";
 import { MediaSession } from "./media.js";
 import { MediaAlerts, mediaHealth, renderConsole } from "./console.js";
 import { Signal } from "./signal.js";
+import { confirmDialog } from "./confirm.js";
+import { keepFocus } from "./focus.js";
+import { verdict } from "./netcheck.js";
+import { byWhom, reasonCode, reasonText } from "./reasons.js";
 
 const IN_ROOM = new Set(["courtroom", "consultation"]);
+const REPEATED_CLOSE_REASONS = new Set(["removed", "denied", "joined_elsewhere", "left"]);
 const WAITING = new Set(["lobby", "witness_lobby"]);
 // The public gallery: people of these roles only watch and listen (never asked for devices, never a tile).
 const AUDIENCE_ROLES = new Set(["observer"]);
+
+/** A participant's or roster entry's site as people name it: `site_name`, else the id (an older server). */
+function siteName(p) {
+  return (p && (p.site_name || p.site)) || "";
+}
 
 /** The payload of the join token, decoded for display only (the server verifies it). */
 function decodeToken(token) {
@@ -118,7 +128,9 @@ class App {
       });
       const body = await response.json();
       if (response.status === 401) {
-        this.end("bad_link", body.detail || "");
+        // The problem's code (urn:courtlink:problem:<code>) is translated; its English detail is not shown.
+        const code = String(body.type || "").replace(/^urn:courtlink:problem:/, "");
+        this.end("bad_link", code || body.detail || "");
         return;
       }
       if (response.ok) {
@@ -135,7 +147,21 @@ class App {
   show(view) {
     this.view = view;
     document.body.dataset.view = view;
+    const active = document.activeElement;
+    const dialog = $("confirm-dialog");
+    const lost =
+      !!active &&
+      active !== document.body &&
+      (!!active.closest(`.view:not(#view-${view})`) || (!!active.closest("#confirm-dialog") && !dialog.open));
     for (const name of ["loading", "prejoin", "lobby", "hearing", "ended"]) $(`view-${name}`).hidden = name !== view;
+    if (lost && !dialog.open) {
+      // Focus never falls to the page body: it goes to the heading of the view that is shown now.
+      const heading = $(`view-${view}`).querySelector("h1");
+      if (heading) {
+        if (!heading.hasAttribute("tabindex")) heading.setAttribute("tabindex", "-1");
+        heading.focus({ preventScroll: true });
+      }
+    }
     if (view !== "prejoin") clearInterval(this.meterTimer);
     this.render();
   }
@@ -155,8 +181,10 @@ class App {
     setTimeout(() => el.remove(), 6000);
   }
 
-  end(reason, detail = "") {
-    this.ended = { reason, detail };
+  end(reason, detail = "", { by = null, closed = false } = {}) {
+    this.ended = { reason, detail, by, closed };
+    // A question asked before the end (Leave?) has no answer any more.
+    if ($("confirm-dialog").open) $("confirm-dialog").close();
     clearInterval(this.qualityTimer);
     clearInterval(this.consultTimer);
     this.alerts.stop();
@@ -248,9 +276,34 @@ class App {
         });
       else out.textContent = this.t("prejoin.network_ok", { rtt: Math.round(result.rtt) });
       out.dataset.kind = result.ok ? (result.media ? "media" : "http") : "failed";
+      this.showVerdict(result);
     } finally {
       button.disabled = false;
     }
+  }
+
+  /** The network check's verdict (good / okay / poor) above its figures, in words and as `data-verdict`. */
+  showVerdict(result) {
+    const judged = verdict(result);
+    const el = $("pj-network-verdict");
+    el.hidden = false;
+    el.dataset.verdict = judged.verdict;
+    el.dataset.grades = Object.entries(judged.grades)
+      .map(([k, v]) => `${k}:${v}`)
+      .join(" ");
+    this.netVerdict = judged;
+    this.renderVerdict();
+  }
+
+  renderVerdict() {
+    const el = $("pj-network-verdict");
+    if (!this.netVerdict || !el) return;
+    const { verdict: v, grades } = this.netVerdict;
+    const weak = Object.entries(grades)
+      .filter(([, g]) => g !== "good")
+      .map(([k]) => this.t(`netcheck.figure_${k}`));
+    const hint = weak.length ? ` ${this.t("netcheck.weak", { figures: weak.join(this.t("list.separator")) })}` : "";
+    el.textContent = `${this.t(`netcheck.${v}`)}${hint}`;
   }
 
   join() {
@@ -266,7 +319,7 @@ class App {
     this.signal.addEventListener("message", (e) => this.onMessage(e.detail));
     this.signal.addEventListener("final", (e) => {
       const reasons = { 4001: "bad_link", 4003: "not_allowed", 4009: "elsewhere", 4010: "removed" };
-      if (this.view !== "ended") this.end(reasons[e.detail.code] || "closed", e.detail.reason || "");
+      if (this.view !== "ended") this.end(reasons[e.detail.code] || "closed", e.detail.reason || "", { closed: true });
     });
   }
 
@@ -294,9 +347,9 @@ class App {
       case "placement":
         return this.setPlacement(m.placement, m.consultation ?? null, m.permissions);
       case "denied":
-        return this.end("denied", m.reason || "");
+        return this.end("denied", m.reason || "", { by: m });
       case "removed":
-        return this.end("removed", m.reason || "");
+        return this.end("removed", m.reason || "", { by: m });
       case "roster":
         this.roster = m.participants || [];
         this.applyCourtMutes();
@@ -409,7 +462,7 @@ class App {
   onRecording(m) {
     const missing = Array.isArray(m.missing) ? m.missing : [];
     const before = this.recording;
-    this.recording = { status: m.status, detail: m.detail || "", missing };
+    this.recording = { status: m.status, detail: m.detail || "", reason: m.reason || "", missing };
     const names = this.missingNames();
     const text = names ? this.t("rec.degraded_names", { names }) : this.t(`rec.${m.status}`);
     const beforeText = before ? `${before.status}|${before.missing.map((x) => x.participant_id + x.source).join()}` : "";
@@ -444,7 +497,9 @@ class App {
     }
     if (["renegotiation_pending", "no_offer_pending", "restart_pending", "too_many_restarts"].includes(m.code)) return;
     const key = `error.${m.code}`;
-    const text = this.i18n.has(key) ? this.t(key) : this.t("error.generic", { message: m.message || m.code });
+    // A code with words (error.<code>, else reason.<code>); the server's English message only as a last resort.
+    const words = this.i18n.has(`reason.${m.code}`) ? reasonText(this.i18n, m.code) : m.message || m.code;
+    const text = this.i18n.has(key) ? this.t(key) : this.t("error.generic", { message: words });
     this.toast(text, "error");
   }
 
@@ -552,6 +607,18 @@ class App {
     }, 2000);
   }
 
+  /** Ask first (an accessible dialog); leave only when the person confirms. */
+  async confirmLeave() {
+    if (this.view === "ended") return;
+    const ok = await confirmDialog({
+      question: this.t("polish.leave_question"),
+      detail: this.t("polish.leave_detail"),
+      confirmLabel: this.t("polish.leave_confirm"),
+      cancelLabel: this.t("polish.leave_cancel"),
+    });
+    if (ok && this.view !== "ended") this.leave();
+  }
+
   leave() {
     this.signal.send({ type: "leave" });
     this.end("left");
@@ -573,7 +640,7 @@ class App {
     $("ctl-mic").addEventListener("click", () => this.toggleOwn("microphone"));
     $("ctl-cam").addEventListener("click", () => this.toggleOwn("camera"));
     $("ctl-share").addEventListener("click", () => this.toggleShare());
-    $("ctl-leave").addEventListener("click", () => this.leave());
+    $("ctl-leave").addEventListener("click", () => this.confirmLeave());
     $("consult-end").addEventListener("click", () => {
       if (this.me) this.act({ type: "end_consult", participant_ids: [this.me.id] });
     });
@@ -581,7 +648,7 @@ class App {
       this.galleryOpen = !this.galleryOpen;
       renderConsole(this);
     });
-    $("lobby-leave").addEventListener("click", () => this.leave());
+    $("lobby-leave").addEventListener("click", () => this.confirmLeave());
     $("ended-rejoin").addEventListener("click", () => location.reload());
     document.addEventListener("click", () => this.devices.audioContext?.resume().catch(() => {}), { capture: true });
   }
@@ -608,7 +675,9 @@ class App {
       this.renderControls();
       this.renderMedia();
       this.renderConsultation();
+      const restoreFocus = keepFocus($("console"));
       renderConsole(this);
+      restoreFocus();
     }
     if (this.view === "ended") this.renderEnded();
   }
@@ -632,7 +701,7 @@ class App {
     rec.hidden = !hearing || this.view === "ended";
     rec.dataset.status = recStatus;
     $("rec-text").textContent = consulting ? this.t("consult.private_not_recorded") : this.t(`rec.${recStatus}`);
-    rec.title = this.recording && this.recording.detail ? this.recording.detail : "";
+    rec.title = this.recording && this.recording.reason ? reasonText(this.i18n, this.recording.reason) : "";
     // "Connected" only while our media is too: a page whose peer connection is down says so.
     let status = this.signal.status;
     if (status === "connected" && this.mediaHealth === "connecting") status = "media_connecting";
@@ -656,7 +725,12 @@ class App {
     const who = this.me || (info && info.participant);
     $("pj-name").textContent = who ? who.name : this.t("prejoin.name_after_join");
     $("pj-role").textContent = claims.role ? this.t(`role.${claims.role}`) : "–";
-    $("pj-site").textContent = info ? info.participant.site_name : "–";
+    $("pj-site").textContent = info
+      ? info.participant.site_name || info.participant.site_id
+      : this.me
+        ? siteName(this.me)
+        : "–";
+    this.renderVerdict();
     const hearing = this.hearing || (info && info.hearing);
     $("pj-hearing").textContent = hearing
       ? [hearing.case_number, hearing.title].filter(Boolean).join(" · ")
@@ -684,8 +758,14 @@ class App {
   renderEnded() {
     const reason = this.ended ? this.ended.reason : "closed";
     $("ended-heading").textContent = this.t(`ended.${reason}_heading`);
-    const detail = this.ended && this.ended.detail ? ` ${this.t("ended.reason", { reason: this.ended.detail })}` : "";
-    $("ended-text").textContent = this.t(`ended.${reason}_text`) + detail;
+    const raw = this.ended ? this.ended.detail : "";
+    // A close reason that only repeats the view ("removed", "denied", "joined elsewhere") adds nothing.
+    const repeats = this.ended && this.ended.closed && REPEATED_CLOSE_REASONS.has(reasonCode(raw));
+    const detail = raw && !repeats ? ` ${this.t("ended.reason", { reason: reasonText(this.i18n, raw) })}` : "";
+    const byKind = { removed: "removed", denied: "denied" }[reason];
+    // Removed or refused: by whom (the court, when the server does not say).
+    const text = byKind ? byWhom(this.i18n, this.ended.by, byKind) : this.t(`ended.${reason}_text`);
+    $("ended-text").textContent = text + detail;
     $("ended-rejoin").hidden = !["left", "elsewhere"].includes(reason);
   }
 
@@ -843,7 +923,7 @@ class App {
     const parts = [
       h("span", { class: "role" }, this.t(`role.${person.role}`)),
       h("span", { class: "name" }, own ? this.t("hearing.you", { name: person.name }) : person.name),
-      h("span", { class: "site" }, person.site || ""),
+      h("span", { class: "site" }, siteName(person)),
     ];
     for (const source of ["microphone", "camera"]) {
       if (muted.includes(source)) {
@@ -870,7 +950,7 @@ class App {
     label.replaceChildren(...parts);
     tile.setAttribute(
       "aria-label",
-      this.t("hearing.tile_label", { role: this.t(`role.${person.role}`), name: person.name, site: person.site || "" }),
+      this.t("hearing.tile_label", { role: this.t(`role.${person.role}`), name: person.name, site: siteName(person) }),
     );
     tile.dataset.muted = muted.join(" ");
   }
@@ -969,7 +1049,7 @@ class App {
       $("stage-label").textContent = person
         ? chosen.evidence
           ? this.t("hearing.evidence_of", { name: person.name })
-          : `${this.t(`role.${person.role}`)} · ${person.name}${person.site ? ` · ${person.site}` : ""}`
+          : `${this.t(`role.${person.role}`)} · ${person.name}${siteName(person) ? ` · ${siteName(person)}` : ""}`
         : "";
     } else {
       video.srcObject = null;
