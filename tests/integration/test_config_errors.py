@@ -34,7 +34,8 @@ def _refused(result: subprocess.CompletedProcess[str], *expected: str) -> str:
     for part in expected:
         assert part in line, line
     assert SHORT_KEY not in result.stderr + result.stdout
-    assert "_FromFile" not in line and "pydantic" not in line
+    assert "_FromFile" not in line
+    assert "pydantic" not in line
     return line
 
 
@@ -100,7 +101,7 @@ def _read_only_prefix(path: Path) -> list[str]:
         "-m",
         "sh",
         "-c",
-        f"mount --bind {quoted} {quoted} && mount -o remount,bind,ro {quoted} && exec \"$@\"",
+        f'mount --bind {quoted} {quoted} && mount -o remount,bind,ro {quoted} && exec "$@"',
         "sh",
     ]
 
