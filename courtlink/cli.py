@@ -31,11 +31,12 @@ from typing import Any
 
 import aiohttp
 
-from courtlink.bootstrap import ADMIN_KEY_FILE
-from courtlink.settings import CONFIG_ENV, ConfigError, Settings, load_settings
+from courtlink.bootstrap import ADMIN_KEY_FILE, TOKEN_SECRET_FILE
+from courtlink.settings import CONFIG_ENV, ConfigError, Settings, describe_errors, load_settings
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 MIN_KEY_LENGTH = 16
+MIN_SECRET_LENGTH = 32
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 DEMO_SITES = (
@@ -175,6 +176,7 @@ def _serve(args: argparse.Namespace) -> int:
     from courtlink.wiring import serve
 
     settings = load_settings(args.config, host=args.host, port=args.port, data_dir=args.data_dir)
+    check_front_door(settings, args.config)
     check_data_dir(settings, _data_dir_source(args))
     try:
         asyncio.run(serve(settings))
@@ -187,6 +189,31 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"courtlink: cannot open the store in {settings.data_dir}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+SIGNALING_KEYS: dict[str, tuple[str, ...]] = {
+    "token_secret": ("tokens", "secret"),
+    "public_base_url": ("public_url",),
+    "api_keys": ("api_keys",),
+}
+"""The signaling configuration's fields that come from a settings key of another name."""
+
+
+def check_front_door(settings: Settings, config: Path | None) -> None:
+    """Refuse (:class:`ConfigError`) settings the signaling configuration refuses (a short token secret, ...)."""
+    from pydantic import ValidationError
+
+    from courtlink.wiring import signaling_config
+
+    # Secrets kept in the data dir are checked with it; stand-ins of the right length take their place here.
+    admin = settings.admin_key.get_secret_value() if settings.admin_key else secrets.token_urlsafe(32)
+    secret = settings.tokens.secret.get_secret_value() if settings.tokens.secret else secrets.token_urlsafe(48)
+    try:
+        signaling_config(settings, admin, secret)
+    except ValidationError as exc:
+        env_file = os.environ.get(CONFIG_ENV)
+        file = config or (Path(env_file) if env_file else None)
+        raise ConfigError(describe_errors(exc, file, renamed=SIGNALING_KEYS)) from None
 
 
 def _data_dir_source(args: argparse.Namespace) -> str:
@@ -214,7 +241,7 @@ def check_data_dir(settings: Settings, source: str) -> None:
             pass
     except OSError as exc:
         raise ConfigError(f"{where}: not writable: {exc.strerror or exc}") from None
-    for name in ("courtlink.sqlite3", ADMIN_KEY_FILE, "token.secret"):
+    for name in ("courtlink.sqlite3", ADMIN_KEY_FILE, TOKEN_SECRET_FILE):
         path = data_dir / name
         if path.exists() and not os.access(path, os.R_OK | (os.W_OK if name.endswith("sqlite3") else 0)):
             raise ConfigError(f"{where}: cannot {'write' if name.endswith('sqlite3') else 'read'} {path}")
@@ -226,6 +253,14 @@ def check_data_dir(settings: Settings, source: str) -> None:
             raise ConfigError(f"{key_file}: cannot read the admin key: {exc}") from None
         if stored and len(stored) < MIN_KEY_LENGTH:
             raise ConfigError(f"{key_file}: admin key: must be at least {MIN_KEY_LENGTH} characters long")
+    secret_file = data_dir / TOKEN_SECRET_FILE
+    if settings.tokens.secret is None and secret_file.is_file():
+        try:
+            stored = secret_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{secret_file}: cannot read the token secret: {exc}") from None
+        if stored and len(stored) < MIN_SECRET_LENGTH:
+            raise ConfigError(f"{secret_file}: token secret: must be at least {MIN_SECRET_LENGTH} characters long")
 
 
 # -- talking to a running server -----------------------------------------------------------------------------

@@ -245,7 +245,7 @@ def _message(error: Mapping[str, Any]) -> str:
         return f"must be at most {ctx['max_length']} characters long"
     msg = str(error.get("msg", "invalid"))
     msg = msg.removeprefix("Value error, ")
-    return msg[:1].lower() + msg[1:]
+    return msg[:1].lower() + msg[1:] if msg[1:2].islower() else msg
 
 
 def describe_errors(
@@ -253,11 +253,18 @@ def describe_errors(
     file: Path | None = None,
     document: Mapping[str, Any] | None = None,
     overrides: Mapping[str, object] | None = None,
+    renamed: Mapping[str, tuple[str, ...]] | None = None,
 ) -> str:
-    """One line for a settings validation error: where the key was set, which key, what is wrong; no values."""
+    """One line for a settings validation error: where the key was set, which key, what is wrong; no values.
+
+    ``renamed`` maps the first part of an error's location to a settings key, for errors of a model built
+    from the settings (e.g. the signaling configuration's ``token_secret`` is ``tokens.secret``).
+    """
     errors = exc.errors(include_input=False, include_url=False)
     first = errors[0]
     loc = tuple(first.get("loc", ()))
+    if renamed and loc and str(loc[0]) in renamed:
+        loc = renamed[str(loc[0])] + loc[1:]
     key = _dotted(loc) or "settings"
     top = str(loc[0]) if loc else ""
     env = _env_name(loc)

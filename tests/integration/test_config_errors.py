@@ -126,3 +126,15 @@ def test_read_only_data_dir(tmp_path: Path) -> None:
     finally:
         data.chmod(0o700)
     _refused(result, f"data dir {data}", "--data-dir", "not writable")
+
+
+def test_settings_the_front_door_refuses(tmp_path: Path) -> None:
+    """A short token secret (variable or data-dir file), a public_url without scheme: named, value never shown."""
+    env = {"COURTLINK_TOKENS__SECRET": SHORT_KEY}
+    _refused(_serve(tmp_path, env=env), "environment variable COURTLINK_TOKENS__SECRET", "tokens.secret", "32")
+    cfg = _config(tmp_path, 'public_url = "hearings.court.example"\n')
+    _refused(_serve(tmp_path, "--config", str(cfg)), f"settings file {cfg}", "public_url", "http://")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "token.secret").write_text(SHORT_KEY + "\n", encoding="utf-8")
+    _refused(_serve(tmp_path, "--data-dir", str(data)), str(data / "token.secret"), "at least 32")
