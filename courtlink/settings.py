@@ -4,21 +4,35 @@ Sources, later ones winning: defaults, an optional TOML file (``--config`` or
 ``COURTLINK_CONFIG``), then environment variables ``COURTLINK_*`` (nested keys
 with ``__``, e.g. ``COURTLINK_MEDIA__LAST_N=4``). Every key is documented in
 ``deploy/courtlink.example.toml``.
+
+A setting that cannot be used is a :class:`ConfigError`: one line naming the
+file or environment variable and the key, never the value (it may be a secret).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
+
+ENV_PREFIX = "COURTLINK_"
+CONFIG_ENV = "COURTLINK_CONFIG"
+
+
+class ConfigError(Exception):
+    """Settings that cannot be used, said in one line (file or variable, key, what is wrong; never the value)."""
 
 
 class ApiKeySetting(BaseModel):
@@ -125,7 +139,10 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(default=None, description="redis://... switches every store to Redis.")
     admin_key: SecretStr | None = Field(
-        default=None, description="The admin API key; created on first run and kept in the data dir when unset."
+        default=None,
+        min_length=16,
+        description="The admin API key (at least 16 characters); created on first run and kept in the data dir "
+        "when unset.",
     )
     api_keys: list[ApiKeySetting] = Field(default_factory=list, description="Further API keys (clerks, case systems).")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log threshold.")
@@ -146,22 +163,128 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = settings_cls.model_config.get("toml_file") or os.environ.get("COURTLINK_CONFIG")
+        config_file = settings_cls.model_config.get("toml_file") or os.environ.get(CONFIG_ENV)
         if config_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(str(config_file))))
+            path = Path(str(config_file))
+            if not path.is_file():
+                raise ConfigError(f"{CONFIG_ENV} names {path}, which is not a file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
 
 
 def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
-    """Settings from defaults, the TOML file, the environment, then explicit overrides (CLI flags)."""
+    """Settings from defaults, the TOML file, the environment, then explicit overrides (CLI flags).
+
+    Raises :class:`ConfigError` (one line, no secret) when a file is missing or unreadable, or a value is wrong.
+    """
+    config_file = Path(config_file) if config_file is not None else None
+    env_file = os.environ.get(CONFIG_ENV)
+    file = config_file or (Path(env_file) if env_file else None)
+    where = f"--config {config_file}" if config_file is not None else f"{CONFIG_ENV}={env_file}"
+    if file is not None:
+        if not file.is_file():
+            raise ConfigError(f"settings file {file} ({where}) does not exist or is not a file")
+        try:
+            document = tomllib.loads(file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read settings file {file}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"settings file {file} is not UTF-8 text") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"settings file {file} is not valid TOML: {exc}") from None
+    else:
+        document = {}
     cls: type[Settings] = Settings
     if config_file is not None:
-        if not config_file.is_file():
-            raise FileNotFoundError(f"settings file {config_file} does not exist")
 
         class _FromFile(Settings):
             model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": config_file})
 
         cls = _FromFile
     clean = {k: v for k, v in overrides.items() if v is not None}
-    return cls(**clean)  # type: ignore[arg-type]
+    try:
+        return cls(**clean)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc, file, document, clean)) from None
+    except SettingsError as exc:
+        raise ConfigError(_settings_error(str(exc))) from None
+
+
+def _dotted(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _env_name(loc: Sequence[int | str]) -> str | None:
+    """The ``COURTLINK_*`` variable that set the key at ``loc`` (or one of its parents), if one is set."""
+    names = {k.upper(): k for k in os.environ}
+    keys = [str(p) for p in loc if isinstance(p, str)]
+    for n in range(len(keys), 0, -1):
+        name = ENV_PREFIX + "__".join(keys[:n]).upper()
+        if name in names:
+            return names[name]
+    return None
+
+
+_MESSAGES = {
+    "extra_forbidden": "unknown key (see deploy/courtlink.example.toml for every key)",
+    "missing": "missing",
+}
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind = str(error.get("type", ""))
+    ctx = error.get("ctx") or {}
+    if kind in _MESSAGES:
+        return _MESSAGES[kind]
+    if kind in ("too_short", "string_too_short") and "min_length" in ctx:
+        return f"must be at least {ctx['min_length']} characters long"
+    if kind in ("too_long", "string_too_long") and "max_length" in ctx:
+        return f"must be at most {ctx['max_length']} characters long"
+    msg = str(error.get("msg", "invalid"))
+    msg = msg.removeprefix("Value error, ")
+    return msg[:1].lower() + msg[1:] if msg[1:2].islower() else msg
+
+
+def describe_errors(
+    exc: ValidationError,
+    file: Path | None = None,
+    document: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, object] | None = None,
+    renamed: Mapping[str, tuple[str, ...]] | None = None,
+) -> str:
+    """One line for a settings validation error: where the key was set, which key, what is wrong; no values.
+
+    ``renamed`` maps the first part of an error's location to a settings key, for errors of a model built
+    from the settings (e.g. the signaling configuration's ``token_secret`` is ``tokens.secret``).
+    """
+    errors = exc.errors(include_input=False, include_url=False)
+    first = errors[0]
+    loc = tuple(first.get("loc", ()))
+    if renamed and loc and str(loc[0]) in renamed:
+        loc = renamed[str(loc[0])] + loc[1:]
+    key = _dotted(loc) or "settings"
+    top = str(loc[0]) if loc else ""
+    env = _env_name(loc)
+    if overrides and top in overrides:
+        where = f"--{top.replace('_', '-')}"
+    elif env is not None:
+        where = f"environment variable {env}"
+    elif file is not None and (document is None or top in document):
+        where = f"settings file {file}"
+    else:
+        where = "settings"
+    others = [k for k in dict.fromkeys(_dotted(tuple(e.get("loc", ()))) for e in errors[1:]) if k != key]
+    more = f" (also wrong: {', '.join(others)})" if others else ""
+    return f"{where}: {key}: {_message(first)}{more}"
+
+
+def _settings_error(text: str) -> str:
+    """pydantic-settings' parse error (a variable that is not JSON) as one line naming the variable."""
+    match = re.search(r'field "(\w+)"', text)
+    if match:
+        name = _env_name((match.group(1),)) or f"{ENV_PREFIX}{match.group(1).upper()}"
+        return f"environment variable {name}: {match.group(1)}: not valid JSON"
+    return text.splitlines()[0] if text else "invalid settings"
