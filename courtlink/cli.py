@@ -156,7 +156,12 @@ def _dispatch(argv: list[str]) -> int:
             print("usage: courtlink recorder keys {export,rotate} [--data-dir DIR] ...", file=sys.stderr)
             return 2
         given = _names_option(rest, "--data-dir", "-h", "--help")
-        return recorder_cli.keys_main(rest[1:], default_data_dir=None if given else load_settings().data_dir)
+        settings = None if given else load_settings()
+        return recorder_cli.keys_main(
+            rest[1:],
+            default_data_dir=None if settings is None else settings.data_dir,
+            default_recorder_id=None if settings is None else settings.recorder.recorder_id,
+        )
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)

@@ -197,8 +197,14 @@ def keys_main(
     stderr: TextIO | None = None,
     *,
     default_data_dir: Path | None = None,
+    default_recorder_id: str | None = None,
 ) -> int:
-    """``courtlink recorder keys export|rotate``: write out the public keys; rotate a recorder's key."""
+    """``courtlink recorder keys export|rotate``: write out the public keys; rotate a recorder's key.
+
+    ``rotate`` rotates the settings' recorder (``default_recorder_id``) unless ``--recorder-id`` names another;
+    without settings the id must be given: a guessed id would make a key for a recorder that does not exist
+    and leave the real one unrotated.
+    """
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     parser = argparse.ArgumentParser(prog="courtlink recorder keys", description="Recorder signing keys.")
@@ -206,7 +212,12 @@ def keys_main(
     export = sub.add_parser("export", help="write the public keys (the JSON of /api/v1/recorder/keys)")
     export.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
     rotate = sub.add_parser("rotate", help="retire a recorder's key and make a new one (the old public key is kept)")
-    rotate.add_argument("--recorder-id", default="recorder-1", help="the recorder whose key to rotate")
+    rotate.add_argument(
+        "--recorder-id",
+        default=default_recorder_id,
+        required=default_recorder_id is None,
+        help="the recorder whose key to rotate (default: the settings' recorder.recorder_id)",
+    )
     for cmd in (export, rotate):
         cmd.add_argument(
             "--data-dir",

@@ -150,6 +150,26 @@ def test_recorder_keys_export_from_the_servers_data_dir(server: LiveServer) -> N
     assert written == served
 
 
+def test_recorder_keys_rotate_rotates_the_settings_recorder(tmp_path: Path) -> None:
+    """`courtlink recorder keys rotate` rotates the key of the recorder the settings run (rec-1), never a guessed
+    id; with only a data dir and no settings it asks for the recorder id instead of guessing."""
+    from recorder.keys import load_or_create
+    from recorder.recorder import key_dir_of
+
+    key_dir = key_dir_of(tmp_path / "courtlink-data")
+    load_or_create(key_dir, "rec-1")
+    rotated = courtlink("recorder", "keys", "rotate", cwd=tmp_path)
+    assert rotated.returncode == 0, rotated.stderr
+    assert "rec-1" in rotated.stdout
+    exported = courtlink("recorder", "keys", "export", cwd=tmp_path)
+    items = json.loads(exported.stdout)["items"]
+    assert {item["recorder_id"] for item in items} == {"rec-1"}
+    assert len(items) == 2
+    guessed = courtlink("recorder", "keys", "rotate", "--data-dir", str(tmp_path / "courtlink-data"), cwd=tmp_path)
+    assert guessed.returncode == 2
+    assert "--recorder-id" in guessed.stderr
+
+
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A genuine sealed session recorded by the real recorder, in a server-like data dir."""
