@@ -171,7 +171,8 @@ async def test_mute_all_spares_the_bench_and_is_a_court_mute(court: Court) -> No
         entry = _entry(roster, b.ids[who])
         assert "microphone" in entry["muted"], who
         assert entry["muted_by_court"] == ["microphone"], who
-        muted = await p[who].expect("muted", lambda m, pid=b.ids[who]: m["participant_id"] == pid)
+        pid = b.ids[who]
+        muted = await p[who].expect("muted", lambda m: bool(m["participant_id"] == pid))  # noqa: B023
         assert muted["by"] == b.ids["judge"]
         assert muted["muted"] is True
     counsel = _entry(roster, b.ids["counsel"])

@@ -6,6 +6,7 @@ import { Devices } from "./devices.js";
 import { I18n, pickLanguage } from "./i18n.js";
 import { MediaSession } from "./media.js";
 import { MediaAlerts, mediaHealth, renderConsole } from "./console.js";
+import { renderHand, toggleHand } from "./bench.js";
 import { Signal } from "./signal.js";
 
 const IN_ROOM = new Set(["courtroom", "consultation"]);
@@ -333,7 +334,7 @@ class App {
   }
 
   onState(m) {
-    if (this.hearing) this.hearing = { ...this.hearing, state: m.state };
+    if (this.hearing) this.hearing = { ...this.hearing, state: m.state, in_session_since: m.in_session_since ?? null };
     if (m.permissions) this.permissions = m.permissions;
     this.announce(this.t("state.changed", { state: this.t(`state.${m.state}`) }));
     if (m.state === "adjourned" || m.state === "cancelled") {
@@ -517,6 +518,7 @@ class App {
     $("ctl-cam").addEventListener("click", () => this.toggleOwn("camera"));
     $("ctl-share").addEventListener("click", () => this.toggleShare());
     $("ctl-leave").addEventListener("click", () => this.leave());
+    $("ctl-hand").addEventListener("click", () => toggleHand(this));
     $("lobby-leave").addEventListener("click", () => this.leave());
     $("ended-rejoin").addEventListener("click", () => location.reload());
     document.addEventListener("click", () => this.devices.audioContext?.resume().catch(() => {}), { capture: true });
@@ -635,6 +637,7 @@ class App {
     share.hidden = !mayShare && !this.sharing;
     share.replaceChildren(icon("screen"), h("span", {}, this.t(this.sharing ? "controls.stop_share" : "controls.share")));
     share.setAttribute("aria-pressed", String(!!this.sharing));
+    renderHand(this);
   }
 
   /** Which participants are shown: everyone in the courtroom (or one's own consultation) plus oneself. */
