@@ -2,9 +2,10 @@
 
 One full-cast hearing (judge, clerk, prosecutor, counsel, defendant, witness, interpreter, observer), every page
 at 1024x600, half of them zh-CN and half English; each page is also checked in the other language through the
-page's own language button. For every role the main actions (Join before joining; Mute, Camera, Share where
-allowed, Raise hand, Leave in the hearing; the session, mute-all and admit buttons of the console) lie inside
-the viewport, are not covered (``elementFromPoint`` at their centres) and the page does not scroll. Then:
+page's own language button. For every role the main actions (Join before joining; Leave in the waiting rooms;
+Mute, Camera, Share where allowed, Raise hand, Leave in the hearing; the session, mute-all and admit buttons of
+the console) lie inside the viewport, are not covered (``elementFromPoint`` at their centres) and the page does
+not scroll. Then:
 the bench's clock in the court's time zone and the scheduled window, time in session, the waiting-room count,
 hand-raise in order with a notification, "mute everyone but the bench", the judge's view at 1280x720 and
 1920x1080, and a defendant whose connection drops and who does not come back within the (shortened) resume
@@ -211,6 +212,11 @@ def test_every_role_fits_1024x600_and_the_bench_console(bench_server: Server, ca
     for page, role in ((judge, "judge"), (clerk, "clerk")):
         page.wait_for_selector(f"#lobby-queue li[data-participant='{ids['observer']}']")
         in_both_languages(page, bench_actions(role), f"{role} console, lobby full")
+    for role in (*waiting, "witness"):
+        pages[role].wait_for_selector("body[data-view=lobby]")
+        in_both_languages(pages[role], ["#lobby-leave"], f"{role} waiting")
+    pages["defendant"].screenshot(path=str(shots / "lobby-defendant-zh.png"))
+    pages["witness"].screenshot(path=str(shots / "lobby-witness-en.png"))
     judge.screenshot(path=str(shots / "judge-console-lobby-zh.png"))
     clerk.screenshot(path=str(shots / "clerk-console-lobby-en.png"))
 
