@@ -147,6 +147,11 @@ class Settings(BaseSettings):
     api_keys: list[ApiKeySetting] = Field(default_factory=list, description="Further API keys (clerks, case systems).")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log threshold.")
     log_format: Literal["json", "console"] = Field(default="json", description="Log line format.")
+    court_timezone: str = Field(
+        default="Asia/Shanghai",
+        pattern=r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$",
+        description="The court's time zone (IANA name): the judge's clock and the scheduled window are shown in it.",
+    )
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     media: MediaSettings = Field(default_factory=MediaSettings)
     session: SessionSettings = Field(default_factory=SessionSettings)

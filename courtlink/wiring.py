@@ -78,7 +78,11 @@ async def build_app(settings: Settings, store: Store, stack: AsyncExitStack) -> 
 
     node = InProcessNode(node_settings(settings))
     stack.push_async_callback(node.close)
-    ws = WsSettings(**settings.session.model_dump(), ice_servers=tuple(settings.media.ice_servers))
+    ws = WsSettings(
+        **settings.session.model_dump(),
+        ice_servers=tuple(settings.media.ice_servers),
+        court_timezone=settings.court_timezone,
+    )
     archive = ArchiveDirectory(data_dir)
     registrars = [
         ws_registrar(node, ws),

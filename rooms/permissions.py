@@ -41,6 +41,8 @@ class Action(StrEnum):
     call_witness = "call_witness"
     release_witness = "release_witness"
     consult = "consult"
+    mute_all = "mute_all"
+    """Mute everyone but the bench (:data:`BENCH_ROLES`)."""
 
 
 _AV = frozenset({Source.camera, Source.microphone})
@@ -58,6 +60,7 @@ _MODERATOR = frozenset(
         Action.call_witness,
         Action.release_witness,
         Action.consult,
+        Action.mute_all,
     }
 )
 _CLERK = _MODERATOR - {Action.session_control}
@@ -104,6 +107,9 @@ RECORDER_STATES: frozenset[HearingState] = frozenset({HearingState.in_session})
 
 CONSULT_ROLES: frozenset[Role] = frozenset({Role.counsel}) | CLIENT_ROLES
 """The only roles that may be in a private consultation: counsel and the defendants or parties they represent."""
+
+BENCH_ROLES: frozenset[Role] = frozenset({Role.judge, Role.chair, Role.clerk})
+"""The bench: left unmuted by ``mute_all``, and they need no hand to raise (they hold the floor)."""
 
 PRESIDING_ACTIONS: frozenset[Action] = frozenset({Action.session_control})
 """Actions that, in a role that has them, only the presiding participant (judge or chair) may take."""
@@ -156,6 +162,8 @@ class Permissions:
     publish: frozenset[Source]
     actions: frozenset[Action]
     receives: bool
+    raise_hand: bool = False
+    """Whether the participant may raise their hand (:func:`may_raise_hand`)."""
 
     def as_dict(self) -> dict[str, list[str] | bool]:
         """The wire form: sorted lists of names."""
@@ -217,6 +225,41 @@ def may_lift_mute(actor: Seat, state: HearingState) -> bool:
     if not may_act(actor.role, state, actor.placement, Action.mute_others, presiding=actor.presiding):
         return False
     return actor.role not in PRESIDING_ROLES or actor.presiding
+
+
+def may_raise_hand(role: Role, state: HearingState, placement: Placement) -> bool:
+    """Whether a participant may raise their hand now: someone who may speak in the courtroom, not the bench."""
+    return (
+        role not in BENCH_ROLES
+        and placement is Placement.courtroom
+        and may_publish(role, state, placement, Source.microphone)
+    )
+
+
+def may_lower_hand(actor: Seat, target: Seat, state: HearingState) -> bool:
+    """Whether ``actor`` may lower ``target``'s raised hand: their own always, anyone's as judge or clerk."""
+    if TABLE[target.role].hidden:
+        return False
+    if actor.participant_id == target.participant_id:
+        return True
+    return actor.role in BENCH_ROLES and may_act(
+        actor.role, state, actor.placement, Action.mute_others, presiding=actor.presiding
+    )
+
+
+def mute_all_targets(actor: Seat, seats: Sequence[Seat], source: Source) -> list[Seat]:
+    """Whom ``mute_all`` of ``source`` reaches: everyone but the bench and the actor who can send ``source`` and is
+    not in a private consultation (a consultation is sealed; its members are muted when they come back only by
+    name)."""
+    return [
+        s
+        for s in seats
+        if s.participant_id != actor.participant_id
+        and s.role not in BENCH_ROLES
+        and not TABLE[s.role].hidden
+        and source in TABLE[s.role].publish
+        and s.placement is not Placement.consultation
+    ]
 
 
 def may_consult(actor: Seat, group: Sequence[Seat], state: HearingState) -> bool:
@@ -288,4 +331,4 @@ def permissions(role: Role, state: HearingState, placement: Placement, *, presid
     receives = placement not in (Placement.lobby, Placement.witness_lobby) and (
         state in (RECORDER_STATES if role is Role.recorder else LIVE_STATES)
     )
-    return Permissions(publish, actions, receives)
+    return Permissions(publish, actions, receives, may_raise_hand(role, state, placement))

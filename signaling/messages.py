@@ -206,6 +206,27 @@ class RestartMedia(Request):
     reason: str | None = Field(default=None, max_length=64, description="Why, for the logs (e.g. ice_failed).")
 
 
+class RaiseHand(Request):
+    """Ask the judge for the floor: raise one's hand (roster ``hand_raised_at``)."""
+
+    type: Literal["raise_hand"] = "raise_hand"
+
+
+class LowerHand(Request):
+    """Lower a raised hand: one's own, or (judge, clerk) anyone's."""
+
+    type: Literal["lower_hand"] = "lower_hand"
+    participant_id: ParticipantId | None = Field(default=None, description="Whose hand; omitted: one's own.")
+
+
+class MuteAll(Request):
+    """Mute (or unmute) one source of everyone but the bench (judges, chairs, clerks); a court mute."""
+
+    type: Literal["mute_all"] = "mute_all"
+    source: Source = Field(default=Source.microphone, description="Which source (default microphone).")
+    muted: bool = Field(default=True, description="False lifts the court's mutes of that source.")
+
+
 ClientMessage = Annotated[
     Join
     | ClientOffer
@@ -223,7 +244,10 @@ ClientMessage = Annotated[
     | EndConsult
     | Leave
     | Ping
-    | RestartMedia,
+    | RestartMedia
+    | RaiseHand
+    | LowerHand
+    | MuteAll,
     Field(discriminator="type"),
 ]
 """Any message a client may send."""
@@ -257,6 +281,12 @@ class HearingInfo(Message):
     title: str = Field(default="", description="Short title.")
     kind: HearingKind = Field(description="Kind of hearing.")
     state: HearingState = Field(description="Lifecycle state.")
+    starts_at: str = Field(default="", description="Start of the booked window (ISO 8601 with offset, as booked).")
+    ends_at: str = Field(default="", description="End of the booked window (ISO 8601 with offset, as booked).")
+    timezone: str = Field(default="", description="The court's time zone (IANA name, setting `court_timezone`).")
+    in_session_since: float | None = Field(
+        default=None, description="Unix seconds when the current `in_session` period began (null otherwise)."
+    )
 
 
 class PermissionsInfo(Message):
@@ -265,6 +295,7 @@ class PermissionsInfo(Message):
     publish: tuple[Source, ...] = Field(description="Sources the participant may publish now.")
     actions: tuple[str, ...] = Field(description="Moderation and session actions the participant may take now.")
     receives: bool = Field(description="Whether the participant receives anyone's media now.")
+    raise_hand: bool = Field(default=False, description="Whether the participant may raise their hand now.")
 
 
 class RosterEntry(Message):
@@ -294,6 +325,9 @@ class RosterEntry(Message):
         default=(),
         description="Sources muted by someone other than the participant (the court); the participant cannot unmute"
         " them (`muted_by_court`).",
+    )
+    hand_raised_at: float | None = Field(
+        default=None, description="Unix seconds when the participant raised their hand (null: not raised)."
     )
 
 
@@ -393,6 +427,9 @@ class StateMsg(Reply):
     type: Literal["state"] = "state"
     state: HearingState
     permissions: PermissionsInfo | None = Field(default=None, description="What you may do in the new state.")
+    in_session_since: float | None = Field(
+        default=None, description="Unix seconds when the current `in_session` period began (null otherwise)."
+    )
 
 
 class PlacementMsg(Reply):

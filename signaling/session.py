@@ -81,8 +81,11 @@ from rooms.permissions import (
     may_consult,
     may_end_consult,
     may_lift_mute,
+    may_lower_hand,
     may_publish,
+    may_raise_hand,
     may_receive,
+    mute_all_targets,
     permissions,
 )
 from rooms.store import Trace
@@ -285,7 +288,9 @@ class Member:
     declared: dict[str, Source] = field(default_factory=dict)
     """Track ids declared to the node on the current peer, and the source each carries."""
     holds: dict[tuple[str, Source], _Hold] = field(default_factory=dict)
-    """Own toggles ("publishing"/"muted", source) in an audit coalescing window."""
+    """Own toggles ("publishing"/"muted"/"hand", source) in an audit coalescing window."""
+    hand_raised_at: float | None = None
+    """Unix seconds when the participant raised their hand (roster ``hand_raised_at``), None when lowered."""
 
     @property
     def id(self) -> str:
@@ -330,10 +335,17 @@ class HearingRoom:
         grace_seconds: float = 30.0,
         ice_servers: Iterable[IceServer] = (),
         clock: Callable[[], float] = time.time,
+        timezone: str = "",
+        in_session_since: float | None = None,
     ) -> None:
         self.hearing = hearing
         self.clock = clock
         """Unix seconds now (media health timing); tests pass their own."""
+        self.timezone = timezone
+        """The court's time zone (IANA name), shown to clients in ``joined.hearing``."""
+        self.in_session_since = in_session_since if hearing.state is HearingState.in_session else None
+        """Unix seconds when the current ``in_session`` period began (the room saw it, or the hub read it from the
+        audit chain when it made the room); None outside a session."""
         self.grace_seconds = grace_seconds
         self.ice_servers = tuple(ice_servers)
         self.members: dict[str, Member] = {}
@@ -411,6 +423,7 @@ class HearingRoom:
                 peer=m.media,
                 consultation_since=m.consultation_since if m.consultation else None,
                 muted_by_court=tuple(sorted(s for s, by in m.muted_by.items() if by != m.id)),
+                hand_raised_at=m.hand_raised_at,
             )
             for m in self.members.values()
             if not m.hidden
@@ -435,12 +448,23 @@ class HearingRoom:
             publish=tuple(sorted(perms.publish)),
             actions=tuple(sorted(a.value for a in perms.actions)),
             receives=perms.receives,
+            raise_hand=perms.raise_hand,
         )
 
     def hearing_info(self) -> HearingInfo:
         """The hearing as ``joined`` shows it."""
         h = self.hearing
-        return HearingInfo(id=h.id, case_number=h.case_number, title=h.title, kind=h.kind, state=h.state)
+        return HearingInfo(
+            id=h.id,
+            case_number=h.case_number,
+            title=h.title,
+            kind=h.kind,
+            state=h.state,
+            starts_at=h.starts_at.isoformat(),
+            ends_at=h.ends_at.isoformat(),
+            timezone=self.timezone,
+            in_session_since=self.in_session_since,
+        )
 
     # --- joining and leaving -------------------------------------------------------------------
 
@@ -595,6 +619,7 @@ class HearingRoom:
         if hearing.id != self.hearing_id or hearing.version < self.hearing.version:
             return []
         changed = hearing.state != self.hearing.state
+        self._session_clock(hearing.state)
         # Adopted first: the placement messages of an ejection (an ended consultation) carry current permissions.
         self.hearing = hearing
         effects: list[Effect] = []
@@ -706,6 +731,81 @@ class HearingRoom:
         effects += self._after_change(roster=True)
         return effects
 
+    def raise_hand(self, conn: int, *, ref: RequestId | None = None) -> list[Effect]:
+        """The participant asks for the floor; the roster (``hand_raised_at``) tells the bench, in order."""
+        member = self._actor(conn)
+        if not may_raise_hand(member.role, self.state, member.placement):
+            raise NotAllowed(
+                f"a {member.role.value} in the {member.placement.value} may not raise their hand"
+                f" while the hearing is {self.state.value}"
+            )
+        if member.hand_raised_at is not None:
+            return [Send(conn, RosterMsg(ref=ref, participants=self.roster()))]
+        member.hand_raised_at = self.clock()
+        effects = self._toggled(member, "hand", Source.microphone, True)
+        effects += self._after_change(roster=True, ref=ref, actor=member)
+        return effects
+
+    def lower_hand(self, conn: int, target_id: str | None = None, *, ref: RequestId | None = None) -> list[Effect]:
+        """Lower a raised hand: one's own, or (judge, chair, clerk) anyone's; a lowered hand stays lowered."""
+        actor = self._actor(conn)
+        target = actor if target_id is None or target_id == actor.id else self._target(target_id)
+        if not may_lower_hand(self.seat_of(actor), self.seat_of(target), self.state):
+            raise NotAllowed("only the judge or the clerk may lower someone else's hand")
+        if target.hand_raised_at is None:
+            return [Send(conn, RosterMsg(ref=ref, participants=self.roster()))]
+        target.hand_raised_at = None
+        effects: list[Effect]
+        if target is actor:
+            effects = self._toggled(actor, "hand", Source.microphone, False)
+        else:
+            effects = [Audit(Trace(actor.id, "hand_lowered", {"participant_id": target.id}))]
+        effects += self._after_change(roster=True, ref=ref, actor=actor)
+        return effects
+
+    def mute_all(
+        self, conn: int, source: Source = Source.microphone, muted: bool = True, *, ref: RequestId | None = None
+    ) -> list[Effect]:
+        """Mute (or unmute) ``source`` of everyone but the bench: court mutes, one audit event, one ``muted`` each.
+
+        Muting makes a participant's own mute a court mute (as :meth:`mute` does) and
+        skips sources the court muted already; unmuting lifts only mutes by someone
+        else (the court), never a participant's own. Members in a private
+        consultation are not touched.
+        """
+        actor = self._may(conn, Action.mute_all)
+        seats = [self.seat_of(m) for m in self.members.values()]
+        changed: list[Member] = []
+        for seat in mute_all_targets(self.seat_of(actor), seats, source):
+            target = self.members[seat.participant_id]
+            by = target.muted_by.get(source)
+            if muted and (by is None or by == target.id):
+                target.muted_by[source] = actor.id
+                changed.append(target)
+            elif not muted and by is not None and by != target.id:
+                del target.muted_by[source]
+                changed.append(target)
+        effects: list[Effect] = [
+            Audit(
+                Trace(
+                    actor.id,
+                    "all_muted" if muted else "all_unmuted",
+                    {"source": source.value, "participant_ids": [m.id for m in changed]},
+                )
+            )
+        ]
+        for target in changed:
+            effects += self._broadcast(Muted(participant_id=target.id, source=source, by=actor.id, muted=muted))
+        effects += self._after_change(roster=True, ref=ref, actor=actor)
+        return effects
+
+    def _session_clock(self, new_state: HearingState) -> None:
+        """Note when an ``in_session`` period begins (and forget it when the period ends)."""
+        if new_state is not HearingState.in_session:
+            self.in_session_since = None
+        elif self.hearing.state is not HearingState.in_session or self.in_session_since is None:
+            self.in_session_since = self.clock()
+
     def check_session(self, conn: int, action: SessionAction) -> HearingState:
         """The state ``action`` leads to, if the member of ``conn`` may take it now (nothing changes)."""
         needed = Action.session_open if action is SessionAction.open else Action.session_control
@@ -718,6 +818,7 @@ class HearingRoom:
         The audit event was written by the store together with the new state.
         On adjournment the node's room is closed and every connection ends (1000).
         """
+        self._session_clock(hearing.state)
         self.hearing = hearing
         effects = self._state_changed(ref=ref, actor_conn=actor_conn)
         if hearing.state in ENDED:
@@ -1018,6 +1119,8 @@ class HearingRoom:
         data: dict[str, object]
         if kind == "publishing":
             action, data = "publishing_changed", {"source": source.value, "enabled": value}
+        elif kind == "hand":
+            action, data = ("hand_raised" if value else "hand_lowered"), {"participant_id": member.id}
         else:
             action = "participant_muted" if value else "participant_unmuted"
             data = {"participant_id": member.id, "source": source.value}
@@ -1199,7 +1302,17 @@ class HearingRoom:
         for m in self.members.values():
             if m.connected:
                 mine = ref if m.conn == actor_conn else None
-                effects.append(Send(m.conn, StateMsg(ref=mine, state=self.state, permissions=self.permissions_of(m))))
+                effects.append(
+                    Send(
+                        m.conn,
+                        StateMsg(
+                            ref=mine,
+                            state=self.state,
+                            permissions=self.permissions_of(m),
+                            in_session_since=self.in_session_since,
+                        ),
+                    )
+                )
         effects += self._recompute()
         return effects
 
@@ -1212,6 +1325,11 @@ class HearingRoom:
 
     def _recompute(self) -> list[Effect]:
         """``SetPublishing``/``SetReceiving`` for every member with a peer whose rights changed."""
+        for m in self.members.values():
+            # A hand raised in the courtroom falls when its owner may no longer raise it (sent back to a waiting
+            # room, into a consultation): the roster that follows every change shows it lowered.
+            if m.hand_raised_at is not None and not may_raise_hand(m.role, self.state, m.placement):
+                m.hand_raised_at = None
         with_peer = [m for m in self.members.values() if m.has_peer]
         seats = {m.id: m.seat() for m in with_peer}
         effects: list[Effect] = []

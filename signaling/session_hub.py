@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import zoneinfo
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rooms.audit import AuditEvent
 from rooms.control import (
@@ -62,11 +63,14 @@ from signaling.messages import (
     IceServer,
     Join,
     Leave,
+    LowerHand,
     Mute,
+    MuteAll,
     ParticipantInfo,
     Ping,
     Pong,
     Publish,
+    RaiseHand,
     Recording,
     ReleaseWitness,
     Remove,
@@ -128,6 +132,18 @@ class WsSettings(BaseModel):
     join_timeout_seconds: float = Field(default=10, gt=0, le=300, description="Time to send `join` after connecting.")
     send_queue: int = Field(default=256, ge=8, le=65536, description="Messages queued for a slow client before 1013.")
     ice_servers: tuple[str, ...] = Field(default=(), description="STUN/TURN URLs handed to clients in `joined`.")
+    court_timezone: str = Field(
+        default="Asia/Shanghai", description="The court's time zone (IANA name), sent in `joined.hearing.timezone`."
+    )
+
+    @field_validator("court_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"court_timezone {value!r} is not a known IANA time zone (e.g. Asia/Shanghai)") from None
+        return value
 
 
 class TokenVerifier(Protocol):
@@ -289,8 +305,17 @@ class SessionHub:
         while True:
             live = self.rooms.get(hearing.id)
             if live is None:
+                since = await self._in_session_since(hearing)
+                live = self.rooms.get(hearing.id)
+            if live is None:
                 live = LiveRoom(
-                    HearingRoom(hearing, grace_seconds=self.settings.resume_grace_seconds, ice_servers=self._ice)
+                    HearingRoom(
+                        hearing,
+                        grace_seconds=self.settings.resume_grace_seconds,
+                        ice_servers=self._ice,
+                        timezone=self.settings.court_timezone,
+                        in_session_since=since,
+                    )
                 )
                 self.rooms[hearing.id] = live
             await live.lock.acquire()
@@ -298,6 +323,14 @@ class SessionHub:
                 return live
             # The room emptied and was forgotten while we waited for its lock: take the current one.
             live.lock.release()
+
+    async def _in_session_since(self, hearing: Hearing) -> float | None:
+        """When the hearing's current session period began, from its audit chain (a room made mid-session)."""
+        if hearing.state is not HearingState.in_session:
+            return None
+        events = await self.store.audit_log(hearing.id)
+        starts = [e for e in events if e.action in ("hearing_started", "hearing_resumed")]
+        return starts[-1].at.timestamp() if starts else None
 
     async def join_internal(self, hearing_id: str, info: ParticipantInfo, outlet: Outlet) -> int:
         """Join an in-process participant (the recorder, role ``recorder``: hidden from rosters).
@@ -406,6 +439,12 @@ class SessionHub:
                 self.log.info("media_restart_requested", hearing_id=room.hearing_id, participant_id=c.participant_id)
             elif isinstance(msg, SessionMsg):
                 effects = await self._session(room, c, msg)
+            elif isinstance(msg, RaiseHand):
+                effects = room.raise_hand(c.id, ref=msg.id)
+            elif isinstance(msg, LowerHand):
+                effects = room.lower_hand(c.id, msg.participant_id, ref=msg.id)
+            elif isinstance(msg, MuteAll):
+                effects = room.mute_all(c.id, msg.source, msg.muted, ref=msg.id)
             else:  # pragma: no cover - the union is exhausted above
                 raise SessionError("invalid_message", f"unexpected message {msg.type}")
             await self._run(live, effects)

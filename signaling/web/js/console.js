@@ -4,6 +4,7 @@
 import { $, h, icon } from "./dom.js";
 import { formatElapsed } from "./elapsed.js";
 import { reasonText } from "./reasons.js";
+import { renderBench } from "./bench.js";
 
 const RECEIVE_ONLY = new Set(["observer", "recorder"]);
 const AUDIENCE = new Set(["observer"]);
@@ -78,7 +79,7 @@ export class MediaAlerts {
     if (!this.bound) {
       this.bound = true;
       $("media-alert-dismiss").addEventListener("click", () => {
-        for (const [pid, alert] of this.active) if (alert.kind === "left") this.active.delete(pid);
+        for (const [pid, alert] of this.active) if (alert.kind.startsWith("left")) this.active.delete(pid);
         this.render();
       });
     }
@@ -101,7 +102,7 @@ export class MediaAlerts {
       // as still interrupted); `wasOk`: it has been `ok` at least once.
       const wasOk = (before && before.wasOk) || health === "ok";
       const badSince = health === "ok" || health === "none" ? null : before && before.badSince ? before.badSince : now;
-      this.seen.set(p.id, { health, badSince, wasOk, name: p.name, role: p.role });
+      this.seen.set(p.id, { health, badSince, wasOk, name: p.name, role: p.role, dropped: p.connected === false });
       let kind = null;
       if (p.connected === false) kind = "dropped";
       else if (health === "lost") kind = "lost";
@@ -111,7 +112,7 @@ export class MediaAlerts {
       const current = this.active.get(p.id);
       if (kind) {
         this.active.set(p.id, { kind, name: p.name, role: p.role, since });
-      } else if (current && (health === "ok" || health === "none" || current.kind === "left")) {
+      } else if (current && (health === "ok" || health === "none" || current.kind.startsWith("left"))) {
         // Back to `ok` (or no media expected any more): the alert clears.
         this.active.delete(p.id);
       }
@@ -124,7 +125,9 @@ export class MediaAlerts {
         this.active.delete(pid);
         continue;
       }
-      this.active.set(pid, { kind: "left", name: info.name, role: info.role, since: now });
+      // Gone after the resume grace with the connection still lost: say so, it is no ordinary departure.
+      const kind = info.dropped ? "left_lost" : "left";
+      this.active.set(pid, { kind, name: info.name, role: info.role, since: now });
     }
     this.render();
   }
@@ -145,7 +148,8 @@ export class MediaAlerts {
       const role = app.t(`role.${a.role}`);
       const seconds = Math.max(1, Math.round((now - a.since) / 1000));
       // The stalled line counts whole seconds; its text changes only when the count does.
-      return { pid, kind: a.kind, text: app.t(`alert.${a.kind}`, { name: a.name, role, seconds }) };
+      const key = a.kind === "left_lost" ? "bench.alert_left_lost" : `alert.${a.kind}`;
+      return { pid, kind: a.kind, text: app.t(key, { name: a.name, role, seconds }) };
     });
     const key = items.map((i) => `${i.pid}:${i.kind}`).join("|");
     if (list.dataset.key === key) {
@@ -160,7 +164,7 @@ export class MediaAlerts {
         ...items.map((i) => h("li", { dataset: { participant: i.pid, kind: i.kind } }, document.createTextNode(i.text))),
       );
     }
-    $("media-alert-dismiss").hidden = !items.some((i) => i.kind === "left");
+    $("media-alert-dismiss").hidden = !items.some((i) => i.kind.startsWith("left"));
   }
 }
 
@@ -230,6 +234,7 @@ export function renderConsole(app) {
   const aside = $("console");
   aside.hidden = actions.size === 0;
   if (aside.hidden) return;
+  renderBench(app, actions);
   const t = (k, p) => app.t(k, p);
   const state = app.hearing ? app.hearing.state : "scheduled";
   const me = app.me ? app.me.id : null;

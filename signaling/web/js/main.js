@@ -7,6 +7,7 @@ import { formatElapsed } from "./elapsed.js";
 import { I18n, pickLanguage } from "./i18n.js";
 import { MediaSession } from "./media.js";
 import { MediaAlerts, mediaHealth, renderConsole } from "./console.js";
+import { renderHand, toggleHand } from "./bench.js";
 import { Signal } from "./signal.js";
 import { confirmDialog } from "./confirm.js";
 import { keepFocus } from "./focus.js";
@@ -421,7 +422,7 @@ class App {
   }
 
   onState(m) {
-    if (this.hearing) this.hearing = { ...this.hearing, state: m.state };
+    if (this.hearing) this.hearing = { ...this.hearing, state: m.state, in_session_since: m.in_session_since ?? null };
     if (m.permissions) this.permissions = m.permissions;
     this.announce(this.t("state.changed", { state: this.t(`state.${m.state}`) }));
     if (m.state === "adjourned" || m.state === "cancelled") {
@@ -648,6 +649,7 @@ class App {
       this.galleryOpen = !this.galleryOpen;
       renderConsole(this);
     });
+    $("ctl-hand").addEventListener("click", () => toggleHand(this));
     $("lobby-leave").addEventListener("click", () => this.confirmLeave());
     $("ended-rejoin").addEventListener("click", () => location.reload());
     document.addEventListener("click", () => this.devices.audioContext?.resume().catch(() => {}), { capture: true });
@@ -815,6 +817,7 @@ class App {
     share.hidden = !mayShare && !this.sharing;
     share.replaceChildren(icon("screen"), h("span", {}, this.t(this.sharing ? "controls.stop_share" : "controls.share")));
     share.setAttribute("aria-pressed", String(!!this.sharing));
+    renderHand(this);
   }
 
   /** Which participants are shown: everyone in the courtroom (or one's own consultation) plus oneself. */
