@@ -768,10 +768,10 @@ class HearingRoom:
     ) -> list[Effect]:
         """Mute (or unmute) ``source`` of everyone but the bench: court mutes, one audit event, one ``muted`` each.
 
-        Muting makes a participant's own mute a court mute (as :meth:`mute` does) and
-        skips sources the court muted already; unmuting lifts only mutes by someone
-        else (the court), never a participant's own. Members in a private
-        consultation are not touched.
+        Muting skips whoever has it muted already, their own mute included: it stays
+        theirs, so "unmute all" later lifts only what the court muted and never turns
+        on a microphone its owner had switched off (a single :meth:`mute` does make a
+        self-mute a court mute). Members in a private consultation are not touched.
         """
         actor = self._may(conn, Action.mute_all)
         seats = [self.seat_of(m) for m in self.members.values()]
@@ -779,7 +779,7 @@ class HearingRoom:
         for seat in mute_all_targets(self.seat_of(actor), seats, source):
             target = self.members[seat.participant_id]
             by = target.muted_by.get(source)
-            if muted and (by is None or by == target.id):
+            if muted and by is None:
                 target.muted_by[source] = actor.id
                 changed.append(target)
             elif not muted and by is not None and by != target.id:
