@@ -313,9 +313,12 @@ def book_hearing(server: Server, participants: list[tuple[str, str, str]], *, ki
     """
     suffix = secrets.token_hex(3)
     court, remote = f"court-{suffix}", f"detention-{suffix}"
-    for site, site_kind in ((court, "court"), (remote, "detention_center")):
+    for site, site_kind, site_name in (
+        (court, "court", f"Intermediate Court {suffix}"),
+        (remote, "detention_center", f"No. 1 Detention Center {suffix}"),
+    ):
         status, body = server.request(
-            "POST", "/api/v1/sites", {"id": site, "name": site, "kind": site_kind, "terminals": 5}
+            "POST", "/api/v1/sites", {"id": site, "name": site_name, "kind": site_kind, "terminals": 5}
         )
         assert status == 201, (status, body)
     status, body = server.request(

@@ -81,11 +81,12 @@ def test_judge_admits_defendant_media_flows_and_mute_stops_audio(
     p.wait_receiving(observer, defendant_id, "observer <- defendant")
     for page in (judge, defendant, observer):
         assert p.state(page)["media"] == "connected"
-    # Every tile names role, name and site.
+    # Every tile names role, name and site (the site's name, never its id).
     label = observer.locator(f"figure.tile[data-participant='{defendant_id}'] figcaption").inner_text()
     assert "Defendant" in label
     assert defendant_name in label
-    assert "detention-" in label
+    assert "No. 1 Detention Center" in label
+    assert "detention-" not in label
     for page in (judge, defendant, observer):
         assert not p.unlabelled_controls(page), p.unlabelled_controls(page)
     observer.screenshot(path=str(shots / "hearing.png"))
