@@ -95,6 +95,7 @@ from signaling.session import (
     StartGrace,
 )
 from signaling.tokens import JoinClaims
+from signaling.turn import TurnSettings, turn_issuer
 
 _SESSION_FACTS: dict[SessionAction, str] = {
     SessionAction.open: "hearing_opened",
@@ -128,6 +129,10 @@ class WsSettings(BaseModel):
     join_timeout_seconds: float = Field(default=10, gt=0, le=300, description="Time to send `join` after connecting.")
     send_queue: int = Field(default=256, ge=8, le=65536, description="Messages queued for a slow client before 1013.")
     ice_servers: tuple[str, ...] = Field(default=(), description="STUN/TURN URLs handed to clients in `joined`.")
+    turn: TurnSettings = Field(
+        default_factory=TurnSettings,
+        description="TURN servers whose time-limited credentials (coturn's shared secret) are issued in `joined`.",
+    )
 
 
 class TokenVerifier(Protocol):
@@ -186,6 +191,7 @@ class SessionHub:
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._ice = tuple(IceServer(urls=(url,)) for url in settings.ice_servers)
+        self._turn = turn_issuer(settings.turn)
         self.log = structlog.get_logger("signaling.ws")
         self.room_listeners: list[Callable[[str], Coroutine[Any, Any, None]]] = []
         """Called (as tasks) with the hearing id after the first successful join of a visible participant into a
@@ -290,7 +296,12 @@ class SessionHub:
             live = self.rooms.get(hearing.id)
             if live is None:
                 live = LiveRoom(
-                    HearingRoom(hearing, grace_seconds=self.settings.resume_grace_seconds, ice_servers=self._ice)
+                    HearingRoom(
+                        hearing,
+                        grace_seconds=self.settings.resume_grace_seconds,
+                        ice_servers=self._ice,
+                        turn=self._turn,
+                    )
                 )
                 self.rooms[hearing.id] = live
             await live.lock.acquire()
