@@ -308,7 +308,8 @@ def _target(args: argparse.Namespace) -> Target:
     if not url:
         assert settings is not None
         host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)  # noqa: S104
-        url = f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
+        scheme = "https" if settings.http.tls_cert is not None else "http"
+        url = f"{scheme}://{f'[{host}]' if ':' in host else host}:{settings.port}"
     if not key:
         assert settings is not None
         if settings.admin_key is not None:
