@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default 8080; 0: any free port)")
     serve.add_argument("--data-dir", type=Path, help="data directory (default ./courtlink-data)")
     serve.add_argument("--config", type=Path, help="TOML settings file (see deploy/courtlink.example.toml)")
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate: serve HTTPS and WSS (with --tls-key)")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
 
     demo = sub.add_parser(
         "demo",
@@ -178,13 +180,16 @@ def _names_option(argv: Sequence[str], *names: str) -> bool:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from courtlink.tls import server_context
     from courtlink.wiring import serve
 
     settings = load_settings(args.config, host=args.host, port=args.port, data_dir=args.data_dir)
+    settings, tls_where = with_tls_flags(settings, args)
     check_front_door(settings, args.config)
     check_data_dir(settings, _data_dir_source(args))
+    server_context(settings.http, *tls_where)
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, tls_where))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
@@ -194,6 +199,20 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"courtlink: cannot open the store in {settings.data_dir}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def with_tls_flags(settings: Settings, args: argparse.Namespace) -> tuple[Settings, tuple[str, str]]:
+    """The settings with ``--tls-cert``/``--tls-key`` applied (flags win), and where each path was set."""
+    cert, key = getattr(args, "tls_cert", None), getattr(args, "tls_key", None)
+    if cert is None and key is None:
+        return settings, ("http.tls_cert", "http.tls_key")
+    http = settings.http.model_copy(
+        update={"tls_cert": cert or settings.http.tls_cert, "tls_key": key or settings.http.tls_key}
+    )
+    if (http.tls_cert is None) != (http.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together: give both (or set http.tls_cert and http.tls_key)")
+    where = ("--tls-cert" if cert else "http.tls_cert", "--tls-key" if key else "http.tls_key")
+    return settings.model_copy(update={"http": http}), where
 
 
 SIGNALING_KEYS: dict[str, tuple[str, ...]] = {
@@ -289,7 +308,8 @@ def _target(args: argparse.Namespace) -> Target:
     if not url:
         assert settings is not None
         host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)  # noqa: S104
-        url = f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
+        scheme = "https" if settings.http.tls_cert is not None else "http"
+        url = f"{scheme}://{f'[{host}]' if ':' in host else host}:{settings.port}"
     if not key:
         assert settings is not None
         if settings.admin_key is not None:

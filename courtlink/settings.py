@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -29,6 +29,10 @@ from pydantic_settings import (
 
 ENV_PREFIX = "COURTLINK_"
 CONFIG_ENV = "COURTLINK_CONFIG"
+MIN_TURN_SECONDS = 60
+MAX_TURN_SECONDS = 24 * 3600
+TURN_URL = re.compile(r"turns?:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?(\?transport=(udp|tcp))?")
+"""A TURN URL as RFC 7065 writes it (host, optional port and transport)."""
 
 
 class ConfigError(Exception):
@@ -72,6 +76,38 @@ class MediaSettings(BaseModel):
         default_factory=list, description="STUN/TURN URLs given to clients and the node (none by default)."
     )
     last_n: int = Field(default=6, ge=1, le=64, description="Video of the N most recent speakers is forwarded.")
+    turn_urls: list[str] = Field(
+        default_factory=list,
+        description="turn:/turns: URLs of the TURN service (coturn) given to clients with time-limited credentials, "
+        "e.g. turn:turn.court.example:3478?transport=udp. The media node itself does not use TURN.",
+    )
+    turn_secret: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="The secret shared with coturn (its static-auth-secret, use-auth-secret); required with turn_urls.",
+    )
+    turn_credential_seconds: int = Field(
+        default=3600,
+        ge=MIN_TURN_SECONDS,
+        le=MAX_TURN_SECONDS,
+        description="How long a TURN credential issued in `joined` is valid (a new one comes with every join).",
+    )
+
+    @field_validator("turn_urls")
+    @classmethod
+    def _turn_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not TURN_URL.fullmatch(url):
+                raise ValueError(
+                    "each entry must be a turn: or turns: URL, host[:port] with an optional ?transport=udp|tcp"
+                )
+        return urls
+
+    @model_validator(mode="after")
+    def _turn_pair(self) -> MediaSettings:
+        if self.turn_urls and self.turn_secret is None:
+            raise ValueError("turn_urls are set but turn_secret (coturn's static-auth-secret) is not")
+        return self
 
 
 class SessionSettings(BaseModel):
@@ -109,6 +145,16 @@ class HttpSettings(BaseModel):
     body_timeout_seconds: float = Field(
         default=30, gt=0, le=3600, description="A request body not received in full this long gets 408."
     )
+    tls_cert: Path | None = Field(
+        default=None, description="PEM certificate (chain) file: serve HTTPS and WSS (with tls_key)."
+    )
+    tls_key: Path | None = Field(default=None, description="PEM private key file of tls_cert (not encrypted).")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        return self
 
 
 class RecorderSettings(BaseModel):

@@ -23,6 +23,7 @@ from courtlink.logs import configure_logging
 from courtlink.nodes import LocalNodes
 from courtlink.recording import RecordingService
 from courtlink.settings import Settings
+from courtlink.tls import server_context
 from media.node import InProcessNode
 from media.settings import IceServer, NodeSettings
 from recorder.directory import ArchiveDirectory
@@ -33,6 +34,7 @@ from signaling.app import create_app
 from signaling.config import ApiKey, SignalingConfig
 from signaling.rest_directory import directory_routes
 from signaling.serving import app_runner
+from signaling.turn import TurnSettings
 from signaling.webclient import setup_web
 from signaling.ws import HUB_KEY, WsSettings, ws_registrar
 
@@ -66,6 +68,14 @@ def node_settings(settings: Settings) -> NodeSettings:
     )
 
 
+def turn_settings(settings: Settings) -> TurnSettings:
+    """TURN for the clients' ``joined``; the media node has a reachable address of its own and uses none."""
+    media = settings.media
+    return TurnSettings(
+        urls=tuple(media.turn_urls), secret=media.turn_secret, lifetime_seconds=media.turn_credential_seconds
+    )
+
+
 async def build_app(settings: Settings, store: Store, stack: AsyncExitStack) -> web.Application:
     """The all-in-one application on an open store; resources it opens are closed by ``stack``.
 
@@ -82,6 +92,7 @@ async def build_app(settings: Settings, store: Store, stack: AsyncExitStack) -> 
         **settings.session.model_dump(),
         ice_servers=tuple(settings.media.ice_servers),
         court_timezone=settings.court_timezone,
+        turn=turn_settings(settings),
     )
     archive = ArchiveDirectory(data_dir)
     registrars = [
@@ -124,9 +135,14 @@ def _recording(
     return context
 
 
-async def serve(settings: Settings) -> None:
-    """Run until SIGINT or SIGTERM, then shut down cleanly (sockets GOING_AWAY, peers closed, archives sealed)."""
+async def serve(settings: Settings, tls_where: tuple[str, str] = ("http.tls_cert", "http.tls_key")) -> None:
+    """Run until SIGINT or SIGTERM, then shut down cleanly (sockets GOING_AWAY, peers closed, archives sealed).
+
+    With ``http.tls_cert``/``http.tls_key`` it serves HTTPS and WSS (``tls_where`` names where they were set,
+    for the one-line error of an unusable pair).
+    """
     configure_logging(settings.log_level, settings.log_format)
+    ssl_context = server_context(settings.http, *tls_where)
     data_dir = ensure_data_dir(settings.data_dir)
     created = None if settings.admin_key else admin_key(data_dir)
     async with AsyncExitStack() as stack:
@@ -136,10 +152,11 @@ async def serve(settings: Settings) -> None:
         runner = app_runner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, settings.host, settings.port)
+        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context)
         await site.start()
         port = _bound_port(runner) or settings.port
-        url = f"http://{settings.host if ':' not in settings.host else f'[{settings.host}]'}:{port}"
+        scheme = "https" if ssl_context is not None else "http"
+        url = f"{scheme}://{settings.host if ':' not in settings.host else f'[{settings.host}]'}:{port}"
         if created is not None and created.created:
             print(f"courtlink: admin API key (shown once, kept in {data_dir / 'admin.key'}): {created.value}")
         print(f"courtlink: serving {url}  (data: {data_dir}, store: {'redis' if settings.redis_url else 'sqlite'})")

@@ -109,6 +109,7 @@ from signaling.messages import (
     RosterMsg,
     StateMsg,
 )
+from signaling.turn import TurnIssuer
 
 # --- close codes (PROTOCOL.md) -------------------------------------------------------------------
 
@@ -337,6 +338,7 @@ class HearingRoom:
         clock: Callable[[], float] = time.time,
         timezone: str = "",
         in_session_since: float | None = None,
+        turn: TurnIssuer | None = None,
     ) -> None:
         self.hearing = hearing
         self.clock = clock
@@ -348,6 +350,8 @@ class HearingRoom:
         audit chain when it made the room); None outside a session."""
         self.grace_seconds = grace_seconds
         self.ice_servers = tuple(ice_servers)
+        self.turn = turn
+        """Issues each joining participant a fresh time-limited TURN credential (none: no TURN)."""
         self.members: dict[str, Member] = {}
         self.removed: dict[str, str] = {}
         """Participants removed from this session, with the link (``token_id``) they held: that link (or a join
@@ -555,7 +559,7 @@ class HearingRoom:
                     consultation=member.consultation or None,
                     permissions=self.permissions_of(member),
                     roster=self.roster(),
-                    ice_servers=self.ice_servers,
+                    ice_servers=self.ice_servers_for(info.id),
                     resume=member.resume_key,
                     resumed=resumed,
                 ),
@@ -563,6 +567,12 @@ class HearingRoom:
         )
         effects += self._after_change(roster=not member.hidden)
         return JoinOutcome(effects, resumed, replaced)
+
+    def ice_servers_for(self, participant_id: str) -> tuple[IceServer, ...]:
+        """The ICE servers of a ``joined``: the plain STUN ones, then TURN with a credential issued now."""
+        if self.turn is None:
+            return self.ice_servers
+        return (*self.ice_servers, self.turn.issue(participant_id, self.clock()))
 
     def disconnect(self, conn: int) -> list[Effect]:
         """Connection ``conn`` dropped without ``leave``: its member keeps their place for the grace period."""

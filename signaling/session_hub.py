@@ -99,6 +99,7 @@ from signaling.session import (
     StartGrace,
 )
 from signaling.tokens import JoinClaims
+from signaling.turn import TurnSettings, turn_issuer
 
 _SESSION_FACTS: dict[SessionAction, str] = {
     SessionAction.open: "hearing_opened",
@@ -134,6 +135,10 @@ class WsSettings(BaseModel):
     ice_servers: tuple[str, ...] = Field(default=(), description="STUN/TURN URLs handed to clients in `joined`.")
     court_timezone: str = Field(
         default="Asia/Shanghai", description="The court's time zone (IANA name), sent in `joined.hearing.timezone`."
+    )
+    turn: TurnSettings = Field(
+        default_factory=TurnSettings,
+        description="TURN servers whose time-limited credentials (coturn's shared secret) are issued in `joined`.",
     )
 
     @field_validator("court_timezone")
@@ -202,6 +207,7 @@ class SessionHub:
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._ice = tuple(IceServer(urls=(url,)) for url in settings.ice_servers)
+        self._turn = turn_issuer(settings.turn)
         self.log = structlog.get_logger("signaling.ws")
         self.room_listeners: list[Callable[[str], Coroutine[Any, Any, None]]] = []
         """Called (as tasks) with the hearing id after the first successful join of a visible participant into a
@@ -315,6 +321,7 @@ class SessionHub:
                         ice_servers=self._ice,
                         timezone=self.settings.court_timezone,
                         in_session_since=since,
+                        turn=self._turn,
                     )
                 )
                 self.rooms[hearing.id] = live

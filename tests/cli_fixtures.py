@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-URL_LINE = re.compile(r"courtlink: serving (http://\S+)")
+URL_LINE = re.compile(r"courtlink: serving (https?://\S+)")
 DATA_DIR = "courtlink-data"
 
 

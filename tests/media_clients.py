@@ -33,7 +33,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceTransportPolicy,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 from av import AudioFrame, VideoFrame
 from pyee.asyncio import AsyncIOEventEmitter
@@ -173,9 +180,12 @@ class MediaClient:
         video_codec: str | None = None,
         decode_video: bool = True,
         count_only: bool = False,
+        configuration: RTCConfiguration | None = None,
     ) -> None:
         self.name = name
-        self.pc = RTCPeerConnection(configuration=rtc_configuration(()))
+        self.configuration = configuration
+        """The peer connection's configuration (default: no ICE servers, host candidates only)."""
+        self.pc = RTCPeerConnection(configuration=self.configuration or rtc_configuration(()))
         self.video = CodeVideoTrack(tag) if video else None
         self.audio = ToneAudioTrack(loud) if audio else None
         self.received: dict[str, Received] = {}
@@ -235,7 +245,7 @@ class MediaClient:
         self.video = _renewed(self.video)
         self.audio = _renewed(self.audio)
         self.extra = [_renewed(t) for t in self.extra]
-        self.pc = RTCPeerConnection(configuration=rtc_configuration(()))
+        self.pc = RTCPeerConnection(configuration=self.configuration or rtc_configuration(()))
         self.received = {}
         self.tracks = ()
         self._counted = set()
@@ -295,7 +305,9 @@ class MediaClient:
         offers before answering it). A later one is applied only with the node's answer (:meth:`accept_answer`),
         so a crossing node offer can still be applied: aiortc cannot roll back.
         """
-        restrict_host_candidates(self.pc, LOOPBACK)
+        if self.configuration is None or self.configuration.iceTransportPolicy != RTCIceTransportPolicy.RELAY:
+            # (aioice gathers no host candidates under the relay policy; restricting would add them back.)
+            restrict_host_candidates(self.pc, LOOPBACK)
         if self.pc.remoteDescription is None:
             await self.pc.setLocalDescription(await self.pc.createOffer())
             return str(self.pc.localDescription.sdp)

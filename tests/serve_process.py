@@ -8,11 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-URL_LINE = re.compile(r"courtlink: serving (http://\S+)")
+URL_LINE = re.compile(r"courtlink: serving (https?://\S+)")
 ADMIN_KEY = "serve-admin-key-0123456789abcdef"
 
 
@@ -22,6 +22,8 @@ class ServeProcess:
 
     data_dir: Path
     env: Mapping[str, str] = field(default_factory=dict)
+    args: Sequence[str] = ()
+    """Further ``courtlink serve`` options (e.g. ``--tls-cert``)."""
     proc: subprocess.Popen[str] | None = None
     url: str = ""
     output: list[str] = field(default_factory=list)
@@ -30,7 +32,17 @@ class ServeProcess:
         """Start the server and return its base URL."""
         env = {**os.environ, "COURTLINK_ADMIN_KEY": ADMIN_KEY, "COURTLINK_LOG_LEVEL": "warning", **self.env}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "courtlink.cli", "serve", "--port", "0", "--data-dir", str(self.data_dir)],
+            [
+                sys.executable,
+                "-m",
+                "courtlink.cli",
+                "serve",
+                "--port",
+                "0",
+                "--data-dir",
+                str(self.data_dir),
+                *self.args,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
