@@ -122,6 +122,7 @@ def _recording(
 
 async def serve(settings: Settings) -> None:
     """Run until SIGINT or SIGTERM, then shut down cleanly (sockets GOING_AWAY, peers closed, archives sealed)."""
+    InProcessNode.check_environment()  # before anything is opened: a mismatched aiortc is one line, exit 2
     configure_logging(settings.log_level, settings.log_format)
     data_dir = ensure_data_dir(settings.data_dir)
     created = None if settings.admin_key else admin_key(data_dir)

@@ -22,9 +22,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import structlog
-from aiortc.rtcrtptransceiver import RTCRtpTransceiver
-from aiortc.sdp import candidate_from_sdp
+from aiortc import RTCRtpTransceiver
 
+from media.aiortc_compat import candidate_from_sdp, self_check
 from media.forwarding import PublishedTrack, RecorderFeed
 from media.health import peer_health
 from media.passthrough import ReceiverTap, tap_receiver
@@ -101,7 +101,13 @@ class _Room:
 class InProcessNode:
     """A media node in this process, implementing ``rooms.control.NodeControl``."""
 
+    @staticmethod
+    def check_environment() -> None:
+        """Raise ``media.AiortcMismatch`` (one line) if the installed aiortc/aioice lack an internal the node uses."""
+        self_check()
+
     def __init__(self, settings: NodeSettings) -> None:
+        self_check()  # AiortcMismatch (one line) now, rather than a failure on the packet path later
         self.settings = settings
         self._rooms: dict[str, _Room] = {}
         self._handlers: list[EventHandler] = []
