@@ -33,6 +33,7 @@ import aiohttp
 
 from courtlink.bootstrap import ADMIN_KEY_FILE, TOKEN_SECRET_FILE
 from courtlink.settings import CONFIG_ENV, ConfigError, Settings, describe_errors, load_settings
+from media import AiortcMismatch
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 MIN_KEY_LENGTH = 16
@@ -141,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"courtlink: {exc}", file=sys.stderr)
         return exc.code
+    except AiortcMismatch as exc:  # the media node refused to start on this aiortc/aioice
+        print(f"courtlink: {exc}", file=sys.stderr)
+        return 2
 
 
 def _dispatch(argv: list[str]) -> int:

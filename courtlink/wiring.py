@@ -141,6 +141,7 @@ async def serve(settings: Settings, tls_where: tuple[str, str] = ("http.tls_cert
     With ``http.tls_cert``/``http.tls_key`` it serves HTTPS and WSS (``tls_where`` names where they were set,
     for the one-line error of an unusable pair).
     """
+    InProcessNode.check_environment()  # before anything is opened: a mismatched aiortc is one line, exit 2
     configure_logging(settings.log_level, settings.log_format)
     ssl_context = server_context(settings.http, *tls_where)
     data_dir = ensure_data_dir(settings.data_dir)

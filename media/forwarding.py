@@ -28,10 +28,9 @@ from typing import Any, Protocol
 
 import av
 import structlog
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.rtcrtpreceiver import RTCRtpReceiver
-from aiortc.rtp import RtpPacket
+from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpReceiver
 
+from media.aiortc_compat import RtpPacket, keyframe_requester
 from media.passthrough import ReportTimes, TappedFrame, is_keyframe
 from media.sending import SEQUENCE_JUMP, FrameSender
 from rooms.control import MediaKind
@@ -98,6 +97,7 @@ class PublishedTrack:
         """``time.monotonic()`` of the last received packet (read by the node's health tick)."""
         self.keyframe_requests = 0
         self._receiver = receiver
+        self._send_pli = keyframe_requester(receiver)
         self._interval = keyframe_interval
         self._on_refused = on_refused
         self._on_audio_level = on_audio_level
@@ -185,7 +185,7 @@ class PublishedTrack:
         if urgent:
             self._urgent_pending_since = now
         self.keyframe_requests += 1
-        task = asyncio.ensure_future(self._receiver._send_rtcp_pli(self._ssrc))
+        task = asyncio.ensure_future(self._send_pli(self._ssrc))
         self._requests.add(task)
         task.add_done_callback(self._requests.discard)
 

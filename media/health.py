@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from media.sending import OCTET_COUNT, PACKET_COUNT
+from media.aiortc_compat import sender_counters
 from rooms.control import PeerHealth, PeerState, TrackHealth
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def peer_health(peer: Peer, now: float | None = None) -> PeerHealth:
         if publisher is None:
             continue
         sender = slot.transceiver.sender
-        packets = int(getattr(sender, PACKET_COUNT, 0))
+        packets, octets = sender_counters(sender)
         if packets != slot.sent_packets:
             slot.sent_packets = packets
             slot.sent_at = now
@@ -52,7 +52,7 @@ def peer_health(peer: Peer, now: float | None = None) -> PeerHealth:
                 kind=slot.kind,
                 direction="out",
                 packets=packets,
-                bytes=int(getattr(sender, OCTET_COUNT, 0)),
+                bytes=octets,
                 idle_ms=_idle_ms(slot.sent_at, now),
             )
         )

@@ -22,9 +22,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import structlog
-from aiortc.rtcrtptransceiver import RTCRtpTransceiver
-from aiortc.sdp import candidate_from_sdp
+from aiortc import RTCRtpTransceiver
 
+from media.aiortc_compat import candidate_from_sdp, self_check
 from media.forwarding import PublishedTrack, RecorderFeed
 from media.health import peer_health
 from media.passthrough import ReceiverTap, tap_receiver
@@ -37,6 +37,7 @@ from media.peer import (
     first_codec,
     offer_mline_limit,
 )
+from media.plan import forwarding_plan
 from media.probe import Probe
 from media.settings import NodeSettings
 from media.speaker import SpeakerDetector
@@ -101,7 +102,13 @@ class _Room:
 class InProcessNode:
     """A media node in this process, implementing ``rooms.control.NodeControl``."""
 
+    @staticmethod
+    def check_environment() -> None:
+        """Raise ``media.AiortcMismatch`` (one line) if the installed aiortc/aioice lack an internal the node uses."""
+        self_check()
+
     def __init__(self, settings: NodeSettings) -> None:
+        self_check()  # AiortcMismatch (one line) now, rather than a failure on the packet path later
         self.settings = settings
         self._rooms: dict[str, _Room] = {}
         self._handlers: list[EventHandler] = []
@@ -573,26 +580,12 @@ class InProcessNode:
             self._place_recorder(room, recorder, self._wanted(room, pid, last_n=None))
 
     def _wanted(self, room: _Room, subscriber: str, last_n: int | None) -> list[PublishedTrack]:
-        permitted = room.receiving.get(subscriber, frozenset()) - {subscriber}
-        order = {pid: i for i, pid in enumerate(room.speakers.order_for(subscriber))}
-        tracks: list[PublishedTrack] = []
-        cameras: dict[str, list[PublishedTrack]] = {}
-        for pid in sorted(permitted, key=lambda p: (order.get(p, len(order)), p)):
+        def published_by(pid: str) -> Iterable[PublishedTrack] | None:
             publisher = room.peers.get(pid)
-            if publisher is None:
-                continue
-            for t in sorted(publisher.published.values(), key=lambda t: (t.kind, t.track_id)):
-                if not t.allowed or t.held or t.ended or not t.codec_name:
-                    continue
-                if t.kind == "video" and t.source is Source.camera:
-                    cameras.setdefault(pid, []).append(t)
-                else:
-                    tracks.append(t)
-        # ``cameras`` keeps the speaker order: the first N publishers are the N most recent speakers.
-        for i, pid_tracks in enumerate(cameras.values()):
-            if last_n is None or i < last_n:
-                tracks.extend(pid_tracks)
-        return tracks
+            return None if publisher is None else publisher.published.values()
+
+        permitted = room.receiving.get(subscriber, frozenset())
+        return forwarding_plan(subscriber, permitted, room.speakers.order_for(subscriber), published_by, last_n)
 
     def _place_recorder(self, room: _Room, recorder: _Recorder, wanted: Iterable[PublishedTrack]) -> None:
         wanted_by_id = {id(t): t for t in wanted}

@@ -11,22 +11,30 @@ unconditionally) but idles until end of stream; no decoder is ever created.
 
 Nothing module-wide is patched: every other receiver in the process, the test
 clients' included, still decodes. Everything else of the receiver stays
-aiortc's own: SRTP, statistics, receiver reports, NACK, RTX, REMB. The names
-used (``_RTCRtpReceiver__jitter_buffer``, ``__codecs``,
-``_handle_rtcp_packet``, ``_send_rtcp_pli``) are private to aiortc 1.16, which
-pyproject pins.
+aiortc's own: SRTP, statistics, receiver reports, NACK, RTX, REMB. The
+receiver internals this needs (its jitter buffer, codecs, RTCP handler, the
+depayloaded packet bytes) are reached through :mod:`media.aiortc_compat`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiortc.jitterbuffer import JitterFrame
-from aiortc.rtcrtpreceiver import RTCRtpReceiver
-from aiortc.rtp import RtcpByePacket, RtcpSrPacket, RtpPacket
+from aiortc import RTCRtpReceiver
+
+from media.aiortc_compat import (
+    JitterFrame,
+    RtcpByePacket,
+    RtcpSrPacket,
+    RtpPacket,
+    install_jitter_buffer,
+    receiver_codec_name,
+    rtp_depayloaded,
+    wrap_rtcp_handler,
+)
 
 NTP_UNIX_OFFSET = 2_208_988_800
 """Seconds from the NTP epoch (1900) to the Unix epoch (1970)."""
@@ -141,7 +149,7 @@ class ReleaseOnMarker:
         if not self._video:
             if self._last_audio is None or _seq_gt(packet.sequence_number, self._last_audio):
                 self._last_audio = packet.sequence_number
-                self._deliver(TappedFrame(packet._data, packet.timestamp))  # type: ignore[attr-defined]
+                self._deliver(TappedFrame(rtp_depayloaded(packet), packet.timestamp))
             return False, None
         return self._add_video(packet), None
 
@@ -193,7 +201,7 @@ class ReleaseOnMarker:
             packet = self._packets.get(seq)
             if packet is None or packet.timestamp != first.timestamp:
                 return None
-            parts.append(packet._data)  # type: ignore[attr-defined]
+            parts.append(rtp_depayloaded(packet))
             if packet.marker:
                 break
             seq = (seq + 1) & 0xFFFF
@@ -279,15 +287,17 @@ def tap_receiver(receiver: RTCRtpReceiver, kind: str, tap: ReceiverTap) -> Relea
     if existing is not None:
         return existing
 
-    def codec_name(payload_type: int) -> str:
-        codec = receiver._RTCRtpReceiver__codecs.get(payload_type)  # type: ignore[attr-defined]
-        return str(codec.name) if codec is not None else ""
-
-    buffer = ReleaseOnMarker(kind, codec_name, tap.on_frame)
+    buffer = ReleaseOnMarker(kind, receiver_codec_name(receiver), tap.on_frame)
     buffer.on_packet = tap.on_packet
-    receiver._RTCRtpReceiver__jitter_buffer = buffer  # type: ignore[attr-defined]
-    original_rtcp = receiver._handle_rtcp_packet
+    install_jitter_buffer(receiver, buffer)
+    wrap_rtcp_handler(receiver, lambda original_rtcp: _reporting_rtcp(original_rtcp, tap))
+    setattr(receiver, _TAPPED, buffer)
+    return buffer
 
+
+def _reporting_rtcp(
+    original_rtcp: Callable[[Any], Awaitable[None]], tap: ReceiverTap
+) -> Callable[[Any], Awaitable[None]]:
     async def handle_rtcp(packet: Any) -> None:
         # aiortc keeps sender reports to itself; the recorder needs their NTP <-> RTP mapping.
         if isinstance(packet, RtcpSrPacket):
@@ -305,9 +315,7 @@ def tap_receiver(receiver: RTCRtpReceiver, kind: str, tap: ReceiverTap) -> Relea
             tap.on_bye()
         await original_rtcp(packet)
 
-    receiver._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]
-    setattr(receiver, _TAPPED, buffer)
-    return buffer
+    return handle_rtcp
 
 
 def is_tapped(receiver: RTCRtpReceiver) -> bool:

@@ -28,13 +28,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc.codecs import CODECS
-from aiortc.rtcpeerconnection import find_common_codecs
-from aiortc.rtcrtptransceiver import RTCRtpTransceiver
-from aiortc.rtp import DYNAMIC_PAYLOAD_TYPES
-from aiortc.sdp import SessionDescription
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 
+from media.aiortc_compat import (
+    CODECS,
+    DYNAMIC_PAYLOAD_TYPES,
+    SessionDescription,
+    find_common_codecs,
+    negotiated_codecs,
+    negotiated_header_extensions,
+    offer_direction,
+    on_keyframe_request,
+    set_negotiated,
+)
 from media.forwarding import ForwardedTrack, PublishedTrack
 from media.ice import restrict_host_candidates, rtc_configuration
 from media.sending import install
@@ -217,7 +223,7 @@ class Peer:
             if id(transceiver) in slot_transceivers or transceiver.mid is None:
                 continue
             mid = str(transceiver.mid)
-            sending = getattr(transceiver, "_offerDirection", None) in ("recvonly", "sendrecv")
+            sending = offer_direction(transceiver) in ("recvonly", "sendrecv")
             known = self.published.get(mid)
             if known is None and sending and transceiver.receiver.track is not None:
                 self.published[mid] = self._on_track(self, transceiver)
@@ -414,7 +420,7 @@ class Peer:
             if slot.track.publisher is not None:
                 slot.track.publisher.request_keyframe(urgent=False)
 
-        transceiver.sender._send_keyframe = keyframe_requested  # type: ignore[method-assign]
+        on_keyframe_request(transceiver.sender, keyframe_requested)
         if self.settings.direct_send:
             # This sender only forwards: frames go out as they arrive, packetized once per publisher frame.
             install(transceiver.sender, forwarded)
@@ -529,7 +535,7 @@ def _check_media_count(parsed: SessionDescription) -> None:
 
 def first_codec(transceiver: RTCRtpTransceiver) -> tuple[str, int]:
     """The negotiated codec name and clock rate a publisher sends with (its first non-RTX codec)."""
-    codecs: list[Any] = list(getattr(transceiver, "_codecs", []))
+    codecs: list[Any] = negotiated_codecs(transceiver)
     for codec in codecs:
         if codec.name.lower() != "rtx":
             return str(codec.name), int(codec.clockRate)
@@ -548,9 +554,9 @@ _EXTENSION_IDS = range(1, 15)
 def negotiated_rtp(transceivers: Sequence[RTCRtpTransceiver]) -> NegotiatedRtp:
     """Snapshot what every negotiated m-line uses now: aiortc's ``createOffer`` overwrites it with its defaults."""
     return {
-        str(t.mid): (copy.deepcopy(list(t._codecs)), copy.deepcopy(list(t._headerExtensions)))
+        str(t.mid): (copy.deepcopy(negotiated_codecs(t)), copy.deepcopy(negotiated_header_extensions(t)))
         for t in transceivers
-        if t.mid is not None and t._codecs and not t.stopped
+        if t.mid is not None and negotiated_codecs(t) and not t.stopped
     }
 
 
@@ -641,6 +647,5 @@ def keep_negotiated_numbers(sdp: str, negotiated: NegotiatedRtp, transceivers: S
         media.fmt = [c.payloadType for c in codecs]
         transceiver = by_mid.get(mid)
         if transceiver is not None:
-            transceiver._codecs = copy.deepcopy(codecs)
-            transceiver._headerExtensions = copy.deepcopy(extensions)
+            set_negotiated(transceiver, copy.deepcopy(codecs), copy.deepcopy(extensions))
     return str(description)

@@ -17,9 +17,9 @@ import contextlib
 from collections.abc import Callable
 
 import structlog
-from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 
+from media.aiortc_compat import on_keyframe_request
 from media.forwarding import ForwardedTrack, PublishedTrack
 from media.ice import restrict_host_candidates, rtc_configuration
 from media.passthrough import ReceiverTap, tap_receiver
@@ -93,7 +93,7 @@ class Probe:
         def keyframe_requested() -> None:
             published.request_keyframe(urgent=False)  # pack mode drops PLI: carry it to the client's sender
 
-        t.sender._send_keyframe = keyframe_requested  # type: ignore[method-assign]
+        on_keyframe_request(t.sender, keyframe_requested)
         if s.direct_send:
             install(t.sender, echo)
         echo.assign(published)

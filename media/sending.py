@@ -28,10 +28,11 @@ the counters this path keeps up to date, SDES, BYE), NACK handling (served by
 :meth:`FrameSender.retransmit` from this path's history, RTX-wrapped when
 negotiated), PLI/FIR (``Peer`` carries them to the publisher), REMB parsing.
 
-The names used (``_RTCRtpSender__*``, ``RTCDtlsTransport._tx_srtp`` and
-``_state``, aioice ``Connection._nominated``) are private to aiortc 1.16
-(pinned in pyproject) and aioice 0.13; if one is missing when the sender
-starts, the stock loop runs instead.
+The aiortc/aioice internals this needs (the sender's private state, the DTLS
+transport's SRTP session, aioice's nominated pair) are reached through
+:mod:`media.aiortc_compat` (:class:`~media.aiortc_compat.SenderInternals`,
+resolved once when the sender starts); if one is missing then, the stock loop
+runs instead.
 """
 
 from __future__ import annotations
@@ -41,18 +42,26 @@ import contextlib
 import fractions
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import av
 import structlog
-from aioice.ice import StunProtocol
-from aiortc.codecs import get_encoder
-from aiortc.rtcdtlstransport import State
-from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtp import RTP_HISTORY_SIZE, HeaderExtensions, RtpPacket, wrap_rtx
-from aiortc.utils import random16, random32
+from aiortc import RTCRtpSender
 
+from media.aiortc_compat import (
+    RTP_HISTORY_SIZE,
+    HeaderExtensions,
+    RtpPacket,
+    SenderInternals,
+    direct_sendto,
+    get_encoder,
+    random16,
+    random32,
+    replace_rtp_loop,
+    sender_enabled,
+    wrap_rtx,
+)
 from media.passthrough import NTP_UNIX_OFFSET
 
 if TYPE_CHECKING:
@@ -81,14 +90,6 @@ answer at most with a keyframe request (the node sends a keyframe first anyway).
 """
 
 _NTP_SCALE = float(1 << 32)
-
-_P = "_RTCRtpSender__"
-"""Prefix of RTCRtpSender's private (name-mangled) attributes."""
-
-_NTP_TIMESTAMP = _P + "ntp_timestamp"
-_RTP_TIMESTAMP = _P + "rtp_timestamp"
-OCTET_COUNT = _P + "octet_count"
-PACKET_COUNT = _P + "packet_count"
 
 
 class FrameSource(Protocol):
@@ -128,7 +129,8 @@ class FrameSender:
     def __init__(self, sender: RTCRtpSender, source: FrameSource) -> None:
         self._sender = sender
         self._source = source
-        self._original_run: Callable[[Any], Any] = sender._run_rtp
+        self._original_run: Callable[[Any], Awaitable[None]] | None = None  # aiortc's own loop, set by install()
+        self._internals: SenderInternals | None = None
         self._done: asyncio.Future[None] | None = None
         self._history: dict[int, bytes] = {}
         self._payload_type = 0
@@ -144,8 +146,6 @@ class FrameSender:
         self._ext_map: Any = None
         self._mid: str | None = None
         self._ext_dynamic = False
-        self._dtls: Any = None
-        self._connection: Any = None
         self._tasks: set[asyncio.Future[None]] = set()
         self.frames_sent = 0
         self.packets_sent = 0
@@ -153,7 +153,7 @@ class FrameSender:
     @property
     def enabled(self) -> bool:
         """Whether the transceiver's direction lets the sender send now (aiortc's ``_enabled``)."""
-        return bool(self._sender._enabled)
+        return sender_enabled(self._sender)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -161,10 +161,13 @@ class FrameSender:
         """Stand-in for ``RTCRtpSender._run_rtp``: attach to the track and wait until the sender stops."""
         if not self._prepare(codec):
             log.warning("fast_sender_unavailable", kind=self._sender.kind)
+            assert self._original_run is not None
             await self._original_run(codec)
             return
         sender = self._sender
-        getattr(sender, _P + "rtp_started").set()
+        internals = self._internals
+        assert internals is not None
+        internals.started()
         self._done = asyncio.get_running_loop().create_future()
         try:
             self._source.attach(self)
@@ -178,26 +181,16 @@ class FrameSender:
             # As the stock loop does on exit: stop the track, so its publisher stops feeding it.
             if sender.track is not None:
                 sender.track.stop()
-                setattr(sender, _P + "track", None)
-            getattr(sender, _P + "rtp_exited").set()
+            internals.exited()
 
     def _prepare(self, codec: Any) -> bool:
         """Resolve everything the send path needs once; False if this aiortc/aioice lacks a piece."""
-        sender = self._sender
         try:
-            dtls = sender.transport
-            connection = dtls.transport._connection
-            _ = connection._nominated, dtls._state, dtls._tx_srtp
-            ext_map = getattr(sender, _P + "rtp_header_extensions_map")
-            mid = getattr(sender, _P + "mid")
-            for name in ("rtp_started", "rtp_exited", "rtx_payload_type", "rtx_sequence_number"):
-                getattr(sender, _P + name)
-            for name in (_NTP_TIMESTAMP, _RTP_TIMESTAMP, OCTET_COUNT, PACKET_COUNT):
-                getattr(sender, name)
+            internals = SenderInternals(self._sender)
         except AttributeError:
             return False
-        self._dtls = dtls
-        self._connection = connection
+        self._internals = internals
+        ext_map, mid = internals.extensions_map, internals.mid
         self._payload_type = int(codec.payloadType)
         self._clock_rate = int(codec.clockRate)
         self._codec_key = str(codec.mimeType).lower()
@@ -249,12 +242,9 @@ class FrameSender:
         return True
 
     def _send(self, data: bytes, pts: int, clock_rate: int, frame: TappedFrame | None) -> None:
-        dtls = self._dtls
-        if dtls._state != State.CONNECTED:
-            raise ConnectionError("DTLS transport not connected")
-        pair = self._connection._nominated.get(1)
-        if pair is None:
-            raise ConnectionError("no nominated ICE pair")
+        internals = self._internals
+        assert internals is not None
+        protect, protocol, addr = internals.link()  # ConnectionError if the transport is gone
         if clock_rate != self._clock_rate:
             pts = pts * self._clock_rate // clock_rate
         timestamp = (self._timestamp_origin + pts) & 0xFFFFFFFF
@@ -282,12 +272,10 @@ class FrameSender:
                 return
             prefixes = [b""] * len(chunks)
 
-        protect = dtls._tx_srtp.protect
-        sendto = self._sendto(pair.protocol)
-        addr = pair.remote_addr
+        sendto = self._sendto(protocol)
         history = self._history
         seq = self._sequence
-        ssrc = self._sender._ssrc
+        ssrc = internals.ssrc
         pt = self._payload_type
         last = len(chunks) - 1
         octets = 0
@@ -307,18 +295,12 @@ class FrameSender:
         self._sequence = seq
         self.frames_sent += 1
         self.packets_sent += len(chunks)
-        # What aiortc's RTCP loop puts in its sender reports.
-        sender = self._sender
-        setattr(sender, _NTP_TIMESTAMP, ntp)
-        setattr(sender, _RTP_TIMESTAMP, timestamp)
-        setattr(sender, OCTET_COUNT, getattr(sender, OCTET_COUNT) + octets)
-        setattr(sender, PACKET_COUNT, getattr(sender, PACKET_COUNT) + len(chunks))
+        internals.record_sent(ntp, timestamp, octets, len(chunks))  # what aiortc's sender reports carry
 
     def _sendto(self, protocol: Any) -> Callable[[bytes, Any], None]:
         """What ``Connection.send`` ends in for this ICE pair, without its three coroutine layers."""
-        if type(protocol).send_data is StunProtocol.send_data:
-            # aioice's host/srflx pairs, and relayed ones (their transport is aioice's TurnTransport).
-            sendto: Callable[[bytes, Any], None] = protocol.transport.sendto
+        sendto = direct_sendto(protocol)
+        if sendto is not None:
             return sendto
 
         def via_task(data: bytes, addr: Any) -> None:
@@ -338,22 +320,19 @@ class FrameSender:
     async def retransmit(self, sequence_number: int) -> None:
         """Stand-in for ``RTCRtpSender._retransmit``: resend a packet a subscriber NACKed, from this history."""
         raw = self._history.get(sequence_number % RTP_HISTORY_SIZE)
-        if raw is None:
+        internals = self._internals
+        if raw is None or internals is None:
             return
-        sender = self._sender
-        ext_map = getattr(sender, _P + "rtp_header_extensions_map")
+        ext_map = internals.current_extensions_map()
         packet = RtpPacket.parse(raw, ext_map)
         if packet.sequence_number != sequence_number:
             return
-        rtx_payload_type = getattr(sender, _P + "rtx_payload_type")
-        if rtx_payload_type is not None:
-            rtx_sequence = getattr(sender, _P + "rtx_sequence_number")
-            packet = wrap_rtx(
-                packet, payload_type=rtx_payload_type, sequence_number=rtx_sequence, ssrc=sender._rtx_ssrc
-            )
-            setattr(sender, _P + "rtx_sequence_number", (rtx_sequence + 1) & 0xFFFF)
+        rtx = internals.next_rtx()
+        if rtx is not None:
+            rtx_payload_type, rtx_sequence, rtx_ssrc = rtx
+            packet = wrap_rtx(packet, payload_type=rtx_payload_type, sequence_number=rtx_sequence, ssrc=rtx_ssrc)
         with contextlib.suppress(ConnectionError):
-            await sender.transport._send_rtp(packet.serialize(ext_map))
+            await internals.send_rtp(packet.serialize(ext_map))
 
 
 def _extension_block(ext_map: Any, mid: str | None, abs_send_time: int) -> bytes:
@@ -370,6 +349,5 @@ def _extension_block(ext_map: Any, mid: str | None, abs_send_time: int) -> bytes
 def install(sender: RTCRtpSender, source: FrameSource) -> FrameSender:
     """Give one sender the lean send path (per instance: other senders in the process are untouched)."""
     fast = FrameSender(sender, source)
-    sender._run_rtp = fast.run  # type: ignore[method-assign]
-    sender._retransmit = fast.retransmit  # type: ignore[method-assign]
+    fast._original_run = replace_rtp_loop(sender, fast.run, fast.retransmit)
     return fast

@@ -1,0 +1,400 @@
+"""The one module that touches aiortc's and aioice's internals: every private name the media node relies on.
+
+The media node forwards encoded frames without decoding them, which aiortc
+1.16 has no public API for (see ``/work/shared/AIORTC-FACTS.md``): it swaps a
+receiver's jitter buffer, replaces a sender's RTP loop, reads the DTLS
+transport's SRTP session and aioice's nominated pair, and keeps the sender's
+report counters itself. Every such name is used here and nowhere else in
+``media/``: the other media modules use aiortc's public API and this module's
+small functions. ``tests/unit/test_aiortc_compat.py`` fails if a private
+aiortc/aioice name appears in another media module.
+
+Names that are not underscored but live in modules aiortc does not export
+(``aiortc.rtp``, ``aiortc.sdp``, ``aiortc.codecs``, ...) are imported here too
+and re-exported, so an upgrade that moves one fails in this module alone.
+
+:func:`self_check` verifies, when the node starts, that every internal used
+here exists with the expected shape; on a mismatch the node refuses to start
+with :class:`AiortcMismatch`, one line naming the missing piece and the
+versions found, instead of failing later on the packet path. Packet-path
+callers bind what they need once (per peer or per sender), so this module
+adds no call per packet.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import operator
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+
+from media import AiortcMismatch
+
+
+def versions() -> str:
+    """The installed aiortc and aioice versions, as ``aiortc X, aioice Y``."""
+    found = []
+    for name in ("aiortc", "aioice"):
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    return ", ".join(found)
+
+
+def _mismatch(missing: str) -> AiortcMismatch:
+    return AiortcMismatch(
+        f"media node cannot start: {missing} is missing or changed in the installed {versions()} "
+        "(courtlink needs aiortc 1.16 and aioice 0.13)"
+    )
+
+
+try:
+    from aioice.ice import Connection as IceConnection
+    from aioice.ice import StunProtocol
+    from aiortc.codecs import CODECS, get_encoder
+    from aiortc.jitterbuffer import JitterFrame
+    from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+    from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
+    from aiortc.rtcpeerconnection import find_common_codecs
+    from aiortc.rtp import (
+        DYNAMIC_PAYLOAD_TYPES,
+        RTP_HISTORY_SIZE,
+        HeaderExtensions,
+        RtcpByePacket,
+        RtcpSrPacket,
+        RtpPacket,
+        wrap_rtx,
+    )
+    from aiortc.sdp import SessionDescription, candidate_from_sdp
+    from aiortc.utils import random16, random32
+except ImportError as exc:  # pragma: no cover - only with another aiortc/aioice
+    raise _mismatch(f"{exc.name or 'a module'}: {exc}".splitlines()[0]) from None
+
+__all__ = [
+    "CODECS",
+    "DYNAMIC_PAYLOAD_TYPES",
+    "RTP_HISTORY_SIZE",
+    "AiortcMismatch",
+    "HeaderExtensions",
+    "JitterFrame",
+    "RtcpByePacket",
+    "RtcpSrPacket",
+    "RtpPacket",
+    "SenderInternals",
+    "SessionDescription",
+    "candidate_from_sdp",
+    "direct_sendto",
+    "find_common_codecs",
+    "get_encoder",
+    "install_jitter_buffer",
+    "keyframe_requester",
+    "limit_host_candidates",
+    "negotiated_codecs",
+    "negotiated_header_extensions",
+    "offer_direction",
+    "on_keyframe_request",
+    "random16",
+    "random32",
+    "receiver_codec_name",
+    "replace_rtp_loop",
+    "rtp_depayloaded",
+    "self_check",
+    "sender_counters",
+    "sender_enabled",
+    "set_negotiated",
+    "versions",
+    "wrap_rtcp_handler",
+    "wrap_rtx",
+]
+
+# --- RTCRtpReceiver ---------------------------------------------------------------------------------
+
+rtp_depayloaded: Callable[[RtpPacket], bytes] = operator.attrgetter("_data")
+"""The depayloaded bytes aiortc's receiver sets on each RTP packet (``packet._data``), a C-level getter."""
+
+
+def receiver_codec_name(receiver: RTCRtpReceiver) -> Callable[[int], str]:
+    """A function giving the negotiated codec name of a payload type on ``receiver`` (``""`` if unknown)."""
+
+    def codec_name(payload_type: int) -> str:
+        codec = receiver._RTCRtpReceiver__codecs.get(payload_type)  # type: ignore[attr-defined]
+        return str(codec.name) if codec is not None else ""
+
+    return codec_name
+
+
+def install_jitter_buffer(receiver: RTCRtpReceiver, buffer: Any) -> None:
+    """Make ``receiver`` hand every RTP packet to ``buffer.add(packet)`` instead of its own jitter buffer."""
+    receiver._RTCRtpReceiver__jitter_buffer = buffer  # type: ignore[attr-defined]
+
+
+def wrap_rtcp_handler(
+    receiver: RTCRtpReceiver, wrap: Callable[[Callable[[Any], Awaitable[None]]], Callable[[Any], Awaitable[None]]]
+) -> None:
+    """Replace, on this receiver only, its RTCP handler by ``wrap(original)``."""
+    original = receiver._handle_rtcp_packet
+    receiver._handle_rtcp_packet = wrap(original)  # type: ignore[method-assign,assignment]
+
+
+def keyframe_requester(receiver: RTCRtpReceiver) -> Callable[[int], Awaitable[None]]:
+    """The receiver's bound PLI sender: ``await send(media_ssrc)`` asks the remote sender for a keyframe."""
+    send: Callable[[int], Awaitable[None]] = receiver._send_rtcp_pli
+    return send
+
+
+# --- RTCRtpSender -----------------------------------------------------------------------------------
+
+
+def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
+    """Call ``callback`` when a subscriber asks this sender for a keyframe (PLI/FIR), instead of aiortc's flag."""
+    sender._send_keyframe = callback  # type: ignore[method-assign]
+
+
+def replace_rtp_loop(
+    sender: RTCRtpSender,
+    run: Callable[[Any], Awaitable[None]],
+    retransmit: Callable[[int], Awaitable[None]],
+) -> Callable[[Any], Awaitable[None]]:
+    """Replace, on this sender only, its RTP loop and its NACK retransmission; return the original loop."""
+    original: Callable[[Any], Awaitable[None]] = sender._run_rtp
+    sender._run_rtp = run  # type: ignore[method-assign,assignment]
+    sender._retransmit = retransmit  # type: ignore[method-assign,assignment]
+    return original
+
+
+def sender_enabled(sender: RTCRtpSender) -> bool:
+    """Whether the transceiver's direction lets the sender send now (aiortc's ``_enabled``)."""
+    return bool(sender._enabled)
+
+
+def sender_counters(sender: RTCRtpSender) -> tuple[int, int]:
+    """The packets and octets the sender reports as sent (its sender-report counters); 0, 0 if unknown."""
+    return (
+        int(getattr(sender, "_RTCRtpSender__packet_count", 0)),
+        int(getattr(sender, "_RTCRtpSender__octet_count", 0)),
+    )
+
+
+class SenderInternals:
+    """The private state of one ``RTCRtpSender`` a replacement RTP loop needs, resolved once when it starts.
+
+    Construct it inside the sender's RTP task (the DTLS transport is connected then); it raises
+    ``AttributeError`` if a piece is missing.
+    """
+
+    __slots__ = ("connection", "dtls", "extensions_map", "mid", "rtx_ssrc", "sender", "ssrc")
+
+    def __init__(self, sender: RTCRtpSender) -> None:
+        self.sender = sender
+        dtls = sender.transport
+        self.dtls: Any = dtls
+        self.connection: Any = dtls.transport._connection
+        _ = self.connection._nominated, dtls._state, dtls._tx_srtp
+        self.ssrc = int(sender._ssrc)
+        self.rtx_ssrc = int(sender._rtx_ssrc)
+        self.extensions_map: Any = sender._RTCRtpSender__rtp_header_extensions_map  # type: ignore[attr-defined]
+        self.mid: str | None = sender._RTCRtpSender__mid  # type: ignore[attr-defined]
+        for name in ("rtp_started", "rtp_exited", "rtx_payload_type", "rtx_sequence_number"):
+            getattr(sender, "_RTCRtpSender__" + name)
+        for name in ("ntp_timestamp", "rtp_timestamp", "octet_count", "packet_count"):
+            getattr(sender, "_RTCRtpSender__" + name)
+
+    def link(self) -> tuple[Callable[[bytes], bytes], Any, Any]:
+        """SRTP ``protect``, the nominated ICE pair's protocol and remote address; ConnectionError if not connected."""
+        dtls = self.dtls
+        if dtls._state != State.CONNECTED:
+            raise ConnectionError("DTLS transport not connected")
+        pair = self.connection._nominated.get(1)
+        if pair is None:
+            raise ConnectionError("no nominated ICE pair")
+        return dtls._tx_srtp.protect, pair.protocol, pair.remote_addr
+
+    def record_sent(self, ntp: int, timestamp: int, octets: int, packets: int) -> None:
+        """Update what aiortc's RTCP loop puts in its sender reports after one frame went out."""
+        sender: Any = self.sender
+        sender._RTCRtpSender__ntp_timestamp = ntp
+        sender._RTCRtpSender__rtp_timestamp = timestamp
+        sender._RTCRtpSender__octet_count += octets
+        sender._RTCRtpSender__packet_count += packets
+
+    def started(self) -> None:
+        """Tell aiortc the RTP loop runs (what its own loop signals first)."""
+        self.sender._RTCRtpSender__rtp_started.set()  # type: ignore[attr-defined]
+
+    def exited(self) -> None:
+        """Drop the sender's track and tell aiortc the RTP loop ended (what its own loop does last)."""
+        self.sender._RTCRtpSender__track = None  # type: ignore[attr-defined]
+        self.sender._RTCRtpSender__rtp_exited.set()  # type: ignore[attr-defined]
+
+    def next_rtx(self) -> tuple[int, int, int] | None:
+        """RTX payload type, the next RTX sequence number (consumed) and RTX SSRC; None without RTX."""
+        sender: Any = self.sender
+        payload_type = sender._RTCRtpSender__rtx_payload_type
+        if payload_type is None:
+            return None
+        sequence = sender._RTCRtpSender__rtx_sequence_number
+        sender._RTCRtpSender__rtx_sequence_number = (sequence + 1) & 0xFFFF
+        return int(payload_type), int(sequence), self.rtx_ssrc
+
+    def current_extensions_map(self) -> Any:
+        """The sender's header-extension map now (re-read: aiortc reconfigures it on renegotiation)."""
+        return self.sender._RTCRtpSender__rtp_header_extensions_map  # type: ignore[attr-defined]
+
+    async def send_rtp(self, data: bytes) -> None:
+        """Send one serialized RTP packet through the DTLS transport (SRTP), as aiortc's sender does."""
+        await self.sender.transport._send_rtp(data)
+
+
+def direct_sendto(protocol: Any) -> Callable[[bytes, Any], None] | None:
+    """The datagram ``sendto`` aioice's ``send_data`` ends in for this pair, or None if it does more (then await it)."""
+    if type(protocol).send_data is StunProtocol.send_data:
+        # aioice's host/srflx pairs, and relayed ones (their transport is aioice's TurnTransport).
+        sendto: Callable[[bytes, Any], None] = protocol.transport.sendto
+        return sendto
+    return None
+
+
+# --- RTCRtpTransceiver ------------------------------------------------------------------------------
+
+
+def offer_direction(transceiver: RTCRtpTransceiver) -> str | None:
+    """The direction the remote offer gave this transceiver's m-line (``None`` before any offer)."""
+    direction = getattr(transceiver, "_offerDirection", None)
+    return None if direction is None else str(direction)
+
+
+def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[Any]:
+    """The codecs (``RTCRtpCodecParameters``) negotiated on this transceiver, in order; empty before negotiation."""
+    return list(getattr(transceiver, "_codecs", []))
+
+
+def negotiated_header_extensions(transceiver: RTCRtpTransceiver) -> list[Any]:
+    """The header extensions negotiated on this transceiver."""
+    return list(transceiver._headerExtensions)
+
+
+def set_negotiated(transceiver: RTCRtpTransceiver, codecs: list[Any], extensions: list[Any]) -> None:
+    """Make the transceiver use these codecs and header extensions (numbers included) from now on."""
+    transceiver._codecs = codecs
+    transceiver._headerExtensions = extensions
+
+
+# --- ICE --------------------------------------------------------------------------------------------
+
+_MARK = "_courtlink_host_addresses"
+
+
+def _gatherers(pc: RTCPeerConnection) -> list[Any]:
+    found: list[Any] = []
+    transports = [t.receiver.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        transports.append(pc.sctp.transport)
+    for dtls in transports:
+        gatherer = dtls.transport.iceGatherer
+        if all(gatherer is not g for g in found):
+            found.append(gatherer)
+    return found
+
+
+def _limit(connection: Any, wanted: list[str]) -> None:
+    original = connection.get_component_candidates
+
+    async def limited(component: int, addresses: list[str], **options: Any) -> Any:
+        # aioice passes the addresses of every interface; keep only the announced ones.
+        return await original(component=component, addresses=wanted, **options)
+
+    connection.get_component_candidates = limited
+    setattr(connection, _MARK, wanted)
+
+
+def limit_host_candidates(pc: RTCPeerConnection, addresses: Sequence[str]) -> None:
+    """Make every ICE gatherer of ``pc`` bind and announce host candidates on ``addresses`` only (idempotent)."""
+    for gatherer in _gatherers(pc):
+        connection = gatherer._connection
+        if getattr(connection, _MARK, None) is None:
+            _limit(connection, list(addresses))
+
+
+# --- start-up self-check ----------------------------------------------------------------------------
+
+
+def _names_used(cls: type) -> set[str]:
+    """Every attribute name the functions of ``cls`` (its own and inherited) read or write."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        for value in vars(klass).values():
+            function = inspect.unwrap(value) if callable(value) else None
+            code = getattr(function, "__code__", None)
+            if code is not None:
+                names.update(code.co_names)
+    return names
+
+
+_INSTANCE_ATTRIBUTES: tuple[tuple[type, str, Iterable[str]], ...] = (
+    (
+        RTCRtpSender,
+        "RTCRtpSender",
+        (
+            "_ssrc",
+            "_rtx_ssrc",
+            "_enabled",
+            "_RTCRtpSender__rtp_started",
+            "_RTCRtpSender__rtp_exited",
+            "_RTCRtpSender__track",
+            "_RTCRtpSender__mid",
+            "_RTCRtpSender__rtp_header_extensions_map",
+            "_RTCRtpSender__rtx_payload_type",
+            "_RTCRtpSender__rtx_sequence_number",
+            "_RTCRtpSender__ntp_timestamp",
+            "_RTCRtpSender__rtp_timestamp",
+            "_RTCRtpSender__octet_count",
+            "_RTCRtpSender__packet_count",
+        ),
+    ),
+    (RTCRtpReceiver, "RTCRtpReceiver", ("_RTCRtpReceiver__codecs", "_RTCRtpReceiver__jitter_buffer", "_data")),
+    (RTCRtpTransceiver, "RTCRtpTransceiver", ("_codecs", "_headerExtensions")),
+    (RTCDtlsTransport, "RTCDtlsTransport", ("_state", "_tx_srtp")),
+    (RTCIceTransport, "RTCIceTransport", ("_connection",)),
+    (RTCIceGatherer, "RTCIceGatherer", ("_connection",)),
+    (IceConnection, "aioice Connection", ("_nominated",)),
+)
+"""Instance attributes, set in the class's own code (checked by name in that code: they exist only on instances)."""
+
+_METHODS: tuple[tuple[type, str, str, tuple[str, ...]], ...] = (
+    (RTCRtpSender, "RTCRtpSender", "_run_rtp", ("self", "codec")),
+    (RTCRtpSender, "RTCRtpSender", "_retransmit", ("self", "sequence_number")),
+    (RTCRtpSender, "RTCRtpSender", "_send_keyframe", ("self",)),
+    (RTCRtpReceiver, "RTCRtpReceiver", "_handle_rtcp_packet", ("self", "packet")),
+    (RTCRtpReceiver, "RTCRtpReceiver", "_send_rtcp_pli", ("self", "media_ssrc")),
+    (RTCDtlsTransport, "RTCDtlsTransport", "_send_rtp", ("self", "data")),
+    (IceConnection, "aioice Connection", "get_component_candidates", ("self", "component", "addresses")),
+    (StunProtocol, "aioice StunProtocol", "send_data", ("self", "data", "addr")),
+)
+"""Methods: present, callable, and taking these leading parameters (by name: some are passed by keyword)."""
+
+
+def self_check() -> None:
+    """Raise :class:`AiortcMismatch` (one line) unless every aiortc/aioice internal used here exists as expected."""
+    for cls, label, method, parameters in _METHODS:
+        value = getattr(cls, method, None)
+        if not callable(value):
+            raise _mismatch(f"{label}.{method}")
+        try:
+            names = tuple(inspect.signature(value).parameters)
+        except (TypeError, ValueError):
+            raise _mismatch(f"{label}.{method}") from None
+        if names[: len(parameters)] != parameters:
+            raise _mismatch(f"{label}.{method}({', '.join(parameters)})")
+    for cls, label, attributes in _INSTANCE_ATTRIBUTES:
+        used = _names_used(cls)
+        for attribute in attributes:
+            if attribute not in used:
+                raise _mismatch(f"{label}.{attribute}")
+    if not hasattr(State, "CONNECTED"):
+        raise _mismatch("aiortc.rtcdtlstransport.State.CONNECTED")
+    if not isinstance(CODECS, dict) or not {"audio", "video"} <= set(CODECS):
+        raise _mismatch("aiortc.codecs.CODECS")
