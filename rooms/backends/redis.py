@@ -164,7 +164,7 @@ class RedisStore:
             raise
         if old:
             # Data of a release before the hash-tagged layout: not read by this one (no migration, pre-1.0).
-            log.warning("store_old_key_layout", key_prefix=key_prefix, tag=STORE_TAG)
+            log.warning("store_old_key_layout", key_prefix=key_prefix, tag=STORE_TAG, see="docs/operations.md")
         log.info("store_opened", backend="redis", cluster=isinstance(client, RedisCluster), key_prefix=key_prefix)
         return store
 
