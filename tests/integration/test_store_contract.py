@@ -9,12 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.cluster import RedisCluster
 
 from rooms.audit import SYSTEM_STREAM, verify_chain
 from rooms.backends import SQLITE_FILE, open_store
-from rooms.backends.redis import SCRIPTS, RedisStore, connect
+from rooms.backends.redis import SCRIPTS, STORE_TAG, RedisStore, connect
 from rooms.errors import AlreadyExists, InvalidReference, InvalidTransition, NotFound, ScheduleConflict
 from rooms.lifecycle import cancel
 from rooms.model import Courtroom, Hearing, HearingKind, HearingState, Participant, Role, Site, SiteKind, identity_of
@@ -413,3 +414,47 @@ async def test_opening_data_of_the_old_key_layout_warns(redis_server: str, tmp_p
     finally:
         await client.delete(f"{prefix}sites")
         await client.aclose()
+
+
+async def _move_slot(nodes: list[aioredis.Redis], slot: int) -> None:
+    """Reshard one slot by hand to another master (what `redis-cli --cluster reshard` does), keys included."""
+    ids = [str(await n.execute_command("CLUSTER", "MYID")) for n in nodes]  # type: ignore[no-untyped-call]
+    owners = [int(await n.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)) for n in nodes]  # type: ignore[no-untyped-call]
+    src = max(range(len(nodes)), key=lambda i: owners[i])
+    dst = (src + 1) % len(nodes)
+    await nodes[dst].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[src])  # type: ignore[no-untyped-call]
+    await nodes[src].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[dst])  # type: ignore[no-untyped-call]
+    kwargs = nodes[dst].connection_pool.connection_kwargs
+    while keys := await nodes[src].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):  # type: ignore[no-untyped-call]
+        await nodes[src].execute_command(  # type: ignore[no-untyped-call]
+            "MIGRATE", kwargs["host"], kwargs["port"], "", 0, 5000, "KEYS", *keys
+        )
+    for node in nodes:
+        await node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[dst])  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.redis
+async def test_a_store_on_a_cluster_follows_its_slot_to_another_master(redis_cluster: str, tmp_path: Path) -> None:
+    """When the store's slot moves to another master (resharding, failover), booking, changes and reads carry on."""
+    store = await open_store(redis_cluster, tmp_path, key_prefix=f"test:move:{uuid.uuid4().hex[:8]}:")
+    assert isinstance(store, RedisStore)
+    assert isinstance(store._redis, RedisCluster)
+    nodes = [aioredis.Redis(host=n.host, port=int(n.port), decode_responses=True) for n in store._redis.get_primaries()]
+    try:
+        admin = Trace(actor="key:admin", action="site_created")
+        await store.create_site(Site(id="c", name="C", kind=SiteKind.court), admin)
+        await store.create_courtroom(Courtroom(id="cr", name="CR", site_id="c"), admin)
+        await store.book(hearing("h1", "cr", 0, 1, (person("Zhang San", "c"),)), CLERK)
+        await _move_slot(nodes, int(await store._redis.cluster_keyslot(STORE_TAG)))
+        await store.book(hearing("h2", "cr", 1, 2), CLERK)
+        await store.mutate_hearing("h1", unchanged(Trace("key:clerk", "hearing_touched")))
+        with pytest.raises(ScheduleConflict):
+            await store.book(hearing("h3", "cr", 0.5, 1.5), CLERK)
+        assert [h.id for h in await store.list_hearings(HearingFilter(courtroom_id="cr"))] == ["h1", "h2"]
+        assert verify_chain(await store.audit_log("h1")) is None
+        # The transactions went to the old master first, were told MOVED, and followed the slot.
+        assert len(store._masters) == 2
+    finally:
+        for node in nodes:
+            await node.aclose()
+        await store.close()
