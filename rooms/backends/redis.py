@@ -193,7 +193,7 @@ class RedisStore:
             return self._redis
         node = self._redis.get_node_from_key(slot_key)
         if node is None:
-            raise TryAgainError(f"no cluster node serves {slot_key!r}")
+            raise StoreBusy(f"no Redis Cluster master serves the slot of {slot_key!r}")
         client = self._masters.get(node.name)
         if client is None:
             pool = aioredis.ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
@@ -204,7 +204,9 @@ class RedisStore:
         """Run ``work`` with ``watch`` watched, redoing it whenever a watched key changed before EXEC.
 
         ``work`` reads through ``self._redis`` (after WATCH, so any later change fails EXEC) and queues its
-        writes on the pipeline after ``_multi``.
+        writes on the pipeline after ``_multi``. On a cluster those reads go to the slot's master too
+        (RedisCluster reads from primaries unless told otherwise): a replica's stale read would let a
+        conflicting booking through.
         """
         for attempt in range(MAX_ATTEMPTS):
             async with self._transaction_client(watch[0]).pipeline(transaction=True) as pipe:
