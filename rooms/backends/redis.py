@@ -345,6 +345,11 @@ class RedisStore:
         for key in stale:
             pipe.zrem(key, hearing.id)
         for key in new_keys:
+            if old is not None:
+                # A ZADD that keeps the score changes nothing, so it would not fail the EXEC of a booking
+                # that WATCHes this set and checked against the old window (a lengthened neighbour):
+                # remove and re-add, which does.
+                pipe.zrem(key, hearing.id)
             pipe.zadd(key, {hearing.id: start})
         pipe.zadd(self._k(MAX_DURATION_KEY), {MAX_DURATION_MEMBER: duration_micros(hearing)}, gt=True)
 
