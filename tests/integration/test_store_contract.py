@@ -401,6 +401,7 @@ async def test_a_store_on_a_cluster_keeps_every_key_on_one_slot(redis_cluster: s
         await store.close()
 
 
+@pytest.mark.redis
 async def test_opening_data_of_the_old_key_layout_warns(redis_server: str, tmp_path: Path) -> None:
     """A Redis holding a pre-hash-tag store under the prefix gets a store_old_key_layout warning on open."""
     prefix = f"test:old:{uuid.uuid4().hex[:8]}:"
