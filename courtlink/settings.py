@@ -183,7 +183,10 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         default=None, description="Base URL for join links; derived from the request when unset."
     )
-    redis_url: str | None = Field(default=None, description="redis://... switches every store to Redis.")
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://... switches every store to Redis; redis+cluster://node:port to a Redis Cluster.",
+    )
     admin_key: SecretStr | None = Field(
         default=None,
         min_length=16,

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v turnserver >/dev/null 2>&1 || need+=(coturn)  # TURN relay tests (tests/integration/test_turn_relay.py)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)  # joins the Redis Cluster the store tests start
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v nft >/dev/null 2>&1 || need+=(nftables)

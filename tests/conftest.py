@@ -90,3 +90,117 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         stop_redis(proc)
+
+
+def start_redis_cluster(workdir: Path) -> tuple[list[subprocess.Popen[bytes]], str]:
+    """Start a throw-away three-master Redis Cluster on loopback; return its processes and a redis+cluster:// URL."""
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        pytest.skip("redis-server / redis-cli not found (apt-get install redis-server)")
+    for attempt in range(3):
+        base = workdir / f"try{attempt}"
+        base.mkdir(parents=True, exist_ok=True)
+        # The cluster bus port is given explicitly: the default (port + 10000) may be above 65535.
+        ports = [(free_port(), free_port()) for _ in range(3)]
+        procs = [
+            subprocess.Popen(
+                [
+                    binary,
+                    "--port",
+                    str(port),
+                    "--cluster-port",
+                    str(bus),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    f"nodes-{port}.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(base),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for port, bus in ports
+        ]
+        if _cluster_up(cli, [port for port, _ in ports], procs):
+            return procs, f"redis+cluster://127.0.0.1:{ports[0][0]}"
+        stop_redis_cluster(procs)
+    raise RuntimeError("could not start a three-node Redis Cluster on free ports")
+
+
+def _cluster_up(cli: str, ports: list[int], procs: list[subprocess.Popen[bytes]]) -> bool:
+    """Wait for the three servers, join them as masters, and wait until each says cluster_state:ok."""
+    clients = [redis.Redis(host="127.0.0.1", port=p, socket_connect_timeout=0.5) for p in ports]
+    try:
+        deadline = time.monotonic() + 10
+        pending = list(clients)
+        while pending and time.monotonic() < deadline and all(p.poll() is None for p in procs):
+            try:
+                pending[0].ping()
+                pending.pop(0)
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        if pending:
+            return False
+        create = subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+            check=False,
+        )
+        if create.returncode != 0:
+            return False
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if all(_cluster_state(c) == "ok" for c in clients):
+                return True
+            time.sleep(0.1)
+        return False
+    finally:
+        for c in clients:
+            c.close()
+
+
+def _cluster_state(client: redis.Redis) -> str:
+    """The ``cluster_state`` line of one node's CLUSTER INFO."""
+    info = client.execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]
+    if isinstance(info, dict):
+        return str(info.get("cluster_state", ""))
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("cluster_state:")), "")
+
+
+def stop_redis_cluster(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop every server of a cluster started by :func:`start_redis_cluster`."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        stop_redis(proc)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL (redis+cluster://127.0.0.1:PORT) of a real three-master Redis Cluster that lives for the test session."""
+    procs, url = start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield url
+    finally:
+        stop_redis_cluster(procs)

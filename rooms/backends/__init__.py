@@ -17,7 +17,8 @@ async def open_store(url: str | None, data_dir: Path, *, key_prefix: str = "cour
     """Open the store named by ``url``.
 
     None or "" opens the embedded SQLite store at ``data_dir / "courtlink.sqlite3"``;
-    ``redis://`` or ``rediss://`` opens the Redis store (keys under ``key_prefix``).
+    ``redis://`` or ``rediss://`` opens the Redis store (keys under ``key_prefix``) on one server;
+    ``redis+cluster://`` or ``rediss+cluster://`` opens it on a Redis Cluster (the URL names any one node).
     Any other scheme is a ValueError naming the URL's scheme.
     """
     if not url:
@@ -25,8 +26,11 @@ async def open_store(url: str | None, data_dir: Path, *, key_prefix: str = "cour
 
         return await SqliteStore.open(data_dir / SQLITE_FILE)
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme in ("redis", "rediss"):
+    if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
         from rooms.backends.redis import RedisStore
 
         return await RedisStore.open(url, key_prefix=key_prefix)
-    raise ValueError(f"unsupported store URL scheme {scheme!r}: use redis://, rediss:// or none for SQLite")
+    raise ValueError(
+        f"unsupported store URL scheme {scheme!r}: "
+        "use redis://, rediss://, redis+cluster://, rediss+cluster:// or none for SQLite"
+    )

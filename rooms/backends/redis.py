@@ -11,6 +11,17 @@ number of processes) exactly one is stored and the others see its conflict.
 Schedule lookups are ``ZRANGEBYSCORE`` on sorted sets scored by the start
 time, over (start - longest stored duration, end): O(log n + k) however many
 hearings are stored, where a score of ``ends_at`` would scan every later one.
+
+Redis Cluster (``redis+cluster://`` URLs): every key carries the one hash tag
+:data:`STORE_TAG`, so the whole store lives on one cluster slot. That is
+deliberate: a booking must check atomically the schedule of its courtroom, of
+every site it joins and of every person in it, and a site (a detention center
+serving every court) or a person spans any courtroom, so no finer partition
+keeps one booking's keys together; WATCH/MULTI/EXEC and the Lua script both
+need one slot. Bookings are a few thousand a day, far below one node's
+throughput; the cluster buys availability (failover of that slot's master),
+not write scaling, and the high-traffic keys of other services (node
+heartbeats, leases, the bus) keep their own tags and spread over the cluster.
 """
 
 from __future__ import annotations
@@ -23,7 +34,8 @@ from typing import Any, TypeVar, cast
 import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.exceptions import AskError, MovedError, TryAgainError, WatchError
 
 from rooms.audit import SYSTEM_STREAM, AuditEvent
 from rooms.backends._common import (
@@ -42,9 +54,20 @@ from rooms.store import HearingFilter, Mutation, Trace
 
 T = TypeVar("T")
 
+Pipe = Pipeline
+"""A watching transaction pipeline, on the one Redis or on the cluster node that owns the store's slot."""
+Queue = Pipeline | ClusterPipeline
+"""Where writes are queued: a transaction pipeline, or (load_unchecked) a plain pipeline of either client."""
+
 log = structlog.get_logger(__name__)
 
-# Key names, each under the store's prefix (default "courtlink:"). Times are µs since the Unix epoch.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+"""URL schemes that open a Redis Cluster client, and the plain scheme each stands for."""
+
+STORE_TAG = "{store}"
+"""The hash tag of every store key (see the module docstring: one slot, because a booking's checks span it all)."""
+
+# Key names, each under "<prefix>{store}:" (prefix default "courtlink:"). Times are µs since the Unix epoch.
 SITE_KEY = "site:{id}"
 """string: the Site as JSON."""
 SITES_KEY = "sites"
@@ -78,7 +101,7 @@ MAX_ATTEMPTS = 500
 _READ_FOR_CHECK = """
 local nsites = tonumber(ARGV[1])
 local start = tonumber(ARGV[2])
-local longest = tonumber(redis.call('ZSCORE', KEYS[3], ARGV[7]) or '0')
+local longest = tonumber(redis.call('ZSCORE', KEYS[3], ARGV[6]) or '0')
 local taken = redis.call('EXISTS', KEYS[1])
 local courtroom = redis.call('EXISTS', KEYS[2])
 local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
@@ -86,51 +109,69 @@ local last_event = false
 if #last > 0 then last_event = last[1][2][2] end
 local sites = {}
 for i = 1, nsites do sites[i] = redis.call('GET', KEYS[4 + i]) end
-local bodies = {}
-if ARGV[6] == '1' then
+local ids = {}
+if ARGV[5] == '1' then
   -- Hearings overlapping [start, end) started after start - longest stored duration.
   local low = string.format('%.0f', start - longest)
   local seen = {}
   for i = 5 + nsites, #KEYS do
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[i], low, '(' .. ARGV[3])) do
-      if id ~= ARGV[5] and not seen[id] then
+      if id ~= ARGV[4] and not seen[id] then
         seen[id] = true
-        -- Bodies are read by id, keys not passed in KEYS: fine on one Redis, not on Redis Cluster.
-        bodies[#bodies + 1] = redis.call('GET', ARGV[4] .. id)
+        ids[#ids + 1] = id
       end
     end
   end
 end
-return {taken, courtroom, last_event, sites, bodies}
+return {taken, courtroom, last_event, sites, ids}
 """
-"""Read-only script: everything a booking's checks need, in one round trip (writes stay in MULTI/EXEC)."""
+"""Read-only script: everything a booking's checks need but the other hearings' bodies (writes stay in MULTI/EXEC).
+
+It touches only the KEYS it declares (Redis Cluster routes and checks a script by them): the
+bodies of the overlapping hearings are read by the caller with one MGET of the ids it returns.
+"""
+
+SCRIPTS = {"read_for_check": _READ_FOR_CHECK}
+"""Every Lua script of the store, by name (a test checks that each touches only its declared KEYS)."""
 
 
 class RedisStore:
     """:class:`rooms.store.Store` on Redis; use :meth:`open`."""
 
-    def __init__(self, client: aioredis.Redis, key_prefix: str = "courtlink:") -> None:
+    def __init__(self, client: aioredis.Redis | RedisCluster, key_prefix: str = "courtlink:") -> None:
         self._redis = client
         self.prefix = key_prefix
+        # On a cluster: one plain client per master node, for WATCH/MULTI/EXEC on the store's slot.
+        self._masters: dict[str, aioredis.Redis] = {}
         # Registering only hashes the script; it is loaded on the server at first use.
         self._read_for_check = client.register_script(_READ_FOR_CHECK)
 
     @classmethod
     async def open(cls, url: str, key_prefix: str = "courtlink:") -> RedisStore:
-        """Connect to ``url`` (redis:// or rediss://) and check that the server answers."""
-        client = aioredis.Redis.from_url(url, decode_responses=True)
+        """Connect to ``url`` and check that the server answers.
+
+        redis:// or rediss:// is one Redis server; redis+cluster:// or rediss+cluster:// names one node
+        (any) of a Redis Cluster, from which the client learns the others.
+        """
+        client = connect(url)
         try:
             await client.ping()
+            store = cls(client, key_prefix)
+            # Every booking needs a site first, so an old layout's data always has this key.
+            old = await client.exists(key_prefix + SITES_KEY)
         except BaseException:
             await client.aclose()
             raise
-        log.info("store_opened", backend="redis", key_prefix=key_prefix)
-        return cls(client, key_prefix)
+        if old:
+            # Data of a release before the hash-tagged layout: not read by this one (no migration, pre-1.0).
+            log.warning("store_old_key_layout", key_prefix=key_prefix, tag=STORE_TAG, see="docs/operations.md")
+        log.info("store_opened", backend="redis", cluster=isinstance(client, RedisCluster), key_prefix=key_prefix)
+        return store
 
     # -- keys -------------------------------------------------------------------------------------------------
 
     def _k(self, template: str, **names: str) -> str:
-        return self.prefix + template.format(**names)
+        return key(self.prefix, template, **names)
 
     def _schedule_keys(self, hearing: Hearing) -> list[str]:
         """Every sorted set the hearing is indexed in, besides HEARINGS_KEY."""
@@ -142,23 +183,52 @@ class RedisStore:
 
     # -- plumbing ---------------------------------------------------------------------------------------------
 
-    async def _atomic(self, watch: Sequence[str], work: Callable[[Pipeline], Awaitable[T]]) -> T:
-        """Run ``work`` with ``watch`` watched, redoing it whenever a watched key changed before EXEC."""
+    def _transaction_client(self, slot_key: str) -> aioredis.Redis:
+        """The client whose server owns ``slot_key``'s slot: the one Redis, or that slot's cluster master.
+
+        redis-py's cluster pipelines run WATCH on a thread of their own (blocking the loop), so a cluster
+        transaction goes to the slot's master over a plain connection: every store key shares one slot.
+        """
+        if not isinstance(self._redis, RedisCluster):
+            return self._redis
+        node = self._redis.get_node_from_key(slot_key)
+        if node is None:
+            raise StoreBusy(f"no Redis Cluster master serves the slot of {slot_key!r}")
+        client = self._masters.get(node.name)
+        if client is None:
+            pool = aioredis.ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+            client = self._masters[node.name] = aioredis.Redis(connection_pool=pool)
+        return client
+
+    async def _atomic(self, watch: Sequence[str], work: Callable[[Pipe], Awaitable[T]]) -> T:
+        """Run ``work`` with ``watch`` watched, redoing it whenever a watched key changed before EXEC.
+
+        ``work`` reads through ``self._redis`` (after WATCH, so any later change fails EXEC) and queues its
+        writes on the pipeline after ``_multi``. On a cluster those reads go to the slot's master too
+        (RedisCluster reads from primaries unless told otherwise): a replica's stale read would let a
+        conflicting booking through.
+        """
         for attempt in range(MAX_ATTEMPTS):
-            async with self._redis.pipeline(transaction=True) as pipe:
+            async with self._transaction_client(watch[0]).pipeline(transaction=True) as pipe:
                 try:
                     await pipe.watch(*watch)
                     return await work(pipe)
                 except WatchError:
                     # Someone else won this round; back off a little (jittered) so the losers spread out.
                     await asyncio.sleep(random.uniform(0, min(0.001 * (attempt + 1), 0.02)))
+                except (MovedError, AskError, TryAgainError):
+                    # The slot moved (failover, resharding): learn the new owner, then redo.
+                    if not isinstance(self._redis, RedisCluster):
+                        raise
+                    await self._redis.nodes_manager.initialize()
+                    await asyncio.sleep(min(0.01 * (attempt + 1), 0.5))
         raise StoreBusy(f"gave up after {MAX_ATTEMPTS} concurrent-update retries")
 
     async def _last_event(self, stream: str) -> AuditEvent | None:
         entries = _entries(await self._redis.xrevrange(self._k(AUDIT_KEY, stream=stream), count=1))
         return AuditEvent.model_validate_json(entries[0][AUDIT_FIELD]) if entries else None
 
-    def _queue_event(self, pipe: Pipeline, event: AuditEvent) -> None:
+    def _queue_event(self, pipe: Queue, event: AuditEvent) -> None:
         # The explicit id makes Redis itself refuse a second event with the same seq.
         pipe.xadd(self._k(AUDIT_KEY, stream=event.stream), {AUDIT_FIELD: event.model_dump_json()}, id=f"0-{event.seq}")
 
@@ -168,8 +238,8 @@ class RedisStore:
         """Store a new site; AlreadyExists if the id is taken."""
         key = self._k(SITE_KEY, id=site.id)
 
-        async def work(pipe: Pipeline) -> Site:
-            if await pipe.exists(key):
+        async def work(pipe: Pipe) -> Site:
+            if await self._redis.exists(key):
                 raise AlreadyExists(f"site {site.id!r} exists already")
             event = next_event(await self._last_event(SYSTEM_STREAM), SYSTEM_STREAM, trace)
             _multi(pipe)
@@ -197,10 +267,10 @@ class RedisStore:
         """Store a new courtroom; AlreadyExists, or InvalidReference for an unknown site."""
         key = self._k(COURTROOM_KEY, id=courtroom.id)
 
-        async def work(pipe: Pipeline) -> Courtroom:
-            if await pipe.exists(key):
+        async def work(pipe: Pipe) -> Courtroom:
+            if await self._redis.exists(key):
                 raise AlreadyExists(f"courtroom {courtroom.id!r} exists already")
-            if not await pipe.exists(self._k(SITE_KEY, id=courtroom.site_id)):
+            if not await self._redis.exists(self._k(SITE_KEY, id=courtroom.site_id)):
                 raise InvalidReference(f"site {courtroom.site_id!r} does not exist")
             event = next_event(await self._last_event(SYSTEM_STREAM), SYSTEM_STREAM, trace)
             _multi(pipe)
@@ -251,21 +321,21 @@ class RedisStore:
             len(site_ids),
             micros(hearing.starts_at),
             micros(hearing.ends_at),
-            self._k(HEARING_KEY, id=""),
             hearing.id,
             "1" if hearing.blocks_schedule else "0",
             MAX_DURATION_MEMBER,
         ]
-        taken, courtroom, last, site_bodies, bodies = await self._read_for_check(keys=keys, args=args)
+        taken, courtroom, last, site_bodies, ids = await self._read_for_check(keys=keys, args=args)
         if new and taken:
             raise AlreadyExists(f"hearing {hearing.id!r} exists already")
         sites = {s: Site.model_validate_json(b) if b else None for s, b in zip(site_ids, site_bodies, strict=True)}
         terminals = check_references(hearing, bool(courtroom), sites)
         if hearing.blocks_schedule:
+            bodies = await self._mget(HEARING_KEY, _strs(ids))
             check(hearing, [Hearing.model_validate_json(b) for b in bodies if b], terminals)
         return AuditEvent.model_validate_json(last) if last else None
 
-    def _queue_index(self, pipe: Pipeline, hearing: Hearing, old: Hearing | None) -> None:
+    def _queue_index(self, pipe: Queue, hearing: Hearing, old: Hearing | None) -> None:
         """Queue the writes that store ``hearing`` and move its index entries away from ``old``'s."""
         start = micros(hearing.starts_at)
         pipe.set(self._k(HEARING_KEY, id=hearing.id), hearing.model_dump_json())
@@ -275,6 +345,11 @@ class RedisStore:
         for key in stale:
             pipe.zrem(key, hearing.id)
         for key in new_keys:
+            if old is not None:
+                # A ZADD that keeps the score changes nothing, so it would not fail the EXEC of a booking
+                # that WATCHes this set and checked against the old window (a lengthened neighbour):
+                # remove and re-add, which does.
+                pipe.zrem(key, hearing.id)
             pipe.zadd(key, {hearing.id: start})
         pipe.zadd(self._k(MAX_DURATION_KEY), {MAX_DURATION_MEMBER: duration_micros(hearing)}, gt=True)
 
@@ -283,7 +358,7 @@ class RedisStore:
         key = self._k(HEARING_KEY, id=hearing.id)
         audit = self._k(AUDIT_KEY, stream=hearing.id)
 
-        async def work(pipe: Pipeline) -> Hearing:
+        async def work(pipe: Pipe) -> Hearing:
             event = next_event(await self._check(hearing, new=True), hearing.id, trace)
             _multi(pipe)
             self._queue_index(pipe, hearing, None)
@@ -344,8 +419,8 @@ class RedisStore:
         """Atomically apply ``mutation``, re-check references and conflicts, bump ``version``, store."""
         key = self._k(HEARING_KEY, id=hearing_id)
 
-        async def work(pipe: Pipeline) -> Hearing:
-            body = await pipe.get(key)
+        async def work(pipe: Pipe) -> Hearing:
+            body = await self._redis.get(key)
             if body is None:
                 raise NotFound("hearing", hearing_id)
             current = Hearing.model_validate_json(body)
@@ -380,7 +455,7 @@ class RedisStore:
     async def append_audit(self, stream: str, trace: Trace) -> AuditEvent:
         """Append one event to ``stream``'s chain."""
 
-        async def work(pipe: Pipeline) -> AuditEvent:
+        async def work(pipe: Pipe) -> AuditEvent:
             event = next_event(await self._last_event(stream), stream, trace)
             _multi(pipe)
             self._queue_event(pipe, event)
@@ -400,11 +475,27 @@ class RedisStore:
         return [AuditEvent.model_validate_json(fields[AUDIT_FIELD]) for fields in _entries(raw)]
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pools."""
+        for client in self._masters.values():
+            await client.aclose(close_connection_pool=True)
         await self._redis.aclose()
 
 
-def _multi(pipe: Pipeline) -> None:
+def key(prefix: str, template: str, **names: str) -> str:
+    """The full name of one store key: ``<prefix>{store}:<template filled with names>``."""
+    return f"{prefix}{STORE_TAG}:" + template.format(**names)
+
+
+def connect(url: str) -> aioredis.Redis | RedisCluster:
+    """A client for ``url``: RedisCluster for redis+cluster:// / rediss+cluster://, else one Redis."""
+    scheme, sep, rest = url.partition("://")
+    plain = CLUSTER_SCHEMES.get(scheme.lower())
+    if sep and plain is not None:
+        return RedisCluster.from_url(f"{plain}://{rest}", decode_responses=True)
+    return aioredis.Redis.from_url(url, decode_responses=True)
+
+
+def _multi(pipe: Pipe) -> None:
     """Switch a watching pipeline to queueing (redis-py leaves ``multi`` untyped)."""
     pipe.multi()  # type: ignore[no-untyped-call]
 

@@ -11,14 +11,22 @@ from pathlib import Path
 from typing import cast
 
 import pytest
-import redis.asyncio as aioredis
 
 from rooms.backends import SQLITE_FILE, open_store
-from rooms.backends.redis import AUDIT_FIELD, AUDIT_KEY
+from rooms.backends.redis import AUDIT_FIELD, AUDIT_KEY, connect, key
 from rooms.store import Store
 
-BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
-"""The parameter list of every contract fixture: one suite, two backends (``-m "not redis"`` skips Redis)."""
+BACKENDS = [
+    "sqlite",
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("redis-cluster", marks=pytest.mark.redis),
+]
+"""The parameter list of every contract fixture: one suite, three backends (``-m "not redis"`` skips both Redis).
+
+``redis-cluster`` is a real three-master Redis Cluster: a script or MULTI touching keys of several slots, or a
+script touching a key of a slot it did not declare, fails there with CROSSSLOT instead of passing silently."""
+REDIS_FIXTURES = {"redis": "redis_server", "redis-cluster": "redis_cluster"}
+"""The session fixture that starts each Redis backend's server(s)."""
 
 
 @dataclass
@@ -33,7 +41,7 @@ class Backend:
 
     async def open(self) -> Store:
         """A fresh store on this backend's data (the same data every time)."""
-        url = self.redis_url if self.kind == "redis" else None
+        url = self.redis_url if self.kind in REDIS_FIXTURES else None
         store = await open_store(url, self.data_dir, key_prefix=self.prefix)
         self.opened.append(store)
         return store
@@ -50,17 +58,17 @@ class Backend:
             finally:
                 conn.close()
             return
-        client = aioredis.Redis.from_url(self.redis_url)
+        client = connect(self.redis_url)
         try:
-            key = self.prefix + AUDIT_KEY.format(stream=stream)
-            entries = cast("list[tuple[bytes, dict[bytes, bytes]]]", await client.xrange(key))
+            name = key(self.prefix, AUDIT_KEY, stream=stream)
+            entries = cast("list[tuple[str, dict[str, str]]]", await client.xrange(name))
             # Stream entries cannot be edited in place: rebuild the stream with one event changed.
-            await client.delete(key)
+            await client.delete(name)
             for entry_id, fields in entries:
-                body = json.loads(fields[AUDIT_FIELD.encode()])
+                body = json.loads(fields[AUDIT_FIELD])
                 if body["seq"] == seq:
                     body["actor"] = actor
-                await client.xadd(key, {AUDIT_FIELD: json.dumps(body)}, id=entry_id)
+                await client.xadd(name, {AUDIT_FIELD: json.dumps(body)}, id=entry_id)
         finally:
             await client.aclose()
 
@@ -71,9 +79,9 @@ class Backend:
 
 
 async def backend_for(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    """Body of the parametrized ``backend`` fixtures (request.param is 'sqlite' or 'redis')."""
+    """Body of the parametrized ``backend`` fixtures (request.param is 'sqlite', 'redis' or 'redis-cluster')."""
     kind: str = request.param
-    url = request.getfixturevalue("redis_server") if kind == "redis" else ""
+    url = request.getfixturevalue(REDIS_FIXTURES[kind]) if kind in REDIS_FIXTURES else ""
     backend = Backend(kind, tmp_path / "data", redis_url=url)
     try:
         yield backend

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from rooms.backends.redis import RedisStore
 from rooms.errors import ScheduleConflict
 from rooms.model import Courtroom, Hearing, HearingKind, Participant, Role, Site, SiteKind, identity_of
 from rooms.store import HearingFilter, Store, Trace
-from tests.integration.backends import BACKENDS, Backend, backend_for
+from tests.integration.backends import BACKENDS, REDIS_FIXTURES, Backend, backend_for
 
 T0 = datetime(2030, 3, 4, 9, 0, tzinfo=UTC)
 ADMIN = Trace(actor="key:admin", action="created")
@@ -169,4 +170,42 @@ async def test_two_processes_booking_on_one_redis_have_one_winner(redis_server: 
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+        await backend.close_all()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
+async def test_a_booking_racing_a_neighbours_extension_is_refused(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A booking checked against a neighbour another process lengthens (same start) before it commits is refused."""
+    backend = Backend(kind, tmp_path, redis_url=request.getfixturevalue(REDIS_FIXTURES[kind]))
+    try:
+        booker, clerk = await backend.open(), await backend.open()
+        assert isinstance(booker, RedisStore)
+        await prepare(booker)
+        await booker.book(contender("courtroom", 0), ADMIN)  # cr0 09:00-10:00
+        late = contender("courtroom", 1).model_copy(
+            update={"id": "late", "starts_at": T0 + timedelta(minutes=90), "ends_at": T0 + timedelta(minutes=150)}
+        )
+        original = booker._check
+        raced: list[bool] = []
+
+        async def check_then_race(hearing: Hearing, *, new: bool) -> object:
+            # The booking has checked (no conflict yet) and not committed: now the other process
+            # lengthens the 09:00 hearing to 11:00, over the booking's 10:30.
+            last = await original(hearing, new=new)
+            if not raced:
+                raced.append(True)
+                await clerk.mutate_hearing(
+                    "hcour0",
+                    lambda h: (h.model_copy(update={"ends_at": T0 + timedelta(hours=2)}), Trace("key:clerk", "moved")),
+                )
+            return last
+
+        monkeypatch.setattr(booker, "_check", check_then_race)
+        with pytest.raises(ScheduleConflict):
+            await booker.book(late, Trace("key:clerk", "hearing_booked"))
+        assert [h.id for h in await clerk.list_hearings(HearingFilter())] == ["hcour0"]
+    finally:
         await backend.close_all()

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
+import structlog
+from redis.asyncio.cluster import RedisCluster
 
 from rooms.audit import SYSTEM_STREAM, verify_chain
 from rooms.backends import SQLITE_FILE, open_store
-from rooms.backends.redis import RedisStore
+from rooms.backends.redis import SCRIPTS, STORE_TAG, RedisStore, connect
 from rooms.errors import AlreadyExists, InvalidReference, InvalidTransition, NotFound, ScheduleConflict
 from rooms.lifecycle import cancel
 from rooms.model import Courtroom, Hearing, HearingKind, HearingState, Participant, Role, Site, SiteKind, identity_of
@@ -349,3 +354,108 @@ async def test_open_store_picks_the_backend_from_the_url(tmp_path: Path, redis_s
         await shared.close()
     with pytest.raises(ValueError, match="http"):
         await open_store("http://127.0.0.1:1/", tmp_path)
+
+
+# A key argument of redis.call: the command name, then the first argument (every command the store's scripts use
+# takes its key first).
+_SCRIPT_CALL = re.compile(r"redis\.call\(\s*'(\w+)'\s*,\s*([^,)]+)")
+
+
+def test_every_store_script_touches_only_its_declared_keys() -> None:
+    """Each Lua script of the Redis store reads and writes only keys passed in KEYS, so Redis Cluster can route it."""
+    assert SCRIPTS, "the store declares its scripts"
+    for name, source in SCRIPTS.items():
+        calls = _SCRIPT_CALL.findall(source)
+        assert calls, name
+        undeclared = [(command, arg) for command, arg in calls if not arg.strip().startswith("KEYS[")]
+        assert undeclared == [], f"script {name} touches keys it does not declare: {undeclared}"
+
+
+@pytest.mark.redis
+async def test_a_store_on_a_cluster_keeps_every_key_on_one_slot(redis_cluster: str, tmp_path: Path) -> None:
+    """On a Redis Cluster (redis+cluster://) sites, bookings, indexes and audit streams share one hash-tagged slot."""
+    prefix = f"test:slot:{uuid.uuid4().hex[:8]}:"
+    store = await open_store(redis_cluster, tmp_path, key_prefix=prefix)
+    try:
+        assert isinstance(store, RedisStore)
+        client = store._redis
+        assert isinstance(client, RedisCluster)
+        admin = Trace(actor="key:admin", action="site_created")
+        for site in (
+            Site(id="c", name="C", kind=SiteKind.court),
+            Site(id="d", name="D", kind=SiteKind.detention_center),
+        ):
+            await store.create_site(site, admin)
+        await store.create_courtroom(Courtroom(id="cr", name="CR", site_id="c"), admin)
+        await store.book(hearing("h", "cr", 0, 1, (person("Zhang San", "d"), person("Li Si", "c"))), CLERK)
+        await store.mutate_hearing("h", unchanged(Trace("key:clerk", "hearing_touched")))
+        await store.append_audit("h", Trace("key:clerk", "note"))
+        keys: list[str] = []
+        for node in client.get_primaries():
+            keys += [k async for k in client.scan_iter(match=f"{prefix}*", target_nodes=node)]
+        assert len(keys) >= 8
+        assert all(k.startswith(f"{prefix}{{store}}:") for k in keys), keys
+        slots = {await client.cluster_keyslot(k) for k in keys}
+        assert len(slots) == 1
+    finally:
+        await store.close()
+
+
+@pytest.mark.redis
+async def test_opening_data_of_the_old_key_layout_warns(redis_server: str, tmp_path: Path) -> None:
+    """A Redis holding a pre-hash-tag store under the prefix gets a store_old_key_layout warning on open."""
+    prefix = f"test:old:{uuid.uuid4().hex[:8]}:"
+    client = connect(redis_server)
+    await client.zadd(f"{prefix}sites", {"s": 0})
+    try:
+        with structlog.testing.capture_logs() as logs:
+            store = await open_store(redis_server, tmp_path, key_prefix=prefix)
+            await store.close()
+        assert [e for e in logs if e["event"] == "store_old_key_layout"]
+    finally:
+        await client.delete(f"{prefix}sites")
+        await client.aclose()
+
+
+async def _move_slot(nodes: list[aioredis.Redis], slot: int) -> None:
+    """Reshard one slot by hand to another master (what `redis-cli --cluster reshard` does), keys included."""
+    ids = [str(await n.execute_command("CLUSTER", "MYID")) for n in nodes]  # type: ignore[no-untyped-call]
+    owners = [int(await n.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)) for n in nodes]  # type: ignore[no-untyped-call]
+    src = max(range(len(nodes)), key=lambda i: owners[i])
+    dst = (src + 1) % len(nodes)
+    await nodes[dst].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[src])  # type: ignore[no-untyped-call]
+    await nodes[src].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[dst])  # type: ignore[no-untyped-call]
+    kwargs = nodes[dst].connection_pool.connection_kwargs
+    while keys := await nodes[src].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):  # type: ignore[no-untyped-call]
+        await nodes[src].execute_command(  # type: ignore[no-untyped-call]
+            "MIGRATE", kwargs["host"], kwargs["port"], "", 0, 5000, "KEYS", *keys
+        )
+    for node in nodes:
+        await node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[dst])  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.redis
+async def test_a_store_on_a_cluster_follows_its_slot_to_another_master(redis_cluster: str, tmp_path: Path) -> None:
+    """When the store's slot moves to another master (resharding, failover), booking, changes and reads carry on."""
+    store = await open_store(redis_cluster, tmp_path, key_prefix=f"test:move:{uuid.uuid4().hex[:8]}:")
+    assert isinstance(store, RedisStore)
+    assert isinstance(store._redis, RedisCluster)
+    nodes = [aioredis.Redis(host=n.host, port=int(n.port), decode_responses=True) for n in store._redis.get_primaries()]
+    try:
+        admin = Trace(actor="key:admin", action="site_created")
+        await store.create_site(Site(id="c", name="C", kind=SiteKind.court), admin)
+        await store.create_courtroom(Courtroom(id="cr", name="CR", site_id="c"), admin)
+        await store.book(hearing("h1", "cr", 0, 1, (person("Zhang San", "c"),)), CLERK)
+        await _move_slot(nodes, int(await store._redis.cluster_keyslot(STORE_TAG)))
+        await store.book(hearing("h2", "cr", 1, 2), CLERK)
+        await store.mutate_hearing("h1", unchanged(Trace("key:clerk", "hearing_touched")))
+        with pytest.raises(ScheduleConflict):
+            await store.book(hearing("h3", "cr", 0.5, 1.5), CLERK)
+        assert [h.id for h in await store.list_hearings(HearingFilter(courtroom_id="cr"))] == ["h1", "h2"]
+        assert verify_chain(await store.audit_log("h1")) is None
+        # The transactions went to the old master first, were told MOVED, and followed the slot.
+        assert len(store._masters) == 2
+    finally:
+        for node in nodes:
+            await node.aclose()
+        await store.close()
