@@ -466,9 +466,21 @@ def chromium() -> Iterator[Browser]:
     Module-scoped: Playwright's sync API runs an event loop in this thread while
     it is open, which would break every asyncio test that runs after it.
     """
+    yield from _launch(chromium_args())
+
+
+@pytest.fixture(scope="module")
+def small_chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    """Chromium whose fake camera plays a 160x120, 10 fps clip, so a full cast of eight pages fits on 2 cores."""
+    clip = fake_video_clip(tmp_path_factory.mktemp("clip") / "small.y4m")
+    yield from _launch([*chromium_args(), f"--use-file-for-fake-video-capture={clip}"])
+
+
+def _launch(args: list[str]) -> Iterator[Browser]:
+    """Debian's Chromium, headless, with ``args``; closed when the generator ends."""
     require_chromium()
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_args())
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
         try:
             yield browser
         finally:

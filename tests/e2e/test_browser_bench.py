@@ -22,16 +22,12 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 from tests.browser_fixtures import (
-    CHROMIUM,
     Participants,
     Server,
-    chromium_args,
-    fake_video_clip,
     participant_group,
-    require_chromium,
     run_server,
 )
 
@@ -105,23 +101,6 @@ BOTH = (
 )
 """Checks ``FITS`` in the page's language and in the other one (through the page's own language button), in one
 round trip: eight pages with media keep two cores busy, and every Playwright action on them is slow."""
-
-
-@pytest.fixture(scope="module")
-def small_chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    """Chromium whose fake camera plays a 160x120, 10 fps clip, so eight pages fit on 2 cores."""
-    require_chromium()
-    clip = fake_video_clip(tmp_path_factory.mktemp("clip") / "small.y4m")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[*chromium_args(), f"--use-file-for-fake-video-capture={clip}"],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture

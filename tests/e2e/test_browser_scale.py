@@ -14,19 +14,13 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from tests.browser_fixtures import (
-    CHROMIUM,
     MEDIA_WAIT,
-    chromium_args,
-    fake_video_clip,
     participant_group,
-    require_chromium,
 )
 
 if TYPE_CHECKING:
@@ -54,23 +48,6 @@ PEOPLE = [
 ]
 PUBLISHERS = ["judge", "clerk", "prosecutor", "counsel", "defendant", "interpreter"]
 RECEIVERS = [*PUBLISHERS, "observer"]
-
-
-@pytest.fixture(scope="module")
-def small_chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    """Chromium whose fake camera plays a 160x120, 10 fps clip, so 8 pages fit on 2 cores."""
-    require_chromium()
-    clip = fake_video_clip(tmp_path_factory.mktemp("clip") / "small.y4m")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[*chromium_args(), f"--use-file-for-fake-video-capture={clip}"],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def flows(group: Participants, page: Page, ids: dict[str, str]) -> dict[str, tuple[int, int]]:
