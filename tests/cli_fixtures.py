@@ -6,12 +6,8 @@ install). Every ``COURTLINK_*`` variable of the test's own environment is droppe
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -20,15 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-URL_LINE = re.compile(r"courtlink: serving (https?://\S+)")
+from tests.serve_process import ServeProcess, clean_env
+
 DATA_DIR = "courtlink-data"
-
-
-def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The test's environment without any ``COURTLINK_*`` variable, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("COURTLINK_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return {**env, **(extra or {})}
 
 
 def courtlink(
@@ -51,10 +41,20 @@ class LiveServer:
     """``courtlink serve --port 0`` in ``workdir`` on ``workdir/courtlink-data``, with a first-run admin key."""
 
     workdir: Path
-    url: str = ""
-    port: int = 0
-    output: list[str] = field(default_factory=list)
-    proc: subprocess.Popen[str] | None = None
+    serve: ServeProcess = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.serve = ServeProcess(None, cwd=self.workdir, first_run=True)
+
+    @property
+    def url(self) -> str:
+        """The base URL the server printed."""
+        return self.serve.url
+
+    @property
+    def port(self) -> int:
+        """The port it listens on."""
+        return int(self.url.rsplit(":", 1)[1])
 
     @property
     def data_dir(self) -> Path:
@@ -66,46 +66,14 @@ class LiveServer:
         """The admin key the server created on its first run."""
         return (self.data_dir / "admin.key").read_text(encoding="utf-8").strip()
 
-    def start(self, timeout: float = 60) -> None:
+    def start(self) -> None:
         """Start and wait for the line that names the URL."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "courtlink.cli", "serve", "--port", "0"],
-            cwd=self.workdir,
-            env=clean_env({"COURTLINK_LOG_LEVEL": "warning"}),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-            match = URL_LINE.search(line)
-            if match:
-                self.url = match.group(1)
-                self.port = int(self.url.rsplit(":", 1)[1])
-                return
-        self.stop()
-        raise RuntimeError("courtlink serve did not start:\n" + "".join(self.output))
+        self.serve.start()
 
     def stop(self) -> None:
         """SIGTERM, as an operator stops it."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.proc = None
+        self.serve.stop()
 
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """One REST call with the admin key: (status, parsed JSON body)."""

@@ -16,33 +16,38 @@ URL_LINE = re.compile(r"courtlink: serving (https?://\S+)")
 ADMIN_KEY = "serve-admin-key-0123456789abcdef"
 
 
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The test's environment without any ``COURTLINK_*`` variable, plus ``extra`` (unbuffered Python output)."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("COURTLINK_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return {**env, **(extra or {})}
+
+
 @dataclass
 class ServeProcess:
     """A ``courtlink serve`` child process; ``start`` waits until it prints its URL."""
 
-    data_dir: Path
+    data_dir: Path | None
+    """``--data-dir``; None: the default ``./courtlink-data`` of ``cwd``."""
     env: Mapping[str, str] = field(default_factory=dict)
     args: Sequence[str] = ()
     """Further ``courtlink serve`` options (e.g. ``--tls-cert``)."""
+    cwd: Path | None = None
+    first_run: bool = False
+    """As on a fresh install: no ``COURTLINK_*`` variable of the test's environment and no admin key given, so the
+    server makes its own (``<data dir>/admin.key``)."""
     proc: subprocess.Popen[str] | None = None
     url: str = ""
     output: list[str] = field(default_factory=list)
 
     def start(self, timeout: float = 60) -> str:
         """Start the server and return its base URL."""
-        env = {**os.environ, "COURTLINK_ADMIN_KEY": ADMIN_KEY, "COURTLINK_LOG_LEVEL": "warning", **self.env}
+        base = clean_env() if self.first_run else {**os.environ, "COURTLINK_ADMIN_KEY": ADMIN_KEY}
+        env = {**base, "COURTLINK_LOG_LEVEL": "warning", **self.env}
+        data_dir = () if self.data_dir is None else ("--data-dir", str(self.data_dir))
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "courtlink.cli",
-                "serve",
-                "--port",
-                "0",
-                "--data-dir",
-                str(self.data_dir),
-                *self.args,
-            ],
+            [sys.executable, "-m", "courtlink.cli", "serve", "--port", "0", *data_dir, *self.args],
+            cwd=self.cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

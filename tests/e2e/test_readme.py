@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_fixtures import clean_env, live_server
+from tests.cli_fixtures import live_server
+from tests.serve_process import clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_fixtures import clean_env, courtlink, one_line_error
+from tests.cli_fixtures import courtlink, one_line_error
+from tests.serve_process import clean_env
 
 SHORT_KEY = "sekrit-short-1"
 """A too-short admin key: the message must name it, never show it."""

@@ -18,7 +18,8 @@ from media import AiortcMismatch
 from media.aiortc_compat import self_check
 from media.node import InProcessNode
 from media.settings import NodeSettings
-from tests.cli_fixtures import clean_env, one_line_error
+from tests.cli_fixtures import one_line_error
+from tests.serve_process import clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
 ADAPTER = "aiortc_compat.py"
