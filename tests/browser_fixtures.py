@@ -42,6 +42,8 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from tests.serve_process import rest_call
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO_ROOT / "artifacts" / "browser"
 """Screenshots and server logs of the browser tests (gitignored)."""
@@ -166,20 +168,7 @@ class Server:
         return self._request(method, path, body)
 
     def _request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.base_url + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {self.admin_key}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=15) as resp:
-                raw = resp.read()
-                return resp.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            return exc.code, json.loads(raw) if raw else None
+        return rest_call(self.base_url + path, self.admin_key, method, body)
 
     def book(self, participants: list[tuple[str, str, str]], *, kind: str = "trial") -> Booking:
         """Book a hearing starting now (see :func:`book_hearing`)."""

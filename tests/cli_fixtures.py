@@ -5,18 +5,15 @@ install). Every ``COURTLINK_*`` variable of the test's own environment is droppe
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.serve_process import ServeProcess, clean_env
+from tests.serve_process import ServeProcess, clean_env, rest_call
 
 DATA_DIR = "courtlink-data"
 
@@ -77,17 +74,7 @@ class LiveServer:
 
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """One REST call with the admin key: (status, parsed JSON body)."""
-        request = urllib.request.Request(
-            f"{self.url}/api/v1{path}",
-            method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {self.admin_key}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=15) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read() or b"null")
+        return rest_call(f"{self.url}/api/v1{path}", self.admin_key, method, body)
 
 
 @contextmanager

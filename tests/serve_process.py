@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 URL_LINE = re.compile(r"courtlink: serving (https?://\S+)")
 ADMIN_KEY = "serve-admin-key-0123456789abcdef"
+
+
+def rest_call(url: str, key: str, method: str, body: Any = None, timeout: float = 15) -> tuple[int, Any]:
+    """One REST call with an API key, as a clerk's script makes it: (status, parsed JSON body or None)."""
+    request = urllib.request.Request(
+        url,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -6,15 +6,13 @@ import json
 import sqlite3
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.serve_process import ADMIN_KEY, ServeProcess
+from tests.serve_process import ADMIN_KEY, ServeProcess, rest_call
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,17 +28,7 @@ def server(tmp_path: Path) -> Iterator[ServeProcess]:
 
 def _api(server: ServeProcess, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     """One REST call with the admin key: (status, parsed JSON body)."""
-    request = urllib.request.Request(
-        f"{server.url}/api/v1{path}",
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"null")
+    return rest_call(f"{server.url}/api/v1{path}", ADMIN_KEY, method, body, timeout=10)
 
 
 def _cli(server: ServeProcess, *args: str) -> subprocess.CompletedProcess[str]:
