@@ -386,6 +386,9 @@ class MediaClient:
 class DirectSignaling:
     """Plays signaling between :class:`MediaClient` objects and a node: SDP both ways, Tracks events."""
 
+    delay = 0.0
+    """Seconds each client waits before it answers a node offer (a subclass sets it for a slow client or link)."""
+
     def __init__(self, node: NodeControl, hearing_id: str) -> None:
         self.node = node
         self.hearing_id = hearing_id
@@ -412,6 +415,8 @@ class DirectSignaling:
                 if event.sdp == self._answered.get(client.name):
                     continue  # the node re-sent an offer we answered already (its answer is on the way)
                 self._answered[client.name] = event.sdp
+                if self.delay:
+                    await asyncio.sleep(self.delay)
                 answer = await client.answer(event.sdp)
                 reply = await self.node.call(
                     ApplyAnswer(hearing_id=self.hearing_id, participant_id=client.name, sdp=answer)

@@ -17,17 +17,14 @@ from media.node import InProcessNode
 from media.settings import NodeSettings
 from rooms.control import (
     AddCandidate,
-    ApplyAnswer,
     ApplyOffer,
     CreatePeer,
     DeclareTrack,
-    Offer,
     Refused,
     SetPublishing,
     SetReceiving,
     SpeakerChanged,
     TrackPublished,
-    Tracks,
 )
 from rooms.model import Role, Source
 from tests.integration.test_sfu_limits import with_extra_sections
@@ -139,23 +136,6 @@ class HeldAnswers(DirectSignaling):
     """Signaling whose clients answer node offers only after ``delay`` seconds (a slow client or link)."""
 
     delay = 1.0
-
-    async def _relay(self) -> None:
-        while True:
-            event = await self._queue.get()
-            client = self.clients.get(getattr(event, "participant_id", ""))
-            if client is None:
-                continue
-            if isinstance(event, Offer):
-                await asyncio.sleep(self.delay)
-                answer = await client.answer(event.sdp)
-                reply = await self.node.call(
-                    ApplyAnswer(hearing_id=self.hearing_id, participant_id=client.name, sdp=answer)
-                )
-                if isinstance(reply, Refused):
-                    self.failures.append(f"{client.name}: {reply.code} {reply.message}")
-            elif isinstance(event, Tracks):
-                client.tracks = event.tracks
 
 
 async def test_receiver_readded_while_an_offer_is_pending_gets_video_back() -> None:
