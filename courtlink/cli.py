@@ -273,22 +273,19 @@ def check_data_dir(settings: Settings, source: str) -> None:
         path = data_dir / name
         if path.exists() and not os.access(path, os.R_OK | (os.W_OK if name.endswith("sqlite3") else 0)):
             raise ConfigError(f"{where}: cannot {'write' if name.endswith('sqlite3') else 'read'} {path}")
-    key_file = data_dir / ADMIN_KEY_FILE
-    if settings.admin_key is None and key_file.is_file():
+    for name, given, what, minimum in (
+        (ADMIN_KEY_FILE, settings.admin_key, "admin key", MIN_KEY_LENGTH),
+        (TOKEN_SECRET_FILE, settings.tokens.secret, "token secret", MIN_SECRET_LENGTH),
+    ):
+        stored_in = data_dir / name
+        if given is not None or not stored_in.is_file():
+            continue
         try:
-            stored = key_file.read_text(encoding="utf-8").strip()
+            stored = stored_in.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{key_file}: cannot read the admin key: {exc}") from None
-        if stored and len(stored) < MIN_KEY_LENGTH:
-            raise ConfigError(f"{key_file}: admin key: must be at least {MIN_KEY_LENGTH} characters long")
-    secret_file = data_dir / TOKEN_SECRET_FILE
-    if settings.tokens.secret is None and secret_file.is_file():
-        try:
-            stored = secret_file.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{secret_file}: cannot read the token secret: {exc}") from None
-        if stored and len(stored) < MIN_SECRET_LENGTH:
-            raise ConfigError(f"{secret_file}: token secret: must be at least {MIN_SECRET_LENGTH} characters long")
+            raise ConfigError(f"{stored_in}: cannot read the {what}: {exc}") from None
+        if stored and len(stored) < minimum:
+            raise ConfigError(f"{stored_in}: {what}: must be at least {minimum} characters long")
 
 
 # -- talking to a running server -----------------------------------------------------------------------------
