@@ -27,12 +27,9 @@ function setText(el, text) {
 }
 
 /** The clock and the time in session; once a second while the console is shown. */
-function tick(app) {
-  if (app.view !== "hearing" || $("console").hidden || $("bench-bar").hidden || !app.hearing) {
-    clearInterval(app.benchTimer);
-    app.benchTimer = null;
-    return;
-  }
+/** The bench bar's clock and time in session, in place; called by the page's one-second tick. */
+export function tickBench(app) {
+  if (app.view !== "hearing" || $("console").hidden || $("bench-bar").hidden || !app.hearing) return;
   const hearing = app.hearing;
   const clock = $("bench-clock");
   const now = formatter(app, { hour: "2-digit", minute: "2-digit", second: "2-digit" }).format(new Date());
@@ -161,8 +158,7 @@ export function renderBench(app, actions) {
     }
   }
 
-  tick(app);
-  if (!app.benchTimer) app.benchTimer = setInterval(() => tick(app), 1000);
+  tickBench(app);
 }
 
 /** The participant's own hand-raise button (for those who may speak, not the bench). */

@@ -7,7 +7,7 @@ import { formatElapsed } from "./elapsed.js";
 import { I18n, pickLanguage } from "./i18n.js";
 import { MediaSession } from "./media.js";
 import { MediaAlerts, mediaHealth, renderConsole } from "./console.js";
-import { renderHand, toggleHand } from "./bench.js";
+import { renderHand, tickBench, toggleHand } from "./bench.js";
 import { Signal } from "./signal.js";
 import { confirmDialog } from "./confirm.js";
 import { keepFocus } from "./focus.js";
@@ -67,7 +67,7 @@ class App {
     this.alerts = new MediaAlerts(this);
     this.mediaHealth = "none";
     this.galleryOpen = false;
-    this.consultTimer = null;
+    this.clockTimer = null;
   }
 
   /** An observer: watches and listens only (role from the link before joining, from `joined` after). */
@@ -112,8 +112,8 @@ class App {
     document.body.dataset.audience = this.audience ? "1" : "0";
     this.show("prejoin");
     this.render();
-    // The elapsed times of consultations tick once a second, in place (nothing is re-rendered).
-    this.consultTimer = setInterval(() => this.tickElapsed(), 1000);
+    // The bench's clock and the elapsed times tick once a second, in place (nothing is re-rendered).
+    this.clockTimer = setInterval(() => this.tickElapsed(), 1000);
     // An observer is never asked for a camera or microphone: no getUserMedia at all.
     await Promise.all([this.loadJoinInfo(), this.audience ? null : this.startDevices()]);
   }
@@ -187,7 +187,7 @@ class App {
     // A question asked before the end (Leave?) has no answer any more.
     if ($("confirm-dialog").open) $("confirm-dialog").close();
     clearInterval(this.qualityTimer);
-    clearInterval(this.consultTimer);
+    clearInterval(this.clockTimer);
     this.alerts.stop();
     this.signal.stop();
     this.media.close();
@@ -1008,9 +1008,10 @@ class App {
     );
   }
 
-  /** Once a second: every elapsed consultation time on the page, updated in place. */
+  /** Once a second: the bench clock and every elapsed consultation time on the page, updated in place. */
   tickElapsed() {
     if (this.view !== "hearing") return;
+    tickBench(this);
     for (const el of document.querySelectorAll("[data-consult-since]")) {
       const elapsed = formatElapsed(Number(el.dataset.consultSince));
       const key = el.dataset.consultKey;
