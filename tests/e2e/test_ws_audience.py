@@ -151,3 +151,25 @@ async def test_stopped_evidence_leaves_the_viewers_tracks(court: Court) -> None:
     assert all(later[mid] - counts[mid] <= 5 for mid in counts), (counts, later)
     assert gone < 3.0  # the issue's bound is 1 s at the viewer's screen; loose on a loaded machine
     assert judge.failures == observer.failures == []
+
+
+async def test_a_court_mute_survives_a_dropped_link(court: Court) -> None:
+    """A court-muted defendant whose link drops and who resumes is still muted by the court: the resumed ``joined``
+    says so, and their own unmute is still refused with ``muted_by_court``."""
+    b = await court.book(("judge", "defendant"))
+    judge, _ = await court.join(b.tokens["judge"])
+    defendant, joined = await court.join(b.tokens["defendant"])
+    me = b.ids["defendant"]
+    await judge.request_ok("admit", "roster", participant_id=me)
+    await defendant.expect("admitted")
+    assert (await judge.request_ok("session", "state", action="open"))["type"] == "state"
+    await judge.request_ok("mute", "muted", participant_id=me, source="microphone", muted=True)
+    await defendant.expect("roster", lambda m: "microphone" in _entry(m, me)["muted_by_court"])
+
+    await defendant.close()  # the detention center's link drops: no `leave`
+    resumed, rejoined = await court.join(b.tokens["defendant"], resume=joined["resume"])
+    assert rejoined["resumed"] is True
+    assert _entry({"participants": rejoined["roster"]}, me)["muted_by_court"] == ["microphone"]
+    refused = await resumed.request("mute", "muted", participant_id=me, source="microphone", muted=False)
+    assert refused["type"] == "error"
+    assert refused["code"] == "muted_by_court"
