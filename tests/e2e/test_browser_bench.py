@@ -223,9 +223,15 @@ def test_every_role_fits_1024x600_and_the_bench_console(bench_server: Server, ca
     # Admit everyone, call the witness, open and start.
     judge.locator("#session-buttons button[data-action=open]").click()
     judge.wait_for_selector("#hearing-state[data-state=open]")
+    # One at a time, as a clerk does: each admission's roster re-renders the list before the next click (a click
+    # into a list being rebuilt can land on a button that is gone; see the closing note of issue 9).
     for role in waiting:
-        judge.locator(f"#lobby-queue li[data-participant='{ids[role]}'] button.btn-primary").click()
-    judge.locator(f"#witness-queue li[data-participant='{ids['witness']}'] button").click()
+        item = f"#lobby-queue li[data-participant='{ids[role]}']"
+        judge.locator(f"{item} button.btn-primary").click()
+        judge.wait_for_selector(item, state="detached")
+    witness_item = f"#witness-queue li[data-participant='{ids['witness']}']"
+    judge.locator(f"{witness_item} button").click()
+    judge.wait_for_selector(witness_item, state="detached")
     judge.locator("#session-buttons button[data-action=start]").click()
     for page in pages.values():
         page.wait_for_selector("body[data-view=hearing]")
