@@ -88,16 +88,38 @@ def namespaces() -> Iterator[tuple[str, str]]:
             except subprocess.CalledProcessError as exc:
                 pytest.skip(f"cannot create a network namespace here: {exc.stderr.decode(errors='replace').strip()}")
             made.append(name)
+            # No IPv6 inside: a link-local address finishing duplicate detection a second after the link is up
+            # is a "network change" to Chromium, which then fails the page loads in flight (ERR_NETWORK_CHANGED).
+            for key in ("all", "default"):
+                _run("ip", "netns", "exec", name, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
             _run("ip", "-n", name, "link", "set", "lo", "up")
         _run("ip", "-n", court, "link", "add", "vcourt", "type", "veth", "peer", "name", "vhome", "netns", home)
         _run("ip", "-n", court, "addr", "add", f"{COURT_ADDRESS}/24", "dev", "vcourt")
         _run("ip", "-n", home, "addr", "add", f"{HOME_ADDRESS}/24", "dev", "vhome")
         _run("ip", "-n", court, "link", "set", "vcourt", "up")
         _run("ip", "-n", home, "link", "set", "vhome", "up")
+        _settle(court, home)
         yield court, home
     finally:
         for name in made:
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=20, check=False)
+
+
+def _settle(*names: str) -> None:
+    """Wait until every veth end is up and no address is still tentative, so no browser starts while the
+    namespace's network is still changing under it."""
+
+    def show(name: str, what: str) -> list[str]:
+        out = subprocess.run(["ip", "-n", name, "-o", what, "show"], capture_output=True, text=True, timeout=20)
+        return out.stdout.splitlines()
+
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        links = [line for name in names for line in show(name, "link") if "LOOPBACK" not in line]
+        addrs = [line for name in names for line in show(name, "addr")]
+        if all("state UP" in line for line in links) and not any("tentative" in line for line in addrs):
+            return
+        time.sleep(0.1)
 
 
 def _enter_netns(name: str) -> None:
