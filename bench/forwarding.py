@@ -55,7 +55,7 @@ from aiortc.contrib.media import MediaRelay
 from media.ice import restrict_host_candidates, rtc_configuration
 from media.node import InProcessNode
 from media.settings import NodeSettings
-from rooms.control import (
+from protocol.node import (
     NODE_COMMAND,
     NODE_EVENT,
     ApplyAnswer,

@@ -19,7 +19,7 @@ import structlog
 
 from media.node import InProcessNode
 from media.settings import NodeSettings
-from rooms.control import SetPublishing, SetReceiving
+from protocol.node import SetPublishing, SetReceiving
 from rooms.model import Role, Source
 from tests.media_clients import DirectSignaling, MediaClient, eventually, hearing
 

@@ -28,10 +28,10 @@ from pathlib import Path
 import av
 import structlog
 
+from protocol.frames import EncodedFrame
 from recorder.recorder import Recorder
 from recorder.render import render_archive
 from recorder.verify import verify_archive
-from rooms.frames import EncodedFrame
 from rooms.model import Source
 from tests import recorder_fixtures as fx
 

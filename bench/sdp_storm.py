@@ -24,7 +24,7 @@ import structlog
 
 from media.node import InProcessNode
 from media.settings import NodeSettings
-from rooms.control import ApplyOffer, ClosePeer, CreatePeer, Refused
+from protocol.node import ApplyOffer, ClosePeer, CreatePeer, Refused
 from rooms.model import Role
 from tests.media_clients import MediaClient
 

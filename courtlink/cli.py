@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import secrets
-import sqlite3
 import sys
 import tempfile
 import tomllib
@@ -186,6 +185,7 @@ def _names_option(argv: Sequence[str], *names: str) -> bool:
 def _serve(args: argparse.Namespace) -> int:
     from courtlink.tls import server_context
     from courtlink.wiring import serve
+    from rooms.backends import EMBEDDED_STORE_ERRORS
 
     settings = load_settings(args.config, host=args.host, port=args.port, data_dir=args.data_dir)
     settings, tls_where = with_tls_flags(settings, args)
@@ -199,7 +199,7 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"courtlink: cannot serve: {exc}", file=sys.stderr)
         return 1
-    except sqlite3.Error as exc:
+    except EMBEDDED_STORE_ERRORS as exc:
         print(f"courtlink: cannot open the store in {settings.data_dir}: {exc}", file=sys.stderr)
         return 1
     return 0

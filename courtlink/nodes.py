@@ -6,11 +6,11 @@ import time
 from collections.abc import Sequence
 
 from media.node import InProcessNode
-from rooms.directory import NodeInfo
+from protocol.directory import NodeInfo
 
 
 class LocalNodes:
-    """A :class:`rooms.directory.NodeDirectory` of the in-process node.
+    """A :class:`protocol.directory.NodeDirectory` of the in-process node.
 
     ``load`` is the share of one core this process used since the previous
     reading (a media node runs one process per core).

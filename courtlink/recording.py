@@ -28,13 +28,7 @@ from typing import Any, cast
 import structlog
 
 from media.node import InProcessNode
-from recorder.recorder import Recorder, RecordingSession
-from rooms.audit import AuditEvent
-from rooms.errors import DomainError
-from rooms.model import Hearing, HearingState, Placement, Role, Site, Source
-from rooms.permissions import TABLE
-from rooms.store import HearingFilter, Store, Trace
-from signaling.messages import (
+from protocol.client import (
     Joined,
     MissingTrack,
     ParticipantInfo,
@@ -44,6 +38,12 @@ from signaling.messages import (
     RosterMsg,
     StateMsg,
 )
+from recorder.recorder import Recorder, RecordingSession
+from rooms.audit import AuditEvent
+from rooms.errors import DomainError
+from rooms.model import Hearing, HearingState, Placement, Role, Site, Source
+from rooms.permissions import TABLE
+from rooms.store import HearingFilter, Store, Trace
 from signaling.session import SessionError
 from signaling.session_hub import SessionHub
 

@@ -33,8 +33,8 @@ from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpReceiver
 from media.aiortc_compat import RtpPacket, keyframe_requester
 from media.passthrough import ReportTimes, TappedFrame, is_keyframe
 from media.sending import SEQUENCE_JUMP, FrameSender
-from rooms.control import MediaKind
-from rooms.frames import EncodedFrame, FrameSink, SenderReport, TrackInfo
+from protocol.frames import EncodedFrame, FrameSink, SenderReport, TrackInfo
+from protocol.node import MediaKind
 from rooms.model import Source
 
 log = structlog.get_logger(__name__)

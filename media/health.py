@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from media.aiortc_compat import sender_counters
-from rooms.control import PeerHealth, PeerState, TrackHealth
+from protocol.node import PeerHealth, PeerState, TrackHealth
 
 if TYPE_CHECKING:
     from media.forwarding import PublishedTrack

@@ -1,4 +1,4 @@
-"""The in-process media node: an aiortc SFU with encoded passthrough, driven through ``rooms.control``.
+"""The in-process media node: an aiortc SFU with encoded passthrough, driven through ``protocol.node``.
 
 Signaling decides who may publish and receive (``SetPublishing``,
 ``SetReceiving``); the node decides what flows within that: every permitted
@@ -41,7 +41,8 @@ from media.plan import forwarding_plan
 from media.probe import Probe
 from media.settings import NodeSettings
 from media.speaker import SpeakerDetector
-from rooms.control import (
+from protocol.frames import FrameSink
+from protocol.node import (
     Ack,
     AddCandidate,
     ApplyAnswer,
@@ -70,7 +71,6 @@ from rooms.control import (
     TrackPublished,
     Tracks,
 )
-from rooms.frames import FrameSink
 from rooms.model import Role, Source
 
 log = structlog.get_logger(__name__)
@@ -100,7 +100,7 @@ class _Room:
 
 
 class InProcessNode:
-    """A media node in this process, implementing ``rooms.control.NodeControl``."""
+    """A media node in this process, implementing ``protocol.node.NodeControl``."""
 
     @staticmethod
     def check_environment() -> None:

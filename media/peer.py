@@ -45,7 +45,7 @@ from media.forwarding import ForwardedTrack, PublishedTrack
 from media.ice import restrict_host_candidates, rtc_configuration
 from media.sending import install
 from media.settings import NodeSettings
-from rooms.control import MediaKind, TrackRef
+from protocol.node import MediaKind, TrackRef
 from rooms.model import Role, Source
 
 log = structlog.get_logger(__name__)

@@ -26,7 +26,7 @@ from media.passthrough import ReceiverTap, tap_receiver
 from media.peer import DEFAULT_SOURCE, NegotiationError, check_sdp, first_codec
 from media.sending import install
 from media.settings import NodeSettings
-from rooms.control import MediaKind
+from protocol.node import MediaKind
 
 log = structlog.get_logger(__name__)
 

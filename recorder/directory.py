@@ -1,4 +1,4 @@
-"""The recorder's side of :class:`rooms.directory.RecordingDirectory`: archives on the local disk.
+"""The recorder's side of :class:`protocol.directory.RecordingDirectory`: archives on the local disk.
 
 Listing verifies sealed sessions, which re-hashes every segment: the result is
 cached per session and reused while no file of the session changed size or
@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from protocol.directory import RecorderKey, RecordingInfo
 from recorder.archive import list_recordings
 from recorder.keys import public_keys
 from recorder.recorder import key_dir_of, recordings_root
 from recorder.writer import safe_name
-from rooms.directory import RecorderKey, RecordingInfo
 
 MAX_CACHED_SESSIONS = 256
 """Verification results kept (one per session, least recently used dropped first)."""

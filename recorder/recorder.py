@@ -1,4 +1,4 @@
-"""The recorder: a :class:`rooms.frames.FrameSink` that archives every permitted track of a hearing.
+"""The recorder: a :class:`protocol.frames.FrameSink` that archives every permitted track of a hearing.
 
 The media node calls the sink methods on its event loop; they only compute a
 timestamp and queue, never touch a file. One writer thread per recorder owns
@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from protocol.frames import EncodedFrame, SenderReport, TrackInfo
 from recorder.keys import SigningKey, load_or_create, public_keys
 from recorder.manifest import GAP_REASONS, PERSON_GAP_REASONS
 from recorder.queue import WorkQueue
@@ -37,7 +38,6 @@ from recorder.recovery import RecoveryRefused, crashed_sessions, discard_if_empt
 from recorder.segments import Opener, default_opener
 from recorder.timeline import SenderClock, TrackClock
 from recorder.writer import WITHHELD_GUARD, SessionSpec, SessionWriter, safe_name, session_locked
-from rooms.frames import EncodedFrame, SenderReport, TrackInfo
 from rooms.model import Hearing, Role, Site
 
 log = structlog.get_logger("recorder")

@@ -25,8 +25,8 @@ from typing import Protocol
 
 import av
 
+from protocol.node import MediaKind
 from recorder.chain import BLOCK_SIZE  # one definition, shared with the verifier
-from rooms.control import MediaKind
 
 
 class SegmentIO(Protocol):

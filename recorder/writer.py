@@ -20,6 +20,7 @@ from typing import Any
 import av
 import structlog
 
+from protocol.frames import TrackInfo
 from recorder.chain import ALGORITHM, BLOCK_SIZE, LOCK_NAME, SEGMENTS_DIR, safe_name, seal_message
 from recorder.keys import SigningKey
 from recorder.manifest import FORMAT, MANIFEST_NAME, ManifestWriter, entry_hash, last_intact, read_lines, wall
@@ -34,7 +35,6 @@ from recorder.segments import (
 )
 from recorder.timeline import rtp_delta
 from rooms.audit import GENESIS
-from rooms.frames import TrackInfo
 
 log = structlog.get_logger("recorder")
 

@@ -36,6 +36,6 @@ fi
 .venv/bin/python -c "import courtlink, rooms, signaling, media, recorder"
 
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
-echo "== mypy --strict"; .venv/bin/mypy rooms signaling media recorder courtlink tests bench
+echo "== mypy --strict"; .venv/bin/mypy rooms protocol signaling media recorder courtlink tests bench
 echo "== import contracts"; .venv/bin/lint-imports
 echo "== pytest"; .venv/bin/pytest -q -p no:cacheprovider "$@"

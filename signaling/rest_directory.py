@@ -1,7 +1,7 @@
 """Views owned by other services: ``/hearings/{id}/recordings``, ``/recorder/keys`` and ``/nodes``.
 
 The composition root passes the implementations to :func:`directory_routes`;
-signaling only knows the protocols in :mod:`rooms.directory`.
+signaling only knows the protocols in :mod:`protocol.directory`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from rooms.directory import NodeDirectory, NodeInfo, RecorderKey, RecordingDirectory, RecordingInfo
+from protocol.directory import NodeDirectory, NodeInfo, RecorderKey, RecordingDirectory, RecordingInfo
 from signaling.app import RouteRegistrar
 from signaling.config import KeyScope
 from signaling.keys import STORE_KEY

@@ -5,7 +5,7 @@ the media node answers with a probe peer that sends everything back, so the
 page measures round-trip time and bitrate with ``getStats``. The node closes
 the probe when the page does, or after at most 20 s. One live probe per
 participant, and a bounded number per node: beyond either, ``429``.
-Signaling reaches the node only through ``rooms.control.NodeControl``.
+Signaling reaches the node only through ``protocol.node.NodeControl``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from rooms.control import CreateProbe, NodeControl, Refused, SdpAnswer
+from protocol.node import CreateProbe, NodeControl, Refused, SdpAnswer
 from signaling.keys import STORE_KEY, TOKENS_KEY
 from signaling.problems import Problem
 from signaling.routing import ROUTES_KEY, RouteSpec, read_body, respond

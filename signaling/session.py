@@ -54,7 +54,27 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from rooms.control import (
+from protocol.client import (
+    Admitted,
+    Denied,
+    Error,
+    HearingInfo,
+    IceServer,
+    Joined,
+    MediaHealth,
+    MediaRestart,
+    Muted,
+    ParticipantInfo,
+    PermissionsInfo,
+    PlacementMsg,
+    Removed,
+    Reply,
+    RequestId,
+    RosterEntry,
+    RosterMsg,
+    StateMsg,
+)
+from protocol.node import (
     ClosePeer,
     CloseRoom,
     CreatePeer,
@@ -89,26 +109,6 @@ from rooms.permissions import (
     permissions,
 )
 from rooms.store import Trace
-from signaling.messages import (
-    Admitted,
-    Denied,
-    Error,
-    HearingInfo,
-    IceServer,
-    Joined,
-    MediaHealth,
-    MediaRestart,
-    Muted,
-    ParticipantInfo,
-    PermissionsInfo,
-    PlacementMsg,
-    Removed,
-    Reply,
-    RequestId,
-    RosterEntry,
-    RosterMsg,
-    StateMsg,
-)
 from signaling.turn import TurnIssuer
 
 # --- close codes (PROTOCOL.md) -------------------------------------------------------------------

@@ -23,32 +23,7 @@ from typing import Any, Protocol
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from rooms.audit import AuditEvent
-from rooms.control import (
-    AddCandidate,
-    ApplyAnswer,
-    ApplyOffer,
-    CloseRoom,
-    NodeCommand,
-    NodeControl,
-    NodeEvent,
-    NodeReply,
-    Offer,
-    PeerHealth,
-    PeerLost,
-    PeerStateChanged,
-    PublishRefused,
-    Refused,
-    SdpAnswer,
-    SpeakerChanged,
-    Tracks,
-)
-from rooms.errors import DomainError
-from rooms.lifecycle import SessionAction, apply
-from rooms.model import Hearing, HearingState, new_id
-from rooms.permissions import TABLE
-from rooms.store import Store, Trace
-from signaling.messages import (
+from protocol.client import (
     Admit,
     CallWitness,
     ClientAnswer,
@@ -84,6 +59,31 @@ from signaling.messages import (
     TrackInfo,
     TracksMsg,
 )
+from protocol.node import (
+    AddCandidate,
+    ApplyAnswer,
+    ApplyOffer,
+    CloseRoom,
+    NodeCommand,
+    NodeControl,
+    NodeEvent,
+    NodeReply,
+    Offer,
+    PeerHealth,
+    PeerLost,
+    PeerStateChanged,
+    PublishRefused,
+    Refused,
+    SdpAnswer,
+    SpeakerChanged,
+    Tracks,
+)
+from rooms.audit import AuditEvent
+from rooms.errors import DomainError
+from rooms.lifecycle import SessionAction, apply
+from rooms.model import Hearing, HearingState, new_id
+from rooms.permissions import TABLE
+from rooms.store import Store, Trace
 from signaling.session import (
     CLOSE_GOING_AWAY,
     ENDED,

@@ -20,7 +20,7 @@ import secrets
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from signaling.messages import IceServer
+from protocol.client import IceServer
 
 MIN_LIFETIME_SECONDS = 60
 MAX_LIFETIME_SECONDS = 24 * 3600

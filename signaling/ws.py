@@ -1,9 +1,9 @@
 """The WebSocket session, ``/api/v1/ws``: one connection per participant, one live room per hearing.
 
 :func:`setup_ws` plugs the session into the signaling application and binds it
-to one media node, reached only through :class:`rooms.control.NodeControl`.
+to one media node, reached only through :class:`protocol.node.NodeControl`.
 This module is the aiohttp side: it validates every frame with the pydantic
-models of :mod:`signaling.messages`, enforces the per-connection limits, and
+models of :mod:`protocol.client`, enforces the per-connection limits, and
 hands each message to the :class:`~signaling.session_hub.SessionHub`, which
 runs the live rooms (:class:`signaling.session.HearingRoom`).
 
@@ -63,12 +63,7 @@ import structlog
 from aiohttp import WebSocketError, WSMsgType, hdrs, web
 from pydantic import ValidationError
 
-from rooms.control import NodeControl
-from rooms.errors import NotFound
-from rooms.model import Hearing
-from signaling import json_input, rest_probe
-from signaling.keys import STORE_KEY, TOKENS_KEY
-from signaling.messages import (
+from protocol.client import (
     Error,
     FrameCache,
     Join,
@@ -78,6 +73,11 @@ from signaling.messages import (
     parse_client_message,
     ws_json_schema,
 )
+from protocol.node import NodeControl
+from rooms.errors import NotFound
+from rooms.model import Hearing
+from signaling import json_input, rest_probe
+from signaling.keys import STORE_KEY, TOKENS_KEY
 from signaling.problems import Problem
 from signaling.routing import ROUTES_KEY, RouteSpec
 from signaling.session import (

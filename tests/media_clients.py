@@ -47,7 +47,7 @@ from pyee.asyncio import AsyncIOEventEmitter
 
 from media.ice import restrict_host_candidates, rtc_configuration
 from media.passthrough import ReceiverTap, tap_receiver
-from rooms.control import (
+from protocol.node import (
     ApplyAnswer,
     ApplyOffer,
     CreatePeer,

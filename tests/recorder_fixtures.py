@@ -23,8 +23,8 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from rooms.control import MediaKind
-from rooms.frames import EncodedFrame, FrameSink, SenderReport, TrackInfo
+from protocol.frames import EncodedFrame, FrameSink, SenderReport, TrackInfo
+from protocol.node import MediaKind
 from rooms.model import Hearing, HearingKind, Participant, Role, Source, identity_of
 
 VIDEO_RATE = 90_000

@@ -27,8 +27,8 @@ from aiohttp import web
 
 from media.node import InProcessNode
 from media.settings import NodeSettings
+from protocol.node import TrackRef
 from rooms.backends import open_store
-from rooms.control import TrackRef
 from rooms.model import Source
 from rooms.store import Store
 from signaling.app import TOKENS_KEY, create_app

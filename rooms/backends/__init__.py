@@ -5,12 +5,17 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from rooms.store import Store
 
 SQLITE_FILE = "courtlink.sqlite3"
 """File name of the embedded database inside the data directory."""
+
+EMBEDDED_STORE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error,)
+"""What opening the embedded store raises when its file is unusable (callers outside the backends catch these,
+so no other package imports sqlite3)."""
 
 
 async def open_store(url: str | None, data_dir: Path, *, key_prefix: str = "courtlink:") -> Store:

@@ -6,9 +6,9 @@ import asyncio
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from rooms.frames import EncodedFrame, SenderReport, TrackInfo
+from protocol.client import ParticipantInfo, Reply
+from protocol.frames import EncodedFrame, SenderReport, TrackInfo
 from rooms.model import Role
-from signaling.messages import ParticipantInfo, Reply
 
 if TYPE_CHECKING:
     from tests.ws_fixtures import Court

@@ -13,8 +13,8 @@ import pytest
 import structlog
 
 import signaling.session
+from protocol.client import ParticipantInfo, Removed, Reply
 from rooms.model import Role
-from signaling.messages import ParticipantInfo, Removed, Reply
 
 if TYPE_CHECKING:
     from tests.ws_fixtures import Court

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from protocol.frames import EncodedFrame, SenderReport
 from recorder.manifest import MANIFEST_NAME, read_lines
 from recorder.recorder import Recorder, RecordingSession
 from recorder.verify import verify_archive
-from rooms.frames import EncodedFrame, SenderReport
 from rooms.model import Source
 from tests import recorder_fixtures as fx
 

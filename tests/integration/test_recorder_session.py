@@ -12,12 +12,12 @@ from typing import Any, BinaryIO
 
 import pytest
 
+from protocol.frames import TrackInfo
 from recorder.archive import list_recordings
 from recorder.manifest import MANIFEST_NAME, read_lines
 from recorder.recorder import Recorder
 from recorder.verify import verify_archive
 from rooms.audit import chain_next
-from rooms.frames import TrackInfo
 from rooms.model import Source
 from tests import recorder_fixtures as fx
 

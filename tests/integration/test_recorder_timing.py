@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from protocol.frames import SenderReport
 from recorder.manifest import MANIFEST_NAME, read_lines
 from recorder.recorder import Recorder
 from recorder.timeline import TrackClock
 from recorder.writer import span_problem
-from rooms.frames import SenderReport
 from rooms.model import Source
 from tests import recorder_fixtures as fx
 

@@ -9,7 +9,7 @@ import pytest
 
 from media.node import InProcessNode
 from media.settings import NodeSettings
-from rooms.control import (
+from protocol.node import (
     Ack,
     AddCandidate,
     ApplyAnswer,

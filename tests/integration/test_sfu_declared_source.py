@@ -10,7 +10,7 @@ from aiortc.sdp import SessionDescription
 from media.ice import restrict_host_candidates
 from media.node import InProcessNode
 from media.settings import NodeSettings
-from rooms.control import (
+from protocol.node import (
     ApplyOffer,
     CreatePeer,
     DeclareTrack,

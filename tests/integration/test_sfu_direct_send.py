@@ -23,7 +23,7 @@ from media.node import InProcessNode
 from media.passthrough import NTP_UNIX_OFFSET, TappedFrame
 from media.sending import FrameSender
 from media.settings import NodeSettings
-from rooms.control import SetPublishing, SetReceiving
+from protocol.node import SetPublishing, SetReceiving
 from rooms.model import Role, Source
 from tests.media_clients import DirectSignaling, MediaClient, eventually, hearing
 

@@ -15,7 +15,7 @@ import structlog
 
 from media.node import InProcessNode
 from media.settings import NodeSettings
-from rooms.control import (
+from protocol.node import (
     AddCandidate,
     ApplyOffer,
     CreatePeer,

@@ -9,7 +9,7 @@ import pytest
 
 from media.node import InProcessNode
 from media.settings import NodeSettings
-from rooms.control import SetPublishing, SetReceiving, TrackPublished
+from protocol.node import SetPublishing, SetReceiving, TrackPublished
 from rooms.model import Role, Source
 from tests.media_clients import DirectSignaling, MediaClient, eventually, hearing
 

@@ -9,7 +9,7 @@ import pytest
 from media.node import InProcessNode
 from media.peer import MAX_MLINES, offer_mline_limit
 from media.settings import NodeSettings
-from rooms.control import (
+from protocol.node import (
     ApplyOffer,
     CreatePeer,
     DeclareTrack,

@@ -12,7 +12,7 @@ from aiortc import RTCRtpReceiver
 from media.node import InProcessNode
 from media.passthrough import is_tapped
 from media.settings import NodeSettings
-from rooms.control import SetPublishing, SetReceiving
+from protocol.node import SetPublishing, SetReceiving
 from rooms.model import Role, Source
 from tests.media_clients import MediaClient, eventually, hearing
 

@@ -12,7 +12,7 @@ from aiortc.sdp import SessionDescription
 from media.ice import restrict_host_candidates
 from media.node import InProcessNode
 from media.settings import NodeSettings
-from rooms.control import ApplyOffer, CreatePeer, Offer, SdpAnswer, SetPublishing, SetReceiving
+from protocol.node import ApplyOffer, CreatePeer, Offer, SdpAnswer, SetPublishing, SetReceiving
 from rooms.model import Role, Source
 from tests.media_clients import LOOPBACK, DirectSignaling, MediaClient, eventually, hearing
 

@@ -6,8 +6,8 @@ import av
 
 from media.node import InProcessNode
 from media.settings import NodeSettings
-from rooms.control import SetPublishing, SetReceiving, SpeakerChanged
-from rooms.frames import EncodedFrame, SenderReport, TrackInfo
+from protocol.frames import EncodedFrame, SenderReport, TrackInfo
+from protocol.node import SetPublishing, SetReceiving, SpeakerChanged
 from rooms.model import Role, Source
 from tests.media_clients import MediaClient, eventually, hearing, read_code
 
@@ -120,7 +120,7 @@ def _msid_tracks(sdp: str) -> dict[str, str]:
 
 async def test_recorder_keeps_two_participants_apart_when_they_send_the_same_track_id() -> None:
     """A client reusing another's track id never merges their media in the archive: distinct recorder tracks."""
-    from rooms.control import ApplyOffer, CreatePeer, SdpAnswer
+    from protocol.node import ApplyOffer, CreatePeer, SdpAnswer
 
     node = InProcessNode(NodeSettings(node_id="node-test"))
     async with hearing(node, HEARING) as signaling:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from signaling.messages import parse_server_message
+from protocol.client import parse_server_message
 from signaling.ws import WsSettings
 
 if TYPE_CHECKING:
@@ -205,8 +205,8 @@ class _Inbox:
 
 async def test_refused_join_starts_no_listener_and_leaves_no_connection(court: Court) -> None:
     """A refused join (cancelled hearing) runs no room listener and leaves no connection; a real join runs them once."""
+    from protocol.client import ParticipantInfo
     from rooms.model import Role
-    from signaling.messages import ParticipantInfo
     from signaling.session import SessionError
     from tests.ws_fixtures import eventually
 

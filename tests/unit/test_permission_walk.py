@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from protocol.client import ParticipantInfo
 from rooms.errors import DomainError
 from rooms.lifecycle import TRANSITIONS, SessionAction
 from rooms.model import PRESIDING_ROLES, Hearing, HearingKind, HearingState, Participant, Placement, Role, Source
@@ -31,7 +32,6 @@ from rooms.permissions import (
     may_end_consult,
     may_lift_mute,
 )
-from signaling.messages import ParticipantInfo
 from signaling.session import HearingRoom, Member, RevokeLink
 
 TARGETED = (

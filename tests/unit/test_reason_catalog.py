@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 from typing import get_args
 
+from protocol.client import MissingTrack
 from recorder.manifest import GAP_REASONS, PERSON_GAP_REASONS
 from signaling import tokens
-from signaling.messages import MissingTrack
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOGS = ROOT / "signaling" / "web" / "i18n"

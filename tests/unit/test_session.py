@@ -6,11 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rooms.control import ClosePeer, CloseRoom, CreatePeer, DeclareTrack, PeerState, SetPublishing, SetReceiving
-from rooms.errors import InvalidTransition, NotAllowed
-from rooms.lifecycle import SessionAction
-from rooms.model import Hearing, HearingKind, HearingState, Participant, Placement, Role, Source
-from signaling.messages import (
+from protocol.client import (
     Admitted,
     Denied,
     Joined,
@@ -22,6 +18,10 @@ from signaling.messages import (
     RosterMsg,
     StateMsg,
 )
+from protocol.node import ClosePeer, CloseRoom, CreatePeer, DeclareTrack, PeerState, SetPublishing, SetReceiving
+from rooms.errors import InvalidTransition, NotAllowed
+from rooms.lifecycle import SessionAction
+from rooms.model import Hearing, HearingKind, HearingState, Participant, Placement, Role, Source
 from signaling.session import (
     CLOSE_JOINED_ELSEWHERE,
     CLOSE_NOT_ALLOWED,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from protocol.client import Muted, RosterEntry, RosterMsg
 from rooms.errors import MutedByCourt, NotAllowed
 from rooms.model import Placement, Source
-from signaling.messages import Muted, RosterEntry, RosterMsg
 from signaling.session import Audit, HearingRoom
 from tests.unit.test_session import Harness, audits, live, sent_to
 

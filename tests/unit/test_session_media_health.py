@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rooms.control import CreatePeer, PeerHealth, PeerState, TrackHealth
+from protocol.client import MediaRestart, RosterMsg
+from protocol.node import CreatePeer, PeerHealth, PeerState, TrackHealth
 from rooms.model import HearingState, Source
-from signaling.messages import MediaRestart, RosterMsg
 from signaling.session import Command, Effect, HearingRoom, SessionError
 from tests.unit.test_session import Harness, make_hearing, sent_to
 

@@ -1,4 +1,4 @@
-"""WebSocket message models (signaling.messages), their JSON Schema, and the per-connection rate limit."""
+"""WebSocket message models (protocol.client), their JSON Schema, and the per-connection rate limit."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import get_args
 import pytest
 from pydantic import ValidationError
 
-from rooms.model import Source
-from signaling.messages import (
+from protocol.client import (
     ClientCandidate,
     ClientMessage,
     Consult,
@@ -23,6 +22,7 @@ from signaling.messages import (
     parse_server_message,
     ws_json_schema,
 )
+from rooms.model import Source
 from signaling.ws import TokenBucket
 
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from rooms.control import ClosePeer, CloseRoom
+from protocol.client import Error, Joined, PlacementMsg, Removed, RosterMsg, StateMsg
+from protocol.node import ClosePeer, CloseRoom
 from rooms.model import Hearing, HearingState, Participant, Placement, Role
-from signaling.messages import Error, Joined, PlacementMsg, Removed, RosterMsg, StateMsg
 from signaling.session import (
     CLOSE_BAD_TOKEN,
     CLOSE_NORMAL,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rooms.control import DeclareTrack
+from protocol.node import DeclareTrack
 from rooms.model import HearingState, Source
 from signaling.session import MAX_DECLARED_TRACKS, AuditLater, HearingRoom, SessionError
 from tests.unit.test_session import Harness, audits, commands

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from courtlink.settings import ConfigError, load_settings
-from signaling.messages import IceServer, Joined
+from protocol.client import IceServer, Joined
 from signaling.session import HearingRoom, Send
 from signaling.turn import TurnIssuer, TurnSettings, turn_credential
 from tests.unit.test_session import info, make_hearing

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from rooms.control import MediaKind, PeerState
+from protocol.node import MediaKind, PeerState
 from rooms.lifecycle import SessionAction
 from rooms.model import HearingKind, HearingState, Placement, Role, Source
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from rooms.control import MediaKind
+from protocol.node import MediaKind
 from rooms.model import Source
 
 
