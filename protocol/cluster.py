@@ -1,0 +1,104 @@
+"""How the processes of a courtlink network find each other: bus channels, shared record names, node heartbeats.
+
+Every name a process publishes, subscribes, serves or stores on the bus (:mod:`rooms.bus`) is made here, so
+two processes can only agree. The payloads are the JSON of ``protocol`` models:
+
+| name | kind | payload |
+| --- | --- | --- |
+| ``node.<node_id>.cmd`` | request/reply | a ``protocol.node`` command; the reply a ``protocol.node`` reply |
+| ``node.<node_id>.events`` | publish | a ``protocol.node`` event |
+| ``node.<node_id>`` | record, TTL | :class:`NodeRecord` (the heartbeat) |
+| ``placement.<hearing_id>`` | record | :class:`Placement` (the hearing's home node) |
+| ``lease.room.<hearing_id>`` | lease | the id of the signaling process that owns the live room |
+| ``hearing.changed`` | publish | :class:`HearingChanged` (a REST change every live room must follow) |
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from rooms.model import Frozen
+
+HEARTBEAT_SECONDS = 2.0
+"""How often a media node writes its :class:`NodeRecord`."""
+
+NODE_TTL_SECONDS = 6.0
+"""A node record lives this long after its last heartbeat: a node silent for longer is gone."""
+
+NODE_PREFIX = "node."
+PLACEMENT_PREFIX = "placement."
+ROOM_LEASE_PREFIX = "lease.room."
+HEARING_CHANGED = "hearing.changed"
+
+
+def node_command_channel(node_id: str) -> str:
+    """Where a node answers node-control commands."""
+    return f"node.{node_id}.cmd"
+
+
+def node_event_channel(node_id: str) -> str:
+    """Where a node publishes its events."""
+    return f"node.{node_id}.events"
+
+
+def node_record_key(node_id: str) -> str:
+    """The node's heartbeat record."""
+    return f"{NODE_PREFIX}{node_id}"
+
+
+def placement_key(hearing_id: str) -> str:
+    """The hearing's placement record."""
+    return f"{PLACEMENT_PREFIX}{hearing_id}"
+
+
+def room_lease_key(hearing_id: str) -> str:
+    """The lease naming the signaling process that owns the hearing's live room."""
+    return f"{ROOM_LEASE_PREFIX}{hearing_id}"
+
+
+class NodeRecord(Frozen):
+    """A media node's heartbeat: who it is, where, and how loaded (written every 2 s, lives 6 s)."""
+
+    id: str = Field(min_length=1, max_length=128)
+    region: str = Field(default="", max_length=128, description="The region of courts the node serves.")
+    state: Literal["up", "draining"] = Field(
+        default="up", description="draining: keeps its hearings, takes no new ones."
+    )
+    capacity_peers: int = Field(ge=1, description="Peer connections the node is sized for.")
+    peers: int = Field(default=0, ge=0, description="Peer connections now (probes included).")
+    rooms: int = Field(default=0, ge=0, description="Hearings with peers on the node.")
+    cpu: float = Field(default=0.0, ge=0, description="Cores the node process used since its last heartbeat.")
+    packets_per_second: float = Field(default=0.0, ge=0, description="RTP packets forwarded per second, recently.")
+    load: float = Field(
+        default=0.0, ge=0, description="max(peers / capacity_peers, cpu): 1 is full; placement prefers the lowest."
+    )
+    frame_address: str | None = Field(
+        default=None, description="host:port where recorders connect for the node's frames (the frame pipe)."
+    )
+    started_at: float = Field(description="Unix time the node started (a restart is a new node life).")
+    heartbeat_at: float = Field(description="Unix time of this heartbeat.")
+    version: str = Field(default="", description="courtlink version the node runs.")
+
+
+class Placement(Frozen):
+    """A hearing's home node, chosen when its live room first needs media."""
+
+    hearing_id: str
+    node_id: str
+    region: str = Field(default="", description="The node's region when placed.")
+    reason: Literal["region", "fallback", "failover"] = Field(
+        description="region: in the courtroom's region; fallback: no node up there; failover: the previous "
+        "node was lost."
+    )
+    placed_at: float = Field(description="Unix time of the placement.")
+    previous_node_id: str | None = Field(default=None, description="The node a failover moved the hearing from.")
+
+
+class HearingChanged(Frozen):
+    """A stored hearing changed outside its live room (a REST call): the room's owner refreshes it."""
+
+    hearing_id: str
+    version: int = Field(ge=0)
+    actor: str = "system"
