@@ -76,6 +76,17 @@ class MediaSettings(BaseModel):
         default_factory=list, description="STUN/TURN URLs given to clients and the node (none by default)."
     )
     last_n: int = Field(default=6, ge=1, le=64, description="Video of the N most recent speakers is forwarded.")
+    capacity_peers: int = Field(
+        default=300, ge=1, le=100_000, description="Peer connections the node is sized for (its load is peers/this)."
+    )
+    frame_host: str = Field(
+        default="127.0.0.1", description="Address the node's frame pipe listens on (recorders connect there)."
+    )
+    frame_port: int = Field(default=0, ge=0, le=65535, description="Port of the frame pipe (0: any free port).")
+    frame_advertise: str | None = Field(
+        default=None,
+        description="host:port recorders should use for the frame pipe (default: frame_host and the bound port).",
+    )
     turn_urls: list[str] = Field(
         default_factory=list,
         description="turn:/turns: URLs of the TURN service (coturn) given to clients with time-limited credentials, "
@@ -108,6 +119,32 @@ class MediaSettings(BaseModel):
         if self.turn_urls and self.turn_secret is None:
             raise ValueError("turn_urls are set but turn_secret (coturn's static-auth-secret) is not")
         return self
+
+
+class ClusterSettings(BaseModel):
+    """How the processes of a multi-process deployment (signaling, media-node, recorder) work together on Redis."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    process_id: str | None = Field(
+        default=None,
+        max_length=128,
+        description="This process's id on the bus (default: host name and process id); unique per process.",
+    )
+    request_seconds: float = Field(default=2.0, gt=0, le=60, description="How long one bus request waits.")
+    request_retries: int = Field(default=2, ge=0, le=10, description="Retries of a bus request that got no reply.")
+    lease_seconds: float = Field(
+        default=6.0,
+        ge=1,
+        le=120,
+        description="A live room's owner lease; renewed every third of it, taken over by another signaling "
+        "process when it lapses.",
+    )
+    secret: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="Shared by the processes of one deployment: authenticates recorders on a node's frame pipe.",
+    )
 
 
 class SessionSettings(BaseModel):
@@ -206,6 +243,7 @@ class Settings(BaseSettings):
     session: SessionSettings = Field(default_factory=SessionSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     recorder: RecorderSettings = Field(default_factory=RecorderSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
     @classmethod
     def settings_customise_sources(
