@@ -69,3 +69,23 @@ class FrameSink(Protocol):
     def track_stopped(self, track_id: str, reason: str) -> None:
         """A track stops being forwarded (``consultation``, ``ended``, ``muted``, ``recess``...)."""
         ...
+
+
+class FrameSource(Protocol):
+    """Where a recorder gets a hearing's frames: a media node in this process, or its frame pipe over TCP.
+
+    The recorder is a hidden participant of the hearing; ``SetReceiving`` for it (from signaling's permission
+    table) decides whose tracks it is fed. Every method returns at once.
+    """
+
+    def attach_recorder(self, hearing_id: str, participant_id: str, sink: FrameSink) -> None:
+        """Feed ``sink`` the frames the recorder participant may receive (replaces an earlier attachment)."""
+        ...
+
+    def detach_recorder(self, hearing_id: str, participant_id: str, reason: str = "detached") -> None:
+        """Stop feeding it; each of its tracks gets ``track_stopped(reason)``."""
+        ...
+
+    def request_keyframe(self, hearing_id: str, track_id: str) -> None:
+        """Ask the publisher of ``track_id`` (the recorder's track id) for a keyframe (throttled by the node)."""
+        ...
