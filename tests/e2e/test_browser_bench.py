@@ -223,12 +223,16 @@ def test_every_role_fits_1024x600_and_the_bench_console(bench_server: Server, ca
     # Admit everyone, call the witness, open and start.
     judge.locator("#session-buttons button[data-action=open]").click()
     judge.wait_for_selector("#hearing-state[data-state=open]")
-    # One at a time, as a clerk does: each admission's roster re-renders the list before the next click (a click
-    # into a list being rebuilt can land on a button that is gone; see the closing note of issue 9).
-    for role in waiting:
+    # One at a time, as a clerk does. The rows are keyed: an admission re-renders the list, but the row (and the
+    # button) of everyone still waiting is the same element, so a click on it is never lost to a rebuild.
+    judge.evaluate("() => document.querySelectorAll('#lobby-queue li').forEach((li) => { li.__kept = true; })")
+    kept_js = "(id) => document.querySelector(`#lobby-queue li[data-participant='${id}']`)?.__kept === true"
+    for n, role in enumerate(waiting):
         item = f"#lobby-queue li[data-participant='{ids[role]}']"
         judge.locator(f"{item} button.btn-primary").click()
         judge.wait_for_selector(item, state="detached")
+        rebuilt = [r for r in waiting[n + 1 :] if not judge.evaluate(kept_js, ids[r])]
+        assert not rebuilt, f"admitting {role} rebuilt the waiting rows of {rebuilt}"
     witness_item = f"#witness-queue li[data-participant='{ids['witness']}']"
     judge.locator(f"{witness_item} button").click()
     judge.wait_for_selector(witness_item, state="detached")

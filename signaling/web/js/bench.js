@@ -2,7 +2,7 @@
 // window, the time in session, the waiting-room count, raised hands in order (with a notification) and
 // "mute everyone but the bench"; and the participant's own hand-raise button. The server decides every request.
 
-import { $, h, icon } from "./dom.js";
+import { $, h, icon, keyed } from "./dom.js";
 
 /** A time formatter in the court's time zone (the browser's own if the zone is unknown to it). */
 function formatter(app, options) {
@@ -99,8 +99,12 @@ export function renderBench(app, actions) {
   handsEl.dataset.count = String(hands.length);
   $("panel-hands").hidden = hands.length === 0;
   const at = formatter(app, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-  $("hands-queue").replaceChildren(
-    ...hands.map((p) =>
+  keyed(
+    $("hands-queue"),
+    hands,
+    (p) => p.id,
+    (p) => JSON.stringify([p.id, p.name, p.role, p.hand_raised_at, app.i18n.lang, actions.has("mute_others")]),
+    (p) =>
       h(
         "li",
         { dataset: { participant: p.id } },
@@ -128,7 +132,6 @@ export function renderBench(app, actions) {
             )
           : null,
       ),
-    ),
   );
 
   // Mute everyone but the bench; the buttons are made once so that focus stays on them.

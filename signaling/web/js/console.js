@@ -1,7 +1,7 @@
 // The judge's and clerk's console: session controls, recording health, waiting room, witness room, roster.
 // What is offered mirrors `permissions.actions` from the server; the server decides every request.
 
-import { $, h, icon } from "./dom.js";
+import { $, h, icon, keyed } from "./dom.js";
 import { formatElapsed } from "./elapsed.js";
 import { reasonText } from "./reasons.js";
 import { renderBench } from "./bench.js";
@@ -278,10 +278,15 @@ export function renderConsole(app) {
   // Waiting room.
   const waiting = app.roster.filter((p) => p.placement === "lobby");
   $("panel-lobby").hidden = !actions.has("admit") && !actions.has("deny");
-  $("lobby-queue").replaceChildren(
-    ...(waiting.length
-      ? waiting.map((p) =>
-          h(
+  const lobbyContext = [app.i18n.lang, actions.has("admit"), actions.has("deny")];
+  keyed(
+    $("lobby-queue"),
+    waiting.length ? waiting : [null],
+    (p) => (p ? p.id : ""),
+    (p) => JSON.stringify([p, lobbyContext]),
+    (p) =>
+      p
+        ? h(
             "li",
             { dataset: { participant: p.id } },
             person(app, p),
@@ -297,16 +302,19 @@ export function renderConsole(app) {
                     app.act({ type: "deny", participant_id: p.id }))
                 : null,
             ),
-          ),
-        )
-      : [h("li", { class: "empty" }, t("console.nobody_waiting"))]),
+          )
+        : h("li", { class: "empty" }, t("console.nobody_waiting")),
   );
 
   // Witness room.
   const witnesses = app.roster.filter((p) => p.placement === "witness_lobby");
   $("panel-witness").hidden = !actions.has("call_witness") || witnesses.length === 0;
-  $("witness-queue").replaceChildren(
-    ...witnesses.map((p) =>
+  keyed(
+    $("witness-queue"),
+    witnesses,
+    (p) => p.id,
+    (p) => JSON.stringify([p, app.i18n.lang]),
+    (p) =>
       h(
         "li",
         { dataset: { participant: p.id } },
@@ -314,15 +322,19 @@ export function renderConsole(app) {
         button(t("console.call_witness"), t("console.call_witness_label", { name: p.name }), () =>
           app.act({ type: "call_witness", participant_id: p.id }), "btn-primary"),
       ),
-    ),
   );
 
   // Roster of the courtroom (and of consultations).
   // The public gallery is counted apart (below), not listed among the parties.
   const present = app.roster.filter((p) => IN_ROOM.has(p.placement) && !AUDIENCE.has(p.role));
   const counsel = present.filter((p) => p.role === "counsel" && p.placement === "courtroom");
-  $("roster").replaceChildren(
-    ...present.map((p) => {
+  const rosterContext = [app.i18n.lang, [...actions].sort(), me, counsel.map((c) => c.id)];
+  keyed(
+    $("roster"),
+    present,
+    (p) => p.id,
+    (p) => JSON.stringify([p, rosterContext]),
+    (p) => {
       const muted = new Set(p.muted || []);
       const byCourt = new Set(p.muted_by_court || []);
       const controls = [];
@@ -377,7 +389,7 @@ export function renderConsole(app) {
         p.placement === "consultation" ? consultFlag(app, p) : null,
         h("span", { class: "button-row" }, controls),
       );
-    }),
+    },
   );
 
   // The public gallery: a count, and the list on demand (a disclosure button), for those who run the hearing.
@@ -407,9 +419,14 @@ function renderGallery(app) {
   const list = $("gallery-list");
   list.hidden = !open;
   if (!open) return;
-  list.replaceChildren(
-    ...(gallery.length
-      ? gallery.map((p) => h("li", { dataset: { participant: p.id } }, person(app, p)))
-      : [h("li", { class: "empty" }, app.t("audience.gallery_empty"))]),
+  keyed(
+    list,
+    gallery.length ? gallery : [null],
+    (p) => (p ? p.id : ""),
+    (p) => JSON.stringify([p, app.i18n.lang]),
+    (p) =>
+      p
+        ? h("li", { dataset: { participant: p.id } }, person(app, p))
+        : h("li", { class: "empty" }, app.t("audience.gallery_empty")),
   );
 }

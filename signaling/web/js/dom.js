@@ -37,3 +37,35 @@ export function fillIcons(root = document) {
 }
 
 export const $ = (id) => document.getElementById(id);
+
+const signatures = new WeakMap();
+
+/**
+ * Render `items` into `container` as keyed rows: the element of an item whose key and signature did not change
+ * is kept as it is (not rebuilt), so a button under the pointer, or with the focus, survives a roster update
+ * that did not concern its row. `render(item)` makes a new row; `signature(item)` is a string of everything the
+ * row shows or acts on (when it changes, the row is made anew).
+ */
+export function keyed(container, items, key, signature, render) {
+  const old = new Map();
+  for (const el of container.children) if (el.dataset.key !== undefined) old.set(el.dataset.key, el);
+  const next = items.map((item) => {
+    const k = String(key(item));
+    const sig = signature(item);
+    const kept = old.get(k);
+    if (kept && signatures.get(kept) === sig) {
+      old.delete(k);
+      return kept;
+    }
+    const el = render(item);
+    el.dataset.key = k;
+    signatures.set(el, sig);
+    return el;
+  });
+  const wanted = new Set(next);
+  for (const el of [...container.children]) if (!wanted.has(el)) el.remove();
+  next.forEach((el, n) => {
+    // Move only what is out of place: a kept row that stays where it is is never detached (it keeps focus).
+    if (container.children[n] !== el) container.insertBefore(el, container.children[n] || null);
+  });
+}
