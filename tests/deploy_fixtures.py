@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
+
+from courtlink.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -150,3 +153,50 @@ def pod_spec(obj: Mapping[str, Any]) -> dict[str, Any] | None:
         spec: dict[str, Any] = obj["spec"]["template"]["spec"]
         return spec
     return None
+
+
+# --- settings ------------------------------------------------------------------------------------------
+
+PENDING_SETTINGS = frozenset({"media.udp_port_min", "media.udp_port_max"})
+"""Keys the deployment sets that another part of issue 10 adds (part keyframes: the node's UDP port range).
+Until it is merged they are dropped before loading; once ``Settings`` has them they are checked like any."""
+
+CONTAINER_CONFIG = "/etc/courtlink/courtlink.toml"
+"""Where both deployments mount deploy/courtlink.cluster.toml (COURTLINK_CONFIG)."""
+
+
+def settings_key(variable: str) -> str:
+    """The dotted settings key a ``COURTLINK_*`` variable sets (``COURTLINK_MEDIA__LAST_N`` -> ``media.last_n``)."""
+    assert variable.startswith("COURTLINK_"), variable
+    return variable.removeprefix("COURTLINK_").lower().replace("__", ".")
+
+
+def settings_has(key: str) -> bool:
+    """Whether ``courtlink.settings.Settings`` has the dotted key."""
+    model: type[BaseModel] | None = Settings
+    for part in key.split("."):
+        if model is None or part not in model.model_fields:
+            return False
+        annotation = model.model_fields[part].annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return True
+
+
+def process_environment(env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The ``COURTLINK_*`` variables of a process to load locally: the config path pointed at the repository's
+    file, pending keys (see :data:`PENDING_SETTINGS`) not yet in ``Settings`` dropped (returned second)."""
+    out: dict[str, str] = {}
+    dropped: list[str] = []
+    for name, value in env.items():
+        if not name.startswith("COURTLINK_"):
+            continue
+        if name == "COURTLINK_CONFIG":
+            assert value == CONTAINER_CONFIG, f"COURTLINK_CONFIG={value}: the settings file is mounted elsewhere"
+            out[name] = str(CLUSTER_SETTINGS)
+            continue
+        key = settings_key(name)
+        if key in PENDING_SETTINGS and not settings_has(key):
+            dropped.append(key)
+            continue
+        out[name] = value
+    return out, dropped
