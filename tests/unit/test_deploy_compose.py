@@ -80,6 +80,13 @@ def _settings(service: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Setti
     return load_settings()
 
 
+def _turn_option(config: str, name: str) -> str:
+    """The value of ``name=value`` in coturn's configuration."""
+    match = re.search(rf"^{re.escape(name)}=(\S+)$", config, re.MULTILINE)
+    assert match is not None, name
+    return match.group(1)
+
+
 def test_valid_against_the_compose_specification_schema() -> None:
     """`docker compose` accepts the file: it validates against the published compose-spec JSON schema."""
     schema = json.loads(COMPOSE_SCHEMA.read_text(encoding="utf-8"))
@@ -213,7 +220,7 @@ def test_coturn_uses_the_shared_secret_scheme() -> None:
     env = compose_environment(next(iter(_by_command(document, "signaling").values())))
     for url in json.loads(env["COURTLINK_MEDIA__TURN_URLS"]):
         assert ":3478?" in url
-    relay = (int(re.search(r"min-port=(\d+)", config)[1]), int(re.search(r"max-port=(\d+)", config)[1]))  # type: ignore[index]
+    relay = (int(_turn_option(config, "min-port")), int(_turn_option(config, "max-port")))
     for service in _by_command(document, "media-node").values():
         node = compose_environment(service)
         low, high = int(node["COURTLINK_MEDIA__UDP_PORT_MIN"]), int(node["COURTLINK_MEDIA__UDP_PORT_MAX"])
@@ -254,3 +261,25 @@ def test_settings_file_loads_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     settings = load_settings(CLUSTER_SETTINGS)
     assert settings.port == 8080
     assert str(settings.data_dir) == "/var/lib/courtlink"
+
+
+def test_topology_doc_names_every_port() -> None:
+    """docs/operations.md's Topology section names every port and range the deployment opens."""
+    document = _compose()
+    doc = (DEPLOY.parent / "docs" / "operations.md").read_text(encoding="utf-8")
+    topology = doc[doc.index("## Topology") : doc.index("\n## ", doc.index("## Topology") + 5)]
+    ports = {"443", "6379"}
+    for service in _by_command(document, "signaling").values():
+        ports.update(service["expose"])
+    for service in _by_command(document, "media-node").values():
+        env = compose_environment(service)
+        ports.add(f"{env['COURTLINK_MEDIA__UDP_PORT_MIN']}-{env['COURTLINK_MEDIA__UDP_PORT_MAX']}")
+        ports.add(env["COURTLINK_MEDIA__FRAME_PORT"])
+    config = (DEPLOY / "coturn" / "turnserver.conf").read_text(encoding="utf-8")
+    ports.add(_turn_option(config, "listening-port"))
+    ports.add(f"{_turn_option(config, 'min-port')}-{_turn_option(config, 'max-port')}")
+    assert [p for p in sorted(ports) if p not in topology] == []
+    for heading in ("### Ports", "### Scaling", "### When a part dies", "### The deployment files"):
+        assert heading in topology
+    for reason in ("node_lost", "recorder_restart"):
+        assert reason in topology
