@@ -13,6 +13,7 @@ command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v caddy >/dev/null 2>&1 || need+=(caddy)  # deploy/Caddyfile is adapted by the real caddy (tests/integration/test_deploy_topology.py)
 command -v curl >/dev/null 2>&1 || need+=(curl)  # the README's curl example is run as a test
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 if [ ${#need[@]} -gt 0 ]; then
