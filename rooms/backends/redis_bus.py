@@ -234,6 +234,7 @@ class RedisBus:
         self._pending: dict[str, asyncio.Future[bytes]] = {}
         self._replies: Subscription | None = None
         self._served: list[_Served] = []
+        self._publishing = asyncio.Lock()
         self._closed = False
 
     @classmethod
@@ -263,7 +264,10 @@ class RedisBus:
 
     async def _publish_raw(self, raw: bytes, data: bytes) -> int:
         try:
-            return int(await self._redis.publish(raw, data))
+            # One at a time: concurrent publishes of this process would otherwise race on pooled connections and
+            # could reach Redis out of order (asyncio locks are FIFO, so call order is publish order).
+            async with self._publishing:
+                return int(await self._redis.publish(raw, data))
         except (RedisError, OSError) as exc:
             raise BusUnavailable(f"cannot publish: {type(exc).__name__}: {exc}") from None
 

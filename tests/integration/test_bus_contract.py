@@ -103,6 +103,16 @@ async def test_a_subscription_receives_every_message_in_publish_order(pair: Pair
     assert inbox.items == sent
 
 
+async def test_concurrent_publishes_of_one_process_arrive_in_call_order(pair: Pair) -> None:
+    """Messages a process publishes without waiting for each other still reach subscribers in the order sent."""
+    inbox = Inbox()
+    await pair.b.subscribe("node.n1.events", inbox)
+    sent = [str(i).encode() for i in range(200)]
+    await asyncio.gather(*(pair.a.publish("node.n1.events", payload) for payload in sent))
+    assert await eventually(lambda: len(inbox.items) >= len(sent))
+    assert inbox.items == sent
+
+
 async def test_a_slow_handler_gets_its_messages_one_at_a_time(pair: Pair) -> None:
     """A subscriber's handler is never run twice at once, so it may rely on order without a lock."""
     running, most, seen = 0, 0, []
