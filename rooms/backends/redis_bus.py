@@ -219,8 +219,18 @@ class _Served:
 class RedisBus:
     """:class:`rooms.bus.Bus` on Redis pub/sub; use :meth:`open`."""
 
-    def __init__(self, client: aioredis.Redis, *, process_id: str, key_prefix: str = "courtlink:") -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        process_id: str,
+        key_prefix: str = "courtlink:",
+        listener: aioredis.Redis | None = None,
+    ) -> None:
         self._redis = client
+        # The pub/sub connection never reconnects behind the reader's back (redis-py would resubscribe from its
+        # own bookkeeping): every failure reaches the reader, which resubscribes from this bus's.
+        self._listener = listener or client
         self.process_id = process_id
         self._prefix = key_prefix + CHANNEL_PART
         self._reply_prefix = self._prefix + REPLY_PART
@@ -240,7 +250,9 @@ class RedisBus:
     @classmethod
     async def open(cls, url: str, *, process_id: str, key_prefix: str = "courtlink:") -> RedisBus:
         """Connect to the Redis of ``url`` (on a cluster URL: the node it names) and start reading."""
-        bus = cls(_plain_client(url), process_id=process_id, key_prefix=key_prefix)
+        bus = cls(
+            _plain_client(url), process_id=process_id, key_prefix=key_prefix, listener=_plain_client(url, retries=0)
+        )
         bus._reader = asyncio.get_running_loop().create_task(bus._read())
         try:
             await asyncio.wait_for(bus._connected.wait(), CONNECT_SECONDS)
@@ -323,7 +335,7 @@ class RedisBus:
         backoff = 0.05
         lost_at: float | None = None
         while not self._closed:
-            pubsub = self._redis.pubsub()
+            pubsub = self._listener.pubsub()
             try:
                 await pubsub.connect()  # type: ignore[no-untyped-call]
                 self._pubsub = pubsub  # before subscribing: a subscribe() from now on goes to this connection
@@ -499,6 +511,8 @@ class RedisBus:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         await self._redis.aclose()
+        if self._listener is not self._redis:
+            await self._listener.aclose()
 
 
 # --- records -----------------------------------------------------------------------------------------------------
@@ -604,9 +618,9 @@ def _glob_escape(text: str) -> str:
     return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
-def _retry() -> Retry:
+def _retry(retries: int = 2) -> Retry:
     """A few quick retries of a failed command, then the failure (the bus's callers have their own)."""
-    return Retry(ExponentialBackoff(cap=0.5, base=0.05), 2)
+    return Retry(ExponentialBackoff(cap=0.5, base=0.05), retries)
 
 
 def _split(url: str) -> tuple[str, bool]:
@@ -618,11 +632,11 @@ def _split(url: str) -> tuple[str, bool]:
     return url, False
 
 
-def _plain_client(url: str) -> aioredis.Redis:
+def _plain_client(url: str, retries: int = 2) -> aioredis.Redis:
     """One server's client (on a cluster URL, the node it names: classic pub/sub reaches the whole cluster)."""
     plain, _ = _split(url)
     return aioredis.Redis.from_url(
-        plain, retry=_retry(), socket_connect_timeout=2, socket_keepalive=True, health_check_interval=0
+        plain, retry=_retry(retries), socket_connect_timeout=2, socket_keepalive=True, health_check_interval=0
     )
 
 

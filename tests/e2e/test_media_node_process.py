@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 import structlog
 
-from protocol.cluster import NODE_TTL_SECONDS, NodeRecord, node_record_key
-from protocol.node import PeerHealth, PeerState, PeerStateChanged, Refused, SetPublishing, SetReceiving
+from protocol.cluster import HEARTBEAT_SECONDS, NODE_TTL_SECONDS, NodeRecord, node_record_key
+from protocol.node import Ack, PeerHealth, PeerState, PeerStateChanged, Refused, SetPublishing, SetReceiving
 from rooms.backends import open_bus
+from rooms.bus import Bus, Records
 from rooms.model import Role, Source
 from signaling.remote_node import RemoteNode
+from tests.bus_fixtures import pings, redis_with_aof, until
+from tests.conftest import free_port, stop_redis
 from tests.media_clients import MediaClient, eventually, hearing
 from tests.node_process import MediaNodeProcess
 from tests.serve_process import clean_env
@@ -123,6 +126,55 @@ async def test_a_media_node_stopped_with_sigterm_leaves_the_registry_at_once(red
         node.kill()
         await bus.close()
         await records.close()
+
+
+async def test_a_media_node_process_carries_on_after_a_redis_restart(tmp_path: Path) -> None:
+    """Redis restarted under a running node (same port, AOF): its record comes back, it answers commands again and
+    its events reach signaling, with nobody restarting anything."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    redis_proc = redis_with_aof(tmp_path / "aof", port)
+    node_id = f"n-{uuid.uuid4().hex[:8]}"
+    node = MediaNodeProcess(url, node_id)
+    opened: list[Bus | Records] = []
+    try:
+        assert await until(lambda: pings(url), 10) is not None
+        node.start()
+        bus, records = await open_bus(url, process_id="test-signaling")
+        opened += [bus, records]
+        remote = RemoteNode(bus, node_id, attempt_seconds=1, retries=2)
+        await remote.start()
+        assert await remote.call(SetReceiving(hearing_id="h", participant_id="p")) == Ack()
+
+        stop_redis(redis_proc)
+        restarted, restarted_wall = time.monotonic(), time.time()
+        redis_proc = redis_with_aof(tmp_path / "aof", port)
+
+        async def answers() -> bool:
+            return await remote.call(SetReceiving(hearing_id="h", participant_id="p")) == Ack()
+
+        answered = await until(answers, 30)
+        assert answered is not None, "the node did not answer after Redis came back"
+
+        async def registered() -> bool:
+            raw = await records.get(node_record_key(node_id))
+            # Written after the restart (the AOF brings back the one from before, too).
+            return raw is not None and NodeRecord.model_validate_json(raw).heartbeat_at > restarted_wall
+
+        assert await until(registered, 3 * HEARTBEAT_SECONDS) is not None, "no heartbeat after Redis came back"
+        figures = {
+            "commands_answered_after_restart_seconds": round(answered, 3),
+            "fresh_heartbeat_after_restart_seconds": round(time.monotonic() - restarted, 3),
+        }
+        log.info("media_node_redis_restart_figures", **figures)
+        print(f"media node after a redis restart: {figures}")
+        await remote.close()
+        assert node.stop() == 0
+    finally:
+        node.kill()
+        for closing in opened:
+            await closing.close()
+        stop_redis(redis_proc)
 
 
 def test_media_node_without_redis_url_exits_2_with_one_line(tmp_path: Path) -> None:

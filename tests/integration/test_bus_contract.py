@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
-import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from rooms.bus import (
     Records,
     RemoteFailure,
 )
+from tests.bus_fixtures import eventually, pings, redis_with_aof, until
 from tests.conftest import free_port, stop_redis
 
 KINDS = [
@@ -80,16 +79,6 @@ class Inbox:
 
     async def __call__(self, payload: bytes) -> None:
         self.items.append(payload)
-
-
-async def eventually(check: Callable[[], bool], within: float = 10.0) -> bool:
-    """Wait until ``check()`` holds (True) or ``within`` seconds pass (False)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        await asyncio.sleep(0.02)
-    return check()
 
 
 async def test_a_subscription_receives_every_message_in_publish_order(pair: Pair) -> None:
@@ -403,43 +392,15 @@ async def test_records_on_a_cluster_share_one_hash_tagged_slot(redis_cluster: st
 # --- a Redis restart -------------------------------------------------------------------------------------------------
 
 
-def _redis_with_aof(workdir: Path, port: int) -> subprocess.Popen[bytes]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server binary not found")
-    workdir.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        [
-            *(binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""),
-            *("--appendonly", "yes", "--appendfsync", "always", "--dir", str(workdir)),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-async def _until(check: Callable[[], Awaitable[bool]], within: float) -> float | None:
-    """Seconds until ``check()`` held, or None if it did not within ``within``."""
-    started = time.monotonic()
-    while time.monotonic() - started < within:
-        try:
-            if await check():
-                return time.monotonic() - started
-        except Exception:  # noqa: S110 - Redis still down: try again
-            pass
-        await asyncio.sleep(0.05)
-    return None
-
-
 @pytest.mark.redis
 async def test_subscriptions_and_requests_come_back_by_themselves_after_a_redis_restart(tmp_path: Path) -> None:
     """Redis restarted (same port, AOF): subscribers hear new messages, requests are answered, records kept."""
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    proc = _redis_with_aof(tmp_path / "aof", port)
+    proc = redis_with_aof(tmp_path / "aof", port)
     opened: list[Bus | Records] = []
     try:
-        assert await _until(lambda: _pings(url), 10) is not None
+        assert await until(lambda: pings(url), 10) is not None
         a, records = await open_bus(url, process_id="a")
         b, other = await open_bus(url, process_id="b")
         opened += [a, records, b, other]
@@ -459,7 +420,7 @@ async def test_subscriptions_and_requests_come_back_by_themselves_after_a_redis_
         with pytest.raises(Exception):  # noqa: B017,PT011 - any named failure; the point is what follows
             await a.request("node.n1.cmd", b"x", attempt_seconds=0.2)
         restarted = time.monotonic()
-        proc = _redis_with_aof(tmp_path / "aof", port)
+        proc = redis_with_aof(tmp_path / "aof", port)
 
         async def heard() -> bool:
             await a.publish("hearing.changed", b"after")
@@ -467,7 +428,7 @@ async def test_subscriptions_and_requests_come_back_by_themselves_after_a_redis_
             await asyncio.sleep(0.05)
             return b"after" in inbox.items and b"after" in pattern.items
 
-        took = await _until(heard, 30)
+        took = await until(heard, 30)
         assert took is not None, "the subscriptions did not come back"
         assert await a.request("node.n1.cmd", b"again", attempt_seconds=2, retries=2) == b"again"
         assert await records.get("placement.h1") == b"n1"  # kept by the AOF
@@ -479,11 +440,3 @@ async def test_subscriptions_and_requests_come_back_by_themselves_after_a_redis_
         for closing in opened:
             await closing.close()
         stop_redis(proc)
-
-
-async def _pings(url: str) -> bool:
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=0.5)
-    try:
-        return bool(await client.ping())
-    finally:
-        await client.aclose()
