@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ from protocol.cluster import NodeRecord, node_command_channel, node_event_channe
 from protocol.node import (
     NODE_REPLY,
     Ack,
+    ApplyOffer,
     ClosePeer,
+    CreatePeer,
     NodeEvent,
     PeerState,
     PeerStateChanged,
@@ -24,8 +27,10 @@ from protocol.node import (
 )
 from rooms.backends import open_bus
 from rooms.bus import Bus, Records
+from rooms.model import Role
 from signaling.remote_node import RemoteNode
 from tests.bus_fixtures import eventually
+from tests.media_clients import MediaClient
 
 KINDS = [
     "inprocess",
@@ -151,3 +156,21 @@ async def test_a_node_nobody_serves_is_refused_node_unreachable(kind: str, reque
     finally:
         await bus.close()
         await records.close()
+
+
+async def test_one_participants_commands_are_carried_out_in_the_order_sent(served: Served) -> None:
+    """Commands for one participant sent without waiting for each other run one after the other, in order: an
+    offer is answered before the close sent after it takes the peer away."""
+    client = MediaClient("p1", tag=3)
+    try:
+        offer = await client.offer()
+        for _ in range(2):
+            replies = await asyncio.gather(
+                served.remote.call(CreatePeer(hearing_id="h1", participant_id="p1", role=Role.party)),
+                served.remote.call(ApplyOffer(hearing_id="h1", participant_id="p1", sdp=offer)),
+                served.remote.call(ClosePeer(hearing_id="h1", participant_id="p1")),
+            )
+            assert [r.type for r in replies] == ["ack", "sdp_answer", "ack"], replies
+            assert served.node.peer("h1", "p1") is None
+    finally:
+        await client.close()
