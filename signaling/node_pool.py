@@ -38,6 +38,7 @@ import structlog
 from pydantic import ValidationError
 
 from protocol.cluster import (
+    HEARTBEAT_SECONDS,
     NODE_PREFIX,
     PLACEMENT_RENEW_SECONDS,
     PLACEMENT_TTL_SECONDS,
@@ -76,6 +77,11 @@ RegionOf = Callable[[str], Awaitable[str]]
 
 CHECK_SECONDS = 1.0
 """How often the pool reads the node registry (a lapsed node is noticed within this after its TTL)."""
+
+OUTAGE_SETTLE_SECONDS = 1.5 * HEARTBEAT_SECONDS
+"""After the registry could not be read (Redis restarting), a node missing from it is not taken for lost until
+this long after the last failed read: every live node writes its record again within a heartbeat (a record may
+have expired while Redis was down)."""
 
 CLOSE_LOST_SECONDS = 2.0
 """How long the pool tries to close a moved hearing's room on its old node (a node that lapsed but still runs)."""
@@ -177,6 +183,8 @@ class NodePool:
         self._hearings: dict[str, _Hearing] = {}
         self._monitor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._outage_at: float | None = None
+        """When the registry last could not be read (monotonic)."""
 
     # --- NodeControl ----------------------------------------------------------------------------
 
@@ -244,6 +252,23 @@ class NodePool:
             found[record.id] = record
         return found
 
+    async def _refresh(self) -> dict[str, NodeRecord]:
+        """Read the registry into ``_live`` (the previous view); shortly after an outage, nodes not rewritten yet
+        are kept (see ``OUTAGE_SETTLE_SECONDS``)."""
+        previous = self._live
+        try:
+            fresh = await self.registry()
+        except Exception:
+            self._outage_at = time.monotonic()
+            raise
+        if self._outage_at is not None and time.monotonic() - self._outage_at < OUTAGE_SETTLE_SECONDS:
+            kept = {k: v for k, v in previous.items() if k not in fresh}
+            if kept:
+                log.info("node_records_awaited_after_outage", node_ids=sorted(kept))
+            fresh = {**kept, **fresh}
+        self._live = fresh
+        return previous
+
     async def nodes(self) -> Sequence[NodeInfo]:
         """Every node with a live record, as ``GET /api/v1/nodes`` lists it (a ``NodeDirectory``)."""
         now = self._clock()
@@ -274,7 +299,7 @@ class NodePool:
 
     async def check(self) -> None:
         """Read the registry; move the hearings of lost nodes, place homeless hearings, renew placements."""
-        previous, self._live = self._live, await self.registry()
+        previous = await self._refresh()
         for node_id, before in previous.items():
             after = self._live.get(node_id)
             if after is None or after.started_at != before.started_at:
@@ -380,16 +405,22 @@ class NodePool:
                 # Its node was lost (noticed here before the next check): the same as a failover.
                 old = home.placement if home is not None else self._homeless[hearing_id]
                 if not self._live:
-                    self._live = await self.registry()
+                    await self._refresh()
                 new = await self._swap(hearing_id, home.raw if home is not None else None, old)
                 if new is None:
                     self._homes.pop(hearing_id, None)
+                    first = hearing_id not in self._homeless
                     self._homeless[hearing_id] = old
-                    return None
-                self._homes[hearing_id] = new
-                self._homeless.pop(hearing_id, None)
-                announce = MediaNodeLost(hearing_id=hearing_id, node_id=old.node_id, new_node_id=new.placement.node_id)
-                home = new
+                    lost = MediaNodeLost(hearing_id=hearing_id, node_id=old.node_id, new_node_id=None)
+                    announce = lost if first else None  # a hearing already told there is no node is not told again
+                    home = None
+                else:
+                    self._homes[hearing_id] = new
+                    self._homeless.pop(hearing_id, None)
+                    announce = MediaNodeLost(
+                        hearing_id=hearing_id, node_id=old.node_id, new_node_id=new.placement.node_id
+                    )
+                    home = new
             else:
                 home = await self._adopt_or_place(hearing_id)
                 if home is None:
@@ -408,7 +439,7 @@ class NodePool:
         stored = _parse(raw.decode()) if raw is not None else None
         if raw is not None and stored is not None:
             if stored.node_id not in self._live:
-                self._live = await self.registry()  # the pool may have started before the node's first heartbeat
+                await self._refresh()  # the pool may have started before the node's first heartbeat
             record = self._live.get(stored.node_id)
             if record is not None:
                 return _Home(stored, raw.decode(), record.started_at, self._clock())
@@ -416,7 +447,7 @@ class NodePool:
         if raw is not None:
             await self._records.delete(key)  # unreadable: nobody can route by it
         if not self._live:
-            self._live = await self.registry()
+            await self._refresh()
         return await self._place(hearing_id, None)
 
     async def _place(self, hearing_id: str, previous: Placement | None) -> _Home | None:
@@ -480,7 +511,7 @@ class NodePool:
 
     async def _probe(self, command: CreateProbe) -> NodeReply:
         if not self._live:
-            self._live = await self.registry()
+            await self._refresh()
         up = [n for n in self._live.values() if n.state == "up"]
         if not up:
             return Refused(code="no_media_node", message="no media node is up to run the network check")

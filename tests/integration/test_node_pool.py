@@ -10,13 +10,20 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from pathlib import Path
 
 import pytest
 
-from protocol.cluster import Placement, placement_key
+from courtlink.nodes import NodeHeartbeat
+from media.node import InProcessNode
+from protocol.cluster import Placement, node_record_key, placement_key
 from protocol.node import Ack, CreatePeer, MediaNodeLost, NodeEvent, Refused
+from rooms.backends import open_bus
+from rooms.bus import Records
 from rooms.model import Role
 from signaling.node_pool import NodePool
+from tests.bus_fixtures import pings, redis_with_aof, until
+from tests.conftest import free_port, stop_redis
 from tests.pool_fixtures import Farm, book_in, placement
 from tests.ws_fixtures import Court, eventually
 
@@ -190,3 +197,57 @@ async def test_a_placement_on_a_dead_node_is_replaced_on_first_use(farm: Farm) -
         assert "gone" not in farm.connects
     finally:
         await pool.close()
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(120)
+async def test_a_redis_restart_longer_than_the_node_ttl_moves_no_hearing(farm: Farm, tmp_path: Path) -> None:
+    """Redis (with AOF) down longer than a node record's TTL: the records expire meanwhile, yet the pool waits for
+    the live nodes' next heartbeats and moves no hearing (media would otherwise restart for nothing)."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    redis_proc = redis_with_aof(tmp_path / "aof", port)
+    opened: list[Records] = []
+    pool: NodePool | None = None
+    try:
+        assert await until(lambda: pings(url), 10) is not None
+        _, records = await open_bus(url, process_id="test-pool")
+        opened.append(records)
+        node = InProcessNode(farm.node_settings.model_copy(update={"node_id": "r1"}))
+        farm.nodes["r1"] = node
+        # A slow heartbeat (every 4 s, lives 6 s): after Redis returns, the pool reads the registry before it.
+        farm.beats["r1"] = NodeHeartbeat(node, records, region="east", capacity_peers=10, ttl=6.0, every=4.0)
+        await farm.beats["r1"].start()
+        pool = NodePool(records, farm.connect)
+        await pool.start()
+        seen: list[NodeEvent] = []
+
+        async def handler(event: NodeEvent) -> None:
+            seen.append(event)
+
+        pool.subscribe(handler)
+        assert isinstance(await pool.call(CreatePeer(hearing_id="hr", participant_id="p", role=Role.judge)), Ack)
+        stop_redis(redis_proc)
+        await asyncio.sleep(7.0)  # past the record's TTL: it is gone when Redis comes back
+        redis_proc = redis_with_aof(tmp_path / "aof", port)
+        assert await until(lambda: pings(url), 10) is not None
+        assert await until(lambda: records_has(records, "r1"), 15) is not None, "no heartbeat after the restart"
+        await asyncio.sleep(2.0)
+        assert [e for e in seen if isinstance(e, MediaNodeLost)] == []
+        stored = await pool.placement("hr")
+        assert stored is not None
+        assert (stored.node_id, stored.reason) == ("r1", "region")
+    finally:
+        if pool is not None:
+            await pool.close()
+        for beat in farm.beats.values():
+            await beat.stop(forget=False)
+        farm.beats.clear()
+        for closing in opened:
+            await closing.close()
+        stop_redis(redis_proc)
+
+
+async def records_has(records: Records, node_id: str) -> bool:
+    """Whether the node's heartbeat record is there."""
+    return await records.get(node_record_key(node_id)) is not None
