@@ -80,6 +80,30 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate: serve HTTPS and WSS (with --tls-key)")
     serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
 
+    media_node = sub.add_parser(
+        "media-node",
+        help="run one media node on the bus (needs redis_url)",
+        description="Run one media node (the SFU) as its own process: signaling processes find it through Redis "
+        "(redis_url), drive it over the bus and see it at GET /api/v1/nodes. Stops cleanly on SIGTERM/SIGINT.",
+    )
+    media_node.add_argument("--config", type=Path, help="TOML settings file (see deploy/courtlink.example.toml)")
+    media_node.add_argument("--region", help="the node's region, for placement (default: [media] region)")
+    media_node.add_argument("--node-id", help="the node's id, unique in the network (default: [media] node_id)")
+
+    signaling_cmd = sub.add_parser(
+        "signaling",
+        help="run the front door (REST, WebSocket, web client) driving media nodes on the bus (needs redis_url)",
+        description="Run signaling as its own process: REST, the WebSocket session and the web client on the shared "
+        "store, placing hearings on the media nodes (courtlink media-node) it finds through Redis (redis_url). "
+        "No media node and no recorder run here. Stops cleanly on SIGTERM/SIGINT.",
+    )
+    signaling_cmd.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    signaling_cmd.add_argument("--port", type=int, help="port to listen on (default 8080; 0: any free port)")
+    signaling_cmd.add_argument("--data-dir", type=Path, help="data directory (default ./courtlink-data)")
+    signaling_cmd.add_argument("--config", type=Path, help="TOML settings file (see deploy/courtlink.example.toml)")
+    signaling_cmd.add_argument("--tls-cert", type=Path, help="PEM certificate: serve HTTPS and WSS (with --tls-key)")
+    signaling_cmd.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+
     demo = sub.add_parser(
         "demo",
         help="book a demo hearing that starts now on a running server and print everyone's join link",
@@ -170,6 +194,10 @@ def _dispatch(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "media-node":
+        return _media_node(args)
+    if args.command == "signaling":
+        return _signaling(args)
     if args.command == "demo":
         return asyncio.run(_demo(args))
     return asyncio.run(_hearings(args))
@@ -286,6 +314,71 @@ def check_data_dir(settings: Settings, source: str) -> None:
             raise ConfigError(f"{stored_in}: cannot read the {what}: {exc}") from None
         if stored and len(stored) < minimum:
             raise ConfigError(f"{stored_in}: {what}: must be at least {minimum} characters long")
+
+
+# -- media-node ----------------------------------------------------------------------------------------------
+
+
+def _media_node(args: argparse.Namespace) -> int:
+    from courtlink.node_process import run_media_node
+    from media.node import InProcessNode
+    from rooms.bus import BusError
+
+    settings = load_settings(args.config)
+    if not settings.redis_url:
+        print(
+            "courtlink: media-node needs redis_url (the Redis its signaling processes use): set redis_url in the "
+            "settings file or COURTLINK_REDIS_URL",
+            file=sys.stderr,
+        )
+        return 2
+    if args.node_id is not None and not args.node_id.strip():
+        raise CliError("--node-id must not be empty", 2)
+    InProcessNode.check_environment()  # a mismatched aiortc: one line, exit 2 (main)
+    try:
+        asyncio.run(run_media_node(settings, node_id=args.node_id, region=args.region))
+    except KeyboardInterrupt:
+        pass
+    except BusError as exc:
+        print(f"courtlink: media-node cannot use the bus: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"courtlink: media-node cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- signaling -----------------------------------------------------------------------------------------------
+
+
+def _signaling(args: argparse.Namespace) -> int:
+    from courtlink.signaling_process import run_signaling
+    from courtlink.tls import server_context
+    from rooms.bus import BusError
+
+    settings = load_settings(args.config, host=args.host, port=args.port, data_dir=args.data_dir)
+    if not settings.redis_url:
+        print(
+            "courtlink: signaling needs redis_url (the Redis its media nodes and other signaling processes use): set "
+            "redis_url in the settings file or COURTLINK_REDIS_URL",
+            file=sys.stderr,
+        )
+        return 2
+    settings, tls_where = with_tls_flags(settings, args)
+    check_front_door(settings, args.config)
+    check_data_dir(settings, _data_dir_source(args))
+    server_context(settings.http, *tls_where)
+    try:
+        asyncio.run(run_signaling(settings, tls_where))
+    except KeyboardInterrupt:
+        pass
+    except BusError as exc:
+        print(f"courtlink: signaling cannot use the bus: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"courtlink: cannot serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 # -- talking to a running server -----------------------------------------------------------------------------

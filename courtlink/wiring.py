@@ -20,18 +20,21 @@ from aiohttp import web
 
 from courtlink.bootstrap import admin_key, ensure_data_dir, token_secret
 from courtlink.logs import configure_logging
-from courtlink.nodes import LocalNodes
+from courtlink.nodes import NodeHeartbeat
 from courtlink.recording import RecordingService
 from courtlink.settings import Settings
 from courtlink.tls import server_context
 from media.node import InProcessNode
 from media.settings import IceServer, NodeSettings
+from protocol.node import NodeControl
 from recorder.directory import ArchiveDirectory
 from recorder.recorder import Recorder
 from rooms.backends import open_store
+from rooms.bus import InProcessRecords
 from rooms.store import Store
 from signaling.app import create_app
 from signaling.config import ApiKey, SignalingConfig
+from signaling.node_pool import NodePool, store_regions
 from signaling.rest_directory import directory_routes
 from signaling.serving import app_runner
 from signaling.turn import TurnSettings
@@ -88,6 +91,7 @@ async def build_app(settings: Settings, store: Store, stack: AsyncExitStack) -> 
 
     node = InProcessNode(node_settings(settings))
     stack.push_async_callback(node.close)
+    pool = await embedded_pool(settings, node, store, stack)
     ws = WsSettings(
         **settings.session.model_dump(),
         ice_servers=tuple(settings.media.ice_servers),
@@ -96,14 +100,37 @@ async def build_app(settings: Settings, store: Store, stack: AsyncExitStack) -> 
     )
     archive = ArchiveDirectory(data_dir)
     registrars = [
-        ws_registrar(node, ws),
-        directory_routes(archive, LocalNodes(node, settings.media.region)),
+        ws_registrar(pool, ws),
+        directory_routes(archive, pool, pool),
         setup_web,
     ]
     app = create_app(signaling_config(settings, admin, secret), store, registrars=registrars)
     if settings.recorder.enabled:
         app.cleanup_ctx.append(_recording(settings, node, store))
     return app
+
+
+async def embedded_pool(settings: Settings, node: InProcessNode, store: Store, stack: AsyncExitStack) -> NodePool:
+    """The node pool of ``courtlink serve``: the one embedded node, registered in in-process records.
+
+    Signaling drives it through the same :class:`NodePool` (placement, routing, the registry behind
+    ``GET /api/v1/nodes``) as ``courtlink signaling`` drives a network of nodes. The node's record never
+    lapses: it lives and dies with this process.
+    """
+    records = InProcessRecords()
+    heartbeat = NodeHeartbeat(
+        node, records, region=settings.media.region, capacity_peers=settings.media.capacity_peers, ttl=None
+    )
+    await heartbeat.start()
+    stack.push_async_callback(heartbeat.stop)
+
+    async def connect(node_id: str) -> NodeControl:
+        return node  # the only node there is
+
+    pool = NodePool(records, connect, region_of=store_regions(store))
+    await pool.start()
+    stack.push_async_callback(pool.close)
+    return pool
 
 
 def _recording(

@@ -102,3 +102,13 @@ class HearingChanged(Frozen):
     hearing_id: str
     version: int = Field(ge=0)
     actor: str = "system"
+
+
+# --- placement (part placement) ---------------------------------------------------------------------------------
+
+PLACEMENT_TTL_SECONDS = 6 * 3600.0
+"""A placement record lives this long unless the signaling process routing the hearing renews it (every
+``PLACEMENT_RENEW_SECONDS``); a hearing whose room closed gives its placement up at once."""
+
+PLACEMENT_RENEW_SECONDS = 600.0
+"""How often a signaling process renews the placements of the hearings it routes."""

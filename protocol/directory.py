@@ -57,6 +57,12 @@ class NodeInfo(Frozen):
     load: float = Field(default=0.0, ge=0, description="Share of the node's capacity in use, 0..1+.")
     rooms: int = Field(default=0, ge=0, description="Hearings with peers on the node.")
     peers: int = Field(default=0, ge=0, description="Peer connections on the node.")
+    capacity_peers: int = Field(default=0, ge=0, description="Peer connections the node is sized for (0: unknown).")
+    cpu: float = Field(default=0.0, ge=0, description="Cores the node process used since its previous heartbeat.")
+    packets_per_second: float = Field(default=0.0, ge=0, description="RTP packets forwarded per second, recently.")
+    heartbeat_age_seconds: float = Field(default=0.0, ge=0, description="Seconds since the node's last heartbeat.")
+    started_at: float | None = Field(default=None, description="Unix time the node (this life of it) started.")
+    version: str = Field(default="", description="courtlink version the node runs.")
 
 
 class RecordingDirectory(Protocol):

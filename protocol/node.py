@@ -276,6 +276,21 @@ class PeerLost(_Addressed):
     reason: str
 
 
+class MediaNodeLost(Frozen):
+    """The hearing's media node was lost (its heartbeat lapsed): the hearing was placed on another node.
+
+    Emitted by a pool of nodes (``signaling.node_pool.NodePool``), never by a node itself. Signaling makes
+    every peer of the hearing again on the new node with its whole plan and tells each participant
+    ``media_restart`` (``node_lost``). ``new_node_id`` None: no node is up; the participants are told
+    ``no_media_node`` and the event comes again with a node once one is up.
+    """
+
+    type: Literal["media_node_lost"] = "media_node_lost"
+    hearing_id: str
+    node_id: str = Field(description="The node that was lost.")
+    new_node_id: str | None = Field(default=None, description="The hearing's new home node; None: no node is up.")
+
+
 NodeEvent = Annotated[
     Offer
     | TrackPublished
@@ -285,7 +300,8 @@ NodeEvent = Annotated[
     | SpeakerChanged
     | PeerStateChanged
     | PeerHealth
-    | PeerLost,
+    | PeerLost
+    | MediaNodeLost,
     Field(discriminator="type"),
 ]
 NODE_EVENT: TypeAdapter[NodeEvent] = TypeAdapter(NodeEvent)

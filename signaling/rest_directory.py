@@ -13,6 +13,7 @@ from protocol.directory import NodeDirectory, NodeInfo, RecorderKey, RecordingDi
 from signaling.app import RouteRegistrar
 from signaling.config import KeyScope
 from signaling.keys import STORE_KEY
+from signaling.rest_hearings import PLACEMENTS_KEY, PlacementReader
 from signaling.routing import ROUTES_KEY, RouteSpec, respond
 
 API = "/api/v1"
@@ -37,8 +38,11 @@ class NodeList(BaseModel):
     items: list[NodeInfo]
 
 
-def directory_routes(recordings: RecordingDirectory | None, nodes: NodeDirectory | None) -> RouteRegistrar:
-    """A registrar adding the routes for whichever directories exist."""
+def directory_routes(
+    recordings: RecordingDirectory | None, nodes: NodeDirectory | None, placements: PlacementReader | None = None
+) -> RouteRegistrar:
+    """A registrar adding the routes for whichever directories exist (``placements``: the hearing details show
+    each hearing's home node)."""
 
     async def hearing_recordings(request: web.Request) -> web.StreamResponse:
         hearing = await request.app[STORE_KEY].get_hearing(request.match_info["hearing_id"])
@@ -52,6 +56,8 @@ def directory_routes(recordings: RecordingDirectory | None, nodes: NodeDirectory
         return respond(NodeList(items=list(await nodes.nodes()) if nodes else []))
 
     def register(app: web.Application) -> None:
+        if placements is not None:
+            app[PLACEMENTS_KEY] = placements
         routes = app[ROUTES_KEY]
         clerk = KeyScope.clerk
         routes.add(
@@ -68,7 +74,8 @@ def directory_routes(recordings: RecordingDirectory | None, nodes: NodeDirectory
         )  # fmt: skip
         routes.add(
             app.router,
-            RouteSpec("GET", f"{API}/nodes", "Media nodes: id, region, load, rooms, state", "nodes", "operations",
+            RouteSpec("GET", f"{API}/nodes", "Media nodes with a live heartbeat: region, state, load, rooms, peers",
+                      "nodes", "operations",
                       KeyScope.admin, response=NodeList, errors=(401, 403)),
             node_list,
         )  # fmt: skip

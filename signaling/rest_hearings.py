@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
+from pydantic import Field
 
+from protocol.cluster import Placement
 from rooms import lifecycle
 from rooms.audit import verify_chain
 from rooms.errors import Collision, DomainError, InvalidTransition, NotFound, ScheduleConflict
@@ -58,6 +60,30 @@ from signaling.schemas import (
 from signaling.ws import HUB_KEY
 
 API = "/api/v1"
+
+
+class PlacementReader(Protocol):
+    """Where the hearing details read a hearing's home media node (``signaling.node_pool.NodePool``)."""
+
+    async def placement(self, hearing_id: str) -> Placement | None:
+        """The hearing's placement, or None while it has no home node."""
+        ...
+
+
+PLACEMENTS_KEY = web.AppKey("placements", PlacementReader)
+"""Set by the wiring when hearings are placed on media nodes; without it the details show ``placement`` null."""
+
+
+class HearingDetails(HearingView):
+    """Answer of ``GET /hearings/{id}``: the hearing, and where its media runs."""
+
+    placement: Placement | None = Field(
+        default=None,
+        description="The hearing's home media node (node id, region, why it was chosen, when, the node a failover "
+        "moved it from); null while its live room needs no media node.",
+    )
+
+
 log = structlog.get_logger("signaling.rest")
 
 
@@ -242,7 +268,9 @@ async def list_hearings(request: web.Request) -> web.StreamResponse:
 async def get_hearing(request: web.Request) -> web.StreamResponse:
     """One hearing."""
     hearing = await request.app[STORE_KEY].get_hearing(_hearing_id(request))
-    return respond(HearingView.of(hearing))
+    placements = request.app.get(PLACEMENTS_KEY)
+    placement = await placements.placement(hearing.id) if placements is not None else None
+    return respond(HearingDetails.of(hearing).model_copy(update={"placement": placement}))
 
 
 def _json_value(value: object) -> object:
@@ -447,7 +475,7 @@ def register(app: web.Application) -> None:
                    BookedHearing, 201, errors=(400, 401, 403, 409, 413, 415, 422)), book_hearing),
         (RouteSpec("GET", f"{API}/hearings", "List hearings", "listHearings", "hearings", clerk, None, HearingQuery,
                    HearingList, errors=(401, 422)), list_hearings),
-        (RouteSpec("GET", one, "Read a hearing", "getHearing", "hearings", clerk, response=HearingView,
+        (RouteSpec("GET", one, "Read a hearing", "getHearing", "hearings", clerk, response=HearingDetails,
                    errors=(401, 404)), get_hearing),
         (RouteSpec("PATCH", one, "Reschedule or edit a hearing", "patchHearing", "hearings", clerk, HearingPatch,
                    None, HearingView, errors=body_errors), patch_hearing),

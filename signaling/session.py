@@ -1368,6 +1368,60 @@ class HearingRoom:
                 )
         return effects
 
+    def media_node_lost(self, node_id: str, new_node_id: str | None) -> list[Effect]:
+        """The hearing's media node was lost and the hearing placed on ``new_node_id``: make every peer again there.
+
+        For every member with a peer: a new peer (``CreatePeer``), the sources of its known tracks
+        (``DeclareTrack``), then the whole plan (``SetPublishing``, and ``SetReceiving`` once the client's
+        new first offer is answered; the recorder's at once). A connected member is told ``media_restart``
+        (``node_lost``, audited like every restart); one in its grace period gets the peer waiting for its
+        resume. Without a new node (none is up) every connected member with media gets ``error``
+        ``no_media_node`` and shows ``lost``; this runs again with a node once one is up.
+        """
+        if self._node_closed:
+            return []
+        # The new node knows nothing: what was sent to the old one must all be sent again.
+        self._sent_publishing.clear()
+        self._sent_receiving.clear()
+        effects: list[Effect] = []
+        now = self.clock()
+        for member in self.members.values():
+            if not member.has_peer or member.role in PEERLESS_ROLES:
+                continue  # the recorder has no peer: its plan follows from the recompute below
+            declared = dict(member.declared)
+            member.negotiated = False
+            self._new_peer_state(member)
+            member.declared.clear()
+            if new_node_id is None:
+                member.media = PeerState.failed
+                member.restarting = False
+                if member.connected:
+                    effects.append(
+                        Send(
+                            member.conn,
+                            Error(
+                                code="no_media_node",
+                                message="the media server was lost and no other is up; media resumes when one is",
+                            ),
+                        )
+                    )
+                continue
+            effects.append(Command(CreatePeer(hearing_id=self.hearing_id, participant_id=member.id, role=member.role)))
+            effects += [
+                Command(DeclareTrack(hearing_id=self.hearing_id, participant_id=member.id, track_id=t, source=s))
+                for t, s in declared.items()
+            ]
+            if member.connected:
+                member.restarting = True
+                member.restart_at = now
+                effects += [
+                    Audit(Trace(member.id, "media_restarted", {"reason": "node_lost", "node_id": node_id})),
+                    Send(member.conn, MediaRestart(reason="node_lost")),
+                ]
+        if new_node_id is not None:
+            effects += self._recompute()
+        return effects + self._health_changed()
+
 
 _VERBS: dict[Action, str] = {
     Action.admit: "admit",

@@ -64,6 +64,7 @@ from protocol.node import (
     ApplyAnswer,
     ApplyOffer,
     CloseRoom,
+    MediaNodeLost,
     NodeCommand,
     NodeControl,
     NodeEvent,
@@ -552,6 +553,10 @@ class SessionHub:
             # Replacing the peer is a node command: it runs under the room's lock, so not in this handler.
             self._spawn(self._peer_lost(live, event))
             return
+        if isinstance(event, MediaNodeLost):
+            # Every peer is made again on the new node: node commands, under the room's lock.
+            self._spawn(self._media_node_lost(live, event))
+            return
         conn = room.conn_of(event.participant_id)
         if conn is None:
             return
@@ -594,6 +599,20 @@ class SessionHub:
                     participant_id=event.participant_id,
                     reason=event.reason,
                 )
+            await self._run(live, effects)
+
+    async def _media_node_lost(self, live: LiveRoom, event: MediaNodeLost) -> None:
+        async with live.lock:
+            if self.rooms.get(live.room.hearing_id) is not live:
+                return
+            effects = live.room.media_node_lost(event.node_id, event.new_node_id)
+            self.log.warning(
+                "media_node_lost",
+                hearing_id=event.hearing_id,
+                node_id=event.node_id,
+                new_node_id=event.new_node_id,
+                peers=sum(1 for e in effects if isinstance(e, Command) and e.command.type == "create_peer"),
+            )
             await self._run(live, effects)
 
     def _watch_health(self) -> None:

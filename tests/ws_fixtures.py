@@ -25,14 +25,17 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from courtlink.nodes import NodeHeartbeat
 from media.node import InProcessNode
 from media.settings import NodeSettings
-from protocol.node import TrackRef
+from protocol.node import NodeControl, TrackRef
 from rooms.backends import open_store
+from rooms.bus import InProcessRecords
 from rooms.model import Source
 from rooms.store import Store
 from signaling.app import TOKENS_KEY, create_app
 from signaling.config import ApiKey, KeyScope, SignalingConfig
+from signaling.node_pool import NodePool, store_regions
 from signaling.tokens import TokenService
 from signaling.ws import HUB_KEY, SessionHub, WsSettings, ws_registrar
 from tests.media_clients import MediaClient
@@ -188,6 +191,8 @@ class Court:
     clients: list[WsClient] = field(default_factory=list)
     participants: list[Participant] = field(default_factory=list)
     _seq: int = 0
+    pool: NodePool | None = None
+    """The node pool the session drives ``node`` through (as ``courtlink serve`` does)."""
 
     @property
     def ws_url(self) -> str:
@@ -589,10 +594,20 @@ async def court(tmp_path: Path, ws_settings: WsSettings, node_settings: NodeSett
     """The real server with the WebSocket session and a real in-process media node, on loopback."""
     store = await open_store(None, tmp_path / "data")
     node = InProcessNode(node_settings)
-    app = create_app(ws_config(), store, registrars=[ws_registrar(node, ws_settings)])
+    # Through a one-node pool, as `courtlink serve` does: every session test runs the placement path too.
+    records = InProcessRecords()
+    heartbeat = NodeHeartbeat(node, records, region="", capacity_peers=300)
+    await heartbeat.start()
+
+    async def connect(node_id: str) -> NodeControl:
+        return node
+
+    pool = NodePool(records, connect, region_of=store_regions(store))
+    await pool.start()
+    app = create_app(ws_config(), store, registrars=[ws_registrar(pool, ws_settings)])
     runner, base = await _serve(app)
     http = aiohttp.ClientSession()
-    court = Court(base, http, store, node, app)
+    court = Court(base, http, store, node, app, pool=pool)
     try:
         yield court
     finally:
@@ -602,6 +617,8 @@ async def court(tmp_path: Path, ws_settings: WsSettings, node_settings: NodeSett
         await asyncio.gather(*(_bounded(c.close()) for c in court.clients))
         await http.close()
         await runner.cleanup()
+        await pool.close()
+        await heartbeat.stop()
         await node.close()
         await store.close()
 

@@ -1,0 +1,85 @@
+"""Run a real ``courtlink media-node`` subprocess on loopback for multi-process tests."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from tests.serve_process import clean_env
+
+
+@dataclass
+class MediaNodeProcess:
+    """A ``courtlink media-node`` child process; ``start`` waits for its ready line."""
+
+    redis_url: str
+    node_id: str
+    region: str = ""
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Further ``COURTLINK_*`` settings (the test's own ``COURTLINK_*`` variables are not passed on)."""
+    args: Sequence[str] = ()
+    proc: subprocess.Popen[str] | None = None
+    output: list[str] = field(default_factory=list)
+    ready_line: str = ""
+
+    def start(self, timeout: float = 60) -> str:
+        """Start the node and return its ready line."""
+        env = clean_env(
+            {
+                "COURTLINK_REDIS_URL": self.redis_url,
+                "COURTLINK_LOG_LEVEL": "warning",
+                "COURTLINK_MEDIA__ANNOUNCE_ADDRESSES": '["127.0.0.1"]',
+                **self.env,
+            }
+        )
+        region = ("--region", self.region) if self.region else ()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "courtlink.cli", "media-node", "--node-id", self.node_id, *region, *self.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            if line.startswith(f"courtlink: media node {self.node_id} ready"):
+                self.ready_line = line.strip()
+                return self.ready_line
+        self.stop()
+        raise RuntimeError("courtlink media-node did not start:\n" + "".join(self.output))
+
+    def stop(self) -> int:
+        """SIGTERM (as an operator would) and the exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        if self.proc.stdout is not None:
+            self.output.append(self.proc.stdout.read())
+            self.proc.stdout.close()
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        """kill -9, as a crash would."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+            self.proc = None
