@@ -27,6 +27,7 @@ from aiortc import RTCRtpTransceiver
 from media.aiortc_compat import candidate_from_sdp, self_check
 from media.forwarding import PublishedTrack, RecorderFeed
 from media.health import peer_health
+from media.keyframes import Reason
 from media.passthrough import ReceiverTap, tap_receiver
 from media.peer import (
     DEFAULT_SOURCE,
@@ -234,7 +235,7 @@ class InProcessNode:
         for peer in room.peers.values() if room is not None else ():
             for published in peer.published.values():
                 if published.recording_id == track_id:
-                    published.request_keyframe(urgent=False)
+                    published.request_keyframe(Reason.recorder)
 
     # --- introspection (tests, metrics) ---------------------------------------------------------
 
@@ -459,6 +460,7 @@ class InProcessNode:
                 on_frame=published.on_frame,
                 on_packet=published.on_packet,
                 on_sender_report=published.on_sender_report,
+                on_picture_lost=published.picture_lost,
                 on_bye=bye,
             ),
         )

@@ -43,6 +43,7 @@ from media.aiortc_compat import (
 )
 from media.forwarding import ForwardedTrack, PublishedTrack
 from media.ice import restrict_host_candidates, rtc_configuration
+from media.keyframes import Reason
 from media.sending import install
 from media.settings import NodeSettings
 from protocol.node import MediaKind, TrackRef
@@ -418,7 +419,7 @@ class Peer:
         def keyframe_requested() -> None:
             # aiortc's pack mode only sets an encoder flag here; carry the request to the publisher.
             if slot.track.publisher is not None:
-                slot.track.publisher.request_keyframe(urgent=False)
+                slot.track.publisher.request_keyframe(Reason.subscriber)
 
         on_keyframe_request(transceiver.sender, keyframe_requested)
         if self.settings.direct_send:

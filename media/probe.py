@@ -22,6 +22,7 @@ from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 from media.aiortc_compat import on_keyframe_request
 from media.forwarding import ForwardedTrack, PublishedTrack
 from media.ice import restrict_host_candidates, rtc_configuration
+from media.keyframes import Reason
 from media.passthrough import ReceiverTap, tap_receiver
 from media.peer import DEFAULT_SOURCE, NegotiationError, check_sdp, first_codec
 from media.sending import install
@@ -91,7 +92,7 @@ class Probe:
         t.direction = "sendrecv"
 
         def keyframe_requested() -> None:
-            published.request_keyframe(urgent=False)  # pack mode drops PLI: carry it to the client's sender
+            published.request_keyframe(Reason.subscriber)  # pack mode drops PLI: carry it to the client's sender
 
         on_keyframe_request(t.sender, keyframe_requested)
         if s.direct_send:
@@ -104,6 +105,7 @@ class Probe:
                 on_frame=published.on_frame,
                 on_packet=published.on_packet,
                 on_sender_report=published.on_sender_report,
+                on_picture_lost=published.picture_lost,
                 on_bye=lambda: self.close_soon("bye"),
             ),
         )

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from media.keyframes import Reason
 from media.node import InProcessNode
 from media.settings import NodeSettings
 from protocol.node import SetPublishing, SetReceiving, TrackPublished
@@ -123,7 +124,7 @@ async def test_subscriber_picture_loss_reaches_the_publisher(node: InProcessNode
     video = next(t for t in node_peer.published.values() if t.kind == "video")
     sent = video.keyframe_requests
     for _ in range(20):
-        video.request_keyframe(urgent=False)
+        video.request_keyframe(Reason.subscriber)
     assert video.keyframe_requests - sent <= 1
 
 
