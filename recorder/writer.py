@@ -319,12 +319,15 @@ class SessionWriter:
             length = self.spec.segment_seconds
             if elapsed >= length if kind == "audio" else (keyframe and elapsed >= length - CUT_SLACK):
                 self._close_segment(track, at)
-            elif kind == "video" and elapsed >= length - CUT_SLACK and not keyframe:
+            elif (
+                kind == "video"
+                and elapsed >= length - CUT_SLACK
+                and (track.cut_asked_at is None or at - track.cut_asked_at >= CUT_REASK_SECONDS)
+            ):
                 # Video is cut on a keyframe, and encoders make one only when asked (the node asks for no
                 # keyframe on a timer): ask once the cut is due, again if none came within a second.
-                if track.cut_asked_at is None or at - track.cut_asked_at >= CUT_REASK_SECONDS:
-                    track.cut_asked_at = at
-                    self._keyframe_needed(track_id)
+                track.cut_asked_at = at
+                self._keyframe_needed(track_id)
         if track.segment is None:
             if kind == "video" and not keyframe:
                 if not track.keyframe_asked:
