@@ -27,6 +27,7 @@ from aiortc import RTCRtpTransceiver
 from media.aiortc_compat import candidate_from_sdp, self_check
 from media.forwarding import PublishedTrack, RecorderFeed
 from media.health import peer_health
+from media.ice import PORTS_EXHAUSTED
 from media.keyframes import Reason
 from media.passthrough import ReceiverTap, tap_receiver
 from media.peer import (
@@ -182,7 +183,18 @@ class InProcessNode:
             return Ack()
         if isinstance(command, ApplyOffer):
             check_offer_size(command.sdp, offer_mline_limit(len(room.peers), len(peer.pc.getTransceivers())))
-            answer = await peer.apply_offer(command.sdp)
+            try:
+                answer = await peer.apply_offer(command.sdp)
+            except NegotiationError as exc:
+                if exc.code == PORTS_EXHAUSTED:
+                    # Its gathering failed half-way and aiortc cannot gather again: drop the peer; signaling
+                    # creates a new one when the participant tries again.
+                    log.warning(
+                        "udp_ports_exhausted", hearing_id=room.hearing_id, participant_id=pid, node_id=self.node_id
+                    )
+                    await self._close_peer(room, peer)
+                    self._replan(room)
+                raise
             self._check_ended(room, peer)
             self._resolve_sources(room, peer)
             self._replan(room)

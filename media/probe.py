@@ -21,7 +21,7 @@ from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 
 from media.aiortc_compat import on_keyframe_request
 from media.forwarding import ForwardedTrack, PublishedTrack
-from media.ice import restrict_host_candidates, rtc_configuration
+from media.ice import PORTS_EXHAUSTED, PortRangeExhausted, restrict_host_candidates, rtc_configuration
 from media.keyframes import Reason
 from media.passthrough import ReceiverTap, tap_receiver
 from media.peer import DEFAULT_SOURCE, NegotiationError, check_sdp, first_codec
@@ -65,9 +65,12 @@ class Probe:
             if transceiver.receiver.track is None or transceiver.kind not in ("audio", "video"):
                 continue
             self._echo(transceiver)
-        restrict_host_candidates(self.pc, self.settings.announce_addresses)
+        restrict_host_candidates(self.pc, self.settings.announce_addresses, self.settings.udp_ports)
         answer = await self.pc.createAnswer()
-        await self.pc.setLocalDescription(answer)
+        try:
+            await self.pc.setLocalDescription(answer)  # gathers the host candidates
+        except PortRangeExhausted as exc:
+            raise NegotiationError(PORTS_EXHAUSTED, f"the media node has no free UDP port now: {exc}") from exc
         return str(self.pc.localDescription.sdp)
 
     def _echo(self, t: RTCRtpTransceiver) -> None:
