@@ -230,6 +230,8 @@ class ForwardedTrack(MediaStreamTrack):
         self._sender: FrameSender | None = None
         self._sendable = False
         """Whether the last frame found a sender that may send (attached, and its direction allows it)."""
+        self._pulled = False
+        """aiortc's own sender loop takes frames through :meth:`recv` (``direct_send`` off, or its fallback)."""
         self._restart_sequence = False
         """Video resumes after a pause: jump the sequence number first (``media.sending.SEQUENCE_JUMP``)."""
 
@@ -302,7 +304,7 @@ class ForwardedTrack(MediaStreamTrack):
             self._became_sendable()
         gate = self.gate
         if gate is not None:
-            admitted, reason = gate.admit(keyframe, can_send=sender is not None)
+            admitted, reason = gate.admit(keyframe, can_send=sender is not None or self._pulled)
             if reason is not None and self.publisher is not None:
                 # Only while it can send (a keyframe now would be lost on it otherwise); throttled by the
                 # publisher's KeyframeRequests. When it becomes able to send it asks urgently (_became_sendable).
@@ -353,6 +355,12 @@ class ForwardedTrack(MediaStreamTrack):
 
     async def recv(self) -> Any:
         """The next encoded frame as an ``av.Packet`` (the sender packs it without encoding)."""
+        if not self._pulled:
+            # aiortc's own sender loop runs: it can send from now on (what attach() tells on the direct path).
+            self._pulled = True
+            reason = self.gate.sendable() if self.gate is not None and self.publisher is not None else None
+            if reason is not None and self.publisher is not None:
+                self.publisher.request_keyframe(reason)
         while not self._queue:
             if self.readyState != "live":
                 raise MediaStreamError
