@@ -159,7 +159,9 @@ class PublishedTrack:
             self.keyframes_in += 1
         if self._video:
             # After a gap the reference chain is broken: forward nothing until a keyframe.
-            forward, send = self._keyframes.frame(time.monotonic(), keyframe=keyframe, resync=frame.resync)
+            forward, send = self._keyframes.frame(
+                time.monotonic(), keyframe=keyframe, resync=frame.resync, consumers=bool(self.consumers)
+            )
             if send:
                 self._send_request()
             if not forward:

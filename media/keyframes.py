@@ -180,17 +180,18 @@ class KeyframeRequests:
         self._held = None
         self.broken = False
 
-    def frame(self, now: float, *, keyframe: bool, resync: bool) -> tuple[bool, bool]:
+    def frame(self, now: float, *, keyframe: bool, resync: bool, consumers: bool = True) -> tuple[bool, bool]:
         """A frame of the publisher: (forward it to the consumers, send a request now).
 
         ``resync``: frames before this one were given up (loss); the reference chain is broken until a keyframe.
+        Without ``consumers`` a broken stream asks nothing: whoever starts on it later asks for itself.
         """
         if keyframe:
             self.keyframe()
             return True, False
         if resync or self.broken:
             self.broken = True
-            return False, self.ask(now, Reason.loss)
+            return False, self.ask(now, Reason.loss) if consumers else False
         return True, self.due(now)
 
     def restart(self, now: float, *, consumers: bool) -> bool:

@@ -302,3 +302,19 @@ def test_intervals_must_be_positive() -> None:
     """A zero or negative interval is a configuration error, refused at once."""
     with pytest.raises(ValueError, match="positive"):
         KeyframeRequests(min_interval=0)
+
+
+def test_a_track_nobody_receives_asks_nothing_after_loss() -> None:
+    """Loss on a track without receivers costs no request; the first receiver to start asks for itself."""
+    pub = Publisher()
+    pub.frame(keyframe=True)
+    pub.idle(2.0)
+    for i in range(60):
+        forward, send = pub.requests.frame(pub.now, keyframe=False, resync=i == 0, consumers=False)
+        assert not forward
+        assert not send
+        pub.now += TICK
+    assert pub.sent == []
+    viewer = Consumer("viewer")
+    pub.start(viewer)
+    assert len(pub.sent) == 1
