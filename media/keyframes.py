@@ -20,11 +20,12 @@ it: all the track's subscribers and recorders share it, so requests are
 coalesced per publisher.
 
 - Urgent (:data:`URGENT`: a consumer starts, a gated subscriber becomes able
-  to send, an unmute with consumers waiting): sent at once, unless a request
+  to send, an unmute with consumers waiting, loss that froze the track for
+  all its receivers): sent at once, unless a request
   sent less than ``urgent_interval`` ago is still unanswered (it serves this
   one too), and never more often than once per ``urgent_interval``. Many
   receivers joining at once cost one request.
-- Normal (a subscriber's PLI/FIR, loss, a gated consumer still waiting, the
+- Normal (a subscriber's PLI/FIR, a gated consumer still waiting, the
   recorder's segment start): at most one per ``min_interval``; an
   unanswered request sent less than ``min_interval`` ago serves it.
 - A request held back by the rate limit is not dropped: it goes out with the
@@ -71,8 +72,9 @@ class Reason(StrEnum):
     """The recorder needs one to start a segment."""
 
 
-URGENT = frozenset({Reason.start, Reason.sendable, Reason.allowed})
-"""Reasons that do not wait for ``min_interval``: someone sees nothing until the keyframe comes."""
+URGENT = frozenset({Reason.start, Reason.sendable, Reason.allowed, Reason.loss})
+"""Reasons that do not wait for ``min_interval``: someone (after loss: every receiver of the track) sees nothing
+until the keyframe comes."""
 
 
 @dataclass

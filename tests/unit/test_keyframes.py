@@ -125,17 +125,18 @@ def test_a_switch_gates_the_receiver_and_asks_only_the_new_publisher() -> None:
 
 
 def test_loss_holds_every_receiver_until_one_keyframe_asked_once() -> None:
-    """After loss the publisher's chain is broken: nobody gets a delta until a keyframe, asked for once."""
+    """After loss the publisher's chain is broken: nobody gets a delta until a keyframe, asked for at once, once."""
     pub = Publisher()
     viewers = [Consumer(f"v{i}") for i in range(3)]
     for viewer in viewers:
         pub.start(viewer)
     pub.frame(keyframe=True)
-    pub.idle(5.0)
+    pub.idle(0.5)
     pub.frame()
     sent = len(pub.sent)
     pub.frame(resync=True)
-    for _ in range(10):
+    assert pub.sent[-1] == pub.now - TICK  # at once, though a request went out less than min_interval ago
+    for _ in range(6):  # 0.2 s: the request in flight serves every frame
         pub.frame()
     assert len(pub.sent) == sent + 1
     assert pub.requests.counts.sent[Reason.loss] == 1
