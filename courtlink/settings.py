@@ -103,6 +103,23 @@ class MediaSettings(BaseModel):
         le=MAX_TURN_SECONDS,
         description="How long a TURN credential issued in `joined` is valid (a new one comes with every join).",
     )
+    udp_port_min: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Lowest UDP port the node's ICE host candidates bind (with udp_port_max; 0 and 0: any port).",
+    )
+    udp_port_max: int = Field(
+        default=0, ge=0, le=65535, description="Highest UDP port the node's ICE host candidates bind."
+    )
+
+    @model_validator(mode="after")
+    def _udp_port_range(self) -> MediaSettings:
+        if (self.udp_port_min == 0) != (self.udp_port_max == 0):
+            raise ValueError("udp_port_min and udp_port_max go together: set both (a range) or neither")
+        if self.udp_port_min > self.udp_port_max:
+            raise ValueError(f"udp_port_min ({self.udp_port_min}) is above udp_port_max ({self.udp_port_max})")
+        return self
 
     @field_validator("turn_urls")
     @classmethod

@@ -68,6 +68,8 @@ def node_settings(settings: Settings) -> NodeSettings:
         announce_addresses=tuple(media.announce_addresses),
         ice_servers=tuple(IceServer(urls=(url,)) for url in media.ice_servers),
         last_n=media.last_n,
+        udp_port_min=media.udp_port_min,
+        udp_port_max=media.udp_port_max,
     )
 
 

@@ -23,9 +23,13 @@ adds no call per packet.
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import importlib.metadata
 import inspect
 import operator
+import random
+import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -53,8 +57,10 @@ def _mismatch(missing: str) -> AiortcMismatch:
 
 
 try:
+    from aioice.candidate import Candidate, candidate_foundation, candidate_priority
     from aioice.ice import Connection as IceConnection
-    from aioice.ice import StunProtocol
+    from aioice.ice import StunProtocol, server_reflexive_candidate
+    from aioice.turn import UDP_SOCKET_BUFFER_SIZE
     from aiortc.codecs import CODECS, get_encoder
     from aiortc.jitterbuffer import JitterFrame
     from aiortc.rtcdtlstransport import RTCDtlsTransport, State
@@ -81,6 +87,7 @@ __all__ = [
     "AiortcMismatch",
     "HeaderExtensions",
     "JitterFrame",
+    "PortRangeExhausted",
     "RtcpByePacket",
     "RtcpSrPacket",
     "RtpPacket",
@@ -311,12 +318,98 @@ def _limit(connection: Any, wanted: list[str]) -> None:
     setattr(connection, _MARK, wanted)
 
 
-def limit_host_candidates(pc: RTCPeerConnection, addresses: Sequence[str]) -> None:
-    """Make every ICE gatherer of ``pc`` bind and announce host candidates on ``addresses`` only (idempotent)."""
+class PortRangeExhausted(RuntimeError):
+    """Every UDP port of the node's range is taken: a new connection cannot bind its host candidates."""
+
+
+async def _bind_in_range(connection: Any, address: str, port_min: int, port_max: int) -> Any:
+    """A ``StunProtocol`` of ``connection`` bound to ``address`` on a free port of the range (random start)."""
+    loop = asyncio.get_running_loop()
+    span = port_max - port_min + 1
+    start = random.randrange(span)  # spreads connections over the range; not a secret
+    for step in range(span):
+        port = port_min + (start + step) % span
+        try:
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: StunProtocol(connection), local_addr=(address, port)
+            )
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                continue
+            raise
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_SOCKET_BUFFER_SIZE)
+        return protocol
+    raise PortRangeExhausted(f"no free UDP port on {address} in {port_min}-{port_max}")
+
+
+def _limit_in_range(connection: Any, wanted: list[str], port_min: int, port_max: int) -> None:
+    original = connection.get_component_candidates
+
+    async def in_range(component: int, addresses: list[str], **options: Any) -> Any:
+        # aioice binds port 0 (any port); bind the host candidates in the range instead, as aioice would.
+        bound: list[Any] = []
+        try:
+            for address in wanted:
+                bound.append(await _bind_in_range(connection, address, port_min, port_max))
+        except BaseException:
+            for protocol in bound:
+                protocol.transport.close()
+            raise
+        candidates: list[Any] = []
+        for protocol in bound:
+            host, port = protocol.transport.get_extra_info("sockname")[:2]
+            protocol.local_candidate = Candidate(
+                foundation=candidate_foundation("host", "udp", host),
+                component=component,
+                transport="udp",
+                priority=candidate_priority(component, "host"),
+                host=host,
+                port=port,
+                type="host",
+            )
+            candidates.append(protocol.local_candidate)
+        connection._protocols += bound
+        # Server-reflexive candidates of the bound sockets, and TURN (aioice's own, with no host addresses).
+        lookups = []
+        if connection.stun_server:
+            lookups = [
+                server_reflexive_candidate(p, connection.stun_server)
+                for p in bound
+                if ":" not in p.local_candidate.host
+            ]
+        timeout = options.get("timeout", 5)
+        found = await asyncio.gather(
+            original(component=component, addresses=[], **options),
+            *(asyncio.wait_for(lookup, timeout) for lookup in lookups),
+            return_exceptions=True,
+        )
+        relayed, reflexive = found[0], found[1:]
+        if isinstance(relayed, BaseException):
+            raise relayed
+        candidates.extend(relayed)
+        candidates.extend(result[0] for result in reflexive if not isinstance(result, BaseException))
+        return candidates
+
+    connection.get_component_candidates = in_range
+    setattr(connection, _MARK, wanted)
+
+
+def limit_host_candidates(pc: RTCPeerConnection, addresses: Sequence[str], ports: tuple[int, int] = (0, 0)) -> None:
+    """Make every ICE gatherer of ``pc`` bind and announce host candidates on ``addresses`` only (idempotent).
+
+    ``ports`` (min, max), unless (0, 0): each host candidate binds a free UDP port in that range; when none is
+    free, gathering (``setLocalDescription``) raises :class:`PortRangeExhausted`.
+    """
+    port_min, port_max = ports
     for gatherer in _gatherers(pc):
         connection = gatherer._connection
         if getattr(connection, _MARK, None) is None:
-            _limit(connection, list(addresses))
+            if port_min and port_max:
+                _limit_in_range(connection, list(addresses), port_min, port_max)
+            else:
+                _limit(connection, list(addresses))
 
 
 # --- start-up self-check ----------------------------------------------------------------------------
@@ -360,7 +453,7 @@ _INSTANCE_ATTRIBUTES: tuple[tuple[type, str, Iterable[str]], ...] = (
     (RTCDtlsTransport, "RTCDtlsTransport", ("_state", "_tx_srtp")),
     (RTCIceTransport, "RTCIceTransport", ("_connection",)),
     (RTCIceGatherer, "RTCIceGatherer", ("_connection",)),
-    (IceConnection, "aioice Connection", ("_nominated",)),
+    (IceConnection, "aioice Connection", ("_nominated", "_protocols", "stun_server")),
 )
 """Instance attributes, set in the class's own code (checked by name in that code: they exist only on instances)."""
 
@@ -373,6 +466,7 @@ _METHODS: tuple[tuple[type, str, str, tuple[str, ...]], ...] = (
     (RTCDtlsTransport, "RTCDtlsTransport", "_send_rtp", ("self", "data")),
     (IceConnection, "aioice Connection", "get_component_candidates", ("self", "component", "addresses")),
     (StunProtocol, "aioice StunProtocol", "send_data", ("self", "data", "addr")),
+    (StunProtocol, "aioice StunProtocol", "__init__", ("self", "receiver")),
 )
 """Methods: present, callable, and taking these leading parameters (by name: some are passed by keyword)."""
 
@@ -394,6 +488,15 @@ def self_check() -> None:
         for attribute in attributes:
             if attribute not in used:
                 raise _mismatch(f"{label}.{attribute}")
+    for function, label, parameters in (
+        (server_reflexive_candidate, "aioice.ice.server_reflexive_candidate", ("protocol", "stun_server")),
+        (candidate_foundation, "aioice.candidate.candidate_foundation", ("candidate_type", "candidate_transport")),
+        (candidate_priority, "aioice.candidate.candidate_priority", ("candidate_component", "candidate_type")),
+    ):
+        if tuple(inspect.signature(function).parameters)[: len(parameters)] != parameters:
+            raise _mismatch(f"{label}({', '.join(parameters)})")
+    if not isinstance(UDP_SOCKET_BUFFER_SIZE, int):
+        raise _mismatch("aioice.turn.UDP_SOCKET_BUFFER_SIZE")
     if not hasattr(State, "CONNECTED"):
         raise _mismatch("aiortc.rtcdtlstransport.State.CONNECTED")
     if not isinstance(CODECS, dict) or not {"audio", "video"} <= set(CODECS):

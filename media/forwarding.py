@@ -12,9 +12,14 @@ A :class:`PublishedTrack` receives reassembled frames from a tapped receiver
   other publishers (last-N), keeping its timestamps continuous.
 - :class:`RecorderFeed` — hands frames and sender reports to a ``FrameSink``.
 
-Keyframes: a consumer that starts (or drops) video waits for a keyframe and
-asks the publisher for one at once; other requests (subscriber PLI/FIR,
-gated deltas) are throttled to one per ``keyframe_interval`` per track.
+Keyframes: the decisions are :mod:`media.keyframes` (pure, tested without
+aiortc); this module carries them out. Each consumer of video holds a
+:class:`~media.keyframes.ConsumerGate` (closed from its start, a switch or a
+queue overflow until a keyframe); each published video track holds one
+:class:`~media.keyframes.KeyframeRequests` that every consumer, every
+subscriber PLI/FIR and the recorder ask through, so the publisher gets one
+request where many want one, at a bounded rate. The request itself is a PLI
+to the publisher's current SSRC (:func:`media.aiortc_compat.keyframe_requester`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import structlog
 from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpReceiver
 
 from media.aiortc_compat import RtpPacket, keyframe_requester
+from media.keyframes import ConsumerGate, KeyframeCounts, KeyframeRequests, Reason
 from media.passthrough import ReportTimes, TappedFrame, is_keyframe
 from media.sending import SEQUENCE_JUMP, FrameSender
 from protocol.frames import EncodedFrame, FrameSink, SenderReport, TrackInfo
@@ -38,9 +44,6 @@ from protocol.node import MediaKind
 from rooms.model import Source
 
 log = structlog.get_logger(__name__)
-
-_URGENT_COALESCE = 0.25
-"""Seconds during which a pending urgent keyframe request also serves the next new consumer."""
 
 
 class Consumer(Protocol):
@@ -95,21 +98,27 @@ class PublishedTrack:
         self.bytes_in = 0
         self.last_packet_at: float | None = None
         """``time.monotonic()`` of the last received packet (read by the node's health tick)."""
-        self.keyframe_requests = 0
         self._receiver = receiver
         self._send_pli = keyframe_requester(receiver)
-        self._interval = keyframe_interval
+        self._keyframes = KeyframeRequests(min_interval=keyframe_interval)
+        self._video = kind == "video"
         self._on_refused = on_refused
         self._on_audio_level = on_audio_level
         self._refusal_reported = False
         self._ssrc: int | None = None
-        self._need_keyframe = False
-        self._last_request = -1e9
-        self._urgent_pending_since: float | None = None
-        self._urgent_waiting = False
         self._last_ts: int | None = None
         self._ts_high = 0
         self._requests: set[asyncio.Future[None]] = set()
+
+    @property
+    def keyframe_counts(self) -> KeyframeCounts:
+        """What this track's keyframe requests did (requests sent by reason, coalesced, deferred, keyframes)."""
+        return self._keyframes.counts
+
+    @property
+    def keyframe_requests(self) -> int:
+        """Keyframe requests sent to the publisher so far."""
+        return self._keyframes.counts.requests
 
     def set_allowed(self, allowed: bool) -> None:
         """Whether the participant may publish this track's source now."""
@@ -117,10 +126,9 @@ class PublishedTrack:
         self.allowed = allowed
         if became:
             self._refusal_reported = False
-            self._need_keyframe = self.kind == "video"
-            if self.consumers:
-                # Consumers were waiting (e.g. an unmute): they get a picture now, not after the throttle.
-                self.request_keyframe(urgent=True)
+            # An unmute: consumers waiting get a picture now, not after the throttle.
+            if self._video and self._keyframes.restart(time.monotonic(), consumers=bool(self.consumers)):
+                self._send_request()
 
     def on_packet(self, packet: RtpPacket) -> None:
         """Every received RTP packet (after RTX unwrap): count it, note the SSRC and feed speaker detection."""
@@ -129,9 +137,8 @@ class PublishedTrack:
         self.last_packet_at = time.monotonic()
         first = self._ssrc is None
         self._ssrc = packet.ssrc  # follows an SSRC change, so keyframe requests reach the current stream
-        if first and self._urgent_waiting:
-            self._urgent_waiting = False
-            self.request_keyframe(urgent=True)
+        if first and self._video and self._keyframes.stream_known(time.monotonic()):
+            self._send_request()  # asked before the first packet told where to send it
         if not self.allowed:
             if not self._refusal_reported and not self.held:
                 self._refusal_reported = True
@@ -150,13 +157,15 @@ class PublishedTrack:
         keyframe = is_keyframe(self.codec_name, frame.data)
         if keyframe:
             self.keyframes_in += 1
-            self._need_keyframe = False
-            self._urgent_pending_since = None
-        elif frame.resync or self._need_keyframe:
+        if self._video:
             # After a gap the reference chain is broken: forward nothing until a keyframe.
-            self._need_keyframe = True
-            self.request_keyframe(urgent=False)
-            return
+            forward, send = self._keyframes.frame(
+                time.monotonic(), keyframe=keyframe, resync=frame.resync, consumers=bool(self.consumers)
+            )
+            if send:
+                self._send_request()
+            if not forward:
+                return
         for consumer in list(self.consumers):
             consumer.push(frame, keyframe)
 
@@ -167,24 +176,23 @@ class PublishedTrack:
             for consumer in list(self.consumers):
                 consumer.sender_report(report)
 
-    def request_keyframe(self, *, urgent: bool) -> None:
-        """Ask the publisher for a keyframe: urgent (a consumer starts) or throttled (PLI, loss)."""
-        if self.kind != "video" or self.ended:
+    def picture_lost(self) -> None:
+        """The receive buffer gave up a frame after loss: ask now (the next frame is gated as ``resync``)."""
+        if self._video:
+            self._keyframes.broken = True
+            self.request_keyframe(Reason.loss)
+
+    def request_keyframe(self, reason: Reason) -> None:
+        """Someone wants a keyframe of this track; a request goes to the publisher when
+        :class:`~media.keyframes.KeyframeRequests` says so (coalesced, rate-limited)."""
+        if not self._video or self.ended:
             return
-        now = time.monotonic()
-        if urgent:
-            if self._urgent_pending_since is not None and now - self._urgent_pending_since < _URGENT_COALESCE:
-                return
-        elif now - self._last_request < self._interval:
+        if self._keyframes.ask(time.monotonic(), reason):
+            self._send_request()
+
+    def _send_request(self) -> None:
+        if self._ssrc is None or self.ended:
             return
-        if self._ssrc is None:
-            # Nothing received yet: ask as soon as the first packet tells the SSRC.
-            self._urgent_waiting = self._urgent_waiting or urgent
-            return
-        self._last_request = now
-        if urgent:
-            self._urgent_pending_since = now
-        self.keyframe_requests += 1
         task = asyncio.ensure_future(self._send_pli(self._ssrc))
         self._requests.add(task)
         task.add_done_callback(self._requests.discard)
@@ -214,7 +222,8 @@ class ForwardedTrack(MediaStreamTrack):
         """Seconds the last frames waited in the node, from reassembly to their sender taking them."""
         self._queue: deque[tuple[bytes, int, fractions.Fraction, float]] = deque()
         self._waiter: asyncio.Future[None] | None = None
-        self._gated = kind == "video"
+        self.gate: ConsumerGate | None = ConsumerGate() if kind == "video" else None
+        """Video only: closed from a start, a switch or a queue overflow until a keyframe (media.keyframes)."""
         self._offset: int | None = None
         self._last_out: int | None = None
         self._last_out_time = 0.0
@@ -223,6 +232,8 @@ class ForwardedTrack(MediaStreamTrack):
         self._sender: FrameSender | None = None
         self._sendable = False
         """Whether the last frame found a sender that may send (attached, and its direction allows it)."""
+        self._pulled = False
+        """aiortc's own sender loop takes frames through :meth:`recv` (``direct_send`` off, or its fallback)."""
         self._restart_sequence = False
         """Video resumes after a pause: jump the sequence number first (``media.sending.SEQUENCE_JUMP``)."""
 
@@ -246,9 +257,8 @@ class ForwardedTrack(MediaStreamTrack):
             self._clock_rate = publisher.clock_rate
             self._time_base = fractions.Fraction(1, self._clock_rate)
             publisher.consumers.add(self)
-            if self.kind == "video":
-                self._gated = True
-                publisher.request_keyframe(urgent=True)
+            if self.gate is not None:
+                publisher.request_keyframe(self.gate.start())
 
     def attach(self, sender: FrameSender | None) -> None:
         """Send frames through ``sender`` as they come (``None``: queue them); what is queued goes out now."""
@@ -274,10 +284,12 @@ class ForwardedTrack(MediaStreamTrack):
         """The subscriber may receive from now on (its answer arrived, or its sender started)."""
         if not self._sendable:
             self._sendable = True
-            if self.kind == "video" and self._gated and self.publisher is not None:
+            if self.gate is not None and self.publisher is not None:
                 # Whatever keyframe came while it could not send is gone: a new receiver gets one now,
-                # not after the 1/s throttle.
-                self.publisher.request_keyframe(urgent=True)
+                # not after the throttle.
+                reason = self.gate.sendable()
+                if reason is not None:
+                    self.publisher.request_keyframe(reason)
 
     def push(self, frame: TappedFrame, keyframe: bool) -> None:
         """A frame of the assigned publisher; gated video waits for a keyframe; sent now, or queued (bounded)."""
@@ -292,12 +304,15 @@ class ForwardedTrack(MediaStreamTrack):
             self._sendable = False
         elif not self._sendable:
             self._became_sendable()
-        if self.kind == "video":
-            if self._gated and not keyframe:
+        gate = self.gate
+        if gate is not None:
+            admitted, reason = gate.admit(keyframe, can_send=sender is not None or self._pulled)
+            if reason is not None and self.publisher is not None:
+                # Only while it can send (a keyframe now would be lost on it otherwise); throttled by the
+                # publisher's KeyframeRequests. When it becomes able to send it asks urgently (_became_sendable).
+                self.publisher.request_keyframe(reason)
+            if not admitted:
                 self.dropped += 1
-                if self.publisher is not None:
-                    # Throttled; when it becomes able to send it asks again, urgently (_became_sendable).
-                    self.publisher.request_keyframe(urgent=False)
                 return
             if sender is None and (
                 len(self._queue) >= self.bound or (self._queue and frame.arrival - self._queue[0][3] > self.max_age)
@@ -306,11 +321,8 @@ class ForwardedTrack(MediaStreamTrack):
                 self._queue.clear()
                 self.dropped += 1
                 if not keyframe:
-                    self._gated = True
-                    if self.publisher is not None:
-                        self.publisher.request_keyframe(urgent=False)
+                    gate.lose()
                     return
-            self._gated = False
         else:
             while self._queue and (len(self._queue) >= self.bound or frame.arrival - self._queue[0][3] > self.max_age):
                 self._queue.popleft()
@@ -345,6 +357,12 @@ class ForwardedTrack(MediaStreamTrack):
 
     async def recv(self) -> Any:
         """The next encoded frame as an ``av.Packet`` (the sender packs it without encoding)."""
+        if not self._pulled:
+            # aiortc's own sender loop runs: it can send from now on (what attach() tells on the direct path).
+            self._pulled = True
+            reason = self.gate.sendable() if self.gate is not None and self.publisher is not None else None
+            if reason is not None and self.publisher is not None:
+                self.publisher.request_keyframe(reason)
         while not self._queue:
             if self.readyState != "live":
                 raise MediaStreamError
@@ -374,7 +392,7 @@ class RecorderFeed:
     def __init__(self, sink: FrameSink, publisher: PublishedTrack) -> None:
         self.sink = sink
         self.publisher = publisher
-        self._gated = publisher.kind == "video"
+        self.gate: ConsumerGate | None = ConsumerGate() if publisher.kind == "video" else None
         self.delivered = 0
 
     def start(self) -> None:
@@ -394,8 +412,8 @@ class RecorderFeed:
         p.consumers.add(self)
         if p.last_report is not None:
             self.sender_report(p.last_report)
-        if p.kind == "video":
-            p.request_keyframe(urgent=True)
+        if self.gate is not None:
+            p.request_keyframe(self.gate.start())
 
     def stop(self, reason: str) -> None:
         """Stop taking frames and tell the sink why."""
@@ -404,11 +422,13 @@ class RecorderFeed:
 
     def push(self, frame: TappedFrame, keyframe: bool) -> None:
         """Hand one frame to the sink (video from the first keyframe on)."""
-        if self._gated and not keyframe:
+        if self.gate is not None:
             # The request made at start may be lost (RTCP on a busy link): ask again, throttled, until one comes.
-            self.publisher.request_keyframe(urgent=False)
-            return
-        self._gated = False
+            admitted, reason = self.gate.admit(keyframe, can_send=True)
+            if reason is not None:
+                self.publisher.request_keyframe(reason)
+            if not admitted:
+                return
         self.delivered += 1
         self.sink.frame(
             EncodedFrame(

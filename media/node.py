@@ -27,6 +27,8 @@ from aiortc import RTCRtpTransceiver
 from media.aiortc_compat import candidate_from_sdp, self_check, sender_counters
 from media.forwarding import PublishedTrack, RecorderFeed
 from media.health import peer_health
+from media.ice import PORTS_EXHAUSTED
+from media.keyframes import Reason
 from media.passthrough import ReceiverTap, tap_receiver
 from media.peer import (
     DEFAULT_SOURCE,
@@ -181,7 +183,18 @@ class InProcessNode:
             return Ack()
         if isinstance(command, ApplyOffer):
             check_offer_size(command.sdp, offer_mline_limit(len(room.peers), len(peer.pc.getTransceivers())))
-            answer = await peer.apply_offer(command.sdp)
+            try:
+                answer = await peer.apply_offer(command.sdp)
+            except NegotiationError as exc:
+                if exc.code == PORTS_EXHAUSTED:
+                    # Its gathering failed half-way and aiortc cannot gather again: drop the peer; signaling
+                    # creates a new one when the participant tries again.
+                    log.warning(
+                        "udp_ports_exhausted", hearing_id=room.hearing_id, participant_id=pid, node_id=self.node_id
+                    )
+                    await self._close_peer(room, peer)
+                    self._replan(room)
+                raise
             self._check_ended(room, peer)
             self._resolve_sources(room, peer)
             self._replan(room)
@@ -234,7 +247,7 @@ class InProcessNode:
         for peer in room.peers.values() if room is not None else ():
             for published in peer.published.values():
                 if published.recording_id == track_id:
-                    published.request_keyframe(urgent=False)
+                    published.request_keyframe(Reason.recorder)
 
     # --- introspection (tests, metrics) ---------------------------------------------------------
 
@@ -472,6 +485,7 @@ class InProcessNode:
                 on_frame=published.on_frame,
                 on_packet=published.on_packet,
                 on_sender_report=published.on_sender_report,
+                on_picture_lost=published.picture_lost,
                 on_bye=bye,
             ),
         )

@@ -108,14 +108,22 @@ class ReleaseOnMarker:
     Frames leave strictly in order. A frame missing a packet waits for NACK
     retransmission until a frame 200 ms newer arrives or too many packets pile
     up; then the buffer skips to the next frame start and reports picture loss
-    (``pli_flag``), and the frame after the gap carries ``resync`` so the SFU
-    holds delta frames until a keyframe. Audio is released packet by packet,
-    old or duplicate packets dropped.
+    (to ``on_picture_lost`` if given, else as aiortc's ``pli_flag``, which makes
+    aiortc send a PLI itself), and the frame after the gap carries ``resync`` so
+    the SFU holds delta frames until a keyframe. Audio is released packet by
+    packet, old or duplicate packets dropped.
     """
 
-    def __init__(self, kind: str, codec_name: Callable[[int], str], deliver: Callable[[TappedFrame], None]) -> None:
+    def __init__(
+        self,
+        kind: str,
+        codec_name: Callable[[int], str],
+        deliver: Callable[[TappedFrame], None],
+        on_picture_lost: Callable[[], None] | None = None,
+    ) -> None:
         self._video = kind == "video"
         self._deliver = deliver
+        self._on_picture_lost = on_picture_lost
         self._codec_name = codec_name
         self._packets: dict[int, RtpPacket] = {}
         self._next: int | None = None  # first sequence number of the next frame to release
@@ -179,6 +187,10 @@ class ReleaseOnMarker:
             return False
         if self._gave_up(packet):
             self._release()
+            if self._on_picture_lost is not None:
+                # The node's keyframe requests go through one throttle per track (media.keyframes).
+                self._on_picture_lost()
+                return False
             return True
         return False
 
@@ -279,6 +291,8 @@ class ReceiverTap:
     on_packet: Callable[[RtpPacket], None]
     on_sender_report: Callable[[ReportTimes], None]
     on_bye: Callable[[], None]
+    on_picture_lost: Callable[[], None] | None = None
+    """A video frame was given up after loss; None: aiortc sends its own PLI to the remote sender."""
 
 
 def tap_receiver(receiver: RTCRtpReceiver, kind: str, tap: ReceiverTap) -> ReleaseOnMarker:
@@ -287,7 +301,7 @@ def tap_receiver(receiver: RTCRtpReceiver, kind: str, tap: ReceiverTap) -> Relea
     if existing is not None:
         return existing
 
-    buffer = ReleaseOnMarker(kind, receiver_codec_name(receiver), tap.on_frame)
+    buffer = ReleaseOnMarker(kind, receiver_codec_name(receiver), tap.on_frame, tap.on_picture_lost)
     buffer.on_packet = tap.on_packet
     install_jitter_buffer(receiver, buffer)
     wrap_rtcp_handler(receiver, lambda original_rtcp: _reporting_rtcp(original_rtcp, tap))

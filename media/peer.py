@@ -42,7 +42,8 @@ from media.aiortc_compat import (
     set_negotiated,
 )
 from media.forwarding import ForwardedTrack, PublishedTrack
-from media.ice import restrict_host_candidates, rtc_configuration
+from media.ice import PORTS_EXHAUSTED, PortRangeExhausted, restrict_host_candidates, rtc_configuration
+from media.keyframes import Reason
 from media.sending import install
 from media.settings import NodeSettings
 from protocol.node import MediaKind, TrackRef
@@ -183,10 +184,13 @@ class Peer:
             except Exception as exc:  # aiortc raises ValueError, OperationError, InvalidStateError...
                 raise NegotiationError("invalid_sdp", f"offer not applied: {exc}") from exc
             self._adopt_published()
-            restrict_host_candidates(self.pc, self.settings.announce_addresses)
+            restrict_host_candidates(self.pc, self.settings.announce_addresses, self.settings.udp_ports)
             self._note_intended()
             answer = await self.pc.createAnswer()
-            await self.pc.setLocalDescription(answer)
+            try:
+                await self.pc.setLocalDescription(answer)  # gathers the host candidates
+            except PortRangeExhausted as exc:
+                raise NegotiationError(PORTS_EXHAUSTED, f"the media node has no free UDP port now: {exc}") from exc
             self._mark_negotiated()
             self.client_offered = True
             sdp_answer = str(self.pc.localDescription.sdp)
@@ -253,7 +257,7 @@ class Peer:
             if not changed:
                 self._on_slots_changed(self)
                 return
-            restrict_host_candidates(self.pc, self.settings.announce_addresses)
+            restrict_host_candidates(self.pc, self.settings.announce_addresses, self.settings.udp_ports)
             self._note_intended()
             try:
                 negotiated = negotiated_rtp(self.pc.getTransceivers())
@@ -261,6 +265,13 @@ class Peer:
                 sdp = keep_negotiated_numbers(offer.sdp, negotiated, self.pc.getTransceivers())
                 sdp = self._next_version(sdp)
                 await self.pc.setLocalDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            except PortRangeExhausted:
+                # A receive-only participant's first node offer gathers its candidates: none can be bound. aiortc
+                # cannot gather again on this connection: signaling replaces the peer (the client is told why).
+                log.warning("udp_ports_exhausted", hearing_id=self.hearing_id, participant_id=self.participant_id)
+                if self._on_lost is not None:
+                    self._on_lost(self, PORTS_EXHAUSTED)
+                return
             except Exception:
                 log.exception("renegotiation_failed", hearing_id=self.hearing_id, participant_id=self.participant_id)
                 return
@@ -418,7 +429,7 @@ class Peer:
         def keyframe_requested() -> None:
             # aiortc's pack mode only sets an encoder flag here; carry the request to the publisher.
             if slot.track.publisher is not None:
-                slot.track.publisher.request_keyframe(urgent=False)
+                slot.track.publisher.request_keyframe(Reason.subscriber)
 
         on_keyframe_request(transceiver.sender, keyframe_requested)
         if self.settings.direct_send:

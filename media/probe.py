@@ -21,7 +21,8 @@ from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 
 from media.aiortc_compat import on_keyframe_request
 from media.forwarding import ForwardedTrack, PublishedTrack
-from media.ice import restrict_host_candidates, rtc_configuration
+from media.ice import PORTS_EXHAUSTED, PortRangeExhausted, restrict_host_candidates, rtc_configuration
+from media.keyframes import Reason
 from media.passthrough import ReceiverTap, tap_receiver
 from media.peer import DEFAULT_SOURCE, NegotiationError, check_sdp, first_codec
 from media.sending import install
@@ -64,9 +65,12 @@ class Probe:
             if transceiver.receiver.track is None or transceiver.kind not in ("audio", "video"):
                 continue
             self._echo(transceiver)
-        restrict_host_candidates(self.pc, self.settings.announce_addresses)
+        restrict_host_candidates(self.pc, self.settings.announce_addresses, self.settings.udp_ports)
         answer = await self.pc.createAnswer()
-        await self.pc.setLocalDescription(answer)
+        try:
+            await self.pc.setLocalDescription(answer)  # gathers the host candidates
+        except PortRangeExhausted as exc:
+            raise NegotiationError(PORTS_EXHAUSTED, f"the media node has no free UDP port now: {exc}") from exc
         return str(self.pc.localDescription.sdp)
 
     def _echo(self, t: RTCRtpTransceiver) -> None:
@@ -91,7 +95,7 @@ class Probe:
         t.direction = "sendrecv"
 
         def keyframe_requested() -> None:
-            published.request_keyframe(urgent=False)  # pack mode drops PLI: carry it to the client's sender
+            published.request_keyframe(Reason.subscriber)  # pack mode drops PLI: carry it to the client's sender
 
         on_keyframe_request(t.sender, keyframe_requested)
         if s.direct_send:
@@ -104,6 +108,7 @@ class Probe:
                 on_frame=published.on_frame,
                 on_packet=published.on_packet,
                 on_sender_report=published.on_sender_report,
+                on_picture_lost=published.picture_lost,
                 on_bye=lambda: self.close_soon("bye"),
             ),
         )

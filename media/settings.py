@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class IceServer(BaseModel):
@@ -70,3 +70,30 @@ class NodeSettings(BaseModel):
     health_interval: float = Field(
         default=1.0, gt=0, le=60, description="Seconds between two health reports (peer_health) of every peer."
     )
+    udp_port_min: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Lowest UDP port of the node's ICE host candidates (0 with udp_port_max 0: any ephemeral port).",
+    )
+    udp_port_max: int = Field(
+        default=0, ge=0, le=65535, description="Highest UDP port of the node's ICE host candidates."
+    )
+
+    @model_validator(mode="after")
+    def _port_range(self) -> NodeSettings:
+        check_port_range(self.udp_port_min, self.udp_port_max)
+        return self
+
+    @property
+    def udp_ports(self) -> tuple[int, int]:
+        """(min, max) of the host candidates' UDP ports; (0, 0): ephemeral."""
+        return self.udp_port_min, self.udp_port_max
+
+
+def check_port_range(port_min: int, port_max: int) -> None:
+    """Raise ``ValueError`` unless (min, max) is a UDP port range, or (0, 0) for ephemeral ports."""
+    if (port_min == 0) != (port_max == 0):
+        raise ValueError("udp_port_min and udp_port_max go together: set both (a range) or neither (0: ephemeral)")
+    if port_min > port_max:
+        raise ValueError(f"udp_port_min ({port_min}) is above udp_port_max ({port_max})")

@@ -54,6 +54,8 @@ WITHHELD_GUARD = 0.03
 timeline is its capture plus the least delay the sender has shown (encoding, network), never less: a packet captured
 just before the end may be timed a few ms after it. (Not video: after a consultation it is recorded from a keyframe,
 which the node asks for once the consultation has ended; holding that one back costs a keyframe interval.)"""
+CUT_REASK_SECONDS = 1.0
+"""Media seconds between two keyframe requests for one due segment cut (the first request or its answer was lost)."""
 STALL_SECONDS = 1.0
 """A track whose next frame comes this much (media time) after the last one has stalled: the segment ends at its
 last frame and a new one starts, so a segment never claims seconds that hold no media."""
@@ -73,6 +75,7 @@ class _Track:
     last_clock: str = "arrival"
     last_delta: float = 0.0
     keyframe_asked: bool = False
+    cut_asked_at: float | None = None
     disk_gap_start: float | None = None
     retry_after: float = 0.0
 
@@ -316,6 +319,15 @@ class SessionWriter:
             length = self.spec.segment_seconds
             if elapsed >= length if kind == "audio" else (keyframe and elapsed >= length - CUT_SLACK):
                 self._close_segment(track, at)
+            elif (
+                kind == "video"
+                and elapsed >= length - CUT_SLACK
+                and (track.cut_asked_at is None or at - track.cut_asked_at >= CUT_REASK_SECONDS)
+            ):
+                # Video is cut on a keyframe, and encoders make one only when asked (the node asks for no
+                # keyframe on a timer): ask once the cut is due, again if none came within a second.
+                track.cut_asked_at = at
+                self._keyframe_needed(track_id)
         if track.segment is None:
             if kind == "video" and not keyframe:
                 if not track.keyframe_asked:
@@ -358,6 +370,7 @@ class SessionWriter:
         track.seg_clock = clock
         self._lane_opened(info)
         track.keyframe_asked = False
+        track.cut_asked_at = None
         track.last_wall = 0.0
         track.last_delta = 0.0
         if track.disk_gap_start is not None:

@@ -467,3 +467,23 @@ async def test_video_joined_mid_gop_asks_for_a_keyframe_once(tmp_path: Path, vid
     assert asked == [(hearing.id, "judge_cam")]
     first = segments_of(session.path, "judge_cam")[0]
     assert first["start"] == pytest.approx(T0 + 2.0 + 0.04, abs=0.01), "starts at the next keyframe (2 s)"
+
+
+async def test_a_due_video_segment_asks_for_the_keyframe_that_cuts_it(tmp_path: Path, video: fx.EncodedClip) -> None:
+    """Video segments end on keyframes, which the recorder asks for once a cut is due (again after a second)."""
+    asked: list[tuple[str, str]] = []
+    recorder = Recorder(tmp_path, "rec-a", segment_seconds=2.5, on_keyframe_needed=lambda h, t: asked.append((h, t)))
+    hearing = fx.hearing()
+    session = recorder.start_session(hearing, fx.SITES, at=T0)
+    cam = fx.track(hearing.id, "judge_cam", "p_judge", Source.camera, "video")
+    recorder.track_started(cam)
+    for frame in fx.frames_of(video, "judge_cam", media_start=T0, seconds=6.0):
+        recorder.frame(frame)
+    await asyncio.wrap_future(session.seal(at=T0 + 6))
+    await recorder.aclose()
+    await asyncio.sleep(0)
+
+    # Keyframes come every 2 s: the cut is due at 2.4 s, asked for then and at 3.4 s, made on the 4 s keyframe.
+    assert asked == [(hearing.id, "judge_cam")] * 2
+    starts = [seg["start"] for seg in segments_of(session.path, "judge_cam")]
+    assert starts[1] == pytest.approx(T0 + 4.0 + 0.04, abs=0.05)

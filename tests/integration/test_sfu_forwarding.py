@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from media.keyframes import Reason
 from media.node import InProcessNode
 from media.settings import NodeSettings
 from protocol.node import SetPublishing, SetReceiving, TrackPublished
@@ -123,7 +124,7 @@ async def test_subscriber_picture_loss_reaches_the_publisher(node: InProcessNode
     video = next(t for t in node_peer.published.values() if t.kind == "video")
     sent = video.keyframe_requests
     for _ in range(20):
-        video.request_keyframe(urgent=False)
+        video.request_keyframe(Reason.subscriber)
     assert video.keyframe_requests - sent <= 1
 
 
@@ -134,3 +135,18 @@ async def test_track_published_events_carry_declared_sources(node: InProcessNode
     assert await eventually(lambda: sum(isinstance(e, TrackPublished) for e in signaling.events) == 2)
     kinds = {(e.kind, e.source) for e in signaling.events if isinstance(e, TrackPublished)}
     assert kinds == {("audio", Source.microphone), ("video", Source.camera)}
+
+
+async def test_late_joiner_decodes_with_aiortcs_own_sender_loop() -> None:
+    """With direct_send off (aiortc's stock sender loop) a late joiner is also served a keyframe and decodes."""
+    node = InProcessNode(NodeSettings(node_id="node-stock", direct_send=False))
+    async with hearing(node, HEARING) as signaling:
+        pub = MediaClient("judge", tag=8, audio=False)
+        await signaling.join(pub, Role.judge)
+        await publish(node, "judge", (Source.camera,))
+        await asyncio.sleep(2.0)  # well into the stream: aiortc's encoder makes no keyframe by itself
+        late = MediaClient("late", video=False, audio=False)
+        await signaling.join(late)
+        await receive(node, "late", "judge")
+        assert await eventually(lambda: len(late.codes(8)) >= 5, within=15)
+        assert late.codes(8)[0][1] > 30
