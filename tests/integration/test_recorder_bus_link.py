@@ -1,0 +1,234 @@
+"""The recorder over the bus link: everything it needs from signaling crosses the bus, nothing else.
+
+The hub, the media node and the recorders share one process here (the frames
+come straight from the in-process node), but the recorders reach signaling
+only through ``rooms.bus.InProcessBus`` and ``InProcessRecords``: the
+:class:`signaling.recorder_bus.RecorderBusServer` on one side, a
+:class:`recorder.bus_link.BusSessionLink` per recorder on the other, each with
+its own data directory (as on separate machines). One hearing, run once for
+the module, with two recorders: a consultation, a restart of the second
+recorder, a recess, and the adjournment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from protocol.client import ParticipantInfo
+from protocol.cluster import RECORDER_LINK, recorder_command_channel, recorder_record_key
+from protocol.directory import RecorderKey, RecordingInfo
+from protocol.recorder import JoinReply, LinkRefused, RecorderReply
+from recorder.bus_link import BusSessionLink
+from recorder.directory import ArchiveDirectory
+from recorder.hearing_chain import verify_hearing
+from recorder.service import RecordingService, build_service
+from recorder.trust import data_dir_keys
+from recorder.verify import verify_archive
+from rooms.bus import InProcessBus, InProcessRecords
+from rooms.model import Role
+from signaling.recorder_bus import BusRecordingDirectory, RecorderBusServer
+from tests.e2e.test_recording_e2e import (
+    EXCLUSION_SLACK,
+    RECESS_SLACK,
+    audit_at,
+    manifest,
+    overlap,
+    seat,
+    session,
+    stretches,
+)
+from tests.ws_fixtures import Court, eventually
+
+pytest_plugins = ["tests.ws_fixtures"]
+
+SEGMENT_SECONDS = 2.0
+
+
+@dataclass
+class Cluster:
+    """The bus pair, signaling's recorder server, and the recorders by id."""
+
+    court: Court
+    bus: InProcessBus
+    records: InProcessRecords
+    server: RecorderBusServer
+    root: Path
+    services: dict[str, RecordingService] = field(default_factory=dict)
+
+    def data_dir(self, recorder_id: str) -> Path:
+        """The recorder's own data directory."""
+        return self.root / recorder_id
+
+    async def start_recorder(self, recorder_id: str) -> RecordingService:
+        """Start a recorder process's service over the bus (as ``courtlink recorder`` wires it)."""
+        data_dir = self.data_dir(recorder_id)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        link = BusSessionLink(self.bus, self.records, recorder_id, directory=ArchiveDirectory(data_dir))
+        service = build_service(
+            link, self.court.node, self.court.store, data_dir, recorder_id, segment_seconds=SEGMENT_SECONDS
+        )
+        link.following = service.following
+        await service.start()
+        self.services[recorder_id] = service
+        return service
+
+    async def stop_recorder(self, recorder_id: str) -> None:
+        """Stop a recorder without sealing (what a crash leaves: an unsealed session its restart continues)."""
+        await self.services.pop(recorder_id).close()
+
+
+@pytest.fixture
+async def cluster(court: Court, tmp_path: Path) -> AsyncIterator[Cluster]:
+    """Signaling's recorder server on an in-process bus around the ``court`` hub (no recorder yet)."""
+    bus, records = InProcessBus(), InProcessRecords()
+    server = RecorderBusServer(court.hub, bus, records, process_id="sig-1")
+    await server.start()
+    c = Cluster(court, bus, records, server, tmp_path / "recorders")
+    try:
+        yield c
+    finally:
+        for service in list(c.services.values()):
+            with contextlib.suppress(Exception):
+                await service.close()
+        await server.close()
+        await bus.close()
+
+
+def hidden_members(court: Court, hearing_id: str) -> set[str]:
+    """Ids of the recorders connected to the hearing's live room."""
+    live = court.hub.rooms.get(hearing_id)
+    if live is None:
+        return set()
+    return {m.id for m in live.room.members.values() if m.info.role is Role.recorder and m.connected}
+
+
+async def test_two_recorders_over_the_bus_seal_verifiable_archives_without_the_consultation(
+    cluster: Cluster,
+) -> None:
+    """Two recorders following a hearing over the bus alone seal verifiable archives with no consultation frames;
+    one restarted mid-hearing continues with a recorder_restart gap and its hearing chain still verifies."""
+    court = cluster.court
+    await cluster.start_recorder("rec-a")
+    await cluster.start_recorder("rec-b")
+    for rid in ("rec-a", "rec-b"):
+        assert await cluster.records.get(recorder_record_key(rid)) is not None
+    booking = await court.book(("judge", "defendant", "counsel"))
+    hid = booking.hearing_id
+    people = await seat(court, booking, ("judge", "defendant", "counsel"))
+    judge = people["judge"]
+    # The room opened: both recorders heard it on the bus and joined as hidden participants.
+    assert await eventually(lambda: hidden_members(court, hid) == {"recorder-rec-a", "recorder-rec-b"})
+    await session(judge, "open")
+    await session(judge, "start")
+    await judge.client.expect("recording", lambda m: m["status"] == "recording")
+    await asyncio.sleep(3.0)
+    pair = [booking.ids["defendant"], booking.ids["counsel"]]
+    reply = await judge.client.request_ok("consult", "roster", participant_ids=pair)
+    assert reply["type"] == "roster", reply
+    await asyncio.sleep(3.0)
+    reply = await judge.client.request_ok("end_consult", "roster", participant_ids=pair)
+    assert reply["type"] == "roster", reply
+    await asyncio.sleep(2.5)
+
+    # rec-b goes away mid-session and comes back on the same disk: it hears the live room again (hello).
+    await cluster.stop_recorder("rec-b")
+    assert await cluster.records.get(recorder_record_key("rec-b")) is None
+    await cluster.start_recorder("rec-b")
+    assert await eventually(lambda: "recorder-rec-b" in hidden_members(court, hid))
+    await asyncio.sleep(3.0)
+
+    await session(judge, "recess")
+    await asyncio.sleep(2.0)
+    await session(judge, "resume")
+    await asyncio.sleep(2.5)
+    await session(judge, "adjourn")
+    await judge.client.close_code()
+
+    # Both seals were waited for: the judge heard `sealed` before the adjournment, from each recorder's reply.
+    kinds = [(m["type"], m.get("status") or m.get("state")) for m in judge.client.messages]
+    assert ("recording", "sealed") in kinds, kinds
+    assert kinds.index(("recording", "sealed")) < kinds.index(("state", "adjourned")), kinds
+
+    status, audit = await court.rest("GET", f"/api/v1/hearings/{hid}/audit")
+    assert status == 200, audit
+    start = audit_at(audit["events"], "consultation_started")[0]
+    end = audit_at(audit["events"], "consultation_ended")[0]
+
+    report: dict[str, Any] = {}
+    for rid in ("rec-a", "rec-b"):
+        data_dir = cluster.data_dir(rid)
+        hearing_dir = data_dir / "recordings" / hid
+        chain = await asyncio.to_thread(verify_hearing, hearing_dir, trusted_keys=data_dir_keys(data_dir))
+        assert chain.ok, (rid, chain.as_dict())
+        dirs = sorted(p.parent for p in hearing_dir.glob("*/*/manifest.jsonl"))
+        first = manifest(dirs[0])
+        result = await asyncio.to_thread(verify_archive, dirs[-1], trusted_keys=data_dir_keys(data_dir))
+        assert result.ok, (rid, result.as_dict())
+        # The consultation happened in the first session of each: its members are absent from it.
+        gaps = {g.get("participant") for g in first if g["type"] == "gap" and g["reason"] == "consultation_excluded"}
+        assert gaps == set(pair), (rid, gaps)
+        segments = [line for line in first if line["type"] == "segment"]
+        for pid in pair:
+            for kind in ("audio", "video"):
+                mine = [s for s in segments if s["participant"] == pid and s["kind"] == kind]
+                assert mine, (rid, pid, kind)
+                early = 0.0 if kind == "audio" else RECESS_SLACK[kind]
+                inside = overlap(mine, start + EXCLUSION_SLACK, end)
+                report[f"{rid}/{pid}/{kind}"] = [tuple(round(x - start, 2) for x in s) for s in stretches(mine)]
+                assert inside <= early, json.dumps(report, indent=1)
+        report[rid] = [p.name for p in dirs]
+        if rid == "rec-a":
+            assert len(dirs) == 1, dirs
+            assert first[-1]["type"] == "seal", first[-1]
+            assert first[-1]["state"] != "interrupted", first[-1]
+        else:
+            # The restart: the first session sealed as interrupted, the second continues it after a gap.
+            assert len(dirs) == 2, dirs
+            assert first[-1]["type"] == "seal", first[-1]
+            assert first[-1]["state"] == "interrupted", first[-1]
+            second = manifest(dirs[1])
+            assert second[0]["previous"]["session_id"] == dirs[0].name, second[0]
+            restart = [g for g in second if g["type"] == "gap" and g["reason"] == "recorder_restart"]
+            assert len(restart) == 1, restart
+            assert any(line["type"] == "segment" for line in second), "nothing recorded after the restart"
+
+    # Signaling reads both recorders' archives and keys over the bus, as the REST API does.
+    directory = BusRecordingDirectory(cluster.bus, cluster.records)
+    listed: list[RecordingInfo] = list(await directory.recordings(hid))
+    assert [(r.recorder_id, r.state) for r in listed] == [
+        ("rec-a", "sealed"),
+        ("rec-b", "interrupted"),
+        ("rec-b", "sealed"),
+    ], listed
+    assert all(r.verification is not None and r.verification["ok"] for r in listed), listed
+    keys: list[RecorderKey] = list(await directory.public_keys())
+    assert sorted(k.recorder_id for k in keys) == ["rec-a", "rec-b"], keys
+
+
+async def test_bus_link_refusals_are_named(cluster: Cluster) -> None:
+    """A recorder refused by the session gets a named LinkRefused; malformed bus requests get named refusals."""
+    court = cluster.court
+    service = await cluster.start_recorder("rec-a")
+    booking = await court.book(("judge",))
+    judge = await court.participant("judge", booking.tokens["judge"])
+    for action in ("open", "start", "adjourn"):
+        reply = await judge.client.request_ok("session", "state", action=action)
+        assert reply["type"] == "state", reply
+    link = BusSessionLink(cluster.bus, cluster.records, "rec-z")
+    info = ParticipantInfo(id="recorder-rec-z", name="Recorder", role=Role.recorder, site="internal")
+    with pytest.raises(LinkRefused) as refused:
+        await link.join(booking.hearing_id, info)
+    assert refused.value.code == "hearing_closed", refused.value
+    garbage = await cluster.bus.request(RECORDER_LINK, b"{not json", attempt_seconds=5)
+    assert JoinReply.model_validate_json(garbage).code == "invalid_request"
+    answer = await cluster.bus.request(recorder_command_channel("rec-a"), b'{"op": "format_disk"}', attempt_seconds=5)
+    assert RecorderReply.model_validate_json(answer).code == "invalid_command"
+    assert service.following() == ()
