@@ -28,10 +28,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
+from aiohttp import web
 from pydantic import ValidationError
 
 from protocol.client import ParticipantInfo, Reply
@@ -68,6 +69,7 @@ from rooms.errors import DomainError
 from rooms.store import Trace
 from signaling.session import SessionError
 from signaling.session_hub import SessionHub
+from signaling.ws import HUB_KEY
 
 log = structlog.get_logger("signaling.recorder_bus")
 
@@ -317,3 +319,21 @@ class BusRecordingDirectory:
             for key in reply.keys:
                 seen.setdefault(key.key_id, key)
         return list(seen.values())
+
+
+def recorder_bus_context(
+    bus: Bus, records: Records, *, process_id: str
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """An aiohttp cleanup context serving the app's hub to recorders over ``bus`` (``courtlink signaling``).
+
+    Append it to ``app.cleanup_ctx`` after the WebSocket session is set up; pair it with
+    :class:`BusRecordingDirectory` for the recordings and keys routes.
+    """
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        server = RecorderBusServer(app[HUB_KEY], bus, records, process_id=process_id)
+        await server.start()
+        yield
+        await server.close()
+
+    return context
