@@ -141,8 +141,21 @@ async def test_two_recorders_over_the_bus_seal_verifiable_archives_without_the_c
     # rec-b goes away mid-session and comes back on the same disk: it hears the live room again (hello).
     await cluster.stop_recorder("rec-b")
     assert await cluster.records.get(recorder_record_key("rec-b")) is None
-    await cluster.start_recorder("rec-b")
+    loop = asyncio.get_running_loop()
+    restarted_at = loop.time()
+    service_b = await cluster.start_recorder("rec-b")
     assert await eventually(lambda: "recorder-rec-b" in hidden_members(court, hid))
+    rejoined = loop.time() - restarted_at
+
+    def recording_again() -> bool:
+        current = service_b.recorder.session(hid)
+        return current is not None and len(current.seen) >= 6  # 3 people x (camera, microphone)
+
+    assert await eventually(recording_again)
+    continued = loop.time() - restarted_at
+    # The bound for a restarted recorder is 5 s; measured and printed, asserted loosely (3x).
+    print(f"recorder restart over the bus: rejoined in {rejoined:.2f} s, every source recorded in {continued:.2f} s")
+    assert continued < 15.0, continued
     await asyncio.sleep(3.0)
 
     await session(judge, "recess")
