@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import os
 import signal
 import socket
@@ -46,13 +47,19 @@ def process_id(settings: Settings, recorder_id: str) -> str:
     return settings.cluster.process_id or f"recorder-{recorder_id}-{socket.gethostname()}-{os.getpid()}"
 
 
-def open_bus(url: str, process_id: str) -> tuple[Bus, Records]:
-    """The deployment's bus and records (``rooms.backends.open_bus``, part bus of issue 10)."""
+async def open_bus(url: str, process_id: str) -> tuple[Bus, Records]:
+    """The deployment's bus and records (``rooms.backends.open_bus``, part bus of issue 10).
+
+    Looked up by name so this module imports before that part is merged; the integrator may import it directly.
+    """
     backends = importlib.import_module("rooms.backends")
     opener = getattr(backends, "open_bus", None)
     if opener is None:
         raise ConfigError("this build has no Redis bus (rooms.backends.open_bus): courtlink recorder cannot run")
-    return cast(tuple[Bus, Records], opener(url, process_id=process_id))
+    opened = opener(url, process_id=process_id)
+    if inspect.isawaitable(opened):
+        opened = await opened
+    return cast(tuple[Bus, Records], opened)
 
 
 def pipe_frames(settings: Settings, records: Records, recorder_id: str) -> FrameSource:
@@ -117,7 +124,7 @@ async def recorder(settings: Settings, recorder_id: str) -> None:
     async with AsyncExitStack() as stack:
         store = await open_store(settings.redis_url, data_dir)
         stack.push_async_callback(store.close)
-        bus, records = open_bus(settings.redis_url, process_id(settings, recorder_id))
+        bus, records = await open_bus(settings.redis_url, process_id(settings, recorder_id))
         stack.push_async_callback(records.close)
         stack.push_async_callback(bus.close)
         frames = pipe_frames(settings, records, recorder_id)

@@ -8,17 +8,23 @@ only through ``rooms.bus.InProcessBus`` and ``InProcessRecords``: the
 its own data directory (as on separate machines). One hearing, run once for
 the module, with two recorders: a consultation, a restart of the second
 recorder, a recess, and the adjournment.
+
+The same runs on the Redis bus (``rooms.backends.open_bus``, a real
+redis-server of the module, one bus connection per "process") once that part
+is on the branch; until then that case is skipped, saying so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import inspect
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -32,9 +38,10 @@ from recorder.hearing_chain import verify_hearing
 from recorder.service import RecordingService, build_service
 from recorder.trust import data_dir_keys
 from recorder.verify import verify_archive
-from rooms.bus import InProcessBus, InProcessRecords
+from rooms.bus import Bus, InProcessBus, InProcessRecords, Records
 from rooms.model import Role
 from signaling.recorder_bus import BusRecordingDirectory, RecorderBusServer
+from tests.conftest import start_redis, stop_redis
 from tests.e2e.test_recording_e2e import (
     EXCLUSION_SLACK,
     RECESS_SLACK,
@@ -52,16 +59,22 @@ pytest_plugins = ["tests.ws_fixtures"]
 SEGMENT_SECONDS = 2.0
 
 
+BusPair = tuple[Bus, Records]
+
+
 @dataclass
 class Cluster:
     """The bus pair, signaling's recorder server, and the recorders by id."""
 
     court: Court
-    bus: InProcessBus
-    records: InProcessRecords
+    bus: Bus
+    records: Records
     server: RecorderBusServer
     root: Path
+    connect: Callable[[str], Awaitable[BusPair]]
+    """A bus pair for a new process (the in-process pair is shared; Redis opens one per process id)."""
     services: dict[str, RecordingService] = field(default_factory=dict)
+    pairs: dict[str, BusPair] = field(default_factory=dict)
 
     def data_dir(self, recorder_id: str) -> Path:
         """The recorder's own data directory."""
@@ -71,7 +84,8 @@ class Cluster:
         """Start a recorder process's service over the bus (as ``courtlink recorder`` wires it)."""
         data_dir = self.data_dir(recorder_id)
         data_dir.mkdir(parents=True, exist_ok=True)
-        link = BusSessionLink(self.bus, self.records, recorder_id, directory=ArchiveDirectory(data_dir))
+        bus, records = self.pairs[recorder_id] = await self.connect(f"recorder-{recorder_id}")
+        link = BusSessionLink(bus, records, recorder_id, directory=ArchiveDirectory(data_dir))
         service = build_service(
             link, self.court.node, self.court.store, data_dir, recorder_id, segment_seconds=SEGMENT_SECONDS
         )
@@ -83,23 +97,66 @@ class Cluster:
     async def stop_recorder(self, recorder_id: str) -> None:
         """Stop a recorder without sealing (what a crash leaves: an unsealed session its restart continues)."""
         await self.services.pop(recorder_id).close()
+        await close_pair(self, self.pairs.pop(recorder_id))
 
 
-@pytest.fixture
-async def cluster(court: Court, tmp_path: Path) -> AsyncIterator[Cluster]:
-    """Signaling's recorder server on an in-process bus around the ``court`` hub (no recorder yet)."""
-    bus, records = InProcessBus(), InProcessRecords()
+async def close_pair(cluster: Cluster, pair: BusPair) -> None:
+    """Close a process's own bus pair (the shared in-process one stays open)."""
+    if pair[0] is not cluster.bus:
+        await pair[0].close()
+        await pair[1].close()
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server of this module alone (no record of another test's recorders in it)."""
+    proc, url = start_redis(tmp_path_factory.mktemp("redis-recorder-bus"))
+    try:
+        yield url
+    finally:
+        stop_redis(proc)
+
+
+def bus_opener() -> Callable[..., Any] | None:
+    """``rooms.backends.open_bus`` (part bus of issue 10), if it is on this branch."""
+    return getattr(importlib.import_module("rooms.backends"), "open_bus", None)
+
+
+@pytest.fixture(params=["in_process", "redis"])
+async def cluster(request: pytest.FixtureRequest, court: Court, tmp_path: Path) -> AsyncIterator[Cluster]:
+    """Signaling's recorder server on a bus around the ``court`` hub (no recorder yet): in-process, or Redis."""
+    if request.param == "in_process":
+        shared: BusPair = (InProcessBus(), InProcessRecords())
+
+        async def connect(process_id: str) -> BusPair:
+            return shared
+
+    else:
+        opener = bus_opener()
+        if opener is None:
+            pytest.skip("rooms.backends.open_bus (part bus of issue 10) is not on this branch yet")
+        url = request.getfixturevalue("redis_url")
+
+        async def connect(process_id: str) -> BusPair:
+            opened = opener(url, process_id=process_id)
+            return cast(BusPair, await opened if inspect.isawaitable(opened) else opened)
+
+    bus, records = await connect("sig-1")
     server = RecorderBusServer(court.hub, bus, records, process_id="sig-1")
     await server.start()
-    c = Cluster(court, bus, records, server, tmp_path / "recorders")
+    c = Cluster(court, bus, records, server, tmp_path / "recorders", connect)
     try:
         yield c
     finally:
         for service in list(c.services.values()):
             with contextlib.suppress(Exception):
                 await service.close()
+        for pair in c.pairs.values():
+            with contextlib.suppress(Exception):
+                await close_pair(c, pair)
         await server.close()
         await bus.close()
+        await records.close()
 
 
 def hidden_members(court: Court, hearing_id: str) -> set[str]:
@@ -243,7 +300,7 @@ async def test_bus_link_refusals_are_named(cluster: Cluster) -> None:
     for action in ("open", "start", "adjourn"):
         reply = await judge.client.request_ok("session", "state", action=action)
         assert reply["type"] == "state", reply
-    link = BusSessionLink(cluster.bus, cluster.records, "rec-z")
+    link = BusSessionLink(*await cluster.connect("recorder-rec-z"), "rec-z")
     info = ParticipantInfo(id="recorder-rec-z", name="Recorder", role=Role.recorder, site="internal")
     with pytest.raises(LinkRefused) as refused:
         await link.join(booking.hearing_id, info)
