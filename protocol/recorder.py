@@ -20,7 +20,10 @@ needs from signaling, and only through a :class:`SessionLink`:
   the recorder's own clock, so the recorder takes the moment it applies the
   intent as the exclusion's start: every frame captured after it is withheld,
   and nothing captured before it was private yet (the consultation's members
-  learn they are in one only after the event is stored);
+  learn they are in one only after the event is stored). Over the bus the
+  intent names the last session message sent to the recorder before it, and
+  the recorder handles that message first: a roster from before the
+  consultation never undoes it;
 - the closing handshake: at adjournment signaling awaits
   :meth:`RecorderEvents.closing` (the recorder stops and seals) before it tells
   anyone, bounded by :data:`CLOSING_WAIT_SECONDS`, so every participant still
@@ -195,6 +198,7 @@ class SessionNote(Frozen):
     message: dict[str, Any] | None = Field(default=None, description="A server message (JSON), or null: closed.")
     code: int = 0
     reason: str = ""
+    seq: int = Field(default=0, ge=0, description="1, 2, ... per handle: the order the session sent them in.")
 
 
 class JoinRequest(Frozen):
@@ -221,6 +225,13 @@ class RecorderCommand(Frozen):
     op: Literal["intent", "closing", "recordings", "keys"]
     hearing_id: str = ""
     intent: AuditIntent | None = None
+    handle: str = Field(default="", description="The recorder's connection to the hearing's room, if any.")
+    after: int = Field(
+        default=0,
+        ge=0,
+        description="The last session message sent on ``handle`` before this command: the recorder handles every "
+        "message up to it first, so the command finds the session as the hub left it (as in one process).",
+    )
 
 
 class RecorderReply(Frozen):

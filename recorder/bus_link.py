@@ -69,6 +69,13 @@ from rooms.bus import Bus, BusError, Records, Subscription
 
 log = structlog.get_logger("recorder.bus_link")
 
+CLOSED = 1 << 62
+"""The mark of a closed handle in the delivered counts (beyond any message number)."""
+INTENT_CATCH_UP_SECONDS = 1.5
+"""How long an intent waits for the session messages sent before it (signaling waits 2 s for the reply)."""
+CLOSING_CATCH_UP_SECONDS = 5.0
+"""How long the closing handshake waits for the session messages sent before it (signaling waits 15 s)."""
+
 
 class BusSessionLink:
     """A :class:`protocol.recorder.SessionLink` over a :class:`rooms.bus.Bus` and its :class:`Records`."""
@@ -101,6 +108,10 @@ class BusSessionLink:
         self._last: dict[str, Recording] = {}
         """The last status sent per hearing (a closing reply carries it)."""
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self._delivered: dict[str, int] = {}
+        """handle -> the number of the last session message handled on it."""
+        self._progress = asyncio.Event()
+        """Set (and replaced) each time a session message was handled."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._started_at = time.time()
 
@@ -251,10 +262,37 @@ class BusSessionLink:
             return
         if events is None:
             return
-        if message is None:
-            events.session_closed(note.hearing_id, note.code, note.reason)
-        else:
-            events.session_message(note.hearing_id, message)
+        try:
+            if message is None:
+                events.session_closed(note.hearing_id, note.code, note.reason)
+            else:
+                events.session_message(note.hearing_id, message)
+        finally:
+            # Closed: nothing more comes on it, so nothing is waited for on it.
+            seq = CLOSED if message is None else note.seq
+            self._delivered[note.handle] = max(seq, self._delivered.get(note.handle, 0))
+            progress, self._progress = self._progress, asyncio.Event()
+            progress.set()
+
+    async def _caught_up(self, command: RecorderCommand, within: float) -> None:
+        """Wait until every session message sent before ``command`` was handled (bounded: then go on, logged)."""
+        if not command.handle or command.after <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while self._delivered.get(command.handle, 0) < command.after:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                log.warning(
+                    "session_messages_late",
+                    hearing_id=command.hearing_id,
+                    op=command.op,
+                    handled=self._delivered.get(command.handle, 0),
+                    after=command.after,
+                )
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), remaining)
 
     async def _command(self, payload: bytes) -> bytes:
         try:
@@ -279,9 +317,11 @@ class BusSessionLink:
         if events is None:
             return RecorderReply(ok=False, code="closing", message="the recorder is stopping")
         if command.op == "intent" and command.intent is not None:
+            await self._caught_up(command, INTENT_CATCH_UP_SECONDS)
             events.audit_intent(command.hearing_id, command.intent)
             return RecorderReply()
         if command.op == "closing":
+            await self._caught_up(command, CLOSING_CATCH_UP_SECONDS)
             await events.closing(command.hearing_id)
             # Every status sent before the reply (the seal's) is published before it.
             await self._outbox.join()

@@ -348,6 +348,11 @@ class RecordingService:
             follow.excluded.update(ids)
             if session is not None:
                 for pid in ids:
+                    excluded = session.excluded.get(pid)
+                    if excluded is not None and excluded[1] > at:
+                        # The intent reached this recorder late (over a loaded bus): the stored time is earlier
+                        # and wins, so frames queued meanwhile are still withheld on the writer thread.
+                        session.excluded[pid] = (excluded[0], at)
                     session.exclude(pid, "consultation_excluded", at=at)
         else:
             follow.excluded.difference_update(ids)

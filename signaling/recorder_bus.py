@@ -95,14 +95,20 @@ class _Outlet:
         self._server = server
         self._channel = recorder_session_channel(recorder_id)
         self._hearing_id = hearing_id
-        self._handle = handle
+        self.handle = handle
+        self.seq = 0
+        """The last message's number (a command to the recorder names it: ``RecorderCommand.after``)."""
 
     def send(self, message: Reply) -> None:
-        note = SessionNote(hearing_id=self._hearing_id, handle=self._handle, message=message.model_dump(mode="json"))
+        self.seq += 1
+        note = SessionNote(
+            hearing_id=self._hearing_id, handle=self.handle, message=message.model_dump(mode="json"), seq=self.seq
+        )
         self._server.post(self._channel, note.model_dump_json().encode())
 
     def close(self, code: int, reason: str) -> None:
-        note = SessionNote(hearing_id=self._hearing_id, handle=self._handle, code=code, reason=reason)
+        self.seq += 1
+        note = SessionNote(hearing_id=self._hearing_id, handle=self.handle, code=code, reason=reason, seq=self.seq)
         self._server.post(self._channel, note.model_dump_json().encode())
 
 
@@ -115,6 +121,8 @@ class RecorderBusServer:
         self._records = records
         self.process_id = process_id
         self._handles: dict[str, int] = {}
+        self._outlets: dict[tuple[str, str], _Outlet] = {}
+        """(recorder id, hearing id) -> the outlet of the recorder's latest connection to the hearing's room."""
         self._subs: list[Subscription] = []
         self._outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
@@ -182,6 +190,11 @@ class RecorderBusServer:
         self.post(RECORDER_ROOMS, event.model_dump_json().encode())
 
     def _forgotten(self, hearing_id: str) -> None:
+        # The hub closed the hidden members' connections with the room: their handles are gone too.
+        for key, outlet in list(self._outlets.items()):
+            if key[1] == hearing_id:
+                del self._outlets[key]
+                self._handles.pop(outlet.handle, None)
         event = RoomEvent(event="forgotten", hearing_id=hearing_id, process_id=self.process_id)
         self.post(RECORDER_ROOMS, event.model_dump_json().encode())
 
@@ -206,15 +219,21 @@ class RecorderBusServer:
                 self._hub.recording_status(hearing_id, reply.recording)
 
     async def _ask_all(self, command: RecorderCommand, seconds: float) -> list[RecorderReply]:
-        """Send ``command`` to every live recorder at once; the replies that came (failures are logged)."""
-        # Whatever the hub posted before (the hidden participants' messages) goes out first.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._outbox.join(), seconds)
+        """Send ``command`` to every live recorder at once; the replies that came (failures are logged).
+
+        Each recorder's copy names the last message its hidden participant was sent (``after``): the recorder
+        handles the messages up to it before the command, whatever order the bus delivers them in.
+        """
         recorders = await live_recorders(self._records)
-        payload = command.model_dump_json().encode()
 
         async def ask(recorder_id: str) -> RecorderReply:
-            raw = await self._bus.request(recorder_command_channel(recorder_id), payload, attempt_seconds=seconds)
+            outlet = self._outlets.get((recorder_id, command.hearing_id))
+            mine = command
+            if outlet is not None:
+                mine = command.model_copy(update={"handle": outlet.handle, "after": outlet.seq})
+            raw = await self._bus.request(
+                recorder_command_channel(recorder_id), mine.model_dump_json().encode(), attempt_seconds=seconds
+            )
             return RecorderReply.model_validate_json(raw)
 
         results = await asyncio.gather(*(ask(r.id) for r in recorders), return_exceptions=True)
@@ -240,6 +259,9 @@ class RecorderBusServer:
         except ValidationError:
             return JoinReply(code="invalid_request", message="not a recorder join request").model_dump_json().encode()
         if request.op == "leave":
+            for key, known in list(self._outlets.items()):
+                if known.handle == request.handle:
+                    del self._outlets[key]
             conn = self._handles.pop(request.handle, None)
             if conn is not None:
                 await self._hub.detach(conn)
@@ -252,9 +274,13 @@ class RecorderBusServer:
 
     async def _join(self, hearing_id: str, recorder_id: str, info: ParticipantInfo) -> JoinReply:
         handle = f"{self.process_id}:{secrets.token_hex(6)}"
+        outlet = _Outlet(self, recorder_id, hearing_id, handle)
+        self._outlets[(recorder_id, hearing_id)] = outlet  # before the join: its messages are numbered from 1
         try:
-            conn = await self._hub.join_internal(hearing_id, info, _Outlet(self, recorder_id, hearing_id, handle))
+            conn = await self._hub.join_internal(hearing_id, info, outlet)
         except (SessionError, DomainError) as exc:
+            if self._outlets.get((recorder_id, hearing_id)) is outlet:
+                del self._outlets[(recorder_id, hearing_id)]
             return JoinReply(code=exc.code, message=exc.detail)
         self._handles[handle] = conn
         log.info("recorder_joined_over_bus", hearing_id=hearing_id, recorder_id=recorder_id)

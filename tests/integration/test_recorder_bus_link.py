@@ -28,16 +28,29 @@ from typing import Any, cast
 
 import pytest
 
-from protocol.client import ParticipantInfo
-from protocol.cluster import RECORDER_LINK, recorder_command_channel, recorder_record_key
+from protocol.client import ParticipantInfo, Reply, RosterMsg
+from protocol.cluster import (
+    RECORDER_LINK,
+    recorder_command_channel,
+    recorder_record_key,
+    recorder_session_channel,
+)
 from protocol.directory import RecorderKey, RecordingInfo
-from protocol.recorder import JoinReply, LinkRefused, RecorderReply
+from protocol.recorder import (
+    AuditIntent,
+    JoinReply,
+    LinkRefused,
+    RecorderCommand,
+    RecorderReply,
+    SessionNote,
+)
 from recorder.bus_link import BusSessionLink
 from recorder.directory import ArchiveDirectory
 from recorder.hearing_chain import verify_hearing
 from recorder.service import RecordingService, build_service
 from recorder.trust import data_dir_keys
 from recorder.verify import verify_archive
+from rooms.audit import AuditEvent
 from rooms.bus import Bus, InProcessBus, InProcessRecords, Records
 from rooms.model import Role
 from signaling.recorder_bus import BusRecordingDirectory, RecorderBusServer
@@ -310,3 +323,60 @@ async def test_bus_link_refusals_are_named(cluster: Cluster) -> None:
     answer = await cluster.bus.request(recorder_command_channel("rec-a"), b'{"op": "format_disk"}', attempt_seconds=5)
     assert RecorderReply.model_validate_json(answer).code == "invalid_command"
     assert service.following() == ()
+
+
+class Calls:
+    """A RecorderEvents that notes the order of what the link delivers (the service's side, stripped)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def room_opened(self, hearing_id: str) -> None:
+        self.calls.append(f"opened {hearing_id}")
+
+    def room_forgotten(self, hearing_id: str) -> None:
+        self.calls.append(f"forgotten {hearing_id}")
+
+    def session_message(self, hearing_id: str, message: Reply) -> None:
+        self.calls.append(f"message {type(message).__name__}")
+
+    def session_closed(self, hearing_id: str, code: int, reason: str) -> None:
+        self.calls.append(f"closed {code}")
+
+    def audit_intent(self, hearing_id: str, intent: AuditIntent) -> None:
+        self.calls.append(f"intent {intent.action}")
+
+    def audit_event(self, hearing_id: str, event: AuditEvent) -> None:
+        self.calls.append(f"audit {event.action}")
+
+    async def closing(self, hearing_id: str) -> None:
+        self.calls.append("closing")
+
+
+async def test_an_intent_is_applied_after_the_session_messages_sent_before_it() -> None:
+    """A consultation's intent over the bus is applied only after the roster sent before it (never undone by it)."""
+    bus, records = InProcessBus(), InProcessRecords()
+    link = BusSessionLink(bus, records, "rec-a")
+    calls = Calls()
+    await link.start(calls)
+    try:
+        intent = RecorderCommand(
+            op="intent",
+            hearing_id="h1",
+            intent=AuditIntent(actor="p1", action="consultation_started", data={"participant_ids": ["p2"]}),
+            handle="sig-1:x",
+            after=1,
+        )
+        asking = asyncio.ensure_future(
+            bus.request(recorder_command_channel("rec-a"), intent.model_dump_json().encode(), attempt_seconds=5)
+        )
+        await asyncio.sleep(0.2)
+        # The roster sent before the intent arrives after it (separate channels: the bus keeps no order between).
+        roster = SessionNote(hearing_id="h1", handle="sig-1:x", message=RosterMsg(participants=()).model_dump(), seq=1)
+        await bus.publish(recorder_session_channel("rec-a"), roster.model_dump_json().encode())
+        reply = await asyncio.wait_for(asking, 10)
+        assert RecorderReply.model_validate_json(reply).ok
+        assert calls.calls == ["message RosterMsg", "intent consultation_started"], calls.calls
+    finally:
+        await link.close()
+        await bus.close()
