@@ -132,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (
         ("verify", "verify a recording (a session or a hearing directory); see courtlink verify --help"),
         ("render", "render a recording to one MP4; see courtlink render --help"),
-        ("recorder", "the recorder's keys: courtlink recorder keys {export,rotate} --help"),
+        ("recorder", "run a recorder over Redis (courtlink recorder --help), or its keys: courtlink recorder keys"),
     ):
         cmd = sub.add_parser(name, help=text, add_help=False)
         cmd.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -182,8 +182,7 @@ def _dispatch(argv: list[str]) -> int:
             given = _names_option(rest, "--trusted-keys", "--data-dir", "--any-key", "-h", "--help")
             return recorder_cli.verify_main(rest, default_data_dir=None if given else load_settings().data_dir)
         if rest[:1] != ["keys"]:
-            print("usage: courtlink recorder keys {export,rotate} [--data-dir DIR] ...", file=sys.stderr)
-            return 2
+            return _recorder(rest)  # `courtlink recorder [--recorder-id ID]`: the recorder process
         given = _names_option(rest, "--data-dir", "-h", "--help")
         settings = None if given else load_settings()
         return recorder_cli.keys_main(
@@ -229,6 +228,44 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     except EMBEDDED_STORE_ERRORS as exc:
         print(f"courtlink: cannot open the store in {settings.data_dir}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- recorder (issue 10, part recorder) -----------------------------------------------------------------------
+
+
+def _recorder(argv: list[str]) -> int:
+    """``courtlink recorder [--recorder-id ID]``: one recorder process, following every live hearing over Redis."""
+    from courtlink.recorder_process import recorder
+
+    parser = argparse.ArgumentParser(
+        prog="courtlink recorder",
+        description="Run one recorder: it follows every live hearing over Redis (redis_url), receives frames from "
+        "the media nodes' frame pipes and writes sealed archives to its data dir. Its keys: courtlink recorder "
+        "keys {export,rotate} --help.",
+    )
+    parser.add_argument("--recorder-id", help="this recorder's id (default: the settings' recorder.recorder_id)")
+    parser.add_argument("--data-dir", type=Path, help="where archives and keys are written (default: the settings')")
+    parser.add_argument("--config", type=Path, help="TOML settings file (default: $COURTLINK_CONFIG)")
+    args = parser.parse_args(argv)
+    settings = load_settings(args.config, data_dir=args.data_dir)
+    if not settings.redis_url:
+        print(
+            "courtlink: recorder needs redis_url (set it in the settings file or COURTLINK_REDIS_URL): it finds "
+            "signaling and the media nodes on Redis",
+            file=sys.stderr,
+        )
+        return 2
+    check_data_dir(settings, _data_dir_source(args))
+    try:
+        asyncio.run(recorder(settings, args.recorder_id or settings.recorder.recorder_id))
+    except KeyboardInterrupt:
+        pass
+    except ConfigError:
+        raise
+    except Exception as exc:  # the store or bus unreachable at start (redis raises its own types): one line
+        print(f"courtlink: recorder cannot run: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0
 

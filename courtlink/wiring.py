@@ -13,7 +13,6 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from datetime import timedelta
-from typing import Any
 
 import structlog
 from aiohttp import web
@@ -21,20 +20,20 @@ from aiohttp import web
 from courtlink.bootstrap import admin_key, ensure_data_dir, token_secret
 from courtlink.logs import configure_logging
 from courtlink.nodes import NodeHeartbeat
-from courtlink.recording import RecordingService
 from courtlink.settings import Settings
 from courtlink.tls import server_context
 from media.node import InProcessNode
 from media.settings import IceServer, NodeSettings
 from protocol.node import NodeControl
 from recorder.directory import ArchiveDirectory
-from recorder.recorder import Recorder
+from recorder.service import build_service
 from rooms.backends import open_store
 from rooms.bus import InProcessRecords
 from rooms.store import Store
 from signaling.app import create_app
 from signaling.config import ApiKey, SignalingConfig
 from signaling.node_pool import NodePool, store_regions
+from signaling.recorder_link import HubRecorderLink
 from signaling.rest_directory import directory_routes
 from signaling.serving import app_runner
 from signaling.turn import TurnSettings
@@ -141,22 +140,15 @@ def _recording(
     """Start the recorder with the application and stop it (sessions left unsealed) on shutdown."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        hub = app[HUB_KEY]
-        service: RecordingService | None = None
-
-        def status(hearing_id: str, status: str, detail: dict[str, Any]) -> None:
-            if service is not None:
-                service.status(hearing_id, status, detail)
-
-        recorder = Recorder(
+        service = build_service(
+            HubRecorderLink(app[HUB_KEY]),
+            node,
+            store,
             ensure_data_dir(settings.data_dir),
             settings.recorder.recorder_id,
             segment_seconds=settings.recorder.segment_seconds,
-            max_queued_frames=settings.recorder.queue_frames,
-            on_status=status,
-            on_keyframe_needed=node.request_keyframe,
+            queue_frames=settings.recorder.queue_frames,
         )
-        service = RecordingService(hub, node, recorder, store)
         await service.start()
         yield
         await service.close()

@@ -112,3 +112,39 @@ PLACEMENT_TTL_SECONDS = 6 * 3600.0
 
 PLACEMENT_RENEW_SECONDS = 600.0
 """How often a signaling process renews the placements of the hearings it routes."""
+
+
+# --- recorder (part recorder): payloads are the models of protocol.recorder ---------------------------------------
+
+RECORDER_PREFIX = "recorder."
+"""Records ``recorder.<id>`` (:class:`protocol.recorder.RecorderRecord`, ttl ``RECORDER_TTL_SECONDS``)."""
+RECORDER_ROOMS = "recorder.rooms"
+"""publish: :class:`protocol.recorder.RoomEvent` (a live room opened or was given up)."""
+RECORDER_HELLO = "recorder.hello"
+"""publish: :class:`protocol.recorder.RecorderHello` (a recorder started: announce the live rooms again)."""
+RECORDER_AUDIT = "recorder.audit"
+"""publish: :class:`protocol.recorder.AuditNote` (a live session's audit event was stored)."""
+RECORDER_STATUS = "recorder.status"
+"""publish: :class:`protocol.recorder.StatusNote` (a recorder's ``recording`` status for a hearing)."""
+RECORDER_LINK = "recorder.link"
+"""request/reply: :class:`protocol.recorder.JoinRequest` -> ``JoinReply``, served by every signaling process."""
+
+
+def recorder_record_key(recorder_id: str) -> str:
+    """The recorder's heartbeat record."""
+    return f"{RECORDER_PREFIX}{recorder_id}"
+
+
+def recorder_link_channel(process_id: str) -> str:
+    """Where one signaling process answers a recorder's join and leave (the process holding the live room)."""
+    return f"{RECORDER_LINK}.{process_id}"
+
+
+def recorder_command_channel(recorder_id: str) -> str:
+    """Where a recorder answers signaling (:class:`protocol.recorder.RecorderCommand`)."""
+    return f"recorder.{recorder_id}.cmd"
+
+
+def recorder_session_channel(recorder_id: str) -> str:
+    """Where a recorder hears its hidden participants' session messages (:class:`protocol.recorder.SessionNote`)."""
+    return f"recorder.{recorder_id}.session"

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import zoneinfo
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -79,6 +79,7 @@ from protocol.node import (
     SpeakerChanged,
     Tracks,
 )
+from protocol.recorder import INTENT_WAIT_SECONDS
 from rooms.audit import AuditEvent
 from rooms.errors import DomainError
 from rooms.lifecycle import SessionAction, apply
@@ -222,9 +223,11 @@ class SessionHub:
         self.audit_listeners: list[Callable[[str, AuditEvent], None]] = []
         """Called (hearing id, event) the moment a live session's audit event is stored, before the effects that
         follow it (node commands, roster): the recorder takes consultation times from here, not from the roster."""
-        self.audit_intents: list[Callable[[str, Trace], None]] = []
+        self.audit_intents: list[Callable[[str, Trace], Awaitable[None] | None]] = []
         """Called (hearing id, trace) just before a live session's audit event is stored: a listener that must act
-        from the very moment of a decision (the recorder withholding a consultation) does not wait for the store."""
+        from the very moment of a decision (the recorder withholding a consultation) does not wait for the store.
+        A listener in another process returns an awaitable: the event is stored once it is done (bounded by
+        ``INTENT_WAIT_SECONDS``)."""
         self._recording: dict[str, Recording] = {}
         self._health_watch: asyncio.Task[None] | None = None
         self.frames = FrameCache()
@@ -698,7 +701,9 @@ class SessionHub:
         elif isinstance(effect, Audit):
             for intent in list(self.audit_intents):
                 try:
-                    intent(hearing_id, effect.trace)
+                    pending = intent(hearing_id, effect.trace)
+                    if pending is not None:
+                        await asyncio.wait_for(pending, INTENT_WAIT_SECONDS)
                 except Exception:  # a listener's bug must not skip the audit or the effects after it
                     self.log.exception("audit_intent_failed", hearing_id=hearing_id, action=effect.trace.action)
             event = await self.store.append_audit(hearing_id, effect.trace)

@@ -3,16 +3,23 @@
 The recorder is a participant with role ``recorder`` (hidden from rosters).
 What it receives is decided like everyone else's, by the permission table in
 signaling (only in session, never a consultation, nobody in a lobby), and the
-media node hands it the permitted frames through ``attach_recorder``. The
-session messages it receives as a participant (``joined``, ``state``,
-``roster``) drive the archive: start with the session, pause at recess, a gap
-for each consultation. They are acted on at once (no await): the session sends
-them before the node commands that go with them, so the archive is ready
-before the node feeds it. At adjournment the session waits for the recorder
-(``SessionHub.closing_listeners``) to stop and seal before it tells everyone
+media node hands it the permitted frames through its
+:class:`protocol.frames.FrameSource` (the node in this process, or the node's
+frame pipe). Everything else comes through a :class:`protocol.recorder.SessionLink`
+(in-process over the hub, or over the bus): the session messages it receives as
+a participant (``joined``, ``state``, ``roster``) drive the archive: start with
+the session, pause at recess, a gap for each consultation. They are acted on at
+once (no await): in-process the session sends them before the node commands
+that go with them, so the archive is ready before the node feeds it; over the
+bus a track announced before its session starts is remembered and recorded
+from the start. At adjournment the session waits for the recorder
+(:meth:`RecordingService.closing`) to stop and seal before it tells everyone
 and closes their connections, so every participant sees ``recording: sealed``.
 The hearing's audit events are pulled from the store as they appear and
 interleaved into the manifest.
+
+This module depends on ``protocol``, ``rooms`` (store reads) and the recorder
+alone: the import contracts forbid ``signaling`` and ``media`` here.
 """
 
 from __future__ import annotations
@@ -23,11 +30,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import structlog
 
-from media.node import InProcessNode
 from protocol.client import (
     Joined,
     MissingTrack,
@@ -38,16 +45,16 @@ from protocol.client import (
     RosterMsg,
     StateMsg,
 )
+from protocol.frames import FrameSource
+from protocol.recorder import AuditIntent, LinkError, LinkRefused, SessionLink
 from recorder.recorder import Recorder, RecordingSession
 from rooms.audit import AuditEvent
 from rooms.errors import DomainError
 from rooms.model import Hearing, HearingState, Placement, Role, Site, Source
 from rooms.permissions import TABLE
-from rooms.store import HearingFilter, Store, Trace
-from signaling.session import SessionError
-from signaling.session_hub import SessionHub
+from rooms.store import HearingFilter, Store
 
-log = structlog.get_logger("courtlink.recording")
+log = structlog.get_logger("recorder.service")
 
 LIVE = (HearingState.open, HearingState.in_session, HearingState.recess)
 AUDIT_POLL_SECONDS = 2.0
@@ -73,7 +80,8 @@ class _Follow:
     """One hearing the recorder has joined."""
 
     hearing_id: str
-    conn: int = 0
+    conn: str = ""
+    """The hidden participant's connection handle (from :meth:`SessionLink.join`)."""
     state: HearingState | None = None
     excluded: set[str] = field(default_factory=set)
     audit_seq: int = 0
@@ -100,40 +108,27 @@ class _Follow:
     watcher: asyncio.Task[None] | None = None
 
 
-class _Outlet:
-    """What the session sends the hidden recorder participant; handled at once, no I/O."""
-
-    def __init__(self, service: RecordingService, hearing_id: str) -> None:
-        self._service = service
-        self._hearing_id = hearing_id
-
-    def send(self, message: Reply) -> None:
-        self._service.on_message(self._hearing_id, message)
-
-    def close(self, code: int, reason: str) -> None:
-        self._service.on_closed(self._hearing_id, code, reason)
-
-
 class RecordingService:
-    """Joins the recorder to every live hearing of this process and drives its archive."""
+    """Joins the recorder to every live hearing it hears of and drives its archive (a ``RecorderEvents``)."""
 
-    def __init__(self, hub: SessionHub, node: InProcessNode, recorder: Recorder, store: Store) -> None:
-        self._hub = hub
-        self._node = node
+    def __init__(self, link: SessionLink, frames: FrameSource, recorder: Recorder, store: Store) -> None:
+        self._link = link
+        self._node = frames
         self._recorder = recorder
         self._store = store
         self._follows: dict[str, _Follow] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.participant_id = f"recorder-{recorder.recorder_id}"
 
+    @property
+    def recorder(self) -> Recorder:
+        """The recorder this service drives."""
+        return self._recorder
+
     async def start(self) -> None:
         """Follow rooms as they open, and hearings still live from before a restart."""
         self._recorder.start()
-        self._hub.room_listeners.append(self.follow)
-        self._hub.closing_listeners.append(self.seal_before_close)
-        self._hub.forgotten_listeners.append(self.forget)
-        self._hub.audit_listeners.append(self.on_audit)
-        self._hub.audit_intents.append(self.on_audit_intent)
+        await self._link.start(self)
         now = datetime.now(UTC)
         window = HearingFilter(starts_from=now - timedelta(days=2), ends_to=now + timedelta(days=2), limit=10_000)
         for hearing in await self._store.list_hearings(window):
@@ -143,6 +138,7 @@ class RecordingService:
 
     async def close(self) -> None:
         """Stop following; open sessions stay unsealed and a restart continues their chain."""
+        await self._link.close()
         for follow in list(self._follows.values()):
             if follow.poller is not None:
                 follow.poller.cancel()
@@ -160,7 +156,7 @@ class RecordingService:
         reason = str(detail.get("reason", ""))
         follow = self._follows.get(hearing_id)
         if follow is None:
-            self._hub.recording_status(hearing_id, Recording(status=cast(Any, status), detail=text, reason=reason))
+            self._link.send_status(hearing_id, Recording(status=cast(Any, status), detail=text, reason=reason))
             return
         follow.base = (status, text)
         follow.reason = reason
@@ -178,7 +174,7 @@ class RecordingService:
                 people.setdefault(m.name, []).append(str(m.source))
             text = "not recorded: " + "; ".join(f"{name} ({', '.join(srcs)})" for name, srcs in people.items())
         reason = follow.reason if status == follow.base[0] else ""
-        self._hub.recording_status(
+        self._link.send_status(
             follow.hearing_id, Recording(status=cast(Any, status), detail=text, reason=reason, missing=missing)
         )
 
@@ -242,9 +238,13 @@ class RecordingService:
             # What the session line needs is read now: the session starts the moment the state says so.
             await self._refresh(follow)
             self._node.attach_recorder(hearing_id, self.participant_id, self._recorder)
-            follow.conn = await self._hub.join_internal(hearing_id, info, _Outlet(self, hearing_id))
-        except (SessionError, DomainError) as exc:  # the room refused (adjourned, cancelled, gone): a named refusal
+            follow.conn = await self._link.join(hearing_id, info)
+        except (LinkRefused, DomainError) as exc:  # the room refused (adjourned, cancelled, gone): a named refusal
             log.warning("recorder_join_refused", hearing_id=hearing_id, error=str(exc))
+            self._join_failed(follow)
+            return
+        except LinkError as exc:  # signaling unreachable: named, the hearing carries on (a later room joins again)
+            log.warning("recorder_join_failed", hearing_id=hearing_id, error=str(exc))
             self._join_failed(follow)
             return
         except Exception:  # anything else is a bug or an outage: logged with its traceback, the hearing carries on
@@ -301,7 +301,7 @@ class RecordingService:
             self._consultations(follow, message)
             self._lanes(follow)
 
-    def on_audit_intent(self, hearing_id: str, trace: Trace) -> None:
+    def on_audit_intent(self, hearing_id: str, trace: AuditIntent) -> None:
         """A consultation is about to begin: withhold its members from this moment, before the store has answered.
 
         The audit event's own time comes from the store, a few milliseconds (on
@@ -348,6 +348,11 @@ class RecordingService:
             follow.excluded.update(ids)
             if session is not None:
                 for pid in ids:
+                    excluded = session.excluded.get(pid)
+                    if excluded is not None and excluded[1] > at:
+                        # The intent reached this recorder late (over a loaded bus): the stored time is earlier
+                        # and wins, so frames queued meanwhile are still withheld on the writer thread.
+                        session.excluded[pid] = (excluded[0], at)
                     session.exclude(pid, "consultation_excluded", at=at)
         else:
             follow.excluded.difference_update(ids)
@@ -452,8 +457,9 @@ class RecordingService:
 
     async def _finish(self, follow: _Follow) -> None:
         await self._seal(follow)
-        with contextlib.suppress(Exception):
-            await self._hub.detach(follow.conn)
+        if follow.conn:
+            with contextlib.suppress(Exception):
+                await self._link.leave(follow.conn)
         self._follows.pop(follow.hearing_id, None)
 
     # --- audit interleaving ------------------------------------------------------------------------
@@ -478,3 +484,66 @@ class RecordingService:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # --- RecorderEvents: what the session link delivers ------------------------------------------
+
+    async def room_opened(self, hearing_id: str) -> None:
+        """A live room opened: join it."""
+        await self.follow(hearing_id)
+
+    def room_forgotten(self, hearing_id: str) -> None:
+        """The live room was given up."""
+        self.forget(hearing_id)
+
+    def session_message(self, hearing_id: str, message: Reply) -> None:
+        """A session message to the hidden participant."""
+        self.on_message(hearing_id, message)
+
+    def session_closed(self, hearing_id: str, code: int, reason: str) -> None:
+        """The session closed the hidden participant's connection."""
+        self.on_closed(hearing_id, code, reason)
+
+    def audit_intent(self, hearing_id: str, intent: AuditIntent) -> None:
+        """An audit event is about to be stored."""
+        self.on_audit_intent(hearing_id, intent)
+
+    def audit_event(self, hearing_id: str, event: AuditEvent) -> None:
+        """An audit event was stored."""
+        self.on_audit(hearing_id, event)
+
+    async def closing(self, hearing_id: str) -> None:
+        """The hearing adjourns: seal now."""
+        await self.seal_before_close(hearing_id)
+
+    def following(self) -> tuple[str, ...]:
+        """The hearings this recorder follows now (for its heartbeat)."""
+        return tuple(sorted(self._follows))
+
+
+def build_service(
+    link: SessionLink,
+    frames: FrameSource,
+    store: Store,
+    data_dir: Path,
+    recorder_id: str,
+    *,
+    segment_seconds: float = 10.0,
+    queue_frames: int = 4096,
+) -> RecordingService:
+    """A recorder writing under ``data_dir`` and the service that drives it (status and keyframe requests wired)."""
+    service: RecordingService | None = None
+
+    def status(hearing_id: str, status: str, detail: dict[str, Any]) -> None:
+        if service is not None:
+            service.status(hearing_id, status, detail)
+
+    recorder = Recorder(
+        data_dir,
+        recorder_id,
+        segment_seconds=segment_seconds,
+        max_queued_frames=queue_frames,
+        on_status=status,
+        on_keyframe_needed=frames.request_keyframe,
+    )
+    service = RecordingService(link, frames, recorder, store)
+    return service
