@@ -33,6 +33,7 @@ from rooms.bus import Bus, Records
 from rooms.store import Store
 from signaling.app import create_app
 from signaling.node_pool import Connector, NodePool, store_regions
+from signaling.recorder_bus import BusRecordingDirectory, recorder_bus_context
 from signaling.remote_node import RemoteNode
 from signaling.rest_directory import directory_routes
 from signaling.serving import app_runner
@@ -85,8 +86,12 @@ async def build_signaling_app(
         court_timezone=settings.court_timezone,
         turn=turn_settings(settings),
     )
-    registrars = [ws_registrar(pool, ws), directory_routes(None, pool, pool), setup_web]
-    return create_app(signaling_config(settings, admin, secret), store, registrars=registrars), pool
+    recordings = BusRecordingDirectory(bus, records)
+    registrars = [ws_registrar(pool, ws), directory_routes(recordings, pool, pool), setup_web]
+    app = create_app(signaling_config(settings, admin, secret), store, registrars=registrars)
+    # Recorders (`courtlink recorder`) follow this process's live rooms over the bus.
+    app.cleanup_ctx.append(recorder_bus_context(bus, records, process_id=process_id(settings, "signaling")))
+    return app, pool
 
 
 async def run_signaling(settings: Settings, tls_where: tuple[str, str] = ("http.tls_cert", "http.tls_key")) -> None:
