@@ -102,3 +102,14 @@ class HearingChanged(Frozen):
     hearing_id: str
     version: int = Field(ge=0)
     actor: str = "system"
+
+
+# --- part bus: the media node's own names ----------------------------------------------------------------------
+
+NODE_LEASE_PREFIX = "lease.node."
+
+
+def node_lease_key(node_id: str) -> str:
+    """The lease a running media node holds on its id (``Records.claim``, renewed with every heartbeat), so two
+    processes started with the same node id cannot both answer its commands."""
+    return f"{NODE_LEASE_PREFIX}{node_id}"
