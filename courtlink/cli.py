@@ -359,6 +359,7 @@ def check_data_dir(settings: Settings, source: str) -> None:
 def _media_node(args: argparse.Namespace) -> int:
     from courtlink.node_process import run_media_node
     from media.node import InProcessNode
+    from media.service import NodeIdInUse
     from rooms.bus import BusError
 
     settings = load_settings(args.config)
@@ -379,6 +380,9 @@ def _media_node(args: argparse.Namespace) -> int:
     except BusError as exc:
         print(f"courtlink: media-node cannot use the bus: {exc}", file=sys.stderr)
         return 1
+    except NodeIdInUse as exc:
+        print(f"courtlink: media-node: {exc}: give each node its own --node-id", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"courtlink: media-node cannot start: {exc}", file=sys.stderr)
         return 1

@@ -63,6 +63,11 @@ async def run_media_node(settings: Settings, *, node_id: str | None = None, regi
     media = settings.media
     node_id = node_id or media.node_id
     region = media.region if region is None else region
+    # Before anything else: a SIGTERM during start-up (or right after the ready line) is a clean stop, too.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     async with AsyncExitStack() as stack:
         bus, records = await open_bus(settings.redis_url, process_id=process_id(settings, f"node-{node_id}"))
         stack.push_async_callback(records.close)
@@ -79,9 +84,5 @@ async def run_media_node(settings: Settings, *, node_id: str | None = None, regi
         print(READY.format(node_id=node_id, region=region or "-", bus=bus_name, frames=frame_address or "none"))
         sys.stdout.flush()
         log.info("media_node_started", node_id=node_id, region=region, frame_address=frame_address)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("media_node_stopping", node_id=node_id)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator
 from importlib import metadata
 
@@ -32,12 +33,17 @@ from protocol.cluster import (
     NodeRecord,
     node_command_channel,
     node_event_channel,
+    node_lease_key,
     node_record_key,
 )
 from protocol.node import NODE_COMMAND, NODE_REPLY, CloseRoom, NodeCommand, NodeEvent, Refused
 from rooms.bus import Bus, BusError, Records, Subscription
 
 log = structlog.get_logger(__name__)
+
+
+class NodeIdInUse(Exception):
+    """Another running process serves this node id (its lease did not lapse while we waited)."""
 
 
 def _version() -> str:
@@ -80,8 +86,14 @@ class NodeService:
         region: str,
         capacity_peers: int,
         frame_address: str | None = None,
+        owner: str | None = None,
+        id_wait_seconds: float = NODE_TTL_SECONDS + 1,
     ) -> None:
         self.node = node
+        self.owner = owner or f"{node.node_id}-{uuid.uuid4().hex[:12]}"
+        """Who holds the node id's lease: this process (unique per node life)."""
+        self.id_wait_seconds = id_wait_seconds
+        """How long ``start`` waits for another holder of the node id to lapse (a crashed node restarted at once)."""
         self.bus = bus
         self.records = records
         self.region = region
@@ -102,7 +114,12 @@ class NodeService:
         return self.node.node_id
 
     async def start(self) -> None:
-        """Answer commands, relay events and write the first heartbeat (a BusError if Redis does not answer)."""
+        """Take the node id, answer commands, relay events and write the first heartbeat.
+
+        Raises :class:`NodeIdInUse` if another running node holds the id for longer than ``id_wait_seconds`` (a
+        node killed just before lapses within ``NODE_TTL_SECONDS``), a BusError if Redis does not answer.
+        """
+        await self._take_id()
         self.started_at = time.time()
         self._marks = (time.monotonic(), time.process_time(), self.node.packets_forwarded())
         self._relaying = True
@@ -113,6 +130,18 @@ class NodeService:
         )
         self._beats = asyncio.get_running_loop().create_task(self._heartbeats())
         log.info("node_service_started", node_id=self.node_id, region=self.region, frame_address=self.frame_address)
+
+    async def _take_id(self) -> None:
+        key = node_lease_key(self.node_id)
+        deadline = time.monotonic() + self.id_wait_seconds
+        while True:
+            holder = await self.records.claim(key, self.owner, ttl=NODE_TTL_SECONDS)
+            if holder == self.owner:
+                return
+            if time.monotonic() >= deadline:
+                raise NodeIdInUse(f"node id {self.node_id} is in use by another running media node ({holder})")
+            log.info("node_id_held", node_id=self.node_id, holder=holder)
+            await asyncio.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
 
     async def close(self) -> None:
         """Stop answering and relaying, and take the node out of the registry at once."""
@@ -127,6 +156,7 @@ class NodeService:
             self._serving = None
         with contextlib.suppress(BusError):
             await self.records.delete(node_record_key(self.node_id))
+            await self.records.release(node_lease_key(self.node_id), self.owner)
         log.info("node_service_stopped", node_id=self.node_id)
 
     # -- commands ----------------------------------------------------------------------------------------------
@@ -197,6 +227,9 @@ class NodeService:
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
+                holder = await self.records.claim(node_lease_key(self.node_id), self.owner, ttl=NODE_TTL_SECONDS)
+                if holder != self.owner:  # e.g. Redis lost its data and a second node of this id started meanwhile
+                    log.error("node_id_conflict", node_id=self.node_id, holder=holder)
                 body = self.record().model_dump_json().encode()
                 await self.records.put(node_record_key(self.node_id), body, ttl=NODE_TTL_SECONDS)
             except BusError as exc:

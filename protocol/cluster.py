@@ -148,3 +148,14 @@ def recorder_command_channel(recorder_id: str) -> str:
 def recorder_session_channel(recorder_id: str) -> str:
     """Where a recorder hears its hidden participants' session messages (:class:`protocol.recorder.SessionNote`)."""
     return f"recorder.{recorder_id}.session"
+
+
+# --- part bus: the media node's own names ----------------------------------------------------------------------
+
+NODE_LEASE_PREFIX = "lease.node."
+
+
+def node_lease_key(node_id: str) -> str:
+    """The lease a running media node holds on its id (``Records.claim``, renewed with every heartbeat), so two
+    processes started with the same node id cannot both answer its commands."""
+    return f"{NODE_LEASE_PREFIX}{node_id}"

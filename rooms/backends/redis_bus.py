@@ -73,6 +73,9 @@ not eat the process's memory)."""
 REPLY_CACHE_SIZE = 1024
 """Recent request ids a responder remembers with their reply, so a retried request is answered, not run again."""
 
+REPLY_CACHE_BYTES = 16 * 1024 * 1024
+"""At most this many bytes of cached replies per responder (SDP answers are a few kB; the oldest go first)."""
+
 MAX_CONCURRENT_REQUESTS = 256
 """Requests one responder runs at once; later ones wait their turn (in arrival order)."""
 
@@ -197,6 +200,37 @@ class _Sub:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+
+
+class _ReplyCache:
+    """The replies of a responder's recent request ids (running ones as pending futures), bounded by count and size."""
+
+    def __init__(self, size: int = REPLY_CACHE_SIZE, max_bytes: int = REPLY_CACHE_BYTES) -> None:
+        self._entries: OrderedDict[str, asyncio.Future[bytes]] = OrderedDict()
+        self._size = size
+        self._max_bytes = max_bytes
+        self._bytes = 0
+
+    def get(self, request_id: str) -> asyncio.Future[bytes] | None:
+        return self._entries.get(request_id)
+
+    def start(self, request_id: str) -> asyncio.Future[bytes]:
+        done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._entries[request_id] = done
+        self._trim()
+        return done
+
+    def finish(self, request_id: str, done: asyncio.Future[bytes], envelope: bytes) -> None:
+        done.set_result(envelope)
+        if self._entries.get(request_id) is done:
+            self._bytes += len(envelope)
+            self._trim()
+
+    def _trim(self) -> None:
+        while self._entries and (len(self._entries) > self._size or self._bytes > self._max_bytes):
+            _, oldest = self._entries.popitem(last=False)
+            if oldest.done() and not oldest.cancelled():
+                self._bytes -= len(oldest.result())
 
 
 @dataclass(eq=False)
@@ -444,7 +478,7 @@ class RedisBus:
     async def serve(self, channel: str, responder: Responder) -> Subscription:
         """Answer requests on ``channel``; a repeated request id is answered from the cache, not run again."""
         served = _Served()
-        replies: OrderedDict[str, asyncio.Future[bytes]] = OrderedDict()
+        replies = _ReplyCache()
         room = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
 
         async def answer(request_id: str, reply_to: bytes, payload: bytes, done: asyncio.Future[bytes]) -> None:
@@ -460,7 +494,7 @@ class RedisBus:
                 except Exception as exc:
                     log.exception("bus_responder_failed", channel=channel)
                     envelope = encode_failure(request_id, RemoteFailure.code, f"{channel}: {type(exc).__name__}: {exc}")
-            done.set_result(envelope)
+            replies.finish(request_id, done, envelope)
             with contextlib.suppress(BusUnavailable):
                 await self._publish_raw(reply_to, envelope)
 
@@ -481,10 +515,7 @@ class RedisBus:
                     with contextlib.suppress(BusUnavailable):
                         await self._publish_raw(reply_to.encode(), known.result())
                 return
-            done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-            replies[request_id] = done
-            while len(replies) > REPLY_CACHE_SIZE:
-                replies.popitem(last=False)
+            done = replies.start(request_id)
             task = asyncio.get_running_loop().create_task(answer(request_id, reply_to.encode(), payload, done))
             served.tasks.add(task)
             task.add_done_callback(served.tasks.discard)

@@ -24,12 +24,11 @@ from tests.media_clients import MediaClient, eventually, hearing
 from tests.node_process import MediaNodeProcess
 from tests.serve_process import clean_env
 
-pytestmark = pytest.mark.redis
-
 HEARING = "hrg_node_process"
 log = structlog.get_logger("test")
 
 
+@pytest.mark.redis
 async def test_a_media_node_process_carries_a_hearing_and_leaves_the_registry_when_killed(redis_server: str) -> None:
     """A node in its own process negotiates and forwards media for peers driven over Redis, reports their state and
     health, and once killed -9 its registry record lapses and commands to it are refused node_unreachable."""
@@ -112,6 +111,7 @@ async def test_a_media_node_process_carries_a_hearing_and_leaves_the_registry_wh
         await records.close()
 
 
+@pytest.mark.redis
 async def test_a_media_node_stopped_with_sigterm_leaves_the_registry_at_once(redis_server: str) -> None:
     """SIGTERM: the node exits 0 and its record is gone right away, not after its TTL."""
     node_id = f"n-{uuid.uuid4().hex[:8]}"
@@ -128,6 +128,7 @@ async def test_a_media_node_stopped_with_sigterm_leaves_the_registry_at_once(red
         await records.close()
 
 
+@pytest.mark.redis
 async def test_a_media_node_process_carries_on_after_a_redis_restart(tmp_path: Path) -> None:
     """Redis restarted under a running node (same port, AOF): its record comes back, it answers commands again and
     its events reach signaling, with nobody restarting anything."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from media.node import InProcessNode
-from media.service import NodeService
+from media.service import NodeIdInUse, NodeService
 from media.settings import NodeSettings
 from protocol.cluster import NodeRecord, node_command_channel, node_event_channel, node_record_key
 from protocol.node import (
@@ -174,3 +174,22 @@ async def test_one_participants_commands_are_carried_out_in_the_order_sent(serve
             assert served.node.peer("h1", "p1") is None
     finally:
         await client.close()
+
+
+async def test_a_second_node_with_the_same_id_is_refused_until_the_first_stops(served: Served) -> None:
+    """Two nodes started with one node id would both carry out every command: the second is refused NodeIdInUse;
+    once the first stops cleanly the id is free at once."""
+    twin = InProcessNode(NodeSettings(node_id=served.node.node_id))
+
+    def second() -> NodeService:
+        return NodeService(twin, served.bus, served.records, region="east", capacity_peers=50, id_wait_seconds=0.3)
+
+    try:
+        with pytest.raises(NodeIdInUse, match=served.node.node_id):
+            await second().start()
+        await served.service.close()
+        again = second()
+        await again.start()
+        await again.close()
+    finally:
+        await twin.close()
