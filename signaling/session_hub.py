@@ -79,11 +79,13 @@ from protocol.node import (
     Tracks,
 )
 from rooms.audit import AuditEvent
+from rooms.bus import Bus, Records
 from rooms.errors import DomainError
 from rooms.lifecycle import SessionAction, apply
 from rooms.model import Hearing, HearingState, new_id
 from rooms.permissions import TABLE
 from rooms.store import Store, Trace
+from signaling.ownership import Owners, OwnerSettings
 from signaling.session import (
     CLOSE_GOING_AWAY,
     ENDED,
@@ -197,7 +199,17 @@ class _Conn:
 class SessionHub:
     """Every live connection and room of one signaling process, bound to one media node."""
 
-    def __init__(self, store: Store, tokens: TokenVerifier, node: NodeControl, settings: WsSettings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        tokens: TokenVerifier,
+        node: NodeControl,
+        settings: WsSettings,
+        *,
+        bus: Bus | None = None,
+        records: Records | None = None,
+        owners: OwnerSettings | None = None,
+    ) -> None:
         self.store = store
         self.tokens = tokens
         self.node = node
@@ -229,6 +241,11 @@ class SessionHub:
         self.frames = FrameCache()
         """One JSON serialization per outgoing message, shared by the WebSocket outlets."""
         node.subscribe(self.on_node_event)
+        self.owners: Owners | None = None
+        """With a bus and records (several signaling processes): this process's side of room ownership, relayed
+        WebSockets and REST changes (:mod:`signaling.ownership`); None: one process, as ``courtlink serve``."""
+        if bus is not None and records is not None:
+            self.owners = Owners(self, bus, records, owners or OwnerSettings())
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -365,9 +382,9 @@ class SessionHub:
         listeners ran, as on adjournment (:meth:`HearingRoom.refresh`).
 
         Only this process's rooms are reached. With several signaling
-        processes this becomes a notification on Redis pub/sub (hearing id and
-        version, published by the process that made the change) that every
-        process's hub answers by reading the stored hearing and calling this.
+        processes the REST handler also publishes ``hearing.changed`` (hearing
+        id and version); the process that owns the live room reads the stored
+        hearing and calls this (:class:`signaling.ownership.Owners`).
         """
         live = self.rooms.get(hearing.id)
         if live is None:
@@ -784,7 +801,13 @@ class SessionHub:
                 self.log.exception("forgotten_listener_failed", hearing_id=hearing_id)
 
     async def shutdown(self) -> None:
-        """Close every connection with 1001 and every room on the node."""
+        """Close every connection with 1001 and every room on the node.
+
+        With :attr:`owners` the rooms are handed over first (1012, leases released, the node's rooms kept for the
+        process that takes them), and only the remaining sockets get 1001.
+        """
+        if self.owners is not None:
+            await self.owners.close()
         for c in list(self._conns.values()):
             c.outlet.close(CLOSE_GOING_AWAY, "server going away")
         for live in list(self.rooms.values()):
@@ -798,3 +821,27 @@ class SessionHub:
             task.cancel()
         # Cancelled tasks still run their cleanup (releasing room locks, finishing an await): wait for it.
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- several signaling processes ----------------------------------------------------------------
+
+    async def give_up_room(self, hearing_id: str, code: int, reason: str) -> None:
+        """Another process owns the hearing's live room now: close this process's connections of it with
+        ``code`` (they reconnect there) and drop the room, leaving the node's room and the stored snapshot to the
+        new owner (no :meth:`HearingRoom.forget`, no forgotten listeners)."""
+        live = self.rooms.get(hearing_id)
+        if live is None:
+            return
+        async with live.lock:
+            if self.rooms.get(hearing_id) is not live:
+                return
+            for timer in (*live.timers.values(), *live.audit_timers.values()):
+                timer.cancel()
+            del self.rooms[hearing_id]
+            self._recording.pop(hearing_id, None)
+            closed = 0
+            for c in list(self._conns.values()):
+                if c.hearing_id == hearing_id:
+                    c.hearing_id = ""  # its detach must not reach a room made here later for the same hearing
+                    c.outlet.close(code, reason)
+                    closed += 1
+        self.log.info("live_room_given_up", hearing_id=hearing_id, closed=closed, code=code)
