@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import structlog
 from aiortc import RTCRtpTransceiver
 
-from media.aiortc_compat import candidate_from_sdp, self_check
+from media.aiortc_compat import candidate_from_sdp, self_check, sender_counters
 from media.forwarding import PublishedTrack, RecorderFeed
 from media.health import peer_health
 from media.passthrough import ReceiverTap, tap_receiver
@@ -257,6 +257,19 @@ class InProcessNode:
     def probes(self) -> int:
         """Network-check probes live now."""
         return len(self._probes)
+
+    def packets_forwarded(self) -> int:
+        """RTP packets the live peers' forwarding slots have sent so far, read from the senders' counters.
+
+        For the node's heartbeat (every 2 s, never per packet). A closed peer's packets stop counting, so a reader
+        takes the difference of two readings and treats a drop as 0.
+        """
+        return sum(
+            sender_counters(slot.transceiver.sender)[0]
+            for room in self._rooms.values()
+            for peer in room.peers.values()
+            for slot in peer.slots
+        )
 
     async def close(self) -> None:
         """Close every room and probe and stop delivering events."""

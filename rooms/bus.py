@@ -56,6 +56,23 @@ class RemoteFailure(BusError):
     code = "remote_failure"
 
 
+class PayloadTooLarge(BusError):
+    """A message or record value is larger than :data:`MAX_PAYLOAD_BYTES`; nothing was sent or stored."""
+
+    code = "payload_too_large"
+
+
+MAX_PAYLOAD_BYTES = 1_048_576
+"""The largest bus payload or record value (1 MiB): an SDP is at most 200 kB; anything bigger is a bug or an attack,
+and Redis cuts off a subscriber whose output buffer outgrows its limits."""
+
+
+def check_payload(payload: bytes, what: str = "payload") -> None:
+    """Raise :class:`PayloadTooLarge` if ``payload`` is over :data:`MAX_PAYLOAD_BYTES`."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLarge(f"{what} of {len(payload)} bytes is over the bus limit of {MAX_PAYLOAD_BYTES} bytes")
+
+
 class Subscription(Protocol):
     """A live subscription or responder; closing it stops deliveries."""
 
@@ -182,6 +199,7 @@ class InProcessBus:
         self._ids = itertools.count(1)
 
     async def publish(self, channel: str, payload: bytes) -> None:
+        check_payload(payload)
         for sub in list(self._subs):
             if sub.matches(channel):
                 sub.queue.put_nowait(payload)
@@ -193,11 +211,14 @@ class InProcessBus:
         return sub
 
     async def request(self, channel: str, payload: bytes, *, attempt_seconds: float, retries: int = 0) -> bytes:
+        check_payload(payload)
         responder = self._responders.get(channel)
         if responder is None:
             raise NoResponder(f"nobody serves {channel}")
         try:
-            return await asyncio.wait_for(responder(payload), attempt_seconds * (retries + 1))
+            reply = await asyncio.wait_for(responder(payload), attempt_seconds * (retries + 1))
+            check_payload(reply, f"the reply on {channel}")
+            return reply
         except TimeoutError:
             raise BusTimeout(f"no reply on {channel} within {attempt_seconds * (retries + 1):g} s") from None
         except BusError:
@@ -233,6 +254,7 @@ class InProcessRecords:
         return value
 
     async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        check_payload(value, "record value")
         self._values[key] = (value, None if ttl is None else self._clock() + ttl)
 
     async def get(self, key: str) -> bytes | None:
