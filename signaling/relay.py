@@ -116,6 +116,8 @@ class RelayedConn:
         self.ended = True
         _put_last(self.queue, RelayUp(origin=self.side.process_id, conn=self.conn, kind="closed"))
         self.side.conns.pop(self.conn, None)
+        if self.task is not None:
+            self.side._ending.add(self.task)
 
     async def _write(self) -> None:
         channel = relay_up_channel(self.owner)
@@ -139,6 +141,8 @@ class RelaySide:
         self.process_id = owners.process_id
         self.conns: dict[int, RelayedConn] = {}
         self._writers: set[asyncio.Task[None]] = set()
+        self._ending: set[asyncio.Task[None]] = set()
+        """Writers of ended sockets, delivering their last step (``closed``)."""
         self._sub: Subscription | None = None
 
     async def start(self) -> None:
@@ -191,6 +195,7 @@ class RelaySide:
         relayed.task = asyncio.get_running_loop().create_task(relayed._write())
         self._writers.add(relayed.task)
         relayed.task.add_done_callback(self._writers.discard)
+        relayed.task.add_done_callback(self._ending.discard)
         log.info("ws_relayed", hearing_id=hearing_id, owner=owner, participant_id=info.id)
         return relayed
 
@@ -231,8 +236,9 @@ class RelaySide:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.close()
-        if self._writers:
-            await asyncio.wait(list(self._writers), timeout=FINISH_GRACE_SECONDS)
+        ending = [task for task in self._ending if not task.done()]
+        if ending:
+            await asyncio.wait(ending, timeout=FINISH_GRACE_SECONDS)
         for task in list(self._writers):
             task.cancel()
         await asyncio.gather(*self._writers, return_exceptions=True)
@@ -289,8 +295,8 @@ class RemoteOutlet:
                 return
 
     async def finish(self, grace: float = 0.0) -> None:
-        """Stop the writer, letting it deliver what is queued for up to ``grace`` s."""
-        if not self._task.done():
+        """Stop the writer, letting it deliver a queued close (and what is before it) for up to ``grace`` s."""
+        if self._closing and not self._task.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._task), timeout=grace)
         if not self._task.done():
