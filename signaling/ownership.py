@@ -181,6 +181,8 @@ class Owners:
                 if holder == self.process_id:
                     if unreachable is not None:
                         self.log.info("room_taken_over", hearing_id=hid, previous_owner=unreachable)
+                    # Sockets of this process still relayed to a former owner reconnect now, to this room.
+                    self.relay_side.room_moved(hid)
                     await self.hub.join(conn, info, hearing, resume, ref, token_id=token_id)
                     return None
                 if holder != unreachable:

@@ -226,6 +226,14 @@ class RelaySide:
             for relayed in conns:
                 relayed.outlet.close(CLOSE_ROOM_MOVED, ROOM_MOVED)
 
+    def room_moved(self, hearing_id: str) -> None:
+        """This process owns the hearing's room now: its sockets relayed to a former owner reconnect (1012)."""
+        moved = [r for r in self.conns.values() if r.hearing_id == hearing_id and r.owner != self.process_id]
+        if moved:
+            log.info("relayed_owner_replaced", hearing_id=hearing_id, clients=len(moved))
+        for relayed in moved:
+            relayed.outlet.close(CLOSE_ROOM_MOVED, ROOM_MOVED)
+
     def close_all(self, code: int, reason: str) -> None:
         """Close every relayed socket (this process stops)."""
         for relayed in list(self.conns.values()):
