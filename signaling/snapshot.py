@@ -73,7 +73,9 @@ SNAPSHOT_VERSION = 1
 """The snapshot format this code writes and reads; any other is refused (a fresh room is made instead)."""
 
 REFRESH_SECONDS = 5.0
-"""How often a live room's snapshot is rewritten even when nothing changed (its ``taken_at`` and its TTL)."""
+"""How often a live room's snapshot is rewritten even when nothing changed (its ``taken_at`` and its TTL), at most:
+a sixth of the resume grace when that is shorter. Members connected when their process died get the grace from
+the last write, so they lose at most this much of it."""
 
 
 class SnapshotRefused(DomainError):
@@ -180,12 +182,12 @@ class SnapshotKeeper:
         take: Callable[[str], RoomSnapshot | None],
         *,
         grace_seconds: float,
-        refresh_seconds: float = REFRESH_SECONDS,
+        refresh_seconds: float | None = None,
     ) -> None:
         self.records = records
         self._take = take
-        self.refresh_seconds = refresh_seconds
-        self.ttl_seconds = grace_seconds + 3 * refresh_seconds
+        self.refresh_seconds = refresh_seconds or min(REFRESH_SECONDS, grace_seconds / 6)
+        self.ttl_seconds = grace_seconds + 3 * self.refresh_seconds
         """A snapshot nobody refreshes outlives every grace it can give by a few seconds, then expires."""
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()

@@ -74,6 +74,7 @@ from protocol.client import (
     ws_json_schema,
 )
 from protocol.node import NodeControl
+from rooms.bus import Records
 from rooms.errors import NotFound
 from rooms.model import Hearing
 from signaling import json_input, rest_probe
@@ -348,14 +349,17 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-def setup_ws(app: web.Application, node: NodeControl, settings: WsSettings | None = None) -> SessionHub:
+def setup_ws(
+    app: web.Application, node: NodeControl, settings: WsSettings | None = None, *, records: Records | None = None
+) -> SessionHub:
     """Add the WebSocket session and its schema to ``app``, driving ``node``.
 
     Needs the store and token service under ``STORE_KEY``/``TOKENS_KEY``
     (:func:`signaling.app.create_app` puts them there). Connections are
-    closed with 1001 on shutdown.
+    closed with 1001 on shutdown. With ``records``, the live rooms' snapshots are kept there (another process
+    restores a room from its snapshot, and participants resume in place).
     """
-    hub = SessionHub(app[STORE_KEY], app[TOKENS_KEY], node, settings or WsSettings())
+    hub = SessionHub(app[STORE_KEY], app[TOKENS_KEY], node, settings or WsSettings(), records=records)
     app[HUB_KEY] = hub
     app.router.add_get(WS_PATH, ws_handler)
     schema = json.dumps(ws_json_schema())
@@ -380,10 +384,12 @@ def setup_ws(app: web.Application, node: NodeControl, settings: WsSettings | Non
     return hub
 
 
-def ws_registrar(node: NodeControl, settings: WsSettings | None = None) -> Callable[[web.Application], None]:
+def ws_registrar(
+    node: NodeControl, settings: WsSettings | None = None, *, records: Records | None = None
+) -> Callable[[web.Application], None]:
     """A registrar for :func:`signaling.app.create_app` (``registrars=[ws_registrar(node, settings)]``)."""
 
     def register(app: web.Application) -> None:
-        setup_ws(app, node, settings)
+        setup_ws(app, node, settings, records=records)
 
     return register
