@@ -356,6 +356,19 @@ class SessionHub:
             # The room emptied and was forgotten while we waited for its lock: take the current one.
             live.lock.release()
 
+    async def restore_room(self, hearing: Hearing) -> bool:
+        """Make ``hearing``'s live room here from the snapshot another process left (a lease taken over), before
+        any of its participants reconnects: the grace of each runs from now, so one who never comes back still
+        leaves (audited). False (nothing done) without records, without a usable snapshot, or with a room here."""
+        if self.snapshots is None or hearing.id in self.rooms or await self.snapshots.read(hearing.id) is None:
+            return False
+        live = await self._locked_room(hearing)
+        try:
+            await self._forget_if_empty(live)
+        finally:
+            live.lock.release()
+        return True
+
     def _restored_room(self, hearing: Hearing, snapshot: RoomSnapshot) -> tuple[HearingRoom, list[Effect]] | None:
         """The room of ``hearing`` as another process left it (its snapshot), or None to make a fresh one."""
         try:

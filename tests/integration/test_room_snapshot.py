@@ -211,3 +211,26 @@ async def _eventually_async(check: Any, within: float = 15.0) -> bool:
             return True
         await asyncio.sleep(0.05)
     return bool(await check())
+
+
+async def test_a_taken_over_room_is_restored_before_anyone_returns(pair: Pair) -> None:
+    """The process taking a hearing over restores its room at once (``restore_room``): the members are listed
+    as disconnected there before they reconnect, and one who comes back resumes in place."""
+    a, b = pair.a, pair.b
+    booking = await a.book(("judge", "observer"))
+    hid = booking.hearing_id
+    judge, joined = await a.join(booking.tokens["judge"])
+    await a.join(booking.tokens["observer"])
+    await judge.request_ok("admit", "roster", participant_id=booking.ids["observer"])
+    await kill(a)
+    hearing = await b.store.get_hearing(hid)
+    assert await b.hub.restore_room(hearing) is True
+    assert await b.hub.restore_room(hearing) is False  # a room is here already
+    room = b.hub.rooms[hid].room
+    assert {m.id: (m.placement.value, m.connected) for m in room.members.values()} == {
+        booking.ids["judge"]: ("courtroom", False),
+        booking.ids["observer"]: ("courtroom", False),
+    }
+    _, again = await b.join(booking.tokens["judge"], resume=joined["resume"])
+    assert again["resumed"] is True
+    assert again["placement"] == "courtroom"
