@@ -105,6 +105,16 @@ class HearingChanged(Frozen):
     actor: str = "system"
 
 
+# --- part snapshot: the live room's snapshot ------------------------------------------------------
+
+ROOM_SNAPSHOT_PREFIX = "snapshot.room."
+
+
+def room_snapshot_key(hearing_id: str) -> str:
+    """The record holding the snapshot of the hearing's live room (``signaling.snapshot.RoomSnapshot`` JSON)."""
+    return f"{ROOM_SNAPSHOT_PREFIX}{hearing_id}"
+
+
 # --- several signaling processes (part owners) ---------------------------------------------------
 #
 # | name | kind | payload |

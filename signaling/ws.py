@@ -380,9 +380,9 @@ def setup_ws(
 
     Needs the store and token service under ``STORE_KEY``/``TOKENS_KEY``
     (:func:`signaling.app.create_app` puts them there). Connections are
-    closed with 1001 on shutdown. With ``bus`` and ``records`` the process
-    shares the live rooms with other signaling processes
-    (:mod:`signaling.ownership`, settings ``owners``).
+    closed with 1001 on shutdown. With ``records``, the live rooms' snapshots are kept there (another process
+    restores a room from its snapshot, and participants resume in place); with ``bus`` and ``records`` the process
+    shares the live rooms with other signaling processes (:mod:`signaling.ownership`, settings ``owners``).
     """
     hub = SessionHub(
         app[STORE_KEY], app[TOKENS_KEY], node, settings or WsSettings(), bus=bus, records=records, owners=owners
