@@ -203,6 +203,21 @@ class Owners:
         finally:
             await self.end(hid)
 
+    async def take_over(self, hearing_id: str, previous_owner: str) -> None:
+        """The hearing's owner lease lapsed (its owner died): take the room here now, restored from its snapshot,
+        so the members who never come back still leave when their grace ends. Nothing without a snapshot."""
+        self.begin(hearing_id)
+        try:
+            if await self.claim(hearing_id) != self.process_id:
+                return
+            hearing = await self.hub.store.get_hearing(hearing_id)
+            if await self.hub.restore_room(hearing):
+                self.log.info("room_taken_over", hearing_id=hearing_id, previous_owner=previous_owner, restored=True)
+        except NotFound:
+            return
+        finally:
+            await self.end(hearing_id)
+
     # --- REST changes ------------------------------------------------------------------------------
 
     async def publish_changed(self, hearing: Hearing, *, actor: str) -> None:

@@ -222,6 +222,9 @@ class RelaySide:
             holder = await self.owners.holder(hearing_id)
             if holder == owner:
                 continue
+            if holder is None:
+                # Lapsed: the owner is gone. Restore the room here at once; the clients reconnect to it.
+                await self.owners.take_over(hearing_id, owner)
             log.warning("relayed_owner_lost", hearing_id=hearing_id, owner=owner, holder=holder, clients=len(conns))
             for relayed in conns:
                 relayed.outlet.close(CLOSE_ROOM_MOVED, ROOM_MOVED)
