@@ -9,7 +9,19 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from protocol.cluster import room_lease_key, signaling_process_key
+import pytest
+
+from protocol.cluster import (
+    HEARING_CHANGED,
+    RelayDown,
+    RelayUp,
+    relay_down_channel,
+    relay_open_channel,
+    relay_up_channel,
+    room_lease_key,
+    signaling_process_key,
+)
+from rooms.bus import BusError
 from signaling.ownership import CLOSE_ROOM_MOVED
 
 if TYPE_CHECKING:
@@ -180,3 +192,33 @@ async def _crash(court: Court) -> None:
     if owners.relay_side._sub is not None:
         await owners.relay_side._sub.close()
     await asyncio.sleep(0)
+
+
+async def test_garbage_on_the_signaling_channels_changes_nothing(pair: Pair) -> None:
+    """Bytes that are no relay step, steps for connections nobody knows, and an unreadable open request are
+    dropped or refused by name; the relayed participant's session goes on as before."""
+    b = await pair.a.book(("judge", "clerk"))
+    judge, _ = await pair.a.join(b.tokens["judge"])
+    clerk, _ = await pair.b.join(b.tokens["clerk"])
+    owners = pair.a.hub.owners
+    assert owners is not None
+    bus = owners.bus
+    for channel in (
+        relay_up_channel("signaling-a"),
+        relay_down_channel("signaling-b"),
+        HEARING_CHANGED,
+    ):
+        for payload in (b"", b"\xff\xfe", b"[]", b'{"conn": -1}', b"{" * 5000):
+            await bus.publish(channel, payload)
+    stranger = RelayUp(origin="signaling-x", conn=7, kind="message", text='{"type":"leave"}')
+    await bus.publish(relay_up_channel("signaling-a"), stranger.model_dump_json().encode())
+    lost = RelayDown(conn=999, kind="close", code=4010, reason="removed")
+    await bus.publish(relay_down_channel("signaling-b"), lost.model_dump_json().encode())
+    with pytest.raises(BusError) as refused:
+        await bus.request(relay_open_channel("signaling-a"), b"not json", attempt_seconds=2)
+    assert refused.value.code in ("remote_failure", "bus_timeout")
+
+    assert (await clerk.ping())["type"] == "pong"
+    assert (await judge.ping())["type"] == "pong"
+    roster = await judge.request_ok("lower_hand", "roster", participant_id=b.ids["clerk"])
+    assert _entry(roster, b.ids["clerk"])["connected"] is True
