@@ -222,3 +222,24 @@ async def test_garbage_on_the_signaling_channels_changes_nothing(pair: Pair) -> 
     assert (await judge.ping())["type"] == "pong"
     roster = await judge.request_ok("lower_hand", "roster", participant_id=b.ids["clerk"])
     assert _entry(roster, b.ids["clerk"])["connected"] is True
+
+
+async def test_a_process_stopping_cleanly_hands_its_rooms_over_at_once(pair: Pair) -> None:
+    """An owner that shuts down (SIGTERM) closes its clients and the relayed ones with 1012 and releases the lease:
+    they resume in place on the other process at once, without waiting for the lease to lapse."""
+    b = await pair.a.book(("judge", "defendant"))
+    judge, joined = await pair.a.join(b.tokens["judge"])
+    defendant, djoined = await pair.b.join(b.tokens["defendant"])
+    await judge.request_ok("admit", "roster", participant_id=b.ids["defendant"])
+    await defendant.expect("admitted")
+
+    await pair.a.hub.shutdown()
+    assert await judge.close_code() == CLOSE_ROOM_MOVED
+    assert await defendant.close_code() == CLOSE_ROOM_MOVED
+    assert await _holder(pair, b.hearing_id) is None
+    judge, rejoined = await pair.b.join(b.tokens["judge"], resume=joined["resume"])
+    defendant, drejoined = await pair.b.join(b.tokens["defendant"], resume=djoined["resume"])
+    assert rejoined["resumed"] is True
+    assert drejoined["resumed"] is True
+    assert drejoined["placement"] == "courtroom"
+    assert await _holder(pair, b.hearing_id) == "signaling-b"
