@@ -43,6 +43,11 @@ Limits and close codes (PROTOCOL.md; choices documented here):
   ``rate_burst`` at once): ``error`` too_many_messages and close 4008.
 - A client that does not read its messages (send queue full): close 1013.
 - Server shutdown: close 1001.
+- Several signaling processes (a hub with a bus and records): a client whose
+  hearing's live room runs in another process is relayed there after its
+  token checked here (:mod:`signaling.ownership`, :mod:`signaling.relay`);
+  when the room moves or its process dies, close 1012 (reconnect at once with
+  ``resume``).
 
 Media: only admitted participants (not in the lobby) exchange SDP and ICE
 (``not_admitted`` otherwise). The client makes the first offer of every peer;
