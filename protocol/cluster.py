@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from protocol.client import ParticipantInfo, RequestId
 from rooms.model import Frozen
 
 HEARTBEAT_SECONDS = 2.0
@@ -159,3 +160,84 @@ def node_lease_key(node_id: str) -> str:
     """The lease a running media node holds on its id (``Records.claim``, renewed with every heartbeat), so two
     processes started with the same node id cannot both answer its commands."""
     return f"{NODE_LEASE_PREFIX}{node_id}"
+
+
+# --- part snapshot: the live room's snapshot ------------------------------------------------------
+
+ROOM_SNAPSHOT_PREFIX = "snapshot.room."
+
+
+def room_snapshot_key(hearing_id: str) -> str:
+    """The record holding the snapshot of the hearing's live room (``signaling.snapshot.RoomSnapshot`` JSON)."""
+    return f"{ROOM_SNAPSHOT_PREFIX}{hearing_id}"
+
+
+# --- several signaling processes (part owners) ---------------------------------------------------
+#
+# | name | kind | payload |
+# | --- | --- | --- |
+# | ``signaling.<process_id>.open`` | request/reply | :class:`RelayOpen` -> :class:`RelayOpened` |
+# | ``signaling.<process_id>.up`` | publish | :class:`RelayUp` (a relayed client's messages, to the room's owner) |
+# | ``signaling.<process_id>.down`` | publish | :class:`RelayDown` (the owner's messages, to the relaying process) |
+# | ``signaling.process.<process_id>`` | record, TTL ``lease_seconds`` | the process is alive (its relays and rooms) |
+
+SIGNALING_PREFIX = "signaling."
+SIGNALING_PROCESS_PREFIX = "signaling.process."
+
+
+def relay_open_channel(process_id: str) -> str:
+    """Where a room's owner accepts a WebSocket that landed on another signaling process."""
+    return f"{SIGNALING_PREFIX}{process_id}.open"
+
+
+def relay_up_channel(process_id: str) -> str:
+    """Where a room's owner receives the messages of the clients relayed to it, in order per connection."""
+    return f"{SIGNALING_PREFIX}{process_id}.up"
+
+
+def relay_down_channel(process_id: str) -> str:
+    """Where a relaying process receives the owner's messages for its clients, in order per connection."""
+    return f"{SIGNALING_PREFIX}{process_id}.down"
+
+
+def signaling_process_key(process_id: str) -> str:
+    """The record that says a signaling process is alive (rewritten every third of ``lease_seconds``)."""
+    return f"{SIGNALING_PROCESS_PREFIX}{process_id}"
+
+
+class RelayOpen(Frozen):
+    """A client joined on the relaying process (its token verified there): the owner joins it to the live room."""
+
+    origin: str = Field(min_length=1, max_length=128, description="The relaying process's id.")
+    conn: int = Field(ge=0, description="The connection's number on the relaying process.")
+    hearing_id: str = Field(min_length=1, max_length=128)
+    participant: ParticipantInfo = Field(description="The verified participant, as the relay read it from the store.")
+    token_id: str = Field(default="", max_length=128, description="The join link's id (``jti``).")
+    resume: str | None = Field(default=None, max_length=64, description="The client's resume key, if any.")
+    ref: RequestId | None = Field(default=None, description="The join message's ``id``.")
+
+
+class RelayOpened(Frozen):
+    """The owner's answer to :class:`RelayOpen`."""
+
+    accepted: bool = Field(description="True: the owner runs the join; its answer comes as RelayDown messages.")
+    owner: str | None = Field(default=None, description="Not accepted: the process that owns the room now.")
+
+
+class RelayUp(Frozen):
+    """One step of a relayed connection, from the relaying process to the owner."""
+
+    origin: str = Field(min_length=1, max_length=128)
+    conn: int = Field(ge=0)
+    kind: Literal["message", "closed"] = Field(description="message: a client message; closed: the client left.")
+    text: str = Field(default="", description="The client's message, the JSON text as validated by the relay.")
+
+
+class RelayDown(Frozen):
+    """One step of a relayed connection, from the owner to the relaying process."""
+
+    conn: int = Field(ge=0)
+    kind: Literal["message", "close"] = Field(description="message: a server message; close: close the socket.")
+    text: str = Field(default="", description="The server message's JSON text frame.")
+    code: int = Field(default=1000, ge=1000, le=4999, description="close: the WebSocket close code.")
+    reason: str = Field(default="", max_length=123, description="close: the close reason.")

@@ -176,6 +176,12 @@ async def _live_room_follows(request: web.Request, stored: Hearing) -> None:
     hub = request.app.get(HUB_KEY)
     if hub is None:
         return
+    if hub.owners is not None:
+        # Several signaling processes: the room's owner may be another one; it refreshes from the store.
+        try:
+            await hub.owners.publish_changed(stored, actor=request[PRINCIPAL_KEY].actor)
+        except Exception:
+            log.exception("hearing_change_publish_failed", hearing_id=stored.id)
     try:
         await hub.hearing_changed(stored, actor=request[PRINCIPAL_KEY].actor)
     except Exception:

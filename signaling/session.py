@@ -109,6 +109,7 @@ from rooms.permissions import (
     permissions,
 )
 from rooms.store import Trace
+from signaling.snapshot import HoldSnapshot, MemberSnapshot, RoomSnapshot, SnapshotRefused, resume_digest
 from signaling.turn import TurnIssuer
 
 # --- close codes (PROTOCOL.md) -------------------------------------------------------------------
@@ -292,6 +293,11 @@ class Member:
     """Own toggles ("publishing"/"muted"/"hand", source) in an audit coalescing window."""
     hand_raised_at: float | None = None
     """Unix seconds when the participant raised their hand (roster ``hand_raised_at``), None when lowered."""
+    disconnected_at: float | None = None
+    """Unix seconds (the room's clock) of the last drop: a restored room counts the grace left from it."""
+    resume_digest: str = ""
+    """SHA-256 of the resume key, for a member restored from a snapshot (which stores no key); a resume checks
+    the key against it until the member gets a new key."""
 
     @property
     def id(self) -> str:
@@ -521,7 +527,7 @@ class HearingRoom:
         if old is not None and old.connected:
             replaced = old.conn
             effects.append(Close(old.conn, CLOSE_JOINED_ELSEWHERE, "joined elsewhere"))
-        resumed = old is not None and resume is not None and secrets.compare_digest(resume, old.resume_key)
+        resumed = old is not None and resume is not None and _resume_matches(old, resume)
         if old is not None and resumed:
             member = old
             member.conn = conn
@@ -581,6 +587,7 @@ class HearingRoom:
             return []
         member.connected = False
         member.drops += 1
+        member.disconnected_at = self.clock()
         effects: list[Effect] = [
             Audit(Trace(member.id, "participant_disconnected", {"grace_seconds": self.grace_seconds})),
             StartGrace(member.id, self.grace_seconds, member.drops),
@@ -1422,6 +1429,80 @@ class HearingRoom:
             effects += self._recompute()
         return effects + self._health_changed()
 
+    # --- snapshot (a room that outlives its process: signaling.snapshot) ----------------------------
+
+    def snapshot(self) -> RoomSnapshot:
+        """The room as data (:class:`signaling.snapshot.RoomSnapshot`): what another process restores it from."""
+        return RoomSnapshot(
+            hearing=self.hearing,
+            taken_at=self.clock(),
+            in_session_since=self.in_session_since,
+            members=tuple(_member_snapshot(m) for m in self.members.values()),
+            removed=dict(self.removed),
+        )
+
+    @classmethod
+    def restore(
+        cls,
+        hearing: Hearing,
+        snapshot: RoomSnapshot,
+        *,
+        grace_seconds: float = 30.0,
+        ice_servers: Iterable[IceServer] = (),
+        clock: Callable[[], float] = time.time,
+        timezone: str = "",
+        turn: TurnIssuer | None = None,
+    ) -> tuple[HearingRoom, list[Effect]]:
+        """The room ``snapshot`` was taken of, with every member disconnected, and the effects that follow.
+
+        Each member keeps the grace they had left, counted from their drop (a
+        member connected when the snapshot was taken dropped then, with the
+        process): a :class:`StartGrace` of that many seconds (0 when it is over:
+        they leave at once, audited as any expiry). The node is sent the whole
+        plan again (``SetPublishing``/``SetReceiving`` of every peer the room
+        knows); toggles in an audit window get their :class:`AuditLater`. If the
+        stored ``hearing`` is newer than the one the room knew, the room follows
+        it (:meth:`refresh`: ejections, an ended session). ``hearing`` must be the
+        snapshot's hearing (:class:`~signaling.snapshot.SnapshotRefused` if not).
+        """
+        if hearing.id != snapshot.hearing.id:
+            raise SnapshotRefused(f"the snapshot is of hearing {snapshot.hearing.id!r}, not {hearing.id!r}")
+        room = cls(
+            snapshot.hearing,
+            grace_seconds=grace_seconds,
+            ice_servers=ice_servers,
+            clock=clock,
+            timezone=timezone,
+            in_session_since=snapshot.in_session_since,
+            turn=turn,
+        )
+        room.removed = dict(snapshot.removed)
+        now = clock()
+        effects: list[Effect] = []
+        for saved in snapshot.members:
+            member = _restored_member(saved, snapshot.taken_at)
+            room.members[member.id] = member
+            dropped_at = member.disconnected_at if member.disconnected_at is not None else snapshot.taken_at
+            left = min(max(grace_seconds - (now - dropped_at), 0.0), grace_seconds)
+            if saved.connected:
+                effects.append(
+                    Audit(
+                        Trace(
+                            member.id,
+                            "participant_disconnected",
+                            {"grace_seconds": round(left, 3), "reason": "signaling_lost"},
+                        )
+                    )
+                )
+            effects.append(StartGrace(member.id, left, member.drops))
+            if member.holds:
+                effects.append(AuditLater(member.id, AUDIT_COALESCE_SECONDS))
+        room._update_health()
+        effects += room._recompute()
+        if hearing.version > room.hearing.version:
+            effects += room.refresh(hearing)
+        return room, effects
+
 
 _VERBS: dict[Action, str] = {
     Action.admit: "admit",
@@ -1445,3 +1526,60 @@ _DONE: dict[Action, str] = {
 
 def _resume_key() -> str:
     return secrets.token_urlsafe(24)
+
+
+def _resume_matches(member: Member, resume: str) -> bool:
+    """Whether ``resume`` is the member's current resume key (or, restored from a snapshot, hashes to it)."""
+    if member.resume_key:
+        return secrets.compare_digest(resume, member.resume_key)
+    return bool(member.resume_digest) and secrets.compare_digest(resume_digest(resume), member.resume_digest)
+
+
+def _member_snapshot(m: Member) -> MemberSnapshot:
+    return MemberSnapshot(
+        info=m.info,
+        placement=m.placement,
+        resume_digest=resume_digest(m.resume_key) if m.resume_key else m.resume_digest,
+        token_id=m.token_id,
+        connected=m.connected,
+        disconnected_at=None if m.connected else m.disconnected_at,
+        drops=m.drops,
+        consultation=m.consultation,
+        consultation_since=m.consultation_since,
+        muted_by=dict(m.muted_by),
+        publishing=tuple(sorted(m.publishing)),
+        declared=dict(m.declared),
+        has_peer=m.has_peer,
+        negotiated=m.negotiated,
+        peer_epoch=m.peer_epoch,
+        hand_raised_at=m.hand_raised_at,
+        holds=tuple(
+            HoldSnapshot(kind=kind, source=source, value=hold.value, changes=hold.changes)
+            for (kind, source), hold in m.holds.items()
+        ),
+    )
+
+
+def _restored_member(saved: MemberSnapshot, taken_at: float) -> Member:
+    """A member as the snapshot kept them, disconnected (a connected one dropped when the snapshot was taken)."""
+    return Member(
+        info=saved.info,
+        conn=0,
+        placement=saved.placement,
+        resume_key="",
+        resume_digest=saved.resume_digest,
+        consultation=saved.consultation,
+        consultation_since=saved.consultation_since,
+        connected=False,
+        muted_by=dict(saved.muted_by),
+        publishing=set(saved.publishing),
+        has_peer=saved.has_peer,
+        negotiated=saved.negotiated,
+        drops=saved.drops + 1 if saved.connected else saved.drops,
+        token_id=saved.token_id,
+        peer_epoch=saved.peer_epoch,
+        declared=dict(saved.declared),
+        holds={(h.kind, h.source): _Hold(h.value, h.changes) for h in saved.holds},
+        hand_raised_at=saved.hand_raised_at,
+        disconnected_at=taken_at if saved.connected else saved.disconnected_at,
+    )

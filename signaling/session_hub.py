@@ -81,11 +81,13 @@ from protocol.node import (
 )
 from protocol.recorder import INTENT_WAIT_SECONDS
 from rooms.audit import AuditEvent
+from rooms.bus import Bus, Records
 from rooms.errors import DomainError
 from rooms.lifecycle import SessionAction, apply
 from rooms.model import Hearing, HearingState, new_id
 from rooms.permissions import TABLE
 from rooms.store import Store, Trace
+from signaling.ownership import Owners, OwnerSettings
 from signaling.session import (
     CLOSE_GOING_AWAY,
     ENDED,
@@ -100,6 +102,7 @@ from signaling.session import (
     SessionError,
     StartGrace,
 )
+from signaling.snapshot import RoomSnapshot, SnapshotKeeper, SnapshotRefused
 from signaling.tokens import JoinClaims
 from signaling.turn import TurnSettings, turn_issuer
 
@@ -199,7 +202,17 @@ class _Conn:
 class SessionHub:
     """Every live connection and room of one signaling process, bound to one media node."""
 
-    def __init__(self, store: Store, tokens: TokenVerifier, node: NodeControl, settings: WsSettings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        tokens: TokenVerifier,
+        node: NodeControl,
+        settings: WsSettings,
+        *,
+        bus: Bus | None = None,
+        records: Records | None = None,
+        owners: OwnerSettings | None = None,
+    ) -> None:
         self.store = store
         self.tokens = tokens
         self.node = node
@@ -232,7 +245,19 @@ class SessionHub:
         self._health_watch: asyncio.Task[None] | None = None
         self.frames = FrameCache()
         """One JSON serialization per outgoing message, shared by the WebSocket outlets."""
+        self.snapshots = (
+            SnapshotKeeper(records, self._room_snapshot, grace_seconds=settings.resume_grace_seconds)
+            if records is not None
+            else None
+        )
+        """Keeps every live room's snapshot in ``records`` (``snapshot.room.<id>``), and restores a room from it;
+        None (no records): no snapshots, a room lives and dies with this process."""
         node.subscribe(self.on_node_event)
+        self.owners: Owners | None = None
+        """With a bus and records (several signaling processes): this process's side of room ownership, relayed
+        WebSockets and REST changes (:mod:`signaling.ownership`); None: one process, as ``courtlink serve``."""
+        if bus is not None and records is not None:
+            self.owners = Owners(self, bus, records, owners or OwnerSettings())
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -314,26 +339,74 @@ class SessionHub:
         """The hearing's live room (created if needed), with its lock held by the caller from now on."""
         while True:
             live = self.rooms.get(hearing.id)
+            restored: list[Effect] = []
             if live is None:
                 since = await self._in_session_since(hearing)
+                snapshot = await self.snapshots.read(hearing.id) if self.snapshots is not None else None
                 live = self.rooms.get(hearing.id)
             if live is None:
-                live = LiveRoom(
-                    HearingRoom(
-                        hearing,
-                        grace_seconds=self.settings.resume_grace_seconds,
-                        ice_servers=self._ice,
-                        timezone=self.settings.court_timezone,
-                        in_session_since=since,
-                        turn=self._turn,
+                room = self._restored_room(hearing, snapshot) if snapshot is not None else None
+                if room is not None:
+                    live, restored = LiveRoom(room[0]), room[1]
+                else:
+                    live = LiveRoom(
+                        HearingRoom(
+                            hearing,
+                            grace_seconds=self.settings.resume_grace_seconds,
+                            ice_servers=self._ice,
+                            timezone=self.settings.court_timezone,
+                            in_session_since=since,
+                            turn=self._turn,
+                        )
                     )
-                )
                 self.rooms[hearing.id] = live
             await live.lock.acquire()
             if self.rooms.get(hearing.id) is live:
+                if restored:
+                    await self._run(live, restored)
                 return live
             # The room emptied and was forgotten while we waited for its lock: take the current one.
             live.lock.release()
+
+    async def restore_room(self, hearing: Hearing) -> bool:
+        """Make ``hearing``'s live room here from the snapshot another process left (a lease taken over), before
+        any of its participants reconnects: the grace of each runs from now, so one who never comes back still
+        leaves (audited). False (nothing done) without records, without a usable snapshot, or with a room here."""
+        if self.snapshots is None or hearing.id in self.rooms or await self.snapshots.read(hearing.id) is None:
+            return False
+        live = await self._locked_room(hearing)
+        try:
+            await self._forget_if_empty(live)
+        finally:
+            live.lock.release()
+        return True
+
+    def _restored_room(self, hearing: Hearing, snapshot: RoomSnapshot) -> tuple[HearingRoom, list[Effect]] | None:
+        """The room of ``hearing`` as another process left it (its snapshot), or None to make a fresh one."""
+        try:
+            room, effects = HearingRoom.restore(
+                hearing,
+                snapshot,
+                grace_seconds=self.settings.resume_grace_seconds,
+                ice_servers=self._ice,
+                timezone=self.settings.court_timezone,
+                turn=self._turn,
+            )
+        except SnapshotRefused as exc:
+            self.log.warning("room_snapshot_refused", hearing_id=hearing.id, code=exc.code, detail=exc.detail)
+            return None
+        self.log.info(
+            "live_room_restored",
+            hearing_id=hearing.id,
+            members=len(room.members),
+            age_seconds=round(room.clock() - snapshot.taken_at, 3),
+        )
+        return room, effects
+
+    def _room_snapshot(self, hearing_id: str) -> RoomSnapshot | None:
+        """The live room's snapshot now (None: this process has no room for the hearing any more)."""
+        live = self.rooms.get(hearing_id)
+        return live.room.snapshot() if live is not None else None
 
     async def _in_session_since(self, hearing: Hearing) -> float | None:
         """When the hearing's current session period began, from its audit chain (a room made mid-session)."""
@@ -369,9 +442,9 @@ class SessionHub:
         listeners ran, as on adjournment (:meth:`HearingRoom.refresh`).
 
         Only this process's rooms are reached. With several signaling
-        processes this becomes a notification on Redis pub/sub (hearing id and
-        version, published by the process that made the change) that every
-        process's hub answers by reading the stored hearing and calling this.
+        processes the REST handler also publishes ``hearing.changed`` (hearing
+        id and version); the process that owns the live room reads the stored
+        hearing and calls this (:class:`signaling.ownership.Owners`).
         """
         live = self.rooms.get(hearing.id)
         if live is None:
@@ -679,6 +752,8 @@ class SessionHub:
                 self.log.exception(
                     "session_effect_failed", hearing_id=live.room.hearing_id, effect=type(effect).__name__
                 )
+        if self.snapshots is not None:
+            self.snapshots.changed(live.room.hearing_id)
 
     async def _run_one(self, live: LiveRoom, effect: Effect) -> None:
         hearing_id = live.room.hearing_id
@@ -797,6 +872,8 @@ class SessionHub:
         # Still listed while the node's room closes: a join meanwhile waits for this lock, then takes a new room.
         await self._run(live, live.room.forget())
         del self.rooms[hearing_id]
+        if self.snapshots is not None:
+            self.snapshots.changed(hearing_id)  # the room is gone: its snapshot is deleted
         self._recording.pop(hearing_id, None)
         for conn in hidden:
             self._conns.pop(conn, None)
@@ -808,7 +885,17 @@ class SessionHub:
                 self.log.exception("forgotten_listener_failed", hearing_id=hearing_id)
 
     async def shutdown(self) -> None:
-        """Close every connection with 1001 and every room on the node."""
+        """Close every connection with 1001 and every room on the node.
+
+        With :attr:`owners` the rooms are handed over first (1012, leases released, the node's rooms kept for the
+        process that takes them), and only the remaining sockets get 1001.
+        """
+        if self.snapshots is not None:
+            # Written, then left in place: another signaling process restores the rooms when clients come back.
+            await self.snapshots.close()
+        if self.owners is not None:
+            # After the snapshots' last write: a room handed over must not read as forgotten (deleted) there.
+            await self.owners.close()
         for c in list(self._conns.values()):
             c.outlet.close(CLOSE_GOING_AWAY, "server going away")
         for live in list(self.rooms.values()):
@@ -822,3 +909,29 @@ class SessionHub:
             task.cancel()
         # Cancelled tasks still run their cleanup (releasing room locks, finishing an await): wait for it.
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- several signaling processes ----------------------------------------------------------------
+
+    async def give_up_room(self, hearing_id: str, code: int, reason: str) -> None:
+        """Another process owns the hearing's live room now: close this process's connections of it with
+        ``code`` (they reconnect there) and drop the room, leaving the node's room and the stored snapshot to the
+        new owner (no :meth:`HearingRoom.forget`, no forgotten listeners)."""
+        live = self.rooms.get(hearing_id)
+        if live is None:
+            return
+        async with live.lock:
+            if self.rooms.get(hearing_id) is not live:
+                return
+            for timer in (*live.timers.values(), *live.audit_timers.values()):
+                timer.cancel()
+            del self.rooms[hearing_id]
+            if self.snapshots is not None:
+                self.snapshots.disown(hearing_id)
+            self._recording.pop(hearing_id, None)
+            closed = 0
+            for c in list(self._conns.values()):
+                if c.hearing_id == hearing_id:
+                    c.hearing_id = ""  # its detach must not reach a room made here later for the same hearing
+                    c.outlet.close(code, reason)
+                    closed += 1
+        self.log.info("live_room_given_up", hearing_id=hearing_id, closed=closed, code=code)

@@ -43,6 +43,11 @@ Limits and close codes (PROTOCOL.md; choices documented here):
   ``rate_burst`` at once): ``error`` too_many_messages and close 4008.
 - A client that does not read its messages (send queue full): close 1013.
 - Server shutdown: close 1001.
+- Several signaling processes (a hub with a bus and records): a client whose
+  hearing's live room runs in another process is relayed there after its
+  token checked here (:mod:`signaling.ownership`, :mod:`signaling.relay`);
+  when the room moves or its process dies, close 1012 (reconnect at once with
+  ``resume``).
 
 Media: only admitted participants (not in the lobby) exchange SDP and ICE
 (``not_admitted`` otherwise). The client makes the first offer of every peer;
@@ -74,11 +79,14 @@ from protocol.client import (
     ws_json_schema,
 )
 from protocol.node import NodeControl
+from rooms.bus import Bus, Records
 from rooms.errors import NotFound
 from rooms.model import Hearing
 from signaling import json_input, rest_probe
 from signaling.keys import STORE_KEY, TOKENS_KEY
+from signaling.ownership import OwnerSettings
 from signaling.problems import Problem
+from signaling.relay import RelayedConn
 from signaling.routing import ROUTES_KEY, RouteSpec
 from signaling.session import (
     CLOSE_BAD_TOKEN,
@@ -145,8 +153,14 @@ class WsOutlet:
         """Queue one message; a client that does not keep up is closed with 1013."""
         if self._closing:
             return
+        self.send_text(self._frames.text(message))
+
+    def send_text(self, text: str) -> None:
+        """Queue one text frame as is (a relayed owner's message); a client that does not keep up gets 1013."""
+        if self._closing:
+            return
         try:
-            self._queue.put_nowait(self._frames.text(message))
+            self._queue.put_nowait(text)
         except asyncio.QueueFull:
             self._closing = True
             # The queue is full: make room for the close itself.
@@ -275,6 +289,8 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     bucket = TokenBucket(settings.rate_per_second, settings.rate_burst)
     log = hub.log.bind(conn=conn, peer=request.remote)
     joined = False
+    relayed: RelayedConn | None = None
+    """Set when the hearing's live room runs in another signaling process: messages go there over the bus."""
     try:
         while not outlet.closing:
             timeout = None if joined else settings.join_timeout_seconds
@@ -320,7 +336,10 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
                     outlet.close(CLOSE_NOT_ALLOWED, "join expected")
                 continue
             if joined:
-                await hub.handle(conn, msg)
+                if relayed is not None:
+                    relayed.forward(raw)
+                else:
+                    await hub.handle(conn, msg)
                 continue
             if not isinstance(msg, Join):
                 outlet.send(Error(ref=msg.id, code="join_expected", message="the first message must be join"))
@@ -328,7 +347,10 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
                 break
             try:
                 info, hearing, token_id = await _authorize(hub, msg)
-                await hub.join(conn, info, hearing, msg.resume, msg.id, token_id=token_id)
+                if hub.owners is None:
+                    await hub.join(conn, info, hearing, msg.resume, msg.id, token_id=token_id)
+                else:
+                    relayed = await hub.owners.join(conn, outlet, info, hearing, msg.resume, msg.id, token_id)
             except SessionError as exc:
                 log.info("join_refused", code=exc.code)
                 outlet.send(Error(ref=msg.id, code=exc.code, message=exc.detail))
@@ -341,6 +363,8 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         log.exception("ws_session_failed")
         outlet.close(CLOSE_INTERNAL_ERROR, "internal error")
     finally:
+        if relayed is not None:
+            relayed.closed()
         await hub.detach(conn)
         # Let the writer deliver a queued close, then stop it.
         await outlet.finish(grace=5.0)
@@ -348,15 +372,34 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-def setup_ws(app: web.Application, node: NodeControl, settings: WsSettings | None = None) -> SessionHub:
+def setup_ws(
+    app: web.Application,
+    node: NodeControl,
+    settings: WsSettings | None = None,
+    *,
+    bus: Bus | None = None,
+    records: Records | None = None,
+    owners: OwnerSettings | None = None,
+) -> SessionHub:
     """Add the WebSocket session and its schema to ``app``, driving ``node``.
 
     Needs the store and token service under ``STORE_KEY``/``TOKENS_KEY``
     (:func:`signaling.app.create_app` puts them there). Connections are
-    closed with 1001 on shutdown.
+    closed with 1001 on shutdown. With ``records``, the live rooms' snapshots are kept there (another process
+    restores a room from its snapshot, and participants resume in place); with ``bus`` and ``records`` the process
+    shares the live rooms with other signaling processes (:mod:`signaling.ownership`, settings ``owners``).
     """
-    hub = SessionHub(app[STORE_KEY], app[TOKENS_KEY], node, settings or WsSettings())
+    hub = SessionHub(
+        app[STORE_KEY], app[TOKENS_KEY], node, settings or WsSettings(), bus=bus, records=records, owners=owners
+    )
     app[HUB_KEY] = hub
+    if hub.owners is not None:
+        cluster = hub.owners
+
+        async def _start_owners(_: web.Application) -> None:
+            await cluster.start()
+
+        app.on_startup.append(_start_owners)
     app.router.add_get(WS_PATH, ws_handler)
     schema = json.dumps(ws_json_schema())
 
@@ -380,10 +423,17 @@ def setup_ws(app: web.Application, node: NodeControl, settings: WsSettings | Non
     return hub
 
 
-def ws_registrar(node: NodeControl, settings: WsSettings | None = None) -> Callable[[web.Application], None]:
+def ws_registrar(
+    node: NodeControl,
+    settings: WsSettings | None = None,
+    *,
+    bus: Bus | None = None,
+    records: Records | None = None,
+    owners: OwnerSettings | None = None,
+) -> Callable[[web.Application], None]:
     """A registrar for :func:`signaling.app.create_app` (``registrars=[ws_registrar(node, settings)]``)."""
 
     def register(app: web.Application) -> None:
-        setup_ws(app, node, settings)
+        setup_ws(app, node, settings, bus=bus, records=records, owners=owners)
 
     return register
