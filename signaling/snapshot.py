@@ -210,6 +210,13 @@ class SnapshotKeeper:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
+    def forget(self, hearing_id: str) -> None:
+        """Stop keeping ``hearing_id``'s snapshot without deleting it: call it when the room moves to another
+        process (this one lost the room's lease) after dropping the room, so that process's record stays."""
+        self._dirty.discard(hearing_id)
+        self._written.pop(hearing_id, None)
+        self._known.discard(hearing_id)
+
     async def read(self, hearing_id: str) -> RoomSnapshot | None:
         """The stored snapshot of ``hearing_id``; None when there is none or it is refused (logged)."""
         try:
