@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -51,14 +52,15 @@ class Pair:
     runners: list[web.AppRunner]
 
 
-async def _shared_records(request: pytest.FixtureRequest) -> Records:
+async def _shared_records(request: pytest.FixtureRequest) -> tuple[Records, Any]:
+    """The records both hubs share, and the bus that came with them (None in process)."""
     open_bus: Any = getattr(rooms.backends, "open_bus", None)
     if open_bus is None:  # part bus not merged yet: the in-process records stand in for Redis
-        return InProcessRecords()
-    bus, records = await open_bus(request.getfixturevalue("redis_server"), process_id="snapshot-test")
-    await bus.close()
+        return InProcessRecords(), None
+    opened = open_bus(request.getfixturevalue("redis_server"), process_id="snapshot-test")
+    bus, records = (await opened) if inspect.isawaitable(opened) else opened
     shared: Records = records
-    return shared
+    return shared, bus
 
 
 @pytest.fixture
@@ -66,7 +68,7 @@ async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     """Hubs A and B, each behind its own server, sharing the store, the media node and the snapshot records."""
     store = await open_store(None, tmp_path / "data")
     node = InProcessNode(NodeSettings(announce_addresses=("127.0.0.1",)))
-    records = await _shared_records(request)
+    records, bus = await _shared_records(request)
     settings = WsSettings(resume_grace_seconds=GRACE)
     http = aiohttp.ClientSession()
     courts: list[Court] = []
@@ -92,6 +94,8 @@ async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
             await runner.cleanup()
         await node.close()
         await records.close()
+        if bus is not None:
+            await bus.close()
         await store.close()
 
 
