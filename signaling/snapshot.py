@@ -210,13 +210,6 @@ class SnapshotKeeper:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def forget(self, hearing_id: str) -> None:
-        """Stop keeping ``hearing_id``'s snapshot without deleting it: call it when the room moves to another
-        process (this one lost the room's lease) after dropping the room, so that process's record stays."""
-        self._dirty.discard(hearing_id)
-        self._written.pop(hearing_id, None)
-        self._known.discard(hearing_id)
-
     async def read(self, hearing_id: str) -> RoomSnapshot | None:
         """The stored snapshot of ``hearing_id``; None when there is none or it is refused (logged)."""
         try:
@@ -270,6 +263,13 @@ class SnapshotKeeper:
                     )
                     self._dirty.add(hearing_id)
                     await asyncio.sleep(1.0)
+
+    def disown(self, hearing_id: str) -> None:
+        """Another process owns the hearing's room now: stop writing its snapshot and never delete it (the new
+        owner keeps it). Added by part owners for :meth:`SessionHub.give_up_room`."""
+        self._dirty.discard(hearing_id)
+        self._written.pop(hearing_id, None)
+        self._known.discard(hearing_id)
 
     async def _write(self, hearing_id: str, *, refresh: bool) -> None:
         key = room_snapshot_key(hearing_id)

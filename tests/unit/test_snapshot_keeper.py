@@ -131,13 +131,13 @@ async def test_a_bad_record_reads_as_none() -> None:
 
 
 async def test_a_room_handed_over_keeps_its_record() -> None:
-    """A room this process lost to another one (forget) is not deleted when it drops it: the new owner's stays."""
+    """A room this process lost to another one (disown) is not deleted when it drops it: the new owner's stays."""
     rooms, records = Rooms(full_court()), InProcessRecords()
     keeper = SnapshotKeeper(records, rooms.take, grace_seconds=30, refresh_seconds=60)
     keeper.changed("hrg_snap")
     await settled(keeper)
     del rooms.rooms["hrg_snap"]
-    keeper.forget("hrg_snap")
+    keeper.disown("hrg_snap")
     keeper.changed("hrg_snap")
     await settled(keeper)
     assert await records.get(KEY) is not None
