@@ -128,3 +128,17 @@ async def test_a_bad_record_reads_as_none() -> None:
     await records.put(KEY, b'{"version": 0}')
     assert await keeper.read("hrg_snap") is None
     await keeper.close()
+
+
+async def test_a_room_handed_over_keeps_its_record() -> None:
+    """A room this process lost to another one (disown) is not deleted when it drops it: the new owner's stays."""
+    rooms, records = Rooms(full_court()), InProcessRecords()
+    keeper = SnapshotKeeper(records, rooms.take, grace_seconds=30, refresh_seconds=60)
+    keeper.changed("hrg_snap")
+    await settled(keeper)
+    del rooms.rooms["hrg_snap"]
+    keeper.disown("hrg_snap")
+    keeper.changed("hrg_snap")
+    await settled(keeper)
+    assert await records.get(KEY) is not None
+    await keeper.close()
