@@ -33,6 +33,7 @@ from rooms.bus import Bus, Records
 from rooms.store import Store
 from signaling.app import create_app
 from signaling.node_pool import Connector, NodePool, store_regions
+from signaling.ownership import OwnerSettings
 from signaling.recorder_bus import BusRecordingDirectory, recorder_bus_context
 from signaling.remote_node import RemoteNode
 from signaling.rest_directory import directory_routes
@@ -87,7 +88,17 @@ async def build_signaling_app(
         turn=turn_settings(settings),
     )
     recordings = BusRecordingDirectory(bus, records)
-    registrars = [ws_registrar(pool, ws), directory_routes(recordings, pool, pool), setup_web]
+    # Several signaling processes share the live rooms: one owner per room (a lease), others relay to it.
+    owners = OwnerSettings(
+        process_id=process_id(settings, "signaling"),
+        lease_seconds=settings.cluster.lease_seconds,
+        request_seconds=settings.cluster.request_seconds,
+    )
+    registrars = [
+        ws_registrar(pool, ws, bus=bus, records=records, owners=owners),
+        directory_routes(recordings, pool, pool),
+        setup_web,
+    ]
     app = create_app(signaling_config(settings, admin, secret), store, registrars=registrars)
     # Recorders (`courtlink recorder`) follow this process's live rooms over the bus.
     app.cleanup_ctx.append(recorder_bus_context(bus, records, process_id=process_id(settings, "signaling")))
