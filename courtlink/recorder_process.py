@@ -121,6 +121,11 @@ async def recorder(settings: Settings, recorder_id: str) -> None:
         raise ConfigError("recorder needs redis_url (the store and bus it shares with signaling and the nodes)")
     configure_logging(settings.log_level, settings.log_format)
     data_dir = ensure_data_dir(settings.data_dir)
+    # The stop signals are caught from the start: a SIGTERM right after the ready line still stops cleanly.
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopped.set)
     async with AsyncExitStack() as stack:
         store = await open_store(settings.redis_url, data_dir)
         stack.push_async_callback(store.close)
@@ -131,10 +136,6 @@ async def recorder(settings: Settings, recorder_id: str) -> None:
         closer = getattr(frames, "close", None)
         if closer is not None:
             stack.push_async_callback(closer)
-        stopped = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stopped.set)
 
         def ready(service: RecordingService) -> None:
             print(f"courtlink: recorder {recorder_id} ready (data: {data_dir})")

@@ -111,6 +111,11 @@ async def run_signaling(settings: Settings, tls_where: tuple[str, str] = ("http.
     ssl_context = server_context(settings.http, *tls_where)
     data_dir = ensure_data_dir(settings.data_dir)
     me = process_id(settings, "signaling")
+    # The stop signals are caught from the start: a SIGTERM right after the ready line still stops cleanly.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     async with AsyncExitStack() as stack:
         bus, records = await open_bus(settings.redis_url, process_id=me)
         stack.push_async_callback(records.close)
@@ -131,10 +136,6 @@ async def run_signaling(settings: Settings, tls_where: tuple[str, str] = ("http.
         print(READY.format(process=me, url=url, bus=bus_name, nodes=len(nodes)))
         sys.stdout.flush()
         log.info("signaling_started", url=url, process_id=me, nodes=[n.id for n in nodes])
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("signaling_stopping", process_id=me)
 

@@ -167,6 +167,11 @@ async def serve(settings: Settings, tls_where: tuple[str, str] = ("http.tls_cert
     ssl_context = server_context(settings.http, *tls_where)
     data_dir = ensure_data_dir(settings.data_dir)
     created = None if settings.admin_key else admin_key(data_dir)
+    # The stop signals are caught from the start: a SIGTERM right after the URL line still shuts down cleanly.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     async with AsyncExitStack() as stack:
         store = await open_store(settings.redis_url, data_dir)
         stack.push_async_callback(store.close)
@@ -184,10 +189,6 @@ async def serve(settings: Settings, tls_where: tuple[str, str] = ("http.tls_cert
         print(f"courtlink: serving {url}  (data: {data_dir}, store: {'redis' if settings.redis_url else 'sqlite'})")
         sys.stdout.flush()
         log.info("server_started", url=url, data_dir=str(data_dir))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("server_stopping")
 
