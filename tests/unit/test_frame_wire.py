@@ -200,3 +200,18 @@ def test_nonce_cache_stays_bounded() -> None:
     assert len(cache) == 100
     assert cache.add(b"x" * 16, NOW + 1000)  # the old ones have expired
     assert len(cache) == 1
+
+
+def test_only_loopback_peers_count_as_loopback() -> None:
+    """Without a secret the node serves 127.0.0.0/8 and ::1 only; a LAN or mapped-LAN address is refused."""
+    from media.frame_pipe import is_loopback
+
+    assert is_loopback(("127.0.0.1", 4000))
+    assert is_loopback(("127.3.2.1", 4000))
+    assert is_loopback(("::1", 4000, 0, 0))
+    assert is_loopback(("::ffff:127.0.0.1", 4000, 0, 0))
+    assert not is_loopback(("10.0.0.5", 4000))
+    assert not is_loopback(("::ffff:192.168.1.9", 4000, 0, 0))
+    assert not is_loopback(("fe80::1%eth0", 4000, 0, 2))
+    assert not is_loopback(None)
+    assert not is_loopback(("not an address", 1))
