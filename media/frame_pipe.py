@@ -259,6 +259,9 @@ class FramePipeServer:
             reason = "connection_lost"
         except asyncio.CancelledError:
             reason = "server_closed"
+        except Exception:  # a fault of ours must cost this connection only, never the node
+            log.exception("frame_pipe_failed", **conn._fields())
+            reason = "internal_error"
         finally:
             await self._finish(conn, reason)
             self._tasks.discard(task)

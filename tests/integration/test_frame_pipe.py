@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 import time
@@ -20,6 +21,8 @@ from protocol.frames import (
     EncodedFrame,
     FrameSink,
     MessageDecoder,
+    PipeKeepalive,
+    PipeKeyframeRequest,
     PipeRefused,
     PipeWelcome,
     SenderReport,
@@ -158,8 +161,9 @@ async def _answer(reader: asyncio.StreamReader) -> list[Any]:
     """Everything the node says until it closes the connection."""
     decoder = MessageDecoder()
     said: list[Any] = []
-    while data := await asyncio.wait_for(reader.read(65536), 10):
-        said += decoder.feed(data)
+    async with asyncio.timeout(20):
+        while data := await reader.read(65536):
+            said += decoder.feed(data)
     return said
 
 
@@ -282,3 +286,101 @@ class CountingSink:
 
     def track_stopped(self, track_id: str, reason: str) -> None:
         pass
+
+
+class FakeNode:
+    """Plays a node's side of the pipe by hand (raw bytes), to check what a recorder does with a silent node."""
+
+    def __init__(self, script: list[bytes]) -> None:
+        self.script = script
+        self.heard: list[Any] = []
+        self.connections = 0
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        decoder = MessageDecoder()
+        for chunk in self.script:
+            writer.write(chunk)
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            while data := await asyncio.wait_for(reader.read(65536), 5):
+                self.heard += decoder.feed(data)
+        writer.close()
+
+    def close(self) -> None:
+        """Drop every connection."""
+        for writer in self.writers:
+            writer.transport.abort()
+
+
+async def test_a_silent_node_is_dropped_and_a_partial_frame_never_reaches_the_recorder() -> None:
+    """A node that stops talking mid-frame: the half frame is never handed on, tracks stop node_lost, it reconnects."""
+    track = TrackInfo("hrg_silent", "p_judge:cam", "p_judge", Source.camera, "video", "VP8", 90_000)
+    whole = EncodedFrame(track.track_id, b"\x10" * 5000, 1000, True, time.time())
+    half = encode_message(EncodedFrame(track.track_id, b"\x11" * 5000, 4000, False, time.time()))[:2600]
+    fake = FakeNode([encode_message(PipeWelcome(keepalive_ms=100)), encode_message(track), encode_message(whole), half])
+    tcp = await asyncio.start_server(fake.serve, "127.0.0.1", 0)
+    port = tcp.sockets[0].getsockname()[1]
+    where = Where(f"127.0.0.1:{port}")
+    sink = Collecting()
+    source = PipeFrameSource(where, secret=SECRET, recorder_id="rec-1", keepalive_seconds=0.1, backoff_first=0.05)
+    try:
+        source.attach_recorder("hrg_silent", "recorder", sink)
+        assert await eventually(lambda: sink.frames == [whole], within=10)
+        source.request_keyframe("hrg_silent", track.track_id)
+        assert await eventually(lambda: PipeKeyframeRequest(track.track_id) in fake.heard, within=10)
+        assert await eventually(lambda: ("p_judge:cam", "node_lost") in sink.stopped, within=10)
+        assert await eventually(lambda: fake.connections >= 2 and where.asked >= 2, within=10)
+        assert all(f.payload == whole.payload for f in sink.frames)  # the half frame never came through
+        assert any(isinstance(m, PipeKeepalive) for m in fake.heard)
+    finally:
+        await source.close()
+        tcp.close()
+        fake.close()
+        await tcp.wait_closed()
+
+
+async def test_a_recorder_that_goes_silent_is_dropped_by_the_node() -> None:
+    """The node drops a recorder that stops sending keepalives (a dead machine, no FIN) and keeps a live one."""
+    node = InProcessNode(NodeSettings(node_id="node-silent"))
+    server = FramePipeServer(node, "127.0.0.1", 0, secret=SECRET, keepalive_seconds=0.1)
+    address = await server.start()
+    source = PipeFrameSource(lambda _: _fixed(address), secret=SECRET, recorder_id="rec-live", keepalive_seconds=0.1)
+    try:
+        source.attach_recorder("hrg_silent", "live", Collecting())
+        with structlog.testing.capture_logs() as logs:
+            reader, writer = await _raw(address)
+            writer.write(_hello("mute", hearing_id="hrg_silent"))
+            said = await _answer(reader)  # keepalives from the node, then its close
+            assert isinstance(said[0], PipeWelcome)
+            assert PipeKeepalive() in said
+        reasons = [e["reason"] for e in logs if e["event"] == "frame_pipe_closed"]
+        assert reasons == ["recorder_silent"]
+        assert source.connected("hrg_silent", "live")
+        assert source.connections("hrg_silent", "live") == 1
+        writer.close()
+    finally:
+        await source.close()
+        await server.close()
+        await node.close()
+
+
+class Collecting:
+    """A FrameSink that keeps everything."""
+
+    def __init__(self) -> None:
+        self.frames: list[EncodedFrame] = []
+        self.stopped: list[tuple[str, str]] = []
+
+    def track_started(self, info: TrackInfo) -> None:
+        pass
+
+    def frame(self, frame: EncodedFrame) -> None:
+        self.frames.append(frame)
+
+    def sender_report(self, report: SenderReport) -> None:
+        pass
+
+    def track_stopped(self, track_id: str, reason: str) -> None:
+        self.stopped.append((track_id, reason))
