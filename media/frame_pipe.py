@@ -133,6 +133,8 @@ class _Connection:
                 log.warning("frame_pipe_message_too_large", track_id=track, error=str(exc), **self._fields())
             return False
         transport = self.writer.transport
+        if transport.is_closing():
+            return False  # the peer is gone; the reader notices and detaches (no per-frame write errors meanwhile)
         buffered = transport.get_write_buffer_size()
         if buffered + len(data) > self.server.send_buffer_bytes:
             self._overflow(buffered)
