@@ -208,8 +208,10 @@ async def test_hostile_and_slow_recorders_cost_the_node_nothing(tmp_path: Path) 
                 assert await _answer(reader) == [PipeRefused("hello_bad_mac")]
                 writer.close()
                 # A good hello replayed (same nonce) on a second connection is refused.
-                _, first_writer = await _raw(address)
+                first_reader, first_writer = await _raw(address)
                 first_writer.write(_hello("replayed"))
+                welcome = MessageDecoder().feed(await asyncio.wait_for(first_reader.read(65536), 10))
+                assert isinstance(welcome[0], PipeWelcome)
                 reader, writer = await _raw(address)
                 writer.write(_hello("replayed"))
                 assert await _answer(reader) == [PipeRefused("hello_replayed")]
