@@ -9,19 +9,18 @@ registry at once, peers closed, connections closed (in reverse order of opening)
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import signal
 import socket
 import sys
 from contextlib import AsyncExitStack
-from typing import Any
 
 import structlog
 
 from courtlink.logs import configure_logging
 from courtlink.settings import Settings
 from courtlink.wiring import node_settings
+from media.frame_pipe import FramePipeServer
 from media.node import InProcessNode
 from media.service import NodeService
 from rooms.backends import open_bus
@@ -37,19 +36,10 @@ def process_id(settings: Settings, role: str) -> str:
     return settings.cluster.process_id or f"{role}-{socket.gethostname()}-{os.getpid()}"
 
 
-async def start_frame_pipe(node: InProcessNode, settings: Settings, stack: AsyncExitStack) -> str | None:
-    """Start the node's frame pipe and return the address recorders use; None where it is not built in.
-
-    The hook for ``media.frame_pipe.FramePipeServer(node, host, port, secret=...)`` (``async start() -> str``,
-    ``async close()``); until that module is present the node runs without one (``frame_address`` None).
-    """
-    try:
-        module: Any = importlib.import_module("media.frame_pipe")
-    except ModuleNotFoundError:
-        log.info("frame_pipe_unavailable", node_id=node.node_id)
-        return None
+async def start_frame_pipe(node: InProcessNode, settings: Settings, stack: AsyncExitStack) -> str:
+    """Start the node's frame pipe (recorders in other processes connect there) and return the address they use."""
     media, secret = settings.media, settings.cluster.secret
-    server = module.FramePipeServer(
+    server = FramePipeServer(
         node, media.frame_host, media.frame_port, secret=secret.get_secret_value() if secret else None
     )
     bound = str(await server.start())

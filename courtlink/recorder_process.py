@@ -16,15 +16,12 @@ each open hearing with a new session after a ``recorder_restart`` gap.
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
 import os
 import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import Any, cast
 
 import structlog
 
@@ -34,8 +31,9 @@ from courtlink.settings import ConfigError, Settings
 from protocol.frames import FrameSource
 from recorder.bus_link import BusSessionLink, frame_locator
 from recorder.directory import ArchiveDirectory
+from recorder.frame_pipe import PipeFrameSource
 from recorder.service import RecordingService, build_service
-from rooms.backends import open_store
+from rooms.backends import open_bus, open_store
 from rooms.bus import Bus, Records
 from rooms.store import Store
 
@@ -47,30 +45,10 @@ def process_id(settings: Settings, recorder_id: str) -> str:
     return settings.cluster.process_id or f"recorder-{recorder_id}-{socket.gethostname()}-{os.getpid()}"
 
 
-async def open_bus(url: str, process_id: str) -> tuple[Bus, Records]:
-    """The deployment's bus and records (``rooms.backends.open_bus``, part bus of issue 10).
-
-    Looked up by name so this module imports before that part is merged; the integrator may import it directly.
-    """
-    backends = importlib.import_module("rooms.backends")
-    opener = getattr(backends, "open_bus", None)
-    if opener is None:
-        raise ConfigError("this build has no Redis bus (rooms.backends.open_bus): courtlink recorder cannot run")
-    opened = opener(url, process_id=process_id)
-    if inspect.isawaitable(opened):
-        opened = await opened
-    return cast(tuple[Bus, Records], opened)
-
-
 def pipe_frames(settings: Settings, records: Records, recorder_id: str) -> FrameSource:
-    """The media nodes' frame pipes (``recorder.frame_pipe.PipeFrameSource``, part framepipe of issue 10)."""
-    try:
-        module = importlib.import_module("recorder.frame_pipe")
-    except ImportError:
-        raise ConfigError("this build has no frame pipe (recorder.frame_pipe): courtlink recorder cannot run") from None
+    """The media nodes' frame pipes, each hearing's found through its placement and its node's record."""
     secret = settings.cluster.secret.get_secret_value() if settings.cluster.secret else None
-    source: Any = module.PipeFrameSource(frame_locator(records), secret=secret, recorder_id=recorder_id)
-    return cast(FrameSource, source)
+    return PipeFrameSource(frame_locator(records), secret=secret, recorder_id=recorder_id)
 
 
 async def run_recorder(
@@ -129,7 +107,7 @@ async def recorder(settings: Settings, recorder_id: str) -> None:
     async with AsyncExitStack() as stack:
         store = await open_store(settings.redis_url, data_dir)
         stack.push_async_callback(store.close)
-        bus, records = await open_bus(settings.redis_url, process_id(settings, recorder_id))
+        bus, records = await open_bus(settings.redis_url, process_id=process_id(settings, recorder_id))
         stack.push_async_callback(records.close)
         stack.push_async_callback(bus.close)
         frames = pipe_frames(settings, records, recorder_id)

@@ -32,7 +32,7 @@ from typing import Any
 # The format's primitives live in the standalone module the verifier uses; re-exported here for the writer.
 from recorder.chain import FORMAT, GENESIS, MANIFEST_NAME, ManifestLine, canonical, entry_hash, read_lines
 
-GAP_REASONS = frozenset({"recess", "consultation_excluded", "recorder_restart", "track_lost", "disk"})
+GAP_REASONS = frozenset({"recess", "consultation_excluded", "recorder_restart", "track_lost", "disk", "node_lost"})
 """Why a stretch of a hearing (or of one track) has no segments."""
 PERSON_GAP_REASONS = frozenset(
     {"no_media", "left", "removed", "network", "node_lost", "waiting", "muted", "not_publishing"}

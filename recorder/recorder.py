@@ -45,8 +45,9 @@ log = structlog.get_logger("recorder")
 StatusCallback = Callable[[str, str, dict[str, Any]], None]
 """(hearing_id, status, detail): status is ``recording``, ``degraded``, ``stopped`` or ``sealed``."""
 
-_TRACK_GAP_REASONS = {"consultation": "consultation_excluded", "recess": "recess"}
-"""Media-node stop reasons that leave a gap; any reason not known here is a ``track_lost`` gap."""
+_TRACK_GAP_REASONS = {"consultation": "consultation_excluded", "recess": "recess", "node_lost": "node_lost"}
+"""Media-node stop reasons that leave a gap; any reason not known here is a ``track_lost`` gap. ``node_lost``: the
+frame pipe to the hearing's node dropped (the node died, or the link to it), until the track is back."""
 _LATE_WINDOW = 1.0
 """Seconds after a resume in which audio timed before it is dropped: a sender later than that is broken, and a sender
 clock mapped wrongly must not cost more than this of speech."""
