@@ -212,7 +212,9 @@ class RecordingSession:
             return True
         return any(start <= at < end + guard for start, end in self.windows.get(participant_id, ()))
 
-    def lane(self, participant_id: str, source: str, state: str, at: float | None = None) -> None:
+    def lane(
+        self, participant_id: str, source: str, state: str, at: float | None = None, *, media_back: bool = False
+    ) -> None:
         """Say whether a person's source should be recorded now: ``expected``, or why not.
 
         ``network``, ``left``, ``removed``, ``node_lost`` (missing from the
@@ -229,6 +231,10 @@ class RecordingSession:
         key = (participant_id, source)
         current = self.lanes.get(key)
         if (current is None and state != "expected") or (current is not None and current[0] == state):
+            return
+        if current is not None and current[0] == "node_lost" and state == "expected" and not media_back:
+            # The roster says "expected" as soon as a new node is placed; the record lacks the source until its
+            # media arrives from there (the next frame ends the node_lost stretch, see Recorder.frame).
             return
         since = time.time() if at is None else at
         self.lanes[key] = (state, since)
@@ -568,6 +574,10 @@ class Recorder:
                 return
         track.last_at = at
         session.seen[(pid, str(track.info.source))] = frame.arrival
+        lane = session.lanes.get((pid, str(track.info.source)))
+        if lane is not None and lane[0] == "node_lost" and (frame.keyframe or track.info.kind == "audio"):
+            # (Video is recorded again from its first keyframe: until then the node's loss is still the reason.)
+            session.lane(pid, str(track.info.source), "expected", at=frame.arrival, media_back=True)
         if track.open_gap is not None:
             self._end_track_gap(track, at)
         if track.dropping_since is not None and self._queue.has_room():
@@ -610,8 +620,12 @@ class Recorder:
         if reason in _NORMAL_ENDS:
             entry = {"type": "track_stopped", "track": track_id, "reason": reason, "at": round(start, 6)}
             self._control(lambda: writer.line(entry))
-        elif track.open_gap is None and (track.info.participant_id, str(track.info.source)) not in track.session.lanes:
-            # (A source the session accounts for as a lane gets its gap lines from the lane, with the person's state.)
+        elif (lane_key := (track.info.participant_id, str(track.info.source))) in track.session.lanes:
+            # A source the session accounts for as a lane gets its gap lines from the lane, with the person's state;
+            # a lost media node is the reason for everyone expected on it, until their media comes back.
+            if reason == "node_lost" and track.session.lanes[lane_key][0] == "expected":
+                track.session.lane(*lane_key, "node_lost", at=start)
+        elif track.open_gap is None:
             track.open_gap = (_TRACK_GAP_REASONS.get(reason, "track_lost"), start, reason)
 
     # --- internals ---------------------------------------------------------------------------------

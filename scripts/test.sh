@@ -15,6 +15,7 @@ command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v caddy >/dev/null 2>&1 || need+=(caddy)  # deploy/Caddyfile is adapted by the real caddy (tests/integration/test_deploy_topology.py)
 command -v curl >/dev/null 2>&1 || need+=(curl)  # the README's curl example is run as a test
+command -v openssl >/dev/null 2>&1 || need+=(openssl)  # the topology test makes a throw-away certificate for Caddy (tests/e2e/test_topology.py)
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

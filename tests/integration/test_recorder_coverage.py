@@ -132,3 +132,61 @@ async def test_a_drop_and_rejoin_is_accounted_second_by_second(tmp_path: Path) -
     assert missing[11.0] == [("camera", "left"), ("microphone", "left")]
     assert missing[17.0] == []
     assert verify_archive(session.path).ok
+
+
+async def test_a_lost_media_node_is_the_gap_reason_until_the_media_comes_back(tmp_path: Path) -> None:
+    """The frame pipe reports ``node_lost`` for an expected person's tracks: their gap names the lost node (not
+    ``no_media``) from the last frame until their media arrives from the new node, even though the roster says
+    "expected" again as soon as the new node is placed."""
+    video, audio = fx.encode_video(4.0, gop=15, width=160, height=120), fx.encode_audio(4.0)
+    recorder = Recorder(tmp_path, "rec-a", segment_seconds=3.0)
+    hearing = fx.hearing()
+    session: RecordingSession = recorder.start_session(hearing, fx.SITES, at=T0)
+    cam = fx.track(hearing.id, "def_cam", "p_def", Source.camera, "video")
+    mic = fx.track(hearing.id, "def_mic", "p_def", Source.microphone, "audio")
+    events: list[tuple[float, Any]] = []
+    for info, clip in ((cam, video), (mic, audio)):
+        for begin, length in ((0.0, 6.0), (10.0, 6.0)):
+            frames = fx.frames_of(clip, info.track_id, media_start=T0 + begin, seconds=length)
+            events += [(f.arrival, f) for f in frames]
+            events += fx.sender_reports(info.track_id, info.clock_rate, media_start=T0 + begin, seconds=length)
+
+    def lanes(state: str, at: float) -> None:
+        for source in ("camera", "microphone"):
+            session.lane("p_def", source, state, at=T0 + at)
+
+    def lost() -> None:
+        for info in (cam, mic):
+            recorder.track_stopped(info.track_id, "node_lost")
+
+    for info in (cam, mic):
+        recorder.track_started(info)
+    missing: list[tuple[str, str]] = []
+    feed(
+        recorder,
+        events,
+        {
+            0.0: lambda: lanes("expected", 0.0),
+            6.2: lost,
+            # The roster: still connected and publishing (the new node is placed); the record still lacks them.
+            7.0: lambda: lanes("expected", 7.0),
+            8.0: lambda: missing.extend((m.source, m.reason) for m in session.missing(now=T0 + 8.0)),
+            9.9: lambda: recorder.track_started(cam) or recorder.track_started(mic),  # type: ignore[func-returns-value]
+        },
+    )
+    await asyncio.wrap_future(session.seal(at=T0 + 16.0))
+    await recorder.aclose()
+
+    lines = entries(session.path)
+    assert missing == [("camera", "node_lost"), ("microphone", "node_lost")]
+    for source in ("camera", "microphone"):
+        gaps = [g for g in lines if g["type"] == "gap" and g.get("source") == source and g["participant"] == "p_def"]
+        # node_lost from the last frame until the media is back; then, as after any start, the media that came is
+        # not recordable until its timeline is known (the first sender report): that stretch stays no_media.
+        assert [g["reason"] for g in gaps] in (["node_lost"], ["node_lost", "no_media"]), gaps
+        assert float(gaps[0]["start"]) == pytest.approx(T0 + 6.0, abs=0.2), gaps
+        assert float(gaps[0]["end"]) == pytest.approx(T0 + 10.0, abs=0.2), gaps
+        recorded, gap_seconds, both = coverage(lines, "p_def", source)
+        assert recorded + gap_seconds == pytest.approx(16.0, abs=0.2), (source, recorded, gap_seconds)
+        assert both == pytest.approx(0.0, abs=0.05), (source, both)
+    assert verify_archive(session.path).ok
