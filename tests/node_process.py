@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tests.serve_process import clean_env
+from tests.serve_process import clean_env, end_child
 
 
 @dataclass
@@ -61,25 +60,12 @@ class MediaNodeProcess:
         """SIGTERM (as an operator would) and the exit code."""
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
-        if self.proc.stdout is not None:
-            self.output.append(self.proc.stdout.read())
-            self.proc.stdout.close()
+        code = end_child(self.proc, self.output)
         self.proc = None
         return code
 
     def kill(self) -> None:
         """kill -9, as a crash would."""
         if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
+            end_child(self.proc, self.output, crash=True)
             self.proc = None

@@ -42,6 +42,26 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return {**env, **(extra or {})}
 
 
+def end_child(proc: subprocess.Popen[str], output: list[str], *, crash: bool = False) -> int:
+    """Stop a child courtlink process: SIGTERM as an operator would (SIGKILL after 20 s), or SIGKILL at once as a
+    crash would (``crash``); what it printed meanwhile goes to ``output``. Its exit code."""
+    if proc.poll() is None:
+        if crash:
+            proc.kill()
+        else:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        if not crash:
+            output.append(proc.stdout.read())
+        proc.stdout.close()
+    return int(proc.returncode)
+
+
 @dataclass
 class ServeProcess:
     """A ``courtlink serve`` child process; ``start`` waits until it prints its URL."""
@@ -90,25 +110,12 @@ class ServeProcess:
         """Stop with SIGTERM (as an operator would) and return the exit code."""
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
-        if self.proc.stdout is not None:
-            self.output.append(self.proc.stdout.read())
-            self.proc.stdout.close()
+        code = end_child(self.proc, self.output)
         self.proc = None
         return code
 
     def kill(self) -> None:
         """kill -9, as a crash would."""
         if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
+            end_child(self.proc, self.output, crash=True)
             self.proc = None

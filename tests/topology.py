@@ -102,13 +102,15 @@ class Proc:
         return int(self.proc.returncode)
 
 
-def _free_udp_port() -> int:
+def free_udp_port() -> int:
+    """A UDP port free on 127.0.0.1 now."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _stun_answers(port: int) -> bool:
+def stun_answers(port: int) -> bool:
+    """Whether a STUN binding request to 127.0.0.1:port is answered (coturn is up)."""
     request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(0.5)
@@ -219,7 +221,7 @@ def topology(folder: Path, *, regions: Sequence[str] = ("north", "south")) -> It
         redis = started(redis_proc(folder / "redis", redis_port))
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
 
-        turn_port = _free_udp_port()
+        turn_port = free_udp_port()
         coturn = started(
             Proc(
                 "coturn",
@@ -233,7 +235,7 @@ def topology(folder: Path, *, regions: Sequence[str] = ("north", "south")) -> It
                 ],
                 folder / "coturn.out",
                 env=clean_env(),
-                ready=lambda: _stun_answers(turn_port),
+                ready=lambda: stun_answers(turn_port),
             )
         )  # fmt: skip
         turn_url = f"turn:127.0.0.1:{turn_port}?transport=udp"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ import pytest
 from rooms.store import Store
 from tests.node_process import MediaNodeProcess
 from tests.pool_fixtures import book_in, placement
-from tests.serve_process import clean_env
+from tests.serve_process import clean_env, end_child
 from tests.ws_fixtures import ADMIN_KEY, TOKEN_SECRET, Court, Participant, eventually
 
 pytestmark = pytest.mark.redis
@@ -76,17 +75,7 @@ class SignalingProcess:
         """SIGTERM and the exit code."""
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
-        if self.proc.stdout is not None:
-            self.output.append(self.proc.stdout.read())
-            self.proc.stdout.close()
+        code = end_child(self.proc, self.output)
         self.proc = None
         return code
 

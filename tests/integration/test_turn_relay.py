@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -29,6 +28,8 @@ from tests.media_clients import MediaClient
 
 if TYPE_CHECKING:
     from tests.ws_fixtures import Court
+
+from tests.topology import free_udp_port, stun_answers
 
 pytest_plugins = ["tests.ws_fixtures"]
 
@@ -50,25 +51,6 @@ class Coturn:
         return f"turn:127.0.0.1:{self.port}?transport=udp"
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stun_answers(port: int) -> bool:
-    """Whether a STUN binding request to 127.0.0.1:port is answered."""
-    request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(0.5)
-        s.sendto(bytes(request), ("127.0.0.1", port))
-        try:
-            s.recvfrom(2048)
-        except OSError:
-            return False
-    return True
-
-
 @pytest.fixture
 def coturn(tmp_path: Path) -> Iterator[Coturn]:
     """coturn with coturn's TURN REST scheme (use-auth-secret), relaying on loopback only."""
@@ -77,7 +59,7 @@ def coturn(tmp_path: Path) -> Iterator[Coturn]:
         pytest.skip("turnserver binary not found (apt-get install coturn)")
     log = tmp_path / "turn.log"
     for _ in range(5):
-        port = _free_udp_port()
+        port = free_udp_port()
         proc = subprocess.Popen(
             [
                 binary,
@@ -106,9 +88,9 @@ def coturn(tmp_path: Path) -> Iterator[Coturn]:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and proc.poll() is None and not _stun_answers(port):
+        while time.monotonic() < deadline and proc.poll() is None and not stun_answers(port):
             time.sleep(0.1)
-        if proc.poll() is None and _stun_answers(port):
+        if proc.poll() is None and stun_answers(port):
             break
         proc.kill()
         proc.wait()
