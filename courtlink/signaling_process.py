@@ -33,13 +33,12 @@ from rooms.bus import Bus, Records
 from rooms.store import Store
 from signaling.app import create_app
 from signaling.node_pool import Connector, NodePool, store_regions
-from signaling.ownership import OwnerSettings
 from signaling.recorder_bus import BusRecordingDirectory, recorder_bus_context
 from signaling.remote_node import RemoteNode
 from signaling.rest_directory import directory_routes
 from signaling.serving import app_runner
 from signaling.webclient import setup_web
-from signaling.ws import WsSettings, ws_registrar
+from signaling.ws import OwnerSettings, WsSettings, ws_registrar
 
 log = structlog.get_logger("courtlink")
 

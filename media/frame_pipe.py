@@ -104,21 +104,21 @@ class _Connection:
     # --- FrameSink (called by the node on its loop; never blocks) --------------------------------------------
 
     def track_started(self, info: TrackInfo) -> None:
-        self._send(info)
+        self.send(info)
 
     def frame(self, frame: EncodedFrame) -> None:
-        if self._send(frame):
+        if self.send(frame):
             self.frames_sent += 1
 
     def sender_report(self, report: SenderReport) -> None:
-        self._send(report)
+        self.send(report)
 
     def track_stopped(self, track_id: str, reason: str) -> None:
-        self._send(PipeTrackStopped(track_id, reason[:200] or "stopped"))
+        self.send(PipeTrackStopped(track_id, reason[:200] or "stopped"))
 
     # --- sending --------------------------------------------------------------------------------------------
 
-    def _send(self, message: PipeMessage) -> bool:
+    def send(self, message: PipeMessage) -> bool:
         if self.closed:
             return False
         try:
@@ -301,7 +301,7 @@ class FramePipeServer:
     async def _keepalive(self, conn: _Connection) -> None:
         while not conn.closed:
             await asyncio.sleep(self.keepalive_seconds)
-            conn._send(PipeKeepalive())
+            conn.send(PipeKeepalive())
 
     def _attach(self, conn: _Connection) -> None:
         key = (conn.hearing_id, conn.participant_id)

@@ -105,6 +105,7 @@ __all__ = [
     "SCHEMA_PATH",
     "WS_PATH",
     "Outlet",
+    "OwnerSettings",
     "SessionHub",
     "TokenBucket",
     "WsOutlet",
