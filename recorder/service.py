@@ -457,10 +457,13 @@ class RecordingService:
 
     async def _finish(self, follow: _Follow) -> None:
         await self._seal(follow)
+        # Let go of the hearing first: over the bus the leave is a request that may wait out its retries (the room
+        # is being closed), and nothing of this hearing is followed any more meanwhile.
+        if self._follows.get(follow.hearing_id) is follow:
+            self._follows.pop(follow.hearing_id, None)
         if follow.conn:
             with contextlib.suppress(Exception):
                 await self._link.leave(follow.conn)
-        self._follows.pop(follow.hearing_id, None)
 
     # --- audit interleaving ------------------------------------------------------------------------
 
