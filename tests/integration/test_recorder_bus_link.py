@@ -307,7 +307,7 @@ async def test_two_recorders_over_the_bus_seal_verifiable_archives_without_the_c
 async def test_bus_link_refusals_are_named(cluster: Cluster) -> None:
     """A recorder refused by the session gets a named LinkRefused; malformed bus requests get named refusals."""
     court = cluster.court
-    service = await cluster.start_recorder("rec-a")
+    await cluster.start_recorder("rec-a")
     booking = await court.book(("judge",))
     judge = await court.participant("judge", booking.tokens["judge"])
     for action in ("open", "start", "adjourn"):
