@@ -206,19 +206,33 @@ def _names_option(argv: Sequence[str], *names: str) -> bool:
     return any(a == n or a.startswith(n + "=") for a in argv for n in names)
 
 
-# -- serve ---------------------------------------------------------------------------------------------------
+def _needs_redis(settings: Settings, message: str) -> None:
+    """The processes of a network on Redis refuse to start without ``redis_url``: one line, exit 2."""
+    if not settings.redis_url:
+        raise CliError(message, 2)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _front_door(settings: Settings, args: argparse.Namespace) -> tuple[Settings, tuple[str, str]]:
+    """What ``serve`` and ``signaling`` check before they listen: the TLS flags applied, the address and the data
+    dir usable, the certificate and key loadable (each a one-line error). The settings and where TLS was set."""
     from courtlink.tls import server_context
-    from courtlink.wiring import serve
-    from rooms.backends import EMBEDDED_STORE_ERRORS
 
-    settings = load_settings(args.config, host=args.host, port=args.port, data_dir=args.data_dir)
     settings, tls_where = with_tls_flags(settings, args)
     check_front_door(settings, args.config)
     check_data_dir(settings, _data_dir_source(args))
     server_context(settings.http, *tls_where)
+    return settings, tls_where
+
+
+# -- serve ---------------------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from courtlink.wiring import serve
+    from rooms.backends import EMBEDDED_STORE_ERRORS
+
+    settings = load_settings(args.config, host=args.host, port=args.port, data_dir=args.data_dir)
+    settings, tls_where = _front_door(settings, args)
     try:
         asyncio.run(serve(settings, tls_where))
     except KeyboardInterrupt:
@@ -250,13 +264,11 @@ def _recorder(argv: list[str]) -> int:
     parser.add_argument("--config", type=Path, help="TOML settings file (default: $COURTLINK_CONFIG)")
     args = parser.parse_args(argv)
     settings = load_settings(args.config, data_dir=args.data_dir)
-    if not settings.redis_url:
-        print(
-            "courtlink: recorder needs redis_url (set it in the settings file or COURTLINK_REDIS_URL): it finds "
-            "signaling and the media nodes on Redis",
-            file=sys.stderr,
-        )
-        return 2
+    _needs_redis(
+        settings,
+        "recorder needs redis_url (set it in the settings file or COURTLINK_REDIS_URL): it finds "
+        "signaling and the media nodes on Redis",
+    )
     check_data_dir(settings, _data_dir_source(args))
     try:
         asyncio.run(recorder(settings, args.recorder_id or settings.recorder.recorder_id))
@@ -363,13 +375,11 @@ def _media_node(args: argparse.Namespace) -> int:
     from rooms.bus import BusError
 
     settings = load_settings(args.config)
-    if not settings.redis_url:
-        print(
-            "courtlink: media-node needs redis_url (the Redis its signaling processes use): set redis_url in the "
-            "settings file or COURTLINK_REDIS_URL",
-            file=sys.stderr,
-        )
-        return 2
+    _needs_redis(
+        settings,
+        "media-node needs redis_url (the Redis its signaling processes use): set redis_url in the "
+        "settings file or COURTLINK_REDIS_URL",
+    )
     if args.node_id is not None and not args.node_id.strip():
         raise CliError("--node-id must not be empty", 2)
     InProcessNode.check_environment()  # a mismatched aiortc: one line, exit 2 (main)
@@ -394,21 +404,15 @@ def _media_node(args: argparse.Namespace) -> int:
 
 def _signaling(args: argparse.Namespace) -> int:
     from courtlink.signaling_process import run_signaling
-    from courtlink.tls import server_context
     from rooms.bus import BusError
 
     settings = load_settings(args.config, host=args.host, port=args.port, data_dir=args.data_dir)
-    if not settings.redis_url:
-        print(
-            "courtlink: signaling needs redis_url (the Redis its media nodes and other signaling processes use): set "
-            "redis_url in the settings file or COURTLINK_REDIS_URL",
-            file=sys.stderr,
-        )
-        return 2
-    settings, tls_where = with_tls_flags(settings, args)
-    check_front_door(settings, args.config)
-    check_data_dir(settings, _data_dir_source(args))
-    server_context(settings.http, *tls_where)
+    _needs_redis(
+        settings,
+        "signaling needs redis_url (the Redis its media nodes and other signaling processes use): "
+        "set redis_url in the settings file or COURTLINK_REDIS_URL",
+    )
+    settings, tls_where = _front_door(settings, args)
     try:
         asyncio.run(run_signaling(settings, tls_where))
     except KeyboardInterrupt:
