@@ -12,6 +12,19 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+BUS_KINDS = [
+    "inprocess",
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("redis-cluster", marks=pytest.mark.redis),
+]
+"""The backends every bus test runs on: the in-process pair, one real Redis, the real three-master cluster."""
+
+
+def bus_url(request: pytest.FixtureRequest, kind: str) -> str:
+    """The URL of the backend ``kind`` (its session fixture started on demand); "" for the in-process pair."""
+    fixtures = {"redis": "redis_server", "redis-cluster": "redis_cluster"}
+    return "" if kind == "inprocess" else str(request.getfixturevalue(fixtures[kind]))
+
 
 def redis_with_aof(workdir: Path, port: int) -> subprocess.Popen[bytes]:
     """Start redis-server on 127.0.0.1:``port`` with AOF (fsync always) in ``workdir``; again after a stop, it

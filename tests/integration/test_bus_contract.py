@@ -26,15 +26,10 @@ from rooms.bus import (
     Records,
     RemoteFailure,
 )
-from tests.bus_fixtures import eventually, pings, redis_with_aof, until
+from tests.bus_fixtures import BUS_KINDS, bus_url, eventually, pings, redis_with_aof, until
 from tests.conftest import free_port, stop_redis
 
-KINDS = [
-    "inprocess",
-    pytest.param("redis", marks=pytest.mark.redis),
-    pytest.param("redis-cluster", marks=pytest.mark.redis),
-]
-FIXTURES = {"redis": "redis_server", "redis-cluster": "redis_cluster"}
+KINDS = BUS_KINDS
 
 
 @dataclass
@@ -60,7 +55,7 @@ async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
         await bus.close()
         await records.close()
         return
-    url: str = request.getfixturevalue(FIXTURES[kind])
+    url = bus_url(request, kind)
     a, records = await open_bus(url, process_id="p1", key_prefix=prefix)
     b, other_records = await open_bus(url, process_id="p2", key_prefix=prefix)
     await other_records.close()

@@ -29,15 +29,10 @@ from rooms.backends import open_bus
 from rooms.bus import Bus, Records
 from rooms.model import Role
 from signaling.remote_node import RemoteNode
-from tests.bus_fixtures import eventually
+from tests.bus_fixtures import BUS_KINDS, bus_url, eventually
 from tests.media_clients import MediaClient
 
-KINDS = [
-    "inprocess",
-    pytest.param("redis", marks=pytest.mark.redis),
-    pytest.param("redis-cluster", marks=pytest.mark.redis),
-]
-FIXTURES = {"redis": "redis_server", "redis-cluster": "redis_cluster"}
+KINDS = BUS_KINDS
 
 
 @dataclass
@@ -54,7 +49,7 @@ class Served:
 @pytest.fixture(params=KINDS)
 async def served(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
     """A node ``n-<random>`` in region ``east`` served on the backend under test."""
-    url = "" if request.param == "inprocess" else request.getfixturevalue(FIXTURES[request.param])
+    url = bus_url(request, request.param)
     prefix = f"test:{uuid.uuid4().hex[:10]}:"
     bus, records = await open_bus(url, process_id="node-proc", key_prefix=prefix)
     other = bus  # in-process: one bus for both sides; on Redis another process's connection
@@ -144,7 +139,7 @@ async def test_node_events_arrive_in_order_and_garbage_on_the_channel_is_dropped
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_node_nobody_serves_is_refused_node_unreachable(kind: str, request: pytest.FixtureRequest) -> None:
     """A command to a node that is gone answers Refused(node_unreachable) after its retries, never raises."""
-    url = "" if kind == "inprocess" else request.getfixturevalue(FIXTURES[kind])
+    url = bus_url(request, kind)
     bus, records = await open_bus(url, process_id="sig", key_prefix=f"test:{uuid.uuid4().hex[:10]}:")
     try:
         remote = RemoteNode(bus, "ghost", attempt_seconds=0.2, retries=1)
