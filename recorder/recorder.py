@@ -573,11 +573,12 @@ class Recorder:
                 # keyframe interval for a few ms of precision.)
                 return
         track.last_at = at
-        session.seen[(pid, str(track.info.source))] = frame.arrival
-        lane = session.lanes.get((pid, str(track.info.source)))
+        key = (pid, str(track.info.source))
+        session.seen[key] = frame.arrival
+        lane = session.lanes.get(key)
         if lane is not None and lane[0] == "node_lost" and (frame.keyframe or track.info.kind == "audio"):
             # (Video is recorded again from its first keyframe: until then the node's loss is still the reason.)
-            session.lane(pid, str(track.info.source), "expected", at=frame.arrival, media_back=True)
+            session.lane(*key, "expected", at=frame.arrival, media_back=True)
         if track.open_gap is not None:
             self._end_track_gap(track, at)
         if track.dropping_since is not None and self._queue.has_room():
