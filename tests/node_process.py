@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
-import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tests.serve_process import clean_env, end_child
+from tests.serve_process import clean_env, end_child, launch_child
 
 
 @dataclass
@@ -36,25 +35,17 @@ class MediaNodeProcess:
             }
         )
         region = ("--region", self.region) if self.region else ()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "courtlink.cli", "media-node", "--node-id", self.node_id, *region, *self.args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
+        ready = re.compile(rf"^courtlink: media node {re.escape(self.node_id)} ready.*")
+        self.proc, match = launch_child(
+            ["media-node", "--node-id", self.node_id, *region, *self.args],
+            env,
+            ready,
+            self.output,
+            timeout=timeout,
+            what="courtlink media-node",
         )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-            if line.startswith(f"courtlink: media node {self.node_id} ready"):
-                self.ready_line = line.strip()
-                return self.ready_line
-        self.stop()
-        raise RuntimeError("courtlink media-node did not start:\n" + "".join(self.output))
+        self.ready_line = match.group(0).strip()
+        return self.ready_line
 
     def stop(self) -> int:
         """SIGTERM (as an operator would) and the exit code."""

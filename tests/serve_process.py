@@ -62,6 +62,40 @@ def end_child(proc: subprocess.Popen[str], output: list[str], *, crash: bool = F
     return int(proc.returncode)
 
 
+def launch_child(
+    args: Sequence[str],
+    env: Mapping[str, str],
+    ready: re.Pattern[str],
+    output: list[str],
+    *,
+    timeout: float = 60,
+    cwd: Path | None = None,
+    what: str = "courtlink",
+) -> tuple[subprocess.Popen[str], re.Match[str]]:
+    """Start ``python -m courtlink.cli ARGS`` and wait for the line matching ``ready`` (its output so far goes to
+    ``output``); a process that exits or stays silent is stopped and named with what it printed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "courtlink.cli", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(env),
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        output.append(line)
+        match = ready.search(line)
+        if match:
+            return proc, match
+    end_child(proc, output)
+    raise RuntimeError(f"{what} did not start:\n" + "".join(output))
+
+
 @dataclass
 class ServeProcess:
     """A ``courtlink serve`` child process; ``start`` waits until it prints its URL."""
@@ -84,27 +118,17 @@ class ServeProcess:
         base = clean_env() if self.first_run else {**os.environ, "COURTLINK_ADMIN_KEY": ADMIN_KEY}
         env = {**base, "COURTLINK_LOG_LEVEL": "warning", **self.env}
         data_dir = () if self.data_dir is None else ("--data-dir", str(self.data_dir))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "courtlink.cli", "serve", "--port", "0", *data_dir, *self.args],
+        self.proc, match = launch_child(
+            ["serve", "--port", "0", *data_dir, *self.args],
+            env,
+            URL_LINE,
+            self.output,
+            timeout=timeout,
             cwd=self.cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
+            what="courtlink serve",
         )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-            match = URL_LINE.search(line)
-            if match:
-                self.url = match.group(1)
-                return self.url
-        self.stop()
-        raise RuntimeError("courtlink serve did not start:\n" + "".join(self.output))
+        self.url = match.group(1)
+        return self.url
 
     def stop(self) -> int:
         """Stop with SIGTERM (as an operator would) and return the exit code."""

@@ -12,7 +12,6 @@ import asyncio
 import re
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import pytest
 from rooms.store import Store
 from tests.node_process import MediaNodeProcess
 from tests.pool_fixtures import book_in, placement
-from tests.serve_process import clean_env, end_child
+from tests.serve_process import clean_env, end_child, launch_child
 from tests.ws_fixtures import ADMIN_KEY, TOKEN_SECRET, Court, Participant, eventually
 
 pytestmark = pytest.mark.redis
@@ -55,21 +54,16 @@ class SignalingProcess:
                 "COURTLINK_LOG_LEVEL": "warning",
             }
         )
-        command = [sys.executable, "-m", "courtlink.cli", "signaling", "--port", "0", "--data-dir", str(self.data_dir)]
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-            match = READY.search(line)
-            if match:
-                self.url = match.group(1)
-                return self.url
-        self.stop()
-        raise RuntimeError("courtlink signaling did not start:\n" + "".join(self.output))
+        self.proc, match = launch_child(
+            ["signaling", "--port", "0", "--data-dir", str(self.data_dir)],
+            env,
+            READY,
+            self.output,
+            timeout=timeout,
+            what="courtlink signaling",
+        )
+        self.url = match.group(1)
+        return self.url
 
     def stop(self) -> int:
         """SIGTERM and the exit code."""
