@@ -82,7 +82,7 @@ from protocol.node import (
 from protocol.recorder import INTENT_WAIT_SECONDS
 from rooms.audit import AuditEvent
 from rooms.bus import Bus, Records
-from rooms.errors import DomainError
+from rooms.errors import DomainError, NotFound
 from rooms.lifecycle import SessionAction, apply
 from rooms.model import Hearing, HearingState, new_id
 from rooms.permissions import TABLE
@@ -90,6 +90,7 @@ from rooms.store import Store, Trace
 from signaling.ownership import Owners, OwnerSettings
 from signaling.session import (
     CLOSE_GOING_AWAY,
+    CLOSE_NOT_ALLOWED,
     ENDED,
     Audit,
     AuditLater,
@@ -303,6 +304,8 @@ class SessionHub:
         try:
             effects = live.room.refresh(hearing) if hearing.version > live.room.hearing.version else []
             try:
+                if TABLE[info.role].hidden and all(m.hidden for m in live.room.members.values()):
+                    await self._refuse_if_ended(hearing.id)
                 outcome = live.room.join(info, conn, resume, ref=ref, token_id=token_id)
             except SessionError:
                 await self._run(live, effects)
@@ -334,6 +337,24 @@ class SessionHub:
             role=info.role.value,
             resumed=outcome.resumed,
         )
+
+    async def _refuse_if_ended(self, hearing_id: str) -> None:
+        """Refuse a hidden participant (the recorder) an empty room of a hearing the store says has ended.
+
+        Its join may have read the hearing before the adjournment and reached this process after the room was
+        given up (a late bus delivery): the room made for it then would reopen an adjourned hearing for the
+        recorder alone. Read again under the room's lock; nobody else is in the room, so nothing else changes.
+        """
+        try:
+            stored = await self.store.get_hearing(hearing_id)
+        except NotFound:
+            raise SessionError(
+                "hearing_closed", "the hearing is gone; it cannot be joined", close=CLOSE_NOT_ALLOWED
+            ) from None
+        if stored.state in ENDED:
+            raise SessionError(
+                "hearing_closed", f"the hearing is {stored.state.value}; it cannot be joined", close=CLOSE_NOT_ALLOWED
+            )
 
     async def _locked_room(self, hearing: Hearing) -> LiveRoom:
         """The hearing's live room (created if needed), with its lock held by the caller from now on."""
