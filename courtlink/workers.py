@@ -340,8 +340,9 @@ class Supervisor:
                 line = await stream.read(65536)
             if not line:
                 return
-            sys.stdout.buffer.write(line)
-            sys.stdout.flush()
+            with contextlib.suppress(OSError):  # nobody reads our output any more: the workers run on regardless
+                sys.stdout.buffer.write(line)
+                sys.stdout.flush()
             if line.decode(errors="replace").startswith(ready):
                 worker.ready.set()
 

@@ -13,6 +13,7 @@ until the killed worker's hearing has media again, the longest pause in the othe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -109,6 +110,14 @@ class SupervisorProc:
         pattern = re.compile(rf"^courtlink: media node {re.escape(worker_id)} ready", re.M)
         return len(pattern.findall(self.proc.log.read_text(errors="replace")))
 
+    def reap(self) -> None:
+        """Kill the supervisor and any worker of it still running (a failed test leaves no process behind)."""
+        self.proc.kill()
+        for fact in self.facts("media_worker_started"):
+            if _alive(int(fact["pid"])):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(fact["pid"]), signal.SIGKILL)
+
     def pid(self, worker_id: str) -> int:
         """The process id of the worker's current life."""
         return int(self.facts("media_worker_started", node_id=worker_id)[-1]["pid"])
@@ -173,7 +182,7 @@ async def network(tmp_path: Path, redis_url: str) -> AsyncIterator[Network]:
     await asyncio.to_thread(sup.proc.start, 90)
     started_in = time.monotonic() - began
     async with AsyncExitStack() as stack:
-        stack.callback(sup.proc.kill)
+        stack.callback(sup.reap)
         store = await open_store(None, tmp_path / "data")
         stack.push_async_callback(store.close)
         bus, records = await open_bus(redis_url, process_id="test-signaling")
@@ -258,6 +267,15 @@ def node_ports(p: Participant) -> set[int]:
         int(m.group(1))
         for m in re.finditer(r"a=candidate:\S+ \d+ udp \d+ 127\.0\.0\.1 (\d+) typ host", description.sdp)
     }
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie waiting for its new parent to reap it does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
 
 
 async def record_of(records: Records, node_id: str) -> NodeRecord | None:
@@ -402,7 +420,7 @@ async def test_a_worker_that_cannot_start_is_retried_with_growing_delays_then_ru
 ) -> None:
     """A worker whose frame port is taken dies at start again and again: the supervisor retries it after 0.5, 1,
     2 s... (never in a tight loop) while the other worker serves, and once the port is free it runs and the
-    supervisor says it is ready."""
+    supervisor says it is ready; a supervisor killed -9 leaves no worker behind (each stops cleanly)."""
     frame_base = _free_frame_ports(2)
     blocker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     blocker.bind(("127.0.0.1", frame_base + 1))
@@ -434,10 +452,23 @@ async def test_a_worker_that_cannot_start_is_retried_with_growing_delays_then_ru
             assert time.monotonic() < deadline, sup.proc.tail()
             await asyncio.sleep(0.2)
         assert sup.ready_lines(w1) == 1
-        assert await asyncio.to_thread(sup.proc.stop) == 0, sup.proc.tail()
+
+        # kill -9 of the supervisor itself: its workers are told to stop (SIGTERM) and leave the registry at once.
+        pids = [sup.pid(w) for w in (w0, w1)]
+        await asyncio.to_thread(sup.proc.kill)
+        bus, records = await open_bus(redis_url, process_id="test-workers")
+        try:
+            deadline = time.monotonic() + 30
+            while any(_alive(pid) for pid in pids) or any([await record_of(records, w) for w in (w0, w1)]):
+                assert time.monotonic() < deadline, sup.proc.tail()
+                await asyncio.sleep(0.1)
+        finally:
+            await records.close()
+            await bus.close()
+        assert {f["node_id"] for f in sup.facts("node_service_stopped")} == {w0, w1}
     finally:
         blocker.close()
-        sup.proc.kill()
+        sup.reap()
 
 
 @pytest.mark.parametrize(
