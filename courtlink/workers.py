@@ -227,7 +227,6 @@ class Supervisor:
         self._config = config
         self._workers = [_Worker(plan) for plan in plan_workers(settings, node_id, count)]
         self._stop = asyncio.Event()
-        self._signal: int | None = None
 
     def _command(self, worker: _Worker, owner: str) -> list[str]:
         argv = [sys.executable, "-m", "courtlink.cli", "media-node", "--node-id", self._node_id]
@@ -298,7 +297,7 @@ class Supervisor:
                 proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
             except OSError as exc:  # no such interpreter, out of processes: the same back-off as a dying worker
                 log.error("media_worker_not_started", node_id=plan.node_id, error=str(exc))
-                code = None
+                code = worker.code = None
             else:
                 worker.proc = proc
                 if self._stop.is_set():  # the stop signal came while it was being started
