@@ -89,6 +89,18 @@ def _parser() -> argparse.ArgumentParser:
     media_node.add_argument("--config", type=Path, help="TOML settings file (see deploy/courtlink.example.toml)")
     media_node.add_argument("--region", help="the node's region, for placement (default: [media] region)")
     media_node.add_argument("--node-id", help="the node's id, unique in the network (default: [media] node_id)")
+    media_node.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N media nodes on this machine, one per core, under one supervisor (node ids <node-id>-w0 ... "
+        "-w<N-1>, the UDP range and frame ports shared out; default 1: one node in this process)",
+    )
+    # A supervisor's worker: which one it is, the owner of its node-id lease, the supervisor's pid (courtlink.workers).
+    media_node.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    media_node.add_argument("--worker-owner", help=argparse.SUPPRESS)
+    media_node.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
 
     signaling_cmd = sub.add_parser(
         "signaling",
@@ -369,6 +381,8 @@ def check_data_dir(settings: Settings, source: str) -> None:
 
 
 def _media_node(args: argparse.Namespace) -> int:
+    from courtlink import workers
+    from courtlink.logs import configure_logging
     from courtlink.node_process import run_media_node
     from media.node import InProcessNode
     from media.service import NodeIdInUse
@@ -382,9 +396,29 @@ def _media_node(args: argparse.Namespace) -> int:
     )
     if args.node_id is not None and not args.node_id.strip():
         raise CliError("--node-id must not be empty", 2)
+    if not 1 <= args.workers <= workers.MAX_WORKERS:
+        raise CliError(f"--workers must be between 1 and {workers.MAX_WORKERS} (one per core), not {args.workers}", 2)
+    node_id = args.node_id or settings.media.node_id
+    plans = workers.plan_workers(settings, node_id, args.workers) if args.workers > 1 else []
     InProcessNode.check_environment()  # a mismatched aiortc: one line, exit 2 (main)
+    owner: str | None = None
+    cpu: int | None = None
+    if args.worker is not None:  # one worker of a supervisor (courtlink.workers)
+        if not 0 <= args.worker < len(plans) or not args.worker_owner or args.supervisor_pid is None:
+            raise CliError("--worker is given by the supervisor of --workers N only", 2)
+        plan = plans[args.worker]
+        settings, node_id, owner = workers.worker_settings(settings, plan), plan.node_id, args.worker_owner
+        configure_logging(settings.log_level, settings.log_format)
+        cpu = workers.prepare_worker(args.worker, args.supervisor_pid)
+    elif plans:
+        config = str(args.config) if args.config is not None else None
+        try:
+            supervisor = workers.run_supervisor(settings, node_id, args.workers, region=args.region, config=config)
+            return asyncio.run(supervisor)
+        except KeyboardInterrupt:
+            return 0
     try:
-        asyncio.run(run_media_node(settings, node_id=args.node_id, region=args.region))
+        asyncio.run(run_media_node(settings, node_id=node_id, region=args.region, owner=owner, cpu=cpu))
     except KeyboardInterrupt:
         pass
     except BusError as exc:

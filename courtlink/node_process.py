@@ -47,8 +47,19 @@ async def start_frame_pipe(node: InProcessNode, settings: Settings, stack: Async
     return media.frame_advertise or bound
 
 
-async def run_media_node(settings: Settings, *, node_id: str | None = None, region: str | None = None) -> None:
-    """Run one media node on the bus until SIGINT or SIGTERM (``settings.redis_url`` must be set)."""
+async def run_media_node(
+    settings: Settings,
+    *,
+    node_id: str | None = None,
+    region: str | None = None,
+    owner: str | None = None,
+    cpu: int | None = None,
+) -> None:
+    """Run one media node on the bus until SIGINT or SIGTERM (``settings.redis_url`` must be set).
+
+    ``owner`` names this life of the node on its node-id lease (a supervisor's worker: the supervisor gives it,
+    to take a dead worker out of the registry at once); ``cpu`` is the CPU a worker is pinned to (logged).
+    """
     configure_logging(settings.log_level, settings.log_format)
     media = settings.media
     node_id = node_id or media.node_id
@@ -66,13 +77,20 @@ async def run_media_node(settings: Settings, *, node_id: str | None = None, regi
         stack.push_async_callback(node.close)
         frame_address = await start_frame_pipe(node, settings, stack)
         service = NodeService(
-            node, bus, records, region=region, capacity_peers=media.capacity_peers, frame_address=frame_address
+            node,
+            bus,
+            records,
+            region=region,
+            capacity_peers=media.capacity_peers,
+            frame_address=frame_address,
+            owner=owner,
         )
         await service.start()
         stack.push_async_callback(service.close)  # first to run on the way out: out of the registry at once
         bus_name = "redis cluster" if "+cluster://" in (settings.redis_url or "") else "redis"
         print(READY.format(node_id=node_id, region=region or "-", bus=bus_name, frames=frame_address or "none"))
         sys.stdout.flush()
-        log.info("media_node_started", node_id=node_id, region=region, frame_address=frame_address)
+        pinned = {} if cpu is None else {"cpu": cpu}
+        log.info("media_node_started", node_id=node_id, region=region, frame_address=frame_address, **pinned)
         await stop.wait()
         log.info("media_node_stopping", node_id=node_id)
