@@ -153,7 +153,13 @@ async def bad_input_is_refused_by_name(api: Api) -> None:
         patched = await api.call("PATCH", "/api/v1/sites/dc1", json_body={"link_mbps": bad}, key=api.admin_key)
         assert patched.status == 422, (bad, patched.text)
         assert "link_mbps" in patched.body["detail"]
-    for body, field in (({}, None), ({"name": None}, "name"), ({"terminals": 3}, "terminals"), ({"id": "x"}, "id")):
+    patches: list[tuple[dict[str, Any], str | None]] = [
+        ({}, None),
+        ({"name": None}, "name"),
+        ({"terminals": 3}, "terminals"),
+        ({"id": "x"}, "id"),
+    ]
+    for body, field in patches:
         refused = await api.call("PATCH", "/api/v1/sites/dc1", json_body=body, key=api.admin_key)
         assert refused.status == 422, (body, refused.text)
         if field is not None:
