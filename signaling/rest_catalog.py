@@ -7,6 +7,7 @@ stream.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ from aiohttp import web
 
 from rooms.errors import NotFound
 from rooms.link_budget import SiteLinkBudget, booking_budget, site_link
-from rooms.model import Courtroom, Hearing, Site, new_id
+from rooms.model import BOOKABLE_ROLES, Courtroom, Hearing, HearingKind, Participant, Role, Site, new_id
 from rooms.store import HearingFilter, Store, Trace
 from signaling.config import KeyScope
 from signaling.keys import PRINCIPAL_KEY, STORE_KEY
@@ -32,6 +33,8 @@ from signaling.schemas import (
 )
 
 API = "/api/v1"
+BOOKABLE_NAMES = frozenset(r.value for r in BOOKABLE_ROLES)
+IDENTIFIER = re.compile(r"[A-Za-z0-9_.:-]+")
 log = structlog.get_logger("signaling.rest")
 
 
@@ -99,10 +102,54 @@ async def site_link_budget(request: web.Request) -> web.StreamResponse:
             f"ends_at: {problem}",
             errors=[{"loc": ["ends_at"], "msg": problem, "type": "value_error"}],
         )
+    planned = _planned(query) if query.participants is not None else None
     store = request.app[STORE_KEY]
     site = await store.get_site(request.match_info["site_id"])
     hearings = await _hearings_on(store, site.id, query.starts_at, query.ends_at)
+    if planned is not None:
+        hearings.append(planned)
     return respond(site_link(site, hearings, query.starts_at, query.ends_at))
+
+
+PLANNED_ID = "new"
+"""The id under which ``GET /sites/{id}/link?participants=...`` lists the hearing about to be booked."""
+
+MAX_PLANNED = 200
+"""At most this many participants in ``participants`` (as in a booking)."""
+
+
+def _planned(query: SiteLinkQuery) -> Hearing:
+    """The hearing about to be booked, from ``participants`` (``role@site_id,...``); 422 naming a bad entry."""
+    entries = [e.strip() for e in (query.participants or "").split(",") if e.strip()]
+
+    def refuse(msg: str) -> Problem:
+        return Problem(
+            422,
+            "validation_error",
+            "Invalid query",
+            f"participants: {msg}",
+            errors=[{"loc": ["participants"], "msg": msg, "type": "value_error"}],
+        )
+
+    if len(entries) > MAX_PLANNED:
+        raise refuse(f"at most {MAX_PLANNED} participants")
+    people: list[Participant] = []
+    for i, entry in enumerate(entries):
+        role_name, at, site_id = entry.partition("@")
+        if not at or role_name not in BOOKABLE_NAMES or not IDENTIFIER.fullmatch(site_id) or len(site_id) > 64:
+            raise refuse(f"entry {i} ({entry[:80]!r}) is not role@site_id with a bookable role and a site id")
+        people.append(
+            Participant(id=f"new{i}", name=f"new{i}", role=Role(role_name), site_id=site_id, identity=f"new{i}")
+        )
+    return Hearing(
+        id=PLANNED_ID,
+        case_number=PLANNED_ID,
+        kind=HearingKind.trial,
+        courtroom_id=PLANNED_ID,
+        starts_at=query.starts_at,
+        ends_at=query.ends_at,
+        participants=tuple(people),
+    )
 
 
 async def link_budget_of(request: web.Request, hearing: Hearing) -> list[SiteLinkBudget]:

@@ -85,6 +85,12 @@ class SiteLinkQuery(RequestBody):
 
     starts_at: AwareDatetime = Field(description="Start of the window, RFC 3339 with offset.")
     ends_at: AwareDatetime = Field(description="End of the window, after starts_at, at most 24 hours later.")
+    participants: str | None = Field(
+        default=None,
+        max_length=20_000,
+        description="The hearing about to be booked, counted on the link as if booked (id 'new'): its participants "
+        "as role@site_id, separated by commas, at most 200, e.g. 'judge@court1,defendant@dc1'.",
+    )
 
     # Query values are all strings on the wire, so the query stays lax (times are parsed from strings).
     model_config = ConfigDict(frozen=True, extra="forbid", strict=False)

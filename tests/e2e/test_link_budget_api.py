@@ -106,6 +106,16 @@ async def link_budget_scenario(api: Api) -> None:
     )
     assert busy.body["over"] is True
     assert len(busy.body["hearings"]) == 4
+    # With the form's would-be hearing (a judge at court, a defendant at the center) counted as "new".
+    planned = await api.call(
+        "GET",
+        "/api/v1/sites/dc1/link",
+        params={"starts_at": api.at(10), "ends_at": api.at(11), "participants": "judge@court1, defendant@dc1"},
+        key=api.clerk_key,
+    )
+    assert planned.status == 200, planned.text
+    assert [h["id"] for h in planned.body["hearings"]] == [fourth.body["id"], "new"]
+    assert planned.body["hearings"][1]["expected_mbps"] == pytest.approx(CAMERA_MBPS + AUDIO_MBPS + EVIDENCE_MBPS)
     court = await api.call(
         "GET", "/api/v1/sites/court1/link", params={"starts_at": api.at(9), "ends_at": api.at(10)}, key=api.clerk_key
     )
@@ -178,6 +188,10 @@ async def bad_input_is_refused_by_name(api: Api) -> None:
         ({"starts_at": "2031-05-06T09:00:00", "ends_at": api.at(10)}, "starts_at"),
         ({"starts_at": "tomorrow", "ends_at": api.at(10)}, "starts_at"),
         ({"starts_at": api.at(9), "ends_at": api.at(10), "site": "dc1"}, "site"),
+        *(
+            ({"starts_at": api.at(9), "ends_at": api.at(10), "participants": bad}, "participants")
+            for bad in ("recorder@dc1", "judge", "judge@", "judge@dc 1", "@dc1", ",".join(["judge@dc1"] * 201))
+        ),
     ]
     for params, field in windows:
         refused = await api.call("GET", "/api/v1/sites/dc1/link", params=params, key=api.clerk_key)
