@@ -44,6 +44,7 @@ from signaling.problems import Problem, invalid_field
 from signaling.rest_catalog import link_budget_of
 from signaling.routing import ROUTES_KEY, RouteSpec, read_body, read_query, respond
 from signaling.schemas import (
+    AddedParticipant,
     AuditLog,
     BookedHearing,
     ChainVerification,
@@ -381,7 +382,8 @@ async def add_participant(request: web.Request) -> web.StreamResponse:
     await _live_room_follows(request, stored)
     stored_newcomer = stored.participant(newcomer.id) or newcomer
     link = _link(request, stored, stored_newcomer)
-    return respond(link, 201, {"Location": f"{API}/hearings/{stored.id}/participants/{newcomer.id}"})
+    added = AddedParticipant(**link.model_dump(), link_budget=await link_budget_of(request, stored))
+    return respond(added, 201, {"Location": f"{API}/hearings/{stored.id}/participants/{newcomer.id}"})
 
 
 async def remove_participant(request: web.Request) -> web.StreamResponse:
@@ -492,7 +494,7 @@ def register(app: web.Application) -> None:
         (RouteSpec("DELETE", one, "Cancel a hearing", "cancelHearing", "hearings", clerk, response=HearingView,
                    errors=(401, 404, 409)), cancel_hearing),
         (RouteSpec("POST", f"{one}/participants", "Add a participant", "addParticipant", "participants", clerk,
-                   ParticipantAdd, None, ParticipantLink, 201, errors=body_errors), add_participant),
+                   ParticipantAdd, None, AddedParticipant, 201, errors=body_errors), add_participant),
         (RouteSpec("DELETE", who, "Remove a participant", "removeParticipant", "participants", clerk,
                    response=HearingView, errors=(401, 404, 409)),
          remove_participant),

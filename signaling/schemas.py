@@ -307,6 +307,12 @@ class HearingChanged(HearingView):
     link_budget: list[SiteLinkBudget] = Field(default=[], description=LINK_BUDGET_DOC)
 
 
+class AddedParticipant(ParticipantLink):
+    """Answer of ``POST /hearings/{id}/participants``: the newcomer's link, and the hearing's sites' link budgets."""
+
+    link_budget: list[SiteLinkBudget] = Field(default=[], description=LINK_BUDGET_DOC)
+
+
 class BookedHearing(HearingView):
     """Answer of ``POST /hearings``: the hearing with every participant's join link, and its sites' link budgets."""
 

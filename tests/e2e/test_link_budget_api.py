@@ -132,6 +132,18 @@ async def link_budget_scenario(api: Api) -> None:
     (entry,) = moved.body["link_budget"]
     assert ([h["id"] for h in entry["hearings"]], entry["over"]) == ([fourth.body["id"]], False)
 
+    # Adding a second defendant at the center to the moved hearing (an update too) answers with its link budget.
+    added = await api.call(
+        "POST",
+        f"/api/v1/hearings/{fourth.body['id']}/participants",
+        json_body={"name": "Defendant 3b", "role": "defendant", "site_id": "dc1"},
+        key=api.clerk_key,
+    )
+    assert added.status == 201, added.text
+    assert added.body["join_url"]
+    (entry,) = added.body["link_budget"]
+    assert entry["expected_mbps"] == pytest.approx(2 * (DEFENDANT_MBPS + CAMERA_MBPS + AUDIO_MBPS), abs=0.02)
+
     # The admin widens the link (an audited change), then clears it: no entry, no check.
     widened = await api.call("PATCH", "/api/v1/sites/dc1", json_body={"link_mbps": 100.5}, key=api.admin_key)
     assert (widened.status, widened.body["link_mbps"], widened.body["terminals"]) == (200, 100.5, 8)
