@@ -80,22 +80,6 @@ class SitePatch(RequestBody):
     )
 
 
-class SiteLinkQuery(RequestBody):
-    """Query of ``GET /sites/{id}/link``: the window to look at, [starts_at, ends_at)."""
-
-    starts_at: AwareDatetime = Field(description="Start of the window, RFC 3339 with offset.")
-    ends_at: AwareDatetime = Field(description="End of the window, after starts_at, at most 24 hours later.")
-    participants: str | None = Field(
-        default=None,
-        max_length=20_000,
-        description="The hearing about to be booked, counted on the link as if booked (id 'new'): its participants "
-        "as role@site_id, separated by commas, at most 200, e.g. 'judge@court1,defendant@dc1'.",
-    )
-
-    # Query values are all strings on the wire, so the query stays lax (times are parsed from strings).
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
-
-
 class CourtroomCreate(RequestBody):
     """Body of ``POST /courtrooms``."""
 
@@ -227,6 +211,22 @@ class HearingQuery(RequestBody):
 
     # Query values are all strings on the wire: "limit=5" must become 5, so the query stays lax.
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=False, strict=False)
+
+
+class SiteLinkQuery(RequestBody):
+    """Query of ``GET /sites/{id}/link``: the window to look at, [starts_at, ends_at)."""
+
+    starts_at: BookingTime = Field(description="Start of the window, RFC 3339 with offset; years 2000-2100.")
+    ends_at: BookingTime = Field(description="End of the window, after starts_at, at most 24 hours later.")
+    participants: str | None = Field(
+        default=None,
+        max_length=20_000,
+        description="The hearing about to be booked, counted on the link as if booked (id 'new'): its participants "
+        "as role@site_id, separated by commas, at most 200, e.g. 'judge@court1,defendant@dc1'.",
+    )
+
+    # Query values are all strings on the wire, so the query stays lax (times are parsed from strings).
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
 
 
 class ParticipantView(BaseModel):

@@ -199,6 +199,7 @@ async def bad_input_is_refused_by_name(api: Api) -> None:
         ({"starts_at": api.at(0), "ends_at": api.at(30)}, "ends_at"),
         ({"starts_at": "2031-05-06T09:00:00", "ends_at": api.at(10)}, "starts_at"),
         ({"starts_at": "tomorrow", "ends_at": api.at(10)}, "starts_at"),
+        ({"starts_at": "1999-12-31T23:00:00+00:00", "ends_at": "2000-01-01T01:00:00+00:00"}, "starts_at"),
         ({"starts_at": api.at(9), "ends_at": api.at(10), "site": "dc1"}, "site"),
         *(
             ({"starts_at": api.at(9), "ends_at": api.at(10), "participants": bad}, "participants")
