@@ -178,6 +178,7 @@ def test_clerk_sees_the_link_budget_and_a_warning_when_booking(
     assert page.locator(f"{dc_card} li[data-hearing=new]").inner_text().startswith(zh["book.this_hearing"])
     court_card = f".budget-site[data-site='{ids['court']}']"
     assert page.locator(court_card).get_attribute("data-over") == "unknown"
+    assert page.locator(".budget-site").first.get_attribute("data-site") == ids["dc"], "over-budget card not first"
     assert _fits(page, f"{dc_card} .budget-warning"), "the warning is not in sight at 1024x600"
     assert page.evaluate("document.scrollingElement.scrollHeight <= window.innerHeight"), "the page scrolls"
     assert participants.unlabelled_controls(page) == []

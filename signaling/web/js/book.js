@@ -245,7 +245,10 @@ class BookingPage {
     note.classList.toggle("book-error", mode === "error");
     const over = entries.filter((e) => e.over).length;
     $("bk-budget").dataset.over = String(over > 0);
-    list.replaceChildren(...entries.map((entry) => this.siteCard(entry)));
+    // Over-budget links first (the warning in sight on a short screen), then checked links, then undeclared ones.
+    const rank = (e) => (e.over ? 0 : e.link_mbps === null ? 2 : 1);
+    const ordered = [...entries].sort((a, b) => rank(a) - rank(b) || a.site_id.localeCompare(b.site_id));
+    list.replaceChildren(...ordered.map((entry) => this.siteCard(entry)));
   }
 
   siteCard(entry) {
