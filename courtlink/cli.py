@@ -690,6 +690,13 @@ def _print_booking(body: dict[str, Any]) -> None:
     print(f"booked {body['id']}  {body['case_number']}  {body['starts_at']} - {body['ends_at']}")
     for p in body.get("participants", []):
         print(f"  {p.get('role', ''):<12} {p.get('name', ''):<24} {p.get('join_url', '')}")
+    for link in body.get("link_budget", []):
+        if link.get("over"):
+            hearings = ", ".join(h.get("case_number", "") for h in link.get("hearings", []))
+            print(
+                f"warning: site {link['site_id']} link over budget: {link['expected_mbps']} of {link['link_mbps']} "
+                f"Mbit/s expected at that time ({hearings})"
+            )
 
 
 def _print_list(body: dict[str, Any]) -> None:

@@ -29,6 +29,13 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
+MAX_LINK_MBPS = 100_000.0
+"""The largest link a site may declare (100 Gbit/s): anything above is a typo, not a court's line."""
+
+LinkMbps = Annotated[float, Field(gt=0, le=MAX_LINK_MBPS, allow_inf_nan=False)]
+"""A site's link capacity in Mbit/s: above 0, at most :data:`MAX_LINK_MBPS`."""
+
+
 def new_id(prefix: str) -> str:
     """A fresh opaque identifier such as ``hrg_3f2a...``."""
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
@@ -125,6 +132,10 @@ class Site(Frozen):
     kind: SiteKind = Field(description="What kind of place this is.")
     region: str = Field(default="", max_length=100, description="Region used for media-node placement.")
     terminals: int = Field(default=1, ge=1, le=1000, description="How many hearings the site can join at once.")
+    link_mbps: LinkMbps | None = Field(
+        default=None,
+        description="Capacity of the site's link to the court network, Mbit/s each way; null: unknown, not checked.",
+    )
 
 
 class Courtroom(Frozen):

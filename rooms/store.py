@@ -41,6 +41,9 @@ class HearingFilter:
 Mutation = Callable[[Hearing], tuple[Hearing, Trace]]
 """Given the current hearing, the new hearing and the trace; may raise a DomainError."""
 
+SiteMutation = Callable[[Site], tuple[Site, Trace]]
+"""Given the current site, the new site and the trace (in the ``system`` stream); may raise a DomainError."""
+
 
 class Store(Protocol):
     """Persistence of sites, courtrooms, hearings and audit chains."""
@@ -55,6 +58,14 @@ class Store(Protocol):
 
     async def list_sites(self) -> Sequence[Site]:
         """Every site, by id."""
+        ...
+
+    async def update_site(self, site_id: str, mutation: SiteMutation) -> Site:
+        """Atomically apply ``mutation`` to the stored site and store the result with its audit event.
+
+        NotFound if absent; the site keeps its id whatever the mutation returns. Errors from the mutation
+        propagate and nothing is stored.
+        """
         ...
 
     async def create_courtroom(self, courtroom: Courtroom, trace: Trace) -> Courtroom:

@@ -41,11 +41,14 @@ from signaling.ics import CONTENT_TYPE as ICS_CONTENT_TYPE
 from signaling.ics import hearing_calendar
 from signaling.keys import CONFIG_KEY, METRICS_KEY, PRINCIPAL_KEY, STORE_KEY, TOKENS_KEY
 from signaling.problems import Problem, invalid_field
+from signaling.rest_catalog import link_budget_of
 from signaling.routing import ROUTES_KEY, RouteSpec, read_body, read_query, respond
 from signaling.schemas import (
+    AddedParticipant,
     AuditLog,
     BookedHearing,
     ChainVerification,
+    HearingChanged,
     HearingCreate,
     HearingList,
     HearingPatch,
@@ -245,6 +248,7 @@ async def book_hearing(request: web.Request) -> web.StreamResponse:
     booked = BookedHearing(
         **view.model_dump(exclude={"participants"}),
         participants=[_link(request, stored, p) for p in stored.participants],
+        link_budget=await link_budget_of(request, stored),
     )
     return respond(booked, 201, {"Location": f"{API}/hearings/{stored.id}"})
 
@@ -320,7 +324,8 @@ async def patch_hearing(request: web.Request) -> web.StreamResponse:
     request.app[METRICS_KEY].hearing_changes.labels("edit").inc()
     log.info("hearing_changed", hearing_id=stored.id, fields=sorted(changes), actor=actor)
     await _live_room_follows(request, stored)
-    return respond(HearingView.of(stored))
+    changed = HearingChanged(**HearingView.of(stored).model_dump(), link_budget=await link_budget_of(request, stored))
+    return respond(changed)
 
 
 async def cancel_hearing(request: web.Request) -> web.StreamResponse:
@@ -377,7 +382,8 @@ async def add_participant(request: web.Request) -> web.StreamResponse:
     await _live_room_follows(request, stored)
     stored_newcomer = stored.participant(newcomer.id) or newcomer
     link = _link(request, stored, stored_newcomer)
-    return respond(link, 201, {"Location": f"{API}/hearings/{stored.id}/participants/{newcomer.id}"})
+    added = AddedParticipant(**link.model_dump(), link_budget=await link_budget_of(request, stored))
+    return respond(added, 201, {"Location": f"{API}/hearings/{stored.id}/participants/{newcomer.id}"})
 
 
 async def remove_participant(request: web.Request) -> web.StreamResponse:
@@ -484,11 +490,11 @@ def register(app: web.Application) -> None:
         (RouteSpec("GET", one, "Read a hearing", "getHearing", "hearings", clerk, response=HearingDetails,
                    errors=(401, 404)), get_hearing),
         (RouteSpec("PATCH", one, "Reschedule or edit a hearing", "patchHearing", "hearings", clerk, HearingPatch,
-                   None, HearingView, errors=body_errors), patch_hearing),
+                   None, HearingChanged, errors=body_errors), patch_hearing),
         (RouteSpec("DELETE", one, "Cancel a hearing", "cancelHearing", "hearings", clerk, response=HearingView,
                    errors=(401, 404, 409)), cancel_hearing),
         (RouteSpec("POST", f"{one}/participants", "Add a participant", "addParticipant", "participants", clerk,
-                   ParticipantAdd, None, ParticipantLink, 201, errors=body_errors), add_participant),
+                   ParticipantAdd, None, AddedParticipant, 201, errors=body_errors), add_participant),
         (RouteSpec("DELETE", who, "Remove a participant", "removeParticipant", "participants", clerk,
                    response=HearingView, errors=(401, 404, 409)),
          remove_participant),

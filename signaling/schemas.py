@@ -12,6 +12,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
 
 from rooms.audit import AuditEvent
+from rooms.link_budget import SiteLinkBudget
 from rooms.model import (
     BOOKABLE_ROLES,
     AwareDatetime,
@@ -20,6 +21,7 @@ from rooms.model import (
     HearingKind,
     HearingState,
     Identifier,
+    LinkMbps,
     Name,
     Participant,
     Role,
@@ -60,6 +62,22 @@ class SiteCreate(RequestBody):
     kind: SiteKind = Field(description="What kind of place this is.")
     region: str = Field(default="", max_length=100, description="Region used for media-node placement.")
     terminals: int = Field(default=1, ge=1, le=1000, description="How many hearings the site can join at once.")
+    link_mbps: LinkMbps | None = Field(
+        default=None,
+        description="The site's link to the court network, Mbit/s each way (above 0, at most 100000); "
+        "bookings warn when the hearings on it are expected to need more. Null or omitted: unknown, not checked.",
+    )
+
+
+class SitePatch(RequestBody):
+    """Body of ``PATCH /sites/{id}``: omitted fields stay as they are."""
+
+    name: Name | None = Field(default=None, description="New human name.")
+    region: str | None = Field(default=None, max_length=100, description="New region (media-node placement).")
+    link_mbps: LinkMbps | None = Field(
+        default=None,
+        description="The site's link, Mbit/s each way (above 0, at most 100000); null clears it (not checked).",
+    )
 
 
 class CourtroomCreate(RequestBody):
@@ -195,6 +213,22 @@ class HearingQuery(RequestBody):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=False, strict=False)
 
 
+class SiteLinkQuery(RequestBody):
+    """Query of ``GET /sites/{id}/link``: the window to look at, [starts_at, ends_at)."""
+
+    starts_at: BookingTime = Field(description="Start of the window, RFC 3339 with offset; years 2000-2100.")
+    ends_at: BookingTime = Field(description="End of the window, after starts_at, at most 24 hours later.")
+    participants: str | None = Field(
+        default=None,
+        max_length=20_000,
+        description="The hearing about to be booked, counted on the link as if booked (id 'new'): its participants "
+        "as role@site_id, separated by commas, at most 200, e.g. 'judge@court1,defendant@dc1'.",
+    )
+
+    # Query values are all strings on the wire, so the query stays lax (times are parsed from strings).
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
 class ParticipantView(BaseModel):
     """A booked participant as the API shows it (never the token)."""
 
@@ -260,10 +294,30 @@ class HearingView(BaseModel):
         )
 
 
+LINK_BUDGET_DOC = (
+    "One entry per site of the hearing that declares link_mbps: the hearings overlapping this one on that site's "
+    "link (this one included), what they are expected to need at the busiest instant, and over: true when that "
+    "exceeds the link. A warning: the booking stands."
+)
+
+
+class HearingChanged(HearingView):
+    """Answer of ``PATCH /hearings/{id}``: the hearing, and its sites' link budgets."""
+
+    link_budget: list[SiteLinkBudget] = Field(default=[], description=LINK_BUDGET_DOC)
+
+
+class AddedParticipant(ParticipantLink):
+    """Answer of ``POST /hearings/{id}/participants``: the newcomer's link, and the hearing's sites' link budgets."""
+
+    link_budget: list[SiteLinkBudget] = Field(default=[], description=LINK_BUDGET_DOC)
+
+
 class BookedHearing(HearingView):
-    """Answer of ``POST /hearings``: the hearing with every participant's join link."""
+    """Answer of ``POST /hearings``: the hearing with every participant's join link, and its sites' link budgets."""
 
     participants: list[ParticipantLink] = Field(description="Booked participants, each with a personal join link.")  # type: ignore[assignment]
+    link_budget: list[SiteLinkBudget] = Field(default=[], description=LINK_BUDGET_DOC)
 
 
 class SiteList(BaseModel):

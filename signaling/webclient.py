@@ -1,4 +1,4 @@
-"""The browser client: ``GET /join?t=TOKEN`` and its static files under ``/static/``.
+"""The browser client: ``GET /join?t=TOKEN``, the clerk's ``GET /book``, and their static files under ``/static/``.
 
 Everything the page needs is served from ``signaling/web/`` (court networks are
 closed: no CDN, no web fonts, no third-party scripts). Every answer carries a
@@ -63,9 +63,11 @@ WEB_DIR_KEY: Final = web.AppKey("courtlink_web_dir", Path)
 
 
 def setup_web(app: web.Application, web_dir: Path | None = None) -> None:
-    """Register ``GET /join`` (the client page) and ``GET /static/{path}`` (its modules, styles, catalogs)."""
+    """Register ``GET /join`` (the client page), ``GET /book`` (the clerk's booking page) and ``GET /static/{path}``
+    (their modules, styles, catalogs)."""
     app[WEB_DIR_KEY] = (web_dir or WEB_DIR).resolve()
     app.router.add_get("/join", _join_page, name="join_page")
+    app.router.add_get("/book", _booking_page, name="booking_page")
     app.router.add_get("/static/{path:.+}", _static_file, name="web_static")
 
 
@@ -73,6 +75,13 @@ async def _join_page(request: web.Request) -> web.StreamResponse:
     """The single page of the client; the token is read from ``location.search`` by the page itself."""
     path = request.app[WEB_DIR_KEY] / "index.html"
     # The page is tiny and names versionless module URLs: never cache it, so an upgrade takes effect at once.
+    headers = {**SECURITY_HEADERS, "Content-Type": CONTENT_TYPES[".html"], "Cache-Control": "no-store"}
+    return web.FileResponse(path, headers=headers)
+
+
+async def _booking_page(request: web.Request) -> web.StreamResponse:
+    """The clerk's booking page; it calls the REST API with the key the clerk types in (kept in the tab only)."""
+    path = request.app[WEB_DIR_KEY] / "book.html"
     headers = {**SECURITY_HEADERS, "Content-Type": CONTENT_TYPES[".html"], "Cache-Control": "no-store"}
     return web.FileResponse(path, headers=headers)
 

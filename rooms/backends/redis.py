@@ -50,7 +50,7 @@ from rooms.backends._common import (
 from rooms.errors import AlreadyExists, InvalidReference, NotFound, StoreBusy
 from rooms.model import Courtroom, Hearing, Site
 from rooms.schedule import check
-from rooms.store import HearingFilter, Mutation, Trace
+from rooms.store import HearingFilter, Mutation, SiteMutation, Trace
 
 T = TypeVar("T")
 
@@ -262,6 +262,25 @@ class RedisStore:
         """Every site, by id."""
         ids = _strs(await self._redis.zrange(self._k(SITES_KEY), 0, -1))
         return [Site.model_validate_json(b) for b in await self._mget(SITE_KEY, ids) if b is not None]
+
+    async def update_site(self, site_id: str, mutation: SiteMutation) -> Site:
+        """Atomically apply ``mutation`` to the stored site (see Store.update_site)."""
+        key = self._k(SITE_KEY, id=site_id)
+
+        async def work(pipe: Pipe) -> Site:
+            body = await self._redis.get(key)
+            if body is None:
+                raise NotFound("site", site_id)
+            changed, trace = mutation(Site.model_validate_json(body))
+            updated = changed.model_copy(update={"id": site_id})
+            event = next_event(await self._last_event(SYSTEM_STREAM), SYSTEM_STREAM, trace)
+            _multi(pipe)
+            pipe.set(key, updated.model_dump_json())
+            self._queue_event(pipe, event)
+            await pipe.execute()
+            return updated
+
+        return await self._atomic([key, self._k(AUDIT_KEY, stream=SYSTEM_STREAM)], work)
 
     async def create_courtroom(self, courtroom: Courtroom, trace: Trace) -> Courtroom:
         """Store a new courtroom; AlreadyExists, or InvalidReference for an unknown site."""

@@ -42,7 +42,7 @@ from rooms.backends._common import (
 from rooms.errors import AlreadyExists, InvalidReference, NotFound, StoreBusy
 from rooms.model import Courtroom, Hearing, Site
 from rooms.schedule import check
-from rooms.store import HearingFilter, Mutation, Trace
+from rooms.store import HearingFilter, Mutation, SiteMutation, Trace
 
 T = TypeVar("T")
 
@@ -219,6 +219,21 @@ class SqliteStore:
         """Every site, by id."""
         rows = await self._read(lambda c: c.execute("SELECT body FROM sites ORDER BY id").fetchall())
         return [Site.model_validate_json(r[0]) for r in rows]
+
+    async def update_site(self, site_id: str, mutation: SiteMutation) -> Site:
+        """Atomically apply ``mutation`` to the stored site (see Store.update_site); runs on the worker thread."""
+
+        def run(conn: sqlite3.Connection) -> Site:
+            row = conn.execute("SELECT body FROM sites WHERE id = ?", (site_id,)).fetchone()
+            if row is None:
+                raise NotFound("site", site_id)
+            changed, trace = mutation(Site.model_validate_json(row[0]))
+            updated = changed.model_copy(update={"id": site_id})
+            conn.execute("UPDATE sites SET body = ? WHERE id = ?", (updated.model_dump_json(), site_id))
+            self._append(conn, SYSTEM_STREAM, trace)
+            return updated
+
+        return await self._tx(run)
 
     async def create_courtroom(self, courtroom: Courtroom, trace: Trace) -> Courtroom:
         """Store a new courtroom; AlreadyExists, or InvalidReference for an unknown site."""

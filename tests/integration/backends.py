@@ -13,7 +13,7 @@ from typing import cast
 import pytest
 
 from rooms.backends import SQLITE_FILE, open_store
-from rooms.backends.redis import AUDIT_FIELD, AUDIT_KEY, connect, key
+from rooms.backends.redis import AUDIT_FIELD, AUDIT_KEY, SITE_KEY, SITES_KEY, connect, key
 from rooms.store import Store
 
 BACKENDS = [
@@ -69,6 +69,22 @@ class Backend:
                 if body["seq"] == seq:
                     body["actor"] = actor
                 await client.xadd(name, {AUDIT_FIELD: json.dumps(body)}, id=entry_id)
+        finally:
+            await client.aclose()
+
+    async def put_raw_site(self, site_id: str, body: str) -> None:
+        """Store a site's JSON ``body`` directly in the database, as an older release may have written it."""
+        if self.kind == "sqlite":
+            conn = sqlite3.connect(self.data_dir / SQLITE_FILE, isolation_level=None)
+            try:
+                conn.execute("INSERT INTO sites (id, body) VALUES (?, ?)", (site_id, body))
+            finally:
+                conn.close()
+            return
+        client = connect(self.redis_url)
+        try:
+            await client.set(key(self.prefix, SITE_KEY, id=site_id), body)
+            await client.zadd(key(self.prefix, SITES_KEY), {site_id: 0})
         finally:
             await client.aclose()
 

@@ -103,6 +103,46 @@ async def test_sites_and_courtrooms_round_trip(store: Store) -> None:
     assert list(await store.list_courtrooms()) == [cr]
 
 
+async def test_a_site_link_round_trips_and_changes_atomically(store: Store) -> None:
+    """A site's link (Mbit/s) reads back as stored, changes with one audited update, and a missing site is named."""
+    admin = Trace(actor="key:admin", action="site_created")
+    dc = await store.create_site(Site(id="dc", name="DC", kind=SiteKind.detention_center, link_mbps=20.5), admin)
+    assert (await store.get_site("dc")).link_mbps == 20.5
+    assert list(await store.list_sites()) == [dc]
+    changed = await store.update_site(
+        "dc", lambda s: (s.model_copy(update={"link_mbps": 50.0, "id": "other"}), Trace("key:admin", "site_changed"))
+    )
+    assert changed == dc.model_copy(update={"link_mbps": 50.0})  # the id stays whatever the mutation returns
+    assert await store.get_site("dc") == changed
+    assert [s.id for s in await store.list_sites()] == ["dc"]
+    assert [e.action for e in await store.audit_log(SYSTEM_STREAM)] == ["site_created", "site_changed"]
+
+    def refuse(site: Site) -> tuple[Site, Trace]:
+        raise InvalidReference("refused")
+
+    with pytest.raises(InvalidReference):
+        await store.update_site("dc", refuse)
+    assert (await store.get_site("dc")).link_mbps == 50.0
+    with pytest.raises(NotFound, match="nope"):
+        await store.update_site("nope", lambda s: (s, Trace("key:admin", "site_changed")))
+    assert len(await store.audit_log(SYSTEM_STREAM)) == 2
+
+
+async def test_sites_stored_before_the_link_field_still_load(store: Store, backend: Backend) -> None:
+    """A site written by a release without link_mbps loads with no link, and can be given one."""
+    await backend.put_raw_site(
+        "old", '{"id":"old","name":"Old DC","kind":"detention_center","region":"","terminals":2}'
+    )
+    old = await store.get_site("old")
+    assert (old.name, old.terminals, old.link_mbps) == ("Old DC", 2, None)
+    assert [s.id for s in await store.list_sites()] == ["old"]
+    updated = await store.update_site(
+        "old", lambda s: (s.model_copy(update={"link_mbps": 20.0}), Trace("key:admin", "site_changed"))
+    )
+    assert (await store.get_site("old")) == updated
+    assert updated.link_mbps == 20.0
+
+
 async def test_unknown_ids_are_not_found(store: Store) -> None:
     """Reading a site, courtroom or hearing that does not exist raises NotFound naming it."""
     with pytest.raises(NotFound, match="nope"):
