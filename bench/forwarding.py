@@ -1,4 +1,4 @@
-"""Forwarding benchmark: SFU CPU per subscriber and added latency, encoded passthrough against aiortc's MediaRelay.
+"""Forwarding benchmark: SFU CPU per subscriber and added latency, against Janus VideoRoom and aiortc's MediaRelay.
 
 One publisher sends 640x480 VP8 at about 1 Mbit/s (30 fps) and Opus, replayed
 from packets encoded once at start, so the harness never encodes. The SFU runs
@@ -21,9 +21,26 @@ waited behind the other subscribers' packets in this one harness process.
 ``--stock-counts`` runs the same node with ``NodeSettings.direct_send=False``
 (aiortc's own per-sender RTP loop), alternating with the default at each N.
 
+``--janus-counts`` adds the production C SFU as the baseline: Janus 1.1.2's
+VideoRoom from Debian (``apt-get install -y janus``; the bench installs
+nothing and exits with that line when it is missing), run twice side by side,
+stock and with ``event_loops = 2``, on 127.0.0.1 only (``bench/janus.py``: a
+temporary configuration, a ``getifaddrs`` shim built with gcc and loaded with
+``LD_PRELOAD``). The same publisher (the same replayed clip) and the same
+aiortc subscribers connect to it through its HTTP API; the modes alternate at
+each N. Janus's CPU is its ``/proc/<pid>/stat`` utime + stime over the window.
+The ratios against both Janus settings, and issue 11's targets, come last.
+
+Every point also counts the keyframe requests (PLI/FIR) the publisher got:
+from publishing to the end of the window, and within the window alone.
+
+``--profile`` prints the SFU child's cProfile top functions per point;
+``--profile-dump PREFIX`` also writes them to ``PREFIX-<mode>-<N>.prof``.
+
     .venv/bin/python bench/forwarding.py                 # N = 1, 4, 16, 32 passthrough; 1, 4 relay
     .venv/bin/python bench/forwarding.py --seconds 3 --counts 1 4
     .venv/bin/python bench/forwarding.py --counts 4 16 32 --stock-counts 4 16 32   # direct send vs aiortc's loop
+    .venv/bin/python bench/forwarding.py --counts 8 16 32 --janus-counts 8 16 32 --relay-counts --seconds 8
 """
 
 from __future__ import annotations
@@ -111,6 +128,8 @@ class SfuServer:
                 self.profiler.enable()
             else:
                 self.profiler.disable()
+                if request.get("dump"):
+                    self.profiler.dump_stats(request["dump"])
                 pstats.Stats(self.profiler, stream=sys.stderr).sort_stats("tottime").print_stats(25)
             return {}
         if op == "configure":
@@ -310,6 +329,8 @@ class Harness:
         self.video_track: ReplayTrack | None = None
         self.listener: asyncio.Task[None] | None = None
         self.profile = False
+        self.profile_dump = ""
+        """With ``profile``: also write each point's cProfile stats to ``<this>-<mode>-<N>.prof``."""
         self.tasks: set[asyncio.Future[None]] = set()
         self.counted: weakref.WeakSet[Any] = weakref.WeakSet()
         self.stamped: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -592,7 +613,8 @@ async def measure(harness: Harness, mode: str, n: int, seconds: float, warmup: f
     keyframes_window = harness.keyframe_requests - keyframes_before
     keyframes_total = harness.keyframe_requests
     if profile:
-        await harness.request("profile", on=False)
+        dump = f"{harness.profile_dump}-{mode}-{n}.prof" if harness.profile_dump else None
+        await harness.request("profile", on=False, dump=dump)
     after = await harness.request("stats", n=n) if node else {}
     dropped = after.get("dropped", 0) - before.get("dropped", 0)
     packets = statistics.mean([s.packets / seconds for s in harness.subscribers.values()]) if n else 0.0
@@ -616,13 +638,15 @@ async def run_bench(
     seconds: float,
     warmup: float,
     profile: bool,
+    profile_dump: str = "",
 ) -> None:
     t0 = time.monotonic()
     video, audio = await asyncio.to_thread(encode_clip)
     kbps = sum(len(v) for v, _ in video) * 8 / (len(video) / FPS) / 1000
     print(f"clip: {len(video)} VP8 frames 640x480 @ {FPS} fps, {kbps:.0f} kbit/s; {len(audio)} Opus packets")
     harness = Harness(video, audio)
-    harness.profile = profile
+    harness.profile = profile or bool(profile_dump)
+    harness.profile_dump = profile_dump
     rows: list[Row] = []
     modes = [
         ("passthrough", counts),
@@ -805,6 +829,12 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="measurement window per point")
     parser.add_argument("--profile", action="store_true", help="print the SFU's cProfile top functions per point")
+    parser.add_argument(
+        "--profile-dump",
+        default="",
+        metavar="PREFIX",
+        help="with or without --profile: write each point's SFU cProfile stats to PREFIX-<mode>-<N>.prof",
+    )
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds after connecting before measuring")
     args = parser.parse_args()
     if args.sfu:
@@ -825,6 +855,7 @@ def main() -> None:
             args.seconds,
             args.warmup,
             args.profile,
+            str(Path(args.profile_dump).absolute()) if args.profile_dump else "",
         )
     )
 
