@@ -19,9 +19,14 @@ publisher (VP8: the frame is chunked once and each subscriber adds its own
 ``pack()`` output); the header-extension block (mid, abs-send-time) is made
 once per frame and subscriber. Per packet and subscriber remain what must
 differ: the 12-byte header (SSRC, sequence number, timestamp, marker), SRTP,
-``sendto``. Measured the same way, this path costs 43-47 µs per packet, about
+``sendto``. Measured the same way, this path cost 43-47 µs per packet, about
 70% of it SRTP and the kernel's ``sendto``; the packets are byte for byte
-those aiortc would send, but for abs-send-time, read once per frame.
+those aiortc would send, but for abs-send-time, read once per frame. SRTP
+then skips pylibsrtp's Python wrapper (:func:`srtp_protector`), and the
+``sendto`` and the per-packet prefix are made once per connection and frame:
+about 15% less node CPU at N=32 in an A/B run. ``bench/forwarding.py`` (N=32,
+against Janus in the same run): 11-18 µs of node CPU per forwarded packet, a
+quarter of it the ``sendto`` system call (docs/operations.md, "Benchmarks").
 
 What aiortc's sender still does itself, unchanged: RTCP (sender reports from
 the counters this path keeps up to date, SDES, BYE), NACK handling (served by
