@@ -1,4 +1,4 @@
-"""Forwarding benchmark: SFU CPU per subscriber and added latency, encoded passthrough against aiortc's MediaRelay.
+"""Forwarding benchmark: SFU CPU per subscriber and added latency, against Janus VideoRoom and aiortc's MediaRelay.
 
 One publisher sends 640x480 VP8 at about 1 Mbit/s (30 fps) and Opus, replayed
 from packets encoded once at start, so the harness never encodes. The SFU runs
@@ -21,9 +21,26 @@ waited behind the other subscribers' packets in this one harness process.
 ``--stock-counts`` runs the same node with ``NodeSettings.direct_send=False``
 (aiortc's own per-sender RTP loop), alternating with the default at each N.
 
+``--janus-counts`` adds the production C SFU as the baseline: Janus 1.1.2's
+VideoRoom from Debian (``apt-get install -y janus``; the bench installs
+nothing and exits with that line when it is missing), run twice side by side,
+stock and with ``event_loops = 2``, on 127.0.0.1 only (``bench/janus.py``: a
+temporary configuration, a ``getifaddrs`` shim built with gcc and loaded with
+``LD_PRELOAD``). The same publisher (the same replayed clip) and the same
+aiortc subscribers connect to it through its HTTP API; the modes alternate at
+each N. Janus's CPU is its ``/proc/<pid>/stat`` utime + stime over the window.
+The ratios against both Janus settings, and issue 11's targets, come last.
+
+Every point also counts the keyframe requests (PLI/FIR) the publisher got:
+from publishing to the end of the window, and within the window alone.
+
+``--profile`` prints the SFU child's cProfile top functions per point;
+``--profile-dump PREFIX`` also writes them to ``PREFIX-<mode>-<N>.prof``.
+
     .venv/bin/python bench/forwarding.py                 # N = 1, 4, 16, 32 passthrough; 1, 4 relay
     .venv/bin/python bench/forwarding.py --seconds 3 --counts 1 4
     .venv/bin/python bench/forwarding.py --counts 4 16 32 --stock-counts 4 16 32   # direct send vs aiortc's loop
+    .venv/bin/python bench/forwarding.py --counts 8 16 32 --janus-counts 8 16 32 --relay-counts --seconds 8
 """
 
 from __future__ import annotations
@@ -52,6 +69,8 @@ import structlog
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 
+from bench.janus import ROOM as JANUS_ROOM
+from bench.janus import JanusMissing, JanusServer, JanusSession, janus_binary
 from media.ice import restrict_host_candidates, rtc_configuration
 from media.node import InProcessNode
 from media.settings import NodeSettings
@@ -109,6 +128,8 @@ class SfuServer:
                 self.profiler.enable()
             else:
                 self.profiler.disable()
+                if request.get("dump"):
+                    self.profiler.dump_stats(request["dump"])
                 pstats.Stats(self.profiler, stream=sys.stderr).sort_stats("tottime").print_stats(25)
             return {}
         if op == "configure":
@@ -308,9 +329,16 @@ class Harness:
         self.video_track: ReplayTrack | None = None
         self.listener: asyncio.Task[None] | None = None
         self.profile = False
+        self.profile_dump = ""
+        """With ``profile``: also write each point's cProfile stats to ``<this>-<mode>-<N>.prof``."""
         self.tasks: set[asyncio.Future[None]] = set()
         self.counted: weakref.WeakSet[Any] = weakref.WeakSet()
         self.stamped: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.janus: dict[str, JanusServer] = {}
+        self.janus_session: JanusSession | None = None
+        self.janus_feed = 0
+        self.keyframe_requests = 0
+        """PLI and FIR the publisher's video sender received since it started (from the SFU, for its subscribers)."""
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
@@ -321,7 +349,16 @@ class Harness:
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
         self.listener = asyncio.ensure_future(self.listen())
 
+    async def start_janus(self, modes: list[str]) -> None:
+        """Start one Janus per Janus mode (``janus``: stock; ``janus-el2``: ``event_loops = 2``)."""
+        for mode in modes:
+            server = JanusServer(None if mode == "janus" else int(mode.removeprefix("janus-el")))
+            await server.start()
+            self.janus[mode] = server
+
     async def stop(self) -> None:
+        for server in self.janus.values():
+            await server.stop()
         if self.writer is not None:
             self.writer.close()
         if self.listener is not None:
@@ -418,14 +455,33 @@ class Harness:
         await sub.pc.setLocalDescription(await sub.pc.createAnswer())
         return str(sub.pc.localDescription.sdp)
 
-    async def publish(self, relay: bool) -> None:
+    def count_keyframe_requests(self, pc: RTCPeerConnection) -> None:
+        """Count the PLI/FIR the publisher's video sender gets (replayed media: the request changes nothing)."""
+        self.keyframe_requests = 0
+        for sender in pc.getSenders():
+            if sender.kind != "video":
+                continue
+            original = sender._send_keyframe
+
+            def counted(original: Any = original) -> None:
+                self.keyframe_requests += 1
+                original()
+
+            sender._send_keyframe = counted  # type: ignore[method-assign]
+
+    async def publish(self, mode: str) -> None:
+        relay = mode == "relay"
         pc = RTCPeerConnection(configuration=rtc_configuration(()))
         self.publisher = pc
         self.video_track = ReplayTrack("video", [v for v, _ in self.video], 1 / FPS, 90_000 // FPS, 90_000, True)
         pc.addTransceiver(ReplayTrack("audio", self.audio, 0.02, 960, 48_000, False), direction="sendonly")
         pc.addTransceiver(self.video_track, direction="sendonly")
+        self.count_keyframe_requests(pc)
         restrict_host_candidates(pc, LOOPBACK)
         await pc.setLocalDescription(await pc.createOffer())
+        if mode in self.janus:
+            await self.janus_publish(mode, pc)
+            return
         if relay:
             answer = (await self.request("relay_publish", sdp=pc.localDescription.sdp))["sdp"]
         else:
@@ -438,9 +494,40 @@ class Harness:
             await self.node(SetPublishing(hearing_id=HEARING, participant_id="publisher", sources=sources))
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
 
-    async def subscribe(self, name: str, relay: bool) -> None:
+    async def janus_publish(self, mode: str, pc: RTCPeerConnection) -> None:
+        """Join the VideoRoom as its publisher and wait for ``webrtcup`` (until then subscribers get "No such feed")."""
+        session = self.janus_session = JanusSession(self.janus[mode].url)
+        await session.open()
+        handle = await session.attach()
+        joined, _ = await session.message(handle, {"request": "join", "ptype": "publisher", "room": JANUS_ROOM})
+        self.janus_feed = int(joined["id"])
+        offer = {"type": "offer", "sdp": pc.localDescription.sdp, "trickle": False}
+        _, answer = await session.message(handle, {"request": "publish", "audio": True, "video": True}, offer)
+        assert answer is not None, "Janus answered the publisher without SDP"
+        candidates = [line.split()[4] for line in answer["sdp"].splitlines() if line.startswith("a=candidate:")]
+        if set(candidates) != {"127.0.0.1"}:
+            raise RuntimeError(f"Janus's candidates are not loopback only: {candidates}")
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        await session.webrtcup(handle)
+
+    async def janus_subscribe(self, sub: Subscriber) -> None:
+        """One subscriber handle on the publisher's feed: Janus offers, the subscriber answers, then ``start``."""
+        session = self.janus_session
+        assert session is not None
+        handle = await session.attach()
+        body = {"request": "join", "ptype": "subscriber", "room": JANUS_ROOM, "streams": [{"feed": self.janus_feed}]}
+        _, offer = await session.message(handle, body)
+        assert offer is not None, "Janus offered the subscriber no SDP"
+        answer = {"type": "answer", "sdp": await self.answer(sub, offer["sdp"]), "trickle": False}
+        await session.message(handle, {"request": "start"}, answer)
+
+    async def subscribe(self, name: str, mode: str) -> None:
+        relay = mode == "relay"
         sub = Subscriber(name=name, pc=RTCPeerConnection(configuration=rtc_configuration(())))
         self.subscribers[name] = sub
+        if mode in self.janus:
+            await self.janus_subscribe(sub)
+            return
         if relay:
             offer = (await self.request("relay_subscribe", name=name))["sdp"]
             await self.request("relay_answer", name=name, sdp=await self.answer(sub, offer))
@@ -461,9 +548,18 @@ class Harness:
         if self.publisher is not None:
             await self.publisher.close()
             self.publisher = None
+        if self.janus_session is not None:
+            await self.janus_session.close()
+            self.janus_session = None
         await self.request("reset")
 
-    async def cpu_rate(self, seconds: float) -> float:
+    async def cpu_rate(self, seconds: float, mode: str) -> float:
+        """The SFU's CPU-s/s over ``seconds``: the child's ``process_time``, or Janus's utime + stime."""
+        janus = self.janus.get(mode)
+        if janus is not None:
+            before_cpu, before_wall = janus.cpu_seconds(), time.monotonic()
+            await asyncio.sleep(seconds)
+            return (janus.cpu_seconds() - before_cpu) / (time.monotonic() - before_wall)
         before = await self.request("cpu")
         await asyncio.sleep(seconds)
         after = await self.request("cpu")
@@ -483,6 +579,10 @@ class Row:
     hold_ms: tuple[float | None, float | None]
     wire_p50_ms: float | None = None
     harness_cpu: float = 0.0
+    keyframes_total: int = 0
+    """Keyframe requests (PLI/FIR) the publisher got from publishing to the end of the window (joins included)."""
+    keyframes_window: int = 0
+    """Of those, the ones within the measuring window (after every subscriber had joined and warmed up)."""
 
     @property
     def per_packet_us(self) -> float:
@@ -491,26 +591,31 @@ class Row:
 
 
 async def measure(harness: Harness, mode: str, n: int, seconds: float, warmup: float) -> tuple[float, Row]:
-    relay = mode == "relay"
-    if not relay:
+    node = mode.startswith("passthrough")
+    if node:
         await harness.request("configure", direct_send=mode == "passthrough")
-    await harness.publish(relay)
+    await harness.publish(mode)
     for i in range(n):
-        await harness.subscribe(f"s{i}", relay)
+        await harness.subscribe(f"s{i}", mode)
     await asyncio.sleep(warmup)
     for sub in harness.subscribers.values():
         sub.packets = 0
         sub.latencies.clear()
         sub.wire_latencies.clear()
-    before = await harness.request("stats", n=n) if not relay else {}
-    if harness.profile:
+    before = await harness.request("stats", n=n) if node else {}
+    keyframes_before = harness.keyframe_requests
+    profile = harness.profile and mode not in harness.janus
+    if profile:
         await harness.request("profile", on=True)
     harness_before = (time.process_time(), time.monotonic())
-    rate = await harness.cpu_rate(seconds)
+    rate = await harness.cpu_rate(seconds, mode)
     harness_cpu = (time.process_time() - harness_before[0]) / (time.monotonic() - harness_before[1])
-    if harness.profile:
-        await harness.request("profile", on=False)
-    after = await harness.request("stats", n=n) if not relay else {}
+    keyframes_window = harness.keyframe_requests - keyframes_before
+    keyframes_total = harness.keyframe_requests
+    if profile:
+        dump = f"{harness.profile_dump}-{mode}-{n}.prof" if harness.profile_dump else None
+        await harness.request("profile", on=False, dump=dump)
+    after = await harness.request("stats", n=n) if node else {}
     dropped = after.get("dropped", 0) - before.get("dropped", 0)
     packets = statistics.mean([s.packets / seconds for s in harness.subscribers.values()]) if n else 0.0
     lat = sorted(x for s in harness.subscribers.values() for x in s.latencies)
@@ -520,32 +625,69 @@ async def measure(harness: Harness, mode: str, n: int, seconds: float, warmup: f
     wire_p50 = wire[len(wire) // 2] * 1000 if wire else None
     await harness.reset()
     hold = (after.get("hold_p50"), after.get("hold_p99"))
-    return rate, Row(mode, n, rate, 0.0, packets, p50, p99, dropped, hold, wire_p50, harness_cpu)
+    row = Row(mode, n, rate, 0.0, packets, p50, p99, dropped, hold, wire_p50, harness_cpu)
+    row.keyframes_total, row.keyframes_window = keyframes_total, keyframes_window
+    return rate, row
 
 
 async def run_bench(
-    counts: list[int], stock_counts: list[int], relay_counts: list[int], seconds: float, warmup: float, profile: bool
+    counts: list[int],
+    stock_counts: list[int],
+    relay_counts: list[int],
+    janus_counts: list[int],
+    seconds: float,
+    warmup: float,
+    profile: bool,
+    profile_dump: str = "",
+    rounds: int = 1,
 ) -> None:
     t0 = time.monotonic()
     video, audio = await asyncio.to_thread(encode_clip)
     kbps = sum(len(v) for v, _ in video) * 8 / (len(video) / FPS) / 1000
     print(f"clip: {len(video)} VP8 frames 640x480 @ {FPS} fps, {kbps:.0f} kbit/s; {len(audio)} Opus packets")
     harness = Harness(video, audio)
-    harness.profile = profile
-    await harness.start()
+    harness.profile = profile or bool(profile_dump)
+    harness.profile_dump = profile_dump
     rows: list[Row] = []
-    modes = [("passthrough", counts), ("passthrough-stock", stock_counts), ("relay", relay_counts)]
+    modes = [
+        ("passthrough", counts),
+        ("janus", janus_counts),
+        ("janus-el2", janus_counts),
+        ("passthrough-stock", stock_counts),
+        ("relay", relay_counts),
+    ]
+    bases: dict[str, float] = {}
     try:
-        # Modes alternate at each N, so a change in the machine's other load hits them alike.
-        bases = {mode: (await measure(harness, mode, 0, seconds, warmup))[0] for mode, ns in modes if ns}
-        for n in sorted({n for _, ns in modes for n in ns}):
+        await harness.start()
+        if janus_counts:
+            await harness.start_janus(["janus", "janus-el2"])
+        # Modes alternate at each N, so a change in the machine's other load hits them alike; with several
+        # rounds, each point is the round with the median CPU (a shared machine's bursts hit single rounds).
+        base_runs: dict[str, list[float]] = collections.defaultdict(list)
+        runs: dict[tuple[str, int], list[Row]] = collections.defaultdict(list)
+        for round_ in range(rounds):
+            label = f" (round {round_ + 1} of {rounds})" if rounds > 1 else ""
             for mode, ns in modes:
-                if n not in ns:
-                    continue
-                rate, row = await measure(harness, mode, n, seconds, warmup)
-                row.per_sub = (rate - bases[mode]) / n
-                rows.append(row)
-                print(f"  {mode} N={n}: {rate:.3f} CPU-s/s", flush=True)
+                if ns:
+                    rate, _ = await measure(harness, mode, 0, seconds, warmup)
+                    base_runs[mode].append(rate)
+                    print(f"  {mode} publisher only: {rate:.3f} CPU-s/s{label}", flush=True)
+            for n in sorted({n for _, ns in modes for n in ns}):
+                for mode, ns in modes:
+                    if n not in ns:
+                        continue
+                    rate, row = await measure(harness, mode, n, seconds, warmup)
+                    runs[mode, n].append(row)
+                    print(
+                        f"  {mode} N={n}: {rate:.3f} CPU-s/s, {row.packets_per_sub:.0f} packets/s per subscriber"
+                        + label,
+                        flush=True,
+                    )
+        bases.update({mode: statistics.median_low(rates) for mode, rates in base_runs.items()})
+        for (mode, n), points in runs.items():
+            row = sorted(points, key=lambda r: r.cpu)[(len(points) - 1) // 2]
+            row.per_sub = (row.cpu - bases[mode]) / n
+            rows.append(row)
     finally:
         await harness.stop()
     rows.sort(key=lambda r: ([m for m, _ in modes].index(r.mode), r.subscribers))
@@ -557,17 +699,20 @@ async def run_bench(
     print(
         "| mode | N | SFU CPU-s/s | CPU-s/s per subscriber | packets/s per subscriber | CPU µs per sent packet "
         "| SFU drops | latency p50 ms | p99 ms | at socket read p50 ms | node hold p50 ms | p99 ms "
-        "| harness CPU-s/s |"
+        "| keyframe requests (all / in window) | harness CPU-s/s |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         p50 = f"{r.p50_ms:.2f}" if r.p50_ms is not None else "n/a"
         p99 = f"{r.p99_ms:.2f}" if r.p99_ms is not None else "n/a"
         print(
             f"| {r.mode} | {r.subscribers} | {r.cpu:.3f} | {r.per_sub:.4f} | {r.packets_per_sub:.0f} "
             f"| {r.per_packet_us:.0f} | {r.dropped} | {p50} | {p99} | {ms(r.wire_p50_ms)} "
-            f"| {ms(r.hold_ms[0])} | {ms(r.hold_ms[1])} | {r.harness_cpu:.2f} |"
+            f"| {ms(r.hold_ms[0])} | {ms(r.hold_ms[1])} | {r.keyframes_total} / {r.keyframes_window} "
+            f"| {r.harness_cpu:.2f} |"
         )
+    print()
+    print("publisher only (CPU-s/s): " + ", ".join(f"{mode} {rate:.4f}" for mode, rate in bases.items()))
     rl = {r.subscribers: r for r in rows if r.mode == "relay"}
     st = {r.subscribers: r for r in rows if r.mode == "passthrough-stock"}
     for mode in ("passthrough", "passthrough-stock"):
@@ -593,8 +738,80 @@ async def run_bench(
             for n in sorted(set(pt) & set(st)):
                 ratio = st[n].per_sub / pt[n].per_sub if pt[n].per_sub > 0 else math.inf
                 print(f"N={n}: stock sender loop / direct send CPU per subscriber {ratio:.1f}x")
+    print_janus_ratios(rows, bases)
     print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     print(f"total bench time {time.monotonic() - t0:.0f} s")
+
+
+TARGET_PER_SUB = 0.0025
+"""Issue 11's target at N=32: CPU-s/s per subscriber, i.e. 400 subscriber streams per core."""
+TARGET_VS_EL2 = 0.67
+TARGET_PUBLISHER_VS_JANUS = 1.5
+TARGET_HOLD_P50_MS = 1.0
+TARGET_P99_MS = 5.0
+
+
+def print_janus_ratios(rows: list[Row], bases: dict[str, float]) -> None:
+    """courtlink against both Janus settings, per N, and issue 11's targets at the largest N: printed last."""
+    pt = {r.subscribers: r for r in rows if r.mode == "passthrough"}
+    if "passthrough" not in bases:
+        return
+    for mode, label in (("janus", "Janus stock"), ("janus-el2", "Janus event_loops=2")):
+        janus = {r.subscribers: r for r in rows if r.mode == mode}
+        if mode not in bases:
+            continue
+        print()
+        for n in sorted(set(pt) & set(janus)):
+            c, j = pt[n], janus[n]
+            per_sub = c.per_sub / j.per_sub if j.per_sub > 0 else math.inf
+            per_packet = c.per_packet_us / j.per_packet_us if j.per_packet_us > 0 else math.inf
+            print(
+                f"N={n}: courtlink / {label}: CPU per subscriber {per_sub:.2f}x "
+                f"({c.per_sub:.4f} vs {j.per_sub:.4f} CPU-s/s), per forwarded packet {per_packet:.2f}x "
+                f"({c.per_packet_us:.1f} vs {j.per_packet_us:.1f} µs), delivery {c.packets_per_sub:.0f} vs "
+                f"{j.packets_per_sub:.0f} packets/s per subscriber"
+            )
+        if bases[mode] > 0:
+            print(
+                f"publisher only: courtlink / {label} {bases['passthrough'] / bases[mode]:.2f}x "
+                f"({bases['passthrough']:.4f} vs {bases[mode]:.4f} CPU-s/s)"
+            )
+    if not pt:
+        return
+    n = max(pt)
+    c = pt[n]
+    el2 = {r.subscribers: r for r in rows if r.mode == "janus-el2"}.get(n)
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    print()
+    print(f"issue 11 targets at N={n} (courtlink):")
+    streams = 1 / c.per_sub if c.per_sub > 0 else math.inf
+    print(
+        f"  CPU per subscriber {c.per_sub:.4f} CPU-s/s (~{streams:.0f} streams per core), "
+        f"target <= {TARGET_PER_SUB}: {verdict(c.per_sub <= TARGET_PER_SUB)}"
+    )
+    if el2 is not None and el2.per_sub > 0:
+        ratio = c.per_sub / el2.per_sub
+        print(f"  vs Janus event_loops=2 {ratio:.2f}x, target <= {TARGET_VS_EL2}x: {verdict(ratio <= TARGET_VS_EL2)}")
+    for mode, label in (("janus", "Janus stock"), ("janus-el2", "Janus event_loops=2")):
+        if bases.get(mode, 0) > 0:
+            ratio = bases["passthrough"] / bases[mode]
+            print(
+                f"  publisher only vs {label} {ratio:.2f}x, target <= {TARGET_PUBLISHER_VS_JANUS}x: "
+                f"{verdict(ratio <= TARGET_PUBLISHER_VS_JANUS)}"
+            )
+    if c.hold_ms[0] is not None:
+        print(
+            f"  node hold p50 {c.hold_ms[0]:.2f} ms, target <= {TARGET_HOLD_P50_MS}: "
+            f"{verdict(c.hold_ms[0] <= TARGET_HOLD_P50_MS)}"
+        )
+    if c.p99_ms is not None:
+        print(
+            f"  end-to-end p99 {c.p99_ms:.2f} ms, target <= {TARGET_P99_MS} on a quiet machine: "
+            f"{verdict(c.p99_ms <= TARGET_P99_MS)} (load average now {os.getloadavg()[0]:.1f})"
+        )
 
 
 def main() -> None:
@@ -615,15 +832,48 @@ def main() -> None:
         default=[1, 4],
         help="MediaRelay subscriber counts (it saturates 2 cores near 10)",
     )
+    parser.add_argument(
+        "--janus-counts",
+        type=int,
+        nargs="*",
+        default=[],
+        help="Janus VideoRoom subscriber counts, stock and event_loops=2 (needs: apt-get install -y janus)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat every point; each is then the round with the median CPU"
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="measurement window per point")
     parser.add_argument("--profile", action="store_true", help="print the SFU's cProfile top functions per point")
+    parser.add_argument(
+        "--profile-dump",
+        default="",
+        metavar="PREFIX",
+        help="with or without --profile: write each point's SFU cProfile stats to PREFIX-<mode>-<N>.prof",
+    )
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds after connecting before measuring")
     args = parser.parse_args()
     if args.sfu:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(run_sfu())
         return
-    asyncio.run(run_bench(args.counts, args.stock_counts, args.relay_counts, args.seconds, args.warmup, args.profile))
+    if args.janus_counts:
+        try:
+            janus_binary()
+        except JanusMissing as exc:
+            sys.exit(f"bench/forwarding.py: {exc}")
+    asyncio.run(
+        run_bench(
+            args.counts,
+            args.stock_counts,
+            args.relay_counts,
+            args.janus_counts,
+            args.seconds,
+            args.warmup,
+            args.profile,
+            str(Path(args.profile_dump).absolute()) if args.profile_dump else "",
+            args.rounds,
+        )
+    )
 
 
 if __name__ == "__main__":
