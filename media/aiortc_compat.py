@@ -63,16 +63,20 @@ try:
     from aioice.turn import UDP_SOCKET_BUFFER_SIZE
     from aiortc.codecs import CODECS, get_encoder
     from aiortc.jitterbuffer import JitterFrame
+    from aiortc.rate import RemoteBitrateEstimator
     from aiortc.rtcdtlstransport import RTCDtlsTransport, State
     from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
     from aiortc.rtcpeerconnection import find_common_codecs
     from aiortc.rtp import (
         DYNAMIC_PAYLOAD_TYPES,
+        RTCP_PSFB_APP,
         RTP_HISTORY_SIZE,
         HeaderExtensions,
         RtcpByePacket,
+        RtcpPsfbPacket,
         RtcpSrPacket,
         RtpPacket,
+        unpack_remb_fci,
         wrap_rtx,
     )
     from aiortc.sdp import SessionDescription, candidate_from_sdp
@@ -88,6 +92,7 @@ __all__ = [
     "HeaderExtensions",
     "JitterFrame",
     "PortRangeExhausted",
+    "RembLimiter",
     "RtcpByePacket",
     "RtcpSrPacket",
     "RtpPacket",
@@ -100,10 +105,12 @@ __all__ = [
     "install_jitter_buffer",
     "keyframe_requester",
     "limit_host_candidates",
+    "limit_remb",
     "negotiated_codecs",
     "negotiated_header_extensions",
     "offer_direction",
     "on_keyframe_request",
+    "on_remb",
     "random16",
     "random32",
     "receiver_codec_name",
@@ -147,6 +154,55 @@ def wrap_rtcp_handler(
     receiver._handle_rtcp_packet = wrap(original)  # type: ignore[method-assign,assignment]
 
 
+class RembLimiter:
+    """Stands in for a receiver's ``RemoteBitrateEstimator``: the REMB the node sends the publisher is at most ``cap``.
+
+    aiortc's receiver feeds its estimator every video packet that carries abs-send-time and sends whatever REMB it
+    returns (``rtcrtpreceiver.py`` ``_handle_rtp_packet``). With a cap set, an estimate above it is lowered to it,
+    and a REMB of the cap goes out at least every :attr:`interval_ms` even while the estimator has nothing to say
+    (it says nothing for its first 3 s), so a new cap reaches the publisher within that interval.
+    """
+
+    __slots__ = ("_estimator", "_last_ms", "cap", "estimate", "interval_ms")
+
+    def __init__(self, estimator: Any, interval_ms: int = 500) -> None:
+        self._estimator = estimator
+        self._last_ms = -(1 << 62)
+        self.interval_ms = interval_ms
+        self.cap: int | None = None
+        """Bit/s the publisher may send at most (None: the estimator's own REMB, unchanged)."""
+        self.estimate: int | None = None
+        """The estimator's last estimate of the publisher's link (bit/s), before the cap."""
+
+    def add(self, arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int) -> Any:
+        """What aiortc's receiver calls per packet: ``(bitrate, ssrcs)`` to send as REMB, or None."""
+        result = self._estimator.add(
+            arrival_time_ms=arrival_time_ms, abs_send_time=abs_send_time, payload_size=payload_size, ssrc=ssrc
+        )
+        cap = self.cap
+        if result is not None:
+            self.estimate = int(result[0])
+            self._last_ms = arrival_time_ms
+            return result if cap is None or result[0] <= cap else (cap, result[1])
+        if cap is not None and arrival_time_ms - self._last_ms >= self.interval_ms:
+            self._last_ms = arrival_time_ms
+            return cap, list(self._estimator.ssrcs)
+        return None
+
+
+def limit_remb(receiver: RTCRtpReceiver) -> RembLimiter | None:
+    """Put a :class:`RembLimiter` in front of the receiver's bitrate estimator (video receivers; None for audio)."""
+    name = "_RTCRtpReceiver__remote_bitrate_estimator"
+    estimator = getattr(receiver, name, None)
+    if estimator is None:
+        return None
+    if isinstance(estimator, RembLimiter):
+        return estimator
+    limiter = RembLimiter(estimator)
+    setattr(receiver, name, limiter)
+    return limiter
+
+
 def keyframe_requester(receiver: RTCRtpReceiver) -> Callable[[int], Awaitable[None]]:
     """The receiver's bound PLI sender: ``await send(media_ssrc)`` asks the remote sender for a keyframe."""
     send: Callable[[int], Awaitable[None]] = receiver._send_rtcp_pli
@@ -159,6 +215,28 @@ def keyframe_requester(receiver: RTCRtpReceiver) -> Callable[[int], Awaitable[No
 def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
     """Call ``callback`` when a subscriber asks this sender for a keyframe (PLI/FIR), instead of aiortc's flag."""
     sender._send_keyframe = callback  # type: ignore[method-assign]
+
+
+def on_remb(sender: RTCRtpSender, callback: Callable[[int, list[int]], None]) -> None:
+    """Call ``callback(bitrate, ssrcs)`` for every REMB (RTCP PSFB fmt 15) the remote receiver sends about this
+    sender's stream, before aiortc's own handling (which, in pack mode, has no encoder to give it to).
+
+    aiortc's DTLS transport routes a REMB to every sender whose SSRC it lists (``RtpRouter.route_rtcp``): a REMB
+    about several streams reaches each of their senders.
+    """
+    original = sender._handle_rtcp_packet
+
+    async def handle(packet: Any) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                pass  # not a REMB (another application-layer feedback), or a broken one: aiortc ignores it too
+            else:
+                callback(bitrate, ssrcs)
+        await original(packet)
+
+    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
 
 
 def replace_rtp_loop(
@@ -246,6 +324,10 @@ class SenderInternals:
         sequence = sender._RTCRtpSender__rtx_sequence_number
         sender._RTCRtpSender__rtx_sequence_number = (sequence + 1) & 0xFFFF
         return int(payload_type), int(sequence), self.rtx_ssrc
+
+    def last_timestamp(self) -> int:
+        """The RTP timestamp of the last frame sent (what the next sender report carries)."""
+        return int(self.sender._RTCRtpSender__rtp_timestamp)  # type: ignore[attr-defined]
 
     def current_extensions_map(self) -> Any:
         """The sender's header-extension map now (re-read: aiortc reconfigures it on renegotiation)."""
@@ -448,12 +530,22 @@ _INSTANCE_ATTRIBUTES: tuple[tuple[type, str, Iterable[str]], ...] = (
             "_RTCRtpSender__packet_count",
         ),
     ),
-    (RTCRtpReceiver, "RTCRtpReceiver", ("_RTCRtpReceiver__codecs", "_RTCRtpReceiver__jitter_buffer", "_data")),
+    (
+        RTCRtpReceiver,
+        "RTCRtpReceiver",
+        (
+            "_RTCRtpReceiver__codecs",
+            "_RTCRtpReceiver__jitter_buffer",
+            "_RTCRtpReceiver__remote_bitrate_estimator",
+            "_data",
+        ),
+    ),
     (RTCRtpTransceiver, "RTCRtpTransceiver", ("_codecs", "_headerExtensions")),
     (RTCDtlsTransport, "RTCDtlsTransport", ("_state", "_tx_srtp")),
     (RTCIceTransport, "RTCIceTransport", ("_connection",)),
     (RTCIceGatherer, "RTCIceGatherer", ("_connection",)),
     (IceConnection, "aioice Connection", ("_nominated", "_protocols", "stun_server")),
+    (RemoteBitrateEstimator, "RemoteBitrateEstimator", ("ssrcs",)),
 )
 """Instance attributes, set in the class's own code (checked by name in that code: they exist only on instances)."""
 
@@ -461,12 +553,19 @@ _METHODS: tuple[tuple[type, str, str, tuple[str, ...]], ...] = (
     (RTCRtpSender, "RTCRtpSender", "_run_rtp", ("self", "codec")),
     (RTCRtpSender, "RTCRtpSender", "_retransmit", ("self", "sequence_number")),
     (RTCRtpSender, "RTCRtpSender", "_send_keyframe", ("self",)),
+    (RTCRtpSender, "RTCRtpSender", "_handle_rtcp_packet", ("self", "packet")),
     (RTCRtpReceiver, "RTCRtpReceiver", "_handle_rtcp_packet", ("self", "packet")),
     (RTCRtpReceiver, "RTCRtpReceiver", "_send_rtcp_pli", ("self", "media_ssrc")),
     (RTCDtlsTransport, "RTCDtlsTransport", "_send_rtp", ("self", "data")),
     (IceConnection, "aioice Connection", "get_component_candidates", ("self", "component", "addresses")),
     (StunProtocol, "aioice StunProtocol", "send_data", ("self", "data", "addr")),
     (StunProtocol, "aioice StunProtocol", "__init__", ("self", "receiver")),
+    (
+        RemoteBitrateEstimator,
+        "RemoteBitrateEstimator",
+        "add",
+        ("self", "arrival_time_ms", "abs_send_time", "payload_size", "ssrc"),
+    ),
 )
 """Methods: present, callable, and taking these leading parameters (by name: some are passed by keyword)."""
 
