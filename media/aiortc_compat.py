@@ -119,6 +119,7 @@ __all__ = [
     "self_check",
     "sender_counters",
     "sender_enabled",
+    "sender_ssrc",
     "set_negotiated",
     "versions",
     "wrap_rtcp_handler",
@@ -249,6 +250,11 @@ def replace_rtp_loop(
     sender._run_rtp = run  # type: ignore[method-assign,assignment]
     sender._retransmit = retransmit  # type: ignore[method-assign,assignment]
     return original
+
+
+def sender_ssrc(sender: RTCRtpSender) -> int:
+    """The SSRC of the sender's media stream (what a receiver's REMB names)."""
+    return int(sender._ssrc)
 
 
 def sender_enabled(sender: RTCRtpSender) -> bool:

@@ -37,7 +37,7 @@ as LiveKit keeps its stream allocator apart from its down tracks.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 HEADROOM = 1.1
@@ -115,19 +115,32 @@ class EstimateBook:
                 del entries[other]
         entries[key] = (max(0, int(bitrate)), now)
 
-    def estimate(self, now: float) -> int | None:
-        """The sum of the fresh REMBs (bit/s), None when there is none."""
+    def estimate(self, now: float, among: Collection[int] | None = None) -> int | None:
+        """The sum of the fresh REMBs (bit/s), None when there is none.
+
+        ``among``: the SSRCs sent to the subscriber now; a REMB about none of them (a stream just paused, whose
+        last report is still fresh) does not count.
+        """
         entries = self._entries
         stale = [k for k, (_, at) in entries.items() if now - at > ESTIMATE_MAX_AGE]
         for key in stale:
             del entries[key]
-        if not entries:
+        counted = [b for k, (b, _) in entries.items() if among is None or not k.isdisjoint(among)]
+        if not counted:
             return None
-        return sum(bitrate for bitrate, _ in entries.values())
+        return sum(counted)
+
+    def covers(self, ssrc: int) -> bool:
+        """Whether a REMB counted in the last :meth:`estimate` is about ``ssrc``."""
+        return any(ssrc in key for key in self._entries)
 
 
 class BitrateMeter:
-    """The bitrate of one published track over the last :data:`METER_WINDOW`, from its running counters."""
+    """The payload bitrate of one published track over the last :data:`METER_WINDOW`, from its running counters.
+
+    Payload only, as REMB estimators count what they receive (aiortc: payload and padding bytes), so a need and
+    an estimate compare like for like.
+    """
 
     __slots__ = ("_samples", "window")
 
@@ -135,19 +148,18 @@ class BitrateMeter:
         self.window = window
         self._samples: deque[tuple[float, int]] = deque()
 
-    def rate(self, now: float, payload_bytes: int, packets: int) -> int:
-        """Bit/s, given the track's counters now (payload bytes and packets received so far)."""
-        total = payload_bytes + packets * PACKET_OVERHEAD
+    def rate(self, now: float, payload_bytes: int) -> int:
+        """Bit/s, given the track's payload byte counter now."""
         samples = self._samples
         if not samples or now - samples[-1][0] >= 0.1:
-            samples.append((now, total))
+            samples.append((now, payload_bytes))
         while len(samples) > 2 and now - samples[1][0] >= self.window:
             samples.popleft()
         first_at, first = samples[0]
         elapsed = now - first_at
         if elapsed < 0.2:
             return 0
-        return int((total - first) * 8 / elapsed)
+        return int((payload_bytes - first) * 8 / elapsed)
 
 
 @dataclass(frozen=True)
@@ -163,6 +175,10 @@ class VideoStream:
     """The presiding judge's camera."""
     speaker: bool = False
     """The camera of the subscriber's active speaker."""
+    covered: bool = True
+    """A fresh REMB of the subscriber is about this stream. An aiortc receiver reports each stream on its own, and
+    only after receiving it for 3 s: a forwarded stream no REMB is about yet counts as fitting (its need is added to
+    the estimate), or every hearing start would look like a thin link."""
 
 
 def video_priority(streams: Sequence[VideoStream]) -> list[VideoStream]:
@@ -234,6 +250,8 @@ class SubscriberAllocator:
             self.constrained = bool(self.paused)
             return self._allocation(keys, (), resumed, top_available=None)
 
+        # Forwarded streams no REMB is about yet count as carried (see VideoStream.covered).
+        estimate += sum(v.need_bps for v in videos if not v.covered and v.key not in self.paused)
         budget = estimate * self.headroom
         # What fits, in priority order; the top video always goes (the publisher cap makes it fit).
         fits: list[str] = [keys[0]]

@@ -122,8 +122,8 @@ class PublishedTrack:
         return self.remb
 
     def bitrate(self, now: float) -> int:
-        """Bit/s received over the last seconds, headers included."""
-        return self.meter.rate(now, self.bytes_in, self.packets_in)
+        """Payload bit/s received over the last seconds."""
+        return self.meter.rate(now, self.bytes_in)
 
     @property
     def keyframe_counts(self) -> KeyframeCounts:

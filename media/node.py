@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import structlog
 from aiortc import RTCRtpTransceiver
 
-from media.aiortc_compat import candidate_from_sdp, self_check, sender_counters
+from media.aiortc_compat import candidate_from_sdp, self_check, sender_counters, sender_ssrc
 from media.bandwidth import (
     Allocation,
     EstimateBook,
@@ -747,6 +747,17 @@ class InProcessNode:
         pid = peer.participant_id
         subscriber = self._subscriber(room, pid)
         speaker = room.speakers.active_for(pid)
+        ssrc_of = {
+            id(slot.track.publisher): sender_ssrc(slot.transceiver.sender)
+            for slot in peer.slots
+            if slot.track.publisher is not None
+        }
+        sending = {
+            sender_ssrc(slot.transceiver.sender)
+            for slot in peer.slots
+            if slot.track.publisher is not None and not slot.track.paused
+        }
+        estimate = subscriber.book.estimate(now, sending)
         videos: list[VideoStream] = []
         for track in peer.wanted:
             if track.kind != "video" or track.ended:
@@ -760,9 +771,9 @@ class InProcessNode:
                     evidence=track.source is Source.evidence,
                     judge=camera and publisher is not None and publisher.role is Role.judge,
                     speaker=camera and track.participant_id == speaker,
+                    covered=subscriber.book.covers(ssrc_of.get(id(track), -1)),
                 )
             )
-        estimate = subscriber.book.estimate(now)
         subscriber.estimate = estimate
         subscriber.decided_at = now
         allocation = subscriber.allocator.update(now, estimate, video_priority(videos))

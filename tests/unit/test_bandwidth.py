@@ -50,6 +50,16 @@ def test_estimate_sums_per_stream_rembs_and_forgets_stale_ones() -> None:
     assert book.estimate(10.0) is None
 
 
+def test_estimate_ignores_reports_about_streams_no_longer_sent() -> None:
+    """The last REMB about a stream just paused does not count: it would hide how thin the link is."""
+    book = EstimateBook()
+    book.remb(0.0, 300_000, [1])
+    book.remb(0.0, 300_000, [2])
+    assert book.estimate(0.5, among={1, 2}) == 600_000
+    assert book.estimate(0.5, among={1}) == 300_000
+    assert book.estimate(0.5, among={3}) is None
+
+
 def test_estimate_browser_remb_replaces_overlapping_reports() -> None:
     """A browser's one REMB about all streams is the estimate, not added to its earlier reports."""
     book = EstimateBook()
@@ -58,15 +68,22 @@ def test_estimate_browser_remb_replaces_overlapping_reports() -> None:
     assert book.estimate(0.6) == 1 * MBIT
 
 
-def test_meter_measures_bitrate_with_overhead() -> None:
-    """A track's bitrate comes from its counters over the last seconds, headers included."""
+def test_meter_measures_payload_bitrate() -> None:
+    """A track's bitrate comes from its byte counter over the last seconds, as REMB estimators count it."""
     meter = BitrateMeter(window=2.0)
-    assert meter.rate(0.0, 0, 0) == 0
-    # 100 packets of 1000 payload bytes per second: (1000 + 50) * 8 * 100 = 840 kbit/s.
+    assert meter.rate(0.0, 0) == 0
     for step in range(1, 41):
         t = step * 0.1
-        rate = meter.rate(t, int(100_000 * t), int(100 * t))
-    assert 830_000 <= rate <= 850_000
+        rate = meter.rate(t, int(100_000 * t))
+    assert 790_000 <= rate <= 810_000
+
+
+def test_streams_no_remb_is_about_yet_count_as_carried() -> None:
+    """At a hearing start, the first stream's REMB alone does not pause the streams whose REMB has not come yet."""
+    alloc = SubscriberAllocator(hold=3.0)
+    videos = [VideoStream("v0", MBIT), VideoStream("v1", MBIT, covered=False), VideoStream("v2", MBIT, covered=False)]
+    assert alloc.update(0.0, MBIT, videos).paused == ()
+    assert alloc.update(5.0, 300_000, streams(MBIT, MBIT, MBIT)).paused == ("v1", "v2")
 
 
 def test_thin_link_keeps_top_video_and_pauses_the_rest() -> None:
