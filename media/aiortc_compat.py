@@ -101,6 +101,7 @@ __all__ = [
     "candidate_from_sdp",
     "direct_sendto",
     "find_common_codecs",
+    "gate_retransmit",
     "get_encoder",
     "install_jitter_buffer",
     "keyframe_requester",
@@ -250,6 +251,23 @@ def replace_rtp_loop(
     sender._run_rtp = run  # type: ignore[method-assign,assignment]
     sender._retransmit = retransmit  # type: ignore[method-assign,assignment]
     return original
+
+
+def gate_retransmit(sender: RTCRtpSender, allow: Callable[[int, int, int], bool]) -> None:
+    """On this sender only (aiortc's own RTP loop), resend a NACKed packet only if
+    ``allow(packet_timestamp, last_sent_timestamp, size)`` says so."""
+    original = sender._retransmit
+    history: dict[int, Any] = sender._RTCRtpSender__rtp_history  # type: ignore[attr-defined]
+
+    async def retransmit(sequence_number: int) -> None:
+        packet = history.get(sequence_number % RTP_HISTORY_SIZE)
+        if packet is None or packet.sequence_number != sequence_number:
+            return
+        last: int = sender._RTCRtpSender__rtp_timestamp  # type: ignore[attr-defined]
+        if allow(int(packet.timestamp), int(last), len(packet.payload) + 12):
+            await original(sequence_number)
+
+    sender._retransmit = retransmit  # type: ignore[method-assign]
 
 
 def sender_ssrc(sender: RTCRtpSender) -> int:
@@ -532,6 +550,7 @@ _INSTANCE_ATTRIBUTES: tuple[tuple[type, str, Iterable[str]], ...] = (
             "_RTCRtpSender__rtx_sequence_number",
             "_RTCRtpSender__ntp_timestamp",
             "_RTCRtpSender__rtp_timestamp",
+            "_RTCRtpSender__rtp_history",
             "_RTCRtpSender__octet_count",
             "_RTCRtpSender__packet_count",
         ),

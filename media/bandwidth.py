@@ -25,7 +25,8 @@ as LiveKit keeps its stream allocator apart from its down tracks.
   come back on a recovered link by the margin alone: when the estimate has sat
   near that ceiling (:data:`PROBE_RATIO`) for a probe wait, the next stream is
   resumed as a probe; a probe the estimate does not carry is paused again at
-  once and the next probe waits twice as long (up to :data:`PROBE_WAIT_MAX`).
+  once (when the estimate of the streams sent before it falls, :data:`PROBE_FALL`) and the next probe waits
+  twice as long (up to :data:`PROBE_WAIT_MAX`).
 - :func:`publisher_cap` is the bitrate the node asks a publisher for (by its
   own REMB) when a constrained subscriber receives its video.
 - :class:`NackBudget` lets resends spend a share of the subscriber's estimate
@@ -51,6 +52,10 @@ RESUME_MARGIN = 1.15
 PROBE_RATIO = 1.3
 """Estimate over the forwarded video bitrate that counts as "the receiver sees no congestion" (its REMB climbs to
 about 1.5x what it receives on a link that keeps up)."""
+
+PROBE_FALL = 0.85
+"""A probe failed when the estimate of the streams sent before it falls below this share of what it was when the
+probe began (congestion; the probed stream's own REMB comes only seconds later)."""
 
 PROBE_WAIT_MAX = 60.0
 """Seconds: the longest wait between two probes after failed ones."""
@@ -227,6 +232,8 @@ class SubscriberAllocator:
         self._last_change = float("-inf")
         self._probe_wait = 2 * hold
         self._probe_at: float | None = None
+        self._probe_key: str | None = None
+        self._probe_estimate = 0
         """When the last probe resumed a stream (until it is judged)."""
         self._ceiling_since: float | None = None
 
@@ -250,6 +257,9 @@ class SubscriberAllocator:
             self.constrained = bool(self.paused)
             return self._allocation(keys, (), resumed, top_available=None)
 
+        probing = self._probe_at is not None and now - self._probe_at < 2 * self.hold
+        probe_fell = probing and estimate < self._probe_estimate * PROBE_FALL
+        covered_estimate = estimate
         # Forwarded streams no REMB is about yet count as carried (see VideoStream.covered).
         estimate += sum(v.need_bps for v in videos if not v.covered and v.key not in self.paused)
         budget = estimate * self.headroom
@@ -261,9 +271,11 @@ class SubscriberAllocator:
             if total > budget:
                 break
             fits.append(video.key)
+        if probe_fell and self._probe_key in fits[1:]:
+            fits.remove(self._probe_key)
         forwarded_need = sum(v.need_bps for v in videos if v.key not in self.paused)
         wanted_paused = [k for k in keys if k not in fits and k not in self.paused]
-        probe_failed = self._probe_at is not None and bool(wanted_paused) and now - self._probe_at < 2 * self.hold
+        probe_failed = probing and bool(wanted_paused)
         paused_now: tuple[str, ...] = ()
         resumed_now: tuple[str, ...] = ()
         if wanted_paused and (now - self._last_change >= self.hold or probe_failed):
@@ -290,6 +302,8 @@ class SubscriberAllocator:
                 elif now - self._ceiling_since >= self._probe_wait:
                     resumed_now = (next_key,)
                     self._probe_at = now
+                    self._probe_key = next_key
+                    self._probe_estimate = covered_estimate
                     self._ceiling_since = None
             if resumed_now:
                 self.paused.discard(resumed_now[0])

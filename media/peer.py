@@ -35,6 +35,7 @@ from media.aiortc_compat import (
     DYNAMIC_PAYLOAD_TYPES,
     SessionDescription,
     find_common_codecs,
+    gate_retransmit,
     negotiated_codecs,
     negotiated_header_extensions,
     offer_direction,
@@ -42,11 +43,11 @@ from media.aiortc_compat import (
     on_remb,
     set_negotiated,
 )
-from media.bandwidth import NackBudget
+from media.bandwidth import NackBudget, RepairTrigger
 from media.forwarding import ForwardedTrack, PublishedTrack
 from media.ice import PORTS_EXHAUSTED, PortRangeExhausted, restrict_host_candidates, rtc_configuration
 from media.keyframes import Reason
-from media.sending import install
+from media.sending import install, resend_allowed, rtp_age
 from media.settings import NodeSettings
 from protocol.node import MediaKind, TrackRef
 from rooms.model import Role, Source
@@ -441,16 +442,25 @@ class Peer:
         on_remb_ = self._on_remb
         if on_remb_ is not None:
             on_remb(transceiver.sender, lambda bitrate, ssrcs: on_remb_(self, bitrate, ssrcs))
+
+        def unrepairable() -> None:
+            if slot.track.publisher is not None:
+                slot.track.publisher.request_keyframe(Reason.repair)
+
         if self.settings.direct_send:
             # This sender only forwards: frames go out as they arrive, packetized once per publisher frame.
             fast = install(transceiver.sender, forwarded)
             fast.budget = self.nack_budget
-
-            def unrepairable() -> None:
-                if slot.track.publisher is not None:
-                    slot.track.publisher.request_keyframe(Reason.repair)
-
             fast.on_unrepairable = unrepairable
+        elif self.nack_budget is not None:
+            # aiortc's own loop answers NACKs from its own history: the same budget applies.
+            budget, repair, audio = self.nack_budget, RepairTrigger(), track.kind == "audio"
+
+            def allow(packet_timestamp: int, last_timestamp: int, size: int) -> bool:
+                age = rtp_age(last_timestamp, packet_timestamp, 48_000 if audio else 90_000)
+                return resend_allowed(budget, repair, unrepairable, audio=audio, age=age, size=size)
+
+            gate_retransmit(transceiver.sender, allow)
         self.slots.append(slot)
         return slot
 

@@ -351,15 +351,35 @@ class FrameSender:
         """Whether the subscriber's resend budget lets this history packet go out again (counted either way)."""
         budget = self.budget
         assert budget is not None
-        now = time.monotonic()
-        elapsed = (internals.last_timestamp() - int.from_bytes(raw[4:8], "big")) & 0xFFFFFFFF
-        age = 0.0 if elapsed >= 1 << 31 else elapsed / (self._clock_rate or 90_000)
-        audio = self._sender.kind == "audio"
-        if budget.allow(now, len(raw), age, audio=audio):
-            return True
-        if not audio and self._repair.dropped(now) and self.on_unrepairable is not None:
-            self.on_unrepairable()
-        return False
+        age = rtp_age(internals.last_timestamp(), int.from_bytes(raw[4:8], "big"), self._clock_rate)
+        return resend_allowed(
+            budget, self._repair, self.on_unrepairable, audio=self._sender.kind == "audio", age=age, size=len(raw)
+        )
+
+
+def rtp_age(last_timestamp: int, packet_timestamp: int, clock_rate: int) -> float:
+    """Seconds between a sent packet's RTP timestamp and the last one sent (0 if it looks newer)."""
+    elapsed = (last_timestamp - packet_timestamp) & 0xFFFFFFFF
+    return 0.0 if elapsed >= 1 << 31 else elapsed / (clock_rate or 90_000)
+
+
+def resend_allowed(
+    budget: NackBudget,
+    repair: RepairTrigger,
+    on_unrepairable: Callable[[], None] | None,
+    *,
+    audio: bool,
+    age: float,
+    size: int,
+) -> bool:
+    """Whether a NACKed packet is resent within the subscriber's budget; a video that keeps losing what cannot be
+    resent calls ``on_unrepairable`` (ask the publisher for a keyframe)."""
+    now = time.monotonic()
+    if budget.allow(now, size, age, audio=audio):
+        return True
+    if not audio and repair.dropped(now) and on_unrepairable is not None:
+        on_unrepairable()
+    return False
 
 
 def _extension_block(ext_map: Any, mid: str | None, abs_send_time: int) -> bytes:

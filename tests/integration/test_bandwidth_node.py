@@ -60,10 +60,16 @@ def force_estimate(client: MediaClient, forced: dict[int, ForcedEstimate], bitra
         estimator.bitrate = bitrate
 
 
-@pytest.fixture
-async def node() -> InProcessNode:
+@pytest.fixture(params=[True, False], ids=["direct_send", "aiortc_loop"])
+async def node(request: pytest.FixtureRequest) -> InProcessNode:
     return InProcessNode(
-        NodeSettings(node_id="node-bw", adapt_hold_seconds=HOLD, min_video_kbps=MIN_VIDEO_KBPS, health_interval=0.5)
+        NodeSettings(
+            node_id="node-bw",
+            adapt_hold_seconds=HOLD,
+            min_video_kbps=MIN_VIDEO_KBPS,
+            health_interval=0.5,
+            direct_send=request.param,
+        )
     )
 
 

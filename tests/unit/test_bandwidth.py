@@ -144,6 +144,18 @@ def test_probe_when_the_estimate_sits_at_its_ceiling_and_back_off_when_it_fails(
     assert alloc.update(9.1, ceiling, videos).resumed_now == ("v1",)
 
 
+def test_probe_fails_when_the_earlier_streams_estimate_falls() -> None:
+    """A probed stream no REMB is about yet is paused again as soon as the other streams' estimate falls."""
+    alloc = SubscriberAllocator(hold=1.0)
+    alloc.update(0.0, 500_000, streams(MBIT, MBIT))
+    ceiling = int(1.5 * MBIT)
+    alloc.update(1.5, ceiling, streams(MBIT, MBIT))
+    assert alloc.update(3.6, ceiling, streams(MBIT, MBIT)).resumed_now == ("v1",)
+    probing = [VideoStream("v0", MBIT), VideoStream("v1", MBIT, covered=False)]
+    assert alloc.update(4.0, ceiling, probing).paused == ()  # carried while the estimate holds
+    assert alloc.update(4.5, int(1.2 * MBIT), probing).paused_now == ("v1",)
+
+
 def test_no_estimate_forwards_everything() -> None:
     """A subscriber without REMB gets everything, as without adaptation."""
     alloc = SubscriberAllocator(hold=3.0)
