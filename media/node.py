@@ -734,12 +734,13 @@ class InProcessNode:
         return subscriber
 
     def _adapt_all(self) -> None:
-        """Decide again for every subscriber with an estimate (stale REMBs expire, probes come due)."""
+        """Decide again for every subscriber whose REMBs did not lead to a decision lately (stale REMBs expire,
+        probes come due)."""
         now = time.monotonic()
         for room in list(self._rooms.values()):
-            for pid in list(room.subscribers):
+            for pid, subscriber in list(room.subscribers.items()):
                 peer = room.peers.get(pid)
-                if peer is not None and not peer.closed:
+                if peer is not None and not peer.closed and now - subscriber.decided_at >= 2 * _ADAPT_EVERY:
                     self._adapt(room, peer, now)
 
     def _adapt(self, room: _Room, peer: Peer, now: float) -> None:
