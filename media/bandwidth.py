@@ -18,9 +18,10 @@ as LiveKit keeps its stream allocator apart from its down tracks.
   judge's camera, the active speaker's camera, then the rest in last-N order.
 - :class:`SubscriberAllocator` decides which of those videos are forwarded and
   which are paused (audio is never paused, and the top-priority video is never
-  paused either: the publisher cap makes it fit), with hysteresis: at most one
-  change per ``hold`` seconds, resume only when the estimate exceeds the need
-  by :data:`RESUME_MARGIN`. REMB estimators (aiortc's and libwebrtc's) never
+  paused either: the publisher cap makes it fit), with hysteresis: pause only
+  when the estimate stays well below what is forwarded (:data:`PAUSE_TOLERANCE`,
+  :data:`PAUSE_AFTER`), at most one change per ``hold`` seconds, resume only
+  when the estimate exceeds the need by :data:`RESUME_MARGIN`. REMB estimators (aiortc's and libwebrtc's) never
   report more than about 1.5x what they receive, so a paused stream could never
   come back on a recovered link by the margin alone: when the estimate has sat
   near that ceiling (:data:`PROBE_RATIO`) for a probe wait, the next stream is
@@ -45,6 +46,14 @@ HEADROOM = 1.1
 """The forwarded video may reach the estimate times this. A receiver's REMB starts at the rate it measures and
 climbs towards 1.5x it while its link keeps up, and falls to 0.85x on congestion: at 1.0 the measuring noise of a
 healthy link alone would pause streams."""
+
+PAUSE_TOLERANCE = 1.25
+"""Forwarded video is paused only once it exceeds the estimate times this (and for :data:`PAUSE_AFTER`): a REMB
+dips to 0.85x what it receives on one overuse signal, e.g. a busy receiver's CPU, and a pause costs the viewer
+seconds of a picture. A thin link shows far lower (issue 11: REMBs of 18-555 kbit/s against 4.7 Mbit/s)."""
+
+PAUSE_AFTER = 1.0
+"""Seconds the estimate must stay too low before video is paused (a failed probe is undone at once)."""
 
 RESUME_MARGIN = 1.15
 """A paused stream resumes when what would then be forwarded times this fits under the estimate (x headroom)."""
@@ -222,10 +231,21 @@ class Allocation:
 class SubscriberAllocator:
     """Which of one subscriber's videos are forwarded, with hysteresis (see the module docstring)."""
 
-    def __init__(self, *, hold: float, headroom: float = HEADROOM, resume_margin: float = RESUME_MARGIN) -> None:
+    def __init__(
+        self,
+        *,
+        hold: float,
+        headroom: float = HEADROOM,
+        resume_margin: float = RESUME_MARGIN,
+        pause_tolerance: float = PAUSE_TOLERANCE,
+        pause_after: float = PAUSE_AFTER,
+    ) -> None:
         self.hold = hold
         self.headroom = headroom
         self.resume_margin = resume_margin
+        self.pause_tolerance = pause_tolerance
+        self.pause_after = pause_after
+        self._over_since: float | None = None
         self.paused: set[str] = set()
         self.constrained = False
         self._known: set[str] = set()
@@ -263,12 +283,14 @@ class SubscriberAllocator:
         # Forwarded streams no REMB is about yet count as carried (see VideoStream.covered).
         estimate += sum(v.need_bps for v in videos if not v.covered and v.key not in self.paused)
         budget = estimate * self.headroom
-        # What fits, in priority order; the top video always goes (the publisher cap makes it fit).
+        # What fits, in priority order; the top video always goes (the publisher cap makes it fit). A stream
+        # forwarded now is kept up to the pause tolerance; a paused one counts against the plain budget.
         fits: list[str] = [keys[0]]
         total = videos[0].need_bps
         for video in videos[1:]:
             total += video.need_bps
-            if total > budget:
+            limit = budget if video.key in self.paused else estimate * self.pause_tolerance
+            if total > limit:
                 break
             fits.append(video.key)
         if probe_fell and self._probe_key in fits[1:]:
@@ -278,16 +300,22 @@ class SubscriberAllocator:
         probe_failed = probing and bool(wanted_paused)
         paused_now: tuple[str, ...] = ()
         resumed_now: tuple[str, ...] = ()
-        if wanted_paused and (now - self._last_change >= self.hold or probe_failed):
+        if not wanted_paused:
+            self._over_since = None
+        elif self._over_since is None:
+            self._over_since = now
+        lasting = self._over_since is not None and now - self._over_since >= self.pause_after
+        if wanted_paused and ((lasting and now - self._last_change >= self.hold) or probe_failed):
             # Pause every stream that does not fit at once: congestion hurts the streams that stay too.
             self.paused.update(wanted_paused)
             paused_now = tuple(wanted_paused)
             self._last_change = now
+            self._over_since = None
             self._ceiling_since = None
             if probe_failed:
                 self._probe_wait = min(self._probe_wait * 2, PROBE_WAIT_MAX)
             self._probe_at = None
-        elif self.paused and now - self._last_change >= self.hold:
+        elif not wanted_paused and self.paused and now - self._last_change >= self.hold:
             next_key = next(k for k in keys if k in self.paused)
             next_need = next(v.need_bps for v in videos if v.key == next_key)
             if (forwarded_need + next_need) * self.resume_margin <= budget:
@@ -315,7 +343,10 @@ class SubscriberAllocator:
         if self.paused:
             self.paused.update(k for k in new if k not in fits)
         top_need = videos[0].need_bps
-        top_fits = top_need * (self.resume_margin if self.constrained else 1.0) <= budget
+        if self.constrained:
+            top_fits = top_need * self.resume_margin <= budget
+        else:
+            top_fits = top_need <= estimate * self.pause_tolerance
         self.constrained = bool(self.paused) or not top_fits
         return self._allocation(keys, paused_now, resumed_now, top_available=int(budget) if self.constrained else None)
 
