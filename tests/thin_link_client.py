@@ -1,0 +1,425 @@
+"""The people of a thin-link hearing, as child processes run inside network namespaces (``tests/thin_link.py``).
+
+``python -m tests.thin_link_client court --url U --address A`` books a trial with ``tests.ws_fixtures``' admin
+key (judge, prosecutor, counsel, witness, defendant), joins the four court-side people, each publishing camera and
+microphone with a real aiortc encoder (:class:`NoisyCodeTrack`: the painted code of ``tests.media_clients`` under
+noise, so VP8 spends its whole bitrate, following the REMB the node sends), seats them, prints one
+``{"event": "ready", ...}`` line with the defendant's join token, and admits the defendant when they reach the
+lobby. Their reception is counted without decoding (frames reassembled by ``media.passthrough``'s tap): two cores
+cannot decode sixteen streams beside the node.
+
+``python -m tests.thin_link_client defendant --url U --token T --address A`` joins with the token, waits to be
+admitted, publishes a smaller camera and a microphone, and decodes everything it receives, reading each frame's
+code: a frame is *good* when its code reads as a known publisher's with a newer frame number, else *garbled*.
+
+Both then print one JSON line a second: for each person, the video encoder's target bitrate and the keyframe
+requests their senders got, and cumulative counts per publisher role and kind (see :meth:`ThinClient.tally`):
+audio packets received (unique) and the span of sequence numbers sent, decoded audio frames, good and garbled
+video frames, the time of the last good frame and every stall over :data:`STALL` seconds (start, end), the
+longest so far; and what the receiver's RTCP said: NACK packets and the sequence numbers they asked for, PLIs,
+the last and lowest REMB (bit/s) since the previous line; and retransmitted (RTX) packets received.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fractions
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import aiortc.codecs.vpx
+import numpy as np
+from aiortc import MediaStreamTrack, RTCRtpReceiver
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtp import RtcpPsfbPacket, RtcpRtpfbPacket, unpack_remb_fci
+from av import AudioFrame, VideoFrame
+
+import tests.media_clients
+from media.aiortc_compat import receiver_codec_name
+from media.passthrough import ReceiverTap, TappedFrame, tap_receiver
+from tests.e2e.test_recording_e2e import remote_court
+from tests.media_clients import CodeVideoTrack, MediaClient, paint_code, read_code
+from tests.ws_fixtures import Court, Participant
+
+COURT_SIDE = ("judge", "prosecutor", "counsel", "witness")
+"""The four publishers beside the node, in the order of their painted tags (1-4); the defendant is tag 5."""
+ROLES = (*COURT_SIDE, "defendant")
+TAGS = {role: i + 1 for i, role in enumerate(ROLES)}
+STALL = 0.2
+"""A pause between two good frames of one publisher longer than this (s) is listed as a stall (15 fps: 67 ms)."""
+NOISE = 20
+"""Noise amplitude over the painted code: enough that the encoder fills its bitrate, little enough to read codes."""
+NOISE_FRAMES = 7
+
+# RTCP feedback formats (RFC 4585, RFC 5104, draft-alvestrand-rmcat-remb).
+_NACK, _PLI, _REMB = 1, 1, 15
+
+
+class NoisyCodeTrack(CodeVideoTrack):
+    """A camera for an encoder: each frame paints its publisher tag and frame number, under fresh-looking noise."""
+
+    def __init__(self, tag: int, width: int, height: int, fps: float) -> None:
+        super().__init__(tag, width, height)
+        self.fps = fps
+        rng = np.random.default_rng(tag)
+        self._noise = [
+            rng.integers(-NOISE, NOISE + 1, size=(height * 3 // 2, width), dtype=np.int16) for _ in range(NOISE_FRAMES)
+        ]
+        self._next = 0.0
+        self._epoch = time.time()
+
+    async def recv(self) -> VideoFrame:
+        """The next frame at ``fps``, RTP time from the wall clock (as a browser's camera stamps its frames)."""
+        now = time.time()
+        if self._next > now:
+            await asyncio.sleep(self._next - now)
+        self._next = max(self._next + 1 / self.fps, time.time() - 0.2)
+        buf = paint_code(self.width, self.height, self.tag, self.counter).astype(np.int16)
+        buf += self._noise[self.counter % NOISE_FRAMES]
+        frame = VideoFrame.from_ndarray(np.clip(buf, 0, 255).astype(np.uint8), format="yuv420p")
+        frame.pts = round((time.time() - self._epoch) * 90_000)
+        frame.time_base = fractions.Fraction(1, 90_000)
+        self.counter += 1
+        return frame
+
+
+@dataclass
+class Flow:
+    """What one receiver got of one publisher's audio or video so far."""
+
+    packets: int = 0
+    """RTP packets received (unique, RTX excluded)."""
+    first_seq: int | None = None
+    last_seq: int = 0
+    """Extended (unwrapped) sequence numbers of the first and highest packet: the span sent."""
+    seen: set[int] = field(default_factory=set)
+    frames: int = 0
+    """Audio: decoded (or reassembled) frames. Video: good frames."""
+    garbled: int = 0
+    last_code: int = -1
+    last_frame: float = 0.0
+    stalls: list[tuple[float, float]] = field(default_factory=list)
+    longest: float = 0.0
+    rtx: int = 0
+    nack_packets: int = 0
+    nack_seqs: int = 0
+    pli: int = 0
+    remb: int | None = None
+    remb_low: int | None = None
+
+    def rtp(self, seq: int) -> None:
+        """Count one received media packet (its 16-bit sequence number)."""
+        if self.first_seq is None:
+            self.first_seq = self.last_seq = seq
+        else:
+            ext = self.last_seq + ((seq - self.last_seq + 0x8000) & 0xFFFF) - 0x8000
+            if ext in self.seen:
+                return
+            self.last_seq = max(self.last_seq, ext)
+            seq = ext
+        self.seen.add(seq)
+        self.packets += 1
+
+    def frame(self, now: float) -> None:
+        """Count one good frame arriving at ``now``."""
+        if self.last_frame:
+            gap = now - self.last_frame
+            self.longest = max(self.longest, gap)
+            if gap > STALL:
+                self.stalls.append((round(self.last_frame, 3), round(now, 3)))
+        self.last_frame = now
+        self.frames += 1
+
+    def report(self) -> dict[str, Any]:
+        """The cumulative counts; stalls and the lowest REMB since the previous report (then forgotten)."""
+        out: dict[str, Any] = {"packets": self.packets, "frames": self.frames}
+        out["span"] = 0 if self.first_seq is None else self.last_seq - self.first_seq + 1
+        if self.garbled:
+            out["garbled"] = self.garbled
+        if self.last_frame:
+            out["last"] = round(self.last_frame, 3)
+            out["longest"] = round(self.longest, 3)
+        if self.stalls:
+            out["stalls"], self.stalls = self.stalls, []
+        for name in ("rtx", "nack_packets", "nack_seqs", "pli"):
+            if getattr(self, name):
+                out[name] = getattr(self, name)
+        if self.remb is not None:
+            out["remb"], out["remb_low"], self.remb_low = self.remb, self.remb_low, None
+        return out
+
+
+class ThinClient(MediaClient):
+    """One person of the hearing: publishes a :class:`NoisyCodeTrack` and a tone, counts what arrives per mid.
+
+    ``decode``: decode received video and read codes (the defendant); else count reassembled frames only.
+    """
+
+    def __init__(self, name: str, *, size: tuple[int, int], fps: float, decode: bool) -> None:
+        self._size, self._fps, self._decode = size, fps, decode
+        self.flows: dict[str, Flow] = {}
+        """By mid."""
+        self.by_tag: dict[int, Flow] = {}
+        """Decoded video by painted tag (the defendant's)."""
+        self._watched: set[int] = set()
+        super().__init__(name, tag=TAGS[name], decode_video=decode, count_only=not decode)
+
+    def _setup(self) -> None:
+        if self.video is not None and not isinstance(self.video, NoisyCodeTrack):
+            self.video = NoisyCodeTrack(TAGS[self.name], *self._size, self._fps)
+        super()._setup()
+
+    def _flow(self, mid: str) -> Flow:
+        return self.flows.setdefault(mid, Flow())
+
+    def _count_rtp(self) -> None:
+        # Instead of MediaClient's counting: per-mid RTP, RTX and RTCP feedback, and (not decoding) a frame tap.
+        for transceiver in self.pc.getTransceivers():
+            receiver = transceiver.receiver
+            if id(receiver) in self._watched or transceiver.mid is None:
+                continue
+            self._watched.add(id(receiver))
+            mid, kind = str(transceiver.mid), transceiver.kind
+            flow = self._flow(mid)
+            if not self._decode:
+                tap_receiver(receiver, kind, ReceiverTap(on_frame=self._tapped(flow, kind), on_packet=_nothing,
+                                                         on_sender_report=_nothing, on_bye=_nothing2))  # fmt: skip
+            _watch_receiver(receiver, flow)
+
+    def _tapped(self, flow: Flow, kind: str) -> Callable[[TappedFrame], None]:
+        def on_frame(frame: TappedFrame) -> None:
+            if kind == "video":
+                flow.frame(time.time())
+            else:
+                flow.frames += 1
+
+        return on_frame
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        mid = next((str(t.mid) for t in self.pc.getTransceivers() if t.receiver.track is track), "?")
+        flow = self._flow(mid)
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                if isinstance(frame, AudioFrame):
+                    flow.frames += 1
+                elif isinstance(frame, VideoFrame) and self._decode:
+                    self._decoded(flow, frame)
+
+    def _decoded(self, flow: Flow, frame: VideoFrame) -> None:
+        tag, counter = read_code(frame)
+        known = self.by_tag.get(tag)
+        if known is None and tag in TAGS.values():
+            known = self.by_tag[tag] = Flow()
+        if known is None or counter <= known.last_code or (counter > known.last_code + 5000 and known.last_code >= 0):
+            flow.garbled += 1
+            return
+        known.last_code = counter
+        known.frame(time.time())
+
+    def target_kbps(self) -> int | None:
+        """The bitrate this client's video encoder aims at now (it follows the node's REMB), kbit/s."""
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.sender.track is self.video:
+                encoder = getattr(transceiver.sender, "_RTCRtpSender__encoder", None)
+                if encoder is not None and hasattr(encoder, "target_bitrate"):
+                    return int(encoder.target_bitrate) // 1000
+        return None
+
+    def tally(self, roles: dict[str, str]) -> dict[str, dict[str, Any]]:
+        """What arrived, by publisher role and kind (``roles``: participant id -> role)."""
+        out: dict[str, dict[str, Any]] = {}
+        for ref in self.tracks:
+            if ref.mid is None or ref.mid not in self.flows or ref.source == "evidence":
+                continue
+            role = roles.get(ref.participant_id, ref.participant_id)
+            report = self.flows[ref.mid].report()
+            if ref.kind == "video" and self._decode:
+                decoded = self.by_tag.get(TAGS.get(role, -1))
+                good = decoded.report() if decoded is not None else {"frames": 0}
+                report = {**report, **{k: v for k, v in good.items() if k not in ("packets", "span")}}
+            out.setdefault(role, {})[ref.kind] = report
+        return out
+
+
+def _nothing(_: Any) -> None:
+    pass
+
+
+def _nothing2() -> None:
+    pass
+
+
+def _watch_receiver(receiver: RTCRtpReceiver, flow: Flow) -> None:
+    """Count ``receiver``'s media and RTX packets and the NACK, PLI and REMB feedback it sends (this instance only)."""
+    codec_name = receiver_codec_name(receiver)
+    handle = receiver._handle_rtp_packet
+    send_rtcp = receiver._send_rtcp
+
+    async def counting(packet: Any, arrival_time_ms: int) -> None:
+        if codec_name(packet.payload_type) == "rtx":
+            flow.rtx += 1
+        else:
+            flow.rtp(packet.sequence_number)
+        await handle(packet, arrival_time_ms)
+
+    async def sending(packet: Any) -> None:
+        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == _NACK:
+            flow.nack_packets += 1
+            flow.nack_seqs += len(packet.lost)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == _PLI:
+            flow.pli += 1
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == _REMB:
+            with contextlib.suppress(ValueError):
+                flow.remb = int(unpack_remb_fci(packet.fci)[0])
+                flow.remb_low = flow.remb if flow.remb_low is None else min(flow.remb_low, flow.remb)
+        await send_rtcp(packet)
+
+    receiver._handle_rtp_packet = counting  # type: ignore[method-assign]
+    receiver._send_rtcp = sending  # type: ignore[method-assign]
+
+
+# --- the two programs ----------------------------------------------------------------------------------------------
+
+
+def emit(line: dict[str, Any]) -> None:
+    """One JSON line on stdout, flushed (the harness reads it as it comes)."""
+    sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def roles_of(messages: list[dict[str, Any]]) -> dict[str, str]:
+    """Participant id -> role, from the latest roster a client received (or its ``joined``)."""
+    for message in reversed(messages):
+        entries = message.get("participants") if message.get("type") == "roster" else message.get("roster")
+        if message.get("type") in ("roster", "joined") and entries:
+            return {e["id"]: e["role"] for e in entries}
+    return {}
+
+
+async def report_forever(who: str, people: list[Participant], stopping: asyncio.Event) -> None:
+    """Print every person's tally once a second until ``stopping`` is set."""
+    while not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), 1.0)
+        persons: dict[str, Any] = {}
+        for p in people:
+            assert isinstance(p.media, ThinClient)
+            persons[p.name] = {
+                "recv": p.media.tally(roles_of(p.client.messages)),
+                "keyframes": p.media.keyframe_requests,
+                "target_kbps": p.media.target_kbps(),
+            }
+        emit({"t": round(time.time(), 3), "who": who, "people": persons, "failures": _failures(people)})
+
+
+def _failures(people: list[Participant]) -> list[str]:
+    return [f"{p.name}: {f}" for p in people for f in p.failures]
+
+
+async def join(court: Court, name: str, token: str, *, size: tuple[int, int], fps: float, decode: bool) -> Participant:
+    """Join with a WebSocket and a :class:`ThinClient`."""
+    client, joined = await court.join(token)
+    p = Participant(name, client, joined, ThinClient(name, size=size, fps=fps, decode=decode))
+    p.attach()
+    court.participants.append(p)
+    return p
+
+
+async def run_court(args: argparse.Namespace, stopping: asyncio.Event) -> None:
+    """Book, seat the four court-side publishers, admit the defendant when they wait, report reception."""
+    async with aiohttp.ClientSession() as http:
+        court = remote_court(args.url, http)
+        try:
+            booking = await court.book(ROLES)
+            size = (args.width, args.height)
+            people = {
+                n: await join(court, n, booking.tokens[n], size=size, fps=args.fps, decode=False) for n in COURT_SIDE
+            }
+            judge = people["judge"]
+            for name in COURT_SIDE[1:]:
+                if people[name].joined["placement"] == "lobby":
+                    await judge.client.request_ok("admit", "roster", participant_id=booking.ids[name])
+            for action in ("open", "start"):
+                await judge.client.request_ok("session", "state", action=action)
+            await judge.client.request_ok("call_witness", "roster", participant_id=booking.ids["witness"])
+            for p in people.values():
+                await p.start_media()
+            emit({"event": "ready", "hearing_id": booking.hearing_id, "ids": booking.ids,
+                  "defendant_token": booking.tokens["defendant"]})  # fmt: skip
+            reporting = asyncio.ensure_future(report_forever("court", list(people.values()), stopping))
+            defendant = booking.ids["defendant"]
+            await judge.client.expect(
+                "roster",
+                lambda m: any(e["id"] == defendant and e["placement"] == "lobby" for e in m["participants"]),
+                within=120,
+            )
+            await judge.client.request_ok("admit", "roster", participant_id=defendant)
+            emit({"event": "admitted", "participant_id": defendant})
+            await reporting
+        finally:
+            await asyncio.gather(*(_bounded(p.close()) for p in court.participants))
+
+
+async def run_defendant(args: argparse.Namespace, stopping: asyncio.Event) -> None:
+    """Join, wait to be admitted, publish and decode everything, report reception."""
+    async with aiohttp.ClientSession() as http:
+        court = remote_court(args.url, http)
+        try:
+            me = await join(court, "defendant", args.token, size=(args.width, args.height), fps=args.fps, decode=True)
+            if me.joined["placement"] == "lobby":
+                await me.client.expect("admitted", within=120)
+            await me.start_media()
+            emit({"event": "media", "participant_id": me.id})
+            await report_forever("defendant", [me], stopping)
+        finally:
+            await asyncio.gather(*(_bounded(p.close()) for p in court.participants))
+
+
+async def _bounded(closing: Any, within: float = 10.0) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(closing, within)
+
+
+async def main(args: argparse.Namespace) -> None:
+    """Run one program until SIGTERM/SIGINT."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    if args.program == "court":
+        await run_court(args, stopping)
+    else:
+        await run_defendant(args, stopping)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module's doc)."""
+    parser = argparse.ArgumentParser(prog="python -m tests.thin_link_client")
+    parser.add_argument("program", choices=("court", "defendant"))
+    parser.add_argument("--url", required=True, help="the server's base URL")
+    parser.add_argument("--address", required=True, help="this namespace's address: the only ICE host candidate")
+    parser.add_argument("--token", default="", help="defendant: the join token")
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--fps", type=float, default=15.0)
+    parser.add_argument("--kbps", type=int, default=1200, help="the encoders' start and highest bitrate")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    arguments = parse()
+    # This process's clients announce only this namespace's address (MediaClient restricts to this name).
+    tests.media_clients.LOOPBACK = (arguments.address,)
+    # aiortc's VP8 encoder starts at 500 kbit/s and climbs to 1.5 Mbit/s following REMB: here it starts at, and
+    # never exceeds, the camera bitrate asked for (it still goes down to its floor, 250 kbit/s, when told to).
+    aiortc.codecs.vpx.DEFAULT_BITRATE = aiortc.codecs.vpx.MAX_BITRATE = arguments.kbps * 1000
+    asyncio.run(main(arguments))
