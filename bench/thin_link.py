@@ -31,8 +31,7 @@ import time
 from pathlib import Path
 
 from tests.netns import Shape, netns_cannot
-from tests.thin_link import ThinLinkHearing, Window, thin_link_hearing
-from tests.thin_link_client import COURT_SIDE
+from tests.thin_link import SHORT, ThinLinkHearing, markdown, row, thin_link_hearing
 
 CONDITIONS = (
     Shape(),
@@ -42,84 +41,6 @@ CONDITIONS = (
     Shape(rate_mbit=2, loss_percent=2),
     Shape(rate_mbit=1, loss_percent=2),
 )
-SHORT = {"judge": "J", "prosecutor": "P", "counsel": "C", "witness": "W"}
-
-
-def defendant_cells(w: Window) -> list[str]:
-    """The defendant's part of one row."""
-    audio = [w.flow("defendant", p, "audio").delivered * 100 for p in COURT_SIDE]
-    video = [w.flow("defendant", p, "video") for p in COURT_SIDE]
-    fps = " / ".join(f"{v.fps:.1f}" for v in video)
-    stall = " / ".join(f"{v.stall:.1f}" if v.stall else "<0.2" for v in video)
-    garbled = sum(v.garbled for v in video)
-    lows = [v.remb_low for v in video if v.remb_low is not None]
-    remb = f"{min(lows) // 1000}" if lows else "-"
-    nacks = sum(v.nacks for v in video)
-    seqs = sum(v.nack_seqs for v in video)
-    rtx = sum(v.rtx for v in video)
-    pli = sum(v.pli for v in video)
-    return [
-        f"{min(audio):.1f}–{max(audio):.1f}%",
-        fps,
-        stall,
-        str(garbled),
-        remb,
-        f"{nacks}/{seqs}",
-        str(rtx),
-        str(pli),
-    ]
-
-
-def others_cell(w: Window) -> str:
-    """The worst any court-side person received of anyone (the defendant included)."""
-    audio, fps, stall, worst = 100.0, 99.0, 0.0, ""
-    for receiver in COURT_SIDE:
-        for publisher in (*COURT_SIDE, "defendant"):
-            if publisher == receiver:
-                continue
-            a = w.flow(receiver, publisher, "audio").delivered * 100
-            v = w.flow(receiver, publisher, "video")
-            if a < audio:
-                audio = a
-            if v.fps < fps:
-                fps, worst = v.fps, f"{receiver}<-{publisher}"
-            stall = max(stall, v.stall)
-    return f"audio ≥{audio:.1f}%, video ≥{fps:.1f} fps ({worst}), frozen ≤{stall:.1f} s"
-
-
-def row(label: str, w: Window) -> list[str]:
-    """One table row."""
-    kf = " / ".join(f"{w.keyframes.get(p, 0) / (w.end - w.start):.2f}" for p in COURT_SIDE)
-    cpu = " / ".join(f"{w.cpu.get(k, 0.0):.2f}" for k in ("server", "court", "defendant"))
-    facts = ", ".join(f"{k} {v}" for k, v in sorted(w.facts.items())) or "-"
-    target = " / ".join(str(w.target_kbps.get(p, "-")) for p in COURT_SIDE)
-    return [label, *defendant_cells(w), others_cell(w), f"{w.queue[0]}/{w.queue[1]}", kf, target, cpu, facts]
-
-
-HEADER = [
-    "defendant's downlink",
-    "defendant's audio",
-    "video fps J / P / C / W",
-    "longest frozen s J / P / C / W",
-    "garbled",
-    "REMB low kbit/s",
-    "NACKs sent (pkts/seqs)",
-    "RTX recv",
-    "PLI sent",
-    "others in the hearing",
-    "queue sent/dropped",
-    "keyframe req/s J / P / C / W",
-    "encoder kbit/s J / P / C / W",
-    "CPU server / court / defendant",
-    "node facts",
-]
-
-
-def markdown(rows: list[list[str]]) -> str:
-    """A Markdown table."""
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + " --- |" * len(HEADER)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def run(hearing: ThinLinkHearing, args: argparse.Namespace) -> tuple[list[list[str]], list[str]]:
