@@ -20,7 +20,7 @@ Per condition, over its last ``--measure`` seconds (the first ``--settle`` secon
 
 Nothing is asserted (benchmarks are not tests). Needs root (network namespaces). Usage::
 
-    /work/team/heavy .venv/bin/python -m bench.thin_link [--settle 6] [--measure 15] [--lifted 10]
+    /work/team/heavy .venv/bin/python -m bench.thin_link [--settle 6] [--measure 15] [--lifted 10] [--only 0 3]
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def run(hearing: ThinLinkHearing, args: argparse.Namespace) -> tuple[list[list[s
     """Every condition in turn: the rows, and the return times after each lift."""
     rows: list[list[str]] = []
     returns: list[str] = []
-    for shape in CONDITIONS:
+    chosen = [c for i, c in enumerate(CONDITIONS) if not args.only or i in args.only]
+    for shape in chosen:
         began = hearing.shape(shape)
         start = began + args.settle
         end = start + args.measure
@@ -70,6 +71,9 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=6.0, help="seconds after shaping before measuring")
     parser.add_argument("--measure", type=float, default=15.0, help="seconds measured per condition")
     parser.add_argument("--lifted", type=float, default=10.0, help="seconds watched after each lift")
+    parser.add_argument(
+        "--only", type=int, nargs="*", default=[], help="run only these conditions (0-5, in the table's order)"
+    )
     args = parser.parse_args()
     reason = netns_cannot()
     if reason:

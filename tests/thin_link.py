@@ -18,13 +18,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tests.e2e.test_recording_e2e import start_server, stop_server
-from tests.netns import Link, Shape, netns_thread, qdisc_counts, shape, unshape, veth_link
+from tests.netns import Link, Shape, enter_netns, netns_thread, qdisc_counts, shape, unshape, veth_link
 from tests.serve_process import ServeProcess
 from tests.thin_link_client import COURT_SIDE, STALL
 from tests.ws_fixtures import ADMIN_KEY
@@ -97,6 +98,30 @@ class Child:
                 self.proc.wait()
 
 
+NODE_COUNTERS = ("nack", "resen", "retransmi", "rtx", "paus", "keyframe", "remb", "estimate", "capped")
+"""Words of the server's Prometheus metric names counted per window, whatever the node exports of them."""
+
+
+def node_counters(url: str) -> dict[str, float]:
+    """The server's ``/metrics`` samples whose name holds one of :data:`NODE_COUNTERS`, summed over labels
+    (empty when unreachable)."""
+    try:
+        with urllib.request.urlopen(url + "/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name.endswith("_created") or not any(word in name for word in NODE_COUNTERS):
+            continue
+        with contextlib.suppress(ValueError, IndexError):
+            out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (0.0 once it is gone)."""
     try:
@@ -135,6 +160,8 @@ class FlowWindow:
     stall: float = 0.0
     """The longest stretch without a good frame inside the window (clipped to it); 0: none over STALL."""
     rtx: int = 0
+    filled: int = 0
+    dup: int = 0
     nacks: int = 0
     nack_seqs: int = 0
     pli: int = 0
@@ -154,7 +181,8 @@ class FlowWindow:
 
 _COUNTS = (
     ("packets", "packets"), ("span", "span"), ("frames", "frames"), ("garbled", "garbled"),
-    ("rtx", "rtx"), ("nack_packets", "nacks"), ("nack_seqs", "nack_seqs"), ("pli", "pli"),
+    ("rtx", "rtx"), ("filled", "filled"), ("dup", "dup"),
+    ("nack_packets", "nacks"), ("nack_seqs", "nack_seqs"), ("pli", "pli"),
 )  # fmt: skip
 """(report key, :class:`FlowWindow` field) of the cumulative counts."""
 
@@ -197,6 +225,8 @@ class Window:
     """(packets sent, dropped) by the shaping qdisc in the window."""
     facts: dict[str, int] = field(default_factory=dict)
     """Server log facts in the window (:data:`LOG_FACTS`)."""
+    node: dict[str, float] = field(default_factory=dict)
+    """How the server's ``/metrics`` counters of :data:`NODE_COUNTERS` grew in the window."""
 
     def flow(self, receiver: str, publisher: str, kind: str) -> FlowWindow:
         """One flow (an empty one if nothing of it was reported)."""
@@ -223,15 +253,18 @@ class ThinLinkHearing:
     ids: dict[str, str]
     _cpu_marks: list[tuple[float, dict[str, float]]] = field(default_factory=list)
     _queue_marks: list[tuple[float, tuple[int, int]]] = field(default_factory=list)
+    _metric_marks: list[tuple[float, dict[str, float]]] = field(default_factory=list)
     shaped: Shape = field(default_factory=Shape)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def sample(self, every: float = 0.5) -> None:
-        """Note CPU and queue counters every ``every`` seconds (on a daemon thread) until :meth:`close`."""
+        """Note CPU, queue and node counters every ``every`` seconds until :meth:`close` (on a daemon thread in the
+        node's namespace, where the server's ``/metrics`` is reachable)."""
 
         def loop() -> None:
+            enter_netns(self.link.a)
             while not self._stop.wait(every):
-                self.mark()
+                self.mark(metrics=True)
 
         threading.Thread(target=loop, name="thin-link-marks", daemon=True).start()
 
@@ -251,9 +284,12 @@ class ThinLinkHearing:
         self.mark()
         return now
 
-    def mark(self) -> None:
-        """Note CPU and queue counters now (windows use the marks nearest their ends)."""
+    def mark(self, *, metrics: bool = False) -> None:
+        """Note CPU and queue counters now, and the node's (from a thread in its namespace): windows use the marks
+        nearest their ends."""
         now = time.time()
+        if metrics:
+            self._metric_marks.append((now, node_counters(self.server.url)))
         self._cpu_marks.append(
             (
                 now,
@@ -307,6 +343,10 @@ class ThinLinkHearing:
         if len(queue) >= 2:
             w.queue = (queue[-1][1][0] - queue[0][1][0], queue[-1][1][1] - queue[0][1][1])
         w.facts = self.facts(start, end)
+        counters = [m for m in list(self._metric_marks) if start <= m[0] <= end]
+        if len(counters) >= 2:
+            a, b = counters[0][1], counters[-1][1]
+            w.node = {k: b[k] - a.get(k, 0.0) for k in b if b[k] != a.get(k, 0.0)}
         return w
 
     def facts(self, start: float, end: float) -> dict[str, int]:
@@ -448,6 +488,7 @@ def defendant_cells(w: Window) -> list[str]:
     nacks = sum(v.nacks for v in video)
     seqs = sum(v.nack_seqs for v in video)
     rtx = sum(v.rtx for v in video)
+    filled = sum(v.filled for v in video)
     pli = sum(v.pli for v in video)
     return [
         f"{min(audio):.1f}–{max(audio):.1f}%",
@@ -456,7 +497,7 @@ def defendant_cells(w: Window) -> list[str]:
         str(garbled),
         remb,
         f"{nacks}/{seqs}",
-        str(rtx),
+        f"{rtx}/{filled}",
         str(pli),
     ]
 
@@ -482,7 +523,8 @@ def row(label: str, w: Window) -> list[str]:
     """One table row."""
     kf = " / ".join(f"{w.keyframes.get(p, 0) / (w.end - w.start):.2f}" for p in COURT_SIDE)
     cpu = " / ".join(f"{w.cpu.get(k, 0.0):.2f}" for k in ("server", "court", "defendant"))
-    facts = ", ".join(f"{k} {v}" for k, v in sorted(w.facts.items())) or "-"
+    facts = ", ".join(f"{k} {v}" for k, v in sorted(w.facts.items()))
+    facts = "; ".join(x for x in (facts, ", ".join(f"{k} +{v:g}" for k, v in sorted(w.node.items()))) if x) or "-"
     target = " / ".join(str(w.target_kbps.get(p, "-")) for p in COURT_SIDE)
     return [label, *defendant_cells(w), others_cell(w), f"{w.queue[0]}/{w.queue[1]}", kf, target, cpu, facts]
 
@@ -495,14 +537,14 @@ HEADER = [
     "garbled",
     "REMB low kbit/s",
     "NACKs sent (pkts/seqs)",
-    "RTX recv",
+    "resent recv (RTX/in-stream)",
     "PLI sent",
     "others in the hearing",
     "queue sent/dropped",
     "keyframe req/s J / P / C / W",
     "encoder kbit/s J / P / C / W",
     "CPU server / court / defendant",
-    "node facts",
+    "node facts and counters",
 ]
 
 

@@ -109,6 +109,11 @@ class Flow:
     stalls: list[tuple[float, float]] = field(default_factory=list)
     longest: float = 0.0
     rtx: int = 0
+    """Packets received as RTX (retransmissions in their own stream)."""
+    filled: int = 0
+    """Packets that arrived after a later one (on a link that never reorders: resent in the stream itself)."""
+    dup: int = 0
+    """Packets that arrived twice."""
     nack_packets: int = 0
     nack_seqs: int = 0
     pli: int = 0
@@ -122,7 +127,10 @@ class Flow:
         else:
             ext = self.last_seq + ((seq - self.last_seq + 0x8000) & 0xFFFF) - 0x8000
             if ext in self.seen:
+                self.dup += 1
                 return
+            if ext < self.last_seq:
+                self.filled += 1
             self.last_seq = max(self.last_seq, ext)
             seq = ext
         self.seen.add(seq)
@@ -149,7 +157,7 @@ class Flow:
             out["longest"] = round(self.longest, 3)
         if self.stalls:
             out["stalls"], self.stalls = self.stalls, []
-        for name in ("rtx", "nack_packets", "nack_seqs", "pli"):
+        for name in ("rtx", "filled", "dup", "nack_packets", "nack_seqs", "pli"):
             if getattr(self, name):
                 out[name] = getattr(self, name)
         if self.remb is not None:
@@ -189,6 +197,7 @@ class ThinClient(MediaClient):
             self._watched.add(id(receiver))
             mid, kind = str(transceiver.mid), transceiver.kind
             flow = self._flow(mid)
+            _route_rtx(receiver)
             if not self._decode:
                 tap_receiver(receiver, kind, ReceiverTap(on_frame=self._tapped(flow, kind), on_packet=_nothing,
                                                          on_sender_report=_nothing, on_bye=_nothing2))  # fmt: skip
@@ -256,6 +265,35 @@ def _nothing(_: Any) -> None:
 
 def _nothing2() -> None:
     pass
+
+
+_RTX_ROUTED = "_thin_link_rtx_routed"
+
+
+def _route_rtx(receiver: RTCRtpReceiver) -> None:
+    """Deliver resends (RTX) to the receiver they belong to, as a browser does (once per DTLS transport).
+
+    aiortc 1.16's ``RtpRouter`` registers each receiver's media SSRC but not its RTX SSRC (``a=ssrc-group:FID``),
+    and routes an unknown SSRC by payload type only when one receiver has it: with several video m-lines bundled
+    (everyone's camera) every RTX packet is dropped before any receiver sees it. Here an unknown SSRC is looked up
+    in the receivers' RTX SSRCs first.
+    """
+    transport = receiver.transport
+    router = transport._rtp_router
+    if getattr(router, _RTX_ROUTED, False):
+        return
+    route = router.route_rtp
+
+    def route_rtp(packet: Any) -> Any:
+        if packet.ssrc not in router.ssrc_table:
+            for candidate in router.receivers:
+                if packet.ssrc in getattr(candidate, "_RTCRtpReceiver__rtx_ssrc", {}):
+                    router.ssrc_table[packet.ssrc] = candidate
+                    break
+        return route(packet)
+
+    router.route_rtp = route_rtp  # type: ignore[method-assign]
+    setattr(router, _RTX_ROUTED, True)
 
 
 def _watch_receiver(receiver: RTCRtpReceiver, flow: Flow) -> None:
