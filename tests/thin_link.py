@@ -367,29 +367,25 @@ class ThinLinkHearing:
                 yield _timestamp(line.get("timestamp", "")), text
 
     def returned(self, lifted: float, within: float) -> dict[str, float | None]:
-        """For each court-side publisher whose video was frozen at the defendant when the limit was lifted at
-        ``lifted``: seconds until its next good frame (None: not back within ``within``). Publishers whose video
-        was flowing then are left out."""
+        """For each court-side publisher whose video had been frozen at the defendant for a second or more when
+        the limit was lifted at ``lifted``: seconds until its next good frame (None: not back within ``within``).
+        Publishers whose video was flowing then are left out."""
         self.sleep_until(lifted + within + 1.2)
         out: dict[str, float | None] = {}
-        lines = self.defendant.lines
-        before, inside = _window_of(lines, lifted, lifted + within + 1.2)  # a stall shows in the line after its end
+        # A stall is reported in the first line after it ends.
+        _, inside = _window_of(self.defendant.lines, lifted, lifted + within + 1.2)
         for publisher in COURT_SIDE:
-            first = before.get("people", {}).get("defendant", {}).get("recv", {}).get(publisher, {}).get("video", {})
-            last = first.get("last")
-            if last is not None and lifted - float(last) <= 1.0:
-                continue  # flowing when lifted
-            back: float | None = None
-            for line in inside:
-                report = line["people"]["defendant"]["recv"].get(publisher, {}).get("video", {})
-                ends = [float(b) for a, b in report.get("stalls", ()) if float(b) > lifted]
-                if ends:
-                    back = min(ends) - lifted
-                    break
-                if report.get("last") is not None and float(report["last"]) > lifted and last is None:
-                    back = float(report["last"]) - lifted  # its first frame ever
-                    break
-            out[publisher] = back if back is not None and back <= within else None
+            reports = [line["people"]["defendant"]["recv"].get(publisher, {}).get("video", {}) for line in inside]
+            stalls = [(float(a), float(b)) for r in reports for a, b in r.get("stalls", ())]
+            spanning = [(a, b) for a, b in stalls if a < lifted < b]
+            if spanning:
+                began, ended = spanning[0]
+                if lifted - began >= 1.0:
+                    out[publisher] = ended - lifted if ended - lifted <= within else None
+                continue
+            last = reports[-1].get("last") if reports else None
+            if last is None or float(last) <= lifted:
+                out[publisher] = None  # frozen at the lift (no stall ended since) and not back
         return out
 
 
