@@ -10,7 +10,8 @@ cannot decode sixteen streams beside the node.
 
 ``python -m tests.thin_link_client defendant --url U --token T --address A`` joins with the token, waits to be
 admitted, publishes a smaller camera and a microphone, and decodes everything it receives, reading each frame's
-code: a frame is *good* when its code reads as a known publisher's with a newer frame number, else *garbled*.
+code (tag, frame number and a CRC-8 of them): a frame is *good* when its code checks, names a publisher and is a
+newer frame than the last good one of that publisher (but not newer than it can have made by now); else *garbled*.
 
 Both then print one JSON line a second: for each person, the video encoder's target bitrate and the keyframe
 requests their senders got, and cumulative counts per publisher role and kind (see :meth:`ThinClient.tally`):
@@ -63,6 +64,36 @@ NOISE_FRAMES = 7
 _NACK, _PLI, _REMB = 1, 1, 15
 
 
+COUNTER_BITS = 13
+"""Frame numbers are painted modulo 2**13 (9 minutes at 15 fps), beside a 3-bit tag and an 8-bit check."""
+COUNTER_MOD = 1 << COUNTER_BITS
+
+
+def _crc8(value: int) -> int:
+    """CRC-8 (polynomial 0x07) of a 16-bit value."""
+    crc = 0
+    for byte in (value >> 8, value & 0xFF):
+        crc ^= byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+def paint_checked(width: int, height: int, tag: int, counter: int) -> np.ndarray:
+    """:func:`paint_code` of (tag, frame number) with a check, so a damaged picture does not read as a frame."""
+    value = (tag & 0x7) << COUNTER_BITS | counter % COUNTER_MOD
+    return paint_code(width, height, value >> 8, (value & 0xFF) << 8 | _crc8(value))
+
+
+def read_checked(frame: VideoFrame) -> tuple[int, int] | None:
+    """(tag, frame number modulo :data:`COUNTER_MOD`) painted by :func:`paint_checked`; None if it does not check."""
+    high, low = read_code(frame)
+    value = high << 8 | low >> 8
+    if _crc8(value) != low & 0xFF:
+        return None
+    return value >> COUNTER_BITS, value % COUNTER_MOD
+
+
 class NoisyCodeTrack(CodeVideoTrack):
     """A camera for an encoder: each frame paints its publisher tag and frame number, under fresh-looking noise."""
 
@@ -82,7 +113,7 @@ class NoisyCodeTrack(CodeVideoTrack):
         if self._next > now:
             await asyncio.sleep(self._next - now)
         self._next = max(self._next + 1 / self.fps, time.time() - 0.2)
-        buf = paint_code(self.width, self.height, self.tag, self.counter).astype(np.int16)
+        buf = paint_checked(self.width, self.height, self.tag, self.counter).astype(np.int16)
         buf += self._noise[self.counter % NOISE_FRAMES]
         frame = VideoFrame.from_ndarray(np.clip(buf, 0, 255).astype(np.uint8), format="yuv420p")
         frame.pts = round((time.time() - self._epoch) * 90_000)
@@ -224,15 +255,23 @@ class ThinClient(MediaClient):
                     self._decoded(flow, frame)
 
     def _decoded(self, flow: Flow, frame: VideoFrame) -> None:
-        tag, counter = read_code(frame)
-        known = self.by_tag.get(tag)
-        if known is None and tag in TAGS.values():
-            known = self.by_tag[tag] = Flow()
-        if known is None or counter <= known.last_code or (counter > known.last_code + 5000 and known.last_code >= 0):
+        # Good: the code checks, names a publisher, and is a newer frame that publisher can have made by now (a
+        # misread that passed the check must not move the expected frame number ahead).
+        code = read_checked(frame)
+        known = self.by_tag.get(code[0]) if code is not None else None
+        if code is not None and known is None and code[0] in TAGS.values():
+            known = self.by_tag[code[0]] = Flow()
+        if code is None or known is None:
             flow.garbled += 1
             return
-        known.last_code = counter
-        known.frame(time.time())
+        now = time.time()
+        if known.last_code >= 0:
+            ahead = (code[1] - known.last_code) % COUNTER_MOD
+            if not 0 < ahead <= 5 + (now - known.last_frame) * self._fps * 1.5:
+                flow.garbled += 1
+                return
+        known.last_code = code[1]
+        known.frame(now)
 
     def target_kbps(self) -> int | None:
         """The bitrate this client's video encoder aims at now (it follows the node's REMB), kbit/s."""
