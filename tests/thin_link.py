@@ -157,6 +157,8 @@ class FlowWindow:
     span: int = 0
     frames: int = 0
     garbled: int = 0
+    held: int = 0
+    """Frames received but not decoded while waiting for a keyframe after a loss."""
     stall: float = 0.0
     """The longest stretch without a good frame inside the window (clipped to it); 0: none over STALL."""
     rtx: int = 0
@@ -180,7 +182,7 @@ class FlowWindow:
 
 
 _COUNTS = (
-    ("packets", "packets"), ("span", "span"), ("frames", "frames"), ("garbled", "garbled"),
+    ("packets", "packets"), ("span", "span"), ("frames", "frames"), ("garbled", "garbled"), ("held", "held"),
     ("rtx", "rtx"), ("filled", "filled"), ("dup", "dup"),
     ("nack_packets", "nacks"), ("nack_seqs", "nack_seqs"), ("pli", "pli"),
 )  # fmt: skip
@@ -478,7 +480,7 @@ def defendant_cells(w: Window) -> list[str]:
     video = [w.flow("defendant", p, "video") for p in COURT_SIDE]
     fps = " / ".join(f"{v.fps:.1f}" for v in video)
     stall = " / ".join(f"{v.stall:.1f}" if v.stall else "<0.2" for v in video)
-    garbled = sum(v.garbled for v in video)
+    garbled = f"{sum(v.garbled for v in video)}/{sum(v.held for v in video)}"
     lows = [v.remb_low for v in video if v.remb_low is not None]
     remb = f"{min(lows) // 1000}" if lows else "-"
     nacks = sum(v.nacks for v in video)
@@ -490,7 +492,7 @@ def defendant_cells(w: Window) -> list[str]:
         f"{min(audio):.1f}–{max(audio):.1f}%",
         fps,
         stall,
-        str(garbled),
+        garbled,
         remb,
         f"{nacks}/{seqs}",
         f"{rtx}/{filled}",
@@ -530,7 +532,7 @@ HEADER = [
     "defendant's audio",
     "video fps J / P / C / W",
     "longest frozen s J / P / C / W",
-    "garbled",
+    "garbled/held frames",
     "REMB low kbit/s",
     "NACKs sent (pkts/seqs)",
     "resent recv (RTX/in-stream)",

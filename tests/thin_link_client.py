@@ -9,7 +9,9 @@ lobby. Their reception is counted without decoding (frames reassembled by ``medi
 cannot decode sixteen streams beside the node.
 
 ``python -m tests.thin_link_client defendant --url U --token T --address A`` joins with the token, waits to be
-admitted, publishes a smaller camera and a microphone, and decodes everything it receives, reading each frame's
+admitted, publishes a smaller camera and a microphone, and decodes the video it receives as a browser would (see
+:meth:`ThinClient._tapped`: give up on a frame a resend does not complete in time, ask for a keyframe, decode
+from it), reading each frame's
 code (tag, frame number and a CRC-8 of them): a frame is *good* when its code checks, names a publisher and is a
 newer frame than the last good one of that publisher (but not newer than it can have made by now); else *garbled*.
 
@@ -38,10 +40,10 @@ from typing import Any
 import aiohttp
 import aiortc.codecs.vpx
 import numpy as np
-from aiortc import MediaStreamTrack, RTCRtpReceiver
-from aiortc.mediastreams import MediaStreamError
+from aiortc import RTCRtpReceiver
+from aiortc.codecs.vpx import Vp8Decoder
 from aiortc.rtp import RtcpPsfbPacket, RtcpRtpfbPacket, unpack_remb_fci
-from av import AudioFrame, VideoFrame
+from av import VideoFrame
 
 import tests.media_clients
 from media.aiortc_compat import receiver_codec_name
@@ -135,6 +137,8 @@ class Flow:
     frames: int = 0
     """Audio: decoded (or reassembled) frames. Video: good frames."""
     garbled: int = 0
+    held: int = 0
+    """Frames not decoded while waiting for a keyframe after a loss."""
     last_code: int = -1
     last_frame: float = 0.0
     stalls: list[tuple[float, float]] = field(default_factory=list)
@@ -183,6 +187,8 @@ class Flow:
         out["span"] = 0 if self.first_seq is None else self.last_seq - self.first_seq + 1
         if self.garbled:
             out["garbled"] = self.garbled
+        if self.held:
+            out["held"] = self.held
         if self.last_frame:
             out["last"] = round(self.last_frame, 3)
             out["longest"] = round(self.longest, 3)
@@ -220,7 +226,7 @@ class ThinClient(MediaClient):
         return self.flows.setdefault(mid, Flow())
 
     def _count_rtp(self) -> None:
-        # Instead of MediaClient's counting: per-mid RTP, RTX and RTCP feedback, and (not decoding) a frame tap.
+        # Instead of MediaClient's counting: per-mid RTP, RTX and RTCP feedback, and every receiver tapped.
         for transceiver in self.pc.getTransceivers():
             receiver = transceiver.receiver
             if id(receiver) in self._watched or transceiver.mid is None:
@@ -229,30 +235,49 @@ class ThinClient(MediaClient):
             mid, kind = str(transceiver.mid), transceiver.kind
             flow = self._flow(mid)
             _route_rtx(receiver)
-            if not self._decode:
-                tap_receiver(receiver, kind, ReceiverTap(on_frame=self._tapped(flow, kind), on_packet=_nothing,
-                                                         on_sender_report=_nothing, on_bye=_nothing2))  # fmt: skip
+            # on_picture_lost None: the tap's buffer makes aiortc send its own PLI when it gives up on a frame.
+            tap = ReceiverTap(on_frame=self._tapped(flow, kind), on_packet=_nothing, on_sender_report=_nothing,
+                              on_bye=_nothing2, on_picture_lost=None)  # fmt: skip
+            tap_receiver(receiver, kind, tap)
             _watch_receiver(receiver, flow)
 
     def _tapped(self, flow: Flow, kind: str) -> Callable[[TappedFrame], None]:
+        """What a receiver's reassembled frames go to: counted, and (``decode``) video decoded as a browser does.
+
+        The tap's buffer (``media.passthrough.ReleaseOnMarker``) behaves as a browser's jitter buffer: a frame
+        missing a packet waits for its resend until a frame 200 ms newer arrives, then is given up (a PLI goes to
+        the node) and the frames after it carry ``resync``; a decoder then waits for a keyframe instead of decoding
+        pictures whose reference is gone. (aiortc's own buffer blocks behind a hole until 512 packets pile up,
+        seconds, even when a keyframe arrived meanwhile; no browser does that.)
+        """
+        decoder = Vp8Decoder() if self._decode and kind == "video" else None
+        waiting = [True]
+
         def on_frame(frame: TappedFrame) -> None:
-            if kind == "video":
-                flow.frame(time.time())
-            else:
+            if kind != "video":
                 flow.frames += 1
+                return
+            if decoder is None:
+                flow.frame(time.time())
+                return
+            keyframe = bool(frame.data) and not frame.data[0] & 1
+            if frame.resync:
+                waiting[0] = True
+            if waiting[0] and not keyframe:
+                flow.held += 1
+                return
+            waiting[0] = False
+            try:
+                pictures = decoder.decode(frame)
+            except Exception:  # a broken frame: wait for the next keyframe
+                waiting[0] = True
+                flow.garbled += 1
+                return
+            for picture in pictures:
+                if isinstance(picture, VideoFrame):
+                    self._decoded(flow, picture)
 
         return on_frame
-
-    async def _consume(self, track: MediaStreamTrack) -> None:
-        mid = next((str(t.mid) for t in self.pc.getTransceivers() if t.receiver.track is track), "?")
-        flow = self._flow(mid)
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                frame = await track.recv()
-                if isinstance(frame, AudioFrame):
-                    flow.frames += 1
-                elif isinstance(frame, VideoFrame) and self._decode:
-                    self._decoded(flow, frame)
 
     def _decoded(self, flow: Flow, frame: VideoFrame) -> None:
         # Good: the code checks, names a publisher, and is a newer frame that publisher can have made by now (a
