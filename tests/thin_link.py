@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -23,6 +24,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.e2e.test_recording_e2e import start_server, stop_server
 from tests.netns import Link, Shape, enter_netns, netns_thread, qdisc_counts, shape, unshape, veth_link
@@ -418,7 +421,10 @@ def thin_link_hearing(
     kbps: int = 1200,
     server_env: dict[str, str] | None = None,
 ) -> Iterator[ThinLinkHearing]:
-    """The hearing, seated, every flow running, the link unshaped; everything removed afterwards, even on failure."""
+    """The hearing, seated, every flow running, the link unshaped; everything removed afterwards, even on failure.
+    Skips the test when the host cannot make namespaces or shape a link."""
+    if shutil.which("tc") is None:
+        pytest.skip("shaping a link needs tc (iproute2)")
     names = (("cl-node", "cl-dfd"), (NODE_ADDRESS, DEFENDANT_ADDRESS), ("vnode", "vdfd"))
     with veth_link(*names) as link, netns_thread(link.a) as in_node, netns_thread(link.b) as in_defendant:
         server = ServeProcess(
