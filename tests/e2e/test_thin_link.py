@@ -46,8 +46,9 @@ ADAPTATION = importlib.util.find_spec("media.bandwidth") is not None
 WITHOUT_ADAPTATION = "the node has no bandwidth adaptation yet (media/bandwidth.py, issue 11 deliver 4)"
 needs_adaptation = pytest.mark.xfail(not ADAPTATION, reason=WITHOUT_ADAPTATION, strict=True)
 loosely_needs_adaptation = pytest.mark.xfail(not ADAPTATION, reason=WITHOUT_ADAPTATION, strict=False)
-"""Without adaptation, frozen video may or may not be back within the loose bound (3.7-4.7 s measured), and the
-others in the hearing may or may not notice the node's resend flood (their audio fell to 88% once)."""
+"""Without adaptation, frozen video is usually back within the loose bound (0.04-0.9 s measured: the node sends
+everything all along), and the others in the hearing may or may not notice the node's resend flood (their audio
+fell to 88% once)."""
 
 
 @dataclass
