@@ -69,6 +69,10 @@ def node_settings(settings: Settings) -> NodeSettings:
         last_n=media.last_n,
         udp_port_min=media.udp_port_min,
         udp_port_max=media.udp_port_max,
+        adaptation=media.adaptation,
+        adapt_hold_seconds=media.adapt_hold_seconds,
+        min_video_kbps=media.min_video_kbps,
+        nack_budget_share=media.nack_budget_share,
     )
 
 

@@ -63,16 +63,20 @@ try:
     from aioice.turn import UDP_SOCKET_BUFFER_SIZE
     from aiortc.codecs import CODECS, get_encoder
     from aiortc.jitterbuffer import JitterFrame
+    from aiortc.rate import RemoteBitrateEstimator
     from aiortc.rtcdtlstransport import RTCDtlsTransport, State
     from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
     from aiortc.rtcpeerconnection import find_common_codecs
     from aiortc.rtp import (
         DYNAMIC_PAYLOAD_TYPES,
+        RTCP_PSFB_APP,
         RTP_HISTORY_SIZE,
         HeaderExtensions,
         RtcpByePacket,
+        RtcpPsfbPacket,
         RtcpSrPacket,
         RtpPacket,
+        unpack_remb_fci,
         wrap_rtx,
     )
     from aiortc.sdp import SessionDescription, candidate_from_sdp
@@ -88,6 +92,7 @@ __all__ = [
     "HeaderExtensions",
     "JitterFrame",
     "PortRangeExhausted",
+    "RembLimiter",
     "RtcpByePacket",
     "RtcpSrPacket",
     "RtpPacket",
@@ -96,14 +101,17 @@ __all__ = [
     "candidate_from_sdp",
     "direct_sendto",
     "find_common_codecs",
+    "gate_retransmit",
     "get_encoder",
     "install_jitter_buffer",
     "keyframe_requester",
     "limit_host_candidates",
+    "limit_remb",
     "negotiated_codecs",
     "negotiated_header_extensions",
     "offer_direction",
     "on_keyframe_request",
+    "on_remb",
     "random16",
     "random32",
     "receiver_codec_name",
@@ -112,6 +120,7 @@ __all__ = [
     "self_check",
     "sender_counters",
     "sender_enabled",
+    "sender_ssrc",
     "set_negotiated",
     "versions",
     "wrap_rtcp_handler",
@@ -147,6 +156,55 @@ def wrap_rtcp_handler(
     receiver._handle_rtcp_packet = wrap(original)  # type: ignore[method-assign,assignment]
 
 
+class RembLimiter:
+    """Stands in for a receiver's ``RemoteBitrateEstimator``: the REMB the node sends the publisher is at most ``cap``.
+
+    aiortc's receiver feeds its estimator every video packet that carries abs-send-time and sends whatever REMB it
+    returns (``rtcrtpreceiver.py`` ``_handle_rtp_packet``). With a cap set, an estimate above it is lowered to it,
+    and a REMB of the cap goes out at least every :attr:`interval_ms` even while the estimator has nothing to say
+    (it says nothing for its first 3 s), so a new cap reaches the publisher within that interval.
+    """
+
+    __slots__ = ("_estimator", "_last_ms", "cap", "estimate", "interval_ms")
+
+    def __init__(self, estimator: Any, interval_ms: int = 500) -> None:
+        self._estimator = estimator
+        self._last_ms = -(1 << 62)
+        self.interval_ms = interval_ms
+        self.cap: int | None = None
+        """Bit/s the publisher may send at most (None: the estimator's own REMB, unchanged)."""
+        self.estimate: int | None = None
+        """The estimator's last estimate of the publisher's link (bit/s), before the cap."""
+
+    def add(self, arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int) -> Any:
+        """What aiortc's receiver calls per packet: ``(bitrate, ssrcs)`` to send as REMB, or None."""
+        result = self._estimator.add(
+            arrival_time_ms=arrival_time_ms, abs_send_time=abs_send_time, payload_size=payload_size, ssrc=ssrc
+        )
+        cap = self.cap
+        if result is not None:
+            self.estimate = int(result[0])
+            self._last_ms = arrival_time_ms
+            return result if cap is None or result[0] <= cap else (cap, result[1])
+        if cap is not None and arrival_time_ms - self._last_ms >= self.interval_ms:
+            self._last_ms = arrival_time_ms
+            return cap, list(self._estimator.ssrcs)
+        return None
+
+
+def limit_remb(receiver: RTCRtpReceiver) -> RembLimiter | None:
+    """Put a :class:`RembLimiter` in front of the receiver's bitrate estimator (video receivers; None for audio)."""
+    name = "_RTCRtpReceiver__remote_bitrate_estimator"
+    estimator = getattr(receiver, name, None)
+    if estimator is None:
+        return None
+    if isinstance(estimator, RembLimiter):
+        return estimator
+    limiter = RembLimiter(estimator)
+    setattr(receiver, name, limiter)
+    return limiter
+
+
 def keyframe_requester(receiver: RTCRtpReceiver) -> Callable[[int], Awaitable[None]]:
     """The receiver's bound PLI sender: ``await send(media_ssrc)`` asks the remote sender for a keyframe."""
     send: Callable[[int], Awaitable[None]] = receiver._send_rtcp_pli
@@ -161,6 +219,28 @@ def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> N
     sender._send_keyframe = callback  # type: ignore[method-assign]
 
 
+def on_remb(sender: RTCRtpSender, callback: Callable[[int, list[int]], None]) -> None:
+    """Call ``callback(bitrate, ssrcs)`` for every REMB (RTCP PSFB fmt 15) the remote receiver sends about this
+    sender's stream, before aiortc's own handling (which, in pack mode, has no encoder to give it to).
+
+    aiortc's DTLS transport routes a REMB to every sender whose SSRC it lists (``RtpRouter.route_rtcp``): a REMB
+    about several streams reaches each of their senders.
+    """
+    original = sender._handle_rtcp_packet
+
+    async def handle(packet: Any) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                pass  # not a REMB (another application-layer feedback), or a broken one: aiortc ignores it too
+            else:
+                callback(bitrate, ssrcs)
+        await original(packet)
+
+    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+
 def replace_rtp_loop(
     sender: RTCRtpSender,
     run: Callable[[Any], Awaitable[None]],
@@ -171,6 +251,28 @@ def replace_rtp_loop(
     sender._run_rtp = run  # type: ignore[method-assign,assignment]
     sender._retransmit = retransmit  # type: ignore[method-assign,assignment]
     return original
+
+
+def gate_retransmit(sender: RTCRtpSender, allow: Callable[[int, int, int], bool]) -> None:
+    """On this sender only (aiortc's own RTP loop), resend a NACKed packet only if
+    ``allow(packet_timestamp, last_sent_timestamp, size)`` says so."""
+    original = sender._retransmit
+    history: dict[int, Any] = sender._RTCRtpSender__rtp_history  # type: ignore[attr-defined]
+
+    async def retransmit(sequence_number: int) -> None:
+        packet = history.get(sequence_number % RTP_HISTORY_SIZE)
+        if packet is None or packet.sequence_number != sequence_number:
+            return
+        last: int = sender._RTCRtpSender__rtp_timestamp  # type: ignore[attr-defined]
+        if allow(int(packet.timestamp), int(last), len(packet.payload) + 12):
+            await original(sequence_number)
+
+    sender._retransmit = retransmit  # type: ignore[method-assign]
+
+
+def sender_ssrc(sender: RTCRtpSender) -> int:
+    """The SSRC of the sender's media stream (what a receiver's REMB names)."""
+    return int(sender._ssrc)
 
 
 def sender_enabled(sender: RTCRtpSender) -> bool:
@@ -246,6 +348,10 @@ class SenderInternals:
         sequence = sender._RTCRtpSender__rtx_sequence_number
         sender._RTCRtpSender__rtx_sequence_number = (sequence + 1) & 0xFFFF
         return int(payload_type), int(sequence), self.rtx_ssrc
+
+    def last_timestamp(self) -> int:
+        """The RTP timestamp of the last frame sent (what the next sender report carries)."""
+        return int(self.sender._RTCRtpSender__rtp_timestamp)  # type: ignore[attr-defined]
 
     def current_extensions_map(self) -> Any:
         """The sender's header-extension map now (re-read: aiortc reconfigures it on renegotiation)."""
@@ -444,16 +550,27 @@ _INSTANCE_ATTRIBUTES: tuple[tuple[type, str, Iterable[str]], ...] = (
             "_RTCRtpSender__rtx_sequence_number",
             "_RTCRtpSender__ntp_timestamp",
             "_RTCRtpSender__rtp_timestamp",
+            "_RTCRtpSender__rtp_history",
             "_RTCRtpSender__octet_count",
             "_RTCRtpSender__packet_count",
         ),
     ),
-    (RTCRtpReceiver, "RTCRtpReceiver", ("_RTCRtpReceiver__codecs", "_RTCRtpReceiver__jitter_buffer", "_data")),
+    (
+        RTCRtpReceiver,
+        "RTCRtpReceiver",
+        (
+            "_RTCRtpReceiver__codecs",
+            "_RTCRtpReceiver__jitter_buffer",
+            "_RTCRtpReceiver__remote_bitrate_estimator",
+            "_data",
+        ),
+    ),
     (RTCRtpTransceiver, "RTCRtpTransceiver", ("_codecs", "_headerExtensions")),
     (RTCDtlsTransport, "RTCDtlsTransport", ("_state", "_tx_srtp")),
     (RTCIceTransport, "RTCIceTransport", ("_connection",)),
     (RTCIceGatherer, "RTCIceGatherer", ("_connection",)),
     (IceConnection, "aioice Connection", ("_nominated", "_protocols", "stun_server")),
+    (RemoteBitrateEstimator, "RemoteBitrateEstimator", ("ssrcs",)),
 )
 """Instance attributes, set in the class's own code (checked by name in that code: they exist only on instances)."""
 
@@ -461,12 +578,19 @@ _METHODS: tuple[tuple[type, str, str, tuple[str, ...]], ...] = (
     (RTCRtpSender, "RTCRtpSender", "_run_rtp", ("self", "codec")),
     (RTCRtpSender, "RTCRtpSender", "_retransmit", ("self", "sequence_number")),
     (RTCRtpSender, "RTCRtpSender", "_send_keyframe", ("self",)),
+    (RTCRtpSender, "RTCRtpSender", "_handle_rtcp_packet", ("self", "packet")),
     (RTCRtpReceiver, "RTCRtpReceiver", "_handle_rtcp_packet", ("self", "packet")),
     (RTCRtpReceiver, "RTCRtpReceiver", "_send_rtcp_pli", ("self", "media_ssrc")),
     (RTCDtlsTransport, "RTCDtlsTransport", "_send_rtp", ("self", "data")),
     (IceConnection, "aioice Connection", "get_component_candidates", ("self", "component", "addresses")),
     (StunProtocol, "aioice StunProtocol", "send_data", ("self", "data", "addr")),
     (StunProtocol, "aioice StunProtocol", "__init__", ("self", "receiver")),
+    (
+        RemoteBitrateEstimator,
+        "RemoteBitrateEstimator",
+        "add",
+        ("self", "arrival_time_ms", "abs_send_time", "payload_size", "ssrc"),
+    ),
 )
 """Methods: present, callable, and taking these leading parameters (by name: some are passed by keyword)."""
 

@@ -35,7 +35,8 @@ import av
 import structlog
 from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpReceiver
 
-from media.aiortc_compat import RtpPacket, keyframe_requester
+from media.aiortc_compat import RembLimiter, RtpPacket, keyframe_requester, limit_remb
+from media.bandwidth import BitrateMeter
 from media.keyframes import ConsumerGate, KeyframeCounts, KeyframeRequests, Reason
 from media.passthrough import ReportTimes, TappedFrame, is_keyframe
 from media.sending import SEQUENCE_JUMP, FrameSender
@@ -109,6 +110,20 @@ class PublishedTrack:
         self._last_ts: int | None = None
         self._ts_high = 0
         self._requests: set[asyncio.Future[None]] = set()
+        self.meter = BitrateMeter()
+        """Its bitrate over the last seconds (bandwidth adaptation reads it when it decides)."""
+        self.remb: RembLimiter | None = None
+        """Video with bandwidth adaptation: the REMB the node sends the publisher, which the node may cap."""
+
+    def limit_remb(self) -> RembLimiter | None:
+        """Let the node cap the REMB it sends this track's publisher (video only; idempotent)."""
+        if self.remb is None and self._video:
+            self.remb = limit_remb(self._receiver)
+        return self.remb
+
+    def bitrate(self, now: float) -> int:
+        """Payload bit/s received over the last seconds."""
+        return self.meter.rate(now, self.bytes_in)
 
     @property
     def keyframe_counts(self) -> KeyframeCounts:
@@ -236,6 +251,10 @@ class ForwardedTrack(MediaStreamTrack):
         """aiortc's own sender loop takes frames through :meth:`recv` (``direct_send`` off, or its fallback)."""
         self._restart_sequence = False
         """Video resumes after a pause: jump the sequence number first (``media.sending.SEQUENCE_JUMP``)."""
+        self.paused = False
+        """Bandwidth adaptation paused this video for the subscriber: frames are not sent (media.bandwidth)."""
+        self.paused_frames = 0
+        """Frames not sent because the slot was paused."""
 
     @property
     def queued(self) -> int:
@@ -252,6 +271,7 @@ class ForwardedTrack(MediaStreamTrack):
         self._queue.clear()
         self._offset = None
         self._sendable = False
+        self.paused = False  # a pause is about one publisher for one subscriber: the node decides anew
         if publisher is not None:
             self._restart_sequence = self.kind == "video" and self.forwarded > 0
             self._clock_rate = publisher.clock_rate
@@ -259,6 +279,20 @@ class ForwardedTrack(MediaStreamTrack):
             publisher.consumers.add(self)
             if self.gate is not None:
                 publisher.request_keyframe(self.gate.start())
+
+    def pause(self) -> None:
+        """Stop sending the publisher's frames to this subscriber (its link cannot take them); they are dropped."""
+        if not self.paused:
+            self.paused = True
+            self._queue.clear()
+
+    def resume(self) -> None:
+        """Send again from the next keyframe, asked for now; sequence numbers continue where they stopped."""
+        if self.paused:
+            self.paused = False
+            if self.gate is not None and self.publisher is not None:
+                self.gate.start()
+                self.publisher.request_keyframe(Reason.resume)
 
     def attach(self, sender: FrameSender | None) -> None:
         """Send frames through ``sender`` as they come (``None``: queue them); what is queued goes out now."""
@@ -294,6 +328,9 @@ class ForwardedTrack(MediaStreamTrack):
     def push(self, frame: TappedFrame, keyframe: bool) -> None:
         """A frame of the assigned publisher; gated video waits for a keyframe; sent now, or queued (bounded)."""
         if self.readyState != "live":
+            return
+        if self.paused:
+            self.paused_frames += 1
             return
         sender = self._sender
         if sender is not None and not sender.enabled:

@@ -70,9 +70,13 @@ class Reason(StrEnum):
     """A gated consumer that can receive still has no keyframe (the first request or its answer was lost)."""
     recorder = "recorder"
     """The recorder needs one to start a segment."""
+    resume = "resume"
+    """Bandwidth adaptation resumed a paused video for a subscriber (media.bandwidth): it sees nothing until one."""
+    repair = "repair"
+    """A subscriber keeps losing video packets it cannot get resent (too old, or beyond its resend budget)."""
 
 
-URGENT = frozenset({Reason.start, Reason.sendable, Reason.allowed, Reason.loss})
+URGENT = frozenset({Reason.start, Reason.sendable, Reason.allowed, Reason.loss, Reason.resume})
 """Reasons that do not wait for ``min_interval``: someone (after loss: every receiver of the track) sees nothing
 until the keyframe comes."""
 

@@ -24,7 +24,16 @@ from dataclasses import dataclass, field
 import structlog
 from aiortc import RTCRtpTransceiver
 
-from media.aiortc_compat import candidate_from_sdp, self_check, sender_counters
+from media.aiortc_compat import candidate_from_sdp, self_check, sender_counters, sender_ssrc
+from media.bandwidth import (
+    Allocation,
+    EstimateBook,
+    SubscriberAllocator,
+    SubscriberBandwidth,
+    VideoStream,
+    publisher_cap,
+    video_priority,
+)
 from media.forwarding import PublishedTrack, RecorderFeed
 from media.health import peer_health
 from media.ice import PORTS_EXHAUSTED
@@ -82,6 +91,23 @@ _EVENT_QUEUE_BOUND = 10_000
 
 _PEER_STATES = {s.value: s for s in PeerState}
 
+_ADAPT_EVERY = 0.5
+"""Seconds: a subscriber's REMBs lead to a new decision at most this often (each REMB only updates its estimate),
+unless its estimate fell by :data:`_ADAPT_DROP` or more."""
+
+_ADAPT_DROP = 0.8
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    """Bandwidth adaptation of one subscriber (media.bandwidth decides, the node carries it out)."""
+
+    allocator: SubscriberAllocator
+    book: EstimateBook = field(default_factory=EstimateBook)
+    allocation: Allocation | None = None
+    estimate: int | None = None
+    decided_at: float = float("-inf")
+
 
 @dataclass(eq=False)
 class _Recorder:
@@ -99,6 +125,8 @@ class _Room:
     receiving: dict[str, frozenset[str]] = field(default_factory=dict)
     publishing: dict[str, frozenset[Source]] = field(default_factory=dict)
     declared: dict[str, dict[str, Source]] = field(default_factory=dict)
+    subscribers: dict[str, _Subscriber] = field(default_factory=dict)
+    """Bandwidth adaptation state by subscriber (with ``adaptation`` on)."""
 
 
 class InProcessNode:
@@ -263,6 +291,44 @@ class InProcessNode:
             return None
         return room.speakers.active if receiver is None else room.speakers.active_for(receiver)
 
+    def bandwidth(self, hearing_id: str, participant_id: str) -> SubscriberBandwidth | None:
+        """What bandwidth adaptation does for one subscriber now; None if it has no peer or adaptation is off."""
+        room = self._rooms.get(hearing_id)
+        peer = room.peers.get(participant_id) if room is not None else None
+        if room is None or peer is None or peer.nack_budget is None:
+            return None
+        subscriber = room.subscribers.get(participant_id)
+        allocation = subscriber.allocation if subscriber is not None else None
+        track_ids = {t.recording_id: t.track_id for t in peer.wanted}
+        budget = peer.nack_budget
+        if allocation is None:
+            forwarded = tuple(t.track_id for t in peer.wanted if t.kind == "video")
+            paused: tuple[str, ...] = ()
+        else:
+            forwarded = tuple(track_ids.get(k, k) for k in allocation.forwarded)
+            paused = tuple(track_ids.get(k, k) for k in allocation.paused)
+        return SubscriberBandwidth(
+            estimate_bps=subscriber.estimate if subscriber is not None else None,
+            forwarded=forwarded,
+            paused=paused,
+            nacks_dropped=budget.dropped,
+            resent=budget.resent,
+        )
+
+    def bandwidth_counts(self) -> dict[str, int]:
+        """Node-wide adaptation figures: video streams paused now, NACKs dropped and keyframe requests so far
+        (of live peers and tracks), publishers capped now."""
+        paused = dropped = requests = capped = 0
+        for room in self._rooms.values():
+            for subscriber in room.subscribers.values():
+                paused += len(subscriber.allocation.paused) if subscriber.allocation is not None else 0
+            for peer in room.peers.values():
+                dropped += peer.nack_budget.dropped if peer.nack_budget is not None else 0
+                for published in peer.published.values():
+                    requests += published.keyframe_requests
+                    capped += published.remb is not None and published.remb.cap is not None
+        return {"paused_streams": paused, "nacks_dropped": dropped, "keyframe_requests": requests, "capped": capped}
+
     def stats(self) -> tuple[int, int]:
         """(rooms, peer connections) on this node, for ``GET /nodes`` and metrics."""
         return len(self._rooms), sum(len(room.peers) for room in self._rooms.values())
@@ -361,6 +427,7 @@ class InProcessNode:
             on_state=self._peer_state,
             on_slots_changed=self._slots_changed,
             on_lost=self._peer_lost,
+            on_remb=self._remb if self.settings.adaptation else None,
         )
         room.peers[participant_id] = peer
         if self._health is None or self._health.done():
@@ -372,6 +439,8 @@ class InProcessNode:
     async def _close_peer(self, room: _Room, peer: Peer) -> None:
         if room.peers.get(peer.participant_id) is peer:
             del room.peers[peer.participant_id]
+            if room.subscribers.pop(peer.participant_id, None) is not None:
+                self._apply_caps(room)  # a publisher capped for this subscriber gets its bitrate back
         room.speakers.leave(peer.participant_id)
         for published in peer.published.values():
             if not published.ended:
@@ -446,6 +515,8 @@ class InProcessNode:
             if not peers:
                 self._health = None
                 return
+            if self.settings.adaptation:
+                self._adapt_all()
             for peer in peers:
                 try:
                     self._emit(peer_health(peer))
@@ -469,6 +540,8 @@ class InProcessNode:
             on_audio_level=lambda p, level: self._audio_level(room, p, level),
         )
         published.codec_name, published.clock_rate = first_codec(transceiver)
+        if self.settings.adaptation and kind == "video":
+            published.limit_remb()
         # Held (not forwarded) until _resolve_sources gives it a source, once the offer is applied.
 
         def bye() -> None:
@@ -603,6 +676,9 @@ class InProcessNode:
         for pid, peer in list(room.peers.items()):
             if not peer.closed:
                 peer.place(self._wanted(room, pid, last_n=self.settings.last_n))
+                subscriber = room.subscribers.get(pid)
+                if subscriber is not None and subscriber.allocation is not None:
+                    self._apply_pauses(peer, subscriber.allocation.paused)
         for pid, recorder in room.recorders.items():
             self._place_recorder(room, recorder, self._wanted(room, pid, last_n=None))
 
@@ -633,6 +709,150 @@ class InProcessNode:
         if refs != peer.last_tracks:
             peer.last_tracks = refs
             self._emit(Tracks(hearing_id=peer.hearing_id, participant_id=peer.participant_id, tracks=refs))
+
+    # --- bandwidth adaptation -------------------------------------------------------------------
+
+    def _remb(self, peer: Peer, bitrate: int, ssrcs: list[int]) -> None:
+        """A REMB from a subscriber about some of the node's streams to it."""
+        room = self._rooms.get(peer.hearing_id)
+        if room is None or peer.closed or room.peers.get(peer.participant_id) is not peer:
+            return
+        subscriber = self._subscriber(room, peer.participant_id)
+        now = time.monotonic()
+        subscriber.book.remb(now, bitrate, ssrcs)
+        estimate = subscriber.book.estimate(now)
+        previous = subscriber.estimate
+        fell = estimate is not None and previous is not None and estimate < previous * _ADAPT_DROP
+        if fell or now - subscriber.decided_at >= _ADAPT_EVERY:
+            self._adapt(room, peer, now)
+
+    def _subscriber(self, room: _Room, participant_id: str) -> _Subscriber:
+        subscriber = room.subscribers.get(participant_id)
+        if subscriber is None:
+            subscriber = _Subscriber(allocator=SubscriberAllocator(hold=self.settings.adapt_hold_seconds))
+            room.subscribers[participant_id] = subscriber
+        return subscriber
+
+    def _adapt_all(self) -> None:
+        """Decide again for every subscriber whose REMBs did not lead to a decision lately (stale REMBs expire,
+        probes come due)."""
+        now = time.monotonic()
+        for room in list(self._rooms.values()):
+            for pid, subscriber in list(room.subscribers.items()):
+                peer = room.peers.get(pid)
+                if peer is not None and not peer.closed and now - subscriber.decided_at >= 2 * _ADAPT_EVERY:
+                    self._adapt(room, peer, now)
+
+    def _adapt(self, room: _Room, peer: Peer, now: float) -> None:
+        """Decide which videos the subscriber gets from its estimate, pause/resume its slots, update the caps."""
+        pid = peer.participant_id
+        subscriber = self._subscriber(room, pid)
+        speaker = room.speakers.active_for(pid)
+        ssrc_of = {
+            id(slot.track.publisher): sender_ssrc(slot.transceiver.sender)
+            for slot in peer.slots
+            if slot.track.publisher is not None
+        }
+        sending = {
+            sender_ssrc(slot.transceiver.sender)
+            for slot in peer.slots
+            if slot.track.publisher is not None and not slot.track.paused
+        }
+        estimate = subscriber.book.estimate(now, sending)
+        videos: list[VideoStream] = []
+        for track in peer.wanted:
+            if track.kind != "video" or track.ended:
+                continue
+            publisher = room.peers.get(track.participant_id)
+            camera = track.source is Source.camera
+            videos.append(
+                VideoStream(
+                    key=track.recording_id,
+                    need_bps=track.bitrate(now),
+                    evidence=track.source is Source.evidence,
+                    judge=camera and publisher is not None and publisher.role is Role.judge,
+                    speaker=camera and track.participant_id == speaker,
+                    covered=subscriber.book.covers(ssrc_of.get(id(track), -1)),
+                )
+            )
+        subscriber.estimate = estimate
+        subscriber.decided_at = now
+        allocation = subscriber.allocator.update(now, estimate, video_priority(videos))
+        previous = subscriber.allocation
+        subscriber.allocation = allocation
+        if peer.nack_budget is not None:
+            peer.nack_budget.set_estimate(estimate)
+        if allocation.paused_now or allocation.resumed_now:
+            estimate_kbps = None if estimate is None else estimate // 1000
+            track_ids = {t.recording_id: t.track_id for t in peer.wanted}
+            for key in allocation.paused_now:
+                log.info(
+                    "subscriber_video_paused",
+                    hearing_id=room.hearing_id,
+                    subscriber=pid,
+                    track=track_ids.get(key, key),
+                    estimate_kbps=estimate_kbps,
+                )
+            for key in allocation.resumed_now:
+                log.info(
+                    "subscriber_video_resumed",
+                    hearing_id=room.hearing_id,
+                    subscriber=pid,
+                    track=track_ids.get(key, key),
+                    estimate_kbps=estimate_kbps,
+                )
+        self._apply_pauses(peer, allocation.paused)
+        if (
+            allocation.constrained
+            or (previous is not None and previous.constrained)
+            or (previous is not None and previous.top != allocation.top)
+        ):
+            self._apply_caps(room)
+
+    @staticmethod
+    def _apply_pauses(peer: Peer, paused: Iterable[str]) -> None:
+        keys = set(paused)
+        for slot in peer.slots:
+            publisher = slot.track.publisher
+            if publisher is None or publisher.kind != "video":
+                continue
+            if publisher.recording_id in keys:
+                slot.track.pause()
+            else:
+                slot.track.resume()
+
+    def _apply_caps(self, room: _Room) -> None:
+        """Ask each publisher's video for no more than its weakest constrained subscriber takes (REMB)."""
+        available: dict[str, list[int]] = {}
+        for subscriber in room.subscribers.values():
+            allocation = subscriber.allocation
+            if allocation is not None and allocation.top is not None and allocation.top_available_bps is not None:
+                available.setdefault(allocation.top, []).append(allocation.top_available_bps)
+        floor = self.settings.min_video_kbps * 1000
+        for peer in room.peers.values():
+            for published in peer.published.values():
+                limiter = published.remb
+                if limiter is None:
+                    continue
+                cap = publisher_cap(available.get(published.recording_id, ()), floor)
+                old = limiter.cap
+                limiter.cap = cap
+                if cap is None and old is not None:
+                    log.info(
+                        "publisher_bitrate_uncapped",
+                        hearing_id=room.hearing_id,
+                        publisher=published.participant_id,
+                        track=published.track_id,
+                    )
+                elif cap is not None and (old is None or abs(cap - old) > old // 4):
+                    # A fact per real change (a quarter or more), not per REMB.
+                    log.info(
+                        "publisher_bitrate_capped",
+                        hearing_id=room.hearing_id,
+                        publisher=published.participant_id,
+                        track=published.track_id,
+                        cap_kbps=cap // 1000,
+                    )
 
     # --- events ---------------------------------------------------------------------------------
 

@@ -35,16 +35,19 @@ from media.aiortc_compat import (
     DYNAMIC_PAYLOAD_TYPES,
     SessionDescription,
     find_common_codecs,
+    gate_retransmit,
     negotiated_codecs,
     negotiated_header_extensions,
     offer_direction,
     on_keyframe_request,
+    on_remb,
     set_negotiated,
 )
+from media.bandwidth import NackBudget, RepairTrigger
 from media.forwarding import ForwardedTrack, PublishedTrack
 from media.ice import PORTS_EXHAUSTED, PortRangeExhausted, restrict_host_candidates, rtc_configuration
 from media.keyframes import Reason
-from media.sending import install
+from media.sending import install, resend_allowed, rtp_age
 from media.settings import NodeSettings
 from protocol.node import MediaKind, TrackRef
 from rooms.model import Role, Source
@@ -127,6 +130,7 @@ class Peer:
         on_state: Callable[[Peer, str], None],
         on_slots_changed: Callable[[Peer], None],
         on_lost: Callable[[Peer, str], None] | None = None,
+        on_remb: Callable[[Peer, int, list[int]], None] | None = None,
     ) -> None:
         self.hearing_id = hearing_id
         self.participant_id = participant_id
@@ -144,6 +148,9 @@ class Peer:
         self._on_offer = on_offer
         self._on_slots_changed = on_slots_changed
         self._on_lost = on_lost
+        self._on_remb = on_remb
+        self.nack_budget: NackBudget | None = NackBudget(settings.nack_budget_share) if settings.adaptation else None
+        """The participant's resend budget as a subscriber (bandwidth adaptation on), shared by its slots."""
         self._lock = asyncio.Lock()
         self._renegotiation_queued = False
         self._renegotiation_task: asyncio.Task[None] | None = None
@@ -432,9 +439,28 @@ class Peer:
                 slot.track.publisher.request_keyframe(Reason.subscriber)
 
         on_keyframe_request(transceiver.sender, keyframe_requested)
+        on_remb_ = self._on_remb
+        if on_remb_ is not None:
+            on_remb(transceiver.sender, lambda bitrate, ssrcs: on_remb_(self, bitrate, ssrcs))
+
+        def unrepairable() -> None:
+            if slot.track.publisher is not None:
+                slot.track.publisher.request_keyframe(Reason.repair)
+
         if self.settings.direct_send:
             # This sender only forwards: frames go out as they arrive, packetized once per publisher frame.
-            install(transceiver.sender, forwarded)
+            fast = install(transceiver.sender, forwarded)
+            fast.budget = self.nack_budget
+            fast.on_unrepairable = unrepairable
+        elif self.nack_budget is not None:
+            # aiortc's own loop answers NACKs from its own history: the same budget applies.
+            budget, repair, audio = self.nack_budget, RepairTrigger(), track.kind == "audio"
+
+            def allow(packet_timestamp: int, last_timestamp: int, size: int) -> bool:
+                age = rtp_age(last_timestamp, packet_timestamp, 48_000 if audio else 90_000)
+                return resend_allowed(budget, repair, unrepairable, audio=audio, age=age, size=size)
+
+            gate_retransmit(transceiver.sender, allow)
         self.slots.append(slot)
         return slot
 

@@ -62,6 +62,7 @@ from media.aiortc_compat import (
     sender_enabled,
     wrap_rtx,
 )
+from media.bandwidth import NackBudget, RepairTrigger
 from media.passthrough import NTP_UNIX_OFFSET
 
 if TYPE_CHECKING:
@@ -149,6 +150,11 @@ class FrameSender:
         self._tasks: set[asyncio.Future[None]] = set()
         self.frames_sent = 0
         self.packets_sent = 0
+        self.budget: NackBudget | None = None
+        """The subscriber's resend budget (bandwidth adaptation); None: every NACK is answered, as aiortc does."""
+        self.on_unrepairable: Callable[[], None] | None = None
+        """Called when this video keeps losing packets it cannot resend (ask the publisher for a keyframe)."""
+        self._repair = RepairTrigger()
 
     @property
     def enabled(self) -> bool:
@@ -318,21 +324,62 @@ class FrameSender:
         return list(payloads)
 
     async def retransmit(self, sequence_number: int) -> None:
-        """Stand-in for ``RTCRtpSender._retransmit``: resend a packet a subscriber NACKed, from this history."""
+        """Stand-in for ``RTCRtpSender._retransmit``: resend a packet a subscriber NACKed, from this history.
+
+        With a resend budget (bandwidth adaptation), a packet older than ``NACK_MAX_AGE`` or beyond the budget is
+        not resent; a video that keeps losing such packets asks the publisher for a keyframe instead.
+        """
         raw = self._history.get(sequence_number % RTP_HISTORY_SIZE)
         internals = self._internals
-        if raw is None or internals is None:
+        if raw is None or internals is None or len(raw) < 12:
+            return
+        if (raw[2] << 8 | raw[3]) != sequence_number:
+            return
+        budget = self._budget_allows(raw, internals) if self.budget is not None else True
+        if not budget:
             return
         ext_map = internals.current_extensions_map()
         packet = RtpPacket.parse(raw, ext_map)
-        if packet.sequence_number != sequence_number:
-            return
         rtx = internals.next_rtx()
         if rtx is not None:
             rtx_payload_type, rtx_sequence, rtx_ssrc = rtx
             packet = wrap_rtx(packet, payload_type=rtx_payload_type, sequence_number=rtx_sequence, ssrc=rtx_ssrc)
         with contextlib.suppress(ConnectionError):
             await internals.send_rtp(packet.serialize(ext_map))
+
+    def _budget_allows(self, raw: bytes, internals: SenderInternals) -> bool:
+        """Whether the subscriber's resend budget lets this history packet go out again (counted either way)."""
+        budget = self.budget
+        assert budget is not None
+        age = rtp_age(internals.last_timestamp(), int.from_bytes(raw[4:8], "big"), self._clock_rate)
+        return resend_allowed(
+            budget, self._repair, self.on_unrepairable, audio=self._sender.kind == "audio", age=age, size=len(raw)
+        )
+
+
+def rtp_age(last_timestamp: int, packet_timestamp: int, clock_rate: int) -> float:
+    """Seconds between a sent packet's RTP timestamp and the last one sent (0 if it looks newer)."""
+    elapsed = (last_timestamp - packet_timestamp) & 0xFFFFFFFF
+    return 0.0 if elapsed >= 1 << 31 else elapsed / (clock_rate or 90_000)
+
+
+def resend_allowed(
+    budget: NackBudget,
+    repair: RepairTrigger,
+    on_unrepairable: Callable[[], None] | None,
+    *,
+    audio: bool,
+    age: float,
+    size: int,
+) -> bool:
+    """Whether a NACKed packet is resent within the subscriber's budget; a video that keeps losing what cannot be
+    resent calls ``on_unrepairable`` (ask the publisher for a keyframe)."""
+    now = time.monotonic()
+    if budget.allow(now, size, age, audio=audio):
+        return True
+    if not audio and repair.dropped(now) and on_unrepairable is not None:
+        on_unrepairable()
+    return False
 
 
 def _extension_block(ext_map: Any, mid: str | None, abs_send_time: int) -> bytes:

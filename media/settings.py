@@ -79,6 +79,20 @@ class NodeSettings(BaseModel):
     udp_port_max: int = Field(
         default=0, ge=0, le=65535, description="Highest UDP port of the node's ICE host candidates."
     )
+    adaptation: bool = Field(
+        default=True,
+        description="Adapt what each subscriber receives to its REMB estimate (pause video by priority, cap "
+        "publishers, budget resends); False: forward everything, resend every NACK.",
+    )
+    adapt_hold_seconds: float = Field(
+        default=3.0, gt=0, le=60, description="At most one pause/resume change per subscriber in this many seconds."
+    )
+    min_video_kbps: int = Field(
+        default=150, ge=30, le=100_000, description="The lowest bitrate the node asks a publisher's video for (REMB)."
+    )
+    nack_budget_share: float = Field(
+        default=0.2, gt=0, le=1, description="Share of a subscriber's estimate that resends (NACK answers) may use."
+    )
 
     @model_validator(mode="after")
     def _port_range(self) -> NodeSettings:

@@ -1,0 +1,437 @@
+"""Bandwidth adaptation decisions of the media node, as plain state: no aiortc, no asyncio, the clock passed in.
+
+A subscriber on a thin link tells the node what it can take by REMB (RTCP
+PSFB fmt 15, "receiver estimated maximum bitrate"); aiortc negotiates no
+transport-wide congestion control, so REMB is the only estimate. This module
+decides, from that estimate, what the node does; :mod:`media.node` carries it
+out (pausing forwarding slots, sending REMB to publishers, dropping NACKs),
+as LiveKit keeps its stream allocator apart from its down tracks.
+
+- :class:`EstimateBook` sums one subscriber's REMBs: a browser sends one REMB
+  for all its streams, an aiortc receiver one per stream (about its own SSRCs);
+  a REMB about streams no longer received goes stale after
+  :data:`ESTIMATE_MAX_AGE`.
+- :class:`BitrateMeter` measures one published track's bitrate from its
+  byte and packet counters, sampled when a decision needs it (nothing per
+  packet).
+- :func:`video_priority` orders a subscriber's video: evidence, the presiding
+  judge's camera, the active speaker's camera, then the rest in last-N order.
+- :class:`SubscriberAllocator` decides which of those videos are forwarded and
+  which are paused (audio is never paused, and the top-priority video is never
+  paused either: the publisher cap makes it fit), with hysteresis: pause only
+  when the estimate stays well below what is forwarded (:data:`PAUSE_TOLERANCE`,
+  :data:`PAUSE_AFTER`), at most one change per ``hold`` seconds, resume only
+  when the estimate exceeds the need by :data:`RESUME_MARGIN`. REMB estimators (aiortc's and libwebrtc's) never
+  report more than about 1.5x what they receive, so a paused stream could never
+  come back on a recovered link by the margin alone: when the estimate has sat
+  near that ceiling (:data:`PROBE_RATIO`) for a probe wait, the next stream is
+  resumed as a probe; a probe the estimate does not carry is paused again at
+  once (when the estimate of the streams sent before it falls, :data:`PROBE_FALL`) and the next probe waits
+  twice as long (up to :data:`PROBE_WAIT_MAX`).
+- :func:`publisher_cap` is the bitrate the node asks a publisher for (by its
+  own REMB) when a constrained subscriber receives its video.
+- :class:`NackBudget` lets resends spend a share of the subscriber's estimate
+  (a token bucket), drops NACKs for packets older than :data:`NACK_MAX_AGE`,
+  and says when a video keeps losing what cannot be resent (then a keyframe
+  request replaces the resends).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+
+HEADROOM = 1.1
+"""The forwarded video may reach the estimate times this. A receiver's REMB starts at the rate it measures and
+climbs towards 1.5x it while its link keeps up, and falls to 0.85x on congestion: at 1.0 the measuring noise of a
+healthy link alone would pause streams."""
+
+PAUSE_TOLERANCE = 1.25
+"""Forwarded video is paused only once it exceeds the estimate times this (and for :data:`PAUSE_AFTER`): a REMB
+dips to 0.85x what it receives on one overuse signal, e.g. a busy receiver's CPU, and a pause costs the viewer
+seconds of a picture. A thin link shows far lower (issue 11: REMBs of 18-555 kbit/s against 4.7 Mbit/s)."""
+
+PAUSE_AFTER = 1.0
+"""Seconds the estimate must stay too low before video is paused (a failed probe is undone at once)."""
+
+RESUME_MARGIN = 1.15
+"""A paused stream resumes when what would then be forwarded times this fits under the estimate (x headroom)."""
+
+PROBE_RATIO = 1.3
+"""Estimate over the forwarded video bitrate that counts as "the receiver sees no congestion" (its REMB climbs to
+about 1.5x what it receives on a link that keeps up)."""
+
+PROBE_FALL = 0.85
+"""A probe failed when the estimate of the streams sent before it falls below this share of what it was when the
+probe began (congestion; the probed stream's own REMB comes only seconds later)."""
+
+PROBE_WAIT_MAX = 60.0
+"""Seconds: the longest wait between two probes after failed ones."""
+
+ESTIMATE_MAX_AGE = 2.5
+"""Seconds a REMB counts: aiortc and browsers send one every 0.5-1 s about each stream they receive."""
+
+METER_WINDOW = 2.0
+"""Seconds over which a track's bitrate is measured."""
+
+PACKET_OVERHEAD = 50
+"""Bytes per packet on the wire beyond the RTP payload (RTP header and extensions, SRTP tag, UDP, IPv4)."""
+
+NACK_MAX_AGE = 1.0
+"""Seconds: a NACK for a packet sent longer ago than this is dropped (the receiver's buffer has given up on it,
+or will have by the time the resend arrives)."""
+
+NACK_BURST_SECONDS = 0.5
+"""The NACK token bucket holds at most this many seconds of its rate."""
+
+REPAIR_DROPS = 10
+"""NACKs of one video dropped within :data:`REPAIR_WINDOW` after which a keyframe request replaces resends."""
+
+REPAIR_WINDOW = 1.0
+"""Seconds over which dropped NACKs are counted for :data:`REPAIR_DROPS`."""
+
+
+@dataclass(frozen=True)
+class SubscriberBandwidth:
+    """What bandwidth adaptation does for one subscriber now (``InProcessNode.bandwidth``, health, tests)."""
+
+    estimate_bps: int | None
+    """The subscriber's estimate (sum of its fresh REMBs), None before any or when they went stale."""
+    forwarded: tuple[str, ...]
+    """Track ids of the publisher videos forwarded to it, highest priority first."""
+    paused: tuple[str, ...]
+    """Track ids of the publisher videos paused for it (not sent), highest priority first."""
+    nacks_dropped: int = 0
+    """NACKed packets not resent (too old, or beyond its resend budget)."""
+    resent: int = 0
+    """Packets resent after its NACKs."""
+
+
+class EstimateBook:
+    """One subscriber's estimate from the REMBs it sends (see the module docstring)."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: dict[frozenset[int], tuple[int, float]] = {}
+
+    def remb(self, now: float, bitrate: int, ssrcs: Iterable[int]) -> None:
+        """A REMB of ``bitrate`` bit/s about the streams ``ssrcs`` (the node's outgoing SSRCs)."""
+        key = frozenset(ssrcs)
+        if not key:
+            return
+        entries = self._entries
+        if key not in entries:
+            # A browser changes the SSRC list of its one REMB as streams come and go: an older report about any
+            # of the same streams is replaced, never added to.
+            for other in [k for k in entries if k & key]:
+                del entries[other]
+        entries[key] = (max(0, int(bitrate)), now)
+
+    def estimate(self, now: float, among: Collection[int] | None = None) -> int | None:
+        """The sum of the fresh REMBs (bit/s), None when there is none.
+
+        ``among``: the SSRCs sent to the subscriber now; a REMB about none of them (a stream just paused, whose
+        last report is still fresh) does not count.
+        """
+        entries = self._entries
+        stale = [k for k, (_, at) in entries.items() if now - at > ESTIMATE_MAX_AGE]
+        for key in stale:
+            del entries[key]
+        counted = [b for k, (b, _) in entries.items() if among is None or not k.isdisjoint(among)]
+        if not counted:
+            return None
+        return sum(counted)
+
+    def covers(self, ssrc: int) -> bool:
+        """Whether a REMB counted in the last :meth:`estimate` is about ``ssrc``."""
+        return any(ssrc in key for key in self._entries)
+
+
+class BitrateMeter:
+    """The payload bitrate of one published track over the last :data:`METER_WINDOW`, from its running counters.
+
+    Payload only, as REMB estimators count what they receive (aiortc: payload and padding bytes), so a need and
+    an estimate compare like for like.
+    """
+
+    __slots__ = ("_samples", "window")
+
+    def __init__(self, window: float = METER_WINDOW) -> None:
+        self.window = window
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def rate(self, now: float, payload_bytes: int) -> int:
+        """Bit/s, given the track's payload byte counter now."""
+        samples = self._samples
+        if not samples or now - samples[-1][0] >= 0.1:
+            samples.append((now, payload_bytes))
+        while len(samples) > 2 and now - samples[1][0] >= self.window:
+            samples.popleft()
+        first_at, first = samples[0]
+        elapsed = now - first_at
+        if elapsed < 0.2:
+            return 0
+        return int((payload_bytes - first) * 8 / elapsed)
+
+
+@dataclass(frozen=True)
+class VideoStream:
+    """One video a subscriber may receive, as the priority order sees it."""
+
+    key: str
+    """Its id (the publisher's track id as the subscriber knows it)."""
+    need_bps: int
+    """Its measured bitrate."""
+    evidence: bool = False
+    judge: bool = False
+    """The presiding judge's camera."""
+    speaker: bool = False
+    """The camera of the subscriber's active speaker."""
+    covered: bool = True
+    """A fresh REMB of the subscriber is about this stream. An aiortc receiver reports each stream on its own, and
+    only after receiving it for 3 s: a forwarded stream no REMB is about yet counts as fitting (its need is added to
+    the estimate), or every hearing start would look like a thin link."""
+
+
+def video_priority(streams: Sequence[VideoStream]) -> list[VideoStream]:
+    """``streams`` (given in last-N order) highest priority first: evidence, judge, active speaker, the rest."""
+
+    def rank(stream: VideoStream) -> int:
+        if stream.evidence:
+            return 0
+        if stream.judge:
+            return 1
+        if stream.speaker:
+            return 2
+        return 3
+
+    return sorted(streams, key=rank)  # stable: last-N order within a rank
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """One decision of :class:`SubscriberAllocator`."""
+
+    forwarded: tuple[str, ...]
+    paused: tuple[str, ...]
+    paused_now: tuple[str, ...] = ()
+    """Streams paused by this decision."""
+    resumed_now: tuple[str, ...] = ()
+    """Streams resumed by this decision."""
+    constrained: bool = False
+    """The subscriber cannot take everything it may receive: something is paused, or its top video does not fit."""
+    top: str | None = None
+    """Its highest-priority video."""
+    top_available_bps: int | None = None
+    """What its estimate leaves for the top video (for the publisher cap), when constrained."""
+
+
+class SubscriberAllocator:
+    """Which of one subscriber's videos are forwarded, with hysteresis (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        hold: float,
+        headroom: float = HEADROOM,
+        resume_margin: float = RESUME_MARGIN,
+        pause_tolerance: float = PAUSE_TOLERANCE,
+        pause_after: float = PAUSE_AFTER,
+    ) -> None:
+        self.hold = hold
+        self.headroom = headroom
+        self.resume_margin = resume_margin
+        self.pause_tolerance = pause_tolerance
+        self.pause_after = pause_after
+        self._over_since: float | None = None
+        self.paused: set[str] = set()
+        self.constrained = False
+        self._known: set[str] = set()
+        self._last_change = float("-inf")
+        self._probe_wait = 2 * hold
+        self._probe_at: float | None = None
+        self._probe_key: str | None = None
+        self._probe_estimate = 0
+        """When the last probe resumed a stream (until it is judged)."""
+        self._ceiling_since: float | None = None
+
+    def update(self, now: float, estimate: int | None, videos: Sequence[VideoStream]) -> Allocation:
+        """Decide for the subscriber's videos (highest priority first, see :func:`video_priority`) now."""
+        keys = [v.key for v in videos]
+        new = set(keys) - self._known
+        self.paused &= set(keys)
+        self._known = set(keys)
+        if not videos:
+            self.constrained = False
+            return Allocation(forwarded=(), paused=())
+        if estimate is None:
+            # No estimate (a receiver without REMB, or it went quiet): forward everything, as without adaptation.
+            resumed = tuple(k for k in keys if k in self.paused)
+            if resumed and now - self._last_change >= self.hold:
+                self.paused.clear()
+                self._last_change = now
+            else:
+                resumed = ()
+            self.constrained = bool(self.paused)
+            return self._allocation(keys, (), resumed, top_available=None)
+
+        probing = self._probe_at is not None and now - self._probe_at < 2 * self.hold
+        probe_fell = probing and estimate < self._probe_estimate * PROBE_FALL
+        covered_estimate = estimate
+        # Forwarded streams no REMB is about yet count as carried (see VideoStream.covered).
+        estimate += sum(v.need_bps for v in videos if not v.covered and v.key not in self.paused)
+        budget = estimate * self.headroom
+        # What fits, in priority order; the top video always goes (the publisher cap makes it fit). A stream
+        # forwarded now is kept up to the pause tolerance; a paused one counts against the plain budget.
+        fits: list[str] = [keys[0]]
+        total = videos[0].need_bps
+        for video in videos[1:]:
+            total += video.need_bps
+            limit = budget if video.key in self.paused else estimate * self.pause_tolerance
+            if total > limit:
+                break
+            fits.append(video.key)
+        if probe_fell and self._probe_key in fits[1:]:
+            fits.remove(self._probe_key)
+        forwarded_need = sum(v.need_bps for v in videos if v.key not in self.paused)
+        wanted_paused = [k for k in keys if k not in fits and k not in self.paused]
+        probe_failed = probing and bool(wanted_paused)
+        paused_now: tuple[str, ...] = ()
+        resumed_now: tuple[str, ...] = ()
+        if not wanted_paused:
+            self._over_since = None
+        elif self._over_since is None:
+            self._over_since = now
+        lasting = self._over_since is not None and now - self._over_since >= self.pause_after
+        if wanted_paused and ((lasting and now - self._last_change >= self.hold) or probe_failed):
+            # Pause every stream that does not fit at once: congestion hurts the streams that stay too.
+            self.paused.update(wanted_paused)
+            paused_now = tuple(wanted_paused)
+            self._last_change = now
+            self._over_since = None
+            self._ceiling_since = None
+            if probe_failed:
+                self._probe_wait = min(self._probe_wait * 2, PROBE_WAIT_MAX)
+            self._probe_at = None
+        elif not wanted_paused and self.paused and now - self._last_change >= self.hold:
+            next_key = next(k for k in keys if k in self.paused)
+            next_need = next(v.need_bps for v in videos if v.key == next_key)
+            if (forwarded_need + next_need) * self.resume_margin <= budget:
+                resumed_now = (next_key,)
+            else:
+                # The estimate cannot show more than it receives: probe when it has sat at its ceiling long enough.
+                at_ceiling = forwarded_need > 0 and estimate >= forwarded_need * PROBE_RATIO
+                if not at_ceiling:
+                    self._ceiling_since = None
+                elif self._ceiling_since is None:
+                    self._ceiling_since = now
+                elif now - self._ceiling_since >= self._probe_wait:
+                    resumed_now = (next_key,)
+                    self._probe_at = now
+                    self._probe_key = next_key
+                    self._probe_estimate = covered_estimate
+                    self._ceiling_since = None
+            if resumed_now:
+                self.paused.discard(resumed_now[0])
+                self._last_change = now
+        if self._probe_at is not None and now - self._probe_at >= 2 * self.hold:
+            self._probe_at = None  # the probe held: the link carries it
+            self._probe_wait = 2 * self.hold
+        # New streams of a constrained subscriber start paused if they do not fit (not a change: nothing was sent).
+        if self.paused:
+            self.paused.update(k for k in new if k not in fits)
+        top_need = videos[0].need_bps
+        if self.constrained:
+            top_fits = top_need * self.resume_margin <= budget
+        else:
+            top_fits = top_need <= estimate * self.pause_tolerance
+        self.constrained = bool(self.paused) or not top_fits
+        return self._allocation(keys, paused_now, resumed_now, top_available=int(budget) if self.constrained else None)
+
+    def _allocation(
+        self, keys: list[str], paused_now: tuple[str, ...], resumed_now: tuple[str, ...], top_available: int | None
+    ) -> Allocation:
+        return Allocation(
+            forwarded=tuple(k for k in keys if k not in self.paused),
+            paused=tuple(k for k in keys if k in self.paused),
+            paused_now=paused_now,
+            resumed_now=resumed_now,
+            constrained=self.constrained,
+            top=keys[0] if keys else None,
+            top_available_bps=top_available,
+        )
+
+
+def publisher_cap(available: Iterable[int], min_video_bps: int) -> int | None:
+    """The bitrate to ask a publisher's video for: what the weakest constrained subscriber receiving it as its top
+    video can take (``available``), floored at ``min_video_bps``; None when no such subscriber (no cap)."""
+    lowest = min(available, default=None)
+    return None if lowest is None else max(lowest, min_video_bps)
+
+
+class NackBudget:
+    """How many resends one subscriber may get: a share of its estimate, packets no older than NACK_MAX_AGE."""
+
+    __slots__ = ("_tokens", "_updated", "dropped", "rate_bps", "resent", "share")
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self.rate_bps: int | None = None
+        """Resend bitrate allowed now; None: no estimate yet (only the age limit applies)."""
+        self.resent = 0
+        self.dropped = 0
+        self._tokens = 0.0
+        self._updated: float | None = None
+
+    def set_estimate(self, estimate_bps: int | None) -> None:
+        """The subscriber's estimate changed (None: unknown)."""
+        self.rate_bps = None if estimate_bps is None else int(estimate_bps * self.share)
+
+    def allow(self, now: float, size: int, age: float, *, audio: bool = False) -> bool:
+        """A NACKed packet of ``size`` bytes sent ``age`` seconds ago: True to resend it (counted either way).
+
+        Audio goes first: its resends spend the budget but are never refused for it (only for age).
+        """
+        if age > NACK_MAX_AGE:
+            self.dropped += 1
+            return False
+        rate = self.rate_bps
+        if rate is None:
+            self.resent += 1
+            return True
+        capacity = rate / 8 * NACK_BURST_SECONDS
+        if self._updated is None:
+            self._tokens = capacity
+        else:
+            self._tokens = min(capacity, self._tokens + (now - self._updated) * rate / 8)
+        self._updated = now
+        cost = size + PACKET_OVERHEAD
+        if self._tokens < cost and not audio:
+            self.dropped += 1
+            return False
+        self._tokens -= cost
+        self.resent += 1
+        return True
+
+
+class RepairTrigger:
+    """When one video keeps losing what cannot be resent: ask for a keyframe instead of more resends."""
+
+    __slots__ = ("_drops",)
+
+    def __init__(self) -> None:
+        self._drops: deque[float] = deque()
+
+    def dropped(self, now: float) -> bool:
+        """A NACK of this video was dropped; True once :data:`REPAIR_DROPS` were within :data:`REPAIR_WINDOW`
+        (then ask the publisher for a keyframe; the count starts over)."""
+        drops = self._drops
+        drops.append(now)
+        while now - drops[0] > REPAIR_WINDOW:
+            drops.popleft()
+        if len(drops) >= REPAIR_DROPS:
+            drops.clear()
+            return True
+        return False

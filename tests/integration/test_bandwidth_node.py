@@ -1,0 +1,206 @@
+"""Bandwidth adaptation in the media node, with real aiortc peers on loopback: a subscriber whose REMB says its
+link is thin gets the judge's video and everyone's audio, the rest paused, and everything back when it recovers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import structlog
+
+from media.aiortc_compat import on_remb
+from media.keyframes import Reason
+from media.node import InProcessNode
+from media.settings import NodeSettings
+from protocol.node import SetPublishing, SetReceiving
+from rooms.model import Role, Source
+from tests.media_clients import DirectSignaling, MediaClient, eventually, hearing
+
+HEARING = "hrg_bw"
+BOTH = (Source.camera, Source.microphone)
+HOLD = 1.0
+MIN_VIDEO_KBPS = 150
+
+
+class ForcedEstimate:
+    """Stands in for a test subscriber's bitrate estimator: its REMBs say ``bitrate`` (every 200 ms) when set."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.bitrate: int | None = None
+        self._last = -(1 << 62)
+
+    def add(self, arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int) -> Any:
+        result = self.inner.add(
+            arrival_time_ms=arrival_time_ms, abs_send_time=abs_send_time, payload_size=payload_size, ssrc=ssrc
+        )
+        if self.bitrate is None:
+            return result
+        if arrival_time_ms - self._last >= 200:
+            self._last = arrival_time_ms
+            return self.bitrate, list(self.inner.ssrcs)
+        return None
+
+
+def force_estimate(client: MediaClient, forced: dict[int, ForcedEstimate], bitrate: int | None) -> None:
+    """Make every video receiver of ``client`` report ``bitrate`` by REMB (None: its real estimate)."""
+    name = "_RTCRtpReceiver__remote_bitrate_estimator"
+    for transceiver in client.pc.getTransceivers():
+        receiver = transceiver.receiver
+        if transceiver.kind != "video":
+            continue
+        estimator = forced.get(id(receiver))
+        if estimator is None:
+            estimator = ForcedEstimate(getattr(receiver, name))
+            setattr(receiver, name, estimator)
+            forced[id(receiver)] = estimator
+        estimator.bitrate = bitrate
+
+
+@pytest.fixture(params=[True, False], ids=["direct_send", "aiortc_loop"])
+async def node(request: pytest.FixtureRequest) -> InProcessNode:
+    return InProcessNode(
+        NodeSettings(
+            node_id="node-bw",
+            adapt_hold_seconds=HOLD,
+            min_video_kbps=MIN_VIDEO_KBPS,
+            health_interval=0.5,
+            direct_send=request.param,
+        )
+    )
+
+
+@pytest.fixture
+async def signaling(node: InProcessNode) -> AsyncIterator[DirectSignaling]:
+    async with hearing(node, HEARING) as sig:
+        yield sig
+
+
+async def test_thin_subscriber_keeps_judge_and_audio_then_gets_everything_back(
+    node: InProcessNode, signaling: DirectSignaling
+) -> None:
+    """A subscriber on a thin link keeps the judge's video and all audio while other video pauses; the judge is
+    asked for less; when the link recovers the paused video comes back from a keyframe; a NACK flood is bounded."""
+    judge = MediaClient("judge", tag=1)
+    party = MediaClient("party", tag=2)
+    witness = MediaClient("witness", tag=3)
+    defendant = MediaClient("defendant", video=False, audio=False)
+    judge_rembs: list[int] = []
+    for client, role in (
+        (judge, Role.judge),
+        (party, Role.party),
+        (witness, Role.witness),
+        (defendant, Role.defendant),
+    ):
+        await signaling.join(client, role)
+    judge_video = next(t.sender for t in judge.pc.getTransceivers() if t.kind == "video")
+    on_remb(judge_video, lambda bitrate, _: judge_rembs.append(bitrate))
+    for name in ("judge", "party", "witness"):
+        await node.call(SetPublishing(hearing_id=HEARING, participant_id=name, sources=BOTH))
+    await node.call(
+        SetReceiving(hearing_id=HEARING, participant_id="defendant", publishers=("judge", "party", "witness"))
+    )
+    assert await eventually(lambda: all(len(defendant.codes(tag)) >= 10 for tag in (1, 2, 3)), within=20)
+    judge_peer = node.peer(HEARING, "judge")
+    assert judge_peer is not None
+    judge_track = next(t for t in judge_peer.published.values() if t.kind == "video")
+
+    # The link turns thin: every REMB of the defendant says 30 kbit/s.
+    forced: dict[int, ForcedEstimate] = {}
+    with structlog.testing.capture_logs() as logs:
+        thin_at = time.monotonic()
+        force_estimate(defendant, forced, 30_000)
+
+        def thin() -> bool:
+            state = node.bandwidth(HEARING, "defendant")
+            return state is not None and state.forwarded == (judge_track.track_id,) and len(state.paused) == 2
+
+        assert await eventually(thin, within=15)
+        paused_after = time.monotonic() - thin_at
+        await asyncio.sleep(1.0)  # whatever was on its way has arrived
+        before = {tag: len(defendant.codes(tag)) for tag in (1, 2, 3)}
+        audio_before = defendant.frames("audio")
+        await asyncio.sleep(2.0)
+        assert len(defendant.codes(1)) >= before[1] + 20  # the judge keeps flowing
+        assert len(defendant.codes(2)) == before[2]  # the others are paused
+        assert len(defendant.codes(3)) == before[3]
+        assert defendant.frames("audio") >= audio_before + 3 * 50  # audio of all three never pauses
+        # The judge is asked (by REMB) for no more than the defendant takes, floored.
+        assert judge_track.remb is not None
+        assert judge_track.remb.cap == MIN_VIDEO_KBPS * 1000
+        assert await eventually(lambda: any(b <= MIN_VIDEO_KBPS * 1000 for b in judge_rembs), within=5)
+
+        # A NACK flood for the judge's video: answered within the defendant's resend budget only.
+        state = node.bandwidth(HEARING, "defendant")
+        assert state is not None
+        resent_before, dropped_before = state.resent, state.nacks_dropped
+        receiver = next(
+            t.receiver
+            for t in defendant.pc.getTransceivers()
+            if t.kind == "video" and str(t.mid) in defendant.mids_of("judge", "video")
+        )
+        ssrc = receiver.getSynchronizationSources()[0].source
+        streams = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+        repairs_before = judge_track.keyframe_counts.sent.get(Reason.repair, 0)
+        nacked = 0
+        for _ in range(10):
+            top = streams[ssrc].max_seq
+            lost = sorted((top - i) & 0xFFFF for i in range(50))
+            await receiver._send_rtcp_nack(ssrc, lost)
+            nacked += len(lost)
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)
+        state = node.bandwidth(HEARING, "defendant")
+        assert state is not None
+        resent = state.resent - resent_before
+        dropped = state.nacks_dropped - dropped_before
+        # 30 kbit/s x 0.2 = 750 bytes/s (+ a half-second burst): a few small packets at most, never the flood.
+        assert resent <= 40, (resent, dropped, nacked)
+        assert dropped >= nacked - 40 - 50
+        assert judge_track.keyframe_counts.sent.get(Reason.repair, 0) > repairs_before
+
+        # The link recovers.
+        party_peer = node.peer(HEARING, "party")
+        assert party_peer is not None
+        party_track = next(t for t in party_peer.published.values() if t.kind == "video")
+        resumes_before = party_track.keyframe_counts.sent.get(Reason.resume, 0)
+        recovered_at = time.monotonic()
+        force_estimate(defendant, forced, 50_000_000)
+        back = {tag: len(defendant.codes(tag)) for tag in (2, 3)}
+        assert await eventually(lambda: all(len(defendant.codes(tag)) > back[tag] + 5 for tag in (2, 3)), within=20)
+        resumed_after = time.monotonic() - recovered_at
+        assert party_track.keyframe_counts.sent.get(Reason.resume, 0) > resumes_before
+        assert await eventually(lambda: judge_track.remb is not None and judge_track.remb.cap is None, within=5)
+        state = node.bandwidth(HEARING, "defendant")
+        assert state is not None
+        assert state.paused == ()
+    events = [entry["event"] for entry in logs]
+    assert events.count("subscriber_video_paused") == 2
+    assert events.count("subscriber_video_resumed") == 2
+    assert "publisher_bitrate_capped" in events
+    assert "publisher_bitrate_uncapped" in events
+    print(f"\npause took {paused_after:.2f} s after the thin REMB, all video back {resumed_after:.2f} s after recovery")
+    assert not signaling.failures
+
+
+async def test_without_adaptation_nothing_pauses() -> None:
+    """With adaptation off, a subscriber reporting a thin link still gets every video, as before."""
+    node = InProcessNode(NodeSettings(node_id="node-bw-off", adaptation=False, adapt_hold_seconds=HOLD))
+    async with hearing(node, HEARING) as signaling:
+        judge = MediaClient("judge", tag=1, audio=False)
+        party = MediaClient("party", tag=2, audio=False)
+        defendant = MediaClient("defendant", video=False, audio=False)
+        for client, role in ((judge, Role.judge), (party, Role.party), (defendant, Role.defendant)):
+            await signaling.join(client, role)
+        for name in ("judge", "party"):
+            await node.call(SetPublishing(hearing_id=HEARING, participant_id=name, sources=BOTH))
+        await node.call(SetReceiving(hearing_id=HEARING, participant_id="defendant", publishers=("judge", "party")))
+        assert await eventually(lambda: all(len(defendant.codes(tag)) >= 10 for tag in (1, 2)), within=20)
+        force_estimate(defendant, {}, 30_000)
+        await asyncio.sleep(2 * HOLD + 1.0)
+        before = {tag: len(defendant.codes(tag)) for tag in (1, 2)}
+        assert await eventually(lambda: all(len(defendant.codes(tag)) >= before[tag] + 20 for tag in (1, 2)), within=10)
+        assert node.bandwidth(HEARING, "defendant") is None

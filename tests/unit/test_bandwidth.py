@@ -1,0 +1,220 @@
+"""Bandwidth adaptation decisions (media.bandwidth), with a fake clock: what a subscriber on a thin link gets."""
+
+from __future__ import annotations
+
+from media.bandwidth import (
+    ESTIMATE_MAX_AGE,
+    NACK_MAX_AGE,
+    REPAIR_DROPS,
+    BitrateMeter,
+    EstimateBook,
+    NackBudget,
+    RepairTrigger,
+    SubscriberAllocator,
+    VideoStream,
+    publisher_cap,
+    video_priority,
+)
+
+MBIT = 1_000_000
+
+
+def streams(*needs: int) -> list[VideoStream]:
+    return [VideoStream(key=f"v{i}", need_bps=need) for i, need in enumerate(needs)]
+
+
+def test_priority_is_evidence_judge_speaker_then_last_n() -> None:
+    """Evidence comes before the judge's camera, then the active speaker's, then the rest in last-N order."""
+    order = video_priority(
+        [
+            VideoStream("a", 1),
+            VideoStream("speaker", 1, speaker=True),
+            VideoStream("b", 1),
+            VideoStream("judge", 1, judge=True),
+            VideoStream("doc", 1, evidence=True),
+        ]
+    )
+    assert [v.key for v in order] == ["doc", "judge", "speaker", "a", "b"]
+
+
+def test_estimate_sums_per_stream_rembs_and_forgets_stale_ones() -> None:
+    """An aiortc subscriber's per-stream REMBs add up; one about streams no longer sent stops counting."""
+    book = EstimateBook()
+    assert book.estimate(0.0) is None
+    book.remb(0.0, 300_000, [1, 11])
+    book.remb(0.5, 200_000, [2])
+    book.remb(0.6, 250_000, [2])  # a newer report about the same stream replaces the older one
+    assert book.estimate(1.0) == 550_000
+    book.remb(2.0, 400_000, [1, 11])
+    assert book.estimate(0.6 + ESTIMATE_MAX_AGE + 0.1) == 400_000
+    assert book.estimate(10.0) is None
+
+
+def test_estimate_ignores_reports_about_streams_no_longer_sent() -> None:
+    """The last REMB about a stream just paused does not count: it would hide how thin the link is."""
+    book = EstimateBook()
+    book.remb(0.0, 300_000, [1])
+    book.remb(0.0, 300_000, [2])
+    assert book.estimate(0.5, among={1, 2}) == 600_000
+    assert book.estimate(0.5, among={1}) == 300_000
+    assert book.estimate(0.5, among={3}) is None
+
+
+def test_estimate_browser_remb_replaces_overlapping_reports() -> None:
+    """A browser's one REMB about all streams is the estimate, not added to its earlier reports."""
+    book = EstimateBook()
+    book.remb(0.0, 2 * MBIT, [1, 2, 3])
+    book.remb(0.5, 1 * MBIT, [1, 2])
+    assert book.estimate(0.6) == 1 * MBIT
+
+
+def test_meter_measures_payload_bitrate() -> None:
+    """A track's bitrate comes from its byte counter over the last seconds, as REMB estimators count it."""
+    meter = BitrateMeter(window=2.0)
+    assert meter.rate(0.0, 0) == 0
+    for step in range(1, 41):
+        t = step * 0.1
+        rate = meter.rate(t, int(100_000 * t))
+    assert 790_000 <= rate <= 810_000
+
+
+def test_streams_no_remb_is_about_yet_count_as_carried() -> None:
+    """At a hearing start, the first stream's REMB alone does not pause the streams whose REMB has not come yet."""
+    alloc = SubscriberAllocator(hold=3.0, pause_after=0)
+    videos = [VideoStream("v0", MBIT), VideoStream("v1", MBIT, covered=False), VideoStream("v2", MBIT, covered=False)]
+    assert alloc.update(0.0, MBIT, videos).paused == ()
+    assert alloc.update(5.0, 300_000, streams(MBIT, MBIT, MBIT)).paused == ("v1", "v2")
+
+
+def test_thin_link_keeps_top_video_and_pauses_the_rest() -> None:
+    """An estimate below what is forwarded pauses video from the lowest priority up; the top video always flows."""
+    alloc = SubscriberAllocator(hold=3.0, pause_after=0)
+    videos = streams(MBIT, MBIT, MBIT, MBIT)
+    first = alloc.update(0.0, 5 * MBIT, videos)
+    assert first.forwarded == ("v0", "v1", "v2", "v3")
+    assert not first.constrained
+    thin = alloc.update(4.0, int(1.9 * MBIT), videos)
+    assert thin.forwarded == ("v0", "v1")
+    assert thin.paused_now == ("v2", "v3")
+    assert thin.constrained
+    very_thin = alloc.update(8.0, 300_000, videos)
+    assert very_thin.forwarded == ("v0",)
+    assert very_thin.paused == ("v1", "v2", "v3")
+    assert very_thin.top == "v0"
+    assert very_thin.top_available_bps == int(300_000 * alloc.headroom)
+
+
+def test_a_passing_dip_of_the_estimate_pauses_nothing() -> None:
+    """One low REMB (a busy receiver), or an estimate a little under what is sent, never pauses video."""
+    alloc = SubscriberAllocator(hold=3.0)
+    videos = streams(MBIT, MBIT, MBIT)
+    assert alloc.update(0.0, 3 * MBIT, videos).paused == ()
+    assert alloc.update(0.5, 300_000, videos).paused == ()  # one dip
+    assert alloc.update(1.0, 3 * MBIT, videos).paused == ()
+    for t in (1.5, 2.0, 2.5, 3.0):
+        assert alloc.update(t, int(2.5 * MBIT), videos).paused == ()  # 3 Mbit/s fits 2.5 x 1.25
+    assert alloc.update(3.5, 300_000, videos).paused == ()
+    assert alloc.update(4.0, 300_000, videos).paused == ()
+    assert alloc.update(4.5, 300_000, videos).paused_now == ("v1", "v2")  # low for a second: paused
+
+
+def test_hold_allows_one_change_per_hold_seconds() -> None:
+    """After a change, nothing changes again before the hold time, however the estimate moves."""
+    alloc = SubscriberAllocator(hold=3.0, pause_after=0)
+    videos = streams(MBIT, MBIT, MBIT)
+    alloc.update(0.0, 500_000, videos)  # pauses v1, v2
+    assert alloc.update(1.0, 10 * MBIT, videos).forwarded == ("v0",)
+    assert alloc.update(2.9, 10 * MBIT, videos).resumed_now == ()
+    assert alloc.update(3.0, 10 * MBIT, videos).resumed_now == ("v1",)
+    assert alloc.update(4.0, 10 * MBIT, videos).resumed_now == ()
+    assert alloc.update(6.1, 10 * MBIT, videos).resumed_now == ("v2",)
+
+
+def test_resume_needs_the_margin() -> None:
+    """A paused stream resumes only when the estimate carries it with the resume margin, not merely fits."""
+    alloc = SubscriberAllocator(hold=1.0, pause_after=0)
+    videos = streams(MBIT, MBIT)
+    alloc.update(0.0, 500_000, videos)
+    # Two streams fit (2 Mbit/s <= 1.9 * 1.1) but not with the margin (2.3 Mbit/s): stays paused.
+    assert alloc.update(2.0, int(1.9 * MBIT), videos).paused == ("v1",)
+    assert alloc.update(3.0, int(2.1 * MBIT), videos).resumed_now == ("v1",)
+
+
+def test_probe_when_the_estimate_sits_at_its_ceiling_and_back_off_when_it_fails() -> None:
+    """A recovered link brings paused video back by a probe; a probe the link cannot carry is undone at once."""
+    alloc = SubscriberAllocator(hold=1.0, pause_after=0)
+    videos = streams(MBIT, MBIT)
+    alloc.update(0.0, 500_000, videos)
+    ceiling = int(1.5 * MBIT)  # a REMB estimator shows at most ~1.5x what it receives
+    assert alloc.update(1.5, ceiling, videos).resumed_now == ()  # the ceiling must last a probe wait
+    assert alloc.update(3.0, ceiling, videos).resumed_now == ()
+    probe = alloc.update(3.6, ceiling, videos)
+    assert probe.resumed_now == ("v1",)
+    failed = alloc.update(3.9, 800_000, videos)  # congestion: paused again without waiting for the hold
+    assert failed.paused_now == ("v1",)
+    # The next probe waits twice as long.
+    alloc.update(5.0, ceiling, videos)
+    assert alloc.update(8.9, ceiling, videos).resumed_now == ()
+    assert alloc.update(9.1, ceiling, videos).resumed_now == ("v1",)
+
+
+def test_probe_fails_when_the_earlier_streams_estimate_falls() -> None:
+    """A probed stream no REMB is about yet is paused again as soon as the other streams' estimate falls."""
+    alloc = SubscriberAllocator(hold=1.0, pause_after=0)
+    alloc.update(0.0, 500_000, streams(MBIT, MBIT))
+    ceiling = int(1.5 * MBIT)
+    alloc.update(1.5, ceiling, streams(MBIT, MBIT))
+    assert alloc.update(3.6, ceiling, streams(MBIT, MBIT)).resumed_now == ("v1",)
+    probing = [VideoStream("v0", MBIT), VideoStream("v1", MBIT, covered=False)]
+    assert alloc.update(4.0, ceiling, probing).paused == ()  # carried while the estimate holds
+    assert alloc.update(4.5, int(1.2 * MBIT), probing).paused_now == ("v1",)
+
+
+def test_no_estimate_forwards_everything() -> None:
+    """A subscriber without REMB gets everything, as without adaptation."""
+    alloc = SubscriberAllocator(hold=3.0, pause_after=0)
+    videos = streams(MBIT, MBIT)
+    assert alloc.update(0.0, None, videos).forwarded == ("v0", "v1")
+    alloc.update(1.0, 100_000, videos)
+    assert alloc.update(5.0, None, videos).forwarded == ("v0", "v1")
+
+
+def test_new_stream_of_a_constrained_subscriber_starts_paused() -> None:
+    """A video that appears while a subscriber is constrained starts paused when it does not fit."""
+    alloc = SubscriberAllocator(hold=3.0, pause_after=0)
+    alloc.update(0.0, 600_000, streams(MBIT, MBIT))
+    later = alloc.update(0.5, 600_000, streams(MBIT, MBIT, MBIT))
+    assert later.paused == ("v1", "v2")
+    assert later.paused_now == ()
+
+
+def test_publisher_cap_is_the_weakest_subscriber_floored() -> None:
+    """The publisher is asked for what its weakest constrained receiver takes, never below the floor."""
+    assert publisher_cap([], 150_000) is None
+    assert publisher_cap([900_000, 400_000], 150_000) == 400_000
+    assert publisher_cap([40_000], 150_000) == 150_000
+
+
+def test_nack_budget_drops_old_and_over_budget_resends() -> None:
+    """Resends spend a share of the estimate; old NACKs and those beyond the budget are dropped; audio goes first."""
+    budget = NackBudget(share=0.2)
+    assert budget.allow(0.0, 1000, 0.1)  # no estimate yet: only the age limit
+    assert not budget.allow(0.0, 1000, NACK_MAX_AGE + 0.1)
+    budget.set_estimate(400_000)  # 80 kbit/s of resends, a bucket of 5000 bytes
+    sent = sum(budget.allow(1.0, 1200, 0.05) for _ in range(20))
+    assert sent == 4
+    assert budget.allow(1.0, 200, 0.05, audio=True)  # audio is never refused for the budget
+    assert not budget.allow(1.0, 1200, 0.05)
+    assert sum(budget.allow(1.5, 1200, 0.05) for _ in range(20)) >= 3  # tokens come back with time
+    assert budget.dropped == 1 + 16 + 1 + (20 - (budget.resent - 6))
+    assert budget.resent >= 9
+
+
+def test_repair_trigger_asks_once_per_burst_of_drops() -> None:
+    """A video that keeps losing unrepairable packets asks for a keyframe once, not once per NACK."""
+    trigger = RepairTrigger()
+    asks = [trigger.dropped(0.01 * i) for i in range(REPAIR_DROPS * 2)]
+    assert asks.count(True) == 2
+    assert asks[REPAIR_DROPS - 1]
+    spread = RepairTrigger()
+    assert not any(spread.dropped(2.0 * i) for i in range(REPAIR_DROPS * 2))
