@@ -47,10 +47,12 @@ HEADROOM = 1.1
 climbs towards 1.5x it while its link keeps up, and falls to 0.85x on congestion: at 1.0 the measuring noise of a
 healthy link alone would pause streams."""
 
-PAUSE_TOLERANCE = 1.25
-"""Forwarded video is paused only once it exceeds the estimate times this (and for :data:`PAUSE_AFTER`): a REMB
-dips to 0.85x what it receives on one overuse signal, e.g. a busy receiver's CPU, and a pause costs the viewer
-seconds of a picture. A thin link shows far lower (issue 11: REMBs of 18-555 kbit/s against 4.7 Mbit/s)."""
+PAUSE_TOLERANCE = 1.3
+"""Forwarded video is paused only once it exceeds the estimate times this (and for :data:`PAUSE_AFTER`). On an
+overuse signal a REMB estimator reports 0.85x what it receives: a busy receiver (its CPU, its event loop) still
+receives everything and reports about 0.85x what is sent, a thin link drops what it cannot carry and the
+receiver reports 0.85x the link. Pausing below 1 / (0.85 x 0.9) ~ 1.3 means "the receiver gets less than 90% of
+what is sent". (Issue 11 measured REMBs of 18-555 kbit/s against 4.7 Mbit/s sent.)"""
 
 PAUSE_AFTER = 1.0
 """Seconds the estimate must stay too low before video is paused (a failed probe is undone at once)."""
