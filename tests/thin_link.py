@@ -230,6 +230,8 @@ class Window:
     """(packets sent, dropped) by the shaping qdisc in the window."""
     facts: dict[str, int] = field(default_factory=dict)
     """Server log facts in the window (:data:`LOG_FACTS`)."""
+    restarts: dict[str, int] = field(default_factory=dict)
+    """Media restarts (a new peer connection: counts per mid start over) of each person in the window."""
     node: dict[str, float] = field(default_factory=dict)
     """How the server's ``/metrics`` counters of :data:`NODE_COUNTERS` grew in the window."""
 
@@ -340,6 +342,11 @@ class ThinLinkHearing:
                         before.get("people", {}).get(person, {}).get("keyframes", 0)
                     )
                     w.target_kbps[person] = data.get("target_kbps")
+                    restarted = int(data.get("restarts", 0)) - int(
+                        before.get("people", {}).get(person, {}).get("restarts", 0)
+                    )
+                    if restarted:
+                        w.restarts[person] = restarted
         cpu = [m for m in list(self._cpu_marks) if start <= m[0] <= end]
         if len(cpu) >= 2:
             (t0, a), (t1, b) = cpu[0], cpu[-1]
@@ -520,7 +527,9 @@ def others_cell(w: Window) -> str:
             if v.fps < fps:
                 fps, worst = v.fps, f"{receiver}<-{publisher}"
             stall = max(stall, v.stall)
-    return f"audio ≥{audio:.1f}%, video ≥{fps:.1f} fps ({worst}), frozen ≤{stall:.1f} s"
+    restarts = ", ".join(f"{p} {n}" for p, n in sorted(w.restarts.items()))
+    note = f"; media restarts: {restarts}" if restarts else ""
+    return f"audio ≥{audio:.1f}%, video ≥{fps:.1f} fps ({worst}), frozen ≤{stall:.1f} s{note}"
 
 
 def row(label: str, w: Window) -> list[str]:

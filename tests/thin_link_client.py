@@ -419,6 +419,7 @@ async def report_forever(who: str, people: list[Participant], stopping: asyncio.
                 "recv": p.media.tally(roles_of(p.client.messages)),
                 "keyframes": p.media.keyframe_requests,
                 "target_kbps": p.media.target_kbps(),
+                "restarts": len(p.restarts),
             }
         emit({"t": round(time.time(), 3), "who": who, "people": persons, "failures": _failures(people)})
 

@@ -112,6 +112,7 @@ def test_behind_a_thin_lossy_link_the_defendant_sees_the_judge_and_the_others_pa
 def test_everyone_else_in_the_hearing_is_unaffected(run: Run) -> None:
     """While the defendant's link is thin, everyone else receives everyone's audio and video as before."""
     for label, w in run.limited.items():
+        assert not w.restarts, (label, "media restarts", w.restarts)
         for receiver in COURT_SIDE:
             for publisher in (*COURT_SIDE, "defendant"):
                 if publisher == receiver:
