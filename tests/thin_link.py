@@ -441,6 +441,7 @@ def thin_link_hearing(
                 "COURTLINK_LOG_LEVEL": "info",
                 "COURTLINK_LOG_FORMAT": "json",
                 "COURTLINK_MEDIA__ANNOUNCE_ADDRESSES": f'["{NODE_ADDRESS}"]',
+                "COURTLINK_MEDIA__ADAPTATION": "true",
                 **(server_env or {}),
             },
             args=("--host", NODE_ADDRESS),

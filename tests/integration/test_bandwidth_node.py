@@ -65,6 +65,7 @@ async def node(request: pytest.FixtureRequest) -> InProcessNode:
     return InProcessNode(
         NodeSettings(
             node_id="node-bw",
+            adaptation=True,
             adapt_hold_seconds=HOLD,
             min_video_kbps=MIN_VIDEO_KBPS,
             health_interval=0.5,
