@@ -20,8 +20,8 @@ from rooms.model import BOOKABLE_ROLES, Courtroom, Hearing, HearingKind, Partici
 from rooms.store import HearingFilter, Store, Trace
 from signaling.config import KeyScope
 from signaling.keys import PRINCIPAL_KEY, STORE_KEY
-from signaling.problems import Problem, invalid_field
-from signaling.routing import ROUTES_KEY, RouteSpec, read_body, read_query, respond
+from signaling.problems import Problem
+from signaling.routing import ROUTES_KEY, RouteSpec, read_body, read_patch, read_query, respond
 from signaling.schemas import (
     CourtroomCreate,
     CourtroomList,
@@ -63,15 +63,7 @@ async def list_sites(request: web.Request) -> web.StreamResponse:
 
 async def patch_site(request: web.Request) -> web.StreamResponse:
     """Change a site's name, region or link; omitted fields stay, ``link_mbps: null`` clears the link."""
-    body = await read_body(request, SitePatch)
-    changes = body.model_dump(exclude_unset=True)
-    nulls = sorted(k for k, v in changes.items() if v is None and k != "link_mbps")
-    if nulls:
-        raise invalid_field([nulls[0]], "may not be null; omit the field to keep its value")
-    if not changes:
-        raise Problem(
-            422, "validation_error", "Invalid request body", "nothing to change: give at least one field", errors=[]
-        )
+    changes = await read_patch(request, SitePatch, nullable=frozenset({"link_mbps"}))
     actor = request[PRINCIPAL_KEY].actor
     site_id = request.match_info["site_id"]
 

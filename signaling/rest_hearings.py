@@ -42,7 +42,7 @@ from signaling.ics import hearing_calendar
 from signaling.keys import CONFIG_KEY, METRICS_KEY, PRINCIPAL_KEY, STORE_KEY, TOKENS_KEY
 from signaling.problems import Problem, invalid_field
 from signaling.rest_catalog import link_budget_of
-from signaling.routing import ROUTES_KEY, RouteSpec, read_body, read_query, respond
+from signaling.routing import ROUTES_KEY, RouteSpec, read_body, read_patch, read_query, respond
 from signaling.schemas import (
     AddedParticipant,
     AuditLog,
@@ -291,15 +291,7 @@ def _json_value(value: object) -> object:
 
 async def patch_hearing(request: web.Request) -> web.StreamResponse:
     """Reschedule or edit: the changed hearing is re-checked for conflicts; nothing changes on refusal."""
-    body = await read_body(request, HearingPatch)
-    changes = body.model_dump(exclude_unset=True)
-    nulls = sorted(k for k, v in changes.items() if v is None)
-    if nulls:
-        raise invalid_field([nulls[0]], "may not be null; omit the field to keep its value")
-    if not changes:
-        raise Problem(
-            422, "validation_error", "Invalid request body", "nothing to change: give at least one field", errors=[]
-        )
+    changes = await read_patch(request, HearingPatch)
     actor = request[PRINCIPAL_KEY].actor
 
     def mutation(current: Hearing) -> tuple[Hearing, Trace]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from signaling import json_input
 from signaling.config import KeyScope
 from signaling.keys import CONFIG_KEY, PRINCIPAL_KEY, Principal
-from signaling.problems import Problem, json_problem, validation_problem
+from signaling.problems import Problem, invalid_field, json_problem, validation_problem
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)
@@ -106,6 +106,20 @@ def authenticate(request: web.Request, scope: KeyScope) -> Principal:
             f"this call needs an {scope.value} key; key {found.name!r} is {found.scope.value}",
         )
     return found
+
+
+async def read_patch(request: web.Request, model: type[M], *, nullable: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The fields a PATCH body sets (validated as ``model``): null only where ``nullable`` (clears the value), and
+    at least one field; else 422."""
+    changes = (await read_body(request, model)).model_dump(exclude_unset=True)
+    nulls = sorted(k for k, v in changes.items() if v is None and k not in nullable)
+    if nulls:
+        raise invalid_field([nulls[0]], "may not be null; omit the field to keep its value")
+    if not changes:
+        raise Problem(
+            422, "validation_error", "Invalid request body", "nothing to change: give at least one field", errors=[]
+        )
+    return changes
 
 
 async def read_body(request: web.Request, model: type[M]) -> M:
