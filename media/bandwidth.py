@@ -34,6 +34,10 @@ as LiveKit keeps its stream allocator apart from its down tracks.
   (a token bucket), drops NACKs for packets older than :data:`NACK_MAX_AGE`,
   and says when a video keeps losing what cannot be resent (then a keyframe
   request replaces the resends).
+- :class:`ResendGuard` resends each packet at most once per round trip: aiortc's
+  NACK generator asks again for its whole missing list at every new gap, and a
+  resend still on its way would otherwise go out again and again (mediasoup
+  keeps the same rule per packet).
 """
 
 from __future__ import annotations
@@ -93,6 +97,13 @@ REPAIR_DROPS = 10
 REPAIR_WINDOW = 1.0
 """Seconds over which dropped NACKs are counted for :data:`REPAIR_DROPS`."""
 
+RESEND_INTERVAL_MIN = 0.1
+"""Seconds: a packet is resent again no sooner than this after its last resend, whatever the measured round trip
+(a shaped link's queue adds up to ~100 ms the sender reports do not see at once)."""
+
+RESEND_INTERVAL_MAX = 0.5
+"""Seconds: the round trip used for :class:`ResendGuard` is capped at this (a slow link's resend may then go twice)."""
+
 
 @dataclass(frozen=True)
 class SubscriberBandwidth:
@@ -108,6 +119,8 @@ class SubscriberBandwidth:
     """NACKed packets not resent (too old, or beyond its resend budget)."""
     resent: int = 0
     """Packets resent after its NACKs."""
+    nacks_repeated: int = 0
+    """NACKed packets not resent because they had been resent less than a round trip before (on their way)."""
 
 
 class EstimateBook:
@@ -376,7 +389,7 @@ def publisher_cap(available: Iterable[int], min_video_bps: int) -> int | None:
 class NackBudget:
     """How many resends one subscriber may get: a share of its estimate, packets no older than NACK_MAX_AGE."""
 
-    __slots__ = ("_tokens", "_updated", "dropped", "rate_bps", "resent", "share")
+    __slots__ = ("_tokens", "_updated", "dropped", "rate_bps", "repeated", "resent", "share")
 
     def __init__(self, share: float) -> None:
         self.share = share
@@ -384,6 +397,8 @@ class NackBudget:
         """Resend bitrate allowed now; None: no estimate yet (only the age limit applies)."""
         self.resent = 0
         self.dropped = 0
+        self.repeated = 0
+        """NACKs not answered by :class:`ResendGuard` (the packet was resent less than a round trip before)."""
         self._tokens = 0.0
         self._updated: float | None = None
 
@@ -437,3 +452,34 @@ class RepairTrigger:
             drops.clear()
             return True
         return False
+
+
+class ResendGuard:
+    """One sender's resends: each packet at most once per round trip (see the module docstring).
+
+    A NACK repeated before a resend could have arrived is not answered, and counts neither against the budget nor
+    towards a repair keyframe (the packet is on its way).
+    """
+
+    __slots__ = ("_at",)
+
+    def __init__(self) -> None:
+        self._at: dict[int, float] = {}
+
+    @staticmethod
+    def interval(rtt: float | None) -> float:
+        """Seconds between two resends of one packet, given the measured round trip (None: unknown)."""
+        return min(max(rtt or 0.0, RESEND_INTERVAL_MIN), RESEND_INTERVAL_MAX)
+
+    def recent(self, now: float, sequence_number: int, rtt: float | None) -> bool:
+        """True when ``sequence_number`` was resent less than a round trip ago."""
+        at = self._at.get(sequence_number)
+        return at is not None and now - at < self.interval(rtt)
+
+    def sent(self, now: float, sequence_number: int) -> None:
+        """``sequence_number`` was resent now."""
+        at = self._at
+        at[sequence_number] = now
+        if len(at) > 1024:
+            for seq in [k for k, t in at.items() if now - t >= RESEND_INTERVAL_MAX]:
+                del at[seq]

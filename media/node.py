@@ -312,6 +312,7 @@ class InProcessNode:
             forwarded=forwarded,
             paused=paused,
             nacks_dropped=budget.dropped,
+            nacks_repeated=budget.repeated,
             resent=budget.resent,
         )
 
@@ -678,7 +679,7 @@ class InProcessNode:
                 peer.place(self._wanted(room, pid, last_n=self.settings.last_n))
                 subscriber = room.subscribers.get(pid)
                 if subscriber is not None and subscriber.allocation is not None:
-                    self._apply_pauses(peer, subscriber.allocation.paused)
+                    self._apply_pauses(peer, subscriber.allocation)
         for pid, recorder in room.recorders.items():
             self._place_recorder(room, recorder, self._wanted(room, pid, last_n=None))
 
@@ -801,7 +802,7 @@ class InProcessNode:
                     track=track_ids.get(key, key),
                     estimate_kbps=estimate_kbps,
                 )
-        self._apply_pauses(peer, allocation.paused)
+        self._apply_pauses(peer, allocation)
         if (
             allocation.constrained
             or (previous is not None and previous.constrained)
@@ -810,12 +811,14 @@ class InProcessNode:
             self._apply_caps(room)
 
     @staticmethod
-    def _apply_pauses(peer: Peer, paused: Iterable[str]) -> None:
-        keys = set(paused)
+    def _apply_pauses(peer: Peer, allocation: Allocation) -> None:
+        keys = set(allocation.paused)
+        top = allocation.top if allocation.constrained else None
         for slot in peer.slots:
             publisher = slot.track.publisher
             if publisher is None or publisher.kind != "video":
                 continue
+            slot.track.top_priority = publisher.recording_id == top
             if publisher.recording_id in keys:
                 slot.track.pause()
             else:

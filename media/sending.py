@@ -65,9 +65,10 @@ from media.aiortc_compat import (
     random32,
     replace_rtp_loop,
     sender_enabled,
+    sender_rtt,
     wrap_rtx,
 )
-from media.bandwidth import NackBudget, RepairTrigger
+from media.bandwidth import NackBudget, RepairTrigger, ResendGuard
 from media.passthrough import NTP_UNIX_OFFSET
 
 if TYPE_CHECKING:
@@ -167,6 +168,7 @@ class FrameSender:
         self.on_unrepairable: Callable[[], None] | None = None
         """Called when this video keeps losing packets it cannot resend (ask the publisher for a keyframe)."""
         self._repair = RepairTrigger()
+        self._resends = ResendGuard()
 
     @property
     def enabled(self) -> bool:
@@ -370,7 +372,15 @@ class FrameSender:
         assert budget is not None
         age = rtp_age(internals.last_timestamp(), int.from_bytes(raw[4:8], "big"), self._clock_rate)
         return resend_allowed(
-            budget, self._repair, self.on_unrepairable, audio=self._sender.kind == "audio", age=age, size=len(raw)
+            budget,
+            self._repair,
+            self.on_unrepairable,
+            audio=self._sender.kind == "audio",
+            age=age,
+            size=len(raw),
+            guard=self._resends,
+            sequence_number=raw[2] << 8 | raw[3],
+            rtt=sender_rtt(self._sender),
         )
 
 
@@ -388,11 +398,20 @@ def resend_allowed(
     audio: bool,
     age: float,
     size: int,
+    guard: ResendGuard | None = None,
+    sequence_number: int = 0,
+    rtt: float | None = None,
 ) -> bool:
     """Whether a NACKed packet is resent within the subscriber's budget; a video that keeps losing what cannot be
-    resent calls ``on_unrepairable`` (ask the publisher for a keyframe)."""
+    resent calls ``on_unrepairable`` (ask the publisher for a keyframe). With a ``guard``, a packet resent less than
+    a round trip (``rtt``, seconds, None: unknown) ago is not resent again, and that costs nothing."""
     now = time.monotonic()
+    if guard is not None and guard.recent(now, sequence_number, rtt):
+        budget.repeated += 1
+        return False
     if budget.allow(now, size, age, audio=audio):
+        if guard is not None:
+            guard.sent(now, sequence_number)
         return True
     if not audio and repair.dropped(now) and on_unrepairable is not None:
         on_unrepairable()
