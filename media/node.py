@@ -26,6 +26,7 @@ from aiortc import RTCRtpTransceiver
 
 from media.aiortc_compat import candidate_from_sdp, self_check, sender_counters, sender_ssrc
 from media.bandwidth import (
+    PACE_FACTOR,
     Allocation,
     EstimateBook,
     SubscriberAllocator,
@@ -814,11 +815,13 @@ class InProcessNode:
     def _apply_pauses(peer: Peer, allocation: Allocation) -> None:
         keys = set(allocation.paused)
         top = allocation.top if allocation.constrained else None
+        available = allocation.top_available_bps
         for slot in peer.slots:
             publisher = slot.track.publisher
             if publisher is None or publisher.kind != "video":
                 continue
             slot.track.top_priority = publisher.recording_id == top
+            slot.track.pace_bps = int(available * PACE_FACTOR) if slot.track.top_priority and available else None
             if publisher.recording_id in keys:
                 slot.track.pause()
             else:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from media.bandwidth import (
     ESTIMATE_MAX_AGE,
     NACK_MAX_AGE,
+    PACE_MAX_DELAY,
     REPAIR_DROPS,
     RESEND_INTERVAL_MAX,
     RESEND_INTERVAL_MIN,
     BitrateMeter,
     EstimateBook,
     NackBudget,
+    PacingBucket,
     RepairTrigger,
     ResendGuard,
     SubscriberAllocator,
@@ -260,3 +262,24 @@ def test_a_repeated_nack_costs_no_budget_and_asks_no_keyframe() -> None:
     assert ask(2)  # another packet goes out at once
     without = NackBudget(share=0.2)  # without a guard (adaptation's old behaviour): every NACK is answered
     assert all(resend_allowed(without, repair, None, audio=False, age=0.01, size=100) for _ in range(5))
+
+
+def test_a_paced_keyframe_is_spread_at_the_pacing_rate_and_never_held_long() -> None:
+    """A 40 kB keyframe for a 1 Mbit/s subscriber leaves over about a fifth of a second at 1.5 Mbit/s, not as one
+    burst that overflows the link's queue; no packet waits in the pacer beyond PACE_MAX_DELAY."""
+    pacer = PacingBucket(int(1.5 * MBIT))
+    now, sent = 0.0, []
+    queue = [1250] * 32  # 40 kB, all queued at 0
+    while queue:
+        wait = pacer.wait(now, queue[0], 0.0)
+        if wait == 0:
+            sent.append(now)
+            queue.pop(0)
+        else:
+            now += wait
+    assert 0.18 < sent[-1] <= 0.22
+    assert sent[0] == 0.0  # a burst of PACE_BURST (at least one full packet) goes at once
+    slow = PacingBucket(50_000)
+    assert slow.wait(0.0, 1250, 0.0) == 0.0
+    assert slow.wait(0.0, 1250, 0.0) > 0
+    assert slow.wait(PACE_MAX_DELAY, 1250, 0.0) == 0.0  # waited long enough: it goes, the pacer falls behind
