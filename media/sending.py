@@ -326,7 +326,7 @@ class FrameSender:
         prefix = head
         pace: int | None = getattr(self._source, "pace_bps", None)  # (tests drive a FrameSender without a source)
         paced = pace is not None or bool(self._paced)
-        now = time.monotonic()
+        now = time.monotonic() if paced else 0.0
         for i, chunk in enumerate(chunks):
             raw = pack(first_byte, (0x80 | pt) if i == last else pt, seq, timestamp, ssrc) + prefix + chunk
             prefix = rest
