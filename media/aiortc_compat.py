@@ -120,6 +120,7 @@ __all__ = [
     "self_check",
     "sender_counters",
     "sender_enabled",
+    "sender_rtt",
     "sender_ssrc",
     "set_negotiated",
     "versions",
@@ -253,9 +254,9 @@ def replace_rtp_loop(
     return original
 
 
-def gate_retransmit(sender: RTCRtpSender, allow: Callable[[int, int, int], bool]) -> None:
+def gate_retransmit(sender: RTCRtpSender, allow: Callable[[int, int, int, int], bool]) -> None:
     """On this sender only (aiortc's own RTP loop), resend a NACKed packet only if
-    ``allow(packet_timestamp, last_sent_timestamp, size)`` says so."""
+    ``allow(sequence_number, packet_timestamp, last_sent_timestamp, size)`` says so."""
     original = sender._retransmit
     history: dict[int, Any] = sender._RTCRtpSender__rtp_history  # type: ignore[attr-defined]
 
@@ -264,7 +265,7 @@ def gate_retransmit(sender: RTCRtpSender, allow: Callable[[int, int, int], bool]
         if packet is None or packet.sequence_number != sequence_number:
             return
         last: int = sender._RTCRtpSender__rtp_timestamp  # type: ignore[attr-defined]
-        if allow(int(packet.timestamp), int(last), len(packet.payload) + 12):
+        if allow(sequence_number, int(packet.timestamp), int(last), len(packet.payload) + 12):
             await original(sequence_number)
 
     sender._retransmit = retransmit  # type: ignore[method-assign]
@@ -273,6 +274,12 @@ def gate_retransmit(sender: RTCRtpSender, allow: Callable[[int, int, int], bool]
 def sender_ssrc(sender: RTCRtpSender) -> int:
     """The SSRC of the sender's media stream (what a receiver's REMB names)."""
     return int(sender._ssrc)
+
+
+def sender_rtt(sender: RTCRtpSender) -> float | None:
+    """The round trip (seconds) aiortc's sender measured from the receiver's reports, None before any."""
+    rtt = getattr(sender, "_RTCRtpSender__rtt", None)
+    return None if rtt is None else float(rtt)
 
 
 def sender_enabled(sender: RTCRtpSender) -> bool:
@@ -550,6 +557,7 @@ _INSTANCE_ATTRIBUTES: tuple[tuple[type, str, Iterable[str]], ...] = (
             "_RTCRtpSender__rtx_sequence_number",
             "_RTCRtpSender__ntp_timestamp",
             "_RTCRtpSender__rtp_timestamp",
+            "_RTCRtpSender__rtt",
             "_RTCRtpSender__rtp_history",
             "_RTCRtpSender__octet_count",
             "_RTCRtpSender__packet_count",

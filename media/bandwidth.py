@@ -34,6 +34,15 @@ as LiveKit keeps its stream allocator apart from its down tracks.
   (a token bucket), drops NACKs for packets older than :data:`NACK_MAX_AGE`,
   and says when a video keeps losing what cannot be resent (then a keyframe
   request replaces the resends).
+- :class:`PacingBucket` spreads the packets of a constrained subscriber's top
+  video at :data:`PACE_FACTOR` times what its estimate leaves for it: a
+  keyframe (tens of kB) sent in one burst overflows a thin link's queue
+  (100 ms of a 1 Mbit/s link is 12.5 kB), loses its tail and the audio queued
+  with it, and the repair keyframe meets the same fate.
+- :class:`ResendGuard` resends each packet at most once per round trip: aiortc's
+  NACK generator asks again for its whole missing list at every new gap, and a
+  resend still on its way would otherwise go out again and again (mediasoup
+  keeps the same rule per packet).
 """
 
 from __future__ import annotations
@@ -93,6 +102,23 @@ REPAIR_DROPS = 10
 REPAIR_WINDOW = 1.0
 """Seconds over which dropped NACKs are counted for :data:`REPAIR_DROPS`."""
 
+PACE_FACTOR = 1.5
+"""A paced video's packets leave at this times what the subscriber's estimate leaves for it (its frames average
+about 1x: the publisher is capped to it), so only bursts (keyframes) are spread."""
+
+PACE_BURST = 0.01
+"""Seconds of the pacing rate that may leave at once."""
+
+PACE_MAX_DELAY = 0.3
+"""Seconds: a packet never waits longer than this in the pacer (a backlog beyond goes out at once)."""
+
+RESEND_INTERVAL_MIN = 0.1
+"""Seconds: a packet is resent again no sooner than this after its last resend, whatever the measured round trip
+(a shaped link's queue adds up to ~100 ms the sender reports do not see at once)."""
+
+RESEND_INTERVAL_MAX = 0.5
+"""Seconds: the round trip used for :class:`ResendGuard` is capped at this (a slow link's resend may then go twice)."""
+
 
 @dataclass(frozen=True)
 class SubscriberBandwidth:
@@ -108,6 +134,8 @@ class SubscriberBandwidth:
     """NACKed packets not resent (too old, or beyond its resend budget)."""
     resent: int = 0
     """Packets resent after its NACKs."""
+    nacks_repeated: int = 0
+    """NACKed packets not resent because they had been resent less than a round trip before (on their way)."""
 
 
 class EstimateBook:
@@ -376,7 +404,7 @@ def publisher_cap(available: Iterable[int], min_video_bps: int) -> int | None:
 class NackBudget:
     """How many resends one subscriber may get: a share of its estimate, packets no older than NACK_MAX_AGE."""
 
-    __slots__ = ("_tokens", "_updated", "dropped", "rate_bps", "resent", "share")
+    __slots__ = ("_tokens", "_updated", "dropped", "rate_bps", "repeated", "resent", "share")
 
     def __init__(self, share: float) -> None:
         self.share = share
@@ -384,6 +412,8 @@ class NackBudget:
         """Resend bitrate allowed now; None: no estimate yet (only the age limit applies)."""
         self.resent = 0
         self.dropped = 0
+        self.repeated = 0
+        """NACKs not answered by :class:`ResendGuard` (the packet was resent less than a round trip before)."""
         self._tokens = 0.0
         self._updated: float | None = None
 
@@ -437,3 +467,59 @@ class RepairTrigger:
             drops.clear()
             return True
         return False
+
+
+class ResendGuard:
+    """One sender's resends: each packet at most once per round trip (see the module docstring).
+
+    A NACK repeated before a resend could have arrived is not answered, and counts neither against the budget nor
+    towards a repair keyframe (the packet is on its way).
+    """
+
+    __slots__ = ("_at",)
+
+    def __init__(self) -> None:
+        self._at: dict[int, float] = {}
+
+    @staticmethod
+    def interval(rtt: float | None) -> float:
+        """Seconds between two resends of one packet, given the measured round trip (None: unknown)."""
+        return min(max(rtt or 0.0, RESEND_INTERVAL_MIN), RESEND_INTERVAL_MAX)
+
+    def recent(self, now: float, sequence_number: int, rtt: float | None) -> bool:
+        """True when ``sequence_number`` was resent less than a round trip ago."""
+        at = self._at.get(sequence_number)
+        return at is not None and now - at < self.interval(rtt)
+
+    def sent(self, now: float, sequence_number: int) -> None:
+        """``sequence_number`` was resent now."""
+        at = self._at
+        at[sequence_number] = now
+        if len(at) > 1024:
+            for seq in [k for k, t in at.items() if now - t >= RESEND_INTERVAL_MAX]:
+                del at[seq]
+
+
+class PacingBucket:
+    """When the next packet of a paced video may leave (a token bucket of :data:`PACE_BURST` at ``rate_bps``)."""
+
+    __slots__ = ("_at", "_tokens", "rate_bps")
+
+    def __init__(self, rate_bps: int) -> None:
+        self.rate_bps = rate_bps
+        self._tokens = 0.0
+        self._at: float | None = None
+
+    def wait(self, now: float, size: int, queued_since: float) -> float:
+        """Seconds until a packet of ``size`` bytes (queued at ``queued_since``) may leave; 0: it leaves now (and is
+        counted)."""
+        rate = self.rate_bps / 8
+        capacity = max(rate * PACE_BURST, 1500.0)
+        tokens = capacity if self._at is None else min(capacity, self._tokens + (now - self._at) * rate)
+        self._at = now
+        wait = (size - tokens) / rate
+        if wait > 0.001 and now - queued_since < PACE_MAX_DELAY:  # (a millisecond early is on time: no timer for it)
+            self._tokens = tokens
+            return wait
+        self._tokens = tokens - size  # may go below zero after a late packet: the next ones wait for it
+        return 0.0

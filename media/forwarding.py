@@ -255,6 +255,12 @@ class ForwardedTrack(MediaStreamTrack):
         """Bandwidth adaptation paused this video for the subscriber: frames are not sent (media.bandwidth)."""
         self.paused_frames = 0
         """Frames not sent because the slot was paused."""
+        self.pace_bps: int | None = None
+        """Bandwidth adaptation: the direct send path spreads this video's packets at this rate (the top video of a
+        constrained subscriber; media.bandwidth.PacingBucket), None: each frame goes out at once."""
+        self.top_priority = False
+        """Bandwidth adaptation: this is the top-priority video of a constrained subscriber; its repairs (PLI, loss
+        it cannot get resent) ask the publisher urgently (``Reason.top``) instead of waiting for the throttle."""
 
     @property
     def queued(self) -> int:

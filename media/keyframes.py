@@ -21,7 +21,8 @@ coalesced per publisher.
 
 - Urgent (:data:`URGENT`: a consumer starts, a gated subscriber becomes able
   to send, an unmute with consumers waiting, loss that froze the track for
-  all its receivers): sent at once, unless a request
+  all its receivers, damage to the one video a constrained subscriber still
+  gets): sent at once, unless a request
   sent less than ``urgent_interval`` ago is still unanswered (it serves this
   one too), and never more often than once per ``urgent_interval``. Many
   receivers joining at once cost one request.
@@ -74,9 +75,12 @@ class Reason(StrEnum):
     """Bandwidth adaptation resumed a paused video for a subscriber (media.bandwidth): it sees nothing until one."""
     repair = "repair"
     """A subscriber keeps losing video packets it cannot get resent (too old, or beyond its resend budget)."""
+    top = "top"
+    """The top-priority video of a subscriber on a constrained link is damaged (its decoder asked, or it lost what
+    cannot be resent): the one video it still gets must not wait for the publisher-wide throttle."""
 
 
-URGENT = frozenset({Reason.start, Reason.sendable, Reason.allowed, Reason.loss, Reason.resume})
+URGENT = frozenset({Reason.start, Reason.sendable, Reason.allowed, Reason.loss, Reason.resume, Reason.top})
 """Reasons that do not wait for ``min_interval``: someone (after loss: every receiver of the track) sees nothing
 until the keyframe comes."""
 

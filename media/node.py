@@ -26,6 +26,7 @@ from aiortc import RTCRtpTransceiver
 
 from media.aiortc_compat import candidate_from_sdp, self_check, sender_counters, sender_ssrc
 from media.bandwidth import (
+    PACE_FACTOR,
     Allocation,
     EstimateBook,
     SubscriberAllocator,
@@ -312,6 +313,7 @@ class InProcessNode:
             forwarded=forwarded,
             paused=paused,
             nacks_dropped=budget.dropped,
+            nacks_repeated=budget.repeated,
             resent=budget.resent,
         )
 
@@ -678,7 +680,7 @@ class InProcessNode:
                 peer.place(self._wanted(room, pid, last_n=self.settings.last_n))
                 subscriber = room.subscribers.get(pid)
                 if subscriber is not None and subscriber.allocation is not None:
-                    self._apply_pauses(peer, subscriber.allocation.paused)
+                    self._apply_pauses(peer, subscriber.allocation)
         for pid, recorder in room.recorders.items():
             self._place_recorder(room, recorder, self._wanted(room, pid, last_n=None))
 
@@ -801,7 +803,7 @@ class InProcessNode:
                     track=track_ids.get(key, key),
                     estimate_kbps=estimate_kbps,
                 )
-        self._apply_pauses(peer, allocation.paused)
+        self._apply_pauses(peer, allocation)
         if (
             allocation.constrained
             or (previous is not None and previous.constrained)
@@ -810,12 +812,16 @@ class InProcessNode:
             self._apply_caps(room)
 
     @staticmethod
-    def _apply_pauses(peer: Peer, paused: Iterable[str]) -> None:
-        keys = set(paused)
+    def _apply_pauses(peer: Peer, allocation: Allocation) -> None:
+        keys = set(allocation.paused)
+        top = allocation.top if allocation.constrained else None
+        available = allocation.top_available_bps
         for slot in peer.slots:
             publisher = slot.track.publisher
             if publisher is None or publisher.kind != "video":
                 continue
+            slot.track.top_priority = publisher.recording_id == top
+            slot.track.pace_bps = int(available * PACE_FACTOR) if slot.track.top_priority and available else None
             if publisher.recording_id in keys:
                 slot.track.pause()
             else:

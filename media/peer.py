@@ -41,9 +41,10 @@ from media.aiortc_compat import (
     offer_direction,
     on_keyframe_request,
     on_remb,
+    sender_rtt,
     set_negotiated,
 )
-from media.bandwidth import NackBudget, RepairTrigger
+from media.bandwidth import NackBudget, RepairTrigger, ResendGuard
 from media.forwarding import ForwardedTrack, PublishedTrack
 from media.ice import PORTS_EXHAUSTED, PortRangeExhausted, restrict_host_candidates, rtc_configuration
 from media.keyframes import Reason
@@ -436,7 +437,7 @@ class Peer:
         def keyframe_requested() -> None:
             # aiortc's pack mode only sets an encoder flag here; carry the request to the publisher.
             if slot.track.publisher is not None:
-                slot.track.publisher.request_keyframe(Reason.subscriber)
+                slot.track.publisher.request_keyframe(Reason.top if slot.track.top_priority else Reason.subscriber)
 
         on_keyframe_request(transceiver.sender, keyframe_requested)
         on_remb_ = self._on_remb
@@ -445,7 +446,7 @@ class Peer:
 
         def unrepairable() -> None:
             if slot.track.publisher is not None:
-                slot.track.publisher.request_keyframe(Reason.repair)
+                slot.track.publisher.request_keyframe(Reason.top if slot.track.top_priority else Reason.repair)
 
         if self.settings.direct_send:
             # This sender only forwards: frames go out as they arrive, packetized once per publisher frame.
@@ -455,10 +456,21 @@ class Peer:
         elif self.nack_budget is not None:
             # aiortc's own loop answers NACKs from its own history: the same budget applies.
             budget, repair, audio = self.nack_budget, RepairTrigger(), track.kind == "audio"
+            guard, sender = ResendGuard(), transceiver.sender
 
-            def allow(packet_timestamp: int, last_timestamp: int, size: int) -> bool:
+            def allow(sequence_number: int, packet_timestamp: int, last_timestamp: int, size: int) -> bool:
                 age = rtp_age(last_timestamp, packet_timestamp, 48_000 if audio else 90_000)
-                return resend_allowed(budget, repair, unrepairable, audio=audio, age=age, size=size)
+                return resend_allowed(
+                    budget,
+                    repair,
+                    unrepairable,
+                    audio=audio,
+                    age=age,
+                    size=size,
+                    guard=guard,
+                    sequence_number=sequence_number,
+                    rtt=sender_rtt(sender),
+                )
 
             gate_retransmit(transceiver.sender, allow)
         self.slots.append(slot)

@@ -43,6 +43,7 @@ runs instead.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fractions
 import struct
@@ -65,9 +66,10 @@ from media.aiortc_compat import (
     random32,
     replace_rtp_loop,
     sender_enabled,
+    sender_rtt,
     wrap_rtx,
 )
-from media.bandwidth import NackBudget, RepairTrigger
+from media.bandwidth import NackBudget, PacingBucket, RepairTrigger, ResendGuard
 from media.passthrough import NTP_UNIX_OFFSET
 
 if TYPE_CHECKING:
@@ -111,6 +113,11 @@ class FrameSource(Protocol):
 
     def attach(self, sender: FrameSender | None) -> None:
         """Send frames through ``sender`` from now on (``None``: queue them again); flush what is queued."""
+        ...
+
+    @property
+    def pace_bps(self) -> int | None:
+        """Bandwidth adaptation: spread this video's packets at this rate (None: send each frame at once)."""
         ...
 
     def stop(self) -> None:
@@ -167,6 +174,10 @@ class FrameSender:
         self.on_unrepairable: Callable[[], None] | None = None
         """Called when this video keeps losing packets it cannot resend (ask the publisher for a keyframe)."""
         self._repair = RepairTrigger()
+        self._resends = ResendGuard()
+        self._pacer: PacingBucket | None = None
+        self._paced: collections.deque[tuple[bytes, float]] = collections.deque()
+        self._pace_timer: asyncio.TimerHandle | None = None
 
     @property
     def enabled(self) -> bool:
@@ -234,6 +245,10 @@ class FrameSender:
 
     def close(self, reason: str) -> None:
         """End the send path (the sender's RTP task then exits as the stock one would)."""
+        if self._pace_timer is not None:
+            self._pace_timer.cancel()
+            self._pace_timer = None
+        self._paced.clear()
         if self._done is not None and not self._done.done():
             if reason != "track_ended":
                 log.info("fast_sender_stopped", kind=self._sender.kind, reason=reason)
@@ -309,16 +324,68 @@ class FrameSender:
         pack = _RTP_HEADER.pack
         last = len(chunks) - 1
         prefix = head
+        pace: int | None = getattr(self._source, "pace_bps", None)  # (tests drive a FrameSender without a source)
+        paced = pace is not None or bool(self._paced)
+        now = time.monotonic() if paced else 0.0
         for i, chunk in enumerate(chunks):
             raw = pack(first_byte, (0x80 | pt) if i == last else pt, seq, timestamp, ssrc) + prefix + chunk
             prefix = rest
             history[seq % RTP_HISTORY_SIZE] = raw
-            sendto(srtp(raw), addr)
+            if paced:
+                self._paced.append((raw, now))
+            else:
+                sendto(srtp(raw), addr)
             seq = (seq + 1) & 0xFFFF
+        if paced:
+            if pace is None:
+                self._pacer = None
+            elif self._pacer is None:
+                self._pacer = PacingBucket(pace)
+            else:
+                self._pacer.rate_bps = pace
+            self._drain()
         self._sequence = seq
         self.frames_sent += 1
         self.packets_sent += len(chunks)
         internals.record_sent(ntp, timestamp, octets, len(chunks))  # what aiortc's sender reports carry
+
+    def _drain(self) -> None:
+        """Send what the pacer lets go now; come back when the next packet may leave."""
+        self._pace_timer = None
+        queue = self._paced
+        internals = self._internals
+        srtp, sendto = self._protect, self._sendto_fn
+        if not queue or internals is None or srtp is None or sendto is None or self._done is None or self._done.done():
+            queue.clear()
+            return
+        try:
+            _, _, addr = internals.link()
+        except ConnectionError:
+            queue.clear()
+            self.close("connection_lost")
+            return
+        pacer = self._pacer
+        offset = 12 + self._ext_abs_offset if self._ext_abs_offset >= 0 else -1
+        now = time.monotonic()
+        while queue:
+            raw, queued = queue[0]
+            if pacer is not None:
+                wait = pacer.wait(now, len(raw) + 50, queued)
+                if wait > 0:
+                    self._pace_timer = asyncio.get_running_loop().call_later(wait, self._drain)
+                    return
+            queue.popleft()
+            if offset >= 0 and pacer is not None:
+                # abs-send-time is when the packet leaves, as a pacing sender stamps it: the subscriber's delay
+                # estimator must see the link's queue, not the pacer's.
+                ntp = int((time.time() + NTP_UNIX_OFFSET) * _NTP_SCALE)
+                raw = raw[:offset] + ((ntp >> 14) & 0xFFFFFF).to_bytes(3, "big") + raw[offset + 3 :]
+            try:
+                sendto(srtp(raw), addr)
+            except ConnectionError:
+                queue.clear()
+                self.close("connection_lost")
+                return
 
     def _sendto(self, protocol: Any) -> Callable[[bytes, Any], None]:
         """What ``Connection.send`` ends in for this ICE pair, without its three coroutine layers."""
@@ -370,7 +437,15 @@ class FrameSender:
         assert budget is not None
         age = rtp_age(internals.last_timestamp(), int.from_bytes(raw[4:8], "big"), self._clock_rate)
         return resend_allowed(
-            budget, self._repair, self.on_unrepairable, audio=self._sender.kind == "audio", age=age, size=len(raw)
+            budget,
+            self._repair,
+            self.on_unrepairable,
+            audio=self._sender.kind == "audio",
+            age=age,
+            size=len(raw),
+            guard=self._resends,
+            sequence_number=raw[2] << 8 | raw[3],
+            rtt=sender_rtt(self._sender),
         )
 
 
@@ -388,11 +463,20 @@ def resend_allowed(
     audio: bool,
     age: float,
     size: int,
+    guard: ResendGuard | None = None,
+    sequence_number: int = 0,
+    rtt: float | None = None,
 ) -> bool:
     """Whether a NACKed packet is resent within the subscriber's budget; a video that keeps losing what cannot be
-    resent calls ``on_unrepairable`` (ask the publisher for a keyframe)."""
+    resent calls ``on_unrepairable`` (ask the publisher for a keyframe). With a ``guard``, a packet resent less than
+    a round trip (``rtt``, seconds, None: unknown) ago is not resent again, and that costs nothing."""
     now = time.monotonic()
+    if guard is not None and guard.recent(now, sequence_number, rtt):
+        budget.repeated += 1
+        return False
     if budget.allow(now, size, age, audio=audio):
+        if guard is not None:
+            guard.sent(now, sequence_number)
         return True
     if not audio and repair.dropped(now) and on_unrepairable is not None:
         on_unrepairable()

@@ -5,16 +5,22 @@ from __future__ import annotations
 from media.bandwidth import (
     ESTIMATE_MAX_AGE,
     NACK_MAX_AGE,
+    PACE_MAX_DELAY,
     REPAIR_DROPS,
+    RESEND_INTERVAL_MAX,
+    RESEND_INTERVAL_MIN,
     BitrateMeter,
     EstimateBook,
     NackBudget,
+    PacingBucket,
     RepairTrigger,
+    ResendGuard,
     SubscriberAllocator,
     VideoStream,
     publisher_cap,
     video_priority,
 )
+from media.sending import resend_allowed
 
 MBIT = 1_000_000
 
@@ -218,3 +224,62 @@ def test_repair_trigger_asks_once_per_burst_of_drops() -> None:
     assert asks[REPAIR_DROPS - 1]
     spread = RepairTrigger()
     assert not any(spread.dropped(2.0 * i) for i in range(REPAIR_DROPS * 2))
+
+
+def test_a_packet_is_resent_at_most_once_per_round_trip() -> None:
+    """aiortc asks again for its whole missing list at every new gap: each packet goes out again only after a round
+    trip (at least RESEND_INTERVAL_MIN, at most RESEND_INTERVAL_MAX), not at every repeated NACK."""
+    guard = ResendGuard()
+    assert not guard.recent(0.0, 7, None)
+    guard.sent(0.0, 7)
+    assert guard.recent(0.05, 7, None)  # unknown round trip: the floor applies
+    assert not guard.recent(0.05, 8, None)  # another packet is not held back
+    assert not guard.recent(RESEND_INTERVAL_MIN, 7, None)
+    assert guard.recent(0.2, 7, 0.3)  # a measured round trip longer than the floor counts
+    assert not guard.recent(0.31, 7, 0.3)
+    assert not guard.recent(RESEND_INTERVAL_MAX, 7, 5.0)  # a slow link's resend may go twice, never stuck
+    for seq in range(2000):  # memory stays bounded
+        guard.sent(10.0 + seq, seq)
+    assert len(guard._at) <= 1025
+
+
+def test_a_repeated_nack_costs_no_budget_and_asks_no_keyframe() -> None:
+    """A NACK repeated while the resend is on its way is not answered, spends none of the subscriber's budget and
+    does not count towards a repair keyframe (the packet was not lost for good)."""
+    budget, repair, asked = NackBudget(share=0.2), RepairTrigger(), []
+    budget.set_estimate(2 * MBIT)
+
+    def ask(seq: int) -> bool:
+        return resend_allowed(
+            budget, repair, lambda: asked.append(1), audio=False, age=0.01, size=1200, guard=guard, sequence_number=seq
+        )
+
+    guard = ResendGuard()
+    assert ask(1)
+    assert [ask(1) for _ in range(REPAIR_DROPS * 3)] == [False] * REPAIR_DROPS * 3
+    assert (budget.resent, budget.dropped, budget.repeated) == (1, 0, REPAIR_DROPS * 3)
+    assert not asked
+    assert ask(2)  # another packet goes out at once
+    without = NackBudget(share=0.2)  # without a guard (adaptation's old behaviour): every NACK is answered
+    assert all(resend_allowed(without, repair, None, audio=False, age=0.01, size=100) for _ in range(5))
+
+
+def test_a_paced_keyframe_is_spread_at_the_pacing_rate_and_never_held_long() -> None:
+    """A 40 kB keyframe for a 1 Mbit/s subscriber leaves over about a fifth of a second at 1.5 Mbit/s, not as one
+    burst that overflows the link's queue; no packet waits in the pacer beyond PACE_MAX_DELAY."""
+    pacer = PacingBucket(int(1.5 * MBIT))
+    now, sent = 0.0, []
+    queue = [1250] * 32  # 40 kB, all queued at 0
+    while queue:
+        wait = pacer.wait(now, queue[0], 0.0)
+        if wait == 0:
+            sent.append(now)
+            queue.pop(0)
+        else:
+            now += wait
+    assert 0.18 < sent[-1] <= 0.22
+    assert sent[0] == 0.0  # a burst of PACE_BURST (at least one full packet) goes at once
+    slow = PacingBucket(50_000)
+    assert slow.wait(0.0, 1250, 0.0) == 0.0
+    assert slow.wait(0.0, 1250, 0.0) > 0
+    assert slow.wait(PACE_MAX_DELAY, 1250, 0.0) == 0.0  # waited long enough: it goes, the pacer falls behind

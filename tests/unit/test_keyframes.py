@@ -319,3 +319,18 @@ def test_a_track_nobody_receives_asks_nothing_after_loss() -> None:
     viewer = Consumer("viewer")
     pub.start(viewer)
     assert len(pub.sent) == 1
+
+
+def test_damage_to_a_constrained_subscribers_top_video_is_repaired_without_the_one_second_throttle() -> None:
+    """The one video a thin-link subscriber still gets (the judge) is repaired at once when its keyframe is lost:
+    its decoder's ask goes out 0.25 s after the last request, where an ordinary subscriber's waits a full second."""
+    for reason, expected in ((Reason.top, URGENT_INTERVAL), (Reason.subscriber, 1.0)):
+        requests = KeyframeRequests(min_interval=1.0)
+        requests.stream_known(0.0)
+        assert requests.ask(0.0, reason)
+        requests.keyframe()  # it came, but loss on the thin link broke it: the decoder asks again
+        now = 0.05
+        while not (requests.ask(now, reason) or requests.due(now)):
+            now = round(now + 0.05, 2)
+        assert now == pytest.approx(expected), reason
+    assert Reason.top.value == "top"
