@@ -51,6 +51,19 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("signaling.relay")
 
+
+async def finish_writer(task: asyncio.Task[None], *, closing: bool, grace: float) -> None:
+    """Stop a connection's writer task; with a close queued (``closing``), let it deliver that for up to ``grace``
+    s first (the WebSocket writer and the relay's writer alike)."""
+    if closing and not task.done():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), timeout=grace)
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 CLOSE_ROOM_MOVED = 1012
 """The live room moved to another signaling process (or its owner went away): reconnect at once with ``resume``
 (RFC 6455's "service restart")."""
@@ -307,13 +320,7 @@ class RemoteOutlet:
 
     async def finish(self, grace: float = 0.0) -> None:
         """Stop the writer, letting it deliver a queued close (and what is before it) for up to ``grace`` s."""
-        if self._closing and not self._task.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=grace)
-        if not self._task.done():
-            self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await finish_writer(self._task, closing=self._closing, grace=grace)
 
 
 @dataclass(eq=False)

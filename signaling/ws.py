@@ -86,7 +86,7 @@ from signaling import json_input, rest_probe
 from signaling.keys import STORE_KEY, TOKENS_KEY
 from signaling.ownership import OwnerSettings
 from signaling.problems import Problem
-from signaling.relay import RelayedConn
+from signaling.relay import RelayedConn, finish_writer
 from signaling.routing import ROUTES_KEY, RouteSpec
 from signaling.session import (
     CLOSE_BAD_TOKEN,
@@ -202,13 +202,7 @@ class WsOutlet:
 
     async def finish(self, grace: float = 0.0) -> None:
         """Stop the writer (after the socket ended), letting it deliver a queued close for up to ``grace`` s."""
-        if self._closing and not self._task.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=grace)
-        if not self._task.done():
-            self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await finish_writer(self._task, closing=self._closing, grace=grace)
 
 
 # --- the aiohttp side ---------------------------------------------------------------------------

@@ -7,11 +7,11 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tests.serve_process import clean_env, end_child, launch_child
+from tests.serve_process import ChildHandle, clean_env, launch_child
 
 
 @dataclass
-class MediaNodeProcess:
+class MediaNodeProcess(ChildHandle):
     """A ``courtlink media-node`` child process; ``start`` waits for its ready line."""
 
     redis_url: str
@@ -46,17 +46,3 @@ class MediaNodeProcess:
         )
         self.ready_line = match.group(0).strip()
         return self.ready_line
-
-    def stop(self) -> int:
-        """SIGTERM (as an operator would) and the exit code."""
-        if self.proc is None:
-            return 0
-        code = end_child(self.proc, self.output)
-        self.proc = None
-        return code
-
-    def kill(self) -> None:
-        """kill -9, as a crash would."""
-        if self.proc is not None:
-            end_child(self.proc, self.output, crash=True)
-            self.proc = None

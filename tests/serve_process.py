@@ -96,8 +96,29 @@ def launch_child(
     raise RuntimeError(f"{what} did not start:\n" + "".join(output))
 
 
+class ChildHandle:
+    """``stop`` and ``kill`` of a harness holding one courtlink child process (``proc``) and what it printed."""
+
+    proc: subprocess.Popen[str] | None
+    output: list[str]
+
+    def stop(self) -> int:
+        """SIGTERM (as an operator would) and the exit code."""
+        if self.proc is None:
+            return 0
+        code = end_child(self.proc, self.output)
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        """kill -9, as a crash would."""
+        if self.proc is not None:
+            end_child(self.proc, self.output, crash=True)
+            self.proc = None
+
+
 @dataclass
-class ServeProcess:
+class ServeProcess(ChildHandle):
     """A ``courtlink serve`` child process; ``start`` waits until it prints its URL."""
 
     data_dir: Path | None
@@ -129,17 +150,3 @@ class ServeProcess:
         )
         self.url = match.group(1)
         return self.url
-
-    def stop(self) -> int:
-        """Stop with SIGTERM (as an operator would) and return the exit code."""
-        if self.proc is None:
-            return 0
-        code = end_child(self.proc, self.output)
-        self.proc = None
-        return code
-
-    def kill(self) -> None:
-        """kill -9, as a crash would."""
-        if self.proc is not None:
-            end_child(self.proc, self.output, crash=True)
-            self.proc = None

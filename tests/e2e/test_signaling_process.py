@@ -25,7 +25,7 @@ import pytest
 from rooms.store import Store
 from tests.node_process import MediaNodeProcess
 from tests.pool_fixtures import book_in, placement
-from tests.serve_process import clean_env, end_child, launch_child
+from tests.serve_process import ChildHandle, clean_env, launch_child
 from tests.ws_fixtures import ADMIN_KEY, TOKEN_SECRET, Court, Participant, eventually
 
 pytestmark = pytest.mark.redis
@@ -35,7 +35,7 @@ LOOSE_BOUND_SECONDS = 30.0
 
 
 @dataclass
-class SignalingProcess:
+class SignalingProcess(ChildHandle):
     """A ``courtlink signaling`` child process; ``start`` waits for its ready line."""
 
     redis_url: str
@@ -64,14 +64,6 @@ class SignalingProcess:
         )
         self.url = match.group(1)
         return self.url
-
-    def stop(self) -> int:
-        """SIGTERM and the exit code."""
-        if self.proc is None:
-            return 0
-        code = end_child(self.proc, self.output)
-        self.proc = None
-        return code
 
 
 @pytest.fixture
