@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from protocol.frames import EncodedFrame, SenderReport
+from protocol.frames import EncodedFrame, SenderReport, TrackInfo
 from recorder.manifest import MANIFEST_NAME, read_lines
 from recorder.recorder import Recorder, RecordingSession
 from recorder.verify import verify_archive
@@ -52,6 +52,26 @@ def coverage(lines: list[dict[str, Any]], participant: str, source: str) -> tupl
     return measure(recorded), measure(gaps), both
 
 
+def defendant_media(
+    tmp_path: Path, *, back_at: float
+) -> tuple[Recorder, RecordingSession, TrackInfo, TrackInfo, list[tuple[float, Any]]]:
+    """A recorder, its session from T0, and the defendant's camera and microphone: their frames and sender reports
+    (by arrival) for [T0, T0+6) and [T0+back_at, T0+back_at+6) -- media that dies, then comes back."""
+    video, audio = fx.encode_video(4.0, gop=15, width=160, height=120), fx.encode_audio(4.0)
+    recorder = Recorder(tmp_path, "rec-a", segment_seconds=3.0)
+    hearing = fx.hearing()
+    session = recorder.start_session(hearing, fx.SITES, at=T0)
+    cam = fx.track(hearing.id, "def_cam", "p_def", Source.camera, "video")
+    mic = fx.track(hearing.id, "def_mic", "p_def", Source.microphone, "audio")
+    events: list[tuple[float, Any]] = []
+    for info, clip in ((cam, video), (mic, audio)):
+        for begin in (0.0, back_at):
+            frames = fx.frames_of(clip, info.track_id, media_start=T0 + begin, seconds=6.0)
+            events += [(f.arrival, f) for f in frames]
+            events += fx.sender_reports(info.track_id, info.clock_rate, media_start=T0 + begin, seconds=6.0)
+    return recorder, session, cam, mic, events
+
+
 def feed(recorder: Recorder, events: list[tuple[float, Any]], actions: dict[float, Any]) -> None:
     """Events in arrival order, running each action before the first event at or after its time."""
     todo = sorted(actions.items())
@@ -68,18 +88,7 @@ def feed(recorder: Recorder, events: list[tuple[float, Any]], actions: dict[floa
 
 async def test_a_drop_and_rejoin_is_accounted_second_by_second(tmp_path: Path) -> None:
     """A defendant whose media dies, who drops, waits and comes back: recorded + gap seconds = the session's."""
-    video, audio = fx.encode_video(4.0, gop=15, width=160, height=120), fx.encode_audio(4.0)
-    recorder = Recorder(tmp_path, "rec-a", segment_seconds=3.0)
-    hearing = fx.hearing()
-    session: RecordingSession = recorder.start_session(hearing, fx.SITES, at=T0)
-    cam = fx.track(hearing.id, "def_cam", "p_def", Source.camera, "video")
-    mic = fx.track(hearing.id, "def_mic", "p_def", Source.microphone, "audio")
-    events: list[tuple[float, Any]] = []
-    for info, clip in ((cam, video), (mic, audio)):
-        for begin, length in ((0.0, 6.0), (14.0, 6.0)):
-            frames = fx.frames_of(clip, info.track_id, media_start=T0 + begin, seconds=length)
-            events += [(f.arrival, f) for f in frames]
-            events += fx.sender_reports(info.track_id, info.clock_rate, media_start=T0 + begin, seconds=length)
+    recorder, session, cam, mic, events = defendant_media(tmp_path, back_at=14.0)
     missing: dict[float, list[tuple[str, str]]] = {}
 
     def lanes(state: str, at: float) -> None:
@@ -138,18 +147,7 @@ async def test_a_lost_media_node_is_the_gap_reason_until_the_media_comes_back(tm
     """The frame pipe reports ``node_lost`` for an expected person's tracks: their gap names the lost node (not
     ``no_media``) from the last frame until their media arrives from the new node, even though the roster says
     "expected" again as soon as the new node is placed."""
-    video, audio = fx.encode_video(4.0, gop=15, width=160, height=120), fx.encode_audio(4.0)
-    recorder = Recorder(tmp_path, "rec-a", segment_seconds=3.0)
-    hearing = fx.hearing()
-    session: RecordingSession = recorder.start_session(hearing, fx.SITES, at=T0)
-    cam = fx.track(hearing.id, "def_cam", "p_def", Source.camera, "video")
-    mic = fx.track(hearing.id, "def_mic", "p_def", Source.microphone, "audio")
-    events: list[tuple[float, Any]] = []
-    for info, clip in ((cam, video), (mic, audio)):
-        for begin, length in ((0.0, 6.0), (10.0, 6.0)):
-            frames = fx.frames_of(clip, info.track_id, media_start=T0 + begin, seconds=length)
-            events += [(f.arrival, f) for f in frames]
-            events += fx.sender_reports(info.track_id, info.clock_rate, media_start=T0 + begin, seconds=length)
+    recorder, session, cam, mic, events = defendant_media(tmp_path, back_at=10.0)
 
     def lanes(state: str, at: float) -> None:
         for source in ("camera", "microphone"):
