@@ -157,10 +157,6 @@ def pod_spec(obj: Mapping[str, Any]) -> dict[str, Any] | None:
 
 # --- settings ------------------------------------------------------------------------------------------
 
-PENDING_SETTINGS = frozenset({"media.udp_port_min", "media.udp_port_max"})
-"""Keys the deployment sets that another part of issue 10 adds (part keyframes: the node's UDP port range).
-Until it is merged they are dropped before loading; once ``Settings`` has them they are checked like any."""
-
 CONTAINER_CONFIG = "/etc/courtlink/courtlink.toml"
 """Where both deployments mount deploy/courtlink.cluster.toml (COURTLINK_CONFIG)."""
 
@@ -182,11 +178,10 @@ def settings_has(key: str) -> bool:
     return True
 
 
-def process_environment(env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
-    """The ``COURTLINK_*`` variables of a process to load locally: the config path pointed at the repository's
-    file, pending keys (see :data:`PENDING_SETTINGS`) not yet in ``Settings`` dropped (returned second)."""
+def process_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The ``COURTLINK_*`` variables of a process to load locally, the config path pointed at the repository's
+    file."""
     out: dict[str, str] = {}
-    dropped: list[str] = []
     for name, value in env.items():
         if not name.startswith("COURTLINK_"):
             continue
@@ -194,9 +189,5 @@ def process_environment(env: Mapping[str, str]) -> tuple[dict[str, str], list[st
             assert value == CONTAINER_CONFIG, f"COURTLINK_CONFIG={value}: the settings file is mounted elsewhere"
             out[name] = str(CLUSTER_SETTINGS)
             continue
-        key = settings_key(name)
-        if key in PENDING_SETTINGS and not settings_has(key):
-            dropped.append(key)
-            continue
         out[name] = value
-    return out, dropped
+    return out
