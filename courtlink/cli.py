@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -140,6 +141,17 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--from", dest="from_", help="only hearings ending after this (RFC 3339)")
     listing.add_argument("--to", help="only hearings starting before this (RFC 3339)")
 
+    nodes = sub.add_parser("nodes", help="list, drain and put back media nodes on a running server (admin key)")
+    nsub = nodes.add_subparsers(dest="nodes_command", required=True, metavar="{list,drain,undrain}")
+    _client_options(nsub.add_parser("list", help="list media nodes with a live heartbeat"))
+    for name, text in (
+        ("drain", "place no new hearing on a node; its hearings stay until they end"),
+        ("undrain", "put a drained node back into placement"),
+    ):
+        cmd = nsub.add_parser(name, help=text)
+        _client_options(cmd)
+        cmd.add_argument("node_id", help="the node's id, as `courtlink nodes list` shows it")
+
     # verify, render and recorder have their own parsers (recorder.cli); these entries only list them here.
     for name, text in (
         ("verify", "verify a recording (a session or a hearing directory); see courtlink verify --help"),
@@ -211,6 +223,8 @@ def _dispatch(argv: list[str]) -> int:
         return _signaling(args)
     if args.command == "demo":
         return asyncio.run(_demo(args))
+    if args.command == "nodes":
+        return asyncio.run(_nodes(args))
     return asyncio.run(_hearings(args))
 
 
@@ -677,6 +691,37 @@ async def _hearings(args: argparse.Namespace) -> int:
         return 0
 
     return await _session(args, listing)
+
+
+async def _nodes(args: argparse.Namespace) -> int:
+    """``courtlink nodes list|drain|undrain``."""
+    if args.nodes_command == "list":
+
+        async def listing(api: Api) -> int:
+            _, listed = await api.call("GET", "/nodes")
+            _show(listed, args.json, _print_nodes)
+            return 0
+
+        return await _session(args, listing)
+    method = "POST" if args.nodes_command == "drain" else "DELETE"
+
+    async def drain(api: Api) -> int:
+        _, node = await api.call(method, f"/nodes/{quote(args.node_id, safe='')}/drain")
+        _show(node, args.json, lambda n: _print_nodes({"items": [n]}))
+        return 0
+
+    return await _session(args, drain)
+
+
+def _print_nodes(body: dict[str, Any]) -> None:
+    items = body.get("items", [])
+    for n in items:
+        print(
+            f"{n['id']}  {n['state']:<9} region={n.get('region') or '-'}  rooms={n['rooms']}  "
+            f"peers={n['peers']}/{n['capacity_peers']}  load={n['load']}"
+        )
+    if not items:
+        print("no media nodes")
 
 
 def _show(body: dict[str, Any], as_json: bool, pretty: Callable[[dict[str, Any]], None]) -> None:

@@ -16,6 +16,7 @@ from importlib import metadata
 import structlog
 
 from media.node import InProcessNode
+from media.service import DrainFlag
 from protocol.cluster import HEARTBEAT_SECONDS, NodeRecord, node_record_key
 from rooms.bus import Records
 
@@ -58,6 +59,7 @@ class NodeHeartbeat:
         self._version = courtlink_version()
         self._last = (time.monotonic(), time.process_time())
         self._task: asyncio.Task[None] | None = None
+        self._drain = DrainFlag(records, node.node_id)
 
     def record(self) -> NodeRecord:
         """The node's heartbeat now."""
@@ -69,6 +71,7 @@ class NodeHeartbeat:
         return NodeRecord(
             id=self._node.node_id,
             region=self._region,
+            state=self._drain.state,
             capacity_peers=self._capacity,
             peers=peers,
             rooms=rooms,
@@ -81,6 +84,7 @@ class NodeHeartbeat:
 
     async def beat(self) -> None:
         """Write the record once."""
+        await self._drain.read()
         await self._records.put(
             node_record_key(self._node.node_id), self.record().model_dump_json().encode(), ttl=self._ttl
         )

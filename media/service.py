@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from importlib import metadata
+from typing import Literal
 
 import structlog
 from pydantic import ValidationError
@@ -32,9 +33,11 @@ from protocol.cluster import (
     NODE_TTL_SECONDS,
     NodeRecord,
     node_command_channel,
+    node_drain_key,
     node_event_channel,
     node_lease_key,
     node_record_key,
+    node_state,
 )
 from protocol.node import NODE_COMMAND, NODE_REPLY, CloseRoom, NodeCommand, NodeEvent, Refused
 from rooms.bus import Bus, BusError, Records, Subscription
@@ -51,6 +54,25 @@ def _version() -> str:
         return metadata.version("courtlink")
     except metadata.PackageNotFoundError:
         return ""
+
+
+class DrainFlag:
+    """Whether an operator drains a node (``POST /api/v1/nodes/{id}/drain`` sets :func:`node_drain_key`): read
+    before each heartbeat, whose ``state`` it gives; a change is logged once (``node_draining``,
+    ``node_drain_ended``)."""
+
+    def __init__(self, records: Records, node_id: str) -> None:
+        self._records = records
+        self._node_id = node_id
+        self.state: Literal["up", "draining"] = "up"
+
+    async def read(self) -> Literal["up", "draining"]:
+        """The state now (a flag set while the node was down is found at its first heartbeat)."""
+        state = node_state(await self._records.get(node_drain_key(self._node_id)))
+        if state != self.state:
+            log.info("node_draining" if state == "draining" else "node_drain_ended", node_id=self._node_id)
+            self.state = state
+        return state
 
 
 class _Order:
@@ -107,6 +129,7 @@ class NodeService:
         self._relaying = False
         self._relay_failing = False
         self._marks = (time.monotonic(), time.process_time(), 0)
+        self.drain = DrainFlag(records, node.node_id)
 
     @property
     def node_id(self) -> str:
@@ -125,6 +148,7 @@ class NodeService:
         self._relaying = True
         self.node.subscribe(self._relay)
         self._serving = await self.bus.serve(node_command_channel(self.node_id), self._answer)
+        await self.drain.read()
         await self.records.put(
             node_record_key(self.node_id), self.record().model_dump_json().encode(), ttl=NODE_TTL_SECONDS
         )
@@ -209,7 +233,7 @@ class NodeService:
         return NodeRecord(
             id=self.node_id,
             region=self.region,
-            state="up",
+            state=self.drain.state,
             capacity_peers=self.capacity_peers,
             peers=peers,
             rooms=rooms,
@@ -230,6 +254,7 @@ class NodeService:
                 holder = await self.records.claim(node_lease_key(self.node_id), self.owner, ttl=NODE_TTL_SECONDS)
                 if holder != self.owner:  # e.g. Redis lost its data and a second node of this id started meanwhile
                     log.error("node_id_conflict", node_id=self.node_id, holder=holder)
+                await self.drain.read()
                 body = self.record().model_dump_json().encode()
                 await self.records.put(node_record_key(self.node_id), body, ttl=NODE_TTL_SECONDS)
             except BusError as exc:

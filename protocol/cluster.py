@@ -49,6 +49,20 @@ def node_record_key(node_id: str) -> str:
     return f"{NODE_PREFIX}{node_id}"
 
 
+NODE_DRAIN_PREFIX = "drain.node."
+
+
+def node_drain_key(node_id: str) -> str:
+    """Present (any value, no expiry) while an operator drains the node: its heartbeat then says ``draining``, so
+    placement gives it no new hearing, while the hearings it has stay until they end. Deleted to put it back."""
+    return f"{NODE_DRAIN_PREFIX}{node_id}"
+
+
+def node_state(drain_flag: bytes | None) -> Literal["up", "draining"]:
+    """The state a node's heartbeat announces, given what its :func:`node_drain_key` holds."""
+    return "up" if drain_flag is None else "draining"
+
+
 def placement_key(hearing_id: str) -> str:
     """The hearing's placement record."""
     return f"{PLACEMENT_PREFIX}{hearing_id}"

@@ -83,3 +83,7 @@ class NodeDirectory(Protocol):
     async def nodes(self) -> Sequence[NodeInfo]:
         """Every known media node."""
         ...
+
+    async def set_draining(self, node_id: str, draining: bool) -> NodeInfo | None:
+        """Drain the node (no new hearings; its hearings stay) or put it back; None if no such node is live."""
+        ...

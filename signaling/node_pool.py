@@ -39,11 +39,13 @@ from pydantic import ValidationError
 
 from protocol.cluster import (
     HEARTBEAT_SECONDS,
+    NODE_DRAIN_PREFIX,
     NODE_PREFIX,
     PLACEMENT_RENEW_SECONDS,
     PLACEMENT_TTL_SECONDS,
     NodeRecord,
     Placement,
+    node_drain_key,
     placement_key,
 )
 from protocol.directory import NodeInfo
@@ -241,14 +243,19 @@ class NodePool:
     # --- reading ----------------------------------------------------------------------------------
 
     async def registry(self) -> dict[str, NodeRecord]:
-        """Every node with a live heartbeat record, by id (unreadable records are skipped and logged)."""
+        """Every node with a live heartbeat record, by id (unreadable records are skipped and logged).
+
+        A node an operator drains is ``draining`` here at once, before its own heartbeat says so."""
         found: dict[str, NodeRecord] = {}
+        drained = {key.removeprefix(NODE_DRAIN_PREFIX) for key in await self._records.scan(NODE_DRAIN_PREFIX)}
         for key, raw in (await self._records.scan(NODE_PREFIX)).items():
             try:
                 record = NodeRecord.model_validate_json(raw)
             except ValidationError as exc:
                 log.warning("node_record_invalid", key=key, error=str(exc.errors()[:1]))
                 continue
+            if record.id in drained and record.state == "up":
+                record = record.model_copy(update={"state": "draining"})
             found[record.id] = record
         return found
 
@@ -271,24 +278,40 @@ class NodePool:
 
     async def nodes(self) -> Sequence[NodeInfo]:
         """Every node with a live record, as ``GET /api/v1/nodes`` lists it (a ``NodeDirectory``)."""
-        now = self._clock()
-        return [
-            NodeInfo(
-                id=r.id,
-                region=r.region,
-                state=r.state,
-                load=r.load,
-                rooms=r.rooms,
-                peers=r.peers,
-                capacity_peers=r.capacity_peers,
-                cpu=r.cpu,
-                packets_per_second=r.packets_per_second,
-                heartbeat_age_seconds=round(max(now - r.heartbeat_at, 0.0), 3),
-                started_at=r.started_at,
-                version=r.version,
-            )
-            for r in sorted((await self.registry()).values(), key=lambda r: r.id)
-        ]
+        return [self._info(r) for r in sorted((await self.registry()).values(), key=lambda r: r.id)]
+
+    async def set_draining(self, node_id: str, draining: bool) -> NodeInfo | None:
+        """Drain a live node or put it back (a ``NodeDirectory``); None if no node of that id is live.
+
+        The flag outlives the node's restarts until it is put back. This process stops placing on the node at
+        once; other signaling processes when the node's next heartbeat (``HEARTBEAT_SECONDS``) says so."""
+        record = (await self.registry()).get(node_id)
+        if record is None:
+            return None
+        if draining:
+            await self._records.put(node_drain_key(node_id), b"1")
+        else:
+            await self._records.delete(node_drain_key(node_id))
+        record = record.model_copy(update={"state": "draining" if draining else "up"})
+        if node_id in self._live:
+            self._live[node_id] = record
+        return self._info(record)
+
+    def _info(self, r: NodeRecord) -> NodeInfo:
+        return NodeInfo(
+            id=r.id,
+            region=r.region,
+            state=r.state,
+            load=r.load,
+            rooms=r.rooms,
+            peers=r.peers,
+            capacity_peers=r.capacity_peers,
+            cpu=r.cpu,
+            packets_per_second=r.packets_per_second,
+            heartbeat_age_seconds=round(max(self._clock() - r.heartbeat_at, 0.0), 3),
+            started_at=r.started_at,
+            version=r.version,
+        )
 
     async def placement(self, hearing_id: str) -> Placement | None:
         """The hearing's stored placement (any process's), or None if it has no home node now."""

@@ -140,6 +140,28 @@ def test_hearings_book_and_list(server: LiveServer) -> None:
     assert "from" in one_line_error(bad)
 
 
+def test_nodes_list_drain_and_undrain(server: LiveServer) -> None:
+    """`nodes list` shows the embedded node up; `nodes drain` turns it draining, `nodes undrain` back up; an
+    unknown node is a one-line 404 naming node_not_found."""
+    listed = courtlink("nodes", "list", "--json", "--url", server.url, cwd=server.workdir)
+    assert listed.returncode == 0, listed.stderr
+    (node,) = json.loads(listed.stdout)["items"]
+    assert node["state"] == "up"
+    try:
+        drained = courtlink("nodes", "drain", node["id"], "--url", server.url, cwd=server.workdir)
+        assert drained.returncode == 0, drained.stderr
+        assert drained.stdout.split()[:2] == [node["id"], "draining"], drained.stdout
+        shown = courtlink("nodes", "list", "--url", server.url, cwd=server.workdir)
+        assert f"{node['id']}  draining" in shown.stdout
+    finally:
+        back = courtlink("nodes", "undrain", node["id"], "--url", server.url, cwd=server.workdir)
+    assert back.returncode == 0, back.stderr
+    assert back.stdout.split()[:2] == [node["id"], "up"], back.stdout
+    unknown = courtlink("nodes", "drain", "no-such-node", "--url", server.url, cwd=server.workdir)
+    assert unknown.returncode == 1
+    assert "node_not_found" in one_line_error(unknown) or "404" in one_line_error(unknown)
+
+
 def test_recorder_keys_export_from_the_servers_data_dir(server: LiveServer) -> None:
     """`courtlink recorder keys export` in the server's directory writes the keys /api/v1/recorder/keys serves."""
     exported = courtlink("recorder", "keys", "export", "-o", "keys.json", cwd=server.workdir)
@@ -201,6 +223,7 @@ def test_verify_and_render_take_options_before_or_after_the_path(archive: Path, 
         (["demo"], ["--url", "--key", "--data-dir", "--config", "--json", "--minutes"]),
         (["hearings", "book"], ["--url", "--key", "--file", "--starts-at", "--ends-at", "--json"]),
         (["hearings", "list"], ["--url", "--key", "--courtroom", "--site", "--from", "--to", "--json"]),
+        (["nodes", "drain"], ["--url", "--key", "--json"]),
         (["serve"], ["--host", "--port", "--data-dir", "--config"]),
     ],
 )

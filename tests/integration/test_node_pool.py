@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from courtlink.nodes import NodeHeartbeat
 from media.node import InProcessNode
-from protocol.cluster import Placement, node_record_key, placement_key
+from protocol.cluster import NodeRecord, Placement, node_record_key, placement_key
 from protocol.node import Ack, CreatePeer, MediaNodeLost, NodeEvent, Refused
 from rooms.backends import open_bus
 from rooms.bus import Records
@@ -251,3 +252,73 @@ async def test_a_redis_restart_longer_than_the_node_ttl_moves_no_hearing(farm: F
 async def records_has(records: Records, node_id: str) -> bool:
     """Whether the node's heartbeat record is there."""
     return await records.get(node_record_key(node_id)) is not None
+
+
+async def test_a_drained_node_takes_no_new_hearing_and_keeps_its_own(pool_court: Court, farm: Farm) -> None:
+    """An admin drains the node holding a hearing: that hearing stays on it, new hearings go to the other node,
+    the node list and the node's own heartbeat say draining (also after the node restarts), the system audit
+    trail names who did it, an unknown node is 404 node_not_found, and undrain puts the node back."""
+    for node_id in ("east-1", "east-2"):
+        await farm.add(node_id, "east")
+    a = await book_in(pool_court, "east", ("judge", "clerk"))
+    await pool_court.join(a.tokens["judge"])
+    assert await eventually(lambda: any(n.peer(a.hearing_id, a.ids["judge"]) for n in farm.nodes.values()))
+    shown = await placement(pool_court, a.hearing_id)
+    assert shown is not None
+    home = shown["node_id"]
+    other = ({"east-1", "east-2"} - {home}).pop()
+
+    status, body = await pool_court.rest("POST", f"/api/v1/nodes/{home}/drain")
+    assert status == 200, body
+    assert (body["id"], body["state"]) == (home, "draining")
+    for _ in range(4):  # two random choices would put about half of them on the drained node
+        b = await book_in(pool_court, "east", ("judge", "clerk"))
+        await pool_court.join(b.tokens["judge"])
+        assert await eventually(seated(farm.nodes[other], b.hearing_id, b.ids["judge"]))
+        placed = await placement(pool_court, b.hearing_id) or {}
+        assert placed.get("node_id") == other, placed
+    assert farm.nodes[home].peer(a.hearing_id, a.ids["judge"]) is not None  # its hearing stays where it is
+    assert (await placement(pool_court, a.hearing_id) or {}).get("node_id") == home
+
+    await farm.beats[home].beat()
+    assert await announced(farm, home) == "draining"
+    status, body = await pool_court.rest("GET", "/api/v1/nodes")
+    assert {n["id"]: n["state"] for n in body["items"]} == {home: "draining", other: "up"}
+
+    status, body = await pool_court.rest("POST", "/api/v1/nodes/east-9/drain")
+    assert (status, body["type"]) == (404, "urn:courtlink:problem:node_not_found"), body
+    async with pool_court.http.post(f"{pool_court.base_url}/api/v1/nodes/{home}/drain") as resp:
+        assert resp.status == 401  # no key
+
+    status, body = await pool_court.rest("DELETE", f"/api/v1/nodes/{home}/drain")
+    assert (status, body["state"]) == (200, "up"), body
+    await farm.beats[home].beat()
+    assert await announced(farm, home) == "up"
+
+    # A drained node that restarts comes back drained: the flag is not in its heartbeat but beside it.
+    await farm.add("east-3", "east")
+    status, body = await pool_court.rest("POST", "/api/v1/nodes/east-3/drain")
+    assert status == 200, body
+    await farm.kill("east-3")
+    await farm.add("east-3", "east")
+    assert await announced(farm, "east-3") == "draining"
+
+    trail = [(e.action, e.actor, e.data) for e in await pool_court.store.audit_log("system")]
+    drains = [t for t in trail if t[0].startswith("node_drain")]
+    assert [(action, data["node_id"]) for action, _, data in drains] == [
+        ("node_drain_started", home),
+        ("node_drain_ended", home),
+        ("node_drain_started", "east-3"),
+    ], trail
+    assert all(actor for _, actor, _ in drains)
+
+
+async def announced(farm: Farm, node_id: str) -> str:
+    """The state the node's heartbeat record announces ("" without a record)."""
+    raw = await farm.records.get(node_record_key(node_id))
+    return NodeRecord.model_validate_json(raw).state if raw is not None else ""
+
+
+def seated(node: InProcessNode, hearing_id: str, participant_id: str) -> Callable[[], bool]:
+    """Whether the participant has a peer on the node (for ``eventually``)."""
+    return lambda: node.peer(hearing_id, participant_id) is not None

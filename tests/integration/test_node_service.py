@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,7 +13,14 @@ import pytest
 from media.node import InProcessNode
 from media.service import NodeIdInUse, NodeService
 from media.settings import NodeSettings
-from protocol.cluster import NodeRecord, node_command_channel, node_event_channel, node_record_key
+from protocol.cluster import (
+    HEARTBEAT_SECONDS,
+    NodeRecord,
+    node_command_channel,
+    node_drain_key,
+    node_event_channel,
+    node_record_key,
+)
 from protocol.node import (
     NODE_REPLY,
     Ack,
@@ -117,6 +125,27 @@ async def test_the_node_is_in_the_registry_with_its_region_and_load_until_it_sto
     assert key in await served.records.scan("node.")
     await served.service.close()
     assert await served.records.get(key) is None
+
+
+async def test_a_drain_flag_beside_the_record_turns_the_heartbeat_draining_and_back(served: Served) -> None:
+    """With the node's drain flag set (as ``POST /api/v1/nodes/{id}/drain`` sets it from any signaling process) its
+    next heartbeat says draining; with the flag gone, up again."""
+    key = node_record_key(served.node.node_id)
+    await served.records.put(node_drain_key(served.node.node_id), b"1")
+
+    async def becomes(expected: str) -> bool:
+        deadline = time.monotonic() + 3 * HEARTBEAT_SECONDS
+        while True:
+            raw = await served.records.get(key)
+            if raw is not None and NodeRecord.model_validate_json(raw).state == expected:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.1)
+
+    assert await becomes("draining")
+    await served.records.delete(node_drain_key(served.node.node_id))
+    assert await becomes("up")
 
 
 async def test_node_events_arrive_in_order_and_garbage_on_the_channel_is_dropped(served: Served) -> None:
