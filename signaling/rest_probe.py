@@ -4,7 +4,7 @@ The page offers its preview audio and video with the join token in the body;
 the media node answers with a probe peer that sends everything back, so the
 page measures round-trip time and bitrate with ``getStats``. The node closes
 the probe when the page does, or after at most 20 s. One live probe per
-participant, and a bounded number per node: beyond either, ``429``.
+participant, and a bounded number per node: beyond either, or with the node's UDP port range full, ``429``.
 Signaling reaches the node only through ``protocol.node.NodeControl``.
 """
 
@@ -22,7 +22,9 @@ from signaling.tokens import TokenError
 PROBE_NODE_KEY = web.AppKey("join_probe_node", NodeControl)
 """The media node that runs network-check probes."""
 
-_BUSY = {"probe_busy", "too_many_probes"}
+_BUSY = {"probe_busy", "too_many_probes", "udp_ports_exhausted"}
+"""Refusals that pass with time (this participant's live probe, the node's probe limit, its UDP port range full):
+429 with Retry-After, so a client tries again rather than giving up on the node."""
 
 
 class ProbeRequest(BaseModel):

@@ -216,6 +216,27 @@ async def test_second_probe_of_a_participant_and_node_limit_are_429(court: Court
             await client.close()
 
 
+async def test_a_probe_on_a_node_whose_port_range_is_full_is_429_udp_ports_exhausted(tmp_path: Path) -> None:
+    """With every port of the node's [media] UDP range taken, the network check is 429 udp_ports_exhausted with
+    Retry-After (try again later), not a 503, and no probe stays behind."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        async with serve(tmp_path, NodeSettings(udp_port_min=port, udp_port_max=port)) as court:
+            tokens = await court.book(("judge",))
+            client = EchoClient(tag=5)
+            try:
+                async with court.http.post(
+                    court.base_url + PROBE, json={"token": tokens["judge"], "sdp": await client.offer()}
+                ) as resp:
+                    body = await resp.json(content_type=None)
+                    assert (resp.status, body["type"]) == (429, "urn:courtlink:problem:udp_ports_exhausted"), body
+                    assert resp.headers["Retry-After"] == "20"
+                assert court.node.probes() == 0
+            finally:
+                await client.close()
+
+
 async def test_bad_offer_is_422(court: Court) -> None:
     """An SDP that is no offer is refused with a named problem, and no probe stays behind."""
     tokens = await court.book(("judge",))
