@@ -10,6 +10,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from protocol.cluster import (
     HEARING_CHANGED,
@@ -23,6 +24,8 @@ from protocol.cluster import (
 )
 from rooms.bus import BusError
 from signaling.ownership import CLOSE_ROOM_MOVED
+from signaling.session import CLOSE_TRY_AGAIN_LATER
+from signaling.ws import WsSettings
 
 if TYPE_CHECKING:
     from tests.owners_fixtures import Pair
@@ -243,3 +246,30 @@ async def test_a_process_stopping_cleanly_hands_its_rooms_over_at_once(pair: Pai
     assert drejoined["resumed"] is True
     assert drejoined["placement"] == "courtroom"
     assert await _holder(pair, b.hearing_id) == "signaling-b"
+
+
+@pytest.mark.parametrize("ws_settings", [WsSettings(resume_grace_seconds=30, send_queue=8)])
+async def test_a_relayed_client_that_outruns_a_stalled_bus_is_closed_1013_and_resumes(
+    pair: Pair, redis_server: str
+) -> None:
+    """While Redis stalls (CLIENT PAUSE), a relayed client that keeps sending fills its bounded relay queue: it is
+    closed 1013 "relay queue full" instead of queueing without limit, the room on the owner goes on, and the
+    client resumes its place once the bus is back."""
+    b = await pair.a.book(("judge", "clerk"))
+    judge, _ = await pair.a.join(b.tokens["judge"])
+    clerk, joined = await pair.b.join(b.tokens["clerk"])
+    raw = aioredis.Redis.from_url(redis_server)
+    try:
+        await raw.client_pause(500, all=False)  # CLIENT PAUSE 500 WRITE
+        for i in range(30):  # within the rate limit's burst (50), beyond the relay queue (8)
+            await clerk.send("ping", id=i)
+        # 1013 is also a slow client's own send queue; nothing is sent to the clerk while the bus stalls.
+        assert await clerk.close_code(within=10) == CLOSE_TRY_AGAIN_LATER
+    finally:
+        await raw.client_unpause()
+        await raw.aclose()
+    assert (await judge.ping())["type"] == "pong"
+    clerk, rejoined = await pair.b.join(b.tokens["clerk"], resume=joined["resume"])
+    assert rejoined["resumed"] is True
+    assert (await clerk.ping())["type"] == "pong"
+    assert await _holder(pair, b.hearing_id) == "signaling-a"
