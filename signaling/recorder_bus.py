@@ -51,6 +51,7 @@ from protocol.directory import RecorderKey, RecordingInfo
 from protocol.recorder import (
     CLOSING_WAIT_SECONDS,
     INTENT_WAIT_SECONDS,
+    RECORDER_HEARTBEAT_SECONDS,
     AuditIntent,
     AuditNote,
     JoinReply,
@@ -126,10 +127,12 @@ class RecorderBusServer:
         self._subs: list[Subscription] = []
         self._outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Listen to the hub and serve the recorders."""
         self._sender = asyncio.get_running_loop().create_task(self._send_loop())
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_recorders())
         self._subs = [
             await self._bus.serve(recorder_link_channel(self.process_id), self._link),
             await self._bus.serve(RECORDER_LINK, self._link),
@@ -156,6 +159,11 @@ class RecorderBusServer:
         for registered, item in listeners:
             with contextlib.suppress(ValueError):
                 registered.remove(item)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         for sub in self._subs:
             await sub.close()
         self._subs = []
@@ -213,13 +221,14 @@ class RecorderBusServer:
 
     async def _closing(self, hearing_id: str) -> None:
         command = RecorderCommand(op="closing", hearing_id=hearing_id)
-        for reply in await self._ask_all(command, CLOSING_WAIT_SECONDS - 1.0):
+        for recorder_id, reply in await self._ask_all(command, CLOSING_WAIT_SECONDS - 1.0):
             if reply.recording is not None:
                 # Shown now, before the connections close: the status message itself may come later.
-                self._hub.recording_status(hearing_id, reply.recording)
+                self._hub.recording_status(hearing_id, reply.recording, recorder_id)
 
-    async def _ask_all(self, command: RecorderCommand, seconds: float) -> list[RecorderReply]:
-        """Send ``command`` to every live recorder at once; the replies that came (failures are logged).
+    async def _ask_all(self, command: RecorderCommand, seconds: float) -> list[tuple[str, RecorderReply]]:
+        """Send ``command`` to every live recorder at once; the replies that came, by recorder id (failures are
+        logged).
 
         Each recorder's copy names the last message its hidden participant was sent (``after``): the recorder
         handles the messages up to it before the command, whatever order the bus delivers them in.
@@ -237,7 +246,7 @@ class RecorderBusServer:
             return RecorderReply.model_validate_json(raw)
 
         results = await asyncio.gather(*(ask(r.id) for r in recorders), return_exceptions=True)
-        replies: list[RecorderReply] = []
+        replies: list[tuple[str, RecorderReply]] = []
         for record, result in zip(recorders, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning(
@@ -248,7 +257,7 @@ class RecorderBusServer:
                     error=str(result) or type(result).__name__,
                 )
             else:
-                replies.append(result)
+                replies.append((record.id, result))
         return replies
 
     # --- what recorders send ----------------------------------------------------------------------
@@ -302,7 +311,24 @@ class RecorderBusServer:
         except ValidationError:
             log.warning("recorder_status_unreadable")
             return
-        self._hub.recording_status(note.hearing_id, note.recording)
+        self._hub.recording_status(note.hearing_id, note.recording, note.recorder_id)
+
+    # --- recorders that are lost ------------------------------------------------------------------
+
+    async def _watch_recorders(self) -> None:
+        """Every heartbeat period: a recorder whose statuses the hub shows and whose record has lapsed is lost."""
+        while True:
+            await asyncio.sleep(RECORDER_HEARTBEAT_SECONDS)
+            # Read before the scan: a recorder that starts meanwhile writes its record before any status.
+            reporting = self._hub.recording_sources()
+            try:
+                live = {r.id for r in await live_recorders(self._records)}
+            except Exception as exc:  # Redis away: nobody is declared lost on that account, and the watch goes on
+                log.warning("recorder_watch_failed", error=str(exc) or type(exc).__name__)
+                continue
+            for recorder_id in sorted(reporting - live):
+                log.warning("recorder_lost", recorder_id=recorder_id)
+                self._hub.recorder_lost(recorder_id)
 
 
 class BusRecordingDirectory:

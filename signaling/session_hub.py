@@ -88,6 +88,7 @@ from rooms.model import Hearing, HearingState, new_id
 from rooms.permissions import TABLE
 from rooms.store import Store, Trace
 from signaling.ownership import Owners, OwnerSettings
+from signaling.recording_status import RecordingStatuses
 from signaling.session import (
     CLOSE_GOING_AWAY,
     CLOSE_NOT_ALLOWED,
@@ -242,7 +243,8 @@ class SessionHub:
         from the very moment of a decision (the recorder withholding a consultation) does not wait for the store.
         A listener in another process returns an awaitable: the event is stored once it is done (bounded by
         ``INTENT_WAIT_SECONDS``)."""
-        self._recording: dict[str, Recording] = {}
+        self._recording: dict[str, RecordingStatuses] = {}
+        """Each live room's recorders' statuses (kept only while the room lives, as everything per hearing)."""
         self._health_watch: asyncio.Task[None] | None = None
         self.frames = FrameCache()
         """One JSON serialization per outgoing message, shared by the WebSocket outlets."""
@@ -322,7 +324,8 @@ class SessionHub:
                 live.listened = True
                 for listener in self.room_listeners:
                     self._spawn(listener(hearing.id))
-            status = self._recording.get(hearing.id)
+            statuses = self._recording.get(hearing.id)
+            status = statuses.shown if statuses is not None else None
             if status is not None and c is not None:
                 c.outlet.send(status)
             if TABLE[info.role].hidden:
@@ -727,11 +730,33 @@ class SessionHub:
 
     # --- effects -------------------------------------------------------------------------------
 
-    def recording_status(self, hearing_id: str, message: Recording) -> None:
-        """Tell everyone in the hearing how its recording is (and every later joiner of its live room too)."""
+    def recording_status(self, hearing_id: str, message: Recording, recorder_id: str = "") -> None:
+        """A recorder's status: tell everyone in the hearing how its recording is, combined with the other
+        recorders' (:mod:`signaling.recording_status`), and every later joiner of its live room too."""
+        shown: Recording | None = message
         if hearing_id in self.rooms:
             # Kept only while the room lives: a forgotten room drops it (no per-hearing state outlives the room).
-            self._recording[hearing_id] = message
+            shown = self._recording.setdefault(hearing_id, RecordingStatuses()).update(recorder_id, message)
+        if shown is not None:
+            self._tell_recording(hearing_id, shown)
+
+    def recording_sources(self) -> set[str]:
+        """The recorders whose statuses the live rooms show (not the in-process recorder, whose id is "")."""
+        return {r for statuses in self._recording.values() for r in statuses.by_recorder} - {""}
+
+    def recorder_lost(self, recorder_id: str) -> None:
+        """A recorder's heartbeat lapsed: its statuses no longer count; a hearing left without any recorder is
+        shown ``degraded`` (``recorder_lost``)."""
+        for hearing_id, statuses in list(self._recording.items()):
+            shown = statuses.forget(recorder_id)
+            if shown is not None:
+                self.log.warning(
+                    "recording_status_recorder_lost", hearing_id=hearing_id, recorder_id=recorder_id,
+                    status=shown.status, reason=shown.reason,
+                )  # fmt: skip
+                self._tell_recording(hearing_id, shown)
+
+    def _tell_recording(self, hearing_id: str, message: Recording) -> None:
         for c in list(self._conns.values()):
             if c.hearing_id == hearing_id:
                 c.outlet.send(message)

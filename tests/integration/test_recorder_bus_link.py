@@ -37,6 +37,8 @@ from protocol.cluster import (
 )
 from protocol.directory import RecorderKey, RecordingInfo
 from protocol.recorder import (
+    RECORDER_HEARTBEAT_SECONDS,
+    RECORDER_TTL_SECONDS,
     AuditIntent,
     JoinReply,
     LinkRefused,
@@ -302,6 +304,37 @@ async def test_two_recorders_over_the_bus_seal_verifiable_archives_without_the_c
     assert all(r.verification is not None and r.verification["ok"] for r in listed), listed
     keys: list[RecorderKey] = list(await directory.public_keys())
     assert sorted(k.recorder_id for k in keys) == ["rec-a", "rec-b"], keys
+
+
+async def test_the_rec_indicator_says_degraded_when_no_recorder_is_left(cluster: Cluster) -> None:
+    """With two recorders, one that goes away changes nothing participants see (the other records the hearing);
+    when the last one goes, they are told degraded, reason recorder_lost, within a few heartbeats instead of REC
+    staying on; a recorder that comes back makes it REC again."""
+    court = cluster.court
+    for rid in ("rec-a", "rec-b"):
+        await cluster.start_recorder(rid)
+    booking = await court.book(("judge", "defendant"))
+    hid = booking.hearing_id
+    judge = (await seat(court, booking, ("judge", "defendant")))["judge"]
+    assert await eventually(lambda: hidden_members(court, hid) == {"recorder-rec-a", "recorder-rec-b"})
+    await session(judge, "open")
+    await session(judge, "start")
+    await judge.client.expect("recording", lambda m: m["status"] == "recording")
+    seen = len(judge.client.messages)
+
+    await cluster.stop_recorder("rec-b")
+    await asyncio.sleep(3 * RECORDER_HEARTBEAT_SECONDS)  # the watch looks once per heartbeat period
+    told = [m for m in judge.client.messages[seen:] if m["type"] == "recording"]
+    assert all(m["status"] == "recording" for m in told), told
+
+    await cluster.stop_recorder("rec-a")
+    lost = await judge.client.expect(
+        "recording", lambda m: m.get("reason") == "recorder_lost", within=RECORDER_TTL_SECONDS + 10
+    )
+    assert lost["status"] == "degraded", lost
+
+    await cluster.start_recorder("rec-a")
+    await judge.client.expect("recording", lambda m: m["status"] == "recording", within=30)
 
 
 async def test_bus_link_refusals_are_named(cluster: Cluster) -> None:
