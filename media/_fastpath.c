@@ -20,18 +20,78 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103 /* Linux 4.18: UDP generic segmentation offload */
+#endif
 
 #define MAX_BATCH 64        /* packets per sendmmsg (a larger frame goes in several) */
 #define SLOT_SIZE 2048      /* bytes per protected packet: >= pylibsrtp's 1500-byte session buffer */
 #define SRTP_MAX_TRAILER 144 /* libsrtp's SRTP_MAX_TRAILER_LEN */
+#define GSO_MAX_SEGMENTS 64  /* the kernel's UDP_MAX_SEGMENTS (older kernels) */
+#define GSO_MAX_BYTES 65000  /* what one UDP datagram (before segmentation) may carry, with room to spare */
 
 typedef int (*srtp_protect_fn)(void *ctx, void *rtp_hdr, int *len_ptr);
 
 static unsigned char slots[MAX_BATCH][SLOT_SIZE];
 static struct mmsghdr messages[MAX_BATCH];
 static struct iovec vectors[MAX_BATCH];
+static int first_packet[MAX_BATCH]; /* the batch's first packet in each message */
+static union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+} controls[MAX_BATCH];
+
+/* Messages for packets [from, batch): one per packet, or with gso one per run of equal-size packets (the last of
+ * a run may be shorter), which the kernel splits into those same datagrams (UDP_SEGMENT). Returns how many. */
+static int
+build_messages(int from, int batch, const int *lengths, int gso, const struct sockaddr *to, socklen_t to_len)
+{
+    int count = 0;
+    int p = from;
+    while (p < batch) {
+        int q = p + 1;
+        int size = lengths[p];
+        long total = size;
+        if (gso) {
+            while (q < batch && q - p < GSO_MAX_SEGMENTS && total + lengths[q] <= GSO_MAX_BYTES
+                   && lengths[q] <= size) {
+                total += lengths[q];
+                q++;
+                if (lengths[q - 1] < size)
+                    break; /* a shorter packet ends the run */
+            }
+        }
+        struct msghdr *h = &messages[count].msg_hdr;
+        memset(&messages[count], 0, sizeof(messages[count]));
+        h->msg_name = (void *)to;
+        h->msg_namelen = to_len;
+        h->msg_iov = &vectors[p];
+        h->msg_iovlen = (size_t)(q - p);
+        if (q - p > 1) {
+            memset(&controls[count], 0, sizeof(controls[count]));
+            h->msg_control = controls[count].buf;
+            h->msg_controllen = sizeof(controls[count].buf);
+            struct cmsghdr *c = CMSG_FIRSTHDR(h);
+            c->cmsg_level = SOL_UDP;
+            c->cmsg_type = UDP_SEGMENT;
+            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+            uint16_t segment = (uint16_t)size;
+            memcpy(CMSG_DATA(c), &segment, sizeof(segment));
+        }
+        first_packet[count] = p;
+        count++;
+        p = q;
+    }
+    return count;
+}
 
 /* Protected packets [from, to) of the current batch as a list of bytes (handed back unsent). */
 static PyObject *
@@ -54,15 +114,15 @@ unsent_list(int from, int to, int *lengths)
 
 PyDoc_STRVAR(send_frame_doc,
 "send_frame(fd, sockaddr, session, protect, limit, history, history_size, chunks, head, rest, first_byte,\n"
-"           payload_type, sequence, timestamp, ssrc) -> None | tuple[list[bytes], int, int]\n"
+"           payload_type, sequence, timestamp, ssrc, gso) -> None | tuple[list[bytes], int, int, bool]\n"
 "\n"
 "Build, record, protect and send one frame's RTP packets (see media/_fastpath.pyi).");
 
 static PyObject *
 send_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 15) {
-        PyErr_SetString(PyExc_TypeError, "send_frame takes 15 arguments");
+    if (nargs != 16) {
+        PyErr_SetString(PyExc_TypeError, "send_frame takes 16 arguments");
         return NULL;
     }
     long fd_long = PyLong_AsLong(args[0]);
@@ -113,8 +173,10 @@ send_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     long sequence = PyLong_AsLong(args[12]);
     unsigned long timestamp = PyLong_AsUnsignedLongMask(args[13]);
     unsigned long ssrc = PyLong_AsUnsignedLongMask(args[14]);
-    if (PyErr_Occurred())
+    int gso = PyObject_IsTrue(args[15]);
+    if (gso < 0 || PyErr_Occurred())
         return NULL;
+    int refused = 0; /* the socket refused segmentation offload: sent without it, and the caller stops asking */
 
     Py_ssize_t count = PyList_GET_SIZE(chunks);
     Py_ssize_t last = count - 1;
@@ -178,31 +240,41 @@ send_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             lengths[batch] = length;
             vectors[batch].iov_base = slots[batch];
             vectors[batch].iov_len = (size_t)length;
-            memset(&messages[batch], 0, sizeof(messages[batch]));
-            messages[batch].msg_hdr.msg_name = (void *)to;
-            messages[batch].msg_hdr.msg_namelen = to_len;
-            messages[batch].msg_hdr.msg_iov = &vectors[batch];
-            messages[batch].msg_hdr.msg_iovlen = 1;
         }
-        int sent = 0;
-        while (sent < batch) {
-            int n = sendmmsg(fd, messages + sent, (unsigned int)(batch - sent), 0);
+        int message_count = build_messages(0, batch, lengths, gso, to, to_len);
+        int sent_messages = 0;
+        int sent = 0; /* packets of the batch sent */
+        while (sent_messages < message_count) {
+            int n = sendmmsg(fd, messages + sent_messages, (unsigned int)(message_count - sent_messages), 0);
             if (n < 0) {
                 if (errno == EINTR)
                     continue;
+                if (gso && messages[sent_messages].msg_hdr.msg_iovlen > 1
+                    && (errno == EIO || errno == EINVAL || errno == ENOPROTOOPT || errno == EOPNOTSUPP)) {
+                    /* No segmentation offload here (an old kernel, a device without checksum offload): the
+                     * same packets again, one datagram each. */
+                    gso = 0;
+                    refused = 1;
+                    message_count = build_messages(first_packet[sent_messages], batch, lengths, 0, to, to_len);
+                    sent_messages = 0;
+                    continue;
+                }
                 break; /* would block, or an error: Python's sendto decides (buffers, or error_received) */
             }
-            sent += n;
+            sent_messages += n;
         }
+        sent = sent_messages < message_count ? first_packet[sent_messages] : batch;
         if (sent < batch || stopped) {
             PyObject *unsent = unsent_list(sent, batch, lengths);
             if (unsent == NULL)
                 return NULL;
-            /* (protected but unsent packets, index of the first packet not protected, packets in all) */
-            return Py_BuildValue("(Nnn)", unsent, index + batch, count);
+            /* (protected but unsent packets, index of the first packet not protected, packets in all, refused) */
+            return Py_BuildValue("(NnnO)", unsent, index + batch, count, refused ? Py_True : Py_False);
         }
         index += batch;
     }
+    if (refused)
+        return Py_BuildValue("(NnnO)", PyList_New(0), count, count, Py_True);
     Py_RETURN_NONE;
 }
 

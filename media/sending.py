@@ -89,11 +89,37 @@ SEND_PATH_ENV = "COURTLINK_SEND_PATH"
 
 _native = _fastpath is not None and os.environ.get(SEND_PATH_ENV, "") != "python"
 
+GSO_ENV = "COURTLINK_UDP_GSO"
+"""Set to ``0`` to make the native loop send one datagram per packet instead of one per run of equal-size packets
+of a frame with UDP segmentation offload (the wire is the same; packet filters on the node's host see one packet
+per run with it)."""
+
+_gso = os.environ.get(GSO_ENV, "") != "0"
+
 
 def send_path() -> str:
     """``native`` if senders started from now on send each frame with one C call (``media/_fastpath.c``), else
     ``python`` (the module is not built, or ``COURTLINK_SEND_PATH=python``). The bytes sent are the same."""
     return "native" if _native else "python"
+
+
+def node_send_path(direct_send: bool) -> str:
+    """What a node with ``NodeSettings.direct_send`` so set sends through: :func:`send_path`, or ``aiortc``."""
+    return send_path() if direct_send else "aiortc"
+
+
+_announced = False
+
+
+def _announce() -> None:
+    """Log, once per process, which loop the first direct sender sends through (then every sender, until
+    :func:`use_native` changes it)."""
+    global _announced
+    if not _announced:
+        _announced = True
+        log.info(
+            "send_path_selected", send_path=send_path(), native_built=_fastpath is not None, udp_gso=_native and _gso
+        )
 
 
 def use_native(on: bool) -> None:
@@ -198,6 +224,9 @@ class FrameSender:
         self._native_socket: tuple[Any, int] | None = None  # the pair's asyncio transport and its socket's fd
         self._addr: Any = None  # the remote address _sockaddr was made for
         self._sockaddr: bytes | None = None
+        self.gso = False
+        """Whether the native loop hands the kernel a frame's equal-size packets as one UDP_SEGMENT send (until the
+        socket refuses it)."""
         self.frames_sent = 0
         self.packets_sent = 0
         self.native_frames = 0
@@ -253,6 +282,8 @@ class FrameSender:
             return False
         self._internals = internals
         self.native = _native
+        self.gso = _native and _gso
+        _announce()
         ext_map, mid = internals.extensions_map, internals.mid
         self._payload_type = int(codec.payloadType)
         self._clock_rate = int(codec.clockRate)
@@ -389,11 +420,15 @@ class FrameSender:
                 seq,
                 timestamp,
                 ssrc,
+                self.gso,
             )
             start = len(chunks)
             self.native_frames += 1
             if left is not None:
-                unsent, start, _ = left
+                unsent, start, _, refused = left
+                if refused:
+                    self.gso = False
+                    log.info("udp_gso_refused", kind=self._sender.kind)
                 for packet in unsent:
                     sendto(packet, addr)
         if start < len(chunks):

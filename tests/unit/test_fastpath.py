@@ -219,10 +219,10 @@ async def test_a_refused_send_and_an_unprotectable_packet_are_handed_back(
         v6 = _fastpath.sockaddr("::1", rx.addr[1])
         assert v6 is not None
         left = _fastpath.send_frame(
-            tx.fileno(), v6, context, protect, limit, history, 128, chunks, b"", b"", 0x80, 96, 7, 90, SSRC
+            tx.fileno(), v6, context, protect, limit, history, 128, chunks, b"", b"", 0x80, 96, 7, 90, SSRC, True
         )
         assert left is not None
-        unsent, start, count = left
+        unsent, start, count, _ = left
         assert (len(unsent), start, count) == (3, 3, 3)
         assert [decrypt.unprotect(p) for p in unsent] == [history[7], history[8], history[9]]
         assert history[9][1] == 0x80 | 96  # the marker on the last packet only
@@ -233,9 +233,9 @@ async def test_a_refused_send_and_an_unprotectable_packet_are_handed_back(
         history.clear()
         chunks = [os.urandom(100), os.urandom(limit), os.urandom(100)]
         left = _fastpath.send_frame(
-            tx.fileno(), v4, context, protect, limit, history, 128, chunks, b"", b"", 0x80, 96, 20, 90, SSRC
+            tx.fileno(), v4, context, protect, limit, history, 128, chunks, b"", b"", 0x80, 96, 20, 90, SSRC, True
         )
-        assert left == ([], 1, 3)
+        assert left == ([], 1, 3, False)
         assert sorted(history) == [20, 21]  # the unprotected one is recorded, as the Python loop would first
         assert [decrypt.unprotect(p) for p in rx.drain()] == [history[20]]
     finally:
@@ -296,3 +296,28 @@ async def test_a_paced_slot_sends_through_the_python_pacer(
         assert len(rx.drain()) < 16
     finally:
         fs.close("test")
+
+
+@needs_native
+async def test_a_socket_that_refuses_segmentation_offload_gets_one_datagram_per_packet(
+    native_on: None, receivers: tuple[_Receiver, _Receiver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the kernel refuses UDP segmentation offload (here: a socket without UDP checksums), the native loop
+    sends the same datagrams one by one, and stops asking for it on that sender."""
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.25)
+    native_rx, python_rx = receivers
+    native = await _sender(True, native_rx, "video/VP8", 90_000, 96)
+    python = await _sender(False, python_rx, "video/VP8", 90_000, 96)
+    for fs in (native, python):
+        fs._sequence, fs._timestamp_origin, fs._picture_id = 100, 0, 0
+    assert native.gso
+    _, protocol, _ = native._internals.link()  # type: ignore[union-attr]
+    protocol.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, 11, 1)  # SO_NO_CHECK: GSO -> EINVAL
+    for n in range(3):
+        data = os.urandom(6000)
+        frame = TappedFrame(data, 1)
+        native._send(data, n * 3000, 90_000, frame)
+        python._send(data, n * 3000, 90_000, frame)
+        assert native_rx.drain() == python_rx.drain()
+        assert not native.gso
+    assert native.native_frames == 3
