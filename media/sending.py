@@ -103,6 +103,13 @@ def send_path() -> str:
     return "native" if _native else "python"
 
 
+def use_gso(on: bool) -> None:
+    """Whether native senders started from now on use UDP segmentation offload (tests and the bench; see
+    :data:`GSO_ENV`)."""
+    global _gso
+    _gso = on
+
+
 def node_send_path(direct_send: bool) -> str:
     """What a node with ``NodeSettings.direct_send`` so set sends through: :func:`send_path`, or ``aiortc``."""
     return send_path() if direct_send else "aiortc"
@@ -351,7 +358,7 @@ class FrameSender:
         if protocol is not self._protocol:
             self._protocol, self._sendto_fn = protocol, self._sendto(protocol)
             self._native_socket = datagram_socket(protocol) if self.native else None
-        if addr is not self._addr:
+        if addr != self._addr:  # (aioice makes a new tuple per read)
             self._addr = addr
             self._sockaddr = native_sockaddr(addr) if self.native else None
         srtp, sendto = self._protect, self._sendto_fn
