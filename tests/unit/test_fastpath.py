@@ -255,7 +255,9 @@ def test_the_native_loop_is_built_where_a_c_compiler_is() -> None:
         text=True,
         check=True,
     )
-    assert out.stdout.strip() == "native"
+    assert out.stdout.strip() == "native", (
+        "media/_fastpath.c is not built in this checkout: `pip install -e .` builds it (see its warning if it failed)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -321,3 +323,21 @@ async def test_a_socket_that_refuses_segmentation_offload_gets_one_datagram_per_
         assert native_rx.drain() == python_rx.drain()
         assert not native.gso
     assert native.native_frames == 3
+
+
+def test_a_node_reports_its_send_path(native_on: None) -> None:
+    """The heartbeat's send_path names the loop a node's senders use: native or python on the direct path, aiortc
+    with direct_send off; a record from a node that does not say reads as empty."""
+    from media.sending import node_send_path
+    from protocol.cluster import NodeRecord
+
+    use_native(False)
+    assert node_send_path(True) == "python"
+    assert node_send_path(False) == "aiortc"
+    if _fastpath is not None:
+        use_native(True)
+        assert node_send_path(True) == "native"
+    record = NodeRecord(id="n1", capacity_peers=10, started_at=1.0, heartbeat_at=2.0)
+    assert record.send_path == ""
+    sent = record.model_copy(update={"send_path": "native"}).model_dump_json()
+    assert NodeRecord.model_validate_json(sent).send_path == "native"
