@@ -13,9 +13,15 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-# Every dependency ships manylinux wheels (aiortc, av with its own FFmpeg, cryptography, numpy): no compiler,
-# no apt packages. Only what the package needs is copied (.dockerignore keeps tests, bench and .git out).
-COPY pyproject.toml README.md ./
+# Every dependency ships manylinux wheels (aiortc, av with its own FFmpeg, cryptography, numpy). gcc, in this
+# build stage only, compiles the media node's C send loop (media/_fastpath.c, setup.py; without it the node
+# sends through its Python loop). Only what the package needs is copied (.dockerignore keeps tests, bench and
+# .git out).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+COPY pyproject.toml README.md setup.py ./
 COPY rooms/ rooms/
 COPY protocol/ protocol/
 COPY signaling/ signaling/
@@ -26,7 +32,7 @@ COPY courtlink/ courtlink/
 # into a venv that is copied whole into the runtime stage.
 RUN python -m venv /opt/courtlink \
     && /opt/courtlink/bin/pip install . \
-    && /opt/courtlink/bin/python -c "import courtlink.cli, media, recorder, signaling"
+    && /opt/courtlink/bin/python -c "import courtlink.cli, media, recorder, signaling, media._fastpath"
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="courtlink" \

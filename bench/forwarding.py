@@ -20,6 +20,12 @@ waited behind the other subscribers' packets in this one harness process.
 
 ``--stock-counts`` runs the same node with ``NodeSettings.direct_send=False``
 (aiortc's own per-sender RTP loop), alternating with the default at each N.
+``--python-counts`` runs the direct send path through its Python loop
+(``media.sending.use_native(False)``) instead of the C one
+(``media/_fastpath.c``), alternating likewise: the native/Python A/B;
+``--nogso-counts`` the C loop without UDP segmentation offload
+(``media.sending.use_gso(False)``). The send path the default mode used is
+printed with the results.
 
 ``--janus-counts`` adds the production C SFU as the baseline: Janus 1.1.2's
 VideoRoom from Debian (``apt-get install -y janus``; the bench installs
@@ -73,6 +79,7 @@ from bench.janus import ROOM as JANUS_ROOM
 from bench.janus import JanusMissing, JanusServer, JanusSession, janus_binary
 from media.ice import restrict_host_candidates, rtc_configuration
 from media.node import InProcessNode
+from media.sending import send_path, use_gso, use_native
 from media.settings import NodeSettings
 from protocol.node import (
     NODE_COMMAND,
@@ -124,7 +131,8 @@ class SfuServer:
             import pstats
 
             if request["on"]:
-                self.profiler = cProfile.Profile()
+                # CPU time, not wall time: a system call that wakes a subscriber may lose the CPU to it.
+                self.profiler = cProfile.Profile(time.process_time)
                 self.profiler.enable()
             else:
                 self.profiler.disable()
@@ -134,7 +142,9 @@ class SfuServer:
             return {}
         if op == "configure":
             self.direct_send = bool(request["direct_send"])
-            return {}
+            use_native(bool(request.get("native", True)))
+            use_gso(bool(request.get("gso", True)))
+            return {"send_path": send_path()}
         if op == "cpu":
             return {"cpu": time.process_time(), "wall": time.monotonic()}
         if op == "stats":
@@ -335,6 +345,8 @@ class Harness:
         self.counted: weakref.WeakSet[Any] = weakref.WeakSet()
         self.stamped: weakref.WeakSet[Any] = weakref.WeakSet()
         self.janus: dict[str, JanusServer] = {}
+        self.send_paths: dict[str, str] = {}
+        """The send path (native or python, media.sending.send_path) each passthrough mode ran with."""
         self.janus_session: JanusSession | None = None
         self.janus_feed = 0
         self.keyframe_requests = 0
@@ -593,7 +605,13 @@ class Row:
 async def measure(harness: Harness, mode: str, n: int, seconds: float, warmup: float) -> tuple[float, Row]:
     node = mode.startswith("passthrough")
     if node:
-        await harness.request("configure", direct_send=mode == "passthrough")
+        configured = await harness.request(
+            "configure",
+            direct_send=mode != "passthrough-stock",
+            native=mode != "passthrough-python",
+            gso=mode != "passthrough-nogso",
+        )
+        harness.send_paths[mode] = configured.get("send_path", "?")
     await harness.publish(mode)
     for i in range(n):
         await harness.subscribe(f"s{i}", mode)
@@ -633,6 +651,8 @@ async def measure(harness: Harness, mode: str, n: int, seconds: float, warmup: f
 async def run_bench(
     counts: list[int],
     stock_counts: list[int],
+    python_counts: list[int],
+    nogso_counts: list[int],
     relay_counts: list[int],
     janus_counts: list[int],
     seconds: float,
@@ -653,6 +673,8 @@ async def run_bench(
         ("passthrough", counts),
         ("janus", janus_counts),
         ("janus-el2", janus_counts),
+        ("passthrough-python", python_counts),
+        ("passthrough-nogso", nogso_counts),
         ("passthrough-stock", stock_counts),
         ("relay", relay_counts),
     ]
@@ -735,10 +757,21 @@ async def run_bench(
                 f"MediaRelay {first.per_sub:.4f} (N=0->{first.subscribers}): {first.per_sub / slope:.0f}x"
             )
         if mode == "passthrough":
+            py = {r.subscribers: r for r in rows if r.mode == "passthrough-python"}
+            ng = {r.subscribers: r for r in rows if r.mode == "passthrough-nogso"}
+            for other, label in ((py, "Python send loop"), (ng, "C send loop without UDP GSO")):
+                for n in sorted(set(pt) & set(other)):
+                    ratio = other[n].per_sub / pt[n].per_sub if pt[n].per_sub > 0 else math.inf
+                    print(
+                        f"N={n}: {label} / {harness.send_paths.get('passthrough', '?')} send loop CPU per "
+                        f"subscriber {ratio:.2f}x ({other[n].per_sub:.4f} vs {pt[n].per_sub:.4f} CPU-s/s, "
+                        f"{other[n].per_packet_us:.1f} vs {pt[n].per_packet_us:.1f} µs per packet)"
+                    )
             for n in sorted(set(pt) & set(st)):
                 ratio = st[n].per_sub / pt[n].per_sub if pt[n].per_sub > 0 else math.inf
                 print(f"N={n}: stock sender loop / direct send CPU per subscriber {ratio:.1f}x")
     print_janus_ratios(rows, bases)
+    print("send path per mode: " + ", ".join(f"{m} {p}" for m, p in harness.send_paths.items()))
     print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     print(f"total bench time {time.monotonic() - t0:.0f} s")
 
@@ -826,6 +859,20 @@ def main() -> None:
         help="passthrough through aiortc's stock sender loop (NodeSettings.direct_send=False), for comparison",
     )
     parser.add_argument(
+        "--python-counts",
+        type=int,
+        nargs="*",
+        default=[],
+        help="passthrough through the send path's Python loop instead of the C one (media/_fastpath.c), for A/B",
+    )
+    parser.add_argument(
+        "--nogso-counts",
+        type=int,
+        nargs="*",
+        default=[],
+        help="passthrough through the C send loop without UDP segmentation offload (one datagram per packet), for A/B",
+    )
+    parser.add_argument(
         "--relay-counts",
         type=int,
         nargs="*",
@@ -865,6 +912,8 @@ def main() -> None:
         run_bench(
             args.counts,
             args.stock_counts,
+            args.python_counts,
+            args.nogso_counts,
             args.relay_counts,
             args.janus_counts,
             args.seconds,

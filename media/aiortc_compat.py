@@ -633,3 +633,18 @@ def self_check() -> None:
         raise _mismatch("aiortc.rtcdtlstransport.State.CONNECTED")
     if not isinstance(CODECS, dict) or not {"audio", "video"} <= set(CODECS):
         raise _mismatch("aiortc.codecs.CODECS")
+
+
+def datagram_socket(protocol: Any) -> tuple[Any, int] | None:
+    """The asyncio datagram transport and socket descriptor aioice's ``send_data`` writes to for this pair, or None
+    where it writes elsewhere (a relayed pair's TURN transport, another protocol): the native send path
+    (``media._fastpath``) then does not apply. Written to only while the transport has nothing buffered."""
+    if getattr(type(protocol), "send_data", None) is not StunProtocol.send_data:
+        return None
+    transport = protocol.transport
+    sock = transport.get_extra_info("socket")
+    # asyncio's selector datagram transport (which subclasses no DatagramTransport in Python 3.11): it writes to
+    # this socket and tells whether it holds anything back.
+    if sock is None or sock.type != socket.SOCK_DGRAM or not isinstance(transport, asyncio.WriteTransport):
+        return None
+    return transport, int(sock.fileno())

@@ -46,6 +46,7 @@ import asyncio
 import collections
 import contextlib
 import fractions
+import os
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -60,6 +61,7 @@ from media.aiortc_compat import (
     HeaderExtensions,
     RtpPacket,
     SenderInternals,
+    datagram_socket,
     direct_sendto,
     get_encoder,
     random16,
@@ -75,7 +77,63 @@ from media.passthrough import NTP_UNIX_OFFSET
 if TYPE_CHECKING:
     from media.passthrough import TappedFrame
 
+try:
+    from media import _fastpath
+except ImportError:  # not built (no C compiler where it was installed): the Python loop sends
+    _fastpath = None  # type: ignore[assignment]
+
 log = structlog.get_logger(__name__)
+
+SEND_PATH_ENV = "COURTLINK_SEND_PATH"
+"""Set to ``python`` to make the node send through the Python loop even where the native one is built (A/B)."""
+
+_native = _fastpath is not None and os.environ.get(SEND_PATH_ENV, "") != "python"
+
+GSO_ENV = "COURTLINK_UDP_GSO"
+"""Set to ``0`` to make the native loop send one datagram per packet instead of one per run of equal-size packets
+of a frame with UDP segmentation offload (the wire is the same; packet filters on the node's host see one packet
+per run with it)."""
+
+_gso = os.environ.get(GSO_ENV, "") != "0"
+
+
+def send_path() -> str:
+    """``native`` if senders started from now on send each frame with one C call (``media/_fastpath.c``), else
+    ``python`` (the module is not built, or ``COURTLINK_SEND_PATH=python``). The bytes sent are the same."""
+    return "native" if _native else "python"
+
+
+def use_gso(on: bool) -> None:
+    """Whether native senders started from now on use UDP segmentation offload (tests and the bench; see
+    :data:`GSO_ENV`)."""
+    global _gso
+    _gso = on
+
+
+def node_send_path(direct_send: bool) -> str:
+    """What a node with ``NodeSettings.direct_send`` so set sends through: :func:`send_path`, or ``aiortc``."""
+    return send_path() if direct_send else "aiortc"
+
+
+_announced = False
+
+
+def _announce() -> None:
+    """Log, once per process, which loop the first direct sender sends through (then every sender, until
+    :func:`use_native` changes it)."""
+    global _announced
+    if not _announced:
+        _announced = True
+        log.info(
+            "send_path_selected", send_path=send_path(), native_built=_fastpath is not None, udp_gso=_native and _gso
+        )
+
+
+def use_native(on: bool) -> None:
+    """Choose the send path of senders started from now on (``on`` needs the native module; tests and the bench)."""
+    global _native
+    _native = on and _fastpath is not None
+
 
 VP8_PACKET_MAX = 1300
 """aiortc's VP8 payload size limit (``codecs/vpx.py`` ``PACKET_MAX``), descriptor included."""
@@ -167,8 +225,19 @@ class FrameSender:
         self._sendto_fn: Callable[[bytes, Any], None] | None = None
         self._srtp_session: Any = None  # the SRTP session _protect was made for
         self._protect: Callable[[bytes], bytes] | None = None
+        self.native = False
+        """Whether this sender sends through ``media._fastpath`` (decided when it starts; see :func:`send_path`)."""
+        self._native_srtp: tuple[int, int, int] | None = None  # libsrtp session, srtp_protect, longest packet
+        self._native_socket: tuple[Any, int] | None = None  # the pair's asyncio transport and its socket's fd
+        self._addr: Any = None  # the remote address _sockaddr was made for
+        self._sockaddr: bytes | None = None
+        self.gso = False
+        """Whether the native loop hands the kernel a frame's equal-size packets as one UDP_SEGMENT send (until the
+        socket refuses it)."""
         self.frames_sent = 0
         self.packets_sent = 0
+        self.native_frames = 0
+        """Frames whose packets the native loop sent (all or some of them; ``media._fastpath``)."""
         self.budget: NackBudget | None = None
         """The subscriber's resend budget (bandwidth adaptation); None: every NACK is answered, as aiortc does."""
         self.on_unrepairable: Callable[[], None] | None = None
@@ -219,6 +288,9 @@ class FrameSender:
         except AttributeError:
             return False
         self._internals = internals
+        self.native = _native
+        self.gso = _native and _gso
+        _announce()
         ext_map, mid = internals.extensions_map, internals.mid
         self._payload_type = int(codec.payloadType)
         self._clock_rate = int(codec.clockRate)
@@ -282,8 +354,13 @@ class FrameSender:
         session = getattr(protect, "__self__", protect)
         if session is not self._srtp_session:
             self._srtp_session, self._protect = session, srtp_protector(protect)
+            self._native_srtp = native_srtp(protect) if self.native else None
         if protocol is not self._protocol:
             self._protocol, self._sendto_fn = protocol, self._sendto(protocol)
+            self._native_socket = datagram_socket(protocol) if self.native else None
+        if addr != self._addr:  # (aioice makes a new tuple per read)
+            self._addr = addr
+            self._sockaddr = native_sockaddr(addr) if self.native else None
         srtp, sendto = self._protect, self._sendto_fn
         assert srtp is not None
         assert sendto is not None
@@ -317,19 +394,84 @@ class FrameSender:
             head = rest = ext
             octets = sum(map(len, chunks))
 
-        history = self._history
         seq = self._sequence
         ssrc = internals.ssrc
         pt = self._payload_type
-        pack = _RTP_HEADER.pack
-        last = len(chunks) - 1
-        prefix = head
         pace: int | None = getattr(self._source, "pace_bps", None)  # (tests drive a FrameSender without a source)
         paced = pace is not None or bool(self._paced)
+        start = 0
+        srtp_ctx, native_socket, sockaddr = self._native_srtp, self._native_socket, self._sockaddr
+        if (
+            not paced
+            and srtp_ctx is not None
+            and native_socket is not None
+            and sockaddr is not None
+            and not native_socket[0].get_write_buffer_size()
+            and not native_socket[0].is_closing()
+        ):
+            # One C call builds, records, protects and sends the frame's packets (media/_fastpath.c). What it
+            # hands back (a send that would block or failed, a packet it cannot protect) goes on as below.
+            left = _fastpath.send_frame(
+                native_socket[1],
+                sockaddr,
+                srtp_ctx[0],
+                srtp_ctx[1],
+                srtp_ctx[2],
+                self._history,
+                RTP_HISTORY_SIZE,
+                chunks,
+                head,
+                rest,
+                first_byte,
+                pt,
+                seq,
+                timestamp,
+                ssrc,
+                self.gso,
+            )
+            start = len(chunks)
+            self.native_frames += 1
+            if left is not None:
+                unsent, start, _, refused = left
+                if refused:
+                    self.gso = False
+                    log.info("udp_gso_refused", kind=self._sender.kind)
+                for packet in unsent:
+                    sendto(packet, addr)
+        if start < len(chunks):
+            self._send_packets(chunks, start, head, rest, first_byte, seq, timestamp, ssrc, pace, paced, addr)
+        self._sequence = (seq + len(chunks)) & 0xFFFF
+        self.frames_sent += 1
+        self.packets_sent += len(chunks)
+        internals.record_sent(ntp, timestamp, octets, len(chunks))  # what aiortc's sender reports carry
+
+    def _send_packets(
+        self,
+        chunks: list[bytes],
+        start: int,
+        head: bytes,
+        rest: bytes,
+        first_byte: int,
+        seq: int,
+        timestamp: int,
+        ssrc: int,
+        pace: int | None,
+        paced: bool,
+        addr: Any,
+    ) -> None:
+        """The Python send loop: packets ``start`` on of a frame whose first packet has sequence number ``seq``."""
+        srtp, sendto = self._protect, self._sendto_fn
+        assert srtp is not None
+        assert sendto is not None
+        history = self._history
+        pt = self._payload_type
+        pack = _RTP_HEADER.pack
+        last = len(chunks) - 1
         now = time.monotonic() if paced else 0.0
-        for i, chunk in enumerate(chunks):
-            raw = pack(first_byte, (0x80 | pt) if i == last else pt, seq, timestamp, ssrc) + prefix + chunk
-            prefix = rest
+        seq = (seq + start) & 0xFFFF
+        for i in range(start, len(chunks)):
+            prefix = rest if i else head
+            raw = pack(first_byte, (0x80 | pt) if i == last else pt, seq, timestamp, ssrc) + prefix + chunks[i]
             history[seq % RTP_HISTORY_SIZE] = raw
             if paced:
                 self._paced.append((raw, now))
@@ -344,10 +486,6 @@ class FrameSender:
             else:
                 self._pacer.rate_bps = pace
             self._drain()
-        self._sequence = seq
-        self.frames_sent += 1
-        self.packets_sent += len(chunks)
-        internals.record_sent(ntp, timestamp, octets, len(chunks))  # what aiortc's sender reports carry
 
     def _drain(self) -> None:
         """Send what the pacer lets go now; come back when the next packet may leave."""
@@ -518,6 +656,35 @@ def srtp_protector(protect: Callable[[bytes], bytes]) -> Callable[[bytes], bytes
         return out
 
     return fast_protect
+
+
+def native_srtp(protect: Callable[[bytes], bytes]) -> tuple[int, int, int] | None:
+    """For ``media._fastpath``: the libsrtp session behind pylibsrtp's ``Session.protect``, the address of
+    libsrtp's ``srtp_protect`` and the longest packet the session's buffer protects (what pylibsrtp refuses as too
+    long); None for anything else (the Python loop then sends). The caller keeps the session alive."""
+    session = getattr(protect, "__self__", None)
+    try:
+        from pylibsrtp import Session
+        from pylibsrtp._binding import ffi, lib
+
+        if not isinstance(session, Session):
+            return None
+        srtp, cdata = session._srtp, session._cdata
+        function = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
+        context = int(ffi.cast("uintptr_t", srtp[0]))
+    except (ImportError, AttributeError, TypeError):
+        return None
+    return context, function, len(cdata) - _SRTP_MAX_TRAILER
+
+
+def native_sockaddr(addr: Any) -> bytes | None:
+    """For ``media._fastpath``: the C ``struct sockaddr`` of a remote ``(host, port)``, None if it has none."""
+    if _fastpath is None or not isinstance(addr, tuple) or len(addr) < 2:
+        return None
+    host, port = addr[0], addr[1]
+    if not isinstance(host, str) or not isinstance(port, int) or (len(addr) > 2 and any(addr[2:])):
+        return None  # an IPv6 flow label or scope is not carried over
+    return _fastpath.sockaddr(host, port)
 
 
 def _extension_block(ext_map: Any, mid: str | None, abs_send_time: int) -> bytes:

@@ -28,6 +28,7 @@ import structlog
 from pydantic import ValidationError
 
 from media.node import InProcessNode
+from media.sending import node_send_path
 from protocol.cluster import (
     HEARTBEAT_SECONDS,
     NODE_TTL_SECONDS,
@@ -153,7 +154,13 @@ class NodeService:
             node_record_key(self.node_id), self.record().model_dump_json().encode(), ttl=NODE_TTL_SECONDS
         )
         self._beats = asyncio.get_running_loop().create_task(self._heartbeats())
-        log.info("node_service_started", node_id=self.node_id, region=self.region, frame_address=self.frame_address)
+        log.info(
+            "node_service_started",
+            node_id=self.node_id,
+            region=self.region,
+            frame_address=self.frame_address,
+            send_path=node_send_path(self.node.settings.direct_send),
+        )
 
     async def _take_id(self) -> None:
         key = node_lease_key(self.node_id)
@@ -244,6 +251,7 @@ class NodeService:
             started_at=self.started_at,
             heartbeat_at=time.time(),
             version=self._version,
+            send_path=node_send_path(self.node.settings.direct_send),
         )
 
     async def _heartbeats(self) -> None:

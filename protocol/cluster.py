@@ -95,6 +95,12 @@ class NodeRecord(Frozen):
     started_at: float = Field(description="Unix time the node started (a restart is a new node life).")
     heartbeat_at: float = Field(description="Unix time of this heartbeat.")
     version: str = Field(default="", description="courtlink version the node runs.")
+    send_path: str = Field(
+        default="",
+        max_length=32,
+        description="How the node sends forwarded RTP: native (one C call per frame and subscriber), python, or "
+        "aiortc (its stock sender loop); empty from a node that does not say.",
+    )
 
 
 class Placement(Frozen):

@@ -63,6 +63,7 @@ class NodeInfo(Frozen):
     heartbeat_age_seconds: float = Field(default=0.0, ge=0, description="Seconds since the node's last heartbeat.")
     started_at: float | None = Field(default=None, description="Unix time the node (this life of it) started.")
     version: str = Field(default="", description="courtlink version the node runs.")
+    send_path: str = Field(default="", description="How the node sends forwarded RTP: native, python or aiortc.")
 
 
 class RecordingDirectory(Protocol):

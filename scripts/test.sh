@@ -17,6 +17,10 @@ command -v caddy >/dev/null 2>&1 || need+=(caddy)  # deploy/Caddyfile is adapted
 command -v curl >/dev/null 2>&1 || need+=(curl)  # the README's curl example is run as a test
 command -v openssl >/dev/null 2>&1 || need+=(openssl)  # the topology test makes a throw-away certificate for Caddy (tests/e2e/test_topology.py)
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
+# The media node's C send loop (media/_fastpath.c, an optional extension that pip builds): a C compiler and
+# Python's headers; tests/unit/test_fastpath.py expects it built wherever a compiler is.
+command -v gcc >/dev/null 2>&1 || command -v cc >/dev/null 2>&1 || need+=(gcc)
+"${PYTHON:-python3}" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null || need+=(python3-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

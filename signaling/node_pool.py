@@ -311,6 +311,7 @@ class NodePool:
             heartbeat_age_seconds=round(max(self._clock() - r.heartbeat_at, 0.0), 3),
             started_at=r.started_at,
             version=r.version,
+            send_path=r.send_path,
         )
 
     async def placement(self, hearing_id: str) -> Placement | None:

@@ -1,0 +1,334 @@
+/* The media node's per-packet send loop in C: one call per frame and subscriber (media/sending.py).
+ *
+ * send_frame() does, for every packet of one forwarded frame to one subscriber, what the Python loop in
+ * FrameSender._send does: the 12-byte RTP header (first byte, payload type with the marker on the last packet,
+ * sequence number, timestamp, SSRC), the per-subscriber prefix (header extensions and VP8 payload descriptor),
+ * the shared payload chunk; the packet goes into the sender's RTP history (what NACKs are answered from), is
+ * protected with libsrtp's srtp_protect (reached through pylibsrtp's own session and function pointer: the
+ * same library, the same session state), and the frame's packets leave with one sendmmsg() on the ICE pair's
+ * UDP socket.
+ *
+ * Nothing here keeps state between calls: sequence numbers, counters and the history live in Python.
+ * Whatever this cannot do (a packet too long for the session's buffer, an SRTP error, a send that would
+ * block or fails) is handed back to the Python caller, which then does exactly what its own loop does.
+ * Called with the GIL held, never released: the static buffers below are used by one call at a time.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103 /* Linux 4.18: UDP generic segmentation offload */
+#endif
+
+#define MAX_BATCH 64        /* packets per sendmmsg (a larger frame goes in several) */
+#define SLOT_SIZE 2048      /* bytes per protected packet: >= pylibsrtp's 1500-byte session buffer */
+#define SRTP_MAX_TRAILER 144 /* libsrtp's SRTP_MAX_TRAILER_LEN */
+#define GSO_MAX_SEGMENTS 64  /* the kernel's UDP_MAX_SEGMENTS (older kernels) */
+#define GSO_MAX_BYTES 65000  /* what one UDP datagram (before segmentation) may carry, with room to spare */
+
+typedef int (*srtp_protect_fn)(void *ctx, void *rtp_hdr, int *len_ptr);
+
+static unsigned char slots[MAX_BATCH][SLOT_SIZE];
+static struct mmsghdr messages[MAX_BATCH];
+static struct iovec vectors[MAX_BATCH];
+static int first_packet[MAX_BATCH]; /* the batch's first packet in each message */
+static union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+} controls[MAX_BATCH];
+
+/* Messages for packets [from, batch): one per packet, or with gso one per run of equal-size packets (the last of
+ * a run may be shorter), which the kernel splits into those same datagrams (UDP_SEGMENT). Returns how many. */
+static int
+build_messages(int from, int batch, const int *lengths, int gso, const struct sockaddr *to, socklen_t to_len)
+{
+    int count = 0;
+    int p = from;
+    while (p < batch) {
+        int q = p + 1;
+        int size = lengths[p];
+        long total = size;
+        if (gso) {
+            while (q < batch && q - p < GSO_MAX_SEGMENTS && total + lengths[q] <= GSO_MAX_BYTES
+                   && lengths[q] <= size) {
+                total += lengths[q];
+                q++;
+                if (lengths[q - 1] < size)
+                    break; /* a shorter packet ends the run */
+            }
+        }
+        struct msghdr *h = &messages[count].msg_hdr;
+        memset(&messages[count], 0, sizeof(messages[count]));
+        h->msg_name = (void *)to;
+        h->msg_namelen = to_len;
+        h->msg_iov = &vectors[p];
+        h->msg_iovlen = (size_t)(q - p);
+        if (q - p > 1) {
+            memset(&controls[count], 0, sizeof(controls[count]));
+            h->msg_control = controls[count].buf;
+            h->msg_controllen = sizeof(controls[count].buf);
+            struct cmsghdr *c = CMSG_FIRSTHDR(h);
+            c->cmsg_level = SOL_UDP;
+            c->cmsg_type = UDP_SEGMENT;
+            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+            uint16_t segment = (uint16_t)size;
+            memcpy(CMSG_DATA(c), &segment, sizeof(segment));
+        }
+        first_packet[count] = p;
+        count++;
+        p = q;
+    }
+    return count;
+}
+
+/* Protected packets [from, to) of the current batch as a list of bytes (handed back unsent). */
+static PyObject *
+unsent_list(int from, int to, int *lengths)
+{
+    PyObject *list = PyList_New(0);
+    if (list == NULL)
+        return NULL;
+    for (int i = from; i < to; i++) {
+        PyObject *b = PyBytes_FromStringAndSize((const char *)slots[i], lengths[i]);
+        if (b == NULL || PyList_Append(list, b) < 0) {
+            Py_XDECREF(b);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(b);
+    }
+    return list;
+}
+
+PyDoc_STRVAR(send_frame_doc,
+"send_frame(fd, sockaddr, session, protect, limit, history, history_size, chunks, head, rest, first_byte,\n"
+"           payload_type, sequence, timestamp, ssrc, gso) -> None | tuple[list[bytes], int, int, bool]\n"
+"\n"
+"Build, record, protect and send one frame's RTP packets (see media/_fastpath.pyi).");
+
+static PyObject *
+send_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 16) {
+        PyErr_SetString(PyExc_TypeError, "send_frame takes 16 arguments");
+        return NULL;
+    }
+    long fd_long = PyLong_AsLong(args[0]);
+    if (fd_long == -1 && PyErr_Occurred())
+        return NULL;
+    if (fd_long < 0 || fd_long > 0x7FFFFFFF) {
+        PyErr_SetString(PyExc_ValueError, "fd out of range");
+        return NULL;
+    }
+    int fd = (int)fd_long;
+    PyObject *sockaddr = args[1];
+    if (!PyBytes_Check(sockaddr) || PyBytes_GET_SIZE(sockaddr) > (Py_ssize_t)sizeof(struct sockaddr_storage)) {
+        PyErr_SetString(PyExc_TypeError, "sockaddr must be bytes of a struct sockaddr");
+        return NULL;
+    }
+    void *session = PyLong_AsVoidPtr(args[2]);
+    if (session == NULL && PyErr_Occurred())
+        return NULL;
+    srtp_protect_fn protect = (srtp_protect_fn)PyLong_AsVoidPtr(args[3]);
+    if (protect == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "protect must be a function address");
+        return NULL;
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(args[4]);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    if (limit > SLOT_SIZE - SRTP_MAX_TRAILER)
+        limit = SLOT_SIZE - SRTP_MAX_TRAILER;
+    PyObject *history = args[5];
+    if (!PyDict_Check(history)) {
+        PyErr_SetString(PyExc_TypeError, "history must be a dict");
+        return NULL;
+    }
+    long history_size = PyLong_AsLong(args[6]);
+    if (history_size <= 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "history_size must be positive");
+        return NULL;
+    }
+    PyObject *chunks = args[7], *head = args[8], *rest = args[9];
+    if (!PyList_Check(chunks) || !PyBytes_Check(head) || !PyBytes_Check(rest)) {
+        PyErr_SetString(PyExc_TypeError, "chunks must be a list, head and rest bytes");
+        return NULL;
+    }
+    long first_byte = PyLong_AsLong(args[10]);
+    long payload_type = PyLong_AsLong(args[11]);
+    long sequence = PyLong_AsLong(args[12]);
+    unsigned long timestamp = PyLong_AsUnsignedLongMask(args[13]);
+    unsigned long ssrc = PyLong_AsUnsignedLongMask(args[14]);
+    int gso = PyObject_IsTrue(args[15]);
+    if (gso < 0 || PyErr_Occurred())
+        return NULL;
+    int refused = 0; /* the socket refused segmentation offload: sent without it, and the caller stops asking */
+
+    Py_ssize_t count = PyList_GET_SIZE(chunks);
+    Py_ssize_t last = count - 1;
+    const struct sockaddr *to = (const struct sockaddr *)PyBytes_AS_STRING(sockaddr);
+    socklen_t to_len = (socklen_t)PyBytes_GET_SIZE(sockaddr);
+    int lengths[MAX_BATCH];
+    unsigned char header[12];
+    header[0] = (unsigned char)first_byte;
+    header[8] = (unsigned char)(ssrc >> 24);
+    header[9] = (unsigned char)(ssrc >> 16);
+    header[10] = (unsigned char)(ssrc >> 8);
+    header[11] = (unsigned char)ssrc;
+    header[4] = (unsigned char)(timestamp >> 24);
+    header[5] = (unsigned char)(timestamp >> 16);
+    header[6] = (unsigned char)(timestamp >> 8);
+    header[7] = (unsigned char)timestamp;
+
+    Py_ssize_t index = 0;
+    while (index < count) {
+        int batch = 0;
+        int stopped = 0; /* a packet this cannot protect: Python takes over from it */
+        for (; batch < MAX_BATCH && index + batch < count; batch++) {
+            Py_ssize_t i = index + batch;
+            PyObject *chunk = PyList_GET_ITEM(chunks, i);
+            if (!PyBytes_Check(chunk)) {
+                PyErr_SetString(PyExc_TypeError, "chunks must be bytes");
+                return NULL;
+            }
+            PyObject *prefix = i == 0 ? head : rest;
+            Py_ssize_t prefix_len = PyBytes_GET_SIZE(prefix), chunk_len = PyBytes_GET_SIZE(chunk);
+            Py_ssize_t size = 12 + prefix_len + chunk_len;
+            long seq = (sequence + i) & 0xFFFF;
+            header[1] = (unsigned char)(i == last ? (0x80 | payload_type) : payload_type);
+            header[2] = (unsigned char)(seq >> 8);
+            header[3] = (unsigned char)seq;
+            PyObject *raw = PyBytes_FromStringAndSize(NULL, size);
+            if (raw == NULL)
+                return NULL;
+            char *out = PyBytes_AS_STRING(raw);
+            memcpy(out, header, 12);
+            memcpy(out + 12, PyBytes_AS_STRING(prefix), prefix_len);
+            memcpy(out + 12 + prefix_len, PyBytes_AS_STRING(chunk), chunk_len);
+            PyObject *key = PyLong_FromLong(seq % history_size);
+            if (key == NULL || PyDict_SetItem(history, key, raw) < 0) {
+                Py_XDECREF(key);
+                Py_DECREF(raw);
+                return NULL;
+            }
+            Py_DECREF(key);
+            Py_DECREF(raw);
+            if (size > limit) {
+                stopped = 1;
+                break;
+            }
+            memcpy(slots[batch], out, size);
+            int length = (int)size;
+            if (protect(session, slots[batch], &length) != 0) {
+                stopped = 1;
+                break;
+            }
+            lengths[batch] = length;
+            vectors[batch].iov_base = slots[batch];
+            vectors[batch].iov_len = (size_t)length;
+        }
+        int message_count = build_messages(0, batch, lengths, gso, to, to_len);
+        int sent_messages = 0;
+        int sent = 0; /* packets of the batch sent */
+        while (sent_messages < message_count) {
+            int n = sendmmsg(fd, messages + sent_messages, (unsigned int)(message_count - sent_messages), 0);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                if (gso && messages[sent_messages].msg_hdr.msg_iovlen > 1
+                    && (errno == EIO || errno == EINVAL || errno == ENOPROTOOPT || errno == EOPNOTSUPP)) {
+                    /* No segmentation offload here (an old kernel, a device without checksum offload): the
+                     * same packets again, one datagram each. */
+                    gso = 0;
+                    refused = 1;
+                    message_count = build_messages(first_packet[sent_messages], batch, lengths, 0, to, to_len);
+                    sent_messages = 0;
+                    continue;
+                }
+                break; /* would block, or an error: Python's sendto decides (buffers, or error_received) */
+            }
+            sent_messages += n;
+        }
+        sent = sent_messages < message_count ? first_packet[sent_messages] : batch;
+        if (sent < batch || stopped) {
+            PyObject *unsent = unsent_list(sent, batch, lengths);
+            if (unsent == NULL)
+                return NULL;
+            /* (protected but unsent packets, index of the first packet not protected, packets in all, refused) */
+            return Py_BuildValue("(NnnO)", unsent, index + batch, count, refused ? Py_True : Py_False);
+        }
+        index += batch;
+    }
+    if (refused)
+        return Py_BuildValue("(NnnO)", PyList_New(0), count, count, Py_True);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(sockaddr_doc,
+"sockaddr(host, port) -> bytes | None\n"
+"\n"
+"The struct sockaddr of a numeric IPv4 or IPv6 address and port, or None if host is not one.");
+
+static PyObject *
+make_sockaddr(PyObject *self, PyObject *args)
+{
+    const char *host;
+    int port;
+    if (!PyArg_ParseTuple(args, "si", &host, &port))
+        return NULL;
+    if (port < 0 || port > 65535)
+        Py_RETURN_NONE;
+    struct sockaddr_in v4;
+    memset(&v4, 0, sizeof(v4));
+    if (inet_pton(AF_INET, host, &v4.sin_addr) == 1) {
+        v4.sin_family = AF_INET;
+        v4.sin_port = htons((uint16_t)port);
+        return PyBytes_FromStringAndSize((const char *)&v4, sizeof(v4));
+    }
+    struct sockaddr_in6 v6;
+    memset(&v6, 0, sizeof(v6));
+    if (inet_pton(AF_INET6, host, &v6.sin6_addr) == 1) {
+        v6.sin6_family = AF_INET6;
+        v6.sin6_port = htons((uint16_t)port);
+        return PyBytes_FromStringAndSize((const char *)&v6, sizeof(v6));
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"send_frame", (PyCFunction)(void (*)(void))send_frame, METH_FASTCALL, send_frame_doc},
+    {"sockaddr", make_sockaddr, METH_VARARGS, sockaddr_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    "media._fastpath",
+    "The media node's per-packet send loop in C (media/sending.py falls back to Python without it).",
+    -1,
+    methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__fastpath(void)
+{
+    return PyModule_Create(&module);
+}

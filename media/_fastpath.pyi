@@ -1,0 +1,39 @@
+"""The media node's per-packet send loop in C (media/_fastpath.c); media/sending.py falls back to Python without it."""
+
+def send_frame(
+    fd: int,
+    sockaddr: bytes,
+    session: int,
+    protect: int,
+    limit: int,
+    history: dict[int, bytes],
+    history_size: int,
+    chunks: list[bytes],
+    head: bytes,
+    rest: bytes,
+    first_byte: int,
+    payload_type: int,
+    sequence: int,
+    timestamp: int,
+    ssrc: int,
+    gso: bool,
+) -> tuple[list[bytes], int, int, bool] | None:
+    """Build, record, SRTP-protect and send one frame's RTP packets to one subscriber with ``sendmmsg``.
+
+    Packet ``i`` is the 12-byte header (``first_byte``; ``payload_type``, with the marker bit on the last packet;
+    sequence number ``(sequence + i) & 0xFFFF``; ``timestamp``; ``ssrc``), then ``head`` for the first packet and
+    ``rest`` for the others, then ``chunks[i]``. It is stored unprotected in ``history[seq % history_size]``,
+    protected by libsrtp's ``srtp_protect`` at address ``protect`` with the ``srtp_t`` ``session``, and sent on
+    socket ``fd`` to ``sockaddr`` (a C ``struct sockaddr``), all with one ``sendmmsg``. With ``gso``, each run of
+    equal-size packets (the last may be shorter) is one message with ``UDP_SEGMENT``: the kernel splits it into
+    the same datagrams.
+
+    None: every packet went out. Otherwise ``(unsent, start, count, refused)``: ``unsent`` are protected packets,
+    in order, that the socket did not take (it would block, or failed); packets ``start`` to ``count - 1`` were not
+    protected (one longer than ``limit``, or an SRTP error; from ``start`` on none is in ``history`` but maybe
+    ``start`` itself). The caller sends both as its own loop would. ``refused``: the socket refused segmentation
+    offload, the packets went out one datagram each; do not ask again.
+    """
+
+def sockaddr(host: str, port: int) -> bytes | None:
+    """The C ``struct sockaddr`` of a numeric IPv4 or IPv6 ``host`` and ``port``; None if ``host`` is not one."""
