@@ -39,6 +39,14 @@ as LiveKit keeps its stream allocator apart from its down tracks.
   keyframe (tens of kB) sent in one burst overflows a thin link's queue
   (100 ms of a 1 Mbit/s link is 12.5 kB), loses its tail and the audio queued
   with it, and the repair keyframe meets the same fate.
+- :class:`LinkQuality` and :class:`ProbeController` bring paused video back: REMB estimators never report much
+  above what they receive, and aiortc's climbs 8% a second at best (it has no probe detection, unlike
+  libwebrtc's), so the estimate alone cannot show that a link got wider. When the subscriber's receiver reports
+  and NACKs show a clean link, the node sends padding (RTX padding-only packets, as libwebrtc and LiveKit do) at
+  the rate the paused streams would add, for a short cluster; a NACK, lost padding or a falling estimate fails
+  the probe (the padding stops at once, and the next probe waits twice as long), none within the verdict time
+  resumes every paused stream the probed rate covers, and the allocator counts that rate as the estimate
+  (:meth:`SubscriberAllocator.resume_probed`) until the estimate falls or the REMBs catch up.
 - :class:`ResendGuard` resends each packet at most once per round trip: aiortc's
   NACK generator asks again for its whole missing list at every new gap, and a
   resend still on its way would otherwise go out again and again (mediasoup
@@ -79,6 +87,35 @@ probe began (congestion; the probed stream's own REMB comes only seconds later).
 
 PROBE_WAIT_MAX = 60.0
 """Seconds: the longest wait between two probes after failed ones."""
+
+PROBE_WAIT_MIN = 2.0
+"""Seconds: the wait before the next padding probe after a failed one starts here and doubles (to
+:data:`PROBE_WAIT_MAX`); a probe that succeeded, or an estimate well above the one a probe failed at, resets it."""
+
+PROBE_SECONDS = 0.25
+"""Seconds a padding probe sends padding (a short cluster: on a link that cannot take it, at most this long of
+overflow before a NACK stops it)."""
+
+PROBE_VERDICT = 0.25
+"""Seconds after the padding ends within which a NACK, a lossy receiver report or a falling estimate still fails
+the probe (the link's queue delays them)."""
+
+PROBE_RATE_MARGIN = 1.15
+"""A probe pads up to the forwarded video plus every paused stream, times this (as :data:`RESUME_MARGIN`)."""
+
+PROBE_MAX_BPS = 8_000_000
+"""The highest total rate a probe asks for, bit/s (padding costs the node a packet per ~2 kbit)."""
+
+PROBE_FLOOR_SECONDS = 20.0
+"""Seconds a probed rate stands in for a lower estimate (unless the estimate falls, or rises above it first)."""
+
+CLEAN_SECONDS = 1.0
+"""A link is clean when neither a NACK nor a receiver report showing loss came in this many seconds."""
+
+CLEAN_REPORTS = 3
+"""Receiver reports (of any of the subscriber's streams) that must have come, all without loss, within
+:data:`CLEAN_SECONDS` for the link to count as clean (with 2% random loss a report of ~50 packets shows none about
+a third of the time: one alone says little)."""
 
 ESTIMATE_MAX_AGE = 2.5
 """Seconds a REMB counts: aiortc and browsers send one every 0.5-1 s about each stream they receive."""
@@ -136,6 +173,10 @@ class SubscriberBandwidth:
     """Packets resent after its NACKs."""
     nacks_repeated: int = 0
     """NACKed packets not resent because they had been resent less than a round trip before (on their way)."""
+    probes: int = 0
+    """Padding probes sent to it (:class:`ProbeController`)."""
+    probes_succeeded: int = 0
+    """Probes that brought paused video back."""
 
 
 class EstimateBook:
@@ -286,6 +327,66 @@ class SubscriberAllocator:
         self._probe_estimate = 0
         """When the last probe resumed a stream (until it is judged)."""
         self._ceiling_since: float | None = None
+        self.ceiling_probe = True
+        """Resume a paused stream as a probe when the estimate sat at its ceiling (see the module docstring); the node
+        turns it off when it probes with padding instead (:class:`ProbeController`)."""
+        self._floor = 0
+        self._floor_until = float("-inf")
+        self._floor_peak = 0
+
+    @property
+    def last_change(self) -> float:
+        """When the last pause or resume happened (-inf: never)."""
+        return self._last_change
+
+    def probe_goal(self, videos: Sequence[VideoStream]) -> tuple[int, int]:
+        """(total, forwarded) bit/s: what a padding probe should show the link carries (everything, paused streams
+        included, with :data:`PROBE_RATE_MARGIN`) and what is forwarded now; (0, 0) when nothing is paused."""
+        if not self.paused:
+            return 0, 0
+        forwarded = sum(v.need_bps for v in videos if v.key not in self.paused)
+        total = int(sum(v.need_bps for v in videos) * PROBE_RATE_MARGIN)
+        return min(total, max(PROBE_MAX_BPS, forwarded)), forwarded
+
+    def resume_probed(
+        self, now: float, probed_bps: int, raw_estimate: int | None, videos: Sequence[VideoStream]
+    ) -> tuple[str, ...]:
+        """A padding probe showed the link carries ``probed_bps``: resume the paused streams that fit under it (in
+        priority order), and count it as the estimate until the estimate falls or passes it. The streams resumed."""
+        budget = probed_bps * self.headroom
+        total = sum(v.need_bps for v in videos if v.key not in self.paused)
+        resumed: list[str] = []
+        for video in videos:
+            if video.key not in self.paused:
+                continue
+            if (total + video.need_bps) * self.resume_margin > budget:
+                break
+            total += video.need_bps
+            resumed.append(video.key)
+        if not resumed:
+            return ()
+        self.paused.difference_update(resumed)
+        self._last_change = now
+        self._over_since = None
+        self._ceiling_since = None
+        self._floor = probed_bps
+        self._floor_until = now + PROBE_FLOOR_SECONDS
+        self._floor_peak = raw_estimate or 0
+        # Judged as a probe: if the estimate falls within 2 holds, what does not fit is paused again at once.
+        self._probe_at = now
+        self._probe_key = resumed[0]
+        self._probe_estimate = raw_estimate or 0
+        return tuple(resumed)
+
+    def _floored(self, now: float, estimate: int) -> int:
+        """``estimate``, or the last probed rate while it stands (see :meth:`resume_probed`)."""
+        if not self._floor:
+            return estimate
+        self._floor_peak = max(self._floor_peak, estimate)
+        if now >= self._floor_until or estimate >= self._floor or estimate < self._floor_peak * PROBE_FALL:
+            self._floor = 0
+            return estimate
+        return self._floor
 
     def update(self, now: float, estimate: int | None, videos: Sequence[VideoStream]) -> Allocation:
         """Decide for the subscriber's videos (highest priority first, see :func:`video_priority`) now."""
@@ -310,6 +411,7 @@ class SubscriberAllocator:
         probing = self._probe_at is not None and now - self._probe_at < 2 * self.hold
         probe_fell = probing and estimate < self._probe_estimate * PROBE_FALL
         covered_estimate = estimate
+        estimate = self._floored(now, estimate)
         # Forwarded streams no REMB is about yet count as carried (see VideoStream.covered).
         estimate += sum(v.need_bps for v in videos if not v.covered and v.key not in self.paused)
         budget = estimate * self.headroom
@@ -352,7 +454,7 @@ class SubscriberAllocator:
                 resumed_now = (next_key,)
             else:
                 # The estimate cannot show more than it receives: probe when it has sat at its ceiling long enough.
-                at_ceiling = forwarded_need > 0 and estimate >= forwarded_need * PROBE_RATIO
+                at_ceiling = self.ceiling_probe and forwarded_need > 0 and estimate >= forwarded_need * PROBE_RATIO
                 if not at_ceiling:
                     self._ceiling_since = None
                 elif self._ceiling_since is None:
@@ -523,3 +625,118 @@ class PacingBucket:
             return wait
         self._tokens = tokens - size  # may go below zero after a late packet: the next ones wait for it
         return 0.0
+
+
+class LinkQuality:
+    """Whether a subscriber's link shows loss now, from its receiver reports and NACKs (see the module docstring)."""
+
+    __slots__ = ("_dirty_at", "_reports")
+
+    def __init__(self) -> None:
+        self._dirty_at = float("-inf")
+        self._reports: deque[float] = deque()
+
+    def report(self, now: float, fraction_lost: int) -> None:
+        """A receiver report block about one of the node's streams to it (``fraction_lost`` out of 256)."""
+        if fraction_lost > 0:
+            self._dirty_at = now
+            self._reports.clear()
+        else:
+            self._reports.append(now)
+            while self._reports and now - self._reports[0] > CLEAN_SECONDS:
+                self._reports.popleft()
+
+    def nack(self, now: float) -> None:
+        """A NACK came from the subscriber (it lost a packet)."""
+        self._dirty_at = now
+        self._reports.clear()
+
+    @property
+    def dirty_at(self) -> float:
+        """When loss was last seen (-inf: never)."""
+        return self._dirty_at
+
+    def clean(self, now: float) -> bool:
+        """No loss for :data:`CLEAN_SECONDS`, and :data:`CLEAN_REPORTS` reports without loss in that time."""
+        reports = self._reports
+        while reports and now - reports[0] > CLEAN_SECONDS:
+            reports.popleft()
+        return now - self._dirty_at >= CLEAN_SECONDS and len(reports) >= CLEAN_REPORTS
+
+
+class ProbeController:
+    """When one subscriber's link is probed with padding, and what a probe found (see the module docstring).
+
+    A probe runs from :meth:`start` for :data:`PROBE_SECONDS`; :meth:`verdict` then fails it at the first loss or
+    estimate fall seen, and passes it once :data:`PROBE_VERDICT` went by after the padding without either.
+    """
+
+    def __init__(self, hold: float) -> None:
+        self.hold = hold
+        self.wait = PROBE_WAIT_MIN
+        self.next_at = float("-inf")
+        self.started_at: float | None = None
+        """When the running probe began (None: none runs)."""
+        self.goal_bps = 0
+        self.padding_bps = 0
+        self._estimate = 0
+        self._failed_estimate: int | None = None
+        self.probes = 0
+        self.succeeded = 0
+
+    @property
+    def running(self) -> bool:
+        """A probe is under way (sending padding, or waiting for its verdict)."""
+        return self.started_at is not None
+
+    def padding(self, now: float) -> bool:
+        """Whether the running probe still sends padding now."""
+        return self.started_at is not None and now - self.started_at < PROBE_SECONDS
+
+    def due(self, now: float, *, last_change: float, clean: bool, estimate: int | None) -> bool:
+        """Whether a probe should start now: none runs, its wait is over, the last change is a hold old, the link is
+        clean. An estimate a quarter above the one the last probe failed at cuts the wait short (the link changed)."""
+        if self.running:
+            return False
+        failed = self._failed_estimate
+        if failed is not None and estimate is not None and estimate >= failed * 1.25:
+            self.wait = PROBE_WAIT_MIN
+            self.next_at = min(self.next_at, now)
+            self._failed_estimate = None
+        return clean and now >= self.next_at and now - last_change >= self.hold
+
+    def start(self, now: float, goal_bps: int, forwarded_bps: int, estimate: int | None) -> int:
+        """Begin a probe showing ``goal_bps`` in all; the padding rate to send (bit/s) beside ``forwarded_bps``."""
+        self.started_at = now
+        self.goal_bps = goal_bps
+        self.padding_bps = max(0, goal_bps - forwarded_bps)
+        self._estimate = estimate or 0
+        self.probes += 1
+        return self.padding_bps
+
+    def verdict(self, now: float, *, dirty_at: float, estimate: int | None) -> bool | None:
+        """True: the link carried the probe; False: it did not (loss since it began, or the estimate fell); None:
+        not yet known. The controller is idle again after a verdict."""
+        started = self.started_at
+        if started is None:
+            return None
+        fell = estimate is not None and self._estimate and estimate < self._estimate * PROBE_FALL
+        if dirty_at >= started or fell:
+            self.started_at = None
+            self._failed_estimate = self._estimate or estimate
+            self.next_at = now + self.wait
+            self.wait = min(self.wait * 2, PROBE_WAIT_MAX)
+            return False
+        if now - started >= PROBE_SECONDS + PROBE_VERDICT:
+            self.started_at = None
+            self.succeeded += 1
+            self.wait = PROBE_WAIT_MIN
+            self.next_at = now + self.hold
+            self._failed_estimate = None
+            return True
+        return None
+
+
+PADDING_SIZE_ON_WIRE = 255 + 40
+"""Bytes one padding probe packet takes on the wire (255 of padding, RTP header and extensions, SRTP tag); UDP and IP
+headers are left out, as a receiver's estimator counts them."""

@@ -263,6 +263,11 @@ class ForwardedTrack(MediaStreamTrack):
         it cannot get resent) ask the publisher urgently (``Reason.top``) instead of waiting for the throttle."""
 
     @property
+    def frame_sender(self) -> FrameSender | None:
+        """The direct send path attached to this slot (None: aiortc's own loop, or not started yet)."""
+        return self._sender
+
+    @property
     def queued(self) -> int:
         """Frames waiting for the sender."""
         return len(self._queue)
