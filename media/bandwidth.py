@@ -112,6 +112,10 @@ PROBE_FLOOR_SECONDS = 20.0
 CLEAN_SECONDS = 1.0
 """A link is clean when neither a NACK nor a receiver report showing loss came in this many seconds."""
 
+LOSSY_SECONDS = 3.0
+"""A link lost packets lately when a NACK or a receiver report showing loss came within this many seconds: only
+then does a low estimate pause video (see :meth:`SubscriberAllocator.update`)."""
+
 CLEAN_REPORTS = 3
 """Receiver reports (of any of the subscriber's streams) that must have come, all without loss, within
 :data:`CLEAN_SECONDS` for the link to count as clean (with 2% random loss a report of ~50 packets shows none about
@@ -388,8 +392,16 @@ class SubscriberAllocator:
             return estimate
         return self._floor
 
-    def update(self, now: float, estimate: int | None, videos: Sequence[VideoStream]) -> Allocation:
-        """Decide for the subscriber's videos (highest priority first, see :func:`video_priority`) now."""
+    def update(
+        self, now: float, estimate: int | None, videos: Sequence[VideoStream], *, lossy: bool = True
+    ) -> Allocation:
+        """Decide for the subscriber's videos (highest priority first, see :func:`video_priority`) now.
+
+        ``lossy``: the subscriber's link lost packets lately (:meth:`LinkQuality.lossy`). Without loss a low estimate
+        pauses nothing and caps nobody: a receiver short of CPU (a browser among many on one machine, a busy event
+        loop) reads its own late processing as queueing delay and reports a low REMB, while a link that is really
+        too thin for what is sent overflows its queue and loses packets.
+        """
         keys = [v.key for v in videos]
         new = set(keys) - self._known
         self.paused &= set(keys)
@@ -437,7 +449,7 @@ class SubscriberAllocator:
         elif self._over_since is None:
             self._over_since = now
         lasting = self._over_since is not None and now - self._over_since >= self.pause_after
-        if wanted_paused and ((lasting and now - self._last_change >= self.hold) or probe_failed):
+        if wanted_paused and ((lasting and lossy and now - self._last_change >= self.hold) or probe_failed):
             # Pause every stream that does not fit at once: congestion hurts the streams that stay too.
             self.paused.update(wanted_paused)
             paused_now = tuple(wanted_paused)
@@ -479,7 +491,7 @@ class SubscriberAllocator:
             top_fits = top_need * self.resume_margin <= budget
         else:
             top_fits = top_need <= estimate * self.pause_tolerance
-        self.constrained = bool(self.paused) or not top_fits
+        self.constrained = bool(self.paused) or not (top_fits or not lossy)
         return self._allocation(keys, paused_now, resumed_now, top_available=int(budget) if self.constrained else None)
 
     def _allocation(
@@ -656,12 +668,17 @@ class LinkQuality:
         """When loss was last seen (-inf: never)."""
         return self._dirty_at
 
-    def clean(self, now: float) -> bool:
-        """No loss for :data:`CLEAN_SECONDS`, and :data:`CLEAN_REPORTS` reports without loss in that time."""
+    def lossy(self, now: float) -> bool:
+        """Whether loss was seen within :data:`LOSSY_SECONDS`."""
+        return now - self._dirty_at < LOSSY_SECONDS
+
+    def clean(self, now: float, streams: int = CLEAN_REPORTS) -> bool:
+        """No loss for :data:`CLEAN_SECONDS`, and :data:`CLEAN_REPORTS` reports without loss in that time (as many as
+        ``streams`` are sent to the subscriber, if fewer: each receiver reports about once a second)."""
         reports = self._reports
         while reports and now - reports[0] > CLEAN_SECONDS:
             reports.popleft()
-        return now - self._dirty_at >= CLEAN_SECONDS and len(reports) >= CLEAN_REPORTS
+        return now - self._dirty_at >= CLEAN_SECONDS and len(reports) >= max(1, min(CLEAN_REPORTS, streams))
 
 
 class ProbeController:
@@ -683,6 +700,8 @@ class ProbeController:
         self._failed_estimate: int | None = None
         self.probes = 0
         self.succeeded = 0
+        self.succeeded_at = float("-inf")
+        """When the last probe passed."""
 
     @property
     def running(self) -> bool:
@@ -714,6 +733,12 @@ class ProbeController:
         self.probes += 1
         return self.padding_bps
 
+    def undone(self, now: float) -> None:
+        """What the last successful probe resumed was paused again (the link did not carry it after all): the next
+        probe waits as after a failed one."""
+        self.next_at = now + self.wait
+        self.wait = min(self.wait * 2, PROBE_WAIT_MAX)
+
     def verdict(self, now: float, *, dirty_at: float, estimate: int | None) -> bool | None:
         """True: the link carried the probe; False: it did not (loss since it began, or the estimate fell); None:
         not yet known. The controller is idle again after a verdict."""
@@ -730,6 +755,7 @@ class ProbeController:
         if now - started >= PROBE_SECONDS + PROBE_VERDICT:
             self.started_at = None
             self.succeeded += 1
+            self.succeeded_at = now
             self.wait = PROBE_WAIT_MIN
             self.next_at = now + self.hold
             self._failed_estimate = None

@@ -836,7 +836,8 @@ class InProcessNode:
         goal, forwarded = allocator.probe_goal(videos)
         if goal <= forwarded:
             return
-        clean = subscriber.link.clean(now)
+        streams = sum(1 for slot in peer.slots if slot.track.publisher is not None and not slot.track.paused)
+        clean = subscriber.link.clean(now, streams)
         if not prober.due(now, last_change=allocator.last_change, clean=clean, estimate=subscriber.estimate):
             return
         padding = prober.start(now, goal, forwarded, subscriber.estimate)
@@ -945,7 +946,9 @@ class InProcessNode:
         videos = self._videos(room, peer, subscriber, now)
         subscriber.estimate = estimate
         subscriber.decided_at = now
-        allocation = subscriber.allocator.update(now, estimate, videos)
+        allocation = subscriber.allocator.update(now, estimate, videos, lossy=subscriber.link.lossy(now))
+        if allocation.paused_now and now - subscriber.prober.succeeded_at < 2 * subscriber.allocator.hold:
+            subscriber.prober.undone(now)  # what the last probe brought back did not hold: back off
         previous = subscriber.allocation
         subscriber.allocation = allocation
         if peer.nack_budget is not None:

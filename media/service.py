@@ -36,6 +36,7 @@ from protocol.cluster import (
     node_lease_key,
     node_record_key,
 )
+from protocol.directory import AdaptationCounts
 from protocol.node import NODE_COMMAND, NODE_REPLY, CloseRoom, NodeCommand, NodeEvent, Refused
 from rooms.bus import Bus, BusError, Records, Subscription
 
@@ -220,6 +221,19 @@ class NodeService:
             started_at=self.started_at,
             heartbeat_at=time.time(),
             version=self._version,
+            adaptation=self.adaptation(),
+        )
+
+    def adaptation(self) -> AdaptationCounts:
+        """The node's bandwidth adaptation figures now (``InProcessNode.bandwidth_counts``)."""
+        counts = self.node.bandwidth_counts()
+        return AdaptationCounts(
+            paused_streams=counts["paused_streams"],
+            capped_publishers=counts["capped"],
+            nacks_dropped=counts["nacks_dropped"],
+            keyframe_requests=counts["keyframe_requests"],
+            probes=counts["probes"],
+            probes_succeeded=counts["probes_succeeded"],
         )
 
     async def _heartbeats(self) -> None:

@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import Field
 
 from protocol.client import ParticipantInfo, RequestId
+from protocol.directory import AdaptationCounts
 from rooms.model import Frozen
 
 HEARTBEAT_SECONDS = 2.0
@@ -81,6 +82,9 @@ class NodeRecord(Frozen):
     started_at: float = Field(description="Unix time the node started (a restart is a new node life).")
     heartbeat_at: float = Field(description="Unix time of this heartbeat.")
     version: str = Field(default="", description="courtlink version the node runs.")
+    adaptation: AdaptationCounts = Field(
+        default_factory=AdaptationCounts, description="Bandwidth adaptation figures (counts so far, or now)."
+    )
 
 
 class Placement(Frozen):

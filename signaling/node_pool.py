@@ -286,6 +286,7 @@ class NodePool:
                 heartbeat_age_seconds=round(max(now - r.heartbeat_at, 0.0), 3),
                 started_at=r.started_at,
                 version=r.version,
+                adaptation=r.adaptation,
             )
             for r in sorted((await self.registry()).values(), key=lambda r: r.id)
         ]

@@ -37,7 +37,15 @@ NODE_ADDRESS, DEFENDANT_ADDRESS = "10.78.0.1", "10.78.0.2"
 ROOT = Path(__file__).resolve().parent.parent
 SETUP_WITHIN = 90.0
 """Seconds for the hearing to be seated with every flow running (a bound, never asserted as a duration)."""
-LOG_FACTS = ("subscriber_video_paused", "subscriber_video_resumed", "publisher_bitrate_capped", "keyframe")
+LOG_FACTS = (
+    "subscriber_video_paused",
+    "subscriber_video_resumed",
+    "publisher_bitrate_capped",
+    "keyframe",
+    "probe_started",
+    "probe_failed",
+    "probe_succeeded",
+)
 """Server log events counted per window (structlog facts the node logs per change, never per packet)."""
 
 
