@@ -103,7 +103,9 @@ def test_a_probe_fails_at_the_first_loss_and_the_next_waits_longer() -> None:
     prober.start(13.2, 4 * MBIT, MBIT, 2 * MBIT)
     assert not prober.padding(13.2 + PROBE_SECONDS)
     assert prober.verdict(13.2 + PROBE_SECONDS + PROBE_VERDICT, dirty_at=13.05, estimate=2 * MBIT) is True
-    assert prober.wait == PROBE_WAIT_MIN and prober.succeeded == 1 and prober.probes == 3
+    assert prober.wait == PROBE_WAIT_MIN
+    assert prober.succeeded == 1
+    assert prober.probes == 3
     # What it resumed did not hold: the next probe backs off.
     prober.undone(14.0)
     assert not prober.due(14.0 + PROBE_WAIT_MIN - 0.1, last_change=0.0, clean=True, estimate=2 * MBIT)
