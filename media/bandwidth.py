@@ -92,11 +92,11 @@ PROBE_WAIT_MIN = 2.0
 """Seconds: the wait before the next padding probe after a failed one starts here and doubles (to
 :data:`PROBE_WAIT_MAX`); a probe that succeeded, or an estimate well above the one a probe failed at, resets it."""
 
-PROBE_SECONDS = 0.25
+PROBE_SECONDS = 0.2
 """Seconds a padding probe sends padding (a short cluster: on a link that cannot take it, at most this long of
 overflow before a NACK stops it)."""
 
-PROBE_VERDICT = 0.25
+PROBE_VERDICT = 0.2
 """Seconds after the padding ends within which a NACK, a lossy receiver report or a falling estimate still fails
 the probe (the link's queue delays them)."""
 
@@ -109,7 +109,7 @@ PROBE_MAX_BPS = 8_000_000
 PROBE_FLOOR_SECONDS = 20.0
 """Seconds a probed rate stands in for a lower estimate (unless the estimate falls, or rises above it first)."""
 
-CLEAN_SECONDS = 1.0
+CLEAN_SECONDS = 0.8
 """A link is clean when neither a NACK nor a receiver report showing loss came in this many seconds."""
 
 LOSSY_SECONDS = 3.0

@@ -380,6 +380,20 @@ class ThinLinkHearing:
                         counts[fact] = counts.get(fact, 0) + 1
         return counts
 
+    def timeline(self, start: float, end: float, facts: tuple[str, ...]) -> list[tuple[float, str]]:
+        """(wall-clock time, event) of the server's log facts named in ``facts`` between ``start`` and ``end`` (with
+        the subscriber's role when the fact names one)."""
+        out: list[tuple[float, str]] = []
+        roles = {pid: role for role, pid in self.ids.items()}
+        for at, text in list(self._log_lines()):
+            if start <= at <= end:
+                line = json.loads(text)
+                event = line.get("event", "")
+                if event in facts:
+                    who = line.get("subscriber")
+                    out.append((at, f"{event}({roles.get(who, who)})" if who else event))
+        return out
+
     def _log_lines(self) -> Iterator[tuple[float, str]]:
         for text in list(self.server.output):
             with contextlib.suppress(json.JSONDecodeError, TypeError, ValueError):

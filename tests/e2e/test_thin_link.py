@@ -41,6 +41,13 @@ BACK_WITHIN = 2.0
 """The issue's bound for paused video to return after the limit is lifted; asserted loosely (x3), printed."""
 LIMITS = (Shape(rate_mbit=2, loss_percent=2), Shape(rate_mbit=1, loss_percent=2))
 OTHERS = COURT_SIDE[1:]
+PROBE_FACTS = (
+    "subscriber_probe_started",
+    "subscriber_probe_failed",
+    "subscriber_probe_succeeded",
+    "subscriber_video_paused",
+    "subscriber_video_resumed",
+)
 
 ACCEPTANCE = os.environ.get("COURTLINK_THIN_LINK") == "1"
 pytestmark = pytest.mark.skipif(
@@ -74,9 +81,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
             result.limited[link.label] = _step(hearing, link)
         lifted = hearing.shape(Shape())
         result.returned = hearing.returned(lifted, LIFTED)
+        # What the node did after the lift (its facts, seconds after it), and any stall on the unlimited link.
+        timeline = hearing.timeline(lifted - 1.0, lifted + LIFTED, PROBE_FACTS)
     rows = [row("unlimited", result.baseline), *(row(label, w) for label, w in result.limited.items())]
     print("\n" + markdown(rows))
     print("paused video back after the lift: " + ", ".join(f"{p} {s}" for p, s in result.returned.items()))
+    print("after the lift: " + ", ".join(f"{at - lifted:+.2f} {fact}" for at, fact in timeline))
+    stalls = {k: round(f.stall, 2) for k, f in result.baseline.flows.items() if k[2] == "video" and f.stall > 0.5}
+    print(f"stalls over 0.5 s on the unlimited link: {stalls or 'none'}")
     return result
 
 

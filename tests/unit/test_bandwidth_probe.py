@@ -101,8 +101,8 @@ def test_a_probe_fails_at_the_first_loss_and_the_next_waits_longer() -> None:
     # An estimate a quarter above the one the last probe failed at: the link changed, probe again soon.
     assert prober.due(13.2, last_change=0.0, clean=True, estimate=2 * MBIT)
     prober.start(13.2, 4 * MBIT, MBIT, 2 * MBIT)
-    assert not prober.padding(13.2 + PROBE_SECONDS)
-    assert prober.verdict(13.2 + PROBE_SECONDS + PROBE_VERDICT, dirty_at=13.05, estimate=2 * MBIT) is True
+    assert not prober.padding(13.2 + PROBE_SECONDS + 0.01)
+    assert prober.verdict(13.21 + PROBE_SECONDS + PROBE_VERDICT, dirty_at=13.05, estimate=2 * MBIT) is True
     assert prober.wait == PROBE_WAIT_MIN
     assert prober.succeeded == 1
     assert prober.probes == 3
