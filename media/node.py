@@ -103,6 +103,9 @@ unless its estimate fell by :data:`_ADAPT_DROP` or more."""
 _ADAPT_DROP = 0.8
 
 
+_LOOP_LAG_FACT = 0.25
+"""Seconds a health report may come late before the node logs ``node_loop_lagged`` (its event loop was held)."""
+
 _PROBE_TICK = 0.01
 """Seconds between two bursts of a padding probe (and checks of its verdict)."""
 
@@ -541,7 +544,12 @@ class InProcessNode:
     async def _health_loop(self) -> None:
         """Every ``health_interval``: one ``PeerHealth`` per peer; ends when the node has no peer left."""
         while True:
+            asked = time.monotonic()
             await asyncio.sleep(self.settings.health_interval)
+            lag = time.monotonic() - asked - self.settings.health_interval
+            if lag >= _LOOP_LAG_FACT:
+                # Every flow of the node waits while its event loop is held: say so (a fact, at most once a report).
+                log.warning("node_loop_lagged", node_id=self.node_id, lag_ms=round(lag * 1000))
             peers = [peer for room in self._rooms.values() for peer in room.peers.values() if not peer.closed]
             if not peers:
                 self._health = None

@@ -45,6 +45,7 @@ LOG_FACTS = (
     "probe_started",
     "probe_failed",
     "probe_succeeded",
+    "node_loop_lagged",
 )
 """Server log events counted per window (structlog facts the node logs per change, never per packet)."""
 
@@ -391,7 +392,8 @@ class ThinLinkHearing:
                 event = line.get("event", "")
                 if event in facts:
                     who = line.get("subscriber")
-                    out.append((at, f"{event}({roles.get(who, who)})" if who else event))
+                    detail = roles.get(who, who) if who else line.get("lag_ms")
+                    out.append((at, event if detail is None else f"{event}({detail})"))
         return out
 
     def _log_lines(self) -> Iterator[tuple[float, str]]:

@@ -83,12 +83,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         result.returned = hearing.returned(lifted, LIFTED)
         # What the node did after the lift (its facts, seconds after it), and any stall on the unlimited link.
         timeline = hearing.timeline(lifted - 1.0, lifted + LIFTED, PROBE_FACTS)
+        lags = hearing.timeline(result.baseline.start - 30.0, lifted + LIFTED, ("node_loop_lagged",))
     rows = [row("unlimited", result.baseline), *(row(label, w) for label, w in result.limited.items())]
     print("\n" + markdown(rows))
     print("paused video back after the lift: " + ", ".join(f"{p} {s}" for p, s in result.returned.items()))
     print("after the lift: " + ", ".join(f"{at - lifted:+.2f} {fact}" for at, fact in timeline))
     stalls = {k: round(f.stall, 2) for k, f in result.baseline.flows.items() if k[2] == "video" and f.stall > 0.5}
     print(f"stalls over 0.5 s on the unlimited link: {stalls or 'none'}")
+    print(
+        f"node event loop held >= 0.25 s at: {[f'{at - result.baseline.start:+.1f} s {what}' for at, what in lags] or 'never'}"
+    )
     return result
 
 
