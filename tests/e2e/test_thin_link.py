@@ -90,9 +90,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     print("after the lift: " + ", ".join(f"{at - lifted:+.2f} {fact}" for at, fact in timeline))
     stalls = {k: round(f.stall, 2) for k, f in result.baseline.flows.items() if k[2] == "video" and f.stall > 0.5}
     print(f"stalls over 0.5 s on the unlimited link: {stalls or 'none'}")
-    print(
-        f"node event loop held >= 0.25 s at: {[f'{at - result.baseline.start:+.1f} s {what}' for at, what in lags] or 'never'}"
-    )
+    held = [f"{at - result.baseline.start:+.1f} s {what}" for at, what in lags]
+    print(f"node event loop held >= 0.25 s (seconds from the unlimited window's start): {held or 'never'}")
     return result
 
 
