@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import fractions
+import gc
 import json
 import signal
 import sys
@@ -492,16 +493,53 @@ async def _bounded(closing: Any, within: float = 10.0) -> None:
         await asyncio.wait_for(closing, within)
 
 
+LAG_EVENT = 0.25
+"""Seconds late a 0.1 s sleep of this process's event loop must come to be reported (``{"event": "loop_lagged"}``):
+every stream this process receives waits while its loop is held."""
+
+GC_EVENT = 0.05
+"""Seconds a garbage collection must take to be reported (``{"event": "gc"}``)."""
+
+
+async def watch_loop(stopping: asyncio.Event) -> None:
+    """Report when this process's event loop was held (the stalls it causes are this client's, not the node's)."""
+    while not stopping.is_set():
+        asked = time.monotonic()
+        await asyncio.sleep(0.1)
+        lag = time.monotonic() - asked - 0.1
+        if lag >= LAG_EVENT:
+            emit({"event": "loop_lagged", "t": round(time.time(), 3), "lag": round(lag, 3)})
+
+
+def watch_gc() -> None:
+    """Report each garbage collection that takes :data:`GC_EVENT` or more (it holds every thread of the process)."""
+    started: list[float] = []
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[:] = [time.monotonic()]
+        elif started and time.monotonic() - started[0] >= GC_EVENT:
+            took = time.monotonic() - started[0]
+            emit({"event": "gc", "t": round(time.time(), 3), "generation": info["generation"], "took": round(took, 3)})
+
+    gc.callbacks.append(callback)
+
+
 async def main(args: argparse.Namespace) -> None:
     """Run one program until SIGTERM/SIGINT."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    if args.program == "court":
-        await run_court(args, stopping)
-    else:
-        await run_defendant(args, stopping)
+    watch_gc()
+    watching = asyncio.ensure_future(watch_loop(stopping))
+    try:
+        if args.program == "court":
+            await run_court(args, stopping)
+        else:
+            await run_defendant(args, stopping)
+    finally:
+        watching.cancel()
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

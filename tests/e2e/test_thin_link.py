@@ -88,11 +88,35 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     print("\n" + markdown(rows))
     print("paused video back after the lift: " + ", ".join(f"{p} {s}" for p, s in result.returned.items()))
     print("after the lift: " + ", ".join(f"{at - lifted:+.2f} {fact}" for at, fact in timeline))
-    stalls = {k: round(f.stall, 2) for k, f in result.baseline.flows.items() if k[2] == "video" and f.stall > 0.5}
-    print(f"stalls over 0.5 s on the unlimited link: {stalls or 'none'}")
+    print(f"video stalls over 0.5 s until the unlimited window's end: {_stalls(hearing, result.baseline.end)}")
+    for child in (hearing.court, hearing.defendant):
+        # The client processes' own hold-ups (event loop, garbage collection), from the unlimited window's start.
+        own = [e for e in child.events if e["event"] in ("loop_lagged", "gc")]
+        shown = [f"{e['t'] - result.baseline.start:+.1f} s {e['event']} {e.get('lag', e.get('took'))}" for e in own]
+        print(f"{child.name} process held: {shown or 'never'}")
     held = [f"{at - result.baseline.start:+.1f} s {what}" for at, what in lags]
     print(f"node event loop held >= 0.25 s (seconds from the unlimited window's start): {held or 'never'}")
     return result
+
+
+def _stalls(hearing: ThinLinkHearing, until: float) -> dict[str, list[str]]:
+    """Each receiver's video stalls over 0.5 s up to ``until`` (start, from the unlimited window's, and length),
+    with the publishers that stalled then."""
+    found: dict[tuple[str, float, float], set[str]] = {}
+    for child in (hearing.court, hearing.defendant):
+        for line in child.lines:
+            if line["t"] > until + 1.5:
+                break
+            for receiver, data in line["people"].items():
+                for publisher, kinds in data["recv"].items():
+                    for a, b in kinds.get("video", {}).get("stalls", ()):
+                        if b - a > 0.5:
+                            found.setdefault((receiver, round(a, 1), round(b - a, 1)), set()).add(publisher)
+    out: dict[str, list[str]] = {}
+    start = until - BASELINE
+    for (receiver, a, length), publishers in sorted(found.items()):
+        out.setdefault(receiver, []).append(f"{a - start:+.1f} s for {length} s ({len(publishers)} publishers)")
+    return out
 
 
 def test_behind_a_thin_lossy_link_the_defendant_hears_everyone(run: Run) -> None:
