@@ -343,13 +343,16 @@ class SubscriberAllocator:
         """When the last pause or resume happened (-inf: never)."""
         return self._last_change
 
-    def probe_goal(self, videos: Sequence[VideoStream]) -> tuple[int, int]:
-        """(total, forwarded) bit/s: what a padding probe should show the link carries (everything, paused streams
-        included, with :data:`PROBE_RATE_MARGIN`) and what is forwarded now; (0, 0) when nothing is paused."""
+    def probe_goal(self, videos: Sequence[VideoStream], *, everything: bool) -> tuple[int, int]:
+        """(total, forwarded) bit/s: what a padding probe should show the link carries, with
+        :data:`PROBE_RATE_MARGIN` (``everything``: every paused stream; else the next one in priority order), and
+        what is forwarded now; (0, 0) when nothing is paused."""
         if not self.paused:
             return 0, 0
         forwarded = sum(v.need_bps for v in videos if v.key not in self.paused)
-        total = int(sum(v.need_bps for v in videos) * PROBE_RATE_MARGIN)
+        paused = [v.need_bps for v in videos if v.key in self.paused]
+        wanted = sum(paused) if everything else paused[0] if paused else 0
+        total = int((forwarded + wanted) * PROBE_RATE_MARGIN)
         return min(total, max(PROBE_MAX_BPS, forwarded)), forwarded
 
     def resume_probed(
@@ -702,6 +705,8 @@ class ProbeController:
         self.succeeded = 0
         self.succeeded_at = float("-inf")
         """When the last probe passed."""
+        self.followup = False
+        """The last probe passed and asked for one stream: the next asks for the rest, at once."""
 
     @property
     def running(self) -> bool:
@@ -712,11 +717,23 @@ class ProbeController:
         """Whether the running probe still sends padding now."""
         return self.started_at is not None and now - self.started_at < PROBE_SECONDS
 
+    @property
+    def everything(self) -> bool:
+        """Whether the next probe asks for every paused stream (right after one passed: the link may have widened
+        a lot, as when a limit is lifted), not just the next one (a failure then overflows the link by one stream's
+        worth, not all of them)."""
+        return self.followup
+
     def due(self, now: float, *, last_change: float, clean: bool, estimate: int | None) -> bool:
-        """Whether a probe should start now: none runs, its wait is over, the last change is a hold old, the link is
-        clean. An estimate a quarter above the one the last probe failed at cuts the wait short (the link changed)."""
+        """Whether a probe should start now: none runs, its wait is over, the last change is a hold old (unless a
+        probe just passed: its follow-up goes at once), the link is clean. An estimate a quarter above the one the
+        last probe failed at cuts the wait short (the link changed)."""
         if self.running:
             return False
+        if self.followup:
+            if now - self.succeeded_at <= 2 * self.hold:
+                return clean
+            self.followup = False  # too late for a follow-up: start again from the next stream
         failed = self._failed_estimate
         if failed is not None and estimate is not None and estimate >= failed * 1.25:
             self.wait = PROBE_WAIT_MIN
@@ -738,6 +755,7 @@ class ProbeController:
         probe waits as after a failed one."""
         self.next_at = now + self.wait
         self.wait = min(self.wait * 2, PROBE_WAIT_MAX)
+        self.followup = False
 
     def verdict(self, now: float, *, dirty_at: float, estimate: int | None) -> bool | None:
         """True: the link carried the probe; False: it did not (loss since it began, or the estimate fell); None:
@@ -748,6 +766,7 @@ class ProbeController:
         fell = estimate is not None and self._estimate and estimate < self._estimate * PROBE_FALL
         if dirty_at >= started or fell:
             self.started_at = None
+            self.followup = False
             self._failed_estimate = self._estimate or estimate
             self.next_at = now + self.wait
             self.wait = min(self.wait * 2, PROBE_WAIT_MAX)
@@ -756,6 +775,7 @@ class ProbeController:
             self.started_at = None
             self.succeeded += 1
             self.succeeded_at = now
+            self.followup = not self.followup
             self.wait = PROBE_WAIT_MIN
             self.next_at = now + self.hold
             self._failed_estimate = None

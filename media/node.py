@@ -841,7 +841,7 @@ class InProcessNode:
         fast = self._padding_sender(peer, allocation.top)
         if fast is None:
             return
-        goal, forwarded = allocator.probe_goal(videos)
+        goal, forwarded = allocator.probe_goal(videos, everything=prober.everything)
         if goal <= forwarded:
             return
         streams = sum(1 for slot in peer.slots if slot.track.publisher is not None and not slot.track.paused)

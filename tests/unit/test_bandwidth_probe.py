@@ -67,7 +67,7 @@ def test_a_passed_probe_resumes_what_it_covers_and_stands_in_for_the_estimate() 
     a falling estimate ends that and pauses again."""
     allocator = SubscriberAllocator(hold=HOLD)
     now = thin(allocator) + HOLD
-    goal, forwarded = allocator.probe_goal(videos())
+    goal, forwarded = allocator.probe_goal(videos(), everything=True)
     assert forwarded == MBIT
     assert goal >= 3 * MBIT
     resumed = allocator.resume_probed(now, goal, int(1.2 * MBIT), videos())
@@ -116,3 +116,26 @@ def test_a_probe_fails_when_the_estimate_falls() -> None:
     prober = ProbeController(HOLD)
     prober.start(0.0, 4 * MBIT, MBIT, MBIT)
     assert prober.verdict(0.2, dirty_at=float("-inf"), estimate=800_000) is False
+
+
+def test_probes_ask_for_the_next_stream_then_right_after_for_all_the_rest() -> None:
+    """A probe asks for the next paused stream only (a failure overflows the link by one stream's worth); once one
+    passes, the next goes at once, without waiting a hold, and asks for every paused stream."""
+    allocator = SubscriberAllocator(hold=HOLD)
+    now = thin(allocator) + HOLD
+    prober = ProbeController(HOLD)
+    assert not prober.everything
+    goal, forwarded = allocator.probe_goal(videos(), everything=prober.everything)
+    assert goal == int(2 * MBIT * 1.15)
+    assert prober.due(now, last_change=allocator.last_change, clean=True, estimate=MBIT)
+    prober.start(now, goal, forwarded, MBIT)
+    assert prober.verdict(now + 0.5, dirty_at=0.0, estimate=MBIT) is True
+    assert allocator.resume_probed(now + 0.5, goal, MBIT, videos()) == ("a",)
+    assert prober.everything
+    assert prober.due(now + 0.6, last_change=allocator.last_change, clean=True, estimate=MBIT)
+    goal, forwarded = allocator.probe_goal(videos(), everything=prober.everything)
+    assert (goal, forwarded) == (int(3 * MBIT * 1.15), 2 * MBIT)
+    prober.start(now + 0.6, goal, forwarded, MBIT)
+    assert prober.verdict(now + 1.1, dirty_at=0.0, estimate=MBIT) is True
+    assert allocator.resume_probed(now + 1.1, goal, MBIT, videos()) == ("b",)
+    assert not prober.everything
