@@ -93,6 +93,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         # The client processes' own hold-ups (event loop, garbage collection), from the unlimited window's start.
         own = [e for e in child.events if e["event"] in ("loop_lagged", "gc")]
         shown = [f"{e['t'] - result.baseline.start:+.1f} s {e['event']} {e.get('lag', e.get('took'))}" for e in own]
+        shown = [*shown[:12], f"... {len(shown) - 12} more"] if len(shown) > 12 else shown
         print(f"{child.name} process held: {shown or 'never'}")
     held = [f"{at - result.baseline.start:+.1f} s {what}" for at, what in lags]
     print(f"node event loop held >= 0.25 s (seconds from the unlimited window's start): {held or 'never'}")
