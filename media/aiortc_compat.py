@@ -639,10 +639,10 @@ def self_check() -> None:
 
 
 def on_loss_feedback(
-    sender: RTCRtpSender, on_report: Callable[[int, int], None], on_nack: Callable[[int], None]
+    sender: RTCRtpSender, on_report: Callable[[int, int], None], on_nack: Callable[[int, int], None]
 ) -> None:
     """Call ``on_report(ssrc, fraction_lost)`` for every report block of the receiver reports (and sender reports)
-    that reach this sender, and ``on_nack(count)`` for every generic NACK about its stream, before aiortc's own
+    that reach this sender, and ``on_nack(ssrc, count)`` for every generic NACK about its stream, before aiortc's own
     handling.
 
     aiortc's DTLS transport routes a receiver report to each sender whose SSRC one of its blocks names; the blocks
@@ -657,7 +657,7 @@ def on_loss_feedback(
             for report in packet.reports:
                 on_report(int(report.ssrc), int(report.fraction_lost))
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == 1:
-            on_nack(len(packet.lost))
+            on_nack(int(packet.media_ssrc), len(packet.lost))
         await original(packet)
 
     sender._handle_rtcp_packet = handle  # type: ignore[method-assign]

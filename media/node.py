@@ -106,6 +106,10 @@ _ADAPT_DROP = 0.8
 _LOOP_LAG_FACT = 0.25
 """Seconds a health report may come late before the node logs ``node_loop_lagged`` (its event loop was held)."""
 
+_RESUME_NACKS = 1.6
+"""Seconds after a slot resumes during which its subscriber's NACKs and receiver reports about it are not taken for
+loss (see ``_loss``): the first report comes within 1.5 s (aiortc reports every 0.5-1.5 s)."""
+
 _PROBE_TICK = 0.01
 """Seconds between two bursts of a padding probe (and checks of its verdict)."""
 
@@ -776,24 +780,31 @@ class InProcessNode:
             room.subscribers[participant_id] = subscriber
         return subscriber
 
-    def _loss(self, peer: Peer, ssrc: int | None, value: int) -> None:
-        """A receiver report block (``ssrc``, ``value`` = fraction lost of 256) or a NACK (``ssrc`` None) from a
-        subscriber: what tells a probe whether the link is clean."""
+    def _loss(self, peer: Peer, ssrc: int, value: int, nack: bool) -> None:
+        """A receiver report block about ``ssrc`` (``value`` = fraction lost of 256) or a NACK (``nack``, ``value``
+        packets) from a subscriber: what tells a probe whether the link is clean."""
         room = self._rooms.get(peer.hearing_id)
         subscriber = room.subscribers.get(peer.participant_id) if room is not None else None
         if subscriber is None or peer.closed:
             return
         now = time.monotonic()
-        if ssrc is None:
-            subscriber.link.nack(now)
-            return
         for slot in peer.slots:
             sender = slot.transceiver.sender
             if ssrc == sender_ssrc(sender) or ssrc == sender_rtx_ssrc(sender):
-                # A paused (or idle) slot's receiver reports nothing lost of nothing received: not a sign.
-                if slot.track.publisher is not None and not slot.track.paused:
+                # A paused (or idle) slot's receiver reports nothing lost of nothing received: not a sign. Nor are
+                # a just resumed slot's NACKs and first report: its receiver counts as lost the sequence numbers the
+                # resume skipped (media.sending.SEQUENCE_JUMP), which were never sent.
+                if slot.track.publisher is None or slot.track.paused:
+                    return
+                if now - slot.track.resumed_at < _RESUME_NACKS:
+                    return
+                if nack:
+                    subscriber.link.nack(now)
+                else:
                     subscriber.link.report(now, value)
                 return
+        if nack:
+            subscriber.link.nack(now)
 
     def _estimate(self, peer: Peer, subscriber: _Subscriber, now: float) -> int | None:
         sending = {

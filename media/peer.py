@@ -133,7 +133,7 @@ class Peer:
         on_slots_changed: Callable[[Peer], None],
         on_lost: Callable[[Peer, str], None] | None = None,
         on_remb: Callable[[Peer, int, list[int]], None] | None = None,
-        on_loss: Callable[[Peer, int | None, int], None] | None = None,
+        on_loss: Callable[[Peer, int, int, bool], None] | None = None,
     ) -> None:
         self.hearing_id = hearing_id
         self.participant_id = participant_id
@@ -153,8 +153,8 @@ class Peer:
         self._on_lost = on_lost
         self._on_remb = on_remb
         self._on_loss = on_loss
-        """Bandwidth adaptation: ``(peer, ssrc, fraction_lost)`` per receiver report block, ``(peer, None, count)``
-        per NACK of the subscriber."""
+        """Bandwidth adaptation: ``(peer, ssrc, fraction_lost, False)`` per receiver report block, ``(peer, ssrc,
+        count, True)`` per NACK of the subscriber."""
         self.nack_budget: NackBudget | None = NackBudget(settings.nack_budget_share) if settings.adaptation else None
         """The participant's resend budget as a subscriber (bandwidth adaptation on), shared by its slots."""
         self._lock = asyncio.Lock()
@@ -453,8 +453,8 @@ class Peer:
         if on_loss_ is not None:
             on_loss_feedback(
                 transceiver.sender,
-                lambda ssrc, fraction: on_loss_(self, ssrc, fraction),
-                lambda count: on_loss_(self, None, count),
+                lambda ssrc, fraction: on_loss_(self, ssrc, fraction, False),
+                lambda ssrc, count: on_loss_(self, ssrc, count, True),
             )
 
         def unrepairable() -> None:
