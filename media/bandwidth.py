@@ -385,12 +385,14 @@ class SubscriberAllocator:
         self._probe_estimate = raw_estimate or 0
         return tuple(resumed)
 
-    def _floored(self, now: float, estimate: int) -> int:
-        """``estimate``, or the last probed rate while it stands (see :meth:`resume_probed`)."""
+    def _floored(self, now: float, estimate: int, lossy: bool) -> int:
+        """``estimate``, or the last probed rate while it stands (see :meth:`resume_probed`); a fall of the estimate
+        ends it only with loss (a receiver busy decoding the keyframes of what was resumed reports a dip too)."""
         if not self._floor:
             return estimate
         self._floor_peak = max(self._floor_peak, estimate)
-        if now >= self._floor_until or estimate >= self._floor or estimate < self._floor_peak * PROBE_FALL:
+        fell = lossy and estimate < self._floor_peak * PROBE_FALL
+        if now >= self._floor_until or estimate >= self._floor or fell:
             self._floor = 0
             return estimate
         return self._floor
@@ -424,9 +426,9 @@ class SubscriberAllocator:
             return self._allocation(keys, (), resumed, top_available=None)
 
         probing = self._probe_at is not None and now - self._probe_at < 2 * self.hold
-        probe_fell = probing and estimate < self._probe_estimate * PROBE_FALL
+        probe_fell = probing and lossy and estimate < self._probe_estimate * PROBE_FALL
         covered_estimate = estimate
-        estimate = self._floored(now, estimate)
+        estimate = self._floored(now, estimate, lossy)
         # Forwarded streams no REMB is about yet count as carried (see VideoStream.covered).
         estimate += sum(v.need_bps for v in videos if not v.covered and v.key not in self.paused)
         budget = estimate * self.headroom

@@ -139,3 +139,15 @@ def test_probes_ask_for_the_next_stream_then_right_after_for_all_the_rest() -> N
     assert prober.verdict(now + 1.1, dirty_at=0.0, estimate=MBIT) is True
     assert allocator.resume_probed(now + 1.1, goal, MBIT, videos()) == ("b",)
     assert not prober.everything
+
+
+def test_a_dip_without_loss_after_a_probe_keeps_what_it_resumed() -> None:
+    """Right after a probe resumed video, a receiver busy with the new keyframes reports a REMB dip: without loss
+    nothing is paused again (with loss it would be, see the test above)."""
+    allocator = SubscriberAllocator(hold=HOLD)
+    now = thin(allocator) + HOLD
+    goal, _ = allocator.probe_goal(videos(), everything=True)
+    allocator.resume_probed(now, goal, int(1.2 * MBIT), videos())
+    for i in range(1, 12):
+        allocation = allocator.update(now + 0.5 * i, int(0.7 * MBIT), videos(), lossy=False)
+        assert allocation.paused == ()
