@@ -965,7 +965,11 @@ class InProcessNode:
         videos = self._videos(room, peer, subscriber, now)
         subscriber.estimate = estimate
         subscriber.decided_at = now
-        allocation = subscriber.allocator.update(now, estimate, videos, lossy=subscriber.link.lossy(now))
+        # Loss counts only if seen after the last probe that passed: that probe found the link clean (loss seen
+        # before it, e.g. the queue a lifted limit flushed, says nothing of the link now).
+        link = subscriber.link
+        lossy = link.lossy(now) and link.dirty_at > subscriber.prober.succeeded_at
+        allocation = subscriber.allocator.update(now, estimate, videos, lossy=lossy)
         if allocation.paused_now and now - subscriber.prober.succeeded_at < 2 * subscriber.allocator.hold:
             subscriber.prober.undone(now)  # what the last probe brought back did not hold: back off
         previous = subscriber.allocation
