@@ -355,16 +355,34 @@ class SubscriberAllocator:
         total = int((forwarded + wanted) * PROBE_RATE_MARGIN)
         return min(total, max(PROBE_MAX_BPS, forwarded)), forwarded
 
+    def probe_keys(self, videos: Sequence[VideoStream], *, everything: bool) -> tuple[str, ...]:
+        """The paused streams a probe of :meth:`probe_goal` is sized for, highest priority first."""
+        keys = tuple(v.key for v in videos if v.key in self.paused)
+        return keys if everything else keys[:1]
+
     def resume_probed(
-        self, now: float, probed_bps: int, raw_estimate: int | None, videos: Sequence[VideoStream]
+        self,
+        now: float,
+        probed_bps: int,
+        raw_estimate: int | None,
+        videos: Sequence[VideoStream],
+        keys: Collection[str] | None = None,
     ) -> tuple[str, ...]:
-        """A padding probe showed the link carries ``probed_bps``: resume the paused streams that fit under it (in
-        priority order), and count it as the estimate until the estimate falls or passes it. The streams resumed."""
+        """A padding probe showed the link carries ``probed_bps``: resume the paused streams it was sized for
+        (``keys``, from :meth:`probe_keys` when it began; None: those that fit under it now, in priority order), and
+        count it as the estimate until the estimate falls or passes it. The streams resumed.
+
+        The streams a probe was sized for resume whatever their need is now: the top video's publisher, uncapped
+        while the probe ran, may have grown since."""
         budget = probed_bps * self.headroom
         total = sum(v.need_bps for v in videos if v.key not in self.paused)
         resumed: list[str] = []
         for video in videos:
             if video.key not in self.paused:
+                continue
+            if keys is not None:
+                if video.key in keys:
+                    resumed.append(video.key)
                 continue
             if (total + video.need_bps) * self.resume_margin > budget:
                 break
@@ -701,6 +719,8 @@ class ProbeController:
         """When the running probe began (None: none runs)."""
         self.goal_bps = 0
         self.padding_bps = 0
+        self.keys: tuple[str, ...] = ()
+        """The paused streams the running (or last) probe was sized for."""
         self._estimate = 0
         self._failed_estimate: int | None = None
         self.probes = 0

@@ -853,6 +853,7 @@ class InProcessNode:
         if fast is None:
             return
         goal, forwarded = allocator.probe_goal(videos, everything=prober.everything)
+        keys = allocator.probe_keys(videos, everything=prober.everything)
         if goal <= forwarded:
             return
         streams = sum(1 for slot in peer.slots if slot.track.publisher is not None and not slot.track.paused)
@@ -860,6 +861,7 @@ class InProcessNode:
         if not prober.due(now, last_change=allocator.last_change, clean=clean, estimate=subscriber.estimate):
             return
         padding = prober.start(now, goal, forwarded, subscriber.estimate)
+        prober.keys = keys
         log.info(
             "subscriber_probe_started",
             hearing_id=room.hearing_id,
@@ -920,7 +922,7 @@ class InProcessNode:
             )
             return
         videos = self._videos(room, peer, subscriber, now)
-        resumed = subscriber.allocator.resume_probed(now, prober.goal_bps, estimate, videos)
+        resumed = subscriber.allocator.resume_probed(now, prober.goal_bps, estimate, videos, keys=prober.keys)
         log.info(
             "subscriber_probe_succeeded",
             hearing_id=room.hearing_id,

@@ -151,3 +151,15 @@ def test_a_dip_without_loss_after_a_probe_keeps_what_it_resumed() -> None:
     for i in range(1, 12):
         allocation = allocator.update(now + 0.5 * i, int(0.7 * MBIT), videos(), lossy=False)
         assert allocation.paused == ()
+
+
+def test_a_probe_resumes_the_streams_it_was_sized_for_even_if_needs_grew_meanwhile() -> None:
+    """The top video's publisher, uncapped while a probe ran, may need more by its verdict: the streams the probe
+    was sized for resume all the same."""
+    allocator = SubscriberAllocator(hold=HOLD)
+    now = thin(allocator) + HOLD
+    keys = allocator.probe_keys(videos(), everything=True)
+    assert keys == ("a", "b")
+    goal, _ = allocator.probe_goal(videos(), everything=True)
+    grown = [VideoStream("judge", 2 * MBIT, judge=True), VideoStream("a", MBIT), VideoStream("b", MBIT)]
+    assert allocator.resume_probed(now, goal, MBIT, grown, keys=keys) == ("a", "b")
