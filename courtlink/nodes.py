@@ -16,7 +16,7 @@ from importlib import metadata
 import structlog
 
 from media.node import InProcessNode
-from media.service import DrainFlag
+from media.service import DrainFlag, adaptation_counts, send_path_of
 from protocol.cluster import HEARTBEAT_SECONDS, NodeRecord, node_record_key
 from rooms.bus import Records
 
@@ -80,6 +80,8 @@ class NodeHeartbeat:
             started_at=self._started_at,
             heartbeat_at=time.time(),
             version=self._version,
+            send_path=send_path_of(self._node),
+            adaptation=adaptation_counts(self._node),
         )
 
     async def beat(self) -> None:

@@ -648,3 +648,51 @@ def datagram_socket(protocol: Any) -> tuple[Any, int] | None:
     if sock is None or sock.type != socket.SOCK_DGRAM or not isinstance(transport, asyncio.WriteTransport):
         return None
     return transport, int(sock.fileno())
+
+
+# --- bandwidth probing (part probe) ----------------------------------------------------------------------------------
+
+
+def on_loss_feedback(
+    sender: RTCRtpSender, on_report: Callable[[int, int], None], on_nack: Callable[[int, int], None]
+) -> None:
+    """Call ``on_report(ssrc, fraction_lost)`` for every report block of the receiver reports (and sender reports)
+    that reach this sender, and ``on_nack(ssrc, count)`` for every generic NACK about its stream, before aiortc's own
+    handling.
+
+    aiortc's DTLS transport routes a receiver report to each sender whose SSRC one of its blocks names; the blocks
+    about the same receiver's other streams (its RTX stream) come along in the same packet.
+    """
+    from aiortc.rtp import RtcpRrPacket, RtcpRtpfbPacket
+
+    original = sender._handle_rtcp_packet
+
+    async def handle(packet: Any) -> None:
+        if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
+            for report in packet.reports:
+                on_report(int(report.ssrc), int(report.fraction_lost))
+        elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == 1:
+            on_nack(int(packet.media_ssrc), len(packet.lost))
+        await original(packet)
+
+    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+
+def padding_packet(
+    payload_type: int, sequence_number: int, timestamp: int, ssrc: int, extensions: bytes, size: int
+) -> bytes:
+    """A padding-only RTP packet (RFC 3550 5.1: P set, no payload, ``size`` bytes of padding, the last one its
+    count), with ``extensions`` as the header-extension block (``b""``: none), unprotected."""
+    size = max(1, min(size, 255))
+    first = 0xA0 | (0x10 if extensions else 0)
+    header = bytes((first, payload_type & 0x7F)) + (
+        (sequence_number & 0xFFFF).to_bytes(2, "big")
+        + (timestamp & 0xFFFFFFFF).to_bytes(4, "big")
+        + (ssrc & 0xFFFFFFFF).to_bytes(4, "big")
+    )
+    return header + extensions + bytes(size - 1) + bytes((size,))
+
+
+def sender_rtx_ssrc(sender: RTCRtpSender) -> int:
+    """The SSRC of a sender's RTX stream (aiortc picks one per sender, used only when RTX is negotiated)."""
+    return int(sender._rtx_ssrc)

@@ -39,6 +39,14 @@ as LiveKit keeps its stream allocator apart from its down tracks.
   keyframe (tens of kB) sent in one burst overflows a thin link's queue
   (100 ms of a 1 Mbit/s link is 12.5 kB), loses its tail and the audio queued
   with it, and the repair keyframe meets the same fate.
+- :class:`LinkQuality` and :class:`ProbeController` bring paused video back: REMB estimators never report much
+  above what they receive, and aiortc's climbs 8% a second at best (it has no probe detection, unlike
+  libwebrtc's), so the estimate alone cannot show that a link got wider. When the subscriber's receiver reports
+  and NACKs show a clean link, the node sends padding (RTX padding-only packets, as libwebrtc and LiveKit do) at
+  the rate the paused streams would add, for a short cluster; a NACK, lost padding or a falling estimate fails
+  the probe (the padding stops at once, and the next probe waits twice as long), none within the verdict time
+  resumes every paused stream the probed rate covers, and the allocator counts that rate as the estimate
+  (:meth:`SubscriberAllocator.resume_probed`) until the estimate falls or the REMBs catch up.
 - :class:`ResendGuard` resends each packet at most once per round trip: aiortc's
   NACK generator asks again for its whole missing list at every new gap, and a
   resend still on its way would otherwise go out again and again (mediasoup
@@ -79,6 +87,39 @@ probe began (congestion; the probed stream's own REMB comes only seconds later).
 
 PROBE_WAIT_MAX = 60.0
 """Seconds: the longest wait between two probes after failed ones."""
+
+PROBE_WAIT_MIN = 2.0
+"""Seconds: the wait before the next padding probe after a failed one starts here and doubles (to
+:data:`PROBE_WAIT_MAX`); a probe that succeeded, or an estimate well above the one a probe failed at, resets it."""
+
+PROBE_SECONDS = 0.2
+"""Seconds a padding probe sends padding (a short cluster: on a link that cannot take it, at most this long of
+overflow before a NACK stops it)."""
+
+PROBE_VERDICT = 0.2
+"""Seconds after the padding ends within which a NACK, a lossy receiver report or a falling estimate still fails
+the probe (the link's queue delays them)."""
+
+PROBE_RATE_MARGIN = 1.15
+"""A probe pads up to the forwarded video plus every paused stream, times this (as :data:`RESUME_MARGIN`)."""
+
+PROBE_MAX_BPS = 8_000_000
+"""The highest total rate a probe asks for, bit/s (padding costs the node a packet per ~2 kbit)."""
+
+PROBE_FLOOR_SECONDS = 20.0
+"""Seconds a probed rate stands in for a lower estimate (unless the estimate falls, or rises above it first)."""
+
+CLEAN_SECONDS = 0.8
+"""A link is clean when neither a NACK nor a receiver report showing loss came in this many seconds."""
+
+LOSSY_SECONDS = 3.0
+"""A link lost packets lately when a NACK or a receiver report showing loss came within this many seconds: only
+then does a low estimate pause video (see :meth:`SubscriberAllocator.update`)."""
+
+CLEAN_REPORTS = 3
+"""Receiver reports (of any of the subscriber's streams) that must have come, all without loss, within
+:data:`CLEAN_SECONDS` for the link to count as clean (with 2% random loss a report of ~50 packets shows none about
+a third of the time: one alone says little)."""
 
 ESTIMATE_MAX_AGE = 2.5
 """Seconds a REMB counts: aiortc and browsers send one every 0.5-1 s about each stream they receive."""
@@ -136,6 +177,10 @@ class SubscriberBandwidth:
     """Packets resent after its NACKs."""
     nacks_repeated: int = 0
     """NACKed packets not resent because they had been resent less than a round trip before (on their way)."""
+    probes: int = 0
+    """Padding probes sent to it (:class:`ProbeController`)."""
+    probes_succeeded: int = 0
+    """Probes that brought paused video back."""
 
 
 class EstimateBook:
@@ -286,9 +331,100 @@ class SubscriberAllocator:
         self._probe_estimate = 0
         """When the last probe resumed a stream (until it is judged)."""
         self._ceiling_since: float | None = None
+        self.ceiling_probe = True
+        """Resume a paused stream as a probe when the estimate sat at its ceiling (see the module docstring); the node
+        turns it off when it probes with padding instead (:class:`ProbeController`)."""
+        self._floor = 0
+        self._floor_until = float("-inf")
+        self._floor_peak = 0
 
-    def update(self, now: float, estimate: int | None, videos: Sequence[VideoStream]) -> Allocation:
-        """Decide for the subscriber's videos (highest priority first, see :func:`video_priority`) now."""
+    @property
+    def last_change(self) -> float:
+        """When the last pause or resume happened (-inf: never)."""
+        return self._last_change
+
+    def probe_goal(self, videos: Sequence[VideoStream], *, everything: bool) -> tuple[int, int]:
+        """(total, forwarded) bit/s: what a padding probe should show the link carries, with
+        :data:`PROBE_RATE_MARGIN` (``everything``: every paused stream; else the next one in priority order), and
+        what is forwarded now; (0, 0) when nothing is paused."""
+        if not self.paused:
+            return 0, 0
+        forwarded = sum(v.need_bps for v in videos if v.key not in self.paused)
+        paused = [v.need_bps for v in videos if v.key in self.paused]
+        wanted = sum(paused) if everything else paused[0] if paused else 0
+        total = int((forwarded + wanted) * PROBE_RATE_MARGIN)
+        return min(total, max(PROBE_MAX_BPS, forwarded)), forwarded
+
+    def probe_keys(self, videos: Sequence[VideoStream], *, everything: bool) -> tuple[str, ...]:
+        """The paused streams a probe of :meth:`probe_goal` is sized for, highest priority first."""
+        keys = tuple(v.key for v in videos if v.key in self.paused)
+        return keys if everything else keys[:1]
+
+    def resume_probed(
+        self,
+        now: float,
+        probed_bps: int,
+        raw_estimate: int | None,
+        videos: Sequence[VideoStream],
+        keys: Collection[str] | None = None,
+    ) -> tuple[str, ...]:
+        """A padding probe showed the link carries ``probed_bps``: resume the paused streams it was sized for
+        (``keys``, from :meth:`probe_keys` when it began; None: those that fit under it now, in priority order), and
+        count it as the estimate until the estimate falls or passes it. The streams resumed.
+
+        The streams a probe was sized for resume whatever their need is now: the top video's publisher, uncapped
+        while the probe ran, may have grown since."""
+        budget = probed_bps * self.headroom
+        total = sum(v.need_bps for v in videos if v.key not in self.paused)
+        resumed: list[str] = []
+        for video in videos:
+            if video.key not in self.paused:
+                continue
+            if keys is not None:
+                if video.key in keys:
+                    resumed.append(video.key)
+                continue
+            if (total + video.need_bps) * self.resume_margin > budget:
+                break
+            total += video.need_bps
+            resumed.append(video.key)
+        if not resumed:
+            return ()
+        self.paused.difference_update(resumed)
+        self._last_change = now
+        self._over_since = None
+        self._ceiling_since = None
+        self._floor = probed_bps
+        self._floor_until = now + PROBE_FLOOR_SECONDS
+        self._floor_peak = raw_estimate or 0
+        # Judged as a probe: if the estimate falls within 2 holds, what does not fit is paused again at once.
+        self._probe_at = now
+        self._probe_key = resumed[0]
+        self._probe_estimate = raw_estimate or 0
+        return tuple(resumed)
+
+    def _floored(self, now: float, estimate: int, lossy: bool) -> int:
+        """``estimate``, or the last probed rate while it stands (see :meth:`resume_probed`); a fall of the estimate
+        ends it only with loss (a receiver busy decoding the keyframes of what was resumed reports a dip too)."""
+        if not self._floor:
+            return estimate
+        self._floor_peak = max(self._floor_peak, estimate)
+        fell = lossy and estimate < self._floor_peak * PROBE_FALL
+        if now >= self._floor_until or estimate >= self._floor or fell:
+            self._floor = 0
+            return estimate
+        return self._floor
+
+    def update(
+        self, now: float, estimate: int | None, videos: Sequence[VideoStream], *, lossy: bool = True
+    ) -> Allocation:
+        """Decide for the subscriber's videos (highest priority first, see :func:`video_priority`) now.
+
+        ``lossy``: the subscriber's link lost packets lately (:meth:`LinkQuality.lossy`). Without loss a low estimate
+        pauses nothing and caps nobody: a receiver short of CPU (a browser among many on one machine, a busy event
+        loop) reads its own late processing as queueing delay and reports a low REMB, while a link that is really
+        too thin for what is sent overflows its queue and loses packets.
+        """
         keys = [v.key for v in videos]
         new = set(keys) - self._known
         self.paused &= set(keys)
@@ -308,8 +444,9 @@ class SubscriberAllocator:
             return self._allocation(keys, (), resumed, top_available=None)
 
         probing = self._probe_at is not None and now - self._probe_at < 2 * self.hold
-        probe_fell = probing and estimate < self._probe_estimate * PROBE_FALL
+        probe_fell = probing and lossy and estimate < self._probe_estimate * PROBE_FALL
         covered_estimate = estimate
+        estimate = self._floored(now, estimate, lossy)
         # Forwarded streams no REMB is about yet count as carried (see VideoStream.covered).
         estimate += sum(v.need_bps for v in videos if not v.covered and v.key not in self.paused)
         budget = estimate * self.headroom
@@ -335,7 +472,7 @@ class SubscriberAllocator:
         elif self._over_since is None:
             self._over_since = now
         lasting = self._over_since is not None and now - self._over_since >= self.pause_after
-        if wanted_paused and ((lasting and now - self._last_change >= self.hold) or probe_failed):
+        if wanted_paused and ((lasting and lossy and now - self._last_change >= self.hold) or probe_failed):
             # Pause every stream that does not fit at once: congestion hurts the streams that stay too.
             self.paused.update(wanted_paused)
             paused_now = tuple(wanted_paused)
@@ -352,7 +489,7 @@ class SubscriberAllocator:
                 resumed_now = (next_key,)
             else:
                 # The estimate cannot show more than it receives: probe when it has sat at its ceiling long enough.
-                at_ceiling = forwarded_need > 0 and estimate >= forwarded_need * PROBE_RATIO
+                at_ceiling = self.ceiling_probe and forwarded_need > 0 and estimate >= forwarded_need * PROBE_RATIO
                 if not at_ceiling:
                     self._ceiling_since = None
                 elif self._ceiling_since is None:
@@ -377,7 +514,7 @@ class SubscriberAllocator:
             top_fits = top_need * self.resume_margin <= budget
         else:
             top_fits = top_need <= estimate * self.pause_tolerance
-        self.constrained = bool(self.paused) or not top_fits
+        self.constrained = bool(self.paused) or not (top_fits or not lossy)
         return self._allocation(keys, paused_now, resumed_now, top_available=int(budget) if self.constrained else None)
 
     def _allocation(
@@ -523,3 +660,151 @@ class PacingBucket:
             return wait
         self._tokens = tokens - size  # may go below zero after a late packet: the next ones wait for it
         return 0.0
+
+
+class LinkQuality:
+    """Whether a subscriber's link shows loss now, from its receiver reports and NACKs (see the module docstring)."""
+
+    __slots__ = ("_dirty_at", "_reports")
+
+    def __init__(self) -> None:
+        self._dirty_at = float("-inf")
+        self._reports: deque[float] = deque()
+
+    def report(self, now: float, fraction_lost: int) -> None:
+        """A receiver report block about one of the node's streams to it (``fraction_lost`` out of 256)."""
+        if fraction_lost > 0:
+            self._dirty_at = now
+            self._reports.clear()
+        else:
+            self._reports.append(now)
+            while self._reports and now - self._reports[0] > CLEAN_SECONDS:
+                self._reports.popleft()
+
+    def nack(self, now: float) -> None:
+        """A NACK came from the subscriber (it lost a packet)."""
+        self._dirty_at = now
+        self._reports.clear()
+
+    @property
+    def dirty_at(self) -> float:
+        """When loss was last seen (-inf: never)."""
+        return self._dirty_at
+
+    def lossy(self, now: float) -> bool:
+        """Whether loss was seen within :data:`LOSSY_SECONDS`."""
+        return now - self._dirty_at < LOSSY_SECONDS
+
+    def clean(self, now: float, streams: int = CLEAN_REPORTS) -> bool:
+        """No loss for :data:`CLEAN_SECONDS`, and :data:`CLEAN_REPORTS` reports without loss in that time (as many as
+        ``streams`` are sent to the subscriber, if fewer: each receiver reports about once a second)."""
+        reports = self._reports
+        while reports and now - reports[0] > CLEAN_SECONDS:
+            reports.popleft()
+        return now - self._dirty_at >= CLEAN_SECONDS and len(reports) >= max(1, min(CLEAN_REPORTS, streams))
+
+
+class ProbeController:
+    """When one subscriber's link is probed with padding, and what a probe found (see the module docstring).
+
+    A probe runs from :meth:`start` for :data:`PROBE_SECONDS`; :meth:`verdict` then fails it at the first loss or
+    estimate fall seen, and passes it once :data:`PROBE_VERDICT` went by after the padding without either.
+    """
+
+    def __init__(self, hold: float) -> None:
+        self.hold = hold
+        self.wait = PROBE_WAIT_MIN
+        self.next_at = float("-inf")
+        self.started_at: float | None = None
+        """When the running probe began (None: none runs)."""
+        self.goal_bps = 0
+        self.padding_bps = 0
+        self.keys: tuple[str, ...] = ()
+        """The paused streams the running (or last) probe was sized for."""
+        self._estimate = 0
+        self._failed_estimate: int | None = None
+        self.probes = 0
+        self.succeeded = 0
+        self.succeeded_at = float("-inf")
+        """When the last probe passed."""
+        self.followup = False
+        """The last probe passed and asked for one stream: the next asks for the rest, at once."""
+
+    @property
+    def running(self) -> bool:
+        """A probe is under way (sending padding, or waiting for its verdict)."""
+        return self.started_at is not None
+
+    def padding(self, now: float) -> bool:
+        """Whether the running probe still sends padding now."""
+        return self.started_at is not None and now - self.started_at < PROBE_SECONDS
+
+    @property
+    def everything(self) -> bool:
+        """Whether the next probe asks for every paused stream (right after one passed: the link may have widened
+        a lot, as when a limit is lifted), not just the next one (a failure then overflows the link by one stream's
+        worth, not all of them)."""
+        return self.followup
+
+    def due(self, now: float, *, last_change: float, clean: bool, estimate: int | None) -> bool:
+        """Whether a probe should start now: none runs, its wait is over, the last change is a hold old (unless a
+        probe just passed: its follow-up goes at once), the link is clean. An estimate a quarter above the one the
+        last probe failed at cuts the wait short (the link changed)."""
+        if self.running:
+            return False
+        if self.followup:
+            if now - self.succeeded_at <= 2 * self.hold:
+                return clean
+            self.followup = False  # too late for a follow-up: start again from the next stream
+        failed = self._failed_estimate
+        if failed is not None and estimate is not None and estimate >= failed * 1.25:
+            self.wait = PROBE_WAIT_MIN
+            self.next_at = min(self.next_at, now)
+            self._failed_estimate = None
+        return clean and now >= self.next_at and now - last_change >= self.hold
+
+    def start(self, now: float, goal_bps: int, forwarded_bps: int, estimate: int | None) -> int:
+        """Begin a probe showing ``goal_bps`` in all; the padding rate to send (bit/s) beside ``forwarded_bps``."""
+        self.started_at = now
+        self.goal_bps = goal_bps
+        self.padding_bps = max(0, goal_bps - forwarded_bps)
+        self._estimate = estimate or 0
+        self.probes += 1
+        return self.padding_bps
+
+    def undone(self, now: float) -> None:
+        """What the last successful probe resumed was paused again (the link did not carry it after all): the next
+        probe waits as after a failed one."""
+        self.next_at = now + self.wait
+        self.wait = min(self.wait * 2, PROBE_WAIT_MAX)
+        self.followup = False
+
+    def verdict(self, now: float, *, dirty_at: float, estimate: int | None) -> bool | None:
+        """True: the link carried the probe; False: it did not (loss since it began, or the estimate fell); None:
+        not yet known. The controller is idle again after a verdict."""
+        started = self.started_at
+        if started is None:
+            return None
+        fell = estimate is not None and self._estimate and estimate < self._estimate * PROBE_FALL
+        if dirty_at >= started or fell:
+            self.started_at = None
+            self.followup = False
+            self._failed_estimate = self._estimate or estimate
+            self.next_at = now + self.wait
+            self.wait = min(self.wait * 2, PROBE_WAIT_MAX)
+            return False
+        if now - started >= PROBE_SECONDS + PROBE_VERDICT:
+            self.started_at = None
+            self.succeeded += 1
+            self.succeeded_at = now
+            self.followup = not self.followup
+            self.wait = PROBE_WAIT_MIN
+            self.next_at = now + self.hold
+            self._failed_estimate = None
+            return True
+        return None
+
+
+PADDING_SIZE_ON_WIRE = 255 + 40
+"""Bytes one padding probe packet takes on the wire (255 of padding, RTP header and extensions, SRTP tag); UDP and IP
+headers are left out, as a receiver's estimator counts them."""

@@ -254,6 +254,8 @@ class ForwardedTrack(MediaStreamTrack):
         self.paused = False
         """Bandwidth adaptation paused this video for the subscriber: frames are not sent (media.bandwidth)."""
         self.paused_frames = 0
+        self.resumed_at = float("-inf")
+        """When (monotonic) the last pause ended."""
         """Frames not sent because the slot was paused."""
         self.pace_bps: int | None = None
         """Bandwidth adaptation: the direct send path spreads this video's packets at this rate (the top video of a
@@ -261,6 +263,11 @@ class ForwardedTrack(MediaStreamTrack):
         self.top_priority = False
         """Bandwidth adaptation: this is the top-priority video of a constrained subscriber; its repairs (PLI, loss
         it cannot get resent) ask the publisher urgently (``Reason.top``) instead of waiting for the throttle."""
+
+    @property
+    def frame_sender(self) -> FrameSender | None:
+        """The direct send path attached to this slot (None: aiortc's own loop, or not started yet)."""
+        return self._sender
 
     @property
     def queued(self) -> int:
@@ -296,6 +303,7 @@ class ForwardedTrack(MediaStreamTrack):
         """Send again from the next keyframe, asked for now; sequence numbers continue where they stopped."""
         if self.paused:
             self.paused = False
+            self.resumed_at = time.monotonic()
             if self.gate is not None and self.publisher is not None:
                 self.gate.start()
                 self.publisher.request_keyframe(Reason.resume)

@@ -24,11 +24,14 @@ from dataclasses import dataclass, field
 import structlog
 from aiortc import RTCRtpTransceiver
 
-from media.aiortc_compat import candidate_from_sdp, self_check, sender_counters, sender_ssrc
+from media.aiortc_compat import candidate_from_sdp, self_check, sender_counters, sender_rtx_ssrc, sender_ssrc
 from media.bandwidth import (
     PACE_FACTOR,
+    PADDING_SIZE_ON_WIRE,
     Allocation,
     EstimateBook,
+    LinkQuality,
+    ProbeController,
     SubscriberAllocator,
     SubscriberBandwidth,
     VideoStream,
@@ -51,6 +54,7 @@ from media.peer import (
 )
 from media.plan import forwarding_plan
 from media.probe import Probe
+from media.sending import FrameSender
 from media.settings import NodeSettings
 from media.speaker import SpeakerDetector
 from protocol.frames import FrameSink
@@ -99,15 +103,33 @@ unless its estimate fell by :data:`_ADAPT_DROP` or more."""
 _ADAPT_DROP = 0.8
 
 
+_LOOP_LAG_FACT = 0.25
+"""Seconds a health report may come late before the node logs ``node_loop_lagged`` (its event loop was held)."""
+
+_RESUME_NACKS = 1.6
+"""Seconds after a slot resumes during which its subscriber's NACKs and receiver reports about it are not taken for
+loss (see ``_loss``): the first report comes within 1.5 s (aiortc reports every 0.5-1.5 s)."""
+
+_PROBE_TICK = 0.01
+"""Seconds between two bursts of a padding probe (and checks of its verdict)."""
+
+
 @dataclass(eq=False)
 class _Subscriber:
     """Bandwidth adaptation of one subscriber (media.bandwidth decides, the node carries it out)."""
 
     allocator: SubscriberAllocator
+    prober: ProbeController
     book: EstimateBook = field(default_factory=EstimateBook)
+    link: LinkQuality = field(default_factory=LinkQuality)
     allocation: Allocation | None = None
     estimate: int | None = None
     decided_at: float = float("-inf")
+    probe_timer: asyncio.TimerHandle | None = None
+    padded_at: float = 0.0
+    """When the running probe last sent padding."""
+    padding_owed: float = 0.0
+    """Bytes of padding the running probe is behind by (sent in whole packets)."""
 
 
 @dataclass(eq=False)
@@ -315,21 +337,32 @@ class InProcessNode:
             nacks_dropped=budget.dropped,
             nacks_repeated=budget.repeated,
             resent=budget.resent,
+            probes=subscriber.prober.probes if subscriber is not None else 0,
+            probes_succeeded=subscriber.prober.succeeded if subscriber is not None else 0,
         )
 
     def bandwidth_counts(self) -> dict[str, int]:
-        """Node-wide adaptation figures: video streams paused now, NACKs dropped and keyframe requests so far
-        (of live peers and tracks), publishers capped now."""
-        paused = dropped = requests = capped = 0
+        """Node-wide adaptation figures: video streams paused now, NACKs dropped, keyframe requests, padding probes
+        and the probes that brought video back so far (of live peers and tracks), publishers capped now."""
+        paused = dropped = requests = capped = probes = probed = 0
         for room in self._rooms.values():
             for subscriber in room.subscribers.values():
                 paused += len(subscriber.allocation.paused) if subscriber.allocation is not None else 0
+                probes += subscriber.prober.probes
+                probed += subscriber.prober.succeeded
             for peer in room.peers.values():
                 dropped += peer.nack_budget.dropped if peer.nack_budget is not None else 0
                 for published in peer.published.values():
                     requests += published.keyframe_requests
                     capped += published.remb is not None and published.remb.cap is not None
-        return {"paused_streams": paused, "nacks_dropped": dropped, "keyframe_requests": requests, "capped": capped}
+        return {
+            "paused_streams": paused,
+            "nacks_dropped": dropped,
+            "keyframe_requests": requests,
+            "capped": capped,
+            "probes": probes,
+            "probes_succeeded": probed,
+        }
 
     def stats(self) -> tuple[int, int]:
         """(rooms, peer connections) on this node, for ``GET /nodes`` and metrics."""
@@ -430,6 +463,7 @@ class InProcessNode:
             on_slots_changed=self._slots_changed,
             on_lost=self._peer_lost,
             on_remb=self._remb if self.settings.adaptation else None,
+            on_loss=self._loss if self.settings.adaptation else None,
         )
         room.peers[participant_id] = peer
         if self._health is None or self._health.done():
@@ -441,7 +475,9 @@ class InProcessNode:
     async def _close_peer(self, room: _Room, peer: Peer) -> None:
         if room.peers.get(peer.participant_id) is peer:
             del room.peers[peer.participant_id]
-            if room.subscribers.pop(peer.participant_id, None) is not None:
+            gone = room.subscribers.pop(peer.participant_id, None)
+            if gone is not None:
+                self._stop_probe(gone)
                 self._apply_caps(room)  # a publisher capped for this subscriber gets its bitrate back
         room.speakers.leave(peer.participant_id)
         for published in peer.published.values():
@@ -512,7 +548,12 @@ class InProcessNode:
     async def _health_loop(self) -> None:
         """Every ``health_interval``: one ``PeerHealth`` per peer; ends when the node has no peer left."""
         while True:
+            asked = time.monotonic()
             await asyncio.sleep(self.settings.health_interval)
+            lag = time.monotonic() - asked - self.settings.health_interval
+            if lag >= _LOOP_LAG_FACT:
+                # Every flow of the node waits while its event loop is held: say so (a fact, at most once a report).
+                log.warning("node_loop_lagged", node_id=self.node_id, lag_ms=round(lag * 1000))
             peers = [peer for room in self._rooms.values() for peer in room.peers.values() if not peer.closed]
             if not peers:
                 self._health = None
@@ -731,36 +772,56 @@ class InProcessNode:
     def _subscriber(self, room: _Room, participant_id: str) -> _Subscriber:
         subscriber = room.subscribers.get(participant_id)
         if subscriber is None:
-            subscriber = _Subscriber(allocator=SubscriberAllocator(hold=self.settings.adapt_hold_seconds))
+            hold = self.settings.adapt_hold_seconds
+            subscriber = _Subscriber(allocator=SubscriberAllocator(hold=hold), prober=ProbeController(hold))
+            # The direct send path can pad (media.sending.FrameSender.send_padding): paused video comes back by
+            # padding probes, not by resuming a stream blind when the estimate sits at its ceiling.
+            subscriber.allocator.ceiling_probe = not self.settings.direct_send
             room.subscribers[participant_id] = subscriber
         return subscriber
 
-    def _adapt_all(self) -> None:
-        """Decide again for every subscriber whose REMBs did not lead to a decision lately (stale REMBs expire,
-        probes come due)."""
+    def _loss(self, peer: Peer, ssrc: int, value: int, nack: bool) -> None:
+        """A receiver report block about ``ssrc`` (``value`` = fraction lost of 256) or a NACK (``nack``, ``value``
+        packets) from a subscriber: what tells a probe whether the link is clean."""
+        room = self._rooms.get(peer.hearing_id)
+        subscriber = room.subscribers.get(peer.participant_id) if room is not None else None
+        if subscriber is None or peer.closed:
+            return
         now = time.monotonic()
-        for room in list(self._rooms.values()):
-            for pid, subscriber in list(room.subscribers.items()):
-                peer = room.peers.get(pid)
-                if peer is not None and not peer.closed and now - subscriber.decided_at >= 2 * _ADAPT_EVERY:
-                    self._adapt(room, peer, now)
+        for slot in peer.slots:
+            sender = slot.transceiver.sender
+            if ssrc == sender_ssrc(sender) or ssrc == sender_rtx_ssrc(sender):
+                # A paused (or idle) slot's receiver reports nothing lost of nothing received: not a sign. Nor are
+                # a just resumed slot's NACKs and first report: its receiver counts as lost the sequence numbers the
+                # resume skipped (media.sending.SEQUENCE_JUMP), which were never sent.
+                if slot.track.publisher is None or slot.track.paused:
+                    return
+                if now - slot.track.resumed_at < _RESUME_NACKS:
+                    return
+                if nack:
+                    subscriber.link.nack(now)
+                else:
+                    subscriber.link.report(now, value)
+                return
+        if nack:
+            subscriber.link.nack(now)
 
-    def _adapt(self, room: _Room, peer: Peer, now: float) -> None:
-        """Decide which videos the subscriber gets from its estimate, pause/resume its slots, update the caps."""
-        pid = peer.participant_id
-        subscriber = self._subscriber(room, pid)
-        speaker = room.speakers.active_for(pid)
-        ssrc_of = {
-            id(slot.track.publisher): sender_ssrc(slot.transceiver.sender)
-            for slot in peer.slots
-            if slot.track.publisher is not None
-        }
+    def _estimate(self, peer: Peer, subscriber: _Subscriber, now: float) -> int | None:
         sending = {
             sender_ssrc(slot.transceiver.sender)
             for slot in peer.slots
             if slot.track.publisher is not None and not slot.track.paused
         }
-        estimate = subscriber.book.estimate(now, sending)
+        return subscriber.book.estimate(now, sending)
+
+    def _videos(self, room: _Room, peer: Peer, subscriber: _Subscriber, now: float) -> list[VideoStream]:
+        """The subscriber's videos as the allocator sees them, highest priority first."""
+        speaker = room.speakers.active_for(peer.participant_id)
+        ssrc_of = {
+            id(slot.track.publisher): sender_ssrc(slot.transceiver.sender)
+            for slot in peer.slots
+            if slot.track.publisher is not None
+        }
         videos: list[VideoStream] = []
         for track in peer.wanted:
             if track.kind != "video" or track.ended:
@@ -777,9 +838,142 @@ class InProcessNode:
                     covered=subscriber.book.covers(ssrc_of.get(id(track), -1)),
                 )
             )
+        return video_priority(videos)
+
+    # --- padding probes -------------------------------------------------------------------------------------------
+
+    def _maybe_probe(
+        self, room: _Room, peer: Peer, subscriber: _Subscriber, now: float, videos: list[VideoStream]
+    ) -> None:
+        """Start a padding probe of the subscriber's link when it has paused video and the link looks clean."""
+        prober, allocator, allocation = subscriber.prober, subscriber.allocator, subscriber.allocation
+        if prober.running or allocation is None or not allocation.paused or allocation.top is None:
+            return
+        fast = self._padding_sender(peer, allocation.top)
+        if fast is None:
+            return
+        goal, forwarded = allocator.probe_goal(videos, everything=prober.everything)
+        keys = allocator.probe_keys(videos, everything=prober.everything)
+        if goal <= forwarded:
+            return
+        streams = sum(1 for slot in peer.slots if slot.track.publisher is not None and not slot.track.paused)
+        clean = subscriber.link.clean(now, streams)
+        if not prober.due(now, last_change=allocator.last_change, clean=clean, estimate=subscriber.estimate):
+            return
+        padding = prober.start(now, goal, forwarded, subscriber.estimate)
+        prober.keys = keys
+        log.info(
+            "subscriber_probe_started",
+            hearing_id=room.hearing_id,
+            subscriber=peer.participant_id,
+            goal_kbps=goal // 1000,
+            padding_kbps=padding // 1000,
+            estimate_kbps=None if subscriber.estimate is None else subscriber.estimate // 1000,
+        )
+        subscriber.padded_at = now
+        subscriber.padding_owed = 0.0
+        self._probe_tick(room, peer, subscriber)
+
+    @staticmethod
+    def _padding_sender(peer: Peer, top: str) -> FrameSender | None:
+        """The direct send path of the slot carrying the subscriber's top video (padding rides on its RTX stream)."""
+        for slot in peer.slots:
+            publisher = slot.track.publisher
+            if publisher is not None and publisher.recording_id == top and not slot.track.paused:
+                return slot.track.frame_sender
+        return None
+
+    def _probe_tick(self, room: _Room, peer: Peer, subscriber: _Subscriber) -> None:
+        """One step of a running probe: its verdict if known, else the padding due since the last step."""
+        subscriber.probe_timer = None
+        prober = subscriber.prober
+        if peer.closed or room.subscribers.get(peer.participant_id) is not subscriber or not prober.running:
+            return
+        now = time.monotonic()
+        estimate = self._estimate(peer, subscriber, now)
+        verdict = prober.verdict(now, dirty_at=subscriber.link.dirty_at, estimate=estimate)
+        if verdict is not None:
+            self._probe_done(room, peer, subscriber, verdict, now, estimate)
+            return
+        allocation = subscriber.allocation
+        fast = self._padding_sender(peer, allocation.top) if allocation is not None and allocation.top else None
+        if prober.padding(now) and fast is not None:
+            subscriber.padding_owed += prober.padding_bps / 8 * (now - subscriber.padded_at)
+            packets = int(subscriber.padding_owed // PADDING_SIZE_ON_WIRE)
+            if packets:
+                fast.send_padding(packets)
+                subscriber.padding_owed -= packets * PADDING_SIZE_ON_WIRE
+        subscriber.padded_at = now
+        subscriber.probe_timer = asyncio.get_running_loop().call_later(
+            _PROBE_TICK, self._probe_tick, room, peer, subscriber
+        )
+
+    def _probe_done(
+        self, room: _Room, peer: Peer, subscriber: _Subscriber, passed: bool, now: float, estimate: int | None
+    ) -> None:
+        prober = subscriber.prober
+        if not passed:
+            log.info(
+                "subscriber_probe_failed",
+                hearing_id=room.hearing_id,
+                subscriber=peer.participant_id,
+                goal_kbps=prober.goal_bps // 1000,
+                next_in_s=round(prober.next_at - now, 1),
+            )
+            return
+        videos = self._videos(room, peer, subscriber, now)
+        resumed = subscriber.allocator.resume_probed(now, prober.goal_bps, estimate, videos, keys=prober.keys)
+        log.info(
+            "subscriber_probe_succeeded",
+            hearing_id=room.hearing_id,
+            subscriber=peer.participant_id,
+            goal_kbps=prober.goal_bps // 1000,
+            resumed=len(resumed),
+        )
+        if resumed:
+            track_ids = {t.recording_id: t.track_id for t in peer.wanted}
+            for key in resumed:
+                log.info(
+                    "subscriber_video_resumed",
+                    hearing_id=room.hearing_id,
+                    subscriber=peer.participant_id,
+                    track=track_ids.get(key, key),
+                    estimate_kbps=None if estimate is None else estimate // 1000,
+                    probed_kbps=prober.goal_bps // 1000,
+                )
+            self._adapt(room, peer, now)
+
+    @staticmethod
+    def _stop_probe(subscriber: _Subscriber) -> None:
+        if subscriber.probe_timer is not None:
+            subscriber.probe_timer.cancel()
+            subscriber.probe_timer = None
+
+    def _adapt_all(self) -> None:
+        """Decide again for every subscriber whose REMBs did not lead to a decision lately (stale REMBs expire,
+        probes come due)."""
+        now = time.monotonic()
+        for room in list(self._rooms.values()):
+            for pid, subscriber in list(room.subscribers.items()):
+                peer = room.peers.get(pid)
+                if peer is not None and not peer.closed and now - subscriber.decided_at >= 2 * _ADAPT_EVERY:
+                    self._adapt(room, peer, now)
+
+    def _adapt(self, room: _Room, peer: Peer, now: float) -> None:
+        """Decide which videos the subscriber gets from its estimate, pause/resume its slots, update the caps."""
+        pid = peer.participant_id
+        subscriber = self._subscriber(room, pid)
+        estimate = self._estimate(peer, subscriber, now)
+        videos = self._videos(room, peer, subscriber, now)
         subscriber.estimate = estimate
         subscriber.decided_at = now
-        allocation = subscriber.allocator.update(now, estimate, video_priority(videos))
+        # Loss counts only if seen after the last probe that passed: that probe found the link clean (loss seen
+        # before it, e.g. the queue a lifted limit flushed, says nothing of the link now).
+        link = subscriber.link
+        lossy = link.lossy(now) and link.dirty_at > subscriber.prober.succeeded_at
+        allocation = subscriber.allocator.update(now, estimate, videos, lossy=lossy)
+        if allocation.paused_now and now - subscriber.prober.succeeded_at < 2 * subscriber.allocator.hold:
+            subscriber.prober.undone(now)  # what the last probe brought back did not hold: back off
         previous = subscriber.allocation
         subscriber.allocation = allocation
         if peer.nack_budget is not None:
@@ -804,6 +998,8 @@ class InProcessNode:
                     estimate_kbps=estimate_kbps,
                 )
         self._apply_pauses(peer, allocation)
+        if self.settings.direct_send:
+            self._maybe_probe(room, peer, subscriber, now, videos)
         if (
             allocation.constrained
             or (previous is not None and previous.constrained)

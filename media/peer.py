@@ -40,6 +40,7 @@ from media.aiortc_compat import (
     negotiated_header_extensions,
     offer_direction,
     on_keyframe_request,
+    on_loss_feedback,
     on_remb,
     sender_rtt,
     set_negotiated,
@@ -132,6 +133,7 @@ class Peer:
         on_slots_changed: Callable[[Peer], None],
         on_lost: Callable[[Peer, str], None] | None = None,
         on_remb: Callable[[Peer, int, list[int]], None] | None = None,
+        on_loss: Callable[[Peer, int, int, bool], None] | None = None,
     ) -> None:
         self.hearing_id = hearing_id
         self.participant_id = participant_id
@@ -150,6 +152,9 @@ class Peer:
         self._on_slots_changed = on_slots_changed
         self._on_lost = on_lost
         self._on_remb = on_remb
+        self._on_loss = on_loss
+        """Bandwidth adaptation: ``(peer, ssrc, fraction_lost, False)`` per receiver report block, ``(peer, ssrc,
+        count, True)`` per NACK of the subscriber."""
         self.nack_budget: NackBudget | None = NackBudget(settings.nack_budget_share) if settings.adaptation else None
         """The participant's resend budget as a subscriber (bandwidth adaptation on), shared by its slots."""
         self._lock = asyncio.Lock()
@@ -443,6 +448,14 @@ class Peer:
         on_remb_ = self._on_remb
         if on_remb_ is not None:
             on_remb(transceiver.sender, lambda bitrate, ssrcs: on_remb_(self, bitrate, ssrcs))
+
+        on_loss_ = self._on_loss
+        if on_loss_ is not None:
+            on_loss_feedback(
+                transceiver.sender,
+                lambda ssrc, fraction: on_loss_(self, ssrc, fraction, False),
+                lambda ssrc, count: on_loss_(self, ssrc, count, True),
+            )
 
         def unrepairable() -> None:
             if slot.track.publisher is not None:

@@ -64,6 +64,7 @@ from media.aiortc_compat import (
     datagram_socket,
     direct_sendto,
     get_encoder,
+    padding_packet,
     random16,
     random32,
     replace_rtp_loop,
@@ -157,6 +158,9 @@ answer at most with a keyframe request (the node sends a keyframe first anyway).
 
 _NTP_SCALE = float(1 << 32)
 
+PADDING_SIZE = 255
+"""Bytes of padding in one probe packet: the most an RTP padding count can say."""
+
 _SRTP_MAX_TRAILER = 144
 """libsrtp's ``SRTP_MAX_TRAILER_LEN`` (auth tag and MKI), the room pylibsrtp leaves after a packet."""
 
@@ -247,6 +251,8 @@ class FrameSender:
         self._pacer: PacingBucket | None = None
         self._paced: collections.deque[tuple[bytes, float]] = collections.deque()
         self._pace_timer: asyncio.TimerHandle | None = None
+        self.padding_sent = 0
+        """Padding-only packets sent for bandwidth probes (:meth:`send_padding`)."""
 
     @property
     def enabled(self) -> bool:
@@ -568,6 +574,43 @@ class FrameSender:
             packet = wrap_rtx(packet, payload_type=rtx_payload_type, sequence_number=rtx_sequence, ssrc=rtx_ssrc)
         with contextlib.suppress(ConnectionError):
             await internals.send_rtp(packet.serialize(ext_map))
+
+    def send_padding(self, packets: int, size: int = PADDING_SIZE) -> int:
+        """Send ``packets`` padding-only packets of ``size`` bytes of padding on this sender's RTX stream, now (a
+        bandwidth probe, ``media.bandwidth.ProbeController``); the number sent: 0 without RTX negotiated, before the
+        path runs or once the connection is gone.
+
+        Padding goes on the RTX stream, as libwebrtc sends it: it takes no sequence number of the media stream, a
+        receiver's estimator counts it (aiortc's ``RemoteBitrateEstimator`` counts padding bytes, and reads the
+        abs-send-time each packet carries), and the receiver then drops it (an RTX packet without an original
+        sequence number). It never enters the resend history.
+        """
+        internals = self._internals
+        if internals is None or self._done is None or self._done.done() or packets <= 0:
+            return 0
+        try:
+            protect, protocol, addr = internals.link()
+        except ConnectionError:
+            return 0
+        srtp = srtp_protector(protect)
+        sendto = self._sendto(protocol)
+        ntp = int((time.time() + NTP_UNIX_OFFSET) * _NTP_SCALE)
+        ext = _extension_block(internals.current_extensions_map(), self._mid, (ntp >> 14) & 0xFFFFFF)
+        timestamp = internals.last_timestamp()
+        sent = 0
+        for _ in range(packets):
+            rtx = internals.next_rtx()
+            if rtx is None:
+                break
+            payload_type, sequence, ssrc = rtx
+            raw = padding_packet(payload_type, sequence, timestamp, ssrc, ext, size)
+            try:
+                sendto(srtp(raw), addr)
+            except ConnectionError:
+                break
+            sent += 1
+        self.padding_sent += sent
+        return sent
 
     def _budget_allows(self, raw: bytes, internals: SenderInternals) -> bool:
         """Whether the subscriber's resend budget lets this history packet go out again (counted either way)."""

@@ -40,6 +40,7 @@ from protocol.cluster import (
     node_record_key,
     node_state,
 )
+from protocol.directory import AdaptationCounts
 from protocol.node import NODE_COMMAND, NODE_REPLY, CloseRoom, NodeCommand, NodeEvent, Refused
 from rooms.bus import Bus, BusError, Records, Subscription
 
@@ -74,6 +75,24 @@ class DrainFlag:
             log.info("node_draining" if state == "draining" else "node_drain_ended", node_id=self._node_id)
             self.state = state
         return state
+
+
+def send_path_of(node: InProcessNode) -> str:
+    """How the node sends forwarded RTP (``native``, ``python`` or ``aiortc``), as its heartbeat says."""
+    return node_send_path(node.settings.direct_send)
+
+
+def adaptation_counts(node: InProcessNode) -> AdaptationCounts:
+    """A node's bandwidth adaptation figures now, as its heartbeat carries them."""
+    counts = node.bandwidth_counts()
+    return AdaptationCounts(
+        paused_streams=counts["paused_streams"],
+        capped_publishers=counts["capped"],
+        nacks_dropped=counts["nacks_dropped"],
+        keyframe_requests=counts["keyframe_requests"],
+        probes=counts["probes"],
+        probes_succeeded=counts["probes_succeeded"],
+    )
 
 
 class _Order:
@@ -252,7 +271,12 @@ class NodeService:
             heartbeat_at=time.time(),
             version=self._version,
             send_path=node_send_path(self.node.settings.direct_send),
+            adaptation=self.adaptation(),
         )
+
+    def adaptation(self) -> AdaptationCounts:
+        """The node's bandwidth adaptation figures now (``InProcessNode.bandwidth_counts``)."""
+        return adaptation_counts(self.node)
 
     async def _heartbeats(self) -> None:
         failing = False

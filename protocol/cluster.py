@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import Field
 
 from protocol.client import ParticipantInfo, RequestId
+from protocol.directory import AdaptationCounts
 from rooms.model import Frozen
 
 HEARTBEAT_SECONDS = 2.0
@@ -100,6 +101,9 @@ class NodeRecord(Frozen):
         max_length=32,
         description="How the node sends forwarded RTP: native (one C call per frame and subscriber), python, or "
         "aiortc (its stock sender loop); empty from a node that does not say.",
+    )
+    adaptation: AdaptationCounts = Field(
+        default_factory=AdaptationCounts, description="Bandwidth adaptation figures (counts so far, or now)."
     )
 
 

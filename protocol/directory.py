@@ -48,6 +48,18 @@ class RecorderKey(Frozen):
     )
 
 
+class AdaptationCounts(Frozen):
+    """A media node's bandwidth adaptation figures (``[media] adaptation``; all 0 with it off): what the node does
+    for subscribers on thin links, summed over its live peers and tracks."""
+
+    paused_streams: int = Field(default=0, ge=0, description="Subscriber videos paused now.")
+    capped_publishers: int = Field(default=0, ge=0, description="Publisher videos asked for less (REMB cap) now.")
+    nacks_dropped: int = Field(default=0, ge=0, description="NACKed packets not resent (too old, beyond budget).")
+    keyframe_requests: int = Field(default=0, ge=0, description="Keyframe requests sent to publishers.")
+    probes: int = Field(default=0, ge=0, description="Padding probes sent to subscribers with paused video.")
+    probes_succeeded: int = Field(default=0, ge=0, description="Probes that brought paused video back.")
+
+
 class NodeInfo(Frozen):
     """A media node as operators see it (``GET /nodes``)."""
 
@@ -64,6 +76,9 @@ class NodeInfo(Frozen):
     started_at: float | None = Field(default=None, description="Unix time the node (this life of it) started.")
     version: str = Field(default="", description="courtlink version the node runs.")
     send_path: str = Field(default="", description="How the node sends forwarded RTP: native, python or aiortc.")
+    adaptation: AdaptationCounts = Field(
+        default_factory=AdaptationCounts, description="Bandwidth adaptation figures of its last heartbeat."
+    )
 
 
 class RecordingDirectory(Protocol):

@@ -312,6 +312,7 @@ class NodePool:
             started_at=r.started_at,
             version=r.version,
             send_path=r.send_path,
+            adaptation=r.adaptation,
         )
 
     async def placement(self, hearing_id: str) -> Placement | None:

@@ -37,7 +37,16 @@ NODE_ADDRESS, DEFENDANT_ADDRESS = "10.78.0.1", "10.78.0.2"
 ROOT = Path(__file__).resolve().parent.parent
 SETUP_WITHIN = 90.0
 """Seconds for the hearing to be seated with every flow running (a bound, never asserted as a duration)."""
-LOG_FACTS = ("subscriber_video_paused", "subscriber_video_resumed", "publisher_bitrate_capped", "keyframe")
+LOG_FACTS = (
+    "subscriber_video_paused",
+    "subscriber_video_resumed",
+    "publisher_bitrate_capped",
+    "keyframe",
+    "probe_started",
+    "probe_failed",
+    "probe_succeeded",
+    "node_loop_lagged",
+)
 """Server log events counted per window (structlog facts the node logs per change, never per packet)."""
 
 
@@ -372,6 +381,21 @@ class ThinLinkHearing:
                         counts[fact] = counts.get(fact, 0) + 1
         return counts
 
+    def timeline(self, start: float, end: float, facts: tuple[str, ...]) -> list[tuple[float, str]]:
+        """(wall-clock time, event) of the server's log facts named in ``facts`` between ``start`` and ``end`` (with
+        the subscriber's role when the fact names one)."""
+        out: list[tuple[float, str]] = []
+        roles = {pid: role for role, pid in self.ids.items()}
+        for at, text in list(self._log_lines()):
+            if start <= at <= end:
+                line = json.loads(text)
+                event = line.get("event", "")
+                if event in facts:
+                    who = line.get("subscriber")
+                    detail = roles.get(who, who) if who else line.get("lag_ms")
+                    out.append((at, event if detail is None else f"{event}({detail})"))
+        return out
+
     def _log_lines(self) -> Iterator[tuple[float, str]]:
         for text in list(self.server.output):
             with contextlib.suppress(json.JSONDecodeError, TypeError, ValueError):
@@ -442,6 +466,9 @@ def thin_link_hearing(
                 "COURTLINK_LOG_FORMAT": "json",
                 "COURTLINK_MEDIA__ANNOUNCE_ADDRESSES": f'["{NODE_ADDRESS}"]',
                 "COURTLINK_MEDIA__ADAPTATION": "true",
+                # One datagram per packet: with UDP GSO a frame's run of packets leaves as one buffer, and the
+                # nftables loss rule would drop the whole run at once, not 2% of the packets as a link does.
+                "COURTLINK_UDP_GSO": "0",
                 **(server_env or {}),
             },
             args=("--host", NODE_ADDRESS),

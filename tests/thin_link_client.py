@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import fractions
+import gc
 import json
 import signal
 import sys
@@ -458,6 +459,7 @@ async def run_court(args: argparse.Namespace, stopping: asyncio.Event) -> None:
                 await p.start_media()
             emit({"event": "ready", "hearing_id": booking.hearing_id, "ids": booking.ids,
                   "defendant_token": booking.tokens["defendant"]})  # fmt: skip
+            settle_garbage()
             reporting = asyncio.ensure_future(report_forever("court", list(people.values()), stopping))
             defendant = booking.ids["defendant"]
             await judge.client.expect(
@@ -482,6 +484,7 @@ async def run_defendant(args: argparse.Namespace, stopping: asyncio.Event) -> No
                 await me.client.expect("admitted", within=120)
             await me.start_media()
             emit({"event": "media", "participant_id": me.id})
+            settle_garbage()
             await report_forever("defendant", [me], stopping)
         finally:
             await asyncio.gather(*(_bounded(p.close()) for p in court.participants))
@@ -492,16 +495,61 @@ async def _bounded(closing: Any, within: float = 10.0) -> None:
         await asyncio.wait_for(closing, within)
 
 
+LAG_EVENT = 0.25
+"""Seconds late a 0.1 s sleep of this process's event loop must come to be reported (``{"event": "loop_lagged"}``):
+every stream this process receives waits while its loop is held."""
+
+GC_EVENT = 0.05
+"""Seconds a garbage collection must take to be reported (``{"event": "gc"}``)."""
+
+
+async def watch_loop(stopping: asyncio.Event) -> None:
+    """Report when this process's event loop was held (the stalls it causes are this client's, not the node's)."""
+    while not stopping.is_set():
+        asked = time.monotonic()
+        await asyncio.sleep(0.1)
+        lag = time.monotonic() - asked - 0.1
+        if lag >= LAG_EVENT:
+            emit({"event": "loop_lagged", "t": round(time.time(), 3), "lag": round(lag, 3)})
+
+
+def watch_gc() -> None:
+    """Report each garbage collection that takes :data:`GC_EVENT` or more (it holds every thread of the process)."""
+    started: list[float] = []
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[:] = [time.monotonic()]
+        elif started and time.monotonic() - started[0] >= GC_EVENT:
+            took = time.monotonic() - started[0]
+            emit({"event": "gc", "t": round(time.time(), 3), "generation": info["generation"], "took": round(took, 3)})
+
+    gc.callbacks.append(callback)
+
+
+def settle_garbage() -> None:
+    """Collect once and move everything alive now out of the collector's sight (``gc.freeze``): the seated clients'
+    objects live to the end, and a full collection over them held this process's loop, and so every stream it
+    receives, for 0.2-0.3 s at a time (``{"event": "gc"}``), a stall of the harness, not of the node."""
+    gc.collect()
+    gc.freeze()
+
+
 async def main(args: argparse.Namespace) -> None:
     """Run one program until SIGTERM/SIGINT."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    if args.program == "court":
-        await run_court(args, stopping)
-    else:
-        await run_defendant(args, stopping)
+    watch_gc()
+    watching = asyncio.ensure_future(watch_loop(stopping))
+    try:
+        if args.program == "court":
+            await run_court(args, stopping)
+        else:
+            await run_defendant(args, stopping)
+    finally:
+        watching.cancel()
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

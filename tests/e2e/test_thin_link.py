@@ -15,8 +15,9 @@ node's estimate and its hold time) for :data:`MEASURE` seconds. The tests assert
 - when the limit is lifted the paused video returns (the issue asks for 2 s; asserted loosely, x3, and printed).
 
 The node's bandwidth adaptation is on for this hearing (``[media] adaptation``, off by default). Its targets
-are not met yet (the judge's video freezes for seconds behind both limits, paused video takes over 10 s to
-return): the module runs only when asked (``COURTLINK_THIN_LINK=1``), not in CI, until they are;
+are not met reliably yet (paused video returns 2-3.6 s after the lift, by padding probes, but the judge's video
+still freezes for over 1 s in most runs, and a loaded machine costs the audio share): the module runs only when
+asked (``COURTLINK_THIN_LINK=1``), not in CI, until they are;
 ``bench/thin_link.py`` prints the same figures as a table.
 """
 
@@ -41,6 +42,13 @@ BACK_WITHIN = 2.0
 """The issue's bound for paused video to return after the limit is lifted; asserted loosely (x3), printed."""
 LIMITS = (Shape(rate_mbit=2, loss_percent=2), Shape(rate_mbit=1, loss_percent=2))
 OTHERS = COURT_SIDE[1:]
+PROBE_FACTS = (
+    "subscriber_probe_started",
+    "subscriber_probe_failed",
+    "subscriber_probe_succeeded",
+    "subscriber_video_paused",
+    "subscriber_video_resumed",
+)
 
 ACCEPTANCE = os.environ.get("COURTLINK_THIN_LINK") == "1"
 pytestmark = pytest.mark.skipif(
@@ -74,10 +82,43 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
             result.limited[link.label] = _step(hearing, link)
         lifted = hearing.shape(Shape())
         result.returned = hearing.returned(lifted, LIFTED)
+        # What the node did after the lift (its facts, seconds after it), and any stall on the unlimited link.
+        timeline = hearing.timeline(lifted - 1.0, lifted + LIFTED, PROBE_FACTS)
+        lags = hearing.timeline(result.baseline.start - 30.0, lifted + LIFTED, ("node_loop_lagged",))
     rows = [row("unlimited", result.baseline), *(row(label, w) for label, w in result.limited.items())]
     print("\n" + markdown(rows))
     print("paused video back after the lift: " + ", ".join(f"{p} {s}" for p, s in result.returned.items()))
+    print("after the lift: " + ", ".join(f"{at - lifted:+.2f} {fact}" for at, fact in timeline))
+    print(f"video stalls over 0.5 s until the unlimited window's end: {_stalls(hearing, result.baseline.end)}")
+    for child in (hearing.court, hearing.defendant):
+        # The client processes' own hold-ups (event loop, garbage collection), from the unlimited window's start.
+        own = [e for e in child.events if e["event"] in ("loop_lagged", "gc")]
+        shown = [f"{e['t'] - result.baseline.start:+.1f} s {e['event']} {e.get('lag', e.get('took'))}" for e in own]
+        shown = [*shown[:12], f"... {len(shown) - 12} more"] if len(shown) > 12 else shown
+        print(f"{child.name} process held: {shown or 'never'}")
+    held = [f"{at - result.baseline.start:+.1f} s {what}" for at, what in lags]
+    print(f"node event loop held >= 0.25 s (seconds from the unlimited window's start): {held or 'never'}")
     return result
+
+
+def _stalls(hearing: ThinLinkHearing, until: float) -> dict[str, list[str]]:
+    """Each receiver's video stalls over 0.5 s up to ``until`` (start, from the unlimited window's, and length),
+    with the publishers that stalled then."""
+    found: dict[tuple[str, float, float], set[str]] = {}
+    for child in (hearing.court, hearing.defendant):
+        for line in child.lines:
+            if line["t"] > until + 1.5:
+                break
+            for receiver, data in line["people"].items():
+                for publisher, kinds in data["recv"].items():
+                    for a, b in kinds.get("video", {}).get("stalls", ()):
+                        if b - a > 0.5:
+                            found.setdefault((receiver, round(a, 1), round(b - a, 1)), set()).add(publisher)
+    out: dict[str, list[str]] = {}
+    start = until - BASELINE
+    for (receiver, a, length), publishers in sorted(found.items()):
+        out.setdefault(receiver, []).append(f"{a - start:+.1f} s for {length} s ({len(publishers)} publishers)")
+    return out
 
 
 def test_behind_a_thin_lossy_link_the_defendant_hears_everyone(run: Run) -> None:

@@ -60,6 +60,39 @@ def force_estimate(client: MediaClient, forced: dict[int, ForcedEstimate], bitra
         estimator.bitrate = bitrate
 
 
+class Losses:
+    """Makes a test subscriber report loss, when set: every 0.3 s each of its video receivers NACKs a packet it got
+    long ago (as a receiver on a lossy link NACKs its holes), without harming what it decodes (aiortc's jitter
+    buffer would stall behind a real hole the tiny resend budget of a 30 kbit/s estimate does not fill)."""
+
+    def __init__(self) -> None:
+        self.every: float | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def install(self, client: MediaClient) -> None:
+        """Start reporting for ``client`` (while :attr:`every` is set)."""
+
+        async def report() -> None:
+            while True:
+                await asyncio.sleep(self.every or 0.3)
+                if self.every is None:
+                    continue
+                for transceiver in client.pc.getTransceivers():
+                    receiver = transceiver.receiver
+                    streams = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+                    if transceiver.kind != "video" or not streams:
+                        continue
+                    for ssrc, stream in list(streams.items()):
+                        await receiver._send_rtcp_nack(ssrc, [(stream.max_seq - 1000) & 0xFFFF])
+
+        self._task = asyncio.ensure_future(report())
+
+    def stop(self) -> None:
+        """Stop reporting for good."""
+        if self._task is not None:
+            self._task.cancel()
+
+
 @pytest.fixture(params=[True, False], ids=["direct_send", "aiortc_loop"])
 async def node(request: pytest.FixtureRequest) -> InProcessNode:
     return InProcessNode(
@@ -117,11 +150,15 @@ async def test_thin_subscriber_keeps_judge_and_audio_then_gets_everything_back(
     assert judge_peer is not None
     judge_track = next(t for t in judge_peer.published.values() if t.kind == "video")
 
-    # The link turns thin: every REMB of the defendant says 30 kbit/s.
+    # The link turns thin: every REMB of the defendant says 30 kbit/s, and it loses packets (a link too thin for
+    # what is sent overflows its queue; a low REMB alone pauses nothing, see test_a_low_estimate_without_loss...).
     forced: dict[int, ForcedEstimate] = {}
+    losses = Losses()
+    losses.install(defendant)
     with structlog.testing.capture_logs() as logs:
         thin_at = time.monotonic()
         force_estimate(defendant, forced, 30_000)
+        losses.every = 0.3
 
         def thin() -> bool:
             state = node.bandwidth(HEARING, "defendant")
@@ -179,6 +216,7 @@ async def test_thin_subscriber_keeps_judge_and_audio_then_gets_everything_back(
         party_track = next(t for t in party_peer.published.values() if t.kind == "video")
         resumes_before = party_track.keyframe_counts.sent.get(Reason.resume, 0)
         recovered_at = time.monotonic()
+        losses.every = None
         force_estimate(defendant, forced, 50_000_000)
         back = {tag: len(defendant.codes(tag)) for tag in (2, 3)}
         assert await eventually(lambda: all(len(defendant.codes(tag)) > back[tag] + 5 for tag in (2, 3)), within=20)
@@ -194,6 +232,7 @@ async def test_thin_subscriber_keeps_judge_and_audio_then_gets_everything_back(
     assert "publisher_bitrate_capped" in events
     assert "publisher_bitrate_uncapped" in events
     print(f"\npause took {paused_after:.2f} s after the thin REMB, all video back {resumed_after:.2f} s after recovery")
+    losses.stop()
     assert not signaling.failures
 
 
@@ -215,3 +254,55 @@ async def test_without_adaptation_nothing_pauses() -> None:
         before = {tag: len(defendant.codes(tag)) for tag in (1, 2)}
         assert await eventually(lambda: all(len(defendant.codes(tag)) >= before[tag] + 20 for tag in (1, 2)), within=10)
         assert node.bandwidth(HEARING, "defendant") is None
+
+
+async def test_paused_video_returns_by_a_padding_probe_while_the_estimate_stays_low(
+    node: InProcessNode, signaling: DirectSignaling
+) -> None:
+    """When a thin, lossy link stops losing packets, the paused video comes back after a padding probe the link
+    carries, although the subscriber's REMB stays low (REMB estimators never report much above what they receive);
+    a low REMB without loss pauses nothing."""
+    if not node.settings.direct_send:
+        pytest.skip("padding probes ride on the direct send path")
+    judge = MediaClient("judge", tag=1, audio=False)
+    party = MediaClient("party", tag=2, audio=False)
+    defendant = MediaClient("defendant", video=False, audio=False)
+    for client, role in ((judge, Role.judge), (party, Role.party), (defendant, Role.defendant)):
+        await signaling.join(client, role)
+    for name in ("judge", "party"):
+        await node.call(SetPublishing(hearing_id=HEARING, participant_id=name, sources=BOTH))
+    await node.call(SetReceiving(hearing_id=HEARING, participant_id="defendant", publishers=("judge", "party")))
+    assert await eventually(lambda: all(len(defendant.codes(tag)) >= 10 for tag in (1, 2)), within=20)
+    forced: dict[int, ForcedEstimate] = {}
+    losses = Losses()
+    losses.install(defendant)
+
+    def paused() -> tuple[str, ...]:
+        state = node.bandwidth(HEARING, "defendant")
+        return () if state is None else state.paused
+
+    # A low REMB alone (no loss): nothing pauses.
+    force_estimate(defendant, forced, 30_000)
+    await asyncio.sleep(2 * HOLD + 1.5)
+    assert paused() == ()
+    # Low and lossy: the party's video pauses.
+    losses.every = 0.3
+    assert await eventually(lambda: len(paused()) == 1, within=15)
+    # The losses stop; the REMB stays at 30 kbit/s. A padding probe finds the link clean and brings it back.
+    with structlog.testing.capture_logs() as logs:
+        losses.every = None
+        back = len(defendant.codes(2))
+        assert await eventually(lambda: len(defendant.codes(2)) > back + 5, within=20)
+    state = node.bandwidth(HEARING, "defendant")
+    assert state is not None
+    assert state.paused == ()
+    assert state.probes_succeeded >= 1
+    events = [entry["event"] for entry in logs]
+    assert "subscriber_probe_succeeded" in events
+    peer = node.peer(HEARING, "defendant")
+    assert peer is not None
+    assert sum(s.track.frame_sender.padding_sent for s in peer.slots if s.track.frame_sender is not None) > 0
+    counts = node.bandwidth_counts()
+    assert counts["probes_succeeded"] >= 1
+    losses.stop()
+    assert not signaling.failures

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -122,6 +123,12 @@ async def test_the_node_is_in_the_registry_with_its_region_and_load_until_it_sto
     assert record.peers == 0
     assert record.load >= 0
     assert record.heartbeat_at >= record.started_at
+    assert record.adaptation.paused_streams == 0  # the bandwidth adaptation figures ride along (none yet)
+    assert record.adaptation.probes == 0
+    # A record written before the figures existed still reads (as zeros).
+    older = json.loads(raw)
+    older.pop("adaptation")
+    assert NodeRecord.model_validate(older).adaptation.nacks_dropped == 0
     assert key in await served.records.scan("node.")
     await served.service.close()
     assert await served.records.get(key) is None
