@@ -88,9 +88,11 @@ async def run_media_node(
         await service.start()
         stack.push_async_callback(service.close)  # first to run on the way out: out of the registry at once
         bus_name = "redis cluster" if "+cluster://" in (settings.redis_url or "") else "redis"
-        print(READY.format(node_id=node_id, region=region or "-", bus=bus_name, frames=frame_address or "none"))
-        sys.stdout.flush()
+        # The fact before the ready line: whoever waits for the line (the supervisor, a test, an operator's
+        # script) finds the fact already written.
         pinned = {} if cpu is None else {"cpu": cpu}
         log.info("media_node_started", node_id=node_id, region=region, frame_address=frame_address, **pinned)
+        print(READY.format(node_id=node_id, region=region or "-", bus=bus_name, frames=frame_address or "none"))
+        sys.stdout.flush()
         await stop.wait()
         log.info("media_node_stopping", node_id=node_id)

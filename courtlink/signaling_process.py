@@ -132,9 +132,9 @@ async def run_signaling(settings: Settings, tls_where: tuple[str, str] = ("http.
         url = f"{scheme}://{settings.host if ':' not in settings.host else f'[{settings.host}]'}:{port}"
         nodes = await pool.nodes()
         bus_name = "redis cluster" if "+cluster://" in (settings.redis_url or "") else "redis"
+        log.info("signaling_started", url=url, process_id=me, nodes=[n.id for n in nodes])  # before the ready line
         print(READY.format(process=me, url=url, bus=bus_name, nodes=len(nodes)))
         sys.stdout.flush()
-        log.info("signaling_started", url=url, process_id=me, nodes=[n.id for n in nodes])
         await stop.wait()
         log.info("signaling_stopping", process_id=me)
 

@@ -260,8 +260,8 @@ class Supervisor:
     async def _announce(self) -> None:
         await asyncio.gather(*(w.ready.wait() for w in self._workers))
         ids = ", ".join(w.plan.node_id for w in self._workers)
+        log.info("media_workers_started", node_id=self._node_id, workers=self._count)  # before the ready line
         print(SUPERVISOR_READY.format(node_id=self._node_id, count=self._count, workers=ids), flush=True)
-        log.info("media_workers_started", node_id=self._node_id, workers=self._count)
 
     def _on_signal(self, sig: int) -> None:
         """Forward the stop signal to every worker (again on a second signal); kill what still runs after a grace."""
