@@ -236,19 +236,26 @@ async def test_thin_subscriber_keeps_judge_and_audio_then_gets_everything_back(
     assert not signaling.failures
 
 
+async def judge_and_party_to_defendant(node: InProcessNode, signaling: DirectSignaling) -> MediaClient:
+    """The judge (tag 1) and a party (tag 2) publish video (no audio) to the defendant, who receives both; the
+    defendant's client, once 10 frames of each arrived."""
+    judge = MediaClient("judge", tag=1, audio=False)
+    party = MediaClient("party", tag=2, audio=False)
+    defendant = MediaClient("defendant", video=False, audio=False)
+    for client, role in ((judge, Role.judge), (party, Role.party), (defendant, Role.defendant)):
+        await signaling.join(client, role)
+    for name in ("judge", "party"):
+        await node.call(SetPublishing(hearing_id=HEARING, participant_id=name, sources=BOTH))
+    await node.call(SetReceiving(hearing_id=HEARING, participant_id="defendant", publishers=("judge", "party")))
+    assert await eventually(lambda: all(len(defendant.codes(tag)) >= 10 for tag in (1, 2)), within=20)
+    return defendant
+
+
 async def test_without_adaptation_nothing_pauses() -> None:
     """With adaptation off, a subscriber reporting a thin link still gets every video, as before."""
     node = InProcessNode(NodeSettings(node_id="node-bw-off", adaptation=False, adapt_hold_seconds=HOLD))
     async with hearing(node, HEARING) as signaling:
-        judge = MediaClient("judge", tag=1, audio=False)
-        party = MediaClient("party", tag=2, audio=False)
-        defendant = MediaClient("defendant", video=False, audio=False)
-        for client, role in ((judge, Role.judge), (party, Role.party), (defendant, Role.defendant)):
-            await signaling.join(client, role)
-        for name in ("judge", "party"):
-            await node.call(SetPublishing(hearing_id=HEARING, participant_id=name, sources=BOTH))
-        await node.call(SetReceiving(hearing_id=HEARING, participant_id="defendant", publishers=("judge", "party")))
-        assert await eventually(lambda: all(len(defendant.codes(tag)) >= 10 for tag in (1, 2)), within=20)
+        defendant = await judge_and_party_to_defendant(node, signaling)
         force_estimate(defendant, {}, 30_000)
         await asyncio.sleep(2 * HOLD + 1.0)
         before = {tag: len(defendant.codes(tag)) for tag in (1, 2)}
@@ -264,15 +271,7 @@ async def test_paused_video_returns_by_a_padding_probe_while_the_estimate_stays_
     a low REMB without loss pauses nothing."""
     if not node.settings.direct_send:
         pytest.skip("padding probes ride on the direct send path")
-    judge = MediaClient("judge", tag=1, audio=False)
-    party = MediaClient("party", tag=2, audio=False)
-    defendant = MediaClient("defendant", video=False, audio=False)
-    for client, role in ((judge, Role.judge), (party, Role.party), (defendant, Role.defendant)):
-        await signaling.join(client, role)
-    for name in ("judge", "party"):
-        await node.call(SetPublishing(hearing_id=HEARING, participant_id=name, sources=BOTH))
-    await node.call(SetReceiving(hearing_id=HEARING, participant_id="defendant", publishers=("judge", "party")))
-    assert await eventually(lambda: all(len(defendant.codes(tag)) >= 10 for tag in (1, 2)), within=20)
+    defendant = await judge_and_party_to_defendant(node, signaling)
     forced: dict[int, ForcedEstimate] = {}
     losses = Losses()
     losses.install(defendant)
