@@ -10,13 +10,9 @@ from typing import Any
 
 import pylibsrtp
 import pytest
-from aiortc import rtp
 from aiortc.codecs.vpx import Vp8Encoder
-from aiortc.rtcdtlstransport import State
 from aiortc.rtcrtpparameters import (
     RTCRtpCodecParameters,
-    RTCRtpHeaderExtensionParameters,
-    RTCRtpSendParameters,
 )
 from aiortc.rtp import RtcpSrPacket, RtpPacket
 
@@ -27,6 +23,7 @@ from media.settings import NodeSettings
 from protocol.node import SetPublishing, SetReceiving
 from rooms.model import Role, Source
 from tests.media_clients import DirectSignaling, MediaClient, eventually, hearing
+from tests.sender_fixtures import stand_in_sender
 
 HEARING = "hrg_direct"
 TAG = 5
@@ -128,41 +125,9 @@ def _frame_sender(mime: str, clock_rate: int, payload_type: int, sent: list[byte
         protocol=types.SimpleNamespace(transport=types.SimpleNamespace(sendto=lambda data, addr: sent.append(data))),
         remote_addr=("127.0.0.1", 9),
     )
-    dtls = types.SimpleNamespace(
-        _state=State.CONNECTED,
-        _tx_srtp=types.SimpleNamespace(protect=lambda data: data),
-        transport=types.SimpleNamespace(_connection=types.SimpleNamespace(_nominated={1: pair})),
+    fake, ext_map = stand_in_sender(
+        pair, types.SimpleNamespace(protect=lambda data: data), ssrc=SSRC, mid=MID, kind=mime.split("/")[0]
     )
-    ext_map = rtp.HeaderExtensionsMap()
-    ext_map.configure(
-        RTCRtpSendParameters(
-            codecs=[],
-            headerExtensions=[
-                RTCRtpHeaderExtensionParameters(id=4, uri="urn:ietf:params:rtp-hdrext:sdes:mid"),
-                RTCRtpHeaderExtensionParameters(id=2, uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"),
-            ],
-        )
-    )
-    p = "_RTCRtpSender__"
-    attrs: dict[str, Any] = {
-        "transport": dtls,
-        "_ssrc": SSRC,
-        "_rtx_ssrc": 5,
-        "kind": mime.split("/")[0],
-        "_enabled": True,
-        "_run_rtp": None,
-        p + "rtp_header_extensions_map": ext_map,
-        p + "mid": MID,
-        p + "rtp_started": None,
-        p + "rtp_exited": None,
-        p + "ntp_timestamp": 0,
-        p + "rtp_timestamp": 0,
-        p + "packet_count": 0,
-        p + "octet_count": 0,
-        p + "rtx_payload_type": None,
-        p + "rtx_sequence_number": 0,
-    }
-    fake = types.SimpleNamespace(**attrs)
     fs = FrameSender(fake, None)  # type: ignore[arg-type]
     fs._sendto = lambda protocol: protocol.transport.sendto  # type: ignore[method-assign]
     assert fs._prepare(RTCRtpCodecParameters(mimeType=mime, clockRate=clock_rate, payloadType=payload_type))

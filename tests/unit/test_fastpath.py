@@ -21,14 +21,13 @@ from typing import Any
 import pylibsrtp
 import pytest
 from aioice.ice import StunProtocol
-from aiortc import rtp
-from aiortc.rtcdtlstransport import State
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters, RTCRtpSendParameters
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from media import sending
 from media.aiortc_compat import RTP_HISTORY_SIZE
 from media.passthrough import TappedFrame
 from media.sending import FrameSender, native_srtp, send_path, use_native
+from tests.sender_fixtures import stand_in_sender
 
 try:
     from media import _fastpath
@@ -88,42 +87,7 @@ async def _sender(native: bool, receiver: _Receiver, mime: str, clock_rate: int,
     connection: Any = None  # aioice's Connection: only what it receives goes there, and nothing is sent to these
     _, protocol = await loop.create_datagram_endpoint(lambda: StunProtocol(connection), local_addr=("127.0.0.1", 0))
     pair = types.SimpleNamespace(protocol=protocol, remote_addr=receiver.addr)
-    dtls = types.SimpleNamespace(
-        _state=State.CONNECTED,
-        _tx_srtp=_outbound(),
-        transport=types.SimpleNamespace(_connection=types.SimpleNamespace(_nominated={1: pair})),
-    )
-    ext_map = rtp.HeaderExtensionsMap()
-    ext_map.configure(
-        RTCRtpSendParameters(
-            codecs=[],
-            headerExtensions=[
-                RTCRtpHeaderExtensionParameters(id=4, uri="urn:ietf:params:rtp-hdrext:sdes:mid"),
-                RTCRtpHeaderExtensionParameters(id=2, uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"),
-            ],
-        )
-    )
-    p = "_RTCRtpSender__"
-    fake = types.SimpleNamespace(
-        transport=dtls,
-        _ssrc=SSRC,
-        _rtx_ssrc=5,
-        kind=mime.split("/")[0],
-        _enabled=True,
-        _run_rtp=None,
-        **{
-            p + "rtp_header_extensions_map": ext_map,
-            p + "mid": "1",
-            p + "rtp_started": None,
-            p + "rtp_exited": None,
-            p + "ntp_timestamp": 0,
-            p + "rtp_timestamp": 0,
-            p + "packet_count": 0,
-            p + "octet_count": 0,
-            p + "rtx_payload_type": None,
-            p + "rtx_sequence_number": 0,
-        },
-    )
+    fake, _ = stand_in_sender(pair, _outbound(), ssrc=SSRC, mid="1", kind=mime.split("/")[0])
     use_native(native)
     fs = FrameSender(fake, None)  # type: ignore[arg-type]
     assert fs._prepare(RTCRtpCodecParameters(mimeType=mime, clockRate=clock_rate, payloadType=pt))
