@@ -16,7 +16,7 @@ from importlib import metadata
 import structlog
 
 from media.node import InProcessNode
-from media.service import DrainFlag, adaptation_counts, send_path_of
+from media.service import DrainFlag, heartbeat_record
 from protocol.cluster import HEARTBEAT_SECONDS, NodeRecord, node_record_key
 from rooms.bus import Records
 
@@ -68,20 +68,16 @@ class NodeHeartbeat:
         self._last = now
         cpu = round(used / wall, 3) if wall > 0 else 0.0
         rooms, peers = self._node.stats()
-        return NodeRecord(
-            id=self._node.node_id,
+        return heartbeat_record(
+            self._node,
             region=self._region,
             state=self._drain.state,
             capacity_peers=self._capacity,
             peers=peers,
             rooms=rooms,
             cpu=cpu,
-            load=round(max(peers / self._capacity, cpu), 3),
             started_at=self._started_at,
-            heartbeat_at=time.time(),
             version=self._version,
-            send_path=send_path_of(self._node),
-            adaptation=adaptation_counts(self._node),
         )
 
     async def beat(self) -> None:

@@ -77,6 +77,41 @@ class DrainFlag:
         return state
 
 
+def heartbeat_record(
+    node: InProcessNode,
+    *,
+    region: str,
+    state: Literal["up", "draining"],
+    capacity_peers: int,
+    peers: int,
+    rooms: int,
+    cpu: float,
+    started_at: float,
+    version: str,
+    packets_per_second: float = 0.0,
+    frame_address: str | None = None,
+) -> NodeRecord:
+    """A node's heartbeat record from what its writer measured: the load, the time, how it sends and its
+    adaptation figures are derived here, once for the node process's writer and ``serve``'s."""
+    return NodeRecord(
+        id=node.node_id,
+        region=region,
+        state=state,
+        capacity_peers=capacity_peers,
+        peers=peers,
+        rooms=rooms,
+        cpu=cpu,
+        packets_per_second=packets_per_second,
+        load=round(max(peers / capacity_peers, cpu), 3),
+        frame_address=frame_address,
+        started_at=started_at,
+        heartbeat_at=time.time(),
+        version=version,
+        send_path=send_path_of(node),
+        adaptation=adaptation_counts(node),
+    )
+
+
 def send_path_of(node: InProcessNode) -> str:
     """How the node sends forwarded RTP (``native``, ``python`` or ``aiortc``), as its heartbeat says."""
     return node_send_path(node.settings.direct_send)
@@ -255,23 +290,18 @@ class NodeService:
         cpu = max(0.0, (cpu_now - cpu_then) / wall) if wall > 0 else 0.0
         packets = max(0, packets_now - packets_then) / wall if wall > 0 else 0.0
         rooms, peers = self.node.stats()
-        peers += self.node.probes()
-        return NodeRecord(
-            id=self.node_id,
+        return heartbeat_record(
+            self.node,
             region=self.region,
             state=self.drain.state,
             capacity_peers=self.capacity_peers,
-            peers=peers,
+            peers=peers + self.node.probes(),
             rooms=rooms,
             cpu=round(cpu, 3),
             packets_per_second=round(packets, 1),
-            load=round(max(peers / self.capacity_peers, cpu), 3),
             frame_address=self.frame_address,
             started_at=self.started_at,
-            heartbeat_at=time.time(),
             version=self._version,
-            send_path=node_send_path(self.node.settings.direct_send),
-            adaptation=self.adaptation(),
         )
 
     def adaptation(self) -> AdaptationCounts:
