@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from protocol.frames import EncodedFrame, FrameSink, SenderReport, TrackInfo
 from protocol.node import MediaKind
+from recorder.recorder import Recorder, RecordingSession
 from rooms.model import Hearing, HearingKind, Participant, Role, Source, identity_of
 
 VIDEO_RATE = 90_000
@@ -188,6 +189,19 @@ def track(hearing_id: str, track_id: str, participant_id: str, source: Source, k
     if kind == "video":
         return TrackInfo(hearing_id, track_id, participant_id, source, kind, "VP8", VIDEO_RATE)
     return TrackInfo(hearing_id, track_id, participant_id, source, kind, "opus", AUDIO_RATE)
+
+
+def defendant_session(
+    root: Path, *, segment_seconds: float, at: float
+) -> tuple[Recorder, RecordingSession, TrackInfo, TrackInfo]:
+    """A recorder ``rec-a`` in ``root``, its session of :func:`hearing` from ``at``, and the defendant's camera
+    and microphone."""
+    recorder = Recorder(root, "rec-a", segment_seconds=segment_seconds)
+    booked = hearing()
+    session = recorder.start_session(booked, SITES, at=at)
+    cam = track(booked.id, "def_cam", "p_def", Source.camera, "video")
+    mic = track(booked.id, "def_mic", "p_def", Source.microphone, "audio")
+    return recorder, session, cam, mic
 
 
 def hearing(hearing_id: str = "hrg_test1", participants: int = 3) -> Hearing:

@@ -12,7 +12,6 @@ from protocol.frames import EncodedFrame, SenderReport, TrackInfo
 from recorder.manifest import MANIFEST_NAME, read_lines
 from recorder.recorder import Recorder, RecordingSession
 from recorder.verify import verify_archive
-from rooms.model import Source
 from tests import recorder_fixtures as fx
 
 T0 = 1_800_000_000.0
@@ -58,11 +57,7 @@ def defendant_media(
     """A recorder, its session from T0, and the defendant's camera and microphone: their frames and sender reports
     (by arrival) for [T0, T0+6) and [T0+back_at, T0+back_at+6) -- media that dies, then comes back."""
     video, audio = fx.encode_video(4.0, gop=15, width=160, height=120), fx.encode_audio(4.0)
-    recorder = Recorder(tmp_path, "rec-a", segment_seconds=3.0)
-    hearing = fx.hearing()
-    session = recorder.start_session(hearing, fx.SITES, at=T0)
-    cam = fx.track(hearing.id, "def_cam", "p_def", Source.camera, "video")
-    mic = fx.track(hearing.id, "def_mic", "p_def", Source.microphone, "audio")
+    recorder, session, cam, mic = fx.defendant_session(tmp_path, segment_seconds=3.0, at=T0)
     events: list[tuple[float, Any]] = []
     for info, clip in ((cam, video), (mic, audio)):
         for begin in (0.0, back_at):

@@ -95,11 +95,7 @@ def test_manifest_span_invariant() -> None:
 async def test_consultation_media_arriving_late_is_never_recorded(tmp_path: Path) -> None:
     """Frames captured in a consultation but delivered seconds after it ended (a loaded node) are not recorded."""
     video, audio = fx.encode_video(4.0, gop=15, width=160, height=120), fx.encode_audio(4.0)
-    recorder = Recorder(tmp_path, "rec-a", segment_seconds=2.0)
-    hearing = fx.hearing()
-    session = recorder.start_session(hearing, fx.SITES, at=T0)
-    cam = fx.track(hearing.id, "def_cam", "p_def", Source.camera, "video")
-    mic = fx.track(hearing.id, "def_mic", "p_def", Source.microphone, "audio")
+    recorder, session, cam, mic = fx.defendant_session(tmp_path, segment_seconds=2.0, at=T0)
     events: list[tuple[float, Any]] = []
     for info, clip in ((cam, video), (mic, audio)):
         for f in fx.frames_of(clip, info.track_id, media_start=T0, seconds=14.0):
