@@ -634,6 +634,8 @@ export class MediaSession extends EventTarget {
         bytesReceived: s.bytesReceived || 0,
         packetsReceived: s.packetsReceived || 0,
         framesDecoded: s.framesDecoded || 0,
+        frameWidth: s.frameWidth || 0,
+        frameHeight: s.frameHeight || 0,
       });
     });
     return out;
@@ -646,7 +648,15 @@ export class MediaSession extends EventTarget {
     const out = [];
     report.forEach((s) => {
       if (s.type === "outbound-rtp") {
-        out.push({ mid: s.mid ?? null, kind: s.kind, bytesSent: s.bytesSent || 0, packetsSent: s.packetsSent || 0 });
+        out.push({
+          mid: s.mid ?? null,
+          kind: s.kind,
+          rid: s.rid ?? null,
+          bytesSent: s.bytesSent || 0,
+          packetsSent: s.packetsSent || 0,
+          framesEncoded: s.framesEncoded || 0,
+          frameWidth: s.frameWidth || 0,
+        });
       }
     });
     return out;
