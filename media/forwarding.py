@@ -582,15 +582,35 @@ class ForwardedTrack(MediaStreamTrack):
 
 
 class RecorderFeed:
-    """One published track as a recorder's :class:`FrameSink` sees it."""
+    """One published track as a recorder's :class:`FrameSink` sees it.
+
+    A simulcast video is recorded in its largest layer that is flowing: a browser adds its upper layers only as
+    its bandwidth estimate grows (the full layer often comes 10-20 s after the first), and drops them on a thin
+    link. :meth:`follow_layers` (the node calls it every health tick) moves the feed to the largest flowing layer,
+    at that layer's keyframe; its RTP timestamps (and sender reports) are carried onto the first layer's timeline,
+    so the archive sees one stream that changes size at a keyframe.
+    """
 
     def __init__(self, sink: FrameSink, publisher: PublishedTrack) -> None:
         self.sink = sink
         self.publisher = publisher
-        self.source = publisher.top_layer()
-        """What it records: the publisher, or the largest layer of a simulcast video."""
+        self.source = publisher
+        """What it records: the publisher, or the largest flowing layer of a simulcast video."""
+        if publisher.layers:
+            self.source = self._largest_flowing() or publisher.top_layer()
+        self._pending: PublishedTrack | None = None
+        self._ts_offset = 0
+        """Added to the source's RTP timestamps (mod 2**32): 0 until a layer switch."""
+        self._last: tuple[int, float] | None = None
+        """The last recorded frame's RTP timestamp (after the offset) and arrival."""
         self.gate: ConsumerGate | None = ConsumerGate() if publisher.kind == "video" else None
         self.delivered = 0
+        self.layer_switches = 0
+
+    def _largest_flowing(self) -> PublishedTrack | None:
+        infos = self.publisher.layer_infos(time.monotonic())
+        flowing = [i for i in order_layers(infos) if infos[i].active]
+        return self.publisher.layers[flowing[-1]] if flowing else None
 
     def start(self) -> None:
         """Announce the track to the sink and start taking frames (video from the next keyframe)."""
@@ -616,10 +636,59 @@ class RecorderFeed:
     def stop(self, reason: str) -> None:
         """Stop taking frames and tell the sink why."""
         self.source.consumers.discard(self)
+        if self._pending is not None:
+            self._pending.consumers.discard(self)
+            self._pending = None
         self.sink.track_stopped(self.publisher.recording_id, reason)
+
+    def follow_layers(self) -> None:
+        """A simulcast video: move to the largest flowing layer (from its next keyframe, asked for now)."""
+        if not self.publisher.layers:
+            return
+        best = self._largest_flowing()
+        if best is None or best is self.source or best is self._pending:
+            return
+        if self._pending is not None:
+            self._pending.consumers.discard(self)
+        if self.delivered == 0:
+            # Nothing recorded yet: no timeline to keep, take it at once.
+            self.source.consumers.discard(self)
+            self.source = best
+            self._pending = None
+            best.consumers.add(self)
+            if self.gate is not None:
+                best.request_keyframe(self.gate.start())
+            return
+        self._pending = best
+        best.consumers.add(self)
+        best.request_keyframe(Reason.layer)
+
+    def _switch(self, frame: TappedFrame) -> None:
+        """The pending layer's keyframe came: record that layer from now on, on the same RTP timeline."""
+        new = self._pending
+        assert new is not None
+        old = self.source
+        clock = self.publisher.clock_rate
+        if old.last_report is not None and new.last_report is not None:
+            # Both layers' sender reports map RTP time to the publisher's one NTP clock.
+            at_old = old.last_report.rtp_timestamp + self._ts_offset
+            drift = round((new.last_report.ntp_time - old.last_report.ntp_time) * clock)
+            self._ts_offset = (at_old + drift - new.last_report.rtp_timestamp) & 0xFFFFFFFF
+        elif self._last is not None:
+            last_ts, last_arrival = self._last
+            target = last_ts + max(1, round((frame.arrival - last_arrival) * clock))
+            self._ts_offset = (target - frame.rtp_timestamp) & 0xFFFFFFFF
+        old.consumers.discard(self)
+        self.source = new
+        self._pending = None
+        self.layer_switches += 1
 
     def push(self, frame: TappedFrame, keyframe: bool) -> None:
         """Hand one frame to the sink (video from the first keyframe on)."""
+        if self._pending is not None and frame.origin is not self.source:
+            if frame.origin is not self._pending or not keyframe:
+                return
+            self._switch(frame)
         if self.gate is not None:
             # The request made at start may be lost (RTCP on a busy link): ask again, throttled, until one comes.
             admitted, reason = self.gate.admit(keyframe, can_send=True)
@@ -628,20 +697,26 @@ class RecorderFeed:
             if not admitted:
                 return
         self.delivered += 1
+        rtp_timestamp = (frame.rtp_timestamp + self._ts_offset) & 0xFFFFFFFF
+        self._last = (rtp_timestamp, frame.arrival)
         self.sink.frame(
             EncodedFrame(
                 track_id=self.publisher.recording_id,
                 payload=frame.data,
-                rtp_timestamp=frame.rtp_timestamp,
+                rtp_timestamp=rtp_timestamp,
                 keyframe=keyframe,
                 arrival=frame.arrival,
             )
         )
 
     def sender_report(self, report: ReportTimes) -> None:
-        """Hand the publisher's sender report to the sink."""
+        """Hand the publisher's sender report to the sink (of the recorded layer only, on the feed's timeline)."""
+        if self.source.layers or (self.source is not self.publisher and report is not self.source.last_report):
+            return
         self.sink.sender_report(
             SenderReport(
-                track_id=self.publisher.recording_id, ntp_time=report.ntp_time, rtp_timestamp=report.rtp_timestamp
+                track_id=self.publisher.recording_id,
+                ntp_time=report.ntp_time,
+                rtp_timestamp=(report.rtp_timestamp + self._ts_offset) & 0xFFFFFFFF,
             )
         )

@@ -584,6 +584,10 @@ class InProcessNode:
                 room = self._rooms.get(peer.hearing_id)
                 if room is not None:
                     self._choose_layers(room, peer)
+            for room in list(self._rooms.values()):
+                for recorder in room.recorders.values():
+                    for feed in recorder.feeds.values():
+                        feed.follow_layers()
             for peer in peers:
                 try:
                     self._emit(peer_health(peer))

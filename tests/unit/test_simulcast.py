@@ -70,7 +70,7 @@ def test_paused_and_alternative_rids_are_understood() -> None:
         (("a=rid:q send", "a=rid:h send", "a=simulcast:send q;h recv x"), "is not 'send <rids>'"),
         (("a=rid:q send", "a=simulcast:send q"), "1 layers"),
         (
-            tuple(f"a=rid:r{i} send" for i in range(5)) + ("a=simulcast:send r0;r1;r2;r3;r4",),
+            (*tuple(f"a=rid:r{i} send" for i in range(5)), "a=simulcast:send r0;r1;r2;r3;r4"),
             "5 layers",
         ),
         (("a=rid:q send", "a=simulcast:send q;q"), "listed twice"),
@@ -93,12 +93,15 @@ def test_simulcast_where_it_cannot_apply_is_ignored() -> None:
     """Simulcast on audio, on a receive-only video, or without the rid header extension is ignored, not fatal."""
     audio = AUDIO.replace("a=sendonly\r\n", "a=sendonly\r\na=rid:q send\r\na=rid:h send\r\na=simulcast:send q;h\r\n")
     found, ignored = offered_layers(HEAD + audio)
-    assert found == {} and "outside a video section" in ignored["0"]
+    assert found == {}
+    assert "outside a video section" in ignored["0"]
     found, ignored = offered_layers(HEAD + video("1", *LAYERS, direction="recvonly"))
-    assert found == {} and "recvonly" in ignored["1"]
+    assert found == {}
+    assert "recvonly" in ignored["1"]
     no_extension = video("1", *LAYERS).replace(f"a=extmap:10 {RID}\r\n", "")
     found, ignored = offered_layers(HEAD + no_extension)
-    assert found == {} and "rtp-stream-id" in ignored["1"]
+    assert found == {}
+    assert "rtp-stream-id" in ignored["1"]
 
 
 def test_garbage_never_raises() -> None:
@@ -114,9 +117,11 @@ def test_the_answer_and_every_node_offer_say_what_the_node_receives() -> None:
     out = with_simulcast(answer, {"1": ("q", "h", "f")})
     sections = out.split("m=")
     assert "a=rid:q recv\r\na=rid:h recv\r\na=rid:f recv\r\na=simulcast:recv q;h;f\r\n" in sections[2]
-    assert "a=rid" not in sections[3] and "a=simulcast" not in sections[3]
+    assert "a=rid" not in sections[3]
+    assert "a=simulcast" not in sections[3]
     assert "a=rid" not in sections[1]
-    assert out.endswith("\r\n") and "\r\n\r\n" not in out
+    assert out.endswith("\r\n")
+    assert "\r\n\r\n" not in out
     # Idempotent: a re-offer munged again carries the lines once.
     assert with_simulcast(out, {"1": ("q", "h", "f")}) == out
     # Stale lines from an earlier description are replaced, not added to.
@@ -187,7 +192,8 @@ def test_a_constrained_subscriber_steps_videos_down_by_priority() -> None:
     assert needs == {"judge": 1_000_000, "witness": 350_000}
     assert budgets == {"judge": 1_500_000, "witness": 500_000}
     needs, budgets = plan_layers([("judge", 1_450_000), ("witness", 1_450_000)], layers, None)
-    assert needs == {"judge": 1_000_000, "witness": 1_000_000} and budgets == {"judge": None, "witness": None}
+    assert needs == {"judge": 1_000_000, "witness": 1_000_000}
+    assert budgets == {"judge": None, "witness": None}
     # A single-stream video keeps its bitrate and takes its share first.
     needs, _ = plan_layers([("evidence", 1_200_000), ("judge", 1_450_000)], {"judge": layers["judge"]}, 1_500_000)
     assert needs == {"evidence": 1_200_000, "judge": 100_000}
