@@ -205,3 +205,21 @@ def test_vp8_keyframe_sizes_are_read() -> None:
     assert vp8_size(key + b"\x00" * 20) == (640, 480)
     assert vp8_size(bytes([0x11]) + key[1:]) is None
     assert vp8_size(b"\x00\x01") is None
+
+
+def test_interleaved_layers_are_not_taken_for_loss() -> None:
+    """Two layers' packets interleaved on one receiver ask for no resend; a real gap in one layer does, for it only."""
+    from aiortc.rtp import RtpPacket
+
+    from media.aiortc_compat import PerSsrcNacks
+
+    nacks = PerSsrcNacks()
+    asked = [
+        nacks.add(RtpPacket(sequence_number=base + n, ssrc=ssrc))
+        for n in range(50)
+        for ssrc, base in ((1111, 100), (2222, 40_000))
+    ]
+    assert not any(asked)
+    assert nacks.add(RtpPacket(sequence_number=100 + 52, ssrc=1111))
+    assert nacks.missing == {150, 151}
+    assert not nacks.add(RtpPacket(sequence_number=40_000 + 50, ssrc=2222))
