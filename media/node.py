@@ -1147,7 +1147,9 @@ class InProcessNode:
         for peer in room.peers.values():
             for published in peer.published.values():
                 limiter = published.remb
-                if limiter is None:
+                if limiter is None or published.layers:
+                    # A simulcast publisher is not capped: its smaller layers serve the thin subscribers, and a low
+                    # REMB would make the browser drop the layers everyone else gets.
                     continue
                 cap = publisher_cap(available.get(published.recording_id, ()), floor)
                 old = limiter.cap
