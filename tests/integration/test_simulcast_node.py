@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
+import itertools
 import random
 from collections.abc import AsyncIterator
 from typing import Any
 
+import av
 from aiortc import MediaStreamTrack
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import MediaStreamError
@@ -23,8 +25,10 @@ from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParam
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 from av import VideoFrame
 
+from media.keyframes import Reason
 from media.node import InProcessNode
 from media.settings import NodeSettings
+from protocol.frames import EncodedFrame, SenderReport, TrackInfo
 from protocol.node import DeclareTrack, SetPublishing, SetReceiving, SetView, TileSize
 from rooms.model import Role, Source
 from tests.media_clients import CodeVideoTrack, DirectSignaling, MediaClient, eventually, hearing, paint_code, read_code
@@ -66,12 +70,20 @@ def with_layers(sdp: str, mid: str) -> str:
 
 
 class SimulcastPublisher(MediaClient):
-    """A participant publishing its camera in two simulcast layers (and, optionally, a plain evidence video)."""
+    """A participant publishing its camera in two simulcast layers (and, optionally, a plain evidence video).
 
-    def __init__(self, name: str) -> None:
+    Like a browser whose estimate grows, it adds the full layer ``full_after`` frames after the quarter one. Once, it
+    holds back a packet of the full layer and sends it a frame later as RTX (``repaired-rtp-stream-id``, no
+    ``a=ssrc-group``), as a browser answers a NACK.
+    """
+
+    def __init__(self, name: str, *, full_after: int = 0, resend_at: int | None = None) -> None:
         super().__init__(name, video=False, audio=False)
         self.camera = self.pc.addTransceiver(Silent(), direction="sendonly")
         self.sent: dict[str, int] = {}
+        self.full_after = full_after
+        self.resend_at = resend_at
+        self.resent = 0
         self._task: asyncio.Task[None] | None = None
 
     async def offer(self) -> str:
@@ -93,10 +105,14 @@ class SimulcastPublisher(MediaClient):
                 headerExtensions=[
                     RTCRtpHeaderExtensionParameters(id=mid_id, uri=MID_URI),
                     RTCRtpHeaderExtensionParameters(id=RID_ID, uri=RID_URI),
+                    RTCRtpHeaderExtensionParameters(id=RRID_ID, uri=RRID_URI),
                 ]
             )
         )
         payload_type = int(next(c.payloadType for c in self.camera._codecs if c.name == "VP8") or 0)
+        rtx_type = int(next(c.payloadType for c in self.camera._codecs if c.name == "rtx") or 0)
+        rtx_ssrc, rtx_sequence = random.getrandbits(32), random.getrandbits(16)
+        held: RtpPacket | None = None
         streams = [
             (rid, width, height, tag, Vp8Encoder(), random.getrandbits(32), random.getrandbits(16))
             for rid, width, height, tag in LAYERS
@@ -104,7 +120,24 @@ class SimulcastPublisher(MediaClient):
         sequence = {rid: seq for rid, *_, seq in streams}
         counter = 0
         while True:
+            if held is not None:
+                # The held-back packet, now as RTX: original sequence number first, on the layer's RTX stream.
+                rtx = RtpPacket(
+                    payload_type=rtx_type,
+                    marker=held.marker,
+                    sequence_number=rtx_sequence,
+                    timestamp=held.timestamp,
+                    ssrc=rtx_ssrc,
+                    payload=held.sequence_number.to_bytes(2, "big") + held.payload,
+                )
+                rtx.extensions.mid = str(self.camera.mid)
+                rtx.extensions.repaired_rtp_stream_id = "f"
+                await transport._send_rtp(rtx.serialize(extensions))
+                held = None
+                self.resent += 1
             for rid, width, height, tag, encoder, ssrc, _ in streams:
+                if rid == "f" and counter < self.full_after:
+                    continue
                 frame = VideoFrame.from_ndarray(paint_code(width, height, tag, counter), format="yuv420p")
                 frame.pts = counter * 6000
                 frame.time_base = fractions.Fraction(1, 90_000)
@@ -121,6 +154,9 @@ class SimulcastPublisher(MediaClient):
                     packet.extensions.mid = str(self.camera.mid)
                     packet.extensions.rtp_stream_id = rid
                     sequence[rid] = (sequence[rid] + 1) & 0xFFFF
+                    if rid == "f" and counter == self.resend_at and i == 0:
+                        held = packet  # "lost": the frame stays incomplete until its RTX comes
+                        continue
                     await transport._send_rtp(packet.serialize(extensions))
                 self.sent[rid] = self.sent.get(rid, 0) + 1
             counter += 1
@@ -133,6 +169,27 @@ class SimulcastPublisher(MediaClient):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await super().close()
+
+
+class CollectingSink:
+    """A FrameSink (the recorder's side of the node) that keeps everything it is handed."""
+
+    def __init__(self) -> None:
+        self.started: list[TrackInfo] = []
+        self.frames: list[EncodedFrame] = []
+        self.reports: list[SenderReport] = []
+
+    def track_started(self, info: TrackInfo) -> None:
+        self.started.append(info)
+
+    def frame(self, frame: EncodedFrame) -> None:
+        self.frames.append(frame)
+
+    def sender_report(self, report: SenderReport) -> None:
+        self.reports.append(report)
+
+    def track_stopped(self, track_id: str, reason: str) -> None:
+        pass
 
 
 class Viewer(MediaClient):
@@ -181,7 +238,7 @@ async def view(node: InProcessNode, viewer: Viewer, mid: str, width: int, height
 async def test_two_subscribers_get_the_layer_their_tile_needs_and_switch_cleanly() -> None:
     """A big tile gets the full layer, a thumbnail the quarter; growing the thumbnail switches it up without loss."""
     async with simulcast_hearing() as (sig, node):
-        publisher = SimulcastPublisher("publisher")
+        publisher = SimulcastPublisher("publisher", full_after=20, resend_at=60)
         evidence = CodeVideoTrack(tag=9)
         publisher.add_track(evidence)
         big, small = Viewer("big"), Viewer("small")
@@ -201,6 +258,11 @@ async def test_two_subscribers_get_the_layer_their_tile_needs_and_switch_cleanly
         assert peer is not None
         camera = next(t for t in peer.published.values() if t.source is Source.camera)
         assert [layer.rid for layer in camera.layers] == ["q", "f"]
+        # The recorder starts while only the quarter layer flows, and moves to the full one once it does.
+        assert await eventually(lambda: camera.layers[0].frames_in > 3, within=15)
+        sink = CollectingSink()
+        await node.call(SetReceiving(hearing_id=hid, participant_id="recorder", publishers=("publisher",)))
+        node.attach_recorder(hid, "recorder", sink)
 
         def camera_mid(viewer: Viewer) -> str | None:
             return next((str(t.mid) for t in viewer.tracks if t.source is Source.camera), None)
@@ -240,4 +302,31 @@ async def test_two_subscribers_get_the_layer_their_tile_needs_and_switch_cleanly
         assert slot.track.rid == "f"
         # Keyframe requests went to the layer switched to, not to every layer.
         assert camera.layers[1].keyframe_requests >= 1
+
+        # The full layer's RTX (named by repaired-rtp-stream-id) filled its gap: no frame given up after loss.
+        assert await eventually(lambda: publisher.resent == 1, within=15)
+        assert camera.layers[1].keyframe_counts.sent.get(Reason.loss, 0) == 0
+
+        # The recorder: first the quarter layer, then the full one from a keyframe on, all decodable, on one
+        # timeline.
+        track_id = camera.recording_id
+        assert await eventually(
+            lambda: any(
+                f.track_id == track_id and f.keyframe and f.payload[6:8] == (320).to_bytes(2, "little")
+                for f in sink.frames
+            ),
+            within=15,
+        )
+        recorded = [f for f in sink.frames if f.track_id == track_id]
+        decoder = av.CodecContext.create("vp8", "r")
+        decoded = [
+            (frame.width, read_code(frame)[0]) for f in recorded for frame in decoder.decode(av.Packet(f.payload))
+        ]
+        assert len(decoded) == len(recorded)
+        assert decoded[0] == (160, 1)
+        first_full = decoded.index((320, 2))
+        assert all(d == (160, 1) for d in decoded[:first_full])
+        assert all(d == (320, 2) for d in decoded[first_full:])
+        stamps = [f.rtp_timestamp for f in recorded]
+        assert all(0 < (b - a) & 0xFFFFFFFF < 90_000 for a, b in itertools.pairwise(stamps))
         assert not sig.failures
