@@ -32,13 +32,26 @@ const NODE_HEADER_EXTENSIONS = new Set([
 ]);
 
 // The camera goes out in simulcast: quarter, half and full size, smallest first. The node forwards each
-// subscriber the smallest layer big enough for its tile (and its link), and records the largest. Chromium makes
-// only as many layers as the camera's resolution allows (640x480: two); evidence stays one full-quality stream.
+// subscriber the smallest layer big enough for its tile (and its link), and records the largest. Evidence stays
+// one full-quality stream.
 const CAMERA_LAYERS = [
   { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000 },
   { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000 },
   { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1_200_000 },
 ];
+
+/**
+ * The layers to ask for a camera track. Chromium makes at most as many layers as the picture allows (3 from
+ * 960x540, 2 from 480x270, else 1) and then keeps the SMALLEST ones: asked for three of a 640x480 camera, it
+ * sends 160 and 320 pixels wide and never the full picture. So ask only for what it will make: the full layer
+ * is always among them; too small a camera gets no simulcast.
+ */
+function cameraLayers(track) {
+  const settings = typeof track.getSettings === "function" ? track.getSettings() : {};
+  const pixels = (settings.width || 0) * (settings.height || 0);
+  const count = pixels >= 960 * 540 ? 3 : pixels >= 480 * 270 ? 2 : 1;
+  return count > 1 ? CAMERA_LAYERS.slice(CAMERA_LAYERS.length - count).map((layer) => ({ ...layer })) : null;
+}
 
 // How often the sizes of the shown videos are checked (a `view` message goes out only when they changed).
 const VIEW_CHECK_MS = 1000;
@@ -218,7 +231,8 @@ export class MediaSession extends EventTarget {
         const track = this.local[source];
         const stream = new MediaStream([track]);
         const init = { direction: "sendonly", streams: [stream] };
-        if (source === "camera" && this.simulcast) init.sendEncodings = CAMERA_LAYERS.map((layer) => ({ ...layer }));
+        const layers = source === "camera" && this.simulcast ? cameraLayers(track) : null;
+        if (layers) init.sendEncodings = layers;
         const transceiver = this.pc.addTransceiver(track, init);
         limitHeaderExtensions(transceiver);
         limitCodecs(transceiver, track.kind);
