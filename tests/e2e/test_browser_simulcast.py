@@ -2,9 +2,10 @@
 
 The judge publishes its 640x480 camera in two layers, 320 and 640 pixels wide (the browser client's
 ``sendEncodings``: as many as Chromium makes of that size, the full one included). Two observers watch the judge
-on their stage: one in a large window, one in a small one. Each client tells the node its tile sizes (``view``);
-the node forwards the large window the full layer and the small one a smaller layer, switching at keyframes
-without a sequence jump, and both keep decoding. Screenshots go to artifacts/browser/simulcast/.
+on their stage: an observer in a large window and the defendant (who publishes too, so the judge's browser gets
+node offers and must keep its layers through them) in a small one. Each client tells the node its tile sizes
+(``view``); the node forwards the large window the full layer and the small one a smaller layer, switching at
+keyframes without a sequence jump, and both keep decoding. Screenshots go to artifacts/browser/simulcast/.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ def test_two_viewers_get_different_layers_and_both_decode(court_server: Server, 
     shots = p.artifacts("simulcast")
     started = time.monotonic()
     booking = court_server.book(
-        [("Wang Fang", "judge", "court"), ("Zhao Lei", "observer", "court"), ("Sun Li", "observer", "remote")]
+        [("Wang Fang", "judge", "court"), ("Zhao Lei", "observer", "court"), ("Sun Li", "defendant", "remote")]
     )
-    judge_id = booking.ids["judge"]
+    judge_id, defendant_id = booking.ids["judge"], booking.ids["defendant"]
     judge = p.open(booking.links["judge"], viewport=(1024, 600))
     judge.wait_for_function("() => document.getElementById('pj-preview').videoWidth > 0")
     p.join(judge)
@@ -60,12 +61,14 @@ def test_two_viewers_get_different_layers_and_both_decode(court_server: Server, 
     judge.wait_for_selector("#hearing-state[data-state=open]")
 
     large = p.open(booking.links["observer"], viewport=(1280, 800))
-    small = p.open(booking.links["observer#2"], locale="zh-CN", viewport=(480, 360))
-    for page, name in ((large, booking.names["observer"]), (small, booking.names["observer#2"])):
+    small = p.open(booking.links["defendant"], locale="zh-CN", viewport=(480, 360))
+    for page, name in ((large, booking.names["observer"]), (small, booking.names["defendant"])):
         p.join(page)
         page.wait_for_selector("body[data-view=lobby]")
         judge.get_by_role("button", name=f"Admit {name}").click()
         page.wait_for_selector("body[data-view=hearing]")
+    # The judge receives the defendant: the node offered the judge's browser new slots, and it answered.
+    p.wait_receiving(judge, defendant_id, "judge <- defendant")
 
     # The judge sends several layers (Chromium's own statistics of what it encodes).
     def layers_sent() -> dict[str, int]:
@@ -73,7 +76,13 @@ def test_two_viewers_get_different_layers_and_both_decode(court_server: Server, 
         return {str(s["rid"]): int(s["frameWidth"]) for s in sent if s["kind"] == "video" and s.get("rid")}
 
     # Chromium adds its upper layer as its bandwidth estimate of the link to the node grows.
-    p.wait_until(lambda: all(w > 0 for w in layers_sent().values()), timeout=60, what="the judge encoding its layers")
+    try:
+        p.wait_until(
+            lambda: all(w > 0 for w in layers_sent().values()), timeout=60, what="the judge encoding its layers"
+        )
+    except pytest.fail.Exception:
+        print(f"judge's outbound: {judge.evaluate('() => window.courtlink.outbound()')}")
+        raise
     sent = layers_sent()
     print(f"judge's layers (rid: width) after {time.monotonic() - started:.1f} s: {sent}")
     assert sent == {"h": 320, "f": 640}, sent
@@ -103,3 +112,13 @@ def test_two_viewers_get_different_layers_and_both_decode(court_server: Server, 
     after = frames(p, large, judge_id)
     p.wait_until(lambda: frames(p, large, judge_id) > after + 20, what="the shrunk window decoding on")
     large.screenshot(path=str(shots / "large-shrunk.png"))
+
+    # Through all the node's offers the judge's browser kept sending both layers.
+    def bytes_sent() -> dict[str, int]:
+        sent: list[dict[str, Any]] = judge.evaluate("() => window.courtlink.outbound()")
+        return {str(s["rid"]): int(s["bytesSent"]) for s in sent if s["kind"] == "video" and s.get("rid")}
+
+    first = bytes_sent()
+    p.wait_until(
+        lambda: all(bytes_sent()[rid] > first[rid] for rid in ("h", "f")), what="the judge still sending both layers"
+    )
