@@ -14,6 +14,7 @@ import contextlib
 import fractions
 import itertools
 import random
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -329,4 +330,54 @@ async def test_two_subscribers_get_the_layer_their_tile_needs_and_switch_cleanly
         assert all(d == (320, 2) for d in decoded[first_full:])
         stamps = [f.rtp_timestamp for f in recorded]
         assert all(0 < (b - a) & 0xFFFFFFFF < 90_000 for a, b in itertools.pairwise(stamps))
+        assert not sig.failures
+
+
+async def test_a_thin_link_steps_the_subscriber_down_a_layer_instead_of_pausing() -> None:
+    """With adaptation on, a subscriber whose link turns thin and lossy gets the smaller layer (not a pause) while
+    another subscriber keeps the full one; when its link recovers it goes back up."""
+    from tests.integration.test_bandwidth_node import Losses, force_estimate
+
+    node = InProcessNode(
+        NodeSettings(node_id="node-simulcast-bw", adaptation=True, adapt_hold_seconds=1.0, health_interval=0.5)
+    )
+    async with hearing(node, "hrg_simulcast") as sig:
+        hid = "hrg_simulcast"
+        publisher = SimulcastPublisher("publisher")
+        thin, wide = Viewer("thin"), Viewer("wide")
+        await sig.join(publisher, Role.judge)
+        publisher.start_layers()
+        await node.call(SetPublishing(hearing_id=hid, participant_id="publisher", sources=(Source.camera,)))
+        for viewer in (thin, wide):
+            await sig.join(viewer)
+            await node.call(SetReceiving(hearing_id=hid, participant_id=viewer.name, publishers=("publisher",)))
+        peer = node.peer(hid, "publisher")
+        assert peer is not None
+        camera = next(t for t in peer.published.values() if t.source is Source.camera)
+        assert await eventually(lambda: thin.last_tag() == 2 and wide.last_tag() == 2, within=15)
+        await asyncio.sleep(2.0)  # a few seconds of each layer's bitrate
+        quarter, full = (layer.bitrate(time.monotonic()) for layer in camera.layers)
+        assert 0 < quarter < full, (quarter, full)
+
+        # The thin link: REMBs between the two layers' bitrates, and loss.
+        forced: dict[int, Any] = {}
+        losses = Losses()
+        losses.install(thin)
+        force_estimate(thin, forced, (quarter + full) // 2)
+        losses.every = 0.3
+        assert await eventually(lambda: thin.last_tag() == 1, within=15), thin.seen[-3:]
+        state = node.bandwidth(hid, "thin")
+        assert state is not None
+        assert state.paused == ()  # stepped down, not paused
+        before = len(thin.seen)
+        await asyncio.sleep(1.5)
+        assert len(thin.seen) >= before + 10  # and it keeps decoding
+        assert thin.last_tag() == 1
+        assert wide.last_tag() == 2  # the other subscriber's link is fine: full layer
+
+        # The link recovers: after the hold, back to the full layer.
+        losses.every = None
+        force_estimate(thin, forced, None)
+        assert await eventually(lambda: thin.last_tag() == 2, within=20), thin.seen[-3:]
+        losses.stop()
         assert not sig.failures
