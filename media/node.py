@@ -318,7 +318,11 @@ class InProcessNode:
         for peer in room.peers.values() if room is not None else ():
             for published in peer.published.values():
                 if published.recording_id == track_id:
-                    published.top_layer().request_keyframe(Reason.recorder)  # what the recorder records
+                    # A simulcast video: the layer the recorder's feed records now.
+                    recorders = room.recorders.values() if room is not None else ()
+                    feeds = [f for r in recorders for f in r.feeds.values() if f.publisher is published]
+                    source = feeds[0].source if feeds else published.top_layer()
+                    source.request_keyframe(Reason.recorder)
 
     # --- introspection (tests, metrics) ---------------------------------------------------------
 
