@@ -126,6 +126,11 @@ class MediaSettings(BaseModel):
     nack_budget_share: float = Field(
         default=0.2, gt=0, le=1, description="Share of a subscriber's estimate that resends (NACK answers) may use."
     )
+    simulcast: bool = Field(
+        default=True,
+        description="Take browsers' camera video in simulcast layers and give each subscriber one layer by its tile "
+        "size (and, with adaptation, its bandwidth). False: answer without simulcast; browsers send one layer.",
+    )
 
     @model_validator(mode="after")
     def _udp_port_range(self) -> MediaSettings:

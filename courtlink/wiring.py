@@ -73,6 +73,7 @@ def node_settings(settings: Settings) -> NodeSettings:
         adapt_hold_seconds=media.adapt_hold_seconds,
         min_video_kbps=media.min_video_kbps,
         nack_budget_share=media.nack_budget_share,
+        simulcast=media.simulcast,
     )
 
 

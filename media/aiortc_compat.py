@@ -696,3 +696,144 @@ def padding_packet(
 def sender_rtx_ssrc(sender: RTCRtpSender) -> int:
     """The SSRC of a sender's RTX stream (aiortc picks one per sender, used only when RTX is negotiated)."""
     return int(sender._rtx_ssrc)
+
+
+# --- simulcast (part simulcast) --------------------------------------------------------------------------------------
+
+
+def enable_header_extensions(transceiver: RTCRtpTransceiver, extensions: Sequence[tuple[int, str]]) -> None:
+    """Negotiate these header extensions ``(id, uri)`` on this transceiver too (with the remote's ids), so its
+    answers and later offers list them, and make its DTLS transport parse them on received packets.
+
+    aiortc negotiates only the extensions it lists itself (``HEADER_EXTENSIONS``): for video, not the
+    ``rtp-stream-id`` a simulcast layer is named by, although its packet parser reads it when configured.
+    ``setRemoteDescription`` recomputes the list, so call this after each one.
+    """
+    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+
+    current = list(transceiver._headerExtensions)
+    known = {str(e.uri) for e in current}
+    added = [RTCRtpHeaderExtensionParameters(id=number, uri=uri) for number, uri in extensions if uri not in known]
+    if added:
+        transceiver._headerExtensions = current + added
+    transport = transceiver.receiver.transport
+    transport._rtp_header_extensions_map.configure(RTCRtpParameters(headerExtensions=added or current))
+
+
+_ROUTED_BY_MID = "_courtlink_routed_by_mid"
+
+
+def route_by_mid(transceiver: RTCRtpTransceiver) -> None:
+    """Make the transceiver's DTLS transport route an RTP packet of an unknown SSRC by its ``mid`` header extension
+    when aiortc's own rule (the SSRC table, else the one receiver of its payload type) finds no receiver
+    (idempotent, per transport).
+
+    A browser's simulcast layers (and their RTX streams) have no ``a=ssrc`` lines; with a camera and an evidence
+    video on one connection, both receivers have the same payload types and aiortc would drop every layer.
+    """
+    transport = transceiver.receiver.transport
+    router = transport._rtp_router
+    if getattr(router, _ROUTED_BY_MID, False):
+        return
+    original = router.route_rtp
+
+    def route_rtp(packet: RtpPacket) -> Any:
+        receiver = original(packet)
+        if receiver is None and packet.ssrc not in router.ssrc_table:
+            mid = packet.extensions.mid
+            candidate = router.mid_table.get(mid) if mid is not None else None
+            if candidate is not None and candidate in router.payload_type_table.get(packet.payload_type, ()):
+                router.ssrc_table[packet.ssrc] = candidate  # RTCP (sender reports) about it is routed too
+                receiver = candidate
+        return receiver
+
+    router.route_rtp = route_rtp  # type: ignore[method-assign]
+    setattr(router, _ROUTED_BY_MID, True)
+
+
+class PerSsrcNacks:
+    """Stands in for a receiver's ``NackGenerator``: one generator per SSRC, so the interleaved sequence numbers of
+    several simulcast layers are not taken for loss. aiortc reads ``missing`` right after an ``add`` that said
+    something is missing, for that packet's SSRC."""
+
+    __slots__ = ("_by_ssrc", "missing")
+
+    def __init__(self) -> None:
+        self._by_ssrc: dict[int, Any] = {}
+        self.missing: set[int] = set()
+
+    def add(self, packet: RtpPacket) -> bool:
+        """What aiortc's receiver calls per media packet (after RTX unwrap)."""
+        from aiortc.rtcrtpreceiver import NackGenerator
+
+        generator = self._by_ssrc.get(packet.ssrc)
+        if generator is None:
+            if len(self._by_ssrc) >= 16:
+                self._by_ssrc.clear()  # SSRCs come and go (a layer restarted): never grow without bound
+            generator = self._by_ssrc[packet.ssrc] = NackGenerator()
+        missed = bool(generator.add(packet))
+        self.missing = generator.missing
+        return missed
+
+
+def receive_layers(receiver: RTCRtpReceiver, rids: Sequence[str]) -> dict[int, str]:
+    """Make one receiver take a browser's simulcast layers ``rids``; return the table of SSRC -> rid it learns.
+
+    - NACKs are generated per SSRC (:class:`PerSsrcNacks`).
+    - Each layer's RTX stream is unwrapped: aiortc knows RTX SSRCs only from ``a=ssrc-group:FID``, which
+      rid-based simulcast has not; the ``repaired-rtp-stream-id`` of an RTX packet names the layer it repairs.
+    """
+    name = "_RTCRtpReceiver__nack_generator"
+    if getattr(receiver, name, None) is not None:
+        setattr(receiver, name, PerSsrcNacks())
+    rtx_table: dict[int, int] = receiver._RTCRtpReceiver__rtx_ssrc  # type: ignore[attr-defined]
+    wanted = set(rids)
+    rid_of: dict[int, str] = {}
+    ssrc_of: dict[str, int] = {}
+    original = receiver._handle_rtp_packet
+
+    async def handle_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
+        extensions = packet.extensions
+        rid = extensions.rtp_stream_id
+        if rid is not None and rid in wanted and rid_of.get(packet.ssrc) != rid:
+            old = ssrc_of.get(rid)
+            if old is not None:
+                rid_of.pop(old, None)
+            rid_of[packet.ssrc] = rid
+            ssrc_of[rid] = packet.ssrc
+        repaired = extensions.repaired_rtp_stream_id
+        if repaired is not None and packet.ssrc not in rtx_table:
+            media_ssrc = ssrc_of.get(repaired)
+            if media_ssrc is not None:
+                rtx_table[packet.ssrc] = media_ssrc
+        await original(packet, arrival_time_ms)
+
+    receiver._handle_rtp_packet = handle_rtp  # type: ignore[method-assign]
+    return rid_of
+
+
+def simulcast_self_check() -> None:
+    """Raise :class:`AiortcMismatch` unless the internals the simulcast functions above use exist as expected."""
+    from aiortc.rtcdtlstransport import RtpRouter
+    from aiortc.rtcrtpreceiver import NackGenerator
+
+    for cls, label, attributes in (
+        (RTCRtpReceiver, "RTCRtpReceiver", ("_RTCRtpReceiver__nack_generator", "_RTCRtpReceiver__rtx_ssrc")),
+        (RTCDtlsTransport, "RTCDtlsTransport", ("_rtp_router", "_rtp_header_extensions_map")),
+        (RtpRouter, "RtpRouter", ("mid_table", "ssrc_table", "payload_type_table")),
+        (NackGenerator, "NackGenerator", ("missing",)),
+    ):
+        used = _names_used(cls)
+        for attribute in attributes:
+            if attribute not in used:
+                raise _mismatch(f"{label}.{attribute}")
+    for cls, label, method, parameters in (
+        (RtpRouter, "RtpRouter", "route_rtp", ("self", "packet")),
+        (RTCRtpReceiver, "RTCRtpReceiver", "_handle_rtp_packet", ("self", "packet", "arrival_time_ms")),
+        (NackGenerator, "NackGenerator", "add", ("self", "packet")),
+    ):
+        value = getattr(cls, method, None)
+        if not callable(value) or tuple(inspect.signature(value).parameters)[: len(parameters)] != parameters:
+            raise _mismatch(f"{label}.{method}({', '.join(parameters)})")
+    if not {"rtp_stream_id", "repaired_rtp_stream_id", "mid"} <= set(vars(HeaderExtensions())):
+        raise _mismatch("aiortc.rtp.HeaderExtensions.rtp_stream_id")

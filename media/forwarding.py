@@ -40,6 +40,7 @@ from media.bandwidth import BitrateMeter
 from media.keyframes import ConsumerGate, KeyframeCounts, KeyframeRequests, Reason
 from media.passthrough import ReportTimes, TappedFrame, is_keyframe
 from media.sending import SEQUENCE_JUMP, FrameSender
+from media.simulcast import ACTIVE_WITHIN, LayerChooser, LayerInfo, best_layer, order_layers, vp8_size
 from protocol.frames import EncodedFrame, FrameSink, SenderReport, TrackInfo
 from protocol.node import MediaKind
 from rooms.model import Source
@@ -114,6 +115,61 @@ class PublishedTrack:
         """Its bitrate over the last seconds (bandwidth adaptation reads it when it decides)."""
         self.remb: RembLimiter | None = None
         """Video with bandwidth adaptation: the REMB the node sends the publisher, which the node may cap."""
+        self.rid: str | None = None
+        """A simulcast layer: its rid (its ``parent`` is the published track); None: a track of its own."""
+        self.parent: PublishedTrack | None = None
+        self.layers: list[PublishedTrack] = []
+        """A video published in simulcast: its layers, each its own source of frames (in the offer's order)."""
+        self.width = 0
+        """Video: pixels wide, from its last keyframe (0: unknown)."""
+        self.height = 0
+
+    def add_layers(self, rids: list[str]) -> list[PublishedTrack]:
+        """Make this video a simulcast one with these layers (each a source of frames with its own SSRC)."""
+        for rid in rids:
+            layer = PublishedTrack(
+                hearing_id=self.hearing_id,
+                participant_id=self.participant_id,
+                track_id=self.track_id,
+                kind=self.kind,
+                source=self.source,
+                receiver=self._receiver,
+                keyframe_interval=self._keyframes.min_interval,
+                on_refused=lambda _: None,
+                on_audio_level=lambda _, __: None,
+            )
+            layer.rid = rid
+            layer.parent = self
+            layer.codec_name = self.codec_name
+            layer.clock_rate = self.clock_rate
+            layer.recording_id = self.recording_id
+            layer.set_allowed(self.allowed)
+            self.layers.append(layer)
+        return self.layers
+
+    def layer(self, rid: str | None) -> PublishedTrack | None:
+        """The layer of that rid (None: no such layer)."""
+        return next((layer for layer in self.layers if layer.rid == rid), None)
+
+    def layer_infos(self, now: float) -> list[LayerInfo]:
+        """What the layer chooser reads of each layer (media.simulcast)."""
+        return [
+            LayerInfo(
+                rid=layer.rid or "",
+                width=layer.width,
+                height=layer.height,
+                bitrate=layer.bitrate(now),
+                active=layer.last_packet_at is not None and now - layer.last_packet_at < ACTIVE_WITHIN,
+            )
+            for layer in self.layers
+        ]
+
+    def top_layer(self) -> PublishedTrack:
+        """The largest layer (by its keyframes' size, else its bitrate, else the offer's order); itself if none."""
+        if not self.layers:
+            return self
+        infos = self.layer_infos(time.monotonic())
+        return self.layers[order_layers(infos)[-1]]
 
     def limit_remb(self) -> RembLimiter | None:
         """Let the node cap the REMB it sends this track's publisher (video only; idempotent)."""
@@ -137,6 +193,8 @@ class PublishedTrack:
 
     def set_allowed(self, allowed: bool) -> None:
         """Whether the participant may publish this track's source now."""
+        for layer in self.layers:
+            layer.set_allowed(allowed)
         became = allowed and not self.allowed
         self.allowed = allowed
         if became:
@@ -166,12 +224,15 @@ class PublishedTrack:
     def on_frame(self, frame: TappedFrame) -> None:
         """A reassembled frame from the receiver: drop it if not allowed, else hand it to every consumer."""
         frame.timestamp = self._unwrap(frame.rtp_timestamp)
+        frame.origin = self
         if not self.allowed:
             return
         self.frames_in += 1
         keyframe = is_keyframe(self.codec_name, frame.data)
         if keyframe:
             self.keyframes_in += 1
+            if self._video and (size := vp8_size(frame.data)) is not None:
+                self.width, self.height = size
         if self._video:
             # After a gap the reference chain is broken: forward nothing until a keyframe.
             forward, send = self._keyframes.frame(
@@ -200,13 +261,18 @@ class PublishedTrack:
     def request_keyframe(self, reason: Reason) -> None:
         """Someone wants a keyframe of this track; a request goes to the publisher when
         :class:`~media.keyframes.KeyframeRequests` says so (coalesced, rate-limited)."""
-        if not self._video or self.ended:
+        if not self._video or self.ended or (self.parent is not None and self.parent.ended):
+            return
+        if self.layers:
+            # A simulcast video is its layers: whoever asks the track (a recorder's start) asks each layer.
+            for layer in self.layers:
+                layer.request_keyframe(reason)
             return
         if self._keyframes.ask(time.monotonic(), reason):
             self._send_request()
 
     def _send_request(self) -> None:
-        if self._ssrc is None or self.ended:
+        if self._ssrc is None or self.ended or (self.parent is not None and self.parent.ended):
             return
         task = asyncio.ensure_future(self._send_pli(self._ssrc))
         self._requests.add(task)
@@ -263,6 +329,18 @@ class ForwardedTrack(MediaStreamTrack):
         self.top_priority = False
         """Bandwidth adaptation: this is the top-priority video of a constrained subscriber; its repairs (PLI, loss
         it cannot get resent) ask the publisher urgently (``Reason.top``) instead of waiting for the throttle."""
+        self.source: PublishedTrack | None = None
+        """Where its frames come from: the publisher, or the simulcast layer of it forwarded now."""
+        self._pending: PublishedTrack | None = None
+        """A simulcast layer switched to: its frames are dropped until its first keyframe, then it is ``source``."""
+        self.chooser = LayerChooser()
+        """Simulcast: which layer this subscriber gets (media.simulcast), reset with each publisher."""
+        self.tile: tuple[int, int] | None = None
+        """Simulcast: the size (pixels) the subscriber shows this video at (None: not told)."""
+        self.layer_budget: int | None = None
+        """Simulcast with bandwidth adaptation: bit/s this video may take of the subscriber's link (None: any)."""
+        self.layer_switches = 0
+        """Simulcast layer switches carried out (at a keyframe of the new layer)."""
 
     @property
     def frame_sender(self) -> FrameSender | None:
@@ -274,12 +352,27 @@ class ForwardedTrack(MediaStreamTrack):
         """Frames waiting for the sender."""
         return len(self._queue)
 
+    @property
+    def rid(self) -> str | None:
+        """The simulcast layer forwarded now (None: not a simulcast video)."""
+        return None if self.source is None else self.source.rid
+
+    def request_keyframe(self, reason: Reason) -> None:
+        """Ask the source of the frames it forwards now for a keyframe (e.g. the subscriber's PLI)."""
+        source = self.source or self.publisher
+        if source is not None:
+            source.request_keyframe(reason)
+
     def assign(self, publisher: PublishedTrack | None) -> None:
         """Forward ``publisher`` from now on (``None``: nothing); video waits for a keyframe."""
         if publisher is self.publisher:
             return
-        if self.publisher is not None:
-            self.publisher.consumers.discard(self)
+        if self.source is not None:
+            self.source.consumers.discard(self)
+        if self._pending is not None:
+            self._pending.consumers.discard(self)
+        self.source = self._pending = None
+        self.chooser = LayerChooser()
         self.publisher = publisher
         self._queue.clear()
         self._offset = None
@@ -289,9 +382,55 @@ class ForwardedTrack(MediaStreamTrack):
             self._restart_sequence = self.kind == "video" and self.forwarded > 0
             self._clock_rate = publisher.clock_rate
             self._time_base = fractions.Fraction(1, self._clock_rate)
-            publisher.consumers.add(self)
+            source = publisher
+            if publisher.layers:
+                index = best_layer(publisher.layer_infos(time.monotonic()), self.tile, self.layer_budget)
+                source = publisher.layers[index] if index is not None else publisher.top_layer()
+                self.chooser.current = source.rid
+            self.source = source
+            source.consumers.add(self)
             if self.gate is not None:
-                publisher.request_keyframe(self.gate.start())
+                source.request_keyframe(self.gate.start())
+
+    def select_layer(self, rid: str) -> bool:
+        """Forward the publisher's simulcast layer ``rid`` from its next keyframe on (asked for now); until then
+        the current layer goes on. Sequence numbers and timestamps continue across the switch. True if a switch
+        started (or, when nothing is sent now, happened)."""
+        publisher = self.publisher
+        layer = publisher.layer(rid) if publisher is not None else None
+        if layer is None or layer is self._pending:
+            return False
+        if self._pending is not None:
+            self._pending.consumers.discard(self)
+            self._pending = None
+        if layer is self.source:
+            return False
+        if self.paused or self.source is None:
+            # Nothing goes out now: take the layer at once; resume asks it for its keyframe.
+            if self.source is not None:
+                self.source.consumers.discard(self)
+            self.source = layer
+            layer.consumers.add(self)
+            self._offset = None
+            self.layer_switches += 1
+            return True
+        self._pending = layer
+        layer.consumers.add(self)
+        layer.request_keyframe(Reason.layer)
+        return True
+
+    def _switch_layer(self) -> None:
+        """The pending layer's keyframe came: it is the source from now on, on the same timeline."""
+        pending = self._pending
+        assert pending is not None
+        if self.source is not None:
+            self.source.consumers.discard(self)
+        self.source = pending
+        self._pending = None
+        # Re-based on the wall clock like a publisher switch (_pts), but with no sequence jump: to the subscriber's
+        # decoder it is one stream that got a keyframe of another size.
+        self._offset = None
+        self.layer_switches += 1
 
     def pause(self) -> None:
         """Stop sending the publisher's frames to this subscriber (its link cannot take them); they are dropped."""
@@ -306,7 +445,7 @@ class ForwardedTrack(MediaStreamTrack):
             self.resumed_at = time.monotonic()
             if self.gate is not None and self.publisher is not None:
                 self.gate.start()
-                self.publisher.request_keyframe(Reason.resume)
+                self.request_keyframe(Reason.resume)
 
     def attach(self, sender: FrameSender | None) -> None:
         """Send frames through ``sender`` as they come (``None``: queue them); what is queued goes out now."""
@@ -337,7 +476,7 @@ class ForwardedTrack(MediaStreamTrack):
                 # not after the throttle.
                 reason = self.gate.sendable()
                 if reason is not None:
-                    self.publisher.request_keyframe(reason)
+                    self.request_keyframe(reason)
 
     def push(self, frame: TappedFrame, keyframe: bool) -> None:
         """A frame of the assigned publisher; gated video waits for a keyframe; sent now, or queued (bounded)."""
@@ -346,6 +485,11 @@ class ForwardedTrack(MediaStreamTrack):
         if self.paused:
             self.paused_frames += 1
             return
+        if self._pending is not None and frame.origin is not self.source:
+            # A simulcast layer switch waits for the new layer's keyframe; its other frames are not for us yet.
+            if frame.origin is not self._pending or not keyframe:
+                return
+            self._switch_layer()
         sender = self._sender
         if sender is not None and not sender.enabled:
             # The direction forbids sending for now (an offer is pending): hold frames in the bounded queue,
@@ -361,7 +505,7 @@ class ForwardedTrack(MediaStreamTrack):
             if reason is not None and self.publisher is not None:
                 # Only while it can send (a keyframe now would be lost on it otherwise); throttled by the
                 # publisher's KeyframeRequests. When it becomes able to send it asks urgently (_became_sendable).
-                self.publisher.request_keyframe(reason)
+                self.request_keyframe(reason)
             if not admitted:
                 self.dropped += 1
                 return
@@ -413,7 +557,7 @@ class ForwardedTrack(MediaStreamTrack):
             self._pulled = True
             reason = self.gate.sendable() if self.gate is not None and self.publisher is not None else None
             if reason is not None and self.publisher is not None:
-                self.publisher.request_keyframe(reason)
+                self.request_keyframe(reason)
         while not self._queue:
             if self.readyState != "live":
                 raise MediaStreamError
@@ -438,13 +582,35 @@ class ForwardedTrack(MediaStreamTrack):
 
 
 class RecorderFeed:
-    """One published track as a recorder's :class:`FrameSink` sees it."""
+    """One published track as a recorder's :class:`FrameSink` sees it.
+
+    A simulcast video is recorded in its largest layer that is flowing: a browser adds its upper layers only as
+    its bandwidth estimate grows (the full layer often comes 10-20 s after the first), and drops them on a thin
+    link. :meth:`follow_layers` (the node calls it every health tick) moves the feed to the largest flowing layer,
+    at that layer's keyframe; its RTP timestamps (and sender reports) are carried onto the first layer's timeline,
+    so the archive sees one stream that changes size at a keyframe.
+    """
 
     def __init__(self, sink: FrameSink, publisher: PublishedTrack) -> None:
         self.sink = sink
         self.publisher = publisher
+        self.source = publisher
+        """What it records: the publisher, or the largest flowing layer of a simulcast video."""
+        if publisher.layers:
+            self.source = self._largest_flowing() or publisher.top_layer()
+        self._pending: PublishedTrack | None = None
+        self._ts_offset = 0
+        """Added to the source's RTP timestamps (mod 2**32): 0 until a layer switch."""
+        self._last: tuple[int, float] | None = None
+        """The last recorded frame's RTP timestamp (after the offset) and arrival."""
         self.gate: ConsumerGate | None = ConsumerGate() if publisher.kind == "video" else None
         self.delivered = 0
+        self.layer_switches = 0
+
+    def _largest_flowing(self) -> PublishedTrack | None:
+        infos = self.publisher.layer_infos(time.monotonic())
+        flowing = [i for i in order_layers(infos) if infos[i].active]
+        return self.publisher.layers[flowing[-1]] if flowing else None
 
     def start(self) -> None:
         """Announce the track to the sink and start taking frames (video from the next keyframe)."""
@@ -460,41 +626,97 @@ class RecorderFeed:
                 clock_rate=p.clock_rate,
             )
         )
-        p.consumers.add(self)
-        if p.last_report is not None:
-            self.sender_report(p.last_report)
+        source = self.source
+        source.consumers.add(self)
+        if source.last_report is not None:
+            self.sender_report(source.last_report)
         if self.gate is not None:
-            p.request_keyframe(self.gate.start())
+            source.request_keyframe(self.gate.start())
 
     def stop(self, reason: str) -> None:
         """Stop taking frames and tell the sink why."""
-        self.publisher.consumers.discard(self)
+        self.source.consumers.discard(self)
+        if self._pending is not None:
+            self._pending.consumers.discard(self)
+            self._pending = None
         self.sink.track_stopped(self.publisher.recording_id, reason)
+
+    def follow_layers(self) -> None:
+        """A simulcast video: move to the largest flowing layer (from its next keyframe, asked for now)."""
+        if not self.publisher.layers:
+            return
+        best = self._largest_flowing()
+        if best is None or best is self.source or best is self._pending:
+            return
+        if self._pending is not None:
+            self._pending.consumers.discard(self)
+        if self.delivered == 0:
+            # Nothing recorded yet: no timeline to keep, take it at once.
+            self.source.consumers.discard(self)
+            self.source = best
+            self._pending = None
+            best.consumers.add(self)
+            if self.gate is not None:
+                best.request_keyframe(self.gate.start())
+            return
+        self._pending = best
+        best.consumers.add(self)
+        best.request_keyframe(Reason.layer)
+
+    def _switch(self, frame: TappedFrame) -> None:
+        """The pending layer's keyframe came: record that layer from now on, on the same RTP timeline."""
+        new = self._pending
+        assert new is not None
+        old = self.source
+        clock = self.publisher.clock_rate
+        if old.last_report is not None and new.last_report is not None:
+            # Both layers' sender reports map RTP time to the publisher's one NTP clock.
+            at_old = old.last_report.rtp_timestamp + self._ts_offset
+            drift = round((new.last_report.ntp_time - old.last_report.ntp_time) * clock)
+            self._ts_offset = (at_old + drift - new.last_report.rtp_timestamp) & 0xFFFFFFFF
+        elif self._last is not None:
+            last_ts, last_arrival = self._last
+            target = last_ts + max(1, round((frame.arrival - last_arrival) * clock))
+            self._ts_offset = (target - frame.rtp_timestamp) & 0xFFFFFFFF
+        old.consumers.discard(self)
+        self.source = new
+        self._pending = None
+        self.layer_switches += 1
 
     def push(self, frame: TappedFrame, keyframe: bool) -> None:
         """Hand one frame to the sink (video from the first keyframe on)."""
+        if self._pending is not None and frame.origin is not self.source:
+            if frame.origin is not self._pending or not keyframe:
+                return
+            self._switch(frame)
         if self.gate is not None:
             # The request made at start may be lost (RTCP on a busy link): ask again, throttled, until one comes.
             admitted, reason = self.gate.admit(keyframe, can_send=True)
             if reason is not None:
-                self.publisher.request_keyframe(reason)
+                self.source.request_keyframe(reason)
             if not admitted:
                 return
         self.delivered += 1
+        rtp_timestamp = (frame.rtp_timestamp + self._ts_offset) & 0xFFFFFFFF
+        self._last = (rtp_timestamp, frame.arrival)
         self.sink.frame(
             EncodedFrame(
                 track_id=self.publisher.recording_id,
                 payload=frame.data,
-                rtp_timestamp=frame.rtp_timestamp,
+                rtp_timestamp=rtp_timestamp,
                 keyframe=keyframe,
                 arrival=frame.arrival,
             )
         )
 
     def sender_report(self, report: ReportTimes) -> None:
-        """Hand the publisher's sender report to the sink."""
+        """Hand the publisher's sender report to the sink (of the recorded layer only, on the feed's timeline)."""
+        if self.source.layers or (self.source is not self.publisher and report is not self.source.last_report):
+            return
         self.sink.sender_report(
             SenderReport(
-                track_id=self.publisher.recording_id, ntp_time=report.ntp_time, rtp_timestamp=report.rtp_timestamp
+                track_id=self.publisher.recording_id,
+                ntp_time=report.ntp_time,
+                rtp_timestamp=(report.rtp_timestamp + self._ts_offset) & 0xFFFFFFFF,
             )
         )

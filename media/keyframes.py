@@ -78,9 +78,14 @@ class Reason(StrEnum):
     top = "top"
     """The top-priority video of a subscriber on a constrained link is damaged (its decoder asked, or it lost what
     cannot be resent): the one video it still gets must not wait for the publisher-wide throttle."""
+    layer = "layer"
+    """A subscriber switches to another simulcast layer (media.simulcast): it gets the old one until the new
+    layer's keyframe comes."""
 
 
-URGENT = frozenset({Reason.start, Reason.sendable, Reason.allowed, Reason.loss, Reason.resume, Reason.top})
+URGENT = frozenset(
+    {Reason.start, Reason.sendable, Reason.allowed, Reason.loss, Reason.resume, Reason.top, Reason.layer}
+)
 """Reasons that do not wait for ``min_interval``: someone (after loss: every receiver of the track) sees nothing
 until the keyframe comes."""
 

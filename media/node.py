@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,7 +25,15 @@ from dataclasses import dataclass, field
 import structlog
 from aiortc import RTCRtpTransceiver
 
-from media.aiortc_compat import candidate_from_sdp, self_check, sender_counters, sender_rtx_ssrc, sender_ssrc
+from media.aiortc_compat import (
+    candidate_from_sdp,
+    receive_layers,
+    self_check,
+    sender_counters,
+    sender_rtx_ssrc,
+    sender_ssrc,
+    simulcast_self_check,
+)
 from media.bandwidth import (
     PACE_FACTOR,
     PADDING_SIZE_ON_WIRE,
@@ -42,7 +51,7 @@ from media.forwarding import PublishedTrack, RecorderFeed
 from media.health import peer_health
 from media.ice import PORTS_EXHAUSTED
 from media.keyframes import Reason
-from media.passthrough import ReceiverTap, tap_receiver
+from media.passthrough import ReceiverTap, tap_layers, tap_receiver
 from media.peer import (
     DEFAULT_SOURCE,
     SOURCE_KIND,
@@ -56,6 +65,7 @@ from media.plan import forwarding_plan
 from media.probe import Probe
 from media.sending import FrameSender
 from media.settings import NodeSettings
+from media.simulcast import plan_layers
 from media.speaker import SpeakerDetector
 from protocol.frames import FrameSink
 from protocol.node import (
@@ -82,6 +92,7 @@ from protocol.node import (
     SdpAnswer,
     SetPublishing,
     SetReceiving,
+    SetView,
     SpeakerChanged,
     TrackEnded,
     TrackPublished,
@@ -159,9 +170,11 @@ class InProcessNode:
     def check_environment() -> None:
         """Raise ``media.AiortcMismatch`` (one line) if the installed aiortc/aioice lack an internal the node uses."""
         self_check()
+        simulcast_self_check()
 
     def __init__(self, settings: NodeSettings) -> None:
         self_check()  # AiortcMismatch (one line) now, rather than a failure on the packet path later
+        simulcast_self_check()
         self.settings = settings
         self._rooms: dict[str, _Room] = {}
         self._handlers: list[EventHandler] = []
@@ -256,6 +269,13 @@ class InProcessNode:
         if isinstance(command, AddCandidate):
             await self._add_candidate(peer, command)
             return Ack()
+        if isinstance(command, SetView):
+            for tile in command.tiles:
+                peer.tiles[tile.mid] = (tile.width, tile.height)
+            if len(peer.tiles) > 256:  # mids of slots long gone: keep only what is told now
+                peer.tiles = {t.mid: (t.width, t.height) for t in command.tiles}
+            self._choose_layers(room, peer)
+            return Ack()
         if isinstance(command, DeclareTrack):
             for published in peer.published.values():
                 if published.track_id == command.track_id and SOURCE_KIND[command.source] != published.kind:
@@ -298,7 +318,11 @@ class InProcessNode:
         for peer in room.peers.values() if room is not None else ():
             for published in peer.published.values():
                 if published.recording_id == track_id:
-                    published.request_keyframe(Reason.recorder)
+                    # A simulcast video: the layer the recorder's feed records now.
+                    recorders = room.recorders.values() if room is not None else ()
+                    feeds = [f for r in recorders for f in r.feeds.values() if f.publisher is published]
+                    source = feeds[0].source if feeds else published.top_layer()
+                    source.request_keyframe(Reason.recorder)
 
     # --- introspection (tests, metrics) ---------------------------------------------------------
 
@@ -561,6 +585,14 @@ class InProcessNode:
             if self.settings.adaptation:
                 self._adapt_all()
             for peer in peers:
+                room = self._rooms.get(peer.hearing_id)
+                if room is not None:
+                    self._choose_layers(room, peer)
+            for room in list(self._rooms.values()):
+                for recorder in room.recorders.values():
+                    for feed in recorder.feeds.values():
+                        feed.follow_layers()
+            for peer in peers:
                 try:
                     self._emit(peer_health(peer))
                 except Exception:  # one odd peer must not stop everyone's reports
@@ -594,6 +626,36 @@ class InProcessNode:
                 self._resolve_sources(room, peer)
             self._replan(room)
 
+        offered = peer.simulcast.get(str(transceiver.mid)) if kind == "video" else None
+        if offered is not None:
+            # Each layer is its own source of frames (its own SSRC, keyframe requests and subscribers).
+            layers = published.add_layers(list(offered.rids))
+            receive_layers(transceiver.receiver, offered.rids)
+            tap_layers(
+                transceiver.receiver,
+                {
+                    str(layer.rid): ReceiverTap(
+                        on_frame=layer.on_frame,
+                        on_packet=layer.on_packet,
+                        on_sender_report=layer.on_sender_report,
+                        on_picture_lost=layer.picture_lost,
+                        on_bye=bye,
+                    )
+                    for layer in layers
+                },
+                published.on_packet,
+                bye,
+            )
+            log.info(
+                "track_published",
+                hearing_id=room.hearing_id,
+                participant_id=peer.participant_id,
+                track_id=track_id,
+                kind=kind,
+                codec=published.codec_name,
+                layers=list(offered.rids),
+            )
+            return published
         tap_receiver(
             transceiver.receiver,
             kind,
@@ -747,7 +809,37 @@ class InProcessNode:
                 recorder.feeds[key] = feed
                 feed.start()
 
+    def _choose_layers(self, room: _Room, peer: Peer) -> None:
+        """Give each of the subscriber's simulcast videos the layer its tile and budget call for (media.simulcast);
+        a switch happens at the new layer's next keyframe."""
+        now = time.monotonic()
+        for slot in peer.slots:
+            track = slot.track
+            publisher = track.publisher
+            if publisher is None or not publisher.layers:
+                continue
+            mid = slot.mid
+            if mid is not None and mid in peer.tiles:
+                track.tile = peer.tiles[mid]
+            before = track.rid
+            rid = track.chooser.decide(now, publisher.layer_infos(now), track.tile, track.layer_budget)
+            if rid is not None and track.select_layer(rid):
+                log.info(
+                    "subscriber_layer_switched",
+                    hearing_id=room.hearing_id,
+                    subscriber=peer.participant_id,
+                    track=publisher.track_id,
+                    publisher=publisher.participant_id,
+                    layer=rid,
+                    previous=before,
+                    tile=None if track.tile is None else f"{track.tile[0]}x{track.tile[1]}",
+                    budget_kbps=None if track.layer_budget is None else track.layer_budget // 1000,
+                )
+
     def _slots_changed(self, peer: Peer) -> None:
+        room = self._rooms.get(peer.hearing_id)
+        if room is not None and not peer.closed:
+            self._choose_layers(room, peer)
         refs = peer.tracks()
         if refs != peer.last_tracks:
             peer.last_tracks = refs
@@ -971,6 +1063,7 @@ class InProcessNode:
         # before it, e.g. the queue a lifted limit flushed, says nothing of the link now).
         link = subscriber.link
         lossy = link.lossy(now) and link.dirty_at > subscriber.prober.succeeded_at
+        videos = self._step_down_layers(room, peer, videos, estimate if lossy else None, now)
         allocation = subscriber.allocator.update(now, estimate, videos, lossy=lossy)
         if allocation.paused_now and now - subscriber.prober.succeeded_at < 2 * subscriber.allocator.hold:
             subscriber.prober.undone(now)  # what the last probe brought back did not hold: back off
@@ -1007,6 +1100,30 @@ class InProcessNode:
         ):
             self._apply_caps(room)
 
+    def _step_down_layers(
+        self, room: _Room, peer: Peer, videos: list[VideoStream], estimate: int | None, now: float
+    ) -> list[VideoStream]:
+        """Simulcast videos first go down a layer (or more) within the estimate; the allocator then pauses only what
+        does not fit even so. ``estimate`` None (no loss seen: a low REMB alone is no reason): tiles alone decide."""
+        slots = {
+            slot.track.publisher.recording_id: slot
+            for slot in peer.slots
+            if slot.track.publisher is not None and slot.track.publisher.layers
+        }
+        if not slots:
+            return videos
+        layers = {}
+        for key, slot in slots.items():
+            publisher = slot.track.publisher
+            assert publisher is not None
+            tile = peer.tiles.get(slot.mid) if slot.mid is not None else None
+            layers[key] = (publisher.layer_infos(now), tile if tile is not None else slot.track.tile)
+        needs, budgets = plan_layers([(v.key, v.need_bps) for v in videos], layers, estimate)
+        for key, budget in budgets.items():
+            slots[key].track.layer_budget = budget
+        self._choose_layers(room, peer)
+        return [dataclasses.replace(v, need_bps=needs.get(v.key, v.need_bps)) for v in videos]
+
     @staticmethod
     def _apply_pauses(peer: Peer, allocation: Allocation) -> None:
         keys = set(allocation.paused)
@@ -1034,7 +1151,9 @@ class InProcessNode:
         for peer in room.peers.values():
             for published in peer.published.values():
                 limiter = published.remb
-                if limiter is None:
+                if limiter is None or published.layers:
+                    # A simulcast publisher is not capped: its smaller layers serve the thin subscribers, and a low
+                    # REMB would make the browser drop the layers everyone else gets.
                     continue
                 cap = publisher_cap(available.get(published.recording_id, ()), floor)
                 old = limiter.cap

@@ -100,6 +100,8 @@ class TappedFrame(JitterFrame):
         self.resync = keyframe_hint
         self.payloads: dict[str, list[bytes]] = {}
         """RTP payloads made from ``data`` by codec, made once and shared by every subscriber's sender."""
+        self.origin: object | None = None
+        """The source of frames it came from (its published track, or the simulcast layer): set by that source."""
 
 
 class ReleaseOnMarker:
@@ -335,3 +337,82 @@ def _reporting_rtcp(
 def is_tapped(receiver: RTCRtpReceiver) -> bool:
     """Whether :func:`tap_receiver` was applied to this receiver."""
     return getattr(receiver, _TAPPED, None) is not None
+
+
+class LayerDemux:
+    """Drop-in for aiortc's ``JitterBuffer`` on a receiver that gets a browser's simulcast layers.
+
+    Each layer is its own RTP stream (SSRC), named by the ``rtp-stream-id`` header extension on its first packets.
+    Packets are sorted by SSRC into one :class:`ReleaseOnMarker` per layer, so each layer reassembles its own
+    frames and is, to the forwarding code, its own source of frames (its own taps). A packet of an SSRC not yet
+    named (its first packets lost) is dropped until one names it. Sender reports go to the layer of their SSRC.
+    """
+
+    def __init__(
+        self,
+        codec_name: Callable[[int], str],
+        layers: dict[str, ReceiverTap],
+        on_packet: Callable[[RtpPacket], None],
+    ) -> None:
+        self._codec_name = codec_name
+        self._layers = layers
+        self._on_packet = on_packet
+        self._by_ssrc: dict[int, tuple[ReleaseOnMarker, ReceiverTap]] = {}
+        self._ssrc_of: dict[str, int] = {}
+        self.unnamed = 0
+        """Packets dropped because no packet of their SSRC had named its layer yet."""
+
+    @property
+    def capacity(self) -> int:
+        """Packets held at most (aiortc reads it for statistics only)."""
+        return _MAX_PENDING
+
+    def ssrc_of(self, rid: str) -> int | None:
+        """The SSRC a layer arrives on (None before its first named packet)."""
+        return self._ssrc_of.get(rid)
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        """Hand the packet to its layer's buffer; a layer's frames go straight to that layer's tap."""
+        entry = self._by_ssrc.get(packet.ssrc)
+        if entry is None:
+            rid = packet.extensions.rtp_stream_id
+            tap = self._layers.get(rid) if rid is not None else None
+            if tap is None:
+                self.unnamed += 1
+                return False, None
+            old = self._ssrc_of.get(rid)
+            if old is not None:
+                self._by_ssrc.pop(old, None)  # the layer restarted on a new SSRC
+            buffer = ReleaseOnMarker("video", self._codec_name, tap.on_frame, tap.on_picture_lost)
+            buffer.on_packet = tap.on_packet
+            entry = self._by_ssrc[packet.ssrc] = (buffer, tap)
+            self._ssrc_of[rid] = packet.ssrc
+        self._on_packet(packet)
+        return entry[0].add(packet)
+
+    def on_sender_report(self, report: ReportTimes) -> None:
+        """A sender report: to the layer whose SSRC it is about."""
+        entry = self._by_ssrc.get(report.ssrc)
+        if entry is not None:
+            entry[1].on_sender_report(report)
+
+
+def tap_layers(
+    receiver: RTCRtpReceiver,
+    layers: dict[str, ReceiverTap],
+    on_packet: Callable[[RtpPacket], None],
+    on_bye: Callable[[], None],
+) -> LayerDemux:
+    """Turn one not yet started video receiver of a simulcast m-line into one frame source per layer (``layers``
+    by rid); ``on_packet`` sees every packet of every layer (the track's own counts). Idempotent."""
+    existing = getattr(receiver, _TAPPED, None)
+    if isinstance(existing, LayerDemux):
+        return existing
+    demux = LayerDemux(receiver_codec_name(receiver), layers, on_packet)
+    install_jitter_buffer(receiver, demux)
+    tap = ReceiverTap(
+        on_frame=lambda frame: None, on_packet=on_packet, on_sender_report=demux.on_sender_report, on_bye=on_bye
+    )
+    wrap_rtcp_handler(receiver, lambda original_rtcp: _reporting_rtcp(original_rtcp, tap))
+    setattr(receiver, _TAPPED, demux)
+    return demux

@@ -34,6 +34,7 @@ from media.aiortc_compat import (
     CODECS,
     DYNAMIC_PAYLOAD_TYPES,
     SessionDescription,
+    enable_header_extensions,
     find_common_codecs,
     gate_retransmit,
     negotiated_codecs,
@@ -42,6 +43,7 @@ from media.aiortc_compat import (
     on_keyframe_request,
     on_loss_feedback,
     on_remb,
+    route_by_mid,
     sender_rtt,
     set_negotiated,
 )
@@ -51,6 +53,7 @@ from media.ice import PORTS_EXHAUSTED, PortRangeExhausted, restrict_host_candida
 from media.keyframes import Reason
 from media.sending import install, resend_allowed, rtp_age
 from media.settings import NodeSettings
+from media.simulcast import OfferedLayers, offered_layers, with_simulcast
 from protocol.node import MediaKind, TrackRef
 from rooms.model import Role, Source
 
@@ -172,6 +175,10 @@ class Peer:
         self._sdp_version = 0
         self.lost_reported = False
         """``PeerLost`` was emitted for this peer (once per peer)."""
+        self.simulcast: dict[str, OfferedLayers] = {}
+        """Videos the client publishes in simulcast, by media id: the layers the node answered it would receive."""
+        self.tiles: dict[str, tuple[int, int]] = {}
+        """The size (pixels) the client shows each video it receives at, by media id (its ``view`` message)."""
 
         @self.pc.on("connectionstatechange")
         def _state_changed() -> None:
@@ -192,10 +199,13 @@ class Peer:
                     self._on_offer(self, self.pending_offer)
                 raise NegotiationError("renegotiation_pending", "answer the node's offer first, then offer again")
             check_sdp(sdp)
+            layers = self._offered_layers(sdp)
             try:
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             except Exception as exc:  # aiortc raises ValueError, OperationError, InvalidStateError...
                 raise NegotiationError("invalid_sdp", f"offer not applied: {exc}") from exc
+            self.simulcast = layers
+            self._keep_simulcast()
             self._adopt_published()
             restrict_host_candidates(self.pc, self.settings.announce_addresses, self.settings.udp_ports)
             self._note_intended()
@@ -206,10 +216,49 @@ class Peer:
                 raise NegotiationError(PORTS_EXHAUSTED, f"the media node has no free UDP port now: {exc}") from exc
             self._mark_negotiated()
             self.client_offered = True
-            sdp_answer = str(self.pc.localDescription.sdp)
+            sdp_answer = with_simulcast(str(self.pc.localDescription.sdp), self._simulcast_rids())
         if self._renegotiation_queued or self._slots_differ():
             self.request_renegotiation()  # e.g. slots wanted before the client's first offer
         return sdp_answer
+
+    def _offered_layers(self, sdp: str) -> dict[str, OfferedLayers]:
+        """The simulcast the node takes from this offer, by mid: new videos as offered (when simulcast is on);
+        a video published before keeps the layers it has (those still offered), or none."""
+        offered, ignored = offered_layers(sdp) if self.settings.simulcast else ({}, {})
+        for mid, reason in ignored.items():
+            log.info(
+                "simulcast_ignored",
+                hearing_id=self.hearing_id,
+                participant_id=self.participant_id,
+                mid=mid,
+                reason=reason,
+            )
+        taken: dict[str, OfferedLayers] = {}
+        for mid, layers in offered.items():
+            before = self.simulcast.get(mid)
+            if before is not None:
+                rids = tuple(r for r in before.rids if r in layers.rids)
+                if len(rids) >= 2:
+                    taken[mid] = OfferedLayers(mid=mid, rids=rids, extensions=before.extensions)
+            elif mid not in self.published:
+                # Layers are set up when the node first taps the video: a video already published as one stream
+                # stays one stream (the client is answered without simulcast and sends one layer).
+                taken[mid] = layers
+        return taken
+
+    def _simulcast_rids(self) -> dict[str, tuple[str, ...]]:
+        return {mid: layers.rids for mid, layers in self.simulcast.items()}
+
+    def _keep_simulcast(self) -> None:
+        """After each remote description: aiortc recomputed each m-line's header extensions from its own list;
+        put back the ones that name simulcast layers, and route the layers by mid."""
+        if not self.simulcast:
+            return
+        for transceiver in self.pc.getTransceivers():
+            layers = self.simulcast.get(str(transceiver.mid)) if transceiver.mid is not None else None
+            if layers is not None:
+                enable_header_extensions(transceiver, layers.extensions)
+                route_by_mid(transceiver)
 
     def remote_track_id(self, transceiver: RTCRtpTransceiver) -> str:
         """The id the client gave a track it publishes: the track id of its m-line's ``a=msid`` (the browser's
@@ -288,7 +337,8 @@ class Peer:
             except Exception:
                 log.exception("renegotiation_failed", hearing_id=self.hearing_id, participant_id=self.participant_id)
                 return
-            self.pending_offer = str(self.pc.localDescription.sdp)
+            # The offer must say again what the client's simulcast m-lines receive, or the browser drops to one layer.
+            self.pending_offer = with_simulcast(str(self.pc.localDescription.sdp), self._simulcast_rids())
             self.offer_resends = 0
             self._arm_offer_timer()
             self._on_offer(self, self.pending_offer)
@@ -306,6 +356,7 @@ class Peer:
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
             except Exception as exc:
                 raise NegotiationError("invalid_sdp", f"answer not applied: {exc}") from exc
+            self._keep_simulcast()
             self._drop_pending_offer()
             self._mark_negotiated()
         if self._renegotiation_queued or self._slots_differ():
@@ -442,7 +493,7 @@ class Peer:
         def keyframe_requested() -> None:
             # aiortc's pack mode only sets an encoder flag here; carry the request to the publisher.
             if slot.track.publisher is not None:
-                slot.track.publisher.request_keyframe(Reason.top if slot.track.top_priority else Reason.subscriber)
+                slot.track.request_keyframe(Reason.top if slot.track.top_priority else Reason.subscriber)
 
         on_keyframe_request(transceiver.sender, keyframe_requested)
         on_remb_ = self._on_remb
@@ -459,7 +510,7 @@ class Peer:
 
         def unrepairable() -> None:
             if slot.track.publisher is not None:
-                slot.track.publisher.request_keyframe(Reason.top if slot.track.top_priority else Reason.repair)
+                slot.track.request_keyframe(Reason.top if slot.track.top_priority else Reason.repair)
 
         if self.settings.direct_send:
             # This sender only forwards: frames go out as they arrive, packetized once per publisher frame.

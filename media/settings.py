@@ -94,6 +94,11 @@ class NodeSettings(BaseModel):
     nack_budget_share: float = Field(
         default=0.2, gt=0, le=1, description="Share of a subscriber's estimate that resends (NACK answers) may use."
     )
+    simulcast: bool = Field(
+        default=True,
+        description="Take browsers' camera video in simulcast (a=rid/a=simulcast) and forward each subscriber one "
+        "layer, by its tile size and (with adaptation) its estimate. False: answer without simulcast.",
+    )
 
     @model_validator(mode="after")
     def _port_range(self) -> NodeSettings:

@@ -227,6 +227,23 @@ class MuteAll(Request):
     muted: bool = Field(default=True, description="False lifts the court's mutes of that source.")
 
 
+class ViewTile(Message):
+    """One received video and how big it is shown."""
+
+    model_config = ConfigDict(strict=True)
+
+    mid: str = Field(min_length=1, max_length=64, description="The media id the video arrives on (from `tracks`).")
+    width: int = Field(ge=0, le=16_384, description="Device pixels wide it is shown at; 0: received but not shown.")
+    height: int = Field(ge=0, le=16_384, description="Device pixels high it is shown at; 0: received but not shown.")
+
+
+class View(Request):
+    """How big the client shows each video it receives (a simulcast video is sent in the layer that fits)."""
+
+    type: Literal["view"] = "view"
+    tiles: tuple[ViewTile, ...] = Field(max_length=64, description="One entry per received video.")
+
+
 ClientMessage = Annotated[
     Join
     | ClientOffer
@@ -247,7 +264,8 @@ ClientMessage = Annotated[
     | RestartMedia
     | RaiseHand
     | LowerHand
-    | MuteAll,
+    | MuteAll
+    | View,
     Field(discriminator="type"),
 ]
 """Any message a client may send."""

@@ -121,6 +121,22 @@ class CreateProbe(_Addressed):
     sdp: str = Field(max_length=200_000)
 
 
+class TileSize(Frozen):
+    """How big a subscriber shows one video it receives."""
+
+    mid: str = Field(max_length=64, description="The media id the video arrives on.")
+    width: int = Field(ge=0, le=16_384, description="Pixels wide on screen (device pixels); 0: not shown.")
+    height: int = Field(ge=0, le=16_384, description="Pixels high on screen (device pixels); 0: not shown.")
+
+
+class SetView(_Addressed):
+    """The sizes a subscriber shows its videos at: the node forwards each simulcast video's smallest layer that is
+    big enough (videos not named keep their last size; none told: the largest layer)."""
+
+    type: Literal["set_view"] = "set_view"
+    tiles: tuple[TileSize, ...] = Field(default=(), max_length=64)
+
+
 class CloseRoom(Frozen):
     """Close every peer of a hearing (adjourn, cancel, shutdown)."""
 
@@ -138,6 +154,7 @@ NodeCommand = Annotated[
     | SetPublishing
     | SetReceiving
     | CreateProbe
+    | SetView
     | CloseRoom,
     Field(discriminator="type"),
 ]

@@ -58,6 +58,7 @@ from protocol.client import (
     Speaker,
     TrackInfo,
     TracksMsg,
+    View,
 )
 from protocol.node import (
     AddCandidate,
@@ -76,7 +77,9 @@ from protocol.node import (
     PublishRefused,
     Refused,
     SdpAnswer,
+    SetView,
     SpeakerChanged,
+    TileSize,
     Tracks,
 )
 from protocol.recorder import INTENT_WAIT_SECONDS
@@ -520,6 +523,9 @@ class SessionHub:
         if isinstance(msg, ClientOffer | ClientAnswer | ClientCandidate):
             await self._media(live, c, msg)
             return
+        if isinstance(msg, View):
+            await self._view(live, c, msg)
+            return
         async with live.lock:
             effects: list[Effect]
             if isinstance(msg, Publish):
@@ -625,6 +631,14 @@ class SessionHub:
                 c.outlet.send(ServerAnswer(ref=msg.id, sdp=reply.sdp))
                 if not current.negotiated:
                     await self._run(live, live.room.negotiated(pid))
+
+    async def _view(self, live: LiveRoom, c: _Conn, msg: View) -> None:
+        """Tile sizes go to the node as they are (outside the room lock: nothing of the room changes)."""
+        member = live.room.media_member(c.id)
+        tiles = tuple(TileSize(mid=t.mid, width=t.width, height=t.height) for t in msg.tiles)
+        reply = await self.node.call(SetView(hearing_id=live.room.hearing_id, participant_id=member.id, tiles=tiles))
+        if isinstance(reply, Refused):
+            raise SessionError(reply.code, reply.message)
 
     # --- node events ---------------------------------------------------------------------------
 

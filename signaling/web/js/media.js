@@ -26,7 +26,35 @@ const NODE_HEADER_EXTENSIONS = new Set([
   "urn:ietf:params:rtp-hdrext:sdes:mid",
   "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
   "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+  // Name each simulcast layer (and its retransmissions); Chromium puts them only on simulcast streams.
+  "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+  "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
 ]);
+
+// The camera goes out in simulcast: quarter, half and full size, smallest first. The node forwards each
+// subscriber the smallest layer big enough for its tile (and its link), and records the largest. Evidence stays
+// one full-quality stream.
+const CAMERA_LAYERS = [
+  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1_200_000 },
+];
+
+/**
+ * The layers to ask for a camera track. Chromium makes at most as many layers as the picture allows (3 from
+ * 960x540, 2 from 480x270, else 1) and then keeps the SMALLEST ones: asked for three of a 640x480 camera, it
+ * sends 160 and 320 pixels wide and never the full picture. So ask only for what it will make: the full layer
+ * is always among them; too small a camera gets no simulcast.
+ */
+function cameraLayers(track) {
+  const settings = typeof track.getSettings === "function" ? track.getSettings() : {};
+  const pixels = (settings.width || 0) * (settings.height || 0);
+  const count = pixels >= 960 * 540 ? 3 : pixels >= 480 * 270 ? 2 : 1;
+  return count > 1 ? CAMERA_LAYERS.slice(CAMERA_LAYERS.length - count).map((layer) => ({ ...layer })) : null;
+}
+
+// How often the sizes of the shown videos are checked (a `view` message goes out only when they changed).
+const VIEW_CHECK_MS = 1000;
 
 /** Offer only what the node forwards: Opus for audio, VP8 (with RTX) for video. */
 function limitCodecs(transceiver, kind) {
@@ -104,6 +132,36 @@ export class MediaSession extends EventTarget {
     this.history = []; // the last media events, for diagnostics (window.courtlink.mediaLog())
     this.silent = false; // connected, but nothing at all received for SILENCE_LIMIT_MS
     this.silence = { timer: null, bytes: -1, changedAt: 0 };
+    this.simulcast = true; // publish the camera in layers (window.courtlink may turn it off before joining)
+    this.lastView = ""; // the last `view` message sent (JSON), so an unchanged layout sends nothing
+    this.viewTimer = null;
+  }
+
+  /** Tell the node how big each received video is shown (`view`), when that changed: it picks the layer. */
+  reportView() {
+    if (!this.pc) return;
+    const shown = new Map(); // track id -> [width, height] in device pixels, the largest element showing it
+    const ratio = window.devicePixelRatio || 1;
+    for (const video of document.querySelectorAll("video")) {
+      const track = video.srcObject && video.srcObject.getVideoTracks ? video.srcObject.getVideoTracks()[0] : null;
+      if (!track || video.hidden || !video.isConnected) continue;
+      const width = Math.round(video.clientWidth * ratio);
+      const height = Math.round(video.clientHeight * ratio);
+      const [w, h] = shown.get(track.id) || [0, 0];
+      if (width * height > w * h) shown.set(track.id, [width, height]);
+    }
+    const tiles = [];
+    for (const remote of this.remoteTracks()) {
+      if (remote.kind !== "video" || remote.mid == null) continue;
+      const [width, height] = shown.get(remote.track.id) || [0, 0];
+      tiles.push({ mid: String(remote.mid), width: Math.min(width, 16384), height: Math.min(height, 16384) });
+    }
+    tiles.sort((a, b) => a.mid.localeCompare(b.mid));
+    const key = JSON.stringify(tiles.slice(0, 64));
+    if (key === this.lastView || tiles.length === 0) return;
+    this.lastView = key;
+    this.viewCount = (this.viewCount || 0) + 1;
+    this.signal.send({ type: "view", id: `view-${this.viewCount}`, tiles: tiles.slice(0, 64) });
   }
 
   note(event) {
@@ -172,7 +230,10 @@ export class MediaSession extends EventTarget {
       if (allowed && !entry) {
         const track = this.local[source];
         const stream = new MediaStream([track]);
-        const transceiver = this.pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+        const init = { direction: "sendonly", streams: [stream] };
+        const layers = source === "camera" && this.simulcast ? cameraLayers(track) : null;
+        if (layers) init.sendEncodings = layers;
+        const transceiver = this.pc.addTransceiver(track, init);
         limitHeaderExtensions(transceiver);
         limitCodecs(transceiver, track.kind);
         // `track`: what we last gave the sender (sender.track follows replaceTrack only asynchronously).
@@ -225,6 +286,9 @@ export class MediaSession extends EventTarget {
     this.lastAnsweredOffer = null;
     this.refusals = 0;
     pc.addEventListener("track", () => this.dispatchEvent(new Event("remote")));
+    this.lastView = "";
+    clearInterval(this.viewTimer);
+    this.viewTimer = setInterval(() => this.reportView(), VIEW_CHECK_MS);
     pc.addEventListener("connectionstatechange", () => {
       if (pc === this.pc) this.onConnectionState(pc.connectionState);
     });
@@ -249,6 +313,8 @@ export class MediaSession extends EventTarget {
     }
     this.pc.close();
     this.pc = null;
+    clearInterval(this.viewTimer);
+    this.viewTimer = null;
     this.senders = {};
     this.trackInfo = [];
     this.pendingOfferId = null;
@@ -529,6 +595,10 @@ export class MediaSession extends EventTarget {
       this.onRestartRefused(message.code);
       return true;
     }
+    if (typeof message.ref === "string" && message.ref.startsWith("view-")) {
+      // A `view` the node could not take (its peer was just replaced): a new peer sends its own views.
+      return true;
+    }
     return false;
   }
 
@@ -578,6 +648,8 @@ export class MediaSession extends EventTarget {
         bytesReceived: s.bytesReceived || 0,
         packetsReceived: s.packetsReceived || 0,
         framesDecoded: s.framesDecoded || 0,
+        frameWidth: s.frameWidth || 0,
+        frameHeight: s.frameHeight || 0,
       });
     });
     return out;
@@ -590,7 +662,15 @@ export class MediaSession extends EventTarget {
     const out = [];
     report.forEach((s) => {
       if (s.type === "outbound-rtp") {
-        out.push({ mid: s.mid ?? null, kind: s.kind, bytesSent: s.bytesSent || 0, packetsSent: s.packetsSent || 0 });
+        out.push({
+          mid: s.mid ?? null,
+          kind: s.kind,
+          rid: s.rid ?? null,
+          bytesSent: s.bytesSent || 0,
+          packetsSent: s.packetsSent || 0,
+          framesEncoded: s.framesEncoded || 0,
+          frameWidth: s.frameWidth || 0,
+        });
       }
     });
     return out;

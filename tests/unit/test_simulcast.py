@@ -1,0 +1,225 @@
+"""Simulcast decisions (media.simulcast): the a=rid/a=simulcast lines read from a client's offer and written into the
+node's SDP, and which layer a subscriber gets from its tile size and its link."""
+
+from __future__ import annotations
+
+import pytest
+
+from media.simulcast import (
+    UP_HOLD,
+    LayerChooser,
+    LayerInfo,
+    best_layer,
+    offered_layers,
+    plan_layers,
+    vp8_size,
+    with_simulcast,
+)
+
+RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+RRID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+
+HEAD = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1 2\r\n"
+
+
+def video(mid: str, *extra: str, direction: str = "sendonly") -> str:
+    """One video m-section as Chromium writes it, with ``extra`` attribute lines."""
+    lines = [
+        "m=video 9 UDP/TLS/RTP/SAVPF 96 97",
+        "c=IN IP4 0.0.0.0",
+        f"a=mid:{mid}",
+        f"a={direction}",
+        "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid",
+        f"a=extmap:10 {RID}",
+        f"a=extmap:11 {RRID}",
+        "a=rtpmap:96 VP8/90000",
+        "a=rtpmap:97 rtx/90000",
+        "a=fmtp:97 apt=96",
+        *extra,
+    ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+AUDIO = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\na=rtpmap:111 opus/48000/2\r\n"
+LAYERS = ("a=rid:q send", "a=rid:h send", "a=rid:f send", "a=simulcast:send q;h;f")
+
+
+def test_a_browser_camera_offer_is_read_as_three_layers() -> None:
+    """Chromium's camera m-line with three rids is taken as layers q, h, f, with its rid header extension ids."""
+    sdp = HEAD + AUDIO + video("1", *LAYERS) + video("2")
+    found, ignored = offered_layers(sdp)
+    assert ignored == {}
+    assert list(found) == ["1"]
+    assert found["1"].rids == ("q", "h", "f")
+    assert dict((uri, number) for number, uri in found["1"].extensions) == {RID: 10, RRID: 11}
+
+
+def test_paused_and_alternative_rids_are_understood() -> None:
+    """``~h`` (offered paused) and ``f,x`` (alternatives) name layers h and f."""
+    sdp = HEAD + video("1", "a=rid:q send", "a=rid:h send", "a=rid:f send", "a=simulcast:send q;~h;f,x")
+    found, ignored = offered_layers(sdp)
+    assert ignored == {}
+    assert found["1"].rids == ("q", "h", "f")
+
+
+@pytest.mark.parametrize(
+    ("lines", "reason"),
+    [
+        (("a=rid:q send", "a=simulcast:send q;h"), "no 'a=rid:h send'"),
+        (("a=rid:q send", "a=rid:h send", "a=simulcast:recv q;h"), "is not 'send <rids>'"),
+        (("a=rid:q send", "a=rid:h send", "a=simulcast:send q;h recv x"), "is not 'send <rids>'"),
+        (("a=rid:q send", "a=simulcast:send q"), "1 layers"),
+        (
+            (*tuple(f"a=rid:r{i} send" for i in range(5)), "a=simulcast:send r0;r1;r2;r3;r4"),
+            "5 layers",
+        ),
+        (("a=rid:q send", "a=simulcast:send q;q"), "listed twice"),
+        (("a=rid:q send", "a=rid:h send", "a=simulcast:send q;h", "a=simulcast:send q;h"), "more than one"),
+        (("a=rid:q send", "a=rid:<b> send", "a=simulcast:send q;<b>"), "is not 1-16 letters"),
+        (("a=rid:" + "x" * 300 + " send", "a=simulcast:send " + "x" * 300 + ";q"), "is not 1-16 letters"),
+        (("a=simulcast:send ;;;",), "is not 1-16 letters"),
+        (("a=simulcast:",), "is not 'send <rids>'"),
+        (("a=simulcast:send",), "is not 'send <rids>'"),
+    ],
+)
+def test_a_bogus_simulcast_offer_is_ignored_with_a_reason(lines: tuple[str, ...], reason: str) -> None:
+    """Malformed or oversized a=simulcast / a=rid lines: the section gets no layers (one stream), and a reason."""
+    found, ignored = offered_layers(HEAD + video("1", *lines))
+    assert found == {}
+    assert reason in ignored["1"]
+
+
+def test_simulcast_where_it_cannot_apply_is_ignored() -> None:
+    """Simulcast on audio, on a receive-only video, or without the rid header extension is ignored, not fatal."""
+    audio = AUDIO.replace("a=sendonly\r\n", "a=sendonly\r\na=rid:q send\r\na=rid:h send\r\na=simulcast:send q;h\r\n")
+    found, ignored = offered_layers(HEAD + audio)
+    assert found == {}
+    assert "outside a video section" in ignored["0"]
+    found, ignored = offered_layers(HEAD + video("1", *LAYERS, direction="recvonly"))
+    assert found == {}
+    assert "recvonly" in ignored["1"]
+    no_extension = video("1", *LAYERS).replace(f"a=extmap:10 {RID}\r\n", "")
+    found, ignored = offered_layers(HEAD + no_extension)
+    assert found == {}
+    assert "rtp-stream-id" in ignored["1"]
+
+
+def test_garbage_never_raises() -> None:
+    """Anything at all as an SDP gives no layers and no exception."""
+    for text in ("", "m=", "m=video\r\na=simulcast:send q;h", "\x00" * 100, "a=rid:\r\n" * 1000, "m=video 9\na=mid:"):
+        found, _ = offered_layers(text)
+        assert found == {}
+
+
+def test_the_answer_and_every_node_offer_say_what_the_node_receives() -> None:
+    """The node's SDP gets ``a=rid:<r> recv`` per layer and ``a=simulcast:recv`` in that mid's section only."""
+    answer = HEAD + AUDIO + video("1", direction="recvonly") + video("2", direction="recvonly")
+    out = with_simulcast(answer, {"1": ("q", "h", "f")})
+    sections = out.split("m=")
+    assert "a=rid:q recv\r\na=rid:h recv\r\na=rid:f recv\r\na=simulcast:recv q;h;f\r\n" in sections[2]
+    assert "a=rid" not in sections[3]
+    assert "a=simulcast" not in sections[3]
+    assert "a=rid" not in sections[1]
+    assert out.endswith("\r\n")
+    assert "\r\n\r\n" not in out
+    # Idempotent: a re-offer munged again carries the lines once.
+    assert with_simulcast(out, {"1": ("q", "h", "f")}) == out
+    # Stale lines from an earlier description are replaced, not added to.
+    assert with_simulcast(out, {"1": ("q", "f")}).count("a=rid:") == 2
+    # Nothing to add: unchanged.
+    assert with_simulcast(answer, {}) == answer
+    assert with_simulcast(answer, {"9": ("q", "h")}) == answer
+
+
+def test_what_the_node_writes_is_what_it_reads() -> None:
+    """A client offer's layers written back as the node's receive side name the same rids in the same order."""
+    offer = HEAD + video("1", *LAYERS)
+    found, _ = offered_layers(offer)
+    out = with_simulcast(HEAD + video("1", direction="recvonly"), {"1": found["1"].rids})
+    assert "a=simulcast:recv q;h;f" in out
+
+
+def layer(rid: str, width: int, bitrate: int, active: bool = True) -> LayerInfo:
+    return LayerInfo(rid=rid, width=width, height=width * 3 // 4, bitrate=bitrate, active=active)
+
+
+THREE = [layer("q", 160, 100_000), layer("h", 320, 350_000), layer("f", 640, 1_000_000)]
+
+
+def test_the_tile_picks_the_smallest_layer_big_enough() -> None:
+    """A big tile gets the full layer, a 300 px one the half layer, a thumbnail the quarter, a hidden one the least."""
+    assert best_layer(THREE, None, None) == 2
+    assert best_layer(THREE, (1248, 520), None) == 2
+    assert best_layer(THREE, (448, 252), None) == 1
+    assert best_layer(THREE, (180, 100), None) == 0
+    assert best_layer(THREE, (0, 0), None) == 0
+
+
+def test_the_budget_steps_down_and_never_pauses() -> None:
+    """A budget below the tile's layer gives the largest layer that fits; below every layer, the smallest."""
+    assert best_layer(THREE, (1248, 520), 500_000) == 1
+    assert best_layer(THREE, (1248, 520), 50_000) == 0
+    assert best_layer(THREE, (448, 252), 5_000_000) == 1  # never above what the tile needs
+
+
+def test_inactive_layers_are_not_chosen_and_order_follows_sizes() -> None:
+    """A layer the publisher stopped sending is skipped; layers offered largest first are still ordered by size."""
+    assert best_layer([layer("q", 160, 1), layer("h", 320, 1), layer("f", 640, 1, active=False)], None, None) == 1
+    assert best_layer([layer("f", 640, 1, active=False)], None, None) is None
+    reversed_offer = [layer("f", 640, 900_000), layer("h", 320, 300_000), layer("q", 160, 90_000)]
+    assert best_layer(reversed_offer, (180, 100), None) == 2
+    assert best_layer(reversed_offer, None, None) == 0
+
+
+def test_the_chooser_goes_down_at_once_and_up_only_after_a_hold() -> None:
+    """Down switches are immediate; an up switch waits UP_HOLD seconds of the better choice, so it cannot flap."""
+    chooser = LayerChooser()
+    assert chooser.decide(0.0, THREE, None, None) == "f"
+    assert chooser.decide(1.0, THREE, (1248, 520), 200_000) == "q"
+    assert chooser.decide(1.5, THREE, (1248, 520), None) == "q"  # better, but not for long enough yet
+    assert chooser.decide(1.5 + UP_HOLD / 2, THREE, (1248, 520), 200_000) == "q"  # fell back: the hold restarts
+    assert chooser.decide(2.0 + UP_HOLD / 2, THREE, (1248, 520), None) == "q"
+    assert chooser.decide(2.0 + UP_HOLD / 2 + UP_HOLD, THREE, (1248, 520), None) == "f"
+    # The current layer stops: the next choice is taken at once.
+    stopped = [THREE[0], THREE[1], layer("f", 640, 0, active=False)]
+    assert chooser.decide(20.0, stopped, (1248, 520), None) == "h"
+
+
+def test_a_constrained_subscriber_steps_videos_down_by_priority() -> None:
+    """Within the estimate, the top video keeps its layer and the next steps down before anything pauses."""
+    layers = {"judge": (THREE, (1248, 520)), "witness": (THREE, (1248, 520))}
+    needs, budgets = plan_layers([("judge", 1_450_000), ("witness", 1_450_000)], layers, 1_500_000)
+    assert needs == {"judge": 1_000_000, "witness": 350_000}
+    assert budgets == {"judge": 1_500_000, "witness": 500_000}
+    needs, budgets = plan_layers([("judge", 1_450_000), ("witness", 1_450_000)], layers, None)
+    assert needs == {"judge": 1_000_000, "witness": 1_000_000}
+    assert budgets == {"judge": None, "witness": None}
+    # A single-stream video keeps its bitrate and takes its share first.
+    needs, _ = plan_layers([("evidence", 1_200_000), ("judge", 1_450_000)], {"judge": layers["judge"]}, 1_500_000)
+    assert needs == {"evidence": 1_200_000, "judge": 100_000}
+
+
+def test_vp8_keyframe_sizes_are_read() -> None:
+    """The width and height of a VP8 key frame come from its header; delta frames and junk give none."""
+    key = bytes([0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A]) + (640).to_bytes(2, "little") + (480).to_bytes(2, "little")
+    assert vp8_size(key + b"\x00" * 20) == (640, 480)
+    assert vp8_size(bytes([0x11]) + key[1:]) is None
+    assert vp8_size(b"\x00\x01") is None
+
+
+def test_interleaved_layers_are_not_taken_for_loss() -> None:
+    """Two layers' packets interleaved on one receiver ask for no resend; a real gap in one layer does, for it only."""
+    from aiortc.rtp import RtpPacket
+
+    from media.aiortc_compat import PerSsrcNacks
+
+    nacks = PerSsrcNacks()
+    asked = [
+        nacks.add(RtpPacket(sequence_number=base + n, ssrc=ssrc))
+        for n in range(50)
+        for ssrc, base in ((1111, 100), (2222, 40_000))
+    ]
+    assert not any(asked)
+    assert nacks.add(RtpPacket(sequence_number=100 + 52, ssrc=1111))
+    assert nacks.missing == {150, 151}
+    assert not nacks.add(RtpPacket(sequence_number=40_000 + 50, ssrc=2222))
