@@ -78,6 +78,14 @@ class _Track:
     cut_asked_at: float | None = None
     disk_gap_start: float | None = None
     retry_after: float = 0.0
+    seg_dims: tuple[int, int] | None = None
+    """The picture size the open video segment was started with (from its first keyframe)."""
+
+
+def _picture_size(codec: str, payload: bytes) -> tuple[int, int] | None:
+    """(width, height) of a video keyframe of ``codec``, or None when it is not one or the codec is not read."""
+    name = codec.lower()
+    return vp8_dimensions(payload) if name == "vp8" else h264_dimensions(payload) if name == "h264" else None
 
 
 LANE_GAP_MIN = 0.1
@@ -313,6 +321,12 @@ class SessionWriter:
             return
         if track.segment is not None and track.last_wall and at - track.last_wall > STALL_SECONDS:
             self._close_segment(track, None)
+        if track.segment is not None and keyframe and kind == "video" and track.seg_dims is not None:
+            # A new picture size (a simulcast switch, a camera change) starts a new segment at its keyframe, so
+            # each file's header gives the size of every picture in it.
+            dims = _picture_size(track.info.codec, payload)
+            if dims is not None and dims != track.seg_dims:
+                self._close_segment(track, at)
         # 0.1 s early is close enough: clock corrections (first sender report) shift keyframes by a few ms.
         if track.segment is not None:
             elapsed = at - track.seg_start
@@ -353,8 +367,7 @@ class SessionWriter:
 
     def _open_segment(self, track: _Track, payload: bytes, rtp: int, at: float, clock: str) -> bool:
         info = track.info
-        codec = info.codec.lower()
-        dims = vp8_dimensions(payload) if codec == "vp8" else h264_dimensions(payload) if codec == "h264" else None
+        dims = _picture_size(info.codec, payload)
         suffix = container_for(info.codec)[2]
         track.seq += 1
         path = track.directory / f"{track.seq:06d}{suffix}"
@@ -366,6 +379,7 @@ class SessionWriter:
             self._note_disk_failure(track, at, exc)
             return False
         track.seg_start = at
+        track.seg_dims = dims
         track.seg_first_rtp = rtp
         track.seg_clock = clock
         self._lane_opened(info)

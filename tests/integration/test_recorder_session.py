@@ -342,6 +342,33 @@ async def test_h264_is_archived_in_matroska(tmp_path: Path) -> None:
     assert verify_archive(session.path).ok
 
 
+async def test_a_new_picture_size_starts_a_new_segment_at_its_keyframe(tmp_path: Path) -> None:
+    """A camera that changes size mid-segment (a simulcast layer switch) is cut at the new size's keyframe: each
+    segment's header gives the size of its pictures, the two meet without a gap, and the archive verifies."""
+    small, large = fx.encode_video(4.0, width=320, height=240), fx.encode_video(4.0)
+    switch = 3 * fx.VIDEO_RATE
+    assert large.payloads[0][2]  # the large clip starts on a keyframe
+    payloads = tuple(p for p in small.payloads if p[1] < switch)
+    payloads += tuple((data, ticks + switch, key) for data, ticks, key in large.payloads)
+    clip = fx.EncodedClip(payloads, fx.VIDEO_RATE, 7.0)
+    recorder = Recorder(tmp_path, "rec-a", segment_seconds=30.0)
+    hearing = fx.hearing()
+    session = recorder.start_session(hearing, fx.SITES, at=T0)
+    info = fx.track(hearing.id, "judge_cam", "p_judge", Source.camera, "video")
+    fx.feed_hearing(recorder, [fx.Feed(info, clip)], media_start=T0, seconds=7.0)
+    await asyncio.wrap_future(session.seal(at=T0 + 7))
+    await recorder.aclose()
+
+    segs = segments_of(session.path, "judge_cam")
+    sizes = []
+    for seg in segs:
+        stream = fx.probe(session.path / seg["file"])["streams"][0]
+        sizes.append((stream["width"], stream["height"]))
+    assert sizes == [(320, 240), (640, 480)]
+    assert not [e for e in entries(session.path) if e["type"] == "gap" and e.get("track") == "judge_cam"]
+    assert verify_archive(session.path).ok
+
+
 async def test_unarchivable_codec_is_declared_not_recorded(tmp_path: Path, video: fx.EncodedClip) -> None:
     """A track in a codec that would need transcoding is named in the manifest as not archived; the rest records."""
     recorder = Recorder(tmp_path, "rec-a")
