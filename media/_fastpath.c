@@ -8,6 +8,8 @@
  * same library, the same session state), and the frame's packets leave with one sendmmsg() on the ICE pair's
  * UDP socket.
  *
+ * send_frames() does the same for a list of such calls (one publisher frame to all its subscribers) in one call.
+ *
  * Nothing here keeps state between calls: sequence numbers, counters and the history live in Python.
  * Whatever this cannot do (a packet too long for the session's buffer, an SRTP error, a send that would
  * block or fails) is handed back to the Python caller, which then does exactly what its own loop does.
@@ -119,7 +121,7 @@ PyDoc_STRVAR(send_frame_doc,
 "Build, record, protect and send one frame's RTP packets (see media/_fastpath.pyi).");
 
 static PyObject *
-send_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+send_one(PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 16) {
         PyErr_SetString(PyExc_TypeError, "send_frame takes 16 arguments");
@@ -278,6 +280,62 @@ send_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+send_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return send_one(args, nargs);
+}
+
+PyDoc_STRVAR(send_frames_doc,
+"send_frames(jobs) -> list[None | tuple[list[bytes], int, int, bool] | Exception]\n"
+"\n"
+"send_frame(*job) for every 16-tuple of jobs, in order, in one call: one publisher frame to all its subscribers\n"
+"(see media/_fastpath.pyi). A job that raises does not stop the others: its exception is its result.");
+
+static PyObject *
+send_frames(PyObject *self, PyObject *jobs)
+{
+    if (!PyList_Check(jobs)) {
+        PyErr_SetString(PyExc_TypeError, "jobs must be a list of tuples");
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(jobs);
+    PyObject *results = PyList_New(count);
+    if (results == NULL)
+        return NULL;
+    for (Py_ssize_t j = 0; j < count; j++) {
+        PyObject *job = PyList_GET_ITEM(jobs, j);
+        PyObject *result;
+        if (!PyTuple_Check(job)) {
+            PyErr_SetString(PyExc_TypeError, "a job must be a tuple");
+            result = NULL;
+        } else {
+            Py_INCREF(job); /* the list may change under a callback (a dict key's __eq__ never runs here, but) */
+            result = send_one(&PyTuple_GET_ITEM(job, 0), PyTuple_GET_SIZE(job));
+            Py_DECREF(job);
+        }
+        if (result == NULL) {
+            /* This subscriber's failure is its own: hand the exception back in its place and go on. */
+            PyObject *type, *value, *traceback;
+            PyErr_Fetch(&type, &value, &traceback);
+            PyErr_NormalizeException(&type, &value, &traceback);
+            if (value == NULL) {
+                Py_XDECREF(type);
+                Py_XDECREF(traceback);
+                Py_DECREF(results);
+                return NULL;
+            }
+            if (traceback != NULL)
+                PyException_SetTraceback(value, traceback);
+            Py_XDECREF(type);
+            Py_XDECREF(traceback);
+            result = value;
+        }
+        PyList_SET_ITEM(results, j, result);
+    }
+    return results;
+}
+
 PyDoc_STRVAR(sockaddr_doc,
 "sockaddr(host, port) -> bytes | None\n"
 "\n"
@@ -311,6 +369,7 @@ make_sockaddr(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"send_frame", (PyCFunction)(void (*)(void))send_frame, METH_FASTCALL, send_frame_doc},
+    {"send_frames", send_frames, METH_O, send_frames_doc},
     {"sockaddr", make_sockaddr, METH_VARARGS, sockaddr_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -1,5 +1,7 @@
 """The media node's per-packet send loop in C (media/_fastpath.c); media/sending.py falls back to Python without it."""
 
+from typing import Any
+
 def send_frame(
     fd: int,
     sockaddr: bytes,
@@ -34,6 +36,13 @@ def send_frame(
     ``start`` itself). The caller sends both as its own loop would. ``refused``: the socket refused segmentation
     offload, the packets went out one datagram each; do not ask again.
     """
+
+def send_frames(
+    jobs: list[tuple[Any, ...]],
+) -> list[tuple[list[bytes], int, int, bool] | BaseException | None]:
+    """``send_frame(*job)`` for each 16-tuple ``job``, in order, in one call (one publisher frame to all its
+    subscribers, :mod:`media.fanout`). Each result is what that ``send_frame`` returned, or the exception it raised:
+    one job's failure does not stop the others."""
 
 def sockaddr(host: str, port: int) -> bytes | None:
     """The C ``struct sockaddr`` of a numeric IPv4 or IPv6 ``host`` and ``port``; None if ``host`` is not one."""

@@ -352,7 +352,43 @@ class FrameSender:
             return False
         return True
 
-    def _send(self, data: bytes, pts: int, clock_rate: int, frame: TappedFrame | None) -> None:
+    def send_batched(
+        self, data: bytes, pts: int, clock_rate: int, frame: TappedFrame, batch: NativeBatch
+    ) -> bool | None:
+        """:meth:`send`, but where the native loop would send the frame, its call joins ``batch`` instead (one C call
+        for all the subscribers of a publisher frame, :mod:`media.fanout`): None then, and :meth:`NativeBatch.run`
+        finishes it. Otherwise what :meth:`send` returns, the frame sent (or not) already."""
+        try:
+            queued = self._send(data, pts, clock_rate, frame, batch)
+        except ConnectionError:
+            self.close("connection_lost")
+            return False
+        except Exception:
+            log.exception("fast_sender_failed", kind=self._sender.kind)
+            self.close("failed")
+            return False
+        return None if queued else True
+
+    def _finish_batched(self, left: Any, rest_of_send: tuple[Any, ...]) -> bool:
+        """What :meth:`send` does after the native call, for a frame sent by :meth:`NativeBatch.run` (``left``: what
+        ``send_frame`` returned for it, or the exception it raised)."""
+        try:
+            if isinstance(left, BaseException):
+                raise left
+            self._after_native(left, *rest_of_send)
+        except ConnectionError:
+            self.close("connection_lost")
+            return False
+        except Exception:
+            log.exception("fast_sender_failed", kind=self._sender.kind)
+            self.close("failed")
+            return False
+        return True
+
+    def _send(
+        self, data: bytes, pts: int, clock_rate: int, frame: TappedFrame | None, batch: NativeBatch | None = None
+    ) -> bool:
+        """Send one frame; True if its native call joined ``batch`` (then :meth:`_after_native` finishes it)."""
         internals = self._internals
         assert internals is not None
         protect, protocol, addr = internals.link()  # ConnectionError if the transport is gone
@@ -385,7 +421,7 @@ class FrameSender:
         if self._vp8:
             chunks = shared_payloads(frame, "vp8", vp8_chunks) if frame is not None else vp8_chunks(data)
             if not chunks:
-                return
+                return False
             pid = 0x8000 | self._picture_id
             self._picture_id = (self._picture_id + 1) & 0x7FFF
             # The payload descriptor and the fixed header fields go in one prefix per packet: the first
@@ -396,7 +432,7 @@ class FrameSender:
         else:
             chunks = shared_payloads(frame, self._codec_key, self._pack) if frame is not None else self._pack(data)
             if not chunks:
-                return
+                return False
             head = rest = ext
             octets = sum(map(len, chunks))
 
@@ -405,7 +441,6 @@ class FrameSender:
         pt = self._payload_type
         pace: int | None = getattr(self._source, "pace_bps", None)  # (tests drive a FrameSender without a source)
         paced = pace is not None or bool(self._paced)
-        start = 0
         srtp_ctx, native_socket, sockaddr = self._native_srtp, self._native_socket, self._sockaddr
         if (
             not paced
@@ -417,7 +452,7 @@ class FrameSender:
         ):
             # One C call builds, records, protects and sends the frame's packets (media/_fastpath.c). What it
             # hands back (a send that would block or failed, a packet it cannot protect) goes on as below.
-            left = _fastpath.send_frame(
+            args = (
                 native_socket[1],
                 sockaddr,
                 srtp_ctx[0],
@@ -435,21 +470,53 @@ class FrameSender:
                 ssrc,
                 self.gso,
             )
-            start = len(chunks)
-            self.native_frames += 1
-            if left is not None:
-                unsent, start, _, refused = left
-                if refused:
-                    self.gso = False
-                    log.info("udp_gso_refused", kind=self._sender.kind)
-                for packet in unsent:
-                    sendto(packet, addr)
+            rest_of_send = (chunks, head, rest, first_byte, seq, timestamp, ssrc, addr, ntp, octets)
+            if batch is not None:
+                batch.add(self, args, rest_of_send)
+                return True
+            self._after_native(_fastpath.send_frame(*args), *rest_of_send)
+            return False
+        self._send_packets(chunks, 0, head, rest, first_byte, seq, timestamp, ssrc, pace, paced, addr)
+        self._sent(chunks, seq, timestamp, ntp, octets)
+        return False
+
+    def _after_native(
+        self,
+        left: tuple[list[bytes], int, int, bool] | None,
+        chunks: list[bytes],
+        head: bytes,
+        rest: bytes,
+        first_byte: int,
+        seq: int,
+        timestamp: int,
+        ssrc: int,
+        addr: Any,
+        ntp: int,
+        octets: int,
+    ) -> None:
+        """The rest of a frame the native loop sent: what it handed back goes out as the Python loop sends it."""
+        start = len(chunks)
+        self.native_frames += 1
+        if left is not None:
+            unsent, start, _, refused = left
+            if refused:
+                self.gso = False
+                log.info("udp_gso_refused", kind=self._sender.kind)
+            sendto = self._sendto_fn
+            assert sendto is not None
+            for packet in unsent:
+                sendto(packet, addr)
         if start < len(chunks):
-            self._send_packets(chunks, start, head, rest, first_byte, seq, timestamp, ssrc, pace, paced, addr)
+            self._send_packets(chunks, start, head, rest, first_byte, seq, timestamp, ssrc, None, False, addr)
+        self._sent(chunks, seq, timestamp, ntp, octets)
+
+    def _sent(self, chunks: list[bytes], seq: int, timestamp: int, ntp: int, octets: int) -> None:
+        """Counters and sender-report state after one frame whose first packet had sequence number ``seq``."""
+        assert self._internals is not None
         self._sequence = (seq + len(chunks)) & 0xFFFF
         self.frames_sent += 1
         self.packets_sent += len(chunks)
-        internals.record_sent(ntp, timestamp, octets, len(chunks))  # what aiortc's sender reports carry
+        self._internals.record_sent(ntp, timestamp, octets, len(chunks))  # what aiortc's sender reports carry
 
     def _send_packets(
         self,
@@ -628,6 +695,50 @@ class FrameSender:
             sequence_number=raw[2] << 8 | raw[3],
             rtt=sender_rtt(self._sender),
         )
+
+
+class NativeBatch:
+    """The native calls of one publisher frame to all its subscribers, made with one ``_fastpath.send_frames``.
+
+    :meth:`FrameSender.send_batched` adds a sender's call instead of making it; :meth:`run` makes them all, in the
+    order added, then finishes each sender's frame as :meth:`FrameSender.send` would have (what the C loop handed
+    back goes out through the Python loop; counters, history, sender-report state). A sender's failure is its own.
+    """
+
+    __slots__ = ("_jobs", "_rests", "_senders")
+
+    def __init__(self) -> None:
+        self._senders: list[FrameSender] = []
+        self._jobs: list[tuple[Any, ...]] = []
+        self._rests: list[tuple[Any, ...]] = []
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def add(self, sender: FrameSender, args: tuple[Any, ...], rest: tuple[Any, ...]) -> None:
+        """One sender's ``send_frame`` arguments and what it needs to finish the frame afterwards."""
+        self._senders.append(sender)
+        self._jobs.append(args)
+        self._rests.append(rest)
+
+    def run(self) -> list[bool]:
+        """Send every frame added; per sender, in order, whether it went out (False: its path closed)."""
+        if not self._jobs:
+            return []
+        send_frames = getattr(_fastpath, "send_frames", None)
+        results = send_frames(self._jobs) if send_frames is not None else [_one(job) for job in self._jobs]
+        return [
+            sender._finish_batched(left, rest)
+            for sender, left, rest in zip(self._senders, results, self._rests, strict=True)
+        ]
+
+
+def _one(job: tuple[Any, ...]) -> Any:
+    """``send_frame(*job)``, its exception as its result (a native module built before ``send_frames``)."""
+    try:
+        return _fastpath.send_frame(*job)
+    except Exception as exc:
+        return exc
 
 
 def rtp_age(last_timestamp: int, packet_timestamp: int, clock_rate: int) -> float:

@@ -1,0 +1,143 @@
+"""One native call per publisher frame for all its subscribers (media/fanout.py, ``_fastpath.send_frames``).
+
+Real UDP sockets on 127.0.0.1 and real libsrtp sessions, as in tests/unit/test_fastpath.py, whose stand-in senders
+these tests reuse.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+
+from media.aiortc_compat import RTP_HISTORY_SIZE
+from media.passthrough import TappedFrame
+from media.sending import NativeBatch, native_srtp
+from tests.unit.test_fastpath import (
+    SSRC,
+    _counters,
+    _inbound,
+    _outbound,
+    _Receiver,
+    _sender,
+    native_on,
+    needs_native,
+)
+
+try:
+    from media import _fastpath
+except ImportError:
+    _fastpath = None  # type: ignore[assignment]
+
+__all__ = ["native_on"]  # the fixture, used by name
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("mime", "clock_rate", "pt", "sizes", "sequence"),
+    [
+        ("video/VP8", 90_000, 96, [1, 1295, 1296, 1297, 2592, 4200, 30_000, 100_000, 700], 65_500),
+        ("audio/opus", 48_000, 111, [1, 80, 160, 400, 1275], 65_534),
+    ],
+)
+async def test_a_batched_frame_is_byte_identical_to_the_python_loop(
+    native_on: None,
+    monkeypatch: pytest.MonkeyPatch,
+    mime: str,
+    clock_rate: int,
+    pt: int,
+    sizes: list[int],
+    sequence: int,
+) -> None:
+    """Three subscribers of one publisher frame sent with one native call each get exactly the SRTP datagrams the
+    Python loop sends, with the same NACK history, sequence numbers and sender-report counters."""
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.25)  # abs-send-time: the one per-send field
+    receivers = [_Receiver() for _ in range(4)]
+    try:
+        batched = [await _sender(True, rx, mime, clock_rate, pt) for rx in receivers[:3]]
+        python = await _sender(False, receivers[3], mime, clock_rate, pt)
+        for fs in (*batched, python):
+            fs._sequence, fs._timestamp_origin, fs._picture_id = sequence, 0xFFFFF000, 32_760
+        decrypts = [_inbound() for _ in batched]  # one per subscriber: the same packets thrice would be replays
+        for n, size in enumerate(sizes):
+            data = os.urandom(size)
+            frame = TappedFrame(data, 1)
+            pts = n * (3000 if clock_rate == 90_000 else 960)
+            batch = NativeBatch()
+            assert all(fs.send_batched(data, pts, clock_rate, frame, batch) is None for fs in batched)
+            assert len(batch) == 3
+            assert sum(len(rx.drain()) for rx in receivers[:3]) == 0  # nothing leaves before the one call
+            assert batch.run() == [True, True, True]
+            python._send(data, pts, clock_rate, frame)
+            expected = receivers[3].drain()
+            for fs, rx, decrypt in zip(batched, receivers, decrypts, strict=False):
+                got = rx.drain()
+                assert got == expected, (size, n)
+                for datagram in got:
+                    raw = decrypt.unprotect(datagram)
+                    assert fs._history[(raw[2] << 8 | raw[3]) % RTP_HISTORY_SIZE] == raw
+        for fs in batched:
+            assert fs._history == python._history
+            assert (fs._sequence, fs._picture_id) == (python._sequence, python._picture_id)
+            assert _counters(fs) == _counters(python)
+            assert (fs.frames_sent, fs.packets_sent, fs.native_frames) == (
+                python.frames_sent,
+                python.packets_sent,
+                len(sizes),
+            )
+    finally:
+        for rx in receivers:
+            rx.sock.close()
+
+
+@needs_native
+def test_one_subscriber_failing_in_the_batch_leaves_the_others_sent() -> None:
+    """A subscriber whose native send fails (here: arguments it cannot take, or a socket that refuses the address)
+    gets its own error or hand-back; the subscribers after it in the same call still receive the frame."""
+    rx = _Receiver()
+    session, decrypt = _outbound(), _inbound()
+    srtp = native_srtp(session.protect)
+    assert srtp is not None
+    context, protect, limit = srtp
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        v4, v6 = _fastpath.sockaddr(*rx.addr), _fastpath.sockaddr("::1", rx.addr[1])
+        chunks = [os.urandom(500)]
+        history: dict[int, bytes] = {}
+
+        def job(to: object, seq: int) -> tuple[object, ...]:
+            return (
+                tx.fileno(),
+                to,
+                context,
+                protect,
+                limit,
+                history,
+                128,
+                chunks,
+                b"",
+                b"",
+                0x80,
+                96,
+                seq,
+                9,
+                SSRC,
+                True,
+            )
+
+        results = _fastpath.send_frames([job(v4, 1), job("not a sockaddr", 2), job(v6, 3), job(v4, 4)])
+        assert results[0] is None
+        assert results[3] is None
+        assert isinstance(results[1], TypeError)
+        unsent = results[2]
+        assert isinstance(unsent, tuple)
+        assert len(unsent[0]) == 1  # protected, handed back for the Python loop
+        assert [decrypt.unprotect(p) for p in rx.drain()] == [history[1], history[4]]
+        assert _fastpath.send_frames([]) == []
+        with pytest.raises(TypeError):
+            _fastpath.send_frames(())  # type: ignore[arg-type]
+    finally:
+        tx.close()
+        rx.sock.close()
