@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 def fan_out(consumers: Iterable[Any], frame: TappedFrame, keyframe: bool) -> None:
     """Hand ``frame`` to every consumer (a snapshot of ``consumers``: one may leave while it is served)."""
     batch = NativeBatch()
-    waiting: list[Any] = []
+    waiting: list[tuple[Any, Any]] = []
     for consumer in list(consumers):
         prepare = getattr(consumer, "prepare", None)
         if prepare is None:
@@ -37,14 +37,14 @@ def fan_out(consumers: Iterable[Any], frame: TappedFrame, keyframe: bool) -> Non
         sender, pts, clock_rate = ready
         sent = sender.send_batched(frame.data, pts, clock_rate, frame, batch)
         if sent is None:
-            waiting.append(consumer)
+            waiting.append((consumer, sender))
         elif sent:
             consumer.forwarded += 1
             consumer.hold_times.append(time.time() - frame.arrival)
     if waiting:
         outcomes = batch.run()
         now = time.time()
-        for consumer, sent in zip(waiting, outcomes, strict=True):
-            if sent:
+        for consumer, sender in waiting:
+            if outcomes[sender]:
                 consumer.forwarded += 1
                 consumer.hold_times.append(now - frame.arrival)

@@ -35,6 +35,7 @@ __all__ = ["native_on"]  # the fixture, used by name
 
 
 @needs_native
+@pytest.mark.parametrize("lanes", [True, False])
 @pytest.mark.parametrize(
     ("mime", "clock_rate", "pt", "sizes", "sequence"),
     [
@@ -44,6 +45,7 @@ __all__ = ["native_on"]  # the fixture, used by name
 )
 async def test_a_batched_frame_is_byte_identical_to_the_python_loop(
     native_on: None,
+    lanes: bool,
     monkeypatch: pytest.MonkeyPatch,
     mime: str,
     clock_rate: int,
@@ -51,8 +53,9 @@ async def test_a_batched_frame_is_byte_identical_to_the_python_loop(
     sizes: list[int],
     sequence: int,
 ) -> None:
-    """Three subscribers of one publisher frame sent with one native call each get exactly the SRTP datagrams the
-    Python loop sends, with the same NACK history, sequence numbers and sender-report counters."""
+    """Three subscribers of one publisher frame sent with one native call get exactly the SRTP datagrams the Python
+    loop sends, with the same NACK history, sequence numbers and sender-report counters: through their lanes (the C
+    loop makes the prefixes and advances the state) and through ``send_frames`` (Python makes them)."""
     monkeypatch.setattr(time, "time", lambda: 1_700_000_000.25)  # abs-send-time: the one per-send field
     receivers = [_Receiver() for _ in range(4)]
     try:
@@ -60,6 +63,8 @@ async def test_a_batched_frame_is_byte_identical_to_the_python_loop(
         python = await _sender(False, receivers[3], mime, clock_rate, pt)
         for fs in (*batched, python):
             fs._sequence, fs._timestamp_origin, fs._picture_id = sequence, 0xFFFFF000, 32_760
+            if not lanes:
+                monkeypatch.setattr(fs, "_lane_config", lambda: None)
         decrypts = [_inbound() for _ in batched]  # one per subscriber: the same packets thrice would be replays
         for n, size in enumerate(sizes):
             data = os.urandom(size)
@@ -69,7 +74,7 @@ async def test_a_batched_frame_is_byte_identical_to_the_python_loop(
             assert all(fs.send_batched(data, pts, clock_rate, frame, batch) is None for fs in batched)
             assert len(batch) == 3
             assert sum(len(rx.drain()) for rx in receivers[:3]) == 0  # nothing leaves before the one call
-            assert batch.run() == [True, True, True]
+            assert list(batch.run().values()) == [True, True, True]
             python._send(data, pts, clock_rate, frame)
             expected = receivers[3].drain()
             for fs, rx, decrypt in zip(batched, receivers, decrypts, strict=False):
@@ -79,6 +84,7 @@ async def test_a_batched_frame_is_byte_identical_to_the_python_loop(
                     raw = decrypt.unprotect(datagram)
                     assert fs._history[(raw[2] << 8 | raw[3]) % RTP_HISTORY_SIZE] == raw
         for fs in batched:
+            assert (fs._lane is not None) == lanes
             assert fs._history == python._history
             assert (fs._sequence, fs._picture_id) == (python._sequence, python._picture_id)
             assert _counters(fs) == _counters(python)
@@ -141,3 +147,36 @@ def test_one_subscriber_failing_in_the_batch_leaves_the_others_sent() -> None:
     finally:
         tx.close()
         rx.sock.close()
+
+
+@needs_native
+async def test_what_a_lane_cannot_send_goes_out_through_the_python_loop(
+    native_on: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the C loop cannot send a subscriber's frame (here: the socket refuses the address it was given), the
+    packets it protected come back and the Python loop sends them: the subscriber still gets exactly the Python
+    loop's datagrams."""
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.25)
+    native_rx, python_rx = _Receiver(), _Receiver()
+    try:
+        native = await _sender(True, native_rx, "video/VP8", 90_000, 96)
+        python = await _sender(False, python_rx, "video/VP8", 90_000, 96)
+        for fs in (native, python):
+            fs._sequence, fs._timestamp_origin, fs._picture_id = 7, 0, 5
+        for n in range(3):
+            data = os.urandom(4000)
+            frame = TappedFrame(data, 1)
+            if n == 1:  # from now on an IPv6 destination on the IPv4 socket: sendmmsg fails, every packet comes back
+                assert native._lane is not None
+                native._lane = (native._lane[0], _fastpath.sockaddr("::1", 9), *native._lane[2:])
+            batch = NativeBatch()
+            assert native.send_batched(data, n * 3000, 90_000, frame, batch) is None
+            assert batch.run() == {native: True}
+            python._send(data, n * 3000, 90_000, frame)
+            assert native_rx.drain() == python_rx.drain()
+        assert native._history == python._history
+        assert _counters(native) == _counters(python)
+        assert (native._sequence, native._picture_id, native.native_frames) == (python._sequence, python._picture_id, 3)
+    finally:
+        native_rx.sock.close()
+        python_rx.sock.close()
