@@ -22,8 +22,22 @@ if TYPE_CHECKING:
     from media.passthrough import TappedFrame
 
 
+_batching = True
+
+
+def use_batching(on: bool) -> None:
+    """Whether frames from now on go to a publisher's subscribers in one native call (the default), or one
+    ``push`` per subscriber, each sending at once (the bench's A/B, ``bench/forwarding.py --unbatched-counts``)."""
+    global _batching
+    _batching = on
+
+
 def fan_out(consumers: Iterable[Any], frame: TappedFrame, keyframe: bool) -> None:
     """Hand ``frame`` to every consumer (a snapshot of ``consumers``: one may leave while it is served)."""
+    if not _batching:
+        for consumer in list(consumers):
+            consumer.push(frame, keyframe)
+        return
     batch = NativeBatch()
     waiting: list[tuple[Any, Any]] = []
     for consumer in list(consumers):
