@@ -3,11 +3,14 @@
 :meth:`PublishedTrack.on_frame <media.forwarding.PublishedTrack.on_frame>` hands each reassembled frame here.
 Each subscriber slot (:class:`~media.forwarding.ForwardedTrack`) makes its decisions first, in the order its
 ``push`` makes them (:meth:`~media.forwarding.ForwardedTrack.prepare`: gating, pause, bounded queue, the sequence
-jump after a pause; same counters); then every sender that the native loop serves adds its call to one
-:class:`~media.sending.NativeBatch`, and ``media._fastpath.send_frames`` sends the frame to all of them at once:
-one call from Python into C per publisher frame instead of one per subscriber. What the C loop hands back, a
-paced slot, a relayed pair or the Python send path go out as before (:meth:`~media.sending.FrameSender.send`);
-the bytes on the wire are the same. Other consumers (the recorder) get ``push``.
+jump after a pause; same counters); then every sender that the native loop serves adds its lane (what it needs
+that changes only with the connection, :meth:`~media.sending.FrameSender.send_batched`) to one
+:class:`~media.sending.NativeBatch`, and ``media._fastpath.send_lanes`` sends the frame to all of them at once: one
+call from Python into C per publisher frame instead of one per subscriber, and the per-subscriber work of a frame
+(timestamp, abs-send-time, VP8 payload descriptor, sequence numbers, counters) done in C. What the C loop hands
+back, a paced slot, a relayed pair or the Python send path go out as before
+(:meth:`~media.sending.FrameSender.send`); the bytes on the wire are the same (tests/unit/test_fanout.py). Other
+consumers (the recorder) get ``push``.
 """
 
 from __future__ import annotations
