@@ -33,6 +33,12 @@ the counters this path keeps up to date, SDES, BYE), NACK handling (served by
 :meth:`FrameSender.retransmit` from this path's history, RTX-wrapped when
 negotiated), PLI/FIR (``Peer`` carries them to the publisher), REMB parsing.
 
+A publisher frame goes to all its subscribers at once (:mod:`media.fanout`): each sender the native loop serves
+adds its *lane* (:meth:`FrameSender.send_batched`: socket, address, SRTP session, history, payload type, SSRC,
+extension template, made once per connection) to a :class:`NativeBatch`, and one ``_fastpath.send_lanes`` call
+makes each subscriber's timestamp, prefixes and packets, sends them and advances its sequence number, picture id
+and counters; what it cannot send comes back to this module's Python loop.
+
 The aiortc/aioice internals this needs (the sender's private state, the DTLS
 transport's SRTP session, aioice's nominated pair) are reached through
 :mod:`media.aiortc_compat` (:class:`~media.aiortc_compat.SenderInternals`,
