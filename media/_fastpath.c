@@ -462,7 +462,7 @@ send_lane(PyObject *entry, unsigned long long ntp)
     if (fd < 0 || fd > 0x7FFFFFFF || protect == NULL || history_size <= 0 || gso < 0 || vp8 < 0
         || !PyBytes_Check(c[1]) || PyBytes_GET_SIZE(c[1]) > (Py_ssize_t)sizeof(struct sockaddr_storage)
         || !PyDict_Check(c[5]) || !PyBytes_Check(c[10]) || PyBytes_GET_SIZE(c[10]) > EXT_MAX
-        || abs_offset < -1 || abs_offset + 3 > PyBytes_GET_SIZE(c[10])) {
+        || abs_offset < -1 || (abs_offset >= 0 && abs_offset + 3 > PyBytes_GET_SIZE(c[10]))) {
         PyErr_SetString(PyExc_ValueError, "a lane's config is out of range");
         return NULL;
     }

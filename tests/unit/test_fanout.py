@@ -35,6 +35,7 @@ __all__ = ["native_on"]  # the fixture, used by name
 
 
 @needs_native
+@pytest.mark.parametrize("extensions", [True, False])
 @pytest.mark.parametrize("lanes", [True, False])
 @pytest.mark.parametrize(
     ("mime", "clock_rate", "pt", "sizes", "sequence"),
@@ -46,6 +47,7 @@ __all__ = ["native_on"]  # the fixture, used by name
 async def test_a_batched_frame_is_byte_identical_to_the_python_loop(
     native_on: None,
     lanes: bool,
+    extensions: bool,
     monkeypatch: pytest.MonkeyPatch,
     mime: str,
     clock_rate: int,
@@ -65,6 +67,8 @@ async def test_a_batched_frame_is_byte_identical_to_the_python_loop(
             fs._sequence, fs._timestamp_origin, fs._picture_id = sequence, 0xFFFFF000, 32_760
             if not lanes:
                 monkeypatch.setattr(fs, "_lane_config", lambda: None)
+            if not extensions:  # a subscriber that negotiated no header extension: no block, first byte 0x80
+                fs._ext_template, fs._ext_abs_offset, fs._ext_dynamic = b"", -1, False
         decrypts = [_inbound() for _ in batched]  # one per subscriber: the same packets thrice would be replays
         for n, size in enumerate(sizes):
             data = os.urandom(size)
