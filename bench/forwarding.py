@@ -24,7 +24,9 @@ waited behind the other subscribers' packets in this one harness process.
 (``media.sending.use_native(False)``) instead of the C one
 (``media/_fastpath.c``), alternating likewise: the native/Python A/B;
 ``--nogso-counts`` the C loop without UDP segmentation offload
-(``media.sending.use_gso(False)``). The send path the default mode used is
+(``media.sending.use_gso(False)``); ``--unbatched-counts`` sends each
+publisher frame with one C call per subscriber, from each one's ``push``,
+instead of one call for all of them (``media.fanout.use_batching(False)``). The send path the default mode used is
 printed with the results.
 
 ``--janus-counts`` adds the production C SFU as the baseline: Janus 1.1.2's
@@ -77,6 +79,7 @@ from aiortc.contrib.media import MediaRelay
 
 from bench.janus import ROOM as JANUS_ROOM
 from bench.janus import JanusMissing, JanusServer, JanusSession, janus_binary
+from media.fanout import use_batching
 from media.ice import restrict_host_candidates, rtc_configuration
 from media.node import InProcessNode
 from media.sending import send_path, use_gso, use_native
@@ -144,6 +147,7 @@ class SfuServer:
             self.direct_send = bool(request["direct_send"])
             use_native(bool(request.get("native", True)))
             use_gso(bool(request.get("gso", True)))
+            use_batching(bool(request.get("batched", True)))
             return {"send_path": send_path()}
         if op == "cpu":
             return {"cpu": time.process_time(), "wall": time.monotonic()}
@@ -610,6 +614,7 @@ async def measure(harness: Harness, mode: str, n: int, seconds: float, warmup: f
             direct_send=mode != "passthrough-stock",
             native=mode != "passthrough-python",
             gso=mode != "passthrough-nogso",
+            batched=mode != "passthrough-unbatched",
         )
         harness.send_paths[mode] = configured.get("send_path", "?")
     await harness.publish(mode)
@@ -660,6 +665,7 @@ async def run_bench(
     profile: bool,
     profile_dump: str = "",
     rounds: int = 1,
+    unbatched_counts: list[int] | None = None,
 ) -> None:
     t0 = time.monotonic()
     video, audio = await asyncio.to_thread(encode_clip)
@@ -675,6 +681,7 @@ async def run_bench(
         ("janus-el2", janus_counts),
         ("passthrough-python", python_counts),
         ("passthrough-nogso", nogso_counts),
+        ("passthrough-unbatched", unbatched_counts or []),
         ("passthrough-stock", stock_counts),
         ("relay", relay_counts),
     ]
@@ -759,7 +766,12 @@ async def run_bench(
         if mode == "passthrough":
             py = {r.subscribers: r for r in rows if r.mode == "passthrough-python"}
             ng = {r.subscribers: r for r in rows if r.mode == "passthrough-nogso"}
-            for other, label in ((py, "Python send loop"), (ng, "C send loop without UDP GSO")):
+            ub = {r.subscribers: r for r in rows if r.mode == "passthrough-unbatched"}
+            for other, label in (
+                (py, "Python send loop"),
+                (ng, "C send loop without UDP GSO"),
+                (ub, "one C call per subscriber (unbatched)"),
+            ):
                 for n in sorted(set(pt) & set(other)):
                     ratio = other[n].per_sub / pt[n].per_sub if pt[n].per_sub > 0 else math.inf
                     print(
@@ -873,6 +885,13 @@ def main() -> None:
         help="passthrough through the C send loop without UDP segmentation offload (one datagram per packet), for A/B",
     )
     parser.add_argument(
+        "--unbatched-counts",
+        type=int,
+        nargs="*",
+        default=[],
+        help="passthrough with one C send call per subscriber and frame instead of one per frame, for A/B",
+    )
+    parser.add_argument(
         "--relay-counts",
         type=int,
         nargs="*",
@@ -921,6 +940,7 @@ def main() -> None:
             args.profile,
             str(Path(args.profile_dump).absolute()) if args.profile_dump else "",
             args.rounds,
+            args.unbatched_counts,
         )
     )
 

@@ -8,7 +8,13 @@
  * same library, the same session state), and the frame's packets leave with one sendmmsg() on the ICE pair's
  * UDP socket.
  *
- * Nothing here keeps state between calls: sequence numbers, counters and the history live in Python.
+ * send_frames() does the same for a list of such calls (one publisher frame to all its subscribers) in one call.
+ * send_lanes() does it for a publisher frame's subscribers from each one's lane (a tuple made once per connection)
+ * and its FrameSender's own state: it makes the prefixes (abs-send-time, VP8 descriptor), the timestamp, and
+ * advances the sequence number, picture id and the counters the Python loop keeps (media/sending.py, _sent).
+ *
+ * Nothing here keeps state between calls: sequence numbers, counters and the history live in Python
+ * (send_lanes reads and writes them there).
  * Whatever this cannot do (a packet too long for the session's buffer, an SRTP error, a send that would
  * block or fails) is handed back to the Python caller, which then does exactly what its own loop does.
  * Called with the GIL held, never released: the static buffers below are used by one call at a time.
@@ -118,8 +124,15 @@ PyDoc_STRVAR(send_frame_doc,
 "\n"
 "Build, record, protect and send one frame's RTP packets (see media/_fastpath.pyi).");
 
+static PyObject *send_core(int fd, const struct sockaddr *to, socklen_t to_len, void *session,
+                           srtp_protect_fn protect, Py_ssize_t limit, PyObject *history, long history_size,
+                           PyObject *chunks, const char *head_bytes, Py_ssize_t head_len, const char *rest_bytes,
+                           Py_ssize_t rest_len, long first_byte, long payload_type, long sequence,
+                           unsigned long timestamp, unsigned long ssrc, int gso);
+
+/* send_frame's arguments, checked; then send_core. */
 static PyObject *
-send_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+send_one(PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 16) {
         PyErr_SetString(PyExc_TypeError, "send_frame takes 16 arguments");
@@ -176,12 +189,23 @@ send_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     int gso = PyObject_IsTrue(args[15]);
     if (gso < 0 || PyErr_Occurred())
         return NULL;
-    int refused = 0; /* the socket refused segmentation offload: sent without it, and the caller stops asking */
+    return send_core(fd, (const struct sockaddr *)PyBytes_AS_STRING(sockaddr), (socklen_t)PyBytes_GET_SIZE(sockaddr),
+                     session, protect, limit, history, history_size, chunks, PyBytes_AS_STRING(head),
+                     PyBytes_GET_SIZE(head), PyBytes_AS_STRING(rest), PyBytes_GET_SIZE(rest), first_byte,
+                     payload_type, sequence, timestamp, ssrc, gso);
+}
 
+/* The loop itself, for send_frame and send_lanes: chunks is a list (its items are checked to be bytes), the prefixes
+ * are raw bytes. Returns None, the hand-back tuple, or NULL with an exception set. */
+static PyObject *
+send_core(int fd, const struct sockaddr *to, socklen_t to_len, void *session, srtp_protect_fn protect,
+          Py_ssize_t limit, PyObject *history, long history_size, PyObject *chunks, const char *head_bytes,
+          Py_ssize_t head_len, const char *rest_bytes, Py_ssize_t rest_len, long first_byte, long payload_type,
+          long sequence, unsigned long timestamp, unsigned long ssrc, int gso)
+{
+    int refused = 0; /* the socket refused segmentation offload: sent without it, and the caller stops asking */
     Py_ssize_t count = PyList_GET_SIZE(chunks);
     Py_ssize_t last = count - 1;
-    const struct sockaddr *to = (const struct sockaddr *)PyBytes_AS_STRING(sockaddr);
-    socklen_t to_len = (socklen_t)PyBytes_GET_SIZE(sockaddr);
     int lengths[MAX_BATCH];
     unsigned char header[12];
     header[0] = (unsigned char)first_byte;
@@ -205,8 +229,8 @@ send_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 PyErr_SetString(PyExc_TypeError, "chunks must be bytes");
                 return NULL;
             }
-            PyObject *prefix = i == 0 ? head : rest;
-            Py_ssize_t prefix_len = PyBytes_GET_SIZE(prefix), chunk_len = PyBytes_GET_SIZE(chunk);
+            const char *prefix = i == 0 ? head_bytes : rest_bytes;
+            Py_ssize_t prefix_len = i == 0 ? head_len : rest_len, chunk_len = PyBytes_GET_SIZE(chunk);
             Py_ssize_t size = 12 + prefix_len + chunk_len;
             long seq = (sequence + i) & 0xFFFF;
             header[1] = (unsigned char)(i == last ? (0x80 | payload_type) : payload_type);
@@ -217,7 +241,7 @@ send_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 return NULL;
             char *out = PyBytes_AS_STRING(raw);
             memcpy(out, header, 12);
-            memcpy(out + 12, PyBytes_AS_STRING(prefix), prefix_len);
+            memcpy(out + 12, prefix, prefix_len);
             memcpy(out + 12 + prefix_len, PyBytes_AS_STRING(chunk), chunk_len);
             PyObject *key = PyLong_FromLong(seq % history_size);
             if (key == NULL || PyDict_SetItem(history, key, raw) < 0) {
@@ -278,6 +302,305 @@ send_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+send_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return send_one(args, nargs);
+}
+
+PyDoc_STRVAR(send_frames_doc,
+"send_frames(jobs) -> list[None | tuple[list[bytes], int, int, bool] | Exception]\n"
+"\n"
+"send_frame(*job) for every 16-tuple of jobs, in order, in one call: one publisher frame to all its subscribers\n"
+"(see media/_fastpath.pyi). A job that raises does not stop the others: its exception is its result.");
+
+static PyObject *
+send_frames(PyObject *self, PyObject *jobs)
+{
+    if (!PyList_Check(jobs)) {
+        PyErr_SetString(PyExc_TypeError, "jobs must be a list of tuples");
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(jobs);
+    PyObject *results = PyList_New(count);
+    if (results == NULL)
+        return NULL;
+    for (Py_ssize_t j = 0; j < count; j++) {
+        PyObject *job = PyList_GET_ITEM(jobs, j);
+        PyObject *result;
+        if (!PyTuple_Check(job)) {
+            PyErr_SetString(PyExc_TypeError, "a job must be a tuple");
+            result = NULL;
+        } else {
+            Py_INCREF(job); /* the list may change under a callback (a dict key's __eq__ never runs here, but) */
+            result = send_one(&PyTuple_GET_ITEM(job, 0), PyTuple_GET_SIZE(job));
+            Py_DECREF(job);
+        }
+        if (result == NULL) {
+            /* This subscriber's failure is its own: hand the exception back in its place and go on. */
+            PyObject *type, *value, *traceback;
+            PyErr_Fetch(&type, &value, &traceback);
+            PyErr_NormalizeException(&type, &value, &traceback);
+            if (value == NULL) {
+                Py_XDECREF(type);
+                Py_XDECREF(traceback);
+                Py_DECREF(results);
+                return NULL;
+            }
+            if (traceback != NULL)
+                PyException_SetTraceback(value, traceback);
+            Py_XDECREF(type);
+            Py_XDECREF(traceback);
+            result = value;
+        }
+        PyList_SET_ITEM(results, j, result);
+    }
+    return results;
+}
+
+/* Attribute names send_lanes reads and writes (interned once, in PyInit__fastpath). */
+enum {
+    A_SEQUENCE,
+    A_PICTURE_ID,
+    A_TIMESTAMP_ORIGIN,
+    A_FRAMES_SENT,
+    A_PACKETS_SENT,
+    A_NATIVE_FRAMES,
+    A_NTP_TIMESTAMP,
+    A_RTP_TIMESTAMP,
+    A_OCTET_COUNT,
+    A_PACKET_COUNT,
+    A_COUNT
+};
+static const char *attribute_names[A_COUNT] = {
+    "_sequence",
+    "_picture_id",
+    "_timestamp_origin",
+    "frames_sent",
+    "packets_sent",
+    "native_frames",
+    "_RTCRtpSender__ntp_timestamp",
+    "_RTCRtpSender__rtp_timestamp",
+    "_RTCRtpSender__octet_count",
+    "_RTCRtpSender__packet_count",
+};
+static PyObject *attributes[A_COUNT];
+
+#define LANE_FIELDS 15
+#define EXT_MAX 256 /* longest header-extension block a lane takes (media/sending.py checks it first) */
+
+static int
+get_long(PyObject *owner, int name, long *out)
+{
+    PyObject *value = PyObject_GetAttr(owner, attributes[name]);
+    if (value == NULL)
+        return -1;
+    *out = PyLong_AsLong(value);
+    Py_DECREF(value);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int
+set_object(PyObject *owner, int name, PyObject *value)
+{
+    if (value == NULL)
+        return -1;
+    int rc = PyObject_SetAttr(owner, attributes[name], value);
+    Py_DECREF(value);
+    return rc;
+}
+
+static int
+add_long(PyObject *owner, int name, long long amount)
+{
+    PyObject *value = PyObject_GetAttr(owner, attributes[name]);
+    if (value == NULL)
+        return -1;
+    PyObject *delta = PyLong_FromLongLong(amount);
+    if (delta == NULL) {
+        Py_DECREF(value);
+        return -1;
+    }
+    PyObject *sum = PyNumber_Add(value, delta);
+    Py_DECREF(value);
+    Py_DECREF(delta);
+    return set_object(owner, name, sum);
+}
+
+/* One lane: (config, pts, chunks), config being the 15-tuple media/sending.py's FrameSender._lane_config makes:
+ * (fd, sockaddr, session, protect, limit, history, history_size, payload_type, ssrc, gso, extensions,
+ *  abs_send_time_offset, vp8, owner, sender). */
+static PyObject *
+send_lane(PyObject *entry, unsigned long long ntp)
+{
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 3) {
+        PyErr_SetString(PyExc_TypeError, "a lane entry is (config, pts, chunks)");
+        return NULL;
+    }
+    PyObject *config = PyTuple_GET_ITEM(entry, 0), *chunks = PyTuple_GET_ITEM(entry, 2);
+    if (!PyTuple_Check(config) || PyTuple_GET_SIZE(config) != LANE_FIELDS || !PyList_Check(chunks)) {
+        PyErr_SetString(PyExc_TypeError, "a lane's config must be a 15-tuple and its chunks a list");
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(chunks);
+    if (count == 0)
+        Py_RETURN_NONE; /* nothing to send: as the Python loop, no state changes */
+    PyObject *const *c = &PyTuple_GET_ITEM(config, 0);
+    long fd = PyLong_AsLong(c[0]);
+    void *session = PyLong_AsVoidPtr(c[2]);
+    srtp_protect_fn protect = (srtp_protect_fn)PyLong_AsVoidPtr(c[3]);
+    Py_ssize_t limit = PyLong_AsSsize_t(c[4]);
+    long history_size = PyLong_AsLong(c[6]);
+    long payload_type = PyLong_AsLong(c[7]);
+    unsigned long ssrc = PyLong_AsUnsignedLongMask(c[8]);
+    int gso = PyObject_IsTrue(c[9]);
+    long abs_offset = PyLong_AsLong(c[11]);
+    int vp8 = PyObject_IsTrue(c[12]);
+    PyObject *owner = c[13], *sender = c[14];
+    if (PyErr_Occurred())
+        return NULL;
+    if (fd < 0 || fd > 0x7FFFFFFF || protect == NULL || history_size <= 0 || gso < 0 || vp8 < 0
+        || !PyBytes_Check(c[1]) || PyBytes_GET_SIZE(c[1]) > (Py_ssize_t)sizeof(struct sockaddr_storage)
+        || !PyDict_Check(c[5]) || !PyBytes_Check(c[10]) || PyBytes_GET_SIZE(c[10]) > EXT_MAX
+        || abs_offset < -1 || (abs_offset >= 0 && abs_offset + 3 > PyBytes_GET_SIZE(c[10]))) {
+        PyErr_SetString(PyExc_ValueError, "a lane's config is out of range");
+        return NULL;
+    }
+    if (limit > SLOT_SIZE - SRTP_MAX_TRAILER)
+        limit = SLOT_SIZE - SRTP_MAX_TRAILER;
+    unsigned long long pts = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(entry, 1));
+    if (pts == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    long sequence, picture_id = 0;
+    if (get_long(owner, A_SEQUENCE, &sequence) < 0 || (vp8 && get_long(owner, A_PICTURE_ID, &picture_id) < 0))
+        return NULL;
+    PyObject *origin_object = PyObject_GetAttr(owner, attributes[A_TIMESTAMP_ORIGIN]);
+    if (origin_object == NULL)
+        return NULL;
+    unsigned long long origin = PyLong_AsUnsignedLongLongMask(origin_object);
+    Py_DECREF(origin_object);
+    if (origin == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    unsigned long timestamp = (unsigned long)((origin + pts) & 0xFFFFFFFFULL);
+
+    /* The prefixes, as FrameSender._send makes them: the extension block with this frame's abs-send-time, then (VP8)
+     * the 4-byte payload descriptor with the subscriber's picture id, S=1 on the first packet only. */
+    unsigned char head[EXT_MAX + 4], rest[EXT_MAX + 4];
+    Py_ssize_t ext_len = PyBytes_GET_SIZE(c[10]);
+    memcpy(head, PyBytes_AS_STRING(c[10]), ext_len);
+    if (abs_offset >= 0) {
+        unsigned long abs24 = (unsigned long)((ntp >> 14) & 0xFFFFFF);
+        head[abs_offset] = (unsigned char)(abs24 >> 16);
+        head[abs_offset + 1] = (unsigned char)(abs24 >> 8);
+        head[abs_offset + 2] = (unsigned char)abs24;
+    }
+    Py_ssize_t prefix_len = ext_len;
+    long long octets = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *chunk = PyList_GET_ITEM(chunks, i);
+        if (!PyBytes_Check(chunk)) {
+            PyErr_SetString(PyExc_TypeError, "chunks must be bytes");
+            return NULL;
+        }
+        octets += PyBytes_GET_SIZE(chunk);
+    }
+    if (vp8) {
+        long pid = 0x8000 | picture_id;
+        head[ext_len] = 0x90;
+        head[ext_len + 1] = 0x80;
+        head[ext_len + 2] = (unsigned char)(pid >> 8);
+        head[ext_len + 3] = (unsigned char)pid;
+        prefix_len = ext_len + 4;
+        octets += 4 * (long long)count;
+    }
+    memcpy(rest, head, prefix_len);
+    if (vp8)
+        rest[ext_len] = 0x80;
+    long first_byte = ext_len ? 0x90 : 0x80;
+
+    PyObject *left = send_core((int)fd, (const struct sockaddr *)PyBytes_AS_STRING(c[1]),
+                               (socklen_t)PyBytes_GET_SIZE(c[1]), session, protect, limit, c[5], history_size, chunks,
+                               (const char *)head, prefix_len, (const char *)rest, prefix_len, first_byte, payload_type,
+                               sequence, timestamp, ssrc, gso);
+    if (left == NULL)
+        return NULL;
+    /* What FrameSender._sent does after a frame (all its packets, also those handed back), and the picture id. */
+    if (set_object(owner, A_SEQUENCE, PyLong_FromLong((sequence + count) & 0xFFFF)) < 0
+        || (vp8 && set_object(owner, A_PICTURE_ID, PyLong_FromLong((picture_id + 1) & 0x7FFF)) < 0)
+        || add_long(owner, A_FRAMES_SENT, 1) < 0 || add_long(owner, A_PACKETS_SENT, count) < 0
+        || add_long(owner, A_NATIVE_FRAMES, 1) < 0
+        || set_object(sender, A_NTP_TIMESTAMP, PyLong_FromUnsignedLongLong(ntp)) < 0
+        || set_object(sender, A_RTP_TIMESTAMP, PyLong_FromUnsignedLong(timestamp)) < 0
+        || add_long(sender, A_OCTET_COUNT, octets) < 0 || add_long(sender, A_PACKET_COUNT, count) < 0) {
+        Py_DECREF(left);
+        return NULL;
+    }
+    if (left == Py_None)
+        return left;
+    /* Handed back: (unsent, start, count, refused) + (head, rest, first_byte, sequence, timestamp) to finish it. */
+    PyObject *more = Py_BuildValue("(y#y#lkk)", (const char *)head, prefix_len, (const char *)rest, prefix_len,
+                                   first_byte, (unsigned long)sequence, timestamp);
+    if (more == NULL) {
+        Py_DECREF(left);
+        return NULL;
+    }
+    PyObject *all = PySequence_Concat(left, more);
+    Py_DECREF(left);
+    Py_DECREF(more);
+    return all;
+}
+
+PyDoc_STRVAR(send_lanes_doc,
+"send_lanes(entries, ntp) -> list[None | tuple | Exception]\n"
+"\n"
+"One publisher frame to all its subscribers' lanes in one call (see media/_fastpath.pyi).");
+
+static PyObject *
+send_lanes(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "send_lanes takes a list of entries and an NTP time");
+        return NULL;
+    }
+    unsigned long long ntp = PyLong_AsUnsignedLongLongMask(args[1]);
+    if (ntp == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    PyObject *entries = args[0];
+    Py_ssize_t count = PyList_GET_SIZE(entries);
+    PyObject *results = PyList_New(count);
+    if (results == NULL)
+        return NULL;
+    for (Py_ssize_t j = 0; j < count && j < PyList_GET_SIZE(entries); j++) {
+        PyObject *entry = PyList_GET_ITEM(entries, j);
+        Py_INCREF(entry);
+        PyObject *result = send_lane(entry, ntp);
+        Py_DECREF(entry);
+        if (result == NULL) {
+            /* This subscriber's failure is its own: hand the exception back in its place and go on. */
+            PyObject *type, *value, *traceback;
+            PyErr_Fetch(&type, &value, &traceback);
+            PyErr_NormalizeException(&type, &value, &traceback);
+            if (value == NULL) {
+                Py_XDECREF(type);
+                Py_XDECREF(traceback);
+                Py_DECREF(results);
+                return NULL;
+            }
+            if (traceback != NULL)
+                PyException_SetTraceback(value, traceback);
+            Py_XDECREF(type);
+            Py_XDECREF(traceback);
+            result = value;
+        }
+        PyList_SET_ITEM(results, j, result);
+    }
+    for (Py_ssize_t j = PyList_GET_SIZE(entries); j < count; j++) {
+        Py_INCREF(Py_None); /* (the list shrank under a callback: nothing was sent for these) */
+        PyList_SET_ITEM(results, j, Py_None);
+    }
+    return results;
+}
+
 PyDoc_STRVAR(sockaddr_doc,
 "sockaddr(host, port) -> bytes | None\n"
 "\n"
@@ -311,6 +634,8 @@ make_sockaddr(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"send_frame", (PyCFunction)(void (*)(void))send_frame, METH_FASTCALL, send_frame_doc},
+    {"send_frames", send_frames, METH_O, send_frames_doc},
+    {"send_lanes", (PyCFunction)(void (*)(void))send_lanes, METH_FASTCALL, send_lanes_doc},
     {"sockaddr", make_sockaddr, METH_VARARGS, sockaddr_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -330,5 +655,9 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__fastpath(void)
 {
+    for (int i = 0; i < A_COUNT; i++) {
+        if (attributes[i] == NULL && (attributes[i] = PyUnicode_InternFromString(attribute_names[i])) == NULL)
+            return NULL;
+    }
     return PyModule_Create(&module);
 }

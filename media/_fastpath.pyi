@@ -1,5 +1,7 @@
 """The media node's per-packet send loop in C (media/_fastpath.c); media/sending.py falls back to Python without it."""
 
+from typing import Any
+
 def send_frame(
     fd: int,
     sockaddr: bytes,
@@ -34,6 +36,31 @@ def send_frame(
     ``start`` itself). The caller sends both as its own loop would. ``refused``: the socket refused segmentation
     offload, the packets went out one datagram each; do not ask again.
     """
+
+def send_frames(
+    jobs: list[tuple[Any, ...]],
+) -> list[tuple[list[bytes], int, int, bool] | BaseException | None]:
+    """``send_frame(*job)`` for each 16-tuple ``job``, in order, in one call (one publisher frame to all its
+    subscribers, :mod:`media.fanout`). Each result is what that ``send_frame`` returned, or the exception it raised:
+    one job's failure does not stop the others."""
+
+def send_lanes(
+    entries: list[tuple[tuple[Any, ...], int, list[bytes]]], ntp: int
+) -> list[tuple[Any, ...] | BaseException | None]:
+    """One publisher frame to all its subscribers, each ``(lane, pts, chunks)``: ``lane`` is the 15-tuple
+    ``(fd, sockaddr, session, protect, limit, history, history_size, payload_type, ssrc, gso, extensions,
+    abs_send_time_offset, vp8, owner, sender)`` (``FrameSender._lane_config``), ``pts`` the frame's time in the
+    sender's clock, ``chunks`` the frame's payloads (VP8: the pieces after each payload descriptor).
+
+    Per entry, what ``FrameSender._send`` and ``_sent`` do: the timestamp (``owner._timestamp_origin + pts``), the
+    prefixes (``extensions`` with abs-send-time from ``ntp`` at ``abs_send_time_offset`` unless -1; VP8: the payload
+    descriptor with ``owner._picture_id``), then :func:`send_frame` from ``owner._sequence``; then ``owner``'s
+    ``_sequence``, ``_picture_id`` (VP8), ``frames_sent``, ``packets_sent``, ``native_frames`` and ``sender``'s
+    sender-report state (NTP and RTP time, octet and packet counts) are advanced for all the frame's packets.
+    Empty ``chunks``: nothing sent, nothing changed.
+
+    Each result: None (all sent), the exception the entry raised, or what :func:`send_frame` hands back followed by
+    ``(head, rest, first_byte, sequence, timestamp)`` to send the rest with."""
 
 def sockaddr(host: str, port: int) -> bytes | None:
     """The C ``struct sockaddr`` of a numeric IPv4 or IPv6 ``host`` and ``port``; None if ``host`` is not one."""

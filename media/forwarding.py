@@ -37,6 +37,7 @@ from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpReceiver
 
 from media.aiortc_compat import RembLimiter, RtpPacket, keyframe_requester, limit_remb
 from media.bandwidth import BitrateMeter
+from media.fanout import fan_out
 from media.keyframes import ConsumerGate, KeyframeCounts, KeyframeRequests, Reason
 from media.passthrough import ReportTimes, TappedFrame, is_keyframe
 from media.sending import SEQUENCE_JUMP, FrameSender
@@ -242,8 +243,7 @@ class PublishedTrack:
                 self._send_request()
             if not forward:
                 return
-        for consumer in list(self.consumers):
-            consumer.push(frame, keyframe)
+        fan_out(self.consumers, frame, keyframe)
 
     def on_sender_report(self, report: ReportTimes) -> None:
         """An RTCP sender report of this track's publisher."""
@@ -479,57 +479,16 @@ class ForwardedTrack(MediaStreamTrack):
                     self.request_keyframe(reason)
 
     def push(self, frame: TappedFrame, keyframe: bool) -> None:
-        """A frame of the assigned publisher; gated video waits for a keyframe; sent now, or queued (bounded)."""
-        if self.readyState != "live":
-            return
-        if self.paused:
-            self.paused_frames += 1
-            return
-        if self._pending is not None and frame.origin is not self.source:
-            # A simulcast layer switch waits for the new layer's keyframe; its other frames are not for us yet.
-            if frame.origin is not self._pending or not keyframe:
-                return
-            self._switch_layer()
-        sender = self._sender
-        if sender is not None and not sender.enabled:
-            # The direction forbids sending for now (an offer is pending): hold frames in the bounded queue,
-            # so the keyframe asked for this subscriber is still there when it may send.
-            sender = None
-        if sender is None:
-            self._sendable = False
-        elif not self._sendable:
-            self._became_sendable()
-        gate = self.gate
-        if gate is not None:
-            admitted, reason = gate.admit(keyframe, can_send=sender is not None or self._pulled)
-            if reason is not None and self.publisher is not None:
-                # Only while it can send (a keyframe now would be lost on it otherwise); throttled by the
-                # publisher's KeyframeRequests. When it becomes able to send it asks urgently (_became_sendable).
-                self.request_keyframe(reason)
-            if not admitted:
-                self.dropped += 1
-                return
-            if sender is None and (
-                len(self._queue) >= self.bound or (self._queue and frame.arrival - self._queue[0][3] > self.max_age)
-            ):
-                # The sender fell behind: a partial run of deltas is useless, skip to the next keyframe.
-                self._queue.clear()
-                self.dropped += 1
-                if not keyframe:
-                    gate.lose()
-                    return
-        else:
-            while self._queue and (len(self._queue) >= self.bound or frame.arrival - self._queue[0][3] > self.max_age):
-                self._queue.popleft()
-                self.dropped += 1
-        if sender is not None:
-            if self._queue:
-                self._flush(sender)
-            self._send(sender, frame.data, self._pts(frame.timestamp), frame.arrival, frame)
-            return
-        self._queue.append((frame.data, self._pts(frame.timestamp), self._time_base, frame.arrival))
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        """A frame of the assigned publisher; gated video waits for a keyframe; sent now, or queued (bounded).
+
+        The decisions are :meth:`prepare`'s; :func:`media.fanout.fan_out` makes them for all of a publisher's
+        subscribers and then sends their frames with one native call."""
+        ready = self.prepare(frame, keyframe)
+        if ready is not None:
+            sender, pts, clock_rate = ready
+            if sender.send(frame.data, pts, clock_rate, frame):
+                self.forwarded += 1
+                self.hold_times.append(time.time() - frame.arrival)
 
     def sender_report(self, report: ReportTimes) -> None:
         """Subscribers get the node's own sender reports (aiortc's sender makes them)."""
@@ -579,6 +538,67 @@ class ForwardedTrack(MediaStreamTrack):
             self._sender.close("track_ended")
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    def prepare(self, frame: TappedFrame, keyframe: bool) -> tuple[FrameSender, int, int] | None:
+        """What :meth:`push` does before it sends: gating, pause, queue (same order, same counters). Returns the
+        sender, the frame's outgoing pts and its clock rate when the frame is to be sent now (what was queued went
+        first, and a resumed video's sequence jump is made); None when it was dropped, paused or queued.
+
+        The caller sends ``frame.data`` with ``sender.send`` (or batched, :mod:`media.fanout`) and, if it went out,
+        counts it in :attr:`forwarded` and :attr:`hold_times`, as :meth:`push` does."""
+        if self.readyState != "live":
+            return None
+        if self.paused:
+            self.paused_frames += 1
+            return None
+        if self._pending is not None and frame.origin is not self.source:
+            # A simulcast layer switch waits for the new layer's keyframe; its other frames are not for us yet.
+            if frame.origin is not self._pending or not keyframe:
+                return None
+            self._switch_layer()
+        sender = self._sender
+        if sender is not None and not sender.enabled:
+            # The direction forbids sending for now (an offer is pending): hold frames in the bounded queue,
+            # so the keyframe asked for this subscriber is still there when it may send.
+            sender = None
+        if sender is None:
+            self._sendable = False
+        elif not self._sendable:
+            self._became_sendable()
+        gate = self.gate
+        if gate is not None:
+            admitted, reason = gate.admit(keyframe, can_send=sender is not None or self._pulled)
+            if reason is not None and self.publisher is not None:
+                # Only while it can send (a keyframe now would be lost on it otherwise); throttled by the
+                # publisher's KeyframeRequests. When it becomes able to send it asks urgently (_became_sendable).
+                self.request_keyframe(reason)
+            if not admitted:
+                self.dropped += 1
+                return None
+            if sender is None and (
+                len(self._queue) >= self.bound or (self._queue and frame.arrival - self._queue[0][3] > self.max_age)
+            ):
+                # The sender fell behind: a partial run of deltas is useless, skip to the next keyframe.
+                self._queue.clear()
+                self.dropped += 1
+                if not keyframe:
+                    gate.lose()
+                    return None
+        else:
+            while self._queue and (len(self._queue) >= self.bound or frame.arrival - self._queue[0][3] > self.max_age):
+                self._queue.popleft()
+                self.dropped += 1
+        if sender is not None:
+            if self._queue:
+                self._flush(sender)
+            if self._restart_sequence:
+                self._restart_sequence = False
+                sender.skip(SEQUENCE_JUMP)
+            return sender, self._pts(frame.timestamp), self._clock_rate
+        self._queue.append((frame.data, self._pts(frame.timestamp), self._time_base, frame.arrival))
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        return None
 
 
 class RecorderFeed:

@@ -33,6 +33,12 @@ the counters this path keeps up to date, SDES, BYE), NACK handling (served by
 :meth:`FrameSender.retransmit` from this path's history, RTX-wrapped when
 negotiated), PLI/FIR (``Peer`` carries them to the publisher), REMB parsing.
 
+A publisher frame goes to all its subscribers at once (:mod:`media.fanout`): each sender the native loop serves
+adds its *lane* (:meth:`FrameSender.send_batched`: socket, address, SRTP session, history, payload type, SSRC,
+extension template, made once per connection) to a :class:`NativeBatch`, and one ``_fastpath.send_lanes`` call
+makes each subscriber's timestamp, prefixes and packets, sends them and advances its sequence number, picture id
+and counters; what it cannot send comes back to this module's Python loop.
+
 The aiortc/aioice internals this needs (the sender's private state, the DTLS
 transport's SRTP session, aioice's nominated pair) are reached through
 :mod:`media.aiortc_compat` (:class:`~media.aiortc_compat.SenderInternals`,
@@ -161,6 +167,9 @@ _NTP_SCALE = float(1 << 32)
 PADDING_SIZE = 255
 """Bytes of padding in one probe packet: the most an RTP padding count can say."""
 
+_LANE_EXT_MAX = 256
+"""The longest header-extension block ``_fastpath.send_lanes`` takes (``EXT_MAX`` in ``media/_fastpath.c``)."""
+
 _SRTP_MAX_TRAILER = 144
 """libsrtp's ``SRTP_MAX_TRAILER_LEN`` (auth tag and MKI), the room pylibsrtp leaves after a packet."""
 
@@ -235,6 +244,8 @@ class FrameSender:
         self._native_socket: tuple[Any, int] | None = None  # the pair's asyncio transport and its socket's fd
         self._addr: Any = None  # the remote address _sockaddr was made for
         self._sockaddr: bytes | None = None
+        self._lane: tuple[Any, ...] | None = None
+        """What ``_fastpath.send_lanes`` needs that changes only with the connection (:meth:`_lane_config`)."""
         self.gso = False
         """Whether the native loop hands the kernel a frame's equal-size packets as one UDP_SEGMENT send (until the
         socket refuses it)."""
@@ -352,21 +363,57 @@ class FrameSender:
             return False
         return True
 
-    def _send(self, data: bytes, pts: int, clock_rate: int, frame: TappedFrame | None) -> None:
+    def send_batched(
+        self, data: bytes, pts: int, clock_rate: int, frame: TappedFrame, batch: NativeBatch
+    ) -> bool | None:
+        """:meth:`send`, but where the native loop would send the frame, its call joins ``batch`` instead (one C call
+        for all the subscribers of a publisher frame, :mod:`media.fanout`): None then, and :meth:`NativeBatch.run`
+        finishes it. Otherwise what :meth:`send` returns, the frame sent (or not) already."""
+        try:
+            lane = self._ready_lane()
+            if lane is not None:
+                if clock_rate != self._clock_rate:
+                    pts = pts * self._clock_rate // clock_rate
+                chunks = (
+                    shared_payloads(frame, "vp8", vp8_chunks)
+                    if self._vp8
+                    else shared_payloads(frame, self._codec_key, self._pack)
+                )
+                batch.add_lane(self, lane, pts, chunks)
+                return None
+            queued = self._send(data, pts, clock_rate, frame, batch)
+        except ConnectionError:
+            self.close("connection_lost")
+            return False
+        except Exception:
+            log.exception("fast_sender_failed", kind=self._sender.kind)
+            self.close("failed")
+            return False
+        return None if queued else True
+
+    def _finish_batched(self, left: Any, rest_of_send: tuple[Any, ...]) -> bool:
+        """What :meth:`send` does after the native call, for a frame sent by :meth:`NativeBatch.run` (``left``: what
+        ``send_frame`` returned for it, or the exception it raised)."""
+        try:
+            if isinstance(left, BaseException):
+                raise left
+            self._after_native(left, *rest_of_send)
+        except ConnectionError:
+            self.close("connection_lost")
+            return False
+        except Exception:
+            log.exception("fast_sender_failed", kind=self._sender.kind)
+            self.close("failed")
+            return False
+        return True
+
+    def _send(
+        self, data: bytes, pts: int, clock_rate: int, frame: TappedFrame | None, batch: NativeBatch | None = None
+    ) -> bool:
+        """Send one frame; True if its native call joined ``batch`` (then :meth:`_after_native` finishes it)."""
         internals = self._internals
         assert internals is not None
-        protect, protocol, addr = internals.link()  # ConnectionError if the transport is gone
-        # Both are made once per connection, not per frame: the SRTP session and the ICE pair rarely change.
-        session = getattr(protect, "__self__", protect)
-        if session is not self._srtp_session:
-            self._srtp_session, self._protect = session, srtp_protector(protect)
-            self._native_srtp = native_srtp(protect) if self.native else None
-        if protocol is not self._protocol:
-            self._protocol, self._sendto_fn = protocol, self._sendto(protocol)
-            self._native_socket = datagram_socket(protocol) if self.native else None
-        if addr != self._addr:  # (aioice makes a new tuple per read)
-            self._addr = addr
-            self._sockaddr = native_sockaddr(addr) if self.native else None
+        addr = self._relink()
         srtp, sendto = self._protect, self._sendto_fn
         assert srtp is not None
         assert sendto is not None
@@ -385,7 +432,7 @@ class FrameSender:
         if self._vp8:
             chunks = shared_payloads(frame, "vp8", vp8_chunks) if frame is not None else vp8_chunks(data)
             if not chunks:
-                return
+                return False
             pid = 0x8000 | self._picture_id
             self._picture_id = (self._picture_id + 1) & 0x7FFF
             # The payload descriptor and the fixed header fields go in one prefix per packet: the first
@@ -396,7 +443,7 @@ class FrameSender:
         else:
             chunks = shared_payloads(frame, self._codec_key, self._pack) if frame is not None else self._pack(data)
             if not chunks:
-                return
+                return False
             head = rest = ext
             octets = sum(map(len, chunks))
 
@@ -405,7 +452,6 @@ class FrameSender:
         pt = self._payload_type
         pace: int | None = getattr(self._source, "pace_bps", None)  # (tests drive a FrameSender without a source)
         paced = pace is not None or bool(self._paced)
-        start = 0
         srtp_ctx, native_socket, sockaddr = self._native_srtp, self._native_socket, self._sockaddr
         if (
             not paced
@@ -417,7 +463,7 @@ class FrameSender:
         ):
             # One C call builds, records, protects and sends the frame's packets (media/_fastpath.c). What it
             # hands back (a send that would block or failed, a packet it cannot protect) goes on as below.
-            left = _fastpath.send_frame(
+            args = (
                 native_socket[1],
                 sockaddr,
                 srtp_ctx[0],
@@ -435,21 +481,154 @@ class FrameSender:
                 ssrc,
                 self.gso,
             )
-            start = len(chunks)
-            self.native_frames += 1
+            rest_of_send = (chunks, head, rest, first_byte, seq, timestamp, ssrc, addr, ntp, octets)
+            if batch is not None:
+                batch.add(self, args, rest_of_send)
+                return True
+            self._after_native(_fastpath.send_frame(*args), *rest_of_send)
+            return False
+        self._send_packets(chunks, 0, head, rest, first_byte, seq, timestamp, ssrc, pace, paced, addr)
+        self._sent(chunks, seq, timestamp, ntp, octets)
+        return False
+
+    def _relink(self) -> Any:
+        """The remote address of the connection now; ConnectionError if the transport is gone. What is made per
+        connection (SRTP, the send function, the native socket and address, the lane) is made again if it changed."""
+        internals = self._internals
+        assert internals is not None
+        protect, protocol, addr = internals.link()  # ConnectionError if the transport is gone
+        # Both are made once per connection, not per frame: the SRTP session and the ICE pair rarely change.
+        session = getattr(protect, "__self__", protect)
+        if session is not self._srtp_session:
+            self._srtp_session, self._protect = session, srtp_protector(protect)
+            self._native_srtp = native_srtp(protect) if self.native else None
+            self._lane = None
+        if protocol is not self._protocol:
+            self._protocol, self._sendto_fn = protocol, self._sendto(protocol)
+            self._native_socket = datagram_socket(protocol) if self.native else None
+            self._lane = None
+        if addr != self._addr:  # (aioice makes a new tuple per read)
+            self._addr = addr
+            self._sockaddr = native_sockaddr(addr) if self.native else None
+            self._lane = None
+        return addr
+
+    def _lane_config(self) -> tuple[Any, ...] | None:
+        """What ``_fastpath.send_lanes`` needs of this sender that changes only with the connection (see
+        ``media/_fastpath.c``, ``send_lane``); None where the lane does not apply (the Python loop, a relayed pair,
+        abs-send-time not at a fixed place, a module built before lanes)."""
+        srtp_ctx, native_socket, sockaddr = self._native_srtp, self._native_socket, self._sockaddr
+        if (
+            not self.native
+            or srtp_ctx is None
+            or native_socket is None
+            or sockaddr is None
+            or (self._ext_dynamic and self._ext_abs_offset < 0)
+            or len(self._ext_template) > _LANE_EXT_MAX
+            or not hasattr(_fastpath, "send_lanes")
+        ):
+            return None
+        assert self._internals is not None
+        return (
+            native_socket[1],
+            sockaddr,
+            srtp_ctx[0],
+            srtp_ctx[1],
+            srtp_ctx[2],
+            self._history,
+            RTP_HISTORY_SIZE,
+            self._payload_type,
+            self._internals.ssrc,
+            self.gso,
+            self._ext_template,
+            self._ext_abs_offset,
+            self._vp8,
+            self,
+            self._sender,
+        )
+
+    def _ready_lane(self) -> tuple[Any, ...] | None:
+        """This sender's lane if the frame may go out through it now (connected, not paced, nothing buffered)."""
+        self._relink()  # ConnectionError if the transport is gone
+        if getattr(self._source, "pace_bps", None) is not None or self._paced:
+            return None
+        native_socket = self._native_socket
+        if native_socket is None or native_socket[0].get_write_buffer_size() or native_socket[0].is_closing():
+            return None
+        lane = self._lane
+        if lane is None:
+            lane = self._lane = self._lane_config()
+        return lane
+
+    def _finish_lane(self, left: Any, chunks: list[bytes]) -> bool:
+        """What :meth:`send` does after the native call, for a frame sent through this sender's lane (``left``: what
+        ``send_lanes`` returned for it, or the exception it raised)."""
+        try:
+            if isinstance(left, BaseException):
+                raise left
             if left is not None:
-                unsent, start, _, refused = left
+                unsent, start, _, refused, head, rest, first_byte, seq, timestamp = left
                 if refused:
                     self.gso = False
+                    self._lane = None
                     log.info("udp_gso_refused", kind=self._sender.kind)
+                sendto = self._sendto_fn
+                assert sendto is not None
                 for packet in unsent:
-                    sendto(packet, addr)
+                    sendto(packet, self._addr)
+                if start < len(chunks):
+                    assert self._internals is not None
+                    ssrc = self._internals.ssrc
+                    self._send_packets(
+                        chunks, start, head, rest, first_byte, seq, timestamp, ssrc, None, False, self._addr
+                    )
+        except ConnectionError:
+            self.close("connection_lost")
+            return False
+        except Exception:
+            log.exception("fast_sender_failed", kind=self._sender.kind)
+            self.close("failed")
+            return False
+        return True
+
+    def _after_native(
+        self,
+        left: tuple[list[bytes], int, int, bool] | None,
+        chunks: list[bytes],
+        head: bytes,
+        rest: bytes,
+        first_byte: int,
+        seq: int,
+        timestamp: int,
+        ssrc: int,
+        addr: Any,
+        ntp: int,
+        octets: int,
+    ) -> None:
+        """The rest of a frame the native loop sent: what it handed back goes out as the Python loop sends it."""
+        start = len(chunks)
+        self.native_frames += 1
+        if left is not None:
+            unsent, start, _, refused = left
+            if refused:
+                self.gso = False
+                self._lane = None
+                log.info("udp_gso_refused", kind=self._sender.kind)
+            sendto = self._sendto_fn
+            assert sendto is not None
+            for packet in unsent:
+                sendto(packet, addr)
         if start < len(chunks):
-            self._send_packets(chunks, start, head, rest, first_byte, seq, timestamp, ssrc, pace, paced, addr)
+            self._send_packets(chunks, start, head, rest, first_byte, seq, timestamp, ssrc, None, False, addr)
+        self._sent(chunks, seq, timestamp, ntp, octets)
+
+    def _sent(self, chunks: list[bytes], seq: int, timestamp: int, ntp: int, octets: int) -> None:
+        """Counters and sender-report state after one frame whose first packet had sequence number ``seq``."""
+        assert self._internals is not None
         self._sequence = (seq + len(chunks)) & 0xFFFF
         self.frames_sent += 1
         self.packets_sent += len(chunks)
-        internals.record_sent(ntp, timestamp, octets, len(chunks))  # what aiortc's sender reports carry
+        self._internals.record_sent(ntp, timestamp, octets, len(chunks))  # what aiortc's sender reports carry
 
     def _send_packets(
         self,
@@ -628,6 +807,64 @@ class FrameSender:
             sequence_number=raw[2] << 8 | raw[3],
             rtt=sender_rtt(self._sender),
         )
+
+
+class NativeBatch:
+    """The native calls of one publisher frame to all its subscribers, made with one ``_fastpath.send_frames``.
+
+    :meth:`FrameSender.send_batched` adds a sender's call instead of making it; :meth:`run` makes them all, in the
+    order added, then finishes each sender's frame as :meth:`FrameSender.send` would have (what the C loop handed
+    back goes out through the Python loop; counters, history, sender-report state). A sender's failure is its own.
+    """
+
+    __slots__ = ("_jobs", "_lane_chunks", "_lane_senders", "_lanes", "_rests", "_senders")
+
+    def __init__(self) -> None:
+        self._senders: list[FrameSender] = []
+        self._jobs: list[tuple[Any, ...]] = []
+        self._rests: list[tuple[Any, ...]] = []
+        self._lane_senders: list[FrameSender] = []
+        self._lanes: list[tuple[Any, ...]] = []
+        self._lane_chunks: list[list[bytes]] = []
+
+    def __len__(self) -> int:
+        return len(self._jobs) + len(self._lanes)
+
+    def add_lane(self, sender: FrameSender, lane: tuple[Any, ...], pts: int, chunks: list[bytes]) -> None:
+        """One sender's frame through its lane (``_fastpath.send_lanes``): the C loop also makes its prefixes and
+        advances its state."""
+        self._lane_senders.append(sender)
+        self._lanes.append((lane, pts, chunks))
+        self._lane_chunks.append(chunks)
+
+    def add(self, sender: FrameSender, args: tuple[Any, ...], rest: tuple[Any, ...]) -> None:
+        """One sender's ``send_frame`` arguments and what it needs to finish the frame afterwards."""
+        self._senders.append(sender)
+        self._jobs.append(args)
+        self._rests.append(rest)
+
+    def run(self) -> dict[FrameSender, bool]:
+        """Send every frame added; per sender, whether it went out (False: its path closed)."""
+        outcomes: dict[FrameSender, bool] = {}
+        if self._lanes:
+            ntp = int((time.time() + NTP_UNIX_OFFSET) * _NTP_SCALE)  # one abs-send-time for the frame
+            results = _fastpath.send_lanes(self._lanes, ntp)
+            for sender, left, chunks in zip(self._lane_senders, results, self._lane_chunks, strict=True):
+                outcomes[sender] = sender._finish_lane(left, chunks)
+        if self._jobs:
+            send_frames = getattr(_fastpath, "send_frames", None)
+            results = send_frames(self._jobs) if send_frames is not None else [_one(job) for job in self._jobs]
+            for sender, left, rest in zip(self._senders, results, self._rests, strict=True):
+                outcomes[sender] = sender._finish_batched(left, rest)
+        return outcomes
+
+
+def _one(job: tuple[Any, ...]) -> Any:
+    """``send_frame(*job)``, its exception as its result (a native module built before ``send_frames``)."""
+    try:
+        return _fastpath.send_frame(*job)
+    except Exception as exc:
+        return exc
 
 
 def rtp_age(last_timestamp: int, packet_timestamp: int, clock_rate: int) -> float:

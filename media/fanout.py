@@ -1,0 +1,67 @@
+"""One publisher frame to all its subscribers: every slot decides as ``push`` does, then one native call sends.
+
+:meth:`PublishedTrack.on_frame <media.forwarding.PublishedTrack.on_frame>` hands each reassembled frame here.
+Each subscriber slot (:class:`~media.forwarding.ForwardedTrack`) makes its decisions first, in the order its
+``push`` makes them (:meth:`~media.forwarding.ForwardedTrack.prepare`: gating, pause, bounded queue, the sequence
+jump after a pause; same counters); then every sender that the native loop serves adds its lane (what it needs
+that changes only with the connection, :meth:`~media.sending.FrameSender.send_batched`) to one
+:class:`~media.sending.NativeBatch`, and ``media._fastpath.send_lanes`` sends the frame to all of them at once: one
+call from Python into C per publisher frame instead of one per subscriber, and the per-subscriber work of a frame
+(timestamp, abs-send-time, VP8 payload descriptor, sequence numbers, counters) done in C. What the C loop hands
+back, a paced slot, a relayed pair or the Python send path go out as before
+(:meth:`~media.sending.FrameSender.send`); the bytes on the wire are the same (tests/unit/test_fanout.py). Other
+consumers (the recorder) get ``push``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from media.sending import NativeBatch
+
+if TYPE_CHECKING:
+    from media.passthrough import TappedFrame
+
+
+_batching = True
+
+
+def use_batching(on: bool) -> None:
+    """Whether frames from now on go to a publisher's subscribers in one native call (the default), or one
+    ``push`` per subscriber, each sending at once (the bench's A/B, ``bench/forwarding.py --unbatched-counts``)."""
+    global _batching
+    _batching = on
+
+
+def fan_out(consumers: Iterable[Any], frame: TappedFrame, keyframe: bool) -> None:
+    """Hand ``frame`` to every consumer (a snapshot of ``consumers``: one may leave while it is served)."""
+    if not _batching:
+        for consumer in list(consumers):
+            consumer.push(frame, keyframe)
+        return
+    batch = NativeBatch()
+    waiting: list[tuple[Any, Any]] = []
+    for consumer in list(consumers):
+        prepare = getattr(consumer, "prepare", None)
+        if prepare is None:
+            consumer.push(frame, keyframe)
+            continue
+        ready = prepare(frame, keyframe)
+        if ready is None:
+            continue
+        sender, pts, clock_rate = ready
+        sent = sender.send_batched(frame.data, pts, clock_rate, frame, batch)
+        if sent is None:
+            waiting.append((consumer, sender))
+        elif sent:
+            consumer.forwarded += 1
+            consumer.hold_times.append(time.time() - frame.arrival)
+    if waiting:
+        outcomes = batch.run()
+        now = time.time()
+        for consumer, sender in waiting:
+            if outcomes[sender]:
+                consumer.forwarded += 1
+                consumer.hold_times.append(now - frame.arrival)
