@@ -175,7 +175,7 @@ def _run(
     # Chromium adds its upper layer as its estimate of the (unshaped) uplink grows.
     at_court.wait_until(
         lambda: len(outbound()) >= 2 and all(s["frameWidth"] > 0 for s in outbound().values()),
-        timeout=90,
+        timeout=150,  # 13-25 s alone, 80 s beside a whole test suite
         what="the judge encoding its layers",
     )
     widths = {rid: int(s["frameWidth"]) for rid, s in outbound().items()}
