@@ -287,6 +287,10 @@ class PublishedTrack:
         return self._ts_high + rtp_timestamp
 
 
+LAYER_REASK = 1.0
+"""Seconds a pending simulcast layer switch waits for the new layer's keyframe before asking for it again."""
+
+
 class ForwardedTrack(MediaStreamTrack):
     """The track behind one subscriber sender: a bounded queue of encoded frames from one publisher at a time."""
 
@@ -333,6 +337,8 @@ class ForwardedTrack(MediaStreamTrack):
         """Where its frames come from: the publisher, or the simulcast layer of it forwarded now."""
         self._pending: PublishedTrack | None = None
         """A simulcast layer switched to: its frames are dropped until its first keyframe, then it is ``source``."""
+        self._pending_asked = 0.0
+        """When the pending layer was last asked for its keyframe (monotonic seconds)."""
         self.chooser = LayerChooser()
         """Simulcast: which layer this subscriber gets (media.simulcast), reset with each publisher."""
         self.tile: tuple[int, int] | None = None
@@ -398,7 +404,16 @@ class ForwardedTrack(MediaStreamTrack):
         started (or, when nothing is sent now, happened)."""
         publisher = self.publisher
         layer = publisher.layer(rid) if publisher is not None else None
-        if layer is None or layer is self._pending:
+        if layer is None:
+            return False
+        if layer is self._pending:
+            # Still waiting for its keyframe: ask again now and then. A browser ignores a request that comes less
+            # than 300 ms after its last keyframe (libwebrtc's EncoderRtcpFeedback), e.g. one made for another
+            # subscriber's switch to this layer, and nothing else would make one: the slot would wait for ever.
+            now = time.monotonic()
+            if now - self._pending_asked >= LAYER_REASK:
+                self._pending_asked = now
+                layer.request_keyframe(Reason.layer)
             return False
         if self._pending is not None:
             self._pending.consumers.discard(self)
@@ -415,6 +430,7 @@ class ForwardedTrack(MediaStreamTrack):
             self.layer_switches += 1
             return True
         self._pending = layer
+        self._pending_asked = time.monotonic()
         layer.consumers.add(self)
         layer.request_keyframe(Reason.layer)
         return True
@@ -619,6 +635,7 @@ class RecorderFeed:
         if publisher.layers:
             self.source = self._largest_flowing() or publisher.top_layer()
         self._pending: PublishedTrack | None = None
+        self._pending_asked = 0.0
         self._ts_offset = 0
         """Added to the source's RTP timestamps (mod 2**32): 0 until a layer switch."""
         self._last: tuple[int, float] | None = None
@@ -666,7 +683,15 @@ class RecorderFeed:
         if not self.publisher.layers:
             return
         best = self._largest_flowing()
-        if best is None or best is self.source or best is self._pending:
+        if best is not None and best is self._pending:
+            # Its keyframe has not come: ask again now and then (a browser ignores a request too soon after its
+            # last keyframe; see LAYER_REASK).
+            now = time.monotonic()
+            if now - self._pending_asked >= LAYER_REASK:
+                self._pending_asked = now
+                best.request_keyframe(Reason.layer)
+            return
+        if best is None or best is self.source:
             return
         if self._pending is not None:
             self._pending.consumers.discard(self)
@@ -680,6 +705,7 @@ class RecorderFeed:
                 best.request_keyframe(self.gate.start())
             return
         self._pending = best
+        self._pending_asked = time.monotonic()
         best.consumers.add(self)
         best.request_keyframe(Reason.layer)
 

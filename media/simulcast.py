@@ -44,6 +44,20 @@ _RID = re.compile(r"[A-Za-z0-9_-]{1,16}")
 UP_HOLD = 3.0
 """Seconds a better layer must stay the choice before a subscriber is switched up (down is at once)."""
 
+RETRY_HOLD = 10.0
+"""Seconds a layer the subscriber's link refused (the budget stepped it down from there) must stay the choice,
+once the link shows no loss, before the subscriber is switched back up to it: the estimate is trusted only with
+loss, so a step down leaves a clean link and, after :data:`UP_HOLD` alone, a switch back up that overflows it
+again (measured on a 400 kbit/s link with ``tc tbf``: down, up 8 s later, down 0.9 s after that, and so on)."""
+
+RETRY_HOLD_MAX = 80.0
+"""The longest hold before trying a refused layer again: each retry the link refuses again (within
+:data:`RETRY_FAILED_WITHIN`) doubles the hold up to this."""
+
+RETRY_FAILED_WITHIN = 10.0
+"""Seconds after a switch up to a refused layer within which a step down by the budget counts as the link
+refusing it again; a subscriber that stays on it this long has it back for good (the refusal is forgotten)."""
+
 ACTIVE_WITHIN = 1.5
 """Seconds: a layer without a packet for this long is not chosen (the publisher stopped sending it)."""
 
@@ -232,15 +246,21 @@ def best_layer(layers: Sequence[LayerInfo], tile: tuple[int, int] | None, budget
 
 
 class LayerChooser:
-    """One subscriber slot's layer of one simulcast video: down at once, up only after :data:`UP_HOLD` seconds."""
+    """One subscriber slot's layer of one simulcast video: down at once, up only after :data:`UP_HOLD` seconds, or
+    :data:`RETRY_HOLD` (doubling with each refusal) when the link refused that layer before."""
 
-    __slots__ = ("_better_since", "_candidate", "current")
+    __slots__ = ("_better_since", "_candidate", "_refused", "_retry_hold", "_up_at", "current")
 
     def __init__(self) -> None:
         self.current: str | None = None
         """The rid chosen last (None before any choice)."""
         self._candidate: str | None = None
         self._better_since = 0.0
+        self._refused: str | None = None
+        """The smallest layer the budget stepped the slot down from (None: the link refused nothing lately)."""
+        self._retry_hold = RETRY_HOLD
+        self._up_at = float("-inf")
+        """When the slot last went up to (or past) the refused layer."""
 
     def decide(
         self, now: float, layers: Sequence[LayerInfo], tile: tuple[int, int] | None, budget: int | None
@@ -255,13 +275,28 @@ class LayerChooser:
         if current is None or current not in rank or not layers[_index(layers, current)].active:
             self.current, self._candidate = wanted, None
             return wanted
+        refused = self._refused if self._refused in rank else None
+        if refused is not None and rank[current] >= rank[refused] and now - self._up_at >= RETRY_FAILED_WITHIN:
+            self._refused, self._retry_hold, refused = None, RETRY_HOLD, None  # the link carries it now
         if rank[wanted] < rank[current]:
+            by_tile = best_layer(layers, tile, None)
+            if budget is not None and by_tile is not None and rank[wanted] < rank[layers[by_tile].rid]:
+                # The link, not the tile, asks for less: the layer above the new one is refused for a while.
+                ordered = [layers[i].rid for i in order_layers(layers)]
+                step = ordered[rank[wanted] + 1]
+                if refused is not None and rank[step] <= rank[refused] and now - self._up_at < RETRY_FAILED_WITHIN:
+                    self._retry_hold = min(self._retry_hold * 2, RETRY_HOLD_MAX)  # a retry that failed
+                if refused is None or rank[step] < rank[refused]:
+                    self._refused = step
             self.current, self._candidate = wanted, None  # down: the link or the tile asks for less now
         elif rank[wanted] > rank[current]:
+            hold = self._retry_hold if refused is not None and rank[wanted] >= rank[refused] else UP_HOLD
             if self._candidate != wanted:
                 self._candidate, self._better_since = wanted, now
-            elif now - self._better_since >= UP_HOLD:
+            elif now - self._better_since >= hold:
                 self.current, self._candidate = wanted, None
+                if refused is not None and rank[wanted] >= rank[refused]:
+                    self._up_at = now
         else:
             self._candidate = None
         return self.current

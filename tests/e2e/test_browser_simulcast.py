@@ -69,6 +69,10 @@ def test_two_viewers_get_different_layers_and_both_decode(court_server: Server, 
         page.wait_for_selector("body[data-view=hearing]")
     # The judge receives the defendant: the node offered the judge's browser new slots, and it answered.
     p.wait_receiving(judge, defendant_id, "judge <- defendant")
+    # The judge mutes the defendant: the stage shows the active speaker, and the fake microphones beep alike, so
+    # the defendant could take the large window's stage (the judge then a thumbnail there, on the small layer).
+    judge.get_by_role("button", name=f"Mute the microphone of {booking.names['defendant']}").click()
+    small.wait_for_selector("#ctl-mic[aria-pressed=true]")
 
     # The judge sends several layers (Chromium's own statistics of what it encodes).
     def layers_sent() -> dict[str, int]:

@@ -23,7 +23,7 @@ from aiortc import MediaStreamTrack
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
-from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+from aiortc.rtp import HeaderExtensionsMap, RtcpPsfbPacket, RtpPacket
 from av import VideoFrame
 
 from media.keyframes import Reason
@@ -78,13 +78,22 @@ class SimulcastPublisher(MediaClient):
     ``a=ssrc-group``), as a browser answers a NACK.
     """
 
-    def __init__(self, name: str, *, full_after: int = 0, resend_at: int | None = None) -> None:
+    def __init__(
+        self, name: str, *, full_after: int = 0, resend_at: int | None = None, keyframe_every: int = 15
+    ) -> None:
         super().__init__(name, video=False, audio=False)
         self.camera = self.pc.addTransceiver(Silent(), direction="sendonly")
         self.sent: dict[str, int] = {}
         self.full_after = full_after
         self.resend_at = resend_at
         self.resent = 0
+        self.keyframe_every = keyframe_every
+        """Frames between two keyframes of a layer (0: only its first frame and when a PLI asks)."""
+        self.deaf: dict[str, int] = {}
+        """PLIs to ignore, by layer (as Chromium ignores one less than 300 ms after its last keyframe)."""
+        self.plis: dict[str, int] = {}
+        """PLIs received (ignored ones included), by layer."""
+        self._asked: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
     async def offer(self) -> str:
@@ -119,6 +128,23 @@ class SimulcastPublisher(MediaClient):
             for rid, width, height, tag in LAYERS
         ]
         sequence = {rid: seq for rid, *_, seq in streams}
+        rids = {ssrc: rid for rid, _, _, _, _, ssrc, _ in streams}
+        router: Any = transport._rtp_router
+        route_rtcp = router.route_rtcp
+
+        def on_rtcp(packet: Any) -> Any:
+            # A PLI to a layer's SSRC (aiortc's own sender knows none of them): a keyframe of that layer next.
+            if isinstance(packet, RtcpPsfbPacket) and packet.fmt == 1 and packet.media_ssrc in rids:
+                rid = rids[packet.media_ssrc]
+                self.plis[rid] = self.plis.get(rid, 0) + 1
+                if self.deaf.get(rid, 0) > 0:
+                    self.deaf[rid] -= 1
+                else:
+                    self._asked.add(rid)
+            return route_rtcp(packet)
+
+        router.route_rtcp = on_rtcp
+        started: set[str] = set()
         counter = 0
         while True:
             if held is not None:
@@ -142,7 +168,11 @@ class SimulcastPublisher(MediaClient):
                 frame = VideoFrame.from_ndarray(paint_code(width, height, tag, counter), format="yuv420p")
                 frame.pts = counter * 6000
                 frame.time_base = fractions.Fraction(1, 90_000)
-                payloads, timestamp = encoder.encode(frame, force_keyframe=counter % 15 == 0)
+                periodic = self.keyframe_every > 0 and counter % self.keyframe_every == 0
+                keyframe = periodic or rid not in started or rid in self._asked
+                started.add(rid)
+                self._asked.discard(rid)
+                payloads, timestamp = encoder.encode(frame, force_keyframe=keyframe)
                 for i, payload in enumerate(payloads):
                     packet = RtpPacket(
                         payload_type=payload_type,
@@ -375,9 +405,39 @@ async def test_a_thin_link_steps_the_subscriber_down_a_layer_instead_of_pausing(
         assert thin.last_tag() == 1
         assert wide.last_tag() == 2  # the other subscriber's link is fine: full layer
 
-        # The link recovers: after the hold, back to the full layer.
+        # The link recovers: after the hold (the link refused the full layer: RETRY_HOLD once no loss is seen, about
+        # 13 s), back to the full layer.
         losses.every = None
         force_estimate(thin, forced, None)
-        assert await eventually(lambda: thin.last_tag() == 2, within=20), thin.seen[-3:]
+        assert await eventually(lambda: thin.last_tag() == 2, within=40), thin.seen[-3:]
         losses.stop()
+        assert not sig.failures
+
+
+async def test_a_layer_switch_whose_keyframe_request_goes_unanswered_asks_again() -> None:
+    """A subscriber switching up a layer gets it although the publisher ignored the first keyframe request (a lost
+    PLI, or Chromium's rule of no keyframe within 300 ms of the last): the pending switch asks again (fails without
+    the re-ask: the slot stays on the old layer for ever, the publisher making keyframes only when asked)."""
+    async with simulcast_hearing() as (sig, node):
+        publisher = SimulcastPublisher("publisher", keyframe_every=0)
+        viewer = Viewer("viewer")
+        await sig.join(publisher, Role.judge)
+        publisher.start_layers()
+        hid = "hrg_simulcast"
+        await node.call(SetPublishing(hearing_id=hid, participant_id="publisher", sources=(Source.camera,)))
+        await sig.join(viewer)
+        await node.call(SetReceiving(hearing_id=hid, participant_id=viewer.name, publishers=("publisher",)))
+
+        def camera_mid() -> str | None:
+            return next((str(t.mid) for t in viewer.tracks if t.source is Source.camera), None)
+
+        assert await eventually(lambda: camera_mid() is not None, within=15)
+        await view(node, viewer, str(camera_mid()), 120, 90)
+        assert await eventually(lambda: viewer.last_tag() == 1, within=15), viewer.seen[-3:]
+        asked_before = publisher.plis.get("f", 0)
+        publisher.deaf["f"] = 1
+        await view(node, viewer, str(camera_mid()), 1280, 720)
+        assert await eventually(lambda: viewer.last_tag() == 2, within=20), (viewer.seen[-3:], publisher.plis)
+        assert publisher.deaf["f"] == 0  # the first request was ignored
+        assert publisher.plis["f"] >= asked_before + 2
         assert not sig.failures

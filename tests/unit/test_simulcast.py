@@ -6,6 +6,9 @@ from __future__ import annotations
 import pytest
 
 from media.simulcast import (
+    RETRY_FAILED_WITHIN,
+    RETRY_HOLD,
+    RETRY_HOLD_MAX,
     UP_HOLD,
     LayerChooser,
     LayerInfo,
@@ -175,14 +178,50 @@ def test_the_chooser_goes_down_at_once_and_up_only_after_a_hold() -> None:
     """Down switches are immediate; an up switch waits UP_HOLD seconds of the better choice, so it cannot flap."""
     chooser = LayerChooser()
     assert chooser.decide(0.0, THREE, None, None) == "f"
-    assert chooser.decide(1.0, THREE, (1248, 520), 200_000) == "q"
+    assert chooser.decide(1.0, THREE, (180, 100), None) == "q"  # the tile shrank
     assert chooser.decide(1.5, THREE, (1248, 520), None) == "q"  # better, but not for long enough yet
-    assert chooser.decide(1.5 + UP_HOLD / 2, THREE, (1248, 520), 200_000) == "q"  # fell back: the hold restarts
+    assert chooser.decide(1.5 + UP_HOLD / 2, THREE, (180, 100), None) == "q"  # fell back: the hold restarts
     assert chooser.decide(2.0 + UP_HOLD / 2, THREE, (1248, 520), None) == "q"
     assert chooser.decide(2.0 + UP_HOLD / 2 + UP_HOLD, THREE, (1248, 520), None) == "f"
     # The current layer stops: the next choice is taken at once.
     stopped = [THREE[0], THREE[1], layer("f", 640, 0, active=False)]
     assert chooser.decide(20.0, stopped, (1248, 520), None) == "h"
+
+
+def test_a_layer_the_link_refused_is_retried_after_a_hold_that_doubles_each_time_it_fails() -> None:
+    """Stepped down by its link (loss and a low estimate), a subscriber whose link then looks clean goes back up
+    only after RETRY_HOLD, and each time the link refuses that layer again soon after, the hold doubles: a thin link
+    does not flap between layers every few seconds."""
+    chooser = LayerChooser()
+    big = (1248, 520)
+    assert chooser.decide(0.0, THREE, big, None) == "f"
+    assert chooser.decide(1.0, THREE, big, 500_000) == "h"  # the link refused f
+    # No loss seen any more (no budget): the tile asks for f, but the link refused it: not after UP_HOLD.
+    assert chooser.decide(2.0, THREE, big, None) == "h"
+    assert chooser.decide(2.0 + UP_HOLD + 0.1, THREE, big, None) == "h"
+    assert chooser.decide(2.0 + RETRY_HOLD, THREE, big, None) == "f"  # the retry
+    now = 2.0 + RETRY_HOLD + 1.0
+    assert chooser.decide(now, THREE, big, 500_000) == "h"  # refused again at once: the retry failed
+    assert chooser.decide(now + 0.5, THREE, big, None) == "h"
+    assert chooser.decide(now + 0.5 + RETRY_HOLD, THREE, big, None) == "h"  # the hold doubled
+    assert chooser.decide(now + 0.5 + 2 * RETRY_HOLD, THREE, big, None) == "f"
+    # It holds this time: once it has stayed up long enough, the refusal is forgotten; a later step down by the
+    # link starts from RETRY_HOLD again, and a step down by the tile leaves the usual UP_HOLD.
+    later = now + 0.5 + 2 * RETRY_HOLD + RETRY_FAILED_WITHIN + 1.0
+    assert chooser.decide(later, THREE, big, None) == "f"
+    assert chooser.decide(later + 1.0, THREE, (448, 252), None) == "h"
+    assert chooser.decide(later + 2.0, THREE, big, None) == "h"
+    assert chooser.decide(later + 2.0 + UP_HOLD, THREE, big, None) == "f"
+    assert chooser.decide(later + 30.0, THREE, big, 500_000) == "h"
+    assert chooser.decide(later + 31.0, THREE, big, None) == "h"
+    assert chooser.decide(later + 31.0 + RETRY_HOLD, THREE, big, None) == "f"
+    # The hold never grows past RETRY_HOLD_MAX.
+    at = later + 100.0
+    for _ in range(8):
+        assert chooser.decide(at, THREE, big, 500_000) == "h"
+        assert chooser.decide(at + 1.0, THREE, big, None) == "h"
+        at += 1.0 + RETRY_HOLD_MAX
+        assert chooser.decide(at, THREE, big, None) == "f"
 
 
 def test_a_constrained_subscriber_steps_videos_down_by_priority() -> None:

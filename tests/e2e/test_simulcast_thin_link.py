@@ -1,0 +1,253 @@
+"""Simulcast on a real thin link: a Chromium judge publishes its camera in layers; of two observers with the same
+large tile, the one behind a shaped link ends on the smaller layer and keeps decoding, the other keeps the full one.
+
+Two network namespaces of the test's own, joined by a veth pair (``tests/netns.py``): ``court`` runs ``courtlink
+serve`` with ``[media] adaptation`` on, and one Chromium with the judge (publishing 640x480 in the layers ``h``
+and ``f``) and an observer on an unlimited link; ``home`` runs another Chromium with the second observer. Both
+observers' windows are 1280x800, so the tile alone would give both the full layer. Once both decode the full
+layer, the home observer's downlink (the court-side veth's egress) is shaped with ``tc tbf`` to :data:`RATE_KBIT`
+(below the full layer's bitrate, above the half one's) plus nftables random loss of :data:`LOSS_PERCENT`. The node
+reads the loss and the observer's estimate and steps it down a layer (``subscriber_layer_switched``), while the
+court observer keeps the full layer. Printed: each layer's bitrate, the decoded widths, the time from the shaping
+to the smaller layer decoding, and the frame rates while shaped. Screenshots go to artifacts/browser/simulcast-thin/.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from tests.browser_fixtures import (
+    CHROMIUM,
+    artifact_dir,
+    book_hearing,
+    chromium_args,
+    participant_group,
+    require_chromium,
+    run_server,
+)
+from tests.netns import Shape, netns_thread, shape, unshape, veth_link
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+    from tests.browser_fixtures import Participants
+
+pytest_plugins = ["tests.browser_fixtures"]
+pytestmark = pytest.mark.browser
+
+COURT_ADDRESS, HOME_ADDRESS = "10.79.0.1", "10.79.0.2"
+AUDIO_KBIT = 70
+"""What the judge's audio and the packet headers take of the shaped link besides the video (kbit/s, about)."""
+LOSS_PERCENT = 1
+STEP_DOWN_WITHIN = 30.0
+"""Seconds the node has to step the shaped observer down (a bound for a shared machine, not asserted as timing)."""
+WATCH = 12.0
+"""Seconds both observers are watched once the shaped one is down (below the node's RETRY_HOLD plus the 3 s a link
+must stay clean: no retry of the full layer can fall in it)."""
+
+
+def chromium_in(netns: str, folder: Path) -> str:
+    """A launcher that starts Debian's Chromium inside ``netns`` (Playwright talks to it over a pipe)."""
+    script = folder / f"chromium-{netns}"
+    script.write_text(f'#!/bin/sh\nexec nsenter --net=/run/netns/{netns} {CHROMIUM} "$@"\n', encoding="utf-8")
+    script.chmod(0o755)
+    return str(script)
+
+
+def namespace_args(origin: str) -> list[str]:
+    """The usual flags (the fake 640x480 camera), with host candidates (the namespaces keep every packet in) and
+    the server's origin treated as secure (a camera is only offered to secure origins; this one is not loopback)."""
+    args = [a for a in chromium_args() if not a.startswith(("--webrtc-ip-handling-policy", "--host-resolver-rules"))]
+    rules = f"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE {COURT_ADDRESS}"
+    return [*args, rules, f"--unsafely-treat-insecure-origin-as-secure={origin}"]
+
+
+def judge_camera(p: Participants, page: Page, judge_id: str) -> dict[str, Any]:
+    """The inbound stats of the judge's camera at ``page`` (empty before it arrives)."""
+    for s in p.inbound(page):
+        if s["participant_id"] == judge_id and s.get("source") == "camera" and s["kind"] == "video":
+            return s
+    return {}
+
+
+def layer_facts(log: Path) -> list[dict[str, Any]]:
+    """The server's ``subscriber_layer_switched`` facts so far (JSON log lines)."""
+    out: list[dict[str, Any]] = []
+    for text in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if "subscriber_layer_switched" in text and text.startswith("{"):
+            try:
+                out.append(json.loads(text))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def test_a_thin_link_gets_the_smaller_layer_and_both_decode(tmp_path: Path) -> None:
+    """Of two observers with the same large tile, the one behind a shaped lossy link steps down to the smaller
+    simulcast layer and keeps decoding; the one on an unlimited link keeps the full layer."""
+    require_chromium()
+    shots = artifact_dir("simulcast-thin")
+    names = (("cl-sc-court", "cl-sc-home"), (COURT_ADDRESS, HOME_ADDRESS), ("vsccourt", "vschome"))
+    with (
+        veth_link(*names) as link,
+        netns_thread(link.a) as in_court,
+        run_server(
+            tmp_path / "serve",
+            host=COURT_ADDRESS,
+            wrap=("nsenter", f"--net=/run/netns/{link.a}"),
+            env_extra={
+                "COURTLINK_MEDIA__ANNOUNCE_ADDRESSES": f'["{COURT_ADDRESS}"]',
+                "COURTLINK_MEDIA__ADAPTATION": "true",
+                "COURTLINK_LOG_FORMAT": "json",
+                "COURTLINK_LOG_LEVEL": "info",
+                # One datagram per packet: the nftables loss rule then drops packets, not whole GSO runs.
+                "COURTLINK_UDP_GSO": "0",
+            },
+            via=in_court,
+        ) as server,
+    ):
+        try:
+            _scenario(server, link.a, link.b, link.a_dev, tmp_path, shots)
+        finally:
+            unshape(link.a, link.a_dev)
+            shutil.copyfile(server.log_path, shots / "server.log")
+
+
+def _scenario(server: Any, court: str, home: str, court_dev: str, tmp_path: Path, shots: Path) -> None:
+    booking = book_hearing(
+        server,
+        [("Wang Fang", "judge", "court"), ("Zhao Lei", "observer", "court"), ("Sun Li", "observer", "remote")],
+    )
+    judge_id = booking.ids["judge"]
+    allowed = frozenset({COURT_ADDRESS})
+    args = namespace_args(server.base_url)
+    with sync_playwright() as playwright:
+        court_browser = playwright.chromium.launch(
+            executable_path=chromium_in(court, tmp_path), headless=True, args=args
+        )
+        home_browser = playwright.chromium.launch(executable_path=chromium_in(home, tmp_path), headless=True, args=args)
+        try:
+            with (
+                participant_group(court_browser, also_allowed=allowed) as at_court,
+                participant_group(home_browser, also_allowed=allowed) as at_home,
+            ):
+                _run(server, booking, judge_id, court, court_dev, at_court, at_home, shots)
+        finally:
+            home_browser.close()
+            court_browser.close()
+
+
+def _run(
+    server: Any,
+    booking: Any,
+    judge_id: str,
+    court: str,
+    court_dev: str,
+    at_court: Participants,
+    at_home: Participants,
+    shots: Path,
+) -> None:
+    started = time.monotonic()
+    judge = at_court.open(booking.links["judge"], viewport=(1024, 600))
+    at_court.join(judge)
+    judge.wait_for_selector("body[data-view=hearing]")
+    judge.get_by_role("button", name="Open the courtroom").click()
+    judge.wait_for_selector("#hearing-state[data-state=open]")
+    near = at_court.open(booking.links["observer"], viewport=(1280, 800))
+    far = at_home.open(booking.links["observer#2"], locale="zh-CN", viewport=(1280, 800))
+    for group, page, key in ((at_court, near, "observer"), (at_home, far, "observer#2")):
+        group.join(page)
+        page.wait_for_selector("body[data-view=lobby]", timeout=60_000)
+        judge.get_by_role("button", name=f"Admit {booking.names[key]}").click()
+        page.wait_for_selector("body[data-view=hearing]", timeout=60_000)
+
+    def outbound() -> dict[str, dict[str, int]]:
+        sent: list[dict[str, Any]] = judge.evaluate("() => window.courtlink.outbound()")
+        return {str(s["rid"]): s for s in sent if s["kind"] == "video" and s.get("rid")}
+
+    # Chromium adds its upper layer as its estimate of the (unshaped) uplink grows.
+    at_court.wait_until(
+        lambda: len(outbound()) >= 2 and all(s["frameWidth"] > 0 for s in outbound().values()),
+        timeout=150,  # 13-25 s alone, 80 s beside a whole test suite
+        what="the judge encoding its layers",
+    )
+    widths = {rid: int(s["frameWidth"]) for rid, s in outbound().items()}
+    top = max(widths.values())
+    print(f"judge's layers (rid: width) after {time.monotonic() - started:.1f} s: {widths}")
+
+    def width(group: Participants, page: Page) -> int:
+        return int(judge_camera(group, page, judge_id).get("frameWidth", 0))
+
+    def frames(group: Participants, page: Page) -> int:
+        return int(judge_camera(group, page, judge_id).get("framesDecoded", 0))
+
+    try:
+        at_court.wait_until(lambda: width(at_court, near) == top, timeout=60, what=f"the court observer at {top} px")
+        at_home.wait_until(lambda: width(at_home, far) == top, timeout=60, what=f"the home observer at {top} px")
+    except pytest.fail.Exception:
+        print(f"court observer: {at_court.inbound(near)}\nhome observer: {at_home.inbound(far)}")
+        print(f"home observer: {at_home.state(far)}")
+        raise
+
+    # Each layer's bitrate, from the judge's own statistics over 2 s at a time: Chromium's full layer grows for a
+    # while after it starts, until it is clearly above the half one.
+    def bitrates() -> dict[str, int]:
+        first, t0 = outbound(), time.monotonic()
+        time.sleep(2.0)
+        last, t1 = outbound(), time.monotonic()
+        return {rid: round((last[rid]["bytesSent"] - first[rid]["bytesSent"]) * 8 / (t1 - t0) / 1000) for rid in last}
+
+    kbps = bitrates()
+    deadline = time.monotonic() + 40
+    while kbps["f"] < 1.3 * kbps["h"] and time.monotonic() < deadline:
+        kbps = bitrates()
+    assert kbps["f"] >= 1.3 * kbps["h"], f"the judge's layers never grew apart (kbit/s): {kbps}"
+    # The home link: halfway between the two layers (each with the audio beside it), so the smaller one fits and
+    # the full one does not (Chromium's fake camera: about 250 and 400 kbit/s).
+    rate = (kbps["h"] + kbps["f"]) // 2 + AUDIO_KBIT
+    print(f"layer bitrates (kbit/s): {kbps}; home link {rate} kbit/s + {LOSS_PERCENT}% loss")
+
+    shape(court, court_dev, Shape(rate_mbit=rate / 1000, loss_percent=LOSS_PERCENT))
+    shaped_at = time.monotonic()
+    try:
+        at_home.wait_until(
+            lambda: 0 < width(at_home, far) < top, timeout=STEP_DOWN_WITHIN, what="the home observer on a smaller layer"
+        )
+    except pytest.fail.Exception:
+        print(f"layer switches: {layer_facts(server.log_path)}")
+        raise
+    stepped = time.monotonic() - shaped_at
+    print(f"home observer decoding {width(at_home, far)} px {stepped:.1f} s after the link was shaped")
+
+    # Both keep decoding, each on its layer; the shaped one does not flap back up to the full layer.
+    seen: dict[str, set[int]] = {"near": set(), "far": set()}
+    before = (frames(at_court, near), frames(at_home, far))
+    watch_start = time.monotonic()
+    while time.monotonic() - watch_start < WATCH:
+        seen["near"].add(width(at_court, near))
+        seen["far"].add(width(at_home, far))
+        time.sleep(0.5)
+    watched = time.monotonic() - watch_start
+    after = (frames(at_court, near), frames(at_home, far))
+    fps = (round((after[0] - before[0]) / watched, 1), round((after[1] - before[1]) / watched, 1))
+    switches = [
+        {k: f.get(k) for k in ("layer", "previous", "budget_kbps", "subscriber", "timestamp")}
+        for f in layer_facts(server.log_path)
+    ]
+    print(
+        f"widths while shaped: court observer {sorted(seen['near'])}, home observer {sorted(seen['far'])}; "
+        f"fps court {fps[0]}, home {fps[1]}; layer switches: {switches}"
+    )
+    for page, name in ((judge, "judge"), (near, "court-observer"), (far, "home-observer")):
+        page.screenshot(path=str(shots / f"{name}.png"))
+    assert seen["near"] == {top}, seen
+    assert all(0 < w < top for w in seen["far"]), seen
+    assert after[0] > before[0] + 20, ("court observer stopped decoding", before, after)
+    assert after[1] > before[1] + 20, ("home observer stopped decoding", before, after)
