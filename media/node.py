@@ -646,27 +646,18 @@ class InProcessNode:
                 published.on_packet,
                 bye,
             )
-            log.info(
-                "track_published",
-                hearing_id=room.hearing_id,
-                participant_id=peer.participant_id,
-                track_id=track_id,
-                kind=kind,
-                codec=published.codec_name,
-                layers=list(offered.rids),
+        else:
+            tap_receiver(
+                transceiver.receiver,
+                kind,
+                ReceiverTap(
+                    on_frame=published.on_frame,
+                    on_packet=published.on_packet,
+                    on_sender_report=published.on_sender_report,
+                    on_picture_lost=published.picture_lost,
+                    on_bye=bye,
+                ),
             )
-            return published
-        tap_receiver(
-            transceiver.receiver,
-            kind,
-            ReceiverTap(
-                on_frame=published.on_frame,
-                on_packet=published.on_packet,
-                on_sender_report=published.on_sender_report,
-                on_picture_lost=published.picture_lost,
-                on_bye=bye,
-            ),
-        )
         log.info(
             "track_published",
             hearing_id=room.hearing_id,
@@ -674,6 +665,7 @@ class InProcessNode:
             track_id=track_id,
             kind=kind,
             codec=published.codec_name,
+            **({"layers": list(offered.rids)} if offered is not None else {}),
         )
         return published
 

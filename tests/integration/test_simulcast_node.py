@@ -29,9 +29,9 @@ from av import VideoFrame
 from media.keyframes import Reason
 from media.node import InProcessNode
 from media.settings import NodeSettings
-from protocol.frames import EncodedFrame, SenderReport, TrackInfo
 from protocol.node import DeclareTrack, SetPublishing, SetReceiving, SetView, TileSize
 from rooms.model import Role, Source
+from tests.integration.test_sfu_speakers_and_recorder import CollectingSink
 from tests.media_clients import CodeVideoTrack, DirectSignaling, MediaClient, eventually, hearing, paint_code, read_code
 
 RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
@@ -200,27 +200,6 @@ class SimulcastPublisher(MediaClient):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await super().close()
-
-
-class CollectingSink:
-    """A FrameSink (the recorder's side of the node) that keeps everything it is handed."""
-
-    def __init__(self) -> None:
-        self.started: list[TrackInfo] = []
-        self.frames: list[EncodedFrame] = []
-        self.reports: list[SenderReport] = []
-
-    def track_started(self, info: TrackInfo) -> None:
-        self.started.append(info)
-
-    def frame(self, frame: EncodedFrame) -> None:
-        self.frames.append(frame)
-
-    def sender_report(self, report: SenderReport) -> None:
-        self.reports.append(report)
-
-    def track_stopped(self, track_id: str, reason: str) -> None:
-        pass
 
 
 class Viewer(MediaClient):
