@@ -39,7 +39,7 @@ from media.aiortc_compat import RembLimiter, RtpPacket, keyframe_requester, limi
 from media.bandwidth import BitrateMeter
 from media.fanout import fan_out
 from media.keyframes import ConsumerGate, KeyframeCounts, KeyframeRequests, Reason
-from media.passthrough import ReportTimes, TappedFrame, is_keyframe
+from media.passthrough import ReceiverTap, ReportTimes, TappedFrame, is_keyframe
 from media.sending import SEQUENCE_JUMP, FrameSender
 from media.simulcast import ACTIVE_WITHIN, LayerChooser, LayerInfo, best_layer, order_layers, vp8_size
 from protocol.frames import EncodedFrame, FrameSink, SenderReport, TrackInfo
@@ -251,6 +251,17 @@ class PublishedTrack:
         if self.allowed:
             for consumer in list(self.consumers):
                 consumer.sender_report(report)
+
+    def receiver_tap(self, on_bye: Callable[[], None]) -> ReceiverTap:
+        """What the tapped receiver (or its layer's reassembly) hands this track: frames, packets, sender reports,
+        lost pictures; ``on_bye`` when the publisher says goodbye."""
+        return ReceiverTap(
+            on_frame=self.on_frame,
+            on_packet=self.on_packet,
+            on_sender_report=self.on_sender_report,
+            on_picture_lost=self.picture_lost,
+            on_bye=on_bye,
+        )
 
     def picture_lost(self) -> None:
         """The receive buffer gave up a frame after loss: ask now (the next frame is gated as ``resync``)."""

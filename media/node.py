@@ -51,7 +51,7 @@ from media.forwarding import PublishedTrack, RecorderFeed
 from media.health import peer_health
 from media.ice import PORTS_EXHAUSTED
 from media.keyframes import Reason
-from media.passthrough import ReceiverTap, tap_layers, tap_receiver
+from media.passthrough import tap_layers, tap_receiver
 from media.peer import (
     DEFAULT_SOURCE,
     SOURCE_KIND,
@@ -633,31 +633,12 @@ class InProcessNode:
             receive_layers(transceiver.receiver, offered.rids)
             tap_layers(
                 transceiver.receiver,
-                {
-                    str(layer.rid): ReceiverTap(
-                        on_frame=layer.on_frame,
-                        on_packet=layer.on_packet,
-                        on_sender_report=layer.on_sender_report,
-                        on_picture_lost=layer.picture_lost,
-                        on_bye=bye,
-                    )
-                    for layer in layers
-                },
+                {str(layer.rid): layer.receiver_tap(bye) for layer in layers},
                 published.on_packet,
                 bye,
             )
         else:
-            tap_receiver(
-                transceiver.receiver,
-                kind,
-                ReceiverTap(
-                    on_frame=published.on_frame,
-                    on_packet=published.on_packet,
-                    on_sender_report=published.on_sender_report,
-                    on_picture_lost=published.picture_lost,
-                    on_bye=bye,
-                ),
-            )
+            tap_receiver(transceiver.receiver, kind, published.receiver_tap(bye))
         log.info(
             "track_published",
             hearing_id=room.hearing_id,

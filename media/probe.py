@@ -23,7 +23,7 @@ from media.aiortc_compat import on_keyframe_request
 from media.forwarding import ForwardedTrack, PublishedTrack
 from media.ice import PORTS_EXHAUSTED, PortRangeExhausted, restrict_host_candidates, rtc_configuration
 from media.keyframes import Reason
-from media.passthrough import ReceiverTap, tap_receiver
+from media.passthrough import tap_receiver
 from media.peer import DEFAULT_SOURCE, NegotiationError, check_sdp, first_codec
 from media.sending import install
 from media.settings import NodeSettings
@@ -101,17 +101,7 @@ class Probe:
         if s.direct_send:
             install(t.sender, echo)
         echo.assign(published)
-        tap_receiver(
-            t.receiver,
-            kind,
-            ReceiverTap(
-                on_frame=published.on_frame,
-                on_packet=published.on_packet,
-                on_sender_report=published.on_sender_report,
-                on_picture_lost=published.picture_lost,
-                on_bye=lambda: self.close_soon("bye"),
-            ),
-        )
+        tap_receiver(t.receiver, kind, published.receiver_tap(lambda: self.close_soon("bye")))
         self.echoes.append((published, echo))
 
     async def _expire(self) -> None:

@@ -343,6 +343,16 @@ class FrameSender:
                 log.info("fast_sender_stopped", kind=self._sender.kind, reason=reason)
             self._done.set_result(None)
 
+    def _failed(self, exc: Exception) -> bool:
+        """Close the path after a failed send (called in the ``except`` block); always False. Never lets one
+        subscriber's failure reach the publisher's receive path."""
+        if isinstance(exc, ConnectionError):
+            self.close("connection_lost")
+        else:
+            log.exception("fast_sender_failed", kind=self._sender.kind)
+            self.close("failed")
+        return False
+
     # --- sending -----------------------------------------------------------------------------------
 
     def send(self, data: bytes, pts: int, clock_rate: int, frame: TappedFrame | None) -> bool:
@@ -353,14 +363,8 @@ class FrameSender:
         """
         try:
             self._send(data, pts, clock_rate, frame)
-        except ConnectionError:
-            self.close("connection_lost")
-            return False
-        except Exception:
-            # Never let one subscriber's failure reach the publisher's receive path.
-            log.exception("fast_sender_failed", kind=self._sender.kind)
-            self.close("failed")
-            return False
+        except Exception as exc:
+            return self._failed(exc)
         return True
 
     def send_batched(
@@ -382,13 +386,8 @@ class FrameSender:
                 batch.add_lane(self, lane, pts, chunks)
                 return None
             queued = self._send(data, pts, clock_rate, frame, batch)
-        except ConnectionError:
-            self.close("connection_lost")
-            return False
-        except Exception:
-            log.exception("fast_sender_failed", kind=self._sender.kind)
-            self.close("failed")
-            return False
+        except Exception as exc:
+            return self._failed(exc)
         return None if queued else True
 
     def _finish_batched(self, left: Any, rest_of_send: tuple[Any, ...]) -> bool:
@@ -398,13 +397,8 @@ class FrameSender:
             if isinstance(left, BaseException):
                 raise left
             self._after_native(left, *rest_of_send)
-        except ConnectionError:
-            self.close("connection_lost")
-            return False
-        except Exception:
-            log.exception("fast_sender_failed", kind=self._sender.kind)
-            self.close("failed")
-            return False
+        except Exception as exc:
+            return self._failed(exc)
         return True
 
     def _send(
@@ -582,13 +576,8 @@ class FrameSender:
                     self._send_packets(
                         chunks, start, head, rest, first_byte, seq, timestamp, ssrc, None, False, self._addr
                     )
-        except ConnectionError:
-            self.close("connection_lost")
-            return False
-        except Exception:
-            log.exception("fast_sender_failed", kind=self._sender.kind)
-            self.close("failed")
-            return False
+        except Exception as exc:
+            return self._failed(exc)
         return True
 
     def _after_native(

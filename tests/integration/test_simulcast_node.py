@@ -26,6 +26,7 @@ from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParam
 from aiortc.rtp import HeaderExtensionsMap, RtcpPsfbPacket, RtpPacket
 from av import VideoFrame
 
+from media.forwarding import PublishedTrack
 from media.keyframes import Reason
 from media.node import InProcessNode
 from media.settings import NodeSettings
@@ -234,6 +235,16 @@ async def simulcast_hearing() -> AsyncIterator[tuple[DirectSignaling, InProcessN
         yield sig, node
 
 
+async def seat_viewers(sig: DirectSignaling, node: InProcessNode, *viewers: Viewer) -> PublishedTrack:
+    """Join ``viewers`` and let them receive the publisher; the publisher's camera track (its layers inside)."""
+    for viewer in viewers:
+        await sig.join(viewer)
+        await node.call(SetReceiving(hearing_id="hrg_simulcast", participant_id=viewer.name, publishers=("publisher",)))
+    peer = node.peer("hrg_simulcast", "publisher")
+    assert peer is not None
+    return next(t for t in peer.published.values() if t.source is Source.camera)
+
+
 async def view(node: InProcessNode, viewer: Viewer, mid: str, width: int, height: int) -> None:
     reply = await node.call(
         SetView(
@@ -261,12 +272,7 @@ async def test_two_subscribers_get_the_layer_their_tile_needs_and_switch_cleanly
         await node.call(
             SetPublishing(hearing_id=hid, participant_id="publisher", sources=(Source.camera, Source.evidence))
         )
-        for viewer in (big, small):
-            await sig.join(viewer)
-            await node.call(SetReceiving(hearing_id=hid, participant_id=viewer.name, publishers=("publisher",)))
-        peer = node.peer(hid, "publisher")
-        assert peer is not None
-        camera = next(t for t in peer.published.values() if t.source is Source.camera)
+        camera = await seat_viewers(sig, node, big, small)
         assert [layer.rid for layer in camera.layers] == ["q", "f"]
         # The recorder starts while only the quarter layer flows, and moves to the full one once it does.
         assert await eventually(lambda: camera.layers[0].frames_in > 3, within=15)
@@ -357,12 +363,7 @@ async def test_a_thin_link_steps_the_subscriber_down_a_layer_instead_of_pausing(
         await sig.join(publisher, Role.judge)
         publisher.start_layers()
         await node.call(SetPublishing(hearing_id=hid, participant_id="publisher", sources=(Source.camera,)))
-        for viewer in (thin, wide):
-            await sig.join(viewer)
-            await node.call(SetReceiving(hearing_id=hid, participant_id=viewer.name, publishers=("publisher",)))
-        peer = node.peer(hid, "publisher")
-        assert peer is not None
-        camera = next(t for t in peer.published.values() if t.source is Source.camera)
+        camera = await seat_viewers(sig, node, thin, wide)
         assert await eventually(lambda: thin.last_tag() == 2 and wide.last_tag() == 2, within=15)
         await asyncio.sleep(2.0)  # a few seconds of each layer's bitrate
         quarter, full = (layer.bitrate(time.monotonic()) for layer in camera.layers)
