@@ -707,7 +707,8 @@ class LinkQuality:
 class ProbeController:
     """When one subscriber's link is probed with padding, and what a probe found (see the module docstring).
 
-    A probe runs from :meth:`start` for :data:`PROBE_SECONDS`; :meth:`verdict` then fails it at the first loss or
+    A probe runs from :meth:`start` for :data:`PROBE_SECONDS` (or the seconds it was started for); :meth:`verdict`
+    then fails it at the first loss or
     estimate fall seen, and passes it once :data:`PROBE_VERDICT` went by after the padding without either.
     """
 
@@ -717,6 +718,8 @@ class ProbeController:
         self.next_at = float("-inf")
         self.started_at: float | None = None
         """When the running probe began (None: none runs)."""
+        self.seconds = PROBE_SECONDS
+        """How long the running (or last) probe sends padding."""
         self.goal_bps = 0
         self.padding_bps = 0
         self.keys: tuple[str, ...] = ()
@@ -737,7 +740,7 @@ class ProbeController:
 
     def padding(self, now: float) -> bool:
         """Whether the running probe still sends padding now."""
-        return self.started_at is not None and now - self.started_at < PROBE_SECONDS
+        return self.started_at is not None and now - self.started_at < self.seconds
 
     @property
     def everything(self) -> bool:
@@ -763,9 +766,13 @@ class ProbeController:
             self._failed_estimate = None
         return clean and now >= self.next_at and now - last_change >= self.hold
 
-    def start(self, now: float, goal_bps: int, forwarded_bps: int, estimate: int | None) -> int:
-        """Begin a probe showing ``goal_bps`` in all; the padding rate to send (bit/s) beside ``forwarded_bps``."""
+    def start(
+        self, now: float, goal_bps: int, forwarded_bps: int, estimate: int | None, seconds: float = PROBE_SECONDS
+    ) -> int:
+        """Begin a probe showing ``goal_bps`` in all for ``seconds``; the padding rate to send (bit/s) beside
+        ``forwarded_bps``."""
         self.started_at = now
+        self.seconds = seconds
         self.goal_bps = goal_bps
         self.padding_bps = max(0, goal_bps - forwarded_bps)
         self._estimate = estimate or 0
@@ -793,7 +800,7 @@ class ProbeController:
             self.next_at = now + self.wait
             self.wait = min(self.wait * 2, PROBE_WAIT_MAX)
             return False
-        if now - started >= PROBE_SECONDS + PROBE_VERDICT:
+        if now - started >= self.seconds + PROBE_VERDICT:
             self.started_at = None
             self.succeeded += 1
             self.succeeded_at = now

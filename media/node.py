@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -37,6 +37,8 @@ from media.aiortc_compat import (
 from media.bandwidth import (
     PACE_FACTOR,
     PADDING_SIZE_ON_WIRE,
+    PROBE_MAX_BPS,
+    PROBE_SECONDS,
     Allocation,
     EstimateBook,
     LinkQuality,
@@ -65,7 +67,13 @@ from media.plan import forwarding_plan
 from media.probe import Probe
 from media.sending import FrameSender
 from media.settings import NodeSettings
-from media.simulcast import plan_layers
+from media.simulcast import (
+    LAYER_PROBE_MARGIN,
+    LAYER_PROBE_SECONDS,
+    LAYER_PROBE_WAIT_MAX,
+    LayerInfo,
+    plan_layers,
+)
 from media.speaker import SpeakerDetector
 from protocol.frames import FrameSink
 from protocol.node import (
@@ -141,6 +149,11 @@ class _Subscriber:
     """When the running probe last sent padding."""
     padding_owed: float = 0.0
     """Bytes of padding the running probe is behind by (sent in whole packets)."""
+    layer_probe: tuple[str, ...] = ()
+    """The simulcast videos (recording ids) the running (or last) probe was sized to take up a layer, which the link
+    had refused (empty: it was sized for paused video)."""
+    layers_probed_at: float = float("-inf")
+    """When the last layer probe passed."""
 
 
 @dataclass(eq=False)
@@ -795,8 +808,10 @@ class InProcessNode:
             if mid is not None and mid in peer.tiles:
                 track.tile = peer.tiles[mid]
             before = track.rid
-            rid = track.chooser.decide(now, publisher.layer_infos(now), track.tile, track.layer_budget)
+            infos = publisher.layer_infos(now)
+            rid = track.chooser.decide(now, infos, track.tile, track.layer_budget)
             if rid is not None and track.select_layer(rid):
+                self._layer_probe_undone(room, peer, infos, before, rid, track.layer_budget, now)
                 log.info(
                     "subscriber_layer_switched",
                     hearing_id=room.hearing_id,
@@ -808,6 +823,28 @@ class InProcessNode:
                     tile=None if track.tile is None else f"{track.tile[0]}x{track.tile[1]}",
                     budget_kbps=None if track.layer_budget is None else track.layer_budget // 1000,
                 )
+
+    @staticmethod
+    def _layer_probe_undone(
+        room: _Room,
+        peer: Peer,
+        infos: Sequence[LayerInfo],
+        before: str | None,
+        rid: str,
+        budget: int | None,
+        now: float,
+    ) -> None:
+        """The link stepped a video down a layer soon after a layer probe passed: the probe misjudged the link, so
+        the next one waits as after a failed one (doubling, as for paused video a probe resumed)."""
+        subscriber = room.subscribers.get(peer.participant_id)
+        if subscriber is None or budget is None or before is None:
+            return
+        if now - subscriber.layers_probed_at >= 2 * subscriber.allocator.hold:
+            return
+        size = {layer.rid: (layer.width, layer.bitrate) for layer in infos}
+        if before in size and rid in size and size[rid] < size[before]:
+            subscriber.prober.undone(now)
+            subscriber.layers_probed_at = float("-inf")
 
     def _slots_changed(self, peer: Peer) -> None:
         room = self._rooms.get(peer.hearing_id)
@@ -912,21 +949,38 @@ class InProcessNode:
     ) -> None:
         """Start a padding probe of the subscriber's link when it has paused video and the link looks clean."""
         prober, allocator, allocation = subscriber.prober, subscriber.allocator, subscriber.allocation
-        if prober.running or allocation is None or not allocation.paused or allocation.top is None:
+        if prober.running or allocation is None or allocation.top is None:
             return
+        layer_keys: tuple[str, ...] = ()
+        if allocation.paused:
+            goal, forwarded = allocator.probe_goal(videos, everything=prober.everything)
+            keys = allocator.probe_keys(videos, everything=prober.everything)
+        else:
+            # Nothing paused, but simulcast videos the link stepped down: a probe shows whether it carries their next
+            # layers now (a lifted limit), instead of waiting out the retry hold (media.simulcast.RETRY_HOLD).
+            steps = self._layer_steps(peer, now)
+            gaps = {key: gap for key, (_, gap) in steps.items() if gap > 0}
+            if not gaps:
+                return
+            forwarded = sum(
+                steps[v.key][0] if v.key in steps else v.need_bps for v in videos if v.key not in allocation.paused
+            )
+            goal = min(int((forwarded + sum(gaps.values())) * LAYER_PROBE_MARGIN), max(PROBE_MAX_BPS, forwarded))
+            keys, layer_keys = (), tuple(gaps)
         fast = self._padding_sender(peer, allocation.top)
         if fast is None:
             return
-        goal, forwarded = allocator.probe_goal(videos, everything=prober.everything)
-        keys = allocator.probe_keys(videos, everything=prober.everything)
         if goal <= forwarded:
             return
         streams = sum(1 for slot in peer.slots if slot.track.publisher is not None and not slot.track.paused)
         clean = subscriber.link.clean(now, streams)
         if not prober.due(now, last_change=allocator.last_change, clean=clean, estimate=subscriber.estimate):
             return
-        padding = prober.start(now, goal, forwarded, subscriber.estimate)
+        padding = prober.start(
+            now, goal, forwarded, subscriber.estimate, seconds=LAYER_PROBE_SECONDS if layer_keys else PROBE_SECONDS
+        )
         prober.keys = keys
+        subscriber.layer_probe = layer_keys
         log.info(
             "subscriber_probe_started",
             hearing_id=room.hearing_id,
@@ -934,10 +988,26 @@ class InProcessNode:
             goal_kbps=goal // 1000,
             padding_kbps=padding // 1000,
             estimate_kbps=None if subscriber.estimate is None else subscriber.estimate // 1000,
+            layers=len(layer_keys),
         )
         subscriber.padded_at = now
         subscriber.padding_owed = 0.0
         self._probe_tick(room, peer, subscriber)
+
+    @staticmethod
+    def _layer_steps(peer: Peer, now: float) -> dict[str, tuple[int, int]]:
+        """The subscriber's forwarded simulcast videos (by recording id): the bit/s of the layer it gets now, and the
+        bit/s more the layer its tile wants takes when its link keeps it below that layer (else 0;
+        media.simulcast.LayerChooser.link_gap)."""
+        steps: dict[str, tuple[int, int]] = {}
+        for slot in peer.slots:
+            track, publisher = slot.track, slot.track.publisher
+            if publisher is None or not publisher.layers or track.paused:
+                continue
+            infos = publisher.layer_infos(now)
+            current = next((layer.bitrate for layer in infos if layer.rid == track.chooser.current), 0)
+            steps[publisher.recording_id] = (current, track.chooser.link_gap(infos, track.tile))
+        return steps
 
     @staticmethod
     def _padding_sender(peer: Peer, top: str) -> FrameSender | None:
@@ -977,14 +1047,36 @@ class InProcessNode:
         self, room: _Room, peer: Peer, subscriber: _Subscriber, passed: bool, now: float, estimate: int | None
     ) -> None:
         prober = subscriber.prober
+        layer_probe, subscriber.layer_probe = subscriber.layer_probe, ()
         if not passed:
+            if layer_probe:
+                # A refused layer costs a small overflow to try again: no minute-long waits (LAYER_PROBE_WAIT_MAX).
+                prober.wait = min(prober.wait, LAYER_PROBE_WAIT_MAX)
+                prober.next_at = min(prober.next_at, now + LAYER_PROBE_WAIT_MAX)
             log.info(
                 "subscriber_probe_failed",
                 hearing_id=room.hearing_id,
                 subscriber=peer.participant_id,
                 goal_kbps=prober.goal_bps // 1000,
                 next_in_s=round(prober.next_at - now, 1),
+                layers=len(layer_probe),
             )
+            return
+        if layer_probe:
+            for slot in peer.slots:
+                publisher = slot.track.publisher
+                if publisher is not None and publisher.recording_id in layer_probe:
+                    slot.track.chooser.probed(now)
+            subscriber.layers_probed_at = now
+            log.info(
+                "subscriber_probe_succeeded",
+                hearing_id=room.hearing_id,
+                subscriber=peer.participant_id,
+                goal_kbps=prober.goal_bps // 1000,
+                resumed=0,
+                layers=len(layer_probe),
+            )
+            self._adapt(room, peer, now)
             return
         videos = self._videos(room, peer, subscriber, now)
         resumed = subscriber.allocator.resume_probed(now, prober.goal_bps, estimate, videos, keys=prober.keys)

@@ -64,6 +64,27 @@ ACTIVE_WITHIN = 1.5
 TILE_MARGIN = 0.85
 """A layer is big enough for a tile when its width (or height) is at least this share of the tile's."""
 
+PROBED_WITHIN = 2.0
+"""Seconds after a padding probe showed the link carries the layer the tile wants during which the switch up to it
+goes at once (no :data:`UP_HOLD`, no :data:`RETRY_HOLD`): the probe, not the passing of time, showed the link
+widened (a lifted limit)."""
+
+LAYER_PROBE_SECONDS = 0.6
+"""Seconds a probe for a refused layer sends padding (see :data:`LAYER_PROBE_MARGIN`)."""
+
+LAYER_PROBE_MARGIN = 1.4
+"""A probe for a refused layer pads to this times what the subscriber's videos would take after the step up, for
+:data:`LAYER_PROBE_SECONDS`. The probe is judged by loss alone: a browser's REMB, already at its floor after the step
+down, neither falls nor rises during a probe, and the node gets no per-packet delay feedback (no transport-wide CC).
+On a link that cannot carry the step, the excess (at least 0.4 of the total) then overflows a router buffer of up to
+0.24 s of the link's rate, and the loss fails the probe. Measured with ``tc tbf`` (a 100 ms buffer): a probe of the
+step times 1.15 for 0.2 s, as for paused video, only queued, and passed on a link that could not carry the layer."""
+
+LAYER_PROBE_WAIT_MAX = 4.0
+"""Seconds: the longest wait between two padding probes for a refused layer. A failed layer probe overflows the
+link by one layer step's bitrate for a probe's 0.2 s, much less than a probe for paused video, so it is tried again
+sooner than those (whose wait doubles to a minute): a lifted limit is then found within a few seconds."""
+
 
 class SimulcastIgnored(ValueError):
     """An offered ``a=simulcast`` the node does not take (malformed, or more layers than it forwards)."""
@@ -249,7 +270,7 @@ class LayerChooser:
     """One subscriber slot's layer of one simulcast video: down at once, up only after :data:`UP_HOLD` seconds, or
     :data:`RETRY_HOLD` (doubling with each refusal) when the link refused that layer before."""
 
-    __slots__ = ("_better_since", "_candidate", "_refused", "_retry_hold", "_up_at", "current")
+    __slots__ = ("_better_since", "_candidate", "_probed_at", "_refused", "_retry_hold", "_up_at", "current")
 
     def __init__(self) -> None:
         self.current: str | None = None
@@ -261,6 +282,30 @@ class LayerChooser:
         self._retry_hold = RETRY_HOLD
         self._up_at = float("-inf")
         """When the slot last went up to (or past) the refused layer."""
+        self._probed_at = float("-inf")
+        """When a padding probe last showed the link carries the layer the tile wants (see :meth:`probed`)."""
+
+    def link_gap(self, layers: Sequence[LayerInfo], tile: tuple[int, int] | None) -> int:
+        """Bit/s more the slot would take at the layer its tile wants, when the link (not the tile, not the hold
+        after a tile change) keeps it below that layer: what a padding probe must show the link carries before the
+        slot goes up (0: nothing is held down by the link)."""
+        current, refused = self.current, self._refused
+        if current is None or refused is None:
+            return 0
+        index = best_layer(layers, tile, None)
+        rank = {layers[i].rid: n for n, i in enumerate(order_layers(layers))}
+        if index is None or current not in rank or refused not in rank:
+            return 0
+        wanted = layers[index]
+        if rank[wanted.rid] <= rank[current] or rank[wanted.rid] < rank[refused]:
+            return 0
+        return max(0, wanted.bitrate - layers[_index(layers, current)].bitrate)
+
+    def probed(self, now: float) -> None:
+        """A padding probe showed the link carries the layer the tile wants: the refusal is over, and the switch up
+        goes at once (within :data:`PROBED_WITHIN`)."""
+        self._refused, self._retry_hold = None, RETRY_HOLD
+        self._probed_at = now
 
     def decide(
         self, now: float, layers: Sequence[LayerInfo], tile: tuple[int, int] | None, budget: int | None
@@ -291,9 +336,11 @@ class LayerChooser:
             self.current, self._candidate = wanted, None  # down: the link or the tile asks for less now
         elif rank[wanted] > rank[current]:
             hold = self._retry_hold if refused is not None and rank[wanted] >= rank[refused] else UP_HOLD
+            if now - self._probed_at < PROBED_WITHIN:
+                hold = 0.0  # a probe just showed the link carries it
             if self._candidate != wanted:
                 self._candidate, self._better_since = wanted, now
-            elif now - self._better_since >= hold:
+            if now - self._better_since >= hold:
                 self.current, self._candidate = wanted, None
                 if refused is not None and rank[wanted] >= rank[refused]:
                     self._up_at = now

@@ -48,6 +48,9 @@ AUDIO_KBIT = 70
 LOSS_PERCENT = 1
 STEP_DOWN_WITHIN = 30.0
 """Seconds the node has to step the shaped observer down (a bound for a shared machine, not asserted as timing)."""
+LIFTED_WITHIN = 30.0
+"""Seconds the home observer has to get the full layer back once the limit is lifted (a bound for a shared
+machine; the figure is printed)."""
 WATCH = 12.0
 """Seconds both observers are watched once the shaped one is down (below the node's RETRY_HOLD plus the 3 s a link
 must stay clean: no retry of the full layer can fall in it)."""
@@ -77,16 +80,26 @@ def judge_camera(p: Participants, page: Page, judge_id: str) -> dict[str, Any]:
     return {}
 
 
-def layer_facts(log: Path) -> list[dict[str, Any]]:
-    """The server's ``subscriber_layer_switched`` facts so far (JSON log lines)."""
+def facts(log: Path, *events: str) -> list[dict[str, Any]]:
+    """The server's facts of the given kinds so far (JSON log lines)."""
     out: list[dict[str, Any]] = []
     for text in log.read_text(encoding="utf-8", errors="replace").splitlines():
-        if "subscriber_layer_switched" in text and text.startswith("{"):
+        if text.startswith("{") and any(event in text for event in events):
             try:
                 out.append(json.loads(text))
             except json.JSONDecodeError:
                 continue
     return out
+
+
+def layer_facts(log: Path) -> list[dict[str, Any]]:
+    """The server's ``subscriber_layer_switched`` facts so far."""
+    return facts(log, "subscriber_layer_switched")
+
+
+def probe_facts(log: Path) -> list[dict[str, Any]]:
+    """The server's padding probe facts so far (started, failed, succeeded)."""
+    return facts(log, "subscriber_probe_")
 
 
 def test_a_thin_link_gets_the_smaller_layer_and_both_decode(tmp_path: Path) -> None:
@@ -251,3 +264,19 @@ def _run(
     assert all(0 < w < top for w in seen["far"]), seen
     assert after[0] > before[0] + 20, ("court observer stopped decoding", before, after)
     assert after[1] > before[1] + 20, ("home observer stopped decoding", before, after)
+
+    # The limit is lifted: a padding probe the size of the step up shows the link carries the full layer again, and
+    # the home observer goes back up (the issue asks paused video back within 2 s; without probing a refused layer
+    # waited out the node's retry hold, 13 s or more).
+    unshape(court, court_dev)
+    lifted_at = time.monotonic()
+    try:
+        at_home.wait_until(
+            lambda: width(at_home, far) == top, timeout=LIFTED_WITHIN, what=f"the home observer at {top}"
+        )
+    except pytest.fail.Exception:
+        print(f"probes: {probe_facts(server.log_path)}")
+        raise
+    back = time.monotonic() - lifted_at
+    print(f"LIFTED home observer back at {top} px {back:.1f} s after the limit was lifted; probes: ", end="")
+    print([{k: f.get(k) for k in ("event", "goal_kbps", "layers", "timestamp")} for f in probe_facts(server.log_path)])

@@ -350,7 +350,7 @@ async def test_two_subscribers_get_the_layer_their_tile_needs_and_switch_cleanly
 
 async def test_a_thin_link_steps_the_subscriber_down_a_layer_instead_of_pausing() -> None:
     """With adaptation on, a subscriber whose link turns thin and lossy gets the smaller layer (not a pause) while
-    another subscriber keeps the full one; when its link recovers it goes back up."""
+    another subscriber keeps the full one; when its link recovers a padding probe shows it and it goes back up."""
     from tests.integration.test_bandwidth_node import Losses, force_estimate
 
     node = InProcessNode(
@@ -385,12 +385,17 @@ async def test_a_thin_link_steps_the_subscriber_down_a_layer_instead_of_pausing(
         assert thin.last_tag() == 1
         assert wide.last_tag() == 2  # the other subscriber's link is fine: full layer
 
-        # The link recovers: after the hold (the link refused the full layer: RETRY_HOLD once no loss is seen, about
-        # 13 s), back to the full layer.
+        # The link recovers: a padding probe the size of the step up shows it carries the full layer again, and the
+        # subscriber goes back up at once (without the probe: after the retry hold, RETRY_HOLD once no loss is seen).
         losses.every = None
         force_estimate(thin, forced, None)
+        recovered = time.monotonic()
         assert await eventually(lambda: thin.last_tag() == 2, within=40), thin.seen[-3:]
+        print(f"\nLAYER_UP back on the full layer {time.monotonic() - recovered:.1f} s after the link recovered")
         losses.stop()
+        state = node.bandwidth(hid, "thin")
+        assert state is not None
+        assert state.probes_succeeded >= 1, state
         assert not sig.failures
 
 

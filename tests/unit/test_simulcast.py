@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from media.simulcast import (
+    PROBED_WITHIN,
     RETRY_FAILED_WITHIN,
     RETRY_HOLD,
     RETRY_HOLD_MAX,
@@ -222,6 +223,33 @@ def test_a_layer_the_link_refused_is_retried_after_a_hold_that_doubles_each_time
         assert chooser.decide(at + 1.0, THREE, big, None) == "h"
         at += 1.0 + RETRY_HOLD_MAX
         assert chooser.decide(at, THREE, big, None) == "f"
+
+
+def test_a_probe_that_shows_the_link_carries_the_refused_layer_lets_the_subscriber_up_at_once() -> None:
+    """A subscriber the link stepped down asks for a probe the size of the step back up (not when only the tile or
+    the hold after a tile change keeps it down); once a probe passes, it goes up at once, without the retry hold."""
+    chooser = LayerChooser()
+    big = (1248, 520)
+    assert chooser.link_gap(THREE, big) == 0  # nothing chosen yet
+    assert chooser.decide(0.0, THREE, big, None) == "f"
+    assert chooser.link_gap(THREE, big) == 0  # on the layer its tile wants
+    assert chooser.decide(1.0, THREE, big, 400_000) == "h"  # the link refused f
+    assert chooser.link_gap(THREE, big) == 1_000_000 - 350_000
+    assert chooser.link_gap(THREE, (300, 200)) == 0  # the tile alone wants h: nothing to probe for
+    assert chooser.decide(2.0, THREE, big, None) == "h"  # clean again, but refused: the retry hold
+    chooser.probed(2.5)
+    assert chooser.link_gap(THREE, big) == 0
+    assert chooser.decide(2.6, THREE, big, None) == "f"  # up at once
+    # The probe's word lasts PROBED_WITHIN: a later up switch waits for UP_HOLD again.
+    assert chooser.decide(10.0, THREE, (448, 252), None) == "h"  # the tile shrank
+    assert chooser.link_gap(THREE, big) == 0  # stepped down by the tile, not the link: no probe
+    assert chooser.decide(10.0 + PROBED_WITHIN, THREE, big, None) == "h"
+    assert chooser.decide(10.0 + PROBED_WITHIN + UP_HOLD, THREE, big, None) == "f"
+    # From the smallest layer, a probe is sized for the whole way up to the tile's layer.
+    chooser = LayerChooser()
+    assert chooser.decide(0.0, THREE, big, None) == "f"
+    assert chooser.decide(1.0, THREE, big, 200_000) == "q"
+    assert chooser.link_gap(THREE, big) == 1_000_000 - 100_000
 
 
 def test_a_constrained_subscriber_steps_videos_down_by_priority() -> None:
