@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from media.bandwidth import PROBE_VERDICT, ProbeController
 from media.simulcast import (
+    LAYER_PROBE_SECONDS,
     PROBED_WITHIN,
     RETRY_FAILED_WITHIN,
     RETRY_HOLD,
@@ -250,6 +252,18 @@ def test_a_probe_that_shows_the_link_carries_the_refused_layer_lets_the_subscrib
     assert chooser.decide(0.0, THREE, big, None) == "f"
     assert chooser.decide(1.0, THREE, big, 200_000) == "q"
     assert chooser.link_gap(THREE, big) == 1_000_000 - 100_000
+
+
+def test_a_layer_probe_pads_for_its_own_length_before_its_verdict() -> None:
+    """A probe for a refused layer sends padding for LAYER_PROBE_SECONDS (long enough to overflow a router's buffer
+    on a link that cannot carry the step), and is judged only after that; a probe for paused video stays short."""
+    prober = ProbeController(hold=3.0)
+    prober.start(10.0, 900_000, 400_000, 300_000, seconds=LAYER_PROBE_SECONDS)
+    assert prober.padding(10.0 + LAYER_PROBE_SECONDS - 0.01)
+    assert prober.verdict(10.0 + LAYER_PROBE_SECONDS, dirty_at=0.0, estimate=300_000) is None
+    assert prober.verdict(10.0 + LAYER_PROBE_SECONDS + PROBE_VERDICT, dirty_at=0.0, estimate=300_000) is True
+    prober.start(20.0, 900_000, 400_000, 300_000)
+    assert not prober.padding(20.0 + LAYER_PROBE_SECONDS - 0.01)
 
 
 def test_a_constrained_subscriber_steps_videos_down_by_priority() -> None:
