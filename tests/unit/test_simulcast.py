@@ -261,7 +261,7 @@ def test_a_layer_probe_pads_for_its_own_length_before_its_verdict() -> None:
     prober.start(10.0, 900_000, 400_000, 300_000, seconds=LAYER_PROBE_SECONDS)
     assert prober.padding(10.0 + LAYER_PROBE_SECONDS - 0.01)
     assert prober.verdict(10.0 + LAYER_PROBE_SECONDS, dirty_at=0.0, estimate=300_000) is None
-    assert prober.verdict(10.0 + LAYER_PROBE_SECONDS + PROBE_VERDICT, dirty_at=0.0, estimate=300_000) is True
+    assert prober.verdict(10.01 + LAYER_PROBE_SECONDS + PROBE_VERDICT, dirty_at=0.0, estimate=300_000) is True
     prober.start(20.0, 900_000, 400_000, 300_000)
     assert not prober.padding(20.0 + LAYER_PROBE_SECONDS - 0.01)
 
