@@ -163,3 +163,22 @@ def test_a_probe_resumes_the_streams_it_was_sized_for_even_if_needs_grew_meanwhi
     goal, _ = allocator.probe_goal(videos(), everything=True)
     grown = [VideoStream("judge", 2 * MBIT, judge=True), VideoStream("a", MBIT), VideoStream("b", MBIT)]
     assert allocator.resume_probed(now, goal, MBIT, grown, keys=keys) == ("a", "b")
+
+
+def test_an_estimate_passing_the_probed_rate_once_does_not_end_it() -> None:
+    """After a probe resumed video, the estimate may touch the probed rate and then dip (the resumed streams' own
+    REMBs come seconds later and start low): without loss what the probe resumed stays (it was paused again at once,
+    and paused video came back 6-8 s after a lifted limit)."""
+    allocator = SubscriberAllocator(hold=HOLD)
+    now = thin(allocator) + HOLD
+    goal, _ = allocator.probe_goal(videos(), everything=True)
+    allocator.resume_probed(now, goal, int(1.2 * MBIT), videos())
+    allocator.update(now + 0.5, goal + 10_000, videos(), lossy=False)  # touches the probed rate
+    for i in range(2, 12):
+        allocation = allocator.update(now + 0.5 * i, int(1.4 * MBIT), videos(), lossy=False)
+        assert allocation.paused == (), i
+    # With loss, a fall below what the probe showed still pauses what does not fit.
+    later = now + 6.0
+    for i in range(8):
+        allocation = allocator.update(later + 0.5 * i, int(1.2 * MBIT), videos(), lossy=True)
+    assert allocation.paused
