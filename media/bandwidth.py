@@ -116,6 +116,14 @@ LOSSY_SECONDS = 3.0
 """A link lost packets lately when a NACK or a receiver report showing loss came within this many seconds: only
 then does a low estimate pause video (see :meth:`SubscriberAllocator.update`)."""
 
+LIFTED_SECONDS = 1.5
+"""A link that lost nothing for this long, with :data:`LIFTED_REPORTS` receiver reports without loss in that time,
+had its limit lifted (or its loss end): a failed probe's backoff no longer applies (:meth:`ProbeController.due`).
+With 2% random loss a subscriber's four audio streams alone show loss in about two reports of three, so a thin
+lossy link practically never looks like this."""
+
+LIFTED_REPORTS = 5
+
 CLEAN_REPORTS = 3
 """Receiver reports (of any of the subscriber's streams) that must have come, all without loss, within
 :data:`CLEAN_SECONDS` for the link to count as clean (with 2% random loss a report of ~50 packets shows none about
@@ -727,7 +735,7 @@ class LinkQuality:
             self._reports.clear()
         else:
             self._reports.append(now)
-            while self._reports and now - self._reports[0] > CLEAN_SECONDS:
+            while self._reports and now - self._reports[0] > LIFTED_SECONDS:
                 self._reports.popleft()
 
     def nack(self, now: float) -> None:
@@ -748,9 +756,18 @@ class LinkQuality:
         """No loss for :data:`CLEAN_SECONDS`, and :data:`CLEAN_REPORTS` reports without loss in that time (as many as
         ``streams`` are sent to the subscriber, if fewer: each receiver reports about once a second)."""
         reports = self._reports
-        while reports and now - reports[0] > CLEAN_SECONDS:
+        while reports and now - reports[0] > LIFTED_SECONDS:
             reports.popleft()
-        return now - self._dirty_at >= CLEAN_SECONDS and len(reports) >= max(1, min(CLEAN_REPORTS, streams))
+        recent = sum(1 for at in reports if now - at <= CLEAN_SECONDS)
+        return now - self._dirty_at >= CLEAN_SECONDS and recent >= max(1, min(CLEAN_REPORTS, streams))
+
+    def lifted(self, now: float) -> bool:
+        """No loss for :data:`LIFTED_SECONDS` after some was seen, with :data:`LIFTED_REPORTS` reports without loss in
+        that time: the link's limit was lifted (see :data:`LIFTED_SECONDS`)."""
+        reports = self._reports
+        while reports and now - reports[0] > LIFTED_SECONDS:
+            reports.popleft()
+        return now - self._dirty_at >= LIFTED_SECONDS and len(reports) >= LIFTED_REPORTS
 
 
 class ProbeController:
@@ -772,6 +789,7 @@ class ProbeController:
         """The paused streams the running (or last) probe was sized for."""
         self._estimate = 0
         self._failed_estimate: int | None = None
+        self._lifted_after = float("-inf")
         self.probes = 0
         self.succeeded = 0
         self.succeeded_at = float("-inf")
@@ -795,12 +813,28 @@ class ProbeController:
         worth, not all of them)."""
         return self.followup
 
-    def due(self, now: float, *, last_change: float, clean: bool, estimate: int | None) -> bool:
+    def due(
+        self,
+        now: float,
+        *,
+        last_change: float,
+        clean: bool,
+        estimate: int | None,
+        lifted: bool = False,
+        dirty_at: float = float("-inf"),
+    ) -> bool:
         """Whether a probe should start now: none runs, its wait is over, the last change is a hold old (unless a
         probe just passed: its follow-up goes at once), the link is clean. An estimate a quarter above the one the
-        last probe failed at cuts the wait short (the link changed)."""
+        last probe failed at cuts the wait short (the link changed), and so does a link that stopped losing packets
+        (``lifted``, :meth:`LinkQuality.lifted`; once per loss ended, ``dirty_at``: when it was last seen): the
+        failed probes' backoff kept paused video away 7-9 s after a lifted limit."""
         if self.running:
             return False
+        if lifted and dirty_at != self._lifted_after and (self.wait > PROBE_WAIT_MIN or now < self.next_at):
+            self._lifted_after = dirty_at
+            self.wait = PROBE_WAIT_MIN
+            self.next_at = min(self.next_at, now)
+            self._failed_estimate = None
         if self.followup:
             if now - self.succeeded_at <= 2 * self.hold:
                 return clean

@@ -926,8 +926,17 @@ class InProcessNode:
         if goal <= forwarded:
             return
         streams = sum(1 for slot in peer.slots if slot.track.publisher is not None and not slot.track.paused)
-        clean = subscriber.link.clean(now, streams)
-        if not prober.due(now, last_change=allocator.last_change, clean=clean, estimate=subscriber.estimate):
+        link = subscriber.link
+        clean = link.clean(now, streams)
+        lifted = link.lifted(now)
+        if not prober.due(
+            now,
+            last_change=allocator.last_change,
+            clean=clean,
+            estimate=subscriber.estimate,
+            lifted=lifted,
+            dirty_at=link.dirty_at,
+        ):
             return
         padding = prober.start(now, goal, forwarded, subscriber.estimate)
         prober.keys = keys
