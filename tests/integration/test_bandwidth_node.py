@@ -305,3 +305,44 @@ async def test_paused_video_returns_by_a_padding_probe_while_the_estimate_stays_
     assert counts["probes_succeeded"] >= 1
     losses.stop()
     assert not signaling.failures
+
+
+async def test_a_capped_publisher_is_not_asked_again_for_every_swing_of_the_estimate(
+    node: InProcessNode, signaling: DirectSignaling
+) -> None:
+    """The judge, capped for a thin lossy subscriber, is asked for the same bitrate while that subscriber's estimate
+    swings by a tenth either way (an aiortc sender restarts its encoder, with a keyframe, at every change of its
+    target over 10%), and for a lower one when the estimate falls by half."""
+    if not node.settings.direct_send:
+        pytest.skip("one send path is enough: the cap is the node's decision")
+    defendant = await judge_and_party_to_defendant(node, signaling)
+    judge_peer = node.peer(HEARING, "judge")
+    assert judge_peer is not None
+    judge_track = next(t for t in judge_peer.published.values() if t.kind == "video")
+    forced: dict[int, ForcedEstimate] = {}
+    losses = Losses()
+    losses.install(defendant)
+    losses.every = 0.3
+    force_estimate(defendant, forced, 250_000)
+
+    def cap() -> int | None:
+        return None if judge_track.remb is None else judge_track.remb.cap
+
+    def capped() -> bool:
+        state = node.bandwidth(HEARING, "defendant")
+        return cap() is not None and state is not None and len(state.paused) == 1
+
+    assert await eventually(capped, within=15)
+    await asyncio.sleep(2 * HOLD)
+    settled = cap()
+    assert settled is not None
+    seen: set[int | None] = set()
+    for bitrate in (230_000, 270_000, 240_000, 260_000, 250_000) * 2:
+        force_estimate(defendant, forced, bitrate)
+        await asyncio.sleep(0.5)
+        seen.add(cap())
+    assert seen == {settled}
+    force_estimate(defendant, forced, 120_000)
+    assert await eventually(lambda: (cap() or settled) < settled * 0.8, within=10)
+    losses.stop()
+    assert not signaling.failures
