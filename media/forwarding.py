@@ -36,9 +36,9 @@ import structlog
 from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpReceiver
 
 from media.aiortc_compat import RembLimiter, RtpPacket, keyframe_requester, limit_remb
-from media.bandwidth import BitrateMeter
+from media.bandwidth import PACE_MAX_DELAY, BitrateMeter
 from media.fanout import fan_out
-from media.keyframes import ConsumerGate, KeyframeCounts, KeyframeRequests, Reason
+from media.keyframes import ConsumerGate, KeyframeCounts, KeyframeRequests, Reason, RepairHold
 from media.passthrough import ReceiverTap, ReportTimes, TappedFrame, is_keyframe
 from media.sending import SEQUENCE_JUMP, FrameSender
 from media.simulcast import ACTIVE_WITHIN, LayerChooser, LayerInfo, best_layer, order_layers, vp8_size
@@ -341,6 +341,10 @@ class ForwardedTrack(MediaStreamTrack):
         self.pace_bps: int | None = None
         """Bandwidth adaptation: the direct send path spreads this video's packets at this rate (the top video of a
         constrained subscriber; media.bandwidth.PacingBucket), None: each frame goes out at once."""
+        self.keyframe_asks = 0
+        """Keyframe requests (PLI, FIR) the subscriber sent about this slot."""
+        self.repairs = RepairHold()
+        """The top video's repair requests wait for a keyframe already on its way (media.keyframes.RepairHold)."""
         self.top_priority = False
         """Bandwidth adaptation: this is the top-priority video of a constrained subscriber; its repairs (PLI, loss
         it cannot get resent) ask the publisher urgently (``Reason.top``) instead of waiting for the throttle."""
@@ -379,6 +383,18 @@ class ForwardedTrack(MediaStreamTrack):
         source = self.source or self.publisher
         if source is not None:
             source.request_keyframe(reason)
+
+    def repair(self, reason: Reason, rtt: float | None = None) -> None:
+        """The subscriber needs a keyframe to mend its picture (its PLI or FIR: ``Reason.subscriber``; loss the node
+        cannot resend: ``Reason.repair``; ``rtt``: its round trip, seconds, if known).
+
+        The top video of a constrained subscriber asks urgently (``Reason.top``), unless a keyframe is already on its
+        way to it (:class:`~media.keyframes.RepairHold`); other videos ask through the publisher's throttle."""
+        if self.top_priority:
+            if not self.repairs.ask(time.monotonic(), rtt):
+                return
+            reason = Reason.top
+        self.request_keyframe(reason)
 
     def assign(self, publisher: PublishedTrack | None) -> None:
         """Forward ``publisher`` from now on (``None``: nothing); video waits for a keyframe."""
@@ -621,6 +637,13 @@ class ForwardedTrack(MediaStreamTrack):
             if self._restart_sequence:
                 self._restart_sequence = False
                 sender.skip(SEQUENCE_JUMP)
+            if keyframe and gate is not None:
+                # When its last packet leaves: a paced keyframe waits behind the pacer's backlog.
+                pace = self.pace_bps
+                delay = min((sender.backlog_bytes + len(frame.data)) * 8 / pace, PACE_MAX_DELAY) if pace else 0.0
+                self.repairs.keyframe_sent(time.monotonic() + delay)
+            elif self.top_priority and self.repairs.deferred and self.repairs.due(time.monotonic()):
+                self.request_keyframe(Reason.top)  # a repair held for the last keyframe, which did not serve it
             return sender, self._pts(frame.timestamp), self._clock_rate
         self._queue.append((frame.data, self._pts(frame.timestamp), self._time_base, frame.arrival))
         if self._waiter is not None and not self._waiter.done():

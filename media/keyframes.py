@@ -257,3 +257,82 @@ class ConsumerGate:
             return True, None
         self.dropped += 1
         return False, Reason.waiting if can_send else None
+
+
+REPAIR_GRACE = 0.3
+"""Seconds after a keyframe reached a subscriber's link (its last packet left the pacer) during which that
+subscriber's repair requests are taken to be about frames before it: a receiver gives up on a damaged frame only
+when a frame about 200 ms newer has come (a browser's jitter buffer, ``media.passthrough.ReleaseOnMarker``), so the
+keyframe it lacked may already be on its way when its PLI arrives. Its round trip is added."""
+
+REPAIR_WAIT = 1.0
+"""Seconds a subscriber's repair request waits for a keyframe asked for it before it may ask again (the publisher
+ignored the request, or its keyframe was lost on the way in)."""
+
+
+class RepairHold:
+    """One subscriber's keyframe repairs of one video: a repair request (its PLI or FIR, loss the node cannot
+    resend) while a keyframe is already on its way to it waits for that keyframe instead of asking for another.
+
+    On a thin link each keyframe is several times a delta frame. Asking for a new one at every PLI (a receiver sends
+    one for each frame it gives up, and frames given up before the keyframe came are still reported after it was
+    sent) made a keyframe every 0.25 s: the video ran above its cap, its pacer backed up, later frames came too late
+    and were given up, and their PLIs asked for more keyframes (issue 11's thin-link freezes). mediasoup and LiveKit
+    likewise hold a consumer's keyframe request while one asked for it is pending.
+
+    A request is never dropped, only held: a receiver asks once per frame it gives up (aiortc never asks again while
+    it waits for a keyframe), so a request that came while the last keyframe may still have been unseen by it is
+    carried out once that keyframe had its time (:meth:`due`), unless another keyframe was sent meanwhile.
+    """
+
+    __slots__ = ("_asked", "_deferred", "_delivered", "_pending", "held")
+
+    def __init__(self) -> None:
+        self._asked = float("-inf")
+        self._pending = False
+        self._delivered = float("-inf")
+        self._deferred: float | None = None
+        self.held = 0
+        """Repair requests not passed on at once (a keyframe was on its way)."""
+
+    @property
+    def delivered(self) -> float:
+        """When (monotonic seconds) the last keyframe sent to the subscriber left the node, or leaves it."""
+        return self._delivered
+
+    @property
+    def deferred(self) -> bool:
+        """A held request waits for the keyframe before it to have had its time (:meth:`due`)."""
+        return self._deferred is not None
+
+    def ask(self, now: float, rtt: float | None = None) -> bool:
+        """The subscriber wants a keyframe to repair its picture; True: ask the publisher now."""
+        if self._pending and now - self._asked < REPAIR_WAIT:
+            self.held += 1  # a keyframe asked for it is not sent yet: it will come after this request and serve it
+            return False
+        settled = self._delivered + REPAIR_GRACE + (rtt or 0.0)
+        if now < settled:
+            self.held += 1
+            self._deferred = settled if self._deferred is None else min(self._deferred, settled)
+            return False
+        self._deferred = None
+        self._asked = now
+        self._pending = True
+        return True
+
+    def due(self, now: float) -> bool:
+        """Called with the video's frames: True when a held request is due now (ask the publisher)."""
+        deferred = self._deferred
+        if deferred is None or now < deferred:
+            return False
+        self._deferred = None
+        self._asked = now
+        self._pending = True
+        return True
+
+    def keyframe_sent(self, delivered: float) -> None:
+        """A keyframe went to the subscriber; its last packet leaves the node at ``delivered`` (monotonic seconds,
+        later than now when it is paced). It answers every request made so far."""
+        self._pending = False
+        self._deferred = None
+        self._delivered = delivered

@@ -492,8 +492,9 @@ class Peer:
 
         def keyframe_requested() -> None:
             # aiortc's pack mode only sets an encoder flag here; carry the request to the publisher.
+            slot.track.keyframe_asks += 1
             if slot.track.publisher is not None:
-                slot.track.request_keyframe(Reason.top if slot.track.top_priority else Reason.subscriber)
+                slot.track.repair(Reason.subscriber, sender_rtt(transceiver.sender))
 
         on_keyframe_request(transceiver.sender, keyframe_requested)
         on_remb_ = self._on_remb
@@ -510,7 +511,7 @@ class Peer:
 
         def unrepairable() -> None:
             if slot.track.publisher is not None:
-                slot.track.request_keyframe(Reason.top if slot.track.top_priority else Reason.repair)
+                slot.track.repair(Reason.repair, sender_rtt(transceiver.sender))
 
         if self.settings.direct_send:
             # This sender only forwards: frames go out as they arrive, packetized once per publisher frame.

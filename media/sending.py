@@ -264,6 +264,8 @@ class FrameSender:
         self._pace_timer: asyncio.TimerHandle | None = None
         self.padding_sent = 0
         """Padding-only packets sent for bandwidth probes (:meth:`send_padding`)."""
+        self.resends = 0
+        """Packets resent after the subscriber's NACKs."""
 
     @property
     def enabled(self) -> bool:
@@ -661,9 +663,16 @@ class FrameSender:
                 self._pacer.rate_bps = pace
             self._drain()
 
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes waiting in the pacer (bandwidth adaptation; 0 when this video is not paced)."""
+        return sum(len(raw) for raw, _ in self._paced)
+
     def _drain(self) -> None:
         """Send what the pacer lets go now; come back when the next packet may leave."""
-        self._pace_timer = None
+        if self._pace_timer is not None:
+            self._pace_timer.cancel()  # (called early: a new frame joined the queue)
+            self._pace_timer = None
         queue = self._paced
         internals = self._internals
         srtp, sendto = self._protect, self._sendto_fn
@@ -740,6 +749,7 @@ class FrameSender:
         if rtx is not None:
             rtx_payload_type, rtx_sequence, rtx_ssrc = rtx
             packet = wrap_rtx(packet, payload_type=rtx_payload_type, sequence_number=rtx_sequence, ssrc=rtx_ssrc)
+        self.resends += 1
         with contextlib.suppress(ConnectionError):
             await internals.send_rtp(packet.serialize(ext_map))
 
@@ -876,7 +886,9 @@ def resend_allowed(
 ) -> bool:
     """Whether a NACKed packet is resent within the subscriber's budget; a video that keeps losing what cannot be
     resent calls ``on_unrepairable`` (ask the publisher for a keyframe). With a ``guard``, a packet resent less than
-    a round trip (``rtt``, seconds, None: unknown) ago is not resent again, and that costs nothing."""
+    a round trip (``rtt``, seconds, None: unknown) ago is not resent again, and that costs nothing; a packet refused
+    before counts towards a repair only the first time (a receiver NACKs its whole missing list at every new gap: the
+    same refused packets, asked again, are no new damage)."""
     now = time.monotonic()
     if guard is not None and guard.recent(now, sequence_number, rtt):
         budget.repeated += 1
@@ -885,7 +897,8 @@ def resend_allowed(
         if guard is not None:
             guard.sent(now, sequence_number)
         return True
-    if not audio and repair.dropped(now) and on_unrepairable is not None:
+    first = guard is None or guard.refuse(now, sequence_number)
+    if not audio and first and repair.dropped(now) and on_unrepairable is not None:
         on_unrepairable()
     return False
 

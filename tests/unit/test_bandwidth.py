@@ -18,6 +18,7 @@ from media.bandwidth import (
     SubscriberAllocator,
     VideoStream,
     publisher_cap,
+    settle_cap,
     video_priority,
 )
 from media.sending import resend_allowed
@@ -283,3 +284,44 @@ def test_a_paced_keyframe_is_spread_at_the_pacing_rate_and_never_held_long() -> 
     assert slow.wait(0.0, 1250, 0.0) == 0.0
     assert slow.wait(0.0, 1250, 0.0) > 0
     assert slow.wait(PACE_MAX_DELAY, 1250, 0.0) == 0.0  # waited long enough: it goes, the pacer falls behind
+
+
+def test_a_refused_packet_asked_again_is_no_new_damage() -> None:
+    """A receiver NACKs its whole missing list at every new gap: packets refused once (beyond the budget) and asked
+    again count once towards a repair keyframe, so repeated lists of the same few lost packets ask for no keyframe
+    (they made one every 0.25 s on a thin link)."""
+    budget, repair, asked = NackBudget(share=0.2), RepairTrigger(), []
+    budget.set_estimate(100_000)  # 20 kbit/s of resends: a bucket of about one packet
+    guard = ResendGuard()
+
+    def ask(seq: int) -> bool:
+        return resend_allowed(
+            budget, repair, lambda: asked.append(seq), audio=False, age=0.01, size=1200, guard=guard,
+            sequence_number=seq,
+        )  # fmt: skip
+
+    # Three packets lost; the list is asked for again and again.
+    for _ in range(REPAIR_DROPS * 3):
+        for seq in (10, 11, 12):
+            ask(seq)
+    assert not asked
+    # Distinct packets refused still ask for a keyframe once there are REPAIR_DROPS of them.
+    for seq in range(100, 100 + REPAIR_DROPS + 3):
+        ask(seq)
+    assert asked
+
+
+def test_a_publishers_cap_moves_only_in_steps() -> None:
+    """The cap asked of a publisher ignores the estimate's small swings (each change of over 10% makes an aiortc
+    sender re-create its encoder, with a keyframe): it moves when what its subscribers take falls below 80% of it or
+    grows beyond 125%, and is set or lifted at once."""
+    assert settle_cap(None, 900_000) == 900_000
+    assert settle_cap(900_000, None) is None
+    assert settle_cap(None, None) is None
+    swings = [1_000_000, 880_000, 1_120_000, 950_000, 1_200_000, 810_000]
+    cap: int | None = 1_000_000
+    for wanted in swings:
+        cap = settle_cap(cap, wanted)
+    assert cap == 1_000_000
+    assert settle_cap(1_000_000, 790_000) == 790_000  # the link got thinner: down at once
+    assert settle_cap(1_000_000, 1_260_000) == 1_260_000

@@ -5,6 +5,7 @@ from __future__ import annotations
 from media.bandwidth import (
     CLEAN_REPORTS,
     CLEAN_SECONDS,
+    LIFTED_SECONDS,
     LOSSY_SECONDS,
     PROBE_SECONDS,
     PROBE_VERDICT,
@@ -163,3 +164,52 @@ def test_a_probe_resumes_the_streams_it_was_sized_for_even_if_needs_grew_meanwhi
     goal, _ = allocator.probe_goal(videos(), everything=True)
     grown = [VideoStream("judge", 2 * MBIT, judge=True), VideoStream("a", MBIT), VideoStream("b", MBIT)]
     assert allocator.resume_probed(now, goal, MBIT, grown, keys=keys) == ("a", "b")
+
+
+def test_an_estimate_passing_the_probed_rate_once_does_not_end_it() -> None:
+    """After a probe resumed video, the estimate may touch the probed rate and then dip (the resumed streams' own
+    REMBs come seconds later and start low): without loss what the probe resumed stays (it was paused again at once,
+    and paused video came back 6-8 s after a lifted limit)."""
+    allocator = SubscriberAllocator(hold=HOLD)
+    now = thin(allocator) + HOLD
+    goal, _ = allocator.probe_goal(videos(), everything=True)
+    allocator.resume_probed(now, goal, int(1.2 * MBIT), videos())
+    allocator.update(now + 0.5, goal + 10_000, videos(), lossy=False)  # touches the probed rate
+    for i in range(2, 12):
+        allocation = allocator.update(now + 0.5 * i, int(1.4 * MBIT), videos(), lossy=False)
+        assert allocation.paused == (), i
+    # With loss, a fall below what the probe showed still pauses what does not fit.
+    later = now + 6.0
+    for i in range(8):
+        allocation = allocator.update(later + 0.5 * i, int(1.2 * MBIT), videos(), lossy=True)
+    assert allocation.paused
+
+
+def test_a_link_that_stops_losing_packets_ends_the_probe_backoff() -> None:
+    """Failed probes on a thin lossy link make the next wait longer (up to a minute); once the link has lost nothing
+    for LIFTED_SECONDS, with reports to show it, the limit was lifted: the next probe may go at once (the backoff
+    kept paused video away 6-9 s after a lifted limit). A random-loss link rarely looks so; one clean spell resets
+    the wait once."""
+    link, prober = LinkQuality(), ProbeController(HOLD)
+    now = 0.0
+    for _ in range(4):  # four probes fail on the lossy link
+        prober.start(now, 2 * MBIT, MBIT, MBIT)
+        link.nack(now + 0.1)
+        assert prober.verdict(now + 0.1, dirty_at=link.dirty_at, estimate=MBIT) is False
+        now = prober.next_at
+    assert prober.wait > PROBE_WAIT_MIN * 4
+    lifted_at = now
+    link.nack(lifted_at)  # the last loss; then the limit is lifted
+    for i in range(1, 16):
+        link.report(lifted_at + 0.2 * i, 0)
+    assert not link.lifted(lifted_at + LIFTED_SECONDS - 0.2)
+    assert link.lifted(lifted_at + LIFTED_SECONDS + 0.1)
+    at = lifted_at + LIFTED_SECONDS + 0.1
+    prober.next_at = at + 30.0  # as a long backoff leaves it
+    due = prober.due(at, last_change=0.0, clean=True, estimate=MBIT, lifted=True, dirty_at=link.dirty_at)
+    assert due
+    assert prober.wait == PROBE_WAIT_MIN
+    # Once per loss that ended: a probe failing without new loss does not reset it again.
+    prober.next_at = at + 10.0
+    again = prober.due(at + 0.5, last_change=0.0, clean=True, estimate=MBIT, lifted=True, dirty_at=link.dirty_at)
+    assert not again

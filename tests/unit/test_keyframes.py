@@ -6,7 +6,15 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from media.keyframes import URGENT_INTERVAL, ConsumerGate, KeyframeRequests, Reason
+from media.keyframes import (
+    REPAIR_GRACE,
+    REPAIR_WAIT,
+    URGENT_INTERVAL,
+    ConsumerGate,
+    KeyframeRequests,
+    Reason,
+    RepairHold,
+)
 
 FPS = 30
 TICK = 1 / FPS
@@ -334,3 +342,44 @@ def test_damage_to_a_constrained_subscribers_top_video_is_repaired_without_the_o
             now = round(now + 0.05, 2)
         assert now == pytest.approx(expected), reason
     assert Reason.top.value == "top"
+
+
+def test_a_repair_request_waits_for_the_keyframe_on_its_way() -> None:
+    """The top video's PLIs while a keyframe asked for it has not come, or came too recently for its receiver to
+    have seen it (paced, plus its round trip and the give-up time), ask for no other keyframe; one after asks."""
+    hold = RepairHold()
+    assert hold.ask(0.0)
+    assert not hold.ask(0.05)  # asked, not sent yet: the one on its way serves
+    assert not hold.ask(0.2)
+    hold.keyframe_sent(0.3 + 0.25)  # sent at 0.3, paced over 0.25 s
+    assert not hold.ask(0.6, rtt=0.1)  # maybe about frames before it: the receiver had no time to see it
+    assert hold.deferred
+    assert not hold.due(0.7)
+    assert hold.due(0.55 + REPAIR_GRACE + 0.1)  # held, never dropped: asked once the keyframe had its time
+    assert not hold.due(2.0)
+    assert hold.held == 3
+    assert hold.ask(0.55 + REPAIR_GRACE + REPAIR_WAIT + 0.2)  # later damage: a new keyframe at once
+
+
+def test_a_keyframe_sent_after_a_held_repair_request_answers_it() -> None:
+    """A request held for the keyframe before it is not carried out when another keyframe (the encoder's own, or
+    another subscriber's) went out after it: that one serves it."""
+    hold = RepairHold()
+    hold.keyframe_sent(1.0)
+    assert not hold.ask(1.1)
+    hold.keyframe_sent(1.2)
+    assert not hold.deferred
+    assert not hold.due(5.0)
+
+
+def test_a_repair_request_asks_again_when_its_keyframe_never_comes() -> None:
+    """A publisher that ignored the request (or whose keyframe was lost on the way in) is asked again after
+    REPAIR_WAIT, so the top video is never left frozen."""
+    hold = RepairHold()
+    assert hold.ask(10.0)
+    assert not hold.ask(10.0 + REPAIR_WAIT - 0.01)
+    assert hold.ask(10.0 + REPAIR_WAIT)
+    fresh = RepairHold()
+    fresh.keyframe_sent(5.0)  # a keyframe nobody asked for (the encoder's own) also counts as on its way
+    assert not fresh.ask(5.1)
+    assert fresh.ask(5.0 + REPAIR_GRACE)
