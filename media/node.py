@@ -1223,7 +1223,16 @@ class InProcessNode:
             if publisher is None or publisher.kind != "video":
                 continue
             slot.track.top_priority = publisher.recording_id == top
-            slot.track.pace_bps = int(available * PACE_FACTOR) if slot.track.top_priority and available else None
+            rate = available
+            if rate and slot.track.top_priority and publisher.layers:
+                # A simulcast publisher is never capped (see _apply_caps): its layer's own rate may be above what the
+                # estimate leaves (a browser's REMB sits at its floor after a step down, 227-260 kbit/s beside a
+                # 245-290 kbit/s layer). Pacing is to spread bursts, not to cut the rate: paced below the layer's
+                # rate, the backlog would only grow to the pacer's limit and leave in bursts.
+                now = time.monotonic()
+                current = slot.track.chooser.current
+                rate = max(rate, next((i.bitrate for i in publisher.layer_infos(now) if i.rid == current), 0))
+            slot.track.pace_bps = int(rate * PACE_FACTOR) if slot.track.top_priority and rate else None
             if publisher.recording_id in keys:
                 slot.track.pause()
             else:

@@ -241,6 +241,7 @@ def _run(
 
     # Both keep decoding, each on its layer; the shaped one does not flap back up to the full layer.
     seen: dict[str, set[int]] = {"near": set(), "far": set()}
+    far_before = judge_camera(at_home, far, judge_id)
     before = (frames(at_court, near), frames(at_home, far))
     watch_start = time.monotonic()
     while time.monotonic() - watch_start < WATCH:
@@ -249,6 +250,7 @@ def _run(
         time.sleep(0.5)
     watched = time.monotonic() - watch_start
     after = (frames(at_court, near), frames(at_home, far))
+    far_stats = judge_camera(at_home, far, judge_id)
     fps = (round((after[0] - before[0]) / watched, 1), round((after[1] - before[1]) / watched, 1))
     switches = [
         {k: f.get(k) for k in ("layer", "previous", "budget_kbps", "subscriber", "timestamp")}
@@ -258,6 +260,8 @@ def _run(
         f"widths while shaped: court observer {sorted(seen['near'])}, home observer {sorted(seen['far'])}; "
         f"fps court {fps[0]}, home {fps[1]}; layer switches: {switches}"
     )
+    counts = ("packetsLost", "nackCount", "pliCount", "keyFramesDecoded", "framesDropped", "freezeCount")
+    print("home observer while shaped:", {k: far_stats.get(k, 0) - far_before.get(k, 0) for k in counts})
     for page, name in ((judge, "judge"), (near, "court-observer"), (far, "home-observer")):
         page.screenshot(path=str(shots / f"{name}.png"))
     assert seen["near"] == {top}, seen

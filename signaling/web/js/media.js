@@ -650,6 +650,13 @@ export class MediaSession extends EventTarget {
         framesDecoded: s.framesDecoded || 0,
         frameWidth: s.frameWidth || 0,
         frameHeight: s.frameHeight || 0,
+        // Diagnostics of a thin link: what was lost, asked again, given up.
+        packetsLost: s.packetsLost || 0,
+        nackCount: s.nackCount || 0,
+        pliCount: s.pliCount || 0,
+        keyFramesDecoded: s.keyFramesDecoded || 0,
+        framesDropped: s.framesDropped || 0,
+        freezeCount: s.freezeCount || 0,
       });
     });
     return out;
