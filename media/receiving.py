@@ -106,12 +106,29 @@ def _failed() -> None:
         log.exception("receive_handler_failed", failures=_failures)
 
 
+_announced = False
+
+
+def _announce() -> None:
+    """Log, once per process, which receive path the first connection takes (and why not the native one)."""
+    global _announced
+    if not _announced:
+        _announced = True
+        log.info(
+            "receive_path_selected",
+            receive_path=receive_path(),
+            native_built=_recv_rtp is not None,
+            aiortc_mismatch=_mismatch,
+        )
+
+
 def install(pc: RTCPeerConnection) -> list[RtpIntake]:
     """Give every DTLS transport of ``pc`` the native receive path (idempotent; nothing when it is not selected).
 
     Call it once the transceivers exist (after applying a remote description); a transport added later by a
     renegotiation gets it at the next call.
     """
+    _announce()
     if not _native or _recv_rtp is None:
         return []
     return [install_rtp_intake(dtls, _recv_rtp, drive, _vp8_depayload, _failed) for dtls in dtls_transports(pc)]

@@ -174,3 +174,63 @@ def test_what_aiortc_drops_is_dropped_and_what_it_cannot_take_is_handed_back() -
 def test_the_installed_aiortc_is_the_one_the_native_receive_path_was_written_against() -> None:
     """The receive path's self-check passes with the pinned aiortc (otherwise every node silently takes aiortc's)."""
     assert receive_self_check() is None
+
+
+def test_the_receivers_handler_is_the_one_the_plain_function_copies() -> None:
+    """aiortc's ``RTCRtpReceiver._handle_rtp_packet`` is the one ``lean_rtp_handler`` copies step for step (else every
+    receiver would silently run aiortc's coroutine per packet)."""
+    from media.aiortc_compat import _lean_matches
+
+    assert _lean_matches()
+
+
+async def test_a_handler_that_waits_finishes_as_a_task_in_order_and_one_that_raises_is_contained() -> None:
+    """A receiver's handler that completes at once is run to its end; one that waits goes on as a task and reports when
+    it has finished; one that raises does not reach the socket's reader."""
+    import asyncio
+
+    from media import receiving
+
+    done: list[str] = []
+
+    async def at_once() -> None:
+        done.append("at once")
+
+    async def waits(future: asyncio.Future[None]) -> None:
+        await future
+        done.append("after the wait")
+
+    async def raises() -> None:
+        raise RuntimeError("boom")
+
+    assert receiving.drive(at_once(), lambda: done.append("resumed?"))
+    assert done == ["at once"]
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    assert not receiving.drive(waits(future), lambda: done.append("resumed"))
+    assert done == ["at once"]
+    future.set_result(None)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert done == ["at once", "after the wait", "resumed"]
+    assert receiving.drive(raises(), lambda: None)
+
+
+async def test_without_the_native_parser_connections_keep_aiortcs_receive_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An older build of the module (no ``recv_rtp``) leaves every connection on aiortc's receive path, whatever is
+    asked."""
+    from aiortc import RTCPeerConnection
+
+    from media import receiving
+
+    monkeypatch.setattr(receiving, "_recv_rtp", None)
+    before = receiving.receive_path() == "native"
+    try:
+        receiving.use_native(True)
+        assert receiving.receive_path() == "aiortc"
+        pc = RTCPeerConnection()
+        pc.addTransceiver("video", direction="recvonly")
+        assert receiving.install(pc) == []
+        await pc.close()
+    finally:
+        monkeypatch.undo()
+        receiving.use_native(before)
