@@ -982,6 +982,35 @@ vp8_depayload(PyObject *self, PyObject *payload)
     return PyBytes_FromStringAndSize((const char *)d + pos, n - pos);
 }
 
+
+PyDoc_STRVAR(recv_rtcp_doc,
+"recv_rtcp(data, session, unprotect_rtcp, limit) -> bytes | int\n"
+"\n"
+"Unprotect one SRTCP datagram with libsrtp's srtp_unprotect_rtcp at address unprotect_rtcp on the srtp_t session:\n"
+"the plain RTCP compound packet, or 0 (longer than limit: not touched) or 1 (SRTCP refused it).");
+
+static PyObject *
+recv_rtcp(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "recv_rtcp(data: bytes, session, unprotect_rtcp, limit)");
+        return NULL;
+    }
+    void *session = PyLong_AsVoidPtr(args[1]);
+    void *function = PyLong_AsVoidPtr(args[2]);
+    Py_ssize_t limit = PyLong_AsSsize_t(args[3]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    if (size > limit || size > SLOT_SIZE)
+        return PyLong_FromLong(RECV_TOO_LONG);
+    memcpy(recv_buffer, PyBytes_AS_STRING(args[0]), (size_t)size);
+    int length = (int)size;
+    if (((srtp_unprotect_fn)function)(session, recv_buffer, &length) != 0)
+        return PyLong_FromLong(RECV_SRTP_ERROR);
+    return PyBytes_FromStringAndSize((const char *)recv_buffer, length);
+}
+
 static PyMethodDef methods[] = {
     {"send_frame", (PyCFunction)(void (*)(void))send_frame, METH_FASTCALL, send_frame_doc},
     {"send_frames", send_frames, METH_O, send_frames_doc},
@@ -989,6 +1018,7 @@ static PyMethodDef methods[] = {
     {"sockaddr", make_sockaddr, METH_VARARGS, sockaddr_doc},
     {"recv_rtp", (PyCFunction)(void (*)(void))recv_rtp, METH_FASTCALL, recv_rtp_doc},
     {"vp8_depayload", vp8_depayload, METH_O, vp8_depayload_doc},
+    {"recv_rtcp", (PyCFunction)(void (*)(void))recv_rtcp, METH_FASTCALL, recv_rtcp_doc},
     {NULL, NULL, 0, NULL},
 };
 

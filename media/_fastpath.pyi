@@ -77,3 +77,8 @@ def recv_rtp(
 def vp8_depayload(payload: bytes) -> bytes | None:
     """What aiortc's ``vp8_depayload`` returns (the payload after the VP8 payload descriptor); None where it raises
     ``ValueError`` (a truncated descriptor)."""
+
+def recv_rtcp(data: bytes, session: int, unprotect_rtcp: int, limit: int) -> bytes | int:
+    """Unprotect one SRTCP datagram with libsrtp's ``srtp_unprotect_rtcp`` (at address ``unprotect_rtcp``) on the
+    ``srtp_t`` ``session``: the plain RTCP compound packet, or the int 0 (longer than ``limit``: untouched) or 1
+    (SRTCP refused it)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import errno
+import functools
 import hashlib
 import importlib.metadata
 import inspect
@@ -76,6 +77,7 @@ try:
         RTP_HISTORY_SIZE,
         HeaderExtensions,
         RtcpByePacket,
+        RtcpPacket,
         RtcpPsfbPacket,
         RtcpSrPacket,
         RtpPacket,
@@ -904,6 +906,17 @@ def native_unprotect(session: Any) -> tuple[int, int, int] | None:
     return context, function, len(cdata)
 
 
+def native_unprotect_rtcp() -> int | None:
+    """For ``media._fastpath.recv_rtcp``: the address of libsrtp's ``srtp_unprotect_rtcp``; None without pylibsrtp's
+    binding."""
+    try:
+        from pylibsrtp._binding import ffi, lib
+
+        return int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_unprotect_rtcp")))
+    except (ImportError, AttributeError, TypeError):
+        return None
+
+
 def dtls_transports(pc: RTCPeerConnection) -> list[Any]:
     """The distinct DTLS transports carrying ``pc``'s media (one with BUNDLE)."""
     found: list[Any] = []
@@ -915,16 +928,20 @@ def dtls_transports(pc: RTCPeerConnection) -> list[Any]:
 
 
 class RtpIntake:
-    """Takes the SRTP datagrams of one DTLS transport as its ICE connection receives them, before aiortc queues them.
+    """Takes the SRTP and SRTCP datagrams of one DTLS transport as its ICE connection receives them, before aiortc
+    queues them.
 
-    aiortc's path for one RTP packet: aioice queues the datagram, the DTLS transport's task wakes, reads it, unprotects
-    it (pylibsrtp), parses it (``RtpPacket.parse``), routes it, and awaits the receiver's ``_handle_rtp_packet``. Here
-    the datagram is unprotected and parsed by one C call (``recv`` is ``media._fastpath.recv_rtp``), routed by the
-    transport's own router (with the node's mid routing), and the receiver's own ``_handle_rtp_packet`` runs at once
-    through ``drive`` (which runs a coroutine to its end, or as a task if it ever waits). The receiver's statistics,
-    receiver reports, NACK, RTX, REMB, PLI and the jitter buffer (the node's tap) are unchanged. What is not SRTP RTP
-    (STUN, DTLS, SRTCP), or arrives before the transport is connected, or does not fit the session's buffer, goes
-    aiortc's way, as before.
+    aiortc's path for one RTP packet: aioice tries to parse the datagram as STUN and queues it, the DTLS transport's
+    task wakes, reads it, unprotects it (pylibsrtp), parses it (``RtpPacket.parse``), routes it, and awaits the
+    receiver's ``_handle_rtp_packet``. Here the datagram is unprotected and parsed by one C call (``recv`` is
+    ``media._fastpath.recv_rtp``), routed by the transport's own router (with the node's mid routing), and the
+    receiver's handler runs at once: as :func:`lean_rtp_handler` (a plain function) where the receiver has aiortc's
+    own, else its coroutine through ``drive`` (to its end, or as a task if it ever waits; what arrives meanwhile waits
+    its turn). An SRTCP datagram is unprotected by ``recv_rtcp`` (``media._fastpath.recv_rtcp``), parsed by aiortc
+    and handed to each recipient's ``_handle_rtcp_packet`` the same way. The receivers' statistics, receiver
+    reports, NACK, RTX, REMB, PLI, the jitter buffer (the node's tap), and the senders' handling of feedback are
+    unchanged. What is not SRTP/SRTCP (STUN, DTLS), arrives before the transport is connected, or does not fit the
+    session's buffer, goes aiortc's way, as before.
     """
 
     __slots__ = (
@@ -940,11 +957,14 @@ class RtpIntake:
         "_on_error",
         "_original",
         "_recv",
+        "_recv_rtcp",
         "_router",
+        "_rtcp_function",
         "_seen",
         "_session",
         "dropped",
         "packets",
+        "rtcp",
     )
 
     def __init__(
@@ -954,8 +974,11 @@ class RtpIntake:
         drive: Callable[[Any, Callable[[], None]], bool],
         vp8_depayload: Callable[[bytes], Any] | None = None,
         on_error: Callable[[], None] = _noop,
+        recv_rtcp: Callable[..., Any] | None = None,
     ) -> None:
         self._dtls = dtls
+        self._rtcp_function = native_unprotect_rtcp() if recv_rtcp is not None else None
+        self._recv_rtcp = recv_rtcp if self._rtcp_function is not None else None
         self._on_error = on_error
         """Called (inside the ``except``) when a receiver's handler raised: aiortc would have ended the transport."""
         self._recv = recv
@@ -967,9 +990,13 @@ class RtpIntake:
         self._ids = dtls._rtp_header_extensions_map._HeaderExtensionsMap__ids
         self._native: tuple[int, int, int] | None = None
         self._session: Any = None
-        self._backlog: list[tuple[Any, RtpPacket, int]] | None = None
+        self._backlog: list[Callable[[], Any]] | None = None
+        """While a handler that waited has not finished: what arrived since, in order (each makes a handler's
+        coroutine, or runs a plain one and returns None)."""
         self.packets = 0
         """RTP packets taken on this path."""
+        self.rtcp = 0
+        """SRTCP datagrams taken on this path."""
         self.dropped = 0
         """Datagrams dropped as aiortc drops them: SRTP refused them, or they are not valid RTP."""
         connection = dtls.transport._connection
@@ -983,12 +1010,17 @@ class RtpIntake:
         """aioice's ``Connection.data_received``: every datagram that is not STUN, on every pair."""
         if self._seen != len(self._connection._protocols):
             self._hook_protocols()
-        if len(data) >= 12 and 127 < data[0] < 192 and not 192 <= data[1] <= 208:
+        if len(data) >= 12 and 127 < data[0] < 192:
             dtls = self._dtls
             native = self._native
             if dtls._rx_srtp is not self._session or native is None:
                 native = self._bind()
             if native is not None and dtls._state is State.CONNECTED:
+                if 192 <= data[1] <= 208:
+                    if self._recv_rtcp is not None and self._take_rtcp(data, native):
+                        return
+                    self._original(data, component)
+                    return
                 arrival_ms = int(time.time() * 1000) + _NTP_UNIX_MS
                 packet = self._recv(data, native[0], native[1], native[2], self._ids, RtpPacket, HeaderExtensions)
                 if packet.__class__ is int:
@@ -1013,10 +1045,8 @@ class RtpIntake:
                                 handler(packet, arrival_ms)
                             except Exception:
                                 self._on_error()
-                        elif self._backlog is not None:
-                            self._backlog.append((receiver, packet, arrival_ms))
-                        elif not self._drive(receiver._handle_rtp_packet(packet, arrival_ms), self._waited):
-                            self._backlog = []
+                        else:
+                            self._run(lambda: receiver._handle_rtp_packet(packet, arrival_ms))
                     return
         self._original(data, component)
 
@@ -1047,12 +1077,46 @@ class RtpIntake:
         self._handlers[receiver] = handler
         return handler
 
+    def _take_rtcp(self, data: bytes, native: tuple[int, int, int]) -> bool:
+        """An SRTCP datagram, as aiortc's ``_handle_rtcp_data`` takes it: each packet of the compound to each of its
+        recipients (the router's rule), in order; False: too long for the native call (aiortc's path takes it)."""
+        assert self._recv_rtcp is not None
+        plain = self._recv_rtcp(data, native[0], self._rtcp_function, native[2])
+        if plain.__class__ is int:
+            if plain:
+                self.dropped += 1
+                return True
+            return False
+        dtls = self._dtls
+        dtls._RTCDtlsTransport__rx_bytes += len(data)
+        dtls._RTCDtlsTransport__rx_packets += 1
+        try:
+            packets = RtcpPacket.parse(plain)
+        except ValueError:
+            self.dropped += 1
+            return True
+        self.rtcp += 1
+        for packet in packets:
+            for recipient in self._router.route_rtcp(packet):
+                self._run(functools.partial(recipient._handle_rtcp_packet, packet))
+        return True
+
+    def _run(self, make: Callable[[], Any]) -> None:
+        """Run a handler now, or after the one that waits (in arrival order)."""
+        if self._backlog is not None:
+            self._backlog.append(make)
+            return
+        coroutine = make()
+        if coroutine is not None and not self._drive(coroutine, self._waited):
+            self._backlog = []
+
     def _waited(self) -> None:
-        """The receiver's handler that waited has finished: handle, in order, what arrived meanwhile."""
+        """The handler that waited has finished: handle, in order, what arrived meanwhile."""
         backlog, self._backlog = self._backlog or [], None
-        for index, (receiver, packet, arrival_ms) in enumerate(backlog):
-            if not self._drive(receiver._handle_rtp_packet(packet, arrival_ms), self._waited):
-                self._backlog = backlog[index + 1 :]
+        for index, make in enumerate(backlog):
+            coroutine = make()
+            if coroutine is not None and not self._drive(coroutine, self._waited):
+                self._backlog = backlog[index + 1 :] + (self._backlog or [])
                 return
 
     def _bind(self) -> tuple[int, int, int] | None:
@@ -1168,13 +1232,14 @@ def install_rtp_intake(
     drive: Callable[[Any, Callable[[], None]], bool],
     vp8_depayload: Callable[[bytes], Any] | None = None,
     on_error: Callable[[], None] = _noop,
+    recv_rtcp: Callable[..., Any] | None = None,
 ) -> RtpIntake:
     """Give one DTLS transport an :class:`RtpIntake` (idempotent); with ``vp8_depayload``, receivers whose handler is
     aiortc's own run it as :func:`lean_rtp_handler`."""
     existing: RtpIntake | None = getattr(dtls, _INTAKE, None)
     if existing is not None:
         return existing
-    intake = RtpIntake(dtls, recv, drive, vp8_depayload, on_error)
+    intake = RtpIntake(dtls, recv, drive, vp8_depayload, on_error, recv_rtcp)
     setattr(dtls, _INTAKE, intake)
     return intake
 

@@ -8,7 +8,8 @@ the receiver's handler. :func:`install` gives each DTLS transport of a peer conn
 transport's own router, and the receiver's own handler (statistics and receiver reports, NACK, RTX, REMB, PLI, the
 node's jitter-buffer tap) runs at once, on the event loop, as the datagram is read.
 
-Everything that is not SRTP RTP (STUN, DTLS, SRTCP: sender reports, BYE, feedback) takes aiortc's path as before,
+SRTCP (sender reports, BYE, the subscribers' receiver reports, NACK, PLI, REMB) is unprotected in C too and handed
+to its recipients' handlers the same way. STUN and DTLS take aiortc's path as before,
 and so does everything when the native module is missing or older, when the installed aiortc is not the one this
 was written against (:func:`media.aiortc_compat.receive_self_check`), or when ``COURTLINK_RECEIVE_PATH=aiortc``.
 """
@@ -38,6 +39,7 @@ RECEIVE_PATH_ENV = "COURTLINK_RECEIVE_PATH"
 
 _recv_rtp: Callable[..., Any] | None = getattr(_fastpath, "recv_rtp", None)
 _vp8_depayload: Callable[[bytes], Any] | None = getattr(_fastpath, "vp8_depayload", None)
+_recv_rtcp: Callable[..., Any] | None = getattr(_fastpath, "recv_rtcp", None)
 _mismatch = receive_self_check()
 _native = _recv_rtp is not None and _mismatch is None and os.environ.get(RECEIVE_PATH_ENV, "") != "aiortc"
 
@@ -131,4 +133,6 @@ def install(pc: RTCPeerConnection) -> list[RtpIntake]:
     _announce()
     if not _native or _recv_rtp is None:
         return []
-    return [install_rtp_intake(dtls, _recv_rtp, drive, _vp8_depayload, _failed) for dtls in dtls_transports(pc)]
+    return [
+        install_rtp_intake(dtls, _recv_rtp, drive, _vp8_depayload, _failed, _recv_rtcp) for dtls in dtls_transports(pc)
+    ]

@@ -155,7 +155,7 @@ async def _publish(sig: DirectSignaling, drop_every: int = 0) -> tuple[MediaClie
 async def test_the_node_takes_the_packets_and_frames_the_publisher_sent(path: str, signaling: DirectSignaling) -> None:
     """Every RTP packet the node's receive path hands on is, field for field, the one the publisher's aiortc
     packetized (through real SRTP), every video frame the node's tap reassembles is the publisher's frame byte for byte,
-    the subscriber decodes; and on the native path aiortc's own receive loop got no RTP at all."""
+    the subscriber decodes; and on the native path the publisher's RTP and RTCP were taken below aiortc's loop."""
     pub, sub, sent = await _publish(signaling)
     receivers = _node_receivers(signaling)
     video_frames = _record_frames(receivers["video"])
@@ -204,6 +204,7 @@ async def test_the_node_takes_the_packets_and_frames_the_publisher_sent(path: st
             assert fields == {k: v for k, v in vars(want).items() if k != "extensions"}
             assert got.extensions == want.extensions
         assert intake.packets >= len(taken) > 0
+        assert await eventually(lambda: intake.rtcp > 0, within=10)  # the publisher's sender reports, in C too
         assert receivers["video"].transport._RTCDtlsTransport__rx_packets >= intake.packets
     await pub.close()
 
