@@ -1073,7 +1073,10 @@ class RtpIntake:
 
     def _handler(self, receiver: Any) -> Callable[[RtpPacket, int], None] | None:
         depayload = self._depayload
-        handler = lean_rtp_handler(receiver, self._drive, depayload) if depayload is not None else None
+        try:
+            handler = lean_rtp_handler(receiver, self._drive, depayload) if depayload is not None else None
+        except (ImportError, AttributeError):  # another aiortc: its own handler runs
+            handler = None
         self._handlers[receiver] = handler
         return handler
 
