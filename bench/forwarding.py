@@ -81,6 +81,7 @@ from aiortc.contrib.media import MediaRelay
 
 from bench.janus import ROOM as JANUS_ROOM
 from bench.janus import JanusMissing, JanusServer, JanusSession, janus_binary
+from media.aiortc_compat import dtls_transports, rtp_intake
 from media.fanout import use_batching
 from media.ice import restrict_host_candidates, rtc_configuration
 from media.node import InProcessNode
@@ -159,6 +160,20 @@ class SfuServer:
         if op == "stats":
             if self.node is None:
                 return {"dropped": 0, "queued": 0, "forwarded": 0}
+            intakes = [
+                intake
+                for room_peer in (
+                    self.node.peer(HEARING, p) for p in ["publisher", *(f"s{i}" for i in range(request["n"]))]
+                )
+                if room_peer is not None
+                for intake in (rtp_intake(dtls) for dtls in dtls_transports(room_peer.pc))
+                if intake is not None
+            ]
+            receive = {
+                "rtp": sum(i.packets for i in intakes),
+                "rtcp": sum(i.rtcp for i in intakes),
+                "waits": sum(i.waits for i in intakes),
+            }
             slots = [
                 slot.track
                 for room_peer in (self.node.peer(HEARING, f"s{i}") for i in range(request["n"]))
@@ -169,6 +184,7 @@ class SfuServer:
             for t in slots:
                 t.hold_times.clear()
             return {
+                "receive": receive,
                 "dropped": sum(t.dropped for t in slots),
                 "queued": sum(t.queued for t in slots),
                 "forwarded": sum(t.forwarded for t in slots),
@@ -654,6 +670,13 @@ async def measure(harness: Harness, mode: str, n: int, seconds: float, warmup: f
     wire_p50 = wire[len(wire) // 2] * 1000 if wire else None
     await harness.reset()
     hold = (after.get("hold_p50"), after.get("hold_p99"))
+    if node and "receive" in after and after["receive"]["rtp"]:
+        got = {k: after["receive"][k] - before.get("receive", {}).get(k, 0) for k in after["receive"]}
+        print(
+            f"  {mode} N={n}: native receive path took {got['rtp'] / seconds:.0f} RTP and {got['rtcp'] / seconds:.0f} "
+            f"SRTCP datagrams/s; {got['waits']} handlers waited",
+            flush=True,
+        )
     row = Row(mode, n, rate, 0.0, packets, p50, p99, dropped, hold, wire_p50, harness_cpu)
     row.keyframes_total, row.keyframes_window = keyframes_total, keyframes_window
     return rate, row

@@ -965,6 +965,7 @@ class RtpIntake:
         "dropped",
         "packets",
         "rtcp",
+        "waits",
     )
 
     def __init__(
@@ -997,6 +998,8 @@ class RtpIntake:
         """RTP packets taken on this path."""
         self.rtcp = 0
         """SRTCP datagrams taken on this path."""
+        self.waits = 0
+        """Handlers that could not finish at once (what arrived meanwhile waited for them)."""
         self.dropped = 0
         """Datagrams dropped as aiortc drops them: SRTP refused them, or they are not valid RTP."""
         connection = dtls.transport._connection
@@ -1112,6 +1115,7 @@ class RtpIntake:
         coroutine = make()
         if coroutine is not None and not self._drive(coroutine, self._waited):
             self._backlog = []
+            self.waits += 1
 
     def _waited(self) -> None:
         """The handler that waited has finished: handle, in order, what arrived meanwhile."""

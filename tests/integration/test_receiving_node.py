@@ -55,7 +55,7 @@ class Sent:
     def __init__(self, client: MediaClient, drop_every: int = 0) -> None:
         transceivers = client.pc.getTransceivers()
         self.dtls: Any = transceivers[0].sender.transport
-        self.video_ssrc = next(int(t.sender._ssrc) for t in transceivers if t.kind == "video")  # type: ignore[attr-defined]
+        self.video_ssrc = next(int(t.sender._ssrc) for t in transceivers if t.kind == "video")
         self.rtp: list[bytes] = []
         self.dropped: set[int] = set()
         self.rtx: list[bytes] = []
@@ -72,13 +72,14 @@ class Sent:
                         self.rtp.append(data)
                         return
                     self.rtp.append(data)
-                elif any(ssrc == int(t.sender._ssrc) for t in transceivers):  # type: ignore[attr-defined]
+                elif any(ssrc == int(t.sender._ssrc) for t in transceivers):
                     self.rtp.append(data)
                 else:
                     self.rtx.append(data)
             await original_send(data)
 
-        self.dtls._send_rtp = send_rtp
+        dtls: Any = self.dtls
+        dtls._send_rtp = send_rtp
         for transceiver in transceivers:
             sender: Any = transceiver.sender
             original_rtcp = sender._handle_rtcp_packet
