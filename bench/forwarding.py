@@ -26,8 +26,10 @@ waited behind the other subscribers' packets in this one harness process.
 ``--nogso-counts`` the C loop without UDP segmentation offload
 (``media.sending.use_gso(False)``); ``--unbatched-counts`` sends each
 publisher frame with one C call per subscriber, from each one's ``push``,
-instead of one call for all of them (``media.fanout.use_batching(False)``). The send path the default mode used is
-printed with the results.
+instead of one call for all of them (``media.fanout.use_batching(False)``). ``--aiortc-receive-counts`` receives
+the publisher through aiortc's own receive loop instead of the native one (``media.receiving.use_native(False)``);
+its publisher-only figure is the receive path's A/B. The send and receive paths each mode used are printed with the
+results.
 
 ``--janus-counts`` adds the production C SFU as the baseline: Janus 1.1.2's
 VideoRoom from Debian (``apt-get install -y janus``; the bench installs
@@ -79,9 +81,12 @@ from aiortc.contrib.media import MediaRelay
 
 from bench.janus import ROOM as JANUS_ROOM
 from bench.janus import JanusMissing, JanusServer, JanusSession, janus_binary
+from media.aiortc_compat import dtls_transports, rtp_intake
 from media.fanout import use_batching
 from media.ice import restrict_host_candidates, rtc_configuration
 from media.node import InProcessNode
+from media.receiving import receive_path
+from media.receiving import use_native as use_native_receive
 from media.sending import send_path, use_gso, use_native
 from media.settings import NodeSettings
 from protocol.node import (
@@ -148,12 +153,27 @@ class SfuServer:
             use_native(bool(request.get("native", True)))
             use_gso(bool(request.get("gso", True)))
             use_batching(bool(request.get("batched", True)))
-            return {"send_path": send_path()}
+            use_native_receive(bool(request.get("native_receive", True)))
+            return {"send_path": f"{send_path()}, receive {receive_path()}"}
         if op == "cpu":
             return {"cpu": time.process_time(), "wall": time.monotonic()}
         if op == "stats":
             if self.node is None:
                 return {"dropped": 0, "queued": 0, "forwarded": 0}
+            intakes = [
+                intake
+                for room_peer in (
+                    self.node.peer(HEARING, p) for p in ["publisher", *(f"s{i}" for i in range(request["n"]))]
+                )
+                if room_peer is not None
+                for intake in (rtp_intake(dtls) for dtls in dtls_transports(room_peer.pc))
+                if intake is not None
+            ]
+            receive = {
+                "rtp": sum(i.packets for i in intakes),
+                "rtcp": sum(i.rtcp for i in intakes),
+                "waits": sum(i.waits for i in intakes),
+            }
             slots = [
                 slot.track
                 for room_peer in (self.node.peer(HEARING, f"s{i}") for i in range(request["n"]))
@@ -164,6 +184,7 @@ class SfuServer:
             for t in slots:
                 t.hold_times.clear()
             return {
+                "receive": receive,
                 "dropped": sum(t.dropped for t in slots),
                 "queued": sum(t.queued for t in slots),
                 "forwarded": sum(t.forwarded for t in slots),
@@ -615,6 +636,7 @@ async def measure(harness: Harness, mode: str, n: int, seconds: float, warmup: f
             native=mode != "passthrough-python",
             gso=mode != "passthrough-nogso",
             batched=mode != "passthrough-unbatched",
+            native_receive=mode != "passthrough-aiortcrecv",
         )
         harness.send_paths[mode] = configured.get("send_path", "?")
     await harness.publish(mode)
@@ -648,6 +670,13 @@ async def measure(harness: Harness, mode: str, n: int, seconds: float, warmup: f
     wire_p50 = wire[len(wire) // 2] * 1000 if wire else None
     await harness.reset()
     hold = (after.get("hold_p50"), after.get("hold_p99"))
+    if node and "receive" in after and after["receive"]["rtp"]:
+        got = {k: after["receive"][k] - before.get("receive", {}).get(k, 0) for k in after["receive"]}
+        print(
+            f"  {mode} N={n}: native receive path took {got['rtp'] / seconds:.0f} RTP and {got['rtcp'] / seconds:.0f} "
+            f"SRTCP datagrams/s; {got['waits']} handlers waited",
+            flush=True,
+        )
     row = Row(mode, n, rate, 0.0, packets, p50, p99, dropped, hold, wire_p50, harness_cpu)
     row.keyframes_total, row.keyframes_window = keyframes_total, keyframes_window
     return rate, row
@@ -666,6 +695,7 @@ async def run_bench(
     profile_dump: str = "",
     rounds: int = 1,
     unbatched_counts: list[int] | None = None,
+    aiortc_receive_counts: list[int] | None = None,
 ) -> None:
     t0 = time.monotonic()
     video, audio = await asyncio.to_thread(encode_clip)
@@ -682,6 +712,7 @@ async def run_bench(
         ("passthrough-python", python_counts),
         ("passthrough-nogso", nogso_counts),
         ("passthrough-unbatched", unbatched_counts or []),
+        ("passthrough-aiortcrecv", aiortc_receive_counts or []),
         ("passthrough-stock", stock_counts),
         ("relay", relay_counts),
     ]
@@ -742,6 +773,9 @@ async def run_bench(
         )
     print()
     print("publisher only (CPU-s/s): " + ", ".join(f"{mode} {rate:.4f}" for mode, rate in bases.items()))
+    if "passthrough-aiortcrecv" in bases and bases.get("passthrough"):
+        old, new = bases["passthrough-aiortcrecv"], bases["passthrough"]
+        print(f"publisher only: aiortc receive loop / native receive path {old / new:.2f}x ({old:.4f} vs {new:.4f})")
     rl = {r.subscribers: r for r in rows if r.mode == "relay"}
     st = {r.subscribers: r for r in rows if r.mode == "passthrough-stock"}
     for mode in ("passthrough", "passthrough-stock"):
@@ -771,6 +805,7 @@ async def run_bench(
                 (py, "Python send loop"),
                 (ng, "C send loop without UDP GSO"),
                 (ub, "one C call per subscriber (unbatched)"),
+                ({r.subscribers: r for r in rows if r.mode == "passthrough-aiortcrecv"}, "aiortc receive loop"),
             ):
                 for n in sorted(set(pt) & set(other)):
                     ratio = other[n].per_sub / pt[n].per_sub if pt[n].per_sub > 0 else math.inf
@@ -892,6 +927,13 @@ def main() -> None:
         help="passthrough with one C send call per subscriber and frame instead of one per frame, for A/B",
     )
     parser.add_argument(
+        "--aiortc-receive-counts",
+        type=int,
+        nargs="*",
+        default=[],
+        help="passthrough receiving through aiortc's own receive loop instead of the native one, for A/B",
+    )
+    parser.add_argument(
         "--relay-counts",
         type=int,
         nargs="*",
@@ -941,6 +983,7 @@ def main() -> None:
             str(Path(args.profile_dump).absolute()) if args.profile_dump else "",
             args.rounds,
             args.unbatched_counts,
+            args.aiortc_receive_counts,
         )
     )
 

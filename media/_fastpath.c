@@ -632,11 +632,393 @@ make_sockaddr(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* --- receive (part recv): one publisher RTP packet from its SRTP datagram to aiortc's RtpPacket ---------------
+ *
+ * recv_rtp() does what aiortc's DTLS transport does with an SRTP datagram before it routes the packet
+ * (rtcdtlstransport.py _recv_next, _handle_rtp_data): libsrtp's srtp_unprotect on the session's own state
+ * (reached through pylibsrtp's session and function pointer, as the send path reaches srtp_protect), then
+ * RtpPacket.parse with the transport's header-extension map, field for field (aiortc/rtp.py), without the Python
+ * wrapper, the struct calls and the per-extension tuples. media/receiving.py calls it once per received RTP
+ * datagram; everything after it (routing, the receiver's statistics, NACK, RTX, REMB, the jitter buffer) stays
+ * aiortc's and the node's own code.
+ */
+
+typedef int (*srtp_unprotect_fn)(void *ctx, void *srtp_hdr, int *len_ptr);
+
+static unsigned char recv_buffer[SLOT_SIZE];
+
+enum {
+    R_VERSION, R_MARKER, R_PAYLOAD_TYPE, R_SEQUENCE_NUMBER, R_TIMESTAMP, R_SSRC, R_CSRC, R_EXTENSIONS, R_PAYLOAD,
+    R_PADDING_SIZE,
+    X_ABS_SEND_TIME, X_AUDIO_LEVEL, X_MID, X_REPAIRED_RID, X_RID, X_TOFFSET, X_TSN,
+    R_COUNT
+};
+static const char *recv_names[R_COUNT] = {
+    "version", "marker", "payload_type", "sequence_number", "timestamp", "ssrc", "csrc", "extensions", "payload",
+    "padding_size",
+    "abs_send_time", "audio_level", "mid", "repaired_rtp_stream_id", "rtp_stream_id", "transmission_offset",
+    "transport_sequence_number",
+};
+static PyObject *recv_attributes[R_COUNT];
+static PyObject *recv_empty;
+
+#define RECV_TOO_LONG 0   /* longer than the session's buffer: the caller hands it to aiortc's own path */
+#define RECV_SRTP_ERROR 1 /* srtp_unprotect refused it (replay, authentication): aiortc drops it */
+#define RECV_BAD_PACKET 2 /* not a valid RTP packet (RtpPacket.parse raises ValueError): aiortc drops it */
+
+/* A new instance of a Python class without running its __init__ (the caller sets every attribute __init__ sets). */
+static PyObject *
+bare_instance(PyObject *cls)
+{
+    PyTypeObject *type = (PyTypeObject *)cls;
+    return type->tp_new(type, recv_empty, NULL);
+}
+
+static int
+set_owned(PyObject *obj, int name, PyObject *value)
+{
+    if (value == NULL)
+        return -1;
+    int rc = PyObject_SetAttr(obj, recv_attributes[name], value);
+    Py_DECREF(value);
+    return rc;
+}
+
+/* The id of one extension in aiortc's HeaderExtensionsMap (its private HeaderExtensions of ids); -1 if none. */
+static int
+extension_id(PyObject *ids, int name)
+{
+    PyObject *value = PyObject_GetAttr(ids, recv_attributes[name]);
+    if (value == NULL)
+        return -2;
+    long id = value == Py_None ? -1 : PyLong_AsLong(value);
+    Py_DECREF(value);
+    if (id == -1 && PyErr_Occurred())
+        return -2;
+    return (int)id;
+}
+
+/* HeaderExtensionsMap.get: returns a new HeaderExtensions, NULL with an exception set, or NULL with none set
+ * (a ValueError in aiortc: the packet is dropped). */
+static PyObject *
+parse_extensions(const unsigned char *value, Py_ssize_t length, int profile, PyObject *ids, PyObject *ext_cls)
+{
+    int id_of[7];
+    /* aiortc's order of tests: mid, repaired rid, rid, abs-send-time, toffset, audio level, transport seq */
+    static const int order[7] = {X_MID, X_REPAIRED_RID, X_RID, X_ABS_SEND_TIME, X_TOFFSET, X_AUDIO_LEVEL, X_TSN};
+    for (int i = 0; i < 7; i++) {
+        if ((id_of[i] = extension_id(ids, order[i])) == -2)
+            return NULL;
+    }
+    PyObject *found[R_COUNT] = {NULL};
+    Py_ssize_t pos = 0;
+    int bad = 0;
+    while (pos < length && !bad) {
+        if (value[pos] == 0) {
+            pos++;
+            continue;
+        }
+        int x_id;
+        Py_ssize_t x_length;
+        if (profile == 0xBEDE) {
+            x_id = (value[pos] & 0xF0) >> 4;
+            x_length = (value[pos] & 0x0F) + 1;
+            pos += 1;
+        } else if (profile == 0x1000) {
+            if (length < pos + 2) {
+                bad = 1;
+                break;
+            }
+            x_id = value[pos];
+            x_length = value[pos + 1];
+            pos += 2;
+        } else {
+            break; /* another profile: no extensions */
+        }
+        if (length < pos + x_length) {
+            bad = 1;
+            break;
+        }
+        const unsigned char *x = value + pos;
+        pos += x_length;
+        int which = -1;
+        for (int i = 0; i < 7; i++) {
+            if (x_id == id_of[i]) {
+                which = order[i];
+                break;
+            }
+        }
+        PyObject *item = NULL;
+        switch (which) {
+        case -1:
+            continue;
+        case X_MID:
+            item = PyUnicode_DecodeUTF8((const char *)x, x_length, NULL);
+            break;
+        case X_REPAIRED_RID:
+        case X_RID:
+            item = PyUnicode_DecodeASCII((const char *)x, x_length, NULL);
+            break;
+        case X_ABS_SEND_TIME:
+            if (x_length != 3) { /* aiortc's struct.unpack would raise */
+                bad = 1;
+                continue;
+            }
+            item = PyLong_FromUnsignedLong(((unsigned long)x[0] << 16) | ((unsigned long)x[1] << 8) | x[2]);
+            break;
+        case X_TOFFSET:
+            if (x_length != 3) {
+                bad = 1;
+                continue;
+            }
+            {
+                int32_t v = (int32_t)(((uint32_t)x[0] << 24) | ((uint32_t)x[1] << 16) | ((uint32_t)x[2] << 8));
+                item = PyLong_FromLong((long)(v >> 8));
+            }
+            break;
+        case X_AUDIO_LEVEL:
+            if (x_length != 1) {
+                bad = 1;
+                continue;
+            }
+            item = Py_BuildValue("(Oi)", (x[0] & 0x80) ? Py_True : Py_False, x[0] & 0x7F);
+            break;
+        case X_TSN:
+            if (x_length != 2) {
+                bad = 1;
+                continue;
+            }
+            item = PyLong_FromLong(((long)x[0] << 8) | x[1]);
+            break;
+        }
+        if (item == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_ValueError)) { /* UnicodeDecodeError: aiortc drops the packet */
+                PyErr_Clear();
+                bad = 1;
+                continue;
+            }
+            bad = 2;
+            break;
+        }
+        Py_XSETREF(found[which], item);
+    }
+    PyObject *extensions = NULL;
+    if (!bad) {
+        extensions = bare_instance(ext_cls);
+        /* The dataclass's field order, as its __init__ sets them. */
+        for (int name = X_ABS_SEND_TIME; extensions != NULL && name <= X_TSN; name++) {
+            PyObject *v = found[name] != NULL ? found[name] : Py_None;
+            if (PyObject_SetAttr(extensions, recv_attributes[name], v) < 0)
+                Py_CLEAR(extensions);
+        }
+    }
+    for (int i = 0; i < R_COUNT; i++)
+        Py_XDECREF(found[i]);
+    return extensions;
+}
+
+PyDoc_STRVAR(recv_rtp_doc,
+"recv_rtp(data, session, unprotect, limit, ids, packet_class, extensions_class) -> RtpPacket | int\n"
+"\n"
+"Unprotect one SRTP datagram with libsrtp's srtp_unprotect at address unprotect on the srtp_t session, and parse\n"
+"it as aiortc's RtpPacket.parse does with the header-extension ids ids; returns the packet, or 0 (longer than\n"
+"limit: not touched), 1 (SRTP refused it) or 2 (not a valid RTP packet).");
+
+static PyObject *
+recv_rtp(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "recv_rtp takes 7 arguments");
+        return NULL;
+    }
+    PyObject *data = args[0];
+    if (!PyBytes_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "data must be bytes");
+        return NULL;
+    }
+    void *session = PyLong_AsVoidPtr(args[1]);
+    void *function = PyLong_AsVoidPtr(args[2]);
+    Py_ssize_t limit = PyLong_AsSsize_t(args[3]);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *ids = args[4], *packet_cls = args[5], *ext_cls = args[6];
+    if (!PyType_Check(packet_cls) || !PyType_Check(ext_cls)) {
+        PyErr_SetString(PyExc_TypeError, "packet_class and extensions_class must be classes");
+        return NULL;
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(data);
+    if (size > limit || size > SLOT_SIZE)
+        return PyLong_FromLong(RECV_TOO_LONG);
+    memcpy(recv_buffer, PyBytes_AS_STRING(data), (size_t)size);
+    int length = (int)size;
+    if (((srtp_unprotect_fn)function)(session, recv_buffer, &length) != 0)
+        return PyLong_FromLong(RECV_SRTP_ERROR);
+
+    /* RtpPacket.parse */
+    const unsigned char *d = recv_buffer;
+    if (length < 12)
+        return PyLong_FromLong(RECV_BAD_PACKET);
+    int version = d[0] >> 6, padding = (d[0] >> 5) & 1, extension = (d[0] >> 4) & 1, cc = d[0] & 0x0F;
+    if (version != 2 || length < 12 + 4 * cc)
+        return PyLong_FromLong(RECV_BAD_PACKET);
+    Py_ssize_t pos = 12 + 4 * cc;
+    PyObject *extensions = NULL;
+    if (extension) {
+        if (length < pos + 4)
+            return PyLong_FromLong(RECV_BAD_PACKET);
+        int profile = (d[pos] << 8) | d[pos + 1];
+        Py_ssize_t ext_length = (Py_ssize_t)((d[pos + 2] << 8) | d[pos + 3]) * 4;
+        pos += 4;
+        if (length < pos + ext_length)
+            return PyLong_FromLong(RECV_BAD_PACKET);
+        extensions = parse_extensions(d + pos, ext_length, profile, ids, ext_cls);
+        if (extensions == NULL)
+            return PyErr_Occurred() ? NULL : PyLong_FromLong(RECV_BAD_PACKET);
+        pos += ext_length;
+    } else {
+        extensions = bare_instance(ext_cls);
+        for (int name = X_ABS_SEND_TIME; extensions != NULL && name <= X_TSN; name++) {
+            if (PyObject_SetAttr(extensions, recv_attributes[name], Py_None) < 0)
+                Py_CLEAR(extensions);
+        }
+        if (extensions == NULL)
+            return NULL;
+    }
+    Py_ssize_t end = length, padding_size = 0;
+    if (padding) {
+        int padding_len = d[length - 1];
+        if (!padding_len || padding_len > length - pos) {
+            Py_DECREF(extensions);
+            return PyLong_FromLong(RECV_BAD_PACKET);
+        }
+        padding_size = padding_len;
+        end = length - padding_len;
+    }
+    PyObject *packet = bare_instance(packet_cls);
+    if (packet == NULL) {
+        Py_DECREF(extensions);
+        return NULL;
+    }
+    PyObject *csrc = PyList_New(cc);
+    if (csrc != NULL) {
+        for (int i = 0; i < cc; i++) {
+            const unsigned char *c = d + 12 + 4 * i;
+            PyObject *v = PyLong_FromUnsignedLong(((unsigned long)c[0] << 24) | ((unsigned long)c[1] << 16)
+                                                  | ((unsigned long)c[2] << 8) | c[3]);
+            if (v == NULL) {
+                Py_CLEAR(csrc);
+                break;
+            }
+            PyList_SET_ITEM(csrc, i, v);
+        }
+    }
+    /* RtpPacket.__init__'s order of attributes */
+    int failed = csrc == NULL || set_owned(packet, R_VERSION, PyLong_FromLong(2)) < 0
+        || set_owned(packet, R_MARKER, PyLong_FromLong(d[1] >> 7)) < 0
+        || set_owned(packet, R_PAYLOAD_TYPE, PyLong_FromLong(d[1] & 0x7F)) < 0
+        || set_owned(packet, R_SEQUENCE_NUMBER, PyLong_FromLong((d[2] << 8) | d[3])) < 0
+        || set_owned(packet, R_TIMESTAMP,
+                     PyLong_FromUnsignedLong(((unsigned long)d[4] << 24) | ((unsigned long)d[5] << 16)
+                                             | ((unsigned long)d[6] << 8) | d[7])) < 0
+        || set_owned(packet, R_SSRC,
+                     PyLong_FromUnsignedLong(((unsigned long)d[8] << 24) | ((unsigned long)d[9] << 16)
+                                             | ((unsigned long)d[10] << 8) | d[11])) < 0
+        || set_owned(packet, R_CSRC, Py_NewRef(csrc)) < 0 || set_owned(packet, R_EXTENSIONS, Py_NewRef(extensions)) < 0
+        || set_owned(packet, R_PAYLOAD, PyBytes_FromStringAndSize((const char *)d + pos, end - pos)) < 0
+        || set_owned(packet, R_PADDING_SIZE, PyLong_FromSsize_t(padding_size)) < 0;
+    Py_XDECREF(csrc);
+    Py_DECREF(extensions);
+    if (failed) {
+        Py_DECREF(packet);
+        return NULL;
+    }
+    return packet;
+}
+
+
+PyDoc_STRVAR(vp8_depayload_doc,
+"vp8_depayload(payload) -> bytes | None\n"
+"\n"
+"What aiortc's vp8_depayload returns: the VP8 payload after its payload descriptor; None where it raises ValueError\n"
+"(a truncated descriptor).");
+
+static PyObject *
+vp8_depayload(PyObject *self, PyObject *payload)
+{
+    if (!PyBytes_Check(payload)) {
+        PyErr_SetString(PyExc_TypeError, "payload must be bytes");
+        return NULL;
+    }
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(payload);
+    Py_ssize_t n = PyBytes_GET_SIZE(payload), pos = 1;
+    if (n < 1)
+        Py_RETURN_NONE;
+    if (d[0] & 0x80) {
+        if (n < pos + 1)
+            Py_RETURN_NONE;
+        int x = d[pos++];
+        if (x & 0x80) { /* picture id */
+            if (n < pos + 1)
+                Py_RETURN_NONE;
+            if (d[pos] & 0x80) {
+                if (n < pos + 2)
+                    Py_RETURN_NONE;
+                pos += 2;
+            } else {
+                pos += 1;
+            }
+        }
+        if (x & 0x40) { /* TL0PICIDX */
+            if (n < pos + 1)
+                Py_RETURN_NONE;
+            pos += 1;
+        }
+        if (x & 0x30) { /* T or K */
+            if (n < pos + 1)
+                Py_RETURN_NONE;
+            pos += 1;
+        }
+    }
+    return PyBytes_FromStringAndSize((const char *)d + pos, n - pos);
+}
+
+
+PyDoc_STRVAR(recv_rtcp_doc,
+"recv_rtcp(data, session, unprotect_rtcp, limit) -> bytes | int\n"
+"\n"
+"Unprotect one SRTCP datagram with libsrtp's srtp_unprotect_rtcp at address unprotect_rtcp on the srtp_t session:\n"
+"the plain RTCP compound packet, or 0 (longer than limit: not touched) or 1 (SRTCP refused it).");
+
+static PyObject *
+recv_rtcp(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "recv_rtcp(data: bytes, session, unprotect_rtcp, limit)");
+        return NULL;
+    }
+    void *session = PyLong_AsVoidPtr(args[1]);
+    void *function = PyLong_AsVoidPtr(args[2]);
+    Py_ssize_t limit = PyLong_AsSsize_t(args[3]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    if (size > limit || size > SLOT_SIZE)
+        return PyLong_FromLong(RECV_TOO_LONG);
+    memcpy(recv_buffer, PyBytes_AS_STRING(args[0]), (size_t)size);
+    int length = (int)size;
+    if (((srtp_unprotect_fn)function)(session, recv_buffer, &length) != 0)
+        return PyLong_FromLong(RECV_SRTP_ERROR);
+    return PyBytes_FromStringAndSize((const char *)recv_buffer, length);
+}
+
 static PyMethodDef methods[] = {
     {"send_frame", (PyCFunction)(void (*)(void))send_frame, METH_FASTCALL, send_frame_doc},
     {"send_frames", send_frames, METH_O, send_frames_doc},
     {"send_lanes", (PyCFunction)(void (*)(void))send_lanes, METH_FASTCALL, send_lanes_doc},
     {"sockaddr", make_sockaddr, METH_VARARGS, sockaddr_doc},
+    {"recv_rtp", (PyCFunction)(void (*)(void))recv_rtp, METH_FASTCALL, recv_rtp_doc},
+    {"vp8_depayload", vp8_depayload, METH_O, vp8_depayload_doc},
+    {"recv_rtcp", (PyCFunction)(void (*)(void))recv_rtcp, METH_FASTCALL, recv_rtcp_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -659,5 +1041,11 @@ PyInit__fastpath(void)
         if (attributes[i] == NULL && (attributes[i] = PyUnicode_InternFromString(attribute_names[i])) == NULL)
             return NULL;
     }
+    for (int i = 0; i < R_COUNT; i++) {
+        if (recv_attributes[i] == NULL && (recv_attributes[i] = PyUnicode_InternFromString(recv_names[i])) == NULL)
+            return NULL;
+    }
+    if (recv_empty == NULL && (recv_empty = PyTuple_New(0)) == NULL)
+        return NULL;
     return PyModule_Create(&module);
 }

@@ -64,3 +64,21 @@ def send_lanes(
 
 def sockaddr(host: str, port: int) -> bytes | None:
     """The C ``struct sockaddr`` of a numeric IPv4 or IPv6 ``host`` and ``port``; None if ``host`` is not one."""
+
+def recv_rtp(
+    data: bytes, session: int, unprotect: int, limit: int, ids: Any, packet_class: type, extensions_class: type
+) -> Any:
+    """Unprotect one SRTP datagram with libsrtp's ``srtp_unprotect`` (at address ``unprotect``) on the ``srtp_t``
+    ``session`` and parse it as aiortc's ``RtpPacket.parse`` does with the header-extension ids ``ids`` (a
+    ``HeaderExtensionsMap``'s own ``HeaderExtensions`` of ids): an instance of ``packet_class`` (aiortc's ``RtpPacket``,
+    its ``extensions`` a ``extensions_class``), or the int 0 (longer than ``limit`` or the C buffer: untouched, for
+    aiortc's own path), 1 (SRTP refused it: forged or replayed) or 2 (not a valid RTP packet: aiortc drops it)."""
+
+def vp8_depayload(payload: bytes) -> bytes | None:
+    """What aiortc's ``vp8_depayload`` returns (the payload after the VP8 payload descriptor); None where it raises
+    ``ValueError`` (a truncated descriptor)."""
+
+def recv_rtcp(data: bytes, session: int, unprotect_rtcp: int, limit: int) -> bytes | int:
+    """Unprotect one SRTCP datagram with libsrtp's ``srtp_unprotect_rtcp`` (at address ``unprotect_rtcp``) on the
+    ``srtp_t`` ``session``: the plain RTCP compound packet, or the int 0 (longer than ``limit``: untouched) or 1
+    (SRTCP refused it)."""

@@ -24,12 +24,16 @@ adds no call per packet.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import errno
+import functools
+import hashlib
 import importlib.metadata
 import inspect
 import operator
 import random
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -73,6 +77,7 @@ try:
         RTP_HISTORY_SIZE,
         HeaderExtensions,
         RtcpByePacket,
+        RtcpPacket,
         RtcpPsfbPacket,
         RtcpSrPacket,
         RtpPacket,
@@ -837,3 +842,463 @@ def simulcast_self_check() -> None:
             raise _mismatch(f"{label}.{method}({', '.join(parameters)})")
     if not {"rtp_stream_id", "repaired_rtp_stream_id", "mid"} <= set(vars(HeaderExtensions())):
         raise _mismatch("aiortc.rtp.HeaderExtensions.rtp_stream_id")
+
+
+# --- receive path (part recv) ----------------------------------------------------------------------------------------
+
+_NTP_UNIX_MS = 2_208_988_800_000
+"""Milliseconds from the NTP epoch to the Unix epoch: aiortc's ``clock.current_ms`` counts from 1900."""
+
+_INTAKE = "_courtlink_rtp_intake"
+_UNKNOWN: Any = object()
+_OWN_HANDLER = "_handle_rtp_packet"
+
+
+_HANDLER_SHA256 = "4e54983d021a6336d80c29490f82f9a6dd531c0d3179b2daed818120c5ece238"
+"""The source of aiortc 1.16's ``RTCRtpReceiver._handle_rtp_packet``, which :func:`lean_rtp_handler` copies."""
+
+_lean_checked: list[bool] = []
+
+
+def _lean_matches() -> bool:
+    """Whether the installed aiortc's receiver handler is the one :func:`lean_rtp_handler` copies (else it runs)."""
+    if not _lean_checked:
+        try:
+            source = inspect.getsource(RTCRtpReceiver._handle_rtp_packet)
+        except (OSError, TypeError):
+            source = ""
+        _lean_checked.append(hashlib.sha256(source.encode()).hexdigest() == _HANDLER_SHA256)
+    return _lean_checked[0]
+
+
+def _noop() -> None:
+    pass
+
+
+_clock: list[Any] = [-1.0, None]
+
+
+def clock_now() -> Any:
+    """What aiortc's ``clock.current_datetime`` returns (the receiver's active-source times, which only
+    ``getSynchronizationSources`` reads, to within 10 s), taken anew at most every 250 ms: ``datetime.now`` per
+    packet was 3% of a publisher's cost."""
+    now = time.monotonic()
+    if now - _clock[0] >= 0.25:
+        _clock[0] = now
+        _clock[1] = datetime.datetime.now(datetime.UTC)
+    return _clock[1]
+
+
+def native_unprotect(session: Any) -> tuple[int, int, int] | None:
+    """For ``media._fastpath.recv_rtp``: the libsrtp session behind a pylibsrtp ``Session``, the address of libsrtp's
+    ``srtp_unprotect`` and the longest datagram the session's buffer takes; None for anything else."""
+    try:
+        from pylibsrtp import Session
+        from pylibsrtp._binding import ffi, lib
+
+        if not isinstance(session, Session):
+            return None
+        srtp, cdata = session._srtp, session._cdata
+        function = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_unprotect")))
+        context = int(ffi.cast("uintptr_t", srtp[0]))
+    except (ImportError, AttributeError, TypeError):
+        return None
+    return context, function, len(cdata)
+
+
+def native_unprotect_rtcp() -> int | None:
+    """For ``media._fastpath.recv_rtcp``: the address of libsrtp's ``srtp_unprotect_rtcp``; None without pylibsrtp's
+    binding."""
+    try:
+        from pylibsrtp._binding import ffi, lib
+
+        return int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_unprotect_rtcp")))
+    except (ImportError, AttributeError, TypeError):
+        return None
+
+
+def dtls_transports(pc: RTCPeerConnection) -> list[Any]:
+    """The distinct DTLS transports carrying ``pc``'s media (one with BUNDLE)."""
+    found: list[Any] = []
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        if dtls is not None and all(dtls is not d for d in found):
+            found.append(dtls)
+    return found
+
+
+class RtpIntake:
+    """Takes the SRTP and SRTCP datagrams of one DTLS transport as its ICE connection receives them, before aiortc
+    queues them.
+
+    aiortc's path for one RTP packet: aioice tries to parse the datagram as STUN and queues it, the DTLS transport's
+    task wakes, reads it, unprotects it (pylibsrtp), parses it (``RtpPacket.parse``), routes it, and awaits the
+    receiver's ``_handle_rtp_packet``. Here the datagram is unprotected and parsed by one C call (``recv`` is
+    ``media._fastpath.recv_rtp``), routed by the transport's own router (with the node's mid routing), and the
+    receiver's handler runs at once: as :func:`lean_rtp_handler` (a plain function) where the receiver has aiortc's
+    own, else its coroutine through ``drive`` (to its end, or as a task if it ever waits; what arrives meanwhile waits
+    its turn). An SRTCP datagram is unprotected by ``recv_rtcp`` (``media._fastpath.recv_rtcp``), parsed by aiortc
+    and handed to each recipient's ``_handle_rtcp_packet`` the same way. The receivers' statistics, receiver
+    reports, NACK, RTX, REMB, PLI, the jitter buffer (the node's tap), and the senders' handling of feedback are
+    unchanged. What is not SRTP/SRTCP (STUN, DTLS), arrives before the transport is connected, or does not fit the
+    session's buffer, goes aiortc's way, as before.
+    """
+
+    __slots__ = (
+        "_backlog",
+        "_connection",
+        "_depayload",
+        "_drive",
+        "_dtls",
+        "_handlers",
+        "_hooked",
+        "_ids",
+        "_native",
+        "_on_error",
+        "_original",
+        "_recv",
+        "_recv_rtcp",
+        "_router",
+        "_rtcp_function",
+        "_seen",
+        "_session",
+        "dropped",
+        "packets",
+        "rtcp",
+        "waits",
+    )
+
+    def __init__(
+        self,
+        dtls: Any,
+        recv: Callable[..., Any],
+        drive: Callable[[Any, Callable[[], None]], bool],
+        vp8_depayload: Callable[[bytes], Any] | None = None,
+        on_error: Callable[[], None] = _noop,
+        recv_rtcp: Callable[..., Any] | None = None,
+    ) -> None:
+        self._dtls = dtls
+        self._rtcp_function = native_unprotect_rtcp() if recv_rtcp is not None else None
+        self._recv_rtcp = recv_rtcp if self._rtcp_function is not None else None
+        self._on_error = on_error
+        """Called (inside the ``except``) when a receiver's handler raised: aiortc would have ended the transport."""
+        self._recv = recv
+        self._drive = drive
+        self._depayload = vp8_depayload
+        self._handlers: dict[Any, Callable[[RtpPacket, int], None] | None] = {}
+        """A receiver's handler as a plain function (:func:`lean_rtp_handler`), None: its own coroutine."""
+        self._router = dtls._rtp_router
+        self._ids = dtls._rtp_header_extensions_map._HeaderExtensionsMap__ids
+        self._native: tuple[int, int, int] | None = None
+        self._session: Any = None
+        self._backlog: list[Callable[[], Any]] | None = None
+        """While a handler that waited has not finished: what arrived since, in order (each makes a handler's
+        coroutine, or runs a plain one and returns None)."""
+        self.packets = 0
+        """RTP packets taken on this path."""
+        self.rtcp = 0
+        """SRTCP datagrams taken on this path."""
+        self.waits = 0
+        """Handlers that could not finish at once (what arrived meanwhile waited for them)."""
+        self.dropped = 0
+        """Datagrams dropped as aiortc drops them: SRTP refused them, or they are not valid RTP."""
+        connection = dtls.transport._connection
+        self._connection = connection
+        self._hooked: list[Any] = []
+        self._seen = 0
+        self._original: Callable[[bytes, int], None] = connection.data_received
+        connection.data_received = self.data_received
+
+    def data_received(self, data: bytes, component: int) -> None:
+        """aioice's ``Connection.data_received``: every datagram that is not STUN, on every pair."""
+        if self._seen != len(self._connection._protocols):
+            self._hook_protocols()
+        if len(data) >= 12 and 127 < data[0] < 192:
+            dtls = self._dtls
+            native = self._native
+            if dtls._rx_srtp is not self._session or native is None:
+                native = self._bind()
+            if native is not None and dtls._state is State.CONNECTED:
+                if 192 <= data[1] <= 208:
+                    if self._recv_rtcp is not None and self._take_rtcp(data, native):
+                        return
+                    self._original(data, component)
+                    return
+                arrival_ms = int(time.time() * 1000) + _NTP_UNIX_MS
+                packet = self._recv(data, native[0], native[1], native[2], self._ids, RtpPacket, HeaderExtensions)
+                if packet.__class__ is int:
+                    if packet:
+                        self.dropped += 1
+                        return
+                else:
+                    dtls._RTCDtlsTransport__rx_bytes += len(data)
+                    dtls._RTCDtlsTransport__rx_packets += 1
+                    self.packets += 1
+                    receiver = self._router.route_rtp(packet)
+                    if receiver is not None:
+                        handler = self._handlers.get(receiver, _UNKNOWN)
+                        if handler is _UNKNOWN:
+                            handler = self._handler(receiver)
+                        if (
+                            handler is not None
+                            and self._backlog is None
+                            and "_handle_rtp_packet" not in receiver.__dict__
+                        ):
+                            try:
+                                handler(packet, arrival_ms)
+                            except Exception:
+                                self._on_error()
+                        else:
+                            self._run(lambda: receiver._handle_rtp_packet(packet, arrival_ms))
+                    return
+        self._original(data, component)
+
+    def _hook_protocols(self) -> None:
+        """Make each socket of the connection hand an SRTP datagram straight to :meth:`data_received`: aioice first
+        tries to parse every datagram as STUN (an RTP packet starts with 10 in its top bits, STUN with 00)."""
+        self._seen = len(self._connection._protocols)
+        for protocol in self._connection._protocols:
+            if all(protocol is not p for p in self._hooked):
+                self._hooked.append(protocol)
+                original = protocol.datagram_received
+                candidate = getattr(protocol, "local_candidate", None)
+                component = int(candidate.component) if candidate is not None else 1
+
+                def datagram_received(
+                    data: bytes, addr: Any, _original: Any = original, _component: int = component
+                ) -> None:
+                    if len(data) >= 12 and 127 < data[0] < 192:
+                        self.data_received(data, _component)
+                    else:
+                        _original(data, addr)
+
+                protocol.datagram_received = datagram_received
+
+    def _handler(self, receiver: Any) -> Callable[[RtpPacket, int], None] | None:
+        depayload = self._depayload
+        try:
+            handler = lean_rtp_handler(receiver, self._drive, depayload) if depayload is not None else None
+        except (ImportError, AttributeError):  # another aiortc: its own handler runs
+            handler = None
+        self._handlers[receiver] = handler
+        return handler
+
+    def _take_rtcp(self, data: bytes, native: tuple[int, int, int]) -> bool:
+        """An SRTCP datagram, as aiortc's ``_handle_rtcp_data`` takes it: each packet of the compound to each of its
+        recipients (the router's rule), in order; False: too long for the native call (aiortc's path takes it)."""
+        assert self._recv_rtcp is not None
+        plain = self._recv_rtcp(data, native[0], self._rtcp_function, native[2])
+        if plain.__class__ is int:
+            if plain:
+                self.dropped += 1
+                return True
+            return False
+        dtls = self._dtls
+        dtls._RTCDtlsTransport__rx_bytes += len(data)
+        dtls._RTCDtlsTransport__rx_packets += 1
+        try:
+            packets = RtcpPacket.parse(plain)
+        except ValueError:
+            self.dropped += 1
+            return True
+        self.rtcp += 1
+        for packet in packets:
+            for recipient in self._router.route_rtcp(packet):
+                self._run(functools.partial(recipient._handle_rtcp_packet, packet))
+        return True
+
+    def _run(self, make: Callable[[], Any]) -> None:
+        """Run a handler now, or after the one that waits (in arrival order)."""
+        if self._backlog is not None:
+            self._backlog.append(make)
+            return
+        coroutine = make()
+        if coroutine is not None and not self._drive(coroutine, self._waited):
+            self._backlog = []
+            self.waits += 1
+
+    def _waited(self) -> None:
+        """The handler that waited has finished: handle, in order, what arrived meanwhile."""
+        backlog, self._backlog = self._backlog or [], None
+        for index, make in enumerate(backlog):
+            coroutine = make()
+            if coroutine is not None and not self._drive(coroutine, self._waited):
+                self._backlog = backlog[index + 1 :] + (self._backlog or [])
+                return
+
+    def _bind(self) -> tuple[int, int, int] | None:
+        session = self._dtls._rx_srtp
+        self._session = session
+        self._native = native_unprotect(session) if session is not None else None
+        return self._native
+
+
+def lean_rtp_handler(
+    receiver: RTCRtpReceiver, drive: Callable[[Any, Callable[[], None]], bool], vp8_depayload: Callable[[bytes], Any]
+) -> Callable[[RtpPacket, int], None] | None:
+    """``RTCRtpReceiver._handle_rtp_packet`` of aiortc 1.16 as a plain function (no coroutine per packet), step for
+    step: the REMB estimator (and the REMB it asks for), the active-source time, the per-SSRC statistics that feed the
+    receiver reports, RTX unwrapping, NACK, depayloading (VP8 by ``vp8_depayload``, a C function that returns what
+    aiortc's returns, None where aiortc's raises), the jitter buffer and the PLI it or a decoder error asks for; each
+    RTCP packet is sent through the receiver's own ``_send_rtcp*`` coroutines, run by ``drive``. The estimator, NACK
+    generator and jitter buffer are read per packet: the node replaces them (``RembLimiter``, ``PerSsrcNacks``,
+    ``ReleaseOnMarker``).
+
+    None where the receiver's handler was replaced on the instance (simulcast's :func:`receive_layers`): the caller
+    then runs that one.
+    """
+    from aiortc.codecs import depayload
+    from aiortc.rtcrtpreceiver import StreamStatistics
+    from aiortc.rtp import RtcpPsfbPacket, pack_remb_fci, unwrap_rtx
+
+    if "_handle_rtp_packet" in vars(receiver) or not _lean_matches():
+        return None
+    r: Any = receiver
+    codecs: dict[int, Any] = r._RTCRtpReceiver__codecs
+    active: dict[int, Any] = r._RTCRtpReceiver__active_ssrc
+    streams: dict[int, Any] = r._RTCRtpReceiver__remote_streams
+    rtx_ssrc: dict[int, int] = r._RTCRtpReceiver__rtx_ssrc
+    decoder_error = r._RTCRtpReceiver__decoder_error
+    decoder_queue = r._RTCRtpReceiver__decoder_queue
+    mapper = r._RTCRtpReceiver__timestamp_mapper
+    video = r._RTCRtpReceiver__kind == "video"
+    now = clock_now
+    sent = drive
+    noop = _noop
+
+    def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
+        if not r._enabled:
+            return
+        estimator = r._RTCRtpReceiver__remote_bitrate_estimator
+        if estimator is not None:
+            abs_send_time = packet.extensions.abs_send_time
+            if abs_send_time is not None:
+                remb = estimator.add(
+                    abs_send_time=abs_send_time,
+                    arrival_time_ms=arrival_time_ms,
+                    payload_size=len(packet.payload) + packet.padding_size,
+                    ssrc=packet.ssrc,
+                )
+                rtcp_ssrc = r._RTCRtpReceiver__rtcp_ssrc
+                if rtcp_ssrc is not None and remb is not None:
+                    rtcp = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb))
+                    sent(r._send_rtcp(rtcp), noop)
+        ssrc = packet.ssrc
+        active[ssrc] = now()
+        codec = codecs.get(packet.payload_type)
+        if codec is None:
+            return
+        stream = streams.get(ssrc)
+        if stream is None:
+            stream = streams[ssrc] = StreamStatistics(codec.clockRate)
+        stream.add(packet)
+        name = codec.name
+        if name.lower() == "rtx":
+            original_ssrc = rtx_ssrc.get(ssrc)
+            if original_ssrc is None:
+                return
+            apt = codec.parameters.get("apt")
+            if len(packet.payload) < 2 or not isinstance(apt, int) or apt not in codecs:
+                return
+            packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
+            codec = codecs[apt]
+            name = codec.name
+        nacks = r._RTCRtpReceiver__nack_generator
+        if nacks is not None and nacks.add(packet):
+            sent(r._send_rtcp_nack(packet.ssrc, sorted(nacks.missing)), noop)
+        payload = packet.payload
+        if not payload:
+            packet._data = b""  # type: ignore[attr-defined]
+        elif name == "VP8":
+            data = vp8_depayload(payload)
+            if data is None:
+                return
+            packet._data = data  # type: ignore[attr-defined]
+        else:
+            try:
+                packet._data = depayload(codec, payload)  # type: ignore[attr-defined]
+            except ValueError:
+                return
+        pli_flag, encoded_frame = r._RTCRtpReceiver__jitter_buffer.add(packet)
+        if decoder_error.is_set():
+            decoder_error.clear()
+            if video:
+                pli_flag = True
+        if pli_flag:
+            sent(r._send_rtcp_pli(packet.ssrc), noop)
+        if encoded_frame is not None and r._RTCRtpReceiver__decoder_thread:
+            encoded_frame.timestamp = mapper.map(encoded_frame.timestamp)
+            decoder_queue.put((codec, encoded_frame))
+
+    return handle
+
+
+def install_rtp_intake(
+    dtls: Any,
+    recv: Callable[..., Any],
+    drive: Callable[[Any, Callable[[], None]], bool],
+    vp8_depayload: Callable[[bytes], Any] | None = None,
+    on_error: Callable[[], None] = _noop,
+    recv_rtcp: Callable[..., Any] | None = None,
+) -> RtpIntake:
+    """Give one DTLS transport an :class:`RtpIntake` (idempotent); with ``vp8_depayload``, receivers whose handler is
+    aiortc's own run it as :func:`lean_rtp_handler`."""
+    existing: RtpIntake | None = getattr(dtls, _INTAKE, None)
+    if existing is not None:
+        return existing
+    intake = RtpIntake(dtls, recv, drive, vp8_depayload, on_error, recv_rtcp)
+    setattr(dtls, _INTAKE, intake)
+    return intake
+
+
+def rtp_intake(dtls: Any) -> RtpIntake | None:
+    """The :class:`RtpIntake` of a DTLS transport, if it has one."""
+    intake: RtpIntake | None = getattr(dtls, _INTAKE, None)
+    return intake
+
+
+def receive_self_check() -> str | None:
+    """Why :class:`RtpIntake` cannot stand in for aiortc's receive loop with the installed aiortc/aioice (None: it can).
+
+    The C parser sets exactly the attributes ``RtpPacket.__init__`` and ``HeaderExtensions`` have; a version with
+    others (or other internals) keeps aiortc's own path.
+    """
+    from aiortc.rtp import HeaderExtensionsMap
+
+    expected_packet = (
+        "version",
+        "marker",
+        "payload_type",
+        "sequence_number",
+        "timestamp",
+        "ssrc",
+        "csrc",
+        "extensions",
+        "payload",
+        "padding_size",
+    )
+    if tuple(vars(RtpPacket())) != expected_packet:
+        return "RtpPacket attributes"
+    expected_extensions = (
+        "abs_send_time",
+        "audio_level",
+        "mid",
+        "repaired_rtp_stream_id",
+        "rtp_stream_id",
+        "transmission_offset",
+        "transport_sequence_number",
+    )
+    if tuple(vars(HeaderExtensions())) != expected_extensions:
+        return "HeaderExtensions fields"
+    if not isinstance(getattr(HeaderExtensionsMap(), "_HeaderExtensionsMap__ids", None), HeaderExtensions):
+        return "HeaderExtensionsMap ids"
+    used = _names_used(RTCDtlsTransport)
+    for name in ("_rx_srtp", "_rtp_router", "_rtp_header_extensions_map", "_RTCDtlsTransport__rx_bytes"):
+        if name not in used:
+            return f"RTCDtlsTransport.{name}"
+    value = getattr(IceConnection, "data_received", None)
+    if not callable(value) or tuple(inspect.signature(value).parameters)[:3] != ("self", "data", "component"):
+        return "aioice Connection.data_received"
+    if not callable(getattr(RTCRtpReceiver, "_handle_rtp_packet", None)):
+        return "RTCRtpReceiver._handle_rtp_packet"
+    return None

@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 
+from media import receiving
 from media.aiortc_compat import (
     CODECS,
     DYNAMIC_PAYLOAD_TYPES,
@@ -207,6 +208,7 @@ class Peer:
             self.simulcast = layers
             self._keep_simulcast()
             self._adopt_published()
+            receiving.install(self.pc)  # the native receive path, where it applies (media/receiving.py)
             restrict_host_candidates(self.pc, self.settings.announce_addresses, self.settings.udp_ports)
             self._note_intended()
             answer = await self.pc.createAnswer()
@@ -357,6 +359,7 @@ class Peer:
             except Exception as exc:
                 raise NegotiationError("invalid_sdp", f"answer not applied: {exc}") from exc
             self._keep_simulcast()
+            receiving.install(self.pc)
             self._drop_pending_offer()
             self._mark_negotiated()
         if self._renegotiation_queued or self._slots_differ():
