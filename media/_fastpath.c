@@ -400,14 +400,21 @@ get_long(PyObject *owner, int name, long *out)
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
+/* Set owner.<name> to value, taking the reference to value (NULL: the error of whatever made it). */
 static int
-set_object(PyObject *owner, int name, PyObject *value)
+set_stolen(PyObject *owner, PyObject *name, PyObject *value)
 {
     if (value == NULL)
         return -1;
-    int rc = PyObject_SetAttr(owner, attributes[name], value);
+    int rc = PyObject_SetAttr(owner, name, value);
     Py_DECREF(value);
     return rc;
+}
+
+static int
+set_object(PyObject *owner, int name, PyObject *value)
+{
+    return set_stolen(owner, attributes[name], value);
 }
 
 static int
@@ -677,11 +684,7 @@ bare_instance(PyObject *cls)
 static int
 set_owned(PyObject *obj, int name, PyObject *value)
 {
-    if (value == NULL)
-        return -1;
-    int rc = PyObject_SetAttr(obj, recv_attributes[name], value);
-    Py_DECREF(value);
-    return rc;
+    return set_stolen(obj, recv_attributes[name], value);
 }
 
 /* The id of one extension in aiortc's HeaderExtensionsMap (its private HeaderExtensions of ids); -1 if none. */
