@@ -308,6 +308,21 @@ send_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return send_one(args, nargs);
 }
 
+/* The exception just raised, taken out of the error indicator with its traceback, as a result in its own right (one
+ * subscriber's failure is its own: the batch hands it back in that subscriber's place and goes on); NULL if none. */
+static PyObject *
+raised_as_result(void)
+{
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (value != NULL && traceback != NULL)
+        PyException_SetTraceback(value, traceback);
+    Py_XDECREF(type);
+    Py_XDECREF(traceback);
+    return value;
+}
+
 PyDoc_STRVAR(send_frames_doc,
 "send_frames(jobs) -> list[None | tuple[list[bytes], int, int, bool] | Exception]\n"
 "\n"
@@ -336,22 +351,9 @@ send_frames(PyObject *self, PyObject *jobs)
             result = send_one(&PyTuple_GET_ITEM(job, 0), PyTuple_GET_SIZE(job));
             Py_DECREF(job);
         }
-        if (result == NULL) {
-            /* This subscriber's failure is its own: hand the exception back in its place and go on. */
-            PyObject *type, *value, *traceback;
-            PyErr_Fetch(&type, &value, &traceback);
-            PyErr_NormalizeException(&type, &value, &traceback);
-            if (value == NULL) {
-                Py_XDECREF(type);
-                Py_XDECREF(traceback);
-                Py_DECREF(results);
-                return NULL;
-            }
-            if (traceback != NULL)
-                PyException_SetTraceback(value, traceback);
-            Py_XDECREF(type);
-            Py_XDECREF(traceback);
-            result = value;
+        if (result == NULL && (result = raised_as_result()) == NULL) {
+            Py_DECREF(results);
+            return NULL;
         }
         PyList_SET_ITEM(results, j, result);
     }
@@ -582,22 +584,9 @@ send_lanes(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(entry);
         PyObject *result = send_lane(entry, ntp);
         Py_DECREF(entry);
-        if (result == NULL) {
-            /* This subscriber's failure is its own: hand the exception back in its place and go on. */
-            PyObject *type, *value, *traceback;
-            PyErr_Fetch(&type, &value, &traceback);
-            PyErr_NormalizeException(&type, &value, &traceback);
-            if (value == NULL) {
-                Py_XDECREF(type);
-                Py_XDECREF(traceback);
-                Py_DECREF(results);
-                return NULL;
-            }
-            if (traceback != NULL)
-                PyException_SetTraceback(value, traceback);
-            Py_XDECREF(type);
-            Py_XDECREF(traceback);
-            result = value;
+        if (result == NULL && (result = raised_as_result()) == NULL) {
+            Py_DECREF(results);
+            return NULL;
         }
         PyList_SET_ITEM(results, j, result);
     }
