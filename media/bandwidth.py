@@ -786,6 +786,8 @@ class ProbeController:
         """When the running probe began (None: none runs)."""
         self.seconds = PROBE_SECONDS
         """How long the running (or last) probe sends padding."""
+        self.wait_max = PROBE_WAIT_MAX
+        """The longest wait after the running (or last) probe, should it fail."""
         self.goal_bps = 0
         self.padding_bps = 0
         self.keys: tuple[str, ...] = ()
@@ -850,12 +852,20 @@ class ProbeController:
         return clean and now >= self.next_at and now - last_change >= self.hold
 
     def start(
-        self, now: float, goal_bps: int, forwarded_bps: int, estimate: int | None, seconds: float = PROBE_SECONDS
+        self,
+        now: float,
+        goal_bps: int,
+        forwarded_bps: int,
+        estimate: int | None,
+        seconds: float = PROBE_SECONDS,
+        wait_max: float = PROBE_WAIT_MAX,
     ) -> int:
         """Begin a probe showing ``goal_bps`` in all for ``seconds``; the padding rate to send (bit/s) beside
-        ``forwarded_bps``."""
+        ``forwarded_bps``. Should it fail, the next waits at most ``wait_max`` (a probe whose failure overflows the
+        link by little may be tried again sooner)."""
         self.started_at = now
         self.seconds = seconds
+        self.wait_max = wait_max
         self.goal_bps = goal_bps
         self.padding_bps = max(0, goal_bps - forwarded_bps)
         self._estimate = estimate or 0
@@ -880,8 +890,8 @@ class ProbeController:
             self.started_at = None
             self.followup = False
             self._failed_estimate = self._estimate or estimate
-            self.next_at = now + self.wait
-            self.wait = min(self.wait * 2, PROBE_WAIT_MAX)
+            self.next_at = now + min(self.wait, self.wait_max)
+            self.wait = min(self.wait * 2, self.wait_max)
             return False
         if now - started >= self.seconds + PROBE_VERDICT:
             self.started_at = None

@@ -40,6 +40,7 @@ from media.bandwidth import (
     PADDING_SIZE_ON_WIRE,
     PROBE_MAX_BPS,
     PROBE_SECONDS,
+    PROBE_WAIT_MAX,
     Allocation,
     EstimateBook,
     LinkQuality,
@@ -960,6 +961,8 @@ class InProcessNode:
         else:
             # Nothing paused, but simulcast videos the link stepped down: a probe shows whether it carries their next
             # layers now (a lifted limit), instead of waiting out the retry hold (media.simulcast.RETRY_HOLD).
+            if not any(slot.track.chooser.held for slot in peer.slots):
+                return  # (no layer refused: spare measuring every layer at each decision)
             steps = self._layer_steps(peer, now)
             gaps = {key: gap for key, (_, gap) in steps.items() if gap > 0}
             if not gaps:
@@ -989,8 +992,14 @@ class InProcessNode:
             dirty_at=link.dirty_at,
         ):
             return
+        # A refused layer costs a small overflow to try again: no minute-long waits (LAYER_PROBE_WAIT_MAX).
         padding = prober.start(
-            now, goal, forwarded, subscriber.estimate, seconds=LAYER_PROBE_SECONDS if layer_keys else PROBE_SECONDS
+            now,
+            goal,
+            forwarded,
+            subscriber.estimate,
+            seconds=LAYER_PROBE_SECONDS if layer_keys else PROBE_SECONDS,
+            wait_max=LAYER_PROBE_WAIT_MAX if layer_keys else PROBE_WAIT_MAX,
         )
         prober.keys = keys
         subscriber.layer_probe = layer_keys
@@ -1073,10 +1082,6 @@ class InProcessNode:
         prober = subscriber.prober
         layer_probe, subscriber.layer_probe = subscriber.layer_probe, ()
         if not passed:
-            if layer_probe:
-                # A refused layer costs a small overflow to try again: no minute-long waits (LAYER_PROBE_WAIT_MAX).
-                prober.wait = min(prober.wait, LAYER_PROBE_WAIT_MAX)
-                prober.next_at = min(prober.next_at, now + LAYER_PROBE_WAIT_MAX)
             log.info(
                 "subscriber_probe_failed",
                 hearing_id=room.hearing_id,
@@ -1086,30 +1091,23 @@ class InProcessNode:
                 layers=len(layer_probe),
             )
             return
+        resumed: tuple[str, ...] = ()
         if layer_probe:
             for slot in peer.slots:
                 publisher = slot.track.publisher
                 if publisher is not None and publisher.recording_id in layer_probe:
                     slot.track.chooser.probed(now)
             subscriber.layers_probed_at = now
-            log.info(
-                "subscriber_probe_succeeded",
-                hearing_id=room.hearing_id,
-                subscriber=peer.participant_id,
-                goal_kbps=prober.goal_bps // 1000,
-                resumed=0,
-                layers=len(layer_probe),
-            )
-            self._adapt(room, peer, now)
-            return
-        videos = self._videos(room, peer, subscriber, now)
-        resumed = subscriber.allocator.resume_probed(now, prober.goal_bps, estimate, videos, keys=prober.keys)
+        else:
+            videos = self._videos(room, peer, subscriber, now)
+            resumed = subscriber.allocator.resume_probed(now, prober.goal_bps, estimate, videos, keys=prober.keys)
         log.info(
             "subscriber_probe_succeeded",
             hearing_id=room.hearing_id,
             subscriber=peer.participant_id,
             goal_kbps=prober.goal_bps // 1000,
             resumed=len(resumed),
+            layers=len(layer_probe),
         )
         if resumed:
             track_ids = {t.recording_id: t.track_id for t in peer.wanted}
@@ -1122,6 +1120,7 @@ class InProcessNode:
                     estimate_kbps=None if estimate is None else estimate // 1000,
                     probed_kbps=prober.goal_bps // 1000,
                 )
+        if resumed or layer_probe:
             self._adapt(room, peer, now)
 
     @staticmethod

@@ -285,6 +285,11 @@ class LayerChooser:
         self._probed_at = float("-inf")
         """When a padding probe last showed the link carries the layer the tile wants (see :meth:`probed`)."""
 
+    @property
+    def held(self) -> bool:
+        """Whether the link refused a layer lately (the slot may sit below its tile's layer because of it)."""
+        return self._refused is not None
+
     def link_gap(self, layers: Sequence[LayerInfo], tile: tuple[int, int] | None) -> int:
         """Bit/s more the slot would take at the layer its tile wants, when the link (not the tile, not the hold
         after a tile change) keeps it below that layer: what a padding probe must show the link carries before the

@@ -8,6 +8,7 @@ import pytest
 from media.bandwidth import PROBE_VERDICT, ProbeController
 from media.simulcast import (
     LAYER_PROBE_SECONDS,
+    LAYER_PROBE_WAIT_MAX,
     PROBED_WITHIN,
     RETRY_FAILED_WITHIN,
     RETRY_HOLD,
@@ -235,11 +236,14 @@ def test_a_probe_that_shows_the_link_carries_the_refused_layer_lets_the_subscrib
     assert chooser.link_gap(THREE, big) == 0  # nothing chosen yet
     assert chooser.decide(0.0, THREE, big, None) == "f"
     assert chooser.link_gap(THREE, big) == 0  # on the layer its tile wants
+    assert not chooser.held
     assert chooser.decide(1.0, THREE, big, 400_000) == "h"  # the link refused f
+    assert chooser.held
     assert chooser.link_gap(THREE, big) == 1_000_000 - 350_000
     assert chooser.link_gap(THREE, (300, 200)) == 0  # the tile alone wants h: nothing to probe for
     assert chooser.decide(2.0, THREE, big, None) == "h"  # clean again, but refused: the retry hold
     chooser.probed(2.5)
+    assert not chooser.held
     assert chooser.link_gap(THREE, big) == 0
     assert chooser.decide(2.6, THREE, big, None) == "f"  # up at once
     # The probe's word lasts PROBED_WITHIN: a later up switch waits for UP_HOLD again.
@@ -264,6 +268,21 @@ def test_a_layer_probe_pads_for_its_own_length_before_its_verdict() -> None:
     assert prober.verdict(10.01 + LAYER_PROBE_SECONDS + PROBE_VERDICT, dirty_at=0.0, estimate=300_000) is True
     prober.start(20.0, 900_000, 400_000, 300_000)
     assert not prober.padding(20.0 + LAYER_PROBE_SECONDS - 0.01)
+
+
+def test_a_failed_layer_probe_is_tried_again_within_its_own_wait_cap() -> None:
+    """Failed layer probes back off only to LAYER_PROBE_WAIT_MAX (their overflow is one layer step), while failed
+    probes for paused video keep doubling towards a minute."""
+    layered, paused = ProbeController(hold=3.0), ProbeController(hold=3.0)
+    now = 10.0
+    for _ in range(6):
+        layered.start(now, 900_000, 400_000, 300_000, seconds=LAYER_PROBE_SECONDS, wait_max=LAYER_PROBE_WAIT_MAX)
+        paused.start(now, 900_000, 400_000, 300_000)
+        assert layered.verdict(now + 0.1, dirty_at=now + 0.05, estimate=300_000) is False
+        assert paused.verdict(now + 0.1, dirty_at=now + 0.05, estimate=300_000) is False
+        assert layered.next_at - (now + 0.1) <= LAYER_PROBE_WAIT_MAX
+        now += 100.0
+    assert paused.next_at - (now - 100.0 + 0.1) > LAYER_PROBE_WAIT_MAX
 
 
 def test_a_constrained_subscriber_steps_videos_down_by_priority() -> None:
