@@ -115,6 +115,25 @@ def chromium_args() -> list[str]:
     return args
 
 
+def chromium_in(netns: str, folder: Path) -> str:
+    """A launcher (written into ``folder``) that starts Debian's Chromium inside the network namespace ``netns``
+    (Playwright talks to it over a pipe)."""
+    script = folder / f"chromium-{netns}"
+    script.write_text(f'#!/bin/sh\nexec nsenter --net=/run/netns/{netns} {CHROMIUM} "$@"\n', encoding="utf-8")
+    script.chmod(0o755)
+    return str(script)
+
+
+def namespace_args(origin: str, server_address: str, *extra: str) -> list[str]:
+    """:func:`chromium_args` for a Chromium in a network namespace the test made: host candidates (the namespaces
+    themselves keep every packet in), names resolved for the server's ``server_address`` too, and the server's
+    ``origin`` treated as secure (a camera is only offered to secure origins; this one is not loopback); then
+    ``extra`` flags."""
+    args = [a for a in chromium_args() if not a.startswith(("--webrtc-ip-handling-policy", "--host-resolver-rules"))]
+    rules = f"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE {server_address}"
+    return [*args, rules, f"--unsafely-treat-insecure-origin-as-secure={origin}", *extra]
+
+
 def fake_video_clip(path: Path, *, width: int = 160, height: int = 120, fps: int = 10) -> Path:
     """A small moving test picture as Y4M, for ``--use-file-for-fake-video-capture`` (Chromium loops it)."""
     if not path.is_file():

@@ -24,12 +24,12 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from tests.browser_fixtures import (
-    CHROMIUM,
     MEDIA_WAIT,
     artifact_dir,
     book_hearing,
-    chromium_args,
+    chromium_in,
     fake_video_clip,
+    namespace_args,
     participant_group,
     require_chromium,
     run_server,
@@ -56,27 +56,6 @@ table inet courtlink_cut {
   chain output { type filter hook output priority 0; policy accept; meta l4proto udp drop; }
 }
 """
-
-
-def chromium_in(netns: str, folder: Path) -> str:
-    """A launcher that starts Debian's Chromium inside ``netns`` (Playwright talks to it over a pipe)."""
-    script = folder / f"chromium-{netns}"
-    script.write_text(f'#!/bin/sh\nexec nsenter --net=/run/netns/{netns} {CHROMIUM} "$@"\n', encoding="utf-8")
-    script.chmod(0o755)
-    return str(script)
-
-
-def namespace_args(clip: Path, origin: str) -> list[str]:
-    """The usual flags, but with host candidates (the namespaces themselves keep every packet in), and the
-    server's origin treated as secure (a camera is only offered to secure origins; this one is not loopback)."""
-    args = [a for a in chromium_args() if not a.startswith(("--webrtc-ip-handling-policy", "--host-resolver-rules"))]
-    rules = f"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE {COURT_ADDRESS}"
-    return [
-        *args,
-        rules,
-        f"--unsafely-treat-insecure-origin-as-secure={origin}",
-        f"--use-file-for-fake-video-capture={clip}",
-    ]
 
 
 def frames_from(group: Participants, page: Page, participant_id: str) -> tuple[int, int]:
@@ -124,12 +103,13 @@ def _scenario(server: Any, court: str, home: str, clip: Path, tmp_path: Path, sh
     booking = book_hearing(server, [("Zhang Wei", "judge", "court"), ("Ma Jun", "defendant", "remote")])
     judge_id, defendant_id = booking.ids["judge"], booking.ids["defendant"]
     allowed = frozenset({COURT_ADDRESS})
+    args = namespace_args(server.base_url, COURT_ADDRESS, f"--use-file-for-fake-video-capture={clip}")
     with sync_playwright() as playwright:
         court_browser: Browser = playwright.chromium.launch(
-            executable_path=chromium_in(court, tmp_path), headless=True, args=namespace_args(clip, server.base_url)
+            executable_path=chromium_in(court, tmp_path), headless=True, args=args
         )
         home_browser: Browser = playwright.chromium.launch(
-            executable_path=chromium_in(home, tmp_path), headless=True, args=namespace_args(clip, server.base_url)
+            executable_path=chromium_in(home, tmp_path), headless=True, args=args
         )
         try:
             with (

@@ -24,10 +24,10 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from tests.browser_fixtures import (
-    CHROMIUM,
     artifact_dir,
     book_hearing,
-    chromium_args,
+    chromium_in,
+    namespace_args,
     participant_group,
     require_chromium,
     run_server,
@@ -54,22 +54,6 @@ machine; the figure is printed)."""
 WATCH = 12.0
 """Seconds both observers are watched once the shaped one is down (below the node's RETRY_HOLD plus the 3 s a link
 must stay clean: no retry of the full layer can fall in it)."""
-
-
-def chromium_in(netns: str, folder: Path) -> str:
-    """A launcher that starts Debian's Chromium inside ``netns`` (Playwright talks to it over a pipe)."""
-    script = folder / f"chromium-{netns}"
-    script.write_text(f'#!/bin/sh\nexec nsenter --net=/run/netns/{netns} {CHROMIUM} "$@"\n', encoding="utf-8")
-    script.chmod(0o755)
-    return str(script)
-
-
-def namespace_args(origin: str) -> list[str]:
-    """The usual flags (the fake 640x480 camera), with host candidates (the namespaces keep every packet in) and
-    the server's origin treated as secure (a camera is only offered to secure origins; this one is not loopback)."""
-    args = [a for a in chromium_args() if not a.startswith(("--webrtc-ip-handling-policy", "--host-resolver-rules"))]
-    rules = f"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE {COURT_ADDRESS}"
-    return [*args, rules, f"--unsafely-treat-insecure-origin-as-secure={origin}"]
 
 
 def judge_camera(p: Participants, page: Page, judge_id: str) -> dict[str, Any]:
@@ -140,7 +124,7 @@ def _scenario(server: Any, court: str, home: str, court_dev: str, tmp_path: Path
     )
     judge_id = booking.ids["judge"]
     allowed = frozenset({COURT_ADDRESS})
-    args = namespace_args(server.base_url)
+    args = namespace_args(server.base_url, COURT_ADDRESS)
     with sync_playwright() as playwright:
         court_browser = playwright.chromium.launch(
             executable_path=chromium_in(court, tmp_path), headless=True, args=args
