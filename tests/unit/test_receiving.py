@@ -3,6 +3,8 @@ datagram (real libsrtp sessions, as in tests/unit/test_fastpath.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from typing import Any
 
 import pylibsrtp
@@ -10,7 +12,7 @@ import pytest
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket
 
-from media.aiortc_compat import native_unprotect, receive_self_check
+from media.aiortc_compat import DRAIN_BUDGET, drain_reads, native_unprotect, receive_self_check
 from tests.unit.test_fastpath import _inbound, _outbound
 
 try:
@@ -234,3 +236,47 @@ async def test_without_the_native_parser_connections_keep_aiortcs_receive_path(m
     finally:
         monkeypatch.undo()
         receiving.use_native(before)
+
+
+class _Counting(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self.received: list[bytes] = []
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.received.append(data)
+
+
+async def _first_turn_with_data(drained: bool, queued: int) -> int:
+    """Datagrams a socket's reader hands over in the first turn of the loop that finds ``queued`` of them waiting."""
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(_Counting, local_addr=("127.0.0.1", 0))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        await asyncio.sleep(0)  # the transport's reader is registered
+        if drained:
+            assert drain_reads(protocol)
+            assert not drain_reads(protocol)  # once
+        address = transport.get_extra_info("sockname")
+        for i in range(queued):
+            sender.sendto(i.to_bytes(2, "big"), address)  # all in the kernel's queue before the loop looks
+        for _ in range(10_000):  # turns of the loop, until the first one that reads
+            if protocol.received:
+                break
+            await asyncio.sleep(0)
+        return len(protocol.received)
+    finally:
+        sender.close()
+        transport.close()
+
+
+async def test_a_drained_socket_takes_every_queued_datagram_in_one_turn_of_the_loop() -> None:
+    """asyncio reads one datagram per readiness, so a socket takes one a turn and the kernel drops the rest of a burst
+    (the twelve-person scale test starved whole streams for seconds); drained, a turn takes them all (up to the
+    budget), in order."""
+    assert await _first_turn_with_data(drained=False, queued=40) == 1
+    assert await _first_turn_with_data(drained=True, queued=40) == 40
+    assert await _first_turn_with_data(drained=True, queued=DRAIN_BUDGET + 10) == DRAIN_BUDGET
