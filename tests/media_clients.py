@@ -30,6 +30,7 @@ import math
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -45,6 +46,7 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamT
 from av import AudioFrame, VideoFrame
 from pyee.asyncio import AsyncIOEventEmitter
 
+from media import receiving
 from media.ice import restrict_host_candidates, rtc_configuration
 from media.passthrough import ReceiverTap, tap_receiver
 from protocol.node import (
@@ -66,6 +68,10 @@ LOOPBACK = ("127.0.0.1",)
 
 def _ignore(_: Any) -> None:
     pass
+
+
+def _count_packet(entry: Received, _: Any) -> None:
+    entry.rtp_packets += 1
 
 
 def _nothing() -> None:
@@ -271,12 +277,19 @@ class MediaClient:
             self._counted.add(id(receiver))
             entry = self.received.setdefault(str(transceiver.mid), Received(kind=transceiver.kind))
             if self.count_only:
-                # Hand received frames to nobody instead of a decoder (called before the receiver starts).
+                # Hand received frames to nobody instead of a decoder (called before the receiver starts), and count
+                # packets as they reach the receiver's buffer.
                 tap_receiver(
                     receiver,
                     transceiver.kind,
-                    ReceiverTap(on_frame=_ignore, on_packet=_ignore, on_sender_report=_ignore, on_bye=_nothing),
+                    ReceiverTap(
+                        on_frame=_ignore,
+                        on_packet=partial(_count_packet, entry),
+                        on_sender_report=_ignore,
+                        on_bye=_nothing,
+                    ),
                 )
+                continue
             original = receiver._handle_rtp_packet
 
             async def counting(packet: Any, arrival_time_ms: int, _orig: Any = original, _e: Received = entry) -> None:
@@ -284,6 +297,10 @@ class MediaClient:
                 await _orig(packet, arrival_time_ms)
 
             receiver._handle_rtp_packet = counting  # type: ignore[method-assign]
+        if self.count_only:
+            # Twelve clients read in one process: they receive as the node does (media.receiving), or one process's
+            # event loop cannot read what a node sends twelve people and the kernel drops it.
+            receiving.install(self.pc)
 
     async def _consume(self, track: MediaStreamTrack) -> None:
         # Drain every remote track (aiortc's track queue is unbounded) and read the codes of video.
