@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import faulthandler
 import logging
 import sys
+import threading
+from collections.abc import Callable
 
 import structlog
 
@@ -34,3 +39,33 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     logging.basicConfig(
         level=max(threshold, logging.WARNING), stream=sys.stderr, format="%(name)s %(levelname)s %(message)s"
     )
+
+
+STOP_OVERDUE_SECONDS = 12.0
+"""Seconds a clean stop may take before the process says what it still waits for (a supervisor, systemd or a test
+gives up on it at some point; the fact says where it hung)."""
+
+
+def watch_stop(process: str, after: float = STOP_OVERDUE_SECONDS) -> Callable[[], None]:
+    """Call when a clean stop begins (on the event loop); returns the call that ends the watch.
+
+    If the process is still stopping ``after`` seconds later, one ``stop_overdue`` fact lists the asyncio tasks not
+    finished (each with where it waits), and every thread's stack goes to stderr: a stop that hangs says where.
+    """
+    loop = asyncio.get_running_loop()
+
+    def report() -> None:
+        waiting: list[str] = []
+        with contextlib.suppress(RuntimeError):  # the loop's task set changed under us more than all_tasks retries
+            for task in asyncio.all_tasks(loop):
+                where = "; ".join(f"{f.f_code.co_qualname}:{f.f_lineno}" for f in task.get_stack(limit=4))
+                waiting.append(f"{task.get_name()}: {where}")
+        structlog.get_logger("courtlink").warning(
+            "stop_overdue", process=process, seconds=after, tasks=sorted(waiting)[:40]
+        )
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+
+    timer = threading.Timer(after, report)
+    timer.daemon = True  # never keeps a process alive
+    timer.start()
+    return timer.cancel

@@ -17,7 +17,7 @@ from contextlib import AsyncExitStack
 
 import structlog
 
-from courtlink.logs import configure_logging
+from courtlink.logs import configure_logging, watch_stop
 from courtlink.settings import Settings
 from courtlink.wiring import node_settings
 from media.frame_pipe import FramePipeServer
@@ -95,4 +95,5 @@ async def run_media_node(
         print(READY.format(node_id=node_id, region=region or "-", bus=bus_name, frames=frame_address or "none"))
         sys.stdout.flush()
         await stop.wait()
+        watch_stop("media-node")  # the stop below says where it hangs, if it does
         log.info("media_node_stopping", node_id=node_id)

@@ -22,7 +22,7 @@ import structlog
 from aiohttp import web
 
 from courtlink.bootstrap import admin_key, ensure_data_dir, token_secret
-from courtlink.logs import configure_logging
+from courtlink.logs import configure_logging, watch_stop
 from courtlink.node_process import process_id
 from courtlink.settings import Settings
 from courtlink.tls import server_context
@@ -136,6 +136,7 @@ async def run_signaling(settings: Settings, tls_where: tuple[str, str] = ("http.
         print(READY.format(process=me, url=url, bus=bus_name, nodes=len(nodes)))
         sys.stdout.flush()
         await stop.wait()
+        watch_stop("signaling")  # the stop below says where it hangs, if it does
         log.info("signaling_stopping", process_id=me)
 
 

@@ -1,0 +1,62 @@
+"""A clean stop that hangs says where: ``courtlink.logs.watch_stop``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from courtlink.logs import configure_logging, watch_stop
+
+
+@pytest.fixture(autouse=True)
+def logging_restored() -> Iterator[None]:
+    """The session's logging as it was before the test configured the processes' JSON facts."""
+    config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**config)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+async def _stuck_in_close(released: asyncio.Event) -> None:
+    await released.wait()
+
+
+async def test_a_stop_still_running_after_its_bound_names_the_tasks_it_waits_for(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("info", "json")
+    released = asyncio.Event()
+    stuck = asyncio.get_running_loop().create_task(_stuck_in_close(released), name="closing-rooms")
+    end = watch_stop("signaling", after=0.05)
+    err = ""
+    for _ in range(100):  # the watch's timer thread fires meanwhile (a bound, not a timing)
+        await asyncio.to_thread(threading.Event().wait, 0.05)
+        err += capfd.readouterr().err
+        if "stop_overdue" in err and "Thread" in err:
+            break
+    released.set()
+    await stuck
+    end()
+    facts = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    overdue = [f for f in facts if f.get("event") == "stop_overdue"]
+    assert len(overdue) == 1, err
+    assert overdue[0]["process"] == "signaling"
+    assert any(t.startswith("closing-rooms: _stuck_in_close") for t in overdue[0]["tasks"]), overdue[0]["tasks"]
+    assert "Thread" in err  # every thread's stack follows
+
+
+async def test_a_stop_that_ends_in_time_says_nothing(capfd: pytest.CaptureFixture[str]) -> None:
+    configure_logging("info", "json")
+    end = watch_stop("media-node", after=0.2)
+    end()
+    await asyncio.to_thread(threading.Event().wait, 0.4)
+    assert "stop_overdue" not in capfd.readouterr().err
