@@ -1,4 +1,5 @@
-"""structlog set-up for courtlink processes: one JSON (or console) line per event."""
+"""structlog set-up for courtlink processes (one JSON or console line per event), and how a process stops: on
+SIGINT or SIGTERM, watched (:func:`stop_on_signals`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 import faulthandler
 import logging
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -69,3 +71,19 @@ def watch_stop(process: str, after: float = STOP_OVERDUE_SECONDS) -> Callable[[]
     timer.daemon = True  # never keeps a process alive
     timer.start()
     return timer.cancel
+
+
+def stop_on_signals(process: str, overdue_after: float = STOP_OVERDUE_SECONDS) -> asyncio.Event:
+    """An event that SIGINT or SIGTERM sets (caught from now on: a signal right after the ready line is a clean stop
+    too); the stop that follows is watched (:func:`watch_stop`). Call it on the event loop, first thing."""
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            stop.set()
+            watch_stop(process, overdue_after)  # the stop that follows says where it hangs, if it does
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    return stop

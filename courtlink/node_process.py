@@ -8,16 +8,14 @@ registry at once, peers closed, connections closed (in reverse order of opening)
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 import socket
 import sys
 from contextlib import AsyncExitStack
 
 import structlog
 
-from courtlink.logs import configure_logging, watch_stop
+from courtlink.logs import configure_logging, stop_on_signals
 from courtlink.settings import Settings
 from courtlink.wiring import node_settings
 from media.frame_pipe import FramePipeServer
@@ -65,10 +63,7 @@ async def run_media_node(
     node_id = node_id or media.node_id
     region = media.region if region is None else region
     # Before anything else: a SIGTERM during start-up (or right after the ready line) is a clean stop, too.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals("media-node")
     async with AsyncExitStack() as stack:
         bus, records = await open_bus(settings.redis_url, process_id=process_id(settings, f"node-{node_id}"))
         stack.push_async_callback(records.close)
@@ -95,5 +90,4 @@ async def run_media_node(
         print(READY.format(node_id=node_id, region=region or "-", bus=bus_name, frames=frame_address or "none"))
         sys.stdout.flush()
         await stop.wait()
-        watch_stop("media-node")  # the stop below says where it hangs, if it does
         log.info("media_node_stopping", node_id=node_id)

@@ -15,9 +15,7 @@ each open hearing with a new session after a ``recorder_restart`` gap.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -26,7 +24,7 @@ from contextlib import AsyncExitStack
 import structlog
 
 from courtlink.bootstrap import ensure_data_dir
-from courtlink.logs import configure_logging
+from courtlink.logs import configure_logging, stop_on_signals
 from courtlink.settings import ConfigError, Settings
 from protocol.frames import FrameSource
 from recorder.bus_link import BusSessionLink, frame_locator
@@ -99,11 +97,7 @@ async def recorder(settings: Settings, recorder_id: str) -> None:
         raise ConfigError("recorder needs redis_url (the store and bus it shares with signaling and the nodes)")
     configure_logging(settings.log_level, settings.log_format)
     data_dir = ensure_data_dir(settings.data_dir)
-    # The stop signals are caught from the start: a SIGTERM right after the ready line still stops cleanly.
-    stopped = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopped.set)
+    stopped = stop_on_signals("recorder")
     async with AsyncExitStack() as stack:
         store = await open_store(settings.redis_url, data_dir)
         stack.push_async_callback(store.close)

@@ -13,8 +13,6 @@ in its data dir, which is enough for one signaling process.
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import sys
 from contextlib import AsyncExitStack
 
@@ -22,7 +20,7 @@ import structlog
 from aiohttp import web
 
 from courtlink.bootstrap import admin_key, ensure_data_dir, token_secret
-from courtlink.logs import configure_logging, watch_stop
+from courtlink.logs import configure_logging, stop_on_signals
 from courtlink.node_process import process_id
 from courtlink.settings import Settings
 from courtlink.tls import server_context
@@ -110,11 +108,7 @@ async def run_signaling(settings: Settings, tls_where: tuple[str, str] = ("http.
     ssl_context = server_context(settings.http, *tls_where)
     data_dir = ensure_data_dir(settings.data_dir)
     me = process_id(settings, "signaling")
-    # The stop signals are caught from the start: a SIGTERM right after the ready line still stops cleanly.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals("signaling")
     async with AsyncExitStack() as stack:
         bus, records = await open_bus(settings.redis_url, process_id=me)
         stack.push_async_callback(records.close)
@@ -136,7 +130,6 @@ async def run_signaling(settings: Settings, tls_where: tuple[str, str] = ("http.
         print(READY.format(process=me, url=url, bus=bus_name, nodes=len(nodes)))
         sys.stdout.flush()
         await stop.wait()
-        watch_stop("signaling")  # the stop below says where it hangs, if it does
         log.info("signaling_stopping", process_id=me)
 
 

@@ -7,8 +7,6 @@ order (store first, node and recorder after, closed in reverse).
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -18,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from courtlink.bootstrap import admin_key, ensure_data_dir, token_secret
-from courtlink.logs import configure_logging
+from courtlink.logs import configure_logging, stop_on_signals
 from courtlink.nodes import NodeHeartbeat
 from courtlink.settings import Settings
 from courtlink.tls import server_context
@@ -172,11 +170,7 @@ async def serve(settings: Settings, tls_where: tuple[str, str] = ("http.tls_cert
     ssl_context = server_context(settings.http, *tls_where)
     data_dir = ensure_data_dir(settings.data_dir)
     created = None if settings.admin_key else admin_key(data_dir)
-    # The stop signals are caught from the start: a SIGTERM right after the URL line still shuts down cleanly.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals("serve")
     async with AsyncExitStack() as stack:
         store = await open_store(settings.redis_url, data_dir)
         stack.push_async_callback(store.close)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
 import threading
 from collections.abc import Iterator
 
 import pytest
 import structlog
 
-from courtlink.logs import configure_logging, watch_stop
+from courtlink.logs import configure_logging, stop_on_signals, watch_stop
 
 
 @pytest.fixture(autouse=True)
@@ -60,3 +62,29 @@ async def test_a_stop_that_ends_in_time_says_nothing(capfd: pytest.CaptureFixtur
     end()
     await asyncio.to_thread(threading.Event().wait, 0.4)
     assert "stop_overdue" not in capfd.readouterr().err
+
+
+async def test_sigterm_stops_a_process_and_its_stop_is_watched_once(capfd: pytest.CaptureFixture[str]) -> None:
+    """Every courtlink process stops on SIGINT or SIGTERM through one helper; the stop that follows is watched, once
+    however many signals come."""
+    configure_logging("info", "json")
+    stop = stop_on_signals("serve", overdue_after=0.05)
+    try:
+        assert not stop.is_set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(stop.wait(), 10)
+        os.kill(os.getpid(), signal.SIGINT)  # an impatient operator: no second watch
+        err = ""
+        for _ in range(100):  # the watch's timer fires meanwhile (a bound, not a timing)
+            await asyncio.to_thread(threading.Event().wait, 0.05)
+            err += capfd.readouterr().err
+            if "stop_overdue" in err and "Thread" in err:
+                break
+        await asyncio.to_thread(threading.Event().wait, 0.2)
+        err += capfd.readouterr().err
+        overdue = [json.loads(line) for line in err.splitlines() if '"stop_overdue"' in line]
+        assert [f["process"] for f in overdue] == ["serve"], err
+    finally:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
