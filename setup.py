@@ -1,7 +1,12 @@
-"""The optional C send loop (media/_fastpath.c); everything else is configured in pyproject.toml.
+"""The optional C parts of the media node; everything else is configured in pyproject.toml.
 
-The extension is optional: where it cannot be built (no C compiler, no Python headers) the install goes on
-without it and the media node sends through its pure-Python loop (media/sending.py, ``send_path()``).
+- media/_fastpath.c: the send loop and the receive path's unprotect and parse;
+- media/_rate.c: aiortc's receive-side bandwidth estimator, the same arithmetic in the same order (no fused
+  multiply-add, so the same REMBs as aiortc's Python for the same packets).
+
+Both are optional: where they cannot be built (no C compiler, no Python headers) the install goes on without them
+and the media node uses its pure-Python paths (media/sending.py ``send_path()``, media/receiving.py
+``receive_path()``) and aiortc's own estimator.
 """
 
 from setuptools import Extension, setup
@@ -13,6 +18,12 @@ setup(
             sources=["media/_fastpath.c"],
             extra_compile_args=["-O2"],
             optional=True,
-        )
+        ),
+        Extension(
+            "media._rate",
+            sources=["media/_rate.c"],
+            extra_compile_args=["-O2", "-ffp-contract=off"],
+            optional=True,
+        ),
     ]
 )

@@ -28,8 +28,10 @@ waited behind the other subscribers' packets in this one harness process.
 publisher frame with one C call per subscriber, from each one's ``push``,
 instead of one call for all of them (``media.fanout.use_batching(False)``). ``--aiortc-receive-counts`` receives
 the publisher through aiortc's own receive loop instead of the native one (``media.receiving.use_native(False)``);
-its publisher-only figure is the receive path's A/B. The send and receive paths each mode used are printed with the
-results.
+its publisher-only figure is the receive path's A/B. ``--python-rate-counts`` gives the publisher's video receiver
+aiortc's own Python bandwidth estimator instead of its C copy (``media/_rate.c``,
+``media.aiortc_compat.use_native_rate(False)``): the estimator's A/B. The send and receive paths each mode used are
+printed with the results.
 
 ``--native-subscribers`` makes the harness's subscribers read as the node does (``media.receiving``: drained
 sockets, SRTP and parsing in C), for every mode alike. They share one process, and through aiortc's own receive loop
@@ -87,7 +89,7 @@ from aiortc.contrib.media import MediaRelay
 
 from bench.janus import ROOM as JANUS_ROOM
 from bench.janus import JanusMissing, JanusServer, JanusSession, janus_binary
-from media.aiortc_compat import dtls_transports, rtp_intake
+from media.aiortc_compat import dtls_transports, rtp_intake, use_native_rate
 from media.fanout import use_batching
 from media.ice import restrict_host_candidates, rtc_configuration
 from media.node import InProcessNode
@@ -161,6 +163,7 @@ class SfuServer:
             use_gso(bool(request.get("gso", True)))
             use_batching(bool(request.get("batched", True)))
             use_native_receive(bool(request.get("native_receive", True)))
+            use_native_rate(bool(request.get("native_rate", True)))
             return {"send_path": f"{send_path()}, receive {receive_path()}"}
         if op == "cpu":
             return {"cpu": time.process_time(), "wall": time.monotonic()}
@@ -652,6 +655,7 @@ async def measure(harness: Harness, mode: str, n: int, seconds: float, warmup: f
             gso=mode != "passthrough-nogso",
             batched=mode != "passthrough-unbatched",
             native_receive=mode != "passthrough-aiortcrecv",
+            native_rate=mode != "passthrough-pyrate",
         )
         harness.send_paths[mode] = configured.get("send_path", "?")
     await harness.publish(mode)
@@ -712,6 +716,7 @@ async def run_bench(
     unbatched_counts: list[int] | None = None,
     aiortc_receive_counts: list[int] | None = None,
     native_subscribers: bool = False,
+    python_rate_counts: list[int] | None = None,
 ) -> None:
     t0 = time.monotonic()
     video, audio = await asyncio.to_thread(encode_clip)
@@ -730,6 +735,7 @@ async def run_bench(
         ("passthrough-nogso", nogso_counts),
         ("passthrough-unbatched", unbatched_counts or []),
         ("passthrough-aiortcrecv", aiortc_receive_counts or []),
+        ("passthrough-pyrate", python_rate_counts or []),
         ("passthrough-stock", stock_counts),
         ("relay", relay_counts),
     ]
@@ -793,6 +799,9 @@ async def run_bench(
     if "passthrough-aiortcrecv" in bases and bases.get("passthrough"):
         old, new = bases["passthrough-aiortcrecv"], bases["passthrough"]
         print(f"publisher only: aiortc receive loop / native receive path {old / new:.2f}x ({old:.4f} vs {new:.4f})")
+    if "passthrough-pyrate" in bases and bases.get("passthrough"):
+        old, new = bases["passthrough-pyrate"], bases["passthrough"]
+        print(f"publisher only: aiortc's estimator / the native one {old / new:.2f}x ({old:.4f} vs {new:.4f})")
     rl = {r.subscribers: r for r in rows if r.mode == "relay"}
     st = {r.subscribers: r for r in rows if r.mode == "passthrough-stock"}
     for mode in ("passthrough", "passthrough-stock"):
@@ -959,6 +968,13 @@ def main() -> None:
         help="passthrough receiving through aiortc's own receive loop instead of the native one, for A/B",
     )
     parser.add_argument(
+        "--python-rate-counts",
+        type=int,
+        nargs="*",
+        default=[],
+        help="passthrough with aiortc's Python bandwidth estimator instead of the native one (media/_rate.c), for A/B",
+    )
+    parser.add_argument(
         "--relay-counts",
         type=int,
         nargs="*",
@@ -1015,6 +1031,7 @@ def main() -> None:
             args.unbatched_counts,
             args.aiortc_receive_counts,
             args.native_subscribers,
+            args.python_rate_counts,
         )
     )
 

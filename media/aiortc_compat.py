@@ -103,6 +103,7 @@ __all__ = [
     "RtpPacket",
     "SenderInternals",
     "SessionDescription",
+    "adopt_native_estimator",
     "candidate_from_sdp",
     "direct_sendto",
     "find_common_codecs",
@@ -112,6 +113,7 @@ __all__ = [
     "keyframe_requester",
     "limit_host_candidates",
     "limit_remb",
+    "native_estimator",
     "negotiated_codecs",
     "negotiated_header_extensions",
     "offer_direction",
@@ -119,6 +121,7 @@ __all__ = [
     "on_remb",
     "random16",
     "random32",
+    "rate_matches",
     "receiver_codec_name",
     "replace_rtp_loop",
     "rtp_depayloaded",
@@ -128,6 +131,7 @@ __all__ = [
     "sender_rtt",
     "sender_ssrc",
     "set_negotiated",
+    "use_native_rate",
     "versions",
     "wrap_rtcp_handler",
     "wrap_rtx",
@@ -209,6 +213,63 @@ def limit_remb(receiver: RTCRtpReceiver) -> RembLimiter | None:
     limiter = RembLimiter(estimator)
     setattr(receiver, name, limiter)
     return limiter
+
+
+_RATE_SHA256 = "712e07906e2669b12818d58edec767d4e17d56a8a897f96226c5364a01456763"
+"""The source of aiortc 1.16's ``aiortc/rate.py``, which ``media/_rate.c`` copies."""
+
+_rate_checked: list[bool] = []
+_native_rate = [True]
+
+
+def rate_matches() -> bool:
+    """Whether the installed aiortc's bandwidth estimator is the one ``media/_rate.c`` copies (by its source)."""
+    if not _rate_checked:
+        from aiortc import rate
+
+        try:
+            source = inspect.getsource(rate)
+        except (OSError, TypeError):
+            source = ""
+        _rate_checked.append(hashlib.sha256(source.encode()).hexdigest() == _RATE_SHA256)
+    return _rate_checked[0]
+
+
+def use_native_rate(on: bool) -> None:
+    """Whether receivers set up from now on may get the native estimator (the bench's A/B)."""
+    _native_rate[0] = on
+
+
+def native_estimator() -> Any | None:
+    """A new ``media._rate.RemoteBitrateEstimator``: aiortc 1.16's estimator in C, the same REMBs for the same packets
+    at a fraction of the cost; None where it is not built, aiortc's ``rate.py`` is another, or it is switched off."""
+    try:
+        from media import _rate
+    except ImportError:
+        return None
+    if not _native_rate[0] or not rate_matches():
+        return None
+    return _rate.RemoteBitrateEstimator()
+
+
+def adopt_native_estimator(receiver: RTCRtpReceiver) -> bool:
+    """Give a video receiver the native estimator in place of aiortc's (behind its :class:`RembLimiter` if it has
+    one), while aiortc's has seen no packet; True if it did."""
+    from aiortc.rate import RemoteBitrateEstimator
+
+    name = "_RTCRtpReceiver__remote_bitrate_estimator"
+    current = getattr(receiver, name, None)
+    inner = current._estimator if isinstance(current, RembLimiter) else current
+    if type(inner) is not RemoteBitrateEstimator or inner.ssrcs:
+        return False
+    native = native_estimator()
+    if native is None:
+        return False
+    if isinstance(current, RembLimiter):
+        current._estimator = native
+    else:
+        setattr(receiver, name, native)
+    return True
 
 
 def keyframe_requester(receiver: RTCRtpReceiver) -> Callable[[int], Awaitable[None]]:
@@ -1196,7 +1257,8 @@ def lean_rtp_handler(
     receiver: RTCRtpReceiver, drive: Callable[[Any, Callable[[], None]], bool], vp8_depayload: Callable[[bytes], Any]
 ) -> Callable[[RtpPacket, int], None] | None:
     """``RTCRtpReceiver._handle_rtp_packet`` of aiortc 1.16 as a plain function (no coroutine per packet), step for
-    step: the REMB estimator (and the REMB it asks for), the active-source time, the per-SSRC statistics that feed the
+    step: the REMB estimator (and the REMB it asks for; aiortc's own becomes the native one,
+    :func:`adopt_native_estimator`), the active-source time, the per-SSRC statistics that feed the
     receiver reports, RTX unwrapping, NACK, depayloading (VP8 by ``vp8_depayload``, a C function that returns what
     aiortc's returns, None where aiortc's raises), the jitter buffer and the PLI it or a decoder error asks for; each
     RTCP packet is sent through the receiver's own ``_send_rtcp*`` coroutines, run by ``drive``. The estimator, NACK
@@ -1212,6 +1274,7 @@ def lean_rtp_handler(
 
     if "_handle_rtp_packet" in vars(receiver) or not _lean_matches():
         return None
+    adopt_native_estimator(receiver)
     r: Any = receiver
     codecs: dict[int, Any] = r._RTCRtpReceiver__codecs
     active: dict[int, Any] = r._RTCRtpReceiver__active_ssrc
@@ -1224,6 +1287,9 @@ def lean_rtp_handler(
     now = clock_now
     sent = drive
     noop = _noop
+    names: dict[int, tuple[Any, str, bool]] = {}
+    """Per payload type: the codec it was last seen with, its name, and whether it is RTX (``codec.name`` splits the
+    MIME type on every read)."""
 
     def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
         if not r._enabled:
@@ -1251,8 +1317,11 @@ def lean_rtp_handler(
         if stream is None:
             stream = streams[ssrc] = StreamStatistics(codec.clockRate)
         stream.add(packet)
-        name = codec.name
-        if name.lower() == "rtx":
+        entry = names.get(packet.payload_type)
+        if entry is None or entry[0] is not codec:
+            entry = names[packet.payload_type] = (codec, codec.name, codec.name.lower() == "rtx")
+        name = entry[1]
+        if entry[2]:
             original_ssrc = rtx_ssrc.get(ssrc)
             if original_ssrc is None:
                 return

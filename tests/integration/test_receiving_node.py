@@ -13,7 +13,7 @@ from aiortc.codecs.vpx import vp8_depayload
 from aiortc.rtp import RtcpPsfbPacket, RtcpRrPacket, RtcpRtpfbPacket, RtcpSrPacket, RtpPacket, is_rtcp
 
 from media import receiving
-from media.aiortc_compat import rtp_intake
+from media.aiortc_compat import native_estimator, rtp_intake
 from media.node import InProcessNode
 from media.passthrough import TappedFrame
 from media.settings import NodeSettings
@@ -219,6 +219,13 @@ async def test_lost_packets_are_nacked_repaired_by_rtx_and_reported(path: str, s
     assert await eventually(lambda: len(video_frames) >= 90 and len(sent.dropped) >= 15, within=40)
     assert await eventually(lambda: len(sub.codes(TAG)) >= 20, within=20)
     assert await eventually(lambda: sent.rembs() >= 1 and len(sent.report_blocks(sent.video_ssrc)) >= 2, within=20)
+    estimator: Any = _node_receivers(signaling)["video"]._RTCRtpReceiver__remote_bitrate_estimator
+    if path == "native" and native_estimator() is not None:
+        # the REMBs came from the C copy of aiortc's estimator (media/_rate.c), fed below aiortc's loop
+        assert type(estimator).__module__ == "media._rate"
+        assert sent.video_ssrc in estimator.ssrcs  # with the RTX stream's
+    else:
+        assert type(estimator).__module__ == "aiortc.rate"
     print(
         f"{path}: {len(sent.dropped)} dropped, {sent.nacks()} NACKs, {len(sent.rtx)} RTX resends, "
         f"{len(video_frames)} frames at the node, {sent.rembs()} REMBs"
