@@ -28,10 +28,12 @@ waited behind the other subscribers' packets in this one harness process.
 publisher frame with one C call per subscriber, from each one's ``push``,
 instead of one call for all of them (``media.fanout.use_batching(False)``). ``--aiortc-receive-counts`` receives
 the publisher through aiortc's own receive loop instead of the native one (``media.receiving.use_native(False)``);
-its publisher-only figure is the receive path's A/B. ``--python-rate-counts`` gives the publisher's video receiver
-aiortc's own Python bandwidth estimator instead of its C copy (``media/_rate.c``,
-``media.aiortc_compat.use_native_rate(False)``): the estimator's A/B. The send and receive paths each mode used are
-printed with the results.
+its publisher-only figure is the receive path's A/B. ``--asyncio-counts`` runs the node in a second SFU child on
+asyncio's own event loop (``COURTLINK_EVENT_LOOP=asyncio``) where the first runs on courtlink's (uvloop where
+installed, :mod:`courtlink.eventloop`): the event loop's A/B. ``--python-rate-counts`` gives the publisher's
+video receiver aiortc's own Python bandwidth estimator instead of its C copy (``media/_rate.c``,
+``media.aiortc_compat.use_native_rate(False)``): the estimator's A/B. The send and receive paths and the event loop
+each mode used are printed with the results.
 
 ``--native-subscribers`` makes the harness's subscribers read as the node does (``media.receiving``: drained
 sockets, SRTP and parsing in C), for every mode alike. They share one process, and through aiortc's own receive loop
@@ -89,6 +91,8 @@ from aiortc.contrib.media import MediaRelay
 
 from bench.janus import ROOM as JANUS_ROOM
 from bench.janus import JanusMissing, JanusServer, JanusSession, janus_binary
+from courtlink import eventloop
+from courtlink.eventloop import EVENT_LOOP_ENV
 from media.aiortc_compat import dtls_transports, rtp_intake, use_native_rate
 from media.fanout import use_batching
 from media.ice import restrict_host_candidates, rtc_configuration
@@ -164,7 +168,8 @@ class SfuServer:
             use_batching(bool(request.get("batched", True)))
             use_native_receive(bool(request.get("native_receive", True)))
             use_native_rate(bool(request.get("native_rate", True)))
-            return {"send_path": f"{send_path()}, receive {receive_path()}"}
+            loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+            return {"send_path": f"{send_path()}, receive {receive_path()}", "event_loop": loop}
         if op == "cpu":
             return {"cpu": time.process_time(), "wall": time.monotonic()}
         if op == "stats":
@@ -364,15 +369,16 @@ class Harness:
     def __init__(self, video: list[tuple[bytes, bool]], audio: list[bytes]) -> None:
         self.video = video
         self.audio = audio
-        self.proc: asyncio.subprocess.Process | None = None
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.sfus: dict[str, tuple[asyncio.subprocess.Process, asyncio.StreamWriter, asyncio.Task[None]]] = {}
+        """The SFU child processes by event loop: ``default`` (courtlink's choice, :mod:`courtlink.eventloop`) and,
+        for ``--asyncio-counts``, ``asyncio``."""
+        self.active = "default"
+        """The SFU child that requests go to (the current mode's)."""
         self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.next_id = 0
         self.subscribers: dict[str, Subscriber] = {}
         self.publisher: RTCPeerConnection | None = None
         self.video_track: ReplayTrack | None = None
-        self.listener: asyncio.Task[None] | None = None
         self.profile = False
         self.profile_dump = ""
         """With ``profile``: also write each point's cProfile stats to ``<this>-<mode>-<N>.prof``."""
@@ -390,14 +396,27 @@ class Harness:
         """Subscribers read as the node does (``media.receiving``: drained sockets, SRTP and parsing in C), for every
         mode alike: the harness's own reading then adds less to the latency it measures."""
 
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--sfu", stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).parent.parent
+    async def start(self, loop: str = "default") -> None:
+        """Start an SFU child: on courtlink's event loop, or (``asyncio``) on asyncio's own."""
+        env = dict(os.environ)
+        if loop == "asyncio":
+            env[EVENT_LOOP_ENV] = "asyncio"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--sfu",
+            stdout=asyncio.subprocess.PIPE,
+            cwd=Path(__file__).parent.parent,
+            env=env,
         )
-        assert self.proc.stdout is not None
-        port = int(await self.proc.stdout.readline())
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
-        self.listener = asyncio.ensure_future(self.listen())
+        assert proc.stdout is not None
+        line = await proc.stdout.readline()
+        while line and not line.strip().isdigit():  # a log line before the port (event_loop_selected)
+            sys.stderr.write(line.decode(errors="replace"))
+            line = await proc.stdout.readline()
+        port = int(line)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        self.sfus[loop] = (proc, writer, asyncio.ensure_future(self.listen(reader)))
 
     async def start_janus(self, modes: list[str]) -> None:
         """Start one Janus per Janus mode (``janus``: stock; ``janus-el2``: ``event_loops = 2``)."""
@@ -409,17 +428,14 @@ class Harness:
     async def stop(self) -> None:
         for server in self.janus.values():
             await server.stop()
-        if self.writer is not None:
-            self.writer.close()
-        if self.listener is not None:
-            self.listener.cancel()
-        if self.proc is not None:
-            self.proc.terminate()
-            await self.proc.wait()
+        for proc, writer, listener in self.sfus.values():
+            writer.close()
+            listener.cancel()
+            proc.terminate()
+            await proc.wait()
 
-    async def listen(self) -> None:
-        assert self.reader is not None
-        while line := await self.reader.readline():
+    async def listen(self, reader: asyncio.StreamReader) -> None:
+        while line := await reader.readline():
             message = json.loads(line)
             if "event" in message:
                 task = asyncio.ensure_future(self.on_event(NODE_EVENT.validate_python(message["event"])))
@@ -429,11 +445,11 @@ class Harness:
                 self.pending.pop(message["id"]).set_result(message)
 
     async def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        assert self.writer is not None
+        writer = self.sfus[self.active][1]
         self.next_id += 1
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.pending[self.next_id] = future
-        self.writer.write(json.dumps({"id": self.next_id, "op": op, **fields}).encode() + b"\n")
+        writer.write(json.dumps({"id": self.next_id, "op": op, **fields}).encode() + b"\n")
         result = await future
         if "error" in result:
             raise RuntimeError(result["error"])
@@ -647,6 +663,7 @@ class Row:
 
 async def measure(harness: Harness, mode: str, n: int, seconds: float, warmup: float) -> tuple[float, Row]:
     node = mode.startswith("passthrough")
+    harness.active = "asyncio" if mode == "passthrough-asyncio" else "default"
     if node:
         configured = await harness.request(
             "configure",
@@ -657,7 +674,7 @@ async def measure(harness: Harness, mode: str, n: int, seconds: float, warmup: f
             native_receive=mode != "passthrough-aiortcrecv",
             native_rate=mode != "passthrough-pyrate",
         )
-        harness.send_paths[mode] = configured.get("send_path", "?")
+        harness.send_paths[mode] = f"{configured.get('send_path', '?')}, loop {configured.get('event_loop', '?')}"
     await harness.publish(mode)
     for i in range(n):
         await harness.subscribe(f"s{i}", mode)
@@ -717,6 +734,7 @@ async def run_bench(
     aiortc_receive_counts: list[int] | None = None,
     native_subscribers: bool = False,
     python_rate_counts: list[int] | None = None,
+    asyncio_counts: list[int] | None = None,
 ) -> None:
     t0 = time.monotonic()
     video, audio = await asyncio.to_thread(encode_clip)
@@ -736,12 +754,15 @@ async def run_bench(
         ("passthrough-unbatched", unbatched_counts or []),
         ("passthrough-aiortcrecv", aiortc_receive_counts or []),
         ("passthrough-pyrate", python_rate_counts or []),
+        ("passthrough-asyncio", asyncio_counts or []),
         ("passthrough-stock", stock_counts),
         ("relay", relay_counts),
     ]
     bases: dict[str, float] = {}
     try:
         await harness.start()
+        if asyncio_counts:
+            await harness.start("asyncio")
         if janus_counts:
             await harness.start_janus(["janus", "janus-el2"])
         # Modes alternate at each N, so a change in the machine's other load hits them alike; with several
@@ -802,6 +823,9 @@ async def run_bench(
     if "passthrough-pyrate" in bases and bases.get("passthrough"):
         old, new = bases["passthrough-pyrate"], bases["passthrough"]
         print(f"publisher only: aiortc's estimator / the native one {old / new:.2f}x ({old:.4f} vs {new:.4f})")
+    if "passthrough-asyncio" in bases and bases.get("passthrough"):
+        old, new = bases["passthrough-asyncio"], bases["passthrough"]
+        print(f"publisher only: asyncio's own event loop / courtlink's {old / new:.2f}x ({old:.4f} vs {new:.4f})")
     rl = {r.subscribers: r for r in rows if r.mode == "relay"}
     st = {r.subscribers: r for r in rows if r.mode == "passthrough-stock"}
     for mode in ("passthrough", "passthrough-stock"):
@@ -832,6 +856,7 @@ async def run_bench(
                 (ng, "C send loop without UDP GSO"),
                 (ub, "one C call per subscriber (unbatched)"),
                 ({r.subscribers: r for r in rows if r.mode == "passthrough-aiortcrecv"}, "aiortc receive loop"),
+                ({r.subscribers: r for r in rows if r.mode == "passthrough-asyncio"}, "asyncio's own event loop"),
             ):
                 for n in sorted(set(pt) & set(other)):
                     ratio = other[n].per_sub / pt[n].per_sub if pt[n].per_sub > 0 else math.inf
@@ -975,6 +1000,13 @@ def main() -> None:
         help="passthrough with aiortc's Python bandwidth estimator instead of the native one (media/_rate.c), for A/B",
     )
     parser.add_argument(
+        "--asyncio-counts",
+        type=int,
+        nargs="*",
+        default=[],
+        help="passthrough in a second SFU child on asyncio's own event loop (COURTLINK_EVENT_LOOP=asyncio), for A/B",
+    )
+    parser.add_argument(
         "--relay-counts",
         type=int,
         nargs="*",
@@ -1008,7 +1040,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.sfu:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run_sfu())
+            eventloop.run(run_sfu())
         return
     if args.janus_counts:
         try:
@@ -1032,6 +1064,7 @@ def main() -> None:
             args.aiortc_receive_counts,
             args.native_subscribers,
             args.python_rate_counts,
+            args.asyncio_counts,
         )
     )
 

@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from courtlink import eventloop
 from courtlink.bootstrap import ADMIN_KEY_FILE, TOKEN_SECRET_FILE
 from courtlink.settings import CONFIG_ENV, ConfigError, Settings, describe_errors, load_settings
 from media import AiortcMismatch
@@ -260,7 +261,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, host=args.host, port=args.port, data_dir=args.data_dir)
     settings, tls_where = _front_door(settings, args)
     try:
-        asyncio.run(serve(settings, tls_where))
+        eventloop.run(serve(settings, tls_where))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
@@ -432,7 +433,7 @@ def _media_node(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             return 0
     try:
-        asyncio.run(run_media_node(settings, node_id=node_id, region=args.region, owner=owner, cpu=cpu))
+        eventloop.run(run_media_node(settings, node_id=node_id, region=args.region, owner=owner, cpu=cpu))
     except KeyboardInterrupt:
         pass
     except BusError as exc:

@@ -709,11 +709,20 @@ def datagram_socket(protocol: Any) -> tuple[Any, int] | None:
         return None
     transport = protocol.transport
     sock = transport.get_extra_info("socket")
-    # asyncio's selector datagram transport (which subclasses no DatagramTransport in Python 3.11): it writes to
-    # this socket and tells whether it holds anything back.
-    if sock is None or sock.type != socket.SOCK_DGRAM or not isinstance(transport, asyncio.WriteTransport):
+    # asyncio's selector datagram transport (which subclasses no DatagramTransport in Python 3.11), or uvloop's
+    # (media.loop): each writes to this socket and tells whether it holds anything back.
+    if sock is None or sock.type != socket.SOCK_DGRAM:
+        return None
+    if not isinstance(transport, asyncio.WriteTransport) and not _uvloop_datagram(transport):
         return None
     return transport, int(sock.fileno())
+
+
+def _uvloop_datagram(transport: Any) -> bool:
+    """Whether ``transport`` is uvloop's UDP transport (a libuv ``uv_udp_t``: sends at once unless libuv queued
+    something, which ``get_write_buffer_size`` counts)."""
+    kind = type(transport)
+    return kind.__module__ == "uvloop.loop" and kind.__name__ == "UDPTransport"
 
 
 # --- bandwidth probing (part probe) ----------------------------------------------------------------------------------
