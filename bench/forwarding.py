@@ -195,11 +195,14 @@ class SfuServer:
                 if room_peer is not None
                 for slot in room_peer.slots
             ]
+            senders = [t.frame_sender for t in slots if t.frame_sender is not None]
+            frames = {"sent": sum(f.frames_sent for f in senders), "native": sum(f.native_frames for f in senders)}
             holds = sorted(h for t in slots for h in t.hold_times)
             for t in slots:
                 t.hold_times.clear()
             return {
                 "receive": receive,
+                "frames": frames,
                 "dropped": sum(t.dropped for t in slots),
                 "queued": sum(t.queued for t in slots),
                 "forwarded": sum(t.forwarded for t in slots),
@@ -713,6 +716,10 @@ async def measure(harness: Harness, mode: str, n: int, seconds: float, warmup: f
             f"SRTCP datagrams/s; {got['waits']} handlers waited",
             flush=True,
         )
+    if node and n and "frames" in after:
+        sent = after["frames"]["sent"] - before.get("frames", {}).get("sent", 0)
+        native = after["frames"]["native"] - before.get("frames", {}).get("native", 0)
+        print(f"  {mode} N={n}: {native} of {sent} forwarded frames went out through the C send loop", flush=True)
     row = Row(mode, n, rate, 0.0, packets, p50, p99, dropped, hold, wire_p50, harness_cpu)
     row.keyframes_total, row.keyframes_window = keyframes_total, keyframes_window
     return rate, row

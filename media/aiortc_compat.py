@@ -368,10 +368,12 @@ class SenderInternals:
     ``AttributeError`` if a piece is missing.
     """
 
-    __slots__ = ("connection", "dtls", "extensions_map", "mid", "rtx_ssrc", "sender", "ssrc")
+    __slots__ = ("_linked", "connection", "dtls", "extensions_map", "mid", "rtx_ssrc", "sender", "ssrc")
 
     def __init__(self, sender: RTCRtpSender) -> None:
         self.sender = sender
+        self._linked: tuple[Any, Any, tuple[Callable[[bytes], bytes], Any, Any]] | None = None
+        """The SRTP session and ICE pair :meth:`link` last saw, and what it returned for them."""
         dtls = sender.transport
         self.dtls: Any = dtls
         self.connection: Any = dtls.transport._connection
@@ -393,7 +395,15 @@ class SenderInternals:
         pair = self.connection._nominated.get(1)
         if pair is None:
             raise ConnectionError("no nominated ICE pair")
-        return dtls._tx_srtp.protect, pair.protocol, pair.remote_addr
+        session = dtls._tx_srtp
+        linked = self._linked
+        if linked is not None and linked[0] is session and linked[1] is pair:
+            # Per frame and subscriber: the same objects as last time (an aioice pair's protocol and remote
+            # candidate are set once, when it is made), so the same answer, without a new bound method and tuple.
+            return linked[2]
+        answer = (session.protect, pair.protocol, pair.remote_addr)
+        self._linked = (session, pair, answer)
+        return answer
 
     def record_sent(self, ntp: int, timestamp: int, octets: int, packets: int) -> None:
         """Update what aiortc's RTCP loop puts in its sender reports after one frame went out."""

@@ -503,7 +503,7 @@ class FrameSender:
             self._protocol, self._sendto_fn = protocol, self._sendto(protocol)
             self._native_socket = datagram_socket(protocol) if self.native else None
             self._lane = None
-        if addr != self._addr:  # (aioice makes a new tuple per read)
+        if addr is not self._addr and addr != self._addr:  # (a new pair or session: a new tuple)
             self._addr = addr
             self._sockaddr = native_sockaddr(addr) if self.native else None
             self._lane = None

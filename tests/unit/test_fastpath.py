@@ -21,6 +21,7 @@ from typing import Any
 import pylibsrtp
 import pytest
 from aioice.ice import StunProtocol
+from aiortc.rtcdtlstransport import State
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from media import sending
@@ -162,6 +163,64 @@ async def test_native_packets_are_byte_identical_to_the_python_loop(
     assert (native.frames_sent, native.packets_sent) == (python.frames_sent, python.packets_sent)
     assert native.native_frames == len(sizes)
     assert python.native_frames == 0
+
+
+@pytest.mark.parametrize("native", [True, False])
+async def test_frames_follow_the_nominated_pair_and_the_srtp_session_when_they_change(
+    native_on: None, receivers: tuple[_Receiver, _Receiver], native: bool
+) -> None:
+    """The send path reads the connection's link once per frame, and answers from what it saw last while the
+    nominated ICE pair and the SRTP session are the same objects: a new pair (ICE moved to another path) or a new
+    session (a DTLS restart) takes the very next frame there; a closed transport stops it."""
+    if native and _fastpath is None:
+        pytest.skip("the native send loop is not built here")
+    first_rx, second_rx = receivers
+    fs = await _sender(native, first_rx, "video/VP8", 90_000, 96)
+    dtls: Any = fs._sender.transport
+    internals: Any = fs._internals
+    link = internals.link()
+    assert internals.link() is link  # the same pair and session: the same answer
+    decrypt = _inbound()
+
+    def send(n: int) -> None:
+        data = os.urandom(3000)
+        fs._send(data, n * 3000, 90_000, TappedFrame(data, n))
+
+    send(0)
+    assert len(first_rx.drain()) == 3
+    assert second_rx.drain() == []
+    old_pair = dtls.transport._connection._nominated[1]
+    dtls.transport._connection._nominated[1] = types.SimpleNamespace(
+        protocol=old_pair.protocol, remote_addr=second_rx.addr
+    )
+    send(1)
+    assert internals.link() is not link
+    assert first_rx.drain() == []
+    moved = second_rx.drain()
+    assert len(moved) == 3
+    assert all(decrypt.unprotect(d) for d in moved)
+    # a new outbound session with another key: what is sent now only the new key opens
+    other_key = bytes(reversed(KEY))
+    policy = pylibsrtp.Policy(
+        key=other_key,
+        ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+        srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM,
+    )
+    dtls._tx_srtp = pylibsrtp.Session(policy)
+    send(2)
+    rekeyed = second_rx.drain()
+    assert len(rekeyed) == 3
+    with pytest.raises(pylibsrtp.Error):
+        decrypt.unprotect(rekeyed[0])
+    inbound = pylibsrtp.Policy(
+        key=other_key,
+        ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
+        srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM,
+    )
+    assert all(pylibsrtp.Session(inbound).unprotect(d) for d in rekeyed)
+    dtls._state = State.CLOSED
+    with pytest.raises(ConnectionError):
+        internals.link()
 
 
 @needs_native
