@@ -176,17 +176,27 @@ class ReleaseOnMarker:
                     self._oldest = None
                     self._resync = True
                 return False
-        if not _seq_gt(seq, self._next) and seq != self._next:
+        # Per packet, so the 16-bit comparisons are written out (_seq_gt, _distance) rather than called.
+        nxt = self._next
+        ahead = (seq - nxt) & 0xFFFF
+        if ahead >= 0x8000:
             return False  # already released or skipped
-        self._packets[seq] = packet
-        if self._oldest is not None and self._distance(seq) < self._distance(self._oldest):
+        packets = self._packets
+        packets[seq] = packet
+        oldest = self._oldest
+        if oldest is not None and ahead < ((oldest - nxt) & 0xFFFF):
             self._oldest = seq
-        newest = self._max_seq is None or _seq_gt(seq, self._max_seq)
+        latest = self._max_seq
+        newest = latest is None or (seq != latest and ((seq - latest) & 0xFFFF) < 0x8000)
         if newest:
             self._max_seq = seq
         # A frame can only complete with its marker packet or with a packet that fills a gap.
         if (packet.marker or not newest) and self._release():
             return False
+        if len(packets) < _MAX_PENDING:
+            first = packets.get(nxt)
+            if first is not None and first.timestamp == packet.timestamp:
+                return False  # a packet of the frame being completed: nothing waited too long (as _gave_up says)
         if self._gave_up(packet):
             self._release()
             if self._on_picture_lost is not None:
