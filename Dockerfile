@@ -13,9 +13,10 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-# Every dependency ships manylinux wheels (aiortc, av with its own FFmpeg, cryptography, numpy). gcc, in this
-# build stage only, compiles the media node's C send loop (media/_fastpath.c, setup.py; without it the node
-# sends through its Python loop). Only what the package needs is copied (.dockerignore keeps tests, bench and
+# Every dependency ships manylinux wheels (aiortc, av with its own FFmpeg, cryptography, numpy, uvloop). gcc, in
+# this build stage only, compiles the media node's C parts (media/_fastpath.c, media/_rate.c, setup.py; without
+# them the node sends and receives through its Python loops and aiortc's own bandwidth estimator). Only what
+# the package needs is copied (.dockerignore keeps tests, bench and
 # .git out).
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -32,7 +33,7 @@ COPY courtlink/ courtlink/
 # into a venv that is copied whole into the runtime stage.
 RUN python -m venv /opt/courtlink \
     && /opt/courtlink/bin/pip install . \
-    && /opt/courtlink/bin/python -c "import courtlink.cli, media, recorder, signaling, media._fastpath"
+    && /opt/courtlink/bin/python -c "import courtlink.cli, media, recorder, signaling, media._fastpath, media._rate, uvloop"
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="courtlink" \
