@@ -16,8 +16,7 @@ WORKDIR /src
 # Every dependency ships manylinux wheels (aiortc, av with its own FFmpeg, cryptography, numpy, uvloop). gcc, in
 # this build stage only, compiles the media node's C parts (media/_fastpath.c, media/_rate.c, setup.py; without
 # them the node sends and receives through its Python loops and aiortc's own bandwidth estimator). Only what
-# the package needs is copied (.dockerignore keeps tests, bench and
-# .git out).
+# the package needs is copied (.dockerignore keeps tests, bench and .git out).
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
