@@ -62,10 +62,12 @@ def test_on_uvloop_the_native_send_path_finds_the_pair_socket_and_a_burst_is_rea
         loop = asyncio.get_running_loop()
         assert type(loop).__module__ == "uvloop"
         receiver = _Receiver()
+        connection: Any = receiver  # what aioice's Connection is to its protocols: data_received, protocol_lost
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: StunProtocol(receiver), local_addr=("127.0.0.1", 0)
+            lambda: StunProtocol(connection), local_addr=("127.0.0.1", 0)
         )
-        protocol.local_candidate = types.SimpleNamespace(component=1)  # set by aioice once the pair is gathered
+        candidate: Any = types.SimpleNamespace(component=1)
+        protocol.local_candidate = candidate  # set by aioice once the pair is gathered
         peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         peer.bind(("127.0.0.1", 0))
         peer.setblocking(False)
