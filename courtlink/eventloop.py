@@ -3,9 +3,9 @@ uvloop where it is installed (a dependency on Linux), else asyncio's own.
 
 A media node's cost per received packet is mostly the turn of the event loop that reads it. asyncio's loop is
 Python; uvloop's is libuv (the loop under Node.js, and the kind Janus and mediasoup run on): the same node on it
-cost 15-20% less CPU for a publisher alone, measured side by side with ``bench/forwarding.py`` (docs/operations.md,
-"The event loop"). libuv also reads up to 32 queued datagrams per readiness of a socket, as
-``media.aiortc_compat.drain_reads`` makes asyncio's loop do.
+cost 16-22% less CPU for a publisher alone, measured side by side with ``bench/forwarding.py --asyncio-counts``
+(docs/operations.md, "The event loop and the bandwidth estimator"). libuv also reads up to 32 queued datagrams
+per readiness of a socket, as ``media.aiortc_compat.drain_reads`` makes asyncio's loop do.
 
 ``COURTLINK_EVENT_LOOP=asyncio`` runs asyncio's own loop instead (an A/B, or a platform without uvloop).
 """

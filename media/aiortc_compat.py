@@ -720,7 +720,7 @@ def datagram_socket(protocol: Any) -> tuple[Any, int] | None:
     transport = protocol.transport
     sock = transport.get_extra_info("socket")
     # asyncio's selector datagram transport (which subclasses no DatagramTransport in Python 3.11), or uvloop's
-    # (media.loop): each writes to this socket and tells whether it holds anything back.
+    # (courtlink.eventloop): each writes to this socket and tells whether it holds anything back.
     if sock is None or sock.type != socket.SOCK_DGRAM:
         return None
     if not isinstance(transport, asyncio.WriteTransport) and not _uvloop_datagram(transport):
