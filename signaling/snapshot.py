@@ -235,22 +235,33 @@ class SnapshotKeeper:
             for hearing_id in sorted(due):
                 await self._write(hearing_id, refresh=False)
 
+    @property
+    def running(self) -> bool:
+        """Whether the keeper's task (writes and refreshes) is alive."""
+        return self._task is not None and not self._task.done()
+
     async def close(self) -> None:
         """Write what is pending, then stop (records left in place: another process may restore them)."""
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._wake.set()  # an idle task wakes, sees the keeper closed and ends, should the cancel below be lost
+        task = self._task
+        if task is not None:
+            task.cancel()
+            # The task's own cancellation is its result here; a cancellation of close() itself propagates.
+            await asyncio.gather(task, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.flush()
 
     async def _run(self) -> None:
-        while self._dirty or self._written:
+        while (self._dirty or self._written) and not self._closed:
             if not self._dirty:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
+                    # On Python 3.11, wait_for returns the event's result and drops a cancel that arrives once the
+                    # event is set (a change and the close in one turn): hence the check of _closed after it.
                     await asyncio.wait_for(self._wake.wait(), self.refresh_seconds / 2)
+                if self._closed:
+                    return
             now = time.monotonic()
             due, self._dirty = self._dirty, set()
             stale = {h for h, (_, at) in self._written.items() if now - at >= self.refresh_seconds}

@@ -142,3 +142,31 @@ async def test_a_room_handed_over_keeps_its_record() -> None:
     await settled(keeper)
     assert await records.get(KEY) is not None
     await keeper.close()
+
+
+async def test_close_right_after_a_change_stops_the_keeper() -> None:
+    """A change and the close in the same turn of the loop (a room changed as the process stops): the keeper stops.
+
+    On Python 3.11, ``asyncio.wait_for`` returns the inner result and drops a cancellation that arrives once the
+    awaited event is set: the keeper's task, idling between refreshes, took the change, went on, and ``close`` waited
+    for it for ever (a signaling process that did not stop in 20 s after SIGTERM, seen in CI with ``stop_overdue``).
+    """
+    rooms, records = Rooms(full_court()), InProcessRecords()
+    keeper = SnapshotKeeper(records, rooms.take, grace_seconds=30, refresh_seconds=60)
+    keeper.changed("hrg_snap")
+    await settled(keeper)  # written; the task now idles until the next refresh
+    assert keeper.writes == 1
+    court = rooms.court
+    court.do(court.room.lower_hand(court.c("judge"), "prosecutor"))
+    keeper.changed("hrg_snap")  # sets the event the idle task waits for ...
+    closing = asyncio.ensure_future(keeper.close())  # ... and the close cancels it in the same turn
+    done, _ = await asyncio.wait({closing}, timeout=5)  # a bound for a hang, not a timing
+    if not done:
+        closing.cancel()  # (cancelling close() cancels the keeper's task again, and that one takes)
+        await asyncio.gather(closing, return_exceptions=True)
+    assert done, "close() waited for the keeper's task, which never ended"
+    assert not keeper.running
+    assert keeper.writes == 2  # the change was written on the way out
+    keeper.changed("hrg_snap")
+    await settled(keeper)
+    assert keeper.writes == 2  # closed: nothing more
