@@ -60,8 +60,7 @@ def watch_stop(process: str, after: float = STOP_OVERDUE_SECONDS) -> Callable[[]
         waiting: list[str] = []
         with contextlib.suppress(RuntimeError):  # the loop's task set changed under us more than all_tasks retries
             for task in asyncio.all_tasks(loop):
-                where = "; ".join(f"{f.f_code.co_qualname}:{f.f_lineno}" for f in task.get_stack(limit=4))
-                waiting.append(f"{task.get_name()}: {where}")
+                waiting.append(f"{task.get_name()}: {awaiting(task)}")
         structlog.get_logger("courtlink").warning(
             "stop_overdue", process=process, seconds=after, tasks=sorted(waiting)[:40]
         )
@@ -71,6 +70,25 @@ def watch_stop(process: str, after: float = STOP_OVERDUE_SECONDS) -> Callable[[]
     timer.daemon = True  # never keeps a process alive
     timer.start()
     return timer.cancel
+
+
+def awaiting(task: asyncio.Task[object], depth: int = 8) -> str:
+    """Where a suspended task waits, outermost first: each coroutine's ``function:line`` down the chain of awaits
+    (a task's own ``get_stack`` shows its outermost frame only), then the task or future at the bottom, if any."""
+    steps: list[str] = []
+    awaited: object = task.get_coro()
+    while awaited is not None and len(steps) < depth:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            break
+        steps.append(f"{frame.f_code.co_qualname}:{frame.f_lineno}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    waiter = getattr(task, "_fut_waiter", None)  # what the task is suspended on (CPython's asyncio)
+    if isinstance(waiter, asyncio.Task):
+        steps.append(f"-> {waiter.get_name()}")
+    elif isinstance(waiter, asyncio.Future):
+        steps.append("-> a future")
+    return " > ".join(steps)
 
 
 def stop_on_signals(process: str, overdue_after: float = STOP_OVERDUE_SECONDS) -> asyncio.Event:

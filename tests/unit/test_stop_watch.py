@@ -29,6 +29,10 @@ def logging_restored() -> Iterator[None]:
 
 
 async def _stuck_in_close(released: asyncio.Event) -> None:
+    await _waiting_for_a_lock(released)
+
+
+async def _waiting_for_a_lock(released: asyncio.Event) -> None:
     await released.wait()
 
 
@@ -52,7 +56,14 @@ async def test_a_stop_still_running_after_its_bound_names_the_tasks_it_waits_for
     overdue = [f for f in facts if f.get("event") == "stop_overdue"]
     assert len(overdue) == 1, err
     assert overdue[0]["process"] == "signaling"
-    assert any(t.startswith("closing-rooms: _stuck_in_close") for t in overdue[0]["tasks"]), overdue[0]["tasks"]
+    # the whole chain of awaits, down to what the innermost coroutine waits for
+    chain = next(t for t in overdue[0]["tasks"] if t.startswith("closing-rooms: "))
+    assert [step.split(":")[0] for step in chain.removeprefix("closing-rooms: ").split(" > ")] == [
+        "_stuck_in_close",
+        "_waiting_for_a_lock",
+        "Event.wait",
+        "-> a future",
+    ], chain
     assert "Thread" in err  # every thread's stack follows
 
 
