@@ -40,12 +40,17 @@ def loop_factory() -> tuple[str, Callable[[], asyncio.AbstractEventLoop] | None]
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(main)`` on the chosen loop; logs ``event_loop_selected`` once the loop runs."""
-    name, factory = loop_factory()
-
-    async def logged() -> T:
-        log.info("event_loop_selected", event_loop=name)
-        return await main
-
+    """``asyncio.run(main)`` on the chosen loop (``main`` logs it, :func:`announce`, once its logging is set up)."""
+    _, factory = loop_factory()
     with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(logged())
+        return runner.run(main)
+
+
+def running() -> str:
+    """The event loop this coroutine runs on: ``uvloop`` or ``asyncio``."""
+    return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
+
+
+def announce() -> None:
+    """Log ``event_loop_selected`` (``event_loop``: :func:`running`); call it after ``configure_logging``."""
+    log.info("event_loop_selected", event_loop=running())

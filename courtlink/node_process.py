@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack
 
 import structlog
 
+from courtlink import eventloop
 from courtlink.logs import configure_logging, stop_on_signals
 from courtlink.settings import Settings
 from courtlink.wiring import node_settings
@@ -59,6 +60,7 @@ async def run_media_node(
     to take a dead worker out of the registry at once); ``cpu`` is the CPU a worker is pinned to (logged).
     """
     configure_logging(settings.log_level, settings.log_format)
+    eventloop.announce()
     media = settings.media
     node_id = node_id or media.node_id
     region = media.region if region is None else region

@@ -15,6 +15,7 @@ from datetime import timedelta
 import structlog
 from aiohttp import web
 
+from courtlink import eventloop
 from courtlink.bootstrap import admin_key, ensure_data_dir, token_secret
 from courtlink.logs import configure_logging, stop_on_signals
 from courtlink.nodes import NodeHeartbeat
@@ -167,6 +168,7 @@ async def serve(settings: Settings, tls_where: tuple[str, str] = ("http.tls_cert
     """
     InProcessNode.check_environment()  # before anything is opened: a mismatched aiortc is one line, exit 2
     configure_logging(settings.log_level, settings.log_format)
+    eventloop.announce()
     ssl_context = server_context(settings.http, *tls_where)
     data_dir = ensure_data_dir(settings.data_dir)
     created = None if settings.admin_key else admin_key(data_dir)

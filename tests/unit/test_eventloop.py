@@ -23,6 +23,7 @@ uvloop = pytest.importorskip("uvloop")
 
 def _loop_class() -> str:
     async def which() -> str:
+        eventloop.announce()
         return type(asyncio.get_running_loop()).__module__
 
     return eventloop.run(which())
@@ -34,7 +35,9 @@ def test_media_processes_run_on_uvloop_unless_told_otherwise(monkeypatch: pytest
         assert _loop_class() == "uvloop"
     assert {"event": "event_loop_selected", "event_loop": "uvloop", "log_level": "info"} in logs
     monkeypatch.setenv(eventloop.EVENT_LOOP_ENV, "asyncio")
-    assert _loop_class() == "asyncio.unix_events"
+    with structlog.testing.capture_logs() as logs:
+        assert _loop_class() == "asyncio.unix_events"
+    assert {"event": "event_loop_selected", "event_loop": "asyncio", "log_level": "info"} in logs
     monkeypatch.setenv(eventloop.EVENT_LOOP_ENV, " UVLOOP ")
     assert _loop_class() == "uvloop"
 
