@@ -511,6 +511,17 @@ class PortRangeExhausted(RuntimeError):
     """Every UDP port of the node's range is taken: a new connection cannot bind its host candidates."""
 
 
+def _port_taken(exc: OSError) -> bool:
+    """Whether a bind failed because the port is taken (or reserved): asyncio raises the ``EADDRINUSE`` itself;
+    uvloop raises ``OSError("could not bind to local_addr ...")`` from it."""
+    cause: BaseException | None = exc
+    while isinstance(cause, OSError):
+        if cause.errno in (errno.EADDRINUSE, errno.EACCES):
+            return True
+        cause = cause.__cause__
+    return False
+
+
 async def _bind_in_range(connection: Any, address: str, port_min: int, port_max: int) -> Any:
     """A ``StunProtocol`` of ``connection`` bound to ``address`` on a free port of the range (random start)."""
     loop = asyncio.get_running_loop()
@@ -523,7 +534,7 @@ async def _bind_in_range(connection: Any, address: str, port_min: int, port_max:
                 lambda: StunProtocol(connection), local_addr=(address, port)
             )
         except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            if _port_taken(exc):
                 continue
             raise
         sock = transport.get_extra_info("socket")

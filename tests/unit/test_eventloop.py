@@ -16,7 +16,7 @@ import structlog
 from aioice.ice import StunProtocol
 
 from courtlink import eventloop
-from media.aiortc_compat import datagram_socket, drain_reads
+from media.aiortc_compat import PortRangeExhausted, _bind_in_range, datagram_socket, drain_reads
 
 uvloop = pytest.importorskip("uvloop")
 
@@ -110,3 +110,44 @@ def test_on_uvloop_the_native_send_path_finds_the_pair_socket_and_a_burst_is_rea
     assert sent == b"direct"
     assert not drained
     assert [int.from_bytes(d[2:4], "big") for d in datagrams] == list(range(100))
+
+
+def test_on_uvloop_a_taken_port_of_the_node_range_is_skipped() -> None:
+    """A media node with a UDP port range binds each connection to a free port of it, skipping taken ones. uvloop
+    raises ``OSError("could not bind to local_addr ...")`` from the ``EADDRINUSE``, not the ``EADDRINUSE`` itself:
+    read as any other error, it failed the offer (a worker's re-offered hearing got no media after a failover, in
+    tests/e2e/test_node_workers.py)."""
+
+    async def scenario() -> tuple[int, bool]:
+        taken: list[socket.socket] = []
+        try:
+            while True:  # three consecutive ports: the first two taken, the third free
+                first = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                first.bind(("127.0.0.1", 0))
+                base = first.getsockname()[1]
+                second = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                try:
+                    second.bind(("127.0.0.1", base + 1))
+                except OSError:
+                    first.close()
+                    second.close()
+                    continue
+                taken = [first, second]
+                break
+            connection: Any = _Receiver()
+            protocol = await _bind_in_range(connection, "127.0.0.1", base, base + 2)
+            port = int(protocol.transport.get_extra_info("sockname")[1])
+            protocol.transport.close()
+            exhausted = False
+            try:
+                await _bind_in_range(connection, "127.0.0.1", base, base + 1)
+            except PortRangeExhausted:
+                exhausted = True
+            return port - base, exhausted
+        finally:
+            for s in taken:
+                s.close()
+
+    offset, exhausted = uvloop.run(scenario())
+    assert offset == 2
+    assert exhausted
