@@ -29,8 +29,8 @@ publisher frame with one C call per subscriber, from each one's ``push``,
 instead of one call for all of them (``media.fanout.use_batching(False)``). ``--aiortc-receive-counts`` receives
 the publisher through aiortc's own receive loop instead of the native one (``media.receiving.use_native(False)``);
 its publisher-only figure is the receive path's A/B. ``--asyncio-counts`` runs the node in a second SFU child on
-asyncio's own event loop (``COURTLINK_EVENT_LOOP=asyncio``) where the first runs on courtlink's (uvloop where
-installed, :mod:`courtlink.eventloop`): the event loop's A/B. ``--python-rate-counts`` gives the publisher's
+asyncio's own event loop (courtlink's default) where the first runs on uvloop (``COURTLINK_EVENT_LOOP=uvloop``,
+:mod:`courtlink.eventloop`): the event loop's A/B. ``--python-rate-counts`` gives the publisher's
 video receiver aiortc's own Python bandwidth estimator instead of its C copy (``media/_rate.c``,
 ``media.aiortc_compat.use_native_rate(False)``): the estimator's A/B. The send and receive paths and the event loop
 each mode used are printed with the results.
@@ -402,8 +402,7 @@ class Harness:
     async def start(self, loop: str = "default") -> None:
         """Start an SFU child: on courtlink's event loop, or (``asyncio``) on asyncio's own."""
         env = dict(os.environ)
-        if loop == "asyncio":
-            env[EVENT_LOOP_ENV] = "asyncio"
+        env[EVENT_LOOP_ENV] = "asyncio" if loop == "asyncio" else "uvloop"
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             __file__,

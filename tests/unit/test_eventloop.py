@@ -29,15 +29,17 @@ def _loop_class() -> str:
     return eventloop.run(which())
 
 
-def test_media_processes_run_on_uvloop_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_media_processes_run_on_uvloop_when_told_to(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(eventloop.EVENT_LOOP_ENV, raising=False)
+    with structlog.testing.capture_logs() as logs:
+        assert _loop_class() == "asyncio.unix_events"
+    assert {"event": "event_loop_selected", "event_loop": "asyncio", "log_level": "info"} in logs
+    monkeypatch.setenv(eventloop.EVENT_LOOP_ENV, "uvloop")
     with structlog.testing.capture_logs() as logs:
         assert _loop_class() == "uvloop"
     assert {"event": "event_loop_selected", "event_loop": "uvloop", "log_level": "info"} in logs
     monkeypatch.setenv(eventloop.EVENT_LOOP_ENV, "asyncio")
-    with structlog.testing.capture_logs() as logs:
-        assert _loop_class() == "asyncio.unix_events"
-    assert {"event": "event_loop_selected", "event_loop": "asyncio", "log_level": "info"} in logs
+    assert _loop_class() == "asyncio.unix_events"
     monkeypatch.setenv(eventloop.EVENT_LOOP_ENV, " UVLOOP ")
     assert _loop_class() == "uvloop"
 
