@@ -41,6 +41,11 @@ from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransc
 
 from media import AiortcMismatch
 
+try:
+    from media import _rate
+except ImportError:  # not built: aiortc's own estimator
+    _rate = None  # type: ignore[assignment]
+
 
 def versions() -> str:
     """The installed aiortc and aioice versions, as ``aiortc X, aioice Y``."""
@@ -216,21 +221,25 @@ def limit_remb(receiver: RTCRtpReceiver) -> RembLimiter | None:
 _RATE_SHA256 = "712e07906e2669b12818d58edec767d4e17d56a8a897f96226c5364a01456763"
 """The source of aiortc 1.16's ``aiortc/rate.py``, which ``media/_rate.c`` copies."""
 
-_rate_checked: list[bool] = []
 _native_rate = [True]
+
+
+@functools.cache
+def _source_sha256(obj: Any) -> str:
+    """The SHA-256 of a module's or function's source ("" hashed where it has none): what a copy of it here checks
+    before it stands in for it."""
+    try:
+        source = inspect.getsource(obj)
+    except (OSError, TypeError):
+        source = ""
+    return hashlib.sha256(source.encode()).hexdigest()
 
 
 def rate_matches() -> bool:
     """Whether the installed aiortc's bandwidth estimator is the one ``media/_rate.c`` copies (by its source)."""
-    if not _rate_checked:
-        from aiortc import rate
+    from aiortc import rate
 
-        try:
-            source = inspect.getsource(rate)
-        except (OSError, TypeError):
-            source = ""
-        _rate_checked.append(hashlib.sha256(source.encode()).hexdigest() == _RATE_SHA256)
-    return _rate_checked[0]
+    return _source_sha256(rate) == _RATE_SHA256
 
 
 def use_native_rate(on: bool) -> None:
@@ -241,11 +250,7 @@ def use_native_rate(on: bool) -> None:
 def native_estimator() -> Any | None:
     """A new ``media._rate.RemoteBitrateEstimator``: aiortc 1.16's estimator in C, the same REMBs for the same packets
     at a fraction of the cost; None where it is not built, aiortc's ``rate.py`` is another, or it is switched off."""
-    try:
-        from media import _rate
-    except ImportError:
-        return None
-    if not _native_rate[0] or not rate_matches():
+    if _rate is None or not _native_rate[0] or not rate_matches():
         return None
     return _rate.RemoteBitrateEstimator()
 
@@ -946,18 +951,10 @@ _OWN_HANDLER = "_handle_rtp_packet"
 _HANDLER_SHA256 = "4e54983d021a6336d80c29490f82f9a6dd531c0d3179b2daed818120c5ece238"
 """The source of aiortc 1.16's ``RTCRtpReceiver._handle_rtp_packet``, which :func:`lean_rtp_handler` copies."""
 
-_lean_checked: list[bool] = []
-
 
 def _lean_matches() -> bool:
     """Whether the installed aiortc's receiver handler is the one :func:`lean_rtp_handler` copies (else it runs)."""
-    if not _lean_checked:
-        try:
-            source = inspect.getsource(RTCRtpReceiver._handle_rtp_packet)
-        except (OSError, TypeError):
-            source = ""
-        _lean_checked.append(hashlib.sha256(source.encode()).hexdigest() == _HANDLER_SHA256)
-    return _lean_checked[0]
+    return _source_sha256(RTCRtpReceiver._handle_rtp_packet) == _HANDLER_SHA256
 
 
 def _noop() -> None:
