@@ -168,8 +168,7 @@ class SfuServer:
             use_batching(bool(request.get("batched", True)))
             use_native_receive(bool(request.get("native_receive", True)))
             use_native_rate(bool(request.get("native_rate", True)))
-            loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
-            return {"send_path": f"{send_path()}, receive {receive_path()}", "event_loop": loop}
+            return {"send_path": f"{send_path()}, receive {receive_path()}", "event_loop": eventloop.running()}
         if op == "cpu":
             return {"cpu": time.process_time(), "wall": time.monotonic()}
         if op == "stats":
@@ -373,9 +372,9 @@ class Harness:
         self.video = video
         self.audio = audio
         self.sfus: dict[str, tuple[asyncio.subprocess.Process, asyncio.StreamWriter, asyncio.Task[None]]] = {}
-        """The SFU child processes by event loop: ``default`` (courtlink's choice, :mod:`courtlink.eventloop`) and,
-        for ``--asyncio-counts``, ``asyncio``."""
-        self.active = "default"
+        """The SFU child processes by event loop (:mod:`courtlink.eventloop`): ``uvloop`` for every mode but
+        ``--asyncio-counts``, which runs in an ``asyncio`` one."""
+        self.active = "uvloop"
         """The SFU child that requests go to (the current mode's)."""
         self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.next_id = 0
@@ -399,10 +398,9 @@ class Harness:
         """Subscribers read as the node does (``media.receiving``: drained sockets, SRTP and parsing in C), for every
         mode alike: the harness's own reading then adds less to the latency it measures."""
 
-    async def start(self, loop: str = "default") -> None:
-        """Start an SFU child: on courtlink's event loop, or (``asyncio``) on asyncio's own."""
-        env = dict(os.environ)
-        env[EVENT_LOOP_ENV] = "asyncio" if loop == "asyncio" else "uvloop"
+    async def start(self, loop: str = "uvloop") -> None:
+        """Start an SFU child on the event loop ``loop`` (``uvloop`` or ``asyncio``)."""
+        env = {**os.environ, EVENT_LOOP_ENV: loop}
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             __file__,
@@ -412,11 +410,7 @@ class Harness:
             env=env,
         )
         assert proc.stdout is not None
-        line = await proc.stdout.readline()
-        while line and not line.strip().isdigit():  # a log line before the port (event_loop_selected)
-            sys.stderr.write(line.decode(errors="replace"))
-            line = await proc.stdout.readline()
-        port = int(line)
+        port = int(await proc.stdout.readline())
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         self.sfus[loop] = (proc, writer, asyncio.ensure_future(self.listen(reader)))
 
@@ -665,7 +659,7 @@ class Row:
 
 async def measure(harness: Harness, mode: str, n: int, seconds: float, warmup: float) -> tuple[float, Row]:
     node = mode.startswith("passthrough")
-    harness.active = "asyncio" if mode == "passthrough-asyncio" else "default"
+    harness.active = "asyncio" if mode == "passthrough-asyncio" else "uvloop"
     if node:
         configured = await harness.request(
             "configure",
@@ -823,15 +817,14 @@ async def run_bench(
         )
     print()
     print("publisher only (CPU-s/s): " + ", ".join(f"{mode} {rate:.4f}" for mode, rate in bases.items()))
-    if "passthrough-aiortcrecv" in bases and bases.get("passthrough"):
-        old, new = bases["passthrough-aiortcrecv"], bases["passthrough"]
-        print(f"publisher only: aiortc receive loop / native receive path {old / new:.2f}x ({old:.4f} vs {new:.4f})")
-    if "passthrough-pyrate" in bases and bases.get("passthrough"):
-        old, new = bases["passthrough-pyrate"], bases["passthrough"]
-        print(f"publisher only: aiortc's estimator / the native one {old / new:.2f}x ({old:.4f} vs {new:.4f})")
-    if "passthrough-asyncio" in bases and bases.get("passthrough"):
-        old, new = bases["passthrough-asyncio"], bases["passthrough"]
-        print(f"publisher only: asyncio's own event loop / courtlink's {old / new:.2f}x ({old:.4f} vs {new:.4f})")
+    for mode, label in (
+        ("passthrough-aiortcrecv", "aiortc receive loop / native receive path"),
+        ("passthrough-pyrate", "aiortc's estimator / the native one"),
+        ("passthrough-asyncio", "asyncio's own event loop / uvloop"),
+    ):
+        if mode in bases and bases.get("passthrough"):
+            old, new = bases[mode], bases["passthrough"]
+            print(f"publisher only: {label} {old / new:.2f}x ({old:.4f} vs {new:.4f})")
     rl = {r.subscribers: r for r in rows if r.mode == "relay"}
     st = {r.subscribers: r for r in rows if r.mode == "passthrough-stock"}
     for mode in ("passthrough", "passthrough-stock"):

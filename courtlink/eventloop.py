@@ -29,22 +29,20 @@ EVENT_LOOP_ENV = "COURTLINK_EVENT_LOOP"
 T = TypeVar("T")
 
 
-def loop_factory() -> tuple[str, Callable[[], asyncio.AbstractEventLoop] | None]:
-    """The loop chosen for this process (``uvloop`` or ``asyncio``) and its factory (None: asyncio's default)."""
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The factory of the loop chosen for this process (None: asyncio's own)."""
     if os.environ.get(EVENT_LOOP_ENV, "").strip().lower() == "uvloop":
         try:
             import uvloop
         except ImportError:
-            pass
-        else:
-            return "uvloop", uvloop.new_event_loop
-    return "asyncio", None
+            return None
+        return uvloop.new_event_loop
+    return None
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)`` on the chosen loop (``main`` logs it, :func:`announce`, once its logging is set up)."""
-    _, factory = loop_factory()
-    with asyncio.Runner(loop_factory=factory) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(main)
 
 

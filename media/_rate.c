@@ -42,8 +42,7 @@ typedef struct {
 
 typedef struct {
     int present;
-    long long arrival_time;
-    int has_arrival;
+    long long arrival_time; /* set by the call that starts the group (aiortc: None until then, never read so) */
     long long first_timestamp;
     long long last_timestamp;
     long long size;
@@ -209,7 +208,6 @@ static void
 group_start(timestamp_group *group, long long timestamp)
 {
     group->present = 1;
-    group->has_arrival = 0;
     group->arrival_time = 0;
     group->first_timestamp = timestamp;
     group->last_timestamp = timestamp;
@@ -251,7 +249,6 @@ compute_deltas(Estimator *self, long long timestamp, long long arrival_time, lon
     }
     self->current.size += packet_size;
     self->current.arrival_time = arrival_time;
-    self->current.has_arrival = 1;
     return found;
 }
 
