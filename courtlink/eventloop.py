@@ -3,9 +3,10 @@ asyncio's own, or uvloop with ``COURTLINK_EVENT_LOOP=uvloop`` (installed as a de
 
 A media node's cost per received packet is mostly the turn of the event loop that reads it. asyncio's loop is
 Python; uvloop's is libuv (the loop under Node.js, and the kind Janus and mediasoup run on): the same node on it
-cost 16-22% less CPU for a publisher alone, measured side by side with ``bench/forwarding.py --asyncio-counts``
-(docs/operations.md, "The event loop and the bandwidth estimator"). libuv also reads up to 32 queued datagrams
-per readiness of a socket, as ``media.aiortc_compat.drain_reads`` makes asyncio's loop do.
+cost 16-40% less CPU for a publisher alone (1.19-1.67x, three runs), measured side by side with
+``bench/forwarding.py --asyncio-counts`` (docs/operations.md, "The event loop and the bandwidth estimator"). libuv
+also reads up to 32 queued datagrams per readiness of a socket, as ``media.aiortc_compat.drain_reads`` makes
+asyncio's loop do.
 
 uvloop is opt-in until it has run longer under the process tests: in its first day it showed one bug there (a taken
 port of a node's range failed an offer, since fixed) and the topology test failed once on it (a recorder's gap
