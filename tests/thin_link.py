@@ -396,6 +396,11 @@ class ThinLinkHearing:
                     out.append((at, event if detail is None else f"{event}({detail})"))
         return out
 
+    def keep_server_log(self, path: Path) -> Path:
+        """Write the server's output so far to ``path`` (a run's whole account, for reading after it)."""
+        path.write_text("".join(f"{text.rstrip()}\n" for text in list(self.server.output)))
+        return path
+
     def _log_lines(self) -> Iterator[tuple[float, str]]:
         for text in list(self.server.output):
             with contextlib.suppress(json.JSONDecodeError, TypeError, ValueError):

@@ -50,6 +50,7 @@ PROBE_FACTS = (
     "subscriber_video_paused",
     "subscriber_video_resumed",
 )
+ADAPT_FACTS = (*PROBE_FACTS, "publisher_bitrate_capped")
 
 ACCEPTANCE = os.environ.get("COURTLINK_THIN_LINK") == "1"
 pytestmark = pytest.mark.skipif(
@@ -65,12 +66,14 @@ class Run:
 
     baseline: Window
     limited: dict[str, Window] = field(default_factory=dict)
+    began: dict[str, float] = field(default_factory=dict)
+    """When each limit took effect (wall clock)."""
     returned: dict[str, float | None] = field(default_factory=dict)
 
 
-def _step(hearing: ThinLinkHearing, link: Shape) -> Window:
+def _step(hearing: ThinLinkHearing, link: Shape) -> tuple[float, Window]:
     began = hearing.shape(link)
-    return hearing.window(began + SETTLE, began + SETTLE + MEASURE)
+    return began, hearing.window(began + SETTLE, began + SETTLE + MEASURE)
 
 
 @pytest.fixture(scope="module")
@@ -80,16 +83,25 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         start = hearing.shape(Shape())
         result = Run(baseline=hearing.window(start + 1.0, start + 1.0 + BASELINE))
         for link in LIMITS:
-            result.limited[link.label] = _step(hearing, link)
+            result.began[link.label], result.limited[link.label] = _step(hearing, link)
         lifted = hearing.shape(Shape())
         result.returned = hearing.returned(lifted, LIFTED)
         # What the node did after the lift (its facts, seconds after it), and any stall on the unlimited link.
         timeline = hearing.timeline(lifted - 1.0, lifted + LIFTED, PROBE_FACTS)
         lags = hearing.timeline(result.baseline.start - 30.0, lifted + LIFTED, ("node_loop_lagged",))
+        # What the node did in each limited step, from the change of the link (the window is SETTLE s later).
+        steps = {
+            label: [f"{at - began:+.2f} {fact}" for at, fact in hearing.timeline(began, w.end, ADAPT_FACTS)]
+            for (label, began), w in zip(result.began.items(), result.limited.values(), strict=True)
+        }
+        kept = hearing.keep_server_log(tmp_path_factory.mktemp("thin-link-log") / "server.jsonl")
     rows = [row("unlimited", result.baseline), *(row(label, w) for label, w in result.limited.items())]
     print("\n" + markdown(rows))
     print("paused video back after the lift: " + ", ".join(f"{p} {s}" for p, s in result.returned.items()))
     print("after the lift: " + ", ".join(f"{at - lifted:+.2f} {fact}" for at, fact in timeline))
+    for label, facts in steps.items():
+        print(f"behind {label}, from the change (window from +{SETTLE:g} s): " + ", ".join(facts))
+    print(f"the server's log: {kept}")
     print(f"video stalls over 0.5 s until the unlimited window's end: {_stalls(hearing, result.baseline.end)}")
     for child in (hearing.court, hearing.defendant):
         # The client processes' own hold-ups (event loop, garbage collection), from the unlimited window's start.
