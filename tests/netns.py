@@ -8,7 +8,8 @@ failure); the machine's own network is never changed. It needs root, ``ip`` and 
 - :func:`netns_thread` runs calls on a thread moved into one namespace: sockets it opens, and child processes it
   starts, live there.
 - :func:`shape` limits one direction of the veth link: ``tc tbf`` on an interface's egress for the rate, nftables
-  ``numgen random`` for loss (``netem`` is not available on these machines); :func:`unshape` lifts both.
+  ``numgen random`` for loss (``netem`` is not available on these machines), best dropped where the packets arrive
+  (``drop_at``: a drop on the sender's own output is no loss it cannot see); :func:`unshape` lifts both.
 """
 
 from __future__ import annotations
@@ -182,10 +183,16 @@ TBF_LATENCY_MS = 100
 """How long a packet may wait in the token bucket's queue before tbf drops it (a router's buffer, ~100 ms)."""
 
 
-def shape(netns: str, dev: str, link: Shape) -> None:
+def shape(netns: str, dev: str, link: Shape, *, drop_at: tuple[str, str] | None = None) -> None:
     """Shape what leaves ``dev`` in ``netns`` (replacing any earlier shape): ``tc tbf`` for the rate, nftables
-    random drop of that many percent of UDP packets for the loss (TCP signaling is left alone)."""
-    unshape(netns, dev)
+    random drop of that many percent of UDP packets for the loss (TCP signaling is left alone).
+
+    ``drop_at`` (namespace, interface): drop where the packets arrive, on that interface's input, as a lossy link
+    does, silently. Without it the drop is on ``dev``'s output in ``netns``, and the sender sees every drop: its
+    ``sendto``/``sendmmsg`` fails with ``EPERM``, and a sender that then sends the packet again (the node's direct
+    send path hands what ``sendmmsg`` did not send to the transport) loses almost nothing (2% became 0.04%).
+    """
+    unshape(netns, dev, drop_at=drop_at)
     if link.rate_mbit is not None:
         rate_kbit = int(link.rate_mbit * 1000)
         # A burst of at least rate/HZ (and one full-size packet or more): ~10 ms of the rate, at least 4 kB.
@@ -195,29 +202,35 @@ def shape(netns: str, dev: str, link: Shape) -> None:
             "rate", f"{rate_kbit}kbit", "burst", str(burst), "latency", f"{TBF_LATENCY_MS}ms",
         )  # fmt: skip
     if link.loss_percent:
+        where, hook, match = (
+            (netns, "output", f'oifname "{dev}"')
+            if drop_at is None
+            else (drop_at[0], "input", f'iifname "{drop_at[1]}"')
+        )
         rules = (
             f"table inet {LOSS_TABLE} {{\n"
-            f"  chain out {{ type filter hook output priority 0; policy accept;\n"
-            f'    oifname "{dev}" meta l4proto udp numgen random mod 100 < {link.loss_percent} drop; }}\n'
+            f"  chain loss {{ type filter hook {hook} priority 0; policy accept;\n"
+            f"    {match} meta l4proto udp numgen random mod 100 < {link.loss_percent} drop; }}\n"
             f"}}\n"
         )
-        run("ip", "netns", "exec", netns, "nft", "-f", "-", stdin=rules)
+        run("ip", "netns", "exec", where, "nft", "-f", "-", stdin=rules)
 
 
-def unshape(netns: str, dev: str) -> None:
-    """Lift any rate limit and loss :func:`shape` set on ``dev`` in ``netns``."""
+def unshape(netns: str, dev: str, *, drop_at: tuple[str, str] | None = None) -> None:
+    """Lift any rate limit and loss :func:`shape` set on ``dev`` in ``netns`` (and at ``drop_at``)."""
     subprocess.run(
         ["ip", "netns", "exec", netns, "tc", "qdisc", "del", "dev", dev, "root"],
         capture_output=True,
         timeout=20,
         check=False,
     )
-    subprocess.run(
-        ["ip", "netns", "exec", netns, "nft", "delete", "table", "inet", LOSS_TABLE],
-        capture_output=True,
-        timeout=20,
-        check=False,
-    )
+    for where in (netns, *(() if drop_at is None else (drop_at[0],))):
+        subprocess.run(
+            ["ip", "netns", "exec", where, "nft", "delete", "table", "inet", LOSS_TABLE],
+            capture_output=True,
+            timeout=20,
+            check=False,
+        )
 
 
 def qdisc_counts(netns: str, dev: str) -> tuple[int, int]:

@@ -291,10 +291,12 @@ class ThinLinkHearing:
     def shape(self, link: Shape) -> float:
         """Shape the defendant's downlink (replacing the previous shape); the wall-clock time it took effect."""
         self.mark()
+        # The loss where the defendant's packets arrive: silent to the node, as on a real link.
+        drop_at = (self.link.b, self.link.b_dev)
         if link.rate_mbit is None and not link.loss_percent:
-            unshape(self.link.a, self.link.a_dev)
+            unshape(self.link.a, self.link.a_dev, drop_at=drop_at)
         else:
-            shape(self.link.a, self.link.a_dev, link)
+            shape(self.link.a, self.link.a_dev, link, drop_at=drop_at)
         self.shaped = link
         now = time.time()
         self.mark()
@@ -396,10 +398,14 @@ class ThinLinkHearing:
                     out.append((at, event if detail is None else f"{event}({detail})"))
         return out
 
-    def keep_server_log(self, path: Path) -> Path:
-        """Write the server's output so far to ``path`` (a run's whole account, for reading after it)."""
-        path.write_text("".join(f"{text.rstrip()}\n" for text in list(self.server.output)))
-        return path
+    def keep_logs(self, folder: Path) -> Path:
+        """Write the server's output so far (``server.jsonl``) and each client process's lines and events
+        (``court.jsonl``, ``defendant.jsonl``) into ``folder``: a run's whole account, for reading after it."""
+        (folder / "server.jsonl").write_text("".join(f"{text.rstrip()}\n" for text in list(self.server.output)))
+        for child in (self.court, self.defendant):
+            rows = sorted([*child.lines, *child.events], key=lambda row: float(row.get("t", 0.0)))
+            (folder / f"{child.name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        return folder
 
     def _log_lines(self) -> Iterator[tuple[float, str]]:
         for text in list(self.server.output):

@@ -25,6 +25,7 @@ only when asked (``COURTLINK_THIN_LINK=1``), not in CI, until they are;
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -94,14 +95,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
             label: [f"{at - began:+.2f} {fact}" for at, fact in hearing.timeline(began, w.end, ADAPT_FACTS)]
             for (label, began), w in zip(result.began.items(), result.limited.values(), strict=True)
         }
-        kept = hearing.keep_server_log(tmp_path_factory.mktemp("thin-link-log") / "server.jsonl")
+        kept = hearing.keep_logs(tmp_path_factory.mktemp("thin-link-logs"))
     rows = [row("unlimited", result.baseline), *(row(label, w) for label, w in result.limited.items())]
     print("\n" + markdown(rows))
     print("paused video back after the lift: " + ", ".join(f"{p} {s}" for p, s in result.returned.items()))
     print("after the lift: " + ", ".join(f"{at - lifted:+.2f} {fact}" for at, fact in timeline))
     for label, facts in steps.items():
-        print(f"behind {label}, from the change (window from +{SETTLE:g} s): " + ", ".join(facts))
-    print(f"the server's log: {kept}")
+        at = time.strftime("%H:%M:%S", time.gmtime(result.began[label]))
+        print(f"behind {label}, from the change at {at} UTC (window from +{SETTLE:g} s): " + ", ".join(facts))
+    print(f"lifted at {time.strftime('%H:%M:%S', time.gmtime(lifted))} UTC")
+    print(f"the run's logs (server, court, defendant): {kept}")
     print(f"video stalls over 0.5 s until the unlimited window's end: {_stalls(hearing, result.baseline.end)}")
     for child in (hearing.court, hearing.defendant):
         # The client processes' own hold-ups (event loop, garbage collection), from the unlimited window's start.
