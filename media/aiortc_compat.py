@@ -753,11 +753,11 @@ def _uvloop_datagram(transport: Any) -> bool:
 
 
 def on_loss_feedback(
-    sender: RTCRtpSender, on_report: Callable[[int, int], None], on_nack: Callable[[int, int], None]
+    sender: RTCRtpSender, on_report: Callable[[int, int, int, int], None], on_nack: Callable[[int, int], None]
 ) -> None:
-    """Call ``on_report(ssrc, fraction_lost)`` for every report block of the receiver reports (and sender reports)
-    that reach this sender, and ``on_nack(ssrc, count)`` for every generic NACK about its stream, before aiortc's own
-    handling.
+    """Call ``on_report(ssrc, fraction_lost, packets_lost, highest_sequence)`` for every report block of the receiver
+    reports (and sender reports) that reach this sender, and ``on_nack(ssrc, count)`` for every generic NACK about its
+    stream, before aiortc's own handling.
 
     aiortc's DTLS transport routes a receiver report to each sender whose SSRC one of its blocks names; the blocks
     about the same receiver's other streams (its RTX stream) come along in the same packet.
@@ -769,7 +769,9 @@ def on_loss_feedback(
     async def handle(packet: Any) -> None:
         if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
             for report in packet.reports:
-                on_report(int(report.ssrc), int(report.fraction_lost))
+                on_report(
+                    int(report.ssrc), int(report.fraction_lost), int(report.packets_lost), int(report.highest_sequence)
+                )
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == 1:
             on_nack(int(packet.media_ssrc), len(packet.lost))
         await original(packet)

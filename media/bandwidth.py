@@ -55,9 +55,11 @@ as LiveKit keeps its stream allocator apart from its down tracks.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 HEADROOM = 1.1
 """The forwarded video may reach the estimate times this. A receiver's REMB starts at the rate it measures and
@@ -106,6 +108,11 @@ PROBE_RATE_MARGIN = 1.15
 PROBE_MAX_BPS = 8_000_000
 """The highest total rate a probe asks for, bit/s (padding costs the node a packet per ~2 kbit)."""
 
+PROBE_ECHO = 3.0
+"""Seconds after a failed probe during which a rise of the estimate is the probe's own echo (its padding counted in
+what the receiver measured), not a sign of a wider link that would cut the next probe's wait short (it did: probes
+behind 1 Mbit/s + 2% loss came 2 s apart instead of 4, 8, 16 s, and each cost the judge's video a burst of loss)."""
+
 PROBE_FLOOR_SECONDS = 20.0
 """Seconds a probed rate stands in for a lower estimate (unless the estimate falls, or rises above it first)."""
 
@@ -124,10 +131,32 @@ passed on the link's queue alone, and what it resumed overran the link.)"""
 
 LIFTED_REPORTS = 8
 
+LIFTED_ODDS = 0.002
+"""A link whose receiver reports show a loss ratio counts as lifted once so many packets arrived without loss that
+its earlier loss would have spared them all with at most these odds (at 2% loss, 308 packets: about 1.3 s of the
+thin-link test's audio and video behind 1 Mbit/s; a lossy link shows such a run by chance once in about 25,000
+packets)."""
+
+LIFTED_MIN_PACKETS = 300
+"""The fewest packets without loss that count a lossy link as lifted, whatever its loss ratio was: loss comes in
+bursts (a failed probe, a keyframe through a full queue), and a ratio they raised (4-7% behind 1 Mbit/s + 2% random
+loss) asks for too few (104 at 6%: the lift reset the backoff every 2-3 s there)."""
+
+LOSS_WINDOW = 10.0
+"""Seconds of receiver reports over which the link's loss ratio is measured (:meth:`LinkQuality.loss_ratio`)."""
+
+LOSS_EXCESS = 0.03
+"""A report's loss beyond twice the link's loss ratio plus this share is more than its random loss: a probe running
+when it came must answer for it, whenever the interval it covers began."""
+
 CLEAN_REPORTS = 3
 """Receiver reports (of any of the subscriber's streams) that must have come, all without loss, within
 :data:`CLEAN_SECONDS` for the link to count as clean (with 2% random loss a report of ~50 packets shows none about
 a third of the time: one alone says little)."""
+
+REMB_FALL = 0.95
+"""A REMB below this share of the one before it about the same streams shows congestion (:attr:`EstimateBook.fell_at`:
+a falling estimate fails a running probe)."""
 
 ESTIMATE_MAX_AGE = 2.5
 """Seconds a REMB counts: aiortc and browsers send one every 0.5-1 s about each stream they receive."""
@@ -201,13 +230,31 @@ class SubscriberBandwidth:
     """Probes that brought paused video back."""
 
 
+class LossSignal(NamedTuple):
+    """A sign of loss (or of none) from a subscriber about one of the node's streams to it: a receiver report block
+    (RFC 3550 6.4.1), or a NACK (``nack``: how many packets it names)."""
+
+    ssrc: int
+    fraction_lost: int = 0
+    """Out of 256, since the previous report about the stream."""
+    packets_lost: int = 0
+    """Cumulative."""
+    highest_sequence: int = 0
+    """Extended highest sequence number received."""
+    nack: int = 0
+
+
 class EstimateBook:
     """One subscriber's estimate from the REMBs it sends (see the module docstring)."""
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "fell_at")
 
     def __init__(self) -> None:
         self._entries: dict[frozenset[int], tuple[int, float]] = {}
+        self.fell_at = float("-inf")
+        """When a REMB last came below the one before it about the same streams (by :data:`REMB_FALL`): the
+        receiver saw congestion. REMB estimators (aiortc's, libwebrtc's) lower their estimate only on overuse, when
+        the queueing delay grows; otherwise it climbs or holds."""
 
     def remb(self, now: float, bitrate: int, ssrcs: Iterable[int]) -> None:
         """A REMB of ``bitrate`` bit/s about the streams ``ssrcs`` (the node's outgoing SSRCs)."""
@@ -215,12 +262,17 @@ class EstimateBook:
         if not key:
             return
         entries = self._entries
-        if key not in entries:
-            # A browser changes the SSRC list of its one REMB as streams come and go: an older report about any
-            # of the same streams is replaced, never added to.
+        bitrate = max(0, int(bitrate))
+        before = entries.get(key)
+        if before is None:
+            # A browser changes the SSRC list of its one REMB as streams come and go (and aiortc's adds a stream's
+            # RTX SSRC once padding arrives on it): an older report about any of the same streams is replaced, never
+            # added to.
             for other in [k for k in entries if k & key]:
-                del entries[other]
-        entries[key] = (max(0, int(bitrate)), now)
+                before = entries.pop(other)
+        if before is not None and now - before[1] <= ESTIMATE_MAX_AGE and bitrate < before[0] * REMB_FALL:
+            self.fell_at = now
+        entries[key] = (bitrate, now)
 
     def estimate(self, now: float, among: Collection[int] | None = None) -> int | None:
         """The sum of the fresh REMBs (bit/s), None when there is none.
@@ -720,28 +772,104 @@ class PacingBucket:
 
 
 class LinkQuality:
-    """Whether a subscriber's link shows loss now, from its receiver reports and NACKs (see the module docstring)."""
+    """Whether a subscriber's link shows loss now, from its receiver reports and NACKs (see the module docstring).
 
-    __slots__ = ("_dirty_at", "_reports")
+    Report blocks that carry their stream's counters (:meth:`block`) also tell how many packets each report
+    covered and how many of those were lost. From them it keeps the link's recent loss ratio (:meth:`loss_ratio`:
+    random loss shows as a steady ratio), the packets received without loss since the last loss, and
+    :attr:`probe_dirty_at`: when loss a probe must answer for was last seen.
+    """
+
+    __slots__ = (
+        "_blocks",
+        "_clean_packets",
+        "_dirty_at",
+        "_lossy_ratio",
+        "_reports",
+        "_streams",
+        "probe_dirty_at",
+    )
 
     def __init__(self) -> None:
         self._dirty_at = float("-inf")
         self._reports: deque[float] = deque()
+        self._streams: dict[int, tuple[float, int, int]] = {}
+        """By SSRC: (when, extended highest sequence number, cumulative packets lost) of its last report block."""
+        self._blocks: deque[tuple[float, int, int]] = deque()
+        """(when, packets expected, packets lost) per report interval within :data:`LOSS_WINDOW`."""
+        self._clean_packets = 0
+        self._lossy_ratio: float | None = None
+        self.probe_dirty_at = float("-inf")
+        """When loss was last seen that a probe running then must answer for: a NACK, or a report showing loss
+        above the link's random loss (:data:`LOSS_EXCESS`); a report whose loss is within it, the start of the
+        interval it covers (its loss may predate the probe: the first report after a lifted limit covers the lossy
+        second before it, and failed the probe the lift allowed)."""
 
     def report(self, now: float, fraction_lost: int) -> None:
         """A receiver report block about one of the node's streams to it (``fraction_lost`` out of 256)."""
         if fraction_lost > 0:
-            self._dirty_at = now
-            self._reports.clear()
+            self._dirty(now)
+            self.probe_dirty_at = now
         else:
-            self._reports.append(now)
-            while self._reports and now - self._reports[0] > LIFTED_SECONDS:
-                self._reports.popleft()
+            self._clean(now)
+
+    def block(self, now: float, ssrc: int, fraction_lost: int, packets_lost: int, highest_sequence: int) -> None:
+        """A receiver report block with its stream's counters (RFC 3550 6.4.1: cumulative packets lost, extended
+        highest sequence number received)."""
+        last = self._streams.get(ssrc)
+        self._streams[ssrc] = (now, highest_sequence, packets_lost)
+        if last is None:
+            self.report(now, fraction_lost)
+            return
+        since, highest, lost = last
+        expected = highest_sequence - highest
+        if expected <= 0 or expected > 1 << 15:
+            self.report(now, fraction_lost)  # nothing new, or counters reset (a new sender): the fraction alone
+            return
+        lost_now = min(expected, max(0, packets_lost - lost))
+        blocks = self._blocks
+        blocks.append((now, expected, lost_now))
+        while now - blocks[0][0] > LOSS_WINDOW:
+            blocks.popleft()
+        if lost_now == 0 and fraction_lost == 0:
+            self._clean(now)
+            self._clean_packets += expected
+            return
+        baseline = self._lossy_ratio or 0.0
+        self._dirty(now)
+        self._lossy_ratio = self.loss_ratio()
+        excess = lost_now / expected > baseline * 2 + LOSS_EXCESS
+        self.probe_dirty_at = max(self.probe_dirty_at, now if excess else since)
+
+    def rebase(self, now: float, ssrc: int, packets_lost: int, highest_sequence: int) -> None:
+        """A report block that is no sign (a paused or just resumed stream's): keep its counters, so the next block
+        about the stream counts from here (not across the skipped sequence numbers of a resume)."""
+        self._streams[ssrc] = (now, highest_sequence, packets_lost)
+
+    def _dirty(self, now: float) -> None:
+        self._dirty_at = now
+        self._reports.clear()
+        self._clean_packets = 0
+
+    def _clean(self, now: float) -> None:
+        self._reports.append(now)
+        while self._reports and now - self._reports[0] > LIFTED_SECONDS:
+            self._reports.popleft()
 
     def nack(self, now: float) -> None:
         """A NACK came from the subscriber (it lost a packet)."""
-        self._dirty_at = now
-        self._reports.clear()
+        self._dirty(now)
+        self.probe_dirty_at = now
+
+    @property
+    def clean_packets(self) -> int:
+        """Packets the reports showed received without loss since the last loss."""
+        return self._clean_packets
+
+    def loss_ratio(self) -> float | None:
+        """Packets lost of those expected over the reports of the last :data:`LOSS_WINDOW` (None: no counters)."""
+        expected = sum(e for _, e, _ in self._blocks)
+        return sum(lost for _, _, lost in self._blocks) / expected if expected else None
 
     @property
     def dirty_at(self) -> float:
@@ -762,8 +890,16 @@ class LinkQuality:
         return now - self._dirty_at >= CLEAN_SECONDS and recent >= max(1, min(CLEAN_REPORTS, streams))
 
     def lifted(self, now: float) -> bool:
-        """No loss for :data:`LIFTED_SECONDS` after some was seen, with :data:`LIFTED_REPORTS` reports without loss in
-        that time: the link's limit was lifted (see :data:`LIFTED_SECONDS`)."""
+        """The link's limit was lifted, or its loss ended: no loss since some was seen, for as many packets as make
+        the link's earlier random loss unlikely to have spared them all (:data:`LIFTED_ODDS`), and for at least
+        :data:`CLEAN_SECONDS`. Without counters in the reports: :data:`LIFTED_SECONDS` without loss and
+        :data:`LIFTED_REPORTS` reports without loss in that time (see :data:`LIFTED_SECONDS`)."""
+        if self._dirty_at == float("-inf"):
+            return False
+        ratio = self._lossy_ratio
+        if ratio is not None and 0 < ratio < 0.5:
+            needed = math.log(LIFTED_ODDS) / math.log1p(-ratio)
+            return now - self._dirty_at >= CLEAN_SECONDS and self._clean_packets >= max(needed, LIFTED_MIN_PACKETS)
         reports = self._reports
         while reports and now - reports[0] > LIFTED_SECONDS:
             reports.popleft()
@@ -794,6 +930,7 @@ class ProbeController:
         """The paused streams the running (or last) probe was sized for."""
         self._estimate = 0
         self._failed_estimate: int | None = None
+        self._echo_until = float("-inf")
         self._lifted_after = float("-inf")
         self.probes = 0
         self.succeeded = 0
@@ -801,6 +938,12 @@ class ProbeController:
         """When the last probe passed."""
         self.followup = False
         """The last probe passed and asked for one stream: the next asks for the rest, at once."""
+        self.last_started_at = float("-inf")
+        """When the last probe began (kept after its verdict)."""
+        self.failed_by = ""
+        """What failed the last failed probe: "loss", "remb_fell" (a REMB below the one before it), "estimate_fell"."""
+        self.cut_short: str | None = None
+        """What last cut a failed probe's backoff short ("lifted", "estimate"; None: nothing since the last probe)."""
 
     @property
     def running(self) -> bool:
@@ -840,15 +983,21 @@ class ProbeController:
             self.wait = PROBE_WAIT_MIN
             self.next_at = min(self.next_at, now)
             self._failed_estimate = None
+            self.cut_short = "lifted"
         if self.followup:
             if now - self.succeeded_at <= 2 * self.hold:
                 return clean
             self.followup = False  # too late for a follow-up: start again from the next stream
         failed = self._failed_estimate
-        if failed is not None and estimate is not None and estimate >= failed * 1.25:
+        if failed is not None and estimate is not None and now < self._echo_until:
+            # The failed probe's own padding raised the receiver's estimate (a REMB estimator climbs towards 1.5x what
+            # it receives, padding included, and keeps what it reached until it sees congestion): not a wider link.
+            self._failed_estimate = failed = max(failed, estimate)
+        elif failed is not None and estimate is not None and estimate >= failed * 1.25:
             self.wait = PROBE_WAIT_MIN
             self.next_at = min(self.next_at, now)
             self._failed_estimate = None
+            self.cut_short = "estimate"
         return clean and now >= self.next_at and now - last_change >= self.hold
 
     def start(
@@ -863,7 +1012,7 @@ class ProbeController:
         """Begin a probe showing ``goal_bps`` in all for ``seconds``; the padding rate to send (bit/s) beside
         ``forwarded_bps``. Should it fail, the next waits at most ``wait_max`` (a probe whose failure overflows the
         link by little may be tried again sooner)."""
-        self.started_at = now
+        self.started_at = self.last_started_at = now
         self.seconds = seconds
         self.wait_max = wait_max
         self.goal_bps = goal_bps
@@ -879,17 +1028,30 @@ class ProbeController:
         self.wait = min(self.wait * 2, PROBE_WAIT_MAX)
         self.followup = False
 
-    def verdict(self, now: float, *, dirty_at: float, estimate: int | None) -> bool | None:
-        """True: the link carried the probe; False: it did not (loss since it began, or the estimate fell); None:
-        not yet known. The controller is idle again after a verdict."""
+    def verdict(
+        self, now: float, *, dirty_at: float, estimate: int | None, fell_at: float = float("-inf")
+    ) -> bool | None:
+        """True: the link carried the probe; False: it did not (loss since it began, a REMB that fell since it began
+        (``fell_at``, :attr:`EstimateBook.fell_at`), or an estimate below :data:`PROBE_FALL` of the one it began at);
+        None: not yet known. The controller is idle again after a verdict."""
         started = self.started_at
         if started is None:
             return None
-        fell = estimate is not None and self._estimate and estimate < self._estimate * PROBE_FALL
-        if dirty_at >= started or fell:
+        failed_by = (
+            "loss"
+            if dirty_at >= started
+            else "remb_fell"
+            if fell_at >= started
+            else "estimate_fell"
+            if estimate is not None and self._estimate and estimate < self._estimate * PROBE_FALL
+            else None
+        )
+        if failed_by is not None:
+            self.failed_by = failed_by
             self.started_at = None
             self.followup = False
             self._failed_estimate = self._estimate or estimate
+            self._echo_until = now + PROBE_ECHO
             self.next_at = now + min(self.wait, self.wait_max)
             self.wait = min(self.wait * 2, self.wait_max)
             return False

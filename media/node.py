@@ -44,6 +44,7 @@ from media.bandwidth import (
     Allocation,
     EstimateBook,
     LinkQuality,
+    LossSignal,
     ProbeController,
     SubscriberAllocator,
     SubscriberBandwidth,
@@ -885,30 +886,30 @@ class InProcessNode:
             room.subscribers[participant_id] = subscriber
         return subscriber
 
-    def _loss(self, peer: Peer, ssrc: int, value: int, nack: bool) -> None:
-        """A receiver report block about ``ssrc`` (``value`` = fraction lost of 256) or a NACK (``nack``, ``value``
-        packets) from a subscriber: what tells a probe whether the link is clean."""
+    def _loss(self, peer: Peer, signal: LossSignal) -> None:
+        """A receiver report block or a NACK from a subscriber: what tells a probe whether the link is clean."""
         room = self._rooms.get(peer.hearing_id)
         subscriber = room.subscribers.get(peer.participant_id) if room is not None else None
         if subscriber is None or peer.closed:
             return
         now = time.monotonic()
+        ssrc = signal.ssrc
         for slot in peer.slots:
             sender = slot.transceiver.sender
             if ssrc == sender_ssrc(sender) or ssrc == sender_rtx_ssrc(sender):
                 # A paused (or idle) slot's receiver reports nothing lost of nothing received: not a sign. Nor are
                 # a just resumed slot's NACKs and first report: its receiver counts as lost the sequence numbers the
                 # resume skipped (media.sending.SEQUENCE_JUMP), which were never sent.
-                if slot.track.publisher is None or slot.track.paused:
+                if slot.track.publisher is None or slot.track.paused or now - slot.track.resumed_at < _RESUME_NACKS:
+                    if not signal.nack:
+                        subscriber.link.rebase(now, ssrc, signal.packets_lost, signal.highest_sequence)
                     return
-                if now - slot.track.resumed_at < _RESUME_NACKS:
-                    return
-                if nack:
+                if signal.nack:
                     subscriber.link.nack(now)
                 else:
-                    subscriber.link.report(now, value)
+                    subscriber.link.block(now, ssrc, signal.fraction_lost, signal.packets_lost, signal.highest_sequence)
                 return
-        if nack:
+        if signal.nack:
             subscriber.link.nack(now)
 
     def _estimate(self, peer: Peer, subscriber: _Subscriber, now: float) -> int | None:
@@ -954,6 +955,20 @@ class InProcessNode:
         prober, allocator, allocation = subscriber.prober, subscriber.allocator, subscriber.allocation
         if prober.running or allocation is None or allocation.top is None:
             return
+        # Asked at every decision, before anything else can stop the probe: the backoff keeps its books here (what
+        # a failed probe's echo raised the estimate to, a lifted limit), keyframes in flight or not.
+        streams = sum(1 for slot in peer.slots if slot.track.publisher is not None and not slot.track.paused)
+        link = subscriber.link
+        due = prober.due(
+            now,
+            last_change=allocator.last_change,
+            clean=link.clean(now, streams),
+            estimate=subscriber.estimate,
+            lifted=link.lifted(now),
+            dirty_at=link.dirty_at,
+        )
+        if not due:
+            return
         layer_keys: tuple[str, ...] = ()
         if allocation.paused:
             goal, forwarded = allocator.probe_goal(videos, everything=prober.everything)
@@ -979,19 +994,7 @@ class InProcessNode:
             return
         if goal <= forwarded:
             return
-        streams = sum(1 for slot in peer.slots if slot.track.publisher is not None and not slot.track.paused)
-        link = subscriber.link
-        clean = link.clean(now, streams)
-        lifted = link.lifted(now)
-        if not prober.due(
-            now,
-            last_change=allocator.last_change,
-            clean=clean,
-            estimate=subscriber.estimate,
-            lifted=lifted,
-            dirty_at=link.dirty_at,
-        ):
-            return
+        cut_short, prober.cut_short = prober.cut_short, None
         # A refused layer costs a small overflow to try again: no minute-long waits (LAYER_PROBE_WAIT_MAX).
         padding = prober.start(
             now,
@@ -1011,6 +1014,10 @@ class InProcessNode:
             padding_kbps=padding // 1000,
             estimate_kbps=None if subscriber.estimate is None else subscriber.estimate // 1000,
             layers=len(layer_keys),
+            wait_cut_short=cut_short,
+            loss_ratio=link.loss_ratio(),
+            clean_packets=link.clean_packets,
+            since_loss_s=round(now - link.dirty_at, 2),
         )
         subscriber.padded_at = now
         subscriber.padding_owed = 0.0
@@ -1059,7 +1066,17 @@ class InProcessNode:
             return
         now = time.monotonic()
         estimate = self._estimate(peer, subscriber, now)
-        verdict = prober.verdict(now, dirty_at=subscriber.link.dirty_at, estimate=estimate)
+        link = subscriber.link
+        # A falling REMB (queueing delay) judges probes on a link with random loss, where loss says little and comes
+        # late; on a clean one loss alone does: a receiver short of CPU reads its late processing as queueing delay
+        # (after a lifted limit the defendant's client, decoding the keyframes of what came back, failed every probe).
+        delay_judged = link.lossy(now) and not link.lifted(now)
+        verdict = prober.verdict(
+            now,
+            dirty_at=link.probe_dirty_at,
+            estimate=estimate,
+            fell_at=subscriber.book.fell_at if delay_judged else float("-inf"),
+        )
         if verdict is not None:
             self._probe_done(room, peer, subscriber, verdict, now, estimate)
             return
@@ -1088,6 +1105,8 @@ class InProcessNode:
                 subscriber=peer.participant_id,
                 goal_kbps=prober.goal_bps // 1000,
                 next_in_s=round(prober.next_at - now, 1),
+                failed_by=prober.failed_by,
+                after_s=round(now - prober.last_started_at, 3),
                 layers=len(layer_probe),
             )
             return

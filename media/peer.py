@@ -48,7 +48,7 @@ from media.aiortc_compat import (
     sender_rtt,
     set_negotiated,
 )
-from media.bandwidth import NackBudget, RepairTrigger, ResendGuard
+from media.bandwidth import LossSignal, NackBudget, RepairTrigger, ResendGuard
 from media.forwarding import ForwardedTrack, PublishedTrack
 from media.ice import PORTS_EXHAUSTED, PortRangeExhausted, restrict_host_candidates, rtc_configuration
 from media.keyframes import Reason
@@ -137,7 +137,7 @@ class Peer:
         on_slots_changed: Callable[[Peer], None],
         on_lost: Callable[[Peer, str], None] | None = None,
         on_remb: Callable[[Peer, int, list[int]], None] | None = None,
-        on_loss: Callable[[Peer, int, int, bool], None] | None = None,
+        on_loss: Callable[[Peer, LossSignal], None] | None = None,
     ) -> None:
         self.hearing_id = hearing_id
         self.participant_id = participant_id
@@ -157,8 +157,7 @@ class Peer:
         self._on_lost = on_lost
         self._on_remb = on_remb
         self._on_loss = on_loss
-        """Bandwidth adaptation: ``(peer, ssrc, fraction_lost, False)`` per receiver report block, ``(peer, ssrc,
-        count, True)`` per NACK of the subscriber."""
+        """Bandwidth adaptation: ``(peer, signal)`` per receiver report block and per NACK of the subscriber."""
         self.nack_budget: NackBudget | None = NackBudget(settings.nack_budget_share) if settings.adaptation else None
         """The participant's resend budget as a subscriber (bandwidth adaptation on), shared by its slots."""
         self._lock = asyncio.Lock()
@@ -508,8 +507,8 @@ class Peer:
         if on_loss_ is not None:
             on_loss_feedback(
                 transceiver.sender,
-                lambda ssrc, fraction: on_loss_(self, ssrc, fraction, False),
-                lambda ssrc, count: on_loss_(self, ssrc, count, True),
+                lambda ssrc, fraction, lost, highest: on_loss_(self, LossSignal(ssrc, fraction, lost, highest)),
+                lambda ssrc, count: on_loss_(self, LossSignal(ssrc, nack=count)),
             )
 
         def unrepairable() -> None:

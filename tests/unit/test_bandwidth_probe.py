@@ -7,9 +7,11 @@ from media.bandwidth import (
     CLEAN_SECONDS,
     LIFTED_SECONDS,
     LOSSY_SECONDS,
+    PROBE_ECHO,
     PROBE_SECONDS,
     PROBE_VERDICT,
     PROBE_WAIT_MIN,
+    EstimateBook,
     LinkQuality,
     ProbeController,
     SubscriberAllocator,
@@ -99,17 +101,21 @@ def test_a_probe_fails_at_the_first_loss_and_the_next_waits_longer() -> None:
     prober.start(13.0, 4 * MBIT, MBIT, MBIT)
     assert prober.verdict(13.1, dirty_at=13.05, estimate=MBIT) is False
     assert prober.wait == 4 * PROBE_WAIT_MIN
-    # An estimate a quarter above the one the last probe failed at: the link changed, probe again soon.
-    assert prober.due(13.2, last_change=0.0, clean=True, estimate=2 * MBIT)
-    prober.start(13.2, 4 * MBIT, MBIT, 2 * MBIT)
-    assert not prober.padding(13.2 + PROBE_SECONDS + 0.01)
-    assert prober.verdict(13.21 + PROBE_SECONDS + PROBE_VERDICT, dirty_at=13.05, estimate=2 * MBIT) is True
+    # Right after the failure the estimate rises: the probe's own padding, counted by the receiver. Not a wider link.
+    assert not prober.due(13.2, last_change=0.0, clean=True, estimate=int(1.5 * MBIT))
+    # After PROBE_ECHO, an estimate a quarter above the highest one seen: the link changed, probe again soon.
+    later = 13.1 + PROBE_ECHO + 0.1
+    assert not prober.due(later, last_change=0.0, clean=True, estimate=int(1.5 * MBIT))
+    assert prober.due(later, last_change=0.0, clean=True, estimate=2 * MBIT)
+    prober.start(later, 4 * MBIT, MBIT, 2 * MBIT)
+    assert not prober.padding(later + PROBE_SECONDS + 0.01)
+    assert prober.verdict(later + 0.01 + PROBE_SECONDS + PROBE_VERDICT, dirty_at=13.05, estimate=2 * MBIT) is True
     assert prober.wait == PROBE_WAIT_MIN
     assert prober.succeeded == 1
     assert prober.probes == 3
     # What it resumed did not hold: the next probe backs off.
-    prober.undone(14.0)
-    assert not prober.due(14.0 + PROBE_WAIT_MIN - 0.1, last_change=0.0, clean=True, estimate=2 * MBIT)
+    prober.undone(later + 1.0)
+    assert not prober.due(later + 1.0 + PROBE_WAIT_MIN - 0.1, last_change=0.0, clean=True, estimate=2 * MBIT)
 
 
 def test_a_probe_fails_when_the_estimate_falls() -> None:
@@ -213,3 +219,103 @@ def test_a_link_that_stops_losing_packets_ends_the_probe_backoff() -> None:
     prober.next_at = at + 10.0
     again = prober.due(at + 0.5, last_change=0.0, clean=True, estimate=MBIT, lifted=True, dirty_at=link.dirty_at)
     assert not again
+
+
+def lossy_reports(link: LinkQuality, start: float, seconds: float, ssrc: int = 1, every: float = 0.25) -> float:
+    """Report blocks of one 200-packet/s stream losing 2% (one packet in 50) for ``seconds``; the time after."""
+    now, highest, lost = start, 1000, 0
+    link.block(now, ssrc, 0, lost, highest)
+    while now < start + seconds:
+        now += every
+        highest += int(200 * every)
+        lost += 1
+        link.block(now, ssrc, 5, lost, highest)
+    return now
+
+
+def test_report_counters_give_the_loss_ratio_and_a_lift_by_packets() -> None:
+    """Reports with their counters measure the link's random loss; once as many packets as make that loss unlikely to
+    spare them all came without loss (308 at 2%, LIFTED_ODDS), the link counts as lifted: sooner than LIFTED_SECONDS
+    on a busy link, later on a quiet one."""
+    link = LinkQuality()
+    now = lossy_reports(link, 0.0, 5.0)
+    ratio = link.loss_ratio()
+    assert ratio is not None
+    assert abs(ratio - 0.02) < 0.001
+    assert not link.lifted(now)
+    highest, lost = 1000 + 20 * 50, 20
+    # The limit is lifted: 200 packets a second arrive whole, reported every 0.25 s.
+    for _ in range(6):  # 300 packets
+        now += 0.25
+        highest += 50
+        link.block(now, 1, 0, lost, highest)
+        assert not link.lifted(now)
+    now += 0.25
+    highest += 50
+    link.block(now, 1, 0, lost, highest)  # 350 packets, 1.75 s
+    assert link.lifted(now)
+    assert now - link.dirty_at < LIFTED_SECONDS
+    # One loss starts the count again.
+    now += 0.25
+    link.block(now, 1, 3, lost + 1, highest + 50)
+    assert not link.lifted(now + 1.0)
+
+
+def test_a_report_within_the_links_random_loss_fails_only_a_probe_it_began_after() -> None:
+    """On a link with random loss, a report's loss may predate a running probe (its interval began before): it fails
+    the probe only when it is well above that loss; a NACK, or loss in an interval that began after the probe began,
+    always does."""
+    link, prober = LinkQuality(), ProbeController(HOLD)
+    now = lossy_reports(link, 0.0, 5.0, every=1.0)
+    prober.start(now + 0.5, 3 * MBIT, MBIT, MBIT)
+    link.block(now + 0.7, 1, 5, 6, 1000 + 5 * 200 + 200)  # 1 of 200 lost, in the second before: within 2%
+    assert prober.verdict(now + 0.7, dirty_at=link.probe_dirty_at, estimate=MBIT) is None
+    link.block(now + 0.75, 2, 0, 0, 500)  # another stream's first report
+    link.block(now + 0.8, 2, 40, 20, 600)  # 20 of 100 lost: the probe overflowed the link
+    assert prober.verdict(now + 0.8, dirty_at=link.probe_dirty_at, estimate=MBIT) is False
+
+    link, prober = LinkQuality(), ProbeController(HOLD)
+    now = lossy_reports(link, 0.0, 5.0, every=1.0)
+    prober.start(now + 0.5, 3 * MBIT, MBIT, MBIT)
+    link.nack(now + 0.6)
+    assert prober.verdict(now + 0.6, dirty_at=link.probe_dirty_at, estimate=MBIT) is False
+
+    # A clean link (no loss ratio yet): any loss a report shows fails the probe it came in.
+    link, prober = LinkQuality(), ProbeController(HOLD)
+    link.block(0.0, 1, 0, 0, 1000)
+    link.block(1.0, 1, 0, 0, 1200)
+    prober.start(1.5, 3 * MBIT, MBIT, MBIT)
+    link.block(2.0, 1, 5, 8, 1400)
+    assert prober.verdict(2.0, dirty_at=link.probe_dirty_at, estimate=MBIT) is False
+
+
+def test_a_falling_remb_shows_congestion_and_fails_a_running_probe() -> None:
+    """A REMB below the one before it about the same streams (also when the probe's RTX SSRC joined the list) means
+    the receiver saw its queueing delay grow: the probe fails at once, before the link's queue overflows."""
+    book, prober = EstimateBook(), ProbeController(HOLD)
+    book.remb(0.0, MBIT, [1])
+    book.remb(0.5, int(1.08 * MBIT), [1])
+    assert book.fell_at == float("-inf")
+    prober.start(1.0, 3 * MBIT, MBIT, MBIT)
+    book.remb(1.05, int(1.1 * MBIT), [1, 2])  # padding arrives on the RTX stream: a new list, still climbing
+    assert book.fell_at == float("-inf")
+    assert prober.verdict(1.05, dirty_at=float("-inf"), estimate=MBIT, fell_at=book.fell_at) is None
+    book.remb(1.08, int(1.0 * MBIT), [1, 2])  # overuse: 0.85x what it received
+    assert book.fell_at == 1.08
+    assert prober.verdict(1.08, dirty_at=float("-inf"), estimate=MBIT, fell_at=book.fell_at) is False
+    # A fall before a probe began does not fail it.
+    prober.start(prober.next_at, 3 * MBIT, MBIT, MBIT)
+    assert prober.verdict(prober.next_at + 0.05, dirty_at=float("-inf"), estimate=MBIT, fell_at=1.08) is None
+
+
+def test_a_resumed_streams_skipped_sequence_numbers_are_no_loss() -> None:
+    """A stream resumes with its sequence numbers 600 ahead, and its receiver counts them as lost: the blocks the node
+    sets aside around a resume (``rebase``) keep the counters, so the next block counts only what came after."""
+    link = LinkQuality()
+    link.block(0.0, 7, 0, 0, 1000)
+    link.block(1.0, 7, 0, 0, 1100)
+    link.rebase(3.0, 7, 600, 1750)  # resumed: 600 numbers skipped and counted lost, 50 packets received
+    link.block(4.0, 7, 0, 600, 1850)
+    assert not link.lossy(4.0)
+    assert link.clean_packets == 200
+    assert link.probe_dirty_at == float("-inf")
