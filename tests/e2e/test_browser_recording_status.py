@@ -1,7 +1,8 @@
 """The REC indicator names the people the recording misses (``recording.missing``), in English and Chinese.
 
 The server's `recording` message is fed to the real page through Playwright's
-WebSocket routing (every other message passes through unchanged), so the
+WebSocket routing (every other message passes through unchanged; the server's
+own `recording` messages are held back once the test fed one), so the
 client's display is checked against the message contract itself.
 """
 
@@ -23,15 +24,39 @@ pytestmark = pytest.mark.browser
 
 
 def relay(page: Page) -> list[WebSocketRoute]:
-    """Pass the page's WebSocket through to the server; the returned list holds the route once it opens."""
+    """Pass the page's WebSocket through to the server, except the server's own ``recording`` messages once the
+    test fed the page one (the returned list holds the route once it opens): a real status naming who the recorder
+    misses at that moment (the judge's media starting) would otherwise replace the test's, and did, once in CI."""
     routes: list[WebSocketRoute] = []
 
     def handler(ws: WebSocketRoute) -> None:
-        ws.connect_to_server()
+        server = ws.connect_to_server()
+        fed: list[bool] = []
+        original_send = ws.send
+
+        def feed(message: str | bytes) -> None:
+            fed.append(True)
+            original_send(message)
+
+        def from_server(message: str | bytes) -> None:
+            if fed and isinstance(message, str) and _kind(message) == "recording":
+                return
+            original_send(message)
+
+        server.on_message(from_server)
+        ws.send = feed  # type: ignore[method-assign]
         routes.append(ws)
 
     page.route_web_socket("**/api/v1/ws", handler)
     return routes
+
+
+def _kind(message: str) -> object:
+    try:
+        parsed = json.loads(message)
+    except ValueError:
+        return None
+    return parsed.get("type") if isinstance(parsed, dict) else None
 
 
 def test_rec_indicator_names_who_is_not_recorded(court_server: Server, participants: Participants) -> None:
