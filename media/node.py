@@ -890,7 +890,7 @@ class InProcessNode:
         """A receiver report block or a NACK from a subscriber: what tells a probe whether the link is clean."""
         room = self._rooms.get(peer.hearing_id)
         subscriber = room.subscribers.get(peer.participant_id) if room is not None else None
-        if subscriber is None or peer.closed:
+        if room is None or subscriber is None or peer.closed:
             return
         now = time.monotonic()
         ssrc = signal.ssrc
@@ -904,10 +904,16 @@ class InProcessNode:
                     if not signal.nack:
                         subscriber.link.rebase(now, ssrc, signal.packets_lost, signal.highest_sequence)
                     return
+                link = subscriber.link
                 if signal.nack:
-                    subscriber.link.nack(now)
-                else:
-                    subscriber.link.block(now, ssrc, signal.fraction_lost, signal.packets_lost, signal.highest_sequence)
+                    link.nack(now)
+                    return
+                was_lifted = link.lifted(now)
+                link.block(now, ssrc, signal.fraction_lost, signal.packets_lost, signal.highest_sequence)
+                allocation = subscriber.allocation
+                if not was_lifted and allocation is not None and allocation.paused and link.lifted(now):
+                    # The report that shows a lifted limit: decide (and probe) now, not at the next REMB.
+                    self._adapt(room, peer, now)
                 return
         if signal.nack:
             subscriber.link.nack(now)
@@ -1068,9 +1074,11 @@ class InProcessNode:
         estimate = self._estimate(peer, subscriber, now)
         link = subscriber.link
         # A falling REMB (queueing delay) judges probes on a link with random loss, where loss says little and comes
-        # late; on a clean one loss alone does: a receiver short of CPU reads its late processing as queueing delay
-        # (after a lifted limit the defendant's client, decoding the keyframes of what came back, failed every probe).
-        delay_judged = link.lossy(now) and not link.lifted(now)
+        # late; on a clean one loss alone does, and so it does right after a resume: a receiver short of CPU reads
+        # its late processing as queueing delay (after a lifted limit the defendant's client, decoding the keyframes
+        # of what came back, failed the probes that followed by its REMB on an unlimited link).
+        resumed = any(now - slot.track.resumed_at < _RESUME_NACKS for slot in peer.slots)
+        delay_judged = link.lossy(now) and not link.lifted(now) and not resumed
         verdict = prober.verdict(
             now,
             dirty_at=link.probe_dirty_at,
