@@ -113,7 +113,7 @@ class MediaSettings(BaseModel):
         default=0, ge=0, le=65535, description="Highest UDP port the node's ICE host candidates bind."
     )
     adaptation: bool = Field(
-        default=False,
+        default=True,
         description="Adapt what each subscriber receives to its bandwidth estimate (REMB): pause video by priority, "
         "cap publishers, budget resends. False: forward everything and resend every NACK.",
     )

@@ -80,10 +80,9 @@ class NodeSettings(BaseModel):
         default=0, ge=0, le=65535, description="Highest UDP port of the node's ICE host candidates."
     )
     adaptation: bool = Field(
-        default=False,
+        default=True,
         description="Adapt what each subscriber receives to its REMB estimate (pause video by priority, cap "
-        "publishers, budget resends); False (the default until it meets issue 11's thin-link targets): forward "
-        "everything, resend every NACK.",
+        "publishers, budget resends); False: forward everything, resend every NACK.",
     )
     adapt_hold_seconds: float = Field(
         default=3.0, gt=0, le=60, description="At most one pause/resume change per subscriber in this many seconds."
