@@ -892,14 +892,17 @@ class LinkQuality:
     def lifted(self, now: float) -> bool:
         """The link's limit was lifted, or its loss ended: no loss since some was seen, for as many packets as make
         the link's earlier random loss unlikely to have spared them all (:data:`LIFTED_ODDS`), and for at least
-        :data:`CLEAN_SECONDS`. Without counters in the reports: :data:`LIFTED_SECONDS` without loss and
-        :data:`LIFTED_REPORTS` reports without loss in that time (see :data:`LIFTED_SECONDS`)."""
+        :data:`CLEAN_SECONDS`; or, whatever the counters say (and without them), :data:`LIFTED_SECONDS` without
+        loss and :data:`LIFTED_REPORTS` reports without loss in that time (see :data:`LIFTED_SECONDS`)."""
         if self._dirty_at == float("-inf"):
             return False
         ratio = self._lossy_ratio
         if ratio is not None and 0 < ratio < 0.5:
             needed = math.log(LIFTED_ODDS) / math.log1p(-ratio)
-            return now - self._dirty_at >= CLEAN_SECONDS and self._clean_packets >= max(needed, LIFTED_MIN_PACKETS)
+            if now - self._dirty_at >= CLEAN_SECONDS and self._clean_packets >= max(needed, LIFTED_MIN_PACKETS):
+                return True
+        # Never later than this: a link whose loss was rare (a rate limit that the node's pacing kept from losing
+        # much) would otherwise ask for thousands of packets.
         reports = self._reports
         while reports and now - reports[0] > LIFTED_SECONDS:
             reports.popleft()

@@ -1023,7 +1023,7 @@ class InProcessNode:
             wait_cut_short=cut_short,
             loss_ratio=link.loss_ratio(),
             clean_packets=link.clean_packets,
-            since_loss_s=round(now - link.dirty_at, 2),
+            since_loss_s=None if link.dirty_at == float("-inf") else round(now - link.dirty_at, 2),
         )
         subscriber.padded_at = now
         subscriber.padding_owed = 0.0

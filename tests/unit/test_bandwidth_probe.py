@@ -319,3 +319,17 @@ def test_a_resumed_streams_skipped_sequence_numbers_are_no_loss() -> None:
     assert not link.lossy(4.0)
     assert link.clean_packets == 200
     assert link.probe_dirty_at == float("-inf")
+
+
+def test_a_link_whose_loss_was_rare_counts_as_lifted_no_later_than_the_time_rule() -> None:
+    """At 0.5% loss the odds ask for about 1,240 packets; LIFTED_SECONDS with enough clean reports still counts."""
+    link = LinkQuality()
+    link.block(0.0, 1, 0, 0, 1000)
+    link.block(1.0, 1, 1, 1, 1200)  # 1 of 200 lost
+    now, highest = 1.0, 1200
+    while now < 1.0 + LIFTED_SECONDS + 0.3:
+        now += 0.25
+        highest += 50
+        link.block(now, 1, 0, 1, highest)
+    assert link.clean_packets < 1000
+    assert link.lifted(now)
