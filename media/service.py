@@ -181,6 +181,7 @@ class NodeService:
         self._order = _Order()
         self._serving: Subscription | None = None
         self._beats: asyncio.Task[None] | None = None
+        self._closing = False
         self._relaying = False
         self._relay_failing = False
         self._marks = (time.monotonic(), time.process_time(), 0)
@@ -231,10 +232,18 @@ class NodeService:
     async def close(self) -> None:
         """Stop answering and relaying, and take the node out of the registry at once."""
         self._relaying = False
+        self._closing = True
         if self._beats is not None:
-            self._beats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._beats
+            # Cancelled again until it ends: a cancel that lands as a timeout inside a Redis call completes is lost
+            # on Python 3.11, and the loop slept on (CI saw a worker's stop hang 12 s in NodeService.close, its
+            # heartbeat task in sleep).
+            beats = self._beats
+            while not beats.done():
+                beats.cancel()
+                await asyncio.wait({beats}, timeout=0.5)
+            if not beats.cancelled():
+                with contextlib.suppress(Exception):
+                    beats.result()
             self._beats = None
         if self._serving is not None:
             await self._serving.close()
@@ -310,7 +319,7 @@ class NodeService:
 
     async def _heartbeats(self) -> None:
         failing = False
-        while True:
+        while not self._closing:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
                 holder = await self.records.claim(node_lease_key(self.node_id), self.owner, ttl=NODE_TTL_SECONDS)
