@@ -18,7 +18,7 @@ The node's bandwidth adaptation is on (``[media] adaptation``, the default). The
 defendant's packets arrive, silently, as on a real link (``tests.netns.shape``, ``drop_at``): a drop on the node's
 own output fails its ``sendmmsg`` with ``EPERM`` and was sent again, so until December 2026 this test's "2% loss"
 was nearly none on the direct send path, and none at all for seconds at a time, which let padding probes run and
-fail. Measured since, in 12 runs on their own (2 beside a CPU hog): the judge keeps 14-15 fps with freezes of
+fail. Measured since, in 11 runs on their own (2 beside a CPU hog): the judge keeps 14-15 fps with freezes of
 0.5-0.9 s behind both limits, the defendant gets 96.5-99.3% of each publisher's audio (the random loss leaves 98%),
 and paused video returns 2.0-3.4 s after the lift on a quiet machine, 3.0-4.1 s beside the hog (the issue asks
 2 s; asserted loosely, x3). Inside a whole test run on a shared 2-core machine, 1 of 2 runs lost its 2 Mbit/s
