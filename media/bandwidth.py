@@ -853,8 +853,14 @@ class LinkQuality:
 
     def _clean(self, now: float) -> None:
         self._reports.append(now)
-        while self._reports and now - self._reports[0] > LIFTED_SECONDS:
-            self._reports.popleft()
+        self._recent(now)
+
+    def _recent(self, now: float) -> deque[float]:
+        """The times of the reports without loss within :data:`LIFTED_SECONDS` (older ones dropped)."""
+        reports = self._reports
+        while reports and now - reports[0] > LIFTED_SECONDS:
+            reports.popleft()
+        return reports
 
     def nack(self, now: float) -> None:
         """A NACK came from the subscriber (it lost a packet)."""
@@ -883,10 +889,7 @@ class LinkQuality:
     def clean(self, now: float, streams: int = CLEAN_REPORTS) -> bool:
         """No loss for :data:`CLEAN_SECONDS`, and :data:`CLEAN_REPORTS` reports without loss in that time (as many as
         ``streams`` are sent to the subscriber, if fewer: each receiver reports about once a second)."""
-        reports = self._reports
-        while reports and now - reports[0] > LIFTED_SECONDS:
-            reports.popleft()
-        recent = sum(1 for at in reports if now - at <= CLEAN_SECONDS)
+        recent = sum(1 for at in self._recent(now) if now - at <= CLEAN_SECONDS)
         return now - self._dirty_at >= CLEAN_SECONDS and recent >= max(1, min(CLEAN_REPORTS, streams))
 
     def lifted(self, now: float) -> bool:
@@ -903,10 +906,7 @@ class LinkQuality:
                 return True
         # Never later than this: a link whose loss was rare (a rate limit that the node's pacing kept from losing
         # much) would otherwise ask for thousands of packets.
-        reports = self._reports
-        while reports and now - reports[0] > LIFTED_SECONDS:
-            reports.popleft()
-        return now - self._dirty_at >= LIFTED_SECONDS and len(reports) >= LIFTED_REPORTS
+        return now - self._dirty_at >= LIFTED_SECONDS and len(self._recent(now)) >= LIFTED_REPORTS
 
 
 class ProbeController:
@@ -1040,15 +1040,13 @@ class ProbeController:
         started = self.started_at
         if started is None:
             return None
-        failed_by = (
-            "loss"
-            if dirty_at >= started
-            else "remb_fell"
-            if fell_at >= started
-            else "estimate_fell"
-            if estimate is not None and self._estimate and estimate < self._estimate * PROBE_FALL
-            else None
-        )
+        failed_by = None
+        if dirty_at >= started:
+            failed_by = "loss"
+        elif fell_at >= started:
+            failed_by = "remb_fell"
+        elif estimate is not None and self._estimate and estimate < self._estimate * PROBE_FALL:
+            failed_by = "estimate_fell"
         if failed_by is not None:
             self.failed_by = failed_by
             self.started_at = None

@@ -961,8 +961,10 @@ class InProcessNode:
         prober, allocator, allocation = subscriber.prober, subscriber.allocator, subscriber.allocation
         if prober.running or allocation is None or allocation.top is None:
             return
-        # Asked at every decision, before anything else can stop the probe: the backoff keeps its books here (what
-        # a failed probe's echo raised the estimate to, a lifted limit), keyframes in flight or not.
+        if not allocation.paused and not any(slot.track.chooser.held for slot in peer.slots):
+            return  # nothing to probe for (no video paused, no layer refused): the usual case, at every decision
+        # Asked at every decision that could probe, before anything else can stop it: the backoff keeps its books
+        # here (what a failed probe's echo raised the estimate to, a lifted limit), keyframes in flight or not.
         streams = sum(1 for slot in peer.slots if slot.track.publisher is not None and not slot.track.paused)
         link = subscriber.link
         due = prober.due(
@@ -982,8 +984,6 @@ class InProcessNode:
         else:
             # Nothing paused, but simulcast videos the link stepped down: a probe shows whether it carries their next
             # layers now (a lifted limit), instead of waiting out the retry hold (media.simulcast.RETRY_HOLD).
-            if not any(slot.track.chooser.held for slot in peer.slots):
-                return  # (no layer refused: spare measuring every layer at each decision)
             steps = self._layer_steps(peer, now)
             gaps = {key: gap for key, (_, gap) in steps.items() if gap > 0}
             if not gaps:
