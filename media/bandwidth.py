@@ -947,6 +947,8 @@ class ProbeController:
         """What failed the last failed probe: "loss", "remb_fell" (a REMB below the one before it), "estimate_fell"."""
         self.cut_short: str | None = None
         """What last cut a failed probe's backoff short ("lifted", "estimate"; None: nothing since the last probe)."""
+        self._after_lift = False
+        """The last :meth:`due` found the link lifted, and a lift cut the backoff short since the last probe."""
 
     @property
     def running(self) -> bool:
@@ -959,10 +961,12 @@ class ProbeController:
 
     @property
     def everything(self) -> bool:
-        """Whether the next probe asks for every paused stream (right after one passed: the link may have widened
-        a lot, as when a limit is lifted), not just the next one (a failure then overflows the link by one stream's
-        worth, not all of them)."""
-        return self.followup
+        """Whether the next probe asks for every paused stream, not just the next one (a failure then overflows the
+        link by one stream's worth, not all of them): right after one passed (the link may have widened a lot), and
+        when the link's loss ended after failed probes (a lifted limit: one probe for all saves the follow-up's 0.4 s
+        before the last paused video returns; should the limit have only widened, the failure costs one overflow of
+        :data:`PROBE_SECONDS` and the next probe asks for one stream, :data:`PROBE_WAIT_MIN` later)."""
+        return self.followup or self._after_lift
 
     def due(
         self,
@@ -1001,6 +1005,7 @@ class ProbeController:
             self.next_at = min(self.next_at, now)
             self._failed_estimate = None
             self.cut_short = "estimate"
+        self._after_lift = lifted and self.cut_short == "lifted"
         return clean and now >= self.next_at and now - last_change >= self.hold
 
     def start(
@@ -1016,6 +1021,7 @@ class ProbeController:
         ``forwarded_bps``. Should it fail, the next waits at most ``wait_max`` (a probe whose failure overflows the
         link by little may be tried again sooner)."""
         self.started_at = self.last_started_at = now
+        self._after_lift = False
         self.seconds = seconds
         self.wait_max = wait_max
         self.goal_bps = goal_bps

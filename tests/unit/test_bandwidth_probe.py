@@ -221,6 +221,31 @@ def test_a_link_that_stops_losing_packets_ends_the_probe_backoff() -> None:
     assert not again
 
 
+def test_a_probe_after_a_lift_asks_for_everything_paused() -> None:
+    """When a link's loss ended after failed probes, the wait is cut short and the probe asks for every paused stream
+    (the follow-up's 0.4 s saved), only while the link counts as lifted at the decision, and only once."""
+    link, prober = LinkQuality(), ProbeController(HOLD)
+    prober.start(0.0, 2 * MBIT, MBIT, MBIT)
+    link.nack(0.1)
+    assert prober.verdict(0.1, dirty_at=link.dirty_at, estimate=MBIT) is False
+    assert not prober.everything
+    at = 0.1 + LIFTED_SECONDS + 0.1
+    for i in range(1, 16):
+        link.report(0.1 + 0.2 * i, 0)
+    assert link.lifted(at)
+    prober.next_at = at + 30.0
+    dirty_at = link.dirty_at
+    assert prober.due(at, last_change=-HOLD, clean=True, estimate=MBIT, lifted=True, dirty_at=dirty_at)
+    assert prober.everything
+    # Not lifted at the next decision (a keyframe in flight kept the probe back meanwhile): one stream.
+    prober.due(at + 0.2, last_change=-HOLD, clean=False, estimate=MBIT, lifted=False, dirty_at=dirty_at)
+    assert not prober.everything
+    assert prober.due(at + 0.4, last_change=-HOLD, clean=True, estimate=MBIT, lifted=True, dirty_at=dirty_at)
+    assert prober.everything
+    prober.start(at + 0.4, 4 * MBIT, MBIT, MBIT)
+    assert not prober.everything
+
+
 def lossy_reports(link: LinkQuality, start: float, seconds: float, ssrc: int = 1, every: float = 0.25) -> float:
     """Report blocks of one 200-packet/s stream losing 2% (one packet in 50) for ``seconds``; the time after."""
     now, highest, lost = start, 1000, 0
