@@ -6,7 +6,8 @@ serve`` with ``[media] adaptation`` on, and one Chromium with the judge (publish
 and ``f``) and an observer on an unlimited link; ``home`` runs another Chromium with the second observer. Both
 observers' windows are 1280x800, so the tile alone would give both the full layer. Once both decode the full
 layer, the home observer's downlink (the court-side veth's egress) is shaped with ``tc tbf`` to :data:`RATE_KBIT`
-(below the full layer's bitrate, above the half one's) plus nftables random loss of :data:`LOSS_PERCENT`. The node
+(below the full layer's bitrate, above the half one's) plus nftables random loss of :data:`LOSS_PERCENT`, dropped on
+the home side's input (where a lossy link loses packets, unseen by the sender). The node
 reads the loss and the observer's estimate and steps it down a layer (``subscriber_layer_switched``), while the
 court observer keeps the full layer. Printed: each layer's bitrate, the decoded widths, the time from the shaping
 to the smaller layer decoding, and the frame rates while shaped. Screenshots go to artifacts/browser/simulcast-thin/.
@@ -111,13 +112,15 @@ def test_a_thin_link_gets_the_smaller_layer_and_both_decode(tmp_path: Path) -> N
         ) as server,
     ):
         try:
-            _scenario(server, link.a, link.b, link.a_dev, tmp_path, shots)
+            _scenario(server, link.a, link.b, link.a_dev, (link.b, link.b_dev), tmp_path, shots)
         finally:
-            unshape(link.a, link.a_dev)
+            unshape(link.a, link.a_dev, drop_at=(link.b, link.b_dev))
             shutil.copyfile(server.log_path, shots / "server.log")
 
 
-def _scenario(server: Any, court: str, home: str, court_dev: str, tmp_path: Path, shots: Path) -> None:
+def _scenario(
+    server: Any, court: str, home: str, court_dev: str, drop_at: tuple[str, str], tmp_path: Path, shots: Path
+) -> None:
     booking = book_hearing(
         server,
         [("Wang Fang", "judge", "court"), ("Zhao Lei", "observer", "court"), ("Sun Li", "observer", "remote")],
@@ -135,7 +138,7 @@ def _scenario(server: Any, court: str, home: str, court_dev: str, tmp_path: Path
                 participant_group(court_browser, also_allowed=allowed) as at_court,
                 participant_group(home_browser, also_allowed=allowed) as at_home,
             ):
-                _run(server, booking, judge_id, court, court_dev, at_court, at_home, shots)
+                _run(server, booking, judge_id, court, court_dev, drop_at, at_court, at_home, shots)
         finally:
             home_browser.close()
             court_browser.close()
@@ -147,6 +150,7 @@ def _run(
     judge_id: str,
     court: str,
     court_dev: str,
+    drop_at: tuple[str, str],
     at_court: Participants,
     at_home: Participants,
     shots: Path,
@@ -211,7 +215,9 @@ def _run(
     rate = (kbps["h"] + kbps["f"]) // 2 + AUDIO_KBIT
     print(f"layer bitrates (kbit/s): {kbps}; home link {rate} kbit/s + {LOSS_PERCENT}% loss")
 
-    shape(court, court_dev, Shape(rate_mbit=rate / 1000, loss_percent=LOSS_PERCENT))
+    # The loss is dropped where the packets arrive (the home side's input): dropped on the node's own output, every
+    # drop failed its sendmmsg with EPERM and the node sent the packet again, so 1% loss was almost none.
+    shape(court, court_dev, Shape(rate_mbit=rate / 1000, loss_percent=LOSS_PERCENT), drop_at=drop_at)
     shaped_at = time.monotonic()
     try:
         at_home.wait_until(
@@ -256,7 +262,7 @@ def _run(
     # The limit is lifted: a padding probe the size of the step up shows the link carries the full layer again, and
     # the home observer goes back up (the issue asks paused video back within 2 s; without probing a refused layer
     # waited out the node's retry hold, 13 s or more).
-    unshape(court, court_dev)
+    unshape(court, court_dev, drop_at=drop_at)
     lifted_at = time.monotonic()
     try:
         at_home.wait_until(
