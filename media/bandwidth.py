@@ -946,9 +946,8 @@ class ProbeController:
         self.failed_by = ""
         """What failed the last failed probe: "loss", "remb_fell" (a REMB below the one before it), "estimate_fell"."""
         self.cut_short: str | None = None
-        """What last cut a failed probe's backoff short ("lifted", "estimate"; None: nothing since the last probe)."""
-        self._after_lift = False
-        """The last :meth:`due` found the link lifted, and a lift cut the backoff short since the last probe."""
+        """What last cut a failed probe's backoff short ("lifted", "estimate"; None: nothing since the last probe
+        began)."""
 
     @property
     def running(self) -> bool:
@@ -959,14 +958,14 @@ class ProbeController:
         """Whether the running probe still sends padding now."""
         return self.started_at is not None and now - self.started_at < self.seconds
 
-    @property
-    def everything(self) -> bool:
+    def everything(self, *, lifted: bool) -> bool:
         """Whether the next probe asks for every paused stream, not just the next one (a failure then overflows the
         link by one stream's worth, not all of them): right after one passed (the link may have widened a lot), and
-        when the link's loss ended after failed probes (a lifted limit: one probe for all saves the follow-up's 0.4 s
-        before the last paused video returns; should the limit have only widened, the failure costs one overflow of
-        :data:`PROBE_SECONDS` and the next probe asks for one stream, :data:`PROBE_WAIT_MIN` later)."""
-        return self.followup or self._after_lift
+        when a lifted link cut failed probes' backoff short and is still ``lifted`` (:meth:`LinkQuality.lifted`): one
+        probe for all saves the follow-up's 0.4 s before the last paused video returns; should the limit have only
+        widened, the failure costs one overflow of :data:`PROBE_SECONDS` and the next probe asks for one stream,
+        :data:`PROBE_WAIT_MIN` later."""
+        return self.followup or (lifted and self.cut_short == "lifted")
 
     def due(
         self,
@@ -1005,7 +1004,6 @@ class ProbeController:
             self.next_at = min(self.next_at, now)
             self._failed_estimate = None
             self.cut_short = "estimate"
-        self._after_lift = lifted and self.cut_short == "lifted"
         return clean and now >= self.next_at and now - last_change >= self.hold
 
     def start(
@@ -1021,7 +1019,7 @@ class ProbeController:
         ``forwarded_bps``. Should it fail, the next waits at most ``wait_max`` (a probe whose failure overflows the
         link by little may be tried again sooner)."""
         self.started_at = self.last_started_at = now
-        self._after_lift = False
+        self.cut_short = None
         self.seconds = seconds
         self.wait_max = wait_max
         self.goal_bps = goal_bps

@@ -908,10 +908,11 @@ class InProcessNode:
                 if signal.nack:
                     link.nack(now)
                     return
-                was_lifted = link.lifted(now)
-                link.block(now, ssrc, signal.fraction_lost, signal.packets_lost, signal.highest_sequence)
                 allocation = subscriber.allocation
-                if not was_lifted and allocation is not None and allocation.paused and link.lifted(now):
+                paused = allocation is not None and bool(allocation.paused)
+                was_lifted = paused and link.lifted(now)  # (only a subscriber with paused video waits for a lift)
+                link.block(now, ssrc, signal.fraction_lost, signal.packets_lost, signal.highest_sequence)
+                if paused and not was_lifted and link.lifted(now):
                     # The report that shows a lifted limit: decide (and probe) now, not at the next REMB. Not so for
                     # the report that makes the link clean (CLEAN_SECONDS without loss): on a link with random loss
                     # that is a chance spell every few seconds, and a probe started in each one failed behind
@@ -970,20 +971,22 @@ class InProcessNode:
         # here (what a failed probe's echo raised the estimate to, a lifted limit), keyframes in flight or not.
         streams = sum(1 for slot in peer.slots if slot.track.publisher is not None and not slot.track.paused)
         link = subscriber.link
+        lifted = link.lifted(now)
         due = prober.due(
             now,
             last_change=allocator.last_change,
             clean=link.clean(now, streams),
             estimate=subscriber.estimate,
-            lifted=link.lifted(now),
+            lifted=lifted,
             dirty_at=link.dirty_at,
         )
         if not due:
             return
         layer_keys: tuple[str, ...] = ()
         if allocation.paused:
-            goal, forwarded = allocator.probe_goal(videos, everything=prober.everything)
-            keys = allocator.probe_keys(videos, everything=prober.everything)
+            everything = prober.everything(lifted=lifted)
+            goal, forwarded = allocator.probe_goal(videos, everything=everything)
+            keys = allocator.probe_keys(videos, everything=everything)
         else:
             # Nothing paused, but simulcast videos the link stepped down: a probe shows whether it carries their next
             # layers now (a lifted limit), instead of waiting out the retry hold (media.simulcast.RETRY_HOLD).
@@ -1003,7 +1006,7 @@ class InProcessNode:
             return
         if goal <= forwarded:
             return
-        cut_short, prober.cut_short = prober.cut_short, None
+        cut_short = prober.cut_short  # (start() clears it)
         # A refused layer costs a small overflow to try again: no minute-long waits (LAYER_PROBE_WAIT_MAX).
         padding = prober.start(
             now,
@@ -1080,8 +1083,11 @@ class InProcessNode:
         # late; on a clean one loss alone does, and so it does right after a resume: a receiver short of CPU reads
         # its late processing as queueing delay (after a lifted limit the defendant's client, decoding the keyframes
         # of what came back, failed the probes that followed by its REMB on an unlimited link).
-        resumed = any(now - slot.track.resumed_at < _RESUME_NACKS for slot in peer.slots)
-        delay_judged = link.lossy(now) and not link.lifted(now) and not resumed
+        delay_judged = (
+            link.lossy(now)
+            and not link.lifted(now)
+            and not any(now - slot.track.resumed_at < _RESUME_NACKS for slot in peer.slots)  # (just resumed)
+        )
         verdict = prober.verdict(
             now,
             dirty_at=link.probe_dirty_at,

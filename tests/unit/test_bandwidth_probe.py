@@ -131,21 +131,21 @@ def test_probes_ask_for_the_next_stream_then_right_after_for_all_the_rest() -> N
     allocator = SubscriberAllocator(hold=HOLD)
     now = thin(allocator) + HOLD
     prober = ProbeController(HOLD)
-    assert not prober.everything
-    goal, forwarded = allocator.probe_goal(videos(), everything=prober.everything)
+    assert not prober.everything(lifted=False)
+    goal, forwarded = allocator.probe_goal(videos(), everything=prober.everything(lifted=False))
     assert goal == int(2 * MBIT * 1.15)
     assert prober.due(now, last_change=allocator.last_change, clean=True, estimate=MBIT)
     prober.start(now, goal, forwarded, MBIT)
     assert prober.verdict(now + 0.5, dirty_at=0.0, estimate=MBIT) is True
     assert allocator.resume_probed(now + 0.5, goal, MBIT, videos()) == ("a",)
-    assert prober.everything
+    assert prober.everything(lifted=False)
     assert prober.due(now + 0.6, last_change=allocator.last_change, clean=True, estimate=MBIT)
-    goal, forwarded = allocator.probe_goal(videos(), everything=prober.everything)
+    goal, forwarded = allocator.probe_goal(videos(), everything=prober.everything(lifted=False))
     assert (goal, forwarded) == (int(3 * MBIT * 1.15), 2 * MBIT)
     prober.start(now + 0.6, goal, forwarded, MBIT)
     assert prober.verdict(now + 1.1, dirty_at=0.0, estimate=MBIT) is True
     assert allocator.resume_probed(now + 1.1, goal, MBIT, videos()) == ("b",)
-    assert not prober.everything
+    assert not prober.everything(lifted=False)
 
 
 def test_a_dip_without_loss_after_a_probe_keeps_what_it_resumed() -> None:
@@ -228,7 +228,7 @@ def test_a_probe_after_a_lift_asks_for_everything_paused() -> None:
     prober.start(0.0, 2 * MBIT, MBIT, MBIT)
     link.nack(0.1)
     assert prober.verdict(0.1, dirty_at=link.dirty_at, estimate=MBIT) is False
-    assert not prober.everything
+    assert not prober.everything(lifted=link.lifted(0.1))
     at = 0.1 + LIFTED_SECONDS + 0.1
     for i in range(1, 16):
         link.report(0.1 + 0.2 * i, 0)
@@ -236,14 +236,16 @@ def test_a_probe_after_a_lift_asks_for_everything_paused() -> None:
     prober.next_at = at + 30.0
     dirty_at = link.dirty_at
     assert prober.due(at, last_change=-HOLD, clean=True, estimate=MBIT, lifted=True, dirty_at=dirty_at)
-    assert prober.everything
+    assert prober.cut_short == "lifted"
+    assert prober.everything(lifted=True)
     # Not lifted at the next decision (a keyframe in flight kept the probe back meanwhile): one stream.
     prober.due(at + 0.2, last_change=-HOLD, clean=False, estimate=MBIT, lifted=False, dirty_at=dirty_at)
-    assert not prober.everything
+    assert not prober.everything(lifted=False)
     assert prober.due(at + 0.4, last_change=-HOLD, clean=True, estimate=MBIT, lifted=True, dirty_at=dirty_at)
-    assert prober.everything
+    assert prober.everything(lifted=True)
     prober.start(at + 0.4, 4 * MBIT, MBIT, MBIT)
-    assert not prober.everything
+    assert prober.cut_short is None
+    assert not prober.everything(lifted=True)
 
 
 def lossy_reports(link: LinkQuality, start: float, seconds: float, ssrc: int = 1, every: float = 0.25) -> float:
