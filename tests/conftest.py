@@ -18,7 +18,13 @@ import redis
 
 # Registered here, before any test module is imported, so pytest rewrites their assertions
 # even when a test module also imports one of them directly.
-pytest_plugins = ["tests.api_fixtures", "tests.ws_fixtures", "tests.browser_fixtures", "tests.pool_fixtures"]
+pytest_plugins = [
+    "tests.api_fixtures",
+    "tests.ws_fixtures",
+    "tests.browser_fixtures",
+    "tests.pool_fixtures",
+    "tests.stuck_tasks",
+]
 
 
 def free_port() -> int:
