@@ -949,6 +949,11 @@ class ProbeController:
         """What last cut a failed probe's backoff short ("lifted", "estimate"; None: nothing since the last probe
         began)."""
 
+    def echoing(self, now: float) -> bool:
+        """Whether a probe runs, or failed less than :data:`PROBE_ECHO` ago: the estimate may show the probe's own
+        padding (a REMB that fell under it), not the link the subscriber's video had before it."""
+        return self.started_at is not None or now < self._echo_until
+
     @property
     def running(self) -> bool:
         """A probe is under way (sending padding, or waiting for its verdict)."""

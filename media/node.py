@@ -158,6 +158,27 @@ class _Subscriber:
     had refused (empty: it was sized for paused video)."""
     layers_probed_at: float = float("-inf")
     """When the last layer probe passed."""
+    held_top: tuple[str, int] | None = None
+    """The top video and what the estimate left for it when the running (or last) probe began: while the probe runs
+    and echoes (:meth:`ProbeController.echoing`) its publisher's cap and its pacing rate stay at least there."""
+
+    def top_available(self, now: float) -> int | None:
+        """What the estimate leaves for the top video (None: not constrained), as its cap and pacing rate take it.
+
+        A probe's padding queues on the link and the receiver's REMB falls under it; the video had the rate before
+        the probe and the link carried it. Following that fall moved the publisher's cap down and up again within a
+        second (288, 188, 285 kbit/s behind 1 Mbit/s), and aiortc re-creates its VP8 encoder, with a keyframe, at
+        each move; the pacing rate fell below what the encoder still sent, and its backlog grew.
+        """
+        allocation = self.allocation
+        available = None if allocation is None else allocation.top_available_bps
+        held = self.held_top
+        if held is None or available is None or allocation is None:
+            return available
+        if held[0] != allocation.top or not self.prober.echoing(now):
+            self.held_top = None
+            return available
+        return max(available, held[1])
 
 
 @dataclass(eq=False)
@@ -773,7 +794,7 @@ class InProcessNode:
                 peer.place(self._wanted(room, pid, last_n=self.settings.last_n))
                 subscriber = room.subscribers.get(pid)
                 if subscriber is not None and subscriber.allocation is not None:
-                    self._apply_pauses(peer, subscriber.allocation)
+                    self._apply_pauses(peer, subscriber.allocation, subscriber.top_available(time.monotonic()))
         for pid, recorder in room.recorders.items():
             self._place_recorder(room, recorder, self._wanted(room, pid, last_n=None))
 
@@ -1018,6 +1039,8 @@ class InProcessNode:
         )
         prober.keys = keys
         subscriber.layer_probe = layer_keys
+        top_available = allocation.top_available_bps
+        subscriber.held_top = None if top_available is None else (allocation.top, top_available)
         log.info(
             "subscriber_probe_started",
             hearing_id=room.hearing_id,
@@ -1214,7 +1237,7 @@ class InProcessNode:
                     track=track_ids.get(key, key),
                     estimate_kbps=estimate_kbps,
                 )
-        self._apply_pauses(peer, allocation)
+        self._apply_pauses(peer, allocation, subscriber.top_available(now))
         if self.settings.direct_send:
             self._maybe_probe(room, peer, subscriber, now, videos)
         if (
@@ -1249,10 +1272,11 @@ class InProcessNode:
         return [dataclasses.replace(v, need_bps=needs.get(v.key, v.need_bps)) for v in videos]
 
     @staticmethod
-    def _apply_pauses(peer: Peer, allocation: Allocation) -> None:
+    def _apply_pauses(peer: Peer, allocation: Allocation, available: int | None) -> None:
+        """Pause and resume the subscriber's video slots; pace its top video by ``available`` (what the estimate
+        leaves for it, :meth:`_Subscriber.top_available`)."""
         keys = set(allocation.paused)
         top = allocation.top if allocation.constrained else None
-        available = allocation.top_available_bps
         for slot in peer.slots:
             publisher = slot.track.publisher
             if publisher is None or publisher.kind != "video":
@@ -1276,10 +1300,12 @@ class InProcessNode:
     def _apply_caps(self, room: _Room) -> None:
         """Ask each publisher's video for no more than its weakest constrained subscriber takes (REMB)."""
         available: dict[str, list[int]] = {}
+        now = time.monotonic()
         for subscriber in room.subscribers.values():
             allocation = subscriber.allocation
-            if allocation is not None and allocation.top is not None and allocation.top_available_bps is not None:
-                available.setdefault(allocation.top, []).append(int(allocation.top_available_bps * CAP_SHARE))
+            top_available = subscriber.top_available(now)
+            if allocation is not None and allocation.top is not None and top_available is not None:
+                available.setdefault(allocation.top, []).append(int(top_available * CAP_SHARE))
         floor = self.settings.min_video_kbps * 1000
         for peer in room.peers.values():
             for published in peer.published.values():

@@ -360,3 +360,39 @@ def test_a_link_whose_loss_was_rare_counts_as_lifted_no_later_than_the_time_rule
         link.block(now, 1, 0, 1, highest)
     assert link.clean_packets < 1000
     assert link.lifted(now)
+
+
+def test_a_probes_echo_holds_what_the_top_video_is_capped_and_paced_by() -> None:
+    """The REMB falls under a probe's padding; the top video had its rate before and the link carried it: its cap
+    and pacing rate (``_Subscriber.top_available``) hold through the probe and its echo, then follow the estimate."""
+    from media.node import _Subscriber
+
+    allocator = SubscriberAllocator(hold=HOLD)
+    subscriber = _Subscriber(allocator=allocator, prober=ProbeController(HOLD))
+    now = thin(allocator)
+    assert subscriber.top_available(now) is None  # no allocation yet
+    subscriber.allocation = allocator.update(now, int(1.2 * MBIT), videos(), lossy=True)
+    before = subscriber.allocation.top_available_bps
+    assert before is not None
+    assert subscriber.prober.echoing(now) is False
+    subscriber.prober.start(now, 4 * MBIT, MBIT, int(1.2 * MBIT))
+    subscriber.held_top = ("judge", before)
+    assert subscriber.prober.echoing(now + 0.1)
+    subscriber.allocation = allocator.update(now + 0.1, int(0.8 * MBIT), videos(), lossy=True)
+    fallen = subscriber.allocation.top_available_bps
+    assert fallen is not None
+    assert fallen < before
+    assert subscriber.top_available(now + 0.1) == before
+    assert subscriber.prober.verdict(now + 0.15, dirty_at=now + 0.12, estimate=int(0.8 * MBIT)) is False
+    assert subscriber.top_available(now + 0.15 + PROBE_ECHO - 0.05) == before
+    # An estimate that rises above the held rate is taken as it is.
+    subscriber.allocation = allocator.update(now + 0.2, int(1.6 * MBIT), videos(), lossy=True)
+    risen = subscriber.allocation.top_available_bps
+    assert risen is not None
+    assert risen > before
+    assert subscriber.top_available(now + 0.2) == risen
+    # After the echo, the estimate stands, and the hold is gone.
+    subscriber.allocation = allocator.update(now + 0.3, int(0.8 * MBIT), videos(), lossy=True)
+    later = now + 0.15 + PROBE_ECHO + 0.01
+    assert subscriber.top_available(later) == subscriber.allocation.top_available_bps == fallen
+    assert subscriber.held_top is None
