@@ -9,7 +9,6 @@ node's into the in-process records.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from importlib import metadata
 
@@ -19,6 +18,7 @@ from media.node import InProcessNode
 from media.service import DrainFlag, heartbeat_record
 from protocol.cluster import HEARTBEAT_SECONDS, NodeRecord, node_record_key
 from rooms.bus import Records
+from rooms.tasks import cancel_and_wait
 
 log = structlog.get_logger("courtlink.nodes")
 
@@ -95,9 +95,7 @@ class NodeHeartbeat:
     async def stop(self, *, forget: bool = True) -> None:
         """Stop writing; ``forget``: delete the record too (a clean stop), else let it lapse (as a crash does)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         if forget:
             await self._records.delete(node_record_key(self._node.node_id))

@@ -55,6 +55,7 @@ from courtlink.settings import ConfigError, Settings
 from protocol.cluster import node_lease_key, node_record_key
 from rooms.backends import open_bus
 from rooms.bus import BusError
+from rooms.tasks import cancel_and_wait
 
 log = structlog.get_logger("courtlink.workers")
 
@@ -250,9 +251,7 @@ class Supervisor:
         try:
             await asyncio.gather(*(self._keep(w) for w in self._workers))
         finally:
-            announce.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await announce
+            await cancel_and_wait(announce)
         failed = {w.plan.node_id: w.code for w in self._workers if w.code != 0}
         log.info("media_workers_stopped", node_id=self._node_id, failed=failed or None)
         return 0 if not failed else 1

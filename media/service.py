@@ -43,6 +43,7 @@ from protocol.cluster import (
 from protocol.directory import AdaptationCounts
 from protocol.node import NODE_COMMAND, NODE_REPLY, CloseRoom, NodeCommand, NodeEvent, Refused
 from rooms.bus import Bus, BusError, Records, Subscription
+from rooms.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -237,13 +238,7 @@ class NodeService:
             # Cancelled again until it ends: a cancel that lands as a timeout inside a Redis call completes is lost
             # on Python 3.11, and the loop slept on (CI saw a worker's stop hang 12 s in NodeService.close, its
             # heartbeat task in sleep).
-            beats = self._beats
-            while not beats.done():
-                beats.cancel()
-                await asyncio.wait({beats}, timeout=0.5)
-            if not beats.cancelled():
-                with contextlib.suppress(Exception):
-                    beats.result()
+            await cancel_and_wait(self._beats)
             self._beats = None
         if self._serving is not None:
             await self._serving.close()

@@ -66,6 +66,7 @@ from protocol.recorder import (
     StatusNote,
 )
 from rooms.bus import Bus, BusError, Records, Subscription
+from rooms.tasks import cancel_and_wait
 
 log = structlog.get_logger("recorder.bus_link")
 
@@ -140,7 +141,8 @@ class BusSessionLink:
         self._subs = []
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in list(self._tasks):
+            await cancel_and_wait(task)  # (its heartbeat's Redis calls can lose a cancel)
         with contextlib.suppress(BusError, OSError):
             await self._records.delete(recorder_record_key(self.recorder_id))
 

@@ -39,6 +39,7 @@ from protocol.cluster import HEARING_CHANGED, HearingChanged, room_lease_key, si
 from rooms.bus import Bus, Records, Subscription
 from rooms.errors import NotFound
 from rooms.model import Hearing
+from rooms.tasks import cancel_and_wait
 from signaling.relay import CLOSE_ROOM_MOVED, ROOM_MOVED, OwnerSide, RelayedConn, RelaySide, TextOutlet
 from signaling.session import SessionError
 
@@ -101,9 +102,7 @@ class Owners:
     async def close(self) -> None:
         """Hand every room over (clients closed with 1012, leases released) and stop listening."""
         if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+            await cancel_and_wait(self._ticker)
         for hearing_id in list(self.hub.rooms):
             await self.hub.give_up_room(hearing_id, CLOSE_ROOM_MOVED, ROOM_MOVED)
             with contextlib.suppress(Exception):

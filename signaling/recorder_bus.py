@@ -68,6 +68,7 @@ from rooms.audit import AuditEvent
 from rooms.bus import Bus, BusError, Records, Subscription
 from rooms.errors import DomainError
 from rooms.store import Trace
+from rooms.tasks import cancel_and_wait
 from signaling.session import SessionError
 from signaling.session_hub import SessionHub
 from signaling.ws import HUB_KEY
@@ -159,20 +160,15 @@ class RecorderBusServer:
         for registered, item in listeners:
             with contextlib.suppress(ValueError):
                 registered.remove(item)
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-            self._watcher = None
+        await cancel_and_wait(self._watcher)
+        self._watcher = None
         for sub in self._subs:
             await sub.close()
         self._subs = []
         if self._sender is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._outbox.join(), 1.0)
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender
+            await cancel_and_wait(self._sender)
             self._sender = None
 
     # --- ordered publishing ---------------------------------------------------------------------

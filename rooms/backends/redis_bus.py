@@ -51,6 +51,7 @@ from rooms.bus import (
     Subscription,
     check_payload,
 )
+from rooms.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -196,10 +197,7 @@ class _Sub:
             return
         self.closed = True
         await self.bus._drop(self)
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        await cancel_and_wait(self.task)
 
 
 class _ReplyCache:
@@ -246,8 +244,7 @@ class _Served:
         for task in list(self.tasks):
             task.cancel()
         for task in list(self.tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
 
 class RedisBus:
@@ -407,7 +404,7 @@ class RedisBus:
 
     async def _pump(self, pubsub: PubSub) -> None:
         last_heard = last_ping = time.monotonic()
-        while True:
+        while not self._closed:  # (a cancel of close() lost inside the read's timeout must not keep it reading)
             message = await pubsub.get_message(timeout=1.0)
             now = time.monotonic()
             if message is not None:
@@ -537,10 +534,7 @@ class RedisBus:
         for waiting in self._pending.values():
             if not waiting.done():
                 waiting.set_exception(BusError("the bus is closed"))
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        await cancel_and_wait(self._reader)
         await self._redis.aclose()
         if self._listener is not self._redis:
             await self._listener.aclose()
