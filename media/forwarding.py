@@ -116,6 +116,8 @@ class PublishedTrack:
         """Its bitrate over the last seconds (bandwidth adaptation reads it when it decides)."""
         self.remb: RembLimiter | None = None
         """Video with bandwidth adaptation: the REMB the node sends the publisher, which the node may cap."""
+        self.cap_raise_since: float | None = None
+        """Since when a higher cap has been wanted for this video (``media.bandwidth.hold_raise``)."""
         self.rid: str | None = None
         """A simulcast layer: its rid (its ``parent`` is the published track); None: a track of its own."""
         self.parent: PublishedTrack | None = None

@@ -49,6 +49,7 @@ from media.bandwidth import (
     SubscriberAllocator,
     SubscriberBandwidth,
     VideoStream,
+    hold_raise,
     publisher_cap,
     settle_cap,
     video_priority,
@@ -398,6 +399,7 @@ class InProcessNode:
             paused=paused,
             nacks_dropped=budget.dropped,
             nacks_repeated=budget.repeated,
+            nacks_stale=budget.stale,
             resent=budget.resent,
             probes=subscriber.prober.probes if subscriber is not None else 0,
             probes_succeeded=subscriber.prober.succeeded if subscriber is not None else 0,
@@ -1316,6 +1318,7 @@ class InProcessNode:
                     continue
                 old = limiter.cap
                 cap = settle_cap(old, publisher_cap(available.get(published.recording_id, ()), floor))
+                cap, published.cap_raise_since = hold_raise(old, cap, now, published.cap_raise_since)
                 limiter.cap = cap
                 if cap is None and old is not None:
                     log.info(

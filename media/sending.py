@@ -164,6 +164,11 @@ answer at most with a keyframe request (the node sends a keyframe first anyway).
 
 _NTP_SCALE = float(1 << 32)
 
+STALE_NACK_SECONDS = 2.0
+"""Seconds after a video keyframe went to a subscriber with a resend budget during which its NACKs of packets sent
+before that keyframe are not answered (a resend would mend nothing; afterwards ``NACK_MAX_AGE`` refuses them
+anyway)."""
+
 PADDING_SIZE = 255
 """Bytes of padding in one probe packet: the most an RTP padding count can say."""
 
@@ -266,6 +271,9 @@ class FrameSender:
         """Padding-only packets sent for bandwidth probes (:meth:`send_padding`)."""
         self.resends = 0
         """Packets resent after the subscriber's NACKs."""
+        self._keyframe_sent: tuple[int, float] | None = None
+        """The sequence number of the first packet of the last VP8 keyframe sent, and when (None: none lately, or
+        the frames since went through the native lane, whose sequence numbers Python does not follow)."""
 
     @property
     def enabled(self) -> bool:
@@ -385,6 +393,7 @@ class FrameSender:
                     if self._vp8
                     else shared_payloads(frame, self._codec_key, self._pack)
                 )
+                self._keyframe_sent = None
                 batch.add_lane(self, lane, pts, chunks)
                 return None
             queued = self._send(data, pts, clock_rate, frame, batch)
@@ -444,6 +453,8 @@ class FrameSender:
             octets = sum(map(len, chunks))
 
         seq = self._sequence
+        if self._vp8 and not data[0] & 0x01:  # a VP8 keyframe (its frame tag; vp8_chunks refused an empty frame)
+            self._keyframe_sent = (seq, time.monotonic())
         ssrc = internals.ssrc
         pt = self._payload_type
         pace: int | None = getattr(self._source, "pace_bps", None)  # (tests drive a FrameSender without a source)
@@ -794,6 +805,18 @@ class FrameSender:
         """Whether the subscriber's resend budget lets this history packet go out again (counted either way)."""
         budget = self.budget
         assert budget is not None
+        keyframe = self._keyframe_sent
+        if (
+            keyframe is not None
+            and time.monotonic() - keyframe[1] < STALE_NACK_SECONDS
+            and 0 < (keyframe[0] - (raw[2] << 8 | raw[3])) & 0xFFFF < 0x8000
+        ):
+            # A packet of a frame before the last keyframe sent: the keyframe replaces every reference before it, so
+            # the resend would mend nothing. An aiortc receiver NACKs its whole missing list (up to ~200 packets back)
+            # at each new gap; behind 1 Mbit/s those resends spent the budget (a fifth of the estimate) the lost
+            # packets of the keyframes after them needed, and four keyframes in 2.5 s came incomplete: a 3.2 s freeze.
+            budget.stale += 1
+            return False
         age = rtp_age(internals.last_timestamp(), int.from_bytes(raw[4:8], "big"), self._clock_rate)
         return resend_allowed(
             budget,

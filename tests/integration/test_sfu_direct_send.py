@@ -16,9 +16,10 @@ from aiortc.rtcrtpparameters import (
 )
 from aiortc.rtp import RtcpSrPacket, RtpPacket
 
+from media.bandwidth import NackBudget
 from media.node import InProcessNode
 from media.passthrough import NTP_UNIX_OFFSET, TappedFrame
-from media.sending import FrameSender, srtp_protector
+from media.sending import STALE_NACK_SECONDS, FrameSender, srtp_protector
 from media.settings import NodeSettings
 from protocol.node import SetPublishing, SetReceiving
 from rooms.model import Role, Source
@@ -241,3 +242,30 @@ def test_fast_srtp_protect_raises_pylibsrtp_errors() -> None:
     with pytest.raises(ValueError, match="too long"):
         fast(b"\x80" * 1500)
     assert srtp_protector(bytes) is bytes  # not a pylibsrtp session's protect: used as it is
+
+
+def test_nacks_of_packets_before_the_last_keyframe_sent_are_not_resent() -> None:
+    """With a resend budget, a NACK of a packet from before the last VP8 keyframe sent is refused without spending
+    the budget (the keyframe replaces every reference before it); the keyframe's own packets are resent."""
+    sent: list[bytes] = []
+    fs, _ = _frame_sender("video/VP8", 90000, 96, sent)
+    fs.budget = NackBudget(share=0.2)
+    fs.budget.set_estimate(300_000)
+    internals = fs._internals
+    assert internals is not None
+    delta = bytes([0x01]) + os.urandom(2500)  # the VP8 frame tag's lowest bit set: an inter frame
+    fs._send(delta, 3000, 90000, TappedFrame(delta, 1))
+    before = list(sent)
+    keyframe = bytes([0x00]) + os.urandom(2500)
+    fs._send(keyframe, 6000, 90000, TappedFrame(keyframe, 2))
+    of_keyframe = sent[len(before) :]
+    assert fs._budget_allows(before[-1], internals) is False
+    assert fs.budget.stale == 1
+    assert fs.budget.resent == fs.budget.dropped == 0  # refused before the budget: nothing spent, nothing counted
+    assert fs._budget_allows(of_keyframe[0], internals) is True
+    assert fs.budget.resent == 1
+    # Long after the keyframe the rule no longer applies (age and budget decide, as before it).
+    assert fs._keyframe_sent is not None
+    fs._keyframe_sent = (fs._keyframe_sent[0], time.monotonic() - STALE_NACK_SECONDS - 0.1)
+    assert fs._budget_allows(before[-2], internals) is True
+    assert fs.budget.stale == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from media.bandwidth import (
+    CAP_RAISE_AFTER,
     ESTIMATE_MAX_AGE,
     NACK_MAX_AGE,
     PACE_MAX_DELAY,
@@ -17,6 +18,7 @@ from media.bandwidth import (
     ResendGuard,
     SubscriberAllocator,
     VideoStream,
+    hold_raise,
     publisher_cap,
     settle_cap,
     video_priority,
@@ -325,3 +327,18 @@ def test_a_publishers_cap_moves_only_in_steps() -> None:
     assert cap == 1_000_000
     assert settle_cap(1_000_000, 790_000) == 790_000  # the link got thinner: down at once
     assert settle_cap(1_000_000, 1_260_000) == 1_260_000
+
+
+def test_a_publishers_cap_goes_down_at_once_and_up_only_when_the_raise_held() -> None:
+    """A higher cap is asked only once it was wanted for CAP_RAISE_AFTER seconds (each change costs an aiortc
+    publisher a keyframe, and an estimate swings up around keyframes); lower caps and lifting apply at once."""
+    assert hold_raise(None, 900_000, 0.0, None) == (900_000, None)  # the first cap
+    assert hold_raise(900_000, None, 0.0, 5.0) == (None, None)  # lifted: at once
+    assert hold_raise(900_000, 600_000, 0.0, None) == (600_000, None)  # thinner: at once
+    # A swing up that falls back within the hold changes nothing.
+    assert hold_raise(600_000, 900_000, 10.0, None) == (600_000, 10.0)
+    assert hold_raise(600_000, 600_000, 10.5, 10.0) == (600_000, None)
+    assert hold_raise(600_000, 900_000, 11.0, None) == (600_000, 11.0)
+    # A raise wanted throughout the hold is asked at its end.
+    assert hold_raise(600_000, 950_000, 11.0 + CAP_RAISE_AFTER - 0.1, 11.0) == (600_000, 11.0)
+    assert hold_raise(600_000, 950_000, 11.0 + CAP_RAISE_AFTER, 11.0) == (950_000, None)

@@ -396,3 +396,30 @@ def test_a_probes_echo_holds_what_the_top_video_is_capped_and_paced_by() -> None
     later = now + 0.15 + PROBE_ECHO + 0.01
     assert subscriber.top_available(later) == subscriber.allocation.top_available_bps == fallen
     assert subscriber.held_top is None
+
+
+def test_a_probe_failed_by_a_falling_remb_is_not_followed_by_a_lift_from_the_run_before_it() -> None:
+    """A loss-free run already long when a probe fails by a REMB fall (no loss) does not count as a lifted limit:
+    the failure says the limit is still there. A run that begins after a later loss does."""
+    link, prober = LinkQuality(), ProbeController(HOLD)
+    link.nack(0.0)
+    for i in range(1, 16):
+        link.report(0.2 * i, 0)
+    at = LIFTED_SECONDS + 0.1
+    assert link.lifted(at)
+    # A probe starts on the clean link and fails 0.1 s in by a falling REMB: no loss seen.
+    prober.start(at, 2 * MBIT, MBIT, MBIT)
+    assert prober.verdict(at + 0.1, dirty_at=link.dirty_at, estimate=MBIT, fell_at=at + 0.1) is False
+    assert link.lifted(at + 0.4)
+    # Before: the lift cut the wait short, and a probe for all the paused streams went.
+    assert not prober.due(at + 0.4, last_change=0.0, clean=True, estimate=MBIT, lifted=True, dirty_at=link.dirty_at)
+    assert prober.cut_short is None
+    # Random loss after the failure, then a loss-free run long enough: that is a lift.
+    link.nack(at + 0.5)
+    for i in range(1, 16):
+        link.report(at + 0.5 + 0.2 * i, 0)
+    later = at + 0.5 + LIFTED_SECONDS + 0.1
+    assert link.lifted(later)
+    prober.next_at = later + 30.0
+    assert prober.due(later, last_change=0.0, clean=True, estimate=MBIT, lifted=True, dirty_at=link.dirty_at)
+    assert prober.cut_short == "lifted"
