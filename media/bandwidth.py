@@ -1066,7 +1066,11 @@ class ProbeController:
         self.wait_max = wait_max
         self.goal_bps = goal_bps
         self.padding_bps = max(0, goal_bps - forwarded_bps)
-        self._estimate = estimate or 0
+        # Right after a probe passed, the receiver's estimate still counts that probe's padding (an estimator climbs
+        # towards 1.5x what it receives) and falls back as the padding stops: no fall to judge this probe by (loss,
+        # and a falling REMB where it counts, still judge it). Judged by it, the follow-up after a lift failed 0.12 s
+        # in at 2,753 kbit/s in 3 of 13 thin-link runs, and its backoff kept two cameras away 5.5-6.5 s.
+        self._estimate = 0 if now - self.succeeded_at < PROBE_ECHO else (estimate or 0)
         self.probes += 1
         return self.padding_bps
 

@@ -423,3 +423,20 @@ def test_a_probe_failed_by_a_falling_remb_is_not_followed_by_a_lift_from_the_run
     prober.next_at = later + 30.0
     assert prober.due(later, last_change=0.0, clean=True, estimate=MBIT, lifted=True, dirty_at=link.dirty_at)
     assert prober.cut_short == "lifted"
+
+
+def test_a_probe_right_after_one_passed_is_not_failed_by_the_estimate_falling_back() -> None:
+    """The receiver's estimate still counts a passed probe's padding when the follow-up starts, and falls back as
+    the padding stops: that fall does not fail the follow-up (loss still does); a probe started later is judged by
+    its estimate as before."""
+    prober = ProbeController(HOLD)
+    prober.start(0.0, 2 * MBIT, MBIT, MBIT)
+    passed_at = PROBE_SECONDS + PROBE_VERDICT
+    assert prober.verdict(passed_at, dirty_at=float("-inf"), estimate=MBIT) is True
+    prober.start(passed_at + 0.1, 4 * MBIT, 2 * MBIT, 3 * MBIT)  # the estimate as the padding raised it
+    assert prober.verdict(passed_at + 0.2, dirty_at=float("-inf"), estimate=int(1.8 * MBIT)) is None
+    assert prober.verdict(passed_at + 0.25, dirty_at=passed_at + 0.22, estimate=int(1.8 * MBIT)) is False  # loss
+    later = passed_at + PROBE_ECHO + 5.0
+    prober.start(later, 4 * MBIT, 2 * MBIT, 3 * MBIT)
+    assert prober.verdict(later + 0.1, dirty_at=float("-inf"), estimate=int(1.8 * MBIT)) is False
+    assert prober.failed_by == "estimate_fell"
