@@ -235,10 +235,7 @@ class NodeService:
         self._relaying = False
         self._closing = True
         if self._beats is not None:
-            # Cancelled again until it ends: a cancel that lands as a timeout inside a Redis call completes is lost
-            # on Python 3.11, and the loop slept on (CI saw a worker's stop hang 12 s in NodeService.close, its
-            # heartbeat task in sleep).
-            await cancel_and_wait(self._beats)
+            await cancel_and_wait(self._beats)  # (CI saw a worker's stop hang 12 s here when it cancelled once)
             self._beats = None
         if self._serving is not None:
             await self._serving.close()

@@ -139,10 +139,7 @@ class BusSessionLink:
         for sub in self._subs:
             await sub.close()
         self._subs = []
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            await cancel_and_wait(task)  # (its heartbeat's Redis calls can lose a cancel)
+        await cancel_and_wait(*self._tasks)  # (its heartbeat's Redis calls can lose a cancel)
         with contextlib.suppress(BusError, OSError):
             await self._records.delete(recorder_record_key(self.recorder_id))
 

@@ -1,4 +1,4 @@
-"""Stopping a background task for certain.
+"""Stopping background tasks for certain.
 
 On Python 3.11 a cancel that lands as a timeout inside a Redis call (redis-py's ``asyncio.timeout`` around a read)
 completes can be lost: the call returns as after its timeout and the task's loop goes on. A ``close()`` that
@@ -19,15 +19,16 @@ CANCEL_EVERY = 0.5
 """Seconds between cancels of a task that has not ended."""
 
 
-async def cancel_and_wait(task: asyncio.Future[Any] | None, *, every: float = CANCEL_EVERY) -> None:
-    """Cancel ``task`` again every ``every`` seconds until it has ended (None: nothing to do).
+async def cancel_and_wait(*tasks: asyncio.Future[Any] | None, every: float = CANCEL_EVERY) -> None:
+    """Cancel the ``tasks`` (None: none) together, again every ``every`` seconds, until all have ended.
 
-    What it ended with other than its cancellation (a late exception) is logged, not raised: its owner is closing.
+    What one ended with other than its cancellation (a late exception) is logged, not raised: its owner is closing.
     """
-    if task is None:
-        return
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=every)
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("task_failed_on_stop", task=repr(task)[:200], error=repr(task.exception())[:200])
+    given = [task for task in tasks if task is not None]
+    while pending := [task for task in given if not task.done()]:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=every)
+    for task in given:
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("task_failed_on_stop", task=repr(task)[:200], error=repr(task.exception())[:200])

@@ -241,10 +241,7 @@ class _Served:
     async def close(self) -> None:
         if self.sub is not None:
             await self.sub.close()
-        for task in list(self.tasks):
-            task.cancel()
-        for task in list(self.tasks):
-            await cancel_and_wait(task)
+        await cancel_and_wait(*self.tasks)
 
 
 class RedisBus:
