@@ -163,6 +163,15 @@ class _Subscriber:
     """The top video and what the estimate left for it when the running (or last) probe began: while the probe runs
     and echoes (:meth:`ProbeController.echoing`) its publisher's cap and its pacing rate stay at least there."""
 
+    def start_probe(self, now: float, goal_bps: int, forwarded_bps: int, *, seconds: float, wait_max: float) -> int:
+        """Start a padding probe (:meth:`ProbeController.start`, from this subscriber's estimate) and hold what the
+        estimate leaves for the top video now (:meth:`top_available`); the padding bit/s to send."""
+        allocation = self.allocation
+        self.held_top = None
+        if allocation is not None and allocation.top is not None and allocation.top_available_bps is not None:
+            self.held_top = (allocation.top, allocation.top_available_bps)
+        return self.prober.start(now, goal_bps, forwarded_bps, self.estimate, seconds=seconds, wait_max=wait_max)
+
     def top_available(self, now: float) -> int | None:
         """What the estimate leaves for the top video (None: not constrained), as its cap and pacing rate take it.
 
@@ -177,7 +186,6 @@ class _Subscriber:
         if held is None or available is None or allocation is None:
             return available
         if held[0] != allocation.top or not self.prober.echoing(now):
-            self.held_top = None
             return available
         return max(available, held[1])
 
@@ -1031,18 +1039,15 @@ class InProcessNode:
             return
         cut_short = prober.cut_short  # (start() clears it)
         # A refused layer costs a small overflow to try again: no minute-long waits (LAYER_PROBE_WAIT_MAX).
-        padding = prober.start(
+        padding = subscriber.start_probe(
             now,
             goal,
             forwarded,
-            subscriber.estimate,
             seconds=LAYER_PROBE_SECONDS if layer_keys else PROBE_SECONDS,
             wait_max=LAYER_PROBE_WAIT_MAX if layer_keys else PROBE_WAIT_MAX,
         )
         prober.keys = keys
         subscriber.layer_probe = layer_keys
-        top_available = allocation.top_available_bps
-        subscriber.held_top = None if top_available is None else (allocation.top, top_available)
         log.info(
             "subscriber_probe_started",
             hearing_id=room.hearing_id,

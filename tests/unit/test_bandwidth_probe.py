@@ -375,8 +375,8 @@ def test_a_probes_echo_holds_what_the_top_video_is_capped_and_paced_by() -> None
     before = subscriber.allocation.top_available_bps
     assert before is not None
     assert subscriber.prober.echoing(now) is False
-    subscriber.prober.start(now, 4 * MBIT, MBIT, int(1.2 * MBIT))
-    subscriber.held_top = ("judge", before)
+    subscriber.estimate = int(1.2 * MBIT)
+    subscriber.start_probe(now, 4 * MBIT, MBIT, seconds=PROBE_SECONDS, wait_max=60.0)
     assert subscriber.prober.echoing(now + 0.1)
     subscriber.allocation = allocator.update(now + 0.1, int(0.8 * MBIT), videos(), lossy=True)
     fallen = subscriber.allocation.top_available_bps
@@ -395,7 +395,11 @@ def test_a_probes_echo_holds_what_the_top_video_is_capped_and_paced_by() -> None
     subscriber.allocation = allocator.update(now + 0.3, int(0.8 * MBIT), videos(), lossy=True)
     later = now + 0.15 + PROBE_ECHO + 0.01
     assert subscriber.top_available(later) == subscriber.allocation.top_available_bps == fallen
-    assert subscriber.held_top is None
+    subscriber.allocation = allocator.update(later + 1.0, int(0.6 * MBIT), videos(), lossy=True)
+    lower = subscriber.allocation.top_available_bps
+    assert lower is not None
+    assert lower < fallen
+    assert subscriber.top_available(later + 1.0) == lower  # nothing held any more
 
 
 def test_a_probe_failed_by_a_falling_remb_is_not_followed_by_a_lift_from_the_run_before_it() -> None:
