@@ -112,15 +112,13 @@ def test_a_thin_link_gets_the_smaller_layer_and_both_decode(tmp_path: Path) -> N
         ) as server,
     ):
         try:
-            _scenario(server, link.a, link.b, link.a_dev, (link.b, link.b_dev), tmp_path, shots)
+            _scenario(server, link.a, link.b, link.a_dev, link.b_dev, tmp_path, shots)
         finally:
             unshape(link.a, link.a_dev, drop_at=(link.b, link.b_dev))
             shutil.copyfile(server.log_path, shots / "server.log")
 
 
-def _scenario(
-    server: Any, court: str, home: str, court_dev: str, drop_at: tuple[str, str], tmp_path: Path, shots: Path
-) -> None:
+def _scenario(server: Any, court: str, home: str, court_dev: str, home_dev: str, tmp_path: Path, shots: Path) -> None:
     booking = book_hearing(
         server,
         [("Wang Fang", "judge", "court"), ("Zhao Lei", "observer", "court"), ("Sun Li", "observer", "remote")],
@@ -138,7 +136,7 @@ def _scenario(
                 participant_group(court_browser, also_allowed=allowed) as at_court,
                 participant_group(home_browser, also_allowed=allowed) as at_home,
             ):
-                _run(server, booking, judge_id, court, court_dev, drop_at, at_court, at_home, shots)
+                _run(server, booking, judge_id, court, court_dev, (home, home_dev), at_court, at_home, shots)
         finally:
             home_browser.close()
             court_browser.close()
