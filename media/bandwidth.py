@@ -105,6 +105,16 @@ the probe (the link's queue delays them)."""
 PROBE_RATE_MARGIN = 1.15
 """A probe pads up to the forwarded video plus every paused stream, times this (as :data:`RESUME_MARGIN`)."""
 
+PROBE_STEP = 3.0
+"""A probe on a link that was not lifted (:meth:`LinkQuality.lifted`) shows at most this many times what the link is
+known to carry (the estimate or the forwarded video, whichever is higher, or the rung that just passed): a ladder of
+probes, each sent at once after the one below it passed, as libwebrtc's probe controller probes at 3x and 6x its
+start rate and then steps up by 2x. Only the rung that reaches the goal resumes video. Behind 1 Mbit/s + 2% loss the
+goal for the next camera was 1.6-1.7 Mbit/s against an estimate of 0.3-0.4: every such probe failed, and its
+overflow froze the judge's video in about one thin-link run in four; a rung of 0.9-1.2 Mbit/s overflows the link by
+a fraction of that. At 2x, a limit lifted before the link counts as lifted took two rungs (0.8 s) before the goal.
+A lifted link is probed for the goal at once (paused video should return within 2 s of a lift)."""
+
 PROBE_MAX_BPS = 8_000_000
 """The highest total rate a probe asks for, bit/s (padding costs the node a packet per ~2 kbit)."""
 
@@ -976,6 +986,13 @@ class ProbeController:
         self.cut_short: str | None = None
         """What last cut a failed probe's backoff short ("lifted", "estimate"; None: nothing since the last probe
         began)."""
+        self.partial = False
+        """The running (or last) probe is a rung below its goal (:meth:`rung`): passed, it resumes nothing, and the
+        next rung goes at once."""
+        self.climbed_bps = 0
+        """The rate of the last rung that passed while the ladder climbs (0: none climbs)."""
+        self.climbed_at = float("-inf")
+        """When the last rung below a goal passed (:attr:`succeeded_at` counts only probes that reached theirs)."""
 
     def echoing(self, now: float) -> bool:
         """Whether a probe runs, or failed less than :data:`PROBE_ECHO` ago: the estimate may show the probe's own
@@ -1032,6 +1049,10 @@ class ProbeController:
             self.next_at = min(self.next_at, now)
             self._failed_estimate = None
             self.cut_short = "lifted"
+        if self.climbed_bps:
+            if now - self.climbed_at <= 2 * self.hold:
+                return clean
+            self.climbed_bps = 0  # too late for the next rung: the ladder starts again from the estimate
         if self.followup:
             if now - self.succeeded_at <= 2 * self.hold:
                 return clean
@@ -1048,6 +1069,11 @@ class ProbeController:
             self.cut_short = "estimate"
         return clean and now >= self.next_at and now - last_change >= self.hold
 
+    def rung(self, goal_bps: int, carried_bps: int) -> int:
+        """The rate the next probe on a link not lifted shows: ``goal_bps``, or :data:`PROBE_STEP` times what the link
+        is known to carry when that is less (``carried_bps``, or the rung that just passed, whichever is higher)."""
+        return min(goal_bps, int(max(carried_bps, self.climbed_bps) * PROBE_STEP))
+
     def start(
         self,
         now: float,
@@ -1056,11 +1082,14 @@ class ProbeController:
         estimate: int | None,
         seconds: float = PROBE_SECONDS,
         wait_max: float = PROBE_WAIT_MAX,
+        *,
+        partial: bool = False,
     ) -> int:
         """Begin a probe showing ``goal_bps`` in all for ``seconds``; the padding rate to send (bit/s) beside
         ``forwarded_bps``. Should it fail, the next waits at most ``wait_max`` (a probe whose failure overflows the
-        link by little may be tried again sooner)."""
+        link by little may be tried again sooner). ``partial``: a rung below the goal (:meth:`rung`)."""
         self.started_at = self.last_started_at = now
+        self.partial = partial
         self.cut_short = None
         self.seconds = seconds
         self.wait_max = wait_max
@@ -1070,7 +1099,7 @@ class ProbeController:
         # towards 1.5x what it receives) and falls back as the padding stops: no fall to judge this probe by (loss,
         # and a falling REMB where it counts, still judge it). Judged by it, the follow-up after a lift failed 0.12 s
         # in at 2,753 kbit/s in 3 of 13 thin-link runs, and its backoff kept two cameras away 5.5-6.5 s.
-        self._estimate = 0 if now - self.succeeded_at < PROBE_ECHO else (estimate or 0)
+        self._estimate = 0 if now - max(self.succeeded_at, self.climbed_at) < PROBE_ECHO else (estimate or 0)
         self.probes += 1
         return self.padding_bps
 
@@ -1102,6 +1131,7 @@ class ProbeController:
             self._failed_started = started
             self.started_at = None
             self.followup = False
+            self.climbed_bps = 0
             self._failed_estimate = self._estimate or estimate
             self._echo_until = now + PROBE_ECHO
             self.next_at = now + min(self.wait, self.wait_max)
@@ -1109,6 +1139,13 @@ class ProbeController:
             return False
         if now - started >= self.seconds + PROBE_VERDICT:
             self.started_at = None
+            if self.partial:
+                # A rung passed: the next goes at once (see due). The backoff stands until the goal passes: the lowest
+                # rungs pass on a link too thin for the goal, every time.
+                self.climbed_at = now
+                self.climbed_bps = self.goal_bps
+                return True
+            self.climbed_bps = 0
             self.succeeded += 1
             self.succeeded_at = now
             self.followup = not self.followup

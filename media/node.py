@@ -163,14 +163,18 @@ class _Subscriber:
     """The top video and what the estimate left for it when the running (or last) probe began: while the probe runs
     and echoes (:meth:`ProbeController.echoing`) its publisher's cap and its pacing rate stay at least there."""
 
-    def start_probe(self, now: float, goal_bps: int, forwarded_bps: int, *, seconds: float, wait_max: float) -> int:
+    def start_probe(
+        self, now: float, goal_bps: int, forwarded_bps: int, *, seconds: float, wait_max: float, partial: bool = False
+    ) -> int:
         """Start a padding probe (:meth:`ProbeController.start`, from this subscriber's estimate) and hold what the
         estimate leaves for the top video now (:meth:`top_available`); the padding bit/s to send."""
         allocation = self.allocation
         self.held_top = None
         if allocation is not None and allocation.top is not None and allocation.top_available_bps is not None:
             self.held_top = (allocation.top, allocation.top_available_bps)
-        return self.prober.start(now, goal_bps, forwarded_bps, self.estimate, seconds=seconds, wait_max=wait_max)
+        return self.prober.start(
+            now, goal_bps, forwarded_bps, self.estimate, seconds=seconds, wait_max=wait_max, partial=partial
+        )
 
     def top_available(self, now: float) -> int | None:
         """What the estimate leaves for the top video (None: not constrained), as its cap and pacing rate take it.
@@ -1037,6 +1041,13 @@ class InProcessNode:
             return
         if goal <= forwarded:
             return
+        full = goal
+        if not lifted and not layer_keys:
+            # A ladder of probes on a link that still loses packets (PROBE_STEP): each rung at most twice what it is
+            # known to carry; the rung that reaches the goal resumes the video.
+            goal = prober.rung(goal, max(forwarded, subscriber.estimate or 0))
+            if goal <= forwarded:
+                return
         cut_short = prober.cut_short  # (start() clears it)
         # A refused layer costs a small overflow to try again: no minute-long waits (LAYER_PROBE_WAIT_MAX).
         padding = subscriber.start_probe(
@@ -1045,6 +1056,7 @@ class InProcessNode:
             forwarded,
             seconds=LAYER_PROBE_SECONDS if layer_keys else PROBE_SECONDS,
             wait_max=LAYER_PROBE_WAIT_MAX if layer_keys else PROBE_WAIT_MAX,
+            partial=goal < full,
         )
         prober.keys = keys
         subscriber.layer_probe = layer_keys
@@ -1053,6 +1065,7 @@ class InProcessNode:
             hearing_id=room.hearing_id,
             subscriber=peer.participant_id,
             goal_kbps=goal // 1000,
+            full_goal_kbps=full // 1000,
             padding_kbps=padding // 1000,
             estimate_kbps=None if subscriber.estimate is None else subscriber.estimate // 1000,
             layers=len(layer_keys),
@@ -1158,6 +1171,16 @@ class InProcessNode:
             )
             return
         resumed: tuple[str, ...] = ()
+        if prober.partial:
+            # A rung below the goal passed: nothing resumes yet, the next rung goes now.
+            log.info(
+                "subscriber_probe_rung_passed",
+                hearing_id=room.hearing_id,
+                subscriber=peer.participant_id,
+                goal_kbps=prober.goal_bps // 1000,
+            )
+            self._adapt(room, peer, now)
+            return
         if layer_probe:
             for slot in peer.slots:
                 publisher = slot.track.publisher

@@ -444,3 +444,63 @@ def test_a_probe_right_after_one_passed_is_not_failed_by_the_estimate_falling_ba
     prober.start(later, 4 * MBIT, 2 * MBIT, 3 * MBIT)
     assert prober.verdict(later + 0.1, dirty_at=float("-inf"), estimate=int(1.8 * MBIT)) is False
     assert prober.failed_by == "estimate_fell"
+
+
+def test_a_link_not_lifted_is_probed_by_a_ladder_of_rungs_and_only_the_goal_resumes() -> None:
+    """Each rung shows at most PROBE_STEP times what the link is known to carry; a rung that passes sends the next at
+    once (no hold, no backoff wait), resumes nothing and resets no backoff; the rung that reaches the goal counts as a
+    passed probe."""
+    prober = ProbeController(HOLD)
+    goal, carried = 4 * MBIT, 350_000
+    assert prober.rung(goal, carried) == 1_050_000
+    now = 10.0
+    assert prober.due(now, last_change=0.0, clean=True, estimate=carried)
+    prober.start(now, 1_050_000, carried, carried, partial=True)
+    prober.wait = 8.0  # a backoff from failures before: a rung that passes does not reset it
+    assert prober.verdict(now + PROBE_SECONDS + PROBE_VERDICT + 0.01, dirty_at=0.0, estimate=carried) is True
+    assert prober.succeeded == 0
+    assert prober.succeeded_at == float("-inf")
+    # The next rung goes at once, though the last change was just now and the wait is long.
+    now += 0.5
+    assert prober.due(now, last_change=now - 0.1, clean=True, estimate=carried)
+    assert not prober.due(now, last_change=now - 0.1, clean=False, estimate=carried)
+    assert prober.rung(goal, carried) == 3_150_000
+    prober.start(now, 3_150_000, carried, carried, partial=True)
+    # The rung's padding raised the estimate, which falls back after it: the next rung is not judged by that fall.
+    assert prober.verdict(now + 0.5, dirty_at=0.0, estimate=carried) is True
+    assert prober.wait == 8.0
+    assert prober.rung(goal, carried) == goal  # the last rung is the goal itself
+    now += 0.6
+    prober.start(now, goal, carried, 3_000_000)
+    assert prober.verdict(now + 0.1, dirty_at=0.0, estimate=carried) is None
+    assert prober.verdict(now + 0.5, dirty_at=0.0, estimate=carried) is True
+    assert prober.succeeded == 1
+    assert prober.wait == PROBE_WAIT_MIN
+    assert prober.rung(goal, carried) == 1_050_000  # the ladder starts again from what the link carries
+
+
+def test_a_failed_rung_ends_the_climb_and_backs_off() -> None:
+    """A rung that fails stops the ladder: the next probe waits out the backoff and starts again from the bottom."""
+    prober = ProbeController(HOLD)
+    goal, carried = 4 * MBIT, 350_000
+    prober.start(10.0, 1_050_000, carried, carried, partial=True)
+    assert prober.verdict(10.45, dirty_at=0.0, estimate=carried) is True
+    prober.start(10.5, 3_150_000, carried, carried, partial=True)
+    assert prober.verdict(10.6, dirty_at=10.55, estimate=carried) is False
+    assert prober.failed_by == "loss"
+    assert prober.rung(goal, carried) == 1_050_000
+    assert not prober.due(10.7, last_change=0.0, clean=True, estimate=carried)
+    assert prober.due(10.6 + PROBE_WAIT_MIN, last_change=0.0, clean=True, estimate=carried)
+
+
+def test_a_rung_left_too_long_starts_the_ladder_again() -> None:
+    """A rung that passed but whose next could not go (an unclean link, a keyframe in flight) for two holds: the
+    ladder starts again from what the link carries, after the usual wait."""
+    prober = ProbeController(HOLD)
+    prober.start(10.0, 1_050_000, 350_000, 350_000, partial=True)
+    assert prober.verdict(10.45, dirty_at=0.0, estimate=350_000) is True
+    assert prober.due(10.45 + 2 * HOLD - 0.1, last_change=0.0, clean=True, estimate=350_000)
+    assert prober.rung(8 * MBIT, 350_000) == 3_150_000
+    late = 10.45 + 2 * HOLD + 0.1
+    prober.due(late, last_change=late, clean=True, estimate=350_000)
+    assert prober.rung(8 * MBIT, 350_000) == 1_050_000
