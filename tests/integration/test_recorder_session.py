@@ -496,10 +496,13 @@ async def test_video_joined_mid_gop_asks_for_a_keyframe_once(tmp_path: Path, vid
     assert first["start"] == pytest.approx(T0 + 2.0 + 0.04, abs=0.01), "starts at the next keyframe (2 s)"
 
 
-async def test_a_due_video_segment_asks_for_the_keyframe_that_cuts_it(tmp_path: Path, video: fx.EncodedClip) -> None:
-    """Video segments end on keyframes, which the recorder asks for once a cut is due (again after a second)."""
+async def _record_camera(tmp_path: Path, video: fx.EncodedClip, segment_seconds: float) -> tuple[list[float], int]:
+    """Record 6 s of the clip (a keyframe every 2 s) as the judge's camera: the segments' starts (from T0), and how
+    many keyframes the recorder asked for."""
     asked: list[tuple[str, str]] = []
-    recorder = Recorder(tmp_path, "rec-a", segment_seconds=2.5, on_keyframe_needed=lambda h, t: asked.append((h, t)))
+    recorder = Recorder(
+        tmp_path, "rec-a", segment_seconds=segment_seconds, on_keyframe_needed=lambda h, t: asked.append((h, t))
+    )
     hearing = fx.hearing()
     session = recorder.start_session(hearing, fx.SITES, at=T0)
     cam = fx.track(hearing.id, "judge_cam", "p_judge", Source.camera, "video")
@@ -509,8 +512,24 @@ async def test_a_due_video_segment_asks_for_the_keyframe_that_cuts_it(tmp_path: 
     await asyncio.wrap_future(session.seal(at=T0 + 6))
     await recorder.aclose()
     await asyncio.sleep(0)
+    assert set(asked) <= {(hearing.id, "judge_cam")}
+    return [seg["start"] - T0 for seg in segments_of(session.path, "judge_cam")], len(asked)
 
-    # Keyframes come every 2 s: the cut is due at 2.4 s, asked for then and at 3.4 s, made on the 4 s keyframe.
-    assert asked == [(hearing.id, "judge_cam")] * 2
-    starts = [seg["start"] for seg in segments_of(session.path, "judge_cam")]
-    assert starts[1] == pytest.approx(T0 + 4.0 + 0.04, abs=0.05)
+
+async def test_a_due_video_segment_asks_for_the_keyframe_that_cuts_it(tmp_path: Path, video: fx.EncodedClip) -> None:
+    """Video segments end on keyframes, which the recorder asks for once a cut is due (again after a second) and
+    none came in the segment's last stretch (CUT_EARLY_SHARE of 3.5 s: from 2.45 s)."""
+    starts, asked = await _record_camera(tmp_path, video, 3.5)
+    # Keyframes come every 2 s: the one at 2 s is too early, the cut is due at 3.4 s, asked for then, made on the
+    # 4 s keyframe (before the second ask at 4.4 s).
+    assert asked == 1
+    assert starts[1] == pytest.approx(4.0 + 0.04, abs=0.05)
+
+
+async def test_a_keyframe_near_a_segments_end_cuts_it_without_asking(tmp_path: Path, video: fx.EncodedClip) -> None:
+    """A keyframe that comes in a video segment's last stretch (a subscriber's, a layer switch's) cuts it: the
+    recorder asks the publisher for none (each costs every subscriber a keyframe's burst)."""
+    starts, asked = await _record_camera(tmp_path, video, 2.5)
+    # The cut window of 2.5 s segments opens at 1.75 s: the keyframes at 2 s and 4 s cut them, nothing is asked.
+    assert asked == 0
+    assert starts[1:] == [pytest.approx(2.0 + 0.04, abs=0.05), pytest.approx(4.0 + 0.04, abs=0.05)]
