@@ -47,6 +47,9 @@ as LiveKit keeps its stream allocator apart from its down tracks.
   the probe (the padding stops at once, and the next probe waits twice as long), none within the verdict time
   resumes every paused stream the probed rate covers, and the allocator counts that rate as the estimate
   (:meth:`SubscriberAllocator.resume_probed`) until the estimate falls or the REMBs catch up.
+- :class:`LossBackoff` lowers what a constrained subscriber's top video is capped and paced at when its receiver
+  reports heavy loss of it, as libwebrtc's loss-based controller lowers its target (a REMB estimator reads queueing
+  delay, and a drop-tail queue that stays full shows none).
 - :class:`ResendGuard` resends each packet at most once per round trip: aiortc's
   NACK generator asks again for its whole missing list at every new gap, and a
   resend still on its way would otherwise go out again and again (mediasoup
@@ -849,19 +852,22 @@ class LinkQuality:
         else:
             self._clean(now)
 
-    def block(self, now: float, ssrc: int, fraction_lost: int, packets_lost: int, highest_sequence: int) -> None:
+    def block(
+        self, now: float, ssrc: int, fraction_lost: int, packets_lost: int, highest_sequence: int
+    ) -> tuple[int, int] | None:
         """A receiver report block with its stream's counters (RFC 3550 6.4.1: cumulative packets lost, extended
-        highest sequence number received)."""
+        highest sequence number received); the packets (lost, expected) since the stream's last report (None: not
+        known, its first report or counters reset)."""
         last = self._streams.get(ssrc)
         self._streams[ssrc] = (now, highest_sequence, packets_lost)
         if last is None:
             self.report(now, fraction_lost)
-            return
+            return None
         since, highest, lost = last
         expected = highest_sequence - highest
         if expected <= 0 or expected > 1 << 15:
             self.report(now, fraction_lost)  # nothing new, or counters reset (a new sender): the fraction alone
-            return
+            return None
         lost_now = min(expected, max(0, packets_lost - lost))
         blocks = self._blocks
         blocks.append((now, expected, lost_now))
@@ -870,12 +876,13 @@ class LinkQuality:
         if lost_now == 0 and fraction_lost == 0:
             self._clean(now)
             self._clean_packets += expected
-            return
+            return 0, expected
         baseline = self._lossy_ratio or 0.0
         self._dirty(now)
         self._lossy_ratio = self.loss_ratio()
         excess = lost_now / expected > baseline * 2 + LOSS_EXCESS
         self.probe_dirty_at = max(self.probe_dirty_at, now if excess else since)
+        return lost_now, expected
 
     def rebase(self, now: float, ssrc: int, packets_lost: int, highest_sequence: int) -> None:
         """A report block that is no sign (a paused or just resumed stream's): keep its counters, so the next block
@@ -943,6 +950,73 @@ class LinkQuality:
         # Never later than this: a link whose loss was rare (a rate limit that the node's pacing kept from losing
         # much) would otherwise ask for thousands of packets.
         return now - self._dirty_at >= LIFTED_SECONDS and len(self._recent(now)) >= LIFTED_REPORTS
+
+
+LOSS_HIGH = 0.10
+"""A receiver report of a constrained subscriber's top video showing more than this share of its packets lost
+lowers what the video is capped and paced at (:class:`LossBackoff`) to what it had less half the share lost, as
+libwebrtc's loss-based controller does above 10%. Random loss (2% on the thin-link test's links) stays far below."""
+
+LOSS_MIN_PACKETS = 20
+"""Packets a report must cover to count for :data:`LOSS_HIGH` (libwebrtc's kLimitNumPackets)."""
+
+LOSS_BACKOFF_INTERVAL = 0.3
+"""Seconds (plus the round trip) between two loss backoffs: the first one's effect needs that long to show."""
+
+LOSS_BACKOFF_MIN = 0.5
+"""Loss backoffs never leave the top video less than this share of what the estimate leaves for it."""
+
+LOSS_RECOVER_AFTER = 3.0
+"""Seconds after the last loss backoff before its ceiling climbs."""
+
+LOSS_RECOVER_RATE = 0.08
+"""The ceiling climbs by this much a second (libwebrtc raises its loss-based target 8% a second)."""
+
+
+class LossBackoff:
+    """A ceiling on what a constrained subscriber's top video is capped and paced at, after heavy loss of it
+    (:data:`LOSS_HIGH`); what the estimate leaves for the video rules when it is lower (libwebrtc takes the lower of
+    its delay-based and loss-based targets).
+
+    The estimate is a REMB, and a REMB estimator reads queueing delay: a link whose drop-tail queue stays full shows
+    a steady delay, no trend, and the estimate stays above what the link carries beside the subscriber's audio.
+    Measured behind 1 Mbit/s + 2% random loss, in the seconds after the link stepped down from 2 Mbit/s: the judge's
+    video at a 366 kbit/s cap (the four Opus streams took about half the link) lost 12-36% of its packets per
+    report, each keyframe (10-47 kB) came out of the pacer 20-29 packets behind and lost packets in the queue, the
+    receiver asked for the next one, and the judge's picture froze 2-5 s until the REMB fell further, 8-10 s after
+    the step."""
+
+    __slots__ = ("_at", "_ceiling", "backoffs")
+
+    def __init__(self) -> None:
+        self._ceiling: float | None = None
+        self._at = float("-inf")
+        self.backoffs = 0
+
+    def limit(self, now: float, available: int) -> int:
+        """What the top video gets now, of ``available`` (what the estimate leaves for it)."""
+        ceiling = self._ceiling
+        if ceiling is None:
+            return available
+        climbing = now - self._at - LOSS_RECOVER_AFTER
+        if climbing > 0:
+            ceiling *= math.exp(math.log1p(LOSS_RECOVER_RATE) * climbing)
+            if ceiling >= available:
+                self._ceiling = None  # climbed out: the estimate rules again
+                return available
+        return max(min(available, int(ceiling)), int(available * LOSS_BACKOFF_MIN))
+
+    def report(self, now: float, lost: int, expected: int, available: int, rtt: float | None = None) -> bool:
+        """A receiver report of the top video: ``lost`` of ``expected`` packets since the one before, while the
+        estimate left it ``available``. True: the ceiling was lowered now."""
+        if expected < LOSS_MIN_PACKETS or lost <= expected * LOSS_HIGH:
+            return False
+        if now - self._at < LOSS_BACKOFF_INTERVAL + (rtt or 0.0):
+            return False
+        self._ceiling = max(self.limit(now, available) * (1.0 - 0.5 * lost / expected), available * LOSS_BACKOFF_MIN)
+        self._at = now
+        self.backoffs += 1
+        return True
 
 
 class ProbeController:

@@ -30,6 +30,7 @@ from media.aiortc_compat import (
     receive_layers,
     self_check,
     sender_counters,
+    sender_rtt,
     sender_rtx_ssrc,
     sender_ssrc,
     simulcast_self_check,
@@ -44,6 +45,7 @@ from media.bandwidth import (
     Allocation,
     EstimateBook,
     LinkQuality,
+    LossBackoff,
     LossSignal,
     ProbeController,
     SubscriberAllocator,
@@ -159,6 +161,8 @@ class _Subscriber:
     had refused (empty: it was sized for paused video)."""
     layers_probed_at: float = float("-inf")
     """When the last layer probe passed."""
+    backoff: LossBackoff = field(default_factory=LossBackoff)
+    """What heavy loss of the top video left of its budget (its cap and pacing rate)."""
     held_top: tuple[str, int] | None = None
     """The top video and what the estimate left for it when the running (or last) probe began: while the probe runs
     and echoes (:meth:`ProbeController.echoing`) its publisher's cap and its pacing rate stay at least there."""
@@ -176,7 +180,7 @@ class _Subscriber:
             now, goal_bps, forwarded_bps, self.estimate, seconds=seconds, wait_max=wait_max, partial=partial
         )
 
-    def top_available(self, now: float) -> int | None:
+    def top_budget(self, now: float) -> int | None:
         """What the estimate leaves for the top video (None: not constrained), as its cap and pacing rate take it.
 
         A probe's padding queues on the link and the receiver's REMB falls under it; the video had the rate before
@@ -187,11 +191,17 @@ class _Subscriber:
         allocation = self.allocation
         available = None if allocation is None else allocation.top_available_bps
         held = self.held_top
-        if held is None or available is None or allocation is None:
+        if available is None or allocation is None:
             return available
-        if held[0] != allocation.top or not self.prober.echoing(now):
-            return available
-        return max(available, held[1])
+        if held is not None and held[0] == allocation.top and self.prober.echoing(now):
+            available = max(available, held[1])
+        return available
+
+    def top_available(self, now: float) -> int | None:
+        """What the top video is capped and paced at (None: not constrained): :meth:`top_budget`, under the ceiling
+        heavy loss of it left (:class:`LossBackoff`)."""
+        budget = self.top_budget(now)
+        return None if budget is None else self.backoff.limit(now, budget)
 
 
 @dataclass(eq=False)
@@ -946,7 +956,25 @@ class InProcessNode:
                 allocation = subscriber.allocation
                 paused = allocation is not None and bool(allocation.paused)
                 was_lifted = paused and link.lifted(now)  # (only a subscriber with paused video waits for a lift)
-                link.block(now, ssrc, signal.fraction_lost, signal.packets_lost, signal.highest_sequence)
+                counted = link.block(now, ssrc, signal.fraction_lost, signal.packets_lost, signal.highest_sequence)
+                if (
+                    counted is not None
+                    and slot.track.top_priority
+                    and ssrc == sender_ssrc(sender)
+                    and not subscriber.prober.echoing(now)  # (a probe's own overflow: its verdict answers for it)
+                    and (budget := subscriber.top_budget(now)) is not None
+                    and subscriber.backoff.report(now, *counted, budget, rtt=sender_rtt(sender))
+                ):
+                    log.info(
+                        "subscriber_loss_backoff",
+                        hearing_id=room.hearing_id,
+                        subscriber=peer.participant_id,
+                        lost=counted[0],
+                        expected=counted[1],
+                        budget_kbps=budget // 1000,
+                        top_kbps=(subscriber.top_available(now) or 0) // 1000,
+                    )
+                    self._adapt(room, peer, now)  # the top video's cap and pacing follow at once
                 if paused and not was_lifted and link.lifted(now):
                     # The report that shows a lifted limit: decide (and probe) now, not at the next REMB. Not so for
                     # the report that makes the link clean (CLEAN_SECONDS without loss): on a link with random loss

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from media.bandwidth import (
     CAP_RAISE_AFTER,
     ESTIMATE_MAX_AGE,
+    LOSS_BACKOFF_MIN,
+    LOSS_RECOVER_AFTER,
     NACK_MAX_AGE,
     PACE_MAX_DELAY,
     REPAIR_DROPS,
@@ -12,6 +16,8 @@ from media.bandwidth import (
     RESEND_INTERVAL_MIN,
     BitrateMeter,
     EstimateBook,
+    LinkQuality,
+    LossBackoff,
     NackBudget,
     PacingBucket,
     RepairTrigger,
@@ -217,6 +223,43 @@ def test_nack_budget_drops_old_and_over_budget_resends() -> None:
     assert sum(budget.allow(1.5, 1200, 0.05) for _ in range(20)) >= 3  # tokens come back with time
     assert budget.dropped == 1 + 16 + 1 + (20 - (budget.resent - 6))
     assert budget.resent >= 9
+
+
+def test_heavy_loss_of_the_top_video_sets_a_ceiling_that_climbs_back() -> None:
+    """A report showing more than LOSS_HIGH of the top video lost sets a ceiling: what it had, less half the share
+    lost (at most once per interval plus the round trip, never below LOSS_BACKOFF_MIN of what the estimate leaves);
+    random loss and small reports do nothing; a lower estimate rules; LOSS_RECOVER_AFTER seconds later the ceiling
+    climbs 8% a second until the estimate rules again."""
+    backoff = LossBackoff()
+    assert not backoff.report(0.0, 1, 50, 400_000)  # 2%: random loss
+    assert not backoff.report(0.0, 5, 12, 400_000)  # too few packets to say
+    assert backoff.limit(0.0, 400_000) == 400_000
+    assert backoff.report(1.0, 10, 50, 400_000)  # 20% lost: x0.9
+    assert backoff.limit(1.0, 400_000) == 360_000
+    assert backoff.limit(1.0, 300_000) == 300_000  # the estimate fell below the ceiling: it rules, no double cut
+    assert backoff.limit(1.0, 600_000) == 360_000  # and a higher one does not lift the ceiling
+    assert not backoff.report(1.2, 25, 50, 400_000, rtt=0.1)  # too soon: the first backoff has not shown yet
+    assert backoff.report(1.5, 25, 50, 400_000, rtt=0.1)  # 50% lost: x0.75 of the 360 the video had
+    assert backoff.limit(1.5, 400_000) == 270_000
+    for i in range(10):
+        backoff.report(2.0 + i, 50, 50, 400_000)
+    assert backoff.limit(11.0, 400_000) == 400_000 * LOSS_BACKOFF_MIN
+    assert backoff.backoffs == 2 + 10
+    assert backoff.limit(11.0, 1_000_000) == 500_000  # never below half of what the estimate leaves
+    assert backoff.limit(11.0 + LOSS_RECOVER_AFTER, 400_000) == 200_000
+    assert backoff.limit(11.0 + LOSS_RECOVER_AFTER + 1.0, 400_000) == pytest.approx(200_000 * 1.08, abs=1)
+    assert backoff.limit(11.0 + LOSS_RECOVER_AFTER + 9.0, 400_000) == pytest.approx(200_000 * 1.08**9, abs=1)
+    assert backoff.limit(11.0 + LOSS_RECOVER_AFTER + 10.0, 400_000) == 400_000  # climbed out
+    assert backoff.limit(11.0 + LOSS_RECOVER_AFTER + 30.0, 2_000_000) == 2_000_000
+
+
+def test_a_report_block_says_what_it_lost_of_what_was_sent_since_the_last() -> None:
+    """LinkQuality.block gives (lost, expected) since the stream's last report: what the loss backoff reads."""
+    link = LinkQuality()
+    assert link.block(0.0, 7, 0, 0, 1000) is None  # the first report: nothing to count from
+    assert link.block(1.0, 7, 0, 0, 1050) == (0, 50)
+    assert link.block(2.0, 7, 64, 8, 1100) == (8, 50)
+    assert link.block(3.0, 7, 0, 8, 1100) is None  # nothing new
 
 
 def test_repair_trigger_asks_once_per_burst_of_drops() -> None:
