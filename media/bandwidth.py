@@ -994,7 +994,8 @@ class LossBackoff:
         self.backoffs = 0
 
     def limit(self, now: float, available: int) -> int:
-        """What the top video gets now, of ``available`` (what the estimate leaves for it)."""
+        """What the top video gets now, of ``available`` (what the estimate leaves for it). A ceiling that climbed
+        to ``available`` is forgotten: from then on the estimate alone rules, however far it rises."""
         ceiling = self._ceiling
         if ceiling is None:
             return available

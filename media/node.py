@@ -171,7 +171,8 @@ class _Subscriber:
         self, now: float, goal_bps: int, forwarded_bps: int, *, seconds: float, wait_max: float, partial: bool = False
     ) -> int:
         """Start a padding probe (:meth:`ProbeController.start`, from this subscriber's estimate) and hold what the
-        estimate leaves for the top video now (:meth:`top_available`); the padding bit/s to send."""
+        estimate leaves for the top video now (see :meth:`top_budget`); the padding bit/s to send. ``partial``: a rung
+        of a ladder (:meth:`ProbeController.rung`)."""
         allocation = self.allocation
         self.held_top = None
         if allocation is not None and allocation.top is not None and allocation.top_available_bps is not None:
@@ -1071,8 +1072,8 @@ class InProcessNode:
             return
         full = goal
         if not lifted and not layer_keys:
-            # A ladder of probes on a link that still loses packets (PROBE_STEP): each rung at most twice what it is
-            # known to carry; the rung that reaches the goal resumes the video.
+            # A ladder of probes on a link not lifted (PROBE_STEP): each rung at most 3x what the link is known to
+            # carry; only the rung that reaches the goal resumes video.
             goal = prober.rung(goal, max(forwarded, subscriber.estimate or 0))
             if goal <= forwarded:
                 return

@@ -57,6 +57,8 @@ recorder's behalf every 10 s were among the bursts that stalled the defendant's 
 2 Mbit/s now and then."""
 
 CUT_EARLY_SHARE = 0.3
+"""The largest share of ``segment_seconds`` that :data:`CUT_EARLY` may take (short segments, as tests use, are not
+cut at their first keyframe)."""
 
 _DEFAULT_DELTA = {"audio": 0.02, "video": 1 / 30}
 
