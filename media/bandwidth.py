@@ -243,6 +243,8 @@ class SubscriberBandwidth:
     """Padding probes sent to it (:class:`ProbeController`)."""
     probes_succeeded: int = 0
     """Probes that brought paused video back."""
+    loss_backoffs: int = 0
+    """Times heavy loss of its top video lowered that video's ceiling (:class:`LossBackoff`)."""
 
 
 class LossSignal(NamedTuple):

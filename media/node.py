@@ -426,6 +426,7 @@ class InProcessNode:
             resent=budget.resent,
             probes=subscriber.prober.probes if subscriber is not None else 0,
             probes_succeeded=subscriber.prober.succeeded if subscriber is not None else 0,
+            loss_backoffs=subscriber.backoff.backoffs if subscriber is not None else 0,
         )
 
     def bandwidth_counts(self) -> dict[str, int]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import structlog
+from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 
 from media.aiortc_compat import on_remb
 from media.keyframes import Reason
@@ -306,5 +307,75 @@ async def test_paused_video_returns_by_a_padding_probe_while_the_estimate_stays_
     assert sum(s.track.frame_sender.padding_sent for s in peer.slots if s.track.frame_sender is not None) > 0
     counts = node.bandwidth_counts()
     assert counts["probes_succeeded"] >= 1
+    losses.stop()
+    assert not signaling.failures
+
+
+async def test_a_report_of_heavy_loss_of_the_top_video_lowers_its_pace_once_per_interval(
+    node: InProcessNode, signaling: DirectSignaling
+) -> None:
+    """A receiver report showing 80% of the constrained defendant's top video lost lowers what that video is paced
+    at to 0.6 of what the estimate leaves (LossBackoff), at once; a second such report right after, and a report of
+    2% loss, change nothing. The reports are forged by the defendant's client, as a subscriber's software may send
+    anything: what one report can do is bounded (half of the estimate's budget, the publisher's floor)."""
+    defendant = await judge_and_party_to_defendant(node, signaling)
+    forced: dict[int, ForcedEstimate] = {}
+    losses = Losses()
+    losses.install(defendant)
+    force_estimate(defendant, forced, 30_000)
+    losses.every = 0.3
+    peer = node.peer(HEARING, "defendant")
+    assert peer is not None
+
+    def judge_pace() -> int | None:
+        assert peer is not None
+        return next(
+            (s.track.pace_bps for s in peer.slots if s.track.publisher and s.track.publisher.participant_id == "judge"),
+            None,
+        )
+
+    def settled() -> bool:
+        # The party's video paused, and its REMB gone stale: the estimate is the judge's receiver's 30 kbit/s alone.
+        state = node.bandwidth(HEARING, "defendant")
+        return state is not None and state.estimate_bps == 30_000 and judge_slot_is_top(node) and bool(judge_pace())
+
+    assert await eventually(settled, within=15)
+    await asyncio.sleep(0.5)  # the decision that follows the estimate's last change was made
+    receiver = next(
+        t.receiver
+        for t in defendant.pc.getTransceivers()
+        if t.kind == "video" and str(t.mid) in defendant.mids_of("judge", "video")
+    )
+    ssrc = receiver.getSynchronizationSources()[0].source
+    stream = receiver._RTCRtpReceiver__remote_streams[ssrc]  # type: ignore[attr-defined]
+    rtcp_ssrc = receiver._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]
+
+    async def report(lost: int, highest: int) -> None:
+        info = RtcpReceiverInfo(
+            ssrc=ssrc, fraction_lost=0, packets_lost=lost, highest_sequence=highest, jitter=0, lsr=0, dlsr=0
+        )
+        await receiver._send_rtcp(RtcpRrPacket(ssrc=rtcp_ssrc, reports=[info]))
+
+    state = node.bandwidth(HEARING, "defendant")
+    assert state is not None
+    assert state.loss_backoffs == 0
+    with structlog.testing.capture_logs() as logs:
+        base, highest = stream.packets_lost, stream.max_seq + (1 << 16)  # ahead of the client's own reports
+        paced = judge_pace()
+        await report(base, highest)
+        await report(base + 40, highest + 50)  # 40 of 50 lost: x0.6
+        assert await eventually(lambda: (judge_pace() or 0) < (paced or 0), within=5)
+        state = node.bandwidth(HEARING, "defendant")
+        assert state is not None
+        assert state.loss_backoffs == 1
+        assert judge_pace() == pytest.approx(0.6 * (paced or 0), rel=0.1)
+        await report(base + 80, highest + 100)  # again at once: too soon after the first
+        await report(base + 81, highest + 150)  # 1 of 50: random loss
+        await asyncio.sleep(0.5)
+        state = node.bandwidth(HEARING, "defendant")
+        assert state is not None
+        assert state.loss_backoffs == 1
+    events = [entry for entry in logs if entry["event"] == "subscriber_loss_backoff"]
+    assert [(e["lost"], e["expected"]) for e in events] == [(40, 50)]
     losses.stop()
     assert not signaling.failures
