@@ -983,10 +983,10 @@ class LossBackoff:
     The estimate is a REMB, and a REMB estimator reads queueing delay: a link whose drop-tail queue stays full shows
     a steady delay, no trend, and the estimate stays above what the link carries beside the subscriber's audio.
     Measured behind 1 Mbit/s + 2% random loss, in the seconds after the link stepped down from 2 Mbit/s: the judge's
-    video at a 366 kbit/s cap (the four Opus streams took about half the link) lost 12-36% of its packets per
-    report, each keyframe (10-47 kB) came out of the pacer 20-29 packets behind and lost packets in the queue, the
-    receiver asked for the next one, and the judge's picture froze 2-5 s until the REMB fell further, 8-10 s after
-    the step."""
+    video at a 366 kbit/s cap (the four Opus streams took about half the link) lost up to 36% of its packets per
+    report (most reports above 12%), keyframes of 3-47 kB followed one another about once a second, joined a pacer
+    backlog of up to 20-29 packets and lost packets in the queue, the receiver asked for the next one, and the
+    judge's picture froze 2-5 s until the REMB fell further, 8-10 s after the step."""
 
     __slots__ = ("_at", "_ceiling", "backoffs")
 
