@@ -109,14 +109,15 @@ PROBE_RATE_MARGIN = 1.15
 """A probe pads up to the forwarded video plus every paused stream, times this (as :data:`RESUME_MARGIN`)."""
 
 PROBE_STEP = 3.0
-"""A probe on a link that was not lifted (:meth:`LinkQuality.lifted`) shows at most this many times what the link is
-known to carry (the estimate or the forwarded video, whichever is higher, or the rung that just passed): a ladder of
-probes, each sent at once after the one below it passed, as libwebrtc's probe controller probes at 3x and 6x its
-start rate and then steps up by 2x. Only the rung that reaches the goal resumes video. Behind 1 Mbit/s + 2% loss the
-goal for the next camera was 1.6-1.7 Mbit/s against an estimate of 0.3-0.4: every such probe failed, and its
-overflow froze the judge's video in about one thin-link run in four; a rung of 0.9-1.2 Mbit/s overflows the link by
-a fraction of that. At 2x, a limit lifted before the link counts as lifted took two rungs (0.8 s) before the goal.
-A lifted link is probed for the goal at once (paused video should return within 2 s of a lift)."""
+"""A probe on a link that was not lifted (:meth:`LinkQuality.lifted`) takes the link to at most this many times what
+it is known to carry: the video (the estimate or the forwarded video, whichever is higher, or the rung that just
+passed) and the audio beside it. A ladder of probes, each sent at once after the one below it passed, as libwebrtc's
+probe controller probes at 3x and 6x its whole estimate and then steps up by 2x. Only the rung that reaches the goal
+resumes video. Behind 1 Mbit/s + 2% loss the goal for all three paused cameras was 4.2-4.6 Mbit/s against an
+estimate of 0.3-0.4 and 0.5 of audio: a rung shows 2.1-2.2. Counting the video alone (rungs of 0.9-1.2 Mbit/s
+below a goal of 1.6-1.7 for the next camera), a limit lifted before the link counted as lifted took a rung (0.4 s)
+more before the first camera came back. A lifted link is probed for the goal at once (paused video should return
+within 2 s of a lift)."""
 
 PROBE_MAX_BPS = 8_000_000
 """The highest total rate a probe asks for, bit/s (padding costs the node a packet per ~2 kbit)."""
@@ -182,7 +183,10 @@ PACKET_OVERHEAD = 50
 
 NACK_MAX_AGE = 1.0
 """Seconds: a NACK for a packet sent longer ago than this is dropped (the receiver's buffer has given up on it,
-or will have by the time the resend arrives)."""
+or will have by the time the resend arrives). A paced packet's age counts from when it left the pacer
+(``media.sending.FrameSender``), as libwebrtc's packet history counts from the send: behind 1 Mbit/s a packet waited
+up to 0.6 s there (:data:`PACE_MAX_DELAY`), and its RTP timestamp would have spent most of the second before it
+reached the link."""
 
 NACK_BURST_SECONDS = 0.5
 """The NACK token bucket holds at most this many seconds of its rate."""
@@ -239,6 +243,9 @@ class SubscriberBandwidth:
     """NACKed packets not resent because they had been resent less than a round trip before (on their way)."""
     nacks_stale: int = 0
     """NACKed video packets not resent because a keyframe sent after them replaced them (``STALE_NACK_SECONDS``)."""
+    nacks_too_old: int = 0
+    """NACKed packets not resent because they left the node longer than :data:`NACK_MAX_AGE` ago (also counted in
+    ``nacks_dropped``)."""
     probes: int = 0
     """Padding probes sent to it (:class:`ProbeController`)."""
     probes_succeeded: int = 0
@@ -677,7 +684,7 @@ def hold_raise(old: int | None, new: int | None, now: float, since: float | None
 class NackBudget:
     """How many resends one subscriber may get: a share of its estimate, packets no older than NACK_MAX_AGE."""
 
-    __slots__ = ("_tokens", "_updated", "dropped", "rate_bps", "repeated", "resent", "share", "stale")
+    __slots__ = ("_tokens", "_updated", "dropped", "rate_bps", "repeated", "resent", "share", "stale", "too_old")
 
     def __init__(self, share: float) -> None:
         self.share = share
@@ -689,6 +696,8 @@ class NackBudget:
         """NACKs not answered by :class:`ResendGuard` (the packet was resent less than a round trip before)."""
         self.stale = 0
         """NACKs of video packets a keyframe sent after them replaced (``media.sending.STALE_NACK_SECONDS``)."""
+        self.too_old = 0
+        """NACKs of packets older than :data:`NACK_MAX_AGE` (also counted in ``dropped``)."""
         self._tokens = 0.0
         self._updated: float | None = None
 
@@ -703,6 +712,7 @@ class NackBudget:
         """
         if age > NACK_MAX_AGE:
             self.dropped += 1
+            self.too_old += 1
             return False
         rate = self.rate_bps
         if rate is None:
@@ -1146,10 +1156,13 @@ class ProbeController:
             self.cut_short = "estimate"
         return clean and now >= self.next_at and now - last_change >= self.hold
 
-    def rung(self, goal_bps: int, carried_bps: int) -> int:
-        """The rate the next probe on a link not lifted shows: ``goal_bps``, or :data:`PROBE_STEP` times what the link
-        is known to carry when that is less (``carried_bps``, or the rung that just passed, whichever is higher)."""
-        return min(goal_bps, int(max(carried_bps, self.climbed_bps) * PROBE_STEP))
+    def rung(self, goal_bps: int, carried_bps: int, beside_bps: int = 0) -> int:
+        """The video rate the next probe on a link not lifted shows: ``goal_bps``, or less when that would take the
+        link past :data:`PROBE_STEP` times all it is known to carry: its video (``carried_bps``, or the rung that just
+        passed, whichever is higher) and the audio beside it (``beside_bps``, which the probe's padding rides beside
+        too), as libwebrtc probes at a multiple of its whole estimate."""
+        carried = max(carried_bps, self.climbed_bps) + beside_bps
+        return min(goal_bps, int(carried * PROBE_STEP) - beside_bps)
 
     def start(
         self,

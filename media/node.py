@@ -423,6 +423,7 @@ class InProcessNode:
             nacks_dropped=budget.dropped,
             nacks_repeated=budget.repeated,
             nacks_stale=budget.stale,
+            nacks_too_old=budget.too_old,
             resent=budget.resent,
             probes=subscriber.prober.probes if subscriber is not None else 0,
             probes_succeeded=subscriber.prober.succeeded if subscriber is not None else 0,
@@ -1035,6 +1036,14 @@ class InProcessNode:
         # Asked at every decision that could probe, before anything else can stop it: the backoff keeps its books
         # here (what a failed probe's echo raised the estimate to, a lifted limit), keyframes in flight or not.
         streams = sum(1 for slot in peer.slots if slot.track.publisher is not None and not slot.track.paused)
+        # The audio the link carries beside the video (never paused), for the ladder's rungs. Read at every
+        # decision while video is paused, not only when a probe is due: a track's meter samples its counters when
+        # read, and its first reading is 0 (media.bandwidth.BitrateMeter).
+        beside = sum(
+            slot.track.publisher.bitrate(now)
+            for slot in peer.slots
+            if slot.kind == "audio" and slot.track.publisher is not None and not slot.track.paused
+        )
         link = subscriber.link
         lifted = link.lifted(now)
         due = prober.due(
@@ -1073,9 +1082,9 @@ class InProcessNode:
             return
         full = goal
         if not lifted and not layer_keys:
-            # A ladder of probes on a link not lifted (PROBE_STEP): each rung at most 3x what the link is known to
-            # carry; only the rung that reaches the goal resumes video.
-            goal = prober.rung(goal, max(forwarded, subscriber.estimate or 0))
+            # A ladder of probes on a link not lifted (PROBE_STEP): each rung takes the link to at most 3x what it is
+            # known to carry, its audio included; only the rung that reaches the goal resumes video.
+            goal = prober.rung(goal, max(forwarded, subscriber.estimate or 0), beside)
             if goal <= forwarded:
                 return
         cut_short = prober.cut_short  # (start() clears it)
@@ -1096,6 +1105,7 @@ class InProcessNode:
             subscriber=peer.participant_id,
             goal_kbps=goal // 1000,
             full_goal_kbps=full // 1000,
+            audio_kbps=beside // 1000,
             padding_kbps=padding // 1000,
             estimate_kbps=None if subscriber.estimate is None else subscriber.estimate // 1000,
             layers=len(layer_keys),

@@ -267,6 +267,9 @@ class FrameSender:
         self._pacer: PacingBucket | None = None
         self._paced: collections.deque[tuple[bytes, float]] = collections.deque()
         self._pace_timer: asyncio.TimerHandle | None = None
+        self._departed: dict[int, tuple[bytes, float]] = {}
+        """By history slot: the paced packet (the history's own bytes) that left the pacer last from it, and when
+        (``time.monotonic()``): a NACK's age counts from there (``media.bandwidth.NACK_MAX_AGE``)."""
         self.padding_sent = 0
         """Padding-only packets sent for bandwidth probes (:meth:`send_padding`)."""
         self.resends = 0
@@ -698,9 +701,11 @@ class FrameSender:
             return
         pacer = self._pacer
         offset = 12 + self._ext_abs_offset if self._ext_abs_offset >= 0 else -1
+        departed = self._departed
         now = time.monotonic()
         while queue:
             raw, queued = queue[0]
+            held = raw
             if pacer is not None:
                 wait = pacer.wait(now, len(raw) + 50, queued)
                 if wait > 0:
@@ -718,6 +723,7 @@ class FrameSender:
                 queue.clear()
                 self.close("connection_lost")
                 return
+            departed[(raw[2] << 8 | raw[3]) % RTP_HISTORY_SIZE] = (held, now)
 
     def _sendto(self, protocol: Any) -> Callable[[bytes, Any], None]:
         """What ``Connection.send`` ends in for this ICE pair, without its three coroutine layers."""
@@ -817,7 +823,14 @@ class FrameSender:
             # packets of the keyframes after them needed, and four keyframes in 2.5 s came incomplete: a 3.2 s freeze.
             budget.stale += 1
             return False
-        age = rtp_age(internals.last_timestamp(), int.from_bytes(raw[4:8], "big"), self._clock_rate)
+        sequence = raw[2] << 8 | raw[3]
+        departed = self._departed.get(sequence % RTP_HISTORY_SIZE)
+        if departed is not None and departed[0] is raw:
+            # A paced packet: its age counts from when it left the pacer. By its RTP timestamp against the last
+            # frame queued, it would count the up to PACE_MAX_DELAY it waited there too.
+            age = time.monotonic() - departed[1]
+        else:
+            age = rtp_age(internals.last_timestamp(), int.from_bytes(raw[4:8], "big"), self._clock_rate)
         return resend_allowed(
             budget,
             self._repair,
@@ -826,7 +839,7 @@ class FrameSender:
             age=age,
             size=len(raw),
             guard=self._resends,
-            sequence_number=raw[2] << 8 | raw[3],
+            sequence_number=sequence,
             rtt=sender_rtt(self._sender),
         )
 

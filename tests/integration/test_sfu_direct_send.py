@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import types
@@ -16,7 +17,8 @@ from aiortc.rtcrtpparameters import (
 )
 from aiortc.rtp import RtcpSrPacket, RtpPacket
 
-from media.bandwidth import NackBudget
+from media.aiortc_compat import RTP_HISTORY_SIZE
+from media.bandwidth import NACK_MAX_AGE, NackBudget
 from media.node import InProcessNode
 from media.passthrough import NTP_UNIX_OFFSET, TappedFrame
 from media.sending import STALE_NACK_SECONDS, FrameSender, srtp_protector
@@ -269,3 +271,34 @@ def test_nacks_of_packets_before_the_last_keyframe_sent_are_not_resent() -> None
     fs._keyframe_sent = (fs._keyframe_sent[0], time.monotonic() - STALE_NACK_SECONDS - 0.1)
     assert fs._budget_allows(before[-2], internals) is True
     assert fs.budget.stale == 1
+
+
+async def test_a_paced_packet_is_judged_old_from_when_it_left_the_pacer() -> None:
+    """A NACK of a paced packet counts its age from when the packet left the pacer, not by its RTP timestamp against
+    the last frame queued (which would count its wait in the pacer too): resent within NACK_MAX_AGE of leaving,
+    refused (and counted as too old) after."""
+    sent: list[bytes] = []
+    fs, _ = _frame_sender("video/VP8", 90000, 96, sent)
+    fs.budget = NackBudget(share=0.2)  # (no estimate: only the age decides)
+    fs._done = asyncio.get_running_loop().create_future()
+    fs._source = types.SimpleNamespace(pace_bps=400_000)
+    internals = fs._internals
+    assert internals is not None
+    first = bytes([0x01]) + os.urandom(6000)
+    fs._send(first, 0, 90000, TappedFrame(first, 1))
+    assert fs.backlog_bytes > 0  # (it waits in the pacer: 6 kB at 400 kbit/s)
+    assert await eventually(lambda: fs.backlog_bytes == 0)
+    last = RtpPacket.parse(sent[-1]).sequence_number
+    # The next frame queued is 1.2 s later by its RTP timestamp: by that the packet would be past NACK_MAX_AGE.
+    later = bytes([0x01]) + os.urandom(200)
+    fs._source = types.SimpleNamespace(pace_bps=None)
+    fs._send(later, int(90000 * (NACK_MAX_AGE + 0.2)), 90000, TappedFrame(later, 2))
+    raw = fs._history[last % RTP_HISTORY_SIZE]
+    assert fs._budget_allows(raw, internals) is True
+    assert fs.budget.resent == 1
+    # One that left longer ago than NACK_MAX_AGE is refused as too old.
+    slot = (last - 1) % RTP_HISTORY_SIZE
+    held, left = fs._departed[slot]
+    fs._departed[slot] = (held, left - NACK_MAX_AGE - 0.1)
+    assert fs._budget_allows(fs._history[slot], internals) is False
+    assert fs.budget.too_old == fs.budget.dropped == 1

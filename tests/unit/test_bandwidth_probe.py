@@ -479,6 +479,21 @@ def test_a_link_not_lifted_is_probed_by_a_ladder_of_rungs_and_only_the_goal_resu
     assert prober.rung(goal, carried) == 1_050_000  # the ladder starts again from what the link carries
 
 
+def test_a_rung_counts_the_audio_the_link_carries_beside_the_video() -> None:
+    """A rung takes the whole link to PROBE_STEP times what it carries: the audio rides beside the video and the
+    padding, so 0.35 Mbit/s of video and 0.5 of audio allow a rung of 3 x 0.85 - 0.5 = 2.05 Mbit/s of video (behind
+    1 Mbit/s the next camera's goal of 1.6-1.7 goes at once, not after a rung of 1.05); after that rung passed, the
+    next takes the link to 3 x 2.55."""
+    prober = ProbeController(HOLD)
+    carried, audio = 350_000, 500_000
+    assert prober.rung(1_650_000, carried, audio) == 1_650_000
+    assert prober.rung(4 * MBIT, carried, audio) == 2_050_000
+    prober.start(10.0, 2_050_000, carried, carried, partial=True)
+    assert prober.verdict(10.45, dirty_at=0.0, estimate=carried) is True
+    assert prober.rung(8 * MBIT, carried, audio) == 3 * 2_550_000 - audio
+    assert prober.rung(8 * MBIT, carried) == 3 * 2_050_000  # (no audio: the video alone)
+
+
 def test_a_failed_rung_ends_the_climb_and_backs_off() -> None:
     """A rung that fails stops the ladder: the next probe waits out the backoff and starts again from the bottom."""
     prober = ProbeController(HOLD)
