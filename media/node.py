@@ -41,6 +41,7 @@ from media.bandwidth import (
     PADDING_SIZE_ON_WIRE,
     PROBE_MAX_BPS,
     PROBE_SECONDS,
+    PROBE_VERDICT,
     PROBE_WAIT_MAX,
     Allocation,
     EstimateBook,
@@ -424,6 +425,7 @@ class InProcessNode:
             nacks_repeated=budget.repeated,
             nacks_stale=budget.stale,
             nacks_too_old=budget.too_old,
+            resent_forgiven=budget.forgiven,
             resent=budget.resent,
             probes=subscriber.prober.probes if subscriber is not None else 0,
             probes_succeeded=subscriber.prober.succeeded if subscriber is not None else 0,
@@ -959,12 +961,17 @@ class InProcessNode:
                 allocation = subscriber.allocation
                 paused = allocation is not None and bool(allocation.paused)
                 was_lifted = paused and link.lifted(now)  # (only a subscriber with paused video waits for a lift)
+                since = link.reported_at(ssrc)
                 counted = link.block(now, ssrc, signal.fraction_lost, signal.packets_lost, signal.highest_sequence)
                 if (
                     counted is not None
+                    and since is not None
                     and slot.track.top_priority
                     and ssrc == sender_ssrc(sender)
-                    and not subscriber.prober.echoing(now)  # (a probe's own overflow: its verdict answers for it)
+                    # Not a report that may count a probe's own overflow: its verdict answers for that. A later one
+                    # does count (a failed probe's overflow left the top video in a keyframe loop behind 1 Mbit/s,
+                    # and the judge froze 3.3 s while reports were skipped for the probe's echo).
+                    and not subscriber.prober.overlaps(since)
                     and (budget := subscriber.top_budget(now)) is not None
                     and subscriber.backoff.report(now, *counted, budget, rtt=sender_rtt(sender))
                 ):
@@ -1199,6 +1206,10 @@ class InProcessNode:
         prober = subscriber.prober
         layer_probe, subscriber.layer_probe = subscriber.layer_probe, ()
         if not passed:
+            if peer.nack_budget is not None:
+                # What the top video lost to the probe's overflow is resent at the probe's expense: packets sent from
+                # its start until the link's queue drained after it (PROBE_VERDICT).
+                peer.nack_budget.forgive(prober.last_started_at, now + PROBE_VERDICT)
             log.info(
                 "subscriber_probe_failed",
                 hearing_id=room.hearing_id,

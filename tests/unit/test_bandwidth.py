@@ -225,6 +225,23 @@ def test_nack_budget_drops_old_and_over_budget_resends() -> None:
     assert budget.resent >= 9
 
 
+def test_resends_of_what_a_failed_probe_overflowed_spend_no_budget() -> None:
+    """Packets sent while a failed probe overflowed the link (``forgive``) are resent with the budget spent, and
+    spend nothing of it; packets sent before or after are refused as before, and age still refuses them."""
+    budget = NackBudget(share=0.2)
+    budget.set_estimate(400_000)  # a bucket of 5000 bytes
+    assert sum(budget.allow(10.0, 1200, 0.05) for _ in range(10)) == 4  # the bucket is spent
+    budget.forgive(9.5, 9.9)
+    assert all(budget.allow(10.0, 1200, age) for age in (0.15, 0.3, 0.45))  # sent at 9.85, 9.7, 9.55: forgiven
+    assert budget.forgiven == 3
+    assert not budget.allow(10.0, 1200, 0.6)  # sent at 9.4, before the probe: the budget decides (spent)
+    assert not budget.allow(10.0, 1200, 0.05)  # sent at 9.95, after the queue drained
+    assert not budget.allow(9.8 + NACK_MAX_AGE + 0.1, 1200, NACK_MAX_AGE + 0.1)  # sent in the window, too old now
+    assert budget.too_old == 1
+    assert budget.resent == 4 + 3
+    assert budget.dropped == 6 + 3
+
+
 def test_heavy_loss_of_the_top_video_sets_a_ceiling_that_climbs_back() -> None:
     """A report showing more than LOSS_HIGH of the top video lost sets a ceiling: what it had, less half the share
     lost (at most once per interval plus the round trip, never below LOSS_BACKOFF_MIN of what the estimate leaves);

@@ -494,6 +494,26 @@ def test_a_rung_counts_the_audio_the_link_carries_beside_the_video() -> None:
     assert prober.rung(8 * MBIT, carried) == 3 * 2_050_000  # (no audio: the video alone)
 
 
+def test_a_report_overlaps_a_probe_until_its_padding_stopped_and_the_queue_drained() -> None:
+    """A receiver report covering time from before a probe's padding stopped (plus PROBE_VERDICT for the link's
+    queue to drain) may count the probe's own overflow; a later one is about the video alone, however soon after a
+    failed probe it comes (the estimate's echo is another matter)."""
+    prober = ProbeController(HOLD)
+    assert not prober.overlaps(5.0)
+    prober.start(10.0, 1_700_000, 350_000, 350_000)
+    assert prober.overlaps(9.0)  # it runs
+    assert prober.overlaps(10.05)
+    assert prober.verdict(10.11, dirty_at=10.1, estimate=350_000) is False  # failed 0.11 s in: padding stops
+    assert prober.overlaps(10.11 + PROBE_VERDICT - 0.01)
+    assert not prober.overlaps(10.11 + PROBE_VERDICT + 0.01)
+    assert prober.echoing(10.11 + PROBE_VERDICT + 0.01)  # (still the estimate's echo)
+    prober.next_at = 0.0
+    prober.start(20.0, 1_700_000, 350_000, 350_000)
+    assert prober.verdict(20.0 + PROBE_SECONDS + PROBE_VERDICT + 0.01, dirty_at=0.0, estimate=350_000) is True
+    assert prober.overlaps(20.0 + PROBE_SECONDS + PROBE_VERDICT - 0.01)  # (its padding ran PROBE_SECONDS)
+    assert not prober.overlaps(20.0 + PROBE_SECONDS + PROBE_VERDICT + 0.01)
+
+
 def test_a_failed_rung_ends_the_climb_and_backs_off() -> None:
     """A rung that fails stops the ladder: the next probe waits out the backoff and starts again from the bottom."""
     prober = ProbeController(HOLD)
