@@ -1131,6 +1131,11 @@ class ProbeController:
         padding (a REMB that fell under it), not the link the subscriber's video had before it."""
         return self.started_at is not None or now < self._echo_until
 
+    def failed_echo(self, now: float) -> bool:
+        """Whether a probe failed less than :data:`PROBE_ECHO` ago (and none runs): a rise of the estimate now is
+        the probe's own padding, counted in what the receiver measured, not a wider link."""
+        return self.started_at is None and now < self._echo_until
+
     @property
     def running(self) -> bool:
         """A probe is under way (sending padding, or waiting for its verdict)."""

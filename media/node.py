@@ -186,7 +186,8 @@ class _Subscriber:
         """What the estimate leaves for the top video (None: not constrained), as its cap and pacing rate take it.
 
         A probe's padding queues on the link and the receiver's REMB falls under it; the video had the rate before
-        the probe and the link carried it. Following that fall moved the publisher's cap down and up again within a
+        the probe and the link carried it, and keeps it through the probe and its echo (after a failed probe, no
+        more than it either). Following that fall moved the publisher's cap down and up again within a
         second (288, 188, 285 kbit/s behind 1 Mbit/s), and aiortc re-creates its VP8 encoder, with a keyframe, at
         each move; the pacing rate fell below what the encoder still sent, and its backlog grew.
         """
@@ -196,7 +197,10 @@ class _Subscriber:
         if available is None or allocation is None:
             return available
         if held is not None and held[0] == allocation.top and self.prober.echoing(now):
-            available = max(available, held[1])
+            # Nor does it rise with a failed probe's echo (PROBE_ECHO): the padding raised the estimate (469 to 516
+            # kbit/s in the half second after a probe failed behind 1 Mbit/s), not a wider link, and a cap raised on
+            # it re-creates an aiortc publisher's encoder, with a keyframe, on a link that was full.
+            available = held[1] if self.prober.failed_echo(now) else max(available, held[1])
         return available
 
     def top_available(self, now: float) -> int | None:
