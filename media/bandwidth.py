@@ -1021,6 +1021,17 @@ LOSS_RECOVER_AFTER = 3.0
 LOSS_RECOVER_RATE = 0.08
 """The ceiling climbs by this much a second (libwebrtc raises its loss-based target 8% a second)."""
 
+LOSS_NEAR = 0.9
+"""The ceiling's climb stops at this share of what the video had when it last lost heavily, for
+:data:`LOSS_MEMORY` seconds after that loss (libwebrtc's rate control slows its climb near the capacity it last
+overran). Climbing back to where it lost, the top video was raised into the same overflow every 14 s behind
+1 Mbit/s: each raise of an aiortc publisher's cap re-creates its encoder with a keyframe, which the full link lost,
+and the judge froze 3.3 s."""
+
+LOSS_MEMORY = 20.0
+"""Seconds after the last heavy loss during which the ceiling stays below :data:`LOSS_NEAR` of the rate that lost.
+A probe that passes forgets it (the link carried more than that)."""
+
 
 class LossBackoff:
     """A ceiling on what a constrained subscriber's top video is capped and paced at, after heavy loss of it
@@ -1033,13 +1044,18 @@ class LossBackoff:
     video at a 366 kbit/s cap (the four Opus streams took about half the link) lost up to 36% of its packets per
     report (most reports above 12%), keyframes of 3-47 kB followed one another about once a second, joined a pacer
     backlog of up to 20-29 packets and lost packets in the queue, the receiver asked for the next one, and the
-    judge's picture froze 2-5 s until the REMB fell further, 8-10 s after the step."""
+    judge's picture froze 2-5 s until the REMB fell further, 8-10 s after the step.
 
-    __slots__ = ("_at", "_ceiling", "backoffs")
+    The ceiling climbs back (:data:`LOSS_RECOVER_RATE`), but not past :data:`LOSS_NEAR` of the rate that lost while
+    that loss is remembered (:data:`LOSS_MEMORY`)."""
+
+    __slots__ = ("_at", "_ceiling", "_lossy_bps", "backoffs")
 
     def __init__(self) -> None:
         self._ceiling: float | None = None
         self._at = float("-inf")
+        self._lossy_bps = 0
+        """What the video had when it last lost heavily (0: forgotten)."""
         self.backoffs = 0
 
     def limit(self, now: float, available: int) -> int:
@@ -1050,11 +1066,24 @@ class LossBackoff:
             return available
         climbing = now - self._at - LOSS_RECOVER_AFTER
         if climbing > 0:
-            ceiling *= math.exp(math.log1p(LOSS_RECOVER_RATE) * climbing)
+            growth = math.log1p(LOSS_RECOVER_RATE)
+            if self._lossy_bps:
+                # Up to LOSS_NEAR of the rate that lost, while that loss is remembered; on from there after.
+                near = max(ceiling, self._lossy_bps * LOSS_NEAR)
+                held = min(climbing, LOSS_MEMORY - LOSS_RECOVER_AFTER)
+                ceiling = min(ceiling * math.exp(growth * held), near) * math.exp(growth * (climbing - held))
+            else:
+                ceiling *= math.exp(growth * climbing)
             if ceiling >= available:
                 self._ceiling = None  # climbed out: the estimate rules again
+                self._lossy_bps = 0
                 return available
         return max(min(available, int(ceiling)), int(available * LOSS_BACKOFF_MIN))
+
+    def forget(self) -> None:
+        """The link carried more than the video had (a probe passed): no ceiling, nothing remembered."""
+        self._ceiling = None
+        self._lossy_bps = 0
 
     def report(self, now: float, lost: int, expected: int, available: int, rtt: float | None = None) -> bool:
         """A receiver report of the top video: ``lost`` of ``expected`` packets since the one before, while the
@@ -1063,7 +1092,9 @@ class LossBackoff:
             return False
         if now - self._at < LOSS_BACKOFF_INTERVAL + (rtt or 0.0):
             return False
-        self._ceiling = max(self.limit(now, available) * (1.0 - 0.5 * lost / expected), available * LOSS_BACKOFF_MIN)
+        had = self.limit(now, available)
+        self._ceiling = max(had * (1.0 - 0.5 * lost / expected), available * LOSS_BACKOFF_MIN)
+        self._lossy_bps = had
         self._at = now
         self.backoffs += 1
         return True

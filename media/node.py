@@ -1236,6 +1236,7 @@ class InProcessNode:
             )
             self._adapt(room, peer, now)
             return
+        subscriber.backoff.forget()  # (the link carried the probe: what the top video lost before says no more)
         if layer_probe:
             for slot in peer.slots:
                 publisher = slot.track.publisher

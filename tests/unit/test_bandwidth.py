@@ -8,6 +8,8 @@ from media.bandwidth import (
     CAP_RAISE_AFTER,
     ESTIMATE_MAX_AGE,
     LOSS_BACKOFF_MIN,
+    LOSS_MEMORY,
+    LOSS_NEAR,
     LOSS_RECOVER_AFTER,
     NACK_MAX_AGE,
     PACE_MAX_DELAY,
@@ -264,10 +266,32 @@ def test_heavy_loss_of_the_top_video_sets_a_ceiling_that_climbs_back() -> None:
     assert backoff.backoffs == 2 + 10
     assert backoff.limit(11.0, 1_000_000) == 500_000  # never below half of what the estimate leaves
     assert backoff.limit(11.0 + LOSS_RECOVER_AFTER, 400_000) == 200_000
-    assert backoff.limit(11.0 + LOSS_RECOVER_AFTER + 1.0, 400_000) == pytest.approx(200_000 * 1.08, abs=1)
-    assert backoff.limit(11.0 + LOSS_RECOVER_AFTER + 9.0, 400_000) == pytest.approx(200_000 * 1.08**9, abs=1)
-    assert backoff.limit(11.0 + LOSS_RECOVER_AFTER + 10.0, 400_000) == 400_000  # climbed out
-    assert backoff.limit(11.0 + LOSS_RECOVER_AFTER + 30.0, 2_000_000) == 2_000_000
+    # The video lost heavily at 200 kbit/s: the climb stays below LOSS_NEAR of that (here: at the ceiling itself)
+    # while the loss is remembered, then goes on at 8% a second.
+    assert backoff.limit(11.0 + LOSS_RECOVER_AFTER + 1.0, 400_000) == 200_000
+    assert backoff.limit(11.0 + LOSS_MEMORY, 400_000) == 200_000
+    assert backoff.limit(11.0 + LOSS_MEMORY + 1.0, 400_000) == pytest.approx(200_000 * 1.08, abs=1)
+    assert backoff.limit(11.0 + LOSS_MEMORY + 9.0, 400_000) == pytest.approx(200_000 * 1.08**9, abs=1)
+    assert backoff.limit(11.0 + LOSS_MEMORY + 10.0, 400_000) == 400_000  # climbed out
+    assert backoff.limit(11.0 + LOSS_MEMORY + 30.0, 2_000_000) == 2_000_000
+
+
+def test_the_ceiling_climbs_no_nearer_than_loss_near_to_the_rate_that_lost_until_it_is_forgotten() -> None:
+    """After heavy loss at 400 kbit/s (ceiling 300), the climb stops at LOSS_NEAR x 400 = 360 for LOSS_MEMORY
+    seconds after the loss, then goes on; a probe that passed (``forget``) lets the estimate rule at once."""
+    backoff = LossBackoff()
+    assert backoff.report(0.0, 25, 50, 400_000)  # 50% lost: x0.75
+    assert backoff.limit(0.0, 1_000_000) == 500_000  # (never below half of what the estimate leaves)
+    assert backoff.limit(0.0, 400_000) == 300_000
+    assert backoff.limit(LOSS_RECOVER_AFTER + 1.0, 400_000) == pytest.approx(300_000 * 1.08, abs=1)
+    assert backoff.limit(LOSS_RECOVER_AFTER + 3.0, 400_000) == pytest.approx(400_000 * LOSS_NEAR, abs=1)
+    assert backoff.limit(LOSS_MEMORY - 0.1, 400_000) == pytest.approx(400_000 * LOSS_NEAR, abs=1)
+    assert backoff.limit(LOSS_MEMORY + 1.0, 400_000) == pytest.approx(400_000 * LOSS_NEAR * 1.08, abs=1)
+    assert backoff.limit(LOSS_MEMORY + 2.0, 400_000) == 400_000  # climbed out
+    assert backoff.report(30.0, 25, 50, 400_000)
+    assert backoff.limit(30.0, 400_000) == 300_000
+    backoff.forget()
+    assert backoff.limit(30.1, 400_000) == 400_000
 
 
 def test_a_report_block_says_what_it_lost_of_what_was_sent_since_the_last() -> None:
