@@ -1024,9 +1024,9 @@ LOSS_RECOVER_RATE = 0.08
 LOSS_NEAR = 0.9
 """The ceiling's climb stops at this share of what the video had when it last lost heavily, for
 :data:`LOSS_MEMORY` seconds after that loss (libwebrtc's rate control slows its climb near the capacity it last
-overran). Climbing back to where it lost, the top video was raised into the same overflow every 14 s behind
+overran). Climbing back to where it lost, the top video was raised into the same overflow every 15-20 s behind
 1 Mbit/s: each raise of an aiortc publisher's cap re-creates its encoder with a keyframe, which the full link lost,
-and the judge froze 3.3 s."""
+and once the judge froze 3.3 s."""
 
 LOSS_MEMORY = 20.0
 """Seconds after the last heavy loss during which the ceiling stays below :data:`LOSS_NEAR` of the rate that lost.
