@@ -437,22 +437,31 @@ class InProcessNode:
         )
 
     def bandwidth_counts(self) -> dict[str, int]:
-        """Node-wide adaptation figures: video streams paused now, NACKs dropped, keyframe requests, padding probes
-        and the probes that brought video back so far (of live peers and tracks), publishers capped now."""
-        paused = dropped = requests = capped = probes = probed = 0
+        """Node-wide adaptation figures: video streams paused now, NACKs dropped (and of those, too old), resends
+        forgiven after failed probes, loss backoffs, keyframe requests, padding probes and the probes that brought
+        video back so far (of live peers and tracks), publishers capped now."""
+        paused = dropped = too_old = forgiven = backoffs = requests = capped = probes = probed = 0
         for room in self._rooms.values():
             for subscriber in room.subscribers.values():
                 paused += len(subscriber.allocation.paused) if subscriber.allocation is not None else 0
                 probes += subscriber.prober.probes
                 probed += subscriber.prober.succeeded
+                backoffs += subscriber.backoff.backoffs
             for peer in room.peers.values():
-                dropped += peer.nack_budget.dropped if peer.nack_budget is not None else 0
+                budget = peer.nack_budget
+                if budget is not None:
+                    dropped += budget.dropped
+                    too_old += budget.too_old
+                    forgiven += budget.forgiven
                 for published in peer.published.values():
                     requests += published.keyframe_requests
                     capped += published.remb is not None and published.remb.cap is not None
         return {
             "paused_streams": paused,
             "nacks_dropped": dropped,
+            "nacks_too_old": too_old,
+            "resent_forgiven": forgiven,
+            "loss_backoffs": backoffs,
             "keyframe_requests": requests,
             "capped": capped,
             "probes": probes,

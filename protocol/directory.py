@@ -55,6 +55,13 @@ class AdaptationCounts(Frozen):
     paused_streams: int = Field(default=0, ge=0, description="Subscriber videos paused now.")
     capped_publishers: int = Field(default=0, ge=0, description="Publisher videos asked for less (REMB cap) now.")
     nacks_dropped: int = Field(default=0, ge=0, description="NACKed packets not resent (too old, beyond budget).")
+    nacks_too_old: int = Field(
+        default=0, ge=0, description="Of those, packets that left the node longer ago than a resend could help."
+    )
+    resent_forgiven: int = Field(
+        default=0, ge=0, description="Packets lost to a failed probe's overflow, resent outside the resend budget."
+    )
+    loss_backoffs: int = Field(default=0, ge=0, description="Times heavy loss lowered a top video's ceiling.")
     keyframe_requests: int = Field(default=0, ge=0, description="Keyframe requests sent to publishers.")
     probes: int = Field(default=0, ge=0, description="Padding probes sent to subscribers with paused video.")
     probes_succeeded: int = Field(default=0, ge=0, description="Probes that brought paused video back.")

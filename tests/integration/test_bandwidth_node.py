@@ -375,6 +375,7 @@ async def test_a_report_of_heavy_loss_of_the_top_video_lowers_its_pace_once_per_
         state = node.bandwidth(HEARING, "defendant")
         assert state is not None
         assert state.loss_backoffs == 1
+        assert node.bandwidth_counts()["loss_backoffs"] == 1  # (the node-wide figure of GET /nodes)
     events = [entry for entry in logs if entry["event"] == "subscriber_loss_backoff"]
     assert [(e["lost"], e["expected"]) for e in events] == [(40, 50)]
     losses.stop()
