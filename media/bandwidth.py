@@ -687,7 +687,7 @@ class NackBudget:
     """How many resends one subscriber may get: a share of its estimate, packets no older than NACK_MAX_AGE."""
 
     __slots__ = (
-        "_forgiven",
+        "_forgive_window",
         "_tokens",
         "_updated",
         "dropped",
@@ -715,7 +715,7 @@ class NackBudget:
         self.forgiven = 0
         """Resends of packets lost to a failed probe's overflow, which spent no budget (:meth:`forgive`; also counted
         in ``resent``)."""
-        self._forgiven = (float("inf"), float("-inf"))
+        self._forgive_window = (float("inf"), float("-inf"))
         self._tokens = 0.0
         self._updated: float | None = None
 
@@ -729,7 +729,7 @@ class NackBudget:
         had sent at a rate the link carried; refused, they cost a keyframe instead (behind 1 Mbit/s, 20-40 kB, at the
         budget's 3-4 kB), and the keyframe, beside the audio on a link still full, lost packets too: the judge froze
         3.3 s after a probe for one more camera failed 0.11 s in."""
-        self._forgiven = (start, end)
+        self._forgive_window = (start, end)
 
     def allow(self, now: float, size: int, age: float, *, audio: bool = False) -> bool:
         """A NACKed packet of ``size`` bytes sent ``age`` seconds ago: True to resend it (counted either way).
@@ -741,7 +741,7 @@ class NackBudget:
             self.dropped += 1
             self.too_old += 1
             return False
-        start, end = self._forgiven
+        start, end = self._forgive_window
         if start <= now - age <= end:
             self.resent += 1
             self.forgiven += 1
@@ -1161,11 +1161,6 @@ class ProbeController:
         """Whether a probe runs, or failed less than :data:`PROBE_ECHO` ago: the estimate may show the probe's own
         padding (a REMB that fell under it), not the link the subscriber's video had before it."""
         return self.started_at is not None or now < self._echo_until
-
-    def failed_echo(self, now: float) -> bool:
-        """Whether a probe failed less than :data:`PROBE_ECHO` ago (and none runs): a rise of the estimate now is
-        the probe's own padding, counted in what the receiver measured, not a wider link."""
-        return self.started_at is None and now < self._echo_until
 
     @property
     def running(self) -> bool:

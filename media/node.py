@@ -197,10 +197,10 @@ class _Subscriber:
         if available is None or allocation is None:
             return available
         if held is not None and held[0] == allocation.top and self.prober.echoing(now):
-            # Nor does it rise with a failed probe's echo (PROBE_ECHO): the padding raised the estimate (469 to 516
-            # kbit/s within 2.5 s after a probe failed behind 1 Mbit/s), not a wider link, and a cap raised on it
-            # re-creates an aiortc publisher's encoder, with a keyframe, on a link that was full.
-            available = held[1] if self.prober.failed_echo(now) else max(available, held[1])
+            # Once the probe failed, nor does it rise with its echo (PROBE_ECHO): the padding raised the estimate (469
+            # to 516 kbit/s within 2.5 s after a probe failed behind 1 Mbit/s), not a wider link, and a cap raised on
+            # it re-creates an aiortc publisher's encoder, with a keyframe, on a link that was full.
+            available = max(available, held[1]) if self.prober.running else held[1]
         return available
 
     def top_available(self, now: float) -> int | None:
