@@ -13,6 +13,7 @@ import structlog
 from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 
 from media.aiortc_compat import on_remb
+from media.bandwidth import PROBE_VERDICT, SubscriberBandwidth
 from media.keyframes import Reason
 from media.node import InProcessNode
 from media.settings import NodeSettings
@@ -378,5 +379,63 @@ async def test_a_report_of_heavy_loss_of_the_top_video_lowers_its_pace_once_per_
         assert node.bandwidth_counts()["loss_backoffs"] == 1  # (the node-wide figure of GET /nodes)
     events = [entry for entry in logs if entry["event"] == "subscriber_loss_backoff"]
     assert [(e["lost"], e["expected"]) for e in events] == [(40, 50)]
+    losses.stop()
+    assert not signaling.failures
+
+
+async def test_what_a_failed_probe_overflowed_is_resent_outside_the_budget(
+    node: InProcessNode, signaling: DirectSignaling
+) -> None:
+    """A probe that fails (a NACK during it) marks what the subscriber's videos sent from its start until the queue
+    drained as the probe's loss: a NACK of such a packet is resent although the resend budget of a 30 kbit/s
+    estimate could not pay for it (``SubscriberBandwidth.resent_forgiven``)."""
+    if not node.settings.direct_send:
+        pytest.skip("padding probes ride on the direct send path")
+    defendant = await judge_and_party_to_defendant(node, signaling)
+    forced: dict[int, ForcedEstimate] = {}
+    losses = Losses()
+    losses.install(defendant)
+    force_estimate(defendant, forced, 30_000)
+
+    def state() -> SubscriberBandwidth:
+        current = node.bandwidth(HEARING, "defendant")
+        assert current is not None
+        return current
+
+    losses.every = 0.3
+    assert await eventually(lambda: len(state().paused) == 1, within=15)
+    receiver = next(
+        t.receiver
+        for t in defendant.pc.getTransceivers()
+        if t.kind == "video" and str(t.mid) in defendant.mids_of("judge", "video")
+    )
+    ssrc = receiver.getSynchronizationSources()[0].source
+    stream = receiver._RTCRtpReceiver__remote_streams[ssrc]  # type: ignore[attr-defined]
+    probes = state().probes
+    with structlog.testing.capture_logs() as logs:
+        losses.every = None  # the link looks clean: a probe starts
+        assert await eventually(lambda: state().probes > probes, within=20, step=0.01)
+        await receiver._send_rtcp_nack(ssrc, [stream.max_seq & 0xFFFF])  # loss during the probe: it fails
+        assert await eventually(lambda: any(e["event"] == "subscriber_probe_failed" for e in logs), within=5, step=0.01)
+        before = state()
+        # A judge packet sent after the probe failed, while its overflow drained (PROBE_VERDICT): its resend spends
+        # no budget.
+        failed_at = stream.max_seq
+        assert await eventually(lambda: stream.max_seq != failed_at, within=PROBE_VERDICT, step=0.005)
+        await receiver._send_rtcp_nack(ssrc, [stream.max_seq & 0xFFFF])
+        assert await eventually(lambda: state().resent_forgiven > before.resent_forgiven, within=5)
+        # One sent before the probe is judged as before (resent within the budget, refused, or stale: a keyframe
+        # sent after it), but not forgiven.
+        answered = state()
+        await receiver._send_rtcp_nack(ssrc, [(stream.max_seq - 60) & 0xFFFF])
+
+        def handled() -> bool:
+            now = state()
+            return sum((now.resent, now.nacks_dropped, now.nacks_stale, now.nacks_repeated)) > sum(
+                (answered.resent, answered.nacks_dropped, answered.nacks_stale, answered.nacks_repeated)
+            )
+
+        assert await eventually(handled, within=5)
+    assert state().resent_forgiven == before.resent_forgiven + 1
     losses.stop()
     assert not signaling.failures

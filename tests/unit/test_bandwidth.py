@@ -242,6 +242,10 @@ def test_resends_of_what_a_failed_probe_overflowed_spend_no_budget() -> None:
     assert budget.too_old == 1
     assert budget.resent == 4 + 3
     assert budget.dropped == 6 + 3
+    # They spent nothing: a bucket refilled after them holds its 4 packets, however many were forgiven first.
+    budget.forgive(11.0, 12.0)
+    assert all(budget.allow(12.5, 1200, 0.9) for _ in range(20))  # sent at 11.6
+    assert sum(budget.allow(12.5, 1200, 0.05) for _ in range(10)) == 4
 
 
 def test_heavy_loss_of_the_top_video_sets_a_ceiling_that_climbs_back() -> None:
