@@ -256,6 +256,31 @@ async def judge_and_party_to_defendant(node: InProcessNode, signaling: DirectSig
     return defendant
 
 
+async def probed_defendant(
+    node: InProcessNode, signaling: DirectSignaling
+) -> tuple[MediaClient, dict[int, ForcedEstimate], Losses]:
+    """:func:`judge_and_party_to_defendant` for a probe test (skipped on the aiortc send path: padding probes ride
+    on the direct one), with the defendant's REMBs ready to force and its losses ready to set."""
+    if not node.settings.direct_send:
+        pytest.skip("padding probes ride on the direct send path")
+    defendant = await judge_and_party_to_defendant(node, signaling)
+    losses = Losses()
+    losses.install(defendant)
+    return defendant, {}, losses
+
+
+def judge_receiver(defendant: MediaClient) -> tuple[Any, int, Any]:
+    """The defendant's receiver of the judge's video, the stream's SSRC and aiortc's counters of it (to forge its
+    receiver reports and NACKs)."""
+    receiver: Any = next(
+        t.receiver
+        for t in defendant.pc.getTransceivers()
+        if t.kind == "video" and str(t.mid) in defendant.mids_of("judge", "video")
+    )
+    ssrc = receiver.getSynchronizationSources()[0].source
+    return receiver, ssrc, receiver._RTCRtpReceiver__remote_streams[ssrc]
+
+
 async def test_without_adaptation_nothing_pauses() -> None:
     """With adaptation off, a subscriber reporting a thin link still gets every video, as before."""
     node = InProcessNode(NodeSettings(node_id="node-bw-off", adaptation=False, adapt_hold_seconds=HOLD))
@@ -274,12 +299,7 @@ async def test_paused_video_returns_by_a_padding_probe_while_the_estimate_stays_
     """When a thin, lossy link stops losing packets, the paused video comes back after a padding probe the link
     carries, although the subscriber's REMB stays low (REMB estimators never report much above what they receive);
     a low REMB without loss pauses nothing."""
-    if not node.settings.direct_send:
-        pytest.skip("padding probes ride on the direct send path")
-    defendant = await judge_and_party_to_defendant(node, signaling)
-    forced: dict[int, ForcedEstimate] = {}
-    losses = Losses()
-    losses.install(defendant)
+    defendant, forced, losses = await probed_defendant(node, signaling)
 
     def paused() -> tuple[str, ...]:
         state = node.bandwidth(HEARING, "defendant")
@@ -342,14 +362,8 @@ async def test_a_report_of_heavy_loss_of_the_top_video_lowers_its_pace_once_per_
 
     assert await eventually(settled, within=15)
     await asyncio.sleep(0.5)  # the decision that follows the estimate's last change was made
-    receiver = next(
-        t.receiver
-        for t in defendant.pc.getTransceivers()
-        if t.kind == "video" and str(t.mid) in defendant.mids_of("judge", "video")
-    )
-    ssrc = receiver.getSynchronizationSources()[0].source
-    stream = receiver._RTCRtpReceiver__remote_streams[ssrc]  # type: ignore[attr-defined]
-    rtcp_ssrc = receiver._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]
+    receiver, ssrc, stream = judge_receiver(defendant)
+    rtcp_ssrc = receiver._RTCRtpReceiver__rtcp_ssrc
 
     async def report(lost: int, highest: int) -> None:
         info = RtcpReceiverInfo(
@@ -389,12 +403,7 @@ async def test_what_a_failed_probe_overflowed_is_resent_outside_the_budget(
     """A probe that fails (a NACK during it) marks what the subscriber's videos sent from its start until the queue
     drained as the probe's loss: a NACK of such a packet is resent although the resend budget of a 30 kbit/s
     estimate could not pay for it (``SubscriberBandwidth.resent_forgiven``)."""
-    if not node.settings.direct_send:
-        pytest.skip("padding probes ride on the direct send path")
-    defendant = await judge_and_party_to_defendant(node, signaling)
-    forced: dict[int, ForcedEstimate] = {}
-    losses = Losses()
-    losses.install(defendant)
+    defendant, forced, losses = await probed_defendant(node, signaling)
     force_estimate(defendant, forced, 30_000)
 
     def state() -> SubscriberBandwidth:
@@ -404,13 +413,7 @@ async def test_what_a_failed_probe_overflowed_is_resent_outside_the_budget(
 
     losses.every = 0.3
     assert await eventually(lambda: len(state().paused) == 1, within=15)
-    receiver = next(
-        t.receiver
-        for t in defendant.pc.getTransceivers()
-        if t.kind == "video" and str(t.mid) in defendant.mids_of("judge", "video")
-    )
-    ssrc = receiver.getSynchronizationSources()[0].source
-    stream = receiver._RTCRtpReceiver__remote_streams[ssrc]  # type: ignore[attr-defined]
+    receiver, ssrc, stream = judge_receiver(defendant)
     probes = state().probes
     with structlog.testing.capture_logs() as logs:
         losses.every = None  # the link looks clean: a probe starts
