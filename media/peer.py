@@ -60,6 +60,10 @@ from rooms.model import Role, Source
 
 log = structlog.get_logger(__name__)
 
+CLOSE_SECONDS = 10.0
+"""Seconds :meth:`Peer.close` waits for aiortc's close (transceivers, SCTP, DTLS and ICE stopped) before it goes on
+without it: a node leaving a hearing, or shutting down, is not held by one connection."""
+
 DEFAULT_SOURCE: dict[str, Source] = {"audio": Source.microphone, "video": Source.camera}
 
 SOURCE_KIND: dict[Source, str] = {Source.microphone: "audio", Source.camera: "video", Source.evidence: "video"}
@@ -163,6 +167,7 @@ class Peer:
         self._lock = asyncio.Lock()
         self._renegotiation_queued = False
         self._renegotiation_task: asyncio.Task[None] | None = None
+        self._closing: asyncio.Future[None] | None = None
         self.client_offered = False
         """The client's first offer was applied; the node offers only after that."""
         self.pending_offer: str | None = None
@@ -559,7 +564,13 @@ class Peer:
     # --- end ------------------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Stop forwarding and close the connection."""
+        """Stop forwarding and close the connection, waiting at most :data:`CLOSE_SECONDS` for aiortc.
+
+        aiortc's own close runs on by itself, not in the caller's task: a cancel of the caller (a command's
+        timeout, a node's shutdown) does not cut it short. Cut short, it would never finish, and every later
+        ``pc.close()`` would wait for ever on the future it sets at its end. A close slower than the bound is left
+        to finish on its own (``peer_close_slow``); a second ``close()`` waits for the same one, as long again.
+        """
         self.closed = True
         self._drop_pending_offer()
         for slot in self.slots:
@@ -569,7 +580,28 @@ class Peer:
             published.consumers.clear()
         if self._renegotiation_task is not None:
             self._renegotiation_task.cancel()
-        await self.pc.close()
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self.pc.close())
+            self._closing.add_done_callback(self._closed)
+        done, _ = await asyncio.wait({self._closing}, timeout=CLOSE_SECONDS)
+        if not done:
+            log.warning(
+                "peer_close_slow",
+                hearing_id=self.hearing_id,
+                participant_id=self.participant_id,
+                seconds=CLOSE_SECONDS,
+            )
+
+    def _closed(self, closing: asyncio.Future[None]) -> None:
+        if closing.cancelled():
+            return
+        if (error := closing.exception()) is not None:
+            log.warning(
+                "peer_close_failed",
+                hearing_id=self.hearing_id,
+                participant_id=self.participant_id,
+                error=type(error).__name__,
+            )
 
 
 def check_sdp(sdp: str, *, offer: bool = True) -> None:

@@ -235,3 +235,32 @@ async def test_closed_publisher_ends_its_tracks_everywhere(node: InProcessNode, 
     published = {t.track_id for t in sub.tracks}
     assert await eventually(lambda: {e.track_id for e in signaling.events if isinstance(e, TrackEnded)} == published)
     assert await eventually(lambda: sub.tracks == ())
+
+
+async def test_a_close_cut_short_by_a_cancel_does_not_hang_the_next_close(
+    node: InProcessNode, signaling: DirectSignaling
+) -> None:
+    """A peer's close cancelled midway (a command's timeout, a shutdown) still ends, and the node's close after it.
+
+    aiortc's ``close()`` sets a future at its end that a second ``close()`` waits on: cut short, it never would.
+    """
+    pub = MediaClient("witness", tag=3)
+    sub = MediaClient("judge", video=False, audio=False)
+    await signaling.join(pub, Role.witness)
+    await signaling.join(sub, Role.judge)
+    await node.call(SetPublishing(hearing_id=HEARING, participant_id="witness", sources=BOTH))
+    await _receive(node, "judge", "witness")
+    assert await eventually(lambda: sub.frames("video") >= 3, within=15)
+    peer = node.peer(HEARING, "witness")
+    assert peer is not None
+    first = asyncio.ensure_future(peer.close())
+    for _ in range(3):  # into aiortc's close: its transceivers are stopping
+        await asyncio.sleep(0)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    reply = await asyncio.wait_for(node.call(ClosePeer(hearing_id=HEARING, participant_id="witness")), 30)
+    assert isinstance(reply, Ack)
+    assert peer.pc.connectionState == "closed"
+    assert await eventually(lambda: sub.tracks == ())
+    assert node.peer(HEARING, "judge") is not None  # the others go on
