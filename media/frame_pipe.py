@@ -261,6 +261,7 @@ class FramePipeServer:
             reason = "connection_lost"
         except asyncio.CancelledError:
             reason = "server_closed"
+            raise  # (after the finish below): whoever cancelled this task sees it cancelled, not returned
         except Exception:  # a fault of ours must cost this connection only, never the node
             log.exception("frame_pipe_failed", **conn._fields())
             reason = "internal_error"

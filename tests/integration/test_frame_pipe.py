@@ -267,6 +267,29 @@ async def test_without_a_secret_only_loopback_recorders_get_in() -> None:
         await node.close()
 
 
+async def test_a_connection_cancelled_from_outside_ends_cancelled_and_detaches_its_recorder() -> None:
+    """Cancelling a connection's task ends it as cancelled (the cancel is not swallowed) after it detached."""
+    node = InProcessNode(NodeSettings(node_id="node-cancel"))
+    address = await (server := FramePipeServer(node, "127.0.0.1", 0, secret=None)).start()
+    try:
+        reader, writer = await _raw(address)
+        writer.write(_hello("recorder", secret=None))
+        said = MessageDecoder().feed(await asyncio.wait_for(reader.read(65536), 10))
+        assert isinstance(said[0], PipeWelcome)
+        (task,) = server._tasks
+        with structlog.testing.capture_logs() as logs:
+            task.cancel()
+            await asyncio.wait({task}, timeout=10)
+        assert task.cancelled()
+        assert [e["reason"] for e in logs if e["event"] == "frame_pipe_closed"] == ["server_closed"]
+        assert not server._tasks
+        assert await asyncio.wait_for(reader.read(65536), 10) == b""  # the node closed the connection
+        writer.close()
+    finally:
+        await server.close()
+        await node.close()
+
+
 async def _fixed(address: str) -> str:
     return address
 
