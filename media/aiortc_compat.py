@@ -753,10 +753,12 @@ def _uvloop_datagram(transport: Any) -> bool:
 
 
 def on_loss_feedback(
-    sender: RTCRtpSender, on_report: Callable[[int, int, int, int], None], on_nack: Callable[[int, int], None]
+    sender: RTCRtpSender,
+    on_report: Callable[[int, int, int, int], None],
+    on_nack: Callable[[int, list[int]], None],
 ) -> None:
     """Call ``on_report(ssrc, fraction_lost, packets_lost, highest_sequence)`` for every report block of the receiver
-    reports (and sender reports) that reach this sender, and ``on_nack(ssrc, count)`` for every generic NACK about its
+    reports (and sender reports) that reach this sender, and ``on_nack(ssrc, lost)`` for every generic NACK about its
     stream, before aiortc's own handling.
 
     aiortc's DTLS transport routes a receiver report to each sender whose SSRC one of its blocks names; the blocks
@@ -773,7 +775,7 @@ def on_loss_feedback(
                     int(report.ssrc), int(report.fraction_lost), int(report.packets_lost), int(report.highest_sequence)
                 )
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == 1:
-            on_nack(int(packet.media_ssrc), len(packet.lost))
+            on_nack(int(packet.media_ssrc), list(packet.lost))
         await original(packet)
 
     sender._handle_rtcp_packet = handle  # type: ignore[method-assign]

@@ -37,6 +37,7 @@ from media.aiortc_compat import (
 )
 from media.bandwidth import (
     CAP_SHARE,
+    OVERLOAD_HOLD,
     PACE_FACTOR,
     PADDING_SIZE_ON_WIRE,
     PROBE_MAX_BPS,
@@ -48,6 +49,7 @@ from media.bandwidth import (
     LinkQuality,
     LossBackoff,
     LossSignal,
+    NackLoss,
     ProbeController,
     SubscriberAllocator,
     SubscriberBandwidth,
@@ -167,6 +169,12 @@ class _Subscriber:
     held_top: tuple[str, int] | None = None
     """The top video and what the estimate left for it when the running (or last) probe began: while the probe runs
     and echoes (:meth:`ProbeController.echoing`) its publisher's cap and its pacing rate stay at least there."""
+    nack_loss: NackLoss = field(default_factory=NackLoss)
+    """What share of the video sent to it the link drops now, by its NACKs (an overflow, at once)."""
+    overload_bps: int = 0
+    """The video rate the last overflow left room for (what the link delivered, less the audio), a ceiling on the
+    estimate until :attr:`overload_until`."""
+    overload_until: float = float("-inf")
 
     def start_probe(
         self, now: float, goal_bps: int, forwarded_bps: int, *, seconds: float, wait_max: float, partial: bool = False
@@ -434,19 +442,21 @@ class InProcessNode:
             probes=subscriber.prober.probes if subscriber is not None else 0,
             probes_succeeded=subscriber.prober.succeeded if subscriber is not None else 0,
             loss_backoffs=subscriber.backoff.backoffs if subscriber is not None else 0,
+            overloads=subscriber.nack_loss.overloads if subscriber is not None else 0,
         )
 
     def bandwidth_counts(self) -> dict[str, int]:
         """Node-wide adaptation figures: video streams paused now, NACKs dropped (and of those, too old), resends
-        forgiven after failed probes, loss backoffs, keyframe requests, padding probes and the probes that brought
-        video back so far (of live peers and tracks), publishers capped now."""
-        paused = dropped = too_old = forgiven = backoffs = requests = capped = probes = probed = 0
+        forgiven after failed probes, loss backoffs, overflows seen by NACKs, keyframe requests, padding probes and the
+        probes that brought video back so far (of live peers and tracks), publishers capped now."""
+        paused = dropped = too_old = forgiven = backoffs = overloads = requests = capped = probes = probed = 0
         for room in self._rooms.values():
             for subscriber in room.subscribers.values():
                 paused += len(subscriber.allocation.paused) if subscriber.allocation is not None else 0
                 probes += subscriber.prober.probes
                 probed += subscriber.prober.succeeded
                 backoffs += subscriber.backoff.backoffs
+                overloads += subscriber.nack_loss.overloads
             for peer in room.peers.values():
                 budget = peer.nack_budget
                 if budget is not None:
@@ -462,6 +472,7 @@ class InProcessNode:
             "nacks_too_old": too_old,
             "resent_forgiven": forgiven,
             "loss_backoffs": backoffs,
+            "overloads": overloads,
             "keyframe_requests": requests,
             "capped": capped,
             "probes": probes,
@@ -932,6 +943,7 @@ class InProcessNode:
         subscriber = self._subscriber(room, peer.participant_id)
         now = time.monotonic()
         subscriber.book.remb(now, bitrate, ssrcs)
+        subscriber.nack_loss.sent(now, self._video_sent(peer))
         estimate = subscriber.book.estimate(now)
         previous = subscriber.estimate
         fell = estimate is not None and previous is not None and estimate < previous * _ADAPT_DROP
@@ -950,13 +962,16 @@ class InProcessNode:
         return subscriber
 
     def _loss(self, peer: Peer, signal: LossSignal) -> None:
-        """A receiver report block or a NACK from a subscriber: what tells a probe whether the link is clean."""
+        """A receiver report block or a NACK from a subscriber: what tells a probe whether the link is clean, and
+        an overflow at once (:meth:`_nacked`), its REMBs come or not."""
         room = self._rooms.get(peer.hearing_id)
-        subscriber = room.subscribers.get(peer.participant_id) if room is not None else None
-        if room is None or subscriber is None or peer.closed:
+        if room is None or peer.closed or room.peers.get(peer.participant_id) is not peer:
             return
+        subscriber = self._subscriber(room, peer.participant_id)
         now = time.monotonic()
         ssrc = signal.ssrc
+        if not signal.nack:
+            subscriber.nack_loss.sent(now, self._video_sent(peer))  # (a NACK samples it with its own count)
         for slot in peer.slots:
             sender = slot.transceiver.sender
             if ssrc == sender_ssrc(sender) or ssrc == sender_rtx_ssrc(sender):
@@ -970,6 +985,8 @@ class InProcessNode:
                 link = subscriber.link
                 if signal.nack:
                     link.nack(now)
+                    if slot.kind == "video" and signal.lost_sequences:
+                        self._nacked(room, peer, subscriber, now, ssrc, signal.lost_sequences)
                     return
                 allocation = subscriber.allocation
                 paused = allocation is not None and bool(allocation.paused)
@@ -1007,6 +1024,66 @@ class InProcessNode:
                 return
         if signal.nack:
             subscriber.link.nack(now)
+
+    def _nacked(
+        self, room: _Room, peer: Peer, subscriber: _Subscriber, now: float, ssrc: int, lost: Sequence[int]
+    ) -> None:
+        """A NACK of a video forwarded to the subscriber: when its link drops a large share of what is sent now (an
+        overflow: :class:`media.bandwidth.NackLoss`), what it delivered becomes the subscriber's estimate at once."""
+        loss = subscriber.nack_loss
+        loss.nacked(now, ssrc, lost, self._video_sent(peer))
+        allocation = subscriber.allocation
+        if allocation is None or allocation.top is None or subscriber.prober.overlaps(now):
+            return  # (a probe's own overflow: its verdict answers for it, and its padding is not in what was sent)
+        nacked, counted = loss.share(now)
+        video_bps = sum(
+            slot.track.publisher.bitrate(now)
+            for slot in peer.slots
+            if slot.kind == "video" and slot.track.publisher is not None and not slot.track.paused
+        )
+        if video_bps <= 0:
+            return  # (the meters' first reading, as the hearing starts: nothing to tell what the link delivered)
+        audio_bps = self._audio_bps(peer, now)
+        next_sequences = {
+            sender_ssrc(slot.transceiver.sender): slot.track.frame_sender.next_sequence
+            for slot in peer.slots
+            if slot.kind == "video" and slot.track.frame_sender is not None
+        }
+        delivered = loss.overloaded(now, video_bps + audio_bps, next_sequences)
+        if delivered is None:
+            return
+        subscriber.overload_bps = max(0, delivered - audio_bps)
+        subscriber.overload_until = now + OVERLOAD_HOLD
+        log.info(
+            "subscriber_link_overloaded",
+            hearing_id=room.hearing_id,
+            subscriber=peer.participant_id,
+            nacked=nacked,
+            sent=counted,
+            sending_kbps=(video_bps + audio_bps) // 1000,
+            video_kbps=subscriber.overload_bps // 1000,
+            estimate_kbps=None if subscriber.estimate is None else subscriber.estimate // 1000,
+        )
+        self._adapt(room, peer, now, overloaded=True)
+
+    @staticmethod
+    def _video_sent(peer: Peer) -> int:
+        """Video packets the direct send path sent the subscriber so far (its senders' counters)."""
+        sent = 0
+        for slot in peer.slots:
+            sender = slot.track.frame_sender
+            if slot.kind == "video" and sender is not None:
+                sent += sender.packets_sent
+        return sent
+
+    @staticmethod
+    def _audio_bps(peer: Peer, now: float) -> int:
+        """The audio the subscriber receives now, bit/s (never paused)."""
+        return sum(
+            slot.track.publisher.bitrate(now)
+            for slot in peer.slots
+            if slot.kind == "audio" and slot.track.publisher is not None and not slot.track.paused
+        )
 
     def _estimate(self, peer: Peer, subscriber: _Subscriber, now: float) -> int | None:
         sending = {
@@ -1059,11 +1136,7 @@ class InProcessNode:
         # The audio the link carries beside the video (never paused), for the ladder's rungs. Read at every
         # decision while video is paused, not only when a probe is due: a track's meter samples its counters when
         # read, and its first reading is 0 (media.bandwidth.BitrateMeter).
-        beside = sum(
-            slot.track.publisher.bitrate(now)
-            for slot in peer.slots
-            if slot.kind == "audio" and slot.track.publisher is not None and not slot.track.paused
-        )
+        beside = self._audio_bps(peer, now)
         link = subscriber.link
         lifted = link.lifted(now)
         due = prober.due(
@@ -1293,11 +1366,14 @@ class InProcessNode:
                 if peer is not None and not peer.closed and now - subscriber.decided_at >= 2 * _ADAPT_EVERY:
                     self._adapt(room, peer, now)
 
-    def _adapt(self, room: _Room, peer: Peer, now: float) -> None:
-        """Decide which videos the subscriber gets from its estimate, pause/resume its slots, update the caps."""
+    def _adapt(self, room: _Room, peer: Peer, now: float, *, overloaded: bool = False) -> None:
+        """Decide which videos the subscriber gets from its estimate, pause/resume its slots, update the caps.
+        ``overloaded``: its link overflows now (:meth:`_nacked`)."""
         pid = peer.participant_id
         subscriber = self._subscriber(room, pid)
         estimate = self._estimate(peer, subscriber, now)
+        if now < subscriber.overload_until and (estimate is None or estimate > subscriber.overload_bps):
+            estimate = subscriber.overload_bps  # what an overflow showed the link delivers, until REMB catches up
         videos = self._videos(room, peer, subscriber, now)
         subscriber.estimate = estimate
         subscriber.decided_at = now
@@ -1306,7 +1382,7 @@ class InProcessNode:
         link = subscriber.link
         lossy = link.lossy(now) and link.dirty_at > subscriber.prober.succeeded_at
         videos = self._step_down_layers(room, peer, videos, estimate if lossy else None, now)
-        allocation = subscriber.allocator.update(now, estimate, videos, lossy=lossy)
+        allocation = subscriber.allocator.update(now, estimate, videos, lossy=lossy, overloaded=overloaded)
         if allocation.paused_now and now - subscriber.prober.succeeded_at < 2 * subscriber.allocator.hold:
             subscriber.prober.undone(now)  # what the last probe brought back did not hold: back off
         previous = subscriber.allocation

@@ -513,7 +513,7 @@ class Peer:
             on_loss_feedback(
                 transceiver.sender,
                 lambda ssrc, fraction, lost, highest: on_loss_(self, LossSignal(ssrc, fraction, lost, highest)),
-                lambda ssrc, count: on_loss_(self, LossSignal(ssrc, nack=count)),
+                lambda ssrc, lost: on_loss_(self, LossSignal(ssrc, nack=len(lost), lost_sequences=tuple(lost))),
             )
 
         def unrepairable() -> None:

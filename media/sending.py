@@ -279,6 +279,11 @@ class FrameSender:
         the frames since went through the native lane, whose sequence numbers Python does not follow)."""
 
     @property
+    def next_sequence(self) -> int:
+        """The sequence number the next packet of the stream gets (the native lane's included)."""
+        return self._sequence
+
+    @property
     def enabled(self) -> bool:
         """Whether the transceiver's direction lets the sender send now (aiortc's ``_enabled``)."""
         return sender_enabled(self._sender)

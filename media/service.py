@@ -128,6 +128,7 @@ def adaptation_counts(node: InProcessNode) -> AdaptationCounts:
         nacks_too_old=counts["nacks_too_old"],
         resent_forgiven=counts["resent_forgiven"],
         loss_backoffs=counts["loss_backoffs"],
+        overloads=counts["overloads"],
         keyframe_requests=counts["keyframe_requests"],
         probes=counts["probes"],
         probes_succeeded=counts["probes_succeeded"],

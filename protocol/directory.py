@@ -62,6 +62,9 @@ class AdaptationCounts(Frozen):
         default=0, ge=0, description="Packets lost to a failed probe's overflow, resent outside the resend budget."
     )
     loss_backoffs: int = Field(default=0, ge=0, description="Times heavy loss lowered a top video's ceiling.")
+    overloads: int = Field(
+        default=0, ge=0, description="Times a subscriber's NACKs showed its link dropping a large share (an overflow)."
+    )
     keyframe_requests: int = Field(default=0, ge=0, description="Keyframe requests sent to publishers.")
     probes: int = Field(default=0, ge=0, description="Padding probes sent to subscribers with paused video.")
     probes_succeeded: int = Field(default=0, ge=0, description="Probes that brought paused video back.")

@@ -269,13 +269,13 @@ async def probed_defendant(
     return defendant, {}, losses
 
 
-def judge_receiver(defendant: MediaClient) -> tuple[Any, int, Any]:
-    """The defendant's receiver of the judge's video, the stream's SSRC and aiortc's counters of it (to forge its
-    receiver reports and NACKs)."""
+def judge_receiver(defendant: MediaClient, publisher: str = "judge") -> tuple[Any, int, Any]:
+    """The defendant's receiver of the judge's (or ``publisher``'s) video, the stream's SSRC and aiortc's counters of
+    it (to forge its receiver reports and NACKs)."""
     receiver: Any = next(
         t.receiver
         for t in defendant.pc.getTransceivers()
-        if t.kind == "video" and str(t.mid) in defendant.mids_of("judge", "video")
+        if t.kind == "video" and str(t.mid) in defendant.mids_of(publisher, "video")
     )
     ssrc = receiver.getSynchronizationSources()[0].source
     return receiver, ssrc, receiver._RTCRtpReceiver__remote_streams[ssrc]
@@ -394,6 +394,64 @@ async def test_a_report_of_heavy_loss_of_the_top_video_lowers_its_pace_once_per_
     events = [entry for entry in logs if entry["event"] == "subscriber_loss_backoff"]
     assert [(e["lost"], e["expected"]) for e in events] == [(40, 50)]
     losses.stop()
+    assert not signaling.failures
+
+
+async def test_a_link_that_drops_much_of_what_is_sent_pauses_video_at_once_by_its_nacks(
+    node: InProcessNode, signaling: DirectSignaling
+) -> None:
+    """A subscriber whose NACKs name a large share of the video sent to it, for longer than a burst, has an
+    overflowing link: the party's video pauses at once although its REMBs stay high (no REMB, and no second's wait,
+    would pause it). A burst of NACKs all at once (a receiver that stalled a moment) pauses nothing; a NACK asking
+    again for packets already named counts nothing. The NACKs are forged, as a subscriber's software may send
+    anything: what they can do is what a thin link does (pause video for that subscriber, never the judge's)."""
+    if not node.settings.direct_send:
+        pytest.skip("the overflow is judged against the direct send path's counters")
+    defendant = await judge_and_party_to_defendant(node, signaling)
+
+    def estimated() -> bool:
+        state = node.bandwidth(HEARING, "defendant")
+        return state is not None and state.estimate_bps is not None
+
+    assert await eventually(estimated, within=15)  # its REMBs came: they say the link carries everything
+    receiver, ssrc, stream = judge_receiver(defendant, "party")
+    peer = node.peer(HEARING, "party")
+    assert peer is not None
+    party_video = next(t.track_id for t in peer.published.values() if t.kind == "video")
+    numbers = iter(range(1, 30_000))
+
+    def older(count: int) -> list[int]:
+        """Sequence numbers of the party's stream the defendant received long ago (none named twice)."""
+        return sorted((stream.max_seq - 1000 - next(numbers)) & 0xFFFF for _ in range(count))
+
+    with structlog.testing.capture_logs() as logs:
+        burst = older(60)
+        await receiver._send_rtcp_nack(ssrc, burst)  # a burst, all at once
+        for _ in range(10):
+            await asyncio.sleep(0.1)
+            await receiver._send_rtcp_nack(ssrc, burst)  # the same list again, as aiortc asks
+        state = node.bandwidth(HEARING, "defendant")
+        assert state is not None
+        assert state.paused == ()
+        assert state.overloads == 0
+        for _ in range(60):  # the loss goes on: 8 new packets every 50 ms
+            await receiver._send_rtcp_nack(ssrc, older(8))
+            await asyncio.sleep(0.05)
+            state = node.bandwidth(HEARING, "defendant")
+            assert state is not None
+            if state.paused:
+                break
+    assert state.paused == (party_video,)
+    assert state.overloads >= 1
+    assert node.bandwidth_counts()["overloads"] >= 1  # (the node-wide figure of GET /nodes)
+    facts = [e for e in logs if e["event"] == "subscriber_link_overloaded"]
+    assert facts
+    assert facts[0]["nacked"] >= 12
+    assert facts[0]["estimate_kbps"] > facts[0]["video_kbps"]  # the REMBs said more: the NACKs decided
+    paused = [e for e in logs if e["event"] == "subscriber_video_paused"]
+    assert [e["track"] for e in paused] == [party_video]
+    judge_count = len(defendant.codes(1))
+    assert await eventually(lambda: len(defendant.codes(1)) >= judge_count + 10, within=10)  # the judge flows on
     assert not signaling.failures
 
 

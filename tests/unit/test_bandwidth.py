@@ -12,6 +12,12 @@ from media.bandwidth import (
     LOSS_NEAR,
     LOSS_RECOVER_AFTER,
     NACK_MAX_AGE,
+    OVERLOAD_MARGIN,
+    OVERLOAD_MIN_NACKED,
+    OVERLOAD_SEEN_SECONDS,
+    OVERLOAD_SHARE,
+    OVERLOAD_SPAN,
+    OVERLOAD_WINDOW,
     PACE_MAX_DELAY,
     REPAIR_DROPS,
     RESEND_INTERVAL_MAX,
@@ -21,6 +27,7 @@ from media.bandwidth import (
     LinkQuality,
     LossBackoff,
     NackBudget,
+    NackLoss,
     PacingBucket,
     RepairTrigger,
     ResendGuard,
@@ -133,6 +140,123 @@ def test_a_passing_dip_of_the_estimate_pauses_nothing() -> None:
     assert alloc.update(3.5, 300_000, videos).paused == ()
     assert alloc.update(4.0, 300_000, videos).paused == ()
     assert alloc.update(4.5, 300_000, videos).paused_now == ("v1", "v2")  # low for a second: paused
+
+
+def test_an_overflowing_link_pauses_at_once_what_does_not_fit_what_it_delivered() -> None:
+    """Told the link overflows, the allocator pauses without waiting, within the hold, and without the tolerance
+    a REMB gets: the estimate is what arrived, not 0.85x of it."""
+    alloc = SubscriberAllocator(hold=3.0)
+    videos = streams(MBIT, MBIT, MBIT, MBIT)
+    assert alloc.update(0.0, 5 * MBIT, videos).paused == ()
+    # 2.4 Mbit/s against 4 Mbit/s forwarded: a REMB would pause only after PAUSE_AFTER (and keep 3 under 1.3x).
+    assert alloc.update(0.2, int(2.4 * MBIT), videos).paused_now == ()
+    over = alloc.update(0.3, int(2.4 * MBIT), videos, overloaded=True)
+    assert over.paused_now == ("v2", "v3")
+    assert over.forwarded == ("v0", "v1")
+    # Within the hold, a second overflow pauses again at once.
+    again = alloc.update(0.6, int(0.8 * MBIT), videos, overloaded=True)
+    assert again.paused_now == ("v1",)
+    assert again.top_available_bps == int(0.8 * MBIT * alloc.headroom)
+
+
+def test_nack_loss_counts_each_packet_once_against_what_was_sent() -> None:
+    """A NACK's packets count once (aiortc asks again for its whole list at each gap), against the video packets sent
+    in the same window; an overflow says what the link delivered, and the next needs new NACKs."""
+    loss = NackLoss()
+    sent = 0
+    t = 0.0
+    number = 50_000
+    # 2% random loss of 460 packets/s: never an overflow.
+    for i in range(100):
+        t = i * 0.05
+        sent += 23
+        if i % 2 == 0:
+            assert loss.overloaded(t, 5 * MBIT, {1: number}) is None
+        loss.nacked(t, 1, [i * 10, i * 10 + 1] if i % 4 == 0 else [i * 10], sent)
+        assert loss.overloaded(t, 5 * MBIT, {1: number}) is None
+    # The link steps down: half of what is sent is lost (each list asked again, as aiortc does, adds nothing).
+    stepped = t
+    delivered = None
+    lost: list[int] = []
+    while delivered is None:
+        t += 0.05
+        sent += 23
+        lost += range(number, number + 12)
+        number += 12
+        loss.nacked(t, 1, lost[-40:], sent)  # the whole missing list again, with the new gap
+        nacked, counted = loss.share(t)
+        # The window's video packets, from the last count at or before its start (0.5 s of 460 packets/s, or 0.55).
+        assert 230 <= counted <= 253
+        delivered = loss.overloaded(t, 5 * MBIT, {1: number})
+        if t - stepped >= OVERLOAD_SPAN:  # (the random loss's NACKs before the step spread it earlier)
+            assert (delivered is None) == (nacked < max(OVERLOAD_MIN_NACKED, OVERLOAD_SHARE * counted))
+    assert t - stepped <= 0.25  # at once, where receiver reports take 0.5-1.5 s and REMB more
+    assert delivered == int(5 * MBIT * (1 - nacked / counted) * OVERLOAD_MARGIN)
+    assert loss.overloads == 1
+    # Judged: from now on only packets sent after the verdict count, against what is sent after it. The NACKs of what
+    # was lost before it keep coming a round trip and more, and count no more (they would cut the rate again).
+    assert loss.share(t) == (0, 0)
+    for _ in range(10):
+        t += 0.05
+        sent += 23
+        lost += range(number - 12, number)  # (12 more of the packets sent before the verdict)
+        loss.nacked(t, 1, lost[-40:], sent)
+        assert loss.overloaded(t, 5 * MBIT, {1: number + 1000}) is None
+    assert loss.share(t)[0] == 0
+    # What the verdict left still overflows: a second verdict, on the loss of packets sent since, once the loss went
+    # on for OVERLOAD_SPAN (a burst alone, as from a receiver whose process stalled a moment, is no verdict).
+    t += 0.05
+    sent += 23
+    loss.nacked(t, 1, range(number, number + 60), sent)
+    assert loss.overloaded(t, 2 * MBIT, {1: number + 1000}) is None
+    t += OVERLOAD_SPAN
+    sent += 23
+    loss.nacked(t, 1, [number + 60], sent)
+    assert loss.overloaded(t, 2 * MBIT, {1: number + 1000}) is not None
+    assert loss.overloads == 2
+    # A number is remembered for OVERLOAD_SEEN_SECONDS, then named again counts again (a new loss of a reused
+    # number); another stream's numbers are its own.
+    fresh = list(range(number + 2000, number + 2010))
+    t += 0.05
+    loss.nacked(t, 1, fresh, sent)
+    t += OVERLOAD_WINDOW + 0.01
+    loss.nacked(t, 1, fresh, sent)
+    assert loss.share(t)[0] == 0
+    t += OVERLOAD_SEEN_SECONDS
+    loss.nacked(t, 1, fresh, sent)
+    assert loss.share(t)[0] == len(fresh)
+    loss.nacked(t, 2, fresh, sent)
+    assert loss.share(t)[0] == 2 * len(fresh)
+
+
+def test_nack_loss_judges_a_window_only_from_a_count_taken_before_its_nacks() -> None:
+    """Without a count of what was sent before the NACKs (a subscriber just joined, or quiet), the NACKs that came with
+    the first count are not weighed against the few packets sent since: they would read as more than everything."""
+    loss = NackLoss()
+    loss.nacked(10.0, 1, range(30), 1_000)  # a first NACK: nothing to weigh it against
+    assert loss.share(10.0) == (0, 0)
+    loss.nacked(10.05, 1, range(30, 33), 1_020)
+    assert loss.share(10.05) == (3, 20)
+    assert loss.overloaded(10.05, 5 * MBIT, {1: 200}) is None
+    loss.sent(10.5, 1_230)  # a receiver report's count
+    loss.nacked(10.52, 1, range(100, 130), 1_250)
+    loss.nacked(10.7, 1, range(130, 160), 1_300)
+    assert loss.share(10.7) == (60, 280)  # from the last count at or before 10.2: the one at 10.05
+    assert loss.overloaded(10.7, 5 * MBIT, {1: 200}) == int(5 * MBIT * (1 - 60 / 280) * OVERLOAD_MARGIN)
+
+
+def test_nack_loss_weighs_the_loss_against_what_was_sent_since_it_began() -> None:
+    """A link that stepped down a moment ago is judged by what it dropped since (39%), not diluted by the clean part
+    of the window before the step (17%: no verdict at all, or too small a cut)."""
+    loss = NackLoss()
+    for i in range(10):  # 0.45 s without loss, at 460 packets/s
+        loss.sent(i * 0.05, i * 23)
+    # The link steps down at 0.45; what it drops from then on is NACKed about OVERLOAD_LAG later.
+    loss.nacked(0.55, 1, range(12), 230)
+    loss.nacked(0.6, 1, range(12, 24), 253)
+    loss.nacked(0.72, 1, range(24, 36), 299)
+    assert loss.share(0.72) == (36, 299 - 207)  # from the count at 0.45, the onset of the loss
+    assert loss.overloaded(0.72, 5 * MBIT, {1: 100}) == int(5 * MBIT * (1 - 36 / 92) * OVERLOAD_MARGIN)
 
 
 def test_hold_allows_one_change_per_hold_seconds() -> None:
