@@ -56,7 +56,7 @@ PROBE_FACTS = (
     "subscriber_video_paused",
     "subscriber_video_resumed",
 )
-ADAPT_FACTS = (*PROBE_FACTS, "publisher_bitrate_capped")
+ADAPT_FACTS = (*PROBE_FACTS, "publisher_bitrate_capped", "subscriber_link_overloaded", "subscriber_loss_backoff")
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("COURTLINK_THIN_LINK") != "1",
@@ -75,6 +75,8 @@ class Run:
     began: dict[str, float] = field(default_factory=dict)
     """When each limit took effect (wall clock)."""
     returned: dict[str, float | None] = field(default_factory=dict)
+    stepped: dict[str, Window] = field(default_factory=dict)
+    """The :data:`SETTLE` seconds right after each step down, before its measured window (printed, not asserted)."""
 
 
 def _step(hearing: ThinLinkHearing, link: Shape) -> tuple[float, Window]:
@@ -92,6 +94,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
             result.began[link.label], result.limited[link.label] = _step(hearing, link)
         lifted = hearing.shape(Shape())
         result.returned = hearing.returned(lifted, LIFTED)
+        result.stepped = {label: hearing.window(began, began + SETTLE) for label, began in result.began.items()}
         # What the node did after the lift (its facts, seconds after it), and any stall on the unlimited link.
         timeline = hearing.timeline(lifted - 1.0, lifted + LIFTED, PROBE_FACTS)
         lags = hearing.timeline(result.baseline.start - 30.0, lifted + LIFTED, ("node_loop_lagged",))
@@ -109,6 +112,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         at = time.strftime("%H:%M:%S", time.gmtime(result.began[label]))
         print(f"behind {label}, from the change at {at} UTC (window from +{SETTLE:g} s): " + ", ".join(facts))
     print(f"lifted at {time.strftime('%H:%M:%S', time.gmtime(lifted))} UTC")
+    for label, w in result.stepped.items():
+        judge = w.flow("defendant", "judge", "video")
+        flows = [w.flow("defendant", p, "audio") for p in COURT_SIDE]
+        audio = sum(f.delivered for f in flows) / len(flows)
+        print(
+            f"the {SETTLE:g} s after the step to {label} (not asserted): the judge's video {judge.fps:.1f} fps, "
+            f"longest frozen {judge.stall:.2f} s; the defendant's audio {audio * 100:.1f}%"
+        )
     print(f"the run's logs (server, court, defendant): {kept}")
     print(f"video stalls over 0.5 s until the unlimited window's end: {_stalls(hearing, result.baseline.end)}")
     for child in (hearing.court, hearing.defendant):
