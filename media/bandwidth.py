@@ -1097,7 +1097,7 @@ class NackLoss:
     counters, sampled at each NACK). libwebrtc's loss-based estimator reacts to each feedback the same way; here the
     rate that stands afterwards is what the link delivered (:meth:`overloaded`), not a fixed cut of the estimate."""
 
-    __slots__ = ("_floors", "_nacked", "_seen", "_sent", "overloads")
+    __slots__ = ("_floors", "_lost_at", "_nacked", "_seen", "_sent", "overloads")
 
     def __init__(self) -> None:
         self._nacked: deque[tuple[float, int]] = deque()
@@ -1106,7 +1106,12 @@ class NackLoss:
         self._floors: dict[int, int] = {}
         """By SSRC, the first sequence number sent after the last overflow was judged: NACKs of older packets are
         what that verdict answered (they keep coming for a round trip and more after it)."""
+        self._lost_at: dict[int, float] = {}
         self.overloads = 0
+
+    def lost_at(self, ssrc: int) -> float:
+        """When a packet of ``ssrc`` not NACKed before was last NACKed (-inf: never)."""
+        return self._lost_at.get(ssrc, float("-inf"))
 
     def sent(self, now: float, packets_sent: int) -> None:
         """The subscriber's video senders had sent ``packets_sent`` packets in all by ``now`` (a counter that only
@@ -1137,6 +1142,7 @@ class NackLoss:
                 seen[number] = now
         if new:
             self._nacked.append((now, new))
+            self._lost_at[ssrc] = now
         self.sent(now, packets_sent)
 
     def _trim(self, now: float) -> None:

@@ -338,7 +338,7 @@ class ForwardedTrack(MediaStreamTrack):
         """Bandwidth adaptation paused this video for the subscriber: frames are not sent (media.bandwidth)."""
         self.paused_frames = 0
         self.resumed_at = float("-inf")
-        """When (monotonic) the last pause ended."""
+        """When (monotonic) the last pause ended, or the slot took another publisher (its sequence numbers jumped)."""
         """Frames not sent because the slot was paused."""
         self.pace_bps: int | None = None
         """Bandwidth adaptation: the direct send path spreads this video's packets at this rate (the top video of a
@@ -415,6 +415,10 @@ class ForwardedTrack(MediaStreamTrack):
         self.paused = False  # a pause is about one publisher for one subscriber: the node decides anew
         if publisher is not None:
             self._restart_sequence = self.kind == "video" and self.forwarded > 0
+            if self._restart_sequence:
+                # Its receiver counts the sequence numbers the jump skips as lost and NACKs them: not the link's
+                # loss (the node reads a slot's NACKs as such only _RESUME_NACKS after this).
+                self.resumed_at = time.monotonic()
             self._clock_rate = publisher.clock_rate
             self._time_base = fractions.Fraction(1, self._clock_rate)
             source = publisher

@@ -38,6 +38,7 @@ from media.aiortc_compat import (
 from media.bandwidth import (
     CAP_SHARE,
     OVERLOAD_HOLD,
+    OVERLOAD_WINDOW,
     PACE_FACTOR,
     PADDING_SIZE_ON_WIRE,
     PROBE_MAX_BPS,
@@ -985,8 +986,10 @@ class InProcessNode:
                 link = subscriber.link
                 if signal.nack:
                     link.nack(now)
-                    if slot.kind == "video" and signal.lost_sequences:
-                        self._nacked(room, peer, subscriber, now, ssrc, signal.lost_sequences)
+                    sender_of = slot.track.frame_sender
+                    if slot.kind == "video" and signal.lost_sequences and sender_of is not None:
+                        lost = [n for n in signal.lost_sequences if sender_of.sent_lately(n)]
+                        self._nacked(room, peer, subscriber, now, ssrc, lost)
                     return
                 allocation = subscriber.allocation
                 paused = allocation is not None and bool(allocation.paused)
@@ -1065,6 +1068,17 @@ class InProcessNode:
             estimate_kbps=None if subscriber.estimate is None else subscriber.estimate // 1000,
         )
         self._adapt(room, peer, now, overloaded=True)
+        top = subscriber.allocation.top if subscriber.allocation is not None else None
+        for slot in peer.slots:
+            publisher = slot.track.publisher
+            if publisher is None or publisher.recording_id != top or slot.track.paused:
+                continue
+            sender = slot.transceiver.sender
+            if now - loss.lost_at(sender_ssrc(sender)) <= OVERLOAD_WINDOW:
+                # The top video lost packets in the overflow, more than its resend budget on the link now holds: a
+                # keyframe at once, not after the receiver gave up on the frame (a browser waits for resends first;
+                # the thin-link client 200 ms) and its PLI came back.
+                slot.track.repair(Reason.repair, sender_rtt(sender))
 
     @staticmethod
     def _video_sent(peer: Peer) -> int:

@@ -750,6 +750,12 @@ class FrameSender:
         payloads, _ = self._encoder.pack(packet)
         return list(payloads)
 
+    def sent_lately(self, sequence_number: int) -> bool:
+        """Whether the packet ``sequence_number`` left lately (it is in the resend history): a NACK of a number never
+        sent (a jump of the sequence, ``SEQUENCE_JUMP``) or long gone names no loss of the link now."""
+        raw = self._history.get(sequence_number % RTP_HISTORY_SIZE)
+        return raw is not None and len(raw) >= 12 and (raw[2] << 8 | raw[3]) == sequence_number
+
     async def retransmit(self, sequence_number: int) -> None:
         """Stand-in for ``RTCRtpSender._retransmit``: resend a packet a subscriber NACKed, from this history.
 

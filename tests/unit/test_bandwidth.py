@@ -191,6 +191,8 @@ def test_nack_loss_counts_each_packet_once_against_what_was_sent() -> None:
         if t - stepped >= OVERLOAD_SPAN:  # (the random loss's NACKs before the step spread it earlier)
             assert (delivered is None) == (nacked < max(OVERLOAD_MIN_NACKED, OVERLOAD_SHARE * counted))
     assert t - stepped <= 0.25  # at once, where receiver reports take 0.5-1.5 s and REMB more
+    assert loss.lost_at(1) == t  # (the stream lost packets in it: its repair may not wait)
+    assert loss.lost_at(2) == float("-inf")
     assert delivered == int(5 * MBIT * (1 - nacked / counted) * OVERLOAD_MARGIN)
     assert loss.overloads == 1
     # Judged: from now on only packets sent after the verdict count, against what is sent after it. The NACKs of what
