@@ -192,6 +192,13 @@ OVERLOAD_MARGIN = 0.85
 """The share of what an overflowing link delivered (what was sent, less what it dropped) that the node then counts
 on, as a REMB estimator takes 0.85x what it receives on overuse."""
 
+OVERLOAD_FLOOR = 0.5
+"""One overflow's verdict leaves the video at least this share of what was forwarded (libwebrtc's loss-based
+controller cuts at most by half per feedback; a second verdict cuts again). Two keyframes of an aiortc publisher
+(a cap raised and lowered within 0.2 s) overflowed a 2 Mbit/s link that carried the judge's video beside 476 kbit/s
+of audio: 20 of 32 packets read as lost, what the link delivered less the audio left 54 kbit/s of video, and the cap
+fell to its floor (another keyframe) for a burst the link had already drained."""
+
 OVERLOAD_HOLD = 2.5
 """Seconds the rate an overflow showed stands as a ceiling on the subscriber's estimate (as long as a REMB counts,
 :data:`ESTIMATE_MAX_AGE`): the REMB it overran was still at the rate before the link stepped down."""
@@ -1173,10 +1180,11 @@ class NackLoss:
                 base = total
         return sum(n for _, n in counted), sent[-1][1] - base
 
-    def overloaded(self, now: float, sending_bps: int, next_sequences: Mapping[int, int]) -> int | None:
-        """What the link carries, bit/s, when it drops more than :data:`OVERLOAD_SHARE` of the video sent over it
-        now: :data:`OVERLOAD_MARGIN` of what ``sending_bps`` (everything sent to the subscriber, its audio included)
-        left after the loss; None when it does not.
+    def overloaded(self, now: float, video_bps: int, audio_bps: int, next_sequences: Mapping[int, int]) -> int | None:
+        """The video the link carries beside the audio, bit/s, when it drops more than :data:`OVERLOAD_SHARE` of the
+        video sent over it now; None when it does not. That is :data:`OVERLOAD_MARGIN` of what everything sent to
+        the subscriber (``video_bps`` and ``audio_bps``) left after the loss, less the audio, and at least
+        :data:`OVERLOAD_FLOOR` of ``video_bps``.
 
         ``next_sequences``: by SSRC, the sequence number each video's next packet gets. After a verdict only the
         loss of packets sent from then on counts, against what was sent from then on: a second verdict (the first
@@ -1186,14 +1194,14 @@ class NackLoss:
             return None
         if self._nacked[-1][0] - self._nacked[0][0] < OVERLOAD_SPAN:
             return None
-        delivered = sending_bps * max(0.0, 1.0 - min(nacked, sent) / sent)
+        delivered = (video_bps + audio_bps) * max(0.0, 1.0 - min(nacked, sent) / sent) * OVERLOAD_MARGIN
         self._floors = dict(next_sequences)
         self._nacked.clear()
         last = self._sent[-1]
         self._sent.clear()
         self._sent.append(last)
         self.overloads += 1
-        return int(delivered * OVERLOAD_MARGIN)
+        return max(int(delivered) - audio_bps, int(video_bps * OVERLOAD_FLOOR))
 
 
 class LossBackoff:

@@ -1052,10 +1052,10 @@ class InProcessNode:
             for slot in peer.slots
             if slot.kind == "video" and slot.track.frame_sender is not None
         }
-        delivered = loss.overloaded(now, video_bps + audio_bps, next_sequences)
-        if delivered is None:
+        carried = loss.overloaded(now, video_bps, audio_bps, next_sequences)
+        if carried is None:
             return
-        subscriber.overload_bps = max(0, delivered - audio_bps)
+        subscriber.overload_bps = carried
         subscriber.overload_until = now + OVERLOAD_HOLD
         log.info(
             "subscriber_link_overloaded",

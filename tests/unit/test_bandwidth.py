@@ -12,6 +12,7 @@ from media.bandwidth import (
     LOSS_NEAR,
     LOSS_RECOVER_AFTER,
     NACK_MAX_AGE,
+    OVERLOAD_FLOOR,
     OVERLOAD_MARGIN,
     OVERLOAD_MIN_NACKED,
     OVERLOAD_SEEN_SECONDS,
@@ -159,6 +160,15 @@ def test_an_overflowing_link_pauses_at_once_what_does_not_fit_what_it_delivered(
     assert again.top_available_bps == int(0.8 * MBIT * alloc.headroom)
 
 
+VIDEO, AUDIO = int(4.5 * MBIT), MBIT // 2
+
+
+def carried(nacked: int, sent: int) -> int:
+    """The video an overflow's verdict leaves beside :data:`AUDIO`, when :data:`VIDEO` was forwarded."""
+    delivered = (VIDEO + AUDIO) * (1 - min(nacked, sent) / sent) * OVERLOAD_MARGIN
+    return max(int(delivered) - AUDIO, int(VIDEO * OVERLOAD_FLOOR))
+
+
 def test_nack_loss_counts_each_packet_once_against_what_was_sent() -> None:
     """A NACK's packets count once (aiortc asks again for its whole list at each gap), against the video packets sent
     in the same window; an overflow says what the link delivered, and the next needs new NACKs."""
@@ -171,9 +181,9 @@ def test_nack_loss_counts_each_packet_once_against_what_was_sent() -> None:
         t = i * 0.05
         sent += 23
         if i % 2 == 0:
-            assert loss.overloaded(t, 5 * MBIT, {1: number}) is None
+            assert loss.overloaded(t, VIDEO, AUDIO, {1: number}) is None
         loss.nacked(t, 1, [i * 10, i * 10 + 1] if i % 4 == 0 else [i * 10], sent)
-        assert loss.overloaded(t, 5 * MBIT, {1: number}) is None
+        assert loss.overloaded(t, VIDEO, AUDIO, {1: number}) is None
     # The link steps down: half of what is sent is lost (each list asked again, as aiortc does, adds nothing).
     stepped = t
     delivered = None
@@ -187,13 +197,13 @@ def test_nack_loss_counts_each_packet_once_against_what_was_sent() -> None:
         nacked, counted = loss.share(t)
         # The window's video packets, from the last count at or before its start (0.5 s of 460 packets/s, or 0.55).
         assert 230 <= counted <= 253
-        delivered = loss.overloaded(t, 5 * MBIT, {1: number})
+        delivered = loss.overloaded(t, VIDEO, AUDIO, {1: number})
         if t - stepped >= OVERLOAD_SPAN:  # (the random loss's NACKs before the step spread it earlier)
             assert (delivered is None) == (nacked < max(OVERLOAD_MIN_NACKED, OVERLOAD_SHARE * counted))
     assert t - stepped <= 0.25  # at once, where receiver reports take 0.5-1.5 s and REMB more
     assert loss.lost_at(1) == t  # (the stream lost packets in it: its repair may not wait)
     assert loss.lost_at(2) == float("-inf")
-    assert delivered == int(5 * MBIT * (1 - nacked / counted) * OVERLOAD_MARGIN)
+    assert delivered == carried(nacked, counted)
     assert loss.overloads == 1
     # Judged: from now on only packets sent after the verdict count, against what is sent after it. The NACKs of what
     # was lost before it keep coming a round trip and more, and count no more (they would cut the rate again).
@@ -203,18 +213,18 @@ def test_nack_loss_counts_each_packet_once_against_what_was_sent() -> None:
         sent += 23
         lost += range(number - 12, number)  # (12 more of the packets sent before the verdict)
         loss.nacked(t, 1, lost[-40:], sent)
-        assert loss.overloaded(t, 5 * MBIT, {1: number + 1000}) is None
+        assert loss.overloaded(t, VIDEO, AUDIO, {1: number + 1000}) is None
     assert loss.share(t)[0] == 0
     # What the verdict left still overflows: a second verdict, on the loss of packets sent since, once the loss went
     # on for OVERLOAD_SPAN (a burst alone, as from a receiver whose process stalled a moment, is no verdict).
     t += 0.05
     sent += 23
     loss.nacked(t, 1, range(number, number + 60), sent)
-    assert loss.overloaded(t, 2 * MBIT, {1: number + 1000}) is None
+    assert loss.overloaded(t, VIDEO, AUDIO, {1: number + 1000}) is None
     t += OVERLOAD_SPAN
     sent += 23
     loss.nacked(t, 1, [number + 60], sent)
-    assert loss.overloaded(t, 2 * MBIT, {1: number + 1000}) is not None
+    assert loss.overloaded(t, VIDEO, AUDIO, {1: number + 1000}) is not None
     assert loss.overloads == 2
     # A number is remembered for OVERLOAD_SEEN_SECONDS, then named again counts again (a new loss of a reused
     # number); another stream's numbers are its own.
@@ -239,12 +249,16 @@ def test_nack_loss_judges_a_window_only_from_a_count_taken_before_its_nacks() ->
     assert loss.share(10.0) == (0, 0)
     loss.nacked(10.05, 1, range(30, 33), 1_020)
     assert loss.share(10.05) == (3, 20)
-    assert loss.overloaded(10.05, 5 * MBIT, {1: 200}) is None
+    assert loss.overloaded(10.05, VIDEO, AUDIO, {1: 200}) is None
     loss.sent(10.5, 1_230)  # a receiver report's count
     loss.nacked(10.52, 1, range(100, 130), 1_250)
     loss.nacked(10.7, 1, range(130, 160), 1_300)
     assert loss.share(10.7) == (60, 280)  # from the last count at or before 10.2: the one at 10.05
-    assert loss.overloaded(10.7, 5 * MBIT, {1: 200}) == int(5 * MBIT * (1 - 60 / 280) * OVERLOAD_MARGIN)
+    assert (
+        loss.overloaded(10.7, VIDEO, AUDIO, {1: 200})
+        == carried(60, 280)
+        == int(5 * MBIT * (1 - 60 / 280) * 0.85) - AUDIO
+    )
 
 
 def test_nack_loss_weighs_the_loss_against_what_was_sent_since_it_began() -> None:
@@ -258,7 +272,8 @@ def test_nack_loss_weighs_the_loss_against_what_was_sent_since_it_began() -> Non
     loss.nacked(0.6, 1, range(12, 24), 253)
     loss.nacked(0.72, 1, range(24, 36), 299)
     assert loss.share(0.72) == (36, 299 - 207)  # from the count at 0.45, the onset of the loss
-    assert loss.overloaded(0.72, 5 * MBIT, {1: 100}) == int(5 * MBIT * (1 - 36 / 92) * OVERLOAD_MARGIN)
+    # What it delivered less the audio (2.09 Mbit/s) is under half the video: one verdict cuts no deeper.
+    assert loss.overloaded(0.72, VIDEO, AUDIO, {1: 100}) == carried(36, 92) == int(VIDEO * OVERLOAD_FLOOR)
 
 
 def test_hold_allows_one_change_per_hold_seconds() -> None:
