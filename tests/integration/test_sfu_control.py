@@ -221,8 +221,9 @@ async def test_offer_without_a_common_codec_changes_nothing(node: InProcessNode,
     await client.close()
 
 
-async def test_closed_publisher_ends_its_tracks_everywhere(node: InProcessNode, signaling: DirectSignaling) -> None:
-    """When a publisher leaves, its tracks end (TrackEnded) and subscribers are told they receive nothing."""
+async def _witness_to_judge(node: InProcessNode, signaling: DirectSignaling) -> MediaClient:
+    """A witness publishes camera and microphone to the judge; the judge's client, once both tracks and 3 video
+    frames arrived."""
     pub = MediaClient("witness", tag=3)
     sub = MediaClient("judge", video=False, audio=False)
     await signaling.join(pub, Role.witness)
@@ -231,6 +232,12 @@ async def test_closed_publisher_ends_its_tracks_everywhere(node: InProcessNode, 
     await _receive(node, "judge", "witness")
     assert await eventually(lambda: len(sub.tracks) == 2)
     assert await eventually(lambda: sub.frames("video") >= 3, within=15)
+    return sub
+
+
+async def test_closed_publisher_ends_its_tracks_everywhere(node: InProcessNode, signaling: DirectSignaling) -> None:
+    """When a publisher leaves, its tracks end (TrackEnded) and subscribers are told they receive nothing."""
+    sub = await _witness_to_judge(node, signaling)
     await node.call(ClosePeer(hearing_id=HEARING, participant_id="witness"))
     published = {t.track_id for t in sub.tracks}
     assert await eventually(lambda: {e.track_id for e in signaling.events if isinstance(e, TrackEnded)} == published)
@@ -244,13 +251,7 @@ async def test_a_close_cut_short_by_a_cancel_does_not_hang_the_next_close(
 
     aiortc's ``close()`` sets a future at its end that a second ``close()`` waits on: cut short, it never would.
     """
-    pub = MediaClient("witness", tag=3)
-    sub = MediaClient("judge", video=False, audio=False)
-    await signaling.join(pub, Role.witness)
-    await signaling.join(sub, Role.judge)
-    await node.call(SetPublishing(hearing_id=HEARING, participant_id="witness", sources=BOTH))
-    await _receive(node, "judge", "witness")
-    assert await eventually(lambda: sub.frames("video") >= 3, within=15)
+    sub = await _witness_to_judge(node, signaling)
     peer = node.peer(HEARING, "witness")
     assert peer is not None
     first = asyncio.ensure_future(peer.close())
