@@ -1192,6 +1192,10 @@ class NackLoss:
         nacked, sent = self.share(now)
         if nacked < OVERLOAD_MIN_NACKED or sent < OVERLOAD_MIN_SENT or nacked < sent * OVERLOAD_SHARE:
             return None
+        if now - self._sent[0][0] < OVERLOAD_WINDOW:
+            # Counts for less than a window (a subscriber's first seconds): its NACKs may name packets sent before the
+            # first count, and read as more lost than sent (184 of 116, court-side receivers as a hearing started).
+            return None
         if self._nacked[-1][0] - self._nacked[0][0] < OVERLOAD_SPAN:
             return None
         delivered = (video_bps + audio_bps) * max(0.0, 1.0 - min(nacked, sent) / sent) * OVERLOAD_MARGIN

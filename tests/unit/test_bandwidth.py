@@ -250,15 +250,16 @@ def test_nack_loss_judges_a_window_only_from_a_count_taken_before_its_nacks() ->
     loss.nacked(10.05, 1, range(30, 33), 1_020)
     assert loss.share(10.05) == (3, 20)
     assert loss.overloaded(10.05, VIDEO, AUDIO, {1: 200}) is None
+    loss.nacked(10.1, 1, range(40, 60), 1_040)
+    loss.nacked(10.25, 1, range(60, 80), 1_060)
+    assert loss.share(10.25) == (43, 60)  # more than half lost, over 0.15 s...
+    assert loss.overloaded(10.25, VIDEO, AUDIO, {1: 200}) is None  # ...but counted for less than a window
     loss.sent(10.5, 1_230)  # a receiver report's count
     loss.nacked(10.52, 1, range(100, 130), 1_250)
     loss.nacked(10.7, 1, range(130, 160), 1_300)
-    assert loss.share(10.7) == (60, 280)  # from the last count at or before 10.2: the one at 10.05
-    assert (
-        loss.overloaded(10.7, VIDEO, AUDIO, {1: 200})
-        == carried(60, 280)
-        == int(5 * MBIT * (1 - 60 / 280) * 0.85) - AUDIO
-    )
+    assert loss.share(10.7) == (80, 260)  # since the count at 10.1, the last at or before the window and the onset
+    assert loss.overloaded(10.7, VIDEO, AUDIO, {1: 200}) == carried(80, 260)
+    assert carried(80, 260) == int(5 * MBIT * (1 - 80 / 260) * 0.85) - AUDIO  # (above half the video)
 
 
 def test_nack_loss_weighs_the_loss_against_what_was_sent_since_it_began() -> None:
