@@ -1038,7 +1038,10 @@ class InProcessNode:
         allocation = subscriber.allocation
         if allocation is None or allocation.top is None or subscriber.prober.overlaps(now):
             return  # (a probe's own overflow: its verdict answers for it, and its padding is not in what was sent)
-        nacked, counted = loss.share(now)
+        shown = loss.overflowing(now)  # (first: most NACKs show none, and then no meter is read)
+        if shown is None:
+            return
+        nacked, counted = shown
         video_bps = sum(
             slot.track.publisher.bitrate(now)
             for slot in peer.slots

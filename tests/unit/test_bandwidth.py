@@ -197,7 +197,9 @@ def test_nack_loss_counts_each_packet_once_against_what_was_sent() -> None:
         nacked, counted = loss.share(t)
         # The window's video packets, from the last count at or before its start (0.5 s of 460 packets/s, or 0.55).
         assert 230 <= counted <= 253
+        shown = loss.overflowing(t)  # (the node's cheap test at every NACK)
         delivered = loss.overloaded(t, VIDEO, AUDIO, {1: number})
+        assert (shown is None) == (delivered is None)
         if t - stepped >= OVERLOAD_SPAN:  # (the random loss's NACKs before the step spread it earlier)
             assert (delivered is None) == (nacked < max(OVERLOAD_MIN_NACKED, OVERLOAD_SHARE * counted))
     assert t - stepped <= 0.25  # at once, where receiver reports take 0.5-1.5 s and REMB more
