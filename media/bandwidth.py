@@ -168,9 +168,10 @@ OVERLOAD_WINDOW = 0.5
 
 OVERLOAD_SHARE = 0.2
 """A link that drops this share of the video packets sent over it, by its NACKs within :data:`OVERLOAD_WINDOW`, is
-overflowing. 2% random loss shows as about that; court-side receivers on an unlimited link, in one process on a
-loaded machine, NACKed up to 10% for a moment; a link that stepped down to 2 Mbit/s under 4.7 Mbit/s of video
-dropped 57%."""
+overflowing. 2% random loss reads as about 2%; a link that stepped down to 2 Mbit/s under 4.7 Mbit/s of video
+dropped 57%. Court-side receivers on an unlimited link, four aiortc clients in one process on a loaded 2-core machine
+(the thin-link test until it gave two of them a second process), NACKed 14-34% for a second when that process fell
+behind: the rule cannot tell a receiver that cannot keep up from a link that cannot, and pauses video for both."""
 
 OVERLOAD_MIN_NACKED = 12
 """The fewest packets NACKed within :data:`OVERLOAD_WINDOW` that count as an overflow (at 2% random loss a window
@@ -202,6 +203,19 @@ fell to its floor (another keyframe) for a burst the link had already drained.""
 OVERLOAD_HOLD = 2.5
 """Seconds the rate an overflow showed stands as a ceiling on the subscriber's estimate (as long as a REMB counts,
 :data:`ESTIMATE_MAX_AGE`): the REMB it overran was still at the rate before the link stepped down."""
+
+OVERLOAD_AGE = 1.0
+"""Seconds: a NACKed packet that left the node longer ago than this counts as no loss of the link now (the node
+filters them out, ``FrameSender.sent_within``). An overflow's losses are NACKed within a round trip, a frame interval
+and the link's queue of leaving; older numbers are holes a receiver asks for again (aiortc repeats its whole missing
+list at every new gap, for as long as the numbers stay in its history) or the gap of an outage. Also what
+:data:`NACK_MAX_AGE` refuses to resend."""
+
+FEEDBACK_SILENCE = 2.0
+"""Seconds without any RTCP from a subscriber (receiver reports, REMB, NACKs: aiortc and browsers send some at least
+every 1-1.5 s while video flows) that make its link count as having been out: its NACKs in the :data:`OVERLOAD_AGE`
+after the silence name what was sent into the outage, not an overflow (a link cut for 3 s and restored read as 100%
+lost, and capped the video at half of what it had for :data:`OVERLOAD_HOLD`)."""
 
 OVERLOAD_SEEN_SECONDS = 2.0
 """Seconds a NACKed sequence number is remembered: aiortc's NACK generator asks again for its whole missing list at
@@ -1104,7 +1118,7 @@ class NackLoss:
     counters, sampled at each NACK). libwebrtc's loss-based estimator reacts to each feedback the same way; here the
     rate that stands afterwards is what the link delivered (:meth:`overloaded`), not a fixed cut of the estimate."""
 
-    __slots__ = ("_floors", "_lost_at", "_nacked", "_seen", "_sent", "overloads")
+    __slots__ = ("_deaf_until", "_floors", "_lost_at", "_nacked", "_seen", "_sent", "outages", "overloads")
 
     def __init__(self) -> None:
         self._nacked: deque[tuple[float, int]] = deque()
@@ -1114,24 +1128,41 @@ class NackLoss:
         """By SSRC, the first sequence number sent after the last overflow was judged: NACKs of older packets are
         what that verdict answered (they keep coming for a round trip and more after it)."""
         self._lost_at: dict[int, float] = {}
+        self._deaf_until = float("-inf")
+        """Until when NACKs count nothing: the :data:`OVERLOAD_AGE` after a :data:`FEEDBACK_SILENCE`."""
         self.overloads = 0
+        self.outages = 0
+        """Silences of the subscriber's feedback (:data:`FEEDBACK_SILENCE`) that ended."""
 
     def lost_at(self, ssrc: int) -> float:
         """When a packet of ``ssrc`` not NACKed before was last NACKed (-inf: never)."""
         return self._lost_at.get(ssrc, float("-inf"))
 
-    def sent(self, now: float, packets_sent: int) -> None:
+    def sent(self, now: float, packets_sent: int) -> float | None:
         """The subscriber's video senders had sent ``packets_sent`` packets in all by ``now`` (a counter that only
-        grows): sampled at every NACK, receiver report and REMB, so that a window's first count is at hand."""
+        grows): sampled at every NACK, receiver report and REMB, so that a window's first count is at hand. Returns
+        the seconds its feedback had been silent when this sample ends a :data:`FEEDBACK_SILENCE`, else None."""
         sent = self._sent
+        silence = None
+        if sent and now - sent[-1][0] > FEEDBACK_SILENCE:
+            # Its feedback fell silent and comes again: the link was out. What it NACKs next is what went into the
+            # outage, and what was sent then is not what the link carries now.
+            silence = now - sent[-1][0]
+            self._deaf_until = now + OVERLOAD_AGE
+            self._nacked.clear()
+            sent.clear()
+            self.outages += 1
         if sent and packets_sent < sent[-1][1]:
             sent.clear()  # (a sender gone: its packets left the sum)
         sent.append((now, packets_sent))
         self._trim(now)
+        return silence
 
-    def nacked(self, now: float, ssrc: int, sequence_numbers: Iterable[int], packets_sent: int) -> None:
+    def nacked(self, now: float, ssrc: int, sequence_numbers: Iterable[int], packets_sent: int) -> float | None:
         """A NACK about ``ssrc`` naming ``sequence_numbers``, when the subscriber's video senders had sent
-        ``packets_sent`` packets in all."""
+        ``packets_sent`` packets in all; what :meth:`sent` returns."""
+        silence = self.sent(now, packets_sent)
+        deaf = now < self._deaf_until
         seen = self._seen.setdefault(ssrc, {})
         if len(seen) > 4096:
             for number in [n for n, at in seen.items() if now - at > OVERLOAD_SEEN_SECONDS]:
@@ -1146,11 +1177,11 @@ class NackLoss:
             at = seen.get(number)
             if at is None or now - at > OVERLOAD_SEEN_SECONDS:
                 new += 1
-                seen[number] = now
-        if new:
+                seen[number] = now  # (also while deaf: the outage's numbers, asked again, count no later either)
+        if new and not deaf:
             self._nacked.append((now, new))
             self._lost_at[ssrc] = now
-        self.sent(now, packets_sent)
+        return silence
 
     def _trim(self, now: float) -> None:
         nacked, sent = self._nacked, self._sent

@@ -37,6 +37,7 @@ from media.aiortc_compat import (
 )
 from media.bandwidth import (
     CAP_SHARE,
+    OVERLOAD_AGE,
     OVERLOAD_HOLD,
     OVERLOAD_WINDOW,
     PACE_FACTOR,
@@ -944,7 +945,7 @@ class InProcessNode:
         subscriber = self._subscriber(room, peer.participant_id)
         now = time.monotonic()
         subscriber.book.remb(now, bitrate, ssrcs)
-        subscriber.nack_loss.sent(now, self._video_sent(peer))
+        self._silence_ended(room, peer, subscriber.nack_loss.sent(now, self._video_sent(peer)))
         estimate = subscriber.book.estimate(now)
         previous = subscriber.estimate
         fell = estimate is not None and previous is not None and estimate < previous * _ADAPT_DROP
@@ -972,7 +973,8 @@ class InProcessNode:
         now = time.monotonic()
         ssrc = signal.ssrc
         if not signal.nack:
-            subscriber.nack_loss.sent(now, self._video_sent(peer))  # (a NACK samples it with its own count)
+            # (a NACK samples it with its own count)
+            self._silence_ended(room, peer, subscriber.nack_loss.sent(now, self._video_sent(peer)))
         for slot in peer.slots:
             sender = slot.transceiver.sender
             if ssrc == sender_ssrc(sender) or ssrc == sender_rtx_ssrc(sender):
@@ -988,7 +990,7 @@ class InProcessNode:
                     link.nack(now)
                     sender_of = slot.track.frame_sender
                     if slot.kind == "video" and signal.lost_sequences and sender_of is not None:
-                        lost = [n for n in signal.lost_sequences if sender_of.sent_lately(n)]
+                        lost = [n for n in signal.lost_sequences if sender_of.sent_within(n, OVERLOAD_AGE)]
                         self._nacked(room, peer, subscriber, now, ssrc, lost)
                     return
                 allocation = subscriber.allocation
@@ -1034,7 +1036,7 @@ class InProcessNode:
         """A NACK of a video forwarded to the subscriber: when its link drops a large share of what is sent now (an
         overflow: :class:`media.bandwidth.NackLoss`), what it delivered becomes the subscriber's estimate at once."""
         loss = subscriber.nack_loss
-        loss.nacked(now, ssrc, lost, self._video_sent(peer))
+        self._silence_ended(room, peer, loss.nacked(now, ssrc, lost, self._video_sent(peer)))
         allocation = subscriber.allocation
         if allocation is None or allocation.top is None or subscriber.prober.overlaps(now):
             return  # (a probe's own overflow: its verdict answers for it, and its padding is not in what was sent)
@@ -1082,6 +1084,19 @@ class InProcessNode:
                 # keyframe at once, not after the receiver gave up on the frame (a browser waits for resends first;
                 # the thin-link client 200 ms) and its PLI came back.
                 slot.track.repair(Reason.repair, sender_rtt(sender))
+
+    @staticmethod
+    def _silence_ended(room: _Room, peer: Peer, silence: float | None) -> None:
+        """The fact of a subscriber's feedback that came again after a silence
+        (:data:`media.bandwidth.FEEDBACK_SILENCE`): its link was out, and its next NACKs name what went into the
+        outage, not an overflow."""
+        if silence is not None:
+            log.info(
+                "subscriber_feedback_resumed",
+                hearing_id=room.hearing_id,
+                subscriber=peer.participant_id,
+                silent_seconds=round(silence, 2),
+            )
 
     @staticmethod
     def _video_sent(peer: Peer) -> int:

@@ -750,11 +750,24 @@ class FrameSender:
         payloads, _ = self._encoder.pack(packet)
         return list(payloads)
 
-    def sent_lately(self, sequence_number: int) -> bool:
-        """Whether the packet ``sequence_number`` left lately (it is in the resend history): a NACK of a number never
-        sent (a jump of the sequence, ``SEQUENCE_JUMP``) or long gone names no loss of the link now."""
+    def sent_within(self, sequence_number: int, seconds: float) -> bool:
+        """Whether the packet ``sequence_number`` left within ``seconds`` (it is in the resend history, and its age,
+        as a resend reads it, is no more): a NACK of a number never sent (a jump of the sequence, ``SEQUENCE_JUMP``)
+        or long gone names no loss of the link now."""
         raw = self._history.get(sequence_number % RTP_HISTORY_SIZE)
-        return raw is not None and len(raw) >= 12 and (raw[2] << 8 | raw[3]) == sequence_number
+        internals = self._internals
+        if raw is None or internals is None or len(raw) < 12 or (raw[2] << 8 | raw[3]) != sequence_number:
+            return False
+        return self._age(raw, internals) <= seconds
+
+    def _age(self, raw: bytes, internals: SenderInternals) -> float:
+        """Seconds since the history packet ``raw`` left: a paced packet from when it left the pacer (by its RTP
+        timestamp against the last frame queued, it would count the up to ``PACE_MAX_DELAY`` it waited there too),
+        any other by its RTP timestamp against the last one sent."""
+        departed = self._departed.get((raw[2] << 8 | raw[3]) % RTP_HISTORY_SIZE)
+        if departed is not None and departed[0] is raw:
+            return time.monotonic() - departed[1]
+        return rtp_age(internals.last_timestamp(), int.from_bytes(raw[4:8], "big"), self._clock_rate)
 
     async def retransmit(self, sequence_number: int) -> None:
         """Stand-in for ``RTCRtpSender._retransmit``: resend a packet a subscriber NACKed, from this history.
@@ -834,23 +847,15 @@ class FrameSender:
             # packets of the keyframes after them needed, and four keyframes in 2.5 s came incomplete: a 3.2 s freeze.
             budget.stale += 1
             return False
-        sequence = raw[2] << 8 | raw[3]
-        departed = self._departed.get(sequence % RTP_HISTORY_SIZE)
-        if departed is not None and departed[0] is raw:
-            # A paced packet: its age counts from when it left the pacer. By its RTP timestamp against the last
-            # frame queued, it would count the up to PACE_MAX_DELAY it waited there too.
-            age = time.monotonic() - departed[1]
-        else:
-            age = rtp_age(internals.last_timestamp(), int.from_bytes(raw[4:8], "big"), self._clock_rate)
         return resend_allowed(
             budget,
             self._repair,
             self.on_unrepairable,
             audio=self._sender.kind == "audio",
-            age=age,
+            age=self._age(raw, internals),
             size=len(raw),
             guard=self._resends,
-            sequence_number=sequence,
+            sequence_number=raw[2] << 8 | raw[3],
             rtt=sender_rtt(self._sender),
         )
 

@@ -22,6 +22,7 @@ from rooms.model import Role, Source
 from tests.media_clients import DirectSignaling, MediaClient, eventually, hearing
 
 HEARING = "hrg_bw"
+PUBLISHERS = ("judge", "party")
 BOTH = (Source.camera, Source.microphone)
 HOLD = 1.0
 MIN_VIDEO_KBPS = 150
@@ -93,6 +94,47 @@ class Losses:
         """Stop reporting for good."""
         if self._task is not None:
             self._task.cancel()
+
+
+class Link:
+    """A test subscriber's link as its client's ICE transport sees it: :attr:`cut` (nothing arrives, nothing leaves:
+    its RTCP neither) and a loss of every :attr:`drop_every`-th RTP packet that arrives (0: none). Its receivers'
+    NACKs are recorded (when, how many sequence numbers)."""
+
+    def __init__(self, client: MediaClient) -> None:
+        self.cut = False
+        self.drop_every = 0
+        self.nacks: list[tuple[float, int]] = []
+        self._arrived = 0
+        transport: Any = next(t.receiver.transport.transport for t in client.pc.getTransceivers())  # (bundled)
+        receive, send = transport._recv, transport._send
+
+        async def receiving() -> bytes:
+            while True:
+                data = await receive()
+                if self.cut:
+                    continue
+                if len(data) > 1 and 128 <= data[0] < 192 and not 192 <= data[1] <= 223:  # RTP, not RTCP
+                    self._arrived += 1
+                    if self.drop_every and self._arrived % self.drop_every == 0:
+                        continue
+                return bytes(data)
+
+        async def sending(data: bytes) -> None:
+            if not self.cut:
+                await send(data)
+
+        transport._recv, transport._send = receiving, sending
+        for transceiver in client.pc.getTransceivers():
+            receiver: Any = transceiver.receiver
+            if transceiver.kind == "video":
+                nack = receiver._send_rtcp_nack
+
+                async def recorded(media_ssrc: int, lost: list[int], _nack: Any = nack) -> None:
+                    self.nacks.append((time.monotonic(), len(lost)))
+                    await _nack(media_ssrc, lost)
+
+                receiver._send_rtcp_nack = recorded
 
 
 @pytest.fixture(params=[True, False], ids=["direct_send", "aiortc_loop"])
@@ -518,4 +560,54 @@ async def test_what_a_failed_probe_overflowed_is_resent_outside_the_budget(
         assert await eventually(handled, within=5)
     assert state().resent_forgiven == before.resent_forgiven + 1
     losses.stop()
+    assert not signaling.failures
+
+
+async def test_a_link_cut_and_restored_is_an_outage_not_an_overflow(
+    node: InProcessNode, signaling: DirectSignaling
+) -> None:
+    """A subscriber's link is cut for 3 s (nothing arrives, and its RTCP does not leave), then comes back losing a
+    tenth of the packets. Its receivers NACK the gap at once, all of it, then each new hole: from the NACKs alone the
+    link dropped everything sent for 3 s and goes on losing. That is an outage, which the silence of its feedback
+    shows, not an overflow: nothing pauses and no rate is cut (before, the video was capped at half and the party's
+    paused for seconds), the node logs the silence, and both videos are forwarded on."""
+    if not node.settings.direct_send:
+        pytest.skip("the overflow is judged against the direct send path's counters")
+    defendant = await judge_and_party_to_defendant(node, signaling)
+
+    def state() -> SubscriberBandwidth:
+        current = node.bandwidth(HEARING, "defendant")
+        assert current is not None
+        return current
+
+    assert await eventually(lambda: node.bandwidth(HEARING, "defendant") is not None, within=15)
+    link = Link(defendant)
+    link.drop_every = 10
+    await asyncio.sleep(2.0)
+    assert state().overloads == 0  # (a tenth lost alone is no overflow)
+    with structlog.testing.capture_logs() as logs:
+        link.cut = True
+        await asyncio.sleep(3.0)
+        link.cut = False
+        restored = time.monotonic()
+        for _ in range(30):
+            await asyncio.sleep(0.1)
+            assert state().paused == (), [e for e in logs if e["event"] == "subscriber_link_overloaded"]
+        assert state().overloads == 0
+    after = [n for at, n in link.nacks if at >= restored]
+    assert max(after, default=0) >= 60, after  # the gap, NACKed at once: what the old rule read as an overflow
+    assert len(after) >= 5, after  # and the holes after it, as the link goes on losing
+    silences = [e for e in logs if e["event"] == "subscriber_feedback_resumed"]
+    assert [e["subscriber"] for e in silences] == ["defendant"]
+    assert silences[0]["silent_seconds"] >= 2.0
+    # Both videos are forwarded on (counted as they arrive: after holes the receiver cannot fill, aiortc's jitter
+    # buffer holds its frames until 128 packets piled up behind them, 5-12 s here; a browser asks for a keyframe).
+    arrived = {p: sum(defendant.received[m].rtp_packets for m in defendant.mids_of(p, "video")) for p in PUBLISHERS}
+    assert await eventually(
+        lambda: all(
+            sum(defendant.received[m].rtp_packets for m in defendant.mids_of(p, "video")) >= arrived[p] + 30
+            for p in PUBLISHERS
+        ),
+        within=10,
+    )
     assert not signaling.failures

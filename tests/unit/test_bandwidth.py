@@ -7,11 +7,13 @@ import pytest
 from media.bandwidth import (
     CAP_RAISE_AFTER,
     ESTIMATE_MAX_AGE,
+    FEEDBACK_SILENCE,
     LOSS_BACKOFF_MIN,
     LOSS_MEMORY,
     LOSS_NEAR,
     LOSS_RECOVER_AFTER,
     NACK_MAX_AGE,
+    OVERLOAD_AGE,
     OVERLOAD_FLOOR,
     OVERLOAD_MARGIN,
     OVERLOAD_MIN_NACKED,
@@ -277,6 +279,39 @@ def test_nack_loss_weighs_the_loss_against_what_was_sent_since_it_began() -> Non
     assert loss.share(0.72) == (36, 299 - 207)  # from the count at 0.45, the onset of the loss
     # What it delivered less the audio (2.09 Mbit/s) is under half the video: one verdict cuts no deeper.
     assert loss.overloaded(0.72, VIDEO, AUDIO, {1: 100}) == carried(36, 92) == int(VIDEO * OVERLOAD_FLOOR)
+
+
+def test_nack_loss_reads_the_nacks_after_a_silence_of_the_feedback_as_an_outage() -> None:
+    """A subscriber whose feedback fell silent for longer than FEEDBACK_SILENCE had its link out: the NACKs that come
+    with its return name what was sent into the outage (all of it at once, then new holes as the link loses), and for
+    OVERLOAD_AGE they count nothing, however much they name. After that the same loss is an overflow, as ever."""
+    loss = NackLoss()
+    for i in range(20):  # 460 video packets/s, and feedback every 50 ms
+        assert loss.sent(i * 0.05, i * 23) is None
+    # Out from 0.95 to 4.0: the first feedback after it is the whole gap, NACKed.
+    assert loss.nacked(4.0, 1, range(1_400), 1_400) == pytest.approx(4.0 - 0.95)
+    assert loss.outages == 1
+    t, sent, number = 4.0, 1_400, 2_000
+    while t + 0.05 < 4.0 + OVERLOAD_AGE:  # the link goes on losing half of what is sent
+        t += 0.05
+        sent += 23
+        loss.nacked(t, 1, range(number, number + 12), sent)
+        number += 12
+        assert loss.overloaded(t, VIDEO, AUDIO, {1: number}) is None
+        assert loss.share(t)[0] == 0
+    verdict = None
+    while verdict is None and t < 4.0 + OVERLOAD_AGE + 1.0:
+        t += 0.05
+        sent += 23
+        loss.nacked(t, 1, range(number, number + 12), sent)
+        number += 12
+        verdict = loss.overloaded(t, VIDEO, AUDIO, {1: number})
+    assert verdict is not None
+    assert t - (4.0 + OVERLOAD_AGE) <= OVERLOAD_SPAN + 0.1
+    assert loss.overloads == 1
+    # Feedback that comes a little late is no outage.
+    assert loss.sent(t + FEEDBACK_SILENCE - 0.01, sent + 100) is None
+    assert loss.outages == 1
 
 
 def test_hold_allows_one_change_per_hold_seconds() -> None:
