@@ -5,8 +5,9 @@ key (judge, prosecutor, counsel, witness, defendant), joins the four court-side 
 microphone with a real aiortc encoder (:class:`NoisyCodeTrack`: the painted code of ``tests.media_clients`` under
 noise, so VP8 spends its whole bitrate, following the REMB the node sends), seats them, prints one
 ``{"event": "ready", ...}`` line with the defendant's join token, and admits the defendant when they reach the
-lobby. Their reception is counted without decoding (frames reassembled by ``media.passthrough``'s tap): two cores
-cannot decode sixteen streams beside the node.
+lobby. Counsel and the witness run in a second process it starts (``seat``, :data:`SEATED`), whose tallies it
+prints with its own. Their reception is counted without decoding (frames reassembled by ``media.passthrough``'s
+tap): two cores cannot decode sixteen streams beside the node.
 
 ``python -m tests.thin_link_client defendant --url U --token T --address A`` joins with the token, waits to be
 admitted, publishes a smaller camera and a microphone, and decodes the video it receives as a browser would (see
@@ -408,21 +409,34 @@ def roles_of(messages: list[dict[str, Any]]) -> dict[str, str]:
     return {}
 
 
-async def report_forever(who: str, people: list[Participant], stopping: asyncio.Event) -> None:
-    """Print every person's tally once a second until ``stopping`` is set."""
+async def report_forever(
+    who: str, people: list[Participant], stopping: asyncio.Event, seat: Seat | None = None
+) -> None:
+    """Print every person's tally once a second until ``stopping`` is set (with ``seat``'s people, which it reports
+    when asked, then: a tally of another moment would show a stall that was none)."""
     while not stopping.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), 1.0)
-        persons: dict[str, Any] = {}
-        for p in people:
-            assert isinstance(p.media, ThinClient)
-            persons[p.name] = {
-                "recv": p.media.tally(roles_of(p.client.messages)),
-                "keyframes": p.media.keyframe_requests,
-                "target_kbps": p.media.target_kbps(),
-                "restarts": len(p.restarts),
-            }
-        emit({"t": round(time.time(), 3), "who": who, "people": persons, "failures": _failures(people)})
+        line = tally_line(who, people)
+        if seat is not None:
+            await seat.report()
+            line["people"].update(seat.people)
+            line["failures"] += seat.failures
+        emit(line)
+
+
+def tally_line(who: str, people: list[Participant]) -> dict[str, Any]:
+    """Every person's tally now (see the module doc); their stalls and lowest REMB since the last one."""
+    persons: dict[str, Any] = {}
+    for p in people:
+        assert isinstance(p.media, ThinClient)
+        persons[p.name] = {
+            "recv": p.media.tally(roles_of(p.client.messages)),
+            "keyframes": p.media.keyframe_requests,
+            "target_kbps": p.media.target_kbps(),
+            "restarts": len(p.restarts),
+        }
+    return {"t": round(time.time(), 3), "who": who, "people": persons, "failures": _failures(people)}
 
 
 def _failures(people: list[Participant]) -> list[str]:
@@ -438,29 +452,129 @@ async def join(court: Court, name: str, token: str, *, size: tuple[int, int], fp
     return p
 
 
+SEATED = COURT_SIDE[2:]
+"""The court-side people a second process runs (``seat``, :class:`Seat`). Four aiortc clients in one process, each
+encoding a camera and receiving four streams, kept its one thread 75-90% busy on a 2-core machine beside the node
+and the defendant: it fell behind at times (a hearing's start, a keyframe from everyone at once), its sockets
+overflowed, and the node read that loss as the court side's links overflowing. A court's people each have their own
+machine; two processes are nearer to that than one."""
+
+
+class Seat:
+    """The ``seat`` process of :func:`run_court`: the people of :data:`SEATED`, their tallies as it last printed them,
+    its events passed on."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.people: dict[str, Any] = {}
+        self.failures: list[str] = []
+        self.events: dict[str, dict[str, Any]] = {}
+        self._changed = asyncio.Event()
+        self._tallied = asyncio.Event()
+        self._reading = asyncio.ensure_future(self._read())
+
+    @classmethod
+    async def start(cls, args: argparse.Namespace, tokens: dict[str, str]) -> Seat:
+        """Start ``python -m tests.thin_link_client seat`` for the people of ``tokens`` (in this namespace)."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.thin_link_client", "seat", "--url", args.url, "--address", args.address,
+            "--tokens", json.dumps(tokens), "--width", str(args.width), "--height", str(args.height),
+            "--fps", str(args.fps), "--kbps", str(args.kbps),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 24,
+        )  # fmt: skip
+        return cls(proc)
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                sys.stdout.write(raw.decode(errors="replace"))  # its other output, as ours
+                continue
+            if "event" in line:
+                self.events[line["event"]] = line
+                if line["event"] in ("loop_lagged", "gc"):
+                    emit({**line, "who": "seat"})  # its process's hold-ups, reported as ours are
+            else:
+                self.people, self.failures = line["people"], line["failures"]
+                self._tallied.set()
+            self._changed.set()
+        self._changed.set()
+
+    async def event(self, name: str, within: float = 60.0) -> dict[str, Any]:
+        """The process's ``{"event": name}`` line, waiting for it; RuntimeError if it ended or took too long."""
+        deadline = time.monotonic() + within
+        while name not in self.events:
+            if self._reading.done() or time.monotonic() > deadline:
+                raise RuntimeError(f"the seat process sent no {name!r} event (exit {self.proc.returncode})")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), 1.0)
+        return self.events[name]
+
+    async def go(self) -> None:
+        """Let it start its media (its people are seated), and wait until it did."""
+        await self._tell("go")
+        await self.event("media")
+
+    async def report(self, within: float = 2.0) -> None:
+        """Ask for its people's tally now and wait for it (:attr:`people`; if it does not come within ``within``,
+        the last one stays, and its stalls come with the next)."""
+        self._tallied.clear()
+        with contextlib.suppress(ConnectionError):
+            await self._tell("report")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._tallied.wait(), within)
+
+    async def _tell(self, word: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(word.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def stop(self) -> None:
+        """SIGTERM (its clients close), SIGKILL after 15 s."""
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        self._reading.cancel()
+
+
 async def run_court(args: argparse.Namespace, stopping: asyncio.Event) -> None:
-    """Book, seat the four court-side publishers, admit the defendant when they wait, report reception."""
+    """Book, seat the four court-side publishers (two here, :data:`SEATED` in a :class:`Seat` process), admit the
+    defendant when they wait, report reception."""
     async with aiohttp.ClientSession() as http:
         court = remote_court(args.url, http)
+        seat: Seat | None = None
         try:
             booking = await court.book(ROLES)
             size = (args.width, args.height)
+            seat = await Seat.start(args, {n: booking.tokens[n] for n in SEATED})
             people = {
-                n: await join(court, n, booking.tokens[n], size=size, fps=args.fps, decode=False) for n in COURT_SIDE
+                n: await join(court, n, booking.tokens[n], size=size, fps=args.fps, decode=False)
+                for n in COURT_SIDE
+                if n not in SEATED
             }
+            placements = {n: p.joined["placement"] for n, p in people.items()}
+            placements.update((await seat.event("joined"))["placements"])
             judge = people["judge"]
             for name in COURT_SIDE[1:]:
-                if people[name].joined["placement"] == "lobby":
+                if placements[name] == "lobby":
                     await judge.client.request_ok("admit", "roster", participant_id=booking.ids[name])
             for action in ("open", "start"):
                 await judge.client.request_ok("session", "state", action=action)
             await judge.client.request_ok("call_witness", "roster", participant_id=booking.ids["witness"])
             for p in people.values():
                 await p.start_media()
+            await seat.go()
             emit({"event": "ready", "hearing_id": booking.hearing_id, "ids": booking.ids,
-                  "defendant_token": booking.tokens["defendant"]})  # fmt: skip
+                  "defendant_token": booking.tokens["defendant"], "seat_pid": seat.proc.pid})  # fmt: skip
             settle_garbage()
-            reporting = asyncio.ensure_future(report_forever("court", list(people.values()), stopping))
+            reporting = asyncio.ensure_future(report_forever("court", list(people.values()), stopping, seat))
             defendant = booking.ids["defendant"]
             await judge.client.expect(
                 "roster",
@@ -470,6 +584,32 @@ async def run_court(args: argparse.Namespace, stopping: asyncio.Event) -> None:
             await judge.client.request_ok("admit", "roster", participant_id=defendant)
             emit({"event": "admitted", "participant_id": defendant})
             await reporting
+        finally:
+            closing = [_bounded(p.close()) for p in court.participants]
+            if seat is not None:
+                closing.append(_bounded(seat.stop(), 20.0))
+            await asyncio.gather(*closing)
+
+
+async def run_seat(args: argparse.Namespace, stopping: asyncio.Event) -> None:
+    """Join the people of ``--tokens``, print where they were placed, start their media when ``go`` comes on stdin
+    (:func:`run_court` seated them), report reception."""
+    tokens: dict[str, str] = json.loads(args.tokens)
+    async with aiohttp.ClientSession() as http:
+        court = remote_court(args.url, http)
+        try:
+            size = (args.width, args.height)
+            people = [await join(court, n, t, size=size, fps=args.fps, decode=False) for n, t in tokens.items()]
+            emit({"event": "joined", "placements": {p.name: p.joined["placement"] for p in people}})
+            words = await read_words()
+            if await next_word(words, stopping) != "go":
+                return
+            for p in people:
+                await p.start_media()
+            emit({"event": "media"})
+            settle_garbage()
+            while await next_word(words, stopping) == "report":
+                emit(tally_line("seat", people))
         finally:
             await asyncio.gather(*(_bounded(p.close()) for p in court.participants))
 
@@ -488,6 +628,37 @@ async def run_defendant(args: argparse.Namespace, stopping: asyncio.Event) -> No
             await report_forever("defendant", [me], stopping)
         finally:
             await asyncio.gather(*(_bounded(p.close()) for p in court.participants))
+
+
+async def read_words() -> asyncio.Queue[str]:
+    """This process's stdin, a line at a time, stripped ("" at its end: the court process is gone)."""
+    words: asyncio.Queue[str] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    async def pump() -> None:
+        while line := await reader.readline():
+            words.put_nowait(line.decode().strip())
+        words.put_nowait("")
+
+    _pumping.add(asyncio.ensure_future(pump()))
+    return words
+
+
+_pumping: set[asyncio.Future[None]] = set()
+
+
+async def next_word(words: asyncio.Queue[str], stopping: asyncio.Event) -> str:
+    """The next line of :func:`read_words` ("" once ``stopping`` is set)."""
+    getting = asyncio.ensure_future(words.get())
+    stop = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait((getting, stop), return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    if getting.done():
+        return getting.result()
+    getting.cancel()
+    return ""
 
 
 async def _bounded(closing: Any, within: float = 10.0) -> None:
@@ -546,6 +717,8 @@ async def main(args: argparse.Namespace) -> None:
     try:
         if args.program == "court":
             await run_court(args, stopping)
+        elif args.program == "seat":
+            await run_seat(args, stopping)
         else:
             await run_defendant(args, stopping)
     finally:
@@ -555,10 +728,11 @@ async def main(args: argparse.Namespace) -> None:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (see the module's doc)."""
     parser = argparse.ArgumentParser(prog="python -m tests.thin_link_client")
-    parser.add_argument("program", choices=("court", "defendant"))
+    parser.add_argument("program", choices=("court", "seat", "defendant"))
     parser.add_argument("--url", required=True, help="the server's base URL")
     parser.add_argument("--address", required=True, help="this namespace's address: the only ICE host candidate")
     parser.add_argument("--token", default="", help="defendant: the join token")
+    parser.add_argument("--tokens", default="{}", help="seat: the join tokens by name, as JSON")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=360)
     parser.add_argument("--fps", type=float, default=15.0)
