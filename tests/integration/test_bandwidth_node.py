@@ -157,6 +157,22 @@ async def signaling(node: InProcessNode) -> AsyncIterator[DirectSignaling]:
         yield sig
 
 
+def forwarded_video(node: InProcessNode, subscriber: str) -> dict[str, int]:
+    """Video frames the node forwarded to ``subscriber`` so far, by publisher."""
+    peer = node.peer(HEARING, subscriber)
+    assert peer is not None
+    return {
+        s.track.publisher.participant_id: s.track.forwarded
+        for s in peer.slots
+        if s.kind == "video" and s.track.publisher is not None
+    }
+
+
+def video_packets(client: MediaClient, publisher: str) -> int:
+    """RTP packets of ``publisher``'s video that reached ``client``'s receivers so far (before any jitter buffer)."""
+    return sum(client.received[mid].rtp_packets for mid in client.mids_of(publisher, "video"))
+
+
 def judge_slot_is_top(node: InProcessNode) -> bool:
     """Whether the defendant's slot carrying the judge's video is marked top-priority (urgent repairs)."""
     peer = node.peer(HEARING, "defendant")
@@ -212,11 +228,15 @@ async def test_thin_subscriber_keeps_judge_and_audio_then_gets_everything_back(
         paused_after = time.monotonic() - thin_at
         await asyncio.sleep(1.0)  # whatever was on its way has arrived
         before = {tag: len(defendant.codes(tag)) for tag in (1, 2, 3)}
+        sent_before = forwarded_video(node, "defendant")
         audio_before = defendant.frames("audio")
         await asyncio.sleep(2.0)
         assert len(defendant.codes(1)) >= before[1] + 20  # the judge keeps flowing
-        assert len(defendant.codes(2)) == before[2]  # the others are paused
-        assert len(defendant.codes(3)) == before[3]
+        # The others are paused: the node forwards none of their frames. (What reaches the defendant of them may still
+        # grow: under a CPU hog its client lagged by more than the second above, and decoded 5-16 frames sent before
+        # the pause in these two, and got 3 of their packets.)
+        sent = forwarded_video(node, "defendant")
+        assert (sent["party"], sent["witness"]) == (sent_before["party"], sent_before["witness"])
         assert defendant.frames("audio") >= audio_before + 3 * 50  # audio of all three never pauses
         # The judge is asked (by REMB) for no more than the defendant takes, floored.
         assert judge_track.remb is not None
@@ -602,12 +622,6 @@ async def test_a_link_cut_and_restored_is_an_outage_not_an_overflow(
     assert silences[0]["silent_seconds"] >= 2.0
     # Both videos are forwarded on (counted as they arrive: after holes the receiver cannot fill, aiortc's jitter
     # buffer holds its frames until 128 packets piled up behind them, 5-12 s here; a browser asks for a keyframe).
-    arrived = {p: sum(defendant.received[m].rtp_packets for m in defendant.mids_of(p, "video")) for p in PUBLISHERS}
-    assert await eventually(
-        lambda: all(
-            sum(defendant.received[m].rtp_packets for m in defendant.mids_of(p, "video")) >= arrived[p] + 30
-            for p in PUBLISHERS
-        ),
-        within=10,
-    )
+    arrived = {p: video_packets(defendant, p) for p in PUBLISHERS}
+    assert await eventually(lambda: all(video_packets(defendant, p) >= arrived[p] + 30 for p in PUBLISHERS), within=10)
     assert not signaling.failures
