@@ -43,6 +43,7 @@ from media.bandwidth import (
     PACE_FACTOR,
     PADDING_SIZE_ON_WIRE,
     PROBE_MAX_BPS,
+    PROBE_RANDOM_LOSS,
     PROBE_SECONDS,
     PROBE_VERDICT,
     PROBE_WAIT_MAX,
@@ -1171,10 +1172,15 @@ class InProcessNode:
         beside = self._audio_bps(peer, now)
         link = subscriber.link
         lifted = link.lifted(now)
+        ratio = link.loss_ratio()
+        # On a link that keeps losing packets at random, a clean spell is chance: probe only once it counts as lifted,
+        # and then for everything paused at once (PROBE_RANDOM_LOSS).
+        random_loss = ratio is not None and ratio >= PROBE_RANDOM_LOSS
+        clean = link.clean(now, streams) and (lifted or not random_loss)
         due = prober.due(
             now,
             last_change=allocator.last_change,
-            clean=link.clean(now, streams),
+            clean=clean,
             estimate=subscriber.estimate,
             lifted=lifted,
             dirty_at=link.dirty_at,
@@ -1183,7 +1189,7 @@ class InProcessNode:
             return
         layer_keys: tuple[str, ...] = ()
         if allocation.paused:
-            everything = prober.everything(lifted=lifted)
+            everything = prober.everything(lifted=lifted) or (lifted and random_loss)
             goal, forwarded = allocator.probe_goal(videos, everything=everything)
             keys = allocator.probe_keys(videos, everything=everything)
         else:

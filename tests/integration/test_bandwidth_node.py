@@ -13,7 +13,7 @@ import structlog
 from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 
 from media.aiortc_compat import on_remb
-from media.bandwidth import PROBE_VERDICT, SubscriberBandwidth
+from media.bandwidth import PROBE_RANDOM_LOSS, PROBE_VERDICT, SubscriberBandwidth
 from media.keyframes import Reason
 from media.node import InProcessNode
 from media.settings import NodeSettings
@@ -632,4 +632,71 @@ async def test_a_link_cut_and_restored_is_an_outage_not_an_overflow(
     assert all(track.keyframe_counts.requests > asked[name] for name, track in tracks.items())
     arrived = {p: video_packets(defendant, p) for p in PUBLISHERS}
     assert await eventually(lambda: all(video_packets(defendant, p) >= arrived[p] + 30 for p in PUBLISHERS), within=10)
+    assert not signaling.failures
+
+
+async def test_a_link_with_random_loss_is_probed_once_it_counts_as_lifted_not_at_a_clean_spell(
+    node: InProcessNode, signaling: DirectSignaling
+) -> None:
+    """A paused subscriber's link keeps losing 2% of its packets at random (its receiver reports say so). A spell of
+    clean reports long enough to make the link clean (``CLEAN_SECONDS``) is chance on such a link, and starts no
+    probe: behind 1 Mbit/s + 2% such probes of one more camera failed and froze the judge. Once the link counts as
+    lifted (so many packets without loss that its loss ratio would hardly have spared them), the probe goes, for its
+    whole goal. The reports are forged (the client's own are held back), as a subscriber's
+    software may send anything: what they can do is start or hold back this subscriber's probes."""
+    defendant, forced, losses = await probed_defendant(node, signaling)
+    force_estimate(defendant, forced, 30_000)
+    losses.every = 0.3
+
+    def paused() -> tuple[str, ...]:
+        state = node.bandwidth(HEARING, "defendant")
+        return () if state is None else state.paused
+
+    assert await eventually(lambda: len(paused()) == 1, within=15)
+    receiver, ssrc, stream = judge_receiver(defendant)
+    rtcp_ssrc = receiver._RTCRtpReceiver__rtcp_ssrc
+    send = receiver._send_rtcp
+
+    async def without_own_reports(packet: Any) -> None:
+        if not isinstance(packet, RtcpRrPacket):
+            await send(packet)
+
+    receiver._send_rtcp = without_own_reports
+    counters = [stream.packets_lost, stream.max_seq + (1 << 16)]  # (ahead of the client's own reports)
+
+    async def report(lost: int, expected: int) -> None:
+        counters[0] += lost
+        counters[1] += expected
+        info = RtcpReceiverInfo(
+            ssrc=ssrc,
+            fraction_lost=lost * 256 // expected,
+            packets_lost=counters[0],
+            highest_sequence=counters[1],
+            jitter=0,
+            lsr=0,
+            dlsr=0,
+        )
+        await send(RtcpRrPacket(ssrc=rtcp_ssrc, reports=[info]))
+
+    for _ in range(10):  # 2% lost, for 3 s
+        await report(1, 50)
+        await asyncio.sleep(0.3)
+    losses.every = None
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(11):  # clean for 2.2 s (past CLEAN_SECONDS), 220 packets: a chance spell at 2%
+            await report(0, 20)
+            await asyncio.sleep(0.2)
+        assert [e for e in logs if e["event"] == "subscriber_probe_started"] == []
+        assert paused() != ()
+        for _ in range(15):  # clean on, 60 packets a report: lifted
+            await report(0, 60)
+            await asyncio.sleep(0.2)
+            if any(e["event"] == "subscriber_probe_started" for e in logs):
+                break
+    probes = [e for e in logs if e["event"] == "subscriber_probe_started"]
+    assert probes, "no probe once the link counted as lifted"
+    assert probes[0]["loss_ratio"] >= PROBE_RANDOM_LOSS
+    assert probes[0]["clean_packets"] > 220  # (after the spell that was chance)
+    assert probes[0]["goal_kbps"] == probes[0]["full_goal_kbps"]  # (no ladder's rung: a lifted link gets the goal)
+    losses.stop()
     assert not signaling.failures
