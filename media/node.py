@@ -1241,7 +1241,7 @@ class InProcessNode:
             estimate_kbps=None if subscriber.estimate is None else subscriber.estimate // 1000,
             layers=len(layer_keys),
             wait_cut_short=cut_short,
-            loss_ratio=link.loss_ratio(),
+            loss_ratio=ratio,
             clean_packets=link.clean_packets,
             since_loss_s=None if link.dirty_at == float("-inf") else round(now - link.dirty_at, 2),
         )
