@@ -76,6 +76,7 @@ try:
     from aiortc.rtcdtlstransport import RTCDtlsTransport, State
     from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
     from aiortc.rtcpeerconnection import find_common_codecs
+    from aiortc.rtcrtpparameters import RTCRtcpFeedback
     from aiortc.rtp import (
         DYNAMIC_PAYLOAD_TYPES,
         RTCP_PSFB_APP,
@@ -102,6 +103,7 @@ __all__ = [
     "HeaderExtensions",
     "JitterFrame",
     "PortRangeExhausted",
+    "RTCRtcpFeedback",
     "RembLimiter",
     "RtcpByePacket",
     "RtcpSrPacket",

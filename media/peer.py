@@ -34,6 +34,7 @@ from media import receiving
 from media.aiortc_compat import (
     CODECS,
     DYNAMIC_PAYLOAD_TYPES,
+    RTCRtcpFeedback,
     SessionDescription,
     enable_header_extensions,
     find_common_codecs,
@@ -331,7 +332,7 @@ class Peer:
                 negotiated = negotiated_rtp(self.pc.getTransceivers())
                 offer = await self.pc.createOffer()
                 sdp = keep_negotiated_numbers(offer.sdp, negotiated, self.pc.getTransceivers())
-                sdp = self._next_version(sdp)
+                sdp = self._next_version(with_audio_nack(sdp))
                 await self.pc.setLocalDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             except PortRangeExhausted:
                 # A receive-only participant's first node offer gathers its candidates: none can be bound. aiortc
@@ -715,6 +716,33 @@ def _codec_key(codec: Any) -> tuple[str, int, int | None, tuple[tuple[str, str],
 
 def _is_rtx(codec: Any) -> bool:
     return str(codec.mimeType).lower().endswith("/rtx")
+
+
+AUDIO_NACK = RTCRtcpFeedback(type="nack")
+"""The feedback the node offers on the Opus of the audio it sends: NACKs of lost audio, which it resends."""
+
+
+def with_audio_nack(sdp: str) -> str:
+    """A node offer with ``a=rtcp-fb:<pt> nack`` on the Opus of every audio m-line the node sends (or may send:
+    ``sendonly`` and ``inactive``; what the client publishes is left as negotiated).
+
+    A browser that reads it NACKs the audio it loses, and the node resends it from the send path's history within
+    the subscriber's budget, audio first. libwebrtc supports NACK for Opus but does not announce it: its answer
+    leaves the line out, and it turns audio NACK on from the remote description (mediasoup-client adds the same line
+    to what its server offers). Chromium behind 5% random loss then concealed 0.3% of the audio, against 4.7% without
+    (``tests/e2e/test_browser_audio_loss.py``). aiortc drops the line from what it negotiates (it is not in the
+    answer); the node answers NACKs of any kind regardless, so each offer carries it again.
+    """
+    description = SessionDescription.parse(sdp)
+    changed = False
+    for media in description.media:
+        if media.kind != "audio" or media.direction not in ("sendonly", "inactive"):
+            continue
+        for codec in media.rtp.codecs:
+            if str(codec.mimeType).lower() == "audio/opus" and AUDIO_NACK not in codec.rtcpFeedback:
+                codec.rtcpFeedback.append(AUDIO_NACK)
+                changed = True
+    return str(description) if changed else sdp
 
 
 def keep_negotiated_numbers(sdp: str, negotiated: NegotiatedRtp, transceivers: Sequence[RTCRtpTransceiver]) -> str:

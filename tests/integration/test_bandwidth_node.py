@@ -19,7 +19,7 @@ from media.node import InProcessNode
 from media.settings import NodeSettings
 from protocol.node import SetPublishing, SetReceiving
 from rooms.model import Role, Source
-from tests.media_clients import DirectSignaling, MediaClient, eventually, hearing
+from tests.media_clients import DirectSignaling, MediaClient, audio_nack_mids, eventually, hearing
 
 HEARING = "hrg_bw"
 PUBLISHERS = ("judge", "party")
@@ -105,6 +105,10 @@ class Link:
         self.cut = False
         self.drop_every = 0
         self.nacks: list[tuple[float, int]] = []
+        self.dropped: set[tuple[int, int]] = set()
+        """(SSRC, sequence number) of each RTP packet dropped (the header of SRTP is in the clear)."""
+        self.refilled: list[tuple[int, int]] = []
+        """The dropped packets that arrived later (resent in their own stream: audio, or video without RTX)."""
         self._arrived = 0
         transport: Any = next(t.receiver.transport.transport for t in client.pc.getTransceivers())  # (bundled)
         receive, send = transport._recv, transport._send
@@ -116,8 +120,12 @@ class Link:
                     continue
                 if len(data) > 1 and 128 <= data[0] < 192 and not 192 <= data[1] <= 223:  # RTP, not RTCP
                     self._arrived += 1
+                    key = (int.from_bytes(data[8:12], "big"), int.from_bytes(data[2:4], "big"))
                     if self.drop_every and self._arrived % self.drop_every == 0:
+                        self.dropped.add(key)
                         continue
+                    if key in self.dropped:
+                        self.refilled.append(key)
                 return bytes(data)
 
         async def sending(data: bytes) -> None:
@@ -632,6 +640,37 @@ async def test_a_link_cut_and_restored_is_an_outage_not_an_overflow(
     assert all(track.keyframe_counts.requests > asked[name] for name, track in tracks.items())
     arrived = {p: video_packets(defendant, p) for p in PUBLISHERS}
     assert await eventually(lambda: all(video_packets(defendant, p) >= arrived[p] + 30 for p in PUBLISHERS), within=10)
+    assert not signaling.failures
+
+
+async def test_lost_audio_is_resent_to_a_subscriber_that_nacks_it(
+    node: InProcessNode, signaling: DirectSignaling
+) -> None:
+    """The node offers NACK on the Opus it sends (``a=rtcp-fb:<pt> nack``: libwebrtc turns audio NACK on from it),
+    and answers a subscriber's NACKs of lost audio with resends, on both send paths: behind a link that drops every
+    tenth packet, nearly all the audio lost comes again (what is not: its resend was dropped too). Without the line
+    the client NACKs nothing and none comes back."""
+    judge = MediaClient("judge", tag=1, video=False)
+    defendant = MediaClient("defendant", video=False, audio=False, nack_audio=True)
+    for client, role in ((judge, Role.judge), (defendant, Role.defendant)):
+        await signaling.join(client, role)
+    await node.call(SetPublishing(hearing_id=HEARING, participant_id="judge", sources=(Source.microphone,)))
+    await node.call(SetReceiving(hearing_id=HEARING, participant_id="defendant", publishers=("judge",)))
+    assert await eventually(lambda: len(defendant.mids_of("judge", "audio")) == 1, within=15)
+    (mid,) = defendant.mids_of("judge", "audio")
+    assert await eventually(lambda: mid in defendant.received and defendant.received[mid].rtp_packets >= 25, within=15)
+    remote = defendant.pc.remoteDescription
+    assert remote is not None
+    assert audio_nack_mids(remote.sdp) == {mid}, "the node's offer asks no NACK for Opus"
+    link = Link(defendant)
+    link.drop_every = 10
+    await asyncio.sleep(4.0)
+    link.drop_every = 0
+    await asyncio.sleep(0.5)
+    refilled = set(link.refilled)
+    print(f"\n{len(link.dropped)} audio packets dropped, {len(refilled)} resent and received")
+    assert len(link.dropped) >= 12, link.dropped  # 4 s of Opus at 50 packets a second, a tenth dropped
+    assert len(refilled) >= 0.7 * len(link.dropped), (len(refilled), len(link.dropped))
     assert not signaling.failures
 
 

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from media.peer import MAX_MLINES, MAX_SENDING_MLINES, NegotiationError, check_offer_size, offer_mline_limit
+from media.peer import (
+    MAX_MLINES,
+    MAX_SENDING_MLINES,
+    NegotiationError,
+    check_offer_size,
+    offer_mline_limit,
+    with_audio_nack,
+)
 from media.speaker import SpeakerDetector
 from rooms.model import HearingState
 from signaling.session import OFFER_BURST, SessionError
+from tests.media_clients import audio_nack_mids
 from tests.unit.test_session import Harness
 
 LOUD, QUIET = 10, 90
@@ -107,3 +115,27 @@ def test_offer_size_is_capped_by_the_hearing_size() -> None:
     with pytest.raises(NegotiationError) as big:
         check_offer_size("v=0\r\n" + "a=x\r\n" * 100_000, limit)
     assert big.value.code == "sdp_too_large"
+
+
+NODE_OFFER = (
+    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1 2\r\n"
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=recvonly\r\na=mid:0\r\na=rtcp-mux\r\n"
+    "a=rtpmap:111 opus/48000/2\r\n"
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=sendonly\r\na=mid:1\r\na=rtcp-mux\r\n"
+    "a=rtpmap:111 opus/48000/2\r\n"
+    "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=sendonly\r\na=mid:2\r\na=rtcp-mux\r\n"
+    "a=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\n"
+)
+
+
+def test_node_offers_nack_on_the_opus_it_sends_and_only_there() -> None:
+    """Audio the node sends (``sendonly``) offers NACK on Opus, once however often the offer passes; what the client
+    publishes (``recvonly`` at the node) and video are left as they were."""
+    offered = with_audio_nack(NODE_OFFER)
+    assert audio_nack_mids(offered) == {"1"}
+    assert with_audio_nack(offered) == offered
+    fb = [line for line in offered.splitlines() if line.startswith("a=rtcp-fb:")]
+    assert fb == ["a=rtcp-fb:111 nack", "a=rtcp-fb:96 nack", "a=rtcp-fb:96 nack pli"]
+    assert with_audio_nack(NODE_OFFER.replace("a=sendonly\r\na=mid:1", "a=recvonly\r\na=mid:1")) == NODE_OFFER.replace(
+        "a=sendonly\r\na=mid:1", "a=recvonly\r\na=mid:1"
+    )

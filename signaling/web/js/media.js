@@ -657,6 +657,10 @@ export class MediaSession extends EventTarget {
         keyFramesDecoded: s.keyFramesDecoded || 0,
         framesDropped: s.framesDropped || 0,
         freezeCount: s.freezeCount || 0,
+        // Audio: what the jitter buffer had to make up for lost or late packets.
+        totalSamplesReceived: s.totalSamplesReceived || 0,
+        concealedSamples: s.concealedSamples || 0,
+        concealmentEvents: s.concealmentEvents || 0,
       });
     });
     return out;
