@@ -188,6 +188,8 @@ class FlowWindow:
     """The longest stretch without a good frame inside the window (clipped to it); 0: none over STALL."""
     rtx: int = 0
     filled: int = 0
+    late: int = 0
+    """Audio resends that came too late to play (``tests.thin_link_client.AUDIO_PLAYOUT``): in ``packets``, not kept."""
     dup: int = 0
     nacks: int = 0
     nack_seqs: int = 0
@@ -197,8 +199,8 @@ class FlowWindow:
 
     @property
     def delivered(self) -> float:
-        """Audio: the share of packets sent in the window that arrived (1.0 = all)."""
-        return self.packets / self.span if self.span else 0.0
+        """Audio: the share of packets sent in the window that arrived in time to play (1.0 = all)."""
+        return (self.packets - self.late) / self.span if self.span else 0.0
 
     @property
     def fps(self) -> float:
@@ -208,7 +210,7 @@ class FlowWindow:
 
 _COUNTS = (
     ("packets", "packets"), ("span", "span"), ("frames", "frames"), ("garbled", "garbled"), ("held", "held"),
-    ("rtx", "rtx"), ("filled", "filled"), ("dup", "dup"),
+    ("rtx", "rtx"), ("filled", "filled"), ("late", "late"), ("dup", "dup"),
     ("nack_packets", "nacks"), ("nack_seqs", "nack_seqs"), ("pli", "pli"),
 )  # fmt: skip
 """(report key, :class:`FlowWindow` field) of the cumulative counts."""

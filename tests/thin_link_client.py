@@ -51,7 +51,7 @@ import tests.media_clients
 from media.aiortc_compat import receiver_codec_name
 from media.passthrough import ReceiverTap, TappedFrame, tap_receiver
 from tests.e2e.test_recording_e2e import remote_court
-from tests.media_clients import CodeVideoTrack, MediaClient, paint_code, read_code
+from tests.media_clients import CodeVideoTrack, MediaClient, audio_nack_mids, nack_lost_audio, paint_code, read_code
 from tests.ws_fixtures import Court, Participant
 
 COURT_SIDE = ("judge", "prosecutor", "counsel", "witness")
@@ -63,6 +63,11 @@ STALL = 0.2
 NOISE = 20
 """Noise amplitude over the painted code: enough that the encoder fills its bitrate, little enough to read codes."""
 NOISE_FRAMES = 7
+
+AUDIO_PLAYOUT = 0.08
+"""Seconds after a lost audio packet's gap shows (the next packet arrives) within which its resend still plays: a
+browser's audio jitter buffer holds a few packets (Chromium's NetEq targets some 40-100 ms on a steady link). A
+resend later than this is counted ``late``, as lost: the audio was concealed by then."""
 
 # RTCP feedback formats (RFC 4585, RFC 5104, draft-alvestrand-rmcat-remb).
 _NACK, _PLI, _REMB = 1, 1, 15
@@ -151,14 +156,20 @@ class Flow:
     """Packets that arrived after a later one (on a link that never reorders: resent in the stream itself)."""
     dup: int = 0
     """Packets that arrived twice."""
+    audio: bool = False
+    """Time the gaps (audio: a resend counts only within :data:`AUDIO_PLAYOUT`)."""
+    gaps: dict[int, float] = field(default_factory=dict)
+    """Audio: when each missing (extended) sequence number's gap showed."""
+    late: int = 0
+    """Audio packets that arrived to fill a gap later than :data:`AUDIO_PLAYOUT`: counted in ``packets``, not kept."""
     nack_packets: int = 0
     nack_seqs: int = 0
     pli: int = 0
     remb: int | None = None
     remb_low: int | None = None
 
-    def rtp(self, seq: int) -> None:
-        """Count one received media packet (its 16-bit sequence number)."""
+    def rtp(self, seq: int, now: float = 0.0) -> None:
+        """Count one received media packet (its 16-bit sequence number) arriving at ``now`` (monotonic seconds)."""
         if self.first_seq is None:
             self.first_seq = self.last_seq = seq
         else:
@@ -168,6 +179,14 @@ class Flow:
                 return
             if ext < self.last_seq:
                 self.filled += 1
+                shown = self.gaps.pop(ext, None)
+                if shown is not None and now - shown > AUDIO_PLAYOUT:
+                    self.late += 1
+            elif self.audio:
+                if len(self.gaps) > 256:  # forget gaps a second old and more (never filled: lost)
+                    self.gaps = {k: t for k, t in self.gaps.items() if now - t < 1.0}
+                for missing in range(self.last_seq + 1, min(ext, self.last_seq + 64)):
+                    self.gaps[missing] = now
             self.last_seq = max(self.last_seq, ext)
             seq = ext
         self.seen.add(seq)
@@ -196,7 +215,7 @@ class Flow:
             out["longest"] = round(self.longest, 3)
         if self.stalls:
             out["stalls"], self.stalls = self.stalls, []
-        for name in ("rtx", "filled", "dup", "nack_packets", "nack_seqs", "pli"):
+        for name in ("rtx", "filled", "late", "dup", "nack_packets", "nack_seqs", "pli"):
             if getattr(self, name):
                 out[name] = getattr(self, name)
         if self.remb is not None:
@@ -229,6 +248,8 @@ class ThinClient(MediaClient):
 
     def _count_rtp(self) -> None:
         # Instead of MediaClient's counting: per-mid RTP, RTX and RTCP feedback, and every receiver tapped.
+        remote = self.pc.remoteDescription
+        nacked = audio_nack_mids(remote.sdp) if remote is not None else set()
         for transceiver in self.pc.getTransceivers():
             receiver = transceiver.receiver
             if id(receiver) in self._watched or transceiver.mid is None:
@@ -236,6 +257,9 @@ class ThinClient(MediaClient):
             self._watched.add(id(receiver))
             mid, kind = str(transceiver.mid), transceiver.kind
             flow = self._flow(mid)
+            flow.audio = kind == "audio"
+            if flow.audio and mid in nacked:
+                nack_lost_audio(receiver)
             _route_rtx(receiver)
             # on_picture_lost None: the tap's buffer makes aiortc send its own PLI when it gives up on a frame.
             tap = ReceiverTap(on_frame=self._tapped(flow, kind), on_packet=_nothing, on_sender_report=_nothing,
@@ -372,7 +396,7 @@ def _watch_receiver(receiver: RTCRtpReceiver, flow: Flow) -> None:
         if codec_name(packet.payload_type) == "rtx":
             flow.rtx += 1
         else:
-            flow.rtp(packet.sequence_number)
+            flow.rtp(packet.sequence_number, time.monotonic())
         await handle(packet, arrival_time_ms)
 
     async def sending(packet: Any) -> None:

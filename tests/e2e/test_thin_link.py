@@ -7,10 +7,10 @@ egress) shaped with ``tc tbf`` and nftables random loss. The link changes in ste
 loss, then 1 Mbit/s + 2% loss, then lifted. Each limited step is measured after :data:`SETTLE` seconds (the
 node's estimate and its hold time) for :data:`MEASURE` seconds. The tests assert deliver 7 of issue 11:
 
-- behind both limits the defendant gets >= 99% of the audio the random loss leaves (the issue's ">= 99% of audio
-  frames" read so: with 2% of packets dropped at random on the link and no resends of audio, in aiortc or in
-  browsers, no forwarding gets more than about 98%), and the judge's camera at >= 10 fps with no frozen stretch
-  over 1 s, while the other cameras are paused for them;
+- behind both limits the defendant gets >= 99% of the audio in time to play: the node offers NACK on Opus, the
+  defendant's client NACKs lost audio as Chromium does then, and a resend counts only if it arrives within
+  ``AUDIO_PLAYOUT`` (80 ms) of its gap; and the judge's camera at >= 10 fps with no frozen stretch over 1 s, while
+  the other cameras are paused for them;
 - everyone else in the hearing receives as before;
 - when the limit is lifted the paused video returns (the issue asks for 2 s; asserted loosely, x3, and printed).
 
@@ -22,7 +22,8 @@ fail. Measured in 8 runs on their own (December 2026: a window's end read from t
 window had shown a false freeze of up to 1.07 s at its end; a link with random loss probed only once lifted): behind
 both limits the judge keeps 13.6-15.2 fps, its longest freeze 0.6 s in the median window (0.2-1.04 s; over 1 s in
 1 of 16 windows, a lone loss whose keyframe took 1 s), the defendant gets 96.8-99.3% of each publisher's audio (the
-random loss leaves 98%), and paused video returns 0.8-3.5 s after the lift (all cameras together, 2.4 s in the
+random loss leaves 98%; with audio NACKs, 6 more runs: 99.63-100% of all of it per window, 99.3% or more of each
+publisher's, 0-9 resends late per window), and paused video returns 0.8-3.5 s after the lift (all cameras together, 2.4 s in the
 median run; the issue asks 2 s; asserted loosely, x3). Inside a whole test run on a shared 2-core machine, 1 of 2
 runs lost its 2 Mbit/s step to the machine (court-side video on unshaped links froze too): the module runs only
 when asked (``COURTLINK_THIN_LINK=1``; about 70 s, root, ``tc`` and nftables), not in CI. ``bench/thin_link.py``
@@ -156,17 +157,18 @@ def _stalls(hearing: ThinLinkHearing, until: float) -> dict[str, list[str]]:
 
 
 def test_behind_a_thin_lossy_link_the_defendant_hears_everyone(run: Run) -> None:
-    """Behind 2 and 1 Mbit/s with 2% loss, the defendant keeps >= 99% of the audio the link's random loss leaves:
-    congestion costs them no audio (the random 2% no forwarding can win back: audio has no resends)."""
+    """Behind 2 and 1 Mbit/s with 2% loss, the defendant keeps >= 99% of the audio: congestion costs them none, and
+    what the random loss takes is resent in time to play (the node offers NACK on Opus; the client NACKs audio as
+    Chromium does then; a resend later than ``AUDIO_PLAYOUT`` counts as lost)."""
     for label, w in run.limited.items():
         flows = [w.flow("defendant", p, "audio") for p in COURT_SIDE]
         kept = {p: round(f.delivered * 100, 1) for p, f in zip(COURT_SIDE, flows, strict=True)}
-        share = sum(f.packets for f in flows) / max(1, sum(f.span for f in flows))
-        loss = LIMITS[0].loss_percent / 100
-        print(f"{label}: the defendant's audio {kept} (all: {share * 100:.1f}%, random loss {loss * 100:g}%)")
-        assert share >= 0.99 * (1 - loss), (label, round(share * 100, 2), kept)
-        # Each publisher alike (600 packets each: the random loss alone varies by about 0.6% either way).
-        assert all(v >= 100 * (0.99 * (1 - loss) - 0.02) for v in kept.values()), (label, kept)
+        share = sum(f.packets - f.late for f in flows) / max(1, sum(f.span for f in flows))
+        late, nacks = sum(f.late for f in flows), sum(f.nacks for f in flows)
+        print(f"{label}: the defendant's audio {kept} (all: {share * 100:.2f}%; {nacks} NACKs, {late} resends late)")
+        assert share >= 0.99, (label, round(share * 100, 2), kept)
+        # Each publisher alike (600 packets each).
+        assert all(v >= 98.5 for v in kept.values()), (label, kept)
 
 
 def test_behind_a_thin_lossy_link_the_defendant_sees_the_judge_and_the_others_pause(run: Run) -> None:
