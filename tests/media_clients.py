@@ -184,6 +184,19 @@ def audio_nack_mids(sdp: str) -> set[str]:
     }
 
 
+def opus_fec_mids(sdp: str) -> set[str]:
+    """The mids of the audio m-lines whose Opus the SDP's author takes in-band FEC on (``useinbandfec=1``)."""
+    return {
+        str(media.rtp.muxId)
+        for media in SessionDescription.parse(sdp).media
+        if media.kind == "audio"
+        and any(
+            str(c.mimeType).lower() == "audio/opus" and str(c.parameters.get("useinbandfec")) == "1"
+            for c in media.rtp.codecs
+        )
+    }
+
+
 def _opus_nack(codec: Any) -> bool:
     return str(codec.mimeType).lower() == "audio/opus" and any(
         f.type == "nack" and not f.parameter for f in codec.rtcpFeedback

@@ -1,6 +1,6 @@
 """Lost audio is resent: Chromium behind a lossy link NACKs the Opus it loses and the node resends it.
 
-The node offers ``a=rtcp-fb:<opus> nack`` on the audio it sends (``media.peer.with_audio_nack``); libwebrtc, which
+The node offers ``a=rtcp-fb:<opus> nack`` on the audio it sends (``media.peer.with_audio_repair``); libwebrtc, which
 does not announce NACK for Opus, turns it on from that offer. The test makes two network namespaces of its own,
 ``court`` (the server, its media node and the judge's Chromium) and ``home`` (the defendant's Chromium), joined by
 a veth pair, and drops :data:`LOSS_PERCENT` of the UDP packets that reach ``home`` (nftables, where they arrive).
@@ -120,12 +120,13 @@ def _scenario(server: Any, court: str, home: str, clip: Path, tmp_path: Path) ->
     delta = {key: last[key] - first[key] for key in first if isinstance(first[key], int)}
     arrived, lost = delta["packetsReceived"], delta["packetsLost"]
     samples, concealed = delta["totalSamplesReceived"], delta["concealedSamples"]
+    audible = (concealed - delta["silentConcealedSamples"]) / max(1, samples)
     lost_share = lost / max(1, arrived + lost)
     concealed_share = concealed / max(1, samples)
     print(
         f"behind {LOSS_PERCENT}% loss, {WINDOW:g} s of the judge's audio at the defendant: {arrived} packets, "
         f"{delta['nackCount']} NACKs, lost for good {lost_share * 100:.2f}%, concealed {concealed_share * 100:.2f}% "
-        f"of {samples} samples ({delta['concealmentEvents']} concealments)"
+        f"of {samples} samples ({delta['concealmentEvents']} concealments; not silence: {audible * 100:.2f}%)"
     )
     assert arrived > 0.5 * 50 * WINDOW, delta  # Opus at 20 ms: ~50 packets a second
     assert delta["nackCount"] > 0, ("no NACK for audio: the offer's nack line was not read", delta)

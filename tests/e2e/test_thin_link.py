@@ -23,11 +23,11 @@ window had shown a false freeze of up to 1.07 s at its end; a link with random l
 both limits the judge keeps 13.6-15.2 fps, its longest freeze 0.6 s in the median window (0.2-1.04 s; over 1 s in
 1 of 16 windows, a lone loss whose keyframe took 1 s), the defendant gets 96.8-99.3% of each publisher's audio (the
 random loss leaves 98%; with audio NACKs, 6 more runs: 99.63-100% of all of it per window, 99.3% or more of each
-publisher's, 0-9 resends late per window), and paused video returns 0.8-3.5 s after the lift (all cameras together, 2.4 s in the
-median run; the issue asks 2 s; asserted loosely, x3). Inside a whole test run on a shared 2-core machine, 1 of 2
-runs lost its 2 Mbit/s step to the machine (court-side video on unshaped links froze too): the module runs only
-when asked (``COURTLINK_THIN_LINK=1``; about 70 s, root, ``tc`` and nftables), not in CI. ``bench/thin_link.py``
-prints the same figures as a table.
+publisher's, 0-9 resends late per window), and paused video returns 0.8-3.5 s after the lift (all cameras
+together, 2.4 s in the median run; the issue asks 2 s; asserted loosely, x3). Inside a whole test run on a shared
+2-core machine, 1 of 2 runs lost its 2 Mbit/s step to the machine (court-side video on unshaped links froze too):
+the module runs only when asked (``COURTLINK_THIN_LINK=1``; about 70 s, root, ``tc`` and nftables), not in CI.
+``bench/thin_link.py`` prints the same figures as a table.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from media.node import InProcessNode
 from media.settings import NodeSettings
 from protocol.node import SetPublishing, SetReceiving
 from rooms.model import Role, Source
-from tests.media_clients import DirectSignaling, MediaClient, audio_nack_mids, eventually, hearing
+from tests.media_clients import DirectSignaling, MediaClient, audio_nack_mids, eventually, hearing, opus_fec_mids
 
 HEARING = "hrg_bw"
 PUBLISHERS = ("judge", "party")
@@ -647,6 +647,7 @@ async def test_lost_audio_is_resent_to_a_subscriber_that_nacks_it(
     node: InProcessNode, signaling: DirectSignaling
 ) -> None:
     """The node offers NACK on the Opus it sends (``a=rtcp-fb:<pt> nack``: libwebrtc turns audio NACK on from it),
+    gives the Opus it receives ``useinbandfec=1`` (a publisher's encoder adds FEC once loss is reported),
     and answers a subscriber's NACKs of lost audio with resends, on both send paths: behind a link that drops every
     tenth packet, nearly all the audio lost comes again (what is not: its resend was dropped too). Without the line
     the client NACKs nothing and none comes back."""
@@ -662,6 +663,12 @@ async def test_lost_audio_is_resent_to_a_subscriber_that_nacks_it(
     remote = defendant.pc.remoteDescription
     assert remote is not None
     assert audio_nack_mids(remote.sdp) == {mid}, "the node's offer asks no NACK for Opus"
+    # And the other way: the judge's encoder is told the node takes in-band FEC on the Opus it publishes.
+    published = judge.pc.remoteDescription
+    assert published is not None
+    sending = {str(t.mid) for t in judge.pc.getTransceivers() if t.kind == "audio" and t.sender.track is not None}
+    assert sending
+    assert sending <= opus_fec_mids(published.sdp), published.sdp
     link = Link(defendant)
     link.drop_every = 10
     await asyncio.sleep(4.0)

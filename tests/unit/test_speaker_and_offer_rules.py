@@ -10,7 +10,7 @@ from media.peer import (
     NegotiationError,
     check_offer_size,
     offer_mline_limit,
-    with_audio_nack,
+    with_audio_repair,
 )
 from media.speaker import SpeakerDetector
 from rooms.model import HearingState
@@ -128,14 +128,22 @@ NODE_OFFER = (
 )
 
 
-def test_node_offers_nack_on_the_opus_it_sends_and_only_there() -> None:
-    """Audio the node sends (``sendonly``) offers NACK on Opus, once however often the offer passes; what the client
-    publishes (``recvonly`` at the node) and video are left as they were."""
-    offered = with_audio_nack(NODE_OFFER)
+def test_node_sdp_asks_nack_on_the_opus_it_sends_and_fec_on_the_opus_it_receives() -> None:
+    """Audio the node sends (``sendonly``) offers NACK on Opus; audio it receives (``recvonly``) takes in-band FEC
+    (``useinbandfec=1``); once however often the SDP passes; video is left as it was."""
+    offered = with_audio_repair(NODE_OFFER)
     assert audio_nack_mids(offered) == {"1"}
-    assert with_audio_nack(offered) == offered
-    fb = [line for line in offered.splitlines() if line.startswith("a=rtcp-fb:")]
-    assert fb == ["a=rtcp-fb:111 nack", "a=rtcp-fb:96 nack", "a=rtcp-fb:96 nack pli"]
-    assert with_audio_nack(NODE_OFFER.replace("a=sendonly\r\na=mid:1", "a=recvonly\r\na=mid:1")) == NODE_OFFER.replace(
-        "a=sendonly\r\na=mid:1", "a=recvonly\r\na=mid:1"
+    assert with_audio_repair(offered) == offered
+    lines = offered.splitlines()
+    assert [line for line in lines if line.startswith("a=rtcp-fb:")] == [
+        "a=rtcp-fb:111 nack",
+        "a=rtcp-fb:96 nack",
+        "a=rtcp-fb:96 nack pli",
+    ]
+    assert [line for line in lines if line.startswith("a=fmtp:")] == ["a=fmtp:111 minptime=10;useinbandfec=1"]
+    assert lines.index("a=fmtp:111 minptime=10;useinbandfec=1") < lines.index("a=mid:1")  # (the recvonly m-line's)
+    # What the client offered of its own is kept beside it.
+    own = NODE_OFFER.replace(
+        "a=rtpmap:111 opus/48000/2\r\nm=audio", "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 stereo=1\r\nm=audio"
     )
+    assert "a=fmtp:111 stereo=1;minptime=10;useinbandfec=1" in with_audio_repair(own).splitlines()

@@ -660,6 +660,7 @@ export class MediaSession extends EventTarget {
         // Audio: what the jitter buffer had to make up for lost or late packets.
         totalSamplesReceived: s.totalSamplesReceived || 0,
         concealedSamples: s.concealedSamples || 0,
+        silentConcealedSamples: s.silentConcealedSamples || 0,
         concealmentEvents: s.concealmentEvents || 0,
       });
     });
@@ -673,6 +674,8 @@ export class MediaSession extends EventTarget {
     const out = [];
     report.forEach((s) => {
       if (s.type === "outbound-rtp") {
+        // What the node's receiver reports of this stream (RTCP receiver reports): the loss on the way up.
+        const remote = s.remoteId ? report.get(s.remoteId) : undefined;
         out.push({
           mid: s.mid ?? null,
           kind: s.kind,
@@ -681,6 +684,8 @@ export class MediaSession extends EventTarget {
           packetsSent: s.packetsSent || 0,
           framesEncoded: s.framesEncoded || 0,
           frameWidth: s.frameWidth || 0,
+          remotePacketsLost: remote ? remote.packetsLost || 0 : null,
+          remoteFractionLost: remote ? remote.fractionLost ?? null : null,
         });
       }
     });
