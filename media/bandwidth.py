@@ -161,6 +161,11 @@ its earlier loss would have spared them all with at most these odds (at 2% loss,
 thin-link test's audio and video behind 1 Mbit/s; a lossy link shows such a run by chance once in about 25,000
 packets)."""
 
+LIFTED_NACK_DELAY = 0.25
+"""Seconds a packet sent to a subscriber that NACKs what it loses must be out before its silence counts: its NACK,
+were it lost, would have come back by then (a round trip through a full 100 ms queue, and the receiver's wait for
+the next packet to see the gap)."""
+
 LIFTED_MIN_PACKETS = 300
 """The fewest packets without loss that count a lossy link as lifted, whatever its loss ratio was: loss comes in
 bursts (a failed probe, a keyframe through a full queue), and a ratio they raised (4-7% behind 1 Mbit/s + 2% random
@@ -952,7 +957,10 @@ class LinkQuality:
         "_clean_packets",
         "_dirty_at",
         "_lossy_ratio",
+        "_nacked_at",
         "_reports",
+        "_sent",
+        "_sent_at_nack",
         "_streams",
         "probe_dirty_at",
     )
@@ -966,6 +974,12 @@ class LinkQuality:
         """(when, packets expected, packets lost) per report interval within :data:`LOSS_WINDOW`."""
         self._clean_packets = 0
         self._lossy_ratio: float | None = None
+        self._sent: deque[tuple[float, int]] = deque()
+        """(when, packets sent so far) samples of what the node sent the subscriber that its NACKs cover
+        (:meth:`sent`), over the last :data:`LIFTED_NACK_DELAY` and one sample before."""
+        self._sent_at_nack: int | None = None
+        """Of those packets, how many were sent when the last NACK came (None: no count then)."""
+        self._nacked_at = float("-inf")
         self.probe_dirty_at = float("-inf")
         """When loss was last seen that a probe running then must answer for: a NACK, or a report showing loss
         above the link's random loss (:data:`LOSS_EXCESS`); a report whose loss is within it, the start of the
@@ -981,11 +995,21 @@ class LinkQuality:
             self._clean(now)
 
     def block(
-        self, now: float, ssrc: int, fraction_lost: int, packets_lost: int, highest_sequence: int
+        self,
+        now: float,
+        ssrc: int,
+        fraction_lost: int,
+        packets_lost: int,
+        highest_sequence: int,
+        *,
+        repaired: bool = False,
     ) -> tuple[int, int] | None:
         """A receiver report block with its stream's counters (RFC 3550 6.4.1: cumulative packets lost, extended
         highest sequence number received); the packets (lost, expected) since the stream's last report (None: not
-        known, its first report or counters reset)."""
+        known, its first report or counters reset). ``repaired``: the block's stream is one the receiver NACKs and
+        gets resent in the stream itself (audio): its resends count as received, so its reports show what the
+        repairs left, not what the link lost; the block counts neither towards :meth:`loss_ratio` nor as packets
+        without loss (:meth:`sent` counts those, by the NACKs)."""
         last = self._streams.get(ssrc)
         self._streams[ssrc] = (now, highest_sequence, packets_lost)
         if last is None:
@@ -998,12 +1022,16 @@ class LinkQuality:
             return None
         lost_now = min(expected, max(0, packets_lost - lost))
         blocks = self._blocks
-        blocks.append((now, expected, lost_now))
-        while now - blocks[0][0] > LOSS_WINDOW:
+        if not repaired:
+            blocks.append((now, expected, lost_now))
+        while blocks and now - blocks[0][0] > LOSS_WINDOW:
             blocks.popleft()
         if lost_now == 0 and fraction_lost == 0:
             self._clean(now)
-            self._clean_packets += expected
+            if not repaired:
+                # (Credited whole: a report covers the second before it, so some of these packets may have left
+                # before the last loss was seen.)
+                self._clean_packets += expected
             return 0, expected
         baseline = self._lossy_ratio or 0.0
         self._dirty(now)
@@ -1021,6 +1049,34 @@ class LinkQuality:
         """A report block that is no sign (a paused or just resumed stream's): keep its counters, so the next block
         about the stream counts from here (not across the skipped sequence numbers of a resume)."""
         self._streams[ssrc] = (now, highest_sequence, packets_lost)
+
+    def sent(self, now: float, total: int) -> None:
+        """What the node sent the subscriber so far (packets) of the streams whose losses it NACKs (video, and audio
+        once it NACKed some): a run of them without a NACK counts towards :meth:`lifted` as the reports do, sooner
+        (a receiver reports about once a second per stream; it NACKs a loss at once)."""
+        samples = self._sent
+        if samples and total < samples[-1][1]:
+            samples.clear()  # fewer than before: a sender was replaced; count from here
+            self._sent_at_nack = total
+        samples.append((now, total))
+        while len(samples) > 2 and now - samples[1][0] >= LIFTED_NACK_DELAY:
+            samples.popleft()
+        if self._sent_at_nack is None:
+            self._sent_at_nack = total
+
+    def recount(self, now: float, total: int) -> None:
+        """Count what :meth:`sent` is told from here, ``total`` now, none of it yet clean (the streams it covers
+        changed: a receiver that began to NACK its audio)."""
+        self._sent.clear()
+        self._sent.append((now, total))
+        self._sent_at_nack = total
+
+    def nack_clean(self, now: float) -> int:
+        """Packets sent since the last NACK, at least :data:`LIFTED_NACK_DELAY` ago (0: no NACK came yet, so the
+        receiver may not NACK at all, or it is too soon)."""
+        base = self._sent_at_nack if self._nacked_at > float("-inf") else None
+        settled = next((total for at, total in reversed(self._sent) if now - at >= LIFTED_NACK_DELAY), None)
+        return 0 if base is None or settled is None else max(0, settled - base)
 
     def _dirty(self, now: float) -> None:
         self._dirty_at = now
@@ -1042,6 +1098,14 @@ class LinkQuality:
         """A NACK came from the subscriber (it lost a packet)."""
         self._dirty(now)
         self.probe_dirty_at = now
+        self._nacked_at = now
+        if self._sent:
+            self._sent_at_nack = self._sent[-1][1]
+
+    @property
+    def nacked_at(self) -> float:
+        """When the last NACK came (-inf: none yet)."""
+        return self._nacked_at
 
     @property
     def clean_packets(self) -> int:
@@ -1072,13 +1136,22 @@ class LinkQuality:
         """The link's limit was lifted, or its loss ended: no loss since some was seen, for as many packets as make
         the link's earlier random loss unlikely to have spared them all (:data:`LIFTED_ODDS`), and for at least
         :data:`CLEAN_SECONDS`; or, whatever the counters say (and without them), :data:`LIFTED_SECONDS` without
-        loss and :data:`LIFTED_REPORTS` reports without loss in that time (see :data:`LIFTED_SECONDS`)."""
+        loss and :data:`LIFTED_REPORTS` reports without loss in that time (see :data:`LIFTED_SECONDS`).
+
+        The packets without loss are those the reports showed, or, sooner, those sent without a NACK since
+        (:meth:`sent`, each out for :data:`LIFTED_NACK_DELAY`): the reports of a stream come about once a second and
+        cover the second before, and the lift waited for them (1.8 s from a lifted limit to the first probe in the
+        thin-link runs, with the packets it needed sent within 1.3 s)."""
         if self._dirty_at == float("-inf"):
             return False
         ratio = self._lossy_ratio
         if ratio is not None and 0 < ratio < 0.5:
-            needed = math.log(LIFTED_ODDS) / math.log1p(-ratio)
-            if now - self._dirty_at >= CLEAN_SECONDS and self._clean_packets >= max(needed, LIFTED_MIN_PACKETS):
+            needed = max(math.log(LIFTED_ODDS) / math.log1p(-ratio), LIFTED_MIN_PACKETS)
+            if now - self._dirty_at >= CLEAN_SECONDS and self._clean_packets >= needed:
+                return True
+            # By the NACKs, from the last one: a report that shows loss covers the second before it, losses the NACKs
+            # told at once (it came up to a second after a lifted limit, and held the lift back that long again).
+            if now - self._nacked_at >= CLEAN_SECONDS and self.nack_clean(now) >= needed:
                 return True
         # Never later than this: a link whose loss was rare (a rate limit that the node's pacing kept from losing
         # much) would otherwise ask for thousands of packets.

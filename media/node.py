@@ -178,6 +178,8 @@ class _Subscriber:
     """The video rate the last overflow left room for (what the link delivered, less the audio), a ceiling on the
     estimate until :attr:`overload_until`."""
     overload_until: float = float("-inf")
+    audio_nacks: bool = False
+    """It NACKed audio (the node's offer asks a browser to): its audio counts towards a lifted link too."""
 
     def start_probe(
         self, now: float, goal_bps: int, forwarded_bps: int, *, seconds: float, wait_max: float, partial: bool = False
@@ -973,6 +975,7 @@ class InProcessNode:
         subscriber = self._subscriber(room, peer.participant_id)
         now = time.monotonic()
         ssrc = signal.ssrc
+        subscriber.link.sent(now, self._nack_covered(peer, subscriber))
         if not signal.nack:
             # (a NACK samples it with its own count)
             self._silence_ended(room, peer, subscriber.nack_loss.sent(now, self._video_sent(peer)))
@@ -989,6 +992,9 @@ class InProcessNode:
                 link = subscriber.link
                 if signal.nack:
                     link.nack(now)
+                    if slot.kind == "audio" and not subscriber.audio_nacks:
+                        subscriber.audio_nacks = True  # its audio counts towards a lift from now on
+                        link.recount(now, self._nack_covered(peer, subscriber))
                     sender_of = slot.track.frame_sender
                     if slot.kind == "video" and signal.lost_sequences and sender_of is not None:
                         lost = [n for n in signal.lost_sequences if sender_of.sent_within(n, OVERLOAD_AGE)]
@@ -998,7 +1004,14 @@ class InProcessNode:
                 paused = allocation is not None and bool(allocation.paused)
                 was_lifted = paused and link.lifted(now)  # (only a subscriber with paused video waits for a lift)
                 since = link.reported_at(ssrc)
-                counted = link.block(now, ssrc, signal.fraction_lost, signal.packets_lost, signal.highest_sequence)
+                counted = link.block(
+                    now,
+                    ssrc,
+                    signal.fraction_lost,
+                    signal.packets_lost,
+                    signal.highest_sequence,
+                    repaired=slot.kind == "audio" and subscriber.audio_nacks,
+                )
                 if (
                     counted is not None
                     and since is not None
@@ -1100,6 +1113,19 @@ class InProcessNode:
             )
 
     @staticmethod
+    def _nack_covered(peer: Peer, subscriber: _Subscriber) -> int:
+        """Packets the direct send path sent the subscriber so far of the streams whose losses it NACKs: video, and
+        audio once it NACKed audio (a browser does when the node's offer asks it; an older client never does, and
+        its lost audio must not pass for a clean link)."""
+        sent = 0
+        audio = subscriber.audio_nacks
+        for slot in peer.slots:
+            sender = slot.track.frame_sender
+            if sender is not None and (slot.kind == "video" or audio):
+                sent += sender.packets_sent
+        return sent
+
+    @staticmethod
     def _video_sent(peer: Peer) -> int:
         """Video packets the direct send path sent the subscriber so far (its senders' counters)."""
         sent = 0
@@ -1171,12 +1197,15 @@ class InProcessNode:
         # read, and its first reading is 0 (media.bandwidth.BitrateMeter).
         beside = self._audio_bps(peer, now)
         link = subscriber.link
+        link.sent(now, self._nack_covered(peer, subscriber))
         lifted = link.lifted(now)
         ratio = link.loss_ratio()
         # On a link that keeps losing packets at random, a clean spell is chance: probe only once it counts as lifted,
         # and then for everything paused at once (PROBE_RANDOM_LOSS).
         random_loss = ratio is not None and ratio >= PROBE_RANDOM_LOSS
-        clean = link.clean(now, streams) and (lifted or not random_loss)
+        # Lifted is clean too: a lift the NACKs showed (LinkQuality.sent) comes before the last report of the loss
+        # before it, which would keep the link from looking clean for CLEAN_SECONDS more.
+        clean = lifted or (link.clean(now, streams) and not random_loss)
         due = prober.due(
             now,
             last_change=allocator.last_change,
@@ -1243,7 +1272,9 @@ class InProcessNode:
             wait_cut_short=cut_short,
             loss_ratio=ratio,
             clean_packets=link.clean_packets,
+            clean_by_nacks=link.nack_clean(now),
             since_loss_s=None if link.dirty_at == float("-inf") else round(now - link.dirty_at, 2),
+            since_nack_s=None if link.nacked_at == float("-inf") else round(now - link.nacked_at, 2),
         )
         subscriber.padded_at = now
         subscriber.padding_owed = 0.0
