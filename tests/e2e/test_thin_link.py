@@ -22,9 +22,12 @@ fail. Measured in 8 runs on their own (December 2026: a window's end read from t
 window had shown a false freeze of up to 1.07 s at its end; a link with random loss probed only once lifted): behind
 both limits the judge keeps 13.6-15.2 fps, its longest freeze 0.6 s in the median window (0.2-1.04 s; over 1 s in
 1 of 16 windows, a lone loss whose keyframe took 1 s), the defendant gets 96.8-99.3% of each publisher's audio (the
-random loss leaves 98%; with audio NACKs, 6 more runs: 99.63-100% of all of it per window, 99.3% or more of each
-publisher's, 0-9 resends late per window), and paused video returns 0.8-3.5 s after the lift (all cameras
-together, 2.4 s in the median run; the issue asks 2 s; asserted loosely, x3). Inside a whole test run on a shared
+random loss leaves 98%), and paused video returns 0.8-3.5 s after the lift (all cameras together, 2.4 s in the
+median run; the issue asks 2 s; asserted loosely, x3). With audio NACKs and the lift read from NACKs too (16 runs,
+December 2026): the defendant keeps 98.9-100% of the audio per window, under 99% in 2 windows of 32, each behind
+1 Mbit/s while a cap raise filled the link's queue and 26 resends came too late; paused video returns 2.2-3.5 s
+after the lift (2.56 s median); 13 of 16 runs pass all five tests (the others: the judge frozen 1.2-2.0 s, all
+after a cap raise of its aiortc publisher). Inside a whole test run on a shared
 2-core machine, 1 of 2 runs lost its 2 Mbit/s step to the machine (court-side video on unshaped links froze too):
 the module runs only when asked (``COURTLINK_THIN_LINK=1``; about 70 s, root, ``tc`` and nftables), not in CI.
 ``bench/thin_link.py`` prints the same figures as a table.
