@@ -11,37 +11,24 @@ about as much as is lost).
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from playwright.sync_api import sync_playwright
 
-from tests.browser_fixtures import (
-    artifact_dir,
-    book_hearing,
-    chromium_in,
-    fake_video_clip,
-    namespace_args,
-    participant_group,
-    require_chromium,
-    run_server,
-)
-from tests.netns import Shape, namespaces, netns_thread, shape, unshape
+from tests.browser_fixtures import artifact_dir
+from tests.netns import Shape, shape, unshape
+from tests.two_sites import COURT_DEV, HOME_DEV, two_site_hearing
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Page
 
     from tests.browser_fixtures import Participants
 
 pytest_plugins = ["tests.browser_fixtures"]
 pytestmark = pytest.mark.browser
 
-COURT_ADDRESS = "10.77.0.1"
-HOME_ADDRESS = "10.77.0.2"
-COURT_DEV, HOME_DEV = "vcourt", "vhome"
 LOSS_PERCENT = 5
 SETTLE = 3.0
 """Seconds after the loss starts before the window opens."""
@@ -57,66 +44,21 @@ def judge_audio(group: Participants, page: Page, judge_id: str) -> dict[str, Any
 
 def test_chromium_behind_a_lossy_link_nacks_lost_audio_and_gets_it_resent(tmp_path: Path) -> None:
     """Behind 5% random loss, the defendant's Chromium NACKs the judge's audio and conceals far less than 5%."""
-    require_chromium()
-    shots = artifact_dir("audio-loss")
-    clip = fake_video_clip(tmp_path / "small.y4m")
-    with (
-        namespaces(addresses=(COURT_ADDRESS, HOME_ADDRESS), devices=(COURT_DEV, HOME_DEV)) as (court, home),
-        netns_thread(court) as in_court,
-        run_server(
-            tmp_path / "serve",
-            host=COURT_ADDRESS,
-            wrap=("nsenter", f"--net=/run/netns/{court}"),
-            env_extra={"COURTLINK_MEDIA__ANNOUNCE_ADDRESSES": f'["{COURT_ADDRESS}"]'},
-            via=in_court,
-        ) as server,
-    ):
-        try:
-            _scenario(server, court, home, clip, tmp_path)
-        finally:
-            unshape(court, COURT_DEV, drop_at=(home, HOME_DEV))
-            shutil.copyfile(server.log_path, shots / "server.log")
-
-
-def _scenario(server: Any, court: str, home: str, clip: Path, tmp_path: Path) -> None:
-    booking = book_hearing(server, [("Zhang Wei", "judge", "court"), ("Ma Jun", "defendant", "remote")])
-    judge_id = booking.ids["judge"]
-    allowed = frozenset({COURT_ADDRESS})
-    args = namespace_args(server.base_url, COURT_ADDRESS, f"--use-file-for-fake-video-capture={clip}")
-    with sync_playwright() as playwright:
-        court_browser: Browser = playwright.chromium.launch(
-            executable_path=chromium_in(court, tmp_path), headless=True, args=args
+    with two_site_hearing(tmp_path, artifact_dir("audio-loss")) as sites:
+        at_home, defendant, judge_id = sites.at_home, sites.defendant, sites.judge_id
+        at_home.wait_until(
+            lambda: judge_audio(at_home, defendant, judge_id)["totalSamplesReceived"] > 0,
+            what="the judge's audio playing at the defendant",
         )
-        home_browser: Browser = playwright.chromium.launch(
-            executable_path=chromium_in(home, tmp_path), headless=True, args=args
-        )
+        # What reaches the defendant at home loses LOSS_PERCENT, dropped where it arrives.
+        shape(sites.court, COURT_DEV, Shape(loss_percent=LOSS_PERCENT), drop_at=(sites.home, HOME_DEV))
         try:
-            with (
-                participant_group(court_browser, also_allowed=allowed) as at_court,
-                participant_group(home_browser, also_allowed=allowed) as at_home,
-            ):
-                judge = at_court.open(booking.links["judge"])
-                at_court.join(judge)
-                judge.wait_for_selector("body[data-view=hearing]")
-                judge.get_by_role("button", name="Open the courtroom").click()
-                judge.wait_for_selector("#hearing-state[data-state=open]")
-                defendant = at_home.open(booking.links["defendant"])
-                at_home.join(defendant)
-                judge.get_by_role("button", name=f"Admit {booking.names['defendant']}").click()
-                defendant.wait_for_selector("body[data-view=hearing]")
-                at_home.wait_receiving(defendant, judge_id, "defendant <- judge")
-                at_home.wait_until(
-                    lambda: judge_audio(at_home, defendant, judge_id)["totalSamplesReceived"] > 0,
-                    what="the judge's audio playing at the defendant",
-                )
-                shape(court, COURT_DEV, Shape(loss_percent=LOSS_PERCENT), drop_at=(home, HOME_DEV))
-                time.sleep(SETTLE)
-                first = judge_audio(at_home, defendant, judge_id)
-                time.sleep(WINDOW)
-                last = judge_audio(at_home, defendant, judge_id)
+            time.sleep(SETTLE)
+            first = judge_audio(at_home, defendant, judge_id)
+            time.sleep(WINDOW)
+            last = judge_audio(at_home, defendant, judge_id)
         finally:
-            home_browser.close()
-            court_browser.close()
+            unshape(sites.court, COURT_DEV, drop_at=(sites.home, HOME_DEV))
     delta = {key: last[key] - first[key] for key in first if isinstance(first[key], int)}
     arrived, lost = delta["packetsReceived"], delta["packetsLost"]
     samples, concealed = delta["totalSamplesReceived"], delta["concealedSamples"]

@@ -14,38 +14,24 @@ asks for 3 s; the assertion is a loose 3x, the machine is shared).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from playwright.sync_api import sync_playwright
 
-from tests.browser_fixtures import (
-    MEDIA_WAIT,
-    artifact_dir,
-    book_hearing,
-    chromium_in,
-    fake_video_clip,
-    namespace_args,
-    participant_group,
-    require_chromium,
-    run_server,
-)
-from tests.netns import namespaces, netns_thread
+from tests.browser_fixtures import MEDIA_WAIT, artifact_dir
+from tests.two_sites import two_site_hearing
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Page
 
     from tests.browser_fixtures import Participants
 
 pytest_plugins = ["tests.browser_fixtures"]
 pytestmark = pytest.mark.browser
 
-COURT_ADDRESS = "10.77.0.1"
-HOME_ADDRESS = "10.77.0.2"
 CUT_SECONDS = 10.0
 BACK_WITHIN = 3.0
 """The issue's bound for media to return after the network does; asserted loosely (x3), measured and printed."""
@@ -79,62 +65,16 @@ WATCH_JS = """(pid) => {
 
 def test_udp_cut_for_ten_seconds_media_returns_without_reload(tmp_path: Path) -> None:
     """With the defendant's UDP cut for 10 s, pages say so, the judge is alerted, and media returns by itself."""
-    require_chromium()
     shots = artifact_dir("netcut")
-    clip = fake_video_clip(tmp_path / "small.y4m")
-    with (
-        namespaces(addresses=(COURT_ADDRESS, HOME_ADDRESS)) as (court, home),
-        netns_thread(court) as in_court,
-        run_server(
-            tmp_path / "serve",
-            host=COURT_ADDRESS,
-            wrap=("nsenter", f"--net=/run/netns/{court}"),
-            env_extra={"COURTLINK_MEDIA__ANNOUNCE_ADDRESSES": f'["{COURT_ADDRESS}"]'},
-            via=in_court,
-        ) as server,
-    ):
-        try:
-            _scenario(server, court, home, clip, tmp_path, shots)
-        finally:
-            shutil.copyfile(server.log_path, shots / "server.log")
-
-
-def _scenario(server: Any, court: str, home: str, clip: Path, tmp_path: Path, shots: Path) -> None:
-    booking = book_hearing(server, [("Zhang Wei", "judge", "court"), ("Ma Jun", "defendant", "remote")])
-    judge_id, defendant_id = booking.ids["judge"], booking.ids["defendant"]
-    allowed = frozenset({COURT_ADDRESS})
-    args = namespace_args(server.base_url, COURT_ADDRESS, f"--use-file-for-fake-video-capture={clip}")
-    with sync_playwright() as playwright:
-        court_browser: Browser = playwright.chromium.launch(
-            executable_path=chromium_in(court, tmp_path), headless=True, args=args
+    with two_site_hearing(tmp_path, shots) as sites:
+        judge, defendant, defendant_id = sites.judge, sites.defendant, sites.defendant_id
+        judge.wait_for_selector(f"#roster li[data-participant='{defendant_id}'][data-media=ok]", timeout=30_000)
+        assert defendant.locator("#conn-state").inner_text().strip() == "Connected"
+        judge.evaluate(WATCH_JS, defendant_id)
+        defendant.evaluate("() => { window.__noReload = true; }")
+        _cut_and_restore(
+            sites.at_court, sites.at_home, judge, defendant, sites.judge_id, defendant_id, sites.home, shots
         )
-        home_browser: Browser = playwright.chromium.launch(
-            executable_path=chromium_in(home, tmp_path), headless=True, args=args
-        )
-        try:
-            with (
-                participant_group(court_browser, also_allowed=allowed) as at_court,
-                participant_group(home_browser, also_allowed=allowed) as at_home,
-            ):
-                judge = at_court.open(booking.links["judge"])
-                at_court.join(judge)
-                judge.wait_for_selector("body[data-view=hearing]")
-                judge.get_by_role("button", name="Open the courtroom").click()
-                judge.wait_for_selector("#hearing-state[data-state=open]")
-                defendant = at_home.open(booking.links["defendant"])
-                at_home.join(defendant)
-                judge.get_by_role("button", name=f"Admit {booking.names['defendant']}").click()
-                defendant.wait_for_selector("body[data-view=hearing]")
-                at_court.wait_receiving(judge, defendant_id, "judge <- defendant before the cut")
-                at_home.wait_receiving(defendant, judge_id, "defendant <- judge before the cut")
-                judge.wait_for_selector(f"#roster li[data-participant='{defendant_id}'][data-media=ok]", timeout=30_000)
-                assert defendant.locator("#conn-state").inner_text().strip() == "Connected"
-                judge.evaluate(WATCH_JS, defendant_id)
-                defendant.evaluate("() => { window.__noReload = true; }")
-                _cut_and_restore(at_court, at_home, judge, defendant, judge_id, defendant_id, home, shots)
-        finally:
-            home_browser.close()
-            court_browser.close()
 
 
 def _cut_and_restore(
