@@ -159,6 +159,25 @@ def require_chromium() -> None:
         pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
 
 
+def admit_defendant(
+    judges: Participants, defendants: Participants, booking: Booking, *, what: str = ""
+) -> tuple[Page, Page]:
+    """The judge (in ``judges``' browser) joins, opens the courtroom and admits the defendant (in ``defendants``',
+    which may be the same group); both pages once each receives the other. ``what`` labels the waits."""
+    judge = judges.open(booking.links["judge"])
+    judges.join(judge)
+    judge.wait_for_selector("body[data-view=hearing]")
+    judge.get_by_role("button", name="Open the courtroom").click()
+    judge.wait_for_selector("#hearing-state[data-state=open]")
+    defendant = defendants.open(booking.links["defendant"])
+    defendants.join(defendant)
+    judge.get_by_role("button", name=f"Admit {booking.names['defendant']}").click()
+    defendant.wait_for_selector("body[data-view=hearing]")
+    judges.wait_receiving(judge, booking.ids["defendant"], f"judge <- defendant{what}")
+    defendants.wait_receiving(defendant, booking.ids["judge"], f"defendant <- judge{what}")
+    return judge, defendant
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

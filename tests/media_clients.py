@@ -177,30 +177,22 @@ class Received:
 
 def audio_nack_mids(sdp: str) -> set[str]:
     """The mids of the audio m-lines whose Opus the remote side offers ``nack`` feedback on."""
-    return {
-        str(media.rtp.muxId)
-        for media in SessionDescription.parse(sdp).media
-        if media.kind == "audio" and any(_opus_nack(codec) for codec in media.rtp.codecs)
-    }
+    return _opus_mids(sdp, lambda codec: any(f.type == "nack" and not f.parameter for f in codec.rtcpFeedback))
 
 
 def opus_fec_mids(sdp: str) -> set[str]:
     """The mids of the audio m-lines whose Opus the SDP's author takes in-band FEC on (``useinbandfec=1``)."""
+    return _opus_mids(sdp, lambda codec: str(codec.parameters.get("useinbandfec")) == "1")
+
+
+def _opus_mids(sdp: str, has: Callable[[Any], bool]) -> set[str]:
+    """The mids of the audio m-lines with an Opus codec for which ``has`` holds."""
     return {
         str(media.rtp.muxId)
         for media in SessionDescription.parse(sdp).media
         if media.kind == "audio"
-        and any(
-            str(c.mimeType).lower() == "audio/opus" and str(c.parameters.get("useinbandfec")) == "1"
-            for c in media.rtp.codecs
-        )
+        and any(str(codec.mimeType).lower() == "audio/opus" and has(codec) for codec in media.rtp.codecs)
     }
-
-
-def _opus_nack(codec: Any) -> bool:
-    return str(codec.mimeType).lower() == "audio/opus" and any(
-        f.type == "nack" and not f.parameter for f in codec.rtcpFeedback
-    )
 
 
 def nack_lost_audio(receiver: RTCRtpReceiver) -> None:

@@ -21,6 +21,7 @@ from tests.browser_fixtures import (
     Booking,
     Participants,
     Server,
+    admit_defendant,
     book_hearing,
     chromium_in,
     fake_video_clip,
@@ -91,18 +92,8 @@ def two_site_hearing(tmp_path: Path, shots: Path) -> Iterator[TwoSites]:
                         participant_group(court_browser, also_allowed=allowed) as at_court,
                         participant_group(home_browser, also_allowed=allowed) as at_home,
                     ):
-                        judge = at_court.open(booking.links["judge"])
-                        at_court.join(judge)
-                        judge.wait_for_selector("body[data-view=hearing]")
-                        judge.get_by_role("button", name="Open the courtroom").click()
-                        judge.wait_for_selector("#hearing-state[data-state=open]")
-                        defendant = at_home.open(booking.links["defendant"])
-                        at_home.join(defendant)
-                        judge.get_by_role("button", name=f"Admit {booking.names['defendant']}").click()
-                        defendant.wait_for_selector("body[data-view=hearing]")
+                        judge, defendant = admit_defendant(at_court, at_home, booking)
                         sites = TwoSites(court, home, server, booking, at_court, at_home, judge, defendant)
-                        at_court.wait_receiving(judge, sites.defendant_id, "judge <- defendant")
-                        at_home.wait_receiving(defendant, sites.judge_id, "defendant <- judge")
                         yield sites
                 finally:
                     home_browser.close()

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.browser_fixtures import admit_defendant
+
 if TYPE_CHECKING:
     from tests.browser_fixtures import Participants, Server
 
@@ -23,17 +25,7 @@ def test_offline_for_five_seconds_then_resumes_by_itself(court_server: Server, p
     booking = court_server.book([("Wu Min", "judge", "court"), ("Qian Bo", "defendant", "remote")])
     judge_id, defendant_id = booking.ids["judge"], booking.ids["defendant"]
 
-    judge = p.open(booking.links["judge"])
-    p.join(judge)
-    judge.wait_for_selector("body[data-view=hearing]")
-    judge.get_by_role("button", name="Open the courtroom").click()
-    judge.wait_for_selector("#hearing-state[data-state=open]")
-    defendant = p.open(booking.links["defendant"])
-    p.join(defendant)
-    judge.get_by_role("button", name=f"Admit {booking.names['defendant']}").click()
-    defendant.wait_for_selector("body[data-view=hearing]")
-    p.wait_receiving(judge, defendant_id, "judge <- defendant before the drop")
-    p.wait_receiving(defendant, judge_id, "defendant <- judge before the drop")
+    judge, defendant = admit_defendant(p, p, booking, what=" before the drop")
 
     defendant.context.set_offline(True)
     went_offline = time.monotonic()
