@@ -18,20 +18,19 @@ subscriber's aiortc has decrypted and parsed the marker packet; "at socket
 read" when its ICE connection read that datagram, i.e. without the time it
 waited behind the other subscribers' packets in this one harness process.
 
-``--stock-counts`` runs the same node with ``NodeSettings.direct_send=False``
-(aiortc's own per-sender RTP loop), alternating with the default at each N.
-``--python-counts`` runs the direct send path through its Python loop
-(``media.sending.use_native(False)``) instead of the C one
-(``media/_fastpath.c``), alternating likewise: the native/Python A/B;
-``--nogso-counts`` the C loop without UDP segmentation offload
-(``media.sending.use_gso(False)``); ``--unbatched-counts`` sends each
-publisher frame with one C call per subscriber, from each one's ``push``,
-instead of one call for all of them (``media.fanout.use_batching(False)``). ``--aiortc-receive-counts`` receives
-the publisher through aiortc's own receive loop instead of the native one (``media.receiving.use_native(False)``);
-its publisher-only figure is the receive path's A/B. ``--asyncio-counts`` runs the node in a second SFU child on
-asyncio's own event loop (courtlink's default) where the first runs on uvloop (``COURTLINK_EVENT_LOOP=uvloop``,
-:mod:`courtlink.eventloop`): the event loop's A/B. ``--python-rate-counts`` gives the publisher's
-video receiver aiortc's own Python bandwidth estimator instead of its C copy (``media/_rate.c``,
+``--stock-counts`` runs the same node with ``NodeSettings.direct_send=False`` (aiortc's own per-sender RTP loop),
+alternating with the default at each N. ``--python-counts`` runs the direct send path through its Python loop
+(``media.sending.use_native(False)``) instead of the C one (``media/_fastpath.c``), alternating likewise: the
+native/Python A/B; ``--nogso-counts`` the C loop without UDP segmentation offload (``media.sending.use_gso(False)``);
+``--unbatched-counts`` sends each publisher frame with one C call per subscriber, from each one's ``push``, instead of
+one call for all of them (``media.fanout.use_batching(False)``); ``--cold-counts`` decides every subscriber's frame in
+Python (``ForwardedTrack.prepare``, ``FrameSender.send_batched``) instead of serving the subscribers in the steady
+state in C (``_fastpath.fan_hot``, ``media.fanout.use_hot(False)``). ``--aiortc-receive-counts`` receives the
+publisher through aiortc's own receive loop instead of the native one (``media.receiving.use_native(False)``); its
+publisher-only figure is the receive path's A/B. ``--asyncio-counts`` runs the node in a second SFU child on asyncio's
+own event loop (courtlink's default) where the first runs on uvloop (``COURTLINK_EVENT_LOOP=uvloop``,
+:mod:`courtlink.eventloop`): the event loop's A/B. ``--python-rate-counts`` gives the publisher's video receiver
+aiortc's own Python bandwidth estimator instead of its C copy (``media/_rate.c``,
 ``media.aiortc_compat.use_native_rate(False)``): the estimator's A/B. The send and receive paths and the event loop
 each mode used are printed with the results.
 
@@ -94,7 +93,7 @@ from bench.janus import JanusMissing, JanusServer, JanusSession, janus_binary
 from courtlink import eventloop
 from courtlink.eventloop import EVENT_LOOP_ENV
 from media.aiortc_compat import dtls_transports, rtp_intake, use_native_rate
-from media.fanout import use_batching
+from media.fanout import use_batching, use_hot
 from media.ice import restrict_host_candidates, rtc_configuration
 from media.node import InProcessNode
 from media.receiving import install as install_receive
@@ -166,6 +165,7 @@ class SfuServer:
             use_native(bool(request.get("native", True)))
             use_gso(bool(request.get("gso", True)))
             use_batching(bool(request.get("batched", True)))
+            use_hot(bool(request.get("hot", True)))
             use_native_receive(bool(request.get("native_receive", True)))
             use_native_rate(bool(request.get("native_rate", True)))
             return {"send_path": f"{send_path()}, receive {receive_path()}", "event_loop": eventloop.running()}
@@ -667,6 +667,7 @@ async def measure(harness: Harness, mode: str, n: int, seconds: float, warmup: f
             native=mode != "passthrough-python",
             gso=mode != "passthrough-nogso",
             batched=mode != "passthrough-unbatched",
+            hot=mode != "passthrough-cold",
             native_receive=mode != "passthrough-aiortcrecv",
             native_rate=mode != "passthrough-pyrate",
         )
@@ -735,6 +736,7 @@ async def run_bench(
     native_subscribers: bool = False,
     python_rate_counts: list[int] | None = None,
     asyncio_counts: list[int] | None = None,
+    cold_counts: list[int] | None = None,
 ) -> None:
     t0 = time.monotonic()
     video, audio = await asyncio.to_thread(encode_clip)
@@ -752,6 +754,7 @@ async def run_bench(
         ("passthrough-python", python_counts),
         ("passthrough-nogso", nogso_counts),
         ("passthrough-unbatched", unbatched_counts or []),
+        ("passthrough-cold", cold_counts or []),
         ("passthrough-aiortcrecv", aiortc_receive_counts or []),
         ("passthrough-pyrate", python_rate_counts or []),
         ("passthrough-asyncio", asyncio_counts or []),
@@ -854,6 +857,10 @@ async def run_bench(
                 (py, "Python send loop"),
                 (ng, "C send loop without UDP GSO"),
                 (ub, "one C call per subscriber (unbatched)"),
+                (
+                    {r.subscribers: r for r in rows if r.mode == "passthrough-cold"},
+                    "every subscriber decided in Python (no hot path)",
+                ),
                 ({r.subscribers: r for r in rows if r.mode == "passthrough-aiortcrecv"}, "aiortc receive loop"),
                 ({r.subscribers: r for r in rows if r.mode == "passthrough-asyncio"}, "asyncio's own event loop"),
             ):
@@ -985,6 +992,14 @@ def main() -> None:
         help="passthrough with one C send call per subscriber and frame instead of one per frame, for A/B",
     )
     parser.add_argument(
+        "--cold-counts",
+        type=int,
+        nargs="*",
+        default=[],
+        help="passthrough with every subscriber's frame decided in Python (media.fanout.use_hot(False)) instead of the "
+        "C hot path for subscribers in the steady state, for A/B",
+    )
+    parser.add_argument(
         "--aiortc-receive-counts",
         type=int,
         nargs="*",
@@ -1064,6 +1079,7 @@ def main() -> None:
             args.native_subscribers,
             args.python_rate_counts,
             args.asyncio_counts,
+            args.cold_counts,
         )
     )
 

@@ -30,6 +30,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #ifndef SOL_UDP
 #define SOL_UDP 17
@@ -439,6 +440,8 @@ add_long(PyObject *owner, int name, long long amount)
 /* One lane: (config, pts, chunks), config being the 15-tuple media/sending.py's FrameSender._lane_config makes:
  * (fd, sockaddr, session, protect, limit, history, history_size, payload_type, ssrc, gso, extensions,
  *  abs_send_time_offset, vp8, owner, sender). */
+static PyObject *send_lane_config(PyObject *config, unsigned long long pts, PyObject *chunks, unsigned long long ntp);
+
 static PyObject *
 send_lane(PyObject *entry, unsigned long long ntp)
 {
@@ -446,7 +449,17 @@ send_lane(PyObject *entry, unsigned long long ntp)
         PyErr_SetString(PyExc_TypeError, "a lane entry is (config, pts, chunks)");
         return NULL;
     }
-    PyObject *config = PyTuple_GET_ITEM(entry, 0), *chunks = PyTuple_GET_ITEM(entry, 2);
+    unsigned long long pts = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(entry, 1));
+    if (pts == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    return send_lane_config(PyTuple_GET_ITEM(entry, 0), pts, PyTuple_GET_ITEM(entry, 2), ntp);
+}
+
+/* send_lane with its entry taken apart: the lane's config, the frame's pts in the sender's clock (mod 2**64), its
+ * chunks. */
+static PyObject *
+send_lane_config(PyObject *config, unsigned long long pts, PyObject *chunks, unsigned long long ntp)
+{
     if (!PyTuple_Check(config) || PyTuple_GET_SIZE(config) != LANE_FIELDS || !PyList_Check(chunks)) {
         PyErr_SetString(PyExc_TypeError, "a lane's config must be a 15-tuple and its chunks a list");
         return NULL;
@@ -477,9 +490,6 @@ send_lane(PyObject *entry, unsigned long long ntp)
     }
     if (limit > SLOT_SIZE - SRTP_MAX_TRAILER)
         limit = SLOT_SIZE - SRTP_MAX_TRAILER;
-    unsigned long long pts = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(entry, 1));
-    if (pts == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
     long sequence, picture_id = 0;
     if (get_long(owner, A_SEQUENCE, &sequence) < 0 || (vp8 && get_long(owner, A_PICTURE_ID, &picture_id) < 0))
         return NULL;
@@ -595,6 +605,472 @@ send_lanes(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyList_SET_ITEM(results, j, Py_None);
     }
     return results;
+}
+
+/* ---- The hot path: a publisher frame to the subscribers whose decisions are all foregone ----------------------
+ *
+ * fan_hot() takes the consumers of one publisher frame (media/fanout.py) and, for each ForwardedTrack in the steady
+ * state, does in C what ForwardedTrack.prepare, FrameSender.send_batched and NativeBatch.run would do for it in
+ * Python: the outgoing pts, the lane's send, the counters. The steady state is read from the objects themselves at
+ * every frame, never cached, so whatever Python changes (a pause, a gate closing, pacing, a new ICE pair, a queued
+ * frame, a full socket buffer) sends that consumer back to Python at the next frame: a consumer is hot only when
+ * prepare() would return (sender, pts, clock rate) with no other effect than the outgoing timeline, and
+ * _ready_lane() would return the same lane. Everything else ("cold") is handed back, in order, for the Python loop.
+ */
+
+enum {
+    H_ENDED,
+    H_PAUSED,
+    H_PENDING,
+    H_SENDER,
+    H_ENABLED,
+    H_SENDABLE,
+    H_GATE,
+    H_OPEN,
+    H_QUEUE,
+    H_RESTART,
+    H_TOP,
+    H_PACE,
+    H_PACED,
+    H_HOT,
+    H_LANE,
+    H_STATE,
+    H_TX_SRTP,
+    H_OFFSET,
+    H_LAST_OUT,
+    H_LAST_OUT_TIME,
+    H_CLOCK_RATE,
+    H_VP8,
+    H_CODEC_KEY,
+    H_KEYFRAME_SENT,
+    H_FORWARDED,
+    H_HOLD_TIMES,
+    H_TIMESTAMP,
+    H_PAYLOADS,
+    H_ARRIVAL,
+    H_HOT_CHUNKS,
+    H_WRITE_BUFFER,
+    H_IS_CLOSING,
+    H_APPEND,
+    H_COUNT
+};
+static const char *hot_names[H_COUNT] = {
+    "_MediaStreamTrack__ended", /* aiortc's MediaStreamTrack: readyState is "ended" when it is true */
+    "paused",
+    "_pending",
+    "_sender",
+    "_enabled", /* aiortc's RTCRtpSender: its direction lets it send (media.aiortc_compat.sender_enabled) */
+    "_sendable",
+    "gate",
+    "open",
+    "_queue",
+    "_restart_sequence",
+    "top_priority",
+    "pace_bps",
+    "_paced",
+    "_hot",
+    "_lane",
+    "_state",   /* aiortc's RTCDtlsTransport (media.aiortc_compat.SenderInternals.link) */
+    "_tx_srtp", /* idem */
+    "_offset",
+    "_last_out",
+    "_last_out_time",
+    "_clock_rate",
+    "_vp8",
+    "_codec_key",
+    "_keyframe_sent",
+    "forwarded",
+    "hold_times",
+    "timestamp",
+    "payloads",
+    "arrival",
+    "_hot_chunks",
+    "get_write_buffer_size",
+    "is_closing",
+    "append",
+};
+static PyObject *hot_attributes[H_COUNT];
+static PyObject *hot_track_type;   /* media.forwarding.ForwardedTrack (configure_hot) */
+static PyObject *hot_connected;    /* aiortc's State.CONNECTED (configure_hot) */
+static PyObject *one_object;       /* 1: the ICE component whose nominated pair carries the media, and the increment */
+
+/* owner.<name> (a new reference), or NULL with no error set if it is missing or fails: the consumer is cold. */
+static PyObject *
+hot_get(PyObject *owner, int name)
+{
+    PyObject *value = PyObject_GetAttr(owner, hot_attributes[name]);
+    if (value == NULL)
+        PyErr_Clear();
+    return value;
+}
+
+/* Whether owner.<name> is exactly the object want (a borrowed comparison; a missing attribute is not). */
+static int
+hot_is(PyObject *owner, int name, PyObject *want)
+{
+    PyObject *value = hot_get(owner, name);
+    if (value == NULL)
+        return 0;
+    Py_DECREF(value);
+    return value == want;
+}
+
+/* len(owner.<name>) == 0 (a missing attribute or a failing len: not). */
+static int
+hot_empty(PyObject *owner, int name)
+{
+    PyObject *value = hot_get(owner, name);
+    if (value == NULL)
+        return 0;
+    Py_ssize_t size = PyObject_Size(value);
+    Py_DECREF(value);
+    if (size < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    return size == 0;
+}
+
+/* Python's floor division of a by b (b > 0). */
+static long long
+floor_div(long long a, long long b)
+{
+    long long q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+typedef struct {
+    PyObject *sender;     /* the consumer's FrameSender (new reference) */
+    PyObject *lane;       /* its lane config (new reference) */
+    long long pts;        /* the frame's pts on the consumer's outgoing timeline */
+    long long sender_pts; /* the same in the sender's clock */
+} hot_plan;
+
+/* Whether consumer may take this frame through the hot path; fills plan (references to release) when it may. */
+static int
+hot_ready(PyObject *consumer, int keyframe, long long source_pts, hot_plan *plan)
+{
+    if ((PyObject *)Py_TYPE(consumer) != hot_track_type)
+        return 0;
+    if (!hot_is(consumer, H_ENDED, Py_False) || !hot_is(consumer, H_PAUSED, Py_False)
+        || !hot_is(consumer, H_PENDING, Py_None) || !hot_is(consumer, H_SENDABLE, Py_True)
+        || !hot_is(consumer, H_RESTART, Py_False) || !hot_is(consumer, H_TOP, Py_False)
+        || !hot_is(consumer, H_PACE, Py_None) || !hot_empty(consumer, H_QUEUE))
+        return 0;
+    PyObject *gate = hot_get(consumer, H_GATE);
+    if (gate == NULL)
+        return 0;
+    /* A video's gate must be open, and a keyframe of a gated video goes through Python (RepairHold.keyframe_sent). */
+    int gate_ok = gate == Py_None || (!keyframe && hot_is(gate, H_OPEN, Py_True));
+    Py_DECREF(gate);
+    if (!gate_ok)
+        return 0;
+    PyObject *offset = hot_get(consumer, H_OFFSET);
+    if (offset == NULL)
+        return 0;
+    int overflow = 0;
+    long long offset_value = PyLong_Check(offset) ? PyLong_AsLongLongAndOverflow(offset, &overflow) : 0;
+    int offset_ok = PyLong_Check(offset) && !overflow && !(offset_value == -1 && PyErr_Occurred());
+    Py_DECREF(offset);
+    if (!offset_ok) {
+        PyErr_Clear();
+        return 0; /* None (a new publisher: Python sets the timeline), or beyond 64 bits */
+    }
+    PyObject *sender = hot_get(consumer, H_SENDER);
+    if (sender == NULL)
+        return 0;
+    if (sender == Py_None || !hot_empty(sender, H_PACED)) {
+        Py_DECREF(sender);
+        return 0;
+    }
+    PyObject *aiortc_sender = hot_get(sender, H_SENDER);
+    int enabled = aiortc_sender != NULL && hot_is(aiortc_sender, H_ENABLED, Py_True);
+    Py_XDECREF(aiortc_sender);
+    PyObject *hot = enabled ? hot_get(sender, H_HOT) : NULL;
+    PyObject *lane = hot != NULL ? hot_get(sender, H_LANE) : NULL;
+    /* _hot: (lane, (dtls, nominated pairs, SRTP session, ICE pair), transport), made by FrameSender._ready_lane */
+    int ok = hot != NULL && lane != NULL && PyTuple_Check(hot) && PyTuple_GET_SIZE(hot) == 3
+             && PyTuple_GET_ITEM(hot, 0) == lane && lane != Py_None;
+    if (ok) {
+        PyObject *link = PyTuple_GET_ITEM(hot, 1), *transport = PyTuple_GET_ITEM(hot, 2);
+        ok = PyTuple_Check(link) && PyTuple_GET_SIZE(link) == 4 && PyDict_Check(PyTuple_GET_ITEM(link, 1));
+        if (ok) {
+            PyObject *dtls = PyTuple_GET_ITEM(link, 0);
+            PyObject *pair = PyDict_GetItemWithError(PyTuple_GET_ITEM(link, 1), one_object);
+            if (pair == NULL)
+                PyErr_Clear();
+            ok = pair != NULL && pair == PyTuple_GET_ITEM(link, 3) && hot_is(dtls, H_STATE, hot_connected)
+                 && hot_is(dtls, H_TX_SRTP, PyTuple_GET_ITEM(link, 2));
+        }
+        if (ok) {
+            /* Nothing waits in the socket's buffer (what would block went there: it goes first), and it is open. */
+            PyObject *size = PyObject_CallMethodNoArgs(transport, hot_attributes[H_WRITE_BUFFER]);
+            ok = size != NULL && PyLong_Check(size) && PyLong_AsLong(size) == 0;
+            Py_XDECREF(size);
+            if (ok) {
+                PyObject *closing = PyObject_CallMethodNoArgs(transport, hot_attributes[H_IS_CLOSING]);
+                ok = closing == Py_False;
+                Py_XDECREF(closing);
+            }
+            if (PyErr_Occurred())
+                PyErr_Clear();
+        }
+    }
+    Py_XDECREF(hot);
+    long rate = 0, sender_rate = 0;
+    if (ok) {
+        PyObject *r = hot_get(consumer, H_CLOCK_RATE), *sr = hot_get(sender, H_CLOCK_RATE);
+        rate = r != NULL && PyLong_Check(r) ? PyLong_AsLong(r) : 0;
+        sender_rate = sr != NULL && PyLong_Check(sr) ? PyLong_AsLong(sr) : 0;
+        Py_XDECREF(r);
+        Py_XDECREF(sr);
+        if (PyErr_Occurred())
+            PyErr_Clear();
+        ok = rate > 0 && sender_rate > 0;
+    }
+    if (!ok) {
+        Py_XDECREF(lane);
+        Py_DECREF(sender);
+        return 0;
+    }
+    long long pts;
+    if (__builtin_add_overflow(source_pts, offset_value, &pts)) {
+        Py_DECREF(lane);
+        Py_DECREF(sender);
+        return 0;
+    }
+    long long sender_pts = pts;
+    if (rate != sender_rate) {
+        long long scaled;
+        if (__builtin_mul_overflow(pts, (long long)sender_rate, &scaled)) {
+            Py_DECREF(lane);
+            Py_DECREF(sender);
+            return 0;
+        }
+        sender_pts = floor_div(scaled, rate);
+    }
+    plan->sender = sender;
+    plan->lane = lane;
+    plan->pts = pts;
+    plan->sender_pts = sender_pts;
+    return 1;
+}
+
+/* The frame's chunks for a sender: from frame.payloads by its codec, made by the sender if no one has yet. */
+static PyObject *
+hot_chunks(PyObject *sender, PyObject *payloads, PyObject *frame)
+{
+    PyObject *vp8 = hot_get(sender, H_VP8);
+    if (vp8 == NULL)
+        return NULL;
+    PyObject *key = vp8 == Py_True ? PyUnicode_FromString("vp8") : hot_get(sender, H_CODEC_KEY);
+    Py_DECREF(vp8);
+    if (key == NULL)
+        return NULL;
+    PyObject *chunks = PyDict_GetItemWithError(payloads, key);
+    Py_DECREF(key);
+    if (chunks != NULL && PyList_Check(chunks)) {
+        Py_INCREF(chunks);
+        return chunks;
+    }
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    chunks = PyObject_CallMethodOneArg(sender, hot_attributes[H_HOT_CHUNKS], frame);
+    if (chunks != NULL && !PyList_Check(chunks)) {
+        Py_DECREF(chunks);
+        PyErr_SetString(PyExc_TypeError, "_hot_chunks must return a list");
+        return NULL;
+    }
+    return chunks;
+}
+
+static double
+clock_seconds(clockid_t clock)
+{
+    struct timespec now;
+    clock_gettime(clock, &now);
+    return (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
+}
+
+/* consumer.<name> += 1 */
+static int
+hot_increment(PyObject *consumer, int name)
+{
+    PyObject *value = PyObject_GetAttr(consumer, hot_attributes[name]);
+    if (value == NULL)
+        return -1;
+    PyObject *sum = PyNumber_Add(value, one_object);
+    Py_DECREF(value);
+    if (sum == NULL)
+        return -1;
+    int rc = PyObject_SetAttr(consumer, hot_attributes[name], sum);
+    Py_DECREF(sum);
+    return rc;
+}
+
+PyDoc_STRVAR(configure_hot_doc,
+"configure_hot(track_type, connected) -> None\n"
+"\n"
+"The consumer type fan_hot serves (ForwardedTrack) and aiortc's DTLS state CONNECTED (see media/_fastpath.pyi).");
+
+static PyObject *
+configure_hot(PyObject *self, PyObject *args)
+{
+    PyObject *track_type, *connected;
+    if (!PyArg_ParseTuple(args, "O!O", &PyType_Type, &track_type, &connected))
+        return NULL;
+    Py_INCREF(track_type);
+    Py_INCREF(connected);
+    Py_XSETREF(hot_track_type, track_type);
+    Py_XSETREF(hot_connected, connected);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(fan_hot_doc,
+"fan_hot(consumers, frame, keyframe, ntp, now) -> None | tuple[list, list]\n"
+"\n"
+"One publisher frame to every consumer in the steady state, in C; the others handed back (see media/_fastpath.pyi).");
+
+static PyObject *
+fan_hot(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "fan_hot takes a list of consumers, a frame, keyframe, an NTP and a monotonic time");
+        return NULL;
+    }
+    if (hot_track_type == NULL || hot_connected == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_hot was not called");
+        return NULL;
+    }
+    PyObject *consumers = args[0], *frame = args[1];
+    int keyframe = PyObject_IsTrue(args[2]);
+    if (keyframe < 0)
+        return NULL;
+    unsigned long long ntp = PyLong_AsUnsignedLongLongMask(args[3]);
+    if (ntp == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    double now_mono = PyFloat_AsDouble(args[4]); /* time.monotonic(): what _pts keeps in _last_out_time */
+    if (now_mono == -1.0 && PyErr_Occurred())
+        return NULL;
+    PyObject *timestamp = PyObject_GetAttr(frame, hot_attributes[H_TIMESTAMP]);
+    if (timestamp == NULL)
+        return NULL;
+    int overflow = 0;
+    long long source_pts = PyLong_Check(timestamp) ? PyLong_AsLongLongAndOverflow(timestamp, &overflow) : 0;
+    int pts_ok = PyLong_Check(timestamp) && !overflow && !(source_pts == -1 && PyErr_Occurred());
+    Py_DECREF(timestamp);
+    PyErr_Clear();
+    PyObject *payloads = PyObject_GetAttr(frame, hot_attributes[H_PAYLOADS]);
+    if (payloads == NULL)
+        return NULL;
+    PyObject *arrival = PyObject_GetAttr(frame, hot_attributes[H_ARRIVAL]);
+    if (arrival == NULL) {
+        Py_DECREF(payloads);
+        return NULL;
+    }
+    double arrived = PyFloat_AsDouble(arrival);
+    Py_DECREF(arrival);
+    if (arrived == -1.0 && PyErr_Occurred()) {
+        Py_DECREF(payloads);
+        return NULL;
+    }
+    PyObject *cold = PyList_New(0), *handed = PyList_New(0), *sent = PyList_New(0);
+    if (cold == NULL || handed == NULL || sent == NULL || !PyDict_Check(payloads))
+        goto fail;
+    Py_ssize_t count = PyList_GET_SIZE(consumers);
+    for (Py_ssize_t j = 0; j < count && j < PyList_GET_SIZE(consumers); j++) {
+        PyObject *consumer = PyList_GET_ITEM(consumers, j);
+        Py_INCREF(consumer);
+        hot_plan plan;
+        if (!pts_ok || !hot_ready(consumer, keyframe, source_pts, &plan)) {
+            int rc = PyList_Append(cold, consumer);
+            Py_DECREF(consumer);
+            if (rc < 0)
+                goto fail;
+            continue;
+        }
+        PyObject *chunks = hot_chunks(plan.sender, payloads, frame);
+        if (chunks == NULL) {
+            /* Python's loop makes the same call (shared_payloads) and meets the same failure where it is handled. */
+            PyErr_Clear();
+            Py_DECREF(plan.sender);
+            Py_DECREF(plan.lane);
+            int rc = PyList_Append(cold, consumer);
+            Py_DECREF(consumer);
+            if (rc < 0)
+                goto fail;
+            continue;
+        }
+        /* What prepare() (_pts) and send_batched() do before the send. */
+        PyObject *last_out = PyLong_FromLongLong(plan.pts), *last_time = PyFloat_FromDouble(now_mono);
+        int rc = (last_out == NULL || last_time == NULL
+                  || PyObject_SetAttr(consumer, hot_attributes[H_LAST_OUT], last_out) < 0
+                  || PyObject_SetAttr(consumer, hot_attributes[H_LAST_OUT_TIME], last_time) < 0
+                  || PyObject_SetAttr(plan.sender, hot_attributes[H_KEYFRAME_SENT], Py_None) < 0)
+                     ? -1
+                     : 0;
+        Py_XDECREF(last_out);
+        Py_XDECREF(last_time);
+        PyObject *left = rc < 0 ? NULL : send_lane_config(plan.lane, (unsigned long long)plan.sender_pts, chunks, ntp);
+        if (left == NULL)
+            left = raised_as_result();
+        if (left == NULL) {
+            Py_DECREF(chunks);
+            Py_DECREF(plan.sender);
+            Py_DECREF(plan.lane);
+            Py_DECREF(consumer);
+            goto fail;
+        }
+        if (left == Py_None) {
+            Py_DECREF(left);
+            rc = PyList_Append(sent, consumer);
+        } else {
+            /* (consumer, sender, what send_lanes would return, chunks): Python finishes it (_finish_lane). */
+            PyObject *item = PyTuple_Pack(4, consumer, plan.sender, left, chunks);
+            Py_DECREF(left);
+            rc = item == NULL ? -1 : PyList_Append(handed, item);
+            Py_XDECREF(item);
+        }
+        Py_DECREF(chunks);
+        Py_DECREF(plan.sender);
+        Py_DECREF(plan.lane);
+        Py_DECREF(consumer);
+        if (rc < 0)
+            goto fail;
+    }
+    /* What fan_out does for each frame that went out: forwarded += 1, and how long it waited in the node. */
+    if (PyList_GET_SIZE(sent) > 0) {
+        PyObject *hold = PyFloat_FromDouble(clock_seconds(CLOCK_REALTIME) - arrived);
+        if (hold == NULL)
+            goto fail;
+        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(sent); j++) {
+            PyObject *consumer = PyList_GET_ITEM(sent, j);
+            PyObject *times = PyObject_GetAttr(consumer, hot_attributes[H_HOLD_TIMES]);
+            PyObject *appended = times == NULL ? NULL : PyObject_CallMethodOneArg(times, hot_attributes[H_APPEND], hold);
+            Py_XDECREF(times);
+            if (appended == NULL || hot_increment(consumer, H_FORWARDED) < 0) {
+                Py_XDECREF(appended);
+                Py_DECREF(hold);
+                goto fail;
+            }
+            Py_DECREF(appended);
+        }
+        Py_DECREF(hold);
+    }
+    Py_DECREF(payloads);
+    Py_DECREF(sent);
+    if (PyList_GET_SIZE(cold) == 0 && PyList_GET_SIZE(handed) == 0) {
+        Py_DECREF(cold);
+        Py_DECREF(handed);
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("(NN)", cold, handed);
+fail:
+    Py_DECREF(payloads);
+    Py_XDECREF(cold);
+    Py_XDECREF(handed);
+    Py_XDECREF(sent);
+    return NULL;
 }
 
 PyDoc_STRVAR(sockaddr_doc,
@@ -1007,6 +1483,8 @@ static PyMethodDef methods[] = {
     {"send_frame", (PyCFunction)(void (*)(void))send_frame, METH_FASTCALL, send_frame_doc},
     {"send_frames", send_frames, METH_O, send_frames_doc},
     {"send_lanes", (PyCFunction)(void (*)(void))send_lanes, METH_FASTCALL, send_lanes_doc},
+    {"fan_hot", (PyCFunction)(void (*)(void))fan_hot, METH_FASTCALL, fan_hot_doc},
+    {"configure_hot", configure_hot, METH_VARARGS, configure_hot_doc},
     {"sockaddr", make_sockaddr, METH_VARARGS, sockaddr_doc},
     {"recv_rtp", (PyCFunction)(void (*)(void))recv_rtp, METH_FASTCALL, recv_rtp_doc},
     {"vp8_depayload", vp8_depayload, METH_O, vp8_depayload_doc},
@@ -1038,6 +1516,12 @@ PyInit__fastpath(void)
             return NULL;
     }
     if (recv_empty == NULL && (recv_empty = PyTuple_New(0)) == NULL)
+        return NULL;
+    for (int i = 0; i < H_COUNT; i++) {
+        if (hot_attributes[i] == NULL && (hot_attributes[i] = PyUnicode_InternFromString(hot_names[i])) == NULL)
+            return NULL;
+    }
+    if (one_object == NULL && (one_object = PyLong_FromLong(1)) == NULL)
         return NULL;
     return PyModule_Create(&module);
 }

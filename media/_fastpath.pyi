@@ -82,3 +82,29 @@ def recv_rtcp(data: bytes, session: int, unprotect_rtcp: int, limit: int) -> byt
     """Unprotect one SRTCP datagram with libsrtp's ``srtp_unprotect_rtcp`` (at address ``unprotect_rtcp``) on the
     ``srtp_t`` ``session``: the plain RTCP compound packet, or the int 0 (longer than ``limit``: untouched) or 1
     (SRTCP refused it)."""
+
+def configure_hot(track_type: type, connected: Any) -> None:
+    """The consumer type :func:`fan_hot` serves (``media.forwarding.ForwardedTrack``: exactly that type) and aiortc's
+    DTLS state in which a transport carries media (``State.CONNECTED``)."""
+
+def fan_hot(
+    consumers: list[Any], frame: Any, keyframe: bool, ntp: int, now: float
+) -> tuple[list[Any], list[tuple[Any, ...]]] | None:
+    """One publisher ``frame`` (a ``TappedFrame``) to every consumer in the steady state, in C, in order; ``ntp`` is the
+    frame's abs-send-time (64-bit NTP), ``now`` is ``time.monotonic()``.
+
+    A consumer is in the steady state when ``ForwardedTrack.prepare`` would return its sender with no effect but the
+    outgoing timeline, and ``FrameSender._ready_lane`` the same lane: live, not paused, no layer pending, sendable,
+    its gate open (no gate: audio; a keyframe of a gated video is never hot), nothing queued, no sequence jump due,
+    not the top priority video of a constrained subscriber, not paced; its sender enabled, nothing paced, its
+    ``_hot`` lane still its ``_lane``, the DTLS transport connected with the same SRTP session and nominated ICE pair,
+    nothing in the socket's write buffer and the socket open; its timeline set (``_offset``). These are read from the
+    objects at every call. For each such consumer: ``_last_out`` and ``_last_out_time`` (``now``) as ``_pts`` sets
+    them, the sender's ``_keyframe_sent`` cleared, the frame sent through its lane as :func:`send_lanes` does (the
+    chunks from ``frame.payloads``, made by ``sender._hot_chunks(frame)`` if missing), then, if all went out,
+    ``forwarded`` and ``hold_times`` as ``media.fanout.fan_out`` counts them.
+
+    None: every consumer was served. Otherwise ``(cold, handed)``: the consumers not in the steady state (for the
+    Python loop, in order), and ``(consumer, sender, result, chunks)`` for each whose lane handed something back (what
+    :func:`send_lanes` would return for it, or the exception it raised): ``sender._finish_lane(result, chunks)``
+    finishes it."""

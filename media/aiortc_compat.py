@@ -97,6 +97,7 @@ except ImportError as exc:  # pragma: no cover - only with another aiortc/aioice
 
 __all__ = [
     "CODECS",
+    "DTLS_CONNECTED",
     "DYNAMIC_PAYLOAD_TYPES",
     "RTP_HISTORY_SIZE",
     "AiortcMismatch",
@@ -353,6 +354,10 @@ def sender_rtt(sender: RTCRtpSender) -> float | None:
     return None if rtt is None else float(rtt)
 
 
+DTLS_CONNECTED: Any = State.CONNECTED
+"""aiortc's DTLS state in which a sender's transport carries media (what :meth:`SenderInternals.link` requires)."""
+
+
 def sender_enabled(sender: RTCRtpSender) -> bool:
     """Whether the transceiver's direction lets the sender send now (aiortc's ``_enabled``)."""
     return bool(sender._enabled)
@@ -409,6 +414,15 @@ class SenderInternals:
         answer = (session.protect, pair.protocol, pair.remote_addr)
         self._linked = (session, pair, answer)
         return answer
+
+    def link_state(self) -> tuple[Any, Any, Any, Any] | None:
+        """What the native hot path (``media._fastpath.fan_hot``) checks at each frame to know :meth:`link` would
+        give the same answer: the DTLS transport (its ``_state`` and ``_tx_srtp``), the ICE connection's nominated
+        pairs (by component), and the SRTP session and pair :meth:`link` last saw; None before the first link."""
+        linked = self._linked
+        if linked is None:
+            return None
+        return (self.dtls, self.connection._nominated, linked[0], linked[1])
 
     def record_sent(self, ntp: int, timestamp: int, octets: int, packets: int) -> None:
         """Update what aiortc's RTCP loop puts in its sender reports after one frame went out."""

@@ -19,13 +19,40 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from media.sending import NativeBatch
+from media.aiortc_compat import DTLS_CONNECTED
+from media.sending import NativeBatch, ntp_now
+
+try:
+    from media import _fastpath
+except ImportError:  # pragma: no cover - a node installed without a C compiler
+    _fastpath = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from media.passthrough import TappedFrame
 
 
 _batching = True
+_hot = False
+"""Whether :func:`fan_out` first sends the frame in C to every consumer in the steady state (``_fastpath.fan_hot``);
+set by :func:`serve_hot`, and by :func:`use_hot` for the bench's A/B."""
+_hot_type: type | None = None
+
+
+def serve_hot(track_type: type) -> None:
+    """Let the native hot path serve consumers of exactly ``track_type`` (``media.forwarding.ForwardedTrack``, whose
+    attributes ``_fastpath.fan_hot`` reads); a no-op without the native module or one built before it."""
+    global _hot, _hot_type
+    if _fastpath is not None and hasattr(_fastpath, "fan_hot"):
+        _fastpath.configure_hot(track_type, DTLS_CONNECTED)
+        _hot_type = track_type
+        _hot = True
+
+
+def use_hot(on: bool) -> None:
+    """Whether frames from now on go first through the native hot path (the default where it is built), or every
+    consumer is decided in Python (the bench's A/B, ``bench/forwarding.py --cold-counts``)."""
+    global _hot
+    _hot = on and _hot_type is not None
 
 
 def use_batching(on: bool) -> None:
@@ -43,7 +70,19 @@ def fan_out(consumers: Iterable[Any], frame: TappedFrame, keyframe: bool) -> Non
         return
     batch = NativeBatch()
     waiting: list[tuple[Any, Any]] = []
-    for consumer in list(consumers):
+    cold: list[Any] = list(consumers)
+    if _hot and cold:
+        # Every consumer in the steady state is served in C (what prepare, send_batched and NativeBatch.run would do);
+        # the others come back, in order, with what a lane could not send.
+        left = _fastpath.fan_hot(cold, frame, keyframe, ntp_now(), time.monotonic())
+        if left is None:
+            return
+        cold, handed = left
+        for consumer, sender, result, chunks in handed:
+            if sender._finish_lane(result, chunks):
+                consumer.forwarded += 1
+                consumer.hold_times.append(time.time() - frame.arrival)
+    for consumer in cold:
         prepare = getattr(consumer, "prepare", None)
         if prepare is None:
             consumer.push(frame, keyframe)

@@ -37,7 +37,7 @@ from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpReceiver
 
 from media.aiortc_compat import RembLimiter, RtpPacket, keyframe_requester, limit_remb
 from media.bandwidth import PACE_MAX_DELAY, BitrateMeter
-from media.fanout import fan_out
+from media.fanout import fan_out, serve_hot
 from media.keyframes import ConsumerGate, KeyframeCounts, KeyframeRequests, Reason, RepairHold
 from media.passthrough import ReceiverTap, ReportTimes, TappedFrame, is_keyframe
 from media.sending import SEQUENCE_JUMP, FrameSender
@@ -306,6 +306,26 @@ LAYER_REASK = 1.0
 
 class ForwardedTrack(MediaStreamTrack):
     """The track behind one subscriber sender: a bounded queue of encoded frames from one publisher at a time."""
+
+    # What media/_fastpath.c's fan_hot reads of every subscriber at every frame: slots, not dict entries, so each read
+    # is a fixed offset (the other attributes live in the instance dict aiortc's track has anyway).
+    __slots__ = (
+        "_clock_rate",
+        "_last_out",
+        "_last_out_time",
+        "_offset",
+        "_pending",
+        "_queue",
+        "_restart_sequence",
+        "_sendable",
+        "_sender",
+        "forwarded",
+        "gate",
+        "hold_times",
+        "pace_bps",
+        "paused",
+        "top_priority",
+    )
 
     def __init__(self, kind: MediaKind, bound: int, max_age: float = 0.5) -> None:
         super().__init__()
@@ -655,6 +675,9 @@ class ForwardedTrack(MediaStreamTrack):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
         return None
+
+
+serve_hot(ForwardedTrack)  # its steady-state frames go out in C (media/_fastpath.c, fan_hot)
 
 
 class RecorderFeed:

@@ -218,6 +218,27 @@ def vp8_chunks(data: bytes) -> list[bytes]:
 class FrameSender:
     """The RTP side of one ``RTCRtpSender`` that carries forwarded frames (see the module docstring)."""
 
+    # What media/_fastpath.c reads and writes per frame (fan_hot, send_lanes): slots, each a fixed offset; everything
+    # else in the instance dict.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_clock_rate",
+        "_codec_key",
+        "_hot",
+        "_keyframe_sent",
+        "_lane",
+        "_paced",
+        "_picture_id",
+        "_sender",
+        "_sequence",
+        "_timestamp_origin",
+        "_vp8",
+        "frames_sent",
+        "native_frames",
+        "packets_sent",
+    )
+
     def __init__(self, sender: RTCRtpSender, source: FrameSource) -> None:
         self._sender = sender
         self._source = source
@@ -251,6 +272,9 @@ class FrameSender:
         self._sockaddr: bytes | None = None
         self._lane: tuple[Any, ...] | None = None
         """What ``_fastpath.send_lanes`` needs that changes only with the connection (:meth:`_lane_config`)."""
+        self._hot: tuple[Any, ...] | None = None
+        """``(lane, link state, transport)``: what ``_fastpath.fan_hot`` checks at each frame to send through the lane
+        without :meth:`_ready_lane` (the lane is still this sender's, the link unchanged, the socket's buffer empty)."""
         self.gso = False
         """Whether the native loop hands the kernel a frame's equal-size packets as one UDP_SEGMENT send (until the
         socket refuses it)."""
@@ -396,11 +420,7 @@ class FrameSender:
             if lane is not None:
                 if clock_rate != self._clock_rate:
                     pts = pts * self._clock_rate // clock_rate
-                chunks = (
-                    shared_payloads(frame, "vp8", vp8_chunks)
-                    if self._vp8
-                    else shared_payloads(frame, self._codec_key, self._pack)
-                )
+                chunks = self._hot_chunks(frame)
                 self._keyframe_sent = None
                 batch.add_lane(self, lane, pts, chunks)
                 return None
@@ -573,7 +593,19 @@ class FrameSender:
         lane = self._lane
         if lane is None:
             lane = self._lane = self._lane_config()
+        hot = self._hot
+        if lane is not None and (hot is None or hot[0] is not lane):
+            assert self._internals is not None
+            link = self._internals.link_state()
+            self._hot = None if link is None else (lane, link, native_socket[0])
         return lane
+
+    def _hot_chunks(self, frame: TappedFrame) -> list[bytes]:
+        """The payloads of ``frame`` this sender sends (shared by all its subscribers): for ``_fastpath.fan_hot``,
+        made once per frame, by the first hot subscriber."""
+        if self._vp8:
+            return shared_payloads(frame, "vp8", vp8_chunks)
+        return shared_payloads(frame, self._codec_key, self._pack)
 
     def _finish_lane(self, left: Any, chunks: list[bytes]) -> bool:
         """What :meth:`send` does after the native call, for a frame sent through this sender's lane (``left``: what
@@ -898,7 +930,7 @@ class NativeBatch:
         """Send every frame added; per sender, whether it went out (False: its path closed)."""
         outcomes: dict[FrameSender, bool] = {}
         if self._lanes:
-            ntp = int((time.time() + NTP_UNIX_OFFSET) * _NTP_SCALE)  # one abs-send-time for the frame
+            ntp = ntp_now()  # one abs-send-time for the frame
             results = _fastpath.send_lanes(self._lanes, ntp)
             for sender, left, chunks in zip(self._lane_senders, results, self._lane_chunks, strict=True):
                 outcomes[sender] = sender._finish_lane(left, chunks)
@@ -908,6 +940,11 @@ class NativeBatch:
             for sender, left, rest in zip(self._senders, results, self._rests, strict=True):
                 outcomes[sender] = sender._finish_batched(left, rest)
         return outcomes
+
+
+def ntp_now() -> int:
+    """The wall clock as a 64-bit NTP time (what abs-send-time and sender reports are made from)."""
+    return int((time.time() + NTP_UNIX_OFFSET) * _NTP_SCALE)
 
 
 def _one(job: tuple[Any, ...]) -> Any:

@@ -6,15 +6,23 @@ these tests reuse.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
+import types
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+from aiortc.rtcdtlstransport import State
 
+from media import fanout
 from media.aiortc_compat import RTP_HISTORY_SIZE
+from media.fanout import fan_out
+from media.forwarding import ForwardedTrack
 from media.passthrough import TappedFrame
-from media.sending import NativeBatch, native_srtp
+from media.sending import FrameSender, NativeBatch, native_srtp
 from tests.unit.test_fastpath import (
     SSRC,
     _counters,
@@ -184,3 +192,190 @@ async def test_what_a_lane_cannot_send_goes_out_through_the_python_loop(
     finally:
         native_rx.sock.close()
         python_rx.sock.close()
+
+
+async def _slot(
+    rx: _Receiver, moved: _Receiver, mime: str, clock_rate: int, pt: int
+) -> tuple[ForwardedTrack, FrameSender]:
+    """A subscriber slot as the node wires it: a ForwardedTrack feeding a FrameSender (real socket, real SRTP); a new
+    ICE pair (:func:`_new_pair`) leads to ``moved``."""
+    fs = await _sender(True, rx, mime, clock_rate, pt)
+    stand_in: Any = fs._sender
+    stand_in.transport.moved_to = moved.addr
+    fs._sequence, fs._timestamp_origin, fs._picture_id = 65_530, 0xFFFFF000, 32_766
+    track = ForwardedTrack("video" if mime.startswith("video") else "audio", bound=8)
+    track._clock_rate = clock_rate
+    fs._source = track
+    track.attach(fs)
+    return track, fs
+
+
+def _link_down(track: ForwardedTrack, fs: FrameSender) -> None:
+    fs._sender.transport._state = State.CLOSED
+
+
+def _new_pair(track: ForwardedTrack, fs: FrameSender) -> None:
+    stand_in: Any = fs._sender
+    nominated = stand_in.transport.transport._connection._nominated
+    nominated[1] = types.SimpleNamespace(protocol=nominated[1].protocol, remote_addr=stand_in.transport.moved_to)
+
+
+def _disable_then_enable(track: ForwardedTrack, fs: FrameSender) -> None:
+    fs._sender._enabled = not fs._sender._enabled
+
+
+def _top_priority_with_a_repair_held(track: ForwardedTrack, fs: FrameSender) -> None:
+    """The top video of a constrained subscriber, whose repair request waits for the keyframe just sent: the
+    Python loop asks for it once that keyframe had its time (``RepairHold.due``), at a later frame."""
+    if track.top_priority:
+        return
+    track.top_priority = True
+    track.repairs.keyframe_sent(time.monotonic())
+    track.repairs.ask(time.monotonic())
+
+
+def _layer_pending(track: ForwardedTrack, fs: FrameSender) -> None:
+    """A simulcast layer switched to, waiting for its keyframe: frames from elsewhere are not for the slot."""
+    track.source, track._pending = types.SimpleNamespace(), types.SimpleNamespace()  # type: ignore[assignment]
+
+
+def _set(name: str, value: object) -> Callable[[ForwardedTrack, FrameSender], None]:
+    def apply(track: ForwardedTrack, fs: FrameSender) -> None:
+        setattr(track, name, value)
+
+    return apply
+
+
+# (what happens to the slot before frame 3, and again before frame 5 where the change is a toggle)
+CHANGES: dict[str, Callable[[ForwardedTrack, FrameSender], None]] = {
+    "paused": lambda track, fs: track.pause(),
+    "gate closed": lambda track, fs: track.gate.lose() if track.gate is not None else None,
+    "sequence jump due": _set("_restart_sequence", True),
+    "top priority, a repair held": _top_priority_with_a_repair_held,
+    "new timeline": _set("_offset", None),
+    "sender disabled, then enabled (frames queued, then flushed)": _disable_then_enable,
+    "DTLS closed": _link_down,
+    "new ICE pair": _new_pair,
+    "track ended": lambda track, fs: track.stop(),
+    "a layer pending": _layer_pending,
+    "a frame queued": lambda track, fs: track._queue.append((b"\x01" * 50, 1, track._time_base, time.time())),
+}
+
+
+@needs_native
+@pytest.mark.parametrize("change", list(CHANGES))
+@pytest.mark.parametrize(
+    ("mime", "clock_rate", "pt"), [("video/VP8", 90_000, 96), ("audio/opus", 48_000, 111)], ids=["vp8", "opus"]
+)
+async def test_the_native_hot_path_sends_and_decides_as_the_python_loop(
+    native_on: None, monkeypatch: pytest.MonkeyPatch, change: str, mime: str, clock_rate: int, pt: int
+) -> None:
+    """A subscriber served by ``_fastpath.fan_hot`` gets exactly the datagrams, and ends in exactly the state, of one
+    decided frame by frame in Python (``media.fanout.use_hot(False)``), whatever changes under it: a pause, a closed
+    gate, a sequence jump, top priority, a new timeline, a disabled sender, a queued frame, a closed DTLS transport, a
+    new ICE pair. The hot path serves the steady frames (the slot's ``prepare`` is not called for them) and hands
+    every other frame back to Python."""
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.25)
+    clock = [5_000.0]  # a tenth of a second a frame, the same for both slots however often they read it
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    rx_hot, rx_cold, moved_hot, moved_cold = _Receiver(), _Receiver(), _Receiver(), _Receiver()
+    try:
+        slots = {
+            "hot": await _slot(rx_hot, moved_hot, mime, clock_rate, pt),
+            "cold": await _slot(rx_cold, moved_cold, mime, clock_rate, pt),
+        }
+        prepared: dict[str, list[int]] = {"hot": [], "cold": []}  # the frames each slot's prepare() was called for
+        for name, (track, _) in slots.items():
+            track.prepare = _counting(track.prepare, prepared[name])  # type: ignore[method-assign]
+        video = mime.startswith("video")
+        for n in range(8):
+            clock[0] += 0.1
+            keyframe = not video or n in (0, 6)
+            data = (b"\x00" if keyframe else b"\x01") + bytes([n]) * (2500 if video else 120)
+            if n in (3, 5):
+                for track, fs in slots.values():
+                    CHANGES[change](track, fs)
+            if n == 5 and change in ("paused",):
+                for track, _ in slots.values():
+                    track.resume()
+            for name, (track, _) in slots.items():
+                fanout.use_hot(name == "hot")
+                frame = TappedFrame(data, n)
+                fan_out([track], frame, keyframe)
+            await asyncio.sleep(0)
+            assert rx_hot.drain() == rx_cold.drain(), n
+            assert moved_hot.drain() == moved_cold.drain(), n
+        hot, cold = (_state(*slots[name]) for name in ("hot", "cold"))
+        assert hot == cold
+        steady = [n for n in range(8) if n not in prepared["hot"]]
+        assert steady, "the hot path served no frame"
+        assert prepared["cold"] == list(range(8))
+    finally:
+        fanout.use_hot(True)
+        for rx in (rx_hot, rx_cold, moved_hot, moved_cold):
+            rx.sock.close()
+
+
+def _counting(prepare: Callable[..., Any], calls: list[int]) -> Callable[..., Any]:
+    def counted(frame: TappedFrame, keyframe: bool) -> Any:
+        calls.append(frame.timestamp)  # (the frame's number)
+        return prepare(frame, keyframe)
+
+    return counted
+
+
+def _state(track: ForwardedTrack, fs: FrameSender) -> tuple[Any, ...]:
+    return (
+        track.forwarded,
+        track.dropped,
+        track.paused_frames,
+        len(track.hold_times),
+        track._last_out,
+        track._offset,
+        track._restart_sequence,
+        track.gate.open if track.gate is not None else None,
+        track.repairs.deferred,
+        fs._sequence,
+        fs._picture_id,
+        fs.frames_sent,
+        fs.packets_sent,
+        fs._history,
+        _counters(fs),
+        fs._done is not None and fs._done.done(),
+    )
+
+
+@needs_native
+async def test_the_hot_path_leaves_to_python_what_it_cannot_see_the_end_of(native_on: None) -> None:
+    """What the equivalence test cannot tell by the bytes: a paced slot, a slot not yet sendable, a sender whose lane
+    was made anew, a socket that is closing or has a backlog, a consumer of another type all go back to Python."""
+    rx, moved = _Receiver(), _Receiver()
+    try:
+        track, fs = await _slot(rx, moved, "audio/opus", 48_000, 111)
+        fan_out([track], TappedFrame(b"\x01" * 100, 0), True)  # the first frame (the timeline) goes through Python
+        assert fs._hot is not None
+
+        def served() -> bool:
+            frame = TappedFrame(b"\x02" * 100, 960)
+            return _fastpath.fan_hot([track], frame, True, 1, time.monotonic()) is None
+
+        assert served()
+        hot = fs._hot
+        transport = hot[2]  # asyncio's datagram transport here (uvloop's in the node): its backlog is _buffer_size
+        changes: list[tuple[Any, str, object, object]] = [
+            (track, "pace_bps", 1_000_000, None),
+            (track, "_sendable", False, True),
+            (fs, "_lane", hot[0][:1] + hot[0][1:], hot[0]),  # equal, but not the lane _hot was made for
+            (transport, "_buffer_size", 1, 0),
+        ]
+        for owner, name, spoilt, mended in changes:
+            setattr(owner, name, spoilt)
+            assert not served(), name
+            setattr(owner, name, mended)
+            assert served(), name
+        assert _fastpath.fan_hot([object()], TappedFrame(b"\x02", 1), True, 1, 0.0) is not None
+        transport.close()
+        assert not served()
+    finally:
+        rx.sock.close()
+        moved.sock.close()
