@@ -692,6 +692,7 @@ static const char *hot_names[H_COUNT] = {
 static PyObject *hot_attributes[H_COUNT];
 static PyObject *hot_track_type;   /* media.forwarding.ForwardedTrack (configure_hot) */
 static PyObject *hot_connected;    /* aiortc's State.CONNECTED (configure_hot) */
+static PyObject *hot_vp8_key;      /* "vp8": the key of a VP8 frame's chunks in frame.payloads (media.sending) */
 static PyObject *one_object;       /* 1: the ICE component whose nominated pair carries the media, and the increment */
 
 /* owner.<name> (a new reference), or NULL with no error set if it is missing or fails: the consumer is cold. */
@@ -863,7 +864,7 @@ hot_chunks(PyObject *sender, PyObject *payloads, PyObject *frame)
     PyObject *vp8 = hot_get(sender, H_VP8);
     if (vp8 == NULL)
         return NULL;
-    PyObject *key = vp8 == Py_True ? PyUnicode_FromString("vp8") : hot_get(sender, H_CODEC_KEY);
+    PyObject *key = vp8 == Py_True ? Py_NewRef(hot_vp8_key) : hot_get(sender, H_CODEC_KEY);
     Py_DECREF(vp8);
     if (key == NULL)
         return NULL;
@@ -1522,6 +1523,8 @@ PyInit__fastpath(void)
             return NULL;
     }
     if (one_object == NULL && (one_object = PyLong_FromLong(1)) == NULL)
+        return NULL;
+    if (hot_vp8_key == NULL && (hot_vp8_key = PyUnicode_InternFromString("vp8")) == NULL)
         return NULL;
     return PyModule_Create(&module);
 }
