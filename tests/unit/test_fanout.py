@@ -7,6 +7,7 @@ these tests reuse.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import socket
 import time
@@ -348,7 +349,8 @@ def _state(track: ForwardedTrack, fs: FrameSender) -> tuple[Any, ...]:
 @needs_native
 async def test_the_hot_path_leaves_to_python_what_it_cannot_see_the_end_of(native_on: None) -> None:
     """What the equivalence test cannot tell by the bytes: a paced slot, a slot not yet sendable, a sender whose lane
-    was made anew, a socket that is closing or has a backlog, a consumer of another type all go back to Python."""
+    was made anew or whose pacer holds a packet, a new SRTP session, a socket that is closing or has a backlog, a
+    consumer of another type all go back to Python."""
     rx, moved = _Receiver(), _Receiver()
     try:
         track, fs = await _slot(rx, moved, "audio/opus", 48_000, 111)
@@ -362,10 +364,13 @@ async def test_the_hot_path_leaves_to_python_what_it_cannot_see_the_end_of(nativ
         assert served()
         hot = fs._hot
         transport = hot[2]  # asyncio's datagram transport here (uvloop's in the node): its backlog is _buffer_size
+        dtls: Any = fs._sender.transport
         changes: list[tuple[Any, str, object, object]] = [
             (track, "pace_bps", 1_000_000, None),
             (track, "_sendable", False, True),
             (fs, "_lane", hot[0][:1] + hot[0][1:], hot[0]),  # equal, but not the lane _hot was made for
+            (fs, "_paced", collections.deque([(b"\x80", 0.0)]), fs._paced),  # a packet waits in its pacer
+            (dtls, "_tx_srtp", _outbound(), dtls._tx_srtp),  # a new DTLS handshake: a new SRTP session
             (transport, "_buffer_size", 1, 0),
         ]
         for owner, name, spoilt, mended in changes:
