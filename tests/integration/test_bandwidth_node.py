@@ -681,59 +681,6 @@ async def test_lost_audio_is_resent_to_a_subscriber_that_nacks_it(
     assert not signaling.failures
 
 
-FULL_CAST = (
-    ("judge", Role.judge),
-    ("clerk", Role.clerk),
-    ("prosecutor", Role.prosecutor),
-    ("counsel", Role.counsel),
-    ("victim", Role.party),
-    ("witness", Role.witness),
-    ("interpreter", Role.interpreter),
-    ("expert", Role.witness),
-    ("guardian", Role.party),
-)
-"""Nine who speak, beside the defendant: a full criminal trial."""
-
-
-async def test_a_full_cast_s_lost_audio_is_resent_to_the_defendant(
-    node: InProcessNode, signaling: DirectSignaling
-) -> None:
-    """Ten in the hearing: the defendant hears the nine others behind a link that drops every tenth packet, and NACKs
-    audio as Chromium does when the node's offer asks. The resends of nine streams share one budget (audio goes
-    first); nearly all the audio lost comes again, from every speaker's stream (what does not: its resend was dropped
-    too)."""
-    speakers = [MediaClient(name, tag=i + 1, video=False) for i, (name, _) in enumerate(FULL_CAST)]
-    defendant = MediaClient("defendant", video=False, audio=False, nack_audio=True)
-    for client, (_, role) in zip(speakers, FULL_CAST, strict=True):
-        await signaling.join(client, role)
-    await signaling.join(defendant, Role.defendant)
-    names = tuple(name for name, _ in FULL_CAST)
-    for name in names:
-        await node.call(SetPublishing(hearing_id=HEARING, participant_id=name, sources=(Source.microphone,)))
-    await node.call(SetReceiving(hearing_id=HEARING, participant_id="defendant", publishers=names))
-
-    def flowing() -> bool:
-        mids = [mid for name in names for mid in defendant.mids_of(name, "audio")]
-        return len(mids) == len(names) and all(
-            mid in defendant.received and defendant.received[mid].rtp_packets >= 25 for mid in mids
-        )
-
-    assert await eventually(flowing, within=30)
-    link = Link(defendant)
-    link.drop_every = 10
-    await asyncio.sleep(3.0)
-    link.drop_every = 0
-    dropped_streams = {ssrc for ssrc, _ in link.dropped}
-    # (a busy machine delays the last NACKs and their resends: wait for them, a bound, not a figure)
-    await eventually(lambda: len(set(link.refilled)) >= 0.9 * len(link.dropped), within=3)
-    refilled = set(link.refilled)
-    print(f"\n{len(link.dropped)} audio packets dropped from {len(dropped_streams)} streams, {len(refilled)} resent")
-    assert len(dropped_streams) == len(names), dropped_streams  # (450 packets a second, every tenth dropped)
-    assert len(refilled) >= 0.7 * len(link.dropped), (len(refilled), len(link.dropped))
-    assert {ssrc for ssrc, _ in refilled} == dropped_streams
-    assert not signaling.failures
-
-
 async def test_a_link_with_random_loss_is_probed_once_it_counts_as_lifted_not_at_a_clean_spell(
     node: InProcessNode, signaling: DirectSignaling
 ) -> None:
