@@ -421,9 +421,9 @@ set_object(PyObject *owner, int name, PyObject *value)
 }
 
 static int
-add_long(PyObject *owner, int name, long long amount)
+add_long_named(PyObject *owner, PyObject *name, long long amount)
 {
-    PyObject *value = PyObject_GetAttr(owner, attributes[name]);
+    PyObject *value = PyObject_GetAttr(owner, name);
     if (value == NULL)
         return -1;
     PyObject *delta = PyLong_FromLongLong(amount);
@@ -434,7 +434,14 @@ add_long(PyObject *owner, int name, long long amount)
     PyObject *sum = PyNumber_Add(value, delta);
     Py_DECREF(value);
     Py_DECREF(delta);
-    return set_object(owner, name, sum);
+    return set_stolen(owner, name, sum);
+}
+
+/* owner.<attributes[name]> += amount */
+static int
+add_long(PyObject *owner, int name, long long amount)
+{
+    return add_long_named(owner, attributes[name], amount);
 }
 
 /* One lane: (config, pts, chunks), config being the 15-tuple media/sending.py's FrameSender._lane_config makes:
@@ -693,7 +700,7 @@ static PyObject *hot_attributes[H_COUNT];
 static PyObject *hot_track_type;   /* media.forwarding.ForwardedTrack (configure_hot) */
 static PyObject *hot_connected;    /* aiortc's State.CONNECTED (configure_hot) */
 static PyObject *hot_vp8_key;      /* "vp8": the key of a VP8 frame's chunks in frame.payloads (media.sending) */
-static PyObject *one_object;       /* 1: the ICE component whose nominated pair carries the media, and the increment */
+static PyObject *one_object;       /* 1: the ICE component whose nominated pair carries the media */
 
 /* owner.<name> (a new reference), or NULL with no error set if it is missing or fails: the consumer is cold. */
 static PyObject *
@@ -893,22 +900,6 @@ clock_seconds(clockid_t clock)
     return (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
 }
 
-/* consumer.<name> += 1 */
-static int
-hot_increment(PyObject *consumer, int name)
-{
-    PyObject *value = PyObject_GetAttr(consumer, hot_attributes[name]);
-    if (value == NULL)
-        return -1;
-    PyObject *sum = PyNumber_Add(value, one_object);
-    Py_DECREF(value);
-    if (sum == NULL)
-        return -1;
-    int rc = PyObject_SetAttr(consumer, hot_attributes[name], sum);
-    Py_DECREF(sum);
-    return rc;
-}
-
 PyDoc_STRVAR(configure_hot_doc,
 "configure_hot(track_type, connected) -> None\n"
 "\n"
@@ -1049,7 +1040,7 @@ fan_hot(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             PyObject *times = PyObject_GetAttr(consumer, hot_attributes[H_HOLD_TIMES]);
             PyObject *appended = times == NULL ? NULL : PyObject_CallMethodOneArg(times, hot_attributes[H_APPEND], hold);
             Py_XDECREF(times);
-            if (appended == NULL || hot_increment(consumer, H_FORWARDED) < 0) {
+            if (appended == NULL || add_long_named(consumer, hot_attributes[H_FORWARDED], 1) < 0) {
                 Py_XDECREF(appended);
                 Py_DECREF(hold);
                 goto fail;

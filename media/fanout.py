@@ -80,8 +80,7 @@ def fan_out(consumers: Iterable[Any], frame: TappedFrame, keyframe: bool) -> Non
         cold, handed = left
         for consumer, sender, result, chunks in handed:
             if sender._finish_lane(result, chunks):
-                consumer.forwarded += 1
-                consumer.hold_times.append(time.time() - frame.arrival)
+                _forwarded(consumer, frame, time.time())
     for consumer in cold:
         prepare = getattr(consumer, "prepare", None)
         if prepare is None:
@@ -95,12 +94,17 @@ def fan_out(consumers: Iterable[Any], frame: TappedFrame, keyframe: bool) -> Non
         if sent is None:
             waiting.append((consumer, sender))
         elif sent:
-            consumer.forwarded += 1
-            consumer.hold_times.append(time.time() - frame.arrival)
+            _forwarded(consumer, frame, time.time())
     if waiting:
         outcomes = batch.run()
         now = time.time()
         for consumer, sender in waiting:
             if outcomes[sender]:
-                consumer.forwarded += 1
-                consumer.hold_times.append(now - frame.arrival)
+                _forwarded(consumer, frame, now)
+
+
+def _forwarded(consumer: Any, frame: TappedFrame, now: float) -> None:
+    """Count a frame that went out to ``consumer`` at ``now`` (wall clock), as ``push`` does (``_fastpath.fan_hot``
+    does the same in C)."""
+    consumer.forwarded += 1
+    consumer.hold_times.append(now - frame.arrival)
