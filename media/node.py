@@ -975,10 +975,11 @@ class InProcessNode:
         subscriber = self._subscriber(room, peer.participant_id)
         now = time.monotonic()
         ssrc = signal.ssrc
-        subscriber.link.sent(now, self._nack_covered(peer, subscriber))
+        video_sent, audio_sent = self._packets_sent(peer)
+        subscriber.link.sent(now, video_sent + audio_sent if subscriber.audio_nacks else video_sent)
         if not signal.nack:
             # (a NACK samples it with its own count)
-            self._silence_ended(room, peer, subscriber.nack_loss.sent(now, self._video_sent(peer)))
+            self._silence_ended(room, peer, subscriber.nack_loss.sent(now, video_sent))
         for slot in peer.slots:
             sender = slot.transceiver.sender
             if ssrc == sender_ssrc(sender) or ssrc == sender_rtx_ssrc(sender):
@@ -1117,23 +1118,27 @@ class InProcessNode:
         """Packets the direct send path sent the subscriber so far of the streams whose losses it NACKs: video, and
         audio once it NACKed audio (a browser does when the node's offer asks it; an older client never does, and
         its lost audio must not pass for a clean link)."""
-        sent = 0
-        audio = subscriber.audio_nacks
-        for slot in peer.slots:
-            sender = slot.track.frame_sender
-            if sender is not None and (slot.kind == "video" or audio):
-                sent += sender.packets_sent
-        return sent
+        video, audio = InProcessNode._packets_sent(peer)
+        return video + audio if subscriber.audio_nacks else video
 
     @staticmethod
     def _video_sent(peer: Peer) -> int:
         """Video packets the direct send path sent the subscriber so far (its senders' counters)."""
-        sent = 0
+        return InProcessNode._packets_sent(peer)[0]
+
+    @staticmethod
+    def _packets_sent(peer: Peer) -> tuple[int, int]:
+        """Video and audio packets the direct send path sent the subscriber so far (its senders' counters), in one
+        pass over its slots (read per RTCP message)."""
+        video = audio = 0
         for slot in peer.slots:
             sender = slot.track.frame_sender
-            if slot.kind == "video" and sender is not None:
-                sent += sender.packets_sent
-        return sent
+            if sender is not None:
+                if slot.kind == "video":
+                    video += sender.packets_sent
+                else:
+                    audio += sender.packets_sent
+        return video, audio
 
     @staticmethod
     def _audio_bps(peer: Peer, now: float) -> int:
