@@ -699,6 +699,12 @@ async def test_a_link_with_random_loss_is_probed_once_it_counts_as_lifted_not_at
         return () if state is None else state.paused
 
     assert await eventually(lambda: len(paused()) == 1, within=15)
+
+    def watching() -> bool:
+        state = node.bandwidth(HEARING, "defendant")
+        return state is not None and state.watching_lift
+
+    assert watching(), "video paused on a lossy link, and nothing looks for the lift between events"
     receiver, ssrc, stream = judge_receiver(defendant)
     rtcp_ssrc = receiver._RTCRtpReceiver__rtcp_ssrc
     send = receiver._send_rtcp
@@ -744,5 +750,6 @@ async def test_a_link_with_random_loss_is_probed_once_it_counts_as_lifted_not_at
     assert probes[0]["loss_ratio"] >= PROBE_RANDOM_LOSS
     assert probes[0]["clean_packets"] > 220  # (after the spell that was chance)
     assert probes[0]["goal_kbps"] == probes[0]["full_goal_kbps"]  # (no ladder's rung: a lifted link gets the goal)
+    assert not watching(), "the watch goes on once the lift was acted upon"
     losses.stop()
     assert not signaling.failures

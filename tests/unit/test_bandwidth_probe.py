@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 from media.bandwidth import (
     CLEAN_REPORTS,
     CLEAN_SECONDS,
     LIFTED_NACK_DELAY,
+    LIFTED_ODDS,
     LIFTED_SECONDS,
     LOSSY_SECONDS,
     PROBE_ECHO,
@@ -384,6 +387,87 @@ def test_a_lift_counts_the_packets_sent_without_a_nack_before_the_reports_show_t
     assert not link.lifted(now + 2.0)
     link.sent(now + 2.5, sent + 5_400)
     assert link.lifted(now + 2.9)
+
+
+def test_a_watch_finds_a_lift_by_the_nacks_at_the_first_look_after_it_and_tells_it_once_per_loss() -> None:
+    """The node looks at a paused subscriber's link every 50 ms (``look``; here every 62.5 ms). Behind 2% loss, with
+    240 packets a second sent and no NACK after the last one, the first look at which 308 packets were out for
+    LIFTED_NACK_DELAY finds the lift, and says so once: the next looks do not, until the link lost packets again
+    and its silence after that counts once more. Without looks in between (the events, a REMB every 0.5 s) it
+    was found up to half a second late."""
+    link = LinkQuality()
+    link.sent(0.0, 0)
+    link.block(0.0, 1, 0, 0, 1000)
+    link.block(0.9, 1, 5, 2, 1100)  # 2 of 100 lost: a 2% link
+    link.nack(1.0)
+    found: list[float] = []
+    step = 1 / 16  # (exact in binary: LIFTED_NACK_DELAY is 4 steps)
+    sent, now = 0, 1.0
+    for _ in range(48):  # 3 s of looks
+        now += step
+        sent += 15
+        if link.look(now, sent):
+            found.append(now)
+    # 308 packets by the 21st look (315), out for LIFTED_NACK_DELAY 4 looks later: that very look.
+    assert found == [1.0 + (21 + 4) * step], found
+    assert link.lifted(now)  # (lifted still: told once)
+    link.nack(now)  # lost again
+    again: list[float] = []
+    start = now
+    for _ in range(48):
+        now += step
+        sent += 15
+        if link.look(now, sent):
+            again.append(now)
+    assert len(again) == 1, again
+    assert again[0] - start > CLEAN_SECONDS, again
+
+
+def test_a_lift_by_the_nacks_is_judged_by_the_share_of_packets_they_named_not_by_the_repaired_reports() -> None:
+    """The receiver reports count a packet whose resend came in time as received: behind 1 Mbit/s + 2% loss they
+    read 0.9%, and a lift then asked for 703 packets without a NACK. The NACKs named 2% of what was sent (each
+    packet once, however often it was asked for): judged by that share, 308 packets make the lift, and the NACKs
+    of another loss that ended do so again. A receiver whose NACKs name nothing falls back on the reports' share."""
+    link = LinkQuality()
+    link.sent(0.0, 0)
+    link.block(0.0, 1, 0, 0, 1000)
+    now, sent = 0.0, 0
+    for second in range(1, 5):  # 4 s: 250 packets a second sent, 5 of them NACKed (most twice), 1 reported lost
+        for tenth in range(10):
+            now = second - 1 + (tenth + 1) / 10
+            sent += 25
+            link.sent(now, sent)
+            if tenth % 2 == 1:
+                link.nack(now, 1, [second * 100 + tenth])
+            elif tenth:
+                link.nack(now, 1, [second * 100 + tenth - 1])  # (asked again at the next gap)
+        link.block(now, 1, 2, second, 1000 + 250 * second)
+    assert link.loss_ratio() == 0.004
+    ratio = link.nack_ratio(now)
+    assert ratio is not None
+    assert abs(ratio - 0.02) < 0.002, ratio
+    last_nack = now - 0.1  # (the last tenth NACKs nothing)
+    needed_by_reports = math.log(LIFTED_ODDS) / math.log1p(-0.004)
+    assert needed_by_reports > 1200
+    found = None
+    while found is None and now < 12.0:
+        now += 1 / 16
+        sent += 16  # 256 a second
+        if link.look(now, sent):
+            found = now
+    assert found is not None
+    clean = (found - LIFTED_NACK_DELAY - last_nack) * 256
+    assert 308 <= clean < 308 + 40, (found, clean)  # (the first look past 308 out for LIFTED_NACK_DELAY)
+    # Without the NACKs' sequence numbers (a NACK that names none): the reports' share, and many more packets.
+    other = LinkQuality()
+    other.sent(0.0, 0)
+    other.block(0.0, 1, 0, 0, 1000)
+    other.block(1.0, 1, 1, 1, 1250)
+    other.sent(1.0, 250)
+    other.nack(1.0)
+    assert other.nack_ratio(1.0) is None
+    other.sent(3.0, 250 + 600)
+    assert not other.lifted(3.3)
 
 
 def test_the_reports_of_audio_a_receiver_nacks_count_neither_for_the_loss_ratio_nor_as_clean_packets() -> None:
