@@ -1103,10 +1103,12 @@ class LinkQuality:
 
     def nack_ratio(self, now: float) -> float | None:
         """The share of the packets sent within :data:`LOSS_WINDOW` (:meth:`sent`) that NACKs named, each once (None:
-        fewer than :data:`NACK_RATIO_MIN_SENT` sent, or no NACK named its packets). The link's loss before any
-        repair: its receiver reports count what a resend filled in time as received, and read a link that lost 2%
-        of its video as 0.9% when the resends had room (the thin-link test behind 1 Mbit/s + 2% loss; then a lift
-        asked for 703 packets without a NACK, not 308, and paused video came back 3.6 s after it, not 1.8-2.0)."""
+        fewer than :data:`NACK_RATIO_MIN_SENT` sent, or no NACK named its packets). Nearer the link's loss before
+        any repair than its receiver reports, which count what a resend filled in time as received, and read a link
+        that lost 2% of its video as 0.9% when the resends had room (the thin-link test behind 1 Mbit/s + 2% loss;
+        then a lift asked for 703 packets without a NACK, not 308, and paused video came back 3.6 s after it, not
+        1.8-2.0). It falls short too (1.3-1.7% there: a NACK lost on the way names nothing), so :meth:`lifted`
+        takes the higher of the two."""
         window = self._sent_window
         if len(window) < 2:
             return None
@@ -1220,12 +1222,12 @@ class LinkQuality:
         ):
             return True
         # By the NACKs, from the last one: a report that shows loss covers the second before it, losses the NACKs
-        # told at once (it came up to a second after a lifted limit, and held the lift back that long again). Their
-        # own share is the loss they are judged by, the reports' when they named no packets.
-        nack_ratio = self._nack_ratio if self._nack_ratio is not None else ratio
+        # told at once (it came up to a second after a lifted limit, and held the lift back that long again). Judged
+        # by the link's loss before repair: the NACKs' own share, or the reports' where that is higher (both fall
+        # short of it: the reports count what a resend filled, and a NACK lost on the way names nothing).
+        nack_ratio = max(self._nack_ratio or 0.0, ratio or 0.0)
         if (
-            nack_ratio is not None
-            and 0 < nack_ratio < 0.5
+            0 < nack_ratio < 0.5
             and now - self._nacked_at >= CLEAN_SECONDS
             and self.nack_clean(now) >= _lift_needed(nack_ratio)
         ):

@@ -458,6 +458,17 @@ def test_a_lift_by_the_nacks_is_judged_by_the_share_of_packets_they_named_not_by
     assert found is not None
     clean = (found - LIFTED_NACK_DELAY - last_nack) * 256
     assert 308 <= clean < 308 + 40, (found, clean)  # (the first look past 308 out for LIFTED_NACK_DELAY)
+    # NACKs that name less than the reports show lost (some NACKs were lost on the way): the reports' share.
+    short = LinkQuality()
+    short.sent(0.0, 0)
+    short.block(0.0, 1, 0, 0, 1000)
+    short.sent(1.0, 1000)
+    short.nack(1.0, 1, range(10))  # 1% of 1000
+    short.block(1.0, 1, 6, 25, 2000)  # 2.5% lost
+    assert short.nack_ratio(1.0) == 0.01
+    short.sent(1.5, 1300)
+    short.sent(2.0, 1400)
+    assert short.lifted(2.0)  # 300 without a NACK, out for LIFTED_NACK_DELAY: enough at 2.5%, not at 1%
     # Without the NACKs' sequence numbers (a NACK that names none): the reports' share, and many more packets.
     other = LinkQuality()
     other.sent(0.0, 0)
