@@ -146,7 +146,8 @@ passed on the link's queue alone, and what it resumed overran the link.)"""
 LIFTED_REPORTS = 8
 
 PROBE_RANDOM_LOSS = 0.005
-"""A link whose receiver reports show at least this loss ratio (:data:`LOSS_WINDOW`) keeps losing packets at random:
+"""A link whose receiver reports or NACKs show at least this loss ratio (:data:`LOSS_WINDOW`,
+:meth:`LinkQuality.nack_ratio`) keeps losing packets at random:
 it is probed only once it counts as lifted (:meth:`LinkQuality.lifted`), not at a clean spell. A probe is judged by
 loss, and on such a link a spell of :data:`CLEAN_SECONDS` without loss is chance. In the thin-link runs behind 2 and
 1 Mbit/s + 2% loss, 24 of 25 probes that started in the limited windows failed; they came after spells of 71-277
