@@ -664,8 +664,6 @@ _INSTANCE_ATTRIBUTES: tuple[tuple[type, str, Iterable[str]], ...] = (
             "_RTCRtpSender__ntp_timestamp",
             "_RTCRtpSender__rtp_timestamp",
             "_RTCRtpSender__rtt",
-            "_RTCRtpSender__lsr",
-            "_RTCRtpSender__lsr_time",
             "_RTCRtpSender__rtp_history",
             "_RTCRtpSender__octet_count",
             "_RTCRtpSender__packet_count",
@@ -772,16 +770,12 @@ def _uvloop_datagram(transport: Any) -> bool:
 
 def on_loss_feedback(
     sender: RTCRtpSender,
-    on_report: Callable[[int, int, int, int, float | None], None],
+    on_report: Callable[[int, int, int, int], None],
     on_nack: Callable[[int, list[int]], None],
 ) -> None:
-    """Call ``on_report(ssrc, fraction_lost, packets_lost, highest_sequence, rtt)`` for every report block of the
-    receiver reports (and sender reports) that reach this sender, and ``on_nack(ssrc, lost)`` for every generic NACK
-    about its stream, before aiortc's own handling.
-
-    ``rtt``: the round trip this block shows (seconds; RFC 3550 6.4.1: now, less the sender report it names by
-    ``lsr`` and the receiver's hold ``dlsr``), when it is about this sender's stream and names its last sender
-    report; else None. Raw, where aiortc's own (:func:`sender_rtt`) is smoothed over many reports.
+    """Call ``on_report(ssrc, fraction_lost, packets_lost, highest_sequence)`` for every report block of the receiver
+    reports (and sender reports) that reach this sender, and ``on_nack(ssrc, lost)`` for every generic NACK about its
+    stream, before aiortc's own handling.
 
     aiortc's DTLS transport routes a receiver report to each sender whose SSRC one of its blocks names; the blocks
     about the same receiver's other streams (its RTX stream) come along in the same packet.
@@ -789,23 +783,12 @@ def on_loss_feedback(
     from aiortc.rtp import RtcpRrPacket, RtcpRtpfbPacket
 
     original = sender._handle_rtcp_packet
-    own = int(sender._ssrc)
 
     async def handle(packet: Any) -> None:
         if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
             for report in packet.reports:
-                rtt = None
-                if int(report.ssrc) == own and report.dlsr:
-                    lsr = getattr(sender, "_RTCRtpSender__lsr", None)
-                    lsr_time = getattr(sender, "_RTCRtpSender__lsr_time", None)
-                    if lsr is not None and lsr_time is not None and lsr == report.lsr:
-                        rtt = max(0.0, time.time() - lsr_time - report.dlsr / 65536)
                 on_report(
-                    int(report.ssrc),
-                    int(report.fraction_lost),
-                    int(report.packets_lost),
-                    int(report.highest_sequence),
-                    rtt,
+                    int(report.ssrc), int(report.fraction_lost), int(report.packets_lost), int(report.highest_sequence)
                 )
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == 1:
             on_nack(int(packet.media_ssrc), list(packet.lost))

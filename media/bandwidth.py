@@ -165,16 +165,7 @@ packets)."""
 LIFTED_NACK_DELAY = 0.25
 """Seconds a packet sent to a subscriber that NACKs what it loses must be out before its silence counts: its NACK,
 were it lost, would have come back by then (a round trip through a full 100 ms queue, and the receiver's wait for
-the next packet to see the gap). Less when the link's round trips of the last second show its queue empty
-(:meth:`LinkQuality.nack_delay`): the round trip and :data:`NACK_DELAY_GAP`."""
-
-NACK_DELAY_GAP = 0.1
-"""Seconds a lost packet's NACK takes beyond the round trip: the receiver sees the gap only when the next packet of
-the stream comes (a 15 fps video's frame interval is 67 ms), and sends it then."""
-
-NACK_DELAY_RTT_WINDOW = 1.0
-"""Seconds of round trips (:meth:`LinkQuality.round_trip`) the NACK delay is taken from, the longest of them: one
-that shows a full queue keeps :data:`LIFTED_NACK_DELAY` for as long."""
+the next packet to see the gap)."""
 
 LIFTED_MIN_PACKETS = 300
 """The fewest packets without loss that count a lossy link as lifted, whatever its loss ratio was: loss comes in
@@ -347,9 +338,6 @@ class SubscriberBandwidth:
     """Video is paused and its link lost packets: the node looks for the lift every few tens of milliseconds."""
     lifts_watched: int = 0
     """Lifts that look found (:meth:`LinkQuality.look`), each decided at once."""
-    nack_delay: float = 0.0
-    """Seconds a packet sent to it must be out before its silence counts towards a lift (:meth:`LinkQuality.nack_delay`:
-    shorter when its round trips show its queue empty)."""
 
 
 class LossSignal(NamedTuple):
@@ -366,8 +354,6 @@ class LossSignal(NamedTuple):
     nack: int = 0
     lost_sequences: tuple[int, ...] = ()
     """The sequence numbers a NACK names."""
-    rtt: float | None = None
-    """The round trip a report block shows (seconds; None: it names no sender report of the node's stream)."""
 
 
 class EstimateBook:
@@ -985,7 +971,6 @@ class LinkQuality:
         "_nacked",
         "_nacked_at",
         "_reports",
-        "_rtts",
         "_sent",
         "_sent_at_nack",
         "_sent_window",
@@ -1013,8 +998,6 @@ class LinkQuality:
         """(SSRC, sequence number) of each packet NACKed within :data:`LOSS_WINDOW`, when first NACKed."""
         self._nack_ratio: float | None = None
         """:meth:`nack_ratio` when the last NACK came."""
-        self._rtts: deque[tuple[float, float]] = deque()
-        """(when, seconds) of the round trips the reports showed within :data:`NACK_DELAY_RTT_WINDOW`."""
         self._nacked_at = float("-inf")
         self._lift_told = float("-inf")
         """The loss (its :attr:`dirty_at`) after which :meth:`look` last found the link lifted."""
@@ -1150,31 +1133,11 @@ class LinkQuality:
         self._lift_told = self._dirty_at
         return True
 
-    def round_trip(self, now: float, seconds: float) -> None:
-        """A receiver report showed this round trip (:attr:`LossSignal.rtt`)."""
-        rtts = self._rtts
-        rtts.append((now, seconds))
-        while rtts and now - rtts[0][0] > NACK_DELAY_RTT_WINDOW:
-            rtts.popleft()
-
-    def nack_delay(self, now: float) -> float:
-        """Seconds a packet must be out before its silence counts (:meth:`nack_clean`): the longest round trip of the
-        last :data:`NACK_DELAY_RTT_WINDOW` and :data:`NACK_DELAY_GAP`, when two or more came in that time, at most
-        :data:`LIFTED_NACK_DELAY` (which it is without them). After a lifted limit the queue is empty: a NACK comes
-        back within the round trip, and 0.25 s held the lift back 0.15 s on loopback."""
-        rtts = self._rtts
-        while rtts and now - rtts[0][0] > NACK_DELAY_RTT_WINDOW:
-            rtts.popleft()
-        if len(rtts) < 2:
-            return LIFTED_NACK_DELAY
-        return min(LIFTED_NACK_DELAY, max(rtt for _, rtt in rtts) + NACK_DELAY_GAP)
-
     def nack_clean(self, now: float) -> int:
-        """Packets sent since the last NACK, at least :meth:`nack_delay` ago (0: no NACK came yet, so the receiver may
-        not NACK at all, or it is too soon)."""
+        """Packets sent since the last NACK, at least :data:`LIFTED_NACK_DELAY` ago (0: no NACK came yet, so the
+        receiver may not NACK at all, or it is too soon)."""
         base = self._sent_at_nack if self._nacked_at > float("-inf") else None
-        delay = self.nack_delay(now)
-        settled = next((total for at, total in reversed(self._sent) if now - at >= delay), None)
+        settled = next((total for at, total in reversed(self._sent) if now - at >= LIFTED_NACK_DELAY), None)
         return 0 if base is None or settled is None else max(0, settled - base)
 
     def _dirty(self, now: float) -> None:

@@ -37,7 +37,6 @@ from media.aiortc_compat import (
 )
 from media.bandwidth import (
     CAP_SHARE,
-    LIFTED_NACK_DELAY,
     OVERLOAD_AGE,
     OVERLOAD_HOLD,
     OVERLOAD_WINDOW,
@@ -462,7 +461,6 @@ class InProcessNode:
             overloads=subscriber.nack_loss.overloads if subscriber is not None else 0,
             watching_lift=subscriber is not None and subscriber.lift_timer is not None,
             lifts_watched=subscriber.lift_watched if subscriber is not None else 0,
-            nack_delay=subscriber.link.nack_delay(time.monotonic()) if subscriber is not None else LIFTED_NACK_DELAY,
         )
 
     def bandwidth_counts(self) -> dict[str, int]:
@@ -992,8 +990,6 @@ class InProcessNode:
         ssrc = signal.ssrc
         video_sent, audio_sent = self._packets_sent(peer)
         subscriber.link.sent(now, video_sent + audio_sent if subscriber.audio_nacks else video_sent)
-        if signal.rtt is not None:
-            subscriber.link.round_trip(now, signal.rtt)
         if not signal.nack:
             # (a NACK samples it with its own count)
             self._silence_ended(room, peer, subscriber.nack_loss.sent(now, video_sent))
@@ -1301,7 +1297,6 @@ class InProcessNode:
             clean_by_nacks=link.nack_clean(now),
             since_loss_s=None if link.dirty_at == float("-inf") else round(now - link.dirty_at, 2),
             since_nack_s=None if link.nacked_at == float("-inf") else round(now - link.nacked_at, 2),
-            nack_delay_ms=round(link.nack_delay(now) * 1000),
         )
         subscriber.padded_at = now
         subscriber.padding_owed = 0.0

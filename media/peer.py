@@ -513,9 +513,7 @@ class Peer:
         if on_loss_ is not None:
             on_loss_feedback(
                 transceiver.sender,
-                lambda ssrc, fraction, lost, highest, rtt: on_loss_(
-                    self, LossSignal(ssrc, fraction, lost, highest, rtt=rtt)
-                ),
+                lambda ssrc, fraction, lost, highest: on_loss_(self, LossSignal(ssrc, fraction, lost, highest)),
                 lambda ssrc, lost: on_loss_(self, LossSignal(ssrc, nack=len(lost), lost_sequences=tuple(lost))),
             )
 

@@ -11,8 +11,6 @@ from media.bandwidth import (
     LIFTED_ODDS,
     LIFTED_SECONDS,
     LOSSY_SECONDS,
-    NACK_DELAY_GAP,
-    NACK_DELAY_RTT_WINDOW,
     PROBE_ECHO,
     PROBE_SECONDS,
     PROBE_VERDICT,
@@ -481,40 +479,6 @@ def test_a_lift_by_the_nacks_is_judged_by_the_share_of_packets_they_named_not_by
     assert other.nack_ratio(1.0) is None
     other.sent(3.0, 250 + 600)
     assert not other.lifted(3.3)
-
-
-def test_the_nack_delay_is_the_round_trip_and_the_gap_when_the_reports_show_the_queue_empty() -> None:
-    """A packet's silence counts once its NACK, had it been lost, would have come back: LIFTED_NACK_DELAY (a full
-    100 ms queue) until two round trips came within NACK_DELAY_RTT_WINDOW; then the longest of them and
-    NACK_DELAY_GAP, never more than LIFTED_NACK_DELAY. On a link whose queue is empty (a lifted limit) the lift
-    then comes that much sooner; one round trip through a full queue keeps the long delay for the window."""
-    link = LinkQuality()
-    assert link.nack_delay(0.0) == LIFTED_NACK_DELAY
-    link.round_trip(0.0, 0.004)
-    assert link.nack_delay(0.0) == LIFTED_NACK_DELAY  # (one is not enough)
-    link.round_trip(0.3, 0.010)
-    assert abs(link.nack_delay(0.3) - (0.010 + NACK_DELAY_GAP)) < 1e-9
-    link.round_trip(0.6, 0.400)  # a full queue
-    assert link.nack_delay(0.6) == LIFTED_NACK_DELAY
-    assert link.nack_delay(0.6 + NACK_DELAY_RTT_WINDOW + 0.01) == LIFTED_NACK_DELAY  # (none left in the window)
-    # The lift by the NACKs: 308 packets out for the short delay, 0.14 s sooner than for LIFTED_NACK_DELAY.
-    found: dict[bool, float] = {}
-    for rtts in (False, True):
-        link = LinkQuality()
-        link.sent(0.0, 0)
-        link.block(0.0, 1, 0, 0, 1000)
-        link.block(0.9, 1, 5, 2, 1100)  # 2%
-        link.nack(1.0)
-        sent, now, step = 0, 1.0, 1 / 64
-        while not link.lifted(now):
-            now += step
-            sent += 4  # 256 a second
-            link.sent(now, sent)
-            if rtts and round(now * 64) % 16 == 0:  # a report every 0.25 s: 5 ms
-                link.round_trip(now, 0.005)
-        found[rtts] = now
-    assert abs(found[False] - (1.0 + 77 * step + LIFTED_NACK_DELAY)) < 1e-9, found  # (77 samples of 4: 308)
-    assert abs(found[True] - found[False] - (0.005 + NACK_DELAY_GAP - LIFTED_NACK_DELAY)) <= step, found
 
 
 def test_the_reports_of_audio_a_receiver_nacks_count_neither_for_the_loss_ratio_nor_as_clean_packets() -> None:
