@@ -1211,7 +1211,8 @@ class LinkQuality:
         its reports show what the resends left (see :meth:`block`). Timed from the last NACK, not the last report of
         loss, which covers the second before it and comes up to a second after a lifted limit. (In the thin-link runs
         the first probe came 1.9 s after the lift, median, against 1.8 s before audio was NACKed: about 308 packets
-        at the 250-300 a second the defendant gets then, and the 0.25 s.)"""
+        at the 250-300 a second the defendant gets then, and the 0.25 s. Looked for every 50 ms
+        (:meth:`look`) and judged by the NACKs' share too, 1.5 s.)"""
         if self._dirty_at == float("-inf"):
             return False
         ratio = self._lossy_ratio

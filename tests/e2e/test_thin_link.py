@@ -12,7 +12,7 @@ node's estimate and its hold time) for :data:`MEASURE` seconds. The tests assert
   ``AUDIO_PLAYOUT`` (80 ms) of its gap; and the judge's camera at >= 10 fps with no frozen stretch over 1 s, while
   the other cameras are paused for them;
 - everyone else in the hearing receives as before;
-- when the limit is lifted the paused video returns (the issue asks for 2 s; asserted loosely, x3, and printed).
+- when the limit is lifted the paused video returns (the issue asks for 2 s; asserted loosely, x1.5, and printed).
 
 The node's bandwidth adaptation is on (``[media] adaptation``, the default). The loss is dropped where the
 defendant's packets arrive, silently, as on a real link (``tests.netns.shape``, ``drop_at``): a drop on the node's
@@ -23,12 +23,17 @@ window had shown a false freeze of up to 1.07 s at its end; a link with random l
 both limits the judge keeps 13.6-15.2 fps, its longest freeze 0.6 s in the median window (0.2-1.04 s; over 1 s in
 1 of 16 windows, a lone loss whose keyframe took 1 s), the defendant gets 96.8-99.3% of each publisher's audio (the
 random loss leaves 98%), and paused video returns 0.8-3.5 s after the lift (all cameras together, 2.4 s in the
-median run; the issue asks 2 s; asserted loosely, x3). With audio NACKs and the lift read from NACKs too (16 runs,
+median run; the issue asks 2 s; asserted loosely, x3 then). With audio NACKs and the lift read from NACKs too (16 runs,
 December 2026): the defendant keeps 98.9-100% of the audio per window, under 99% in 1 window of 32, behind 1 Mbit/s
 while a change of the judge's cap filled the link's queue and 26 resends came too late; paused video returns 2.2-3.5 s
 after the lift (2.56 s median); 13 of 16 runs pass all five tests (the others: the judge frozen 1.2-1.7 s, each
 within a second of a change of its aiortc publisher's cap, which re-creates the encoder with a keyframe; in two of
-them a raise fell back within 0.6 s). Inside a whole test run on a shared
+them a raise fell back within 0.6 s). With the lift looked for every 50 ms and judged by the NACKs' share too (8 runs,
+2 December 2026): all five tests pass in 8 of 8; the last paused camera returns 1.94-2.25 s after the lift (2.08 s
+median, the first 1.86-2.17 s): about 1.5 s until 300 packets went out without a NACK (at the 240 a second the
+defendant gets then, each out for 0.25 s), 0.4 s of padding probe and its verdict, 0.1-0.15 s for the keyframes. One
+probe of the 8 runs started in a limited window (a chance run of 303 packets without loss) and failed in 0.13 s.
+Inside a whole test run on a shared
 2-core machine, 1 of 2 runs lost its 2 Mbit/s step to the machine (court-side video on unshaped links froze too):
 the module runs only when asked (``COURTLINK_THIN_LINK=1``; about 70 s, root, ``tc`` and nftables), not in CI.
 ``bench/thin_link.py`` prints the same figures as a table.
@@ -53,7 +58,7 @@ BASELINE = 6.0
 LIFTED = 10.0
 """Seconds watched after the limit is lifted."""
 BACK_WITHIN = 2.0
-"""The issue's bound for paused video to return after the limit is lifted; asserted loosely (x3), printed."""
+"""The issue's bound for paused video to return after the limit is lifted; asserted loosely (x1.5), printed."""
 LIMITS = (Shape(rate_mbit=2, loss_percent=2), Shape(rate_mbit=1, loss_percent=2))
 OTHERS = COURT_SIDE[1:]
 PROBE_FACTS = (
@@ -205,10 +210,10 @@ def test_everyone_else_in_the_hearing_is_unaffected(run: Run) -> None:
 
 
 def test_paused_video_returns_when_the_limit_is_lifted(run: Run) -> None:
-    """When the limit is lifted, the cameras paused for the defendant return (issue: within 2 s; asserted x3)."""
+    """When the limit is lifted, the cameras paused for the defendant return (issue: within 2 s; asserted x1.5)."""
     print(f"paused video back after the lift (s): {run.returned}")
     assert run.returned, "no camera was paused when the limit was lifted"
-    late = {p: s for p, s in run.returned.items() if s is None or s > 3 * BACK_WITHIN}
+    late = {p: s for p, s in run.returned.items() if s is None or s > 1.5 * BACK_WITHIN}
     assert not late, late
 
 
