@@ -970,6 +970,7 @@ class LinkQuality:
         "_nack_ratio",
         "_nacked",
         "_nacked_at",
+        "_nacked_order",
         "_reports",
         "_sent",
         "_sent_at_nack",
@@ -994,8 +995,11 @@ class LinkQuality:
         """Of those packets, how many were sent when the last NACK came (None: no count then)."""
         self._sent_window: deque[tuple[float, int]] = deque()
         """(when, packets sent so far) samples as :attr:`_sent`, one per 0.1 s at most, over :data:`LOSS_WINDOW`."""
-        self._nacked: dict[tuple[int, int], float] = {}
-        """(SSRC, sequence number) of each packet NACKed within :data:`LOSS_WINDOW`, when first NACKed."""
+        self._nacked: set[tuple[int, int]] = set()
+        """(SSRC, sequence number) of each packet NACKed within :data:`LOSS_WINDOW`."""
+        self._nacked_order: deque[tuple[float, tuple[int, int]]] = deque()
+        """When each of :attr:`_nacked` was first NACKed, oldest first (what leaves the window is dropped from the
+        front: a link overflowing NACKs thousands of packets in a window)."""
         self._nack_ratio: float | None = None
         """:meth:`nack_ratio` when the last NACK came."""
         self._nacked_at = float("-inf")
@@ -1101,6 +1105,7 @@ class LinkQuality:
         self._sent_window.clear()
         self._sent_window.append((now, total))
         self._nacked.clear()
+        self._nacked_order.clear()
 
     def nack_ratio(self, now: float) -> float | None:
         """The share of the packets sent within :data:`LOSS_WINDOW` (:meth:`sent`) that NACKs named, each once (None:
@@ -1108,14 +1113,14 @@ class LinkQuality:
         any repair than its receiver reports, which count what a resend filled in time as received, and read a link
         that lost 2% of its video as 0.9% when the resends had room (the thin-link test behind 1 Mbit/s + 2% loss;
         then a lift asked for 703 packets without a NACK, not 308, and paused video came back 3.6 s after it, not
-        1.8-2.0). It falls short too (1.3-1.7% there: a NACK lost on the way names nothing), so :meth:`lifted`
-        takes the higher of the two."""
+        1.8-2.0). It falls short too (1.3-1.7% there, not traced; on a real link a NACK lost on the way names
+        nothing), so :meth:`lifted` takes the higher of the two."""
         window = self._sent_window
         if len(window) < 2:
             return None
-        nacked = self._nacked
-        for key in [k for k, at in nacked.items() if now - at > LOSS_WINDOW]:
-            del nacked[key]
+        nacked, order = self._nacked, self._nacked_order
+        while order and now - order[0][0] > LOSS_WINDOW:
+            nacked.discard(order.popleft()[1])
         sent = window[-1][1] - window[0][1]
         return len(nacked) / sent if sent >= NACK_RATIO_MIN_SENT and nacked else None
 
@@ -1165,9 +1170,12 @@ class LinkQuality:
         if self._sent:
             self._sent_at_nack = self._sent[-1][1]
         if ssrc is not None:
-            nacked = self._nacked
+            nacked, order = self._nacked, self._nacked_order
             for sequence in sequences:
-                nacked.setdefault((ssrc, sequence), now)
+                key = (ssrc, sequence)
+                if key not in nacked:
+                    nacked.add(key)
+                    order.append((now, key))
             self._nack_ratio = self.nack_ratio(now)
 
     @property

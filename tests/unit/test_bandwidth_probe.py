@@ -481,6 +481,27 @@ def test_a_lift_by_the_nacks_is_judged_by_the_share_of_packets_they_named_not_by
     assert not other.lifted(3.3)
 
 
+def test_the_nacks_share_covers_the_last_ten_seconds_of_what_was_sent_and_nacked() -> None:
+    """NACKed packets leave the share LOSS_WINDOW after they were first NACKed, and so do the packets sent: an
+    overflow's burst of NACKs counts for ten seconds, not for good."""
+    link = LinkQuality()
+    for tenth in range(21):  # 2 s, 300 packets a second
+        link.sent(tenth / 10, tenth * 30)
+    link.nack(2.0, 7, range(600, 660))  # a burst: 60 packets NACKed at once
+    ratio = link.nack_ratio(2.0)
+    assert ratio is not None
+    assert abs(ratio - 60 / 600) < 1e-9, ratio
+    link.sent(2.1, 630)
+    link.nack(2.1, 7, range(600, 660))  # (asked again: counted once)
+    assert link.nack_ratio(2.1) == 60 / 630
+    for tenth in range(22, 131):  # on to 13 s, no NACK
+        link.sent(tenth / 10, tenth * 30)
+    link.nack(13.0, 7, [5000])
+    ratio = link.nack_ratio(13.0)
+    assert ratio is not None
+    assert abs(ratio - 1 / 3000) < 0.0002, ratio  # the burst left the window, and so did the packets of its time
+
+
 def test_the_reports_of_audio_a_receiver_nacks_count_neither_for_the_loss_ratio_nor_as_clean_packets() -> None:
     """Audio resent on NACK comes in its own stream and counts as received: its reports show what the repairs left.
     Behind 2% loss, 200 audio packets a second reported clean beside 60 of video losing 2% read as 0.5%, below the
