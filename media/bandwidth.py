@@ -156,11 +156,13 @@ froze the judge 1.9-2.0 s. After a lift the first probe then waits for a longer 
 more) but asks for every paused video at once (:meth:`ProbeController.everything`), where a clean spell asked for
 one camera and the rest 0.4 s later."""
 
-LIFTED_ODDS = 0.002
+LIFTED_ODDS = 0.001
 """A link whose receiver reports show a loss ratio counts as lifted once so many packets arrived without loss that
-its earlier loss would have spared them all with at most these odds (at 2% loss, 308 packets: about 1.3 s of the
-thin-link test's audio and video behind 1 Mbit/s; a lossy link shows such a run by chance once in about 25,000
-packets)."""
+its earlier loss would have spared them all with at most these odds (at 2% loss, 342 packets: about 1.4 s of the
+thin-link test's audio and video behind 1 Mbit/s; a lossy link shows such a run by chance once in about 50,000
+packets). At 0.002 (308 packets) a chance run passed for a lift in 2 of 22 thin-link runs once the rule was read
+every 50 ms (:meth:`LinkQuality.look`), and the probe that followed froze the judge 1.3 s in one of them; read only
+at events before, a run had to go on some 100 packets longer to be seen."""
 
 LIFTED_NACK_DELAY = 0.25
 """Seconds a packet sent to a subscriber that NACKs what it loses must be out before its silence counts: its NACK,
@@ -1235,7 +1237,7 @@ class LinkQuality:
         # told at once (it came up to a second after a lifted limit, and held the lift back that long again). Judged
         # by the NACKs' own share when they named packets (the reports' else): a run without a NACK is as likely as
         # NACKs are rare, whatever the reports show. (The higher of the two let a chance run of 303 packets pass for a
-        # lift behind 1 Mbit/s + 2% loss, where the NACKs' share asked for 342, and the probe failed.)
+        # lift behind 1 Mbit/s + 2% loss, where the NACKs' share (about 1.7%) asked for some 360, and the probe failed.)
         nack_ratio = self._nack_ratio if self._nack_ratio is not None else (ratio or 0.0)
         if (
             0 < nack_ratio < 0.5
