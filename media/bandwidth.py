@@ -169,10 +169,12 @@ LIFTED_NACK_DELAY = 0.25
 were it lost, would have come back by then (a round trip through a full 100 ms queue, and the receiver's wait for
 the next packet to see the gap)."""
 
-LIFTED_MIN_PACKETS = 300
-"""The fewest packets without loss that count a lossy link as lifted, whatever its loss ratio was: loss comes in
-bursts (a failed probe, a keyframe through a full queue), and a ratio they raised (4-7% behind 1 Mbit/s + 2% random
-loss) asks for too few (104 at 6%: the lift reset the backoff every 2-3 s there)."""
+LIFTED_MIN_PACKETS = math.ceil(math.log(LIFTED_ODDS) / math.log1p(-0.02))
+"""The fewest packets without loss that count a lossy link as lifted, whatever its loss ratio was: as many as
+:data:`LIFTED_ODDS` asks of a link losing 2% at random (342). Loss comes in bursts (a failed probe, a keyframe
+through a full queue, the overflow at a step down), and a ratio they raised (4-7% behind 1 Mbit/s + 2% random loss)
+asks for too few (104 at 6%: the lift reset the backoff every 2-3 s there). At 300, a chance run of 301 packets
+passed for a lift 10 s after a step down to 1 Mbit/s + 2% loss, whose overflow had raised the NACKs' share to 3.6%."""
 
 LOSS_WINDOW = 10.0
 """Seconds of receiver reports over which the link's loss ratio is measured (:meth:`LinkQuality.loss_ratio`), and of
