@@ -160,7 +160,7 @@ LIFTED_ODDS = 0.001
 """A link whose receiver reports show a loss ratio counts as lifted once so many packets arrived without loss that
 its earlier loss would have spared them all with at most these odds (at 2% loss, 342 packets: about 1.4 s of the
 thin-link test's audio and video behind 1 Mbit/s; a lossy link shows such a run by chance once in about 50,000
-packets). At 0.002 (308 packets) a chance run passed for a lift in 2 of 22 thin-link runs once the rule was read
+packets). At 0.002 (308 packets) a chance run passed for a lift in 2 of 28 thin-link runs once the rule was read
 every 50 ms (:meth:`LinkQuality.look`), and the probe that followed froze the judge 1.3 s in one of them; read only
 at events before, a run had to go on some 100 packets longer to be seen."""
 
