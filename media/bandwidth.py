@@ -164,12 +164,18 @@ packets). At 0.002 (308 packets) a chance run passed for a lift in 2 of 28 thin-
 every 50 ms (:meth:`LinkQuality.look`), and the probe that followed froze the judge 1.3 s in one of them; read only
 at events before, a run had to go on some 100 packets longer to be seen."""
 
+
+def lift_run(ratio: float) -> float:
+    """Packets a link losing ``ratio`` of its packets at random spares all with at most :data:`LIFTED_ODDS`."""
+    return math.log(LIFTED_ODDS) / math.log1p(-ratio)
+
+
 LIFTED_NACK_DELAY = 0.25
 """Seconds a packet sent to a subscriber that NACKs what it loses must be out before its silence counts: its NACK,
 were it lost, would have come back by then (a round trip through a full 100 ms queue, and the receiver's wait for
 the next packet to see the gap)."""
 
-LIFTED_MIN_PACKETS = math.ceil(math.log(LIFTED_ODDS) / math.log1p(-0.02))
+LIFTED_MIN_PACKETS = math.ceil(lift_run(0.02))
 """The fewest packets without loss that count a lossy link as lifted, whatever its loss ratio was: as many as
 :data:`LIFTED_ODDS` asks of a link losing 2% at random (342). Loss comes in bursts (a failed probe, a keyframe
 through a full queue, the overflow at a step down), and a ratio they raised (4-7% behind 1 Mbit/s + 2% random loss)
@@ -340,8 +346,6 @@ class SubscriberBandwidth:
     """Times its NACKs showed its link dropping a large share of the video sent (:class:`NackLoss`)."""
     watching_lift: bool = False
     """Video is paused and its link lost packets: the node looks for the lift every few tens of milliseconds."""
-    lifts_watched: int = 0
-    """Lifts that look found (:meth:`LinkQuality.look`), each decided at once."""
 
 
 class LossSignal(NamedTuple):
@@ -1255,7 +1259,7 @@ class LinkQuality:
 def _lift_needed(ratio: float) -> float:
     """Packets without loss that make a lift of a link losing ``ratio`` of its packets at random likely
     (:data:`LIFTED_ODDS`, :data:`LIFTED_MIN_PACKETS`)."""
-    return max(math.log(LIFTED_ODDS) / math.log1p(-ratio), LIFTED_MIN_PACKETS)
+    return max(lift_run(ratio), LIFTED_MIN_PACKETS)
 
 
 LOSS_HIGH = 0.10

@@ -167,8 +167,6 @@ class _Subscriber:
     probe_timer: asyncio.TimerHandle | None = None
     lift_timer: asyncio.TimerHandle | None = None
     """The next look for a lifted link (:meth:`InProcessNode._watch_lift`), while video is paused and the link lossy."""
-    lift_watched: int = 0
-    """Decisions the lift watch made (a lifted link found between two events)."""
     padded_at: float = 0.0
     """When the running probe last sent padding."""
     padding_owed: float = 0.0
@@ -460,7 +458,6 @@ class InProcessNode:
             loss_backoffs=subscriber.backoff.backoffs if subscriber is not None else 0,
             overloads=subscriber.nack_loss.overloads if subscriber is not None else 0,
             watching_lift=subscriber is not None and subscriber.lift_timer is not None,
-            lifts_watched=subscriber.lift_watched if subscriber is not None else 0,
         )
 
     def bandwidth_counts(self) -> dict[str, int]:
@@ -610,7 +607,7 @@ class InProcessNode:
             del room.peers[peer.participant_id]
             gone = room.subscribers.pop(peer.participant_id, None)
             if gone is not None:
-                self._stop_probe(gone)
+                self._stop_timers(gone)
                 self._apply_caps(room)  # a publisher capped for this subscriber gets its bitrate back
         room.speakers.leave(peer.participant_id)
         for published in peer.published.values():
@@ -988,8 +985,9 @@ class InProcessNode:
         subscriber = self._subscriber(room, peer.participant_id)
         now = time.monotonic()
         ssrc = signal.ssrc
-        video_sent, audio_sent = self._packets_sent(peer)
-        subscriber.link.sent(now, video_sent + audio_sent if subscriber.audio_nacks else video_sent)
+        sent = self._packets_sent(peer)
+        video_sent = sent[0]
+        subscriber.link.sent(now, self._nack_covered(peer, subscriber, sent))
         if not signal.nack:
             # (a NACK samples it with its own count)
             self._silence_ended(room, peer, subscriber.nack_loss.sent(now, video_sent))
@@ -1127,11 +1125,11 @@ class InProcessNode:
             )
 
     @staticmethod
-    def _nack_covered(peer: Peer, subscriber: _Subscriber) -> int:
+    def _nack_covered(peer: Peer, subscriber: _Subscriber, sent: tuple[int, int] | None = None) -> int:
         """Packets the direct send path sent the subscriber so far of the streams whose losses it NACKs: video, and
         audio once it NACKed audio (a browser does when the node's offer asks it; an older client never does, and
         its lost audio must not pass for a clean link)."""
-        video, audio = InProcessNode._packets_sent(peer)
+        video, audio = InProcessNode._packets_sent(peer) if sent is None else sent
         return video + audio if subscriber.audio_nacks else video
 
     @staticmethod
@@ -1442,7 +1440,8 @@ class InProcessNode:
             self._adapt(room, peer, now)
 
     @staticmethod
-    def _stop_probe(subscriber: _Subscriber) -> None:
+    def _stop_timers(subscriber: _Subscriber) -> None:
+        """Cancel the subscriber's running probe and its lift watch (it left)."""
         for timer in (subscriber.probe_timer, subscriber.lift_timer):
             if timer is not None:
                 timer.cancel()
@@ -1478,7 +1477,6 @@ class InProcessNode:
             return
         now = time.monotonic()
         if subscriber.link.look(now, self._nack_covered(peer, subscriber)):
-            subscriber.lift_watched += 1
             self._adapt(room, peer, now)
         else:
             self._arm_lift_watch(room, peer, subscriber, now)
