@@ -486,6 +486,8 @@ def test_a_lift_by_the_nacks_is_judged_by_the_share_of_packets_they_named_not_by
     assert other.nack_ratio(1.0) is None
     other.sent(3.0, 250 + 600)
     assert not other.lifted(3.3)
+    other.sent(10.0, 250 + 1800)
+    assert other.lifted(10.3)  # 1,800 without a NACK: enough at the reports' 0.4% (1,724)
 
 
 def test_the_nacks_share_covers_the_last_ten_seconds_of_what_was_sent_and_nacked() -> None:
