@@ -1139,16 +1139,16 @@ class InProcessNode:
 
     @staticmethod
     def _packets_sent(peer: Peer) -> tuple[int, int]:
-        """Video and audio packets the direct send path sent the subscriber so far (its senders' counters), in one
-        pass over its slots (read per RTCP message)."""
+        """Video and audio packets the direct send path sent the subscriber so far (its senders' counters: those that
+        left, not those its pacer still holds), in one pass over its slots (read per RTCP message)."""
         video = audio = 0
         for slot in peer.slots:
             sender = slot.track.frame_sender
             if sender is not None:
                 if slot.kind == "video":
-                    video += sender.packets_sent
+                    video += sender.packets_departed
                 else:
-                    audio += sender.packets_sent
+                    audio += sender.packets_departed
         return video, audio
 
     @staticmethod

@@ -280,6 +280,7 @@ class FrameSender:
         socket refuses it)."""
         self.frames_sent = 0
         self.packets_sent = 0
+        """Packets sent or handed to the pacer (:attr:`packets_departed`: only those that left it)."""
         self.native_frames = 0
         """Frames whose packets the native loop sent (all or some of them; ``media._fastpath``)."""
         self.budget: NackBudget | None = None
@@ -713,6 +714,13 @@ class FrameSender:
             else:
                 self._pacer.rate_bps = pace
             self._drain()
+
+    @property
+    def packets_departed(self) -> int:
+        """Packets that left the node: :attr:`packets_sent` less those still in the pacer. A paced keyframe takes
+        0.5-1 s to leave behind 1 Mbit/s; counted when queued, its packets would count as out (and, unNACKed, as
+        received) before they could have been lost (``media.bandwidth.LinkQuality.sent``)."""
+        return self.packets_sent - len(self._paced)
 
     @property
     def backlog_bytes(self) -> int:

@@ -318,7 +318,12 @@ async def test_a_paced_slot_sends_through_the_python_pacer(
         assert fs.native_frames == 0
         assert fs.packets_sent == 16
         assert len(fs._paced) > 0  # held back: the bucket lets only the first packets go at once
-        assert len(rx.drain()) < 16
+        left = len(rx.drain())
+        assert left < 16
+        assert fs.packets_departed == left  # (what the node counts as sent to the subscriber's link)
+        await asyncio.sleep(0.1)  # 0.1 s at 200 kbit/s: about 2.5 kB more
+        left += len(rx.drain())
+        assert fs.packets_departed == left < 16
     finally:
         fs.close("test")
 
