@@ -533,6 +533,12 @@ class SubscriberAllocator:
         """When the last pause or resume happened (-inf: never)."""
         return self._last_change
 
+    @property
+    def probed_bps(self) -> int:
+        """The rate the last padding probe that passed showed, while it stands in for a lower estimate (see
+        :meth:`resume_probed`; as of the last :meth:`update`); 0: none stands."""
+        return self._floor
+
     def probe_goal(self, videos: Sequence[VideoStream], *, everything: bool) -> tuple[int, int]:
         """(total, forwarded) bit/s: what a padding probe should show the link carries, with
         :data:`PROBE_RATE_MARGIN` (``everything``: every paused stream; else the next one in priority order), and

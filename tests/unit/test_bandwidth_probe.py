@@ -79,15 +79,18 @@ def test_a_passed_probe_resumes_what_it_covers_and_stands_in_for_the_estimate() 
     goal, forwarded = allocator.probe_goal(videos(), everything=True)
     assert forwarded == MBIT
     assert goal >= 3 * MBIT
+    assert allocator.probed_bps == 0
     resumed = allocator.resume_probed(now, goal, int(1.2 * MBIT), videos())
     assert resumed == ("a", "b")
     assert allocator.paused == set()
     for i in range(1, 8):  # the REMB stays at 1.2-1.4 Mbit/s: the probed rate stands in for it
         allocation = allocator.update(now + 0.5 * i, int((1.2 + 0.02 * i) * MBIT), videos(), lossy=True)
         assert allocation.paused == ()
+        assert allocator.probed_bps == goal  # (what the node's resend budget takes its share of)
     # The estimate falls (congestion after all): what does not fit pauses again at once.
     allocation = allocator.update(now + 4.0, int(0.9 * MBIT), videos(), lossy=True)
     assert set(allocation.paused) == {"a", "b"}
+    assert allocator.probed_bps == 0
 
 
 def test_a_probe_fails_at_the_first_loss_and_the_next_waits_longer() -> None:
