@@ -357,9 +357,13 @@ class ForwardedTrack(MediaStreamTrack):
         self.paused = False
         """Bandwidth adaptation paused this video for the subscriber: frames are not sent (media.bandwidth)."""
         self.paused_frames = 0
+        """Frames not sent because the slot was paused."""
         self.resumed_at = float("-inf")
         """When (monotonic) the last pause ended, or the slot took another publisher (its sequence numbers jumped)."""
-        """Frames not sent because the slot was paused."""
+        self._primed: deque[TappedFrame] | None = None
+        """While paused and primed (:meth:`prime`): the frames from the last keyframe on, sent at the resume."""
+        self.primed_resumes = 0
+        """Resumes that sent a keyframe kept while paused (:meth:`prime`), not one asked for then."""
         self.pace_bps: int | None = None
         """Bandwidth adaptation: the direct send path spreads this video's packets at this rate (the top video of a
         constrained subscriber; media.bandwidth.PacingBucket), None: each frame goes out at once."""
@@ -433,6 +437,7 @@ class ForwardedTrack(MediaStreamTrack):
         self._offset = None
         self._sendable = False
         self.paused = False  # a pause is about one publisher for one subscriber: the node decides anew
+        self._primed = None
         if publisher is not None:
             self._restart_sequence = self.kind == "video" and self.forwarded > 0
             if self._restart_sequence:
@@ -506,15 +511,43 @@ class ForwardedTrack(MediaStreamTrack):
         if not self.paused:
             self.paused = True
             self._queue.clear()
+            self._primed = None
+
+    def prime(self) -> None:
+        """A resume of this paused video may come soon (a padding probe sized for it sent its padding, and its
+        verdict is awaited): ask for a keyframe now, and keep the frames from it on while paused, so that the resume
+        sends them at once instead of asking then and waiting for the publisher's keyframe (0.1-0.15 s after a
+        lifted limit in the thin-link test). Dropped by :meth:`unprime` (the probe failed), a pause or another
+        publisher; bounded as the send queue is (``bound`` frames)."""
+        primable = self.gate is not None and self.publisher is not None and self._pending is None
+        if self.paused and primable and self._primed is None:
+            self._primed = deque()
+            self.request_keyframe(Reason.resume)
+
+    def unprime(self) -> None:
+        """Keep no frames for a resume (the probe :meth:`prime` was for failed)."""
+        self._primed = None
+
+    @property
+    def primed(self) -> int:
+        """Frames kept for a resume (:meth:`prime`): a keyframe and those after it; 0: none."""
+        return len(self._primed) if self._primed is not None else 0
 
     def resume(self) -> None:
-        """Send again from the next keyframe, asked for now; sequence numbers continue where they stopped."""
+        """Send again from the next keyframe: the one kept since :meth:`prime`, with the frames after it, at once;
+        else one asked for now. Sequence numbers continue where they stopped."""
         if self.paused:
             self.paused = False
             self.resumed_at = time.monotonic()
+            primed, self._primed = self._primed, None
             if self.gate is not None and self.publisher is not None:
                 self.gate.start()
-                self.request_keyframe(Reason.resume)
+                if primed:
+                    self.primed_resumes += 1
+                    for i, frame in enumerate(primed):
+                        self.push(frame, i == 0)
+                else:
+                    self.request_keyframe(Reason.resume)
 
     def attach(self, sender: FrameSender | None) -> None:
         """Send frames through ``sender`` as they come (``None``: queue them); what is queued goes out now."""
@@ -619,6 +652,14 @@ class ForwardedTrack(MediaStreamTrack):
             return None
         if self.paused:
             self.paused_frames += 1
+            primed = self._primed
+            if primed is not None and (keyframe or primed) and frame.origin is (self.source or self.publisher):
+                if keyframe:
+                    primed.clear()  # (a newer keyframe: what came before it is no longer needed)
+                elif len(primed) >= self.bound or frame.arrival - primed[0].arrival > self.max_age:
+                    primed.clear()  # (kept too long: the resume did not come, and a partial run is useless)
+                    return None
+                primed.append(frame)
             return None
         if self._pending is not None and frame.origin is not self.source:
             # A simulcast layer switch waits for the new layer's keyframe; its other frames are not for us yet.

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -1362,6 +1362,10 @@ class InProcessNode:
         if verdict is not None:
             self._probe_done(room, peer, subscriber, verdict, now, estimate)
             return
+        if not prober.padding(now) and prober.keys and not prober.partial:
+            # The padding went through; while its verdict is awaited (PROBE_VERDICT), the keyframes of what it would
+            # resume are asked for and kept, so the resume need not wait for them (ForwardedTrack.prime).
+            self._prime(peer, prober.keys)
         allocation = subscriber.allocation
         fast = self._padding_sender(peer, allocation.top) if allocation is not None and allocation.top else None
         if prober.padding(now) and fast is not None:
@@ -1375,7 +1379,22 @@ class InProcessNode:
             _PROBE_TICK, self._probe_tick, room, peer, subscriber
         )
 
+    @staticmethod
+    def _prime(peer: Peer, keys: Collection[str]) -> None:
+        """Prime the subscriber's paused slots of ``keys`` for a resume (``ForwardedTrack.prime``; idempotent)."""
+        for slot in peer.slots:
+            publisher = slot.track.publisher
+            if publisher is not None and publisher.recording_id in keys:
+                slot.track.prime()
+
     def _probe_done(
+        self, room: _Room, peer: Peer, subscriber: _Subscriber, passed: bool, now: float, estimate: int | None
+    ) -> None:
+        self._judged(room, peer, subscriber, passed, now, estimate)
+        for slot in peer.slots:
+            slot.track.unprime()  # (a resume took its frames; the rest were kept for a probe that failed)
+
+    def _judged(
         self, room: _Room, peer: Peer, subscriber: _Subscriber, passed: bool, now: float, estimate: int | None
     ) -> None:
         prober = subscriber.prober
@@ -1423,6 +1442,8 @@ class InProcessNode:
             subscriber=peer.participant_id,
             goal_kbps=prober.goal_bps // 1000,
             resumed=len(resumed),
+            # (of those, how many have their keyframe at hand: ForwardedTrack.prime)
+            primed=sum(1 for slot in peer.slots if slot.track.primed),
             layers=len(layer_probe),
         )
         if resumed:

@@ -396,6 +396,18 @@ async def test_paused_video_returns_by_a_padding_probe_while_the_estimate_stays_
     peer = node.peer(HEARING, "defendant")
     assert peer is not None
     assert sum(s.track.frame_sender.padding_sent for s in peer.slots if s.track.frame_sender is not None) > 0
+    # The keyframe was asked for while the probe's verdict was awaited, and the resume sent it at once.
+    party = next(
+        s.track
+        for s in peer.slots
+        if s.kind == "video" and s.track.publisher is not None and s.track.publisher.participant_id == "party"
+    )
+    assert party.primed_resumes >= 1
+    # Resends spend a share of the probed rate while it stands in for the 30 kbit/s REMB, not of the REMB.
+    probed = [e["goal_kbps"] for e in logs if e["event"] == "subscriber_probe_succeeded"][-1] * 1000
+    assert peer.nack_budget is not None
+    assert peer.nack_budget.rate_bps is not None
+    assert peer.nack_budget.rate_bps >= int(probed * node.settings.nack_budget_share) - 1
     counts = node.bandwidth_counts()
     assert counts["probes_succeeded"] >= 1
     losses.stop()

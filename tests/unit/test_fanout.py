@@ -384,3 +384,83 @@ async def test_the_hot_path_leaves_to_python_what_it_cannot_see_the_end_of(nativ
     finally:
         rx.sock.close()
         moved.sock.close()
+
+
+def _vp8_frame(n: int, *, keyframe: bool, origin: object) -> TappedFrame:
+    frame = TappedFrame((b"\x00" if keyframe else b"\x01") + bytes([n]) * 2500, 3000 * n)
+    frame.origin = origin
+    return frame
+
+
+def _timestamps(rx: _Receiver, decrypt: Any) -> list[int]:
+    """The RTP timestamp of each packet ``rx`` got, in order."""
+    return [int.from_bytes(decrypt.unprotect(p)[4:8], "big") for p in rx.drain()]
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
+async def test_a_primed_paused_video_resumes_with_the_keyframe_it_kept(native: bool, native_on: None) -> None:
+    """A paused video primed for a resume (its probe's padding went through) asks for a keyframe once, keeps it and
+    the frames after it while paused (sending nothing), and the resume sends them at once, without asking again: the
+    subscriber need not wait for the publisher's keyframe after the verdict. Unprimed (the probe failed), or kept too
+    long (more frames than the queue's bound), the resume asks for one as before."""
+    if native and _fastpath is None:
+        pytest.skip("the native module is not built")
+    rx, moved = _Receiver(), _Receiver()
+    try:
+        track, fs = await _slot(rx, moved, "video/VP8", 90_000, 96)
+        reasons: list[object] = []
+        publisher: Any = types.SimpleNamespace(request_keyframe=reasons.append)
+        track.publisher = track.source = publisher
+        decrypt = _inbound()
+        fan_out([track], _vp8_frame(0, keyframe=True, origin=publisher), True)
+        assert _timestamps(rx, decrypt), "the slot sends before its pause"
+        base = fs._timestamp_origin
+        track.pause()
+        track.prime()
+        track.prime()  # (idempotent: the node primes at every tick of the verdict's wait)
+        assert reasons == ["resume"]
+        fan_out([track], _vp8_frame(1, keyframe=False, origin=publisher), False)  # before the keyframe: not kept
+        fan_out([track], _vp8_frame(2, keyframe=True, origin=publisher), True)
+        fan_out([track], _vp8_frame(3, keyframe=False, origin=publisher), False)
+        fan_out([track], _vp8_frame(4, keyframe=False, origin=publisher), False)
+        fan_out([track], _vp8_frame(5, keyframe=False, origin=object()), False)  # another source's: not kept
+        assert track.primed == 3
+        assert rx.drain() == [], "a paused slot sends nothing"
+        track.resume()
+        assert reasons == ["resume"], "the kept keyframe serves the resume"
+        assert track.primed_resumes == 1
+        sent = [(t - base) & 0xFFFFFFFF for t in _timestamps(rx, decrypt)]
+        assert len(sent) == 6  # the keyframe and the two frames after it, 2 packets each, in order
+        assert len(set(sent)) == 3
+        assert sent == sorted(sent)
+        fan_out([track], _vp8_frame(6, keyframe=False, origin=publisher), False)
+        assert len(_timestamps(rx, decrypt)) == 2, "the frames after the resume follow"
+
+        # Unprimed: the kept frames go, and the resume asks for a keyframe.
+        track.pause()
+        track.prime()
+        fan_out([track], _vp8_frame(7, keyframe=True, origin=publisher), True)
+        assert track.primed == 1
+        track.unprime()
+        assert track.primed == 0
+        track.resume()
+        assert reasons == ["resume", "resume", "resume"]
+        fan_out([track], _vp8_frame(8, keyframe=False, origin=publisher), False)
+        assert rx.drain() == [], "no keyframe yet: the gate holds the deltas"
+
+        # Kept too long: more frames after the keyframe than the queue's bound.
+        fan_out([track], _vp8_frame(9, keyframe=True, origin=publisher), True)
+        rx.drain()
+        track.pause()
+        track.prime()
+        fan_out([track], _vp8_frame(10, keyframe=True, origin=publisher), True)
+        for n in range(11, 11 + track.bound):
+            fan_out([track], _vp8_frame(n, keyframe=False, origin=publisher), False)
+        assert track.primed == 0
+        asked = len(reasons)
+        track.resume()
+        assert reasons[asked:] == ["resume"]
+        assert track.primed_resumes == 1
+    finally:
+        rx.sock.close()
+        moved.sock.close()
