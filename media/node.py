@@ -1539,7 +1539,8 @@ class InProcessNode:
             # later). Held to the REMB's share (behind a just-lifted limit in the thin-link test, 440 kbit/s x 0.2:
             # about 5 packets a half second), the lost packets of three resumed cameras' keyframes would go unanswered,
             # and a camera would wait for the keyframe asked for its repair.
-            standing = subscriber.allocator.probed_bps
+            # Not while the link overflows: what the overflow showed it delivers is the estimate then.
+            standing = subscriber.allocator.probed_bps if now >= subscriber.overload_until else 0
             peer.nack_budget.set_estimate(None if estimate is None else max(estimate, standing))
         if allocation.paused_now or allocation.resumed_now:
             estimate_kbps = None if estimate is None else estimate // 1000
