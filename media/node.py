@@ -995,8 +995,9 @@ class InProcessNode:
             sender = slot.transceiver.sender
             if ssrc == sender_ssrc(sender) or ssrc == sender_rtx_ssrc(sender):
                 # A paused (or idle) slot's receiver reports nothing lost of nothing received: not a sign. Nor are
-                # a just resumed slot's NACKs and first report: its receiver counts as lost the sequence numbers the
-                # resume skipped (media.sending.SEQUENCE_JUMP), which were never sent.
+                # a just resumed slot's NACKs and first report: its receiver asks again for what it missed before the
+                # pause (aiortc repeats its whole missing list at every new gap; sent seconds ago, too old to resend),
+                # and a slot that took another publisher jumped its sequence numbers (media.sending.SEQUENCE_JUMP).
                 if slot.track.publisher is None or slot.track.paused or now - slot.track.resumed_at < _RESUME_NACKS:
                     if not signal.nack:
                         subscriber.link.rebase(now, ssrc, signal.packets_lost, signal.highest_sequence)

@@ -191,8 +191,20 @@ class ReleaseOnMarker:
         if newest:
             self._max_seq = seq
         # A frame can only complete with its marker packet or with a packet that fills a gap.
-        if (packet.marker or not newest) and self._release():
-            return False
+        if packet.marker or not newest:
+            if self._release():
+                return False
+            if ahead and (start := self._keyframe_at(seq)) is not None:
+                # A whole keyframe beyond the gap: it needs nothing before it, so the frames in the gap are given up
+                # now, not once a frame 200 ms newer came (when the gap held no packet, the give-up skipped the
+                # keyframe too: a paused video resumed behind such a gap came back a second late, at the next).
+                for held in [s for s in packets if (s - nxt) & 0xFFFF < (start - nxt) & 0xFFFF]:
+                    del packets[held]
+                self._next = start
+                self._oldest = None
+                self._resync = True
+                self._release()
+                return False
         if len(packets) < _MAX_PENDING:
             first = packets.get(nxt)
             if first is not None and first.timestamp == packet.timestamp:
@@ -205,6 +217,29 @@ class ReleaseOnMarker:
                 return False
             return True
         return False
+
+    def _keyframe_at(self, seq: int) -> int | None:
+        """The first sequence number of the frame held packet ``seq`` belongs to, if that frame is whole (from a
+        packet that starts a frame to its marker) and a keyframe; else None."""
+        packets = self._packets
+        packet = packets[seq]
+        timestamp = packet.timestamp
+        start = seq
+        while not starts_frame(self._codec_name(packet.payload_type), packet.payload):
+            start = (start - 1) & 0xFFFF
+            packet = packets.get(start)  # type: ignore[assignment]
+            if packet is None or packet.timestamp != timestamp:
+                return None
+        first = packet
+        parts = [rtp_depayloaded(first)]
+        end = start
+        while not packet.marker:
+            end = (end + 1) & 0xFFFF
+            packet = packets.get(end)  # type: ignore[assignment]
+            if packet is None or packet.timestamp != timestamp:
+                return None
+            parts.append(rtp_depayloaded(packet))
+        return start if is_keyframe(self._codec_name(first.payload_type), b"".join(parts)) else None
 
     def _release(self) -> bool:
         released = False

@@ -153,7 +153,10 @@ _VP8_CHUNK = VP8_PACKET_MAX - _VP8_DESCRIPTOR.size
 _RTP_HEADER = struct.Struct("!BBHLL")
 
 SEQUENCE_JUMP = 600
-"""How far a slot's RTP sequence number jumps when it resumes video after a pause (see :meth:`FrameSender.skip`).
+"""How far a slot's RTP sequence number jumps when it takes another publisher, or the same one anew
+(``media.forwarding.ForwardedTrack.assign``; see :meth:`FrameSender.skip`). A bandwidth pause's resume keeps its
+numbers: it starts again at a keyframe, which a browser's receive buffer, and ``media.passthrough.ReleaseOnMarker``,
+release beyond any gap the pause left (stock aiortc's buffer would wait behind it, as below).
 
 aiortc's video jitter buffer holds 512 packets and releases frames strictly in sequence order: a packet the
 subscriber dropped right after a pause (its receiver not yet enabled) leaves a hole that stalls it until 512

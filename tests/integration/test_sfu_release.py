@@ -58,6 +58,34 @@ def test_a_lost_packet_is_skipped_with_picture_loss() -> None:
     assert buffer.pending <= 1
 
 
+def test_a_whole_keyframe_beyond_a_gap_is_released_at_once() -> None:
+    """A keyframe that arrives whole after a gap needs nothing before it: it is released at its marker packet, with
+    the resync mark, and no picture loss is reported, even when the gap held no packet at all (as when the last
+    packets before a pause were lost and never resent: the resumed keyframe used to wait 200 ms, and then be skipped
+    with the gap, and the subscriber waited for the next keyframe). A delta frame beyond a gap still waits."""
+    buffer, out = _buffer()
+    buffer.add(_vp8(0, 0, start=True, marker=True, body=b"\x00k"))
+    # seq 1-2 (the frame at 3000) are lost whole; the frame at 6000 is a delta: it waits for the gap.
+    buffer.add(_vp8(3, 6000, start=True, marker=True, body=b"\x01d"))
+    assert [f.rtp_timestamp for f in out] == [0]
+    # A keyframe at 9000 in three packets, its middle one late.
+    assert buffer.add(_vp8(4, 9000, start=True, marker=False, body=b"\x00K")) == (False, None)
+    assert buffer.add(_vp8(6, 9000, start=False, marker=True, body=b"M")) == (False, None)
+    assert [f.rtp_timestamp for f in out] == [0]  # (not whole yet)
+    assert buffer.add(_vp8(5, 9000, start=False, marker=False, body=b"L")) == (False, None)
+    assert [f.rtp_timestamp for f in out] == [0, 9000]
+    assert out[1].data == b"\x00KLM"
+    assert out[1].resync
+    assert buffer.pending == 0
+    buffer.add(_vp8(7, 12000, start=True, marker=True, body=b"\x01e"))
+    assert [f.rtp_timestamp for f in out] == [0, 9000, 12000]
+    assert not out[2].resync
+    # Far beyond (a resume after 45 s, the gap 28 packets): the keyframe goes at once too.
+    buffer.add(_vp8(40, 9000 + 90_000 * 45, start=True, marker=False, body=b"\x00P"))
+    buffer.add(_vp8(41, 9000 + 90_000 * 45, start=False, marker=True, body=b"Q"))
+    assert out[-1].data == b"\x00PQ"
+
+
 def test_audio_is_released_per_packet_and_late_packets_dropped() -> None:
     """Audio leaves packet by packet (no prefetch); a packet older than the last released is dropped."""
     buffer, out = _buffer("audio")
