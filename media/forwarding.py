@@ -486,6 +486,9 @@ class ForwardedTrack(MediaStreamTrack):
             layer.consumers.add(self)
             self._offset = None
             self.layer_switches += 1
+            if self._primed is not None:
+                self._primed = None  # (what it kept is the old layer's: the resume needs the new layer's keyframe)
+                self.prime()
             return True
         self._pending = layer
         self._pending_asked = time.monotonic()

@@ -461,6 +461,22 @@ async def test_a_primed_paused_video_resumes_with_the_keyframe_it_kept(native: b
         track.resume()
         assert reasons[asked:] == ["resume"]
         assert track.primed_resumes == 1
+
+        # A simulcast layer switched to while primed: what was kept is the old layer's; the new one is asked.
+        layer_reasons: list[object] = []
+        layer: Any = types.SimpleNamespace(request_keyframe=layer_reasons.append, consumers=set())
+        publisher.layer = lambda rid: layer if rid == "h" else None
+        publisher.consumers = set()
+        track.pause()
+        track.prime()
+        fan_out([track], _vp8_frame(30, keyframe=True, origin=publisher), True)
+        assert track.primed == 1
+        assert track.select_layer("h")
+        assert track.primed == 0
+        assert layer_reasons == ["resume"]
+        fan_out([track], _vp8_frame(31, keyframe=True, origin=publisher), True)  # the old layer's: not kept
+        fan_out([track], _vp8_frame(32, keyframe=True, origin=layer), True)
+        assert track.primed == 1
     finally:
         rx.sock.close()
         moved.sock.close()
