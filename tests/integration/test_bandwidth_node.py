@@ -17,7 +17,7 @@ from media.bandwidth import PROBE_RANDOM_LOSS, PROBE_VERDICT, SubscriberBandwidt
 from media.keyframes import Reason
 from media.node import InProcessNode
 from media.settings import NodeSettings
-from protocol.node import SetPublishing, SetReceiving
+from protocol.node import Ack, ClosePeer, SetPublishing, SetReceiving
 from rooms.model import Role, Source
 from tests.media_clients import DirectSignaling, MediaClient, audio_nack_mids, eventually, hearing, opus_fec_mids
 
@@ -764,4 +764,32 @@ async def test_a_link_with_random_loss_is_probed_once_it_counts_as_lifted_not_at
     assert probes[0]["goal_kbps"] == probes[0]["full_goal_kbps"]  # (no ladder's rung: a lifted link gets the goal)
     assert not watching(), "the watch goes on once the lift was acted upon"
     losses.stop()
+    assert not signaling.failures
+
+
+async def test_a_subscriber_that_leaves_while_its_link_is_watched_is_watched_no_more(
+    node: InProcessNode, signaling: DirectSignaling
+) -> None:
+    """The defendant leaves while its video is paused on a lossy link and the node looks at that link every 50 ms
+    for a lift: its watch (and any probe) stops with it, nothing about it is decided afterwards, and the node goes on
+    serving the hearing (the defendant comes back and gets video again)."""
+    defendant, forced, losses = await probed_defendant(node, signaling)
+    force_estimate(defendant, forced, 30_000)
+    losses.every = 0.3
+    assert await eventually(lambda: (s := node.bandwidth(HEARING, "defendant")) is not None and s.watching_lift, 15)
+    subscriber = node._rooms[HEARING].subscribers["defendant"]
+    with structlog.testing.capture_logs() as logs:
+        closed = await node.call(ClosePeer(hearing_id=HEARING, participant_id="defendant"))
+        assert isinstance(closed, Ack)
+        losses.stop()
+        await asyncio.sleep(0.5)  # ten watch intervals
+    assert subscriber.lift_timer is None
+    assert subscriber.probe_timer is None
+    assert node.bandwidth(HEARING, "defendant") is None
+    after = [e for e in logs if e.get("subscriber") == "defendant" or e.get("log_level") in ("error", "critical")]
+    assert after == [], after
+    again = MediaClient("defendant", video=False, audio=False)
+    await signaling.join(again, Role.defendant)
+    await node.call(SetReceiving(hearing_id=HEARING, participant_id="defendant", publishers=("judge", "party")))
+    assert await eventually(lambda: len(again.codes(1)) > 5, within=15)
     assert not signaling.failures
