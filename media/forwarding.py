@@ -360,8 +360,9 @@ class ForwardedTrack(MediaStreamTrack):
         """Frames not sent because the slot was paused."""
         self.resumed_at = float("-inf")
         """When (monotonic) the last pause ended, or the slot took another publisher (its sequence numbers jumped)."""
-        self._primed: deque[TappedFrame] | None = None
-        """While paused and primed (:meth:`prime`): the frames from the last keyframe on, sent at the resume."""
+        self._primed = False
+        """Paused and primed (:meth:`prime`): the send queue keeps the frames from the next keyframe on for the
+        resume, as it keeps them for a slot that cannot send yet."""
         self.primed_resumes = 0
         """Resumes that sent a keyframe kept while paused (:meth:`prime`), not one asked for then."""
         self.pace_bps: int | None = None
@@ -437,7 +438,7 @@ class ForwardedTrack(MediaStreamTrack):
         self._offset = None
         self._sendable = False
         self.paused = False  # a pause is about one publisher for one subscriber: the node decides anew
-        self._primed = None
+        self._primed = False
         if publisher is not None:
             self._restart_sequence = self.kind == "video" and self.forwarded > 0
             if self._restart_sequence:
@@ -486,8 +487,8 @@ class ForwardedTrack(MediaStreamTrack):
             layer.consumers.add(self)
             self._offset = None
             self.layer_switches += 1
-            if self._primed is not None:
-                self._primed = None  # (what it kept is the old layer's: the resume needs the new layer's keyframe)
+            if self._primed:
+                self.unprime()  # (what it kept is the old layer's: the resume needs the new layer's keyframe)
                 self.prime()
             return True
         self._pending = layer
@@ -514,27 +515,33 @@ class ForwardedTrack(MediaStreamTrack):
         if not self.paused:
             self.paused = True
             self._queue.clear()
-            self._primed = None
+            self._primed = False
 
     def prime(self) -> None:
         """A resume of this paused video may come soon (a padding probe sized for it sent its padding, and its
         verdict is awaited): ask for a keyframe now, and keep the frames from it on while paused, so that the resume
         sends them at once instead of asking then and waiting for the publisher's keyframe (0.1-0.15 s after a
-        lifted limit in the thin-link test). Dropped by :meth:`unprime` (the probe failed), a pause or another
-        publisher; bounded as the send queue is (``bound`` frames)."""
-        primable = self.gate is not None and self.publisher is not None and self._pending is None
-        if self.paused and primable and self._primed is None:
-            self._primed = deque()
+        lifted limit in the thin-link test). The frames wait in the send queue, gated and bounded as for a slot that
+        cannot send yet (not on aiortc's own send loop, which takes what is queued); dropped by :meth:`unprime` (the
+        probe failed), a pause or another publisher."""
+        gate = self.gate
+        primable = gate is not None and self.publisher is not None and self._pending is None and not self._pulled
+        if self.paused and primable and not self._primed and gate is not None:
+            self._primed = True
+            self._queue.clear()
+            gate.start()  # (closed until the keyframe asked for now)
             self.request_keyframe(Reason.resume)
 
     def unprime(self) -> None:
         """Keep no frames for a resume (the probe :meth:`prime` was for failed)."""
-        self._primed = None
+        if self._primed:
+            self._primed = False
+            self._queue.clear()
 
     @property
     def primed(self) -> int:
         """Frames kept for a resume (:meth:`prime`): a keyframe and those after it; 0: none."""
-        return len(self._primed) if self._primed is not None else 0
+        return len(self._queue) if self._primed else 0
 
     def resume(self) -> None:
         """Send again from the next keyframe: the one kept since :meth:`prime`, with the frames after it, at once;
@@ -542,14 +549,16 @@ class ForwardedTrack(MediaStreamTrack):
         if self.paused:
             self.paused = False
             self.resumed_at = time.monotonic()
-            primed, self._primed = self._primed, None
+            primed = self._primed and bool(self._queue)  # (from a keyframe: the gate it opened stays open)
+            self._primed = False
             if self.gate is not None and self.publisher is not None:
-                self.gate.start()
                 if primed:
                     self.primed_resumes += 1
-                    for i, frame in enumerate(primed):
-                        self.push(frame, i == 0)
+                    sender = self._sender
+                    if sender is not None and sender.enabled:
+                        self._flush(sender)
                 else:
+                    self.gate.start()
                     self.request_keyframe(Reason.resume)
 
     def attach(self, sender: FrameSender | None) -> None:
@@ -653,28 +662,22 @@ class ForwardedTrack(MediaStreamTrack):
         counts it in :attr:`forwarded` and :attr:`hold_times`, as :meth:`push` does."""
         if self.readyState != "live":
             return None
-        if self.paused:
+        kept = self.paused  # (primed: kept in the send queue for the resume, as when it cannot send yet)
+        if kept:
             self.paused_frames += 1
-            primed = self._primed
-            if primed is not None and (keyframe or primed) and frame.origin is (self.source or self.publisher):
-                if keyframe:
-                    primed.clear()  # (a newer keyframe: what came before it is no longer needed)
-                elif len(primed) >= self.bound or frame.arrival - primed[0].arrival > self.max_age:
-                    primed.clear()  # (kept too long: the resume did not come, and a partial run is useless)
-                    return None
-                primed.append(frame)
-            return None
+            if not self._primed or frame.origin is not (self.source or self.publisher):
+                return None
         if self._pending is not None and frame.origin is not self.source:
             # A simulcast layer switch waits for the new layer's keyframe; its other frames are not for us yet.
             if frame.origin is not self._pending or not keyframe:
                 return None
             self._switch_layer()
-        sender = self._sender
+        sender = None if kept else self._sender
         if sender is not None and not sender.enabled:
             # The direction forbids sending for now (an offer is pending): hold frames in the bounded queue,
             # so the keyframe asked for this subscriber is still there when it may send.
             sender = None
-        if sender is None:
+        if sender is None and not kept:
             self._sendable = False
         elif not self._sendable:
             self._became_sendable()
