@@ -165,6 +165,9 @@ class ReleaseOnMarker:
 
     def _add_video(self, packet: RtpPacket) -> bool:
         seq = packet.sequence_number
+        if not packet.payload:
+            self._padding(seq, packet)
+            return False
         if self._next is None:
             if starts_frame(self._codec_name(packet.payload_type), packet.payload):
                 self._next = seq
@@ -218,6 +221,26 @@ class ReleaseOnMarker:
             return True
         return False
 
+    def _padding(self, seq: int, packet: RtpPacket) -> None:
+        """A padding-only packet: it takes a sequence number of the stream and carries nothing (a sender's probe
+        sent on the media stream, as libwebrtc does without RTX, or the node's lift watch on a paused video,
+        media.sending.FrameSender.send_media_padding). At the head it is passed over at once; beyond a gap it is
+        held as a filler that :meth:`_take_frame` passes over, so the frame after it waits for no more than the gap
+        before it. Never a frame start for a give-up (:meth:`_gave_up`)."""
+        nxt = self._next
+        if nxt is None:
+            return
+        ahead = (seq - nxt) & 0xFFFF
+        if ahead >= 0x8000:
+            return
+        if ahead:
+            if len(self._packets) < _MAX_PENDING:
+                self._packets[seq] = packet
+            return
+        self._next = (seq + 1) & 0xFFFF
+        self._oldest = None
+        self._release()
+
     def _keyframe_at(self, seq: int) -> int | None:
         """The first sequence number of the frame held packet ``seq`` belongs to, if that frame is whole (from a
         packet that starts a frame to its marker) and a keyframe; else None."""
@@ -253,6 +276,11 @@ class ReleaseOnMarker:
         assert self._next is not None
         seq = self._next
         first = self._packets.get(seq)
+        while first is not None and not first.payload:  # a padding filler (_padding): passed over
+            del self._packets[seq]
+            seq = self._next = (seq + 1) & 0xFFFF
+            self._oldest = None
+            first = self._packets.get(seq)
         if first is None:
             return None
         parts: list[bytes] = []
@@ -299,6 +327,8 @@ class ReleaseOnMarker:
         for s in ordered:
             before = self._packets.get((s - 1) & 0xFFFF)
             packet = self._packets[s]
+            if not packet.payload:
+                continue  # (a padding filler starts no frame)
             begins = (before is not None and before.marker) or starts_frame(
                 self._codec_name(packet.payload_type), packet.payload
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiortc.rtp import RtpPacket
 
+from media.aiortc_compat import padding_packet
 from media.passthrough import ReleaseOnMarker, TappedFrame, is_keyframe
 from media.speaker import SpeakerDetector
 
@@ -84,6 +85,57 @@ def test_a_whole_keyframe_beyond_a_gap_is_released_at_once() -> None:
     buffer.add(_vp8(40, 9000 + 90_000 * 45, start=True, marker=False, body=b"\x00P"))
     buffer.add(_vp8(41, 9000 + 90_000 * 45, start=False, marker=True, body=b"Q"))
     assert out[-1].data == b"\x00PQ"
+
+
+def _padding(seq: int, ts: int) -> RtpPacket:
+    """A padding-only packet as the node sends it (``FrameSender.send_media_padding``) and aiortc parses it: no
+    payload (the padding is cut off), nothing depayloaded."""
+    packet = RtpPacket.parse(padding_packet(96, seq & 0xFFFF, ts, 1234, b"", 1))
+    assert packet.payload == b""
+    assert packet.padding_size == 1
+    packet._data = b""  # type: ignore[attr-defined]
+    return packet
+
+
+def test_padding_on_the_media_stream_takes_sequence_numbers_and_holds_nothing_back() -> None:
+    """Padding-only packets on the video stream itself (a sender's probe without RTX, the node's padding on a paused
+    video while it waits for a lift) take sequence numbers between frames: the frame after them is released at its
+    marker whether the padding came before it, after it or not at all (a lost padding packet is a gap no resend
+    fills: before the keyframe that resumes a paused video, the keyframe goes at once), no padding is ever a frame,
+    and none is reported as picture loss."""
+    buffer, out = _buffer()
+    buffer.add(_vp8(0, 0, start=True, marker=True, body=b"\x00k"))
+    # Padding in order, then a delta frame: released at its marker.
+    for seq in (1, 2, 3):
+        assert buffer.add(_padding(seq, 0)) == (False, None)
+    assert buffer.pending == 0
+    buffer.add(_vp8(4, 3000, start=True, marker=True, body=b"\x01a"))
+    assert [f.rtp_timestamp for f in out] == [0, 3000]
+    # Padding late, behind the frame after it: the frame waits for it as for any packet, then both go.
+    buffer.add(_vp8(6, 6000, start=True, marker=True, body=b"\x01b"))
+    assert [f.rtp_timestamp for f in out] == [0, 3000]
+    assert buffer.add(_padding(5, 3000)) == (False, None)
+    assert [f.rtp_timestamp for f in out] == [0, 3000, 6000]
+    assert not any(f.resync for f in out)
+    # A paused video's padding, some of it lost (8 and 10), then its resumed keyframe 45 s later: at once.
+    buffer.add(_padding(7, 6000))
+    buffer.add(_padding(9, 6000))
+    buffer.add(_padding(11, 6000))
+    later = 6000 + 90_000 * 45
+    buffer.add(_vp8(12, later, start=True, marker=False, body=b"\x00K"))
+    assert buffer.add(_vp8(13, later, start=False, marker=True, body=b"L")) == (False, None)
+    assert [f.rtp_timestamp for f in out] == [0, 3000, 6000, later]
+    assert out[-1].data == b"\x00KL"
+    assert buffer.pending == 0
+    # A delta beyond lost padding still waits (the gap may be media), and a give-up skips to it, not to padding.
+    buffer.add(_padding(15, later))
+    buffer.add(_vp8(16, later + 3000, start=True, marker=True, body=b"\x01c"))
+    assert [f.rtp_timestamp for f in out][-1] == later
+    for seq in range(17, 24):
+        buffer.add(_vp8(seq, later + 3000 * (seq - 15), start=True, marker=True, body=b"\x01d"))
+    assert [f.rtp_timestamp for f in out][4] == later + 3000
+    assert out[4].resync
+    assert all(f.data for f in out)
 
 
 def test_audio_is_released_per_packet_and_late_packets_dropped() -> None:
