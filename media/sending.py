@@ -175,6 +175,10 @@ anyway)."""
 PADDING_SIZE = 255
 """Bytes of padding in one probe packet: the most an RTP padding count can say."""
 
+MEDIA_PADDING_KEPT = 4096
+"""Sequence numbers of padding sent on a media stream that a sender remembers, to tell their NACKs apart
+(``FrameSender.padded_within``): some 8 s at the lift watch's rate."""
+
 _LANE_EXT_MAX = 256
 """The longest header-extension block ``_fastpath.send_lanes`` takes (``EXT_MAX`` in ``media/_fastpath.c``)."""
 
@@ -300,6 +304,10 @@ class FrameSender:
         (``time.monotonic()``): a NACK's age counts from there (``media.bandwidth.NACK_MAX_AGE``)."""
         self.padding_sent = 0
         """Padding-only packets sent for bandwidth probes (:meth:`send_padding`)."""
+        self.media_padding_sent = 0
+        """Padding-only packets sent on the media stream itself (:meth:`send_media_padding`)."""
+        self._padded: dict[int, float] = {}
+        """Sequence numbers of the last :data:`MEDIA_PADDING_KEPT` of those, and when each left (monotonic)."""
         self.resends = 0
         """Packets resent after the subscriber's NACKs."""
         self._keyframe_sent: tuple[int, float] | None = None
@@ -848,16 +856,10 @@ class FrameSender:
         sequence number). It never enters the resend history.
         """
         internals = self._internals
-        if internals is None or self._done is None or self._done.done() or packets <= 0:
+        link = self._padding_link() if packets > 0 else None
+        if internals is None or link is None:
             return 0
-        try:
-            protect, protocol, addr = internals.link()
-        except ConnectionError:
-            return 0
-        srtp = srtp_protector(protect)
-        sendto = self._sendto(protocol)
-        ntp = int((time.time() + NTP_UNIX_OFFSET) * _NTP_SCALE)
-        ext = _extension_block(internals.current_extensions_map(), self._mid, (ntp >> 14) & 0xFFFFFF)
+        srtp, sendto, addr, ext = link
         timestamp = internals.last_timestamp()
         sent = 0
         for _ in range(packets):
@@ -873,6 +875,64 @@ class FrameSender:
             sent += 1
         self.padding_sent += sent
         return sent
+
+    def send_media_padding(self, packets: int, size: int = 1) -> int:
+        """Send ``packets`` padding-only packets of ``size`` bytes of padding on the media stream itself, now: each
+        takes the stream's next sequence number, so a receiver NACKs the ones it misses as it NACKs media (libwebrtc
+        and aiortc both track padding in their NACK lists; padding on the RTX stream is never NACKed). The node
+        sends them on a paused video while it waits for a lossy link's lift, so that the NACKs' silence is counted
+        over more packets a second (``media.bandwidth.LIFT_PADDING_SHARE``). They carry the stream's last timestamp
+        and enter the resend history: a NACKed one is resent as media is, within the budget, since a receiver whose
+        jitter buffer releases frames strictly in sequence (aiortc's) would otherwise hold the resumed video behind
+        the hole for good (:meth:`padded_within` tells their NACKs apart). The frames after them continue the
+        sequence. They carry no header extension: without abs-send-time no
+        receiver's delay estimator counts them (aiortc keeps one per received stream, and the padded stream's learned
+        the padding's 30-60 kbit/s: resumed, it sent REMBs that low, rising 8% a second). The number sent: 0 before
+        the path runs, while the pacer holds packets (they would go out of order), or once the connection is gone."""
+        internals = self._internals
+        link = self._padding_link() if packets > 0 and not self._paced else None
+        if internals is None or link is None:
+            return 0
+        srtp, sendto, addr, _ = link
+        timestamp, ssrc, payload_type = internals.last_timestamp(), internals.ssrc, self._payload_type
+        now = time.monotonic()
+        padded = self._padded
+        sent = 0
+        for _ in range(packets):
+            sequence = self._sequence
+            raw = padding_packet(payload_type, sequence, timestamp, ssrc, b"", size)
+            try:
+                sendto(srtp(raw), addr)
+            except ConnectionError:
+                break
+            self._history[sequence % RTP_HISTORY_SIZE] = raw
+            self._sequence = (sequence + 1) & 0xFFFF
+            padded.pop(sequence, None)
+            padded[sequence] = now
+            sent += 1
+        while len(padded) > MEDIA_PADDING_KEPT:
+            del padded[next(iter(padded))]
+        self.media_padding_sent += sent
+        return sent
+
+    def _padding_link(self) -> tuple[Callable[[bytes], bytes], Callable[[bytes, Any], None], Any, bytes] | None:
+        """What a padding packet is sent with now (SRTP protect, send, remote address, header extensions with the
+        abs-send-time of now); None before the path runs or once the connection is gone."""
+        internals = self._internals
+        if internals is None or self._done is None or self._done.done():
+            return None
+        try:
+            protect, protocol, addr = internals.link()
+        except ConnectionError:
+            return None
+        ntp = int((time.time() + NTP_UNIX_OFFSET) * _NTP_SCALE)
+        ext = _extension_block(internals.current_extensions_map(), self._mid, (ntp >> 14) & 0xFFFFFF)
+        return srtp_protector(protect), self._sendto(protocol), addr, ext
+
+    def padded_within(self, sequence_number: int, seconds: float) -> bool:
+        """Whether ``sequence_number`` was one of :meth:`send_media_padding`'s packets, sent within ``seconds``."""
+        at = self._padded.get(sequence_number)
+        return at is not None and time.monotonic() - at <= seconds
 
     def _budget_allows(self, raw: bytes, internals: SenderInternals) -> bool:
         """Whether the subscriber's resend budget lets this history packet go out again (counted either way)."""

@@ -480,3 +480,53 @@ async def test_a_primed_paused_video_resumes_with_the_keyframe_it_kept(native: b
     finally:
         rx.sock.close()
         moved.sock.close()
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
+async def test_padding_on_a_paused_video_takes_its_sequence_numbers(native: bool, native_on: None) -> None:
+    """Padding sent on a paused video's own stream (the node's lift watch) goes out as padding-only packets of the
+    stream, SRTP-protected, each with the stream's next sequence number and its last timestamp, without header
+    extensions; the resumed frames continue the sequence after them, on either send path. The sender tells their
+    NACKs from the media's (``padded_within``), keeps them in its resend history (a NACKed one is resent as media
+    is), and sends none while its pacer holds packets."""
+    if native and _fastpath is None:
+        pytest.skip("the native module is not built")
+    rx, moved = _Receiver(), _Receiver()
+    try:
+        track, fs = await _slot(rx, moved, "video/VP8", 90_000, 96)
+        fs._done = asyncio.get_running_loop().create_future()  # (running, as run() leaves it)
+        publisher: Any = types.SimpleNamespace(request_keyframe=lambda reason: None)
+        track.publisher = track.source = publisher
+        decrypt = _inbound()
+        fan_out([track], _vp8_frame(0, keyframe=True, origin=publisher), True)
+        first = [decrypt.unprotect(p) for p in rx.drain()]
+        last_seq = int.from_bytes(first[-1][2:4], "big")
+        last_ts = first[-1][4:8]
+        track.pause()
+        assert fs.send_media_padding(5) == 5
+        padding = [decrypt.unprotect(p) for p in rx.drain()]
+        assert [int.from_bytes(p[2:4], "big") for p in padding] == [(last_seq + i) & 0xFFFF for i in range(1, 6)]
+        for p in padding:
+            assert p[0] == 0xA0, "version 2, padding, no extension"
+            assert p[1] == 96
+            assert p[4:8] == last_ts
+            assert int.from_bytes(p[8:12], "big") == SSRC
+            assert p[12:] == b"\x01", "one byte of padding, its count"
+        assert fs.media_padding_sent == 5
+        assert fs.padded_within((last_seq + 3) & 0xFFFF, 1.0)
+        assert not fs.padded_within(last_seq, 1.0), "a media packet's number"
+        assert not fs.padded_within((last_seq + 3) & 0xFFFF, -1.0), "sent longer ago than asked"
+        # In the resend history, as media: a lost one is resent, so no receiver waits behind its hole.
+        assert fs._history[(last_seq + 3) % RTP_HISTORY_SIZE] == padding[2]
+        assert fs.sent_within((last_seq + 3) & 0xFFFF, 1.0)
+        track.resume()
+        fan_out([track], _vp8_frame(1, keyframe=True, origin=publisher), True)
+        resumed = [decrypt.unprotect(p) for p in rx.drain()]
+        assert resumed, "the resumed keyframe goes out"
+        assert int.from_bytes(resumed[0][2:4], "big") == (last_seq + 6) & 0xFFFF, "the sequence goes on after them"
+        fs._paced.append((b"", 0.0))
+        assert fs.send_media_padding(3) == 0, "not past packets the pacer holds"
+        fs._paced.clear()
+    finally:
+        rx.sock.close()
+        moved.sock.close()
