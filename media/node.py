@@ -37,6 +37,9 @@ from media.aiortc_compat import (
 )
 from media.bandwidth import (
     CAP_SHARE,
+    LIFT_PADDING_MAX_BPS,
+    LIFT_PADDING_ON_WIRE,
+    LIFT_PADDING_SHARE,
     OVERLOAD_AGE,
     OVERLOAD_HOLD,
     OVERLOAD_WINDOW,
@@ -171,6 +174,12 @@ class _Subscriber:
     """When the running probe last sent padding."""
     padding_owed: float = 0.0
     """Bytes of padding the running probe is behind by (sent in whole packets)."""
+    lift_padded_at: float = 0.0
+    """When the lift watch last looked whether to pad (:meth:`InProcessNode._pad_for_lift`)."""
+    lift_padding_owed: float = 0.0
+    """Bytes of the lift watch's padding it is behind by (sent in whole packets)."""
+    lift_padding: int = 0
+    """Padding packets the lift watch sent so far (``SubscriberBandwidth.lift_padding``)."""
     layer_probe: tuple[str, ...] = ()
     """The simulcast videos (recording ids) the running (or last) probe was sized to take up a layer, which the link
     had refused (empty: it was sized for paused video)."""
@@ -458,6 +467,7 @@ class InProcessNode:
             loss_backoffs=subscriber.backoff.backoffs if subscriber is not None else 0,
             overloads=subscriber.nack_loss.overloads if subscriber is not None else 0,
             watching_lift=subscriber is not None and subscriber.lift_timer is not None,
+            lift_padding=subscriber.lift_padding if subscriber is not None else 0,
         )
 
     def bandwidth_counts(self) -> dict[str, int]:
@@ -1001,6 +1011,11 @@ class InProcessNode:
                 if slot.track.publisher is None or slot.track.paused or now - slot.track.resumed_at < _RESUME_NACKS:
                     if not signal.nack:
                         subscriber.link.rebase(now, ssrc, signal.packets_lost, signal.highest_sequence)
+                    elif (padding := slot.track.frame_sender) is not None and (
+                        lost := [n for n in signal.lost_sequences if padding.padded_within(n, OVERLOAD_AGE)]
+                    ):
+                        # Padding the lift watch sent on the paused stream, lost now (_pad_for_lift): loss as any.
+                        subscriber.link.nack(now, ssrc, lost)
                     return
                 link = subscriber.link
                 if signal.nack:
@@ -1126,12 +1141,13 @@ class InProcessNode:
             )
 
     @staticmethod
-    def _nack_covered(peer: Peer, subscriber: _Subscriber, sent: tuple[int, int] | None = None) -> int:
-        """Packets the direct send path sent the subscriber so far of the streams whose losses it NACKs: video, and
-        audio once it NACKed audio (a browser does when the node's offer asks it; an older client never does, and
-        its lost audio must not pass for a clean link)."""
-        video, audio = InProcessNode._packets_sent(peer) if sent is None else sent
-        return video + audio if subscriber.audio_nacks else video
+    def _nack_covered(peer: Peer, subscriber: _Subscriber, sent: tuple[int, int, int] | None = None) -> int:
+        """Packets the direct send path sent the subscriber so far of the streams whose losses it NACKs: video (with
+        the padding on paused video's streams, ``FrameSender.send_media_padding``), and audio once it NACKed audio (a
+        browser does when the node's offer asks it; an older client never does, and its lost audio must not pass for
+        a clean link)."""
+        video, audio, padding = InProcessNode._packets_sent(peer) if sent is None else sent
+        return video + padding + audio if subscriber.audio_nacks else video + padding
 
     @staticmethod
     def _video_sent(peer: Peer) -> int:
@@ -1139,18 +1155,20 @@ class InProcessNode:
         return InProcessNode._packets_sent(peer)[0]
 
     @staticmethod
-    def _packets_sent(peer: Peer) -> tuple[int, int]:
+    def _packets_sent(peer: Peer) -> tuple[int, int, int]:
         """Video and audio packets the direct send path sent the subscriber so far (its senders' counters: those that
-        left, not those its pacer still holds), in one pass over its slots (read per RTCP message)."""
-        video = audio = 0
+        left, not those its pacer still holds), and padding packets on video streams, in one pass over its slots
+        (read per RTCP message)."""
+        video = audio = padding = 0
         for slot in peer.slots:
             sender = slot.track.frame_sender
             if sender is not None:
                 if slot.kind == "video":
                     video += sender.packets_departed
+                    padding += sender.media_padding_sent
                 else:
                     audio += sender.packets_departed
-        return video, audio
+        return video, audio, padding
 
     @staticmethod
     def _audio_bps(peer: Peer, now: float) -> int:
@@ -1501,7 +1519,34 @@ class InProcessNode:
         if subscriber.link.look(now, self._nack_covered(peer, subscriber)):
             self._adapt(room, peer, now)
         else:
+            self._pad_for_lift(peer, subscriber, now)
             self._arm_lift_watch(room, peer, subscriber, now)
+
+    @staticmethod
+    def _pad_for_lift(peer: Peer, subscriber: _Subscriber, now: float) -> None:
+        """Send the padding due since the last look on the first paused video's own stream, while it hastens the
+        lift (:meth:`media.bandwidth.LinkQuality.pads`, :data:`media.bandwidth.LIFT_PADDING_SHARE`)."""
+        estimate = subscriber.estimate
+        since, subscriber.lift_padded_at = subscriber.lift_padded_at, now
+        if estimate is None or not subscriber.link.pads(now):
+            subscriber.lift_padding_owed = 0.0
+            return
+        sender = next(
+            (
+                slot.track.frame_sender
+                for slot in peer.slots
+                if slot.kind == "video" and slot.track.paused and slot.track.frame_sender is not None
+            ),
+            None,
+        )
+        if sender is None:
+            return
+        bps = min(estimate * LIFT_PADDING_SHARE, LIFT_PADDING_MAX_BPS)
+        owed = subscriber.lift_padding_owed + bps / 8 * min(max(0.0, now - since), 2 * _LIFT_WATCH)
+        packets = int(owed // LIFT_PADDING_ON_WIRE)
+        subscriber.lift_padding_owed = owed - packets * LIFT_PADDING_ON_WIRE
+        if packets:
+            subscriber.lift_padding += sender.send_media_padding(packets)
 
     def _adapt_all(self) -> None:
         """Decide again for every subscriber whose REMBs did not lead to a decision lately (stale REMBs expire,

@@ -12,7 +12,7 @@ import pytest
 import structlog
 from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 
-from media.aiortc_compat import on_remb
+from media.aiortc_compat import on_remb, sender_ssrc
 from media.bandwidth import PROBE_RANDOM_LOSS, PROBE_VERDICT, SubscriberBandwidth
 from media.keyframes import Reason
 from media.node import InProcessNode
@@ -104,6 +104,8 @@ class Link:
     def __init__(self, client: MediaClient) -> None:
         self.cut = False
         self.drop_every = 0
+        self.drop_half_of: set[int] = set()
+        """SSRCs of which every other RTP packet is lost when it first arrives (besides :attr:`drop_every`)."""
         self.nacks: list[tuple[float, int]] = []
         self.dropped: set[tuple[int, int]] = set()
         """(SSRC, sequence number) of each RTP packet dropped (the header of SRTP is in the clear)."""
@@ -121,7 +123,9 @@ class Link:
                 if len(data) > 1 and 128 <= data[0] < 192 and not 192 <= data[1] <= 223:  # RTP, not RTCP
                     self._arrived += 1
                     key = (int.from_bytes(data[8:12], "big"), int.from_bytes(data[2:4], "big"))
-                    if self.drop_every and self._arrived % self.drop_every == 0:
+                    if (self.drop_every and self._arrived % self.drop_every == 0) or (
+                        key[0] in self.drop_half_of and key[1] % 2 and key not in self.dropped
+                    ):
                         self.dropped.add(key)
                         continue
                     if key in self.dropped:
@@ -763,6 +767,60 @@ async def test_a_link_with_random_loss_is_probed_once_it_counts_as_lifted_not_at
     assert probes[0]["clean_packets"] > 220  # (after the spell that was chance)
     assert probes[0]["goal_kbps"] == probes[0]["full_goal_kbps"]  # (no ladder's rung: a lifted link gets the goal)
     assert not watching(), "the watch goes on once the lift was acted upon"
+    losses.stop()
+    assert not signaling.failures
+
+
+async def test_a_paused_video_is_padded_while_a_lossy_link_is_watched_and_its_lost_padding_is_loss(
+    node: InProcessNode, signaling: DirectSignaling
+) -> None:
+    """While the defendant's video is paused on a link that lost packets at random, and the link has gone a while
+    without a NACK, the node sends padding on the paused video's own stream, so that the silence that shows a lift is
+    counted over more packets a second (media.bandwidth.LIFT_PADDING_SHARE). The defendant's receiver NACKs the
+    padding it loses, as it NACKs media, and the node counts those NACKs as the link's loss, though they name a
+    paused stream (a paused stream's other NACKs are old holes, not signs): no lift while they come. Once the link
+    loses nothing more, the lift comes, and the paused video resumes after its padding, frames and all."""
+    defendant, forced, losses = await probed_defendant(node, signaling)
+    force_estimate(defendant, forced, 30_000)
+    losses.every = 1.0  # (a NACK a second of the judge's 20-30 packets: a few in a hundred)
+    assert await eventually(lambda: (s := node.bandwidth(HEARING, "defendant")) is not None and s.paused != (), 15)
+    subscriber = node._rooms[HEARING].subscribers["defendant"]
+    # The NACKs' share, told at a NACK once enough packets went out before it (NACK_RATIO_MIN_SENT).
+    assert await eventually(lambda: subscriber.link._nack_ratio is not None, within=30)
+    peer = node.peer(HEARING, "defendant")
+    assert peer is not None
+    paused = next(s for s in peer.slots if s.kind == "video" and s.track.paused)
+    sender = paused.track.frame_sender
+    assert sender is not None
+    assert paused.track.publisher is not None
+    publisher = paused.track.publisher.participant_id
+    assert sender.media_padding_sent == 0, "no padding while the link keeps losing"
+    losses.every = None
+    assert await eventually(lambda: sender.media_padding_sent >= 10, within=10), "no padding on the paused video"
+    arrived = video_packets(defendant, publisher)
+    assert await eventually(lambda: video_packets(defendant, publisher) > arrived, within=5), "padding not received"
+    link = Link(defendant)
+    ssrc = sender_ssrc(paused.transceiver.sender)
+    with structlog.testing.capture_logs() as logs:
+        nacked = subscriber.link.nacked_at
+        link.drop_half_of.add(ssrc)  # half the padding is lost
+        assert await eventually(lambda: subscriber.link.nacked_at > nacked, within=5), "lost padding is no loss"
+        first = subscriber.link.nacked_at
+        # The padding stops at that NACK, and comes again with the next run long enough: lost again, NACKed again.
+        assert await eventually(lambda: subscriber.link.nacked_at > first + 0.5, within=10), "padded once only"
+        assert [e for e in logs if e["event"] == "subscriber_probe_started"] == [], "a lift while padding is lost"
+        link.drop_half_of.clear()
+        # Nothing lost any more: the lift, its probe, and the paused video resumes after its padding.
+        assert await eventually(lambda: paused.track.paused is False, within=20), "no resume after the lift"
+    assert any(e["event"] == "subscriber_probe_started" for e in logs)
+    state = node.bandwidth(HEARING, "defendant")
+    assert state is not None
+    assert state.lift_padding == sender.media_padding_sent
+    assert link.dropped, "(padding was dropped)"
+    tag = 1 + PUBLISHERS.index(publisher)
+    frames = len(defendant.codes(tag))
+    # (aiortc's jitter buffer, in this client, takes its time after a resume: as in the test above, up to 20 s)
+    assert await eventually(lambda: len(defendant.codes(tag)) > frames + 5, within=20), "the resumed video decodes"
     losses.stop()
     assert not signaling.failures
 

@@ -7,6 +7,8 @@ import math
 from media.bandwidth import (
     CLEAN_REPORTS,
     CLEAN_SECONDS,
+    LIFT_PADDING_FROM,
+    LIFT_PADDING_MAX_RATIO,
     LIFTED_NACK_DELAY,
     LIFTED_ODDS,
     LIFTED_SECONDS,
@@ -426,6 +428,52 @@ def test_a_watch_finds_a_lift_by_the_nacks_at_the_first_look_after_it_and_tells_
             again.append(now)
     assert len(again) == 1, again
     assert again[0] - start > CLEAN_SECONDS, again
+
+
+def _nacked_at(ratio: float, per_second: int = 250) -> tuple[LinkQuality, float, int]:
+    """A link that sent ``per_second`` packets a second for 4 s, NACKs naming ``ratio`` of them, the last one now;
+    (link, now, sent)."""
+    link = LinkQuality()
+    link.sent(0.0, 0)
+    now, sent, named = 0.0, 0, 0
+    for tenth in range(1, 41):
+        now = tenth / 10
+        sent += per_second // 10
+        link.sent(now, sent)
+        while named < ratio * sent:
+            named += 1
+            link.nack(now, 1, [named])
+    link.nack(now, 1, [named + 1])  # (the last one now)
+    return link, now, sent
+
+
+def test_padding_hastens_a_lift_only_within_a_clean_run_of_a_link_losing_at_random() -> None:
+    """The node pads a paused subscriber's link (``LinkQuality.pads``) only while that helps the lift: its NACKs
+    named a share of what was sent that random loss explains (up to LIFT_PADDING_MAX_RATIO), and the packets sent
+    since the last NACK reached LIFT_PADDING_FROM of what the lift needs, not all of it (a lift found stops it). A new
+    NACK ends it; a link whose NACKs named more (an overflow) is never padded, nor one that never NACKed."""
+    assert not LinkQuality().pads(0.0)
+    link, now, sent = _nacked_at(0.02)
+    assert not link.pads(now), "right after a NACK"
+    start = math.ceil(LIFT_PADDING_FROM * NEEDED_AT_2)
+    link.sent(now + 0.1, sent + start - 1)
+    assert not link.pads(now + 0.1)
+    link.sent(now + 0.2, sent + start)
+    assert link.pads(now + 0.2)
+    link.nack(now + 0.3, 1, [10_000])
+    assert not link.pads(now + 0.3), "a NACK ends the run"
+    link.sent(now + 0.9, sent + 2 * start)
+    assert link.pads(now + 0.9)
+    # Enough for the lift, out long enough: the watch finds it, and the padding stops.
+    later = now + 0.9 + LIFTED_NACK_DELAY + CLEAN_SECONDS
+    link.sent(later, sent + 2 * start + NEEDED_AT_2 + 50)
+    assert link.lifted(later + LIFTED_NACK_DELAY)
+    link.sent(later + LIFTED_NACK_DELAY, sent + 2 * start + NEEDED_AT_2 + 60)
+    assert not link.pads(later + LIFTED_NACK_DELAY)
+    # An overflow's share: no padding, however long the run.
+    heavy, now, sent = _nacked_at(LIFT_PADDING_MAX_RATIO * 1.5)
+    heavy.sent(now + 0.5, sent + 300)
+    assert not heavy.pads(now + 0.5)
 
 
 def test_a_lift_by_the_nacks_is_judged_by_the_share_of_packets_they_named_not_by_the_repaired_reports() -> None:
