@@ -148,6 +148,9 @@ loss (see ``_loss``): the first report comes within 1.5 s (aiortc reports every 
 _PROBE_TICK = 0.01
 """Seconds between two bursts of a padding probe (and checks of its verdict)."""
 
+_LIFT_RETRY = 1.0
+"""Seconds after the lift watch found a lift during which it decides again at each look while no probe started."""
+
 _LIFT_WATCH = 0.05
 """Seconds between two looks at the link of a subscriber with paused video that lost packets, for the moment it
 counts as lifted (:meth:`InProcessNode._watch_lift`). A lift shown by its NACKs (packets sent without one) comes
@@ -180,6 +183,8 @@ class _Subscriber:
     """Bytes of the lift watch's padding it is behind by (sent in whole packets)."""
     lift_padding: int = 0
     """Padding packets the lift watch sent so far (``SubscriberBandwidth.lift_padding``)."""
+    lift_found_at: float = float("-inf")
+    """When the lift watch last found the link lifted (it decides again at each look for :data:`_LIFT_RETRY`)."""
     layer_probe: tuple[str, ...] = ()
     """The simulcast videos (recording ids) the running (or last) probe was sized to take up a layer, which the link
     had refused (empty: it was sized for paused video)."""
@@ -1497,7 +1502,7 @@ class InProcessNode:
             and bool(allocation.paused)
             and not subscriber.prober.running
             and link.dirty_at > float("-inf")
-            and not link.lifted(now)
+            and (not link.lifted(now) or now - subscriber.lift_found_at <= _LIFT_RETRY)
         )
         if not waiting:
             if subscriber.lift_timer is not None:
@@ -1516,7 +1521,14 @@ class InProcessNode:
         if peer.closed or room.subscribers.get(pid) is not subscriber or room.peers.get(pid) is not peer:
             return
         now = time.monotonic()
-        if subscriber.link.look(now, self._nack_covered(peer, subscriber)):
+        link = subscriber.link
+        if link.look(now, self._nack_covered(peer, subscriber)):
+            subscriber.lift_found_at = now
+            self._adapt(room, peer, now)
+        elif link.lifted(now) and now - subscriber.lift_found_at <= _LIFT_RETRY:
+            # The lift was found but its probe could not start then (a keyframe of the top video on its way, as after
+            # the cap raise a lift brings): decided again at the next look, not at the next REMB (0.5 s in one
+            # thin-link run, where the count was reached 0.5 s before the probe started).
             self._adapt(room, peer, now)
         else:
             self._pad_for_lift(peer, subscriber, now)

@@ -772,14 +772,15 @@ async def test_a_link_with_random_loss_is_probed_once_it_counts_as_lifted_not_at
 
 
 async def test_a_paused_video_is_padded_while_a_lossy_link_is_watched_and_its_lost_padding_is_loss(
-    node: InProcessNode, signaling: DirectSignaling
+    node: InProcessNode, signaling: DirectSignaling, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While the defendant's video is paused on a link that lost packets at random, and the link has gone a while
     without a NACK, the node sends padding on the paused video's own stream, so that the silence that shows a lift is
     counted over more packets a second (media.bandwidth.LIFT_PADDING_SHARE). The defendant's receiver NACKs the
     padding it loses, as it NACKs media, and the node counts those NACKs as the link's loss, though they name a
     paused stream (a paused stream's other NACKs are old holes, not signs): no lift while they come. Once the link
-    loses nothing more, the lift comes, and the paused video resumes after its padding, frames and all."""
+    loses nothing more, the lift comes; a probe that cannot start at the lift is decided again at each look (for
+    _LIFT_RETRY), and the paused video resumes after its padding, frames and all."""
     defendant, forced, losses = await probed_defendant(node, signaling)
     force_estimate(defendant, forced, 30_000)
     losses.every = 1.0  # (a NACK a second of the judge's 20-30 packets: a few in a hundred)
@@ -810,7 +811,19 @@ async def test_a_paused_video_is_padded_while_a_lossy_link_is_watched_and_its_lo
         assert await eventually(lambda: subscriber.link.nacked_at > first + 0.5, within=10), "padded once only"
         assert [e for e in logs if e["event"] == "subscriber_probe_started"] == [], "a lift while padding is lost"
         link.drop_half_of.clear()
-        # Nothing lost any more: the lift, its probe, and the paused video resumes after its padding.
+        # Nothing lost any more: the lift. Its probe cannot start at once (as when a keyframe of the top video is on
+        # its way): the watch goes on deciding at each look, not at the next REMB, and the probe goes once it can.
+        blocked = [True]
+        in_flight = node._keyframe_in_flight
+        monkeypatch.setattr(node, "_keyframe_in_flight", lambda *args: blocked[0] or in_flight(*args))
+        assert await eventually(lambda: subscriber.lift_found_at > float("-inf"), within=20), "no lift"
+        await asyncio.sleep(0.3)
+        assert [e for e in logs if e["event"] == "subscriber_probe_started"] == []
+        state = node.bandwidth(HEARING, "defendant")
+        assert state is not None
+        assert state.watching_lift, "a lift whose probe could not start is not looked at again"
+        blocked[0] = False
+        # The paused video resumes after its padding.
         assert await eventually(lambda: paused.track.paused is False, within=20), "no resume after the lift"
     assert any(e["event"] == "subscriber_probe_started" for e in logs)
     state = node.bandwidth(HEARING, "defendant")
