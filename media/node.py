@@ -1319,6 +1319,7 @@ class InProcessNode:
             clean_by_nacks=link.nack_clean(now),
             since_loss_s=None if link.dirty_at == float("-inf") else round(now - link.dirty_at, 2),
             since_nack_s=None if link.nacked_at == float("-inf") else round(now - link.nacked_at, 2),
+            lift_padding=subscriber.lift_padding,
         )
         subscriber.padded_at = now
         subscriber.padding_owed = 0.0

@@ -38,7 +38,11 @@ beyond a gap released at once by the receive buffer (16 runs, 2 December 2026): 
 1.48-3.02 s after the lift (2.16 s median; 2.27 s in 12 runs of the code before, that day), 0.06-0.15 s after the
 probe's verdict (0.10-0.20 s before), and no camera came back a second after the others (3 of 33 runs before: a
 resume behind a gap the pause left, whose keyframe the receive buffer skipped). A probe started inside a limited
-window in 1 of the 16 and froze the judge 1.9 s; all five tests passed in 14 of the 16.
+window in 1 of the 16 and froze the judge 1.9 s; all five tests passed in 14 of the 16. With padding on a paused
+video's own stream while the lift is watched (media.bandwidth.LIFT_PADDING_SHARE; 21 runs, 2 December 2026): 1.35-2.29 s
+(1.68 s median; 1.35-1.77 s, 1.66 s median, in the last 7, with a lift decided again at each look when its probe
+could not start), against 2.07-2.28 s (2.18 s median) in 5 runs of the code before, that hour; all five tests passed
+in all 21, and a probe started inside a limited window in 1 of them (it failed in 0.1 s, costing nothing seen).
 Inside a whole test run on a shared
 2-core machine, 1 of 2 runs lost its 2 Mbit/s step to the machine (court-side video on unshaped links froze too):
 the module runs only when asked (``COURTLINK_THIN_LINK=1``; about 70 s, root, ``tc`` and nftables), not in CI.
