@@ -3,9 +3,13 @@ node's SDP, and which layer a subscriber gets from its tile size and its link.""
 
 from __future__ import annotations
 
+import time
+import types
+
 import pytest
 
 from media.bandwidth import PROBE_VERDICT, ProbeController
+from media.forwarding import PublishedTrack
 from media.simulcast import (
     LAYER_PROBE_SECONDS,
     LAYER_PROBE_WAIT_MAX,
@@ -22,6 +26,7 @@ from media.simulcast import (
     vp8_size,
     with_simulcast,
 )
+from rooms.model import Source
 
 RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 RRID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
@@ -323,3 +328,46 @@ def test_interleaved_layers_are_not_taken_for_loss() -> None:
     assert nacks.add(RtpPacket(sequence_number=100 + 52, ssrc=1111))
     assert nacks.missing == {150, 151}
     assert not nacks.add(RtpPacket(sequence_number=40_000 + 50, ssrc=2222))
+
+
+async def test_a_layer_started_again_is_read_over_the_time_since_not_as_nearly_free() -> None:
+    """A publisher stops a layer and starts it again (Chromium does, as its own estimate moves): its meter's window
+    is then mostly silence, and read as is, the layer looked nearly free (8 kbit/s for a 400 kbit/s layer half a
+    second back): the allocator resumed a paused video on it for a thin-linked subscriber, whose link overflowed
+    0.8 s later. Read over the time since it started again, it costs what it sends."""
+
+    async def pli(_ssrc: int) -> None:
+        return None
+
+    track = PublishedTrack(
+        hearing_id="h",
+        participant_id="p",
+        track_id="t",
+        kind="video",
+        source=Source.camera,
+        receiver=types.SimpleNamespace(_send_rtcp_pli=pli),  # type: ignore[arg-type]
+        keyframe_interval=1.0,
+        on_refused=lambda _: None,
+        on_audio_level=lambda _, __: None,
+    )
+    steady, restarted = track.add_layers(["h", "f"])
+    packet = types.SimpleNamespace(payload=bytes(1000), ssrc=1, extensions=types.SimpleNamespace(audio_level=None))
+    now = time.monotonic()
+    for layer in (steady, restarted):
+        layer.bitrate(now - 1.9)  # (the meters' first samples: both layers silent then, for the test's clock)
+        layer.meter._samples[0] = (now - 1.9, 0)
+    steady.last_packet_at = now - 0.05  # flowing all along
+    steady.active_since = now - 30.0
+    restarted.last_packet_at = now - 5.0  # stopped 5 s ago
+    for _ in range(25):
+        steady.on_packet(packet)  # type: ignore[arg-type]
+        restarted.on_packet(packet)  # type: ignore[arg-type]
+    assert restarted.active_since is not None
+    assert restarted.active_since >= now, "a packet after a silence starts the layer again"
+    assert steady.active_since == now - 30.0
+    infos = {info.rid: info for info in track.layer_infos(time.monotonic())}
+    assert infos["h"].active
+    assert infos["f"].active
+    # The same bytes in the window: the steady layer's rate over 1.9 s, the restarted one's over at least 0.2 s.
+    assert infos["h"].bitrate < 120_000
+    assert infos["f"].bitrate >= 9 * infos["h"].bitrate
