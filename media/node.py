@@ -1604,22 +1604,36 @@ class InProcessNode:
         if allocation.paused_now or allocation.resumed_now:
             estimate_kbps = None if estimate is None else estimate // 1000
             track_ids = {t.recording_id: t.track_id for t in peer.wanted}
-            for key in allocation.paused_now:
-                log.info(
-                    "subscriber_video_paused",
-                    hearing_id=room.hearing_id,
-                    subscriber=pid,
-                    track=track_ids.get(key, key),
-                    estimate_kbps=estimate_kbps,
+            # What the decision weighed (kbit/s): each video's need (its layer's, for simulcast), what stays
+            # forwarded, and what of that no REMB covers yet (the allocator counts it as carried, beside the estimate).
+            needs = {v.key: v.need_bps // 1000 for v in videos}
+            forwarded_kbps = sum(needs[k] for k in allocation.forwarded if k in needs)
+            uncovered_kbps = sum(needs[v.key] for v in videos if not v.covered and v.key in allocation.forwarded)
+            layer_rates = {
+                slot.track.publisher.recording_id: ",".join(
+                    f"{i.rid}:{i.bitrate // 1000}{'' if i.active else '-'}"
+                    for i in slot.track.publisher.layer_infos(now)
                 )
-            for key in allocation.resumed_now:
-                log.info(
-                    "subscriber_video_resumed",
-                    hearing_id=room.hearing_id,
-                    subscriber=pid,
-                    track=track_ids.get(key, key),
-                    estimate_kbps=estimate_kbps,
-                )
+                for slot in peer.slots
+                if slot.track.publisher is not None and slot.track.publisher.layers
+            }
+            for event, keys in (
+                ("subscriber_video_paused", allocation.paused_now),
+                ("subscriber_video_resumed", allocation.resumed_now),
+            ):
+                for key in keys:
+                    log.info(
+                        event,
+                        hearing_id=room.hearing_id,
+                        subscriber=pid,
+                        track=track_ids.get(key, key),
+                        estimate_kbps=estimate_kbps,
+                        need_kbps=needs.get(key),
+                        forwarded_kbps=forwarded_kbps,
+                        uncovered_kbps=uncovered_kbps,
+                        probed_kbps=subscriber.allocator.probed_bps // 1000,
+                        layers_kbps=layer_rates.get(key),
+                    )
         self._apply_pauses(peer, allocation, subscriber.top_available(now))
         if self.settings.direct_send:
             self._maybe_probe(room, peer, subscriber, now, videos)
