@@ -30,7 +30,7 @@ from tests.browser_fixtures import (
     require_chromium,
     run_server,
 )
-from tests.netns import namespaces, netns_thread
+from tests.netns import Link, namespaces, netns_thread, veth_link
 
 COURT_ADDRESS = "10.77.0.1"
 HOME_ADDRESS = "10.77.0.2"
@@ -100,3 +100,30 @@ def two_site_hearing(tmp_path: Path, shots: Path) -> Iterator[TwoSites]:
                     court_browser.close()
         finally:
             shutil.copyfile(server.log_path, shots / "server.log")
+
+
+@contextmanager
+def adapting_server_on_a_link(
+    tmp_path: Path, prefixes: tuple[str, str], addresses: tuple[str, str], devices: tuple[str, str]
+) -> Iterator[tuple[Link, Server]]:
+    """A veth link between two namespaces of the test's own (:func:`tests.netns.veth_link`) and ``courtlink serve``
+    in the first, listening and announcing ICE candidates on its address, with bandwidth adaptation on, JSON info
+    logs, and one datagram per packet (no GSO: the nftables loss rule then drops packets, not whole GSO runs)."""
+    with (
+        veth_link(prefixes, addresses, devices) as link,
+        netns_thread(link.a) as in_court,
+        run_server(
+            tmp_path / "serve",
+            host=addresses[0],
+            wrap=("nsenter", f"--net=/run/netns/{link.a}"),
+            env_extra={
+                "COURTLINK_MEDIA__ANNOUNCE_ADDRESSES": f'["{addresses[0]}"]',
+                "COURTLINK_MEDIA__ADAPTATION": "true",
+                "COURTLINK_LOG_FORMAT": "json",
+                "COURTLINK_LOG_LEVEL": "info",
+                "COURTLINK_UDP_GSO": "0",
+            },
+            via=in_court,
+        ) as server,
+    ):
+        yield link, server
