@@ -1394,11 +1394,11 @@ class InProcessNode:
         allocation = subscriber.allocation
         fast = self._padding_sender(peer, allocation.top) if allocation is not None and allocation.top else None
         if prober.padding(now) and fast is not None:
-            subscriber.padding_owed += prober.padding_bps / 8 * (now - subscriber.padded_at)
-            packets = int(subscriber.padding_owed // PADDING_SIZE_ON_WIRE)
+            packets, subscriber.padding_owed = _padding_due(
+                subscriber.padding_owed, prober.padding_bps, now - subscriber.padded_at, PADDING_SIZE_ON_WIRE
+            )
             if packets:
                 fast.send_padding(packets)
-                subscriber.padding_owed -= packets * PADDING_SIZE_ON_WIRE
         subscriber.padded_at = now
         subscriber.probe_timer = asyncio.get_running_loop().call_later(
             _PROBE_TICK, self._probe_tick, room, peer, subscriber
@@ -1555,9 +1555,10 @@ class InProcessNode:
         if sender is None:
             return
         bps = min(estimate * LIFT_PADDING_SHARE, LIFT_PADDING_MAX_BPS)
-        owed = subscriber.lift_padding_owed + bps / 8 * min(max(0.0, now - since), 2 * _LIFT_WATCH)
-        packets = int(owed // LIFT_PADDING_ON_WIRE)
-        subscriber.lift_padding_owed = owed - packets * LIFT_PADDING_ON_WIRE
+        seconds = min(max(0.0, now - since), 2 * _LIFT_WATCH)
+        packets, subscriber.lift_padding_owed = _padding_due(
+            subscriber.lift_padding_owed, bps, seconds, LIFT_PADDING_ON_WIRE
+        )
         if packets:
             subscriber.lift_padding += sender.send_media_padding(packets)
 
@@ -1753,3 +1754,11 @@ class InProcessNode:
                     await handler(event)
                 except Exception:
                     log.exception("node_event_handler_failed", event=event.type)
+
+
+def _padding_due(owed: float, bps: float, seconds: float, size: int) -> tuple[int, float]:
+    """Whole padding packets of ``size`` bytes on the wire due after ``seconds`` at ``bps``, with ``owed`` bytes
+    behind from before; and the bytes still owed after them (a probe's padding, the lift watch's)."""
+    owed += bps / 8 * seconds
+    packets = int(owed // size)
+    return packets, owed - packets * size
