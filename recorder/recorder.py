@@ -241,7 +241,11 @@ class RecordingSession:
         self._recorder._control(lambda: self._writer.lane(participant_id, source, state, since))
 
     def missing(self, now: float | None = None) -> list[Missing]:
-        """The expected sources not being recorded now (no media for > 1 s, or the person is away), in order."""
+        """The expected sources not being recorded now (no media for > 1 s, or the person is away), in order.
+
+        A source just expected (the session's start, an admission) has :data:`MISSING_AFTER` for its first media to
+        arrive before it counts as missing: else every start told the court "not recorded" for the moment the
+        recorder's first frames were on their way."""
         if self.state != "recording":
             return []
         now = time.time() if now is None else now
@@ -252,8 +256,9 @@ class RecordingSession:
                 out.append(Missing(pid, source, "consultation", excluded[1]))
             elif state == "expected":
                 last = self.seen.get((pid, source))
-                if last is None or now - last > MISSING_AFTER:
-                    out.append(Missing(pid, source, "no_media", max(since, last or since)))
+                heard = since if last is None else max(since, last)
+                if now - heard > MISSING_AFTER:
+                    out.append(Missing(pid, source, "no_media", heard))
             elif state in MISSING_REASONS:
                 out.append(Missing(pid, source, state, since))
         return out

@@ -183,3 +183,30 @@ async def test_a_lost_media_node_is_the_gap_reason_until_the_media_comes_back(tm
         assert recorded + gap_seconds == pytest.approx(16.0, abs=0.2), (source, recorded, gap_seconds)
         assert both == pytest.approx(0.0, abs=0.05), (source, both)
     assert verify_archive(session.path).ok
+
+
+async def test_a_source_just_expected_has_a_second_for_its_first_media(tmp_path: Path) -> None:
+    """At the session's start and at an admission the recorder's first frames are on their way: the source is not
+    reported missing for :data:`MISSING_AFTER`, and is once that passes without media (a loaded CI machine once
+    showed the judge "not recorded" as the very first recording status)."""
+    recorder, session, cam, mic, events = defendant_media(tmp_path, back_at=14.0)
+    for info in (cam, mic):
+        recorder.track_started(info)
+    for source in ("camera", "microphone"):
+        session.lane("p_def", source, "expected", at=T0)
+    assert session.missing(now=T0 + 0.5) == []
+    assert [(m.source, m.reason) for m in session.missing(now=T0 + 1.5)] == [
+        ("camera", "no_media"),
+        ("microphone", "no_media"),
+    ]
+    # Media arrives; it stops at 6 s; the defendant is admitted again at 13.5 s: a second's grace from then too.
+    feed(recorder, [e for e in events if e[0] < T0 + 6.0], {})
+    assert session.missing(now=T0 + 6.5) == []
+    assert len(session.missing(now=T0 + 7.5)) == 2
+    for source in ("camera", "microphone"):
+        session.lane("p_def", source, "waiting", at=T0 + 12.0)
+        session.lane("p_def", source, "expected", at=T0 + 13.5)
+    assert session.missing(now=T0 + 14.0) == []
+    assert [m.since for m in session.missing(now=T0 + 15.0)] == [T0 + 13.5, T0 + 13.5]
+    await asyncio.wrap_future(session.seal(at=T0 + 16.0))
+    await recorder.aclose()
