@@ -394,10 +394,12 @@ class LossSignal(NamedTuple):
 class EstimateBook:
     """One subscriber's estimate from the REMBs it sends (see the module docstring)."""
 
-    __slots__ = ("_entries", "fell_at")
+    __slots__ = ("_entries", "fell_at", "last_at")
 
     def __init__(self) -> None:
         self._entries: dict[frozenset[int], tuple[int, float]] = {}
+        self.last_at = float("-inf")
+        """When the last REMB came (-inf: none ever)."""
         self.fell_at = float("-inf")
         """When a REMB last came below the one before it about the same streams (by :data:`REMB_FALL`): the
         receiver saw congestion. REMB estimators (aiortc's, libwebrtc's) lower their estimate only on overuse, when
@@ -420,6 +422,7 @@ class EstimateBook:
         if before is not None and now - before[1] <= ESTIMATE_MAX_AGE and bitrate < before[0] * REMB_FALL:
             self.fell_at = now
         entries[key] = (bitrate, now)
+        self.last_at = now
 
     def estimate(self, now: float, among: Collection[int] | None = None) -> int | None:
         """The sum of the fresh REMBs (bit/s), None when there is none.
@@ -1729,11 +1732,23 @@ class ProbeController:
         self.followup = False
 
     def verdict(
-        self, now: float, *, dirty_at: float, estimate: int | None, fell_at: float = float("-inf")
+        self,
+        now: float,
+        *,
+        dirty_at: float,
+        estimate: int | None,
+        fell_at: float = float("-inf"),
+        heard_at: float = float("inf"),
     ) -> bool | None:
         """True: the link carried the probe; False: it did not (loss since it began, a REMB that fell since it began
         (``fell_at``, :attr:`EstimateBook.fell_at`), or an estimate below :data:`PROBE_FALL` of the one it began at);
-        None: not yet known. The controller is idle again after a verdict."""
+        None: not yet known. The controller is idle again after a verdict.
+
+        Passing needs the receiver's word after the padding ended (``heard_at``: when its last feedback came): no
+        news is no verdict. A link cut while video was paused showed no loss at all (nothing came back to show any),
+        and a probe into it passed and resumed the paused video into the outage. Without a word for
+        :data:`FEEDBACK_SILENCE` after the padding the probe fails ``silent``; the backoff does not grow for it (the
+        link said nothing of its width), and the next probe may come :data:`PROBE_WAIT_MIN` later."""
         started = self.started_at
         if started is None:
             return None
@@ -1744,6 +1759,19 @@ class ProbeController:
             failed_by = "remb_fell"
         elif estimate is not None and self._estimate and estimate < self._estimate * PROBE_FALL:
             failed_by = "estimate_fell"
+        elif heard_at < started + self.seconds and now - started >= self.seconds + PROBE_VERDICT:
+            if now - started - self.seconds < FEEDBACK_SILENCE:
+                return None
+            failed_by = "silent"
+        if failed_by == "silent":
+            self.failed_by = failed_by
+            self._failed_started = started
+            self.started_at = None
+            self.padded_until = now
+            self.followup = False
+            self.climbed_bps = 0
+            self.next_at = now + PROBE_WAIT_MIN
+            return False
         if failed_by is not None:
             self.failed_by = failed_by
             self._failed_started = started

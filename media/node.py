@@ -37,6 +37,8 @@ from media.aiortc_compat import (
 )
 from media.bandwidth import (
     CAP_SHARE,
+    ESTIMATE_MAX_AGE,
+    FEEDBACK_SILENCE,
     LIFT_PADDING_MAX_BPS,
     LIFT_PADDING_ON_WIRE,
     LIFT_PADDING_SHARE,
@@ -203,6 +205,13 @@ class _Subscriber:
     overload_until: float = float("-inf")
     audio_nacks: bool = False
     """It NACKed audio (the node's offer asks a browser to): its audio counts towards a lifted link too."""
+    heard_at: float = float("-inf")
+    """When its last feedback came (a receiver report, a REMB or a NACK; -inf: none yet)."""
+
+    def silent(self, now: float) -> bool:
+        """Its feedback has been silent for :data:`media.bandwidth.FEEDBACK_SILENCE`: its link is out (or it went
+        away), and what the node sends it tells nothing of that link (no lift, no probe, no estimate)."""
+        return self.heard_at > float("-inf") and now - self.heard_at > FEEDBACK_SILENCE
 
     def start_probe(
         self, now: float, goal_bps: int, forwarded_bps: int, *, seconds: float, wait_max: float, partial: bool = False
@@ -972,6 +981,7 @@ class InProcessNode:
             return
         subscriber = self._subscriber(room, peer.participant_id)
         now = time.monotonic()
+        subscriber.heard_at = now
         subscriber.book.remb(now, bitrate, ssrcs)
         self._silence_ended(room, peer, subscriber.nack_loss.sent(now, self._video_sent(peer)))
         estimate = subscriber.book.estimate(now)
@@ -999,6 +1009,7 @@ class InProcessNode:
             return
         subscriber = self._subscriber(room, peer.participant_id)
         now = time.monotonic()
+        subscriber.heard_at = now
         ssrc = signal.ssrc
         sent = self._packets_sent(peer)
         video_sent = sent[0]
@@ -1184,13 +1195,28 @@ class InProcessNode:
             if slot.kind == "audio" and slot.track.publisher is not None and not slot.track.paused
         )
 
-    def _estimate(self, peer: Peer, subscriber: _Subscriber, now: float) -> int | None:
+    @staticmethod
+    def _estimate(peer: Peer, subscriber: _Subscriber, now: float) -> int | None:
+        """The subscriber's estimate from its fresh REMBs about what is sent to it now (None: none).
+
+        When all its REMBs went stale because all its feedback stopped (no word from it since they were fresh: its
+        link is out), the estimate it had stands: None would forward everything, as to a receiver without REMB, and
+        resumed every paused video into a link cut for a few seconds, to overflow it when it came back."""
         sending = {
             sender_ssrc(slot.transceiver.sender)
             for slot in peer.slots
             if slot.track.publisher is not None and not slot.track.paused
         }
-        return subscriber.book.estimate(now, sending)
+        book = subscriber.book
+        estimate = book.estimate(now, sending)
+        if (
+            estimate is None
+            and book.last_at > float("-inf")
+            and book.estimate(now) is None
+            and subscriber.heard_at <= book.last_at + ESTIMATE_MAX_AGE
+        ):
+            return subscriber.estimate
+        return estimate
 
     def _videos(self, room: _Room, peer: Peer, subscriber: _Subscriber, now: float) -> list[VideoStream]:
         """The subscriber's videos as the allocator sees them, highest priority first."""
@@ -1277,6 +1303,8 @@ class InProcessNode:
             goal = min(int((forwarded + sum(gaps.values())) * LAYER_PROBE_MARGIN), max(PROBE_MAX_BPS, forwarded))
             keys, layer_keys = (), tuple(gaps)
         fast = self._padding_sender(peer, allocation.top)
+        if subscriber.silent(now):
+            return  # (its link is out: a probe would pass unheard, see ProbeController.verdict)
         if fast is None or self._keyframe_in_flight(peer, allocation.top, now):
             # Not while a keyframe of the top video is on its way: the padding would overflow the link's queue with
             # it (measured: a probe beside a keyframe lost 54 packets at once, the judge froze 1.9 s behind 1 Mbit/s).
@@ -1383,6 +1411,7 @@ class InProcessNode:
             dirty_at=link.probe_dirty_at,
             estimate=estimate,
             fell_at=subscriber.book.fell_at if delay_judged else float("-inf"),
+            heard_at=subscriber.heard_at,
         )
         if verdict is not None:
             self._probe_done(room, peer, subscriber, verdict, now, estimate)
@@ -1541,7 +1570,7 @@ class InProcessNode:
         lift (:meth:`media.bandwidth.LinkQuality.pads`, :data:`media.bandwidth.LIFT_PADDING_SHARE`)."""
         estimate = subscriber.estimate
         since, subscriber.lift_padded_at = subscriber.lift_padded_at, now
-        if estimate is None or not subscriber.link.pads(now):
+        if estimate is None or subscriber.silent(now) or not subscriber.link.pads(now):
             subscriber.lift_padding_owed = 0.0
             return
         sender = next(

@@ -13,7 +13,7 @@ import structlog
 from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 
 from media.aiortc_compat import on_remb, sender_ssrc
-from media.bandwidth import PROBE_RANDOM_LOSS, PROBE_VERDICT, SubscriberBandwidth
+from media.bandwidth import FEEDBACK_SILENCE, PROBE_RANDOM_LOSS, PROBE_VERDICT, SubscriberBandwidth
 from media.keyframes import Reason
 from media.node import InProcessNode
 from media.settings import NodeSettings
@@ -863,4 +863,57 @@ async def test_a_subscriber_that_leaves_while_its_link_is_watched_is_watched_no_
     await signaling.join(again, Role.defendant)
     await node.call(SetReceiving(hearing_id=HEARING, participant_id="defendant", publishers=("judge", "party")))
     assert await eventually(lambda: len(again.codes(1)) > 5, within=15)
+    assert not signaling.failures
+
+
+CUT_FOR = 6.0
+"""Seconds the paused defendant's link is cut: past its REMBs' age (ESTIMATE_MAX_AGE) and its feedback's silence
+(FEEDBACK_SILENCE)."""
+
+
+async def test_a_link_cut_while_video_is_paused_gets_nothing_resumed_into_it(
+    node: InProcessNode, signaling: DirectSignaling
+) -> None:
+    """The defendant's link is cut for 6 s while the party's video is paused for it (its RTCP stops too). The silence
+    is no lift and no estimate: nothing resumes into the dead link when its REMBs go stale (before, no estimate meant
+    forward everything), no probe passes without a word from the receiver (one started in the first seconds of the
+    cut, on the NACKs' silence, fails ``silent``), and the lift watch pads no more once the silence shows. Once the
+    link is back and loses nothing, the paused video comes back."""
+    defendant, forced, losses = await probed_defendant(node, signaling)
+    force_estimate(defendant, forced, 30_000)
+    losses.every = 1.0  # (a NACK a second of the judge's 20-30 packets: the lift watch pads between them)
+
+    def paused() -> tuple[str, ...]:
+        state = node.bandwidth(HEARING, "defendant")
+        return () if state is None else state.paused
+
+    assert await eventually(lambda: len(paused()) == 1, within=15)
+    subscriber = node._rooms[HEARING].subscribers["defendant"]
+    assert await eventually(lambda: subscriber.link._nack_ratio is not None, within=30)
+    peer = node.peer(HEARING, "defendant")
+    assert peer is not None
+    (slot,) = [s for s in peer.slots if s.kind == "video" and s.track.paused]
+    sender = slot.track.frame_sender
+    assert sender is not None
+    link = Link(defendant)
+    with structlog.testing.capture_logs() as logs:
+        link.cut = True
+        cut, at_cut = time.monotonic(), sender.media_padding_sent
+        await asyncio.sleep(FEEDBACK_SILENCE + 1.0)
+        padded = sender.media_padding_sent
+        print(f"\nlift padding: {at_cut} at the cut, {padded} {FEEDBACK_SILENCE + 1.0:.0f} s in")
+        await asyncio.sleep(CUT_FOR - FEEDBACK_SILENCE - 1.0)
+        assert sender.media_padding_sent == padded, "padding into a link silent for seconds"
+        assert slot.track.paused, [e for e in logs if e["event"].startswith("subscriber_")]
+        during = [dict(e, at=round(time.monotonic() - cut, 1)) for e in logs]
+        losses.every = None
+        link.cut = False
+        assert await eventually(lambda: not slot.track.paused, within=30), "the paused video never came back"
+    print(f"\nduring the cut: {[(e['at'], e['event'], e.get('failed_by')) for e in during]}")
+    events = [e["event"] for e in during]
+    assert "subscriber_video_resumed" not in events
+    assert "subscriber_probe_succeeded" not in events
+    assert {e.get("failed_by") for e in during if e["event"] == "subscriber_probe_failed"} <= {"silent"}
+    assert await eventually(lambda: video_packets(defendant, "party") > 0, within=5)
+    losses.stop()
     assert not signaling.failures

@@ -7,6 +7,7 @@ import math
 from media.bandwidth import (
     CLEAN_REPORTS,
     CLEAN_SECONDS,
+    FEEDBACK_SILENCE,
     LIFT_PADDING_FROM,
     LIFT_PADDING_MAX_RATIO,
     LIFTED_NACK_DELAY,
@@ -127,6 +128,39 @@ def test_a_probe_fails_at_the_first_loss_and_the_next_waits_longer() -> None:
     # What it resumed did not hold: the next probe backs off.
     prober.undone(later + 1.0)
     assert not prober.due(later + 1.0 + PROBE_WAIT_MIN - 0.1, last_change=0.0, clean=True, estimate=2 * MBIT)
+
+
+def test_a_probe_passes_only_on_the_receivers_word_after_its_padding_and_fails_silent_without_one() -> None:
+    """No news is no verdict: a link cut while video is paused shows no loss (nothing comes back to show any). A
+    probe passes only once the receiver was heard from after its padding ended; heard from before only, it waits;
+    unheard for FEEDBACK_SILENCE after the padding, it fails ``silent``, and the backoff does not grow for that."""
+    prober = ProbeController(HOLD)
+    prober.start(10.0, 4 * MBIT, MBIT, MBIT)
+    verdict_at = 10.0 + PROBE_SECONDS + PROBE_VERDICT
+    ended = 10.0 + PROBE_SECONDS
+    assert prober.verdict(verdict_at, dirty_at=0.0, estimate=MBIT, heard_at=ended - 0.01) is None
+    assert prober.running
+    # The word comes: passed.
+    assert prober.verdict(verdict_at + 0.3, dirty_at=0.0, estimate=MBIT, heard_at=verdict_at + 0.25) is True
+    assert prober.succeeded == 1
+    # A later probe into a link that went silent.
+    prober.start(20.0, 4 * MBIT, MBIT, MBIT)
+    wait = prober.wait
+    last_word = 19.5
+    ended = 20.0 + PROBE_SECONDS
+    assert prober.verdict(ended + FEEDBACK_SILENCE - 0.05, dirty_at=0.0, estimate=MBIT, heard_at=last_word) is None
+    at = ended + FEEDBACK_SILENCE + 0.05
+    assert prober.verdict(at, dirty_at=0.0, estimate=MBIT, heard_at=last_word) is False
+    assert prober.failed_by == "silent"
+    assert not prober.running
+    assert prober.wait == wait
+    assert not prober.due(at + PROBE_WAIT_MIN - 0.1, last_change=0.0, clean=True, estimate=MBIT)
+    assert prober.due(at + PROBE_WAIT_MIN, last_change=0.0, clean=True, estimate=MBIT)
+    # Loss shown while the word is awaited fails it by the loss.
+    prober.start(30.0, 4 * MBIT, MBIT, MBIT)
+    assert prober.verdict(30.5, dirty_at=0.0, estimate=MBIT, heard_at=29.9) is None
+    assert prober.verdict(30.6, dirty_at=30.55, estimate=MBIT, heard_at=30.55) is False
+    assert prober.failed_by == "loss"
 
 
 def test_a_probe_fails_when_the_estimate_falls() -> None:
