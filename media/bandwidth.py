@@ -1763,15 +1763,6 @@ class ProbeController:
             if now - started - self.seconds < FEEDBACK_SILENCE:
                 return None
             failed_by = "silent"
-        if failed_by == "silent":
-            self.failed_by = failed_by
-            self._failed_started = started
-            self.started_at = None
-            self.padded_until = now
-            self.followup = False
-            self.climbed_bps = 0
-            self.next_at = now + PROBE_WAIT_MIN
-            return False
         if failed_by is not None:
             self.failed_by = failed_by
             self._failed_started = started
@@ -1779,6 +1770,9 @@ class ProbeController:
             self.padded_until = now
             self.followup = False
             self.climbed_bps = 0
+            if failed_by == "silent":
+                self.next_at = now + PROBE_WAIT_MIN
+                return False
             self._failed_estimate = self._estimate or estimate
             self._echo_until = now + PROBE_ECHO
             self.next_at = now + min(self.wait, self.wait_max)
