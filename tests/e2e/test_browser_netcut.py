@@ -34,7 +34,8 @@ pytestmark = pytest.mark.browser
 
 CUT_SECONDS = 10.0
 BACK_WITHIN = 3.0
-"""The issue's bound for media to return after the network does; asserted loosely (x3), measured and printed."""
+"""The issue's bound for media to return after the network does: measured and printed, not asserted (tests assert no
+wall-clock times; the wait is bounded by ``MEDIA_WAIT``)."""
 
 CUT_RULES = """
 table inet courtlink_cut {
@@ -133,7 +134,8 @@ def _cut_and_restore(
     media_back = max(back.values()) if len(back) == 2 else None
     print(
         f"UDP cut {CUT_SECONDS:.0f} s; page said reconnecting after {seen_reconnecting_after:.1f} s; "
-        f"media back after restore: judge <- defendant {back.get('judge')}, defendant <- judge {back.get('defendant')}"
+        f"media back after restore: judge <- defendant {back.get('judge')}, defendant <- judge {back.get('defendant')} "
+        f"(the issue's goal: {BACK_WITHIN:.0f} s)"
     )
     assert media_back is not None, f"media did not come back within {MEDIA_WAIT} s: {back}"
 
@@ -165,4 +167,3 @@ def _cut_and_restore(
     assert any(a != "none" for a in alerts), f"the judge was never alerted: {alerts}"
     assert alerts[-1] == "none", alerts
     assert counts["recv:error:renegotiation_pending"] <= 3, dict(counts)
-    assert media_back < BACK_WITHIN * 3, f"media came back {media_back:.1f} s after the network"

@@ -24,8 +24,9 @@ pytest_plugins = ["tests.ws_fixtures"]
 log = structlog.get_logger(__name__)
 
 TAGS = {"judge": 11, "defendant": 12, "counsel": 13, "observer": 14, "prosecutor": 15}
-FIRST_FRAME_BOUND = 5.0
-"""Seconds within which video must be back (the goal is 1 s; a loaded 2-core machine gets slack)."""
+FIRST_FRAME_GOAL = 1.0
+"""Seconds within which video should be back: logged beside each figure, never asserted (tests assert no wall-clock
+times; the wait for the video is bounded by ``_eventually``, 30 s)."""
 
 
 def _codes(p: Participant, name: str) -> int:
@@ -83,8 +84,12 @@ async def test_video_returns_at_once_after_each_consultation_and_speakers_never_
                 assert await _eventually(partial(_more_codes, p, name, seen[(p.name, name)])), (cycle, p.name, name)
                 figures.append(time.monotonic() - ended)
         log.info("video_back_after_end_consult", cycle=cycle, seconds=round(figures[-1], 3))
-    log.info("first_frames_after_end_consult", seconds=[round(f, 3) for f in figures], worst=round(max(figures), 3))
-    assert max(figures) < FIRST_FRAME_BOUND, figures
+    log.info(
+        "first_frames_after_end_consult",
+        seconds=[round(f, 3) for f in figures],
+        worst=round(max(figures), 3),
+        goal=FIRST_FRAME_GOAL,
+    )
 
     joined = await counsel.drop_and_resume(court, b.tokens["counsel"])
     assert joined["resumed"] is True
@@ -93,8 +98,7 @@ async def test_video_returns_at_once_after_each_consultation_and_speakers_never_
     await counsel.start_media()
     assert await _eventually(partial(_more_codes, judge, "counsel", mark))
     seconds = time.monotonic() - resumed
-    log.info("first_frame_after_resume", seconds=round(seconds, 3))
-    assert seconds < FIRST_FRAME_BOUND
+    log.info("first_frame_after_resume", seconds=round(seconds, 3), goal=FIRST_FRAME_GOAL)
     assert judge.failures == observer.failures == []
 
 
