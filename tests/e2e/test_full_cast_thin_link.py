@@ -56,7 +56,7 @@ from tests.browser_fixtures import (
     require_chromium,
 )
 from tests.e2e.test_recording_e2e import PublishOnly, close_all, remote_court, session
-from tests.e2e.test_simulcast_thin_link import facts
+from tests.e2e.test_simulcast_thin_link import video_paused
 from tests.netns import Shape, enter_netns, shape, unshape
 from tests.thin_link_client import NoisyCodeTrack
 from tests.two_sites import adapting_server_on_a_link
@@ -315,20 +315,11 @@ def _run(
         link.a, link.a_dev, Shape(rate_mbit=RATE_KBIT / 1000, loss_percent=LOSS_PERCENT), drop_at=(link.b, link.b_dev)
     )
 
-    def paused_for_defendant() -> list[dict[str, Any]]:
-        found = facts(server.log_path, "subscriber_video_paused", "subscriber_video_resumed")
-        return [
-            f
-            for f in found
-            if f.get("subscriber") == ids["defendant"]
-            and f.get("event") in ("subscriber_video_paused", "subscriber_video_resumed")
-        ]
-
-    def settled() -> bool:
-        changes = paused_for_defendant()
-        return bool(changes) and changes[-1]["event"] == "subscriber_video_paused"
-
-    at_home.wait_until(settled, timeout=PAUSED_WITHIN, what="video paused for the defendant")
+    at_home.wait_until(
+        lambda: video_paused(server.log_path, ids["defendant"]),
+        timeout=PAUSED_WITHIN,
+        what="video paused for the defendant",
+    )
     time.sleep(2.0)  # (what a pause left in the link's queue drains)
 
     # The window: the defendant's and the observer's counters at its ends, the judge's frames every 0.25 s between.

@@ -100,6 +100,19 @@ def facts(log: Path, *events: str) -> list[dict[str, Any]]:
     return out
 
 
+def video_changes(log: Path, subscriber: str) -> list[str]:
+    """The node's pauses and resumes of video for ``subscriber`` so far, in order (the events' names)."""
+    kinds = ("subscriber_video_paused", "subscriber_video_resumed")
+    mine = [f for f in facts(log, *kinds) if f.get("subscriber") == subscriber and f.get("event") in kinds]
+    return [str(f["event"]) for f in sorted(mine, key=lambda f: str(f.get("timestamp")))]
+
+
+def video_paused(log: Path, subscriber: str) -> bool:
+    """Whether the node's last change of video for ``subscriber`` was a pause."""
+    seen = video_changes(log, subscriber)
+    return bool(seen) and seen[-1] == "subscriber_video_paused"
+
+
 def layer_facts(log: Path) -> list[dict[str, Any]]:
     """The server's ``subscriber_layer_switched`` facts so far."""
     return facts(log, "subscriber_layer_switched")
@@ -377,19 +390,10 @@ def _lift_run(server: Any, booking: Any, link: Any, at_court: Participants, at_h
     )
 
     def changes() -> list[str]:
-        """The node's pauses and resumes of video for the defendant so far, in order."""
-        found = facts(server.log_path, "subscriber_video_paused", "subscriber_video_resumed")
-        mine = [
-            f
-            for f in found
-            if f.get("subscriber") == booking.ids["defendant"]
-            and f.get("event") in ("subscriber_video_paused", "subscriber_video_resumed")
-        ]
-        return [str(f["event"]) for f in sorted(mine, key=lambda f: str(f.get("timestamp")))]
+        return video_changes(server.log_path, booking.ids["defendant"])
 
     def paused() -> bool:
-        seen = changes()
-        return bool(seen) and seen[-1] == "subscriber_video_paused"
+        return video_paused(server.log_path, booking.ids["defendant"])
 
     try:
         at_home.wait_until(paused, timeout=LIFT_PAUSED_WITHIN, what="the prosecutor's video paused for the defendant")
