@@ -207,6 +207,16 @@ class _Subscriber:
     """It NACKed audio (the node's offer asks a browser to): its audio counts towards a lifted link too."""
     heard_at: float = float("-inf")
     """When its last feedback came (a receiver report, a REMB or a NACK; -inf: none yet)."""
+    back_at: float = float("-inf")
+    """When its feedback came again after a silence (:meth:`silent`; -inf: never)."""
+    estimate_held: bool = False
+    """Its last estimate stands for its stale REMBs (see :meth:`InProcessNode._estimate`)."""
+
+    def heard(self, now: float) -> None:
+        """Feedback came from it now."""
+        if self.silent(now):
+            self.back_at = now
+        self.heard_at = now
 
     def silent(self, now: float) -> bool:
         """Its feedback has been silent for :data:`media.bandwidth.FEEDBACK_SILENCE`: its link is out (or it went
@@ -981,7 +991,7 @@ class InProcessNode:
             return
         subscriber = self._subscriber(room, peer.participant_id)
         now = time.monotonic()
-        subscriber.heard_at = now
+        subscriber.heard(now)
         subscriber.book.remb(now, bitrate, ssrcs)
         self._silence_ended(room, peer, subscriber.nack_loss.sent(now, self._video_sent(peer)))
         estimate = subscriber.book.estimate(now)
@@ -1009,7 +1019,7 @@ class InProcessNode:
             return
         subscriber = self._subscriber(room, peer.participant_id)
         now = time.monotonic()
-        subscriber.heard_at = now
+        subscriber.heard(now)
         ssrc = signal.ssrc
         sent = self._packets_sent(peer)
         video_sent = sent[0]
@@ -1201,7 +1211,11 @@ class InProcessNode:
 
         When all its REMBs went stale because all its feedback stopped (no word from it since they were fresh: its
         link is out), the estimate it had stands: None would forward everything, as to a receiver without REMB, and
-        resumed every paused video into a link cut for a few seconds, to overflow it when it came back."""
+        resumed every paused video into a link cut for a few seconds, to overflow it when it came back. It stands
+        too for :data:`media.bandwidth.ESTIMATE_MAX_AGE` after its feedback came again, while its next REMB is on the
+        way: a browser's first word after a cut is a receiver report or a NACK, and its REMB may come a second
+        later (Chromium behind a thin link: the paused video was resumed 47 ms after a 6 s cut ended, by the
+        receiver report that ended the silence)."""
         sending = {
             sender_ssrc(slot.transceiver.sender)
             for slot in peer.slots
@@ -1209,14 +1223,13 @@ class InProcessNode:
         }
         book = subscriber.book
         estimate = book.estimate(now, sending)
-        if (
+        subscriber.estimate_held = (
             estimate is None
             and book.last_at > float("-inf")
             and book.estimate(now) is None
-            and subscriber.heard_at <= book.last_at + ESTIMATE_MAX_AGE
-        ):
-            return subscriber.estimate
-        return estimate
+            and (subscriber.heard_at <= book.last_at + ESTIMATE_MAX_AGE or now - subscriber.back_at <= ESTIMATE_MAX_AGE)
+        )
+        return subscriber.estimate if subscriber.estimate_held else estimate
 
     def _videos(self, room: _Room, peer: Peer, subscriber: _Subscriber, now: float) -> list[VideoStream]:
         """The subscriber's videos as the allocator sees them, highest priority first."""
@@ -1616,6 +1629,14 @@ class InProcessNode:
         # before it, e.g. the queue a lifted limit flushed, says nothing of the link now).
         link = subscriber.link
         lossy = link.lossy(now) and link.dirty_at > subscriber.prober.succeeded_at
+        if subscriber.estimate_held:
+            # Its link is out (or just back, its REMB on the way): decide as when it last spoke, and add nothing.
+            # Its REMBs' streams went stale with them: every video counts as covered by the estimate that stands
+            # (as uncovered, their needs were added to it, and the paused video resumed 2 s into a cut), and the
+            # silence counts as loss (without loss, tiles alone choose layers: the judge's full layer went into the
+            # cut).
+            lossy = True
+            videos = [dataclasses.replace(v, covered=True) for v in videos]
         videos = self._step_down_layers(room, peer, videos, estimate if lossy else None, now)
         allocation = subscriber.allocator.update(now, estimate, videos, lossy=lossy, overloaded=overloaded)
         if allocation.paused_now and now - subscriber.prober.succeeded_at < 2 * subscriber.allocator.hold:

@@ -23,7 +23,10 @@ veth's egress) is shaped with ``tc tbf`` to :data:`LIFT_RATE_KBIT` plus nftables
 dropped where the packets arrive at home: room for the judge's smaller layer and the audio, not for the
 prosecutor's video too, which the node pauses. While it is paused the node sends padding on its stream in spells
 (``media.bandwidth.LIFT_PADDING_SHARE``): the defendant's Chromium receives packets of that stream without a frame,
-and NACKs the ones the link loses (libwebrtc tracks padding in its NACK list). Then the limit is lifted, and the
+and NACKs the ones the link loses (libwebrtc tracks padding in its NACK list). Then all of the defendant's UDP is cut
+both ways for :data:`CUT_SECONDS` and given back, still thin: nothing may be resumed, no probe may pass, no layer may
+step up, into the silence or the thin link after it (with Chromium, before the fix, the paused video was resumed 2 s
+into the cut, and 47 ms after it by the receiver report that came before the REMB). Then the limit is lifted, and the
 prosecutor's video must come back, with the lift watch's padding counted in the node's fact of the probe that
 brought it. Printed: the padding seen while paused and the time from the lift to the prosecutor's next decoded
 frame (the issue asks 2 s; printed, not asserted: 4.4 s once on a loaded CI machine). The padding is counted only in
@@ -40,13 +43,14 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from playwright.sync_api import sync_playwright
 
+from media.bandwidth import FEEDBACK_SILENCE
 from tests.browser_fixtures import (
     artifact_dir,
     book_hearing,
@@ -55,7 +59,8 @@ from tests.browser_fixtures import (
     participant_group,
     require_chromium,
 )
-from tests.netns import Shape, shape, unshape
+from tests.e2e.test_browser_netcut import CUT_RULES
+from tests.netns import Shape, run, shape, unshape
 from tests.two_sites import adapting_server_on_a_link
 
 if TYPE_CHECKING:
@@ -314,7 +319,8 @@ def camera(p: Participants, page: Page, participant_id: str) -> dict[str, Any]:
 
 def test_chromium_gets_paused_video_padded_and_back_after_the_lift(tmp_path: Path) -> None:
     """Behind 450 kbit/s + 2% loss the prosecutor's video is paused for the defendant's Chromium, which receives the
-    lift watch's padding on that stream and NACKs what it loses of it; after the lift the video comes back."""
+    lift watch's padding on that stream and NACKs what it loses of it; a 6 s cut of its UDP resumes nothing; after
+    the lift the video comes back."""
     require_chromium()
     shots = artifact_dir("thin-lift")
     names = (("cl-tl-court", "cl-tl-home"), (LIFT_COURT, LIFT_HOME), ("vtlcourt", "vtlhome"))
@@ -427,6 +433,7 @@ def _lift_run(server: Any, booking: Any, link: Any, at_court: Participants, at_h
     assert seen["packetsReceived"] > 20, ("no padding on the paused stream", seen)
     assert seen["nackCount"] > 0, ("Chromium NACKed none of the padding the link lost", seen)
 
+    _cut_while_paused(server, link, at_home, defendant, judge_id, booking.ids["defendant"])
     at_home.wait_until(paused, timeout=LIFT_PAUSED_WITHIN, what="the prosecutor's video paused at the lift")
     before = decoded(prosecutor_id)
     unshape(link.a, link.a_dev, drop_at=(link.b, link.b_dev))
@@ -445,3 +452,68 @@ def _lift_run(server: Any, booking: Any, link: Any, at_court: Participants, at_h
     # What brought it back is a probe after the lift that counted the lift watch's padding.
     assert probes, "no probe counted the lift watch's padding"
     assert datetime.fromisoformat(str(probes[-1]["timestamp"])) >= lifted_wall, ("no such probe after the lift", probes)
+
+
+CUT_SECONDS = 6.0
+"""How long the defendant's UDP is cut both ways while the prosecutor's video is paused: past the 2.5 s after which
+no REMB is fresh (``media.bandwidth.ESTIMATE_MAX_AGE``), well within ICE consent (30 s)."""
+AFTER_CUT = 4.0
+"""Seconds watched on the thin link once the cut ends: a video resumed into the outage would overflow it then."""
+JUDGE_BACK_BOUND = 30.0
+"""Seconds the judge's video has to decode again after the cut: a bound for 'never', not a timing (printed)."""
+
+
+def _cut_while_paused(
+    server: Any, link: Any, at_home: Participants, defendant: Page, judge_id: str, defendant_id: str
+) -> None:
+    """Cut all of the defendant's UDP both ways for :data:`CUT_SECONDS` while video is paused for it, then give it
+    back its thin link: the node hears nothing from it (no REMB, no report, no NACK), and must neither resume the
+    paused video into the silence (no estimate is no reason to forward everything) nor count the silence as a lift
+    or a probe that passed; the judge's video, never paused, decodes again after the cut."""
+    resumes_before = video_changes(server.log_path, defendant_id).count("subscriber_video_resumed")
+    cut_from = datetime.now(UTC)
+    run("ip", "netns", "exec", link.b, "nft", "-f", "-", stdin=CUT_RULES)
+    try:
+        time.sleep(CUT_SECONDS)
+    finally:
+        run("ip", "netns", "exec", link.b, "nft", "delete", "table", "inet", "courtlink_cut")
+    restored, cut_to = time.monotonic(), datetime.now(UTC)
+    judge_before = int(camera(at_home, defendant, judge_id).get("framesDecoded", 0))
+    at_home.wait_until(
+        lambda: int(camera(at_home, defendant, judge_id).get("framesDecoded", 0)) > judge_before + 5,
+        timeout=JUDGE_BACK_BOUND,
+        what="the judge's video decoding again after the cut",
+    )
+    judge_back = time.monotonic() - restored
+    time.sleep(max(0.0, AFTER_CUT - (time.monotonic() - restored)))
+    mine = [
+        f
+        for f in facts(server.log_path, "subscriber_video_resumed", "subscriber_probe_")
+        if f.get("subscriber") == defendant_id and datetime.fromisoformat(str(f["timestamp"])) >= cut_from
+    ]
+    resumed = [f for f in mine if f.get("event") == "subscriber_video_resumed"]
+    passed = [f for f in mine if f.get("event") in ("subscriber_probe_succeeded", "subscriber_probe_rung_passed")]
+    # Silent from FEEDBACK_SILENCE into the cut on (a probe started before may run, and must fail "silent").
+    silent_from = cut_from + timedelta(seconds=FEEDBACK_SILENCE + 0.5)
+    during = [f for f in mine if silent_from <= datetime.fromisoformat(str(f["timestamp"])) <= cut_to]
+    print(
+        f"UDP cut {CUT_SECONDS:.0f} s while paused: the judge's video back {judge_back:.2f} s after the cut; "
+        f"probe facts since the cut: {[(f['event'], f.get('failed_by')) for f in mine if f not in resumed]}; "
+        f"resumes: {resumed}"
+    )
+    assert not resumed, ("video was resumed into the cut or the thin link after it", resumed)
+    assert not passed, ("a probe passed through the cut or the thin link after it", passed)
+    assert not [f for f in during if f.get("event") == "subscriber_probe_started"], (
+        "a probe started while the link was silent (FEEDBACK_SILENCE into the cut)",
+        during,
+    )
+    up = [
+        f
+        for f in facts(server.log_path, "subscriber_layer_switched")
+        if f.get("subscriber") == defendant_id
+        and f.get("layer") == "f"
+        and datetime.fromisoformat(str(f["timestamp"])) >= cut_from
+    ]
+    assert not up, ("the full layer was chosen for the defendant during the cut or on the thin link after it", up)
+    assert video_paused(server.log_path, defendant_id), "the prosecutor's video is no longer paused after the cut"
+    assert video_changes(server.log_path, defendant_id).count("subscriber_video_resumed") == resumes_before
