@@ -44,4 +44,4 @@ fi
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy --strict"; .venv/bin/mypy rooms protocol signaling media recorder courtlink tests bench
 echo "== import contracts"; .venv/bin/lint-imports
-echo "== pytest"; .venv/bin/pytest -q -p no:cacheprovider "$@"
+echo "== pytest"; .venv/bin/pytest -q -p no:cacheprovider --durations=25 "$@"
