@@ -1239,6 +1239,12 @@ class LinkQuality:
                     order.append((now, key))
             self._nack_ratio = self.nack_ratio(now)
 
+    def outage_ended(self, now: float) -> None:
+        """The subscriber's feedback came again after a silence (its link was out): nothing is known of the link
+        now, and its quiet seconds were no clean spell. Clean, lifted and lossy count from here, as after a loss
+        (a probe started 3 ms after a 6 s cut ended, on 6 s "without loss", and failed)."""
+        self.nack(now)
+
     @property
     def nacked_at(self) -> float:
         """When the last NACK came (-inf: none yet)."""

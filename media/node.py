@@ -147,6 +147,11 @@ _RESUME_NACKS = 1.6
 """Seconds after a slot resumes during which its subscriber's NACKs and receiver reports about it are not taken for
 loss (see ``_loss``): the first report comes within 1.5 s (aiortc reports every 0.5-1.5 s)."""
 
+_OUTAGE_REPORTS = 2.5
+"""Seconds after a subscriber's feedback came back from a silence during which its receiver reports are not taken for
+loss, nor its NACKs of what was sent before (see ``_loss``): a browser reports a video about once a second, and its
+first report after a cut may come before any new packet, so the second one counts the outage's packets as lost."""
+
 _PROBE_TICK = 0.01
 """Seconds between two bursts of a padding probe (and checks of its verdict)."""
 
@@ -216,7 +221,14 @@ class _Subscriber:
         """Feedback came from it now."""
         if self.silent(now):
             self.back_at = now
+            self.link.outage_ended(now)
         self.heard_at = now
+
+    def since_back(self, now: float) -> float | None:
+        """Seconds since its feedback came again after a silence, while its reports and NACKs may still be about what
+        went into the outage (``_OUTAGE_REPORTS``); None otherwise."""
+        seconds = now - self.back_at
+        return seconds if seconds < _OUTAGE_REPORTS else None
 
     def silent(self, now: float) -> bool:
         """Its feedback has been silent for :data:`media.bandwidth.FEEDBACK_SILENCE`: its link is out (or it went
@@ -1034,22 +1046,43 @@ class InProcessNode:
                 # a just resumed slot's NACKs and first report: its receiver asks again for what it missed before the
                 # pause (aiortc repeats its whole missing list at every new gap; sent seconds ago, too old to resend),
                 # and a slot that took another publisher jumped its sequence numbers (media.sending.SEQUENCE_JUMP).
-                if slot.track.publisher is None or slot.track.paused or now - slot.track.resumed_at < _RESUME_NACKS:
+                # Nor is what a silence of its feedback covered (its link was out): the reports after it count the
+                # outage's packets as lost (Chromium's second one: its first came before any new packet, with the
+                # highest sequence number of before the cut), and its NACKs name them. Counted, they made a link with
+                # 2% random loss read 50% (LinkQuality.lifted, loss_ratio) and backed its top video off. Only NACKs
+                # of what was sent since the feedback came back tell of the link then.
+                back = subscriber.since_back(now)
+                if (
+                    slot.track.publisher is None
+                    or slot.track.paused
+                    or now - slot.track.resumed_at < _RESUME_NACKS
+                    or (back is not None and not signal.nack)
+                ):
                     if not signal.nack:
                         subscriber.link.rebase(now, ssrc, signal.packets_lost, signal.highest_sequence)
                     elif (padding := slot.track.frame_sender) is not None and (
-                        lost := [n for n in signal.lost_sequences if padding.padded_within(n, OVERLOAD_AGE)]
+                        lost := [
+                            n
+                            for n in signal.lost_sequences
+                            if padding.padded_within(n, OVERLOAD_AGE if back is None else min(back, OVERLOAD_AGE))
+                        ]
                     ):
                         # Padding the lift watch sent on the paused stream, lost now (_pad_for_lift): loss as any.
                         subscriber.link.nack(now, ssrc, lost)
                     return
                 link = subscriber.link
                 if signal.nack:
-                    link.nack(now, ssrc, signal.lost_sequences)
+                    sender_of = slot.track.frame_sender
+                    if back is not None and sender_of is not None:
+                        named = [n for n in signal.lost_sequences if sender_of.sent_within(n, back)]
+                        if not named:
+                            return  # all sent into the outage
+                        link.nack(now, ssrc, named)
+                    else:
+                        link.nack(now, ssrc, signal.lost_sequences)
                     if slot.kind == "audio" and not subscriber.audio_nacks:
                         subscriber.audio_nacks = True  # its audio counts towards a lift from now on
                         link.recount(now, self._nack_covered(peer, subscriber))
-                    sender_of = slot.track.frame_sender
                     if slot.kind == "video" and signal.lost_sequences and sender_of is not None:
                         lost = [n for n in signal.lost_sequences if sender_of.sent_within(n, OVERLOAD_AGE)]
                         self._nacked(room, peer, subscriber, now, ssrc, lost)

@@ -495,7 +495,14 @@ def _cut_while_paused(
     passed = [f for f in mine if f.get("event") in ("subscriber_probe_succeeded", "subscriber_probe_rung_passed")]
     # Silent from FEEDBACK_SILENCE into the cut on (a probe started before may run, and must fail "silent").
     silent_from = cut_from + timedelta(seconds=FEEDBACK_SILENCE + 0.5)
-    during = [f for f in mine if silent_from <= datetime.fromisoformat(str(f["timestamp"])) <= cut_to]
+    # Until the node heard from it again (its own fact; the test's clock reads the cut's end later than that).
+    back = [
+        datetime.fromisoformat(str(f["timestamp"]))
+        for f in facts(server.log_path, "subscriber_feedback_resumed")
+        if f.get("subscriber") == defendant_id and datetime.fromisoformat(str(f["timestamp"])) >= cut_from
+    ]
+    silent_to = min([cut_to, *back])
+    during = [f for f in mine if silent_from <= datetime.fromisoformat(str(f["timestamp"])) < silent_to]
     print(
         f"UDP cut {CUT_SECONDS:.0f} s while paused: the judge's video back {judge_back:.2f} s after the cut; "
         f"probe facts since the cut: {[(f['event'], f.get('failed_by')) for f in mine if f not in resumed]}; "

@@ -63,6 +63,23 @@ def test_a_link_is_clean_after_a_second_of_reports_without_loss_and_no_nack() ->
     assert not link.lossy(3.5 + LOSSY_SECONDS + 0.1)
 
 
+def test_the_quiet_of_an_outage_is_no_clean_spell() -> None:
+    """A link whose feedback was silent for seconds (cut) looked clean for all that time: nothing was lost because
+    nothing was heard. When it speaks again, it is not clean, not lifted and lossy, until it shows otherwise."""
+    link = LinkQuality()
+    link.nack(0.0)
+    for i in range(10):
+        link.report(0.2 + 0.2 * i, 0)
+    assert link.clean(2.1)
+    link.outage_ended(8.0)  # silent from 2.0 to 8.0
+    assert not link.clean(8.0)
+    assert not link.lifted(8.0)
+    assert link.lossy(8.0)
+    for i in range(10):
+        link.report(8.2 + 0.2 * i, 0)
+    assert link.clean(8.0 + CLEAN_SECONDS + 0.05)
+
+
 def test_a_low_estimate_without_loss_pauses_nothing() -> None:
     """A receiver short of CPU reports a low REMB on a link that loses nothing: no video pauses, no cap."""
     allocator = SubscriberAllocator(hold=HOLD)
