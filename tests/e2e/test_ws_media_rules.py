@@ -2,7 +2,7 @@
 leaking a consultation, and the media requests a waiting or misbehaving client gets refused with named errors.
 
 Real aiohttp server on 127.0.0.1, real SQLite store, real in-process media node, real aiortc clients.
-Times are measured and logged (the figures of the issue), asserted only against loose bounds.
+Times are measured and logged beside the issue's goals, never asserted (each wait is bounded).
 """
 
 from __future__ import annotations

@@ -231,11 +231,14 @@ async def test_two_recorders_over_the_bus_seal_verifiable_archives_without_the_c
         current = service_b.recorder.session(hid)
         return current is not None and len(current.seen) >= 6  # 3 people x (camera, microphone)
 
-    assert await eventually(recording_again)
+    # The goal for a restarted recorder is 5 s: measured and printed, not asserted (tests assert no wall-clock
+    # times); the wait is bounded (30 s), and what the restart cost the archive is checked below by its gaps.
+    assert await eventually(recording_again, within=30.0)
     continued = loop.time() - restarted_at
-    # The bound for a restarted recorder is 5 s; measured and printed, asserted loosely (3x).
-    print(f"recorder restart over the bus: rejoined in {rejoined:.2f} s, every source recorded in {continued:.2f} s")
-    assert continued < 15.0, continued
+    print(
+        f"recorder restart over the bus: rejoined in {rejoined:.2f} s, every source recorded in {continued:.2f} s "
+        "(the issue's goal: 5 s)"
+    )
     await asyncio.sleep(3.0)
 
     await session(judge, "recess")

@@ -213,7 +213,8 @@ async def _max_loop_lag(work: asyncio.Future[Any]) -> float:
 
 
 async def test_offers_with_hundreds_of_sections_do_not_stall_the_node(node: InProcessNode) -> None:
-    """Seven participants offering 255 m-lines each are refused at once; the event loop is never blocked long."""
+    """Seven participants offering 255 m-lines each are refused at once by the section cap (the event loop's longest
+    lag is logged)."""
     clients = [MediaClient(f"p{i}", tag=80 + i) for i in range(7)]
     try:
         offers = []
@@ -239,7 +240,8 @@ async def test_offers_with_hundreds_of_sections_do_not_stall_the_node(node: InPr
             total_ms=round((time.perf_counter() - started) * 1000, 1),
         )
         assert all(isinstance(r, Refused) and r.code == "too_many_media_sections" for r in replies), replies
-        assert lag < 0.25  # before the cap: 0.3-2.9 s per offer
+        # The lag is logged, not asserted (tests assert no wall-clock times): the refusal by the section cap, before
+        # any parsing, is what keeps it short (before the cap: 0.3-2.9 s per offer).
         for client in clients:
             peer = node.peer(HEARING, client.name)
             assert peer is not None
