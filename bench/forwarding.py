@@ -31,7 +31,9 @@ publisher-only figure is the receive path's A/B. ``--asyncio-counts`` runs the n
 own event loop (courtlink's default) where the first runs on uvloop (``COURTLINK_EVENT_LOOP=uvloop``,
 :mod:`courtlink.eventloop`): the event loop's A/B. ``--python-rate-counts`` gives the publisher's video receiver
 aiortc's own Python bandwidth estimator instead of its C copy (``media/_rate.c``,
-``media.aiortc_compat.use_native_rate(False)``): the estimator's A/B. The send and receive paths and the event loop
+``media.aiortc_compat.use_native_rate(False)``): the estimator's A/B. ``--aiortc-reports-counts`` leaves each outgoing
+stream its own aiortc RTCP task instead of the node's one sender-report timer
+(``media.reports.use_node_timer(False)``). The send and receive paths and the event loop
 each mode used are printed with the results.
 
 ``--native-subscribers`` makes the harness's subscribers read as the node does (``media.receiving``: drained
@@ -99,6 +101,7 @@ from media.node import InProcessNode
 from media.receiving import install as install_receive
 from media.receiving import receive_path
 from media.receiving import use_native as use_native_receive
+from media.reports import use_node_timer
 from media.sending import send_path, use_gso, use_native
 from media.settings import NodeSettings
 from protocol.node import (
@@ -168,6 +171,7 @@ class SfuServer:
             use_hot(bool(request.get("hot", True)))
             use_native_receive(bool(request.get("native_receive", True)))
             use_native_rate(bool(request.get("native_rate", True)))
+            use_node_timer(bool(request.get("node_reports", True)))
             return {"send_path": f"{send_path()}, receive {receive_path()}", "event_loop": eventloop.running()}
         if op == "cpu":
             return {"cpu": time.process_time(), "wall": time.monotonic()}
@@ -670,6 +674,7 @@ async def measure(harness: Harness, mode: str, n: int, seconds: float, warmup: f
             hot=mode != "passthrough-cold",
             native_receive=mode != "passthrough-aiortcrecv",
             native_rate=mode != "passthrough-pyrate",
+            node_reports=mode != "passthrough-aiortcrtcp",
         )
         harness.send_paths[mode] = f"{configured.get('send_path', '?')}, loop {configured.get('event_loop', '?')}"
     await harness.publish(mode)
@@ -737,6 +742,7 @@ async def run_bench(
     python_rate_counts: list[int] | None = None,
     asyncio_counts: list[int] | None = None,
     cold_counts: list[int] | None = None,
+    aiortc_reports_counts: list[int] | None = None,
 ) -> None:
     t0 = time.monotonic()
     video, audio = await asyncio.to_thread(encode_clip)
@@ -755,6 +761,7 @@ async def run_bench(
         ("passthrough-nogso", nogso_counts),
         ("passthrough-unbatched", unbatched_counts or []),
         ("passthrough-cold", cold_counts or []),
+        ("passthrough-aiortcrtcp", aiortc_reports_counts or []),
         ("passthrough-aiortcrecv", aiortc_receive_counts or []),
         ("passthrough-pyrate", python_rate_counts or []),
         ("passthrough-asyncio", asyncio_counts or []),
@@ -862,6 +869,10 @@ async def run_bench(
                     "every subscriber decided in Python (no hot path)",
                 ),
                 ({r.subscribers: r for r in rows if r.mode == "passthrough-aiortcrecv"}, "aiortc receive loop"),
+                (
+                    {r.subscribers: r for r in rows if r.mode == "passthrough-aiortcrtcp"},
+                    "aiortc's RTCP task per stream (no node report timer)",
+                ),
                 ({r.subscribers: r for r in rows if r.mode == "passthrough-asyncio"}, "asyncio's own event loop"),
             ):
                 for n in sorted(set(pt) & set(other)):
@@ -992,6 +1003,14 @@ def main() -> None:
         help="passthrough with one C send call per subscriber and frame instead of one per frame, for A/B",
     )
     parser.add_argument(
+        "--aiortc-reports-counts",
+        type=int,
+        nargs="*",
+        default=[],
+        help="passthrough with aiortc's RTCP task per outgoing stream (media.reports.use_node_timer(False)) instead of "
+        "the node's one sender-report timer, for A/B",
+    )
+    parser.add_argument(
         "--cold-counts",
         type=int,
         nargs="*",
@@ -1080,6 +1099,7 @@ def main() -> None:
             args.python_rate_counts,
             args.asyncio_counts,
             args.cold_counts,
+            args.aiortc_reports_counts,
         )
     )
 

@@ -33,6 +33,7 @@ import inspect
 import operator
 import random
 import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -131,11 +132,18 @@ __all__ = [
     "random32",
     "rate_matches",
     "receiver_codec_name",
+    "replace_rtcp_loop",
     "replace_rtp_loop",
+    "rtcp_loop_exited",
+    "rtcp_loop_started",
     "rtp_depayloaded",
+    "sdes_cname",
     "self_check",
+    "send_bye",
+    "send_rtcp",
     "sender_counters",
     "sender_enabled",
+    "sender_report",
     "sender_rtt",
     "sender_ssrc",
     "set_negotiated",
@@ -356,6 +364,69 @@ def sender_rtt(sender: RTCRtpSender) -> float | None:
 
 DTLS_CONNECTED: Any = State.CONNECTED
 """aiortc's DTLS state in which a sender's transport carries media (what :meth:`SenderInternals.link` requires)."""
+
+
+def replace_rtcp_loop(sender: RTCRtpSender, run: Callable[[], Awaitable[None]]) -> None:
+    """On this sender only, run ``run()`` as its RTCP task instead of aiortc's ``_run_rtcp`` (one timer per stream
+    that sends one SR and one SDES in an SRTCP packet of their own); set before the sender starts."""
+    sender._run_rtcp = run  # type: ignore[method-assign,assignment]
+
+
+def rtcp_loop_started(sender: RTCRtpSender) -> None:
+    """Tell aiortc the sender's RTCP task runs (what its own loop signals first; ``stop()`` waits for it)."""
+    sender._RTCRtpSender__rtcp_started.set()  # type: ignore[attr-defined]
+
+
+def rtcp_loop_exited(sender: RTCRtpSender) -> None:
+    """Tell aiortc the sender's RTCP task ended (what its own loop signals last; ``stop()`` waits for it)."""
+    sender._RTCRtpSender__rtcp_exited.set()  # type: ignore[attr-defined]
+
+
+async def send_bye(sender: RTCRtpSender) -> None:
+    """Send an RTCP BYE for the sender's stream, as aiortc's RTCP loop does when it ends."""
+    await sender._send_rtcp([RtcpByePacket(sources=[sender._ssrc])])
+
+
+_SR_HEAD = struct.Struct("!BBHLQLLL")
+"""An RTCP sender report without report blocks: V=2 RC=0, PT=200, length 6 words; SSRC, NTP time, RTP time,
+packets, octets (RFC 3550 6.4.1)."""
+
+
+def sender_report(sender: RTCRtpSender, now: float) -> tuple[Any, bytes, str | None] | None:
+    """The sender's transport, its RTCP sender report as bytes (what aiortc's RTCP loop would send now) and its
+    CNAME; None before its first packet (an SR then maps no media). Notes the report as sent, as aiortc's loop does
+    (``__lsr``, ``__lsr_time``): the round trip is measured from the receiver reports that echo it."""
+    state: Any = sender
+    packets = int(state._RTCRtpSender__packet_count)
+    if not packets:
+        return None
+    ntp = int(state._RTCRtpSender__ntp_timestamp)
+    report = _SR_HEAD.pack(
+        0x80,
+        200,
+        6,
+        int(state._ssrc),
+        ntp,
+        int(state._RTCRtpSender__rtp_timestamp) & 0xFFFFFFFF,
+        packets & 0xFFFFFFFF,
+        int(state._RTCRtpSender__octet_count) & 0xFFFFFFFF,
+    )
+    state._RTCRtpSender__lsr = (ntp >> 16) & 0xFFFFFFFF
+    state._RTCRtpSender__lsr_time = now
+    return sender.transport, report, state._RTCRtpSender__cname
+
+
+def sdes_cname(ssrc: int, cname: str) -> bytes:
+    """An RTCP SDES packet of one chunk, the CNAME of ``ssrc``, byte for byte as aiortc makes it (RFC 3550 6.5)."""
+    value = cname.encode("utf8")[:255]
+    payload = struct.pack("!LBB", ssrc, 1, len(value)) + value + b"\x00\x00"
+    payload += b"\x00" * (-len(payload) % 4)
+    return struct.pack("!BBH", 0x81, 202, len(payload) // 4) + payload
+
+
+async def send_rtcp(transport: Any, payload: bytes) -> None:
+    """Send one compound RTCP packet through a DTLS transport (SRTCP); ConnectionError when it is not connected."""
+    await transport._send_rtp(payload)
 
 
 def sender_enabled(sender: RTCRtpSender) -> bool:
@@ -667,6 +738,11 @@ _INSTANCE_ATTRIBUTES: tuple[tuple[type, str, Iterable[str]], ...] = (
             "_RTCRtpSender__rtp_history",
             "_RTCRtpSender__octet_count",
             "_RTCRtpSender__packet_count",
+            "_RTCRtpSender__cname",
+            "_RTCRtpSender__lsr",
+            "_RTCRtpSender__lsr_time",
+            "_RTCRtpSender__rtcp_started",
+            "_RTCRtpSender__rtcp_exited",
         ),
     ),
     (
@@ -691,6 +767,8 @@ _INSTANCE_ATTRIBUTES: tuple[tuple[type, str, Iterable[str]], ...] = (
 _METHODS: tuple[tuple[type, str, str, tuple[str, ...]], ...] = (
     (RTCRtpSender, "RTCRtpSender", "_run_rtp", ("self", "codec")),
     (RTCRtpSender, "RTCRtpSender", "_retransmit", ("self", "sequence_number")),
+    (RTCRtpSender, "RTCRtpSender", "_run_rtcp", ("self",)),
+    (RTCRtpSender, "RTCRtpSender", "_send_rtcp", ("self", "packets")),
     (RTCRtpSender, "RTCRtpSender", "_send_keyframe", ("self",)),
     (RTCRtpSender, "RTCRtpSender", "_handle_rtcp_packet", ("self", "packet")),
     (RTCRtpReceiver, "RTCRtpReceiver", "_handle_rtcp_packet", ("self", "packet")),

@@ -83,6 +83,7 @@ from media.peer import (
 )
 from media.plan import forwarding_plan
 from media.probe import Probe
+from media.reports import SenderReports
 from media.sending import FrameSender
 from media.settings import NodeSettings
 from media.simulcast import (
@@ -316,6 +317,8 @@ class InProcessNode:
         self._dispatcher: asyncio.Task[None] | None = None
         self._probes: dict[tuple[str, str], Probe] = {}
         self._health: asyncio.Task[None] | None = None
+        self.reports = SenderReports()
+        """The sender reports of every stream the node sends, from one timer (media.reports)."""
 
     @property
     def node_id(self) -> str:
@@ -572,6 +575,7 @@ class InProcessNode:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._health
             self._health = None
+        await self.reports.close()
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -640,6 +644,7 @@ class InProcessNode:
             on_lost=self._peer_lost,
             on_remb=self._remb if self.settings.adaptation else None,
             on_loss=self._loss if self.settings.adaptation else None,
+            reports=self.reports,
         )
         room.peers[participant_id] = peer
         if self._health is None or self._health.done():

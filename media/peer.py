@@ -53,6 +53,7 @@ from media.bandwidth import LossSignal, NackBudget, RepairTrigger, ResendGuard
 from media.forwarding import ForwardedTrack, PublishedTrack
 from media.ice import PORTS_EXHAUSTED, PortRangeExhausted, restrict_host_candidates, rtc_configuration
 from media.keyframes import Reason
+from media.reports import SenderReports
 from media.sending import install, resend_allowed, rtp_age
 from media.settings import NodeSettings
 from media.simulcast import OfferedLayers, offered_layers, with_simulcast
@@ -143,6 +144,7 @@ class Peer:
         on_lost: Callable[[Peer, str], None] | None = None,
         on_remb: Callable[[Peer, int, list[int]], None] | None = None,
         on_loss: Callable[[Peer, LossSignal], None] | None = None,
+        reports: SenderReports | None = None,
     ) -> None:
         self.hearing_id = hearing_id
         self.participant_id = participant_id
@@ -162,6 +164,8 @@ class Peer:
         self._on_lost = on_lost
         self._on_remb = on_remb
         self._on_loss = on_loss
+        self._reports = reports
+        """Sends the sender reports of this peer's senders (the node's one timer); None: aiortc's task per sender."""
         """Bandwidth adaptation: ``(peer, signal)`` per receiver report block and per NACK of the subscriber."""
         self.nack_budget: NackBudget | None = NackBudget(settings.nack_budget_share) if settings.adaptation else None
         """The participant's resend budget as a subscriber (bandwidth adaptation on), shared by its slots."""
@@ -505,6 +509,8 @@ class Peer:
                 slot.track.repair(Reason.subscriber, sender_rtt(transceiver.sender))
 
         on_keyframe_request(transceiver.sender, keyframe_requested)
+        if self._reports is not None:
+            self._reports.adopt(transceiver.sender)
         on_remb_ = self._on_remb
         if on_remb_ is not None:
             on_remb(transceiver.sender, lambda bitrate, ssrcs: on_remb_(self, bitrate, ssrcs))

@@ -81,6 +81,16 @@ def test_judge_admits_defendant_media_flows_and_mute_stops_audio(
     p.wait_receiving(observer, defendant_id, "observer <- defendant")
     for page in (judge, defendant, observer):
         assert p.state(page)["media"] == "connected"
+    # The node's sender reports (one compound RTCP packet per connection, media.reports) reach Chromium for every
+    # stream: its remote-outbound-rtp stats count them.
+    p.wait_until(
+        lambda: (
+            {(s["participant_id"], s["kind"]) for s in p.inbound(observer) if s["senderReports"] >= 2}
+            >= {(pid, kind) for pid in (judge_id, defendant_id) for kind in ("audio", "video")}
+        ),
+        timeout=20,
+        what="Chromium counting the node's sender reports of every stream",
+    )
     # Every tile names role, name and site (the site's name, never its id).
     label = observer.locator(f"figure.tile[data-participant='{defendant_id}'] figcaption").inner_text()
     assert "Defendant" in label

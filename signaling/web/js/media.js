@@ -640,6 +640,8 @@ export class MediaSession extends EventTarget {
     report.forEach((s) => {
       if (s.type !== "inbound-rtp") return;
       const info = this.infoFor(s.mid, s.trackIdentifier);
+      // The sender's RTCP sender reports, as the browser counted them (remote-outbound-rtp exists after the first).
+      const remote = s.remoteId ? report.get(s.remoteId) : undefined;
       out.push({
         mid: s.mid ?? null,
         kind: s.kind,
@@ -662,6 +664,7 @@ export class MediaSession extends EventTarget {
         concealedSamples: s.concealedSamples || 0,
         silentConcealedSamples: s.silentConcealedSamples || 0,
         concealmentEvents: s.concealmentEvents || 0,
+        senderReports: remote ? remote.reportsSent || 0 : 0,
       });
     });
     return out;
