@@ -100,7 +100,10 @@ class SenderReports:
         """Every 0.5-1.5 s, every adopted sender's report; ends when none is left."""
         while self._senders:
             await asyncio.sleep(0.5 + random.random())
-            await self.send_now()
+            try:
+                await self.send_now()
+            except Exception:  # a sender in a state nobody foresaw must not end every stream's reports
+                log.exception("sender_reports_failed")
         self._task = None
 
     async def send_now(self) -> None:
