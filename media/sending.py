@@ -28,10 +28,12 @@ about 15% less node CPU at N=32 in an A/B run. ``bench/forwarding.py`` (N=32,
 against Janus in the same run): 11-18 µs of node CPU per forwarded packet, a
 quarter of it the ``sendto`` system call (docs/operations.md, "Benchmarks").
 
-What aiortc's sender still does itself, unchanged: RTCP (sender reports from
-the counters this path keeps up to date, SDES, BYE), NACK handling (served by
-:meth:`FrameSender.retransmit` from this path's history, RTX-wrapped when
-negotiated), PLI/FIR (``Peer`` carries them to the publisher), REMB parsing.
+What aiortc's sender still does itself: the parsing of RTCP that reaches it, NACK
+handling (served by :meth:`FrameSender.retransmit` from this path's history,
+RTX-wrapped when negotiated), PLI/FIR (``Peer`` carries them to the publisher),
+REMB. Its sender reports are made from the counters this path keeps up to date:
+by the node's one timer (:mod:`media.reports`) on the node's senders, by
+aiortc's own task per sender elsewhere (the network-check probe).
 
 A publisher frame goes to all its subscribers at once (:mod:`media.fanout`): each sender the native loop serves
 adds its *lane* (:meth:`FrameSender.send_batched`: socket, address, SRTP session, history, payload type, SSRC,
