@@ -164,9 +164,9 @@ class Peer:
         self._on_lost = on_lost
         self._on_remb = on_remb
         self._on_loss = on_loss
+        """Bandwidth adaptation: ``(peer, signal)`` per receiver report block and per NACK of the subscriber."""
         self._reports = reports
         """Sends the sender reports of this peer's senders (the node's one timer); None: aiortc's task per sender."""
-        """Bandwidth adaptation: ``(peer, signal)`` per receiver report block and per NACK of the subscriber."""
         self.nack_budget: NackBudget | None = NackBudget(settings.nack_budget_share) if settings.adaptation else None
         """The participant's resend budget as a subscriber (bandwidth adaptation on), shared by its slots."""
         self._lock = asyncio.Lock()

@@ -36,6 +36,7 @@ from media.aiortc_compat import (
     send_bye,
     send_rtcp,
     sender_report,
+    sender_ssrc,
 )
 
 log = structlog.get_logger(__name__)
@@ -109,7 +110,7 @@ class SenderReports:
     async def send_now(self) -> None:
         """Send one round of reports now: a compound packet (or more) per transport."""
         now = time.time()
-        by_transport: dict[int, tuple[object, list[bytes], str | None, int]] = {}
+        by_transport: dict[int, tuple[object, list[bytes], bytes]] = {}
         for sender in list(self._senders):
             made = sender_report(sender, now)
             if made is None:
@@ -117,11 +118,12 @@ class SenderReports:
             transport, report, cname = made
             entry = by_transport.get(id(transport))
             if entry is None:
-                by_transport[id(transport)] = (transport, [report], cname, int.from_bytes(report[4:8], "big"))
+                # One CNAME chunk per packet, the first stream's (every stream of a connection has the same CNAME).
+                sdes = sdes_cname(sender_ssrc(sender), cname) if cname is not None else b""
+                by_transport[id(transport)] = (transport, [report], sdes)
             else:
                 entry[1].append(report)
-        for transport, reports, cname, first_ssrc in by_transport.values():
-            sdes = sdes_cname(first_ssrc, cname) if cname is not None else b""
+        for transport, reports, sdes in by_transport.values():
             for payload, count in _compound(reports, sdes):
                 try:
                     await send_rtcp(transport, payload)
