@@ -310,6 +310,12 @@ def _run(
         for key in PUBLISHERS
     }
     print(f"at the defendant before the limit (kbit/s of payload): {rates}")
+    # The node reports all twelve streams of the defendant's connection in compound packets (media.reports): Chromium
+    # counts the reports of each.
+    unreported = [
+        (key, kind) for key in PUBLISHERS for kind in ("audio", "video") if count(after, key, kind, "senderReports") < 2
+    ]
+    assert not unreported, (unreported, after)
 
     shape(
         link.a, link.a_dev, Shape(rate_mbit=RATE_KBIT / 1000, loss_percent=LOSS_PERCENT), drop_at=(link.b, link.b_dev)
