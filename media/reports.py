@@ -93,9 +93,10 @@ class SenderReports:
             pass
         finally:
             self._senders.pop(sender, None)
-        with contextlib.suppress(ConnectionError):
+        try:
             await send_bye(sender)
-        rtcp_loop_exited(sender)
+        finally:
+            rtcp_loop_exited(sender)  # whatever the BYE met: the sender's stop() waits for this
 
     async def _run(self) -> None:
         """Every 0.5-1.5 s, every adopted sender's report; ends when none is left."""
