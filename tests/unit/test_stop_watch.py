@@ -28,6 +28,25 @@ def logging_restored() -> Iterator[None]:
     root.setLevel(level)
 
 
+def _watch_timers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if isinstance(t, threading.Timer)}
+
+
+async def _stderr_once_the_watch_reported(capfd: pytest.CaptureFixture[str], before: set[threading.Thread]) -> str:
+    """stderr, read once after the watch's timer thread has ended (a bound, not a timing).
+
+    Read only then: ``readouterr`` rewinds and truncates the captured file, so a read while the timer thread is still
+    writing (its JSON fact, then faulthandler's stacks straight to the file descriptor) can drop what lands between
+    the read and the truncation."""
+    started: set[threading.Thread] = set()
+    for _ in range(200):
+        started |= _watch_timers() - before  # an ended thread leaves threading.enumerate(): keep those seen
+        if started and not any(t.is_alive() for t in started):
+            break
+        await asyncio.to_thread(threading.Event().wait, 0.05)
+    return capfd.readouterr().err
+
+
 async def _stuck_in_close(released: asyncio.Event) -> None:
     await _waiting_for_a_lock(released)
 
@@ -42,13 +61,9 @@ async def test_a_stop_still_running_after_its_bound_names_the_tasks_it_waits_for
     configure_logging("info", "json")
     released = asyncio.Event()
     stuck = asyncio.get_running_loop().create_task(_stuck_in_close(released), name="closing-rooms")
+    before = _watch_timers()
     end = watch_stop("signaling", after=0.05)
-    err = ""
-    for _ in range(100):  # the watch's timer thread fires meanwhile (a bound, not a timing)
-        await asyncio.to_thread(threading.Event().wait, 0.05)
-        err += capfd.readouterr().err
-        if "stop_overdue" in err and "Thread" in err:
-            break
+    err = await _stderr_once_the_watch_reported(capfd, before)
     released.set()
     await stuck
     end()
@@ -80,18 +95,14 @@ async def test_sigterm_stops_a_process_and_its_stop_is_watched_once(capfd: pytes
     however many signals come."""
     configure_logging("info", "json")
     stop = stop_on_signals("serve", overdue_after=0.05)
+    before = _watch_timers()
     try:
         assert not stop.is_set()
         os.kill(os.getpid(), signal.SIGTERM)
         await asyncio.wait_for(stop.wait(), 10)
         os.kill(os.getpid(), signal.SIGINT)  # an impatient operator: no second watch
-        err = ""
-        for _ in range(100):  # the watch's timer fires meanwhile (a bound, not a timing)
-            await asyncio.to_thread(threading.Event().wait, 0.05)
-            err += capfd.readouterr().err
-            if "stop_overdue" in err and "Thread" in err:
-                break
-        await asyncio.to_thread(threading.Event().wait, 0.2)
+        err = await _stderr_once_the_watch_reported(capfd, before)
+        await asyncio.to_thread(threading.Event().wait, 0.2)  # a second watch, were there one, would have fired
         err += capfd.readouterr().err
         overdue = [json.loads(line) for line in err.splitlines() if '"stop_overdue"' in line]
         assert [f["process"] for f in overdue] == ["serve"], err
