@@ -18,9 +18,14 @@ Per condition, over its last ``--measure`` seconds (the first ``--settle`` secon
   per second; CPU (cores) of the server, the court-side clients and the defendant's client;
 - the server's adaptation facts (paused, resumed, capped) when it logs them.
 
+``--rejoin`` runs each limited condition with the defendant's client joining anew behind it (stopped and started
+again with its token, as after a crash or a reboot of its terminal), and measures its first ``--early`` seconds apart
+from the ``--measure`` seconds after them: the node knows nothing of a new subscriber's link until its first REMB.
+
 Nothing is asserted (benchmarks are not tests). Needs root (network namespaces). Usage::
 
     /work/team/heavy .venv/bin/python -m bench.thin_link [--settle 6] [--measure 15] [--lifted 10] [--only 0 3]
+    .venv/bin/python -m bench.thin_link --rejoin --only 1 4 5 --measure 10
 """
 
 from __future__ import annotations
@@ -65,6 +70,26 @@ def run(hearing: ThinLinkHearing, args: argparse.Namespace) -> tuple[list[list[s
     return rows, returns
 
 
+def run_rejoins(hearing: ThinLinkHearing, args: argparse.Namespace) -> list[list[str]]:
+    """Each limited condition with the defendant's client joining anew behind it (a crash or a reboot of its
+    terminal): what it receives in its first ``--early`` seconds, then over ``--measure`` seconds more."""
+    rows: list[list[str]] = []
+    chosen = [c for i, c in enumerate(CONDITIONS) if (not args.only or i in args.only) and c != Shape()]
+    for shape in chosen:
+        began = hearing.shape(shape)
+        hearing.sleep_until(began + args.settle)
+        joined = hearing.rejoin()
+        for label, start, end in (
+            (f"rejoined behind {shape.label}, first {args.early:g} s", joined, joined + args.early),
+            (f"rejoined behind {shape.label}, then", joined + args.early, joined + args.early + args.measure),
+        ):
+            rows.append(row(label, hearing.window(start, end)))
+            print("  ".join(rows[-1]), flush=True)
+        hearing.shape(Shape())
+        hearing.sleep_until(time.time() + args.lifted)
+    return rows
+
+
 def main() -> None:
     """Run the conditions and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -74,6 +99,13 @@ def main() -> None:
     parser.add_argument(
         "--only", type=int, nargs="*", default=[], help="run only these conditions (0-5, in the table's order)"
     )
+    parser.add_argument(
+        "--rejoin",
+        action="store_true",
+        help="instead: the defendant's client joins anew behind each limited condition (its first seconds, then)",
+    )
+    parser.add_argument("--early", type=float, default=5.0, help="with --rejoin: the first seconds measured apart")
+    parser.add_argument("--keep", type=Path, help="write the server's and the clients' output into this folder")
     args = parser.parse_args()
     reason = netns_cannot()
     if reason:
@@ -81,7 +113,10 @@ def main() -> None:
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="thin-link-") as tmp, thin_link_hearing(Path(tmp)) as hearing:
         setup = time.monotonic() - began
-        rows, returns = run(hearing, args)
+        rows, returns = (run_rejoins(hearing, args), []) if args.rejoin else run(hearing, args)
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            hearing.keep_logs(args.keep)
     print()
     print(f"hearing seated in {setup:.1f} s; settle {args.settle:g} s, measured {args.measure:g} s per condition")
     print(markdown(rows))

@@ -40,6 +40,7 @@ SETUP_WITHIN = 90.0
 LOG_FACTS = (
     "subscriber_video_paused",
     "subscriber_video_resumed",
+    "subscriber_link_remembered",
     "publisher_bitrate_capped",
     "keyframe",
     "probe_started",
@@ -308,6 +309,7 @@ class ThinLinkHearing:
     _metric_marks: list[tuple[float, dict[str, float]]] = field(default_factory=list)
     shaped: Shape = field(default_factory=Shape)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _launch_defendant: Callable[[], Child] | None = None
 
     def sample(self, every: float = 0.5) -> None:
         """Note CPU, queue and node counters every ``every`` seconds until :meth:`close` (on a daemon thread in the
@@ -337,6 +339,15 @@ class ThinLinkHearing:
         now = time.time()
         self.mark()
         return now
+
+    def rejoin(self) -> float:
+        """The defendant's client stops (SIGTERM) and a new one joins with the same token, as after a crash or a
+        reboot of the terminal; the wall-clock time its media began to flow."""
+        assert self._launch_defendant is not None
+        self.defendant.stop()
+        self.defendant = self._launch_defendant()
+        self.defendant.event("media", SETUP_WITHIN)
+        return time.time()
 
     def mark(self, *, metrics: bool = False) -> None:
         """Note CPU and queue counters now, and the node's (from a thread in its namespace): windows use the marks
@@ -540,17 +551,22 @@ def thin_link_hearing(
             )  # fmt: skip
             children.append(court)
             ready = court.event("ready", SETUP_WITHIN)
-            defendant = in_defendant(
-                lambda: launch(
-                    "defendant",
-                    ["defendant", "--url", server.url, "--address", DEFENDANT_ADDRESS,
-                     "--token", ready["defendant_token"],
-                     "--width", str(defendant_size[0]), "--height", str(defendant_size[1]), *media],
-                )
-            )  # fmt: skip
-            children.append(defendant)
+
+            def launch_defendant() -> Child:
+                child = in_defendant(
+                    lambda: launch(
+                        "defendant",
+                        ["defendant", "--url", server.url, "--address", DEFENDANT_ADDRESS,
+                         "--token", ready["defendant_token"],
+                         "--width", str(defendant_size[0]), "--height", str(defendant_size[1]), *media],
+                    )
+                )  # fmt: skip
+                children.append(child)
+                return child
+
+            defendant = launch_defendant()
             defendant.event("media", SETUP_WITHIN)
-            hearing = ThinLinkHearing(link, server, court, defendant, ready["ids"])
+            hearing = ThinLinkHearing(link, server, court, defendant, ready["ids"], _launch_defendant=launch_defendant)
             defendant.wait_for(lambda: _flowing(defendant, court), SETUP_WITHIN, "media never flowed both ways")
             hearing.sample()
             try:

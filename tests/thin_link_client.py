@@ -599,20 +599,33 @@ async def run_court(args: argparse.Namespace, stopping: asyncio.Event) -> None:
                   "defendant_token": booking.tokens["defendant"], "seat_pid": seat.proc.pid})  # fmt: skip
             settle_garbage()
             reporting = asyncio.ensure_future(report_forever("court", list(people.values()), stopping, seat))
-            defendant = booking.ids["defendant"]
-            await judge.client.expect(
-                "roster",
-                lambda m: any(e["id"] == defendant and e["placement"] == "lobby" for e in m["participants"]),
-                within=120,
-            )
-            await judge.client.request_ok("admit", "roster", participant_id=defendant)
-            emit({"event": "admitted", "participant_id": defendant})
-            await reporting
+            admitting = asyncio.ensure_future(admit_forever(judge, booking.ids["defendant"], stopping))
+            try:
+                await reporting
+            finally:
+                admitting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await admitting
         finally:
             closing = [_bounded(p.close()) for p in court.participants]
             if seat is not None:
                 closing.append(_bounded(seat.stop(), 20.0))
             await asyncio.gather(*closing)
+
+
+async def admit_forever(judge: Participant, defendant: str, stopping: asyncio.Event) -> None:
+    """The judge admits the defendant each time they wait in the lobby: at the first join, and again after their
+    client joined anew (a crash or a reboot of the terminal; a join without the resume key starts in the lobby)."""
+
+    def waiting(message: dict[str, Any]) -> bool:
+        return any(e["id"] == defendant and e["placement"] == "lobby" for e in message["participants"])
+
+    while not stopping.is_set():
+        with contextlib.suppress(AssertionError):  # none within the wait: look again
+            await judge.client.expect("roster", waiting, within=30)
+            answer = await judge.client.request("admit", "roster", participant_id=defendant)
+            if answer.get("type") != "error":  # an earlier roster's lobby may already be answered
+                emit({"event": "admitted", "participant_id": defendant})
 
 
 async def run_seat(args: argparse.Namespace, stopping: asyncio.Event) -> None:
