@@ -373,6 +373,9 @@ class SubscriberBandwidth:
     lift_padding: int = 0
     """Padding packets sent on its paused videos' streams while the node watched for the lift
     (:data:`LIFT_PADDING_SHARE`)."""
+    seeded: bool = False
+    """It came back (a new peer) within a while of leaving behind a constrained link, and what that link carried
+    stands for its estimate until its first REMB (``media.node._LINK_MEMORY``)."""
 
 
 class LossSignal(NamedTuple):

@@ -880,6 +880,80 @@ async def test_a_subscriber_that_leaves_while_its_link_is_watched_is_watched_no_
     assert not signaling.failures
 
 
+class SilentEstimate:
+    """A receiver's bandwidth estimator that never reports (a receiver whose first REMB has not come yet)."""
+
+    def __init__(self) -> None:
+        self.ssrcs: list[int] = []
+
+    def add(self, **_: Any) -> None:
+        return None
+
+
+async def test_a_subscriber_back_behind_a_constrained_link_starts_from_what_it_carried(
+    node: InProcessNode, signaling: DirectSignaling, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The defendant's link is thin (its REMB says 30 kbit/s, it loses packets): the party's and the witness's video
+    are paused for it. Its client goes away and a new one joins (a crash, a reboot of its terminal). Before the new
+    client's first REMB the node knows nothing of the new peer's link but what the old one carried: the two videos
+    start paused, not one frame of them is sent into the thin link, the judge's video and all audio flow. (With no
+    memory of the link, everything was forwarded until the first REMB, and behind 1-2 Mbit/s the burst cost the
+    defendant 6-28% of its audio and all video for its first 5 s: ``bench/thin_link.py --rejoin``.)"""
+    judge = MediaClient("judge", tag=1)
+    party = MediaClient("party", tag=2)
+    witness = MediaClient("witness", tag=3)
+    defendant = MediaClient("defendant", video=False, audio=False)
+    for client, role in (
+        (judge, Role.judge),
+        (party, Role.party),
+        (witness, Role.witness),
+        (defendant, Role.defendant),
+    ):
+        await signaling.join(client, role)
+    for name in ("judge", "party", "witness"):
+        await node.call(SetPublishing(hearing_id=HEARING, participant_id=name, sources=BOTH))
+    everyone = ("judge", "party", "witness")
+    await node.call(SetReceiving(hearing_id=HEARING, participant_id="defendant", publishers=everyone))
+    assert await eventually(lambda: all(len(defendant.codes(tag)) >= 10 for tag in (1, 2, 3)), within=20)
+    forced: dict[int, ForcedEstimate] = {}
+    losses = Losses()
+    losses.install(defendant)
+    force_estimate(defendant, forced, 30_000)
+    losses.every = 0.3
+    assert await eventually(lambda: (s := node.bandwidth(HEARING, "defendant")) is not None and len(s.paused) == 2, 15)
+
+    with structlog.testing.capture_logs() as logs:
+        assert isinstance(await node.call(ClosePeer(hearing_id=HEARING, participant_id="defendant")), Ack)
+        losses.stop()
+        await defendant.close()
+        # The new client sends no REMB (its first one on the way, for as long as the test looks).
+        monkeypatch.setattr("aiortc.rtcrtpreceiver.RemoteBitrateEstimator", SilentEstimate)
+        again = MediaClient("defendant", video=False, audio=False)
+        await signaling.join(again, Role.defendant)
+        await node.call(SetReceiving(hearing_id=HEARING, participant_id="defendant", publishers=everyone))
+        assert await eventually(lambda: len(again.codes(1)) >= 15, within=15)
+        audio = again.frames("audio")
+        await asyncio.sleep(1.0)
+        assert again.frames("audio") >= audio + 3 * 25  # the audio of all three flows
+        state = node.bandwidth(HEARING, "defendant")
+        assert state is not None
+        assert state.seeded
+        judge_peer = node.peer(HEARING, "judge")
+        assert judge_peer is not None
+        judge_track = next(t for t in judge_peer.published.values() if t.kind == "video")
+        assert state.forwarded == (judge_track.track_id,)
+        assert len(state.paused) == 2
+        sent = forwarded_video(node, "defendant")
+        assert sent["judge"] >= 15
+        assert (sent["party"], sent["witness"]) == (0, 0), sent
+        assert (video_packets(again, "party"), video_packets(again, "witness")) == (0, 0)
+    remembered = [e for e in logs if e["event"] == "subscriber_link_remembered"]
+    # What the thin link carried: the sum of its receivers' fresh REMBs, 30 kbit/s each.
+    assert [e["subscriber"] for e in remembered] == ["defendant"]
+    assert 30 <= remembered[0]["estimate_kbps"] <= 3 * 30, remembered
+    assert not signaling.failures
+
+
 CUT_FOR = 6.0
 """Seconds the paused defendant's link is cut: past its REMBs' age (ESTIMATE_MAX_AGE) and its feedback's silence
 (FEEDBACK_SILENCE)."""
