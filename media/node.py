@@ -1417,8 +1417,11 @@ class InProcessNode:
             goal = min(int((forwarded + sum(gaps.values())) * LAYER_PROBE_MARGIN), max(PROBE_MAX_BPS, forwarded))
             keys, layer_keys = (), tuple(gaps)
         fast = self._padding_sender(peer, allocation.top)
-        if subscriber.silent(now):
-            return  # (its link is out: a probe would pass unheard, see ProbeController.verdict)
+        if subscriber.silent(now) or subscriber.seeded(now):
+            # Its link is out (a probe would pass unheard, see ProbeController.verdict), or it is back and its first
+            # REMB on the way: a probe now would be judged without the estimate's fall, on loss alone, and its
+            # padding would go into the link the remembered estimate keeps video out of (_LINK_MEMORY).
+            return
         if fast is None or self._keyframe_in_flight(peer, allocation.top, now):
             # Not while a keyframe of the top video is on its way: the padding would overflow the link's queue with
             # it (measured: a probe beside a keyframe lost 54 packets at once, the judge froze 1.9 s behind 1 Mbit/s).
