@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import structlog
+from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 
 from media.aiortc_compat import on_remb, sender_ssrc
@@ -201,24 +202,20 @@ def judge_slot_is_top(node: InProcessNode) -> bool:
     return marked.get("judge") is True and not any(v for k, v in marked.items() if k != "judge")
 
 
-async def three_to_defendant(
-    node: InProcessNode, signaling: DirectSignaling, before: Callable[[MediaClient], object] = lambda _: None
-) -> MediaClient:
+async def three_to_defendant(node: InProcessNode, signaling: DirectSignaling) -> tuple[MediaClient, MediaClient]:
     """The judge (tag 1), a party (tag 2) and a witness (tag 3) publish camera and microphone to the defendant, who
-    receives all three (``before`` is called with the judge's client before they publish); the defendant's client,
-    once 10 frames of each video arrived."""
+    receives all three; the judge's and the defendant's clients, once 10 frames of each video arrived."""
     judge = MediaClient("judge", tag=1)
     clients = (judge, MediaClient("party", tag=2), MediaClient("witness", tag=3))
     defendant = MediaClient("defendant", video=False, audio=False)
     for client, role in zip((*clients, defendant), (Role.judge, Role.party, Role.witness, Role.defendant), strict=True):
         await signaling.join(client, role)
-    before(judge)
     publishers = tuple(c.name for c in clients)
     for name in publishers:
         await node.call(SetPublishing(hearing_id=HEARING, participant_id=name, sources=BOTH))
     await node.call(SetReceiving(hearing_id=HEARING, participant_id="defendant", publishers=publishers))
     assert await eventually(lambda: all(len(defendant.codes(tag)) >= 10 for tag in (1, 2, 3)), within=20)
-    return defendant
+    return judge, defendant
 
 
 async def test_thin_subscriber_keeps_judge_and_audio_then_gets_everything_back(
@@ -226,13 +223,10 @@ async def test_thin_subscriber_keeps_judge_and_audio_then_gets_everything_back(
 ) -> None:
     """A subscriber on a thin link keeps the judge's video and all audio while other video pauses; the judge is
     asked for less; when the link recovers the paused video comes back from a keyframe; a NACK flood is bounded."""
+    judge, defendant = await three_to_defendant(node, signaling)
     judge_rembs: list[int] = []
-
-    def watch_judge_rembs(judge: MediaClient) -> None:
-        video = next(t.sender for t in judge.pc.getTransceivers() if t.kind == "video")
-        on_remb(video, lambda bitrate, _: judge_rembs.append(bitrate))
-
-    defendant = await three_to_defendant(node, signaling, watch_judge_rembs)
+    judge_video = next(t.sender for t in judge.pc.getTransceivers() if t.kind == "video")
+    on_remb(judge_video, lambda bitrate, _: judge_rembs.append(bitrate))
     judge_peer = node.peer(HEARING, "judge")
     assert judge_peer is not None
     judge_track = next(t for t in judge_peer.published.values() if t.kind == "video")
@@ -887,16 +881,6 @@ async def test_a_subscriber_that_leaves_while_its_link_is_watched_is_watched_no_
     assert not signaling.failures
 
 
-class SilentEstimate:
-    """A receiver's bandwidth estimator that never reports (a receiver whose first REMB has not come yet)."""
-
-    def __init__(self) -> None:
-        self.ssrcs: list[int] = []
-
-    def add(self, **_: Any) -> None:
-        return None
-
-
 async def test_a_subscriber_back_behind_a_constrained_link_starts_from_what_it_carried(
     node: InProcessNode, signaling: DirectSignaling, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -906,7 +890,7 @@ async def test_a_subscriber_back_behind_a_constrained_link_starts_from_what_it_c
     start paused, not one frame of them is sent into the thin link, the judge's video and all audio flow. (With no
     memory of the link, everything was forwarded until the first REMB, and behind 1-2 Mbit/s the burst cost the
     defendant 6-28% of its audio and all video for its first 5 s: ``bench/thin_link.py --rejoin``.)"""
-    defendant = await three_to_defendant(node, signaling)
+    _, defendant = await three_to_defendant(node, signaling)
     everyone = ("judge", "party", "witness")
     forced: dict[int, ForcedEstimate] = {}
     losses = Losses()
@@ -919,8 +903,16 @@ async def test_a_subscriber_back_behind_a_constrained_link_starts_from_what_it_c
         assert isinstance(await node.call(ClosePeer(hearing_id=HEARING, participant_id="defendant")), Ack)
         losses.stop()
         await defendant.close()
-        # The new client sends no REMB (its first one on the way, for as long as the test looks).
-        monkeypatch.setattr("aiortc.rtcrtpreceiver.RemoteBitrateEstimator", SilentEstimate)
+        # The new client's receivers send no REMB (its first one on the way) until the test lets them.
+        muted: list[ForcedEstimate] = []
+
+        def held_back() -> ForcedEstimate:
+            estimator = ForcedEstimate(RemoteBitrateEstimator())
+            estimator.mute_until = float("inf")
+            muted.append(estimator)
+            return estimator
+
+        monkeypatch.setattr("aiortc.rtcrtpreceiver.RemoteBitrateEstimator", held_back)
         again = MediaClient("defendant", video=False, audio=False)
         await signaling.join(again, Role.defendant)
         await node.call(SetReceiving(hearing_id=HEARING, participant_id="defendant", publishers=everyone))
@@ -940,6 +932,16 @@ async def test_a_subscriber_back_behind_a_constrained_link_starts_from_what_it_c
         assert sent["judge"] >= 15
         assert (sent["party"], sent["witness"]) == (0, 0), sent
         assert (video_packets(again, "party"), video_packets(again, "witness")) == (0, 0)
+        # Its first REMB replaces what was remembered: its link is wide now (a loopback, estimated by aiortc), and the
+        # paused videos come back to it.
+        assert muted
+        for estimator in muted:
+            estimator.mute_until = float("-inf")
+        assert await eventually(lambda: (s := node.bandwidth(HEARING, "defendant")) is not None and not s.seeded, 10)
+        assert await eventually(lambda: len(again.codes(2)) >= 5 and len(again.codes(3)) >= 5, within=40)
+        state = node.bandwidth(HEARING, "defendant")
+        assert state is not None
+        assert state.paused == ()
     remembered = [e for e in logs if e["event"] == "subscriber_link_remembered"]
     # What the thin link carried: the sum of its receivers' fresh REMBs, 10 kbit/s each (below what any one of the
     # test's videos needs, 40-50 kbit/s: at 30 each, the judge's and another's fitted under 90).
